@@ -1,0 +1,157 @@
+//! Model files: `model.safetensors` with PyTorch `nn.Linear` names and layout, and the atomic
+//! write every output file goes through (temporary name, fsync, rename), so a crash never
+//! leaves a half-written file in place of a good one.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::model::{Activation, Params, layer_views};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model file {path}: {message}")]
+    Format { path: PathBuf, message: String },
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, synced, then renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// Serialises parameters as safetensors: `fc{i}.weight` (O, I) and `fc{i}.bias` (O), f32
+/// little-endian, with `layers` (JSON list) and `activation` in the metadata.
+pub fn model_bytes(params: &Params, extra: &[(&str, String)]) -> Result<Vec<u8>, String> {
+    let tensors = params.named_tensors();
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, shape, values)| {
+            (
+                name,
+                shape,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views = raw
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut metadata = HashMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    metadata.insert(
+        "layers".to_string(),
+        serde_json::to_string(&params.widths).map_err(|e| e.to_string())?,
+    );
+    metadata.insert(
+        "activation".to_string(),
+        params.activation.name().to_string(),
+    );
+    for (k, v) in extra {
+        metadata.insert((*k).to_string(), v.clone());
+    }
+    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+}
+
+/// Writes `model.safetensors` (or any path) atomically.
+pub fn save_model(
+    path: &Path,
+    params: &Params,
+    extra: &[(&str, String)],
+) -> Result<(), CheckpointError> {
+    let bytes = model_bytes(params, extra).map_err(|message| CheckpointError::Format {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads a model written by [`save_model`], checking every tensor's name, shape and dtype.
+pub fn load_model(path: &Path) -> Result<Params, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |message: String| CheckpointError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let info = meta.metadata().clone().unwrap_or_default();
+    let widths: Vec<usize> = info
+        .get("layers")
+        .ok_or_else(|| bad("metadata lacks \"layers\"".into()))
+        .and_then(|s| {
+            serde_json::from_str(s).map_err(|e| bad(format!("metadata \"layers\": {e}")))
+        })?;
+    if widths.len() < 2 || widths.contains(&0) {
+        return Err(bad(format!(
+            "metadata \"layers\" = {widths:?} is not a network"
+        )));
+    }
+    let activation = info
+        .get("activation")
+        .and_then(|a| Activation::parse(a))
+        .ok_or_else(|| bad("metadata lacks a known \"activation\"".into()))?;
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut params = Params::zeros(&widths, activation);
+    for (l, view) in layer_views(&widths).iter().enumerate() {
+        for (name, shape, range) in [
+            (
+                format!("fc{}.weight", l + 1),
+                vec![view.fan_out, view.fan_in],
+                view.weight..view.bias,
+            ),
+            (
+                format!("fc{}.bias", l + 1),
+                vec![view.fan_out],
+                view.bias..view.end(),
+            ),
+        ] {
+            let t = tensors
+                .tensor(&name)
+                .map_err(|_| bad(format!("missing tensor {name}")))?;
+            if t.dtype() != Dtype::F32 || t.shape() != shape.as_slice() {
+                return Err(bad(format!(
+                    "tensor {name} is {:?} {:?}, expected F32 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            for (dst, chunk) in params.values[range]
+                .iter_mut()
+                .zip(t.data().chunks_exact(4))
+            {
+                *dst = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            }
+        }
+    }
+    Ok(params)
+}

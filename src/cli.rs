@@ -1,0 +1,369 @@
+//! Command-line interface: clap parsing, then library calls. Flags are turned into library
+//! types and validated before any data is read.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use wgtrain::config::TrainConfig;
+use wgtrain::cpu::CpuEngine;
+use wgtrain::data::{self, Dataset};
+use wgtrain::engine::{Engine, EngineKind};
+use wgtrain::gradcheck::{Objective, gradient_check};
+use wgtrain::model::Params;
+use wgtrain::run::{RunOptions, run_training};
+use wgtrain::train::{EpochRecord, Verdict};
+use wgtrain::{checkpoint, report};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wgtrain",
+    version,
+    about = "Train fully-connected networks on Fashion-MNIST and friends"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Device {
+    /// A real GPU when one exists, else the CPU path.
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    /// Experiment config (TOML); without it, the paper's best model (configs/momentum.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. --set learning_rate=0.05 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Seed for the split, initialisation and shuffling (same as --set seed=N).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Directory holding the four MNIST-style IDX files [default: data/fashion-mnist].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<TrainConfig> {
+        let mut sets = self.sets.clone();
+        if let Some(seed) = self.seed {
+            sets.push(format!("seed={seed}"));
+        }
+        let config = match &self.config {
+            Some(path) => TrainConfig::load(path, &sets)?,
+            None => {
+                TrainConfig::from_toml_str("", Path::new("(built-in default)"), "momentum", &sets)?
+            }
+        };
+        Ok(config)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(data::default_dir)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a network and write a run directory.
+    Train {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Run directory [default: runs/<config-name>-<timestamp>].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Where to train.
+        #[arg(long, value_enum, default_value_t = Device::Auto)]
+        device: Device,
+        /// CPU threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Overwrite a run directory that already holds a run.
+        #[arg(long)]
+        force: bool,
+        /// Print nothing per epoch.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Test accuracy and loss of a saved model.
+    Eval {
+        /// A model.safetensors written by `wgtrain train`.
+        #[arg(long, value_name = "FILE")]
+        model: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Numerical gradient check of backprop (the paper's Table 3).
+    Gradcheck {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Training images the objective averages over.
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
+        /// Weights checked per layer (plus one bias).
+        #[arg(long, default_value_t = 2)]
+        per_layer: usize,
+        /// Finite-difference step; the check passes when every |difference| ≤ ε².
+        #[arg(long, default_value_t = 1e-2)]
+        epsilon: f64,
+    },
+    /// Results table (Markdown) from run directories, grouped by experiment.
+    Table {
+        /// Run directories (each with config.toml and summary.json).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+    },
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train {
+            config,
+            out,
+            device,
+            threads,
+            force,
+            quiet,
+        } => train(&config, out, device, threads, force, quiet),
+        Command::Eval {
+            model,
+            data,
+            json,
+            threads,
+        } => eval(&model, data, json, threads),
+        Command::Gradcheck {
+            config,
+            samples,
+            per_layer,
+            epsilon,
+        } => gradcheck(&config, samples, per_layer, epsilon),
+        Command::Table { runs } => table(&runs),
+    }
+}
+
+fn engine_kind(device: Device, threads: usize) -> Result<EngineKind> {
+    match device {
+        Device::Cpu => Ok(EngineKind::Cpu { threads }),
+        Device::Auto => {
+            eprintln!("note: this build has no GPU engine yet; --device auto trains on the CPU");
+            Ok(EngineKind::Cpu { threads })
+        }
+        Device::Gpu => {
+            bail!("--device gpu: this build has no GPU engine yet (hint: use --device cpu or auto)")
+        }
+    }
+}
+
+/// `runs/<name>-<UTC timestamp>`.
+fn default_run_dir(name: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    PathBuf::from("runs").join(format!(
+        "{name}-{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
+fn train(
+    args: &ConfigArgs,
+    out: Option<PathBuf>,
+    device: Device,
+    threads: usize,
+    force: bool,
+    quiet: bool,
+) -> Result<()> {
+    let config = args.load()?;
+    let engine = engine_kind(device, threads)?;
+    let out = out.unwrap_or_else(|| default_run_dir(&config.name));
+    let opts = RunOptions {
+        out: out.clone(),
+        force,
+        data_dir: args.data_dir(),
+        engine,
+    };
+    let epochs = config.epochs;
+    let mut stderr = std::io::stderr();
+    let summary = run_training(&config, &opts, |r: &EpochRecord, v: Verdict| {
+        if !quiet {
+            let _ = writeln!(
+                stderr,
+                "epoch {:>3}/{epochs}  train loss {:.4} acc {:.2}%  val loss {:.4} acc {:.2}%  {:.2}s{}",
+                r.epoch,
+                r.train_loss,
+                100.0 * r.train_accuracy,
+                r.val_loss,
+                100.0 * r.val_accuracy,
+                r.seconds,
+                if v.improved { "  *best" } else { "" }
+            );
+        }
+    })
+    .with_context(|| format!("training {} (run directory {})", config.name, out.display()))?;
+    println!(
+        "{}: test accuracy {:.2}%, test loss {:.4} (best epoch {} of {}{}) on {} in {:.1}s → {}",
+        summary.name,
+        100.0 * summary.test_accuracy,
+        summary.test_loss,
+        summary.best_epoch,
+        summary.epochs_run,
+        if summary.stopped_early {
+            ", stopped early"
+        } else {
+            ""
+        },
+        summary.device_detail,
+        summary.seconds,
+        out.display()
+    );
+    Ok(())
+}
+
+fn eval(model: &Path, data_dir: Option<PathBuf>, json: bool, threads: usize) -> Result<()> {
+    let params = checkpoint::load_model(model)?;
+    let data_dir = data_dir.unwrap_or_else(data::default_dir);
+    let (test, raw) = data::load_test_split(&data_dir)?;
+    let classes = *params.widths.last().unwrap_or(&0);
+    if params.widths[0] != raw.features() {
+        bail!(
+            "model {} takes {} inputs but the images in {} have {} pixels",
+            model.display(),
+            params.widths[0],
+            raw.images_path.display(),
+            raw.features()
+        );
+    }
+    if let Some((index, &label)) = test
+        .labels
+        .iter()
+        .enumerate()
+        .find(|&(_, &l)| l as usize >= classes)
+    {
+        bail!(
+            "{}: label {label} at item {index} is outside the model's {classes} classes",
+            raw.labels_path.display()
+        );
+    }
+    let mut engine = CpuEngine::new(&params, threads);
+    let dataset = Dataset {
+        features: raw.features(),
+        classes,
+        train: Default::default(),
+        val: Default::default(),
+        test,
+    };
+    engine.upload(Arc::new(dataset))?;
+    let stats = engine.evaluate(data::SplitName::Test)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"model": model, "test_accuracy": stats.accuracy, "test_loss": stats.loss, "samples": stats.samples})
+        );
+    } else {
+        println!(
+            "{}: test accuracy {:.2}%, test loss {:.4} over {} images",
+            model.display(),
+            100.0 * stats.accuracy,
+            stats.loss,
+            stats.samples
+        );
+    }
+    Ok(())
+}
+
+fn gradcheck(args: &ConfigArgs, samples: usize, per_layer: usize, epsilon: f64) -> Result<()> {
+    if samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    if !(epsilon.is_finite() && epsilon > 0.0) {
+        bail!("--epsilon must be a finite number > 0");
+    }
+    let config = args.load()?;
+    let raw = data::read_pair(&args.data_dir(), data::TRAIN_IMAGES, data::TRAIN_LABELS)?;
+    let classes = raw
+        .labels
+        .iter()
+        .copied()
+        .max()
+        .map_or(0, |m| m as usize + 1);
+    // Only the widths matter here; the batch size plays no part in the check.
+    config.check_against_data(raw.features(), classes, usize::MAX)?;
+    let rows = samples.min(raw.count);
+    let input: Vec<f64> = data::zscore_images(&raw.pixels[..rows * raw.features()], raw.features())
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let objective = Objective {
+        input: &input,
+        labels: &raw.labels[..rows],
+        l1: config.l1,
+        l2: config.l2,
+        reduction: config.gradient,
+    };
+    let params = Params::init(&config.layers, config.activation, config.init, config.seed);
+    let table = gradient_check(&params, &objective, per_layer, epsilon, config.seed);
+    let tolerance = epsilon * epsilon;
+    println!(
+        "gradient check: {} {:?} {}, {rows} training images, ε = {epsilon:e}, pass when |difference| ≤ ε² = {tolerance:e}",
+        config.name,
+        config.layers,
+        config.activation.name()
+    );
+    println!("| parameter | numerical | backprop | abs difference |");
+    println!("|---|---|---|---|");
+    for row in &table {
+        println!(
+            "| {} | {:.8e} | {:.8e} | {:.3e} |",
+            row.parameter, row.numerical, row.backprop, row.difference
+        );
+    }
+    let failed = table
+        .iter()
+        .filter(|r| r.difference.is_nan() || r.difference > tolerance)
+        .count();
+    if failed > 0 {
+        bail!(
+            "gradient check failed: {failed} of {} differences exceed ε² = {tolerance:e}",
+            table.len()
+        );
+    }
+    println!("passed: all {} differences ≤ {tolerance:e}", table.len());
+    Ok(())
+}
+
+fn table(runs: &[PathBuf]) -> Result<()> {
+    let records = runs
+        .iter()
+        .map(|d| report::read_run(d).with_context(|| format!("reading run {}", d.display())))
+        .collect::<Result<Vec<_>>>()?;
+    print!("{}", report::markdown_table(&records));
+    Ok(())
+}

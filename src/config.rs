@@ -1,0 +1,434 @@
+//! `TrainConfig`: one experiment's hyperparameters, read from TOML, overridden with
+//! `--set key=value`, and validated before any data is read or any work starts.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Activation, Init};
+
+/// Errors in configs and overrides; each names the key and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: unknown key \"{key}\"{hint}")]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        hint: String,
+    },
+    #[error("--set {arg}: expected key=value")]
+    BadOverride { arg: String },
+    #[error("config {path}: {key} = {value}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Which early-stopping rule decides when to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EarlyStoppingRule {
+    /// The paper's reading: stop once validation loss has risen for `patience` consecutive epochs.
+    Rising,
+    /// The common one (Keras, Lightning): stop after `patience` epochs without a new best.
+    NoImprovement,
+}
+
+/// How per-sample gradients of a mini-batch are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GradientReduction {
+    /// The mean over the batch (what the paper's numbers come from; PyTorch's default).
+    Mean,
+    /// The sum, as the paper's rule (3) is written: a step `batch_size` times larger.
+    Sum,
+}
+
+/// The optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    /// Mini-batch SGD, with the paper's momentum rule (5) when `momentum = true`.
+    Sgd,
+    /// Adam (Kingma & Ba) with bias correction.
+    Adam,
+}
+
+/// The paper's reported figures for this experiment, shown beside ours in results tables.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaperResult {
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+}
+
+/// One experiment. Field names follow the paper's Tables 2 and 4.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Experiment name (defaults to the config file's stem); names run directories.
+    pub name: String,
+    /// Layer widths, input first, classes last: `[784, 10]` is softmax regression.
+    pub layers: Vec<usize>,
+    pub activation: Activation,
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub early_stopping: bool,
+    pub early_stopping_rule: EarlyStoppingRule,
+    pub patience: usize,
+    pub optimizer: Optimizer,
+    pub momentum: bool,
+    pub momentum_gamma: f64,
+    /// L1 penalty strength λ: adds λ·Σ|w| to the loss (weights only, not biases).
+    pub l1: f64,
+    /// L2 penalty strength λ: adds (λ/2)·Σw² to the loss (weights only, not biases).
+    pub l2: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_epsilon: f64,
+    pub gradient: GradientReduction,
+    pub init: Init,
+    pub seed: u64,
+    pub val_fraction: f64,
+    pub paper: Option<PaperResult>,
+}
+
+impl Default for TrainConfig {
+    /// The paper's best model: [784, 128, 10], tanh, SGD with momentum.
+    fn default() -> Self {
+        TrainConfig {
+            name: "momentum".into(),
+            layers: vec![784, 128, 10],
+            activation: Activation::Tanh,
+            learning_rate: 0.01,
+            batch_size: 128,
+            epochs: 100,
+            early_stopping: true,
+            early_stopping_rule: EarlyStoppingRule::Rising,
+            patience: 5,
+            optimizer: Optimizer::Sgd,
+            momentum: true,
+            momentum_gamma: 0.9,
+            l1: 0.0,
+            l2: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-8,
+            gradient: GradientReduction::Mean,
+            init: Init::Paper,
+            seed: 1,
+            val_fraction: 0.2,
+            paper: None,
+        }
+    }
+}
+
+/// Every key a config may hold, for "did you mean" hints.
+pub const KEYS: &[&str] = &[
+    "name",
+    "layers",
+    "activation",
+    "learning_rate",
+    "batch_size",
+    "epochs",
+    "early_stopping",
+    "early_stopping_rule",
+    "patience",
+    "optimizer",
+    "momentum",
+    "momentum_gamma",
+    "l1",
+    "l2",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "gradient",
+    "init",
+    "seed",
+    "val_fraction",
+    "paper",
+];
+
+/// Common names from other trainers, mapped to ours.
+const ALIASES: &[(&str, &str)] = &[
+    ("lr", "learning_rate"),
+    ("gamma", "momentum_gamma"),
+    ("weight_decay", "l2"),
+    ("l2_penalty", "l2"),
+    ("l1_penalty", "l1"),
+    ("layer_specs", "layers"),
+    ("early_stop", "early_stopping"),
+    ("early_stop_epoch", "patience"),
+    ("batch", "batch_size"),
+];
+
+fn suggestion(key: &str) -> String {
+    let lower = key.to_ascii_lowercase();
+    if let Some((_, to)) = ALIASES.iter().find(|(from, _)| *from == lower) {
+        return format!(" (did you mean \"{to}\"?)");
+    }
+    let best = KEYS.iter().map(|k| (edit_distance(&lower, k), *k)).min();
+    match best {
+        Some((d, k)) if d <= 3 => format!(" (did you mean \"{k}\"?)"),
+        _ => format!(" (known keys: {})", KEYS.join(", ")),
+    }
+}
+
+/// Levenshtein distance, for typo hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Parses the value side of `--set key=value` as TOML, falling back to a bare string
+/// (`--set activation=relu` needs no quotes).
+fn parse_override_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+impl TrainConfig {
+    /// Reads `path`, applies `overrides` (`key=value`), checks keys and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("run")
+            .to_string();
+        Self::from_toml_str(&text, path, &stem, overrides)
+    }
+
+    /// The same as [`TrainConfig::load`] for TOML text; `path` only labels errors.
+    pub fn from_toml_str(
+        text: &str,
+        path: &Path,
+        default_name: &str,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        table
+            .entry("name")
+            .or_insert_with(|| toml::Value::String(default_name.to_string()));
+        for arg in overrides {
+            let (key, value) = arg
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadOverride { arg: arg.clone() })?;
+            table.insert(key.trim().to_string(), parse_override_value(value.trim()));
+        }
+        for key in table.keys() {
+            if !KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::UnknownKey {
+                    path: path.to_path_buf(),
+                    key: key.clone(),
+                    hint: suggestion(key),
+                });
+            }
+        }
+        let config: TrainConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.message().to_string(),
+                })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Rejects impossible values, naming the key.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, value: String, reason: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            value,
+            reason: reason.to_string(),
+        };
+        if self.layers.len() < 2 {
+            return Err(bad(
+                "layers",
+                format!("{:?}", self.layers),
+                "needs at least an input and an output width",
+            ));
+        }
+        if self.layers.contains(&0) {
+            return Err(bad(
+                "layers",
+                format!("{:?}", self.layers),
+                "every width must be at least 1",
+            ));
+        }
+        if *self.layers.last().unwrap_or(&0) < 2 {
+            return Err(bad(
+                "layers",
+                format!("{:?}", self.layers),
+                "a softmax output needs at least 2 classes",
+            ));
+        }
+        let positive = |key: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(bad(key, v.to_string(), "must be a finite number > 0"))
+            }
+        };
+        positive("learning_rate", self.learning_rate)?;
+        positive("adam_epsilon", self.adam_epsilon)?;
+        for (key, v) in [("l1", self.l1), ("l2", self.l2)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(bad(key, v.to_string(), "must be a finite number ≥ 0"));
+            }
+        }
+        for (key, v) in [
+            ("momentum_gamma", self.momentum_gamma),
+            ("adam_beta1", self.adam_beta1),
+            ("adam_beta2", self.adam_beta2),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(bad(key, v.to_string(), "must lie in [0, 1)"));
+            }
+        }
+        if self.batch_size == 0 {
+            return Err(bad("batch_size", "0".into(), "must be at least 1"));
+        }
+        if self.epochs == 0 {
+            return Err(bad("epochs", "0".into(), "must be at least 1"));
+        }
+        if self.early_stopping && self.patience == 0 {
+            return Err(bad(
+                "patience",
+                "0".into(),
+                "must be at least 1 when early_stopping = true",
+            ));
+        }
+        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+            return Err(bad(
+                "val_fraction",
+                self.val_fraction.to_string(),
+                "must lie strictly between 0 and 1",
+            ));
+        }
+        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+            return Err(bad(
+                "name",
+                format!("{:?}", self.name),
+                "must be non-empty and hold no path separators",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the config against the data it will train on.
+    pub fn check_against_data(
+        &self,
+        features: usize,
+        classes: usize,
+        train_rows: usize,
+    ) -> Result<(), ConfigError> {
+        let path = Path::new("(resolved config)");
+        let bad = |key: &'static str, value: String, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            value,
+            reason,
+        };
+        if self.layers[0] != features {
+            return Err(bad(
+                "layers",
+                format!("{:?}", self.layers),
+                format!("the input width must equal the data's {features} pixels per image"),
+            ));
+        }
+        if *self.layers.last().unwrap_or(&0) != classes {
+            return Err(bad(
+                "layers",
+                format!("{:?}", self.layers),
+                format!("the output width must equal the data's {classes} classes"),
+            ));
+        }
+        if self.batch_size > train_rows {
+            return Err(bad(
+                "batch_size",
+                self.batch_size.to_string(),
+                format!("larger than the {train_rows} training rows"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The resolved config as TOML, as written into every run directory.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# could not serialise config: {e}\n"))
+    }
+
+    /// Hyperparameters the engines read at each step.
+    pub fn hyper(&self) -> Hyper {
+        Hyper {
+            learning_rate: self.learning_rate,
+            batch_size: self.batch_size,
+            optimizer: self.optimizer,
+            momentum_gamma: if self.momentum {
+                self.momentum_gamma
+            } else {
+                0.0
+            },
+            l1: self.l1,
+            l2: self.l2,
+            adam_beta1: self.adam_beta1,
+            adam_beta2: self.adam_beta2,
+            adam_epsilon: self.adam_epsilon,
+            gradient: self.gradient,
+        }
+    }
+}
+
+/// What an engine needs to take one epoch of steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hyper {
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    pub optimizer: Optimizer,
+    /// γ of the momentum rule; 0 means plain SGD.
+    pub momentum_gamma: f64,
+    pub l1: f64,
+    pub l2: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_epsilon: f64,
+    pub gradient: GradientReduction,
+}

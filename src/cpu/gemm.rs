@@ -1,0 +1,160 @@
+//! Row-major matrix products on the `gemm` crate (AVX-512/AVX2/NEON kernels, rayon threads),
+//! named after what the network computes with them. Each checks its slice lengths so the
+//! unsafe call below can never read or write out of bounds.
+
+use super::Scalar;
+
+/// Below this many multiply-adds a product runs on one thread: splitting it costs more than it saves.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// A strided read-only matrix operand: element (i, j) is `data[i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy)]
+struct Operand<'a, T> {
+    data: &'a [T],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+fn last_index(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * row_stride + (cols - 1) * col_stride
+    }
+}
+
+/// dst (m × n, row stride n) = lhs (m × k) · rhs (k × n), plus dst when `accumulate`.
+#[allow(clippy::too_many_arguments)]
+fn product<T: Scalar>(
+    dst: &mut [T],
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Operand<'_, T>,
+    rhs: Operand<'_, T>,
+    accumulate: bool,
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        dst.len() >= m * n,
+        "gemm: dst holds {} < {m}×{n}",
+        dst.len()
+    );
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(T::zero());
+        }
+        return;
+    }
+    assert!(
+        lhs.data.len() > last_index(m, k, lhs.row_stride, lhs.col_stride),
+        "gemm: lhs too short"
+    );
+    assert!(
+        rhs.data.len() > last_index(k, n, rhs.row_stride, rhs.col_stride),
+        "gemm: rhs too short"
+    );
+    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above bound every index the kernel touches; dst does not alias the
+    // operands (it is a distinct &mut borrow). gemm computes dst = alpha·dst + beta·lhs·rhs.
+    unsafe {
+        gemm::gemm::<T>(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Forward of a linear layer: out (B, O) += x (B, I) · wᵀ, where w is (O, I).
+/// `out` must already hold the bias in every row (the product accumulates onto it).
+pub fn linear_forward<T: Scalar>(
+    out: &mut [T],
+    x: &[T],
+    w: &[T],
+    rows: usize,
+    fan_in: usize,
+    fan_out: usize,
+    threads: usize,
+) {
+    let lhs = Operand {
+        data: x,
+        row_stride: fan_in,
+        col_stride: 1,
+    };
+    let rhs = Operand {
+        data: w,
+        row_stride: 1,
+        col_stride: fan_in,
+    };
+    product(out, rows, fan_out, fan_in, lhs, rhs, true, threads);
+}
+
+/// Weight gradient: dw (O, I) = dzᵀ · a, with dz (B, O) and a (B, I).
+pub fn linear_backward_weight<T: Scalar>(
+    dw: &mut [T],
+    dz: &[T],
+    a: &[T],
+    rows: usize,
+    fan_in: usize,
+    fan_out: usize,
+    threads: usize,
+) {
+    let lhs = Operand {
+        data: dz,
+        row_stride: 1,
+        col_stride: fan_out,
+    };
+    let rhs = Operand {
+        data: a,
+        row_stride: fan_in,
+        col_stride: 1,
+    };
+    product(dw, fan_out, fan_in, rows, lhs, rhs, false, threads);
+}
+
+/// Input gradient: da (B, I) = dz (B, O) · w (O, I).
+pub fn linear_backward_input<T: Scalar>(
+    da: &mut [T],
+    dz: &[T],
+    w: &[T],
+    rows: usize,
+    fan_in: usize,
+    fan_out: usize,
+    threads: usize,
+) {
+    let lhs = Operand {
+        data: dz,
+        row_stride: fan_out,
+        col_stride: 1,
+    };
+    let rhs = Operand {
+        data: w,
+        row_stride: fan_in,
+        col_stride: 1,
+    };
+    product(da, rows, fan_in, fan_out, lhs, rhs, false, threads);
+}

@@ -1,0 +1,263 @@
+//! The reference maths, the spec every fast path is checked against. Matrix products here are
+//! plain loops (the fast path uses `cpu::gemm`); the element-wise pieces (activations,
+//! softmax-cross-entropy, penalties, the update rule) are shared by both, so there is one
+//! definition of each. `docs/derivations.md` derives the formulas.
+
+use super::Scalar;
+use crate::config::{Hyper, Optimizer};
+use crate::model::{Activation, LayerView};
+
+/// tanh saturates to ±1 in f32 beyond |x| ≈ 9; clamping keeps every backend's tanh finite
+/// (some GPU tanh implementations return NaN for large inputs) without changing any f32 result.
+const TANH_CLAMP: f64 = 15.0;
+
+/// Applies the hidden activation in place.
+pub fn activation_forward<T: Scalar>(activation: Activation, z: &mut [T]) {
+    match activation {
+        Activation::None => {}
+        Activation::Tanh => {
+            let c = T::from_f64(TANH_CLAMP);
+            z.iter_mut().for_each(|v| *v = v.max(-c).min(c).tanh());
+        }
+        Activation::Sigmoid => z.iter_mut().for_each(|v| *v = sigmoid(*v)),
+        Activation::Relu => z.iter_mut().for_each(|v| *v = v.max(T::zero())),
+    }
+}
+
+/// Numerically stable logistic function: never evaluates exp of a large positive number.
+pub fn sigmoid<T: Scalar>(x: T) -> T {
+    if x >= T::zero() {
+        T::one() / (T::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// Multiplies `grad` (dL/da) by the activation's derivative, written in terms of the
+/// activation's output `a`, giving dL/dz in place.
+pub fn activation_backward<T: Scalar>(activation: Activation, a: &[T], grad: &mut [T]) {
+    match activation {
+        Activation::None => {}
+        Activation::Tanh => grad
+            .iter_mut()
+            .zip(a)
+            .for_each(|(g, &a)| *g = *g * (T::one() - a * a)),
+        Activation::Sigmoid => grad
+            .iter_mut()
+            .zip(a)
+            .for_each(|(g, &a)| *g = *g * a * (T::one() - a)),
+        Activation::Relu => grad.iter_mut().zip(a).for_each(|(g, &a)| {
+            if a <= T::zero() {
+                *g = T::zero()
+            }
+        }),
+    }
+}
+
+/// Softmax + cross-entropy over `rows` rows of `classes` logits. Returns the summed loss and the
+/// number of rows whose arg-max (first maximum) equals the label. When `grad` is given it
+/// receives (softmax − one-hot) · `scale` per element: the loss gradient w.r.t. the logits.
+pub fn softmax_xent<T: Scalar>(
+    logits: &[T],
+    labels: &[u8],
+    classes: usize,
+    scale: T,
+    mut grad: Option<&mut [T]>,
+) -> (f64, usize) {
+    let mut loss_sum = 0.0f64;
+    let mut correct = 0usize;
+    for (row, (z, &label)) in logits.chunks_exact(classes).zip(labels).enumerate() {
+        let label = label as usize;
+        let (mut argmax, mut max) = (0, z[0]);
+        for (c, &v) in z.iter().enumerate().skip(1) {
+            if v > max {
+                (argmax, max) = (c, v);
+            }
+        }
+        // Subtracting the row max keeps exp from overflowing.
+        let sum: T = z.iter().map(|&v| (v - max).exp()).sum();
+        loss_sum += (sum.ln() + max - z[label]).to_f64();
+        correct += usize::from(argmax == label);
+        if let Some(g) = grad.as_deref_mut() {
+            let g = &mut g[row * classes..(row + 1) * classes];
+            let inv = T::one() / sum;
+            for (c, (gv, &v)) in g.iter_mut().zip(z).enumerate() {
+                let p = (v - max).exp() * inv;
+                let target = if c == label { T::one() } else { T::zero() };
+                *gv = (p - target) * scale;
+            }
+        }
+    }
+    (loss_sum, correct)
+}
+
+/// sign(w) with sign(0) = 0, the L1 subgradient PyTorch uses.
+fn sign<T: Scalar>(w: T) -> T {
+    if w > T::zero() {
+        T::one()
+    } else if w < T::zero() {
+        -T::one()
+    } else {
+        T::zero()
+    }
+}
+
+/// Gradient of the penalty λ1·|w| + (λ2/2)·w² for one weight.
+#[inline]
+pub fn penalty_grad<T: Scalar>(w: T, l1: T, l2: T) -> T {
+    l1 * sign(w) + l2 * w
+}
+
+/// The penalty λ1·Σ|w| + (λ2/2)·Σw² over the weights (biases are not penalised).
+pub fn penalty<T: Scalar>(params: &[T], layers: &[LayerView], l1: f64, l2: f64) -> f64 {
+    layers
+        .iter()
+        .flat_map(|v| &params[v.weight..v.bias])
+        .map(|&w| {
+            let w = w.to_f64();
+            l1 * w.abs() + 0.5 * l2 * w * w
+        })
+        .sum()
+}
+
+/// Optimiser state that lives beside the parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState<T> {
+    /// Momentum velocity, or Adam's first moment.
+    pub first: Vec<T>,
+    /// Adam's second moment (empty for SGD).
+    pub second: Vec<T>,
+    /// Steps taken so far (Adam's bias correction needs it).
+    pub step: u64,
+}
+
+impl<T: Scalar> OptimizerState<T> {
+    pub fn new(len: usize) -> Self {
+        OptimizerState {
+            first: vec![T::zero(); len],
+            second: vec![T::zero(); len],
+            step: 0,
+        }
+    }
+}
+
+/// One update of every parameter from the loss gradient `grad`, adding the L1/L2 penalty
+/// gradient to weights (not biases). SGD with momentum follows the paper's rule (5):
+/// v ← γ·v − α·g, w ← w + v (with γ = 0 this is plain SGD, rule (3)).
+pub fn update<T: Scalar>(
+    params: &mut [T],
+    grad: &[T],
+    state: &mut OptimizerState<T>,
+    layers: &[LayerView],
+    hyper: &Hyper,
+) {
+    state.step += 1;
+    let lr = T::from_f64(hyper.learning_rate);
+    let (l1, l2) = (T::from_f64(hyper.l1), T::from_f64(hyper.l2));
+    let zero = T::zero();
+    for view in layers {
+        for (range, penalised) in [
+            (view.weight..view.bias, true),
+            (view.bias..view.end(), false),
+        ] {
+            let (l1, l2) = if penalised { (l1, l2) } else { (zero, zero) };
+            let w = &mut params[range.clone()];
+            let g = &grad[range.clone()];
+            match hyper.optimizer {
+                Optimizer::Sgd => {
+                    let gamma = T::from_f64(hyper.momentum_gamma);
+                    let v = &mut state.first[range];
+                    for ((w, &g), v) in w.iter_mut().zip(g).zip(v) {
+                        let g = g + penalty_grad(*w, l1, l2);
+                        *v = gamma * *v - lr * g;
+                        *w = *w + *v;
+                    }
+                }
+                Optimizer::Adam => {
+                    let (b1, b2) = (hyper.adam_beta1, hyper.adam_beta2);
+                    let t = state.step as i32;
+                    let c1 = T::from_f64(1.0 / (1.0 - b1.powi(t)));
+                    let c2 = T::from_f64(1.0 / (1.0 - b2.powi(t)));
+                    let (b1, b2, eps) = (
+                        T::from_f64(b1),
+                        T::from_f64(b2),
+                        T::from_f64(hyper.adam_epsilon),
+                    );
+                    let m = &mut state.first[range.clone()];
+                    let s = &mut state.second[range];
+                    for (((w, &g), m), s) in w.iter_mut().zip(g).zip(m).zip(s) {
+                        let g = g + penalty_grad(*w, l1, l2);
+                        *m = b1 * *m + (T::one() - b1) * g;
+                        *s = b2 * *s + (T::one() - b2) * g * g;
+                        *w = *w - lr * (*m * c1) / ((*s * c2).sqrt() + eps);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reference linear layer: out (B, O) = x (B, I) · wᵀ + b, accumulated in f64.
+pub fn linear_forward_reference<T: Scalar>(
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    rows: usize,
+    fan_in: usize,
+    fan_out: usize,
+) -> Vec<T> {
+    let mut out = vec![T::zero(); rows * fan_out];
+    for r in 0..rows {
+        for o in 0..fan_out {
+            let mut acc = b[o].to_f64();
+            for i in 0..fan_in {
+                acc += x[r * fan_in + i].to_f64() * w[o * fan_in + i].to_f64();
+            }
+            out[r * fan_out + o] = T::from_f64(acc);
+        }
+    }
+    out
+}
+
+/// Reference weight and bias gradients: dw (O, I) = dzᵀ·a, db (O) = column sums of dz.
+pub fn linear_backward_params_reference<T: Scalar>(
+    dz: &[T],
+    a: &[T],
+    rows: usize,
+    fan_in: usize,
+    fan_out: usize,
+) -> (Vec<T>, Vec<T>) {
+    let mut dw = vec![T::zero(); fan_out * fan_in];
+    let mut db = vec![T::zero(); fan_out];
+    for o in 0..fan_out {
+        for i in 0..fan_in {
+            let acc: f64 = (0..rows)
+                .map(|r| dz[r * fan_out + o].to_f64() * a[r * fan_in + i].to_f64())
+                .sum();
+            dw[o * fan_in + i] = T::from_f64(acc);
+        }
+        db[o] = T::from_f64((0..rows).map(|r| dz[r * fan_out + o].to_f64()).sum());
+    }
+    (dw, db)
+}
+
+/// Reference input gradient: da (B, I) = dz (B, O) · w (O, I).
+pub fn linear_backward_input_reference<T: Scalar>(
+    dz: &[T],
+    w: &[T],
+    rows: usize,
+    fan_in: usize,
+    fan_out: usize,
+) -> Vec<T> {
+    let mut da = vec![T::zero(); rows * fan_in];
+    for r in 0..rows {
+        for i in 0..fan_in {
+            let acc: f64 = (0..fan_out)
+                .map(|o| dz[r * fan_out + o].to_f64() * w[o * fan_in + i].to_f64())
+                .sum();
+            da[r * fan_in + i] = T::from_f64(acc);
+        }
+    }
+    da
+}

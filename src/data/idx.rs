@@ -1,0 +1,145 @@
+//! IDX files (the MNIST family's format), gzipped or not: header checks, then the raw u8 payload.
+//! Pure parsing: no preprocessing here, and nothing assumes 28×28 images or 10 classes.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::DataError;
+
+/// IDX item-type code for unsigned bytes, the only type the MNIST family uses.
+const IDX_TYPE_U8: u8 = 0x08;
+/// gzip's two magic bytes; a file that starts with them is decompressed first.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Refuse headers that promise more than this many items, so a corrupt header cannot make us
+/// allocate absurd amounts of memory before the length check catches it.
+const MAX_IDX_BYTES: usize = 1 << 32;
+
+/// A decoded IDX array of u8 items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdxArray {
+    /// Dimensions from the header, outermost first (e.g. `[60000, 28, 28]`).
+    pub dims: Vec<usize>,
+    /// Row-major items, `dims.iter().product()` of them.
+    pub data: Vec<u8>,
+}
+
+/// Reads an IDX file from disk, decompressing it if it is gzipped.
+pub fn read_idx_file(path: &Path) -> Result<IdxArray, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            DataError::Missing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    parse_idx(&bytes, path)
+}
+
+/// Parses IDX bytes (gzipped or plain). `path` only labels errors.
+pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
+    let path_buf = || PathBuf::from(path);
+    if bytes.is_empty() {
+        return Err(DataError::Empty { path: path_buf() });
+    }
+    let decompressed;
+    let raw: &[u8] = if bytes.starts_with(&GZIP_MAGIC) {
+        let mut out = Vec::new();
+        // `take` bounds the output so a gzip bomb is an error, not an out-of-memory abort.
+        flate2::read::MultiGzDecoder::new(bytes)
+            .take(MAX_IDX_BYTES as u64 + 1024)
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::Gzip {
+                path: path_buf(),
+                message: e.to_string(),
+            })?;
+        if out.is_empty() {
+            return Err(DataError::Empty { path: path_buf() });
+        }
+        decompressed = out;
+        &decompressed
+    } else {
+        bytes
+    };
+    parse_idx_plain(raw, path)
+}
+
+fn parse_idx_plain(raw: &[u8], path: &Path) -> Result<IdxArray, DataError> {
+    let path_buf = || PathBuf::from(path);
+    if raw.len() < 4 {
+        return Err(DataError::Length {
+            path: path_buf(),
+            what: "header",
+            expected: 4,
+            found: raw.len(),
+        });
+    }
+    let magic = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    if raw[0] != 0 || raw[1] != 0 {
+        return Err(DataError::BadMagic {
+            path: path_buf(),
+            magic,
+        });
+    }
+    if raw[2] != IDX_TYPE_U8 {
+        return Err(DataError::UnsupportedType {
+            path: path_buf(),
+            code: raw[2],
+        });
+    }
+    let rank = raw[3] as usize;
+    if rank == 0 {
+        return Err(DataError::BadMagic {
+            path: path_buf(),
+            magic,
+        });
+    }
+    let header_len = 4 + 4 * rank;
+    if raw.len() < header_len {
+        return Err(DataError::Length {
+            path: path_buf(),
+            what: "header",
+            expected: header_len,
+            found: raw.len(),
+        });
+    }
+    let dims: Vec<usize> = raw[4..header_len]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let items = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_IDX_BYTES)
+        .ok_or_else(|| DataError::Header {
+            path: path_buf(),
+            message: format!("dimensions {dims:?} describe more than {MAX_IDX_BYTES} bytes"),
+        })?;
+    let payload = &raw[header_len..];
+    if payload.len() != items {
+        return Err(DataError::Length {
+            path: path_buf(),
+            what: "payload",
+            expected: items,
+            found: payload.len(),
+        });
+    }
+    Ok(IdxArray {
+        dims,
+        data: payload.to_vec(),
+    })
+}
+
+/// Encodes a u8 IDX array (used by tests and by tools that write small datasets).
+pub fn encode_idx(dims: &[usize], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, IDX_TYPE_U8, dims.len() as u8];
+    for &d in dims {
+        out.extend_from_slice(&(d as u32).to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}

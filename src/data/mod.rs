@@ -1,0 +1,312 @@
+//! Dataset loading: the four IDX files of an MNIST-style directory → checked raw arrays →
+//! preprocessed [`Dataset`] splits. Knows nothing of engines or the CLI.
+
+pub mod batches;
+pub mod checksum;
+pub mod idx;
+pub mod prep;
+
+use std::path::{Path, PathBuf};
+
+pub use batches::epoch_order;
+pub use prep::{one_hot, split_indices, zscore_images};
+
+/// Errors from reading and checking dataset files. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error(
+        "data file {path} not found (hint: --data DIR must hold train-images-idx3-ubyte[.gz], \
+         train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz])"
+    )]
+    Missing { path: PathBuf },
+    #[error("data file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data file {path} is empty")]
+    Empty { path: PathBuf },
+    #[error("data file {path}: corrupt or truncated gzip stream ({message})")]
+    Gzip { path: PathBuf, message: String },
+    #[error(
+        "idx file {path}: bad magic 0x{magic:08x}, expected 0x00000801 (labels) or 0x00000803 (images)"
+    )]
+    BadMagic { path: PathBuf, magic: u32 },
+    #[error("idx file {path}: item type 0x{code:02x} is not supported, only unsigned bytes (0x08)")]
+    UnsupportedType { path: PathBuf, code: u8 },
+    #[error("idx file {path}: rank {found}, expected {expected} ({what})")]
+    BadRank {
+        path: PathBuf,
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    #[error(
+        "idx file {path}: {what} holds {found} bytes, the header says {expected} (truncated or corrupt file)"
+    )]
+    Length {
+        path: PathBuf,
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    #[error("idx file {path}: {message}")]
+    Header { path: PathBuf, message: String },
+    #[error("{images} holds {image_count} images but {labels} holds {label_count} labels")]
+    CountMismatch {
+        images: PathBuf,
+        image_count: usize,
+        labels: PathBuf,
+        label_count: usize,
+    },
+    #[error(
+        "{path}: label {label} at item {index} is outside the {classes} classes of the training labels"
+    )]
+    LabelOutOfRange {
+        path: PathBuf,
+        index: usize,
+        label: u8,
+        classes: usize,
+    },
+    #[error("{test}: test images are {test_shape:?}, training images are {train_shape:?}")]
+    ShapeMismatch {
+        test: PathBuf,
+        test_shape: (usize, usize),
+        train_shape: (usize, usize),
+    },
+    #[error(
+        "data file {path}: SHA-256 {found} does not match the expected {expected} \
+         (hint: the file is corrupt or a different version; restore it from git or the Debian package)"
+    )]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("data file {path}: {message}")]
+    ChecksumList { path: PathBuf, message: String },
+    #[error(
+        "training set has {count} images; the validation fraction {val_fraction} leaves no room for both splits"
+    )]
+    SplitTooSmall { count: usize, val_fraction: f64 },
+}
+
+/// The four file names every MNIST-style directory uses (each may also carry `.gz`).
+pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// Images and labels of one IDX pair, as read from disk.
+#[derive(Debug, Clone)]
+pub struct RawImages {
+    /// `count × rows × cols` bytes, row-major.
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub count: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub images_path: PathBuf,
+    pub labels_path: PathBuf,
+}
+
+impl RawImages {
+    pub fn features(&self) -> usize {
+        self.rows * self.cols
+    }
+}
+
+/// Finds `name.gz` or `name` in `dir`, preferring the gzipped original.
+pub fn locate(dir: &Path, name: &str) -> PathBuf {
+    let gz = dir.join(format!("{name}.gz"));
+    if gz.exists() { gz } else { dir.join(name) }
+}
+
+/// Reads one images/labels pair and checks ranks and counts.
+pub fn read_pair(dir: &Path, images: &str, labels: &str) -> Result<RawImages, DataError> {
+    let images_path = locate(dir, images);
+    let labels_path = locate(dir, labels);
+    checksum::verify(&images_path)?;
+    checksum::verify(&labels_path)?;
+    let img = idx::read_idx_file(&images_path)?;
+    let lab = idx::read_idx_file(&labels_path)?;
+    if img.dims.len() != 3 {
+        return Err(DataError::BadRank {
+            path: images_path,
+            what: "images are count × rows × cols",
+            expected: 3,
+            found: img.dims.len(),
+        });
+    }
+    if lab.dims.len() != 1 {
+        return Err(DataError::BadRank {
+            path: labels_path,
+            what: "labels are a flat list",
+            expected: 1,
+            found: lab.dims.len(),
+        });
+    }
+    let (count, rows, cols) = (img.dims[0], img.dims[1], img.dims[2]);
+    if count == 0 || rows * cols == 0 {
+        return Err(DataError::Empty { path: images_path });
+    }
+    if lab.dims[0] != count {
+        return Err(DataError::CountMismatch {
+            images: images_path,
+            image_count: count,
+            labels: labels_path,
+            label_count: lab.dims[0],
+        });
+    }
+    Ok(RawImages {
+        pixels: img.data,
+        labels: lab.data,
+        count,
+        rows,
+        cols,
+        images_path,
+        labels_path,
+    })
+}
+
+/// One preprocessed split: z-scored images and integer labels.
+#[derive(Debug, Clone, Default)]
+pub struct Split {
+    /// `len × features` f32, row-major, each image z-scored on its own.
+    pub images: Vec<f32>,
+    pub labels: Vec<u8>,
+    pub len: usize,
+}
+
+impl Split {
+    fn gather(images: &[f32], labels: &[u8], features: usize, rows: &[usize]) -> Split {
+        let mut out = Vec::with_capacity(rows.len() * features);
+        for &r in rows {
+            out.extend_from_slice(&images[r * features..(r + 1) * features]);
+        }
+        Split {
+            images: out,
+            labels: rows.iter().map(|&r| labels[r]).collect(),
+            len: rows.len(),
+        }
+    }
+}
+
+/// Which split an evaluation reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitName {
+    Train,
+    Val,
+    Test,
+}
+
+/// The preprocessed dataset every engine trains on.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Input width (rows × cols of the images).
+    pub features: usize,
+    /// Number of classes: the largest training label plus one.
+    pub classes: usize,
+    pub train: Split,
+    pub val: Split,
+    pub test: Split,
+}
+
+impl Dataset {
+    pub fn split(&self, name: SplitName) -> &Split {
+        match name {
+            SplitName::Train => &self.train,
+            SplitName::Val => &self.val,
+            SplitName::Test => &self.test,
+        }
+    }
+
+    /// Builds the paper's splits: a seeded `val_fraction` of the training images becomes the
+    /// validation set; the test set is kept whole.
+    pub fn from_raw(
+        train: &RawImages,
+        test: &RawImages,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Self, DataError> {
+        if (test.rows, test.cols) != (train.rows, train.cols) {
+            return Err(DataError::ShapeMismatch {
+                test: test.images_path.clone(),
+                test_shape: (test.rows, test.cols),
+                train_shape: (train.rows, train.cols),
+            });
+        }
+        let classes = train
+            .labels
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, |m| m as usize + 1);
+        if let Some((index, &label)) = test
+            .labels
+            .iter()
+            .enumerate()
+            .find(|&(_, &l)| l as usize >= classes)
+        {
+            return Err(DataError::LabelOutOfRange {
+                path: test.labels_path.clone(),
+                index,
+                label,
+                classes,
+            });
+        }
+        let (train_rows, val_rows) =
+            split_indices(train.count, val_fraction, seed).ok_or(DataError::SplitTooSmall {
+                count: train.count,
+                val_fraction,
+            })?;
+        let features = train.features();
+        let all_train = zscore_images(&train.pixels, features);
+        let test_images = zscore_images(&test.pixels, features);
+        Ok(Dataset {
+            features,
+            classes,
+            train: Split::gather(&all_train, &train.labels, features, &train_rows),
+            val: Split::gather(&all_train, &train.labels, features, &val_rows),
+            test: Split {
+                images: test_images,
+                labels: test.labels.clone(),
+                len: test.count,
+            },
+        })
+    }
+
+    /// Loads and preprocesses an MNIST-style directory.
+    pub fn load(dir: &Path, val_fraction: f64, seed: u64) -> Result<Self, DataError> {
+        let train = read_pair(dir, TRAIN_IMAGES, TRAIN_LABELS)?;
+        let test = read_pair(dir, TEST_IMAGES, TEST_LABELS)?;
+        Self::from_raw(&train, &test, val_fraction, seed)
+    }
+}
+
+/// Loads only the test split (for `eval` and `predict`), z-scored the same way.
+pub fn load_test_split(dir: &Path) -> Result<(Split, RawImages), DataError> {
+    let test = read_pair(dir, TEST_IMAGES, TEST_LABELS)?;
+    let images = zscore_images(&test.pixels, test.features());
+    Ok((
+        Split {
+            images,
+            labels: test.labels.clone(),
+            len: test.count,
+        },
+        test,
+    ))
+}
+
+/// The vendored Fashion-MNIST directory: `data/fashion-mnist` under the working directory when
+/// it is there, else the one in the source tree this binary was built from.
+pub fn default_dir() -> PathBuf {
+    let local = PathBuf::from("data").join("fashion-mnist");
+    if local.is_dir() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data")
+            .join("fashion-mnist")
+    }
+}

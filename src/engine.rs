@@ -1,0 +1,85 @@
+//! The one seam between the training loop and the hardware: an [`Engine`] trains an epoch,
+//! evaluates a split and exchanges parameters. Granularity is the epoch so a GPU engine can
+//! record a whole epoch without host round trips. [`EngineKind`] picks one from config/CLI data.
+
+use std::sync::Arc;
+
+use crate::config::Hyper;
+use crate::data::{Dataset, SplitName};
+use crate::model::Params;
+
+/// Errors an engine reports.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("loss became {value} at step {step} of the epoch")]
+    NonFiniteLoss { step: usize, value: f64 },
+    #[error("no dataset uploaded: call upload() before training or evaluating")]
+    NoData,
+    #[error("parameters are for layers {found:?}, the engine was built for {expected:?}")]
+    ShapeMismatch {
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Sums over the mini-batches of one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EpochStats {
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub samples: usize,
+    pub steps: usize,
+}
+
+/// Loss and accuracy over one split.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EvalStats {
+    /// Mean cross-entropy per sample.
+    pub loss: f64,
+    /// Fraction correct, in [0, 1].
+    pub accuracy: f64,
+    pub samples: usize,
+}
+
+/// A device that trains one network.
+pub trait Engine {
+    /// One line naming the device, e.g. `cpu (2 threads)`.
+    fn describe(&self) -> String;
+    /// Makes the dataset resident (a GPU engine copies it to the device once).
+    fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError>;
+    /// Takes one step per mini-batch of `order` (indices into the training split).
+    fn train_epoch(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError>;
+    /// Loss and accuracy of the current parameters on a split.
+    fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError>;
+    /// A copy of the current parameters.
+    fn params(&self) -> Result<Params, EngineError>;
+    /// Replaces the parameters and resets the optimiser state.
+    fn set_params(&mut self, params: &Params) -> Result<(), EngineError>;
+}
+
+/// Which engine to build (what `--device` resolves to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineKind {
+    /// The CPU path; `threads = 0` uses every core.
+    Cpu { threads: usize },
+}
+
+impl EngineKind {
+    /// Builds the engine for a network with these widths and activation.
+    pub fn build(&self, params: &Params) -> Result<Box<dyn Engine>, EngineError> {
+        match self {
+            EngineKind::Cpu { threads } => {
+                Ok(Box::new(crate::cpu::CpuEngine::new(params, *threads)))
+            }
+        }
+    }
+
+    /// The name written to `summary.json`'s `device`.
+    pub fn device_name(&self) -> &'static str {
+        match self {
+            EngineKind::Cpu { .. } => "cpu",
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The crate's error type: one enum per area, gathered here.
+
+use std::path::PathBuf;
+
+pub use crate::checkpoint::CheckpointError;
+pub use crate::config::ConfigError;
+pub use crate::data::DataError;
+pub use crate::engine::EngineError;
+pub use crate::train::TrainError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "run directory {path} already holds a run (hint: pass --force to overwrite it, or choose another --out)"
+    )]
+    RunExists { path: PathBuf },
+    #[error("{0}")]
+    Usage(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The paper's numerical gradient check (its Table 3): central differences in f64 against the
+//! backprop gradient of the same f64 code the CPU path trains with in f32.
+
+use rand::RngExt;
+
+use crate::config::GradientReduction;
+use crate::cpu::net::{self, Shape, Workspace};
+use crate::cpu::ops;
+use crate::data::batches::rng_for;
+use crate::model::{LayerView, Params};
+
+/// ChaCha stream for choosing which parameters to check.
+const STREAM_GRADCHECK: u64 = 3;
+
+/// One checked parameter: a row of the paper's Table 3.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradRow {
+    /// e.g. `fc1.weight[17, 402]` or `fc2.bias[3]`.
+    pub parameter: String,
+    pub numerical: f64,
+    pub backprop: f64,
+    pub difference: f64,
+}
+
+/// What the objective is: which samples, which penalty, which reduction.
+#[derive(Debug, Clone, Copy)]
+pub struct Objective<'a> {
+    /// (rows, I) inputs.
+    pub input: &'a [f64],
+    pub labels: &'a [u8],
+    pub l1: f64,
+    pub l2: f64,
+    pub reduction: GradientReduction,
+}
+
+impl Objective<'_> {
+    fn rows(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn scale(&self) -> f64 {
+        match self.reduction {
+            GradientReduction::Mean => 1.0 / self.rows() as f64,
+            GradientReduction::Sum => 1.0,
+        }
+    }
+
+    /// Loss (mean or summed cross-entropy) plus penalty.
+    pub fn value(&self, shape: Shape<'_>, params: &[f64], ws: &mut Workspace<f64>) -> f64 {
+        let (loss_sum, _) = net::evaluate(shape, params, self.input, self.labels, ws);
+        loss_sum * self.scale() + ops::penalty(params, shape.layers, self.l1, self.l2)
+    }
+
+    /// Backprop gradient of [`Objective::value`].
+    pub fn gradient(&self, shape: Shape<'_>, params: &[f64], ws: &mut Workspace<f64>) -> Vec<f64> {
+        let mut grad = vec![0.0; params.len()];
+        net::loss_and_gradient(
+            shape,
+            params,
+            self.input,
+            self.labels,
+            self.rows(),
+            self.reduction,
+            &mut grad,
+            ws,
+        );
+        for view in shape.layers {
+            for i in view.weight..view.bias {
+                grad[i] += ops::penalty_grad(params[i], self.l1, self.l2);
+            }
+        }
+        grad
+    }
+}
+
+/// Picks `per_layer` weights and one bias in every layer, seeded.
+fn pick_parameters(layers: &[LayerView], per_layer: usize, seed: u64) -> Vec<(usize, String)> {
+    let mut rng = rng_for(seed, STREAM_GRADCHECK);
+    let mut picks = Vec::new();
+    for (l, view) in layers.iter().enumerate().rev() {
+        let b = rng.random_range(0..view.fan_out);
+        picks.push((view.bias + b, format!("fc{}.bias[{b}]", l + 1)));
+        for _ in 0..per_layer {
+            let (o, i) = (
+                rng.random_range(0..view.fan_out),
+                rng.random_range(0..view.fan_in),
+            );
+            picks.push((
+                view.weight + o * view.fan_in + i,
+                format!("fc{}.weight[{o}, {i}]", l + 1),
+            ));
+        }
+    }
+    picks
+}
+
+/// Checks `per_layer` weights and a bias of every layer of `params` with central differences of
+/// step `epsilon`.
+pub fn gradient_check(
+    params: &Params,
+    objective: &Objective<'_>,
+    per_layer: usize,
+    epsilon: f64,
+    seed: u64,
+) -> Vec<GradRow> {
+    let layers = params.layers();
+    let shape = Shape {
+        layers: &layers,
+        activation: params.activation,
+        threads: 1,
+    };
+    let mut values: Vec<f64> = params.values.iter().map(|&v| v as f64).collect();
+    let picks = pick_parameters(&layers, per_layer, seed);
+    if objective.l1 > 0.0 {
+        // |w| has a kink at 0: a stencil w ± ε that straddles it measures λ1·w/ε, not λ1·sign(w).
+        // Checked weights that close to 0 (all of them under the paper's 0.01·U[0,1) init) are
+        // moved to ±2ε first; backprop below is taken at the moved point, so the check is fair.
+        let is_weight = |i: usize| layers.iter().any(|v| (v.weight..v.bias).contains(&i));
+        for &(index, _) in &picks {
+            if is_weight(index) && values[index].abs() <= 1.5 * epsilon {
+                values[index] = if values[index] < 0.0 {
+                    -2.0 * epsilon
+                } else {
+                    2.0 * epsilon
+                };
+            }
+        }
+    }
+    let mut ws = Workspace::new(&layers, objective.rows().max(1));
+    let backprop = objective.gradient(shape, &values, &mut ws);
+    picks
+        .into_iter()
+        .map(|(index, parameter)| {
+            let original = values[index];
+            values[index] = original + epsilon;
+            let plus = objective.value(shape, &values, &mut ws);
+            values[index] = original - epsilon;
+            let minus = objective.value(shape, &values, &mut ws);
+            values[index] = original;
+            let numerical = (plus - minus) / (2.0 * epsilon);
+            GradRow {
+                parameter,
+                numerical,
+                backprop: backprop[index],
+                difference: (numerical - backprop[index]).abs(),
+            }
+        })
+        .collect()
+}

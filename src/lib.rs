@@ -1,0 +1,21 @@
+//! wgtrain: a trainer for fully-connected networks that reproduces the Fashion-MNIST paper.
+//!
+//! Data flows one way: files → [`data`] (IDX, split, z-score) → [`engine::Engine::upload`] →
+//! per epoch [`data::epoch_order`] → `Engine::train_epoch` → [`train`] (early stopping, best
+//! weights) → [`metrics`], [`checkpoint`]. `data` knows no engine, engines know no CLI, and
+//! `train` knows no hardware.
+
+pub mod checkpoint;
+pub mod config;
+pub mod cpu;
+pub mod data;
+pub mod engine;
+pub mod error;
+pub mod gradcheck;
+pub mod metrics;
+pub mod model;
+pub mod report;
+pub mod run;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,81 @@
+//! Run outputs other tools read: `metrics.csv` (one row per epoch, appended and flushed as
+//! each epoch ends) and `summary.json` (written atomically at the end).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::write_atomic;
+use crate::error::{Error, Result};
+use crate::train::EpochRecord;
+
+/// The header of `metrics.csv`; part of the CLI contract.
+pub const METRICS_HEADER: &str = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds";
+
+/// Appends epoch rows to `metrics.csv`, flushing after each so an interrupted run keeps them.
+pub struct MetricsWriter {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl MetricsWriter {
+    pub fn create(path: &Path) -> Result<Self> {
+        let mut file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        writeln!(file, "{METRICS_HEADER}").map_err(|e| Error::io(path, e))?;
+        Ok(MetricsWriter {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn append(&mut self, r: &EpochRecord) -> Result<()> {
+        writeln!(
+            self.file,
+            "{},{:.6},{:.6},{:.6},{:.6},{:.3}",
+            r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy, r.seconds
+        )
+        .and_then(|_| self.file.flush())
+        .map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// `summary.json`: the run's outcome. Accuracies are fractions in [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub name: String,
+    pub status: String,
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub best_epoch: usize,
+    pub best_val_loss: f64,
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+    pub diverged: bool,
+    pub device: String,
+    pub device_detail: String,
+    pub seed: u64,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Summary {
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut text =
+            serde_json::to_string_pretty(self).map_err(|e| Error::Usage(e.to_string()))?;
+        text.push('\n');
+        write_atomic(path, text.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
+        })
+    }
+}

@@ -1,0 +1,185 @@
+//! The network's shape and its parameters: layer widths, hidden activation, one flat parameter
+//! vector with named views, and seeded initialisation.
+//!
+//! Shape legend used across the crate: B batch rows, I fan-in, O fan-out, C classes.
+//! Parameter layout, layer after layer: `fc{l}.weight` (O, I) row-major (PyTorch `nn.Linear`),
+//! then `fc{l}.bias` (O). Layers are numbered from 1.
+
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use crate::data::batches::{STREAM_INIT, rng_for};
+
+/// Activation of the hidden layers (the output layer is always softmax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// Identity: for softmax regression, which has no hidden layer.
+    None,
+    Tanh,
+    Sigmoid,
+    Relu,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::None => "none",
+            Activation::Tanh => "tanh",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Relu => "relu",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Activation::None),
+            "tanh" => Some(Activation::Tanh),
+            "sigmoid" => Some(Activation::Sigmoid),
+            "relu" => Some(Activation::Relu),
+            _ => None,
+        }
+    }
+}
+
+/// Weight initialisation schemes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// The paper's course starter code: every weight and bias 0.01·U[0, 1).
+    Paper,
+    /// Glorot/Xavier uniform: U(−a, a), a = √(6 / (I + O)); biases 0. Suits tanh and sigmoid.
+    Xavier,
+    /// He/Kaiming normal: N(0, 2 / I); biases 0. Suits ReLU.
+    He,
+    /// PyTorch `nn.Linear` default: weights and biases U(−1/√I, 1/√I).
+    Pytorch,
+}
+
+/// Where one layer's tensors sit in the flat parameter vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerView {
+    pub fan_in: usize,
+    pub fan_out: usize,
+    /// Offset of the (O, I) weight matrix.
+    pub weight: usize,
+    /// Offset of the (O) bias vector.
+    pub bias: usize,
+}
+
+impl LayerView {
+    pub fn weight_len(&self) -> usize {
+        self.fan_in * self.fan_out
+    }
+    pub fn end(&self) -> usize {
+        self.bias + self.fan_out
+    }
+}
+
+/// Views for every layer of `widths` (e.g. `[784, 128, 10]` gives two layers).
+pub fn layer_views(widths: &[usize]) -> Vec<LayerView> {
+    let mut offset = 0;
+    widths
+        .windows(2)
+        .map(|w| {
+            let view = LayerView {
+                fan_in: w[0],
+                fan_out: w[1],
+                weight: offset,
+                bias: offset + w[0] * w[1],
+            };
+            offset = view.end();
+            view
+        })
+        .collect()
+}
+
+/// Total parameter count of a network with these widths.
+pub fn param_count(widths: &[usize]) -> usize {
+    layer_views(widths).last().map_or(0, LayerView::end)
+}
+
+/// A network's parameters: its widths, hidden activation and one flat f32 vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    pub widths: Vec<usize>,
+    pub activation: Activation,
+    pub values: Vec<f32>,
+}
+
+impl Params {
+    pub fn zeros(widths: &[usize], activation: Activation) -> Self {
+        Params {
+            widths: widths.to_vec(),
+            activation,
+            values: vec![0.0; param_count(widths)],
+        }
+    }
+
+    pub fn layers(&self) -> Vec<LayerView> {
+        layer_views(&self.widths)
+    }
+
+    /// Seeded initialisation; the draws depend only on `(seed, widths, init)`.
+    pub fn init(widths: &[usize], activation: Activation, init: Init, seed: u64) -> Self {
+        let mut params = Params::zeros(widths, activation);
+        let mut rng = rng_for(seed, STREAM_INIT);
+        for view in layer_views(widths) {
+            let (fan_in, fan_out) = (view.fan_in as f64, view.fan_out as f64);
+            let (weights, rest) =
+                params.values[view.weight..view.end()].split_at_mut(view.weight_len());
+            let biases = &mut rest[..view.fan_out];
+            match init {
+                Init::Paper => {
+                    for v in weights.iter_mut().chain(biases.iter_mut()) {
+                        *v = (0.01 * rng.random::<f64>()) as f32;
+                    }
+                }
+                Init::Xavier => {
+                    let a = (6.0 / (fan_in + fan_out)).sqrt();
+                    for v in weights.iter_mut() {
+                        *v = (a * (2.0 * rng.random::<f64>() - 1.0)) as f32;
+                    }
+                }
+                Init::He => {
+                    let std = (2.0 / fan_in).sqrt();
+                    for v in weights.iter_mut() {
+                        *v = (std * standard_normal(&mut rng)) as f32;
+                    }
+                }
+                Init::Pytorch => {
+                    let a = 1.0 / fan_in.sqrt();
+                    for v in weights.iter_mut().chain(biases.iter_mut()) {
+                        *v = (a * (2.0 * rng.random::<f64>() - 1.0)) as f32;
+                    }
+                }
+            }
+        }
+        params
+    }
+
+    /// (name, shape, values) for every tensor, in layer order: `fc1.weight`, `fc1.bias`, ...
+    pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
+        let mut out = Vec::new();
+        for (l, view) in self.layers().iter().enumerate() {
+            out.push((
+                format!("fc{}.weight", l + 1),
+                vec![view.fan_out, view.fan_in],
+                &self.values[view.weight..view.bias],
+            ));
+            out.push((
+                format!("fc{}.bias", l + 1),
+                vec![view.fan_out],
+                &self.values[view.bias..view.end()],
+            ));
+        }
+        out
+    }
+}
+
+/// Box–Muller: one standard normal draw from two uniforms.
+fn standard_normal(rng: &mut impl RngExt) -> f64 {
+    let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1], so ln never sees 0
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}

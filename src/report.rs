@@ -1,0 +1,87 @@
+//! Results tables from run directories: mean ± std over seeds per experiment, beside the
+//! paper's reported figures. `wgtrain table` prints it; RESULTS.md holds its output.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::TrainConfig;
+use crate::error::Result;
+use crate::metrics::Summary;
+
+/// One run directory's config and summary.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub dir: PathBuf,
+    pub config: TrainConfig,
+    pub summary: Summary,
+}
+
+pub fn read_run(dir: &Path) -> Result<RunRecord> {
+    let config = TrainConfig::load(&dir.join("config.toml"), &[])?;
+    let summary = Summary::read(&dir.join("summary.json"))?;
+    Ok(RunRecord {
+        dir: dir.to_path_buf(),
+        config,
+        summary,
+    })
+}
+
+/// Mean and sample standard deviation (0 for a single value).
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+/// A Markdown table, one row per experiment name in first-seen order.
+pub fn markdown_table(runs: &[RunRecord]) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for r in runs {
+        if !names.contains(&r.config.name.as_str()) {
+            names.push(&r.config.name);
+        }
+    }
+    let mut out = String::from(
+        "| experiment | layers | activation | paper test acc | paper test loss | wgtrain test acc | wgtrain test loss | Δ acc (pp) | Δ loss | best epochs | seeds |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for name in names {
+        let group: Vec<&RunRecord> = runs.iter().filter(|r| r.config.name == name).collect();
+        let c = &group[0].config;
+        let acc: Vec<f64> = group.iter().map(|r| r.summary.test_accuracy).collect();
+        let loss: Vec<f64> = group.iter().map(|r| r.summary.test_loss).collect();
+        let (acc_m, acc_s) = mean_std(&acc);
+        let (loss_m, loss_s) = mean_std(&loss);
+        let epochs: Vec<String> = group
+            .iter()
+            .map(|r| r.summary.best_epoch.to_string())
+            .collect();
+        let (paper_acc, paper_loss, d_acc, d_loss) = match c.paper {
+            Some(p) => (
+                format!("{:.2}%", 100.0 * p.test_accuracy),
+                format!("{:.4}", p.test_loss),
+                format!("{:+.2}", 100.0 * (acc_m - p.test_accuracy)),
+                format!("{:+.4}", loss_m - p.test_loss),
+            ),
+            None => ("–".into(), "–".into(), "–".into(), "–".into()),
+        };
+        out.push_str(&format!(
+            "| {name} | {:?} | {} | {paper_acc} | {paper_loss} | {:.2}% ± {:.2} | {:.4} ± {:.4} | {d_acc} | {d_loss} | {} | {} |\n",
+            c.layers,
+            c.activation.name(),
+            100.0 * acc_m,
+            100.0 * acc_s,
+            loss_m,
+            loss_s,
+            epochs.join(", "),
+            group.len(),
+        ));
+    }
+    out
+}

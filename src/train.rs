@@ -1,0 +1,193 @@
+//! The only training loop: seeded epochs over an [`Engine`], early stopping, and keeping the
+//! best-validation weights. Knows no files and no wgpu; callers observe each epoch.
+
+use std::time::Instant;
+
+use crate::config::{EarlyStoppingRule, TrainConfig};
+use crate::data::{SplitName, epoch_order};
+use crate::engine::{Engine, EngineError};
+use crate::model::Params;
+
+/// Errors that end training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(
+        "training diverged: {what} at epoch {epoch}{step} (hint: lower learning_rate, e.g. --set learning_rate={lower})"
+    )]
+    Diverged {
+        what: String,
+        epoch: usize,
+        step: String,
+        lower: String,
+    },
+}
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub seconds: f64,
+}
+
+/// Verdict of the early-stopping rule after one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// This epoch's validation loss is the best so far.
+    pub improved: bool,
+    /// Training should stop after this epoch.
+    pub stop: bool,
+}
+
+/// Early-stopping bookkeeping for both rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyStopping {
+    rule: EarlyStoppingRule,
+    patience: usize,
+    enabled: bool,
+    best_loss: f64,
+    best_epoch: usize,
+    previous_loss: f64,
+    rising_streak: usize,
+}
+
+impl EarlyStopping {
+    /// With `enabled = false` it still tracks the best epoch but never stops.
+    pub fn new(rule: EarlyStoppingRule, patience: usize, enabled: bool) -> Self {
+        EarlyStopping {
+            rule,
+            patience,
+            enabled,
+            best_loss: f64::INFINITY,
+            best_epoch: 0,
+            previous_loss: f64::INFINITY,
+            rising_streak: 0,
+        }
+    }
+
+    pub fn best_epoch(&self) -> usize {
+        self.best_epoch
+    }
+
+    pub fn best_loss(&self) -> f64 {
+        self.best_loss
+    }
+
+    /// Records epoch `epoch`'s validation loss.
+    pub fn observe(&mut self, epoch: usize, val_loss: f64) -> Verdict {
+        let improved = val_loss < self.best_loss;
+        if improved {
+            self.best_loss = val_loss;
+            self.best_epoch = epoch;
+        }
+        // "Rising" counts consecutive epochs whose loss exceeds the epoch before's.
+        self.rising_streak = if val_loss > self.previous_loss {
+            self.rising_streak + 1
+        } else {
+            0
+        };
+        self.previous_loss = val_loss;
+        let stop = self.enabled
+            && match self.rule {
+                EarlyStoppingRule::Rising => self.rising_streak >= self.patience,
+                EarlyStoppingRule::NoImprovement => epoch - self.best_epoch >= self.patience,
+            };
+        Verdict { improved, stop }
+    }
+}
+
+/// What a finished (or diverged) training run hands back.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    pub records: Vec<EpochRecord>,
+    pub best_epoch: usize,
+    pub best_val_loss: f64,
+    pub stopped_early: bool,
+    /// Set when the loss became NaN or infinite; the best weights so far are still restored.
+    pub diverged: Option<TrainError>,
+    /// Best-validation parameters (also left in the engine).
+    pub best_params: Params,
+}
+
+/// Trains `engine` (already holding initial parameters and the uploaded dataset of `train_rows`
+/// training rows) as `config` says, calling `on_epoch` after each epoch. Leaves the
+/// best-validation weights in the engine.
+pub fn train(
+    engine: &mut dyn Engine,
+    train_rows: usize,
+    config: &TrainConfig,
+    mut on_epoch: impl FnMut(&EpochRecord, Verdict) -> Result<(), crate::Error>,
+) -> Result<TrainOutcome, crate::Error> {
+    let hyper = config.hyper();
+    let mut stopping = EarlyStopping::new(
+        config.early_stopping_rule,
+        config.patience,
+        config.early_stopping,
+    );
+    let mut best_params = engine.params().map_err(TrainError::from)?;
+    let mut records = Vec::new();
+    let mut stopped_early = false;
+    let mut diverged = None;
+    let lower = format!("{}", config.learning_rate / 10.0);
+    for epoch in 1..=config.epochs {
+        let start = Instant::now();
+        let order = epoch_order(config.seed, epoch, train_rows);
+        let stats = match engine.train_epoch(&order, &hyper) {
+            Ok(s) => s,
+            Err(EngineError::NonFiniteLoss { step, value }) => {
+                diverged = Some(TrainError::Diverged {
+                    what: format!("loss became {value}"),
+                    epoch,
+                    step: format!(", step {step}"),
+                    lower,
+                });
+                break;
+            }
+            Err(e) => return Err(TrainError::from(e).into()),
+        };
+        let val = engine.evaluate(SplitName::Val).map_err(TrainError::from)?;
+        if !val.loss.is_finite() {
+            diverged = Some(TrainError::Diverged {
+                what: format!("validation loss became {}", val.loss),
+                epoch,
+                step: String::new(),
+                lower,
+            });
+            break;
+        }
+        let n = stats.samples.max(1) as f64;
+        let record = EpochRecord {
+            epoch,
+            train_loss: stats.loss_sum / n,
+            train_accuracy: stats.correct as f64 / n,
+            val_loss: val.loss,
+            val_accuracy: val.accuracy,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        let verdict = stopping.observe(epoch, val.loss);
+        if verdict.improved {
+            best_params = engine.params().map_err(TrainError::from)?;
+        }
+        records.push(record);
+        on_epoch(&record, verdict)?;
+        if verdict.stop {
+            // Stopping on the last epoch anyway is not stopping early.
+            stopped_early = epoch < config.epochs;
+            break;
+        }
+    }
+    engine.set_params(&best_params).map_err(TrainError::from)?;
+    Ok(TrainOutcome {
+        records,
+        best_epoch: stopping.best_epoch(),
+        best_val_loss: stopping.best_loss(),
+        stopped_early,
+        diverged,
+        best_params,
+    })
+}

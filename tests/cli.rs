@@ -1,0 +1,266 @@
+//! The real binary end to end on tiny synthetic data, and once on the real Fashion-MNIST.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use wgtrain::checkpoint::load_model;
+use wgtrain::metrics::{METRICS_HEADER, Summary};
+
+use crate::common::{fashion_mnist, write_dataset};
+
+fn wgtrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(args)
+        .output()
+        .expect("run wgtrain")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(
+        err.contains(needle),
+        "stderr should mention {needle:?}: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+const TINY: &[&str] = &[
+    "--set",
+    "layers=[36, 10, 3]",
+    "--set",
+    "batch_size=16",
+    "--set",
+    "epochs=4",
+    "--set",
+    "init=\"xavier\"",
+];
+
+fn train_tiny(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--device",
+        "cpu",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(extra);
+    wgtrain(&args)
+}
+
+#[test]
+fn train_writes_the_run_directory_contract_and_eval_agrees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, out) = (tmp.path().join("data"), tmp.path().join("run"));
+    write_dataset(&data, 200, 50, 6, 3, true);
+    let o = train_tiny(&data, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let mut lines = metrics.lines();
+    assert_eq!(lines.next(), Some(METRICS_HEADER));
+    assert_eq!(lines.count(), 4);
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("layers = [36, 10, 3]"), "{config}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "test_accuracy",
+        "test_loss",
+        "best_epoch",
+        "epochs_run",
+        "stopped_early",
+        "device",
+        "seconds",
+    ] {
+        assert!(json.get(key).is_some(), "summary.json lacks {key}");
+    }
+    let summary = Summary::read(&out.join("summary.json")).unwrap();
+    assert_eq!(summary.device, "cpu");
+    assert!((0.0..=1.0).contains(&summary.test_accuracy));
+
+    let model = load_model(&out.join("model.safetensors")).unwrap();
+    assert_eq!(model.widths, vec![36, 10, 3]);
+    let named = model.named_tensors();
+    assert_eq!(named[0].0, "fc1.weight");
+    assert_eq!(
+        named[0].1,
+        vec![10, 36],
+        "PyTorch nn.Linear layout [out, in]"
+    );
+
+    let e = wgtrain(&[
+        "eval",
+        "--model",
+        out.join("model.safetensors").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(e.status.success(), "{}", stderr(&e));
+    let line: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    assert!((line["test_accuracy"].as_f64().unwrap() - summary.test_accuracy).abs() < 1e-12);
+    assert!((line["test_loss"].as_f64().unwrap() - summary.test_loss).abs() < 1e-9);
+}
+
+#[test]
+fn train_refuses_to_overwrite_a_run_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, out) = (tmp.path().join("data"), tmp.path().join("run"));
+    write_dataset(&data, 100, 20, 6, 3, false);
+    assert!(train_tiny(&data, &out, &[]).status.success());
+    let before = std::fs::read(out.join("summary.json")).unwrap();
+    assert_clean_failure(&train_tiny(&data, &out, &[]), "--force");
+    assert_eq!(
+        std::fs::read(out.join("summary.json")).unwrap(),
+        before,
+        "the earlier run is untouched"
+    );
+    assert!(train_tiny(&data, &out, &["--force"]).status.success());
+}
+
+#[test]
+fn bad_inputs_exit_1_with_a_message_naming_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 100, 20, 6, 3, true);
+    let out = tmp.path().join("run");
+    assert_clean_failure(
+        &train_tiny(&data, &out, &["--set", "lr=0.1"]),
+        "did you mean \"learning_rate\"",
+    );
+    assert_clean_failure(
+        &train_tiny(&data, &out, &["--set", "batch_size=0"]),
+        "batch_size",
+    );
+    assert_clean_failure(
+        &train_tiny(&data, &out, &["--set", "layers=[784, 10]"]),
+        "input width must equal the data's 36",
+    );
+    assert_clean_failure(
+        &train_tiny(&data, &out, &["--set", "batch_size=1000"]),
+        "batch_size",
+    );
+    assert_clean_failure(
+        &train_tiny(&tmp.path().join("nowhere"), &out, &[]),
+        "not found",
+    );
+    assert!(!out.exists(), "failed runs leave no run directory behind");
+    let corrupt = tmp.path().join("corrupt");
+    write_dataset(&corrupt, 100, 20, 6, 3, true);
+    let f = corrupt.join("train-images-idx3-ubyte.gz");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_failure(
+        &train_tiny(&corrupt, &out, &[]),
+        "train-images-idx3-ubyte.gz",
+    );
+    assert_clean_failure(
+        &wgtrain(&["train", "--config", "no/such.toml"]),
+        "no/such.toml",
+    );
+    assert_clean_failure(
+        &wgtrain(&["eval", "--model", "no/such.safetensors"]),
+        "no/such.safetensors",
+    );
+}
+
+#[test]
+fn gradcheck_prints_the_papers_table_and_passes() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_dataset(tmp.path(), 40, 10, 6, 3, true);
+    for act in ["tanh", "sigmoid", "relu"] {
+        let o = wgtrain(&[
+            "gradcheck",
+            "--data",
+            tmp.path().to_str().unwrap(),
+            "--set",
+            "layers=[36, 10, 3]",
+            "--set",
+            &format!("activation={act}"),
+            "--set",
+            "l2=0.01",
+            "--set",
+            "l1=0.01",
+            "--set",
+            "init=\"xavier\"",
+        ]);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{act}: {}{stdout}", stderr(&o));
+        assert!(stdout.contains("| fc1.bias["), "{stdout}");
+        assert!(stdout.contains("| fc2.weight["), "{stdout}");
+        assert!(stdout.contains("passed: all 6 differences"), "{stdout}");
+    }
+}
+
+#[test]
+fn table_summarises_runs_beside_the_papers_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 100, 20, 6, 3, true);
+    let mut dirs = Vec::new();
+    for seed in ["1", "2"] {
+        let out = tmp.path().join(format!("run{seed}"));
+        let o = train_tiny(
+            &data,
+            &out,
+            &[
+                "--seed",
+                seed,
+                "--set",
+                "name=toy",
+                "--set",
+                "paper={test_accuracy = 0.9, test_loss = 0.3}",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        dirs.push(out.to_str().unwrap().to_string());
+    }
+    let mut args = vec!["table"];
+    args.extend(dirs.iter().map(String::as_str));
+    let o = wgtrain(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| toy |"))
+        .expect(&stdout);
+    assert!(row.contains("90.00%") && row.contains("| 2 |"), "{row}");
+}
+
+#[test]
+fn softmax_on_real_fashion_mnist_reaches_80_percent_in_a_few_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/softmax.toml");
+    let o = wgtrain(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "epochs=3",
+        "--device",
+        "cpu",
+        "--data",
+        fashion_mnist().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary = Summary::read(&out.join("summary.json")).unwrap();
+    assert!(
+        summary.test_accuracy >= 0.80,
+        "test accuracy {}",
+        summary.test_accuracy
+    );
+    assert_eq!(summary.epochs_run, 3);
+}

@@ -1,0 +1,94 @@
+//! Shared test helpers: seeded random data and tiny MNIST-style datasets written to disk.
+
+use std::path::Path;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use wgtrain::data::idx::encode_idx;
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// `n` values uniform in [-1, 1).
+pub fn uniform(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
+    (0..n).map(|_| 2.0 * rng.random::<f64>() - 1.0).collect()
+}
+
+/// A learnable synthetic image set: class `c` brightens the `c`-th band of rows, plus noise.
+pub fn synthetic_images(
+    count: usize,
+    side: usize,
+    classes: usize,
+    seed: u64,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = rng(seed);
+    let mut pixels = Vec::with_capacity(count * side * side);
+    let mut labels = Vec::with_capacity(count);
+    for _ in 0..count {
+        let label = rng.random_range(0..classes);
+        labels.push(label as u8);
+        for row in 0..side {
+            let band = row * classes / side == label;
+            for _ in 0..side {
+                let base = if band { 170.0 } else { 60.0 };
+                let noise: f64 = rng.random::<f64>() * 80.0;
+                pixels.push((base + noise).min(255.0) as u8);
+            }
+        }
+    }
+    (pixels, labels)
+}
+
+/// Writes the four IDX files of a synthetic dataset (gzipped when `gzip`) into `dir`.
+pub fn write_dataset(
+    dir: &Path,
+    train: usize,
+    test: usize,
+    side: usize,
+    classes: usize,
+    gzip: bool,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (tp, tl) = synthetic_images(train, side, classes, 11);
+    let (sp, sl) = synthetic_images(test, side, classes, 12);
+    write_idx(
+        dir,
+        "train-images-idx3-ubyte",
+        &[train, side, side],
+        &tp,
+        gzip,
+    );
+    write_idx(dir, "train-labels-idx1-ubyte", &[train], &tl, gzip);
+    write_idx(
+        dir,
+        "t10k-images-idx3-ubyte",
+        &[test, side, side],
+        &sp,
+        gzip,
+    );
+    write_idx(dir, "t10k-labels-idx1-ubyte", &[test], &sl, gzip);
+}
+
+pub fn write_idx(dir: &Path, name: &str, dims: &[usize], data: &[u8], gzip: bool) {
+    let bytes = encode_idx(dims, data);
+    if gzip {
+        std::fs::write(dir.join(format!("{name}.gz")), gz(&bytes)).unwrap();
+    } else {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+pub fn gz(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Path of the vendored Fashion-MNIST directory.
+pub fn fashion_mnist() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join("fashion-mnist")
+}

@@ -1,0 +1,10 @@
+//! One integration-test binary (each tests/*.rs would otherwise link the whole crate again).
+
+mod common;
+
+mod cli;
+mod config;
+mod cpu;
+mod data;
+mod gradcheck;
+mod train;
