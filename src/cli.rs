@@ -321,11 +321,12 @@ fn gradcheck(args: &ConfigArgs, samples: usize, per_layer: usize, epsilon: f64) 
         .iter()
         .map(|&v| v as f64)
         .collect();
+    let hyper = config.hyper(); // the penalty strengths training actually applies
     let objective = Objective {
         input: &input,
         labels: &raw.labels[..rows],
-        l1: config.l1,
-        l2: config.l2,
+        l1: hyper.l1,
+        l2: hyper.l2,
         reduction: config.gradient,
     };
     let params = Params::init(&config.layers, config.activation, config.init, config.seed);

@@ -54,6 +54,17 @@ pub enum GradientReduction {
     Sum,
 }
 
+/// How the L1/L2 penalty is weighed against a mini-batch's loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PenaltyScaling {
+    /// The penalty is part of the paper's summed objective ΣCE + λ·R(w); taking the mean gradient
+    /// divides all of it by the batch size, so each step applies λ / batch_size.
+    BatchMean,
+    /// Each step applies λ in full (PyTorch's `weight_decay`, or λ·R added to the mean loss).
+    None,
+}
+
 /// The optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,6 +105,7 @@ pub struct TrainConfig {
     pub l1: f64,
     /// L2 penalty strength λ: adds (λ/2)·Σw² to the loss (weights only, not biases).
     pub l2: f64,
+    pub penalty_scaling: PenaltyScaling,
     pub adam_beta1: f64,
     pub adam_beta2: f64,
     pub adam_epsilon: f64,
@@ -122,6 +134,7 @@ impl Default for TrainConfig {
             momentum_gamma: 0.9,
             l1: 0.0,
             l2: 0.0,
+            penalty_scaling: PenaltyScaling::None,
             adam_beta1: 0.9,
             adam_beta2: 0.999,
             adam_epsilon: 1e-8,
@@ -150,6 +163,7 @@ pub const KEYS: &[&str] = &[
     "momentum_gamma",
     "l1",
     "l2",
+    "penalty_scaling",
     "adam_beta1",
     "adam_beta2",
     "adam_epsilon",
@@ -398,6 +412,10 @@ impl TrainConfig {
 
     /// Hyperparameters the engines read at each step.
     pub fn hyper(&self) -> Hyper {
+        let penalty_divisor = match (self.penalty_scaling, self.gradient) {
+            (PenaltyScaling::BatchMean, GradientReduction::Mean) => self.batch_size as f64,
+            _ => 1.0,
+        };
         Hyper {
             learning_rate: self.learning_rate,
             batch_size: self.batch_size,
@@ -407,8 +425,8 @@ impl TrainConfig {
             } else {
                 0.0
             },
-            l1: self.l1,
-            l2: self.l2,
+            l1: self.l1 / penalty_divisor,
+            l2: self.l2 / penalty_divisor,
             adam_beta1: self.adam_beta1,
             adam_beta2: self.adam_beta2,
             adam_epsilon: self.adam_epsilon,
@@ -425,6 +443,7 @@ pub struct Hyper {
     pub optimizer: Optimizer,
     /// γ of the momentum rule; 0 means plain SGD.
     pub momentum_gamma: f64,
+    /// Effective per-step penalty strengths (after `penalty_scaling`).
     pub l1: f64,
     pub l2: f64,
     pub adam_beta1: f64,

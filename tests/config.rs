@@ -130,3 +130,39 @@ fn resolved_config_round_trips_through_toml() {
         TrainConfig::from_toml_str(&c.to_toml(), Path::new("back.toml"), "other", &[]).unwrap();
     assert_eq!(c, back);
 }
+
+#[test]
+fn batch_mean_penalty_scaling_divides_lambda_by_the_batch_size_only_for_mean_gradients() {
+    let c = from_str(
+        "",
+        &[
+            "l1=0.01",
+            "l2=0.02",
+            "batch_size=100",
+            "penalty_scaling=\"batch_mean\"",
+        ],
+    )
+    .unwrap();
+    let h = c.hyper();
+    assert!(
+        (h.l1 - 1e-4).abs() < 1e-15 && (h.l2 - 2e-4).abs() < 1e-15,
+        "{h:?}"
+    );
+    let sum = from_str(
+        "",
+        &[
+            "l1=0.01",
+            "batch_size=100",
+            "penalty_scaling=\"batch_mean\"",
+            "gradient=\"sum\"",
+        ],
+    )
+    .unwrap();
+    assert_eq!(sum.hyper().l1, 0.01);
+    let plain = from_str("", &["l1=0.01", "batch_size=100"]).unwrap();
+    assert_eq!(
+        plain.hyper().l1,
+        0.01,
+        "the default applies λ in full, as PyTorch's weight_decay"
+    );
+}
