@@ -261,17 +261,7 @@ fn eval(model: &Path, data_dir: Option<PathBuf>, json: bool, threads: usize) -> 
             raw.features()
         );
     }
-    if let Some((index, &label)) = test
-        .labels
-        .iter()
-        .enumerate()
-        .find(|&(_, &l)| l as usize >= classes)
-    {
-        bail!(
-            "{}: label {label} at item {index} is outside the model's {classes} classes",
-            raw.labels_path.display()
-        );
-    }
+    raw.check_labels(classes)?;
     let mut engine = CpuEngine::new(&params, threads);
     let dataset = Dataset {
         features: raw.features(),
@@ -308,12 +298,7 @@ fn gradcheck(args: &ConfigArgs, samples: usize, per_layer: usize, epsilon: f64) 
     }
     let config = args.load()?;
     let raw = data::read_pair(&args.data_dir(), data::TRAIN_IMAGES, data::TRAIN_LABELS)?;
-    let classes = raw
-        .labels
-        .iter()
-        .copied()
-        .max()
-        .map_or(0, |m| m as usize + 1);
+    let classes = raw.classes();
     // Only the widths matter here; the batch size plays no part in the check.
     config.check_against_data(raw.features(), classes, usize::MAX)?;
     let rows = samples.min(raw.count);

@@ -114,6 +114,33 @@ impl RawImages {
     pub fn features(&self) -> usize {
         self.rows * self.cols
     }
+
+    /// Number of classes these labels imply: the largest label plus one.
+    pub fn classes(&self) -> usize {
+        self.labels
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, |m| m as usize + 1)
+    }
+
+    /// Fails on the first label that is not below `classes`.
+    pub fn check_labels(&self, classes: usize) -> Result<(), DataError> {
+        match self
+            .labels
+            .iter()
+            .enumerate()
+            .find(|&(_, &l)| l as usize >= classes)
+        {
+            Some((index, &label)) => Err(DataError::LabelOutOfRange {
+                path: self.labels_path.clone(),
+                index,
+                label,
+                classes,
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Finds `name.gz` or `name` in `dir`, preferring the gzipped original.
@@ -236,25 +263,8 @@ impl Dataset {
                 train_shape: (train.rows, train.cols),
             });
         }
-        let classes = train
-            .labels
-            .iter()
-            .copied()
-            .max()
-            .map_or(0, |m| m as usize + 1);
-        if let Some((index, &label)) = test
-            .labels
-            .iter()
-            .enumerate()
-            .find(|&(_, &l)| l as usize >= classes)
-        {
-            return Err(DataError::LabelOutOfRange {
-                path: test.labels_path.clone(),
-                index,
-                label,
-                classes,
-            });
-        }
+        let classes = train.classes();
+        test.check_labels(classes)?;
         let (train_rows, val_rows) =
             split_indices(train.count, val_fraction, seed).ok_or(DataError::SplitTooSmall {
                 count: train.count,
