@@ -48,7 +48,8 @@ pub struct Summary {
     pub test_accuracy: f64,
     pub test_loss: f64,
     pub best_epoch: usize,
-    pub best_val_loss: f64,
+    /// `None` when no epoch finished (a run that diverged in its first epoch).
+    pub best_val_loss: Option<f64>,
     pub epochs_run: usize,
     pub stopped_early: bool,
     pub diverged: bool,

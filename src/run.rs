@@ -94,7 +94,7 @@ pub fn run_training(
         test_accuracy: test.accuracy,
         test_loss: test.loss,
         best_epoch: outcome.best_epoch,
-        best_val_loss: outcome.best_val_loss,
+        best_val_loss: Some(outcome.best_val_loss).filter(|l| l.is_finite()),
         epochs_run: outcome.records.len(),
         stopped_early: outcome.stopped_early,
         diverged: outcome.diverged.is_some(),

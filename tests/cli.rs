@@ -264,3 +264,34 @@ fn softmax_on_real_fashion_mnist_reaches_80_percent_in_a_few_epochs() {
     );
     assert_eq!(summary.epochs_run, 3);
 }
+
+#[test]
+fn diverging_run_exits_1_marks_the_summary_and_keeps_its_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, out) = (tmp.path().join("data"), tmp.path().join("run"));
+    write_dataset(&data, 200, 50, 6, 3, true);
+    let o = train_tiny(
+        &data,
+        &out,
+        &[
+            "--set",
+            "learning_rate=1e30",
+            "--set",
+            "gradient=\"sum\"",
+            "--set",
+            "activation=\"relu\"",
+        ],
+    );
+    assert_clean_failure(&o, "diverged");
+    assert!(
+        stderr(&o).contains("learning_rate"),
+        "the message suggests a smaller learning rate"
+    );
+    let summary = Summary::read(&out.join("summary.json")).unwrap();
+    assert!(
+        summary.diverged && summary.status == "diverged",
+        "{summary:?}"
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(metrics.starts_with(METRICS_HEADER));
+}
