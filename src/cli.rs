@@ -12,6 +12,7 @@ use wgtrain::config::TrainConfig;
 use wgtrain::cpu::CpuEngine;
 use wgtrain::data::{self, Dataset};
 use wgtrain::engine::{Engine, EngineKind};
+use wgtrain::gpu::{AdapterChoice, GpuContext, list_adapters};
 use wgtrain::gradcheck::{Objective, gradient_check};
 use wgtrain::model::Params;
 use wgtrain::run::{RunOptions, run_training};
@@ -35,6 +36,26 @@ enum Device {
     Auto,
     Cpu,
     Gpu,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct GpuArgs {
+    /// GPU backend: vulkan, metal, dx12 or gl [default: all, or WGPU_BACKEND].
+    #[arg(long, value_name = "NAME")]
+    backend: Option<String>,
+    /// GPU adapter: an index from `wgtrain devices` or a name substring [default: WGPU_ADAPTER_NAME, else the best].
+    #[arg(long, value_name = "INDEX|NAME")]
+    adapter: Option<String>,
+}
+
+impl GpuArgs {
+    fn choice(&self, allow_software: bool) -> AdapterChoice {
+        AdapterChoice {
+            backend: self.backend.clone(),
+            adapter: self.adapter.clone(),
+            allow_software,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +106,8 @@ enum Command {
         /// Where to train.
         #[arg(long, value_enum, default_value_t = Device::Auto)]
         device: Device,
+        #[command(flatten)]
+        gpu: GpuArgs,
         /// CPU threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -122,6 +145,19 @@ enum Command {
         #[arg(long, default_value_t = 1e-2)]
         epsilon: f64,
     },
+    /// List the GPU adapters wgpu finds, with the limits that matter here.
+    Devices {
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
+    },
+    /// Check every GPU kernel and a full training step against the CPU path.
+    Check {
+        /// Check every adapter found (software ones included), not just the chosen one.
+        #[arg(long)]
+        all_adapters: bool,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// Results table (Markdown) from run directories, grouped by experiment.
     Table {
         /// Run directories (each with config.toml and summary.json).
@@ -136,10 +172,19 @@ pub fn run(cli: Cli) -> Result<()> {
             config,
             out,
             device,
+            gpu,
             threads,
             force,
             quiet,
-        } => train(&config, out, device, threads, force, quiet),
+        } => train(TrainArgs {
+            config: &config,
+            out,
+            device,
+            gpu: &gpu,
+            threads,
+            force,
+            quiet,
+        }),
         Command::Eval {
             model,
             data,
@@ -152,21 +197,136 @@ pub fn run(cli: Cli) -> Result<()> {
             per_layer,
             epsilon,
         } => gradcheck(&config, samples, per_layer, epsilon),
+        Command::Devices { backend } => devices(backend.as_deref()),
+        Command::Check { all_adapters, gpu } => check(all_adapters, &gpu),
         Command::Table { runs } => table(&runs),
     }
 }
 
-fn engine_kind(device: Device, threads: usize) -> Result<EngineKind> {
+fn engine_kind(device: Device, gpu: &GpuArgs, threads: usize) -> Result<EngineKind> {
     match device {
         Device::Cpu => Ok(EngineKind::Cpu { threads }),
-        Device::Auto => {
-            eprintln!("note: this build has no GPU engine yet; --device auto trains on the CPU");
-            Ok(EngineKind::Cpu { threads })
-        }
         Device::Gpu => {
-            bail!("--device gpu: this build has no GPU engine yet (hint: use --device cpu or auto)")
+            let context = GpuContext::open(&gpu.choice(true)).context("--device gpu")?;
+            Ok(EngineKind::Gpu {
+                context: Box::new(context),
+            })
+        }
+        // auto takes a real GPU; a software adapter only when named with --adapter.
+        Device::Auto => match GpuContext::open(&gpu.choice(gpu.adapter.is_some())) {
+            Ok(context) => Ok(EngineKind::Gpu {
+                context: Box::new(context),
+            }),
+            Err(e) => {
+                eprintln!("note: --device auto found no usable GPU ({e}); training on the CPU");
+                Ok(EngineKind::Cpu { threads })
+            }
+        },
+    }
+}
+
+fn devices(backend: Option<&str>) -> Result<()> {
+    let adapters = list_adapters(backend)?;
+    if adapters.is_empty() {
+        println!(
+            "no adapters found (hint: `apt-get install mesa-vulkan-drivers` gives lavapipe on Linux)"
+        );
+        return Ok(());
+    }
+    println!(
+        "| index | name | backend | type | driver | max storage binding (bytes) | max workgroup storage (bytes) | max invocations/workgroup | timestamps |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (s, _) in adapters {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.index,
+            s.name,
+            s.backend,
+            s.device_type,
+            s.driver,
+            s.max_storage_buffer_binding_size,
+            s.max_compute_workgroup_storage_size,
+            s.max_compute_invocations_per_workgroup,
+            if s.timestamp_queries { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
+    let contexts: Vec<std::result::Result<GpuContext, (String, String)>> = if all_adapters {
+        list_adapters(gpu.backend.as_deref())?
+            .into_iter()
+            .map(|(s, _)| {
+                let choice = AdapterChoice {
+                    backend: Some(s.backend.clone()),
+                    adapter: Some(s.name.clone()),
+                    allow_software: true,
+                };
+                GpuContext::open(&choice)
+                    .map_err(|e| (format!("{} ({})", s.name, s.backend), e.to_string()))
+            })
+            .collect()
+    } else {
+        vec![Ok(GpuContext::open(&gpu.choice(true))?)]
+    };
+    if contexts.is_empty() {
+        bail!(
+            "no GPU adapters found (hint: `apt-get install mesa-vulkan-drivers` gives lavapipe on Linux)"
+        );
+    }
+    // A mismatch fails the check; an adapter or kernel that cannot run at all (no device, a
+    // missing limit) is reported in the table with its reason and listed after it.
+    let (mut failures, mut ran, mut unrunnable) = (0, 0, Vec::new());
+    println!("| adapter | check | cases | max error / tolerance | result |");
+    println!("|---|---|---|---|---|");
+    for ctx in contexts {
+        let ctx = match ctx {
+            Ok(c) => c,
+            Err((name, why)) => {
+                println!("| {name} | (open device) | – | – | cannot run: {why} |");
+                unrunnable.push(name);
+                continue;
+            }
+        };
+        for row in wgtrain::check::run_all(&ctx) {
+            let result = match &row.error {
+                Some(e) => {
+                    unrunnable.push(format!("{} / {}", ctx.describe(), row.check));
+                    format!("cannot run: {e}")
+                }
+                None if row.passed() => {
+                    ran += 1;
+                    "pass".into()
+                }
+                None => {
+                    ran += 1;
+                    failures += 1;
+                    format!("FAIL: {}", row.detail)
+                }
+            };
+            println!(
+                "| {} | {} | {} | {:.3} | {result} |",
+                ctx.describe(),
+                row.check,
+                row.cases,
+                row.worst
+            );
         }
     }
+    if !unrunnable.is_empty() {
+        eprintln!("note: could not run on: {}", unrunnable.join("; "));
+    }
+    if ran == 0 {
+        bail!("no check could run on any adapter");
+    }
+    if failures > 0 {
+        bail!(
+            "{failures} check(s) failed: the GPU disagrees with the CPU reference beyond tolerance"
+        );
+    }
+    Ok(())
 }
 
 /// `runs/<name>-<UTC timestamp>`.
@@ -193,16 +353,29 @@ fn default_run_dir(name: &str) -> PathBuf {
     ))
 }
 
-fn train(
-    args: &ConfigArgs,
+struct TrainArgs<'a> {
+    config: &'a ConfigArgs,
     out: Option<PathBuf>,
     device: Device,
+    gpu: &'a GpuArgs,
     threads: usize,
     force: bool,
     quiet: bool,
-) -> Result<()> {
+}
+
+fn train(t: TrainArgs<'_>) -> Result<()> {
+    let TrainArgs {
+        config: args,
+        out,
+        device,
+        gpu,
+        threads,
+        force,
+        quiet,
+    } = t;
+    // The config is validated before any device is opened or data read.
     let config = args.load()?;
-    let engine = engine_kind(device, threads)?;
+    let engine = engine_kind(device, gpu, threads)?;
     let out = out.unwrap_or_else(|| default_run_dir(&config.name));
     let opts = RunOptions {
         out: out.clone(),

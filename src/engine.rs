@@ -31,6 +31,9 @@ pub struct EpochStats {
     pub correct: usize,
     pub samples: usize,
     pub steps: usize,
+    /// Validation loss and accuracy after the epoch's last step, measured in the same
+    /// submission (a GPU engine reads both back at once).
+    pub val: Option<EvalStats>,
 }
 
 /// Loss and accuracy over one split.
@@ -49,7 +52,8 @@ pub trait Engine {
     fn describe(&self) -> String;
     /// Makes the dataset resident (a GPU engine copies it to the device once).
     fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError>;
-    /// Takes one step per mini-batch of `order` (indices into the training split).
+    /// Takes one step per mini-batch of `order` (indices into the training split), then
+    /// evaluates the validation split.
     fn train_epoch(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError>;
     /// Loss and accuracy of the current parameters on a split.
     fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError>;
@@ -57,22 +61,47 @@ pub trait Engine {
     fn params(&self) -> Result<Params, EngineError>;
     /// Replaces the parameters and resets the optimiser state.
     fn set_params(&mut self, params: &Params) -> Result<(), EngineError>;
+    /// Copies the current parameters aside as the best so far (on the device, for a GPU).
+    fn keep_best(&mut self) -> Result<(), EngineError>;
+    /// Makes the parameters kept by [`Engine::keep_best`] current again.
+    fn restore_best(&mut self) -> Result<(), EngineError>;
 }
 
 /// Which engine to build (what `--device` resolves to).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum EngineKind {
     /// The CPU path; `threads = 0` uses every core.
     Cpu { threads: usize },
+    /// The wgpu path on an opened device.
+    Gpu {
+        context: Box<crate::gpu::GpuContext>,
+    },
 }
 
 impl EngineKind {
-    /// Builds the engine for a network with these widths and activation.
-    pub fn build(&self, params: &Params) -> Result<Box<dyn Engine>, EngineError> {
+    /// Builds the engine for `params`, trained at up to `batch_size` rows per step.
+    pub fn build(
+        &self,
+        params: &Params,
+        batch_size: usize,
+    ) -> Result<Box<dyn Engine>, EngineError> {
         match self {
             EngineKind::Cpu { threads } => {
                 Ok(Box::new(crate::cpu::CpuEngine::new(params, *threads)))
             }
+            EngineKind::Gpu { context } => Ok(Box::new(crate::gpu::GpuEngine::new(
+                (**context).clone(),
+                params,
+                batch_size,
+            )?)),
+        }
+    }
+
+    /// The GPU adapter, for GPU engines.
+    pub fn adapter(&self) -> Option<&crate::gpu::AdapterSummary> {
+        match self {
+            EngineKind::Cpu { .. } => None,
+            EngineKind::Gpu { context } => Some(&context.info),
         }
     }
 
@@ -80,6 +109,7 @@ impl EngineKind {
     pub fn device_name(&self) -> &'static str {
         match self {
             EngineKind::Cpu { .. } => "cpu",
+            EngineKind::Gpu { .. } => "gpu",
         }
     }
 }

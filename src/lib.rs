@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod gpu;
 pub mod gradcheck;
 pub mod metrics;
 pub mod model;
@@ -19,3 +20,4 @@ pub mod run;
 pub mod train;
 
 pub use error::{Error, Result};
+pub mod check;

@@ -55,6 +55,11 @@ pub struct Summary {
     pub diverged: bool,
     pub device: String,
     pub device_detail: String,
+    /// GPU runs: the adapter's name and wgpu backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     pub seed: u64,
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

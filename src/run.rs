@@ -55,7 +55,7 @@ pub fn run_training(
     )?);
     config.check_against_data(data.features, data.classes, data.train.len)?;
     let params = Params::init(&config.layers, config.activation, config.init, config.seed);
-    let mut engine = opts.engine.build(&params)?;
+    let mut engine = opts.engine.build(&params, config.batch_size)?;
     engine.upload(Arc::clone(&data))?;
 
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
@@ -100,6 +100,8 @@ pub fn run_training(
         diverged: outcome.diverged.is_some(),
         device: opts.engine.device_name().into(),
         device_detail: engine.describe(),
+        adapter: opts.engine.adapter().map(|a| a.name.clone()),
+        backend: opts.engine.adapter().map(|a| a.backend.clone()),
         seed: config.seed,
         seconds: start.elapsed().as_secs_f64(),
         error: outcome.diverged.as_ref().map(ToString::to_string),

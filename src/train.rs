@@ -129,7 +129,7 @@ pub fn train(
         config.patience,
         config.early_stopping,
     );
-    let mut best_params = engine.params().map_err(TrainError::from)?;
+    engine.keep_best().map_err(TrainError::from)?;
     let mut records = Vec::new();
     let mut stopped_early = false;
     let mut diverged = None;
@@ -150,7 +150,10 @@ pub fn train(
             }
             Err(e) => return Err(TrainError::from(e).into()),
         };
-        let val = engine.evaluate(SplitName::Val).map_err(TrainError::from)?;
+        let val = match stats.val {
+            Some(v) => v,
+            None => engine.evaluate(SplitName::Val).map_err(TrainError::from)?,
+        };
         if !val.loss.is_finite() {
             diverged = Some(TrainError::Diverged {
                 what: format!("validation loss became {}", val.loss),
@@ -171,7 +174,7 @@ pub fn train(
         };
         let verdict = stopping.observe(epoch, val.loss);
         if verdict.improved {
-            best_params = engine.params().map_err(TrainError::from)?;
+            engine.keep_best().map_err(TrainError::from)?;
         }
         records.push(record);
         on_epoch(&record, verdict)?;
@@ -181,7 +184,8 @@ pub fn train(
             break;
         }
     }
-    engine.set_params(&best_params).map_err(TrainError::from)?;
+    engine.restore_best().map_err(TrainError::from)?;
+    let best_params = engine.params().map_err(TrainError::from)?;
     Ok(TrainOutcome {
         records,
         best_epoch: stopping.best_epoch(),

@@ -43,13 +43,14 @@ const TINY: &[&str] = &[
 fn train_tiny(data: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "train",
-        "--device",
-        "cpu",
         "--data",
         data.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
     ];
+    if !extra.contains(&"--device") {
+        args.extend(["--device", "cpu"]);
+    }
     args.extend_from_slice(TINY);
     args.extend_from_slice(extra);
     wgtrain(&args)
@@ -294,4 +295,35 @@ fn diverging_run_exits_1_marks_the_summary_and_keeps_its_metrics() {
     );
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert!(metrics.starts_with(METRICS_HEADER));
+}
+
+#[test]
+fn train_on_the_gpu_names_device_backend_and_adapter() {
+    if crate::common::gpu().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, out) = (tmp.path().join("data"), tmp.path().join("run"));
+    write_dataset(&data, 200, 50, 6, 3, true);
+    let o = train_tiny(&data, &out, &["--device", "gpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary = Summary::read(&out.join("summary.json")).unwrap();
+    assert_eq!(summary.device, "gpu");
+    assert!(
+        summary.adapter.is_some() && summary.backend.is_some(),
+        "{summary:?}"
+    );
+    let cpu_out = tmp.path().join("cpu");
+    assert!(
+        train_tiny(&data, &cpu_out, &["--device", "cpu"])
+            .status
+            .success()
+    );
+    let cpu = Summary::read(&cpu_out.join("summary.json")).unwrap();
+    assert!(
+        (summary.test_accuracy - cpu.test_accuracy).abs() <= 0.003,
+        "gpu {} cpu {}",
+        summary.test_accuracy,
+        cpu.test_accuracy
+    );
 }

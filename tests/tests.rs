@@ -6,5 +6,6 @@ mod cli;
 mod config;
 mod cpu;
 mod data;
+mod gpu;
 mod gradcheck;
 mod train;

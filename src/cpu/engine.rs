@@ -24,6 +24,7 @@ pub struct CpuEngine {
     batch_images: Vec<f32>,
     batch_labels: Vec<u8>,
     workspace: Workspace<f32>,
+    best: Vec<f32>,
     data: Option<Arc<Dataset>>,
     threads: usize,
 }
@@ -43,6 +44,7 @@ impl CpuEngine {
             workspace: Workspace::new(&layers, EVAL_ROWS),
             layers,
             params: params.values.clone(),
+            best: params.values.clone(),
             grad: vec![0.0; params.values.len()],
             state: OptimizerState::new(params.values.len()),
             batch_images: Vec::new(),
@@ -124,6 +126,7 @@ impl Engine for CpuEngine {
             stats.samples += rows;
             stats.steps += 1;
         }
+        stats.val = Some(self.evaluate(SplitName::Val)?);
         Ok(stats)
     }
 
@@ -168,6 +171,16 @@ impl Engine for CpuEngine {
         self.params.copy_from_slice(&params.values);
         self.activation = params.activation;
         self.state = OptimizerState::new(self.params.len());
+        Ok(())
+    }
+
+    fn keep_best(&mut self) -> Result<(), EngineError> {
+        self.best.copy_from_slice(&self.params);
+        Ok(())
+    }
+
+    fn restore_best(&mut self) -> Result<(), EngineError> {
+        self.params.copy_from_slice(&self.best);
         Ok(())
     }
 }

@@ -201,18 +201,29 @@ pub fn read_pair(dir: &Path, images: &str, labels: &str) -> Result<RawImages, Da
 pub struct Split {
     /// `len × features` f32, row-major, each image z-scored on its own.
     pub images: Vec<f32>,
+    /// The same images as raw bytes (what a GPU engine keeps resident).
+    pub pixels: Vec<u8>,
     pub labels: Vec<u8>,
     pub len: usize,
 }
 
 impl Split {
-    fn gather(images: &[f32], labels: &[u8], features: usize, rows: &[usize]) -> Split {
+    fn gather(
+        images: &[f32],
+        pixels: &[u8],
+        labels: &[u8],
+        features: usize,
+        rows: &[usize],
+    ) -> Split {
         let mut out = Vec::with_capacity(rows.len() * features);
+        let mut raw = Vec::with_capacity(rows.len() * features);
         for &r in rows {
             out.extend_from_slice(&images[r * features..(r + 1) * features]);
+            raw.extend_from_slice(&pixels[r * features..(r + 1) * features]);
         }
         Split {
             images: out,
+            pixels: raw,
             labels: rows.iter().map(|&r| labels[r]).collect(),
             len: rows.len(),
         }
@@ -276,10 +287,23 @@ impl Dataset {
         Ok(Dataset {
             features,
             classes,
-            train: Split::gather(&all_train, &train.labels, features, &train_rows),
-            val: Split::gather(&all_train, &train.labels, features, &val_rows),
+            train: Split::gather(
+                &all_train,
+                &train.pixels,
+                &train.labels,
+                features,
+                &train_rows,
+            ),
+            val: Split::gather(
+                &all_train,
+                &train.pixels,
+                &train.labels,
+                features,
+                &val_rows,
+            ),
             test: Split {
                 images: test_images,
+                pixels: test.pixels.clone(),
                 labels: test.labels.clone(),
                 len: test.count,
             },
@@ -301,6 +325,7 @@ pub fn load_test_split(dir: &Path) -> Result<(Split, RawImages), DataError> {
     Ok((
         Split {
             images,
+            pixels: test.pixels.clone(),
             labels: test.labels.clone(),
             len: test.count,
         },

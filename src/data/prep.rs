@@ -25,20 +25,26 @@ pub fn split_indices(n: usize, val_fraction: f64, seed: u64) -> Option<(Vec<usiz
     Some((rows, val))
 }
 
-/// Z-scores each image on its own: (x − mean) / std over that image's pixels (population std),
-/// accumulated in f64. Returns `pixels.len()` f32 values.
+/// One image's mean and the scale that z-scores it: 1 / (population std), or 1 for a constant
+/// image, accumulated in f64. The GPU engine uploads these and z-scores on the device.
+pub fn image_stats(image: &[u8]) -> (f64, f64) {
+    let n = image.len().max(1) as f64;
+    let mean = image.iter().map(|&p| p as f64).sum::<f64>() / n;
+    let var = image
+        .iter()
+        .map(|&p| (p as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let std = var.sqrt();
+    (mean, if std < MIN_STD { 1.0 } else { 1.0 / std })
+}
+
+/// Z-scores each image on its own: (x − mean) / std over that image's pixels (population std).
+/// Returns `pixels.len()` f32 values.
 pub fn zscore_images(pixels: &[u8], features: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(pixels.len());
     for image in pixels.chunks_exact(features) {
-        let n = features as f64;
-        let mean = image.iter().map(|&p| p as f64).sum::<f64>() / n;
-        let var = image
-            .iter()
-            .map(|&p| (p as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        let std = var.sqrt();
-        let scale = if std < MIN_STD { 1.0 } else { 1.0 / std };
+        let (mean, scale) = image_stats(image);
         out.extend(image.iter().map(|&p| ((p as f64 - mean) * scale) as f32));
     }
     out

@@ -92,3 +92,23 @@ pub fn fashion_mnist() -> std::path::PathBuf {
         .join("data")
         .join("fashion-mnist")
 }
+
+/// The GPU every GPU test runs on: whatever adapter wgpu finds, software ones included.
+/// Without one the test is skipped with a message — unless `WGTRAIN_REQUIRE_GPU=1` (CI, with
+/// lavapipe installed), where a missing adapter fails the test.
+pub fn gpu() -> Option<wgtrain::gpu::GpuContext> {
+    let choice = wgtrain::gpu::AdapterChoice {
+        allow_software: true,
+        ..Default::default()
+    };
+    match wgtrain::gpu::GpuContext::open(&choice) {
+        Ok(ctx) => Some(ctx),
+        Err(e) if std::env::var("WGTRAIN_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("WGTRAIN_REQUIRE_GPU=1 but no adapter opened: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: no GPU adapter ({e})");
+            None
+        }
+    }
+}

@@ -1,0 +1,56 @@
+// common.wgsl — prepended to every kernel file by src/gpu/shaders.rs.
+// The per-step uniform (Rust twin: src/gpu/kernels.rs::StepUniform) and the activations.
+// The step uniform is bound at group(1) with a dynamic offset: one 256-byte slot per
+// mini-batch (or evaluation chunk), written once per epoch, so a whole epoch is recorded
+// without the host touching anything between steps.
+
+struct Step {
+    offset: u32,      // first row of this batch in the split's index buffer
+    rows: u32,        // rows in this batch (the last batch of an epoch may be short)
+    scale: f32,       // gradient scale: 1/rows (mean) or 1 (sum)
+    learning_rate: f32,
+    adam_c1: f32,     // 1 / (1 - beta1^t)
+    adam_c2: f32,     // 1 / (1 - beta2^t)
+    stat_slot: u32,   // where batch_stats writes (loss sum, correct count)
+    _pad: u32,
+}
+
+@group(1) @binding(0) var<uniform> step: Step;
+
+const ACT_NONE: u32 = 0u;
+const ACT_TANH: u32 = 1u;
+const ACT_SIGMOID: u32 = 2u;
+const ACT_RELU: u32 = 3u;
+
+// tanh is ±1 in f32 beyond |x| ≈ 9; clamping keeps backends whose tanh overflows for large
+// inputs (gpuweb#4458) finite without changing any f32 result. Same clamp as cpu/ops.rs.
+const TANH_CLAMP: f32 = 15.0;
+
+fn activate(x: f32, kind: u32) -> f32 {
+    switch kind {
+        case 1u: { return tanh(clamp(x, -TANH_CLAMP, TANH_CLAMP)); }
+        case 2u: {
+            // Stable logistic: exp of a non-positive number only.
+            if x >= 0.0 { return 1.0 / (1.0 + exp(-x)); }
+            let e = exp(x);
+            return e / (1.0 + e);
+        }
+        case 3u: { return max(x, 0.0); }
+        default: { return x; }
+    }
+}
+
+// Derivative of the activation written through its output a.
+fn activation_slope(a: f32, kind: u32) -> f32 {
+    switch kind {
+        case 1u: { return 1.0 - a * a; }
+        case 2u: { return a * (1.0 - a); }
+        case 3u: { return select(0.0, 1.0, a > 0.0); }
+        default: { return 1.0; }
+    }
+}
+
+// Linear invocation index over a grid that may be 2-D when one dimension would exceed 65535.
+fn linear_index(gid: vec3<u32>, groups: vec3<u32>, width: u32) -> u32 {
+    return gid.x + gid.y * groups.x * width;
+}

@@ -1,0 +1,45 @@
+// update.wgsl — update: one fused pass over the flat parameter vector.
+//   g = grad + penalised · (λ1·sign(w) + λ2·w)        (penalised = 1 for weights, 0 for biases)
+//   SGD / momentum (paper rule 5): v ← γ·v − α·g; w ← w + v
+//   Adam: m ← β1·m + (1−β1)·g; s ← β2·s + (1−β2)·g²; w ← w − α·(m·c1) / (√(s·c2) + ε)
+// CPU twin: cpu::ops::update (same expression order). Test: tests/gpu.rs::update_matches_reference.
+// Bindings (group 0):
+//   0 params    read_write  f32
+//   1 grads     read        f32
+//   2 first     read_write  f32 (velocity, or Adam's m)
+//   3 second    read_write  f32 (Adam's s)
+//   4 penalised read        f32 mask, 1 on weights
+//   5 p         uniform     UpdateParams (Rust: kernels.rs::UpdateParams)
+// Dispatch: one invocation per parameter, 256 per workgroup (grid from kernels.rs::grid).
+
+struct UpdateParams {
+    count: u32, optimizer: u32, gamma: f32, l1: f32,
+    l2: f32, beta1: f32, beta2: f32, epsilon: f32,
+}
+
+@group(0) @binding(0) var<storage, read_write> params: array<f32>;
+@group(0) @binding(1) var<storage, read> grads: array<f32>;
+@group(0) @binding(2) var<storage, read_write> first: array<f32>;
+@group(0) @binding(3) var<storage, read_write> second: array<f32>;
+@group(0) @binding(4) var<storage, read> penalised: array<f32>;
+@group(0) @binding(5) var<uniform> p: UpdateParams;
+
+@compute @workgroup_size(256)
+fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = linear_index(gid, groups, 256u);
+    if i >= p.count { return; }
+    let w = params[i];
+    let g = grads[i] + penalised[i] * (p.l1 * sign(w) + p.l2 * w);
+    let lr = step.learning_rate;
+    if p.optimizer == 0u {
+        let v = p.gamma * first[i] - lr * g;
+        first[i] = v;
+        params[i] = w + v;
+    } else {
+        let m = p.beta1 * first[i] + (1.0 - p.beta1) * g;
+        let s = p.beta2 * second[i] + (1.0 - p.beta2) * g * g;
+        first[i] = m;
+        second[i] = s;
+        params[i] = w - lr * (m * step.adam_c1) / (sqrt(s * step.adam_c2) + p.epsilon);
+    }
+}

@@ -1,0 +1,825 @@
+//! Kernel-versus-reference checks, shared by `wgtrain check` and the tests: each GPU kernel on
+//! seeded random inputs of awkward sizes against the CPU path (outputs poisoned with NaN and
+//! followed by a sentinel tail that must stay untouched), then one full training epoch of the
+//! GPU engine against the CPU engine. Errors are reported as a fraction of each check's
+//! tolerance, so 1.0 is the pass mark.
+
+use std::sync::Arc;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::{GradientReduction, Hyper, Optimizer, TrainConfig};
+use crate::cpu::{CpuEngine, ops};
+use crate::data::{Dataset, Split, epoch_order, zscore_images};
+use crate::engine::Engine;
+use crate::gpu::buffers::{bind, staging, storage_init, submit_and_read, uniform_init};
+use crate::gpu::kernels::{
+    BiasGradParams, GatherParams, Kernels, MatmulParams, STEP_STRIDE, StepUniform, UpdateParams,
+    XentParams,
+};
+use crate::gpu::{GpuContext, GpuEngine, GpuError};
+use crate::model::{Activation, Init, Params, layer_views};
+
+/// Elements after every output that a kernel must not touch (WebGPU may clamp an
+/// out-of-bounds write into the binding instead of faulting).
+const SENTINEL: usize = 64;
+
+/// Sizes every kernel is checked at: 1, primes, tile edges ±1, and the paper's widths.
+pub const SIZES: &[usize] = &[1, 7, 33, 128, 129, 784];
+
+/// One row of the check table.
+#[derive(Debug, Clone)]
+pub struct CheckRow {
+    pub check: String,
+    pub cases: usize,
+    /// Largest error over all cases as a fraction of its tolerance (≤ 1 passes).
+    pub worst: f64,
+    /// The worst case, for a failure report.
+    pub detail: String,
+    /// Set when the check could not run at all.
+    pub error: Option<String>,
+}
+
+impl CheckRow {
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.worst <= 1.0
+    }
+}
+
+/// Accumulates the worst (error / tolerance) over many cases.
+#[derive(Default)]
+struct Worst {
+    ratio: f64,
+    detail: String,
+    cases: usize,
+}
+
+impl Worst {
+    /// Compares `got` to `want` with per-element tolerance `tol(i, want)`; NaN never passes.
+    fn compare(&mut self, case: &str, got: &[f32], want: &[f64], tol: impl Fn(usize, f64) -> f64) {
+        self.cases += 1;
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let t = tol(i, w);
+            let ratio = if g.is_nan() {
+                f64::INFINITY
+            } else {
+                (g as f64 - w).abs() / t
+            };
+            if ratio > self.ratio || (ratio.is_infinite() && self.ratio.is_finite()) {
+                self.ratio = ratio;
+                self.detail = format!("{case}: element {i} got {g} want {w} (tolerance {t:.2e})");
+            }
+        }
+        if got.len() < want.len() {
+            self.ratio = f64::INFINITY;
+            self.detail = format!("{case}: {} outputs, expected {}", got.len(), want.len());
+        }
+    }
+
+    /// The sentinel tail after an output must still hold the poison.
+    fn untouched(&mut self, case: &str, tail: &[f32]) {
+        if let Some(i) = tail.iter().position(|v| !v.is_nan()) {
+            self.ratio = f64::INFINITY;
+            self.detail = format!(
+                "{case}: wrote past the end of its output (sentinel {i} = {})",
+                tail[i]
+            );
+        }
+    }
+
+    fn row(self, check: &str) -> CheckRow {
+        CheckRow {
+            check: check.into(),
+            cases: self.cases,
+            worst: self.ratio,
+            detail: self.detail,
+            error: None,
+        }
+    }
+}
+
+/// Buffers and a one-slot step uniform for running single kernels.
+struct Rig<'a> {
+    ctx: &'a GpuContext,
+    kernels: Kernels,
+    step: wgpu::Buffer,
+    step_group: wgpu::BindGroup,
+}
+
+impl<'a> Rig<'a> {
+    fn new(ctx: &'a GpuContext) -> Result<Self, GpuError> {
+        let kernels = Kernels::new(ctx)?;
+        let step = uniform_init(ctx, "step", &[0u8; STEP_STRIDE as usize])?;
+        let step_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("step"),
+            layout: &kernels.step_layout,
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &step,
+                    offset: 0,
+                    size: std::num::NonZeroU64::new(std::mem::size_of::<StepUniform>() as u64),
+                }),
+            }],
+        });
+        Ok(Rig {
+            ctx,
+            kernels,
+            step,
+            step_group,
+        })
+    }
+
+    fn f32s(&self, label: &str, v: &[f32]) -> Result<wgpu::Buffer, GpuError> {
+        storage_init(self.ctx, label, bytemuck::cast_slice(v))
+    }
+
+    /// An output of `len` elements poisoned with NaN, plus the sentinel tail.
+    fn poisoned(&self, label: &str, len: usize) -> Result<wgpu::Buffer, GpuError> {
+        self.f32s(label, &vec![f32::NAN; len + SENTINEL])
+    }
+
+    /// Runs `encode` with the step uniform set to `step`, then reads `buffer` back whole.
+    fn run(
+        &self,
+        step: StepUniform,
+        buffer: &wgpu::Buffer,
+        encode: impl FnOnce(&Kernels, &mut wgpu::ComputePass<'_>, (&wgpu::BindGroup, u32)),
+    ) -> Result<Vec<f32>, GpuError> {
+        self.ctx
+            .queue
+            .write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+        let out = staging(self.ctx, "check_staging", buffer.size())?;
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            encode(&self.kernels, &mut pass, (&self.step_group, 0));
+        }
+        encoder.copy_buffer_to_buffer(buffer, 0, &out, 0, buffer.size());
+        let raw = self.ctx.scoped("check", || {
+            submit_and_read(self.ctx, encoder, &out, buffer.size())
+        })??;
+        Ok(bytemuck::cast_slice(&raw).to_vec())
+    }
+}
+
+fn uniform_f32(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f32> {
+    (0..n)
+        .map(|_| (scale * (2.0 * rng.random::<f64>() - 1.0)) as f32)
+        .collect()
+}
+
+/// The dot-product bound for length-k sums in f32: 2·k·ε·Σ|aᵢbᵢ|, plus a floor.
+fn dot_tolerance(k: usize, abs_sum: f64) -> f64 {
+    2.0 * k as f64 * f32::EPSILON as f64 * abs_sum + 1e-6
+}
+
+fn act_ref(x: f64, a: Activation) -> f64 {
+    match a {
+        Activation::None => x,
+        Activation::Tanh => x.clamp(-15.0, 15.0).tanh(),
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Activation::Relu => x.max(0.0),
+    }
+}
+
+fn act_code(a: Activation) -> u32 {
+    match a {
+        Activation::None => 0,
+        Activation::Tanh => 1,
+        Activation::Sigmoid => 2,
+        Activation::Relu => 3,
+    }
+}
+
+const ACTIVATIONS: [Activation; 4] = [
+    Activation::None,
+    Activation::Tanh,
+    Activation::Sigmoid,
+    Activation::Relu,
+];
+
+fn check_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+    let mut worst = Worst::default();
+    for (case, &features) in SIZES.iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(case as u64);
+        let count = 37;
+        let mut pixels: Vec<u8> = (0..count * features).map(|_| rng.random::<u8>()).collect();
+        pixels[..features].fill(9); // a constant image: z-scores to zeros, never NaN
+        let rows = SIZES[case % SIZES.len()].min(count);
+        let indices: Vec<u32> = (0..rows)
+            .map(|_| rng.random_range(0..count as u32))
+            .collect();
+        let z = zscore_images(&pixels, features);
+        let want: Vec<f64> = indices
+            .iter()
+            .flat_map(|&i| {
+                z[i as usize * features..(i as usize + 1) * features]
+                    .iter()
+                    .map(|&v| v as f64)
+            })
+            .collect();
+        let stats: Vec<f32> = pixels
+            .chunks_exact(features)
+            .flat_map(|img| {
+                let (m, s) = crate::data::prep::image_stats(img);
+                [m as f32, s as f32]
+            })
+            .collect();
+        let mut padded = pixels.clone();
+        padded.resize(pixels.len().next_multiple_of(4), 0);
+        let pix = storage_init(rig.ctx, "pixels", &padded)?;
+        let stats = rig.f32s("image_stats", &stats)?;
+        let idx = storage_init(rig.ctx, "indices", bytemuck::cast_slice(&indices))?;
+        let x = rig.poisoned("x", rows * features)?;
+        let p = uniform_init(
+            rig.ctx,
+            "gather",
+            bytemuck::bytes_of(&GatherParams {
+                features: features as u32,
+                _pad: [0; 3],
+            }),
+        )?;
+        let group = bind(
+            rig.ctx,
+            &rig.kernels.gather_layout,
+            "gather",
+            &[&pix, &stats, &idx, &x, &p],
+        );
+        let step = StepUniform {
+            rows: rows as u32,
+            ..Default::default()
+        };
+        let got = rig.run(step, &x, |k, pass, s| {
+            k.encode_gather_batch(pass, &group, s, rows as u32, features as u32)
+        })?;
+        let name = format!("{rows}×{features}");
+        // f32 (p − mean)·inv_std against the f64 z-score rounded once: a few ulp of |z| ≤ ~30.
+        worst.compare(&name, &got[..rows * features], &want, |_, w| {
+            1e-6 + 4.0 * f32::EPSILON as f64 * w.abs()
+        });
+        worst.untouched(&name, &got[rows * features..]);
+    }
+    Ok(worst.row("gather_batch"))
+}
+
+/// Runs one matmul configuration and returns its output (without the sentinel).
+#[allow(clippy::too_many_arguments)]
+fn run_matmul(
+    rig: &Rig<'_>,
+    a: &[f32],
+    b: &[f32],
+    bias: &[f32],
+    aux: &[f32],
+    params: MatmulParams,
+    rows: u32,
+    out_len: usize,
+) -> Result<Vec<f32>, GpuError> {
+    let (a, b, bias, aux) = (
+        rig.f32s("a", a)?,
+        rig.f32s("b", b)?,
+        rig.f32s("bias", bias)?,
+        rig.f32s("aux", aux)?,
+    );
+    let c = rig.poisoned("c", out_len)?;
+    let p = uniform_init(rig.ctx, "matmul", bytemuck::bytes_of(&params))?;
+    let group = bind(
+        rig.ctx,
+        &rig.kernels.matmul_layout,
+        "matmul",
+        &[&a, &b, &bias, &aux, &c, &p],
+    );
+    let m = if params.rows_dim == 1 { rows } else { params.m };
+    rig.run(
+        StepUniform {
+            rows,
+            ..Default::default()
+        },
+        &c,
+        |k, pass, s| k.encode_matmul(pass, &group, s, m, params.n),
+    )
+}
+
+fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
+    let (mut fwd, mut wgrad, mut igrad) = (Worst::default(), Worst::default(), Worst::default());
+    let shapes: Vec<(usize, usize, usize)> = SIZES
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| {
+            (
+                r,
+                SIZES[(i + 2) % SIZES.len()],
+                SIZES[(i + 4) % SIZES.len()],
+            )
+        })
+        .chain([(128, 784, 128), (128, 128, 10)])
+        .collect();
+    for (case, &(rows, fan_in, fan_out)) in shapes.iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(100 + case as u64);
+        let act = ACTIVATIONS[case % 4];
+        let x = uniform_f32(&mut rng, rows * fan_in, 1.0);
+        // Weights placed at an offset inside a larger buffer, as in the flat parameter vector.
+        let w_off = 5;
+        let mut wbuf = uniform_f32(&mut rng, w_off + fan_out * fan_in + fan_out, 1.0);
+        let b_off = w_off + fan_out * fan_in;
+        // Large pre-activations too: tanh and sigmoid must stay finite.
+        wbuf[b_off] = 40.0;
+        let w = &wbuf[w_off..b_off];
+        let name = format!("{rows}×{fan_in}→{fan_out} {}", act.name());
+        // forward: act(x·wᵀ + b)
+        let params = MatmulParams {
+            n: fan_out as u32,
+            k: fan_in as u32,
+            rows_dim: 1,
+            a_rs: fan_in as u32,
+            a_cs: 1,
+            b_off: w_off as u32,
+            b_rs: 1,
+            b_cs: fan_in as u32,
+            c_rs: fan_out as u32,
+            bias_off: b_off as u32,
+            epilogue: 1,
+            activation: act_code(act),
+            ..Default::default()
+        };
+        let got = run_matmul(
+            rig,
+            &x,
+            &wbuf,
+            &wbuf,
+            &[0.0],
+            params,
+            rows as u32,
+            rows * fan_out,
+        )?;
+        let mut want = vec![0.0; rows * fan_out];
+        let mut tol = vec![0.0; rows * fan_out];
+        for r in 0..rows {
+            for o in 0..fan_out {
+                let (mut acc, mut abs) = (wbuf[b_off + o] as f64, 0.0);
+                for i in 0..fan_in {
+                    let p = x[r * fan_in + i] as f64 * w[o * fan_in + i] as f64;
+                    acc += p;
+                    abs += p.abs();
+                }
+                want[r * fan_out + o] = act_ref(acc, act);
+                // Activations have slope ≤ 1; their own rounding adds a few ulp.
+                tol[r * fan_out + o] = dot_tolerance(fan_in, abs) + 1e-6;
+            }
+        }
+        fwd.compare(&name, &got[..rows * fan_out], &want, |i, _| tol[i]);
+        fwd.untouched(&name, &got[rows * fan_out..]);
+
+        // weight gradient: dw (O, I) = dzᵀ·a, summed over rows
+        let dz = uniform_f32(&mut rng, rows * fan_out, 1.0);
+        let params = MatmulParams {
+            m: fan_out as u32,
+            n: fan_in as u32,
+            rows_dim: 2,
+            a_rs: 1,
+            a_cs: fan_out as u32,
+            b_rs: fan_in as u32,
+            b_cs: 1,
+            c_off: 0,
+            c_rs: fan_in as u32,
+            ..Default::default()
+        };
+        let got = run_matmul(
+            rig,
+            &dz,
+            &x,
+            &[0.0],
+            &[0.0],
+            params,
+            rows as u32,
+            fan_out * fan_in,
+        )?;
+        let mut want = vec![0.0; fan_out * fan_in];
+        let mut tol = vec![0.0; fan_out * fan_in];
+        for o in 0..fan_out {
+            for i in 0..fan_in {
+                let terms =
+                    (0..rows).map(|r| dz[r * fan_out + o] as f64 * x[r * fan_in + i] as f64);
+                let (s, a) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                want[o * fan_in + i] = s;
+                tol[o * fan_in + i] = dot_tolerance(rows, a);
+            }
+        }
+        wgrad.compare(&name, &got[..fan_out * fan_in], &want, |i, _| tol[i]);
+        wgrad.untouched(&name, &got[fan_out * fan_in..]);
+
+        // input gradient: (dz·w) ⊙ slope(aux)
+        let aux: Vec<f32> = uniform_f32(&mut rng, rows * fan_in, 3.0)
+            .into_iter()
+            .map(|v| act_ref(v as f64, act) as f32)
+            .collect();
+        let params = MatmulParams {
+            n: fan_in as u32,
+            k: fan_out as u32,
+            rows_dim: 1,
+            a_rs: fan_out as u32,
+            a_cs: 1,
+            b_off: w_off as u32,
+            b_rs: fan_in as u32,
+            b_cs: 1,
+            c_rs: fan_in as u32,
+            epilogue: 2,
+            activation: act_code(act),
+            ..Default::default()
+        };
+        let got = run_matmul(
+            rig,
+            &dz,
+            &wbuf,
+            &[0.0],
+            &aux,
+            params,
+            rows as u32,
+            rows * fan_in,
+        )?;
+        let mut want = vec![0.0; rows * fan_in];
+        let mut tol = vec![0.0; rows * fan_in];
+        for r in 0..rows {
+            for i in 0..fan_in {
+                let terms =
+                    (0..fan_out).map(|o| dz[r * fan_out + o] as f64 * w[o * fan_in + i] as f64);
+                let (s, a) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                let av = aux[r * fan_in + i] as f64;
+                let slope = match act {
+                    Activation::None => 1.0,
+                    Activation::Tanh => 1.0 - av * av,
+                    Activation::Sigmoid => av * (1.0 - av),
+                    Activation::Relu => f64::from(u8::from(av > 0.0)),
+                };
+                want[r * fan_in + i] = s * slope;
+                tol[r * fan_in + i] =
+                    dot_tolerance(fan_out, a) + 2.0 * f32::EPSILON as f64 * s.abs();
+            }
+        }
+        igrad.compare(&name, &got[..rows * fan_in], &want, |i, _| tol[i]);
+        igrad.untouched(&name, &got[rows * fan_in..]);
+    }
+    Ok(vec![
+        fwd.row("matmul forward (+bias, activation)"),
+        wgrad.row("matmul weight gradient"),
+        igrad.row("matmul input gradient (× slope)"),
+    ])
+}
+
+fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+    let mut worst = Worst::default();
+    for (case, &rows) in SIZES.iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(200 + case as u64);
+        let classes = [10, 2, 3, 7, 33, 10][case];
+        let mut logits = uniform_f32(&mut rng, rows * classes, 4.0);
+        logits[0] = 80.0; // overflow guard: exp is taken of z − max only
+        let labels: Vec<u32> = (0..rows)
+            .map(|_| rng.random_range(0..classes as u32))
+            .collect();
+        let indices: Vec<u32> = (0..rows as u32).rev().collect();
+        let scale = 1.0 / rows as f32;
+        let capacity = rows;
+        let l = rig.f32s("logits", &logits)?;
+        let lab = storage_init(rig.ctx, "labels", bytemuck::cast_slice(&labels))?;
+        let idx = storage_init(rig.ctx, "indices", bytemuck::cast_slice(&indices))?;
+        let dz = rig.poisoned("dz", rows * classes)?;
+        let row_loss = rig.f32s("row_loss", &vec![f32::NAN; 2 * capacity])?;
+        let stats = rig.poisoned("stats", 2)?;
+        let p = uniform_init(
+            rig.ctx,
+            "xent",
+            bytemuck::bytes_of(&XentParams {
+                classes: classes as u32,
+                capacity: capacity as u32,
+                _pad: [0; 2],
+            }),
+        )?;
+        let group = bind(
+            rig.ctx,
+            &rig.kernels.xent_layout,
+            "xent",
+            &[&l, &lab, &idx, &dz, &row_loss, &stats, &p],
+        );
+        let step = StepUniform {
+            rows: rows as u32,
+            scale,
+            ..Default::default()
+        };
+        let got_dz = rig.run(step, &dz, |k, pass, s| {
+            k.encode_softmax_xent(pass, &group, s, rows as u32);
+            k.encode_batch_stats(pass, &group, s);
+        })?;
+        let got_stats = rig.run(step, &stats, |_, _, _| {})?;
+        // Reference in f64 on the rows in index order.
+        let row_labels: Vec<u8> = indices.iter().map(|&i| labels[i as usize] as u8).collect();
+        let logits64: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
+        let mut want_dz = vec![0.0; rows * classes];
+        let (loss, correct) = ops::softmax_xent(
+            &logits64,
+            &row_labels,
+            classes,
+            scale as f64,
+            Some(&mut want_dz),
+        );
+        let name = format!("{rows}×{classes}");
+        worst.compare(&name, &got_dz[..rows * classes], &want_dz, |_, _| 1e-6);
+        worst.untouched(&name, &got_dz[rows * classes..]);
+        worst.compare(
+            &format!("{name} loss sum"),
+            &got_stats[..1],
+            &[loss],
+            |_, w| 1e-5 * w.abs().max(1.0),
+        );
+        worst.compare(
+            &format!("{name} correct"),
+            &got_stats[1..2],
+            &[correct as f64],
+            |_, _| 0.5,
+        );
+        worst.untouched(&name, &got_stats[2..]);
+    }
+    Ok(worst.row("softmax_xent + batch_stats"))
+}
+
+fn check_bias_grad(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+    let mut worst = Worst::default();
+    for (case, &rows) in SIZES.iter().enumerate() {
+        let cols = SIZES[(case + 3) % SIZES.len()];
+        let mut rng = ChaCha8Rng::seed_from_u64(300 + case as u64);
+        let dz = uniform_f32(&mut rng, rows * cols, 1.0);
+        let off = 3;
+        let d = rig.f32s("dz", &dz)?;
+        let grads = rig.poisoned("grads", off + cols)?;
+        let p = uniform_init(
+            rig.ctx,
+            "bias_grad",
+            bytemuck::bytes_of(&BiasGradParams {
+                cols: cols as u32,
+                bias_off: off as u32,
+                _pad: [0; 2],
+            }),
+        )?;
+        let group = bind(
+            rig.ctx,
+            &rig.kernels.bias_grad_layout,
+            "bias_grad",
+            &[&d, &grads, &p],
+        );
+        let got = rig.run(
+            StepUniform {
+                rows: rows as u32,
+                ..Default::default()
+            },
+            &grads,
+            |k, pass, s| k.encode_bias_grad(pass, &group, s, cols as u32),
+        )?;
+        let mut want = vec![0.0; cols];
+        let mut tol = vec![0.0; cols];
+        for c in 0..cols {
+            let (s, a) = (0..rows)
+                .map(|r| dz[r * cols + c] as f64)
+                .fold((0.0, 0.0), |(s, a), v| (s + v, a + v.abs()));
+            want[c] = s;
+            tol[c] = dot_tolerance(rows, a);
+        }
+        let name = format!("{rows}×{cols}");
+        worst.compare(&name, &got[off..off + cols], &want, |i, _| tol[i]);
+        worst.untouched(&name, &got[off + cols..]);
+        worst.untouched(&format!("{name} (before the bias)"), &got[..off]);
+    }
+    Ok(worst.row("bias_grad"))
+}
+
+fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+    let mut worst = Worst::default();
+    let widths = [33, 7, 3];
+    let layers = layer_views(&widths);
+    let count = layers.last().map_or(0, |v| v.end());
+    for (case, (optimizer, gamma, l1, l2)) in [
+        (Optimizer::Sgd, 0.0, 0.0, 0.0),
+        (Optimizer::Sgd, 0.9, 0.0, 0.0),
+        (Optimizer::Sgd, 0.9, 1e-2, 1e-3),
+        (Optimizer::Adam, 0.0, 1e-3, 1e-2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rng = ChaCha8Rng::seed_from_u64(400 + case as u64);
+        let mut hyper: Hyper = TrainConfig::default().hyper();
+        (
+            hyper.optimizer,
+            hyper.momentum_gamma,
+            hyper.l1,
+            hyper.l2,
+            hyper.learning_rate,
+        ) = (optimizer, gamma, l1, l2, 0.05);
+        let mut params = uniform_f32(&mut rng, count, 1.0);
+        params[0] = 0.0; // sign(0) = 0 on both paths
+        let grad = uniform_f32(&mut rng, count, 1.0);
+        let mut state = ops::OptimizerState::<f32>::new(count);
+        state.first = uniform_f32(&mut rng, count, 0.1);
+        state.second = uniform_f32(&mut rng, count, 0.1)
+            .into_iter()
+            .map(f32::abs)
+            .collect();
+        state.step = 2;
+        let (p0, f0, s0) = (params.clone(), state.first.clone(), state.second.clone());
+        ops::update(&mut params, &grad, &mut state, &layers, &hyper);
+        let mut mask = vec![0.0f32; count];
+        for v in &layers {
+            mask[v.weight..v.bias].fill(1.0);
+        }
+        let pb = rig.poisoned("params", count)?;
+        rig.ctx
+            .queue
+            .write_buffer(&pb, 0, bytemuck::cast_slice(&p0));
+        let g = rig.f32s("grads", &grad)?;
+        let fb = rig.f32s("first", &f0)?;
+        let sb = rig.f32s("second", &s0)?;
+        let mb = rig.f32s("penalised", &mask)?;
+        let u = UpdateParams {
+            count: count as u32,
+            optimizer: u32::from(optimizer == Optimizer::Adam),
+            gamma: gamma as f32,
+            l1: l1 as f32,
+            l2: l2 as f32,
+            beta1: hyper.adam_beta1 as f32,
+            beta2: hyper.adam_beta2 as f32,
+            epsilon: hyper.adam_epsilon as f32,
+        };
+        let p = uniform_init(rig.ctx, "update", bytemuck::bytes_of(&u))?;
+        let group = bind(
+            rig.ctx,
+            &rig.kernels.update_layout,
+            "update",
+            &[&pb, &g, &fb, &sb, &mb, &p],
+        );
+        let t = 3;
+        let step = StepUniform {
+            learning_rate: 0.05,
+            adam_c1: (1.0 / (1.0 - hyper.adam_beta1.powi(t))) as f32,
+            adam_c2: (1.0 / (1.0 - hyper.adam_beta2.powi(t))) as f32,
+            ..Default::default()
+        };
+        let got = rig.run(step, &pb, |k, pass, s| {
+            k.encode_update(pass, &group, s, count as u32)
+        })?;
+        let want: Vec<f64> = params.iter().map(|&v| v as f64).collect();
+        let name = format!("{optimizer:?} γ={gamma} λ1={l1} λ2={l2}");
+        // Several roundings, and FMA contraction may differ: 4 ulp of the larger of old and new.
+        worst.compare(&name, &got[..count], &want, |i, w| {
+            4.0 * f32::EPSILON as f64 * w.abs().max(p0[i].abs() as f64) + 1e-7
+        });
+        worst.untouched(&name, &got[count..]);
+    }
+    Ok(worst.row("update (SGD, momentum, Adam, L1, L2)"))
+}
+
+/// A small random dataset for the engine check.
+fn random_dataset(features: usize, classes: usize, rows: usize, seed: u64) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let split = |n: usize, rng: &mut ChaCha8Rng| {
+        let pixels: Vec<u8> = (0..n * features).map(|_| rng.random::<u8>()).collect();
+        let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..classes as u8)).collect();
+        Split {
+            images: zscore_images(&pixels, features),
+            pixels,
+            labels,
+            len: n,
+        }
+    };
+    let (train, val, test) = (
+        split(rows, &mut rng),
+        split(rows / 3 + 1, &mut rng),
+        split(rows / 4 + 1, &mut rng),
+    );
+    Dataset {
+        features,
+        classes,
+        train,
+        val,
+        test,
+    }
+}
+
+/// One epoch on the GPU engine against the CPU engine, same data, init and order.
+pub fn check_epoch(
+    ctx: &GpuContext,
+    activation: Activation,
+    momentum: bool,
+    l1: f64,
+    l2: f64,
+    optimizer: Optimizer,
+) -> Result<(f64, String), GpuError> {
+    let (features, classes) = (37, 5);
+    let widths = [features, 17, classes];
+    let data = Arc::new(random_dataset(features, classes, 129, 7));
+    let config = TrainConfig {
+        layers: widths.to_vec(),
+        activation,
+        learning_rate: 0.05,
+        batch_size: 16,
+        momentum,
+        l1,
+        l2,
+        optimizer,
+        gradient: GradientReduction::Mean,
+        init: Init::Xavier,
+        ..TrainConfig::default()
+    };
+    let params = Params::init(&widths, activation, config.init, 3);
+    let hyper = config.hyper();
+    let order = epoch_order(1, 1, data.train.len);
+    let mut cpu = CpuEngine::new(&params, 1);
+    let mut gpu = GpuEngine::new(ctx.clone(), &params, config.batch_size)?;
+    let err = |e: crate::engine::EngineError| GpuError::Device {
+        what: "engine check".into(),
+        message: e.to_string(),
+    };
+    cpu.upload(Arc::clone(&data)).map_err(err)?;
+    gpu.upload(Arc::clone(&data)).map_err(err)?;
+    let c = cpu.train_epoch(&order, &hyper).map_err(err)?;
+    let g = gpu.train_epoch(&order, &hyper).map_err(err)?;
+    let (pc, pg) = (cpu.params().map_err(err)?, gpu.params().map_err(err)?);
+    let max_param = pc
+        .values
+        .iter()
+        .zip(&pg.values)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .fold(0.0, f64::max);
+    let loss_rel = (c.loss_sum - g.loss_sum).abs() / c.loss_sum.abs().max(1e-12);
+    let (cv, gv) = (c.val.unwrap_or_default(), g.val.unwrap_or_default());
+    let val_rel = (cv.loss - gv.loss).abs() / cv.loss.abs().max(1e-12);
+    // 9 steps of f32 training from identical starts: differences are rounding, amplified a
+    // little by each step; an indexing error is O(1).
+    let ratio = (max_param / 1e-4).max(loss_rel / 1e-4).max(val_rel / 1e-4);
+    let detail = format!(
+        "max |Δparam| {max_param:.2e}, train loss rel {loss_rel:.2e}, val loss rel {val_rel:.2e}"
+    );
+    Ok((ratio, detail))
+}
+
+fn check_epochs(ctx: &GpuContext) -> CheckRow {
+    let mut row = CheckRow {
+        check: "training epoch vs CPU engine".into(),
+        cases: 0,
+        worst: 0.0,
+        detail: String::new(),
+        error: None,
+    };
+    for activation in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
+        for (momentum, l1, l2, opt) in [
+            (false, 0.0, 0.0, Optimizer::Sgd),
+            (true, 1e-3, 1e-3, Optimizer::Sgd),
+            (false, 0.0, 1e-3, Optimizer::Adam),
+        ] {
+            row.cases += 1;
+            match check_epoch(ctx, activation, momentum, l1, l2, opt) {
+                Ok((ratio, detail)) if ratio > row.worst || ratio.is_nan() => {
+                    row.worst = if ratio.is_nan() { f64::INFINITY } else { ratio };
+                    row.detail = format!(
+                        "{} momentum={momentum} l1={l1} l2={l2} {opt:?}: {detail}",
+                        activation.name()
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => row.error = Some(e.to_string()),
+            }
+        }
+    }
+    row
+}
+
+/// Every check on one adapter, in table order.
+pub fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
+    let rig = match Rig::new(ctx) {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![CheckRow {
+                check: "build pipelines".into(),
+                cases: 0,
+                worst: 0.0,
+                detail: String::new(),
+                error: Some(e.to_string()),
+            }];
+        }
+    };
+    let failed = |name: &str, e: GpuError| CheckRow {
+        check: name.into(),
+        cases: 0,
+        worst: 0.0,
+        detail: String::new(),
+        error: Some(e.to_string()),
+    };
+    let mut rows = vec![check_gather(&rig).unwrap_or_else(|e| failed("gather_batch", e))];
+    match check_matmul(&rig) {
+        Ok(r) => rows.extend(r),
+        Err(e) => rows.push(failed("matmul", e)),
+    }
+    rows.push(check_softmax_xent(&rig).unwrap_or_else(|e| failed("softmax_xent", e)));
+    rows.push(check_bias_grad(&rig).unwrap_or_else(|e| failed("bias_grad", e)));
+    rows.push(check_update(&rig).unwrap_or_else(|e| failed("update", e)));
+    rows.push(check_epochs(ctx));
+    rows
+}

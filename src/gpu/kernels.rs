@@ -1,0 +1,327 @@
+//! Pipelines and bind-group layouts, built once per device, and one `encode_*` function per WGSL
+//! entry point. Uniform structs here are the Rust twins of the structs in `shaders/*.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::context::{GpuContext, GpuError};
+use super::shaders;
+
+/// Bytes between two per-step uniform slots (WebGPU's largest dynamic-offset alignment).
+pub const STEP_STRIDE: u64 = 256;
+
+/// Twin of `Step` in common.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
+pub struct StepUniform {
+    pub offset: u32,
+    pub rows: u32,
+    pub scale: f32,
+    pub learning_rate: f32,
+    pub adam_c1: f32,
+    pub adam_c2: f32,
+    pub stat_slot: u32,
+    pub _pad: u32,
+}
+
+/// Twin of `GatherParams` in batch.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub struct GatherParams {
+    pub features: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Twin of `MatmulParams` in matmul.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MatmulParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    /// 0: none; 1: m is the step's row count; 2: k is.
+    pub rows_dim: u32,
+    pub a_off: u32,
+    pub a_rs: u32,
+    pub a_cs: u32,
+    pub b_off: u32,
+    pub b_rs: u32,
+    pub b_cs: u32,
+    pub c_off: u32,
+    pub c_rs: u32,
+    pub bias_off: u32,
+    /// 0: plain; 1: + bias then activation; 2: × activation slope of aux.
+    pub epilogue: u32,
+    pub activation: u32,
+    pub _pad: u32,
+}
+
+/// Twin of `XentParams` in softmax_xent.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub struct XentParams {
+    pub classes: u32,
+    pub capacity: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Twin of `BiasGradParams` in reduce.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub struct BiasGradParams {
+    pub cols: u32,
+    pub bias_off: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Twin of `UpdateParams` in update.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
+pub struct UpdateParams {
+    pub count: u32,
+    /// 0: SGD/momentum; 1: Adam.
+    pub optimizer: u32,
+    pub gamma: f32,
+    pub l1: f32,
+    pub l2: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub epsilon: f32,
+}
+
+/// Every pipeline and layout, built and validated once.
+#[derive(Debug)]
+pub struct Kernels {
+    pub step_layout: wgpu::BindGroupLayout,
+    pub gather_layout: wgpu::BindGroupLayout,
+    pub matmul_layout: wgpu::BindGroupLayout,
+    pub xent_layout: wgpu::BindGroupLayout,
+    pub bias_grad_layout: wgpu::BindGroupLayout,
+    pub update_layout: wgpu::BindGroupLayout,
+    gather_batch: wgpu::ComputePipeline,
+    matmul: wgpu::ComputePipeline,
+    softmax_xent: wgpu::ComputePipeline,
+    batch_stats: wgpu::ComputePipeline,
+    bias_grad: wgpu::ComputePipeline,
+    update: wgpu::ComputePipeline,
+}
+
+fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn uniform(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: dynamic,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+/// `n` storage bindings (`read_only` per entry) followed by one uniform.
+fn layout(ctx: &GpuContext, label: &str, read_only: &[bool]) -> wgpu::BindGroupLayout {
+    let mut entries: Vec<_> = read_only
+        .iter()
+        .enumerate()
+        .map(|(i, &ro)| storage(i as u32, ro))
+        .collect();
+    entries.push(uniform(read_only.len() as u32, false));
+    ctx.device
+        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(label),
+            entries: &entries,
+        })
+}
+
+impl Kernels {
+    pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
+        let d = &ctx.device;
+        let step_layout = d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("step"),
+            entries: &[uniform(0, true)],
+        });
+        let gather_layout = layout(ctx, "gather_batch", &[true, true, true, false]);
+        let matmul_layout = layout(ctx, "matmul", &[true, true, true, true, false]);
+        let xent_layout = layout(
+            ctx,
+            "softmax_xent",
+            &[true, true, true, false, false, false],
+        );
+        let bias_grad_layout = layout(ctx, "bias_grad", &[true, false]);
+        let update_layout = layout(ctx, "update", &[false, true, false, false, true]);
+        let pipeline = |family: &str,
+                        entry: &str,
+                        layout: &wgpu::BindGroupLayout|
+         -> Result<wgpu::ComputePipeline, GpuError> {
+            let source = shaders::assembled(family).ok_or_else(|| GpuError::Shader {
+                kernel: entry.into(),
+                message: "no such shader family".into(),
+            })?;
+            ctx.scoped(entry, || {
+                let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(family),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+                let pipeline_layout = d.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(entry),
+                    bind_group_layouts: &[Some(layout), Some(&step_layout)],
+                    immediate_size: 0,
+                });
+                d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(&pipeline_layout),
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })
+            .map_err(|e| GpuError::Shader {
+                kernel: entry.into(),
+                message: e.to_string(),
+            })
+        };
+        Ok(Kernels {
+            gather_batch: pipeline("batch", "gather_batch", &gather_layout)?,
+            matmul: pipeline("matmul", "matmul", &matmul_layout)?,
+            softmax_xent: pipeline("softmax_xent", "softmax_xent", &xent_layout)?,
+            batch_stats: pipeline("softmax_xent", "batch_stats", &xent_layout)?,
+            bias_grad: pipeline("reduce", "bias_grad", &bias_grad_layout)?,
+            update: pipeline("update", "update", &update_layout)?,
+            step_layout,
+            gather_layout,
+            matmul_layout,
+            xent_layout,
+            bias_grad_layout,
+            update_layout,
+        })
+    }
+}
+
+/// Workgroups for `n` invocations of `width` each, folded into 2-D past 65,535 (WebGPU's
+/// per-dimension limit); kernels rebuild the linear index with `linear_index`.
+pub fn grid(n: u32, width: u32) -> (u32, u32) {
+    let groups = n.div_ceil(width).max(1);
+    if groups <= 65_535 {
+        (groups, 1)
+    } else {
+        (65_535, groups.div_ceil(65_535))
+    }
+}
+
+fn dispatch(
+    pass: &mut wgpu::ComputePass<'_>,
+    pipeline: &wgpu::ComputePipeline,
+    group: &wgpu::BindGroup,
+    step: (&wgpu::BindGroup, u32),
+    (x, y): (u32, u32),
+) {
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, group, &[]);
+    pass.set_bind_group(1, step.0, &[step.1 * STEP_STRIDE as u32]);
+    pass.dispatch_workgroups(x, y, 1);
+}
+
+/// `step` is (step bind group, slot): the slot's uniform gives the batch's rows and offset.
+pub type StepRef<'a> = (&'a wgpu::BindGroup, u32);
+
+impl Kernels {
+    pub fn encode_gather_batch(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        step: StepRef<'_>,
+        rows: u32,
+        features: u32,
+    ) {
+        dispatch(
+            pass,
+            &self.gather_batch,
+            group,
+            step,
+            grid(rows * features, 256),
+        );
+    }
+
+    /// `m`, `n`: the output's rows and columns for this dispatch.
+    pub fn encode_matmul(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        step: StepRef<'_>,
+        m: u32,
+        n: u32,
+    ) {
+        dispatch(
+            pass,
+            &self.matmul,
+            group,
+            step,
+            (n.div_ceil(16).max(1), m.div_ceil(16).max(1)),
+        );
+    }
+
+    pub fn encode_softmax_xent(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        step: StepRef<'_>,
+        rows: u32,
+    ) {
+        dispatch(
+            pass,
+            &self.softmax_xent,
+            group,
+            step,
+            (rows.div_ceil(64).max(1), 1),
+        );
+    }
+
+    pub fn encode_batch_stats(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        step: StepRef<'_>,
+    ) {
+        dispatch(pass, &self.batch_stats, group, step, (1, 1));
+    }
+
+    pub fn encode_bias_grad(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        step: StepRef<'_>,
+        cols: u32,
+    ) {
+        dispatch(
+            pass,
+            &self.bias_grad,
+            group,
+            step,
+            (cols.div_ceil(64).max(1), 1),
+        );
+    }
+
+    pub fn encode_update(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        step: StepRef<'_>,
+        count: u32,
+    ) {
+        dispatch(pass, &self.update, group, step, grid(count, 256));
+    }
+}

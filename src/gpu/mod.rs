@@ -1,0 +1,12 @@
+//! The GPU path: WGSL compute shaders (`shaders/`) on wgpu. `context` opens a device,
+//! `kernels` builds the pipelines and encodes each entry point, `buffers` allocates and reads
+//! back, and `engine` is the scheduler that records whole epochs.
+
+pub mod buffers;
+pub mod context;
+pub mod engine;
+pub mod kernels;
+pub mod shaders;
+
+pub use context::{AdapterChoice, AdapterSummary, GpuContext, GpuError, list_adapters};
+pub use engine::GpuEngine;

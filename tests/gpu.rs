@@ -1,0 +1,204 @@
+//! The GPU path against the CPU path: every kernel (through the same harness `wgtrain check`
+//! runs), training steps for every activation × momentum × penalty, an epoch on real data,
+//! determinism, and flat memory. Tolerances are documented where each comparison is made
+//! (src/check.rs for the kernels).
+
+use std::sync::Arc;
+
+use wgtrain::check::{check_epoch, run_all};
+use wgtrain::config::{Optimizer, TrainConfig};
+use wgtrain::cpu::CpuEngine;
+use wgtrain::data::{Dataset, epoch_order};
+use wgtrain::engine::Engine;
+use wgtrain::gpu::{GpuEngine, shaders};
+use wgtrain::model::{Activation, Params};
+
+use crate::common::{fashion_mnist, gpu, write_dataset};
+
+#[test]
+fn every_shader_parses_and_validates_without_a_gpu() {
+    for (family, _) in shaders::FAMILIES {
+        let source = shaders::assembled(family).unwrap();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{family}: {}", e.emit_to_string(&source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{family}: {e:?}"));
+    }
+}
+
+#[test]
+fn uniform_structs_match_their_wgsl_sizes() {
+    use wgtrain::gpu::kernels::*;
+    assert_eq!(std::mem::size_of::<StepUniform>(), 32);
+    assert_eq!(std::mem::size_of::<MatmulParams>(), 64);
+    assert_eq!(std::mem::size_of::<UpdateParams>(), 32);
+    for size in [
+        std::mem::size_of::<GatherParams>(),
+        std::mem::size_of::<XentParams>(),
+        std::mem::size_of::<BiasGradParams>(),
+    ] {
+        assert_eq!(size, 16);
+    }
+}
+
+#[test]
+fn every_kernel_matches_the_cpu_reference() {
+    let Some(ctx) = gpu() else { return };
+    let rows = run_all(&ctx);
+    let failed: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| {
+            format!(
+                "{}: {} {:?} (worst {:.3} of tolerance)",
+                r.check, r.detail, r.error, r.worst
+            )
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "on {}:\n{}",
+        ctx.describe(),
+        failed.join("\n")
+    );
+    assert!(rows.iter().all(|r| r.cases > 0), "every check ran cases");
+}
+
+#[test]
+fn training_steps_match_the_cpu_for_every_activation_momentum_and_penalty() {
+    let Some(ctx) = gpu() else { return };
+    for activation in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
+        for momentum in [false, true] {
+            for (l1, l2) in [(0.0, 0.0), (1e-3, 0.0), (0.0, 1e-3)] {
+                let (ratio, detail) =
+                    check_epoch(&ctx, activation, momentum, l1, l2, Optimizer::Sgd).unwrap();
+                assert!(
+                    ratio <= 1.0,
+                    "{activation:?} momentum={momentum} l1={l1} l2={l2}: {detail}"
+                );
+            }
+        }
+    }
+    let (ratio, detail) =
+        check_epoch(&ctx, Activation::Tanh, false, 0.0, 1e-3, Optimizer::Adam).unwrap();
+    assert!(ratio <= 1.0, "Adam: {detail}");
+}
+
+fn tiny_engine_pair(ctx: &wgtrain::gpu::GpuContext) -> (GpuEngine, Arc<Dataset>, TrainConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 300, 60, 6, 3, true);
+    let data = Arc::new(Dataset::load(dir.path(), 0.2, 1).unwrap());
+    let config = TrainConfig {
+        layers: vec![36, 12, 3],
+        batch_size: 32,
+        ..TrainConfig::default()
+    };
+    let params = Params::init(&config.layers, config.activation, config.init, 1);
+    let mut engine = GpuEngine::new(ctx.clone(), &params, config.batch_size).unwrap();
+    engine.upload(Arc::clone(&data)).unwrap();
+    (engine, data, config)
+}
+
+#[test]
+fn two_gpu_runs_with_the_same_seed_give_bit_identical_weights() {
+    let Some(ctx) = gpu() else { return };
+    let run = || {
+        let (mut engine, data, config) = tiny_engine_pair(&ctx);
+        for epoch in 1..=3 {
+            engine
+                .train_epoch(&epoch_order(1, epoch, data.train.len), &config.hyper())
+                .unwrap();
+        }
+        engine.params().unwrap().values
+    };
+    let (a, b) = (run(), run());
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "weights differ between identical runs"
+    );
+}
+
+#[test]
+fn gpu_memory_stays_flat_from_epoch_to_epoch() {
+    let Some(ctx) = gpu() else { return };
+    let (mut engine, data, config) = tiny_engine_pair(&ctx);
+    let counts = || {
+        let c = ctx.device.get_internal_counters();
+        (
+            c.hal.buffers.read(),
+            c.hal.bind_groups.read(),
+            c.hal.buffer_memory.read(),
+        )
+    };
+    engine
+        .train_epoch(&epoch_order(1, 1, data.train.len), &config.hyper())
+        .unwrap();
+    engine.keep_best().unwrap();
+    let after_first = counts();
+    for epoch in 2..=5 {
+        engine
+            .train_epoch(&epoch_order(1, epoch, data.train.len), &config.hyper())
+            .unwrap();
+        engine.keep_best().unwrap();
+        engine.evaluate(wgtrain::data::SplitName::Test).unwrap();
+    }
+    assert_eq!(
+        counts(),
+        after_first,
+        "(buffers, bind groups, buffer bytes) grew after the first epoch"
+    );
+}
+
+#[test]
+fn gpu_epoch_on_fashion_mnist_matches_the_cpu_epoch() {
+    let Some(ctx) = gpu() else { return };
+    let config = TrainConfig::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/momentum.toml"),
+        &[],
+    )
+    .unwrap();
+    let data = Arc::new(Dataset::load(&fashion_mnist(), config.val_fraction, config.seed).unwrap());
+    let params = Params::init(&config.layers, config.activation, config.init, config.seed);
+    let mut cpu = CpuEngine::new(&params, 0);
+    let mut gpu = GpuEngine::new(ctx.clone(), &params, config.batch_size).unwrap();
+    cpu.upload(Arc::clone(&data)).unwrap();
+    gpu.upload(Arc::clone(&data)).unwrap();
+    let order = epoch_order(config.seed, 1, data.train.len);
+    let c = cpu.train_epoch(&order, &config.hyper()).unwrap();
+    let g = gpu.train_epoch(&order, &config.hyper()).unwrap();
+    // 375 f32 steps from identical weights and batches; only summation order differs, so the
+    // losses agree to rounding. The bound: loss rel 1e-3, params max abs 1e-3.
+    let rel = |a: f64, b: f64| (a - b).abs() / a.abs();
+    assert!(
+        rel(c.loss_sum, g.loss_sum) < 1e-3,
+        "train loss {} vs {}",
+        c.loss_sum,
+        g.loss_sum
+    );
+    let (cv, gv) = (c.val.unwrap(), g.val.unwrap());
+    assert!(
+        rel(cv.loss, gv.loss) < 1e-3,
+        "val loss {} vs {}",
+        cv.loss,
+        gv.loss
+    );
+    assert!(
+        (cv.accuracy - gv.accuracy).abs() < 2e-3,
+        "val accuracy {} vs {}",
+        cv.accuracy,
+        gv.accuracy
+    );
+    let max = cpu
+        .params()
+        .unwrap()
+        .values
+        .iter()
+        .zip(&gpu.params().unwrap().values)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(max < 1e-3, "weights differ by up to {max}");
+}
