@@ -1,7 +1,6 @@
 //! Command-line interface: clap parsing, then library calls. Flags are turned into library
 //! types and validated before any data is read.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -145,6 +144,30 @@ enum Command {
         #[arg(long, default_value_t = 1e-2)]
         epsilon: f64,
     },
+    /// Time training epochs on each device (default: the paper's momentum experiment).
+    Bench {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Devices to time, comma-separated: cpu, gpu.
+        #[arg(long, default_value = "cpu,gpu")]
+        devices: String,
+        /// Batch sizes, comma-separated [default: the config's].
+        #[arg(long, value_name = "LIST")]
+        batch_sizes: Option<String>,
+        /// Untimed epochs first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Timed epochs (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+        /// Also write the rows as JSON lines to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// List the GPU adapters wgpu finds, with the limits that matter here.
     Devices {
         #[arg(long, value_name = "NAME")]
@@ -198,6 +221,25 @@ pub fn run(cli: Cli) -> Result<()> {
             epsilon,
         } => gradcheck(&config, samples, per_layer, epsilon),
         Command::Devices { backend } => devices(backend.as_deref()),
+        Command::Bench {
+            config,
+            devices,
+            batch_sizes,
+            warmup,
+            epochs,
+            json,
+            threads,
+            gpu,
+        } => bench(
+            &config,
+            &devices,
+            batch_sizes.as_deref(),
+            warmup,
+            epochs,
+            json.as_deref(),
+            threads,
+            &gpu,
+        ),
         Command::Check { all_adapters, gpu } => check(all_adapters, &gpu),
         Command::Table { runs } => table(&runs),
     }
@@ -223,6 +265,101 @@ fn engine_kind(device: Device, gpu: &GpuArgs, threads: usize) -> Result<EngineKi
             }
         },
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    args: &ConfigArgs,
+    devices: &str,
+    batch_sizes: Option<&str>,
+    warmup: usize,
+    epochs: usize,
+    json: Option<&Path>,
+    threads: usize,
+    gpu: &GpuArgs,
+) -> Result<()> {
+    if epochs == 0 {
+        bail!("--epochs must be at least 1");
+    }
+    let config = args.load()?;
+    let batches: Vec<usize> = match batch_sizes {
+        None => vec![config.batch_size],
+        Some(list) => list
+            .split(',')
+            .map(|b| b.trim().parse::<usize>().ok().filter(|&b| b > 0))
+            .collect::<Option<Vec<_>>>()
+            .with_context(|| {
+                format!(
+                    "--batch-sizes {list:?}: expected positive whole numbers separated by commas"
+                )
+            })?,
+    };
+    let kinds = devices
+        .split(',')
+        .map(|d| match d.trim() {
+            "cpu" => Ok(EngineKind::Cpu { threads }),
+            "gpu" => Ok(EngineKind::Gpu {
+                context: Box::new(GpuContext::open(&gpu.choice(true)).context("bench on gpu")?),
+            }),
+            other => bail!("--devices: unknown device {other:?} (expected cpu or gpu)"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let data = wgtrain::data::Dataset::load(&args.data_dir(), config.val_fraction, config.seed)?;
+    for &b in &batches {
+        let mut c = config.clone();
+        c.batch_size = b;
+        c.check_against_data(data.features, data.classes, data.train.len)?;
+    }
+    let data = std::sync::Arc::new(wgtrain::bench::training_only(data));
+    let flops = wgtrain::bench::epoch_flops(&config.layers, data.train.len);
+    println!(
+        "bench: {} {:?} {}, {} training rows, {:.2} GFLOP per epoch, {warmup} warm-up + {epochs} timed epochs (validation excluded)",
+        config.name,
+        config.layers,
+        config.activation.name(),
+        data.train.len,
+        flops / 1e9
+    );
+    println!(
+        "| device | adapter / threads | batch | median s/epoch (min–max) | samples/s | GFLOP/s | dispatches/step | speed vs cpu |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for &b in &batches {
+        let mut cpu_median = None;
+        for kind in &kinds {
+            let row = wgtrain::bench::bench_one(kind, &config, &data, b, warmup, epochs)?;
+            if row.device == "cpu" {
+                cpu_median = Some(row.median_epoch_secs);
+            }
+            println!(
+                "| {} | {} | {} | {:.4} ({:.4}–{:.4}) | {:.0} | {:.1} | {} | {} |",
+                row.device,
+                row.detail,
+                row.batch_size,
+                row.median_epoch_secs,
+                row.min_epoch_secs,
+                row.max_epoch_secs,
+                row.samples_per_sec,
+                row.gflops,
+                row.dispatches_per_step
+                    .map_or("–".into(), |d| d.to_string()),
+                cpu_median.map_or("–".into(), |c| format!(
+                    "{:.2}×",
+                    c / row.median_epoch_secs
+                )),
+            );
+            rows.push(row);
+        }
+    }
+    if let Some(path) = json {
+        let text: String = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).map(|l| l + "\n"))
+            .collect::<Result<_, _>>()?;
+        wgtrain::checkpoint::write_atomic(path, text.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn devices(backend: Option<&str>) -> Result<()> {
@@ -377,18 +514,16 @@ fn train(t: TrainArgs<'_>) -> Result<()> {
     let config = args.load()?;
     let engine = engine_kind(device, gpu, threads)?;
     let out = out.unwrap_or_else(|| default_run_dir(&config.name));
-    let opts = RunOptions {
+    let mut opts = RunOptions {
         out: out.clone(),
         force,
         data_dir: args.data_dir(),
         engine,
     };
     let epochs = config.epochs;
-    let mut stderr = std::io::stderr();
-    let summary = run_training(&config, &opts, |r: &EpochRecord, v: Verdict| {
+    let progress = |r: &EpochRecord, v: Verdict| {
         if !quiet {
-            let _ = writeln!(
-                stderr,
+            eprintln!(
                 "epoch {:>3}/{epochs}  train loss {:.4} acc {:.2}%  val loss {:.4} acc {:.2}%  {:.2}s{}",
                 r.epoch,
                 r.train_loss,
@@ -399,8 +534,19 @@ fn train(t: TrainArgs<'_>) -> Result<()> {
                 if v.improved { "  *best" } else { "" }
             );
         }
-    })
-    .with_context(|| format!("training {} (run directory {})", config.name, out.display()))?;
+    };
+    let mut result = run_training(&config, &opts, progress);
+    // With --device auto, a GPU that opened but cannot hold this run (a limit, an allocation)
+    // falls back to the CPU. Such errors come before the run directory is written.
+    if let (Device::Auto, EngineKind::Gpu { .. }, Err(wgtrain::Error::Engine(e))) =
+        (device, &opts.engine, &result)
+    {
+        eprintln!("warning: the GPU cannot run this ({e}); training on the CPU instead");
+        opts.engine = EngineKind::Cpu { threads };
+        result = run_training(&config, &opts, progress);
+    }
+    let summary = result
+        .with_context(|| format!("training {} (run directory {})", config.name, out.display()))?;
     println!(
         "{}: test accuracy {:.2}%, test loss {:.4} (best epoch {} of {}{}) on {} in {:.1}s → {}",
         summary.name,

@@ -254,7 +254,15 @@ impl TrainConfig {
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
                     path: path.to_path_buf(),
-                    message: e.to_string(),
+                    // toml's Display draws the line with a caret; one line suits our errors.
+                    message: match e.span() {
+                        Some(span) => format!(
+                            "line {}: {}",
+                            text[..span.start].lines().count().max(1),
+                            e.message().trim()
+                        ),
+                        None => e.message().trim().to_string(),
+                    },
                 })?;
         table
             .entry("name")
@@ -279,7 +287,7 @@ impl TrainConfig {
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
                     path: path.to_path_buf(),
-                    message: e.message().to_string(),
+                    message: e.to_string().trim().replace('\n', " "),
                 })?;
         config.validate(path)?;
         Ok(config)

@@ -5,6 +5,7 @@
 //! weights) → [`metrics`], [`checkpoint`]. `data` knows no engine, engines know no CLI, and
 //! `train` knows no hardware.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;

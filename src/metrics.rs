@@ -1,7 +1,6 @@
 //! Run outputs other tools read: `metrics.csv` (one row per epoch, appended and flushed as
 //! each epoch ends) and `summary.json` (written atomically at the end).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -13,30 +12,31 @@ use crate::train::EpochRecord;
 /// The header of `metrics.csv`; part of the CLI contract.
 pub const METRICS_HEADER: &str = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds";
 
-/// Appends epoch rows to `metrics.csv`, flushing after each so an interrupted run keeps them.
+/// Keeps `metrics.csv` current: after every epoch the whole file (header and every row so far)
+/// is rewritten atomically, so an interrupted run keeps every finished epoch and a failed write
+/// never leaves a half-written file.
 pub struct MetricsWriter {
-    file: std::fs::File,
+    text: String,
     path: PathBuf,
 }
 
 impl MetricsWriter {
     pub fn create(path: &Path) -> Result<Self> {
-        let mut file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-        writeln!(file, "{METRICS_HEADER}").map_err(|e| Error::io(path, e))?;
-        Ok(MetricsWriter {
-            file,
+        let writer = MetricsWriter {
+            text: format!("{METRICS_HEADER}\n"),
             path: path.to_path_buf(),
-        })
+        };
+        write_atomic(path, writer.text.as_bytes())?;
+        Ok(writer)
     }
 
     pub fn append(&mut self, r: &EpochRecord) -> Result<()> {
-        writeln!(
-            self.file,
-            "{},{:.6},{:.6},{:.6},{:.6},{:.3}",
+        self.text.push_str(&format!(
+            "{},{:.6},{:.6},{:.6},{:.6},{:.3}\n",
             r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy, r.seconds
-        )
-        .and_then(|_| self.file.flush())
-        .map_err(|e| Error::io(&self.path, e))
+        ));
+        write_atomic(&self.path, self.text.as_bytes())?;
+        Ok(())
     }
 }
 

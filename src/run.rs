@@ -12,7 +12,7 @@ use crate::engine::EngineKind;
 use crate::error::{Error, Result};
 use crate::metrics::{MetricsWriter, Summary};
 use crate::model::Params;
-use crate::train::{EpochRecord, Verdict, train};
+use crate::train::{EpochRecord, TrainError, Verdict, train};
 
 /// Where and how a run happens (everything that is not a hyperparameter).
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ pub fn run_training(
             Ok(())
         },
     )?;
-    let test = engine.evaluate(SplitName::Test)?;
+    let test = engine.evaluate(SplitName::Test).map_err(TrainError::from)?;
     let model_meta = [
         ("name", config.name.clone()),
         ("best_epoch", outcome.best_epoch.to_string()),

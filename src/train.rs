@@ -133,7 +133,7 @@ pub fn train(
     let mut records = Vec::new();
     let mut stopped_early = false;
     let mut diverged = None;
-    let lower = format!("{}", config.learning_rate / 10.0);
+    let lower = format!("{:e}", config.learning_rate / 10.0);
     for epoch in 1..=config.epochs {
         let start = Instant::now();
         let order = epoch_order(config.seed, epoch, train_rows);

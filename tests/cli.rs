@@ -327,3 +327,68 @@ fn train_on_the_gpu_names_device_backend_and_adapter() {
         cpu.test_accuracy
     );
 }
+
+#[test]
+fn bench_prints_a_table_and_json_rows_for_each_device_and_batch_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 40, 6, 3, true);
+    let json = tmp.path().join("bench.jsonl");
+    let mut devices = "cpu".to_string();
+    if crate::common::gpu().is_some() {
+        devices.push_str(",gpu");
+    }
+    let o = wgtrain(&[
+        "bench",
+        "--data",
+        data.to_str().unwrap(),
+        "--set",
+        "layers=[36, 10, 3]",
+        "--devices",
+        &devices,
+        "--batch-sizes",
+        "16,64",
+        "--warmup",
+        "0",
+        "--epochs",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}{stdout}", stderr(&o));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2 * devices.split(',').count());
+    for row in &rows {
+        let secs = row["median_epoch_secs"].as_f64().unwrap();
+        assert!(
+            secs > 0.0 && row["samples_per_sec"].as_f64().unwrap() > 0.0,
+            "{row}"
+        );
+        assert!(
+            row["min_epoch_secs"].as_f64().unwrap() <= secs
+                && secs <= row["max_epoch_secs"].as_f64().unwrap()
+        );
+        // 240 training rows (the 20% validation split is cut away): 2·240·(2·(36·10 + 10·3) + 10·3)
+        assert_eq!(
+            row["flops_per_epoch"].as_f64().unwrap(),
+            2.0 * 240.0 * (2.0 * 390.0 + 30.0)
+        );
+    }
+    assert!(
+        stdout.contains("| cpu |") && stdout.contains("| 64 |"),
+        "{stdout}"
+    );
+    let bad = wgtrain(&[
+        "bench",
+        "--devices",
+        "tpu",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&bad, "unknown device \"tpu\"");
+}

@@ -273,3 +273,53 @@ fn dataset_takes_shape_and_classes_from_the_files() {
     assert_eq!((d.train.len, d.val.len, d.test.len), (40, 10, 20));
     assert_eq!(d.train.images.len(), 40 * 25);
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn consistent(result: Result<wgtrain::data::idx::IdxArray, DataError>) {
+        if let Ok(a) = result {
+            assert_eq!(a.dims.iter().product::<usize>(), a.data.len());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_byte_string_parses_or_errors_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            consistent(parse(&bytes));
+            consistent(parse(&gz(&bytes)));
+        }
+
+        #[test]
+        fn any_header_with_any_payload_length_parses_exactly_when_they_agree(
+            dims in proptest::collection::vec(0usize..40, 1..4),
+            slack in -3i64..3,
+            item_type in prop_oneof![Just(8u8), any::<u8>()],
+        ) {
+            let expected: usize = dims.iter().product();
+            let len = (expected as i64 + slack).max(0) as usize;
+            let mut bytes = encode_idx(&dims, &vec![1u8; len]);
+            bytes[2] = item_type;
+            let result = parse(&bytes);
+            prop_assert_eq!(result.is_ok(), item_type == 8 && len == expected);
+            consistent(result);
+        }
+    }
+}
+
+#[test]
+fn the_fuzzers_corpus_still_parses_or_errors_cleanly() {
+    // See: issue 7 — every input the fuzzer found interesting stays a regression test.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/idx");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        if let Ok(a) = parse(&bytes) {
+            assert_eq!(a.dims.iter().product::<usize>(), a.data.len());
+        }
+        n += 1;
+    }
+    assert!(n >= 10, "the corpus holds {n} inputs");
+}

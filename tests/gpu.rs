@@ -202,3 +202,29 @@ fn gpu_epoch_on_fashion_mnist_matches_the_cpu_epoch() {
         .fold(0.0, f32::max);
     assert!(max < 1e-3, "weights differ by up to {max}");
 }
+
+#[test]
+fn a_buffer_beyond_the_adapters_limits_is_a_clear_error() {
+    let Some(ctx) = gpu() else { return };
+    let too_big = ctx.limits.max_storage_buffer_binding_size + 4;
+    let err = wgtrain::gpu::buffers::storage_zeroed(&ctx, "train_pixels", too_big).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("train_pixels") && text.contains("max_"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_lost_device_is_a_clear_error_not_a_panic() {
+    let Some(ctx) = gpu() else { return };
+    let (mut engine, data, config) = tiny_engine_pair(&ctx);
+    engine
+        .train_epoch(&epoch_order(1, 1, data.train.len), &config.hyper())
+        .unwrap();
+    ctx.device.destroy();
+    let err = engine
+        .train_epoch(&epoch_order(1, 2, data.train.len), &config.hyper())
+        .unwrap_err();
+    assert!(err.to_string().contains("lost"), "{err}");
+}

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod cpu;
 mod data;
+mod errors;
 mod gpu;
 mod gradcheck;
 mod train;

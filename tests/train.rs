@@ -131,3 +131,33 @@ fn diverging_training_is_reported_and_keeps_the_best_weights() {
             .all(|v| v.is_finite())
     );
 }
+
+#[test]
+fn a_write_that_fails_midway_leaves_the_previous_file_intact() {
+    // See: issue 7 — a full disk must not cost the last good checkpoint.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    wgtrain::checkpoint::write_atomic(&path, b"the previous checkpoint").unwrap();
+    let err = wgtrain::checkpoint::write_atomic_with(&path, |w| {
+        w.write_all(b"half of a new")?;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "no space left on device",
+        ))
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("model.safetensors") && err.to_string().contains("no space"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"the previous checkpoint");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "no temporary file is left behind: {leftovers:?}"
+    );
+}

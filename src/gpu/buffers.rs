@@ -143,10 +143,15 @@ pub fn submit_and_read(
     staging: &wgpu::Buffer,
     bytes: u64,
 ) -> Result<Vec<u8>, GpuError> {
-    let device_err = |what: &str, message: String| GpuError::Device {
-        what: what.to_string(),
-        message,
+    // A lost device explains any failure below better than the failure itself.
+    let device_err = |what: &str, message: String| match ctx.check_lost() {
+        Err(lost) => lost,
+        Ok(()) => GpuError::Device {
+            what: what.to_string(),
+            message,
+        },
     };
+    ctx.check_lost()?;
     ctx.queue.submit([encoder.finish()]);
     let slice = staging.slice(..bytes);
     let (tx, rx) = mpsc::channel();
@@ -164,6 +169,7 @@ pub fn submit_and_read(
         .map_err(|e| device_err("read-back", e.to_string()))?
         .to_vec();
     staging.unmap();
+    ctx.check_lost()?;
     Ok(out)
 }
 

@@ -29,6 +29,10 @@ pub enum GpuError {
     OutOfMemory { label: String, bytes: u64 },
     #[error("GPU error during {what}: {message}")]
     Device { what: String, message: String },
+    #[error(
+        "GPU device {adapter} was lost ({reason}) (hint: rerun with --device cpu, or update the driver)"
+    )]
+    DeviceLost { adapter: String, reason: String },
 }
 
 /// How to choose an adapter.
@@ -118,6 +122,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub info: Arc<AdapterSummary>,
     pub limits: wgpu::Limits,
+    /// Set by wgpu's device-lost callback: why the device went away.
+    lost: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -246,11 +252,19 @@ impl GpuContext {
         // The default handler panics; errors we care about are caught with scopes, and any
         // other is reported on stderr rather than aborting the process.
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| eprintln!("wgpu: {e}")));
+        let lost = Arc::new(std::sync::Mutex::new(None));
+        let flag = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut slot) = flag.lock() {
+                *slot = Some(format!("{reason:?}: {message}"));
+            }
+        });
         Ok(GpuContext {
             device,
             queue,
             info: Arc::new(summary),
             limits,
+            lost,
         })
     }
 
@@ -271,6 +285,17 @@ impl GpuContext {
                 message: e.to_string(),
             }),
             (None, None) => Ok(value),
+        }
+    }
+
+    /// `Err(DeviceLost)` once wgpu has reported the device lost.
+    pub fn check_lost(&self) -> Result<(), GpuError> {
+        match self.lost.lock().ok().and_then(|l| l.clone()) {
+            Some(reason) => Err(GpuError::DeviceLost {
+                adapter: self.info.name.clone(),
+                reason,
+            }),
+            None => Ok(()),
         }
     }
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs wgtrain bench and the two peers alternately on this machine, same config (the paper's
+# momentum experiment), same thread count, and prints each one's table; compare medians as
+# ratios within one run of this script.
+#   bench/compare.sh [BATCH_SIZES] [THREADS] [DEVICES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+batches=${1:-128,1024}
+threads=${2:-2}
+devices=${3:-cpu}
+bin=target/release/wgtrain
+[ -x "$bin" ] || cargo build --release --quiet
+export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+for round in 1 2; do
+  echo "## round $round"
+  "$bin" bench --devices "$devices" --batch-sizes "$batches" --threads "$threads"
+  if python3 -c 'import numpy' 2>/dev/null; then python3 bench/peers/numpy_mlp.py --batch-sizes "$batches" | grep '^|'; fi
+  if python3 -c 'import torch' 2>/dev/null; then python3 bench/peers/torch_mlp.py --device cpu --threads "$threads" --batch-sizes "$batches" | grep '^|'; fi
+done
