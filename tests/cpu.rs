@@ -309,3 +309,22 @@ fn f32_training_gradient_matches_f64_gradient() {
         assert!(max < 1e-5, "{act:?}: f32 and f64 gradients differ by {max}");
     }
 }
+
+#[test]
+fn fast_f32_tanh_is_within_a_few_ulp_of_the_true_value() {
+    // The CPU path's tanh is a rational approximation (it vectorises; libm's does not).
+    let mut worst_ulps = 0.0f64;
+    let mut x = -20.0f32;
+    while x <= 20.0 {
+        let got = wgtrain::cpu::tanh_f32(x) as f64;
+        let want = (x as f64).tanh();
+        let ulp = (f32::EPSILON as f64) * want.abs().max(f32::MIN_POSITIVE as f64);
+        worst_ulps = worst_ulps.max((got - want).abs() / ulp);
+        x += 1.0e-3 * (1.0 + x.abs());
+    }
+    for x in [0.0f32, 1e-8, -1e-8, 3.9e-4, 4.1e-4, 1e-3] {
+        let want = (x as f64).tanh();
+        assert!((wgtrain::cpu::tanh_f32(x) as f64 - want).abs() <= 2.0 * f32::EPSILON as f64 * want.abs(), "{x}");
+    }
+    assert!(worst_ulps <= 4.0, "worst error {worst_ulps:.2} ulp");
+}

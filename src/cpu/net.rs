@@ -108,13 +108,29 @@ pub fn loss_and_gradient<T: Scalar>(
     grad: &mut [T],
     ws: &mut Workspace<T>,
 ) -> (f64, usize) {
-    forward(shape, params, input, rows, ws);
-    let classes = shape.classes();
-    let last = shape.layers.len() - 1;
     let scale = match reduction {
         GradientReduction::Mean => T::one() / T::from_f64(rows as f64),
         GradientReduction::Sum => T::one(),
     };
+    loss_and_gradient_scaled(shape, params, input, labels, rows, scale, grad, ws)
+}
+
+/// [`loss_and_gradient`] with the per-row gradient scale given: a shard of a mini-batch scales
+/// by 1 / (the whole batch's rows), so the shards' gradients add up to the batch's.
+#[allow(clippy::too_many_arguments)]
+pub fn loss_and_gradient_scaled<T: Scalar>(
+    shape: Shape<'_>,
+    params: &[T],
+    input: &[T],
+    labels: &[u8],
+    rows: usize,
+    scale: T,
+    grad: &mut [T],
+    ws: &mut Workspace<T>,
+) -> (f64, usize) {
+    forward(shape, params, input, rows, ws);
+    let classes = shape.classes();
+    let last = shape.layers.len() - 1;
     let (loss_sum, correct) = ops::softmax_xent(
         &ws.outputs[last][..rows * classes],
         &labels[..rows],

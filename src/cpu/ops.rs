@@ -17,7 +17,8 @@ pub fn activation_forward<T: Scalar>(activation: Activation, z: &mut [T]) {
         Activation::None => {}
         Activation::Tanh => {
             let c = T::from_f64(TANH_CLAMP);
-            z.iter_mut().for_each(|v| *v = v.max(-c).min(c).tanh());
+            z.iter_mut()
+                .for_each(|v| *v = v.max(-c).min(c).tanh_activation());
         }
         Activation::Sigmoid => z.iter_mut().for_each(|v| *v = sigmoid(*v)),
         Activation::Relu => z.iter_mut().for_each(|v| *v = v.max(T::zero())),
@@ -142,6 +143,14 @@ impl<T: Scalar> OptimizerState<T> {
     }
 }
 
+/// The parameter vector as runs of (index range, penalised): weights are penalised, biases not.
+pub fn penalty_runs(layers: &[LayerView]) -> Vec<(std::ops::Range<usize>, bool)> {
+    layers
+        .iter()
+        .flat_map(|v| [(v.weight..v.bias, true), (v.bias..v.end(), false)])
+        .collect()
+}
+
 /// One update of every parameter from the loss gradient `grad`, adding the L1/L2 penalty
 /// gradient to weights (not biases). SGD with momentum follows the paper's rule (5):
 /// v ← γ·v − α·g, w ← w + v (with γ = 0 this is plain SGD, rule (3)).
@@ -153,45 +162,72 @@ pub fn update<T: Scalar>(
     hyper: &Hyper,
 ) {
     state.step += 1;
+    update_range(
+        params,
+        grad,
+        &mut state.first,
+        &mut state.second,
+        0,
+        state.step,
+        layers,
+        hyper,
+    );
+}
+
+/// [`update`] for the parameters `offset..offset + w.len()` at optimiser step `t` (the slices
+/// hold just that range), so threads can update disjoint ranges of one step.
+#[allow(clippy::too_many_arguments)]
+pub fn update_range<T: Scalar>(
+    w: &mut [T],
+    grad: &[T],
+    first: &mut [T],
+    second: &mut [T],
+    offset: usize,
+    t: u64,
+    layers: &[LayerView],
+    hyper: &Hyper,
+) {
     let lr = T::from_f64(hyper.learning_rate);
-    let (l1, l2) = (T::from_f64(hyper.l1), T::from_f64(hyper.l2));
-    let zero = T::zero();
-    for view in layers {
-        for (range, penalised) in [
-            (view.weight..view.bias, true),
-            (view.bias..view.end(), false),
-        ] {
-            let (l1, l2) = if penalised { (l1, l2) } else { (zero, zero) };
-            let w = &mut params[range.clone()];
-            let g = &grad[range.clone()];
-            match hyper.optimizer {
-                Optimizer::Sgd => {
-                    let gamma = T::from_f64(hyper.momentum_gamma);
-                    let v = &mut state.first[range];
-                    for ((w, &g), v) in w.iter_mut().zip(g).zip(v) {
-                        let g = g + penalty_grad(*w, l1, l2);
-                        *v = gamma * *v - lr * g;
-                        *w = *w + *v;
-                    }
+    for (run, penalised) in penalty_runs(layers) {
+        let (lo, hi) = (run.start.max(offset), run.end.min(offset + w.len()));
+        if lo >= hi {
+            continue;
+        }
+        let r = (lo - offset)..(hi - offset);
+        let (l1, l2) = if penalised {
+            (T::from_f64(hyper.l1), T::from_f64(hyper.l2))
+        } else {
+            (T::zero(), T::zero())
+        };
+        let (w, g) = (&mut w[r.clone()], &grad[r.clone()]);
+        match hyper.optimizer {
+            Optimizer::Sgd => {
+                let gamma = T::from_f64(hyper.momentum_gamma);
+                for ((w, &g), v) in w.iter_mut().zip(g).zip(&mut first[r]) {
+                    let g = g + penalty_grad(*w, l1, l2);
+                    *v = gamma * *v - lr * g;
+                    *w = *w + *v;
                 }
-                Optimizer::Adam => {
-                    let (b1, b2) = (hyper.adam_beta1, hyper.adam_beta2);
-                    let t = state.step as i32;
-                    let c1 = T::from_f64(1.0 / (1.0 - b1.powi(t)));
-                    let c2 = T::from_f64(1.0 / (1.0 - b2.powi(t)));
-                    let (b1, b2, eps) = (
-                        T::from_f64(b1),
-                        T::from_f64(b2),
-                        T::from_f64(hyper.adam_epsilon),
-                    );
-                    let m = &mut state.first[range.clone()];
-                    let s = &mut state.second[range];
-                    for (((w, &g), m), s) in w.iter_mut().zip(g).zip(m).zip(s) {
-                        let g = g + penalty_grad(*w, l1, l2);
-                        *m = b1 * *m + (T::one() - b1) * g;
-                        *s = b2 * *s + (T::one() - b2) * g * g;
-                        *w = *w - lr * (*m * c1) / ((*s * c2).sqrt() + eps);
-                    }
+            }
+            Optimizer::Adam => {
+                let (b1, b2) = (hyper.adam_beta1, hyper.adam_beta2);
+                let c1 = T::from_f64(1.0 / (1.0 - b1.powi(t as i32)));
+                let c2 = T::from_f64(1.0 / (1.0 - b2.powi(t as i32)));
+                let (b1, b2, eps) = (
+                    T::from_f64(b1),
+                    T::from_f64(b2),
+                    T::from_f64(hyper.adam_epsilon),
+                );
+                for (((w, &g), m), s) in w
+                    .iter_mut()
+                    .zip(g)
+                    .zip(&mut first[r.clone()])
+                    .zip(&mut second[r])
+                {
+                    let g = g + penalty_grad(*w, l1, l2);
+                    *m = b1 * *m + (T::one() - b1) * g;
+                    *s = b2 * *s + (T::one() - b2) * g * g;
+                    *w = *w - lr * (*m * c1) / ((*s * c2).sqrt() + eps);
                 }
             }
         }
