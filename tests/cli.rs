@@ -392,3 +392,44 @@ fn bench_prints_a_table_and_json_rows_for_each_device_and_batch_size() {
     ]);
     assert_clean_failure(&bad, "unknown device \"tpu\"");
 }
+
+#[test]
+fn a_gpu_too_small_for_the_data_is_an_error_on_gpu_and_a_cpu_fallback_on_auto() {
+    let Some(ctx) = crate::common::gpu() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 200, 50, 6, 3, true);
+    let run = |device: &str, out: &str| {
+        let mut args = vec!["train", "--device", device, "--adapter", &ctx.info.name];
+        let out = tmp.path().join(out);
+        let (data, out) = (
+            data.to_str().unwrap().to_string(),
+            out.to_str().unwrap().to_string(),
+        );
+        args.extend(["--data", &data, "--out", &out]);
+        args.extend_from_slice(TINY);
+        // 200 training images of 36 bytes need 5,760 bytes; allow 1,024.
+        Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+            .args(&args)
+            .env("WGTRAIN_GPU_MAX_STORAGE_BINDING", "1024")
+            .output()
+            .unwrap()
+    };
+    let gpu = run("gpu", "gpu-run");
+    assert_clean_failure(&gpu, "max_storage_buffer_binding_size");
+    let auto = run("auto", "auto-run");
+    assert!(auto.status.success(), "{}", stderr(&auto));
+    assert!(
+        stderr(&auto).contains("training on the CPU instead"),
+        "{}",
+        stderr(&auto)
+    );
+    assert_eq!(
+        Summary::read(&tmp.path().join("auto-run/summary.json"))
+            .unwrap()
+            .device,
+        "cpu"
+    );
+}

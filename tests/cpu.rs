@@ -324,7 +324,11 @@ fn fast_f32_tanh_is_within_a_few_ulp_of_the_true_value() {
     }
     for x in [0.0f32, 1e-8, -1e-8, 3.9e-4, 4.1e-4, 1e-3] {
         let want = (x as f64).tanh();
-        assert!((wgtrain::cpu::tanh_f32(x) as f64 - want).abs() <= 2.0 * f32::EPSILON as f64 * want.abs(), "{x}");
+        assert!(
+            (wgtrain::cpu::tanh_f32(x) as f64 - want).abs()
+                <= 2.0 * f32::EPSILON as f64 * want.abs(),
+            "{x}"
+        );
     }
     assert!(worst_ulps <= 4.0, "worst error {worst_ulps:.2} ulp");
 }

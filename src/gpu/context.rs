@@ -208,7 +208,17 @@ impl GpuContext {
             }
         };
         let (summary, adapter) = adapters.swap_remove(picked);
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        // WGTRAIN_GPU_MAX_STORAGE_BINDING caps the largest storage binding wgtrain will use, so a
+        // big GPU can show how a run behaves on a small one (and the tests can provoke the
+        // limit error on any adapter). It can only lower the adapter's own limit.
+        if let Some(cap) = std::env::var("WGTRAIN_GPU_MAX_STORAGE_BINDING")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(cap);
+        }
         for (limit, needed, available) in [
             (
                 "max_compute_workgroup_storage_size",
