@@ -1,6 +1,8 @@
 // matmul.wgsl — matmul: C (m, n) = op(A) (m, k) · op(B) (k, n), tiled 16×16 through
 // workgroup memory, any sizes (edges masked), with an optional fused epilogue:
 //   epilogue 0: C = A·B                                   (weight gradient dW = dZᵀ·A_prev)
+//     with bias_column = 1, B gets an extra column of ones and that column of C (the bias
+//     gradient Σ_r dZ[r, o]) is written to c[bias_off + row]: one dispatch instead of two.
 //   epilogue 1: C = act(A·B + bias)                       (forward: Z = X·Wᵀ + b, A = f(Z))
 //   epilogue 2: C = (A·B) ⊙ f'(aux)                        (input gradient dZ_prev = dZ·W ⊙ f'(A_prev))
 // Operands are strided views, so transposes cost nothing: A(i, k) = a[a_off + i·a_rs + k·a_cs].
@@ -13,7 +15,8 @@
 //   3 aux   read        f32 (epilogue 2), (m, n) row-major like C
 //   4 c     read_write  f32
 //   5 p     uniform     MatmulParams (Rust: kernels.rs::MatmulParams)
-// Dispatch: (ceil(n/16), ceil(m/16)) workgroups of 16×16; one output element per invocation.
+// Dispatch: (ceil((n + bias_column)/16), ceil(m/16)) workgroups of 16×16; one output element
+// per invocation.
 // rows_dim says which dimension is the batch's row count, read from the step uniform, so
 // one pipeline and bind group serve full and short batches.
 
@@ -21,7 +24,7 @@ struct MatmulParams {
     m: u32, n: u32, k: u32, rows_dim: u32,
     a_off: u32, a_rs: u32, a_cs: u32, b_off: u32,
     b_rs: u32, b_cs: u32, c_off: u32, c_rs: u32,
-    bias_off: u32, epilogue: u32, activation: u32, _pad: u32,
+    bias_off: u32, epilogue: u32, activation: u32, bias_column: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -53,13 +56,20 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
         tile_a[lid.y][lid.x] = av;
         let bk = t + lid.y;
         var bv = 0.0;
-        if bk < k && col < p.n { bv = b[p.b_off + bk * p.b_rs + col * p.b_cs]; }
+        if bk < k && col < p.n {
+            bv = b[p.b_off + bk * p.b_rs + col * p.b_cs];
+        } else if bk < k && col == p.n && p.bias_column == 1u {
+            bv = 1.0;
+        }
         tile_b[lid.y][lid.x] = bv;
         workgroupBarrier();
         for (var i = 0u; i < TILE; i++) {
             acc += tile_a[lid.y][i] * tile_b[i][lid.x];
         }
         workgroupBarrier();
+    }
+    if row < m && col == p.n && p.bias_column == 1u {
+        c[p.bias_off + row] = acc;
     }
     if row < m && col < p.n {
         var v = acc;

@@ -15,8 +15,7 @@ use crate::data::{Dataset, Split, epoch_order, zscore_images};
 use crate::engine::Engine;
 use crate::gpu::buffers::{bind, staging, storage_init, submit_and_read, uniform_init};
 use crate::gpu::kernels::{
-    BiasGradParams, GatherParams, Kernels, MatmulParams, STEP_STRIDE, StepUniform, UpdateParams,
-    XentParams,
+    GatherParams, Kernels, MatmulParams, STEP_STRIDE, StepUniform, UpdateParams, XentParams,
 };
 use crate::gpu::{GpuContext, GpuEngine, GpuError};
 use crate::model::{Activation, Init, Params, layer_views};
@@ -297,7 +296,7 @@ fn run_matmul(
             ..Default::default()
         },
         &c,
-        |k, pass, s| k.encode_matmul(pass, &group, s, m, params.n),
+        |k, pass, s| k.encode_matmul(pass, &group, s, m, params.n + params.bias_column),
     )
 }
 
@@ -371,7 +370,8 @@ fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
         fwd.compare(&name, &got[..rows * fan_out], &want, |i, _| tol[i]);
         fwd.untouched(&name, &got[rows * fan_out..]);
 
-        // weight gradient: dw (O, I) = dzᵀ·a, summed over rows
+        // weight gradient: dw (O, I) = dzᵀ·a, summed over rows, and the bias gradient
+        // db (O) = Σ_r dz as the extra column, written after the weights as in the parameters.
         let dz = uniform_f32(&mut rng, rows * fan_out, 1.0);
         let params = MatmulParams {
             m: fan_out as u32,
@@ -383,6 +383,8 @@ fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             b_cs: 1,
             c_off: 0,
             c_rs: fan_in as u32,
+            bias_off: (fan_out * fan_in) as u32,
+            bias_column: 1,
             ..Default::default()
         };
         let got = run_matmul(
@@ -393,10 +395,11 @@ fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             &[0.0],
             params,
             rows as u32,
-            fan_out * fan_in,
+            fan_out * fan_in + fan_out,
         )?;
-        let mut want = vec![0.0; fan_out * fan_in];
-        let mut tol = vec![0.0; fan_out * fan_in];
+        let out_len = fan_out * fan_in + fan_out;
+        let mut want = vec![0.0; out_len];
+        let mut tol = vec![0.0; out_len];
         for o in 0..fan_out {
             for i in 0..fan_in {
                 let terms =
@@ -405,9 +408,14 @@ fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
                 want[o * fan_in + i] = s;
                 tol[o * fan_in + i] = dot_tolerance(rows, a);
             }
+            let (s, a) = (0..rows)
+                .map(|r| dz[r * fan_out + o] as f64)
+                .fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+            want[fan_out * fan_in + o] = s;
+            tol[fan_out * fan_in + o] = dot_tolerance(rows, a);
         }
-        wgrad.compare(&name, &got[..fan_out * fan_in], &want, |i, _| tol[i]);
-        wgrad.untouched(&name, &got[fan_out * fan_in..]);
+        wgrad.compare(&name, &got[..out_len], &want, |i, _| tol[i]);
+        wgrad.untouched(&name, &got[out_len..]);
 
         // input gradient: (dz·w) ⊙ slope(aux)
         let aux: Vec<f32> = uniform_f32(&mut rng, rows * fan_in, 3.0)
@@ -462,7 +470,7 @@ fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
     }
     Ok(vec![
         fwd.row("matmul forward (+bias, activation)"),
-        wgrad.row("matmul weight gradient"),
+        wgrad.row("matmul weight + bias gradient"),
         igrad.row("matmul input gradient (× slope)"),
     ])
 }
@@ -542,55 +550,6 @@ fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     Ok(worst.row("softmax_xent + batch_stats"))
 }
 
-fn check_bias_grad(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
-    let mut worst = Worst::default();
-    for (case, &rows) in SIZES.iter().enumerate() {
-        let cols = SIZES[(case + 3) % SIZES.len()];
-        let mut rng = ChaCha8Rng::seed_from_u64(300 + case as u64);
-        let dz = uniform_f32(&mut rng, rows * cols, 1.0);
-        let off = 3;
-        let d = rig.f32s("dz", &dz)?;
-        let grads = rig.poisoned("grads", off + cols)?;
-        let p = uniform_init(
-            rig.ctx,
-            "bias_grad",
-            bytemuck::bytes_of(&BiasGradParams {
-                cols: cols as u32,
-                bias_off: off as u32,
-                _pad: [0; 2],
-            }),
-        )?;
-        let group = bind(
-            rig.ctx,
-            &rig.kernels.bias_grad_layout,
-            "bias_grad",
-            &[&d, &grads, &p],
-        );
-        let got = rig.run(
-            StepUniform {
-                rows: rows as u32,
-                ..Default::default()
-            },
-            &grads,
-            |k, pass, s| k.encode_bias_grad(pass, &group, s, cols as u32),
-        )?;
-        let mut want = vec![0.0; cols];
-        let mut tol = vec![0.0; cols];
-        for c in 0..cols {
-            let (s, a) = (0..rows)
-                .map(|r| dz[r * cols + c] as f64)
-                .fold((0.0, 0.0), |(s, a), v| (s + v, a + v.abs()));
-            want[c] = s;
-            tol[c] = dot_tolerance(rows, a);
-        }
-        let name = format!("{rows}×{cols}");
-        worst.compare(&name, &got[off..off + cols], &want, |i, _| tol[i]);
-        worst.untouched(&name, &got[off + cols..]);
-        worst.untouched(&format!("{name} (before the bias)"), &got[..off]);
-    }
-    Ok(worst.row("bias_grad"))
-}
-
 fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     let widths = [33, 7, 3];
@@ -647,16 +606,36 @@ fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             beta1: hyper.adam_beta1 as f32,
             beta2: hyper.adam_beta2 as f32,
             epsilon: hyper.adam_epsilon as f32,
+            capacity: 40,
+            _pad: [0; 3],
         };
+        // The update also folds the step's per-row losses and correct flags into its stats slot.
+        let rows = 1 + case * 12;
+        let row_loss: Vec<f32> = (0..80)
+            .map(|r| {
+                if r < 40 {
+                    0.25 * r as f32
+                } else {
+                    (r % 2) as f32
+                }
+            })
+            .collect();
+        let (loss, correct): (f64, f64) = (0..rows).fold((0.0, 0.0), |(l, c), r| {
+            (l + row_loss[r] as f64, c + row_loss[40 + r] as f64)
+        });
+        let rl = rig.f32s("row_loss", &row_loss)?;
+        let stats = rig.poisoned("stats", 4)?;
         let p = uniform_init(rig.ctx, "update", bytemuck::bytes_of(&u))?;
         let group = bind(
             rig.ctx,
             &rig.kernels.update_layout,
             "update",
-            &[&pb, &g, &fb, &sb, &mb, &p],
+            &[&pb, &g, &fb, &sb, &mb, &rl, &stats, &p],
         );
         let t = 3;
         let step = StepUniform {
+            rows: rows as u32,
+            stat_slot: 1,
             learning_rate: 0.05,
             adam_c1: (1.0 / (1.0 - hyper.adam_beta1.powi(t))) as f32,
             adam_c2: (1.0 / (1.0 - hyper.adam_beta2.powi(t))) as f32,
@@ -672,8 +651,17 @@ fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             4.0 * f32::EPSILON as f64 * w.abs().max(p0[i].abs() as f64) + 1e-7
         });
         worst.untouched(&name, &got[count..]);
+        let got_stats = rig.run(step, &stats, |_, _, _| {})?;
+        worst.compare(
+            &format!("{name} batch sums"),
+            &got_stats[2..4],
+            &[loss, correct],
+            |_, w| 1e-6 * w.abs().max(1.0),
+        );
+        worst.untouched(&format!("{name} stats slot 0"), &got_stats[..2]);
+        worst.untouched(&format!("{name} stats tail"), &got_stats[4..]);
     }
-    Ok(worst.row("update (SGD, momentum, Adam, L1, L2)"))
+    Ok(worst.row("update (SGD, momentum, Adam, L1, L2) + batch sums"))
 }
 
 /// A small random dataset for the engine check.
@@ -818,7 +806,6 @@ pub fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
         Err(e) => rows.push(failed("matmul", e)),
     }
     rows.push(check_softmax_xent(&rig).unwrap_or_else(|e| failed("softmax_xent", e)));
-    rows.push(check_bias_grad(&rig).unwrap_or_else(|e| failed("bias_grad", e)));
     rows.push(check_update(&rig).unwrap_or_else(|e| failed("update", e)));
     rows.push(check_epochs(ctx));
     rows

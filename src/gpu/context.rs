@@ -135,7 +135,7 @@ impl std::fmt::Debug for GpuContext {
 /// Bytes of workgroup memory and invocations the kernels need (matmul: two 16×16 f32 tiles).
 const NEEDED_WORKGROUP_STORAGE: u32 = 2 * 16 * 16 * 4;
 const NEEDED_INVOCATIONS: u32 = 256;
-const NEEDED_STORAGE_BUFFERS: u32 = 6;
+const NEEDED_STORAGE_BUFFERS: u32 = 7;
 
 impl GpuContext {
     /// Opens the adapter `choice` picks. Real GPUs come before software ones; a software

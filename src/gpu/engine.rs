@@ -8,8 +8,7 @@ use std::sync::Arc;
 use super::buffers::{bind, staging, storage_init, storage_zeroed, submit_and_read, uniform_init};
 use super::context::{GpuContext, GpuError};
 use super::kernels::{
-    BiasGradParams, GatherParams, Kernels, MatmulParams, STEP_STRIDE, StepUniform, UpdateParams,
-    XentParams,
+    GatherParams, Kernels, MatmulParams, STEP_STRIDE, StepUniform, UpdateParams, XentParams,
 };
 use crate::config::{GradientReduction, Hyper, Optimizer};
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
@@ -47,8 +46,8 @@ struct SplitOnDevice {
 /// Bind groups of one layer.
 struct LayerGroups {
     forward: wgpu::BindGroup,
+    /// Weight and bias gradients in one matmul (the bias as an extra column).
     weight_grad: wgpu::BindGroup,
-    bias_grad: wgpu::BindGroup,
     /// Input gradient into the layer below (absent for the first layer).
     input_grad: Option<wgpu::BindGroup>,
 }
@@ -71,7 +70,11 @@ pub struct GpuEngine {
     deltas: Vec<wgpu::Buffer>,
     row_loss: wgpu::Buffer,
     update_uniform: wgpu::Buffer,
-    update_group: wgpu::BindGroup,
+    /// The update's bind group (made at upload, once the stats buffer exists).
+    update_group: Option<wgpu::BindGroup>,
+    grads: wgpu::Buffer,
+    /// 1 for weights (penalised), 0 for biases.
+    mask: wgpu::Buffer,
     layer_groups: Vec<LayerGroups>,
     /// Buffers only bind groups refer to (per-layer uniforms, gradients, the penalty mask),
     /// held so their lifetime is visibly the engine's.
@@ -149,12 +152,6 @@ impl GpuEngine {
             "update_params",
             bytemuck::bytes_of(&UpdateParams::default()),
         )?;
-        let update_group = bind(
-            &ctx,
-            &kernels.update_layout,
-            "update",
-            &[&params_buf, &grads, &first, &second, &mask, &update_uniform],
-        );
 
         let act = activation_code(params.activation);
         let last = layers.len() - 1;
@@ -188,6 +185,8 @@ impl GpuEngine {
                 b_cs: 1,
                 c_off: v.weight as u32,
                 c_rs: i,
+                bias_off: v.bias as u32,
+                bias_column: 1,
                 ..Default::default()
             };
             let input_grad = MatmulParams {
@@ -219,15 +218,6 @@ impl GpuEngine {
                 &format!("fc{}.input_grad", l + 1),
                 bytemuck::bytes_of(&input_grad),
             )?;
-            let u_bias = uniform_init(
-                &ctx,
-                &format!("fc{}.bias_grad", l + 1),
-                bytemuck::bytes_of(&BiasGradParams {
-                    cols: o,
-                    bias_off: v.bias as u32,
-                    _pad: [0; 2],
-                }),
-            )?;
             let m = &kernels.matmul_layout;
             layer_groups.push(LayerGroups {
                 forward: bind(
@@ -249,12 +239,6 @@ impl GpuEngine {
                     "weight_grad",
                     &[&deltas[l], input, &dummy, &dummy, &grads, &u_weight],
                 ),
-                bias_grad: bind(
-                    &ctx,
-                    &kernels.bias_grad_layout,
-                    "bias_grad",
-                    &[&deltas[l], &grads, &u_bias],
-                ),
                 input_grad: (l > 0).then(|| {
                     bind(
                         &ctx,
@@ -271,7 +255,7 @@ impl GpuEngine {
                     )
                 }),
             });
-            uniforms.extend([u_forward, u_weight, u_input, u_bias]);
+            uniforms.extend([u_forward, u_weight, u_input]);
         }
         Ok(GpuEngine {
             widths: params.widths.clone(),
@@ -288,10 +272,12 @@ impl GpuEngine {
             deltas,
             row_loss,
             update_uniform,
-            update_group,
+            update_group: None,
+            grads,
+            mask,
             layer_groups,
             _owned: {
-                uniforms.extend([grads, mask, dummy]);
+                uniforms.push(dummy);
                 uniforms
             },
             steps: None,
@@ -389,13 +375,15 @@ impl GpuEngine {
         })
     }
 
-    /// Records the forward pass (and loss/stats) for one step slot of `rows` rows.
+    /// Records the forward pass and the loss for one step slot of `rows` rows; with
+    /// `batch_stats` also the batch's sums (training steps leave that to the update kernel).
     fn encode_forward(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         split: &SplitOnDevice,
         slot: u32,
         rows: u32,
+        batch_stats: bool,
     ) {
         let steps = self.steps.as_ref().expect("uploaded");
         let step = (&steps.group, slot);
@@ -417,8 +405,10 @@ impl GpuEngine {
         }
         self.kernels
             .encode_softmax_xent(pass, &split.xent_group, step, rows);
-        self.kernels
-            .encode_batch_stats(pass, &split.xent_group, step);
+        if batch_stats {
+            self.kernels
+                .encode_batch_stats(pass, &split.xent_group, step);
+        }
     }
 
     fn encode_backward_and_update(&self, pass: &mut wgpu::ComputePass<'_>, slot: u32, rows: u32) {
@@ -426,23 +416,22 @@ impl GpuEngine {
         let step = (&steps.group, slot);
         for (l, v) in self.layers.iter().enumerate().rev() {
             let g = &self.layer_groups[l];
+            // fan_in weight columns plus the bias column.
             self.kernels.encode_matmul(
                 pass,
                 &g.weight_grad,
                 step,
                 v.fan_out as u32,
-                v.fan_in as u32,
+                v.fan_in as u32 + 1,
             );
-            self.kernels
-                .encode_bias_grad(pass, &g.bias_grad, step, v.fan_out as u32);
             if let Some(input_grad) = &g.input_grad {
                 self.kernels
                     .encode_matmul(pass, input_grad, step, rows, v.fan_in as u32);
             }
         }
         let count = self.layers.last().map_or(0, LayerView::end) as u32;
-        self.kernels
-            .encode_update(pass, &self.update_group, step, count);
+        let update_group = self.update_group.as_ref().expect("uploaded");
+        self.kernels.encode_update(pass, update_group, step, count);
     }
 
     /// Step uniforms for evaluating `split` in chunks of `capacity` rows.
@@ -535,6 +524,8 @@ impl GpuEngine {
             beta1: hyper.adam_beta1 as f32,
             beta2: hyper.adam_beta2 as f32,
             epsilon: hyper.adam_epsilon as f32,
+            capacity: self.capacity as u32,
+            _pad: [0; 3],
         };
         self.ctx
             .queue
@@ -583,6 +574,21 @@ impl Engine for GpuEngine {
         let staging_bytes =
             (slots * 8).max(self.layers.last().map_or(0, LayerView::end) * 4) as u64;
         let staging = staging(&self.ctx, "staging", staging_bytes)?;
+        self.update_group = Some(bind(
+            &self.ctx,
+            &self.kernels.update_layout,
+            "update",
+            &[
+                &self.params,
+                &self.grads,
+                &self.first,
+                &self.second,
+                &self.mask,
+                &self.row_loss,
+                &stats,
+                &self.update_uniform,
+            ],
+        ));
         self.steps = Some(StepSlots {
             uniforms,
             group,
@@ -656,11 +662,11 @@ impl Engine for GpuEngine {
                 timestamp_writes: None,
             });
             for (slot, u) in &uniforms {
-                self.encode_forward(&mut pass, train, *slot as u32, u.rows);
+                self.encode_forward(&mut pass, train, *slot as u32, u.rows, false);
                 self.encode_backward_and_update(&mut pass, *slot as u32, u.rows);
             }
             for (slot, u) in &val_uniforms {
-                self.encode_forward(&mut pass, val, *slot as u32, u.rows);
+                self.encode_forward(&mut pass, val, *slot as u32, u.rows, true);
             }
         }
         let val_hi = val.first_slot + val_uniforms.len();
@@ -702,7 +708,7 @@ impl Engine for GpuEngine {
                 timestamp_writes: None,
             });
             for (slot, u) in &uniforms {
-                self.encode_forward(&mut pass, s, *slot as u32, u.rows);
+                self.encode_forward(&mut pass, s, *slot as u32, u.rows, true);
             }
         }
         let pairs = self.read_stats(encoder, s.first_slot, s.first_slot + uniforms.len())?;

@@ -52,7 +52,8 @@ pub struct MatmulParams {
     /// 0: plain; 1: + bias then activation; 2: × activation slope of aux.
     pub epilogue: u32,
     pub activation: u32,
-    pub _pad: u32,
+    /// 1: append a column of ones to B and write that column of C to `bias_off` (bias gradient).
+    pub bias_column: u32,
 }
 
 /// Twin of `XentParams` in softmax_xent.wgsl.
@@ -61,15 +62,6 @@ pub struct MatmulParams {
 pub struct XentParams {
     pub classes: u32,
     pub capacity: u32,
-    pub _pad: [u32; 2],
-}
-
-/// Twin of `BiasGradParams` in reduce.wgsl.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
-pub struct BiasGradParams {
-    pub cols: u32,
-    pub bias_off: u32,
     pub _pad: [u32; 2],
 }
 
@@ -86,6 +78,9 @@ pub struct UpdateParams {
     pub beta1: f32,
     pub beta2: f32,
     pub epsilon: f32,
+    /// Rows the workspace holds: where row_correct starts in row_loss.
+    pub capacity: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Every pipeline and layout, built and validated once.
@@ -95,13 +90,11 @@ pub struct Kernels {
     pub gather_layout: wgpu::BindGroupLayout,
     pub matmul_layout: wgpu::BindGroupLayout,
     pub xent_layout: wgpu::BindGroupLayout,
-    pub bias_grad_layout: wgpu::BindGroupLayout,
     pub update_layout: wgpu::BindGroupLayout,
     gather_batch: wgpu::ComputePipeline,
     matmul: wgpu::ComputePipeline,
     softmax_xent: wgpu::ComputePipeline,
     batch_stats: wgpu::ComputePipeline,
-    bias_grad: wgpu::ComputePipeline,
     update: wgpu::ComputePipeline,
 }
 
@@ -160,8 +153,11 @@ impl Kernels {
             "softmax_xent",
             &[true, true, true, false, false, false],
         );
-        let bias_grad_layout = layout(ctx, "bias_grad", &[true, false]);
-        let update_layout = layout(ctx, "update", &[false, true, false, false, true]);
+        let update_layout = layout(
+            ctx,
+            "update",
+            &[false, true, false, false, true, true, false],
+        );
         let pipeline = |family: &str,
                         entry: &str,
                         layout: &wgpu::BindGroupLayout|
@@ -199,13 +195,11 @@ impl Kernels {
             matmul: pipeline("matmul", "matmul", &matmul_layout)?,
             softmax_xent: pipeline("softmax_xent", "softmax_xent", &xent_layout)?,
             batch_stats: pipeline("softmax_xent", "batch_stats", &xent_layout)?,
-            bias_grad: pipeline("reduce", "bias_grad", &bias_grad_layout)?,
             update: pipeline("update", "update", &update_layout)?,
             step_layout,
             gather_layout,
             matmul_layout,
             xent_layout,
-            bias_grad_layout,
             update_layout,
         })
     }
@@ -297,22 +291,6 @@ impl Kernels {
         step: StepRef<'_>,
     ) {
         dispatch(pass, &self.batch_stats, group, step, (1, 1));
-    }
-
-    pub fn encode_bias_grad(
-        &self,
-        pass: &mut wgpu::ComputePass<'_>,
-        group: &wgpu::BindGroup,
-        step: StepRef<'_>,
-        cols: u32,
-    ) {
-        dispatch(
-            pass,
-            &self.bias_grad,
-            group,
-            step,
-            (cols.div_ceil(64).max(1), 1),
-        );
     }
 
     pub fn encode_update(

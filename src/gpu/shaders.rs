@@ -11,7 +11,6 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "softmax_xent",
         include_str!("../../shaders/softmax_xent.wgsl"),
     ),
-    ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("update", include_str!("../../shaders/update.wgsl")),
 ];
 
