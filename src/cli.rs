@@ -58,6 +58,46 @@ impl GpuArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SweepArgs {
+    #[command(subcommand)]
+    action: Option<SweepAction>,
+    /// Sweep file (configs/sweeps/*.toml).
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Output directory [default: runs/sweep-<file name>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Override a config key in every run, e.g. --set epochs=1 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Run only the I-th of N disjoint slices of the runs [default: from SLURM_ARRAY_TASK_ID /
+    /// SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shard-count].
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Number of shards when the index comes from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs).
+    #[arg(long, value_name = "N")]
+    shard_count: Option<usize>,
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    device: Device,
+    #[command(flatten)]
+    gpu: GpuArgs,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum SweepAction {
+    /// Rebuild results.csv and results.md from the finished runs in DIR.
+    Report {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
 struct ConfigArgs {
     /// Experiment config (TOML); without it, the paper's best model (configs/momentum.toml).
     #[arg(long, value_name = "FILE")]
@@ -144,6 +184,8 @@ enum Command {
         #[arg(long, default_value_t = 1e-2)]
         epsilon: f64,
     },
+    /// Train every run of a sweep file (resumable, shardable), then write results.csv and results.md.
+    Sweep(SweepArgs),
     /// Time training epochs on each device (default: the paper's momentum experiment).
     Bench {
         #[command(flatten)]
@@ -221,6 +263,7 @@ pub fn run(cli: Cli) -> Result<()> {
             epsilon,
         } => gradcheck(&config, samples, per_layer, epsilon),
         Command::Devices { backend } => devices(backend.as_deref()),
+        Command::Sweep(args) => sweep(args),
         Command::Bench {
             config,
             devices,
@@ -265,6 +308,102 @@ fn engine_kind(device: Device, gpu: &GpuArgs, threads: usize) -> Result<EngineKi
             }
         },
     }
+}
+
+fn sweep(args: SweepArgs) -> Result<()> {
+    use wgtrain::sweep::{self, Shard};
+    if let Some(SweepAction::Report { dir }) = &args.action {
+        let n = sweep::report(dir)?;
+        println!(
+            "{n} finished runs → {} and {}",
+            dir.join("results.csv").display(),
+            dir.join("results.md").display()
+        );
+        return Ok(());
+    }
+    let file = args
+        .file
+        .as_deref()
+        .context("wgtrain sweep needs a sweep FILE (or `sweep report DIR`)")?;
+    let runs =
+        sweep::expand(file, &args.sets).with_context(|| format!("sweep {}", file.display()))?;
+    let shard = match &args.shard {
+        Some(s) => Shard::parse(s)
+            .with_context(|| format!("--shard {s:?}: expected I/N with 0 ≤ I < N"))?,
+        None => Shard::from_env(args.shard_count).unwrap_or(Shard::ALL),
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!(
+            "sweep-{}",
+            file.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep")
+        ))
+    });
+    let engine = engine_kind(args.device, &args.gpu, args.threads)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let data_dir = args.data.clone().unwrap_or_else(data::default_dir);
+    let mine: Vec<(usize, &sweep::SweepRun)> = runs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| shard.takes(*i))
+        .collect();
+    println!(
+        "sweep {}: {} runs, this process takes {} (shard {}/{}) → {}",
+        file.display(),
+        runs.len(),
+        mine.len(),
+        shard.index,
+        shard.count,
+        out.display()
+    );
+    let (mut trained, mut skipped, mut diverged) = (0, 0, 0);
+    for (n, (_, run)) in mine.iter().enumerate() {
+        let dir = out.join(&run.id);
+        if sweep::is_finished(&dir) {
+            skipped += 1;
+            println!(
+                "[{}/{}] {}: finished earlier, skipped",
+                n + 1,
+                mine.len(),
+                run.id
+            );
+            continue;
+        }
+        // An unfinished directory is this sweep's own interrupted run: redo it.
+        let opts = RunOptions {
+            out: dir.clone(),
+            force: true,
+            data_dir: data_dir.clone(),
+            engine: engine.clone(),
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        run.write_tag(&dir)?;
+        match run_training(&run.config, &opts, |_, _| {}) {
+            Ok(s) => {
+                trained += 1;
+                println!(
+                    "[{}/{}] {}: test accuracy {:.2}%, test loss {:.4}, best epoch {} ({:.1}s)",
+                    n + 1,
+                    mine.len(),
+                    run.id,
+                    100.0 * s.test_accuracy,
+                    s.test_loss,
+                    s.best_epoch,
+                    s.seconds
+                );
+            }
+            Err(e @ wgtrain::Error::Train(wgtrain::train::TrainError::Diverged { .. })) => {
+                diverged += 1;
+                eprintln!("warning: {}: {e}", run.id);
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("sweep run {}", run.id))),
+        }
+    }
+    let finished = sweep::report(&out)?;
+    println!(
+        "trained {trained}, skipped {skipped} finished, {diverged} diverged; {finished} finished runs in {} → results.csv, results.md",
+        out.display()
+    );
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

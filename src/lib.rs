@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod report;
 pub mod run;
+pub mod sweep;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -9,4 +9,5 @@ mod data;
 mod errors;
 mod gpu;
 mod gradcheck;
+mod sweep;
 mod train;

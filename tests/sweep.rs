@@ -1,0 +1,168 @@
+//! Sweeps: expansion order and naming, resume, and sharding into one directory.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use wgtrain::sweep::{Shard, expand};
+
+use crate::common::write_dataset;
+
+fn wgtrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(args)
+        .output()
+        .expect("run wgtrain")
+}
+
+fn write_sweep(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("grid.toml");
+    std::fs::write(
+        &path,
+        "seeds = [1, 2]\n[grid]\nlearning_rate = [0.05, 0.2]\nactivation = [\"tanh\", \"relu\"]\n",
+    )
+    .unwrap();
+    path
+}
+
+const TINY: [&str; 8] = [
+    "--set",
+    "layers=[36, 8, 3]",
+    "--set",
+    "epochs=2",
+    "--set",
+    "batch_size=16",
+    "--device",
+    "cpu",
+];
+
+/// results.csv without the seconds column (the only thing that differs between two runs).
+fn rows_without_seconds(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("results.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .collect()
+}
+
+#[test]
+fn a_grid_expands_in_a_fixed_order_with_readable_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = expand(&write_sweep(tmp.path()), &["epochs=3".into()]).unwrap();
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "activation=tanh_learning_rate=0.05-seed1",
+            "activation=tanh_learning_rate=0.05-seed2",
+            "activation=tanh_learning_rate=0.2-seed1",
+            "activation=tanh_learning_rate=0.2-seed2",
+            "activation=relu_learning_rate=0.05-seed1",
+            "activation=relu_learning_rate=0.05-seed2",
+            "activation=relu_learning_rate=0.2-seed1",
+            "activation=relu_learning_rate=0.2-seed2",
+        ]
+    );
+    assert!(
+        runs.iter().all(|r| r.config.epochs == 3),
+        "--set applies to every run"
+    );
+    assert_eq!(runs[5].config.seed, 2);
+    assert_eq!(runs[5].config.learning_rate, 0.05);
+}
+
+#[test]
+fn the_paper_sweep_holds_every_experiment_with_three_seeds() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/sweeps/paper.toml");
+    let runs = expand(&path, &[]).unwrap();
+    assert_eq!(runs.len(), 24);
+    assert!(
+        runs.iter().all(|r| r.config.paper.is_some()),
+        "each run carries the paper's figures"
+    );
+    assert_eq!(runs[0].id, "softmax-seed1");
+}
+
+#[test]
+fn shards_split_the_runs_disjointly_and_read_slurm_variables() {
+    let shards: Vec<Shard> = (0..3)
+        .map(|i| Shard::parse(&format!("{i}/3")).unwrap())
+        .collect();
+    for run in 0..10 {
+        assert_eq!(shards.iter().filter(|s| s.takes(run)).count(), 1);
+    }
+    assert!(
+        Shard::parse("3/3").is_none()
+            && Shard::parse("1/0").is_none()
+            && Shard::parse("x").is_none()
+    );
+}
+
+#[test]
+fn three_shards_into_one_directory_give_the_same_results_as_one_run_and_reruns_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = write_sweep(tmp.path());
+    let (whole, sharded) = (tmp.path().join("whole"), tmp.path().join("sharded"));
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "sweep",
+            sweep.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&TINY);
+        args.extend_from_slice(extra);
+        wgtrain(&args)
+    };
+    let o = run(&whole, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Three processes at once, one directory.
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            let shard = format!("{i}/3");
+            let mut args = vec![
+                "sweep".to_string(),
+                sweep.display().to_string(),
+                "--out".into(),
+                sharded.display().to_string(),
+                "--data".into(),
+                data.display().to_string(),
+                "--shard".into(),
+                shard,
+            ];
+            args.extend(TINY.iter().map(|s| s.to_string()));
+            Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+                .args(&args)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let report = wgtrain(&["sweep", "report", sharded.to_str().unwrap()]);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let rows = rows_without_seconds(&whole);
+    assert_eq!(rows.len(), 9, "header + 8 runs");
+    assert_eq!(rows, rows_without_seconds(&sharded));
+    assert!(
+        std::fs::read_to_string(whole.join("results.md"))
+            .unwrap()
+            .contains("| activation=relu_learning_rate=0.2 |")
+    );
+
+    // A rerun skips what finished and redoes a run that was interrupted.
+    std::fs::remove_file(whole.join("activation=tanh_learning_rate=0.2-seed2/summary.json"))
+        .unwrap();
+    let again = run(&whole, &[]);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(stdout.contains("trained 1, skipped 7 finished"), "{stdout}");
+    assert_eq!(rows, rows_without_seconds(&whole));
+}
