@@ -12,35 +12,14 @@ size and a table in the same form as `wgtrain bench`.
 Thread count: set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS before starting it.
 """
 import argparse
-import gzip
 import json
 import os
 import statistics
-import struct
 import time
 
 import numpy as np
 
-
-def read_idx(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def load(data_dir, seed):
-    images = read_idx(os.path.join(data_dir, "train-images-idx3-ubyte.gz")).reshape(60000, -1).astype(np.float64)
-    labels = read_idx(os.path.join(data_dir, "train-labels-idx1-ubyte.gz")).astype(np.int64)
-    mean = images.mean(axis=1, keepdims=True)
-    std = images.std(axis=1, keepdims=True)
-    images = ((images - mean) / np.where(std < 1e-8, 1.0, std)).astype(np.float32)
-    order = np.random.default_rng(seed).permutation(len(images))
-    train = order[: int(round(0.8 * len(images)))]
-    return np.ascontiguousarray(images[train]), labels[train]
+from fashion_mnist import DEFAULT_DIR, load_train_split
 
 
 def bench(x, y, batch, args):
@@ -102,15 +81,14 @@ def bench(x, y, batch, args):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=os.path.join(here, "..", "..", "data", "fashion-mnist"))
+    ap.add_argument("--data", default=DEFAULT_DIR)
     ap.add_argument("--batch-sizes", default="128")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    x, y = load(args.data, args.seed)
+    x, y = load_train_split(args.data, args.seed)
     rows = []
     for b in [int(v) for v in args.batch_sizes.split(",")]:
         r = bench(x, y, b, args)

@@ -11,36 +11,13 @@ clock. Prints one JSON line per batch size and a table.
     python3 bench/peers/torch_mlp.py --device cuda --batch-sizes 32,128,1024
 """
 import argparse
-import gzip
 import json
-import os
 import statistics
-import struct
 import time
 
-import numpy as np
 import torch
 
-
-def read_idx(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def load(data_dir, seed):
-    images = read_idx(os.path.join(data_dir, "train-images-idx3-ubyte.gz")).reshape(60000, -1).astype(np.float32)
-    labels = read_idx(os.path.join(data_dir, "train-labels-idx1-ubyte.gz")).astype(np.int64)
-    mean = images.mean(axis=1, keepdims=True)
-    std = images.std(axis=1, keepdims=True)
-    images = (images - mean) / np.where(std < 1e-8, 1.0, std)
-    order = np.random.default_rng(seed).permutation(len(images))
-    train = order[: int(round(0.8 * len(images)))]
-    return images[train], labels[train]
+from fashion_mnist import DEFAULT_DIR, load_train_split
 
 
 def paper_init(model, generator):
@@ -92,10 +69,9 @@ def bench(x, y, batch, args):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--data", default=os.path.join(here, "..", "..", "data", "fashion-mnist"))
+    ap.add_argument("--data", default=DEFAULT_DIR)
     ap.add_argument("--batch-sizes", default="128")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=5)
@@ -104,7 +80,7 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    images, labels = load(args.data, args.seed)
+    images, labels = load_train_split(args.data, args.seed)
     device = torch.device(args.device)
     x = torch.from_numpy(images).to(device)
     y = torch.from_numpy(labels).to(device)
