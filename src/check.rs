@@ -34,6 +34,8 @@ pub struct CheckRow {
     pub cases: usize,
     /// Largest error over all cases as a fraction of its tolerance (≤ 1 passes).
     pub worst: f64,
+    /// Largest relative error of a case, ‖got − want‖∞ / ‖want‖∞ (NaN when nothing compared).
+    pub max_rel_error: f64,
     /// The worst case, for a failure report.
     pub detail: String,
     /// Set when the check could not run at all.
@@ -50,6 +52,7 @@ impl CheckRow {
 #[derive(Default)]
 struct Worst {
     ratio: f64,
+    rel: f64,
     detail: String,
     cases: usize,
 }
@@ -58,6 +61,18 @@ impl Worst {
     /// Compares `got` to `want` with per-element tolerance `tol(i, want)`; NaN never passes.
     fn compare(&mut self, case: &str, got: &[f32], want: &[f64], tol: impl Fn(usize, f64) -> f64) {
         self.cases += 1;
+        let (mut diff, mut norm) = (0.0f64, 0.0f64);
+        for (&g, &w) in got.iter().zip(want) {
+            diff = diff.max(if g.is_nan() {
+                f64::INFINITY
+            } else {
+                (g as f64 - w).abs()
+            });
+            norm = norm.max(w.abs());
+        }
+        if norm > 0.0 || diff > 0.0 {
+            self.rel = self.rel.max(diff / norm.max(f64::MIN_POSITIVE));
+        }
         for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
             let t = tol(i, w);
             let ratio = if g.is_nan() {
@@ -92,6 +107,7 @@ impl Worst {
             check: check.into(),
             cases: self.cases,
             worst: self.ratio,
+            max_rel_error: self.rel,
             detail: self.detail,
             error: None,
         }
@@ -699,7 +715,7 @@ pub fn check_epoch(
     l1: f64,
     l2: f64,
     optimizer: Optimizer,
-) -> Result<(f64, String), GpuError> {
+) -> Result<EpochCheck, GpuError> {
     let (features, classes) = (37, 5);
     let widths = [features, 17, classes];
     let data = Arc::new(random_dataset(features, classes, 129, 7));
@@ -742,10 +758,25 @@ pub fn check_epoch(
     // 9 steps of f32 training from identical starts: differences are rounding, amplified a
     // little by each step; an indexing error is O(1).
     let ratio = (max_param / 1e-4).max(loss_rel / 1e-4).max(val_rel / 1e-4);
+    let norm = pc.values.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
     let detail = format!(
         "max |Δparam| {max_param:.2e}, train loss rel {loss_rel:.2e}, val loss rel {val_rel:.2e}"
     );
-    Ok((ratio, detail))
+    Ok(EpochCheck {
+        ratio,
+        max_rel_error: (max_param / norm.max(1e-12)).max(loss_rel).max(val_rel),
+        detail,
+    })
+}
+
+/// One engine-versus-engine epoch's outcome.
+#[derive(Debug, Clone)]
+pub struct EpochCheck {
+    /// Worst error as a fraction of its tolerance (≤ 1 passes).
+    pub ratio: f64,
+    /// Largest of the parameters' ‖Δ‖∞/‖p‖∞ and the losses' relative differences.
+    pub max_rel_error: f64,
+    pub detail: String,
 }
 
 fn check_epochs(ctx: &GpuContext) -> CheckRow {
@@ -753,6 +784,7 @@ fn check_epochs(ctx: &GpuContext) -> CheckRow {
         check: "training epoch vs CPU engine".into(),
         cases: 0,
         worst: 0.0,
+        max_rel_error: 0.0,
         detail: String::new(),
         error: None,
     };
@@ -764,14 +796,21 @@ fn check_epochs(ctx: &GpuContext) -> CheckRow {
         ] {
             row.cases += 1;
             match check_epoch(ctx, activation, momentum, l1, l2, opt) {
-                Ok((ratio, detail)) if ratio > row.worst || ratio.is_nan() => {
-                    row.worst = if ratio.is_nan() { f64::INFINITY } else { ratio };
-                    row.detail = format!(
-                        "{} momentum={momentum} l1={l1} l2={l2} {opt:?}: {detail}",
-                        activation.name()
-                    );
+                Ok(c) => {
+                    row.max_rel_error = row.max_rel_error.max(c.max_rel_error);
+                    if c.ratio > row.worst || c.ratio.is_nan() {
+                        row.worst = if c.ratio.is_nan() {
+                            f64::INFINITY
+                        } else {
+                            c.ratio
+                        };
+                        row.detail = format!(
+                            "{} momentum={momentum} l1={l1} l2={l2} {opt:?}: {}",
+                            activation.name(),
+                            c.detail
+                        );
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => row.error = Some(e.to_string()),
             }
         }
@@ -785,6 +824,7 @@ pub fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
         Ok(r) => r,
         Err(e) => {
             return vec![CheckRow {
+                max_rel_error: f64::NAN,
                 check: "build pipelines".into(),
                 cases: 0,
                 worst: 0.0,
@@ -794,6 +834,7 @@ pub fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
         }
     };
     let failed = |name: &str, e: GpuError| CheckRow {
+        max_rel_error: f64::NAN,
         check: name.into(),
         cases: 0,
         worst: 0.0,

@@ -555,13 +555,13 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
     // A mismatch fails the check; an adapter or kernel that cannot run at all (no device, a
     // missing limit) is reported in the table with its reason and listed after it.
     let (mut failures, mut ran, mut unrunnable) = (0, 0, Vec::new());
-    println!("| adapter | check | cases | max error / tolerance | result |");
-    println!("|---|---|---|---|---|");
+    println!("| adapter | check | cases | max rel. error | max error / tolerance | result |");
+    println!("|---|---|---|---|---|---|");
     for ctx in contexts {
         let ctx = match ctx {
             Ok(c) => c,
             Err((name, why)) => {
-                println!("| {name} | (open device) | – | – | cannot run: {why} |");
+                println!("| {name} | (open device) | – | – | – | cannot run: {why} |");
                 unrunnable.push(name);
                 continue;
             }
@@ -583,10 +583,11 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
                 }
             };
             println!(
-                "| {} | {} | {} | {:.3} | {result} |",
+                "| {} | {} | {} | {:.1e} | {:.3} | {result} |",
                 ctx.describe(),
                 row.check,
                 row.cases,
+                row.max_rel_error,
                 row.worst
             );
         }
