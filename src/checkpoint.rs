@@ -164,3 +164,145 @@ pub fn load_model(path: &Path) -> Result<Params, CheckpointError> {
     }
     Ok(params)
 }
+
+/// Version tag of `last.safetensors`.
+const CHECKPOINT_FORMAT: &str = "wgtrain-checkpoint-1";
+
+/// Writes `last.safetensors`: the parameters (as in model files), the kept best parameters, the
+/// optimiser's buffers and step, the epochs done and the early-stopping state. Shuffles need no
+/// RNG state: each epoch's order is a function of (seed, epoch) alone.
+pub fn save_checkpoint(
+    path: &Path,
+    widths: &[usize],
+    activation: Activation,
+    state: &crate::engine::TrainingState,
+    epochs_done: usize,
+    stopping: &crate::train::EarlyStopping,
+) -> Result<(), CheckpointError> {
+    let bad = |message: String| CheckpointError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let params = Params {
+        widths: widths.to_vec(),
+        activation,
+        values: state.params.clone(),
+    };
+    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = params
+        .named_tensors()
+        .into_iter()
+        .map(|(name, shape, values)| {
+            (
+                name,
+                shape,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    for (name, values) in [
+        ("best.flat", &state.best),
+        ("optimizer.first", &state.first),
+        ("optimizer.second", &state.second),
+    ] {
+        raw.push((
+            name.to_string(),
+            vec![values.len()],
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    }
+    let views = raw
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| bad(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut metadata = HashMap::new();
+    metadata.insert("format".to_string(), CHECKPOINT_FORMAT.to_string());
+    metadata.insert(
+        "layers".to_string(),
+        serde_json::to_string(widths).map_err(|e| bad(e.to_string()))?,
+    );
+    metadata.insert("activation".to_string(), activation.name().to_string());
+    metadata.insert("epochs_done".to_string(), epochs_done.to_string());
+    metadata.insert("optimizer_step".to_string(), state.step.to_string());
+    metadata.insert(
+        "early_stopping".to_string(),
+        serde_json::to_string(stopping).map_err(|e| bad(e.to_string()))?,
+    );
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// What [`load_checkpoint`] returns.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub widths: Vec<usize>,
+    pub activation: Activation,
+    pub state: crate::engine::TrainingState,
+    pub epochs_done: usize,
+    pub stopping: crate::train::EarlyStopping,
+}
+
+/// Reads a checkpoint written by [`save_checkpoint`].
+pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let bad = |message: String| CheckpointError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let params = load_model(path)?;
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let info = meta.metadata().clone().unwrap_or_default();
+    if info.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT) {
+        return Err(bad(format!(
+            "not a wgtrain checkpoint (format {:?})",
+            info.get("format")
+        )));
+    }
+    let number = |key: &str| -> Result<u64, CheckpointError> {
+        info.get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(format!("metadata lacks a number {key:?}")))
+    };
+    let stopping = info
+        .get("early_stopping")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| bad("metadata lacks a readable \"early_stopping\"".into()))?;
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let flat = |name: &str| -> Result<Vec<f32>, CheckpointError> {
+        let t = tensors
+            .tensor(name)
+            .map_err(|_| bad(format!("missing tensor {name}")))?;
+        if t.dtype() != Dtype::F32 || t.shape() != [params.values.len()] {
+            return Err(bad(format!(
+                "tensor {name} is {:?} {:?}, expected F32 [{}]",
+                t.dtype(),
+                t.shape(),
+                params.values.len()
+            )));
+        }
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    };
+    Ok(Checkpoint {
+        state: crate::engine::TrainingState {
+            best: flat("best.flat")?,
+            first: flat("optimizer.first")?,
+            second: flat("optimizer.second")?,
+            step: number("optimizer_step")?,
+            params: params.values,
+        },
+        widths: params.widths,
+        activation: params.activation,
+        epochs_done: number("epochs_done")? as usize,
+        stopping,
+    })
+}

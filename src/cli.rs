@@ -140,8 +140,12 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
         /// Run directory [default: runs/<config-name>-<timestamp>].
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "resume")]
         out: Option<PathBuf>,
+        /// Continue the run in DIR from its last.safetensors, with its config.toml (plus any
+        /// --set, e.g. --set epochs=N to go further).
+        #[arg(long, value_name = "DIR")]
+        resume: Option<PathBuf>,
         /// Where to train.
         #[arg(long, value_enum, default_value_t = Device::Auto)]
         device: Device,
@@ -236,6 +240,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train {
             config,
             out,
+            resume,
             device,
             gpu,
             threads,
@@ -244,6 +249,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => train(TrainArgs {
             config: &config,
             out,
+            resume,
             device,
             gpu: &gpu,
             threads,
@@ -374,6 +380,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
             force: true,
             data_dir: data_dir.clone(),
             engine: engine.clone(),
+            resume: false,
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         run.write_tag(&dir)?;
@@ -633,6 +640,7 @@ fn default_run_dir(name: &str) -> PathBuf {
 struct TrainArgs<'a> {
     config: &'a ConfigArgs,
     out: Option<PathBuf>,
+    resume: Option<PathBuf>,
     device: Device,
     gpu: &'a GpuArgs,
     threads: usize,
@@ -644,6 +652,7 @@ fn train(t: TrainArgs<'_>) -> Result<()> {
     let TrainArgs {
         config: args,
         out,
+        resume,
         device,
         gpu,
         threads,
@@ -651,14 +660,33 @@ fn train(t: TrainArgs<'_>) -> Result<()> {
         quiet,
     } = t;
     // The config is validated before any device is opened or data read.
-    let config = args.load()?;
+    let config = match &resume {
+        Some(dir) => {
+            if args.config.is_some() {
+                bail!(
+                    "--resume takes the run's own config.toml; drop --config (use --set to change keys)"
+                );
+            }
+            let mut sets = args.sets.clone();
+            if let Some(seed) = args.seed {
+                sets.push(format!("seed={seed}"));
+            }
+            TrainConfig::load(&dir.join("config.toml"), &sets)
+                .with_context(|| format!("--resume {}", dir.display()))?
+        }
+        None => args.load()?,
+    };
     let engine = engine_kind(device, gpu, threads)?;
-    let out = out.unwrap_or_else(|| default_run_dir(&config.name));
+    let out = resume
+        .clone()
+        .or(out)
+        .unwrap_or_else(|| default_run_dir(&config.name));
     let mut opts = RunOptions {
         out: out.clone(),
         force,
         data_dir: args.data_dir(),
         engine,
+        resume: resume.is_some(),
     };
     let epochs = config.epochs;
     let progress = |r: &EpochRecord, v: Verdict| {

@@ -65,6 +65,39 @@ pub trait Engine {
     fn keep_best(&mut self) -> Result<(), EngineError>;
     /// Makes the parameters kept by [`Engine::keep_best`] current again.
     fn restore_best(&mut self) -> Result<(), EngineError>;
+    /// Everything a checkpoint needs to continue training exactly: parameters, the kept best,
+    /// the optimiser's buffers and step count.
+    fn training_state(&self) -> Result<TrainingState, EngineError>;
+    /// Restores what [`Engine::training_state`] returned.
+    fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError>;
+}
+
+/// An engine's full training state (flat vectors laid out like the parameters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingState {
+    pub params: Vec<f32>,
+    pub best: Vec<f32>,
+    /// Momentum velocity, or Adam's first moment.
+    pub first: Vec<f32>,
+    /// Adam's second moment.
+    pub second: Vec<f32>,
+    /// Optimiser steps taken.
+    pub step: u64,
+}
+
+impl TrainingState {
+    /// Checks every vector has `len` elements.
+    pub fn check_len(&self, len: usize) -> Result<(), EngineError> {
+        for v in [&self.params, &self.best, &self.first, &self.second] {
+            if v.len() != len {
+                return Err(EngineError::Unavailable(format!(
+                    "training state holds {} values, the network has {len}",
+                    v.len()
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Which engine to build (what `--device` resolves to).

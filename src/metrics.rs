@@ -30,13 +30,31 @@ impl MetricsWriter {
         Ok(writer)
     }
 
+    /// Continues a run's metrics.csv after its first `records.len()` epochs (rows beyond them,
+    /// written after the checkpoint a resume starts from, are dropped).
+    pub fn resume(path: &Path, records: &[EpochRecord]) -> Result<Self> {
+        let mut writer = MetricsWriter {
+            text: format!("{METRICS_HEADER}\n"),
+            path: path.to_path_buf(),
+        };
+        for r in records {
+            writer.push(r);
+        }
+        write_atomic(path, writer.text.as_bytes())?;
+        Ok(writer)
+    }
+
     pub fn append(&mut self, r: &EpochRecord) -> Result<()> {
+        self.push(r);
+        write_atomic(&self.path, self.text.as_bytes())?;
+        Ok(())
+    }
+
+    fn push(&mut self, r: &EpochRecord) {
         self.text.push_str(&format!(
             "{},{:.6},{:.6},{:.6},{:.6},{:.3}\n",
             r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy, r.seconds
         ));
-        write_atomic(&self.path, self.text.as_bytes())?;
-        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::checkpoint::{save_model, write_atomic};
 use crate::config::TrainConfig;
 use crate::data::{Dataset, SplitName};
@@ -12,7 +13,7 @@ use crate::engine::EngineKind;
 use crate::error::{Error, Result};
 use crate::metrics::{MetricsWriter, Summary};
 use crate::model::Params;
-use crate::train::{EpochRecord, TrainError, Verdict, train};
+use crate::train::{EpochRecord, ResumeFrom, TrainError, Verdict, train};
 
 /// Where and how a run happens (everything that is not a hyperparameter).
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct RunOptions {
     pub force: bool,
     pub data_dir: PathBuf,
     pub engine: EngineKind,
+    /// Continue the run in `out` from its `last.safetensors` (to `config.epochs`).
+    pub resume: bool,
 }
 
 /// Files that mark a directory as holding a run.
@@ -47,7 +50,24 @@ pub fn run_training(
     mut on_epoch: impl FnMut(&EpochRecord, Verdict),
 ) -> Result<Summary> {
     let start = Instant::now();
-    check_out_dir(&opts.out, opts.force)?;
+    let checkpoint_path = opts.out.join("last.safetensors");
+    let checkpoint = if opts.resume {
+        let c = load_checkpoint(&checkpoint_path)?;
+        if c.widths != config.layers || c.activation != config.activation {
+            return Err(Error::Usage(format!(
+                "{}: checkpoint is {:?} {} but the config says {:?} {}",
+                checkpoint_path.display(),
+                c.widths,
+                c.activation.name(),
+                config.layers,
+                config.activation.name()
+            )));
+        }
+        Some(c)
+    } else {
+        check_out_dir(&opts.out, opts.force)?;
+        None
+    };
     let data = Arc::new(Dataset::load(
         &opts.data_dir,
         config.val_fraction,
@@ -57,20 +77,52 @@ pub fn run_training(
     let params = Params::init(&config.layers, config.activation, config.init, config.seed);
     let mut engine = opts.engine.build(&params, config.batch_size)?;
     engine.upload(Arc::clone(&data))?;
+    let resume = match checkpoint {
+        Some(c) => {
+            engine.set_training_state(&c.state)?;
+            let records = read_metrics(&opts.out.join("metrics.csv"), c.epochs_done)?;
+            Some(ResumeFrom {
+                epochs_done: c.epochs_done,
+                stopping: c.stopping,
+                records,
+            })
+        }
+        None => None,
+    };
 
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     write_atomic(&opts.out.join("config.toml"), config.to_toml().as_bytes())?;
-    let mut metrics = MetricsWriter::create(&opts.out.join("metrics.csv"))?;
-    let outcome = train(
-        engine.as_mut(),
-        data.train.len,
-        config,
-        |record, verdict| {
-            metrics.append(record)?;
-            on_epoch(record, verdict);
-            Ok(())
-        },
-    )?;
+    let mut metrics = match &resume {
+        Some(r) => MetricsWriter::resume(&opts.out.join("metrics.csv"), &r.records)?,
+        None => MetricsWriter::create(&opts.out.join("metrics.csv"))?,
+    };
+    let outcome = train(engine.as_mut(), data.train.len, config, resume, |end| {
+        metrics.append(end.record)?;
+        // Every epoch: the state to continue from, and the best model so far.
+        let state = end.engine.training_state()?;
+        save_checkpoint(
+            &checkpoint_path,
+            &config.layers,
+            config.activation,
+            &state,
+            end.record.epoch,
+            end.stopping,
+        )?;
+        if end.verdict.improved {
+            let best = Params {
+                widths: config.layers.clone(),
+                activation: config.activation,
+                values: state.best,
+            };
+            let meta = [
+                ("name", config.name.clone()),
+                ("best_epoch", end.record.epoch.to_string()),
+            ];
+            save_model(&opts.out.join("model.safetensors"), &best, &meta)?;
+        }
+        on_epoch(end.record, end.verdict);
+        Ok(())
+    })?;
     let test = engine.evaluate(SplitName::Test).map_err(TrainError::from)?;
     let model_meta = [
         ("name", config.name.clone()),
@@ -111,4 +163,48 @@ pub fn run_training(
         Some(e) => Err(Error::Train(e)),
         None => Ok(summary),
     }
+}
+
+/// The first `epochs` rows of a run's metrics.csv.
+fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochRecord>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bad = |line: usize| {
+        Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("line {line} is not a metrics row"),
+            ),
+        )
+    };
+    text.lines()
+        .skip(1)
+        .take(epochs)
+        .enumerate()
+        .map(|(i, line)| {
+            let v: Vec<f64> = line
+                .split(',')
+                .map(|f| f.parse::<f64>())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| bad(i + 2))?;
+            match v[..] {
+                [
+                    epoch,
+                    train_loss,
+                    train_accuracy,
+                    val_loss,
+                    val_accuracy,
+                    seconds,
+                ] => Ok(EpochRecord {
+                    epoch: epoch as usize,
+                    train_loss,
+                    train_accuracy,
+                    val_loss,
+                    val_accuracy,
+                    seconds,
+                }),
+                _ => Err(bad(i + 2)),
+            }
+        })
+        .collect()
 }

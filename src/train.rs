@@ -44,8 +44,8 @@ pub struct Verdict {
     pub stop: bool,
 }
 
-/// Early-stopping bookkeeping for both rules.
-#[derive(Debug, Clone, PartialEq)]
+/// Early-stopping bookkeeping for both rules (saved in checkpoints).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EarlyStopping {
     rule: EarlyStoppingRule,
     patience: usize,
@@ -101,6 +101,24 @@ impl EarlyStopping {
     }
 }
 
+/// Where a resumed run picks up (see `checkpoint::load_checkpoint`).
+#[derive(Debug, Clone)]
+pub struct ResumeFrom {
+    pub epochs_done: usize,
+    pub stopping: EarlyStopping,
+    /// The finished epochs' rows, as metrics.csv holds them.
+    pub records: Vec<EpochRecord>,
+}
+
+/// What the per-epoch hook sees: the epoch's row and verdict, and the engine and early-stopping
+/// state to checkpoint.
+pub struct EpochEnd<'a> {
+    pub record: &'a EpochRecord,
+    pub verdict: Verdict,
+    pub engine: &'a dyn Engine,
+    pub stopping: &'a EarlyStopping,
+}
+
 /// What a finished (or diverged) training run hands back.
 #[derive(Debug)]
 pub struct TrainOutcome {
@@ -121,20 +139,27 @@ pub fn train(
     engine: &mut dyn Engine,
     train_rows: usize,
     config: &TrainConfig,
-    mut on_epoch: impl FnMut(&EpochRecord, Verdict) -> Result<(), crate::Error>,
+    resume: Option<ResumeFrom>,
+    mut on_epoch: impl FnMut(EpochEnd<'_>) -> Result<(), crate::Error>,
 ) -> Result<TrainOutcome, crate::Error> {
     let hyper = config.hyper();
-    let mut stopping = EarlyStopping::new(
-        config.early_stopping_rule,
-        config.patience,
-        config.early_stopping,
-    );
-    engine.keep_best().map_err(TrainError::from)?;
-    let mut records = Vec::new();
+    let (first_epoch, mut stopping, mut records) = match resume {
+        // The engine already holds the checkpoint's parameters, best and optimiser state.
+        Some(r) => (r.epochs_done + 1, r.stopping, r.records),
+        None => {
+            engine.keep_best().map_err(TrainError::from)?;
+            let stopping = EarlyStopping::new(
+                config.early_stopping_rule,
+                config.patience,
+                config.early_stopping,
+            );
+            (1, stopping, Vec::new())
+        }
+    };
     let mut stopped_early = false;
     let mut diverged = None;
     let lower = format!("{:e}", config.learning_rate / 10.0);
-    for epoch in 1..=config.epochs {
+    for epoch in first_epoch..=config.epochs {
         let start = Instant::now();
         let order = epoch_order(config.seed, epoch, train_rows);
         let stats = match engine.train_epoch(&order, &hyper) {
@@ -177,7 +202,12 @@ pub fn train(
             engine.keep_best().map_err(TrainError::from)?;
         }
         records.push(record);
-        on_epoch(&record, verdict)?;
+        on_epoch(EpochEnd {
+            record: &record,
+            verdict,
+            engine: &*engine,
+            stopping: &stopping,
+        })?;
         if verdict.stop {
             // Stopping on the last epoch anyway is not stopping early.
             stopped_early = epoch < config.epochs;

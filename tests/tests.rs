@@ -9,5 +9,6 @@ mod data;
 mod errors;
 mod gpu;
 mod gradcheck;
+mod resume;
 mod sweep;
 mod train;

@@ -76,7 +76,7 @@ fn training_restores_the_best_validation_weights() {
         "early_stopping_rule=\"no_improvement\"",
         "patience=3",
     ]);
-    let outcome = train(engine.as_mut(), data.train.len, &config, |_, _| Ok(())).unwrap();
+    let outcome = train(engine.as_mut(), data.train.len, &config, None, |_| Ok(())).unwrap();
     let best = outcome
         .records
         .iter()
@@ -101,7 +101,7 @@ fn training_restores_the_best_validation_weights() {
 fn same_seed_gives_bit_identical_weights() {
     let run = || {
         let (config, data, mut engine) = tiny_setup(&["epochs=3"]);
-        train(engine.as_mut(), data.train.len, &config, |_, _| Ok(()))
+        train(engine.as_mut(), data.train.len, &config, None, |_| Ok(()))
             .unwrap()
             .best_params
     };
@@ -116,7 +116,7 @@ fn diverging_training_is_reported_and_keeps_the_best_weights() {
         "gradient=\"sum\"",
         "activation=\"relu\"",
     ]);
-    let outcome = train(engine.as_mut(), data.train.len, &config, |_, _| Ok(())).unwrap();
+    let outcome = train(engine.as_mut(), data.train.len, &config, None, |_| Ok(())).unwrap();
     let err = outcome
         .diverged
         .expect("a learning rate of 1e30 must diverge");

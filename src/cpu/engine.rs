@@ -12,7 +12,7 @@ use super::net::{self, Shape, Workspace};
 use super::ops::{self, OptimizerState};
 use crate::config::{GradientReduction, Hyper};
 use crate::data::{Dataset, SplitName};
-use crate::engine::{Engine, EngineError, EpochStats, EvalStats};
+use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};
 use crate::model::{Activation, LayerView, Params};
 
 /// Rows per forward pass when evaluating a split (per shard).
@@ -311,6 +311,26 @@ impl Engine for CpuEngine {
 
     fn restore_best(&mut self) -> Result<(), EngineError> {
         self.params.copy_from_slice(&self.best);
+        Ok(())
+    }
+
+    fn training_state(&self) -> Result<TrainingState, EngineError> {
+        Ok(TrainingState {
+            params: self.params.clone(),
+            best: self.best.clone(),
+            first: self.state.first.clone(),
+            second: self.state.second.clone(),
+            step: self.state.step,
+        })
+    }
+
+    fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {
+        state.check_len(self.params.len())?;
+        self.params.copy_from_slice(&state.params);
+        self.best.copy_from_slice(&state.best);
+        self.state.first.copy_from_slice(&state.first);
+        self.state.second.copy_from_slice(&state.second);
+        self.state.step = state.step;
         Ok(())
     }
 }

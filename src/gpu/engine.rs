@@ -12,7 +12,7 @@ use super::kernels::{
 };
 use crate::config::{GradientReduction, Hyper, Optimizer};
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
-use crate::engine::{Engine, EngineError, EpochStats, EvalStats};
+use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};
 use crate::model::{Activation, LayerView, Params};
 
 /// Rows per forward pass when evaluating a split (at least the batch size).
@@ -571,8 +571,10 @@ impl Engine for GpuEngine {
                 }],
             });
         let stats = storage_zeroed(&self.ctx, "batch_stats", (slots * 8) as u64)?;
+        // Big enough for the stats of every slot, or the four parameter-sized vectors of a
+        // checkpoint (params, best, first and second moments).
         let staging_bytes =
-            (slots * 8).max(self.layers.last().map_or(0, LayerView::end) * 4) as u64;
+            (slots * 8).max(4 * self.layers.last().map_or(0, LayerView::end) * 4) as u64;
         let staging = staging(&self.ctx, "staging", staging_bytes)?;
         self.update_group = Some(bind(
             &self.ctx,
@@ -761,6 +763,42 @@ impl Engine for GpuEngine {
 
     fn restore_best(&mut self) -> Result<(), EngineError> {
         self.copy_params(&self.best, &self.params);
+        Ok(())
+    }
+
+    fn training_state(&self) -> Result<TrainingState, EngineError> {
+        let steps = self.steps.as_ref().ok_or(EngineError::NoData)?;
+        let bytes = self.params.size();
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        for (i, buffer) in [&self.params, &self.best, &self.first, &self.second]
+            .into_iter()
+            .enumerate()
+        {
+            encoder.copy_buffer_to_buffer(buffer, 0, &steps.staging, i as u64 * bytes, bytes);
+        }
+        let raw = submit_and_read(&self.ctx, encoder, &steps.staging, 4 * bytes)?;
+        let values: &[f32] = bytemuck::cast_slice(&raw);
+        let n = bytes as usize / 4;
+        Ok(TrainingState {
+            params: values[..n].to_vec(),
+            best: values[n..2 * n].to_vec(),
+            first: values[2 * n..3 * n].to_vec(),
+            second: values[3 * n..4 * n].to_vec(),
+            step: self.adam_step,
+        })
+    }
+
+    fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {
+        state.check_len(self.params.size() as usize / 4)?;
+        for (buffer, values) in [
+            (&self.params, &state.params),
+            (&self.best, &state.best),
+            (&self.first, &state.first),
+            (&self.second, &state.second),
+        ] {
+            self.ctx.queue.write_buffer(buffer, 0, f32_bytes(values));
+        }
+        self.adam_step = state.step;
         Ok(())
     }
 }

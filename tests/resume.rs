@@ -1,0 +1,124 @@
+//! Checkpoints and resume: 2 epochs + resume to 5 equals 5 epochs straight.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use wgtrain::checkpoint::{load_checkpoint, load_model};
+
+use crate::common::write_dataset;
+
+fn wgtrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(args)
+        .output()
+        .expect("run wgtrain")
+}
+
+/// metrics.csv without the seconds column.
+fn metrics(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .collect()
+}
+
+fn straight_and_resumed(
+    device: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 60, 6, 3, true);
+    let d = data.to_str().unwrap();
+    let common = [
+        "--device",
+        device,
+        "--data",
+        d,
+        "--quiet",
+        "--set",
+        "layers=[36, 10, 3]",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "optimizer=\"adam\"",
+        "--set",
+        "learning_rate=0.01",
+        "--set",
+        "l2=0.001",
+    ];
+    let (straight, resumed) = (tmp.path().join("straight"), tmp.path().join("resumed"));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["train"];
+        args.extend_from_slice(&common);
+        args.extend_from_slice(extra);
+        let o = wgtrain(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(&["--out", straight.to_str().unwrap(), "--set", "epochs=5"]);
+    run(&["--out", resumed.to_str().unwrap(), "--set", "epochs=2"]);
+    let checkpoint = load_checkpoint(&resumed.join("last.safetensors")).unwrap();
+    assert_eq!(checkpoint.epochs_done, 2);
+    assert!(
+        checkpoint.state.step > 0 && checkpoint.state.second.iter().any(|&v| v > 0.0),
+        "Adam's state is saved"
+    );
+    run(&["--resume", resumed.to_str().unwrap(), "--set", "epochs=5"]);
+    (straight, resumed, tmp)
+}
+
+#[test]
+fn two_epochs_then_resume_to_five_equals_five_straight_on_the_cpu() {
+    let (straight, resumed, _tmp) = straight_and_resumed("cpu");
+    assert_eq!(metrics(&straight).len(), 6);
+    assert_eq!(metrics(&straight), metrics(&resumed));
+    assert_eq!(
+        load_model(&straight.join("model.safetensors")).unwrap(),
+        load_model(&resumed.join("model.safetensors")).unwrap()
+    );
+    let (a, b) = (
+        load_checkpoint(&straight.join("last.safetensors")).unwrap(),
+        load_checkpoint(&resumed.join("last.safetensors")).unwrap(),
+    );
+    assert_eq!(
+        a.state, b.state,
+        "weights, best, optimiser state and step all equal"
+    );
+    assert_eq!(a.stopping, b.stopping);
+    let config = std::fs::read_to_string(resumed.join("config.toml")).unwrap();
+    assert!(config.contains("epochs = 5"), "{config}");
+}
+
+#[test]
+fn two_epochs_then_resume_to_five_equals_five_straight_on_the_gpu() {
+    if crate::common::gpu().is_none() {
+        return;
+    }
+    // The GPU repeats bit for bit on one adapter, and a checkpoint holds its state exactly.
+    let (straight, resumed, _tmp) = straight_and_resumed("gpu");
+    assert_eq!(metrics(&straight), metrics(&resumed));
+    let (a, b) = (
+        load_checkpoint(&straight.join("last.safetensors")).unwrap(),
+        load_checkpoint(&resumed.join("last.safetensors")).unwrap(),
+    );
+    assert_eq!(a.state, b.state);
+}
+
+#[test]
+fn resume_refuses_a_directory_without_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("config.toml"), "layers = [36, 8, 3]\n").unwrap();
+    let o = wgtrain(&[
+        "train",
+        "--resume",
+        tmp.path().to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("last.safetensors") && !err.contains("panicked"),
+        "{err}"
+    );
+}
