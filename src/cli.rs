@@ -381,6 +381,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
             data_dir: data_dir.clone(),
             engine: engine.clone(),
             resume: false,
+            interrupt: None,
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         run.write_tag(&dir)?;
@@ -613,6 +614,24 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
     Ok(())
 }
 
+/// A flag the first Ctrl-C sets (training then stops after the epoch in progress, with its
+/// checkpoint written); a second Ctrl-C exits at once, the last checkpoint still intact.
+fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    let seen = std::sync::Arc::clone(&flag);
+    let installed = ctrlc::set_handler(move || {
+        if seen.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: finishing this epoch and saving (Ctrl-C again to quit now)");
+    });
+    if let Err(e) = installed {
+        eprintln!("note: Ctrl-C will stop training without a final save ({e})");
+    }
+    flag
+}
+
 /// `runs/<name>-<UTC timestamp>`.
 fn default_run_dir(name: &str) -> PathBuf {
     let secs = std::time::SystemTime::now()
@@ -687,6 +706,7 @@ fn train(t: TrainArgs<'_>) -> Result<()> {
         data_dir: args.data_dir(),
         engine,
         resume: resume.is_some(),
+        interrupt: Some(interrupt_flag()),
     };
     let epochs = config.epochs;
     let progress = |r: &EpochRecord, v: Verdict| {

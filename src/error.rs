@@ -31,6 +31,10 @@ pub enum Error {
     RunExists { path: PathBuf },
     #[error("{0}")]
     Usage(String),
+    #[error(
+        "interrupted after epoch {epoch}; the run is saved (hint: continue with `wgtrain train --resume {dir}`)"
+    )]
+    Interrupted { epoch: usize, dir: PathBuf },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

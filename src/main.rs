@@ -19,6 +19,15 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {}", one_line(&e));
+            // 130 = 128 + SIGINT, what shells report for a run stopped with Ctrl-C.
+            if e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<wgtrain::Error>(),
+                    Some(wgtrain::Error::Interrupted { .. })
+                )
+            }) {
+                return ExitCode::from(130);
+            }
             ExitCode::FAILURE
         }
     }

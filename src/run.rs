@@ -24,6 +24,9 @@ pub struct RunOptions {
     pub engine: EngineKind,
     /// Continue the run in `out` from its `last.safetensors` (to `config.epochs`).
     pub resume: bool,
+    /// When set (by a Ctrl-C handler, say), training stops after the current epoch's
+    /// checkpoint with `Error::Interrupted`.
+    pub interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Files that mark a directory as holding a run.
@@ -121,6 +124,16 @@ pub fn run_training(
             save_model(&opts.out.join("model.safetensors"), &best, &meta)?;
         }
         on_epoch(end.record, end.verdict);
+        if opts
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            return Err(Error::Interrupted {
+                epoch: end.record.epoch,
+                dir: opts.out.clone(),
+            });
+        }
         Ok(())
     })?;
     let test = engine.evaluate(SplitName::Test).map_err(TrainError::from)?;

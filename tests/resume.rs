@@ -122,3 +122,79 @@ fn resume_refuses_a_directory_without_a_checkpoint() {
         "{err}"
     );
 }
+
+#[test]
+fn ctrl_c_stops_after_the_epoch_saves_and_says_how_to_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 2000, 60, 6, 3, true);
+    let out = tmp.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--set",
+            "layers=[36, 64, 3]",
+            "--set",
+            "batch_size=8",
+            "--set",
+            "epochs=100000",
+            "--set",
+            "early_stopping=false",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for two finished epochs, then interrupt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(out.join("metrics.csv")).map_or(0, |m| m.lines().count()) < 3 {
+        assert!(std::time::Instant::now() < deadline, "no epochs finished");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("--resume") && !err.contains("panicked"),
+        "{err}"
+    );
+    let saved = load_checkpoint(&out.join("last.safetensors")).unwrap();
+    assert!(saved.epochs_done >= 2);
+    assert_eq!(
+        metrics(&out).len(),
+        saved.epochs_done + 1,
+        "metrics.csv ends at the checkpoint"
+    );
+    assert!(
+        !out.join("summary.json").exists(),
+        "an interrupted run is not finished"
+    );
+    let to = (saved.epochs_done + 1).to_string();
+    let o = wgtrain(&[
+        "train",
+        "--resume",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--data",
+        data.to_str().unwrap(),
+        "--set",
+        &format!("epochs={to}"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("summary.json").exists());
+}
