@@ -129,7 +129,7 @@ fn ctrl_c_stops_after_the_epoch_saves_and_says_how_to_resume() {
     let data = tmp.path().join("data");
     write_dataset(&data, 2000, 60, 6, 3, true);
     let out = tmp.path().join("run");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+    let child = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
         .args([
             "train",
             "--device",
