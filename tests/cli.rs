@@ -433,3 +433,54 @@ fn a_gpu_too_small_for_the_data_is_an_error_on_gpu_and_a_cpu_fallback_on_auto() 
         "cpu"
     );
 }
+
+#[test]
+fn a_saved_model_gives_the_same_test_figures_in_numpy() {
+    // See: issue 6 — interop. Runs when python3 has numpy and safetensors (CI installs both).
+    let ready = Command::new("python3")
+        .args(["-c", "import numpy, safetensors"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        eprintln!("skipped: python3 with numpy and safetensors not found");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, out) = (tmp.path().join("data"), tmp.path().join("run"));
+    write_dataset(&data, 200, 50, 6, 3, true);
+    assert!(
+        train_tiny(&data, &out, &["--set", "activation=\"sigmoid\""])
+            .status
+            .success()
+    );
+    let model = out.join("model.safetensors");
+    let ours = wgtrain(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/interop/evaluate_model.py");
+    let theirs = Command::new("python3")
+        .args([
+            script.to_str().unwrap(),
+            model.to_str().unwrap(),
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        theirs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+    let a: serde_json::Value = serde_json::from_slice(&ours.stdout).unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&theirs.stdout).unwrap();
+    assert_eq!(a["test_accuracy"], b["test_accuracy"]);
+    assert!(
+        (a["test_loss"].as_f64().unwrap() - b["test_loss"].as_f64().unwrap()).abs() < 1e-5,
+        "{a} vs {b}"
+    );
+}
