@@ -174,6 +174,24 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Classify PNG/JPEG pictures, or every image of an IDX file, with a saved model.
+    Predict {
+        /// A model.safetensors written by `wgtrain train`.
+        #[arg(long, value_name = "FILE")]
+        model: PathBuf,
+        /// Pictures (PNG, JPEG) or IDX image files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Classes shown per image.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        /// Class names, comma-separated [default: Fashion-MNIST's for 10 classes, else numbers].
+        #[arg(long, value_name = "NAMES")]
+        class_names: Option<String>,
+        /// One JSON line per image.
+        #[arg(long)]
+        json: bool,
+    },
     /// Numerical gradient check of backprop (the paper's Table 3).
     Gradcheck {
         #[command(flatten)]
@@ -269,6 +287,13 @@ pub fn run(cli: Cli) -> Result<()> {
             epsilon,
         } => gradcheck(&config, samples, per_layer, epsilon),
         Command::Devices { backend } => devices(backend.as_deref()),
+        Command::Predict {
+            model,
+            files,
+            top,
+            class_names,
+            json,
+        } => predict(&model, &files, top, class_names.as_deref(), json),
         Command::Sweep(args) => sweep(args),
         Command::Bench {
             config,
@@ -505,6 +530,61 @@ fn bench(
             .map(|r| serde_json::to_string(r).map(|l| l + "\n"))
             .collect::<Result<_, _>>()?;
         wgtrain::checkpoint::write_atomic(path, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn predict(
+    model: &Path,
+    files: &[PathBuf],
+    top: usize,
+    class_names: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let params = checkpoint::load_model(model)?;
+    let classes = *params.widths.last().unwrap_or(&0);
+    let names: Vec<String> = match class_names {
+        Some(list) => {
+            let names: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
+            if names.len() != classes {
+                bail!(
+                    "--class-names gives {} names, the model has {classes} classes",
+                    names.len()
+                );
+            }
+            names
+        }
+        None if classes == wgtrain::predict::FASHION_CLASSES.len() => {
+            wgtrain::predict::FASHION_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        }
+        None => (0..classes).map(|c| c.to_string()).collect(),
+    };
+    for p in wgtrain::predict::predict_files(&params, files, top.max(1))? {
+        let name = match p.index {
+            Some(i) => format!("{}[{i}]", p.file.display()),
+            None => p.file.display().to_string(),
+        };
+        if json {
+            let top: Vec<_> = p
+                .top
+                .iter()
+                .map(|&(label, probability)| serde_json::json!({"class": names[label], "label": label, "probability": probability}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"file": p.file, "index": p.index, "top": top})
+            );
+        } else {
+            let shown: Vec<String> = p
+                .top
+                .iter()
+                .map(|&(label, prob)| format!("{} {:.1}%", names[label], 100.0 * prob))
+                .collect();
+            println!("{name}: {}", shown.join(", "));
+        }
     }
     Ok(())
 }

@@ -484,3 +484,87 @@ fn a_saved_model_gives_the_same_test_figures_in_numpy() {
         "{a} vs {b}"
     );
 }
+
+#[test]
+fn predict_classifies_a_png_of_a_garment_and_every_image_of_an_idx_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/softmax.toml");
+    let o = wgtrain(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "epochs=2",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--data",
+        fashion_mnist().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let model = out.join("model.safetensors");
+    // Test image 0 (an ankle boot) as a photo would have it: 4× larger, dark on light.
+    let test = wgtrain::data::read_pair(
+        &fashion_mnist(),
+        wgtrain::data::TEST_IMAGES,
+        wgtrain::data::TEST_LABELS,
+    )
+    .unwrap();
+    assert_eq!(test.labels[0], 9);
+    let png = tmp.path().join("boot.png");
+    let picture = image::GrayImage::from_fn(112, 112, |x, y| {
+        image::Luma([255 - test.pixels[(y / 4 * 28 + x / 4) as usize]])
+    });
+    picture.save(&png).unwrap();
+    let o = wgtrain(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        png.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout.starts_with(&format!("{}: Ankle boot", png.display())),
+        "{stdout}"
+    );
+
+    let idx = fashion_mnist().join("t10k-images-idx3-ubyte.gz");
+    let o = wgtrain(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+        "--top",
+        "1",
+        idx.to_str().unwrap(),
+    ]);
+    let lines: Vec<serde_json::Value> = o
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 10_000);
+    let correct = lines
+        .iter()
+        .zip(&test.labels)
+        .filter(|(l, y)| l["top"][0]["label"].as_u64() == Some(**y as u64))
+        .count();
+    assert!(correct >= 8_000, "{correct} of 10000 right");
+
+    let junk = tmp.path().join("junk.png");
+    std::fs::write(&junk, b"not a picture").unwrap();
+    assert_clean_failure(
+        &wgtrain(&[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            junk.to_str().unwrap(),
+        ]),
+        "junk.png",
+    );
+}
