@@ -245,6 +245,15 @@ enum Command {
         #[command(flatten)]
         gpu: GpuArgs,
     },
+    /// Draw accuracy and loss curves of one or more runs (overlaid) as PNG and SVG.
+    Plot {
+        /// Run directories (each with metrics.csv and summary.json).
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// Where the pictures go [default: the run directory for one run, else plots/].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Results table (Markdown) from run directories, grouped by experiment.
     Table {
         /// Run directories (each with config.toml and summary.json).
@@ -316,6 +325,7 @@ pub fn run(cli: Cli) -> Result<()> {
         ),
         Command::Check { all_adapters, gpu } => check(all_adapters, &gpu),
         Command::Table { runs } => table(&runs),
+        Command::Plot { runs, out } => plot(&runs, out),
     }
 }
 
@@ -789,18 +799,38 @@ fn train(t: TrainArgs<'_>) -> Result<()> {
         interrupt: Some(interrupt_flag()),
     };
     let epochs = config.epochs;
+    // A live bar on a terminal (epoch, losses, accuracies, samples/s, ETA); one plain line per
+    // epoch when stderr is a file or pipe; nothing with --quiet.
+    use std::io::IsTerminal;
+    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(epochs as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] epoch {pos}/{len} ETA {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(config.name.clone());
+        bar
+    });
     let progress = |r: &EpochRecord, v: Verdict| {
-        if !quiet {
-            eprintln!(
-                "epoch {:>3}/{epochs}  train loss {:.4} acc {:.2}%  val loss {:.4} acc {:.2}%  {:.2}s{}",
-                r.epoch,
-                r.train_loss,
-                100.0 * r.train_accuracy,
-                r.val_loss,
-                100.0 * r.val_accuracy,
-                r.seconds,
-                if v.improved { "  *best" } else { "" }
-            );
+        let line = format!(
+            "train loss {:.4} acc {:.2}%  val loss {:.4} acc {:.2}%  {:.0} samples/s{}",
+            r.train_loss,
+            100.0 * r.train_accuracy,
+            r.val_loss,
+            100.0 * r.val_accuracy,
+            r.train_samples as f64 / r.seconds.max(1e-9),
+            if v.improved { "  *best" } else { "" }
+        );
+        match &bar {
+            Some(bar) => {
+                bar.set_position(r.epoch as u64);
+                bar.set_message(line);
+            }
+            None if !quiet => eprintln!("epoch {:>3}/{epochs}  {line}", r.epoch),
+            None => {}
         }
     };
     let mut result = run_training(&config, &opts, progress);
@@ -812,6 +842,9 @@ fn train(t: TrainArgs<'_>) -> Result<()> {
         eprintln!("warning: the GPU cannot run this ({e}); training on the CPU instead");
         opts.engine = EngineKind::Cpu { threads };
         result = run_training(&config, &opts, progress);
+    }
+    if let Some(bar) = &bar {
+        bar.finish();
     }
     let summary = result
         .with_context(|| format!("training {} (run directory {})", config.name, out.display()))?;
@@ -859,6 +892,37 @@ fn eval(model: &Path, data_dir: Option<PathBuf>, json: bool, threads: usize) -> 
     };
     engine.upload(Arc::new(dataset))?;
     let stats = engine.evaluate(data::SplitName::Test)?;
+    // Confusion matrix (rows: true class, columns: prediction) beside the model file.
+    let probabilities = wgtrain::predict::probabilities(&params, &raw.pixels);
+    let mut counts = vec![vec![0usize; classes]; classes];
+    for (p, &label) in probabilities.iter().zip(&raw.labels) {
+        let predicted = p
+            .iter()
+            .enumerate()
+            .fold(0, |best, (c, &v)| if v > p[best] { c } else { best });
+        counts[label as usize][predicted] += 1;
+    }
+    let names: Vec<String> = if classes == wgtrain::predict::FASHION_CLASSES.len() {
+        wgtrain::predict::FASHION_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        (0..classes).map(|c| c.to_string()).collect()
+    };
+    let plot_dir = model
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    wgtrain::plot::plot_confusion(
+        plot_dir,
+        &counts,
+        &names,
+        &format!(
+            "Confusion matrix, test set ({:.2}% correct)",
+            100.0 * stats.accuracy
+        ),
+    )?;
     if json {
         println!(
             "{}",
@@ -871,6 +935,17 @@ fn eval(model: &Path, data_dir: Option<PathBuf>, json: bool, threads: usize) -> 
             100.0 * stats.accuracy,
             stats.loss,
             stats.samples
+        );
+        for (c, name) in names.iter().enumerate() {
+            let total = counts[c].iter().sum::<usize>().max(1);
+            println!(
+                "  {name:<12} {:6.2}% of {total}",
+                100.0 * counts[c][c] as f64 / total as f64
+            );
+        }
+        println!(
+            "confusion matrix: {}",
+            plot_dir.join("confusion.png").display()
         );
     }
     Ok(())
@@ -929,6 +1004,45 @@ fn gradcheck(args: &ConfigArgs, samples: usize, per_layer: usize, epsilon: f64) 
         );
     }
     println!("passed: all {} differences ≤ {tolerance:e}", table.len());
+    Ok(())
+}
+
+fn plot(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
+    let curves = runs
+        .iter()
+        .map(|dir| {
+            let summary = wgtrain::metrics::Summary::read(&dir.join("summary.json"))?;
+            let records = wgtrain::run::read_metrics(&dir.join("metrics.csv"), usize::MAX)?;
+            let label = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(&summary.name)
+                .to_string();
+            Ok(wgtrain::plot::RunCurves {
+                label,
+                records,
+                best_epoch: summary.best_epoch,
+            })
+        })
+        .collect::<wgtrain::Result<Vec<_>>>()?;
+    let out = out.unwrap_or_else(|| {
+        if runs.len() == 1 {
+            runs[0].clone()
+        } else {
+            PathBuf::from("plots")
+        }
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let title = if curves.len() == 1 {
+        curves[0].label.clone()
+    } else {
+        format!("{} runs", curves.len())
+    };
+    wgtrain::plot::plot_run_curves(&out, &curves, &title)?;
+    println!(
+        "wrote accuracy.png, accuracy.svg, loss.png, loss.svg in {}",
+        out.display()
+    );
     Ok(())
 }
 

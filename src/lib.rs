@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod gradcheck;
 pub mod metrics;
 pub mod model;
+pub mod plot;
 pub mod predict;
 pub mod report;
 pub mod run;

@@ -148,6 +148,15 @@ pub fn run_training(
             &model_meta,
         )?;
     }
+    crate::plot::plot_run_curves(
+        &opts.out,
+        &[crate::plot::RunCurves {
+            label: config.name.clone(),
+            records: outcome.records.clone(),
+            best_epoch: outcome.best_epoch,
+        }],
+        &config.name,
+    )?;
     let summary = Summary {
         name: config.name.clone(),
         status: if outcome.diverged.is_some() {
@@ -179,7 +188,7 @@ pub fn run_training(
 }
 
 /// The first `epochs` rows of a run's metrics.csv.
-fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochRecord>> {
+pub fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let bad = |line: usize| {
         Error::io(
@@ -215,6 +224,7 @@ fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochRecord>> {
                     val_loss,
                     val_accuracy,
                     seconds,
+                    train_samples: 0,
                 }),
                 _ => Err(bad(i + 2)),
             }

@@ -320,5 +320,22 @@ pub fn report(out: &Path) -> Result<usize> {
         markdown_table(&runs)
     );
     write_atomic(&out.join("results.md"), md.as_bytes())?;
+    let mut settings: Vec<(String, Vec<f64>)> = Vec::new();
+    for r in &runs {
+        match settings.iter_mut().find(|(n, _)| *n == r.config.name) {
+            Some((_, accs)) => accs.push(r.summary.test_accuracy),
+            None => settings.push((r.config.name.clone(), vec![r.summary.test_accuracy])),
+        }
+    }
+    let bars: Vec<(String, f64, f64)> = settings
+        .into_iter()
+        .map(|(name, accs)| {
+            let (mean, std) = crate::report::mean_std(&accs);
+            (name, mean, std)
+        })
+        .collect();
+    if !bars.is_empty() {
+        crate::plot::plot_comparison(out, &bars, "Sweep: test accuracy per setting")?;
+    }
     Ok(runs.len())
 }

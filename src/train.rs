@@ -33,6 +33,8 @@ pub struct EpochRecord {
     pub val_loss: f64,
     pub val_accuracy: f64,
     pub seconds: f64,
+    /// Training rows seen this epoch (for samples/s; not part of metrics.csv).
+    pub train_samples: usize,
 }
 
 /// Verdict of the early-stopping rule after one epoch.
@@ -196,6 +198,7 @@ pub fn train(
             val_loss: val.loss,
             val_accuracy: val.accuracy,
             seconds: start.elapsed().as_secs_f64(),
+            train_samples: stats.samples,
         };
         let verdict = stopping.observe(epoch, val.loss);
         if verdict.improved {

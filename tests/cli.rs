@@ -568,3 +568,52 @@ fn predict_classifies_a_png_of_a_garment_and_every_image_of_an_idx_file() {
         "junk.png",
     );
 }
+
+#[test]
+fn train_eval_and_plot_draw_their_pictures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 200, 50, 6, 3, true);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    assert!(train_tiny(&data, &a, &[]).status.success());
+    assert!(train_tiny(&data, &b, &["--seed", "2"]).status.success());
+    let is_png = |p: &Path| {
+        std::fs::read(p).is_ok_and(|b| b.starts_with(b"\x89PNG\r\n\x1a\n") && b.len() > 5_000)
+    };
+    let is_svg = |p: &Path| {
+        std::fs::read_to_string(p).is_ok_and(|s| s.contains("<svg") && s.contains("validation"))
+    };
+    for stem in ["accuracy", "loss"] {
+        assert!(is_png(&a.join(format!("{stem}.png"))), "{stem}.png");
+        assert!(is_svg(&a.join(format!("{stem}.svg"))), "{stem}.svg");
+    }
+    let both = tmp.path().join("both");
+    let o = wgtrain(&[
+        "plot",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        both.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(is_png(&both.join("loss.png")));
+    assert!(
+        std::fs::read_to_string(both.join("loss.svg"))
+            .unwrap()
+            .contains("b: validation"),
+        "overlay labels each run"
+    );
+    let o = wgtrain(&[
+        "eval",
+        "--model",
+        a.join("model.safetensors").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(is_png(&a.join("confusion.png")));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("% of "),
+        "per-class accuracy is printed"
+    );
+}

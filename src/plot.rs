@@ -1,0 +1,423 @@
+//! Pictures of runs, as PNG and SVG (plotters, with a bundled DejaVu Sans so nothing depends on
+//! the system's fonts): accuracy and loss against epochs, train beside validation, the best
+//! epoch marked; a confusion-matrix heat map; a sweep's comparison chart.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::error::{Error, Result};
+use crate::train::EpochRecord;
+
+const FONT: &str = "sans-serif";
+static FONT_ONCE: Once = Once::new();
+
+fn register_font() {
+    FONT_ONCE.call_once(|| {
+        // A bundled font that fails to parse is a build defect, caught by the plot tests.
+        let _ = plotters::style::register_font(
+            FONT,
+            FontStyle::Normal,
+            include_bytes!("../assets/DejaVuSans.ttf"),
+        );
+    });
+}
+
+fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Usage(format!("drawing {}: {e}", path.display()))
+}
+
+/// One run's curves for a chart.
+#[derive(Debug, Clone)]
+pub struct RunCurves {
+    pub label: String,
+    pub records: Vec<EpochRecord>,
+    pub best_epoch: usize,
+}
+
+/// Which metric a chart shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Accuracy,
+    Loss,
+}
+
+impl Metric {
+    fn name(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Loss => "loss",
+        }
+    }
+    fn train(self, r: &EpochRecord) -> f64 {
+        match self {
+            Metric::Accuracy => r.train_accuracy,
+            Metric::Loss => r.train_loss,
+        }
+    }
+    fn val(self, r: &EpochRecord) -> f64 {
+        match self {
+            Metric::Accuracy => r.val_accuracy,
+            Metric::Loss => r.val_loss,
+        }
+    }
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+];
+
+fn draw_curves<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    runs: &[RunCurves],
+    metric: Metric,
+    title: &str,
+) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let values = runs.iter().flat_map(|r| {
+        r.records
+            .iter()
+            .flat_map(|e| [metric.train(e), metric.val(e)])
+    });
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.06).max(1e-3);
+    let max_epoch = runs
+        .iter()
+        .flat_map(|r| r.records.last().map(|e| e.epoch))
+        .max()
+        .unwrap_or(1)
+        .max(2);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 24))
+        .margin(18)
+        .x_label_area_size(48)
+        .y_label_area_size(70)
+        .build_cartesian_2d(1f64..max_epoch as f64, (lo - pad)..(hi + pad))
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc(metric.name())
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, run) in runs.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let prefix = if runs.len() > 1 {
+            format!("{}: ", run.label)
+        } else {
+            String::new()
+        };
+        let train: Vec<(f64, f64)> = run
+            .records
+            .iter()
+            .map(|e| (e.epoch as f64, metric.train(e)))
+            .collect();
+        let val: Vec<(f64, f64)> = run
+            .records
+            .iter()
+            .map(|e| (e.epoch as f64, metric.val(e)))
+            .collect();
+        // Train: dashed and lighter; validation: solid.
+        let light = color.mix(0.55);
+        chart
+            .draw_series(DashedLineSeries::new(train, 6, 4, light.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(format!("{prefix}train (dashed)"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], light.stroke_width(2))
+            });
+        chart
+            .draw_series(LineSeries::new(val, color.stroke_width(3)))
+            .map_err(|e| e.to_string())?
+            .label(format!("{prefix}validation"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+            });
+        if let Some(best) = run.records.iter().find(|e| e.epoch == run.best_epoch) {
+            let point = (best.epoch as f64, metric.val(best));
+            chart
+                .draw_series(std::iter::once(Circle::new(point, 7, color.filled())))
+                .map_err(|e| e.to_string())?
+                .label(format!("{prefix}best epoch {}", best.epoch))
+                .legend(move |(x, y)| Circle::new((x + 11, y), 6, color.filled()));
+        }
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .position(if metric == Metric::Loss {
+            SeriesLabelPosition::UpperRight
+        } else {
+            SeriesLabelPosition::LowerRight
+        })
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Writes `<stem>.png` and `<stem>.svg` with one metric's curves.
+pub fn plot_curves(
+    dir: &Path,
+    stem: &str,
+    runs: &[RunCurves],
+    metric: Metric,
+    title: &str,
+) -> Result<()> {
+    register_font();
+    let png = dir.join(format!("{stem}.png"));
+    draw_curves(
+        BitMapBackend::new(&png, (960, 600)).into_drawing_area(),
+        runs,
+        metric,
+        title,
+    )
+    .map_err(|e| plot_err(&png, e))?;
+    let svg = dir.join(format!("{stem}.svg"));
+    draw_curves(
+        SVGBackend::new(&svg, (960, 600)).into_drawing_area(),
+        runs,
+        metric,
+        title,
+    )
+    .map_err(|e| plot_err(&svg, e))
+}
+
+/// accuracy.png/.svg and loss.png/.svg for the runs, in `dir`.
+pub fn plot_run_curves(dir: &Path, runs: &[RunCurves], title: &str) -> Result<()> {
+    plot_curves(
+        dir,
+        "accuracy",
+        runs,
+        Metric::Accuracy,
+        &format!("{title}: accuracy"),
+    )?;
+    plot_curves(
+        dir,
+        "loss",
+        runs,
+        Metric::Loss,
+        &format!("{title}: cross-entropy loss"),
+    )
+}
+
+fn draw_confusion<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    counts: &[Vec<usize>],
+    names: &[String],
+    title: &str,
+) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let n = counts.len() as i32;
+    let rows: Vec<usize> = counts
+        .iter()
+        .map(|r| r.iter().sum::<usize>().max(1))
+        .collect();
+    let per_class: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            format!(
+                "{name} ({:.1}%)",
+                100.0 * counts[i][i] as f64 / rows[i] as f64
+            )
+        })
+        .collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 24))
+        .margin(18)
+        .x_label_area_size(60)
+        .y_label_area_size(200)
+        .build_cartesian_2d((0..n - 1).into_segmented(), (0..n - 1).into_segmented())
+        .map_err(|e| e.to_string())?;
+    // Row 0 at the top: y = n - 1 - row.
+    // Column labels stay horizontal (rotated text is not anchored reliably); "T-shirt/top"
+    // shortens to "T-shirt" to fit a column.
+    let column = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(c) => names
+            .get(*c as usize)
+            .map(|n| n.split('/').next().unwrap_or(n).to_string())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let row = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(c) => per_class
+            .get((n - 1 - *c) as usize)
+            .cloned()
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(n as usize)
+        .y_labels(n as usize)
+        .x_label_formatter(&column)
+        .y_label_formatter(&row)
+        .x_label_style((FONT, 12))
+        .y_label_style((FONT, 14))
+        .x_desc("predicted class")
+        .y_desc("true class (per-class accuracy)")
+        .axis_desc_style((FONT, 16))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, counts_row) in counts.iter().enumerate() {
+        for (j, &c) in counts_row.iter().enumerate() {
+            let share = c as f64 / rows[i] as f64;
+            // White to deep blue by the share of the true class's images in this cell.
+            let shade = RGBColor(
+                (255.0 * (1.0 - 0.85 * share)) as u8,
+                (255.0 * (1.0 - 0.6 * share)) as u8,
+                255,
+            );
+            let (x, y) = (j as i32, n - 1 - i as i32);
+            let cell = [
+                (SegmentValue::Exact(x), SegmentValue::Exact(y)),
+                (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
+            ];
+            chart
+                .draw_series(std::iter::once(Rectangle::new(cell, shade.filled())))
+                .map_err(|e| e.to_string())?;
+            let ink = if share > 0.55 { WHITE } else { BLACK };
+            let style = TextStyle::from((FONT, 14).into_font())
+                .color(&ink)
+                .pos(Pos::new(HPos::Center, VPos::Center));
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    c.to_string(),
+                    (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y)),
+                    style,
+                )))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// confusion.png and confusion.svg: rows are true classes, columns predictions.
+pub fn plot_confusion(
+    dir: &Path,
+    counts: &[Vec<usize>],
+    names: &[String],
+    title: &str,
+) -> Result<()> {
+    register_font();
+    let png = dir.join("confusion.png");
+    draw_confusion(
+        BitMapBackend::new(&png, (900, 860)).into_drawing_area(),
+        counts,
+        names,
+        title,
+    )
+    .map_err(|e| plot_err(&png, e))?;
+    let svg = dir.join("confusion.svg");
+    draw_confusion(
+        SVGBackend::new(&svg, (900, 860)).into_drawing_area(),
+        counts,
+        names,
+        title,
+    )
+    .map_err(|e| plot_err(&svg, e))
+}
+
+fn draw_comparison<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    rows: &[(String, f64, f64)],
+    title: &str,
+) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let n = rows.len() as i32;
+    let (lo, hi) = rows
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(r.1 - r.2), hi.max(r.1 + r.2))
+        });
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.15).max(0.005);
+    let (x0, x1) = ((lo - pad) * 100.0, (hi + pad) * 100.0);
+    let longest = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(8) as u32;
+    // Horizontal bars, settings down the left (first at the top): long names stay readable.
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 24))
+        .margin(18)
+        .x_label_area_size(50)
+        .y_label_area_size((longest * 8 + 20).min(420))
+        .build_cartesian_2d(x0..x1, (0..n - 1).into_segmented())
+        .map_err(|e| e.to_string())?;
+    let label = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(c) => rows
+            .get((n - 1 - *c) as usize)
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n as usize)
+        .y_label_formatter(&label)
+        .x_desc("test accuracy (%), mean ± std over seeds")
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(rows.iter().enumerate().map(|(i, (_, mean, _))| {
+            let y = n - 1 - i as i32;
+            let mut bar = Rectangle::new(
+                [
+                    (x0, SegmentValue::Exact(y)),
+                    (mean * 100.0, SegmentValue::Exact(y + 1)),
+                ],
+                PALETTE[0].mix(0.75).filled(),
+            );
+            bar.set_margin(6, 6, 0, 0);
+            bar
+        }))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(rows.iter().enumerate().map(|(i, (_, mean, std))| {
+            let y = SegmentValue::CenterOf(n - 1 - i as i32);
+            PathElement::new(
+                vec![((mean - std) * 100.0, y.clone()), ((mean + std) * 100.0, y)],
+                BLACK.stroke_width(2),
+            )
+        }))
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// comparison.png and comparison.svg: each setting's mean test accuracy with its spread.
+pub fn plot_comparison(dir: &Path, rows: &[(String, f64, f64)], title: &str) -> Result<()> {
+    register_font();
+    let png = dir.join("comparison.png");
+    draw_comparison(
+        BitMapBackend::new(&png, (1000, 640)).into_drawing_area(),
+        rows,
+        title,
+    )
+    .map_err(|e| plot_err(&png, e))?;
+    let svg = dir.join("comparison.svg");
+    draw_comparison(
+        SVGBackend::new(&svg, (1000, 640)).into_drawing_area(),
+        rows,
+        title,
+    )
+    .map_err(|e| plot_err(&svg, e))
+}
