@@ -420,7 +420,17 @@ fn sweep(args: SweepArgs) -> Result<()> {
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         run.write_tag(&dir)?;
-        match run_training(&run.config, &opts, |_, _| {}) {
+        // On a terminal, a live bar for the run in progress; in logs, one line per finished run.
+        use std::io::IsTerminal;
+        let live = std::io::stderr().is_terminal();
+        let display = EpochProgress::new(
+            &format!("[{}/{}] {}", n + 1, mine.len(), run.id),
+            run.config.epochs,
+            !live,
+        );
+        let outcome = run_training(&run.config, &opts, |r, v| display.epoch(r, v));
+        display.finish();
+        match outcome {
             Ok(s) => {
                 trained += 1;
                 println!(
@@ -746,6 +756,60 @@ fn default_run_dir(name: &str) -> PathBuf {
     ))
 }
 
+/// Per-epoch progress: a live bar on a terminal (epoch, losses, accuracies, samples/s, ETA),
+/// one plain line per epoch when stderr is a file or pipe, nothing when quiet.
+struct EpochProgress {
+    bar: Option<indicatif::ProgressBar>,
+    epochs: usize,
+    quiet: bool,
+}
+
+impl EpochProgress {
+    fn new(name: &str, epochs: usize, quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(epochs as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] epoch {pos}/{len} ETA {eta}  {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(name.to_string());
+            bar
+        });
+        EpochProgress { bar, epochs, quiet }
+    }
+
+    fn epoch(&self, r: &EpochRecord, v: Verdict) {
+        let line = format!(
+            "train loss {:.4} acc {:.2}%  val loss {:.4} acc {:.2}%  {:.0} samples/s{}",
+            r.train_loss,
+            100.0 * r.train_accuracy,
+            r.val_loss,
+            100.0 * r.val_accuracy,
+            r.train_samples as f64 / r.seconds.max(1e-9),
+            if v.improved { "  *best" } else { "" }
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(r.epoch as u64);
+                bar.set_message(line);
+            }
+            None if !self.quiet => eprintln!("epoch {:>3}/{}  {line}", r.epoch, self.epochs),
+            None => {}
+        }
+    }
+
+    /// Clears the bar (the caller prints the run's outcome).
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 struct TrainArgs<'a> {
     config: &'a ConfigArgs,
     out: Option<PathBuf>,
@@ -799,40 +863,8 @@ fn train(t: TrainArgs<'_>) -> Result<()> {
         interrupt: Some(interrupt_flag()),
     };
     let epochs = config.epochs;
-    // A live bar on a terminal (epoch, losses, accuracies, samples/s, ETA); one plain line per
-    // epoch when stderr is a file or pipe; nothing with --quiet.
-    use std::io::IsTerminal;
-    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(epochs as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] epoch {pos}/{len} ETA {eta}  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(config.name.clone());
-        bar
-    });
-    let progress = |r: &EpochRecord, v: Verdict| {
-        let line = format!(
-            "train loss {:.4} acc {:.2}%  val loss {:.4} acc {:.2}%  {:.0} samples/s{}",
-            r.train_loss,
-            100.0 * r.train_accuracy,
-            r.val_loss,
-            100.0 * r.val_accuracy,
-            r.train_samples as f64 / r.seconds.max(1e-9),
-            if v.improved { "  *best" } else { "" }
-        );
-        match &bar {
-            Some(bar) => {
-                bar.set_position(r.epoch as u64);
-                bar.set_message(line);
-            }
-            None if !quiet => eprintln!("epoch {:>3}/{epochs}  {line}", r.epoch),
-            None => {}
-        }
-    };
+    let progress_display = EpochProgress::new(&config.name, epochs, quiet);
+    let progress = |r: &EpochRecord, v: Verdict| progress_display.epoch(r, v);
     let mut result = run_training(&config, &opts, progress);
     // With --device auto, a GPU that opened but cannot hold this run (a limit, an allocation)
     // falls back to the CPU. Such errors come before the run directory is written.
@@ -843,9 +875,7 @@ fn train(t: TrainArgs<'_>) -> Result<()> {
         opts.engine = EngineKind::Cpu { threads };
         result = run_training(&config, &opts, progress);
     }
-    if let Some(bar) = &bar {
-        bar.finish();
-    }
+    progress_display.finish();
     let summary = result
         .with_context(|| format!("training {} (run directory {})", config.name, out.display()))?;
     println!(
