@@ -30,6 +30,23 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Usage(format!("drawing {}: {e}", path.display()))
 }
 
+/// Draws into a temporary file beside `path` (same extension, which picks the encoder) and
+/// renames it into place, like every other output, so a failed draw never leaves half a file.
+fn draw_atomic(
+    path: &Path,
+    draw: impl FnOnce(&Path) -> std::result::Result<(), String>,
+) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("plot");
+    let tmp = path.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
+    let result = draw(&tmp)
+        .map_err(|e| plot_err(path, e))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// One run's curves for a chart.
 #[derive(Debug, Clone)]
 pub struct RunCurves {
@@ -181,22 +198,22 @@ pub fn plot_curves(
     title: &str,
 ) -> Result<()> {
     register_font();
-    let png = dir.join(format!("{stem}.png"));
-    draw_curves(
-        BitMapBackend::new(&png, (960, 600)).into_drawing_area(),
-        runs,
-        metric,
-        title,
-    )
-    .map_err(|e| plot_err(&png, e))?;
-    let svg = dir.join(format!("{stem}.svg"));
-    draw_curves(
-        SVGBackend::new(&svg, (960, 600)).into_drawing_area(),
-        runs,
-        metric,
-        title,
-    )
-    .map_err(|e| plot_err(&svg, e))
+    draw_atomic(&dir.join(format!("{stem}.png")), |p| {
+        draw_curves(
+            BitMapBackend::new(p, (960, 600)).into_drawing_area(),
+            runs,
+            metric,
+            title,
+        )
+    })?;
+    draw_atomic(&dir.join(format!("{stem}.svg")), |p| {
+        draw_curves(
+            SVGBackend::new(p, (960, 600)).into_drawing_area(),
+            runs,
+            metric,
+            title,
+        )
+    })
 }
 
 /// accuracy.png/.svg and loss.png/.svg for the runs, in `dir`.
@@ -318,22 +335,22 @@ pub fn plot_confusion(
     title: &str,
 ) -> Result<()> {
     register_font();
-    let png = dir.join("confusion.png");
-    draw_confusion(
-        BitMapBackend::new(&png, (900, 860)).into_drawing_area(),
-        counts,
-        names,
-        title,
-    )
-    .map_err(|e| plot_err(&png, e))?;
-    let svg = dir.join("confusion.svg");
-    draw_confusion(
-        SVGBackend::new(&svg, (900, 860)).into_drawing_area(),
-        counts,
-        names,
-        title,
-    )
-    .map_err(|e| plot_err(&svg, e))
+    draw_atomic(&dir.join("confusion.png"), |p| {
+        draw_confusion(
+            BitMapBackend::new(p, (900, 860)).into_drawing_area(),
+            counts,
+            names,
+            title,
+        )
+    })?;
+    draw_atomic(&dir.join("confusion.svg"), |p| {
+        draw_confusion(
+            SVGBackend::new(p, (900, 860)).into_drawing_area(),
+            counts,
+            names,
+            title,
+        )
+    })
 }
 
 fn draw_comparison<DB: DrawingBackend>(
@@ -406,18 +423,18 @@ fn draw_comparison<DB: DrawingBackend>(
 /// comparison.png and comparison.svg: each setting's mean test accuracy with its spread.
 pub fn plot_comparison(dir: &Path, rows: &[(String, f64, f64)], title: &str) -> Result<()> {
     register_font();
-    let png = dir.join("comparison.png");
-    draw_comparison(
-        BitMapBackend::new(&png, (1000, 640)).into_drawing_area(),
-        rows,
-        title,
-    )
-    .map_err(|e| plot_err(&png, e))?;
-    let svg = dir.join("comparison.svg");
-    draw_comparison(
-        SVGBackend::new(&svg, (1000, 640)).into_drawing_area(),
-        rows,
-        title,
-    )
-    .map_err(|e| plot_err(&svg, e))
+    draw_atomic(&dir.join("comparison.png"), |p| {
+        draw_comparison(
+            BitMapBackend::new(p, (1000, 640)).into_drawing_area(),
+            rows,
+            title,
+        )
+    })?;
+    draw_atomic(&dir.join("comparison.svg"), |p| {
+        draw_comparison(
+            SVGBackend::new(p, (1000, 640)).into_drawing_area(),
+            rows,
+            title,
+        )
+    })
 }
