@@ -397,6 +397,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
         out.display()
     );
     let (mut trained, mut skipped, mut diverged) = (0, 0, 0);
+    let datasets = std::sync::Arc::new(std::sync::Mutex::new(wgtrain::run::DatasetCache::new()));
     for (n, (_, run)) in mine.iter().enumerate() {
         let dir = out.join(&run.id);
         if sweep::is_finished(&dir) {
@@ -417,6 +418,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
             engine: engine.clone(),
             resume: false,
             interrupt: None,
+            datasets: Some(std::sync::Arc::clone(&datasets)),
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         run.write_tag(&dir)?;
@@ -861,6 +863,7 @@ fn train(t: TrainArgs<'_>) -> Result<()> {
         engine,
         resume: resume.is_some(),
         interrupt: Some(interrupt_flag()),
+        datasets: None,
     };
     let epochs = config.epochs;
     let progress_display = EpochProgress::new(&config.name, epochs, quiet);

@@ -27,6 +27,32 @@ pub struct RunOptions {
     /// When set (by a Ctrl-C handler, say), training stops after the current epoch's
     /// checkpoint with `Error::Interrupted`.
     pub interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Datasets already loaded from `data_dir`, by (seed, validation fraction): a sweep reuses
+    /// them instead of reading and checking the files for every run.
+    pub datasets: Option<Arc<std::sync::Mutex<DatasetCache>>>,
+}
+
+/// Loaded datasets by (seed, validation-fraction bits).
+pub type DatasetCache = std::collections::HashMap<(u64, u64), Arc<Dataset>>;
+
+fn dataset_for(config: &TrainConfig, opts: &RunOptions) -> Result<Arc<Dataset>> {
+    let key = (config.seed, config.val_fraction.to_bits());
+    if let Some(cache) = &opts.datasets
+        && let Some(d) = cache.lock().ok().and_then(|c| c.get(&key).cloned())
+    {
+        return Ok(d);
+    }
+    let data = Arc::new(Dataset::load(
+        &opts.data_dir,
+        config.val_fraction,
+        config.seed,
+    )?);
+    if let Some(cache) = &opts.datasets
+        && let Ok(mut c) = cache.lock()
+    {
+        c.insert(key, Arc::clone(&data));
+    }
+    Ok(data)
 }
 
 /// Files that mark a directory as holding a run.
@@ -71,11 +97,7 @@ pub fn run_training(
         check_out_dir(&opts.out, opts.force)?;
         None
     };
-    let data = Arc::new(Dataset::load(
-        &opts.data_dir,
-        config.val_fraction,
-        config.seed,
-    )?);
+    let data = dataset_for(config, opts)?;
     config.check_against_data(data.features, data.classes, data.train.len)?;
     let params = Params::init(&config.layers, config.activation, config.init, config.seed);
     let mut engine = opts.engine.build(&params, config.batch_size)?;
