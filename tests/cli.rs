@@ -237,25 +237,32 @@ fn table_summarises_runs_beside_the_papers_figures() {
     assert!(row.contains("90.00%") && row.contains("| 2 |"), "{row}");
 }
 
-#[test]
-fn softmax_on_real_fashion_mnist_reaches_80_percent_in_a_few_epochs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
+/// `configs/softmax.toml` on the vendored Fashion-MNIST for a few epochs, on the CPU.
+fn train_softmax_on_fashion_mnist(out: &Path, epochs: usize) -> Output {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/softmax.toml");
-    let o = wgtrain(&[
+    let epochs = format!("epochs={epochs}");
+    let data = fashion_mnist();
+    wgtrain(&[
         "train",
         "--config",
         config.to_str().unwrap(),
         "--set",
-        "epochs=3",
+        &epochs,
         "--device",
         "cpu",
+        "--quiet",
         "--data",
-        fashion_mnist().to_str().unwrap(),
+        data.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-        "--quiet",
-    ]);
+    ])
+}
+
+#[test]
+fn softmax_on_real_fashion_mnist_reaches_80_percent_in_a_few_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = train_softmax_on_fashion_mnist(&out, 3);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary = Summary::read(&out.join("summary.json")).unwrap();
     assert!(
@@ -489,21 +496,7 @@ fn a_saved_model_gives_the_same_test_figures_in_numpy() {
 fn predict_classifies_a_png_of_a_garment_and_every_image_of_an_idx_file() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/softmax.toml");
-    let o = wgtrain(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--set",
-        "epochs=2",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--data",
-        fashion_mnist().to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = train_softmax_on_fashion_mnist(&out, 2);
     assert!(o.status.success(), "{}", stderr(&o));
     let model = out.join("model.safetensors");
     // Test image 0 (an ankle boot) as a photo would have it: 4× larger, dark on light.

@@ -288,10 +288,6 @@ impl GpuEngine {
         })
     }
 
-    pub fn context(&self) -> &GpuContext {
-        &self.ctx
-    }
-
     fn classes(&self) -> usize {
         self.layers.last().map_or(0, |v| v.fan_out)
     }
