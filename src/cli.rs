@@ -136,31 +136,7 @@ impl ConfigArgs {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train a network and write a run directory.
-    Train {
-        #[command(flatten)]
-        config: ConfigArgs,
-        /// Run directory [default: runs/<config-name>-<timestamp>].
-        #[arg(long, value_name = "DIR", conflicts_with = "resume")]
-        out: Option<PathBuf>,
-        /// Continue the run in DIR from its last.safetensors, with its config.toml (plus any
-        /// --set, e.g. --set epochs=N to go further).
-        #[arg(long, value_name = "DIR")]
-        resume: Option<PathBuf>,
-        /// Where to train.
-        #[arg(long, value_enum, default_value_t = Device::Auto)]
-        device: Device,
-        #[command(flatten)]
-        gpu: GpuArgs,
-        /// CPU threads (0 = one per core).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// Overwrite a run directory that already holds a run.
-        #[arg(long)]
-        force: bool,
-        /// Print nothing per epoch.
-        #[arg(long, short)]
-        quiet: bool,
-    },
+    Train(TrainArgs),
     /// Test accuracy and loss of a saved model.
     Eval {
         /// A model.safetensors written by `wgtrain train`.
@@ -264,25 +240,7 @@ enum Command {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train {
-            config,
-            out,
-            resume,
-            device,
-            gpu,
-            threads,
-            force,
-            quiet,
-        } => train(TrainArgs {
-            config: &config,
-            out,
-            resume,
-            device,
-            gpu: &gpu,
-            threads,
-            force,
-            quiet,
-        }),
+        Command::Train(args) => train(&args),
         Command::Eval {
             model,
             data,
@@ -812,18 +770,34 @@ impl EpochProgress {
     }
 }
 
-struct TrainArgs<'a> {
-    config: &'a ConfigArgs,
+#[derive(Debug, clap::Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Run directory [default: runs/<config-name>-<timestamp>].
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     out: Option<PathBuf>,
+    /// Continue the run in DIR from its last.safetensors, with its config.toml (plus any
+    /// --set, e.g. --set epochs=N to go further).
+    #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
+    /// Where to train.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
     device: Device,
-    gpu: &'a GpuArgs,
+    #[command(flatten)]
+    gpu: GpuArgs,
+    /// CPU threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Overwrite a run directory that already holds a run.
+    #[arg(long)]
     force: bool,
+    /// Print nothing per epoch.
+    #[arg(long, short)]
     quiet: bool,
 }
 
-fn train(t: TrainArgs<'_>) -> Result<()> {
+fn train(t: &TrainArgs) -> Result<()> {
     let TrainArgs {
         config: args,
         out,
@@ -834,6 +808,7 @@ fn train(t: TrainArgs<'_>) -> Result<()> {
         force,
         quiet,
     } = t;
+    let (out, device, threads, force, quiet) = (out.clone(), *device, *threads, *force, *quiet);
     // The config is validated before any device is opened or data read.
     let config = match &resume {
         Some(dir) => {

@@ -70,34 +70,47 @@ pub fn storage_zeroed(ctx: &GpuContext, label: &str, bytes: u64) -> Result<wgpu:
     })
 }
 
+/// A buffer holding `contents`, checked against the limit that applies to its binding.
+fn buffer_init(
+    ctx: &GpuContext,
+    label: &str,
+    contents: &[u8],
+    usage: wgpu::BufferUsages,
+    binding_limit: u64,
+) -> Result<wgpu::Buffer, GpuError> {
+    check_size(ctx, label, contents.len() as u64, binding_limit)?;
+    scoped_buffer(ctx, label, contents.len() as u64, || {
+        ctx.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage,
+            })
+    })
+}
+
 /// A storage buffer holding `contents` (padded with zeros to a multiple of 4 bytes).
 pub fn storage_init(
     ctx: &GpuContext,
     label: &str,
     contents: &[u8],
 ) -> Result<wgpu::Buffer, GpuError> {
-    let mut padded;
+    let padded;
     let contents = if !contents.len().is_multiple_of(4) || contents.is_empty() {
-        padded = contents.to_vec();
-        padded.resize(contents.len().max(4).next_multiple_of(4), 0);
+        let mut p = contents.to_vec();
+        p.resize(contents.len().max(4).next_multiple_of(4), 0);
+        padded = p;
         &padded[..]
     } else {
         contents
     };
-    check_size(
+    buffer_init(
         ctx,
         label,
-        contents.len() as u64,
+        contents,
+        STORAGE,
         ctx.limits.max_storage_buffer_binding_size,
-    )?;
-    scoped_buffer(ctx, label, contents.len() as u64, || {
-        ctx.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: STORAGE,
-            })
-    })
+    )
 }
 
 /// A uniform buffer holding `contents`.
@@ -106,20 +119,8 @@ pub fn uniform_init(
     label: &str,
     contents: &[u8],
 ) -> Result<wgpu::Buffer, GpuError> {
-    check_size(
-        ctx,
-        label,
-        contents.len() as u64,
-        ctx.limits.max_buffer_size,
-    )?;
-    scoped_buffer(ctx, label, contents.len() as u64, || {
-        ctx.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            })
-    })
+    let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+    buffer_init(ctx, label, contents, usage, ctx.limits.max_buffer_size)
 }
 
 /// A reusable map-readable staging buffer.
