@@ -610,3 +610,30 @@ fn train_eval_and_plot_draw_their_pictures() {
         "per-class accuracy is printed"
     );
 }
+
+#[test]
+fn every_subcommand_has_working_help() {
+    // The binary is built with debug assertions here, so clap checks each command's
+    // definition (conflicts, flattened groups) when it is built for --help.
+    for sub in [
+        "train",
+        "eval",
+        "predict",
+        "gradcheck",
+        "sweep",
+        "bench",
+        "devices",
+        "check",
+        "table",
+        "plot",
+    ] {
+        let o = wgtrain(&[sub, "--help"]);
+        assert!(o.status.success(), "{sub} --help: {}", stderr(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("Usage: wgtrain"),
+            "{sub}"
+        );
+    }
+    let o = wgtrain(&["sweep", "report", "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
