@@ -51,19 +51,23 @@ pub fn write_atomic_with(
 }
 
 /// Serialises parameters as safetensors: `fc{i}.weight` (O, I) and `fc{i}.bias` (O), f32
-/// little-endian, with `layers` (JSON list) and `activation` in the metadata.
-pub fn model_bytes(params: &Params, extra: &[(&str, String)]) -> Result<Vec<u8>, String> {
-    let tensors = params.named_tensors();
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+/// little-endian, with `layers` (JSON list) and `activation` in the metadata, then any `flat`
+/// extra tensors (1-D) and `extra` metadata (which may replace the defaults, `format` included).
+fn encode(
+    params: &Params,
+    flat: &[(&str, &[f32])],
+    extra: &[(&str, String)],
+) -> Result<Vec<u8>, String> {
+    let le = |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = params
+        .named_tensors()
         .into_iter()
-        .map(|(name, shape, values)| {
-            (
-                name,
-                shape,
-                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
-        })
+        .map(|(name, shape, values)| (name, shape, le(values)))
         .collect();
+    raw.extend(
+        flat.iter()
+            .map(|(name, values)| (name.to_string(), vec![values.len()], le(values))),
+    );
     let views = raw
         .iter()
         .map(|(name, shape, bytes)| {
@@ -88,6 +92,11 @@ pub fn model_bytes(params: &Params, extra: &[(&str, String)]) -> Result<Vec<u8>,
     safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
 }
 
+/// A model file's bytes: the parameters and their metadata, plus `extra` metadata.
+pub fn model_bytes(params: &Params, extra: &[(&str, String)]) -> Result<Vec<u8>, String> {
+    encode(params, &[], extra)
+}
+
 /// Writes `model.safetensors` (or any path) atomically.
 pub fn save_model(
     path: &Path,
@@ -107,12 +116,17 @@ pub fn load_model(path: &Path) -> Result<Params, CheckpointError> {
         path: path.to_path_buf(),
         source,
     })?;
+    params_from_bytes(&bytes, path)
+}
+
+/// The parameters of a model or checkpoint file's bytes; `path` labels errors.
+fn params_from_bytes(bytes: &[u8], path: &Path) -> Result<Params, CheckpointError> {
     let bad = |message: String| CheckpointError::Format {
         path: path.to_path_buf(),
         message,
     };
     let (_, meta) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
     let info = meta.metadata().clone().unwrap_or_default();
     let widths: Vec<usize> = info
         .get("layers")
@@ -129,7 +143,7 @@ pub fn load_model(path: &Path) -> Result<Params, CheckpointError> {
         .get("activation")
         .and_then(|a| Activation::parse(a))
         .ok_or_else(|| bad("metadata lacks a known \"activation\"".into()))?;
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let mut params = Params::zeros(&widths, activation);
     for (l, view) in layer_views(&widths).iter().enumerate() {
         for (name, shape, range) in [
@@ -188,50 +202,21 @@ pub fn save_checkpoint(
         activation,
         values: state.params.clone(),
     };
-    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = params
-        .named_tensors()
-        .into_iter()
-        .map(|(name, shape, values)| {
-            (
-                name,
-                shape,
-                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    for (name, values) in [
+    let flat: [(&str, &[f32]); 3] = [
         ("best.flat", &state.best),
         ("optimizer.first", &state.first),
         ("optimizer.second", &state.second),
-    ] {
-        raw.push((
-            name.to_string(),
-            vec![values.len()],
-            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ));
-    }
-    let views = raw
-        .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| bad(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut metadata = HashMap::new();
-    metadata.insert("format".to_string(), CHECKPOINT_FORMAT.to_string());
-    metadata.insert(
-        "layers".to_string(),
-        serde_json::to_string(widths).map_err(|e| bad(e.to_string()))?,
-    );
-    metadata.insert("activation".to_string(), activation.name().to_string());
-    metadata.insert("epochs_done".to_string(), epochs_done.to_string());
-    metadata.insert("optimizer_step".to_string(), state.step.to_string());
-    metadata.insert(
-        "early_stopping".to_string(),
-        serde_json::to_string(stopping).map_err(|e| bad(e.to_string()))?,
-    );
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(e.to_string()))?;
+    ];
+    let meta = [
+        ("format", CHECKPOINT_FORMAT.to_string()),
+        ("epochs_done", epochs_done.to_string()),
+        ("optimizer_step", state.step.to_string()),
+        (
+            "early_stopping",
+            serde_json::to_string(stopping).map_err(|e| bad(e.to_string()))?,
+        ),
+    ];
+    let bytes = encode(&params, &flat, &meta).map_err(bad)?;
     write_atomic(path, &bytes)
 }
 
@@ -251,11 +236,11 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
         path: path.to_path_buf(),
         message,
     };
-    let params = load_model(path)?;
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    let params = params_from_bytes(&bytes, path)?;
     let (_, meta) =
         safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let info = meta.metadata().clone().unwrap_or_default();

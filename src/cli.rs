@@ -114,11 +114,17 @@ struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    fn load(&self) -> Result<TrainConfig> {
+    /// The `--set` overrides, with `--seed N` as `seed=N` last.
+    fn overrides(&self) -> Vec<String> {
         let mut sets = self.sets.clone();
         if let Some(seed) = self.seed {
             sets.push(format!("seed={seed}"));
         }
+        sets
+    }
+
+    fn load(&self) -> Result<TrainConfig> {
+        let sets = self.overrides();
         let config = match &self.config {
             Some(path) => TrainConfig::load(path, &sets)?,
             None => {
@@ -817,11 +823,7 @@ fn train(t: &TrainArgs) -> Result<()> {
                     "--resume takes the run's own config.toml; drop --config (use --set to change keys)"
                 );
             }
-            let mut sets = args.sets.clone();
-            if let Some(seed) = args.seed {
-                sets.push(format!("seed={seed}"));
-            }
-            TrainConfig::load(&dir.join("config.toml"), &sets)
+            TrainConfig::load(&dir.join("config.toml"), &args.overrides())
                 .with_context(|| format!("--resume {}", dir.display()))?
         }
         None => args.load()?,
