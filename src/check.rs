@@ -126,18 +126,7 @@ impl<'a> Rig<'a> {
     fn new(ctx: &'a GpuContext) -> Result<Self, GpuError> {
         let kernels = Kernels::new(ctx)?;
         let step = uniform_init(ctx, "step", &[0u8; STEP_STRIDE as usize])?;
-        let step_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("step"),
-            layout: &kernels.step_layout,
-            entries: &[wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &step,
-                    offset: 0,
-                    size: std::num::NonZeroU64::new(std::mem::size_of::<StepUniform>() as u64),
-                }),
-            }],
-        });
+        let step_group = kernels.step_group(ctx, &step);
         Ok(Rig {
             ctx,
             kernels,
@@ -648,13 +637,14 @@ fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             "update",
             &[&pb, &g, &fb, &sb, &mb, &rl, &stats, &p],
         );
-        let t = 3;
+        // The reference above took its third step (state.step was 2).
+        let (c1, c2) = ops::adam_corrections(&hyper, 3);
         let step = StepUniform {
             rows: rows as u32,
             stat_slot: 1,
             learning_rate: 0.05,
-            adam_c1: (1.0 / (1.0 - hyper.adam_beta1.powi(t))) as f32,
-            adam_c2: (1.0 / (1.0 - hyper.adam_beta2.powi(t))) as f32,
+            adam_c1: c1 as f32,
+            adam_c2: c2 as f32,
             ..Default::default()
         };
         let got = rig.run(step, &pb, |k, pass, s| {

@@ -143,6 +143,16 @@ impl<T: Scalar> OptimizerState<T> {
     }
 }
 
+/// Adam's bias corrections at step `t` (1-based): (1 / (1 − β1ᵗ), 1 / (1 − β2ᵗ)). The CPU update
+/// and the GPU engine's per-step uniforms both take them from here.
+pub fn adam_corrections(hyper: &Hyper, t: u64) -> (f64, f64) {
+    let t = t.min(i32::MAX as u64) as i32;
+    (
+        1.0 / (1.0 - hyper.adam_beta1.powi(t)),
+        1.0 / (1.0 - hyper.adam_beta2.powi(t)),
+    )
+}
+
 /// The parameter vector as runs of (index range, penalised): weights are penalised, biases not.
 pub fn penalty_runs(layers: &[LayerView]) -> Vec<(std::ops::Range<usize>, bool)> {
     layers
@@ -211,8 +221,8 @@ pub fn update_range<T: Scalar>(
             }
             Optimizer::Adam => {
                 let (b1, b2) = (hyper.adam_beta1, hyper.adam_beta2);
-                let c1 = T::from_f64(1.0 / (1.0 - b1.powi(t as i32)));
-                let c2 = T::from_f64(1.0 / (1.0 - b2.powi(t as i32)));
+                let (c1, c2) = adam_corrections(hyper, t);
+                let (c1, c2) = (T::from_f64(c1), T::from_f64(c2));
                 let (b1, b2, eps) = (
                     T::from_f64(b1),
                     T::from_f64(b2),

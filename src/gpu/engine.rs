@@ -551,21 +551,7 @@ impl Engine for GpuEngine {
             "step_uniforms",
             &vec![0u8; slots * STEP_STRIDE as usize],
         )?;
-        let group = self
-            .ctx
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("step"),
-                layout: &self.kernels.step_layout,
-                entries: &[wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &uniforms,
-                        offset: 0,
-                        size: std::num::NonZeroU64::new(std::mem::size_of::<StepUniform>() as u64),
-                    }),
-                }],
-            });
+        let group = self.kernels.step_group(&self.ctx, &uniforms);
         let stats = storage_zeroed(&self.ctx, "batch_stats", (slots * 8) as u64)?;
         // Big enough for the stats of every slot, or the four parameter-sized vectors of a
         // checkpoint (params, best, first and second moments).
@@ -627,7 +613,7 @@ impl Engine for GpuEngine {
             let offset = s * batch;
             let rows = batch.min(order.len() - offset);
             self.adam_step += 1;
-            let t = self.adam_step as i32;
+            let (c1, c2) = crate::cpu::ops::adam_corrections(hyper, self.adam_step);
             uniforms.push((
                 s,
                 StepUniform {
@@ -638,8 +624,8 @@ impl Engine for GpuEngine {
                         GradientReduction::Sum => 1.0,
                     },
                     learning_rate: hyper.learning_rate as f32,
-                    adam_c1: (1.0 / (1.0 - hyper.adam_beta1.powi(t))) as f32,
-                    adam_c2: (1.0 / (1.0 - hyper.adam_beta2.powi(t))) as f32,
+                    adam_c1: c1 as f32,
+                    adam_c2: c2 as f32,
                     stat_slot: s as u32,
                     _pad: 0,
                 },

@@ -205,6 +205,25 @@ impl Kernels {
     }
 }
 
+impl Kernels {
+    /// The group(1) bind group over a buffer of per-step uniforms, one `STEP_STRIDE` slot each,
+    /// selected per dispatch by a dynamic offset.
+    pub fn step_group(&self, ctx: &GpuContext, uniforms: &wgpu::Buffer) -> wgpu::BindGroup {
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("step"),
+            layout: &self.step_layout,
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: uniforms,
+                    offset: 0,
+                    size: std::num::NonZeroU64::new(std::mem::size_of::<StepUniform>() as u64),
+                }),
+            }],
+        })
+    }
+}
+
 /// Workgroups for `n` invocations of `width` each, folded into 2-D past 65,535 (WebGPU's
 /// per-dimension limit); kernels rebuild the linear index with `linear_index`.
 pub fn grid(n: u32, width: u32) -> (u32, u32) {
