@@ -1,21 +1,43 @@
 // common.wgsl — prepended to every kernel file by src/gpu/shaders.rs.
-// The per-step uniform (Rust twin: src/gpu/kernels.rs::StepUniform) and the activations.
+// The per-step uniform (Rust twin: src/gpu/kernels.rs::StepUniform), the per-model
+// hyperparameters (Rust twin: kernels.rs::ModelHyper) and the activations.
 // The step uniform is bound at group(1) with a dynamic offset: one 256-byte slot per
 // mini-batch (or evaluation chunk), written once per epoch, so a whole epoch is recorded
 // without the host touching anything between steps.
+//
+// Packing: the device holds K models of one shape side by side (every per-model buffer is K
+// equal slices). Every kernel takes the model as the third dispatch dimension: model =
+// step.first_model + workgroup_id.z, so one dispatch serves all K models (a sweep) or one
+// (K = 1, or evaluating a single model of a pack).
 
 struct Step {
     offset: u32,      // first row of this batch in the split's index buffer
     rows: u32,        // rows in this batch (the last batch of an epoch may be short)
     scale: f32,       // gradient scale: 1/rows (mean) or 1 (sum)
-    learning_rate: f32,
     adam_c1: f32,     // 1 / (1 - beta1^t)
     adam_c2: f32,     // 1 / (1 - beta2^t)
     stat_slot: u32,   // where batch_stats writes (loss sum, correct count)
+    first_model: u32, // model of workgroup_id.z == 0
     _pad: u32,
 }
 
 @group(1) @binding(0) var<uniform> step: Step;
+
+// One model's hyperparameters, written once per epoch (read by matmul and update).
+struct Model {
+    learning_rate: f32,
+    gamma: f32,       // momentum γ (0: plain SGD)
+    l1: f32,
+    l2: f32,
+    beta1: f32,
+    beta2: f32,
+    epsilon: f32,
+    activation: u32,  // of the hidden layers: ACT_*
+    optimizer: u32,   // 0: SGD/momentum; 1: Adam
+    training: u32,    // 0: the model has stopped training; update leaves it alone
+    _a: u32,
+    _b: u32,
+}
 
 const ACT_NONE: u32 = 0u;
 const ACT_TANH: u32 = 1u;

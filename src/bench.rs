@@ -59,6 +59,7 @@ pub fn training_only(mut data: Dataset) -> Dataset {
         pixels: data.val.pixels[..f].to_vec(),
         labels: data.val.labels[..1].to_vec(),
         len: 1,
+        rows: data.val.rows[..1].to_vec(),
     };
     data
 }
@@ -120,5 +121,111 @@ pub fn bench_one(
         dispatches_per_step: gpu.then(|| gpu_dispatches_per_step(config.layers.len() - 1)),
         submissions_per_epoch: gpu.then_some(1),
         train_loss_last_epoch: last_loss,
+    })
+}
+
+/// Packed versus one after another: `models` copies of a config (seeds 1..=models) trained on
+/// one GPU, timed per epoch both ways in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackBenchRow {
+    pub detail: String,
+    pub models: usize,
+    pub batch_size: usize,
+    pub epochs_measured: usize,
+    /// Seconds for one epoch of every model, trained in the same dispatches.
+    pub packed_median_secs: f64,
+    pub packed_min_secs: f64,
+    pub packed_max_secs: f64,
+    /// Seconds for one epoch of every model, each on its own engine, one after another.
+    pub sequential_median_secs: f64,
+    pub sequential_min_secs: f64,
+    pub sequential_max_secs: f64,
+    /// sequential / packed, of the medians.
+    pub speedup: f64,
+    /// Training samples per second over all models, packed.
+    pub packed_samples_per_sec: f64,
+}
+
+/// Times `models` models of `config` at `batch_size` packed and one after another, alternating
+/// the two every epoch so drift on a noisy machine hits both alike.
+pub fn bench_pack(
+    ctx: &crate::gpu::GpuContext,
+    config: &TrainConfig,
+    data: &Arc<Dataset>,
+    batch_size: usize,
+    models: usize,
+    warmup: usize,
+    epochs: usize,
+) -> Result<PackBenchRow, EngineError> {
+    use crate::gpu::{GpuEngine, PackedModels, packed::EpochJob};
+    let mut config = config.clone();
+    config.batch_size = batch_size;
+    let hyper = config.hyper();
+    let seeds: Vec<u64> = (1..=models as u64).collect();
+    let inits: Vec<Params> = seeds
+        .iter()
+        .map(|&s| Params::init(&config.layers, config.activation, config.init, s))
+        .collect();
+    let mut pack = PackedModels::new(ctx.clone(), &config.layers, batch_size, models)?;
+    let mut alone = Vec::with_capacity(models);
+    for (m, params) in inits.iter().enumerate() {
+        pack.init_model(m, params)?;
+        pack.upload(m, data)?;
+        let mut engine = GpuEngine::new(ctx.clone(), params, batch_size)?;
+        crate::engine::Engine::upload(&mut engine, Arc::clone(data))?;
+        alone.push(engine);
+    }
+    let (mut packed_times, mut sequential_times) = (Vec::new(), Vec::new());
+    for epoch in 1..=warmup + epochs {
+        let orders: Vec<Vec<u32>> = seeds
+            .iter()
+            .map(|&s| epoch_order(s, epoch, data.train.len))
+            .collect();
+        let jobs: Vec<Option<EpochJob<'_>>> = orders
+            .iter()
+            .map(|order| {
+                Some(EpochJob {
+                    order,
+                    hyper: &hyper,
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        for r in pack.train_epoch(&jobs)?.into_iter().flatten() {
+            r?;
+        }
+        let packed = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        for (engine, order) in alone.iter_mut().zip(&orders) {
+            crate::engine::Engine::train_epoch(engine, order, &hyper)?;
+        }
+        let sequential = start.elapsed().as_secs_f64();
+        if epoch > warmup {
+            packed_times.push(packed);
+            sequential_times.push(sequential);
+        }
+    }
+    let range = |v: &[f64]| {
+        v.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &t| {
+            (lo.min(t), hi.max(t))
+        })
+    };
+    let (packed_min, packed_max) = range(&packed_times);
+    let (sequential_min, sequential_max) = range(&sequential_times);
+    let packed_median = median(&mut packed_times);
+    let sequential_median = median(&mut sequential_times);
+    Ok(PackBenchRow {
+        detail: pack.describe(),
+        models,
+        batch_size,
+        epochs_measured: epochs,
+        packed_median_secs: packed_median,
+        packed_min_secs: packed_min,
+        packed_max_secs: packed_max,
+        sequential_median_secs: sequential_median,
+        sequential_min_secs: sequential_min,
+        sequential_max_secs: sequential_max,
+        speedup: sequential_median / packed_median,
+        packed_samples_per_sec: (models * data.train.len) as f64 / packed_median,
     })
 }

@@ -15,7 +15,8 @@ use crate::data::{Dataset, Split, epoch_order, zscore_images};
 use crate::engine::Engine;
 use crate::gpu::buffers::{bind, staging, storage_init, submit_and_read, uniform_init};
 use crate::gpu::kernels::{
-    GatherParams, Kernels, MatmulParams, STEP_STRIDE, StepUniform, UpdateParams, XentParams,
+    GatherParams, Kernels, MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform,
+    UpdateParams, XentParams,
 };
 use crate::gpu::{GpuContext, GpuEngine, GpuError};
 use crate::model::{Activation, Init, Params, layer_views};
@@ -149,7 +150,7 @@ impl<'a> Rig<'a> {
         &self,
         step: StepUniform,
         buffer: &wgpu::Buffer,
-        encode: impl FnOnce(&Kernels, &mut wgpu::ComputePass<'_>, (&wgpu::BindGroup, u32)),
+        encode: impl FnOnce(&Kernels, &mut wgpu::ComputePass<'_>, StepRef<'_>),
     ) -> Result<Vec<f32>, GpuError> {
         self.ctx
             .queue
@@ -158,7 +159,12 @@ impl<'a> Rig<'a> {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            encode(&self.kernels, &mut pass, (&self.step_group, 0));
+            let step = StepRef {
+                group: &self.step_group,
+                slot: 0,
+                models: 1,
+            };
+            encode(&self.kernels, &mut pass, step);
         }
         encoder.copy_buffer_to_buffer(buffer, 0, &out, 0, buffer.size());
         let raw = self.ctx.scoped("check", || {
@@ -242,7 +248,9 @@ fn check_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             "gather",
             bytemuck::bytes_of(&GatherParams {
                 features: features as u32,
-                _pad: [0; 3],
+                index_ms: 0,
+                x_ms: 0,
+                _pad: 0,
             }),
         )?;
         let group = bind(
@@ -277,6 +285,7 @@ fn run_matmul(
     bias: &[f32],
     aux: &[f32],
     params: MatmulParams,
+    activation: Activation,
     rows: u32,
     out_len: usize,
 ) -> Result<Vec<f32>, GpuError> {
@@ -288,11 +297,16 @@ fn run_matmul(
     );
     let c = rig.poisoned("c", out_len)?;
     let p = uniform_init(rig.ctx, "matmul", bytemuck::bytes_of(&params))?;
+    let model = ModelHyper {
+        activation: act_code(activation),
+        ..Default::default()
+    };
+    let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;
     let group = bind(
         rig.ctx,
         &rig.kernels.matmul_layout,
         "matmul",
-        &[&a, &b, &bias, &aux, &c, &p],
+        &[&a, &b, &bias, &aux, &c, &models, &p],
     );
     let m = if params.rows_dim == 1 { rows } else { params.m };
     rig.run(
@@ -344,7 +358,7 @@ fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             c_rs: fan_out as u32,
             bias_off: b_off as u32,
             epilogue: 1,
-            activation: act_code(act),
+            activated: 1,
             ..Default::default()
         };
         let got = run_matmul(
@@ -354,6 +368,7 @@ fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             &wbuf,
             &[0.0],
             params,
+            act,
             rows as u32,
             rows * fan_out,
         )?;
@@ -399,6 +414,7 @@ fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             &[0.0],
             &[0.0],
             params,
+            Activation::None,
             rows as u32,
             fan_out * fan_in + fan_out,
         )?;
@@ -438,7 +454,7 @@ fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             b_cs: 1,
             c_rs: fan_in as u32,
             epilogue: 2,
-            activation: act_code(act),
+            activated: 1,
             ..Default::default()
         };
         let got = run_matmul(
@@ -448,6 +464,7 @@ fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             &[0.0],
             &aux,
             params,
+            act,
             rows as u32,
             rows * fan_in,
         )?;
@@ -505,7 +522,8 @@ fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             bytemuck::bytes_of(&XentParams {
                 classes: classes as u32,
                 capacity: capacity as u32,
-                _pad: [0; 2],
+                index_ms: 0,
+                slots: 1,
             }),
         )?;
         let group = bind(
@@ -604,16 +622,12 @@ fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
         let mb = rig.f32s("penalised", &mask)?;
         let u = UpdateParams {
             count: count as u32,
-            optimizer: u32::from(optimizer == Optimizer::Adam),
-            gamma: gamma as f32,
-            l1: l1 as f32,
-            l2: l2 as f32,
-            beta1: hyper.adam_beta1 as f32,
-            beta2: hyper.adam_beta2 as f32,
-            epsilon: hyper.adam_epsilon as f32,
             capacity: 40,
-            _pad: [0; 3],
+            slots: 2,
+            _pad: 0,
         };
+        let model = ModelHyper::new(&hyper, Activation::None);
+        let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;
         // The update also folds the step's per-row losses and correct flags into its stats slot.
         let rows = 1 + case * 12;
         let row_loss: Vec<f32> = (0..80)
@@ -635,14 +649,13 @@ fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             rig.ctx,
             &rig.kernels.update_layout,
             "update",
-            &[&pb, &g, &fb, &sb, &mb, &rl, &stats, &p],
+            &[&pb, &g, &fb, &sb, &mb, &rl, &stats, &models, &p],
         );
         // The reference above took its third step (state.step was 2).
         let (c1, c2) = ops::adam_corrections(&hyper, 3);
         let step = StepUniform {
             rows: rows as u32,
             stat_slot: 1,
-            learning_rate: 0.05,
             adam_c1: c1 as f32,
             adam_c2: c2 as f32,
             ..Default::default()
@@ -673,20 +686,16 @@ fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
 /// A small random dataset for the engine check.
 fn random_dataset(features: usize, classes: usize, rows: usize, seed: u64) -> Dataset {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let split = |n: usize, rng: &mut ChaCha8Rng| {
+    // Training and validation images are rows of one source, as when split from a file.
+    let split = |n: usize, first: usize, rng: &mut ChaCha8Rng| {
         let pixels: Vec<u8> = (0..n * features).map(|_| rng.random::<u8>()).collect();
         let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..classes as u8)).collect();
-        Split {
-            images: zscore_images(&pixels, features),
-            pixels,
-            labels,
-            len: n,
-        }
+        Split::contiguous(zscore_images(&pixels, features), pixels, labels, first)
     };
     let (train, val, test) = (
-        split(rows, &mut rng),
-        split(rows / 3 + 1, &mut rng),
-        split(rows / 4 + 1, &mut rng),
+        split(rows, 0, &mut rng),
+        split(rows / 3 + 1, rows, &mut rng),
+        split(rows / 4 + 1, 0, &mut rng),
     );
     Dataset {
         features,

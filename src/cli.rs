@@ -86,6 +86,39 @@ struct SweepArgs {
     gpu: GpuArgs,
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// On a GPU, train up to K runs of the same shape and batch size together, in the same
+    /// dispatches [default: as many as the adapter's limits allow]; --pack 1 trains one at a time.
+    #[arg(long, value_name = "K")]
+    pack: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Devices to time, comma-separated: cpu, gpu.
+    #[arg(long, default_value = "cpu,gpu")]
+    devices: String,
+    /// Batch sizes, comma-separated [default: the config's].
+    #[arg(long, value_name = "LIST")]
+    batch_sizes: Option<String>,
+    /// Untimed epochs first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed epochs (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Also write the rows as JSON lines to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// On each GPU, also time K models of the config (seeds 1..K) trained packed, in the same
+    /// dispatches, against the same K trained one after another.
+    #[arg(long, value_name = "K")]
+    pack: Option<usize>,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,29 +224,7 @@ enum Command {
     /// Train every run of a sweep file (resumable, shardable), then write results.csv and results.md.
     Sweep(SweepArgs),
     /// Time training epochs on each device (default: the paper's momentum experiment).
-    Bench {
-        #[command(flatten)]
-        config: ConfigArgs,
-        /// Devices to time, comma-separated: cpu, gpu.
-        #[arg(long, default_value = "cpu,gpu")]
-        devices: String,
-        /// Batch sizes, comma-separated [default: the config's].
-        #[arg(long, value_name = "LIST")]
-        batch_sizes: Option<String>,
-        /// Untimed epochs first.
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        /// Timed epochs (the median is reported).
-        #[arg(long, default_value_t = 5)]
-        epochs: usize,
-        /// Also write the rows as JSON lines to this file.
-        #[arg(long, value_name = "FILE")]
-        json: Option<PathBuf>,
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        #[command(flatten)]
-        gpu: GpuArgs,
-    },
+    Bench(BenchArgs),
     /// List the GPU adapters wgpu finds, with the limits that matter here.
     Devices {
         #[arg(long, value_name = "NAME")]
@@ -268,25 +279,7 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
         } => predict(&model, &files, top, class_names.as_deref(), json),
         Command::Sweep(args) => sweep(args),
-        Command::Bench {
-            config,
-            devices,
-            batch_sizes,
-            warmup,
-            epochs,
-            json,
-            threads,
-            gpu,
-        } => bench(
-            &config,
-            &devices,
-            batch_sizes.as_deref(),
-            warmup,
-            epochs,
-            json.as_deref(),
-            threads,
-            &gpu,
-        ),
+        Command::Bench(args) => bench(args),
         Command::Check { all_adapters, gpu } => check(all_adapters, &gpu),
         Command::Table { runs } => table(&runs),
         Command::Plot { runs, out } => plot(&runs, out),
@@ -360,63 +353,103 @@ fn sweep(args: SweepArgs) -> Result<()> {
         shard.count,
         out.display()
     );
-    let (mut trained, mut skipped, mut diverged) = (0, 0, 0);
-    let datasets = std::sync::Arc::new(std::sync::Mutex::new(wgtrain::run::DatasetCache::new()));
+    if args.pack == Some(0) {
+        bail!("--pack must be at least 1");
+    }
+    let mut tally = SweepTally::default();
+    let datasets = Arc::new(std::sync::Mutex::new(wgtrain::run::DatasetCache::new()));
+    let mut todo = Vec::new();
     for (n, (_, run)) in mine.iter().enumerate() {
-        let dir = out.join(&run.id);
-        if sweep::is_finished(&dir) {
-            skipped += 1;
+        if sweep::is_finished(&out.join(&run.id)) {
+            tally.skipped += 1;
             println!(
                 "[{}/{}] {}: finished earlier, skipped",
                 n + 1,
                 mine.len(),
                 run.id
             );
-            continue;
-        }
-        // An unfinished directory is this sweep's own interrupted run: redo it.
-        let opts = RunOptions {
-            out: dir.clone(),
-            force: true,
-            data_dir: data_dir.clone(),
-            engine: engine.clone(),
-            resume: false,
-            interrupt: None,
-            datasets: Some(std::sync::Arc::clone(&datasets)),
-        };
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        run.write_tag(&dir)?;
-        // On a terminal, a live bar for the run in progress; in logs, one line per finished run.
-        use std::io::IsTerminal;
-        let live = std::io::stderr().is_terminal();
-        let display = EpochProgress::new(
-            &format!("[{}/{}] {}", n + 1, mine.len(), run.id),
-            run.config.epochs,
-            !live,
-        );
-        let outcome = run_training(&run.config, &opts, |r, v| display.epoch(r, v));
-        display.finish();
-        match outcome {
-            Ok(s) => {
-                trained += 1;
-                println!(
-                    "[{}/{}] {}: test accuracy {:.2}%, test loss {:.4}, best epoch {} ({:.1}s)",
-                    n + 1,
-                    mine.len(),
-                    run.id,
-                    100.0 * s.test_accuracy,
-                    s.test_loss,
-                    s.best_epoch,
-                    s.seconds
-                );
-            }
-            Err(e @ wgtrain::Error::Train(wgtrain::train::TrainError::Diverged { .. })) => {
-                diverged += 1;
-                eprintln!("warning: {}: {e}", run.id);
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("sweep run {}", run.id))),
+        } else {
+            todo.push(*run);
         }
     }
+    // Packs on a GPU (unless --pack 1); one run at a time on the CPU, whose GEMMs already
+    // keep every core busy.
+    let packs: Vec<Vec<&sweep::SweepRun>> = match (&engine, args.pack) {
+        (EngineKind::Gpu { context }, pack) if pack != Some(1) => sweep::pack_groups(&todo, |r| {
+            let fits = wgtrain::gpu::PackedModels::max_models(
+                context,
+                &r.config.layers,
+                r.config.batch_size,
+                MAX_AUTO_PACK,
+            );
+            pack.map_or(fits, |k| k.min(fits))
+        }),
+        _ => todo.iter().map(|&r| vec![r]).collect(),
+    };
+    let total = todo.len();
+    let mut done = 0;
+    for pack in &packs {
+        match (&engine, &pack[..]) {
+            (EngineKind::Gpu { context }, runs) if runs.len() > 1 => {
+                println!(
+                    "pack of {} runs on {}: {}",
+                    runs.len(),
+                    context.info.name,
+                    runs.iter()
+                        .map(|r| r.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let finished = std::sync::atomic::AtomicUsize::new(done);
+                let results = sweep::train_pack(
+                    context,
+                    runs,
+                    &out,
+                    &data_dir,
+                    &datasets,
+                    |run, outcome| {
+                        let n = finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        report_run(n, total, &run.id, outcome);
+                    },
+                )?;
+                for r in results {
+                    tally.add(&r.run.id, r.outcome)?;
+                }
+            }
+            (_, runs) => {
+                let run = runs[0];
+                let dir = out.join(&run.id);
+                // An unfinished directory is this sweep's own interrupted run: redo it.
+                let opts = RunOptions {
+                    out: dir.clone(),
+                    force: true,
+                    data_dir: data_dir.clone(),
+                    engine: engine.clone(),
+                    resume: false,
+                    interrupt: None,
+                    datasets: Some(Arc::clone(&datasets)),
+                };
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                run.write_tag(&dir)?;
+                // On a terminal, a live bar for the run in progress; in logs, one line per
+                // finished run.
+                use std::io::IsTerminal;
+                let live = std::io::stderr().is_terminal();
+                let display = EpochProgress::new(
+                    &format!("[{}/{}] {}", done + 1, total, run.id),
+                    run.config.epochs,
+                    !live,
+                );
+                let outcome = run_training(&run.config, &opts, |r, v| display.epoch(r, v));
+                display.finish();
+                report_run(done + 1, total, &run.id, &outcome);
+                tally.add(&run.id, outcome)?;
+            }
+        }
+        done += pack.len();
+    }
+    let (trained, skipped, diverged) = (tally.trained, tally.skipped, tally.diverged);
     let finished = sweep::report(&out)?;
     println!(
         "trained {trained}, skipped {skipped} finished, {diverged} diverged; {finished} finished runs in {} → results.csv, results.md",
@@ -425,22 +458,73 @@ fn sweep(args: SweepArgs) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bench(
-    args: &ConfigArgs,
-    devices: &str,
-    batch_sizes: Option<&str>,
-    warmup: usize,
-    epochs: usize,
-    json: Option<&Path>,
-    threads: usize,
-    gpu: &GpuArgs,
-) -> Result<()> {
+/// Most runs `sweep` packs together when --pack is not given (and the adapter allows more).
+const MAX_AUTO_PACK: usize = 32;
+
+/// Counts of a sweep's runs by how they ended.
+#[derive(Default)]
+struct SweepTally {
+    trained: usize,
+    skipped: usize,
+    diverged: usize,
+}
+
+impl SweepTally {
+    /// Counts a run's outcome; an error other than divergence ends the sweep.
+    fn add(&mut self, id: &str, outcome: wgtrain::Result<wgtrain::metrics::Summary>) -> Result<()> {
+        match outcome {
+            Ok(_) => self.trained += 1,
+            Err(wgtrain::Error::Train(wgtrain::train::TrainError::Diverged { .. })) => {
+                self.diverged += 1
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("sweep run {id}"))),
+        }
+        Ok(())
+    }
+}
+
+/// One line per finished run (a warning for a diverged one).
+fn report_run(
+    n: usize,
+    total: usize,
+    id: &str,
+    outcome: &wgtrain::Result<wgtrain::metrics::Summary>,
+) {
+    match outcome {
+        Ok(s) => println!(
+            "[{n}/{total}] {id}: test accuracy {:.2}%, test loss {:.4}, best epoch {} ({:.1}s)",
+            100.0 * s.test_accuracy,
+            s.test_loss,
+            s.best_epoch,
+            s.seconds
+        ),
+        Err(e @ wgtrain::Error::Train(wgtrain::train::TrainError::Diverged { .. })) => {
+            eprintln!("warning: {id}: {e}")
+        }
+        Err(_) => {}
+    }
+}
+
+fn bench(bench_args: BenchArgs) -> Result<()> {
+    let BenchArgs {
+        config: args,
+        devices,
+        batch_sizes,
+        warmup,
+        epochs,
+        json,
+        threads,
+        pack,
+        gpu,
+    } = bench_args;
     if epochs == 0 {
         bail!("--epochs must be at least 1");
     }
+    if pack == Some(0) {
+        bail!("--pack must be at least 1");
+    }
     let config = args.load()?;
-    let batches: Vec<usize> = match batch_sizes {
+    let batches: Vec<usize> = match batch_sizes.as_deref() {
         None => vec![config.batch_size],
         Some(list) => list
             .split(',')
@@ -510,12 +594,44 @@ fn bench(
             rows.push(row);
         }
     }
+    let mut lines: Vec<serde_json::Value> = rows
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    if let Some(k) = pack {
+        println!(
+            "\n{k} models (seeds 1–{k}), one epoch of each: packed in the same dispatches vs one after another"
+        );
+        println!(
+            "| adapter | batch | packed s (min–max) | one after another s (min–max) | packed speed-up | packed samples/s |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for kind in &kinds {
+            let EngineKind::Gpu { context } = kind else {
+                continue;
+            };
+            for &b in &batches {
+                let r = wgtrain::bench::bench_pack(context, &config, &data, b, k, warmup, epochs)?;
+                println!(
+                    "| {} | {} | {:.4} ({:.4}–{:.4}) | {:.4} ({:.4}–{:.4}) | {:.2}× | {:.0} |",
+                    r.detail,
+                    r.batch_size,
+                    r.packed_median_secs,
+                    r.packed_min_secs,
+                    r.packed_max_secs,
+                    r.sequential_median_secs,
+                    r.sequential_min_secs,
+                    r.sequential_max_secs,
+                    r.speedup,
+                    r.packed_samples_per_sec
+                );
+                lines.push(serde_json::to_value(&r)?);
+            }
+        }
+    }
     if let Some(path) = json {
-        let text: String = rows
-            .iter()
-            .map(|r| serde_json::to_string(r).map(|l| l + "\n"))
-            .collect::<Result<_, _>>()?;
-        wgtrain::checkpoint::write_atomic(path, text.as_bytes())?;
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        wgtrain::checkpoint::write_atomic(&path, text.as_bytes())?;
     }
     Ok(())
 }

@@ -109,6 +109,8 @@ pub enum EngineKind {
     Gpu {
         context: Box<crate::gpu::GpuContext>,
     },
+    /// One seat of a GPU pack: the run trains in the same dispatches as the pack's others.
+    GpuSeat { seat: Arc<crate::gpu::PackSeat> },
 }
 
 impl EngineKind {
@@ -127,6 +129,7 @@ impl EngineKind {
                 params,
                 batch_size,
             )?)),
+            EngineKind::GpuSeat { seat } => seat.engine(params, batch_size),
         }
     }
 
@@ -135,6 +138,7 @@ impl EngineKind {
         match self {
             EngineKind::Cpu { .. } => None,
             EngineKind::Gpu { context } => Some(&context.info),
+            EngineKind::GpuSeat { seat } => Some(seat.adapter()),
         }
     }
 
@@ -142,7 +146,7 @@ impl EngineKind {
     pub fn device_name(&self) -> &'static str {
         match self {
             EngineKind::Cpu { .. } => "cpu",
-            EngineKind::Gpu { .. } => "gpu",
+            EngineKind::Gpu { .. } | EngineKind::GpuSeat { .. } => "gpu",
         }
     }
 }

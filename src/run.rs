@@ -35,7 +35,8 @@ pub struct RunOptions {
 /// Loaded datasets by (seed, validation-fraction bits).
 pub type DatasetCache = std::collections::HashMap<(u64, u64), Arc<Dataset>>;
 
-fn dataset_for(config: &TrainConfig, opts: &RunOptions) -> Result<Arc<Dataset>> {
+/// The dataset `config` trains on, from `opts`' cache when it holds it.
+pub fn dataset_for(config: &TrainConfig, opts: &RunOptions) -> Result<Arc<Dataset>> {
     let key = (config.seed, config.val_fraction.to_bits());
     if let Some(cache) = &opts.datasets
         && let Some(d) = cache.lock().ok().and_then(|c| c.get(&key).cloned())

@@ -205,9 +205,25 @@ pub struct Split {
     pub pixels: Vec<u8>,
     pub labels: Vec<u8>,
     pub len: usize,
+    /// Each image's row in the file it came from. Training and validation rows index the same
+    /// file (the training images), so datasets split with different seeds name the same images
+    /// alike: a GPU keeps that file once and serves every packed model's split from it.
+    pub rows: Vec<u32>,
 }
 
 impl Split {
+    /// A split of `len` images that are rows `first..first + len` of their source.
+    pub fn contiguous(images: Vec<f32>, pixels: Vec<u8>, labels: Vec<u8>, first: usize) -> Split {
+        let len = labels.len();
+        Split {
+            images,
+            pixels,
+            labels,
+            len,
+            rows: (first as u32..(first + len) as u32).collect(),
+        }
+    }
+
     fn gather(
         images: &[f32],
         pixels: &[u8],
@@ -226,6 +242,7 @@ impl Split {
             pixels: raw,
             labels: rows.iter().map(|&r| labels[r]).collect(),
             len: rows.len(),
+            rows: rows.iter().map(|&r| r as u32).collect(),
         }
     }
 }
@@ -301,12 +318,7 @@ impl Dataset {
                 features,
                 &val_rows,
             ),
-            test: Split {
-                images: test_images,
-                pixels: test.pixels.clone(),
-                labels: test.labels.clone(),
-                len: test.count,
-            },
+            test: Split::contiguous(test_images, test.pixels.clone(), test.labels.clone(), 0),
         })
     }
 
@@ -323,12 +335,7 @@ pub fn load_test_split(dir: &Path) -> Result<(Split, RawImages), DataError> {
     let test = read_pair(dir, TEST_IMAGES, TEST_LABELS)?;
     let images = zscore_images(&test.pixels, test.features());
     Ok((
-        Split {
-            images,
-            pixels: test.pixels.clone(),
-            labels: test.labels.clone(),
-            len: test.count,
-        },
+        Split::contiguous(images, test.pixels.clone(), test.labels.clone(), 0),
         test,
     ))
 }

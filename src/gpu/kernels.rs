@@ -16,11 +16,65 @@ pub struct StepUniform {
     pub offset: u32,
     pub rows: u32,
     pub scale: f32,
-    pub learning_rate: f32,
     pub adam_c1: f32,
     pub adam_c2: f32,
     pub stat_slot: u32,
+    /// The model dispatch z = 0 works on (z counts on from there).
+    pub first_model: u32,
     pub _pad: u32,
+}
+
+/// Twin of `Model` in common.wgsl: one model's hyperparameters, read by matmul and update.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
+pub struct ModelHyper {
+    pub learning_rate: f32,
+    pub gamma: f32,
+    pub l1: f32,
+    pub l2: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub epsilon: f32,
+    /// Of the hidden layers (0 none, 1 tanh, 2 sigmoid, 3 ReLU).
+    pub activation: u32,
+    /// 0: SGD/momentum; 1: Adam.
+    pub optimizer: u32,
+    /// 0 once the model has stopped: the update kernel leaves its parameters alone.
+    pub training: u32,
+    pub _pad: [u32; 2],
+}
+
+/// The shader's code for an activation.
+pub fn activation_code(a: crate::model::Activation) -> u32 {
+    use crate::model::Activation;
+    match a {
+        Activation::None => 0,
+        Activation::Tanh => 1,
+        Activation::Sigmoid => 2,
+        Activation::Relu => 3,
+    }
+}
+
+impl ModelHyper {
+    /// `hyper` for a model whose hidden layers use `activation`.
+    pub fn new(hyper: &crate::config::Hyper, activation: crate::model::Activation) -> Self {
+        ModelHyper {
+            learning_rate: hyper.learning_rate as f32,
+            gamma: hyper.momentum_gamma as f32,
+            l1: hyper.l1 as f32,
+            l2: hyper.l2 as f32,
+            beta1: hyper.adam_beta1 as f32,
+            beta2: hyper.adam_beta2 as f32,
+            epsilon: hyper.adam_epsilon as f32,
+            activation: activation_code(activation),
+            optimizer: match hyper.optimizer {
+                crate::config::Optimizer::Sgd => 0,
+                crate::config::Optimizer::Adam => 1,
+            },
+            training: 1,
+            _pad: [0; 2],
+        }
+    }
 }
 
 /// Twin of `GatherParams` in batch.wgsl.
@@ -28,7 +82,11 @@ pub struct StepUniform {
 #[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
 pub struct GatherParams {
     pub features: u32,
-    pub _pad: [u32; 3],
+    /// Elements between two models' index lists (0: the models share one).
+    pub index_ms: u32,
+    /// Elements between two models' batches in x.
+    pub x_ms: u32,
+    pub _pad: u32,
 }
 
 /// Twin of `MatmulParams` in matmul.wgsl.
@@ -51,9 +109,15 @@ pub struct MatmulParams {
     pub bias_off: u32,
     /// 0: plain; 1: + bias then activation; 2: × activation slope of aux.
     pub epilogue: u32,
-    pub activation: u32,
+    /// 1: the epilogue applies the model's hidden activation; 0: none (the output layer).
+    pub activated: u32,
     /// 1: append a column of ones to B and write that column of C to `bias_off` (bias gradient).
     pub bias_column: u32,
+    /// Elements between two models' A, B (and bias), C and aux.
+    pub a_ms: u32,
+    pub b_ms: u32,
+    pub c_ms: u32,
+    pub aux_ms: u32,
 }
 
 /// Twin of `XentParams` in softmax_xent.wgsl.
@@ -62,25 +126,23 @@ pub struct MatmulParams {
 pub struct XentParams {
     pub classes: u32,
     pub capacity: u32,
-    pub _pad: [u32; 2],
+    /// Elements between two models' index lists (0: shared).
+    pub index_ms: u32,
+    /// Stats slots per model.
+    pub slots: u32,
 }
 
 /// Twin of `UpdateParams` in update.wgsl.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
 pub struct UpdateParams {
+    /// Parameters per model.
     pub count: u32,
-    /// 0: SGD/momentum; 1: Adam.
-    pub optimizer: u32,
-    pub gamma: f32,
-    pub l1: f32,
-    pub l2: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub epsilon: f32,
     /// Rows the workspace holds: where row_correct starts in row_loss.
     pub capacity: u32,
-    pub _pad: [u32; 3],
+    /// Stats slots per model.
+    pub slots: u32,
+    pub _pad: u32,
 }
 
 /// Every pipeline and layout, built and validated once.
@@ -147,7 +209,7 @@ impl Kernels {
             entries: &[uniform(0, true)],
         });
         let gather_layout = layout(ctx, "gather_batch", &[true, true, true, false]);
-        let matmul_layout = layout(ctx, "matmul", &[true, true, true, true, false]);
+        let matmul_layout = layout(ctx, "matmul", &[true, true, true, true, false, true]);
         let xent_layout = layout(
             ctx,
             "softmax_xent",
@@ -156,7 +218,7 @@ impl Kernels {
         let update_layout = layout(
             ctx,
             "update",
-            &[false, true, false, false, true, true, false],
+            &[false, true, false, false, true, true, false, true],
         );
         let pipeline = |family: &str,
                         entry: &str,
@@ -239,17 +301,23 @@ fn dispatch(
     pass: &mut wgpu::ComputePass<'_>,
     pipeline: &wgpu::ComputePipeline,
     group: &wgpu::BindGroup,
-    step: (&wgpu::BindGroup, u32),
+    step: StepRef<'_>,
     (x, y): (u32, u32),
 ) {
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, group, &[]);
-    pass.set_bind_group(1, step.0, &[step.1 * STEP_STRIDE as u32]);
-    pass.dispatch_workgroups(x, y, 1);
+    pass.set_bind_group(1, step.group, &[step.slot * STEP_STRIDE as u32]);
+    pass.dispatch_workgroups(x, y, step.models.max(1));
 }
 
-/// `step` is (step bind group, slot): the slot's uniform gives the batch's rows and offset.
-pub type StepRef<'a> = (&'a wgpu::BindGroup, u32);
+/// Which step slot a dispatch reads (its uniform gives the batch's rows, offset and first
+/// model) and over how many models it runs (the dispatch's z).
+#[derive(Clone, Copy)]
+pub struct StepRef<'a> {
+    pub group: &'a wgpu::BindGroup,
+    pub slot: u32,
+    pub models: u32,
+}
 
 impl Kernels {
     pub fn encode_gather_batch(

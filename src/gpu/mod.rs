@@ -1,12 +1,17 @@
 //! The GPU path: WGSL compute shaders (`shaders/`) on wgpu. `context` opens a device,
 //! `kernels` builds the pipelines and encodes each entry point, `buffers` allocates and reads
-//! back, and `engine` is the scheduler that records whole epochs.
+//! back, and `packed` is the scheduler that records whole epochs for K models at once, `engine` the
+//! single-model engine over it.
 
 pub mod buffers;
 pub mod context;
 pub mod engine;
 pub mod kernels;
+pub mod pack;
+pub mod packed;
 pub mod shaders;
 
 pub use context::{AdapterChoice, AdapterSummary, GpuContext, GpuError, list_adapters};
 pub use engine::GpuEngine;
+pub use pack::{GpuPack, PackSeat};
+pub use packed::PackedModels;

@@ -13,6 +13,9 @@ use crate::config::{ConfigError, TrainConfig};
 use crate::error::{Error, Result};
 use crate::report::{RunRecord, markdown_table, read_run};
 
+mod pack;
+pub use pack::{PackedRun, pack_groups, pack_key, train_pack};
+
 /// A sweep file as written (`configs/sweeps/*.toml`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,465 @@
+//! Recording and reading back a [`PackedModels`] epoch or evaluation, and exchanging one
+//! model's parameters and optimiser state with the host.
+
+use super::*;
+
+impl PackedModels {
+    fn resident(&self) -> Result<&Resident, EngineError> {
+        self.resident.as_ref().ok_or(EngineError::NoData)
+    }
+
+    /// Records the forward pass and the loss for one step slot of `rows` rows over `models`
+    /// models; with `batch_stats` also the batch's sums (training steps leave that to the
+    /// update kernel).
+    fn encode_forward(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        split: &SplitOnDevice,
+        step: StepRef<'_>,
+        rows: u32,
+        batch_stats: bool,
+    ) {
+        let k = &self.kernels;
+        k.encode_gather_batch(pass, &split.gather_group, step, rows, self.widths[0] as u32);
+        for (l, v) in self.layers.iter().enumerate() {
+            k.encode_matmul(
+                pass,
+                &self.layer_groups[l].forward,
+                step,
+                rows,
+                v.fan_out as u32,
+            );
+        }
+        k.encode_softmax_xent(pass, &split.xent_group, step, rows);
+        if batch_stats {
+            k.encode_batch_stats(pass, &split.xent_group, step);
+        }
+    }
+
+    fn encode_backward_and_update(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        step: StepRef<'_>,
+        rows: u32,
+        update_group: &wgpu::BindGroup,
+    ) {
+        let k = &self.kernels;
+        for (l, v) in self.layers.iter().enumerate().rev() {
+            let g = &self.layer_groups[l];
+            // fan_in weight columns plus the bias column.
+            k.encode_matmul(
+                pass,
+                &g.weight_grad,
+                step,
+                v.fan_out as u32,
+                v.fan_in as u32 + 1,
+            );
+            if let Some(input_grad) = &g.input_grad {
+                k.encode_matmul(pass, input_grad, step, rows, v.fan_in as u32);
+            }
+        }
+        k.encode_update(pass, update_group, step, self.count as u32);
+    }
+
+    /// Step uniforms for evaluating `split` in chunks of `capacity` rows, from `first_model`.
+    fn eval_uniforms(
+        &self,
+        split: &SplitOnDevice,
+        first_model: usize,
+    ) -> Vec<(usize, StepUniform)> {
+        (0..split.len.div_ceil(self.capacity))
+            .map(|c| {
+                let offset = c * self.capacity;
+                let rows = self.capacity.min(split.len - offset);
+                let slot = split.first_slot + c;
+                (
+                    slot,
+                    StepUniform {
+                        offset: offset as u32,
+                        rows: rows as u32,
+                        scale: 1.0,
+                        stat_slot: slot as u32,
+                        first_model: first_model as u32,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn write_uniforms(&self, r: &Resident, uniforms: &[(usize, StepUniform)]) {
+        let (Some(lo), Some(hi)) = (
+            uniforms.iter().map(|u| u.0).min(),
+            uniforms.iter().map(|u| u.0).max(),
+        ) else {
+            return;
+        };
+        let mut bytes = vec![0u8; (hi - lo + 1) * STEP_STRIDE as usize];
+        for (slot, u) in uniforms {
+            let at = (slot - lo) * STEP_STRIDE as usize;
+            bytes[at..at + std::mem::size_of::<StepUniform>()]
+                .copy_from_slice(bytemuck::bytes_of(u));
+        }
+        self.ctx
+            .queue
+            .write_buffer(&r.uniforms, lo as u64 * STEP_STRIDE, &bytes);
+    }
+
+    /// Submits `encoder` after copying the stats of models `0..models`, and returns them as
+    /// (loss sum, correct) pairs, `slots` per model.
+    fn read_stats(
+        &self,
+        r: &Resident,
+        mut encoder: wgpu::CommandEncoder,
+        models: usize,
+    ) -> Result<Vec<(f64, f64)>, GpuError> {
+        let bytes = (models * r.slots * 8) as u64;
+        encoder.copy_buffer_to_buffer(&r.stats, 0, &r.staging, 0, bytes);
+        let raw = submit_and_read(&self.ctx, encoder, &r.staging, bytes)?;
+        let values: &[f32] = bytemuck::cast_slice(&raw);
+        Ok(values
+            .chunks_exact(2)
+            .map(|p| (p[0] as f64, p[1] as f64))
+            .collect())
+    }
+
+    fn eval_stats(pairs: &[(f64, f64)], len: usize) -> EvalStats {
+        let (loss, correct) = pairs
+            .iter()
+            .fold((0.0, 0.0), |(l, c), p| (l + p.0, c + p.1));
+        let n = len.max(1) as f64;
+        EvalStats {
+            loss: loss / n,
+            accuracy: correct / n,
+            samples: len,
+        }
+    }
+
+    /// Trains every model with a job for one epoch in the same dispatches (models without a
+    /// job are left alone), then evaluates them on the validation split. Returns each job's
+    /// epoch, or its own error (a model whose loss became NaN does not stop the others).
+    /// Jobs must agree on the batch size and gradient reduction (one step schedule for all)
+    /// and, for Adam, on β1, β2 and the steps taken (one bias correction per step).
+    pub fn train_epoch(
+        &mut self,
+        jobs: &[Option<EpochJob<'_>>],
+    ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
+        let r = self.resident()?;
+        let train = &r.splits[0];
+        let active: Vec<(usize, &EpochJob<'_>)> = jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(m, j)| j.as_ref().map(|j| (m, j)))
+            .collect();
+        let Some(&(lead_model, lead)) = active.first() else {
+            return Ok(jobs.iter().map(|_| None).collect());
+        };
+        if jobs.len() > self.models {
+            return Err(EngineError::Unavailable(format!(
+                "{} jobs for a pack of {} models",
+                jobs.len(),
+                self.models
+            )));
+        }
+        let batch = lead.hyper.batch_size;
+        let adam = lead.hyper.optimizer == Optimizer::Adam;
+        for &(m, job) in &active {
+            let h = job.hyper;
+            if h.batch_size > self.batch_size || job.order.len() != train.len {
+                return Err(EngineError::Unavailable(format!(
+                    "the GPU engine was built for batch {} and {} training rows, got batch {} and {} rows",
+                    self.batch_size,
+                    train.len,
+                    h.batch_size,
+                    job.order.len()
+                )));
+            }
+            let same_schedule = h.batch_size == batch && h.gradient == lead.hyper.gradient;
+            let same_adam = (h.optimizer == Optimizer::Adam) == adam
+                && (!adam
+                    || (h.adam_beta1, h.adam_beta2, self.steps_taken[m])
+                        == (
+                            lead.hyper.adam_beta1,
+                            lead.hyper.adam_beta2,
+                            self.steps_taken[lead_model],
+                        ));
+            if !same_schedule || !same_adam {
+                return Err(EngineError::Unavailable(format!(
+                    "models {lead_model} and {m} of the pack cannot share steps: packed models \
+                     need the same batch size, gradient reduction and (for Adam) β1, β2 and step count"
+                )));
+            }
+            if r.train_rows[m].is_none() {
+                return Err(EngineError::NoData);
+            }
+        }
+        // Per model: its hyperparameters (inactive ones left alone) and its order, as pool rows.
+        for m in 0..self.models {
+            let job = jobs.get(m).copied().flatten();
+            let activation = self.hyper_host[m].activation;
+            self.hyper_host[m] = match job {
+                Some(j) => ModelHyper {
+                    activation,
+                    ..ModelHyper::new(j.hyper, Activation::None)
+                },
+                None => ModelHyper {
+                    training: 0,
+                    ..self.hyper_host[m]
+                },
+            };
+            self.write_hyper(m);
+        }
+        let r = self.resident()?;
+        let [train, val, _] = &r.splits;
+        for &(m, job) in &active {
+            let rows = r.train_rows[m].as_ref().expect("checked above");
+            let pool_order: Vec<u32> = job.order.iter().map(|&i| rows[i as usize]).collect();
+            self.ctx.queue.write_buffer(
+                &train.indices,
+                (m * train.index_ms * 4) as u64,
+                bytemuck::cast_slice(&pool_order),
+            );
+        }
+        // Dispatches cover models 0..=the last active one.
+        let models = active.last().map_or(0, |a| a.0) + 1;
+        let steps = train.len.div_ceil(batch);
+        let mut uniforms = Vec::with_capacity(steps);
+        for s in 0..steps {
+            let offset = s * batch;
+            let rows = batch.min(train.len - offset);
+            let t = self.steps_taken[lead_model] + s as u64 + 1;
+            let (c1, c2) = crate::cpu::ops::adam_corrections(lead.hyper, t);
+            uniforms.push((
+                s,
+                StepUniform {
+                    offset: offset as u32,
+                    rows: rows as u32,
+                    scale: match lead.hyper.gradient {
+                        GradientReduction::Mean => 1.0 / rows as f32,
+                        GradientReduction::Sum => 1.0,
+                    },
+                    adam_c1: c1 as f32,
+                    adam_c2: c2 as f32,
+                    stat_slot: s as u32,
+                    first_model: 0,
+                    _pad: 0,
+                },
+            ));
+        }
+        let val_uniforms = self.eval_uniforms(val, 0);
+        self.write_uniforms(r, &uniforms);
+        self.write_uniforms(r, &val_uniforms);
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("epoch"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("epoch"),
+                timestamp_writes: None,
+            });
+            let at = |slot: usize| StepRef {
+                group: &r.step_group,
+                slot: slot as u32,
+                models: models as u32,
+            };
+            for (slot, u) in &uniforms {
+                self.encode_forward(&mut pass, train, at(*slot), u.rows, false);
+                self.encode_backward_and_update(&mut pass, at(*slot), u.rows, &r.update_group);
+            }
+            for (slot, u) in &val_uniforms {
+                self.encode_forward(&mut pass, val, at(*slot), u.rows, true);
+            }
+        }
+        let pairs = self.read_stats(r, encoder, models)?;
+        let val_first = val.first_slot;
+        let val_len = val.len;
+        let samples = train.len;
+        let mut out: Vec<Option<Result<EpochStats, EngineError>>> =
+            jobs.iter().map(|_| None).collect();
+        for &(m, _) in &active {
+            let own = &pairs[m * r.slots..(m + 1) * r.slots];
+            let mut stats = EpochStats {
+                samples,
+                steps,
+                val: Some(Self::eval_stats(
+                    &own[val_first..val_first + val_uniforms.len()],
+                    val_len,
+                )),
+                ..Default::default()
+            };
+            let mut result = Ok(());
+            for (s, &(loss, correct)) in own[..steps].iter().enumerate() {
+                if !loss.is_finite() {
+                    result = Err(EngineError::NonFiniteLoss {
+                        step: s + 1,
+                        value: loss,
+                    });
+                    break;
+                }
+                stats.loss_sum += loss;
+                stats.correct += correct as usize;
+            }
+            out[m] = Some(result.map(|()| stats));
+        }
+        for &(m, _) in &active {
+            self.steps_taken[m] += steps as u64;
+        }
+        Ok(out)
+    }
+
+    /// Loss and accuracy of model `model` on a split (one model's dispatches only).
+    pub fn evaluate(&mut self, model: usize, split: SplitName) -> Result<EvalStats, EngineError> {
+        self.check_model(model)?;
+        let r = self.resident()?;
+        let s = &r.splits[match split {
+            SplitName::Train => 0,
+            SplitName::Val => 1,
+            SplitName::Test => 2,
+        }];
+        if s.index_ms > 0 && r.train_rows[model].is_none() {
+            return Err(EngineError::NoData);
+        }
+        let uniforms = self.eval_uniforms(s, model);
+        self.write_uniforms(r, &uniforms);
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("evaluate"),
+            });
+        if split == SplitName::Train {
+            // The training index list holds the last epoch's order; evaluate in split order.
+            let rows = r.train_rows[model].as_ref().expect("checked above");
+            self.ctx.queue.write_buffer(
+                &s.indices,
+                (model * s.index_ms * 4) as u64,
+                bytemuck::cast_slice(rows),
+            );
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("evaluate"),
+                timestamp_writes: None,
+            });
+            for (slot, u) in &uniforms {
+                let at = StepRef {
+                    group: &r.step_group,
+                    slot: *slot as u32,
+                    models: 1,
+                };
+                self.encode_forward(&mut pass, s, at, u.rows, true);
+            }
+        }
+        let pairs = self.read_stats(r, encoder, model + 1)?;
+        let own = &pairs[model * r.slots + s.first_slot..][..uniforms.len()];
+        Ok(Self::eval_stats(own, s.len))
+    }
+
+    /// Reads `parts` (buffer, byte offset, bytes) back through the staging buffer, one after
+    /// another.
+    fn read_slices(&self, parts: &[(&wgpu::Buffer, u64, u64)]) -> Result<Vec<f32>, EngineError> {
+        let total: u64 = parts.iter().map(|p| p.2).sum();
+        let fresh;
+        let staging_buf = match &self.resident {
+            Some(r) => &r.staging,
+            None => {
+                fresh = staging(&self.ctx, "params_staging", total)?;
+                &fresh
+            }
+        };
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        let mut at = 0;
+        for &(buffer, offset, bytes) in parts {
+            encoder.copy_buffer_to_buffer(buffer, offset, staging_buf, at, bytes);
+            at += bytes;
+        }
+        let raw = submit_and_read(&self.ctx, encoder, staging_buf, total)?;
+        Ok(bytemuck::cast_slice(&raw).to_vec())
+    }
+
+    /// A copy of model `model`'s parameters.
+    pub fn params(&self, model: usize) -> Result<Params, EngineError> {
+        self.check_model(model)?;
+        let (at, bytes) = self.slice_of(model);
+        let values = self.read_slices(&[(&self.params, at, bytes)])?;
+        Ok(Params {
+            widths: self.widths.clone(),
+            activation: self.activation(model),
+            values,
+        })
+    }
+
+    fn activation(&self, model: usize) -> Activation {
+        match self.hyper_host[model].activation {
+            1 => Activation::Tanh,
+            2 => Activation::Sigmoid,
+            3 => Activation::Relu,
+            _ => Activation::None,
+        }
+    }
+
+    fn copy_slice(&self, model: usize, from: &wgpu::Buffer, to: &wgpu::Buffer) {
+        let (at, bytes) = self.slice_of(model);
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(from, at, to, at, bytes);
+        self.ctx.queue.submit([encoder.finish()]);
+    }
+
+    /// Copies model `model`'s parameters aside as its best so far (on the device).
+    pub fn keep_best(&mut self, model: usize) -> Result<(), EngineError> {
+        self.check_model(model)?;
+        self.copy_slice(model, &self.params, &self.best);
+        Ok(())
+    }
+
+    /// Makes model `model`'s kept best parameters current again.
+    pub fn restore_best(&mut self, model: usize) -> Result<(), EngineError> {
+        self.check_model(model)?;
+        self.copy_slice(model, &self.best, &self.params);
+        Ok(())
+    }
+
+    /// Model `model`'s parameters, best, optimiser moments and step count.
+    pub fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
+        self.check_model(model)?;
+        let (at, bytes) = self.slice_of(model);
+        let values = self.read_slices(&[
+            (&self.params, at, bytes),
+            (&self.best, at, bytes),
+            (&self.first, at, bytes),
+            (&self.second, at, bytes),
+        ])?;
+        let n = self.count;
+        Ok(TrainingState {
+            params: values[..n].to_vec(),
+            best: values[n..2 * n].to_vec(),
+            first: values[2 * n..3 * n].to_vec(),
+            second: values[3 * n..4 * n].to_vec(),
+            step: self.steps_taken[model],
+        })
+    }
+
+    /// Restores what [`PackedModels::training_state`] returned into model `model`.
+    pub fn set_training_state(
+        &mut self,
+        model: usize,
+        state: &TrainingState,
+    ) -> Result<(), EngineError> {
+        self.check_model(model)?;
+        state.check_len(self.count)?;
+        let (at, _) = self.slice_of(model);
+        for (buffer, values) in [
+            (&self.params, &state.params),
+            (&self.best, &state.best),
+            (&self.first, &state.first),
+            (&self.second, &state.second),
+        ] {
+            self.ctx.queue.write_buffer(buffer, at, f32_bytes(values));
+        }
+        self.steps_taken[model] = state.step;
+        Ok(())
+    }
+}

@@ -1,0 +1,126 @@
+//! Packing a sweep's runs onto one GPU: which runs may share a pack, how a sweep splits into
+//! packs, and training one pack (each run on its own thread, in its own run directory, through
+//! its seat in a [`GpuPack`]).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::SweepRun;
+use crate::config::TrainConfig;
+use crate::engine::EngineKind;
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuPack};
+use crate::metrics::Summary;
+use crate::run::{DatasetCache, RunOptions, dataset_for, run_training};
+
+/// What runs must share to train in one GPU pack: the network's shape, the step schedule
+/// (batch size, gradient reduction, the split's size), the optimiser (Adam's bias correction
+/// is one per step for the whole pack) and the data. Everything else — learning rate,
+/// momentum, penalties, activation, seed, epochs, early stopping — is each run's own.
+pub fn pack_key(config: &TrainConfig) -> String {
+    let adam = match config.optimizer {
+        crate::config::Optimizer::Adam => format!("{}/{}", config.adam_beta1, config.adam_beta2),
+        crate::config::Optimizer::Sgd => String::new(),
+    };
+    format!(
+        "{:?} b{} {:?} v{} {:?}{adam}",
+        config.layers, config.batch_size, config.gradient, config.val_fraction, config.optimizer
+    )
+}
+
+/// Splits `runs` into packs: runs with the same [`pack_key`] in sweep order, at most
+/// `limit(run)` per pack (the first run of a pack decides). Packs come in the order of their
+/// first run; a run that fits no pack is a pack of one.
+pub fn pack_groups<'a>(
+    runs: &[&'a SweepRun],
+    mut limit: impl FnMut(&SweepRun) -> usize,
+) -> Vec<Vec<&'a SweepRun>> {
+    let mut keyed: Vec<(String, Vec<&'a SweepRun>)> = Vec::new();
+    for &run in runs {
+        let key = pack_key(&run.config);
+        match keyed.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, group)) => group.push(run),
+            None => keyed.push((key, vec![run])),
+        }
+    }
+    let mut packs: Vec<Vec<&'a SweepRun>> = Vec::new();
+    for (_, group) in keyed {
+        let size = limit(group[0]).max(1);
+        packs.extend(group.chunks(size).map(<[_]>::to_vec));
+    }
+    packs.sort_by_key(|p| p[0].index);
+    packs
+}
+
+/// One run of a pack, when it ended.
+pub struct PackedRun<'a> {
+    pub run: &'a SweepRun,
+    pub outcome: Result<Summary>,
+}
+
+/// Trains `runs` (one pack, as [`pack_groups`] made it) together on `ctx`, each into
+/// `out/<run id>`, and calls `on_finish` as each run ends (from that run's thread).
+pub fn train_pack<'a>(
+    ctx: &GpuContext,
+    runs: &[&'a SweepRun],
+    out: &Path,
+    data_dir: &Path,
+    datasets: &Arc<Mutex<DatasetCache>>,
+    on_finish: impl Fn(&SweepRun, &Result<Summary>) + Sync,
+) -> Result<Vec<PackedRun<'a>>> {
+    let Some(first) = runs.first() else {
+        return Ok(Vec::new());
+    };
+    let seats = GpuPack::seats(
+        ctx.clone(),
+        &first.config.layers,
+        first.config.batch_size,
+        runs.len(),
+    )
+    .map_err(crate::engine::EngineError::from)?;
+    let options = |run: &SweepRun, engine: EngineKind| RunOptions {
+        out: out.join(&run.id),
+        force: true,
+        data_dir: data_dir.to_path_buf(),
+        engine,
+        resume: false,
+        interrupt: None,
+        datasets: Some(Arc::clone(datasets)),
+    };
+    // Load each seed's dataset once, before the runs start side by side.
+    for run in runs {
+        dataset_for(&run.config, &options(run, EngineKind::Cpu { threads: 1 }))?;
+    }
+    let on_finish = &on_finish;
+    let outcomes = std::thread::scope(|scope| {
+        let handles: Vec<_> = runs
+            .iter()
+            .zip(seats)
+            .map(|(&run, seat)| {
+                let opts = options(run, EngineKind::GpuSeat { seat });
+                scope.spawn(move || {
+                    let outcome = std::fs::create_dir_all(&opts.out)
+                        .map_err(|e| Error::io(&opts.out, e))
+                        .and_then(|()| run.write_tag(&opts.out))
+                        .and_then(|()| run_training(&run.config, &opts, |_, _| {}));
+                    // Leave the pack before reporting, so the others need not wait on output.
+                    drop(opts);
+                    on_finish(run, &outcome);
+                    outcome
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Usage("a packed run panicked".into())))
+            })
+            .collect::<Vec<_>>()
+    });
+    Ok(runs
+        .iter()
+        .zip(outcomes)
+        .map(|(&run, outcome)| PackedRun { run, outcome })
+        .collect())
+}

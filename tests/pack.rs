@@ -1,0 +1,234 @@
+//! Packing: K models trained in the same dispatches give each model what it would get alone,
+//! a model left out of an epoch is untouched, and a packed sweep writes the same results as
+//! one run at a time.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use wgtrain::config::{Optimizer, TrainConfig};
+use wgtrain::data::{Dataset, SplitName, epoch_order};
+use wgtrain::engine::{Engine, EpochStats};
+use wgtrain::gpu::packed::EpochJob;
+use wgtrain::gpu::{GpuEngine, PackedModels};
+use wgtrain::model::{Activation, Init, Params};
+
+use crate::common::{gpu, write_dataset};
+
+/// Three models that share nothing but their shape: own activation, init, split seed,
+/// learning rate, momentum and penalty.
+fn three_models() -> Vec<(TrainConfig, Params)> {
+    [
+        (Activation::Tanh, 1, 0.05, true, 0.0),
+        (Activation::Relu, 2, 0.1, false, 1e-3),
+        (Activation::Sigmoid, 3, 0.3, true, 1e-2),
+    ]
+    .into_iter()
+    .map(|(activation, seed, learning_rate, momentum, l2)| {
+        let config = TrainConfig {
+            layers: vec![36, 12, 3],
+            activation,
+            batch_size: 32,
+            learning_rate,
+            momentum,
+            l2,
+            seed,
+            init: Init::Xavier,
+            ..TrainConfig::default()
+        };
+        let params = Params::init(&config.layers, activation, config.init, seed);
+        (config, params)
+    })
+    .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn packed_models_train_as_if_alone_and_a_model_left_out_is_untouched() {
+    let Some(ctx) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 300, 60, 6, 3, true);
+    let models = three_models();
+    let data: Vec<Arc<Dataset>> = models
+        .iter()
+        .map(|(c, _)| Arc::new(Dataset::load(dir.path(), 0.2, c.seed).unwrap()))
+        .collect();
+    let mut pack = PackedModels::new(ctx.clone(), &[36, 12, 3], 32, 3).unwrap();
+    for (m, (_, params)) in models.iter().enumerate() {
+        pack.init_model(m, params).unwrap();
+        pack.upload(m, &data[m]).unwrap();
+    }
+    let hypers: Vec<_> = models.iter().map(|(c, _)| c.hyper()).collect();
+    let orders = |epoch: usize| -> Vec<Vec<u32>> {
+        models
+            .iter()
+            .zip(&data)
+            .map(|((c, _), d)| epoch_order(c.seed, epoch, d.train.len))
+            .collect()
+    };
+    // Epoch 1: all three. Epoch 2: model 1 sits out (as a run that stopped early would).
+    let mut packed: Vec<Vec<EpochStats>> = vec![Vec::new(); 3];
+    for (epoch, who) in [(1, [true, true, true]), (2, [true, false, true])] {
+        let order = orders(epoch);
+        let jobs: Vec<Option<EpochJob<'_>>> = (0..3)
+            .map(|m| {
+                who[m].then(|| EpochJob {
+                    order: &order[m],
+                    hyper: &hypers[m],
+                })
+            })
+            .collect();
+        let before = pack.params(1).unwrap();
+        for (m, r) in pack.train_epoch(&jobs).unwrap().into_iter().enumerate() {
+            assert_eq!(r.is_some(), who[m]);
+            if let Some(r) = r {
+                packed[m].push(r.unwrap());
+            }
+        }
+        if !who[1] {
+            assert_eq!(
+                pack.params(1).unwrap().values,
+                before.values,
+                "a model without a job is left alone"
+            );
+        }
+    }
+    for (m, (config, params)) in models.iter().enumerate() {
+        let mut alone = GpuEngine::new(ctx.clone(), params, 32).unwrap();
+        alone.upload(Arc::clone(&data[m])).unwrap();
+        for (e, want) in packed[m].iter().enumerate() {
+            let got = alone
+                .train_epoch(&orders(e + 1)[m], &config.hyper())
+                .unwrap();
+            // Same kernels on the same numbers: packing moves data, it changes no arithmetic.
+            assert_eq!(&got, want, "model {m} epoch {}", e + 1);
+        }
+        let (a, p) = (alone.params().unwrap(), pack.params(m).unwrap());
+        assert_eq!(a.activation, p.activation);
+        let diff = max_abs_diff(&a.values, &p.values);
+        assert!(diff <= 1e-6, "model {m}: params differ by {diff}");
+        assert_eq!(
+            alone.evaluate(SplitName::Test).unwrap(),
+            pack.evaluate(m, SplitName::Test).unwrap(),
+            "model {m} test"
+        );
+    }
+}
+
+#[test]
+fn models_that_cannot_share_steps_are_refused_with_a_reason() {
+    let Some(ctx) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 100, 20, 6, 3, true);
+    let data = Dataset::load(dir.path(), 0.2, 1).unwrap();
+    let mut pack = PackedModels::new(ctx, &[36, 12, 3], 32, 2).unwrap();
+    let params = Params::init(&[36, 12, 3], Activation::Tanh, Init::Xavier, 1);
+    for m in 0..2 {
+        pack.init_model(m, &params).unwrap();
+        pack.upload(m, &data).unwrap();
+    }
+    let sgd = TrainConfig {
+        layers: vec![36, 12, 3],
+        batch_size: 32,
+        ..TrainConfig::default()
+    };
+    let adam = TrainConfig {
+        optimizer: Optimizer::Adam,
+        ..sgd.clone()
+    };
+    let order = epoch_order(1, 1, data.train.len);
+    let (h1, h2) = (sgd.hyper(), adam.hyper());
+    let err = pack
+        .train_epoch(&[
+            Some(EpochJob {
+                order: &order,
+                hyper: &h1,
+            }),
+            Some(EpochJob {
+                order: &order,
+                hyper: &h2,
+            }),
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot share steps"), "{err}");
+
+    let other = tempfile::tempdir().unwrap();
+    write_dataset(other.path(), 100, 20, 6, 4, true);
+    let err = pack
+        .upload(1, &Dataset::load(other.path(), 0.2, 1).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("layers"), "{err}");
+}
+
+fn results_without_seconds(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("results.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .collect()
+}
+
+#[test]
+fn a_packed_sweep_writes_the_same_results_as_one_run_at_a_time() {
+    if gpu().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 160, 30, 6, 3, true);
+    let sweep = tmp.path().join("grid.toml");
+    std::fs::write(
+        &sweep,
+        "seeds = [1, 2]\n[grid]\nlearning_rate = [0.05, 2.5]\nactivation = [\"tanh\", \"relu\"]\n",
+    )
+    .unwrap();
+    let run = |out: &Path, pack: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+            .args(["sweep", sweep.to_str().unwrap(), "--out"])
+            .arg(out)
+            .arg("--data")
+            .arg(&data)
+            .args(["--device", "gpu", "--pack", pack])
+            .args(["--set", "layers=[36, 8, 3]", "--set", "batch_size=16"])
+            .args([
+                "--set",
+                "epochs=8",
+                "--set",
+                "patience=1",
+                "--set",
+                "early_stopping_rule=\"no_improvement\"",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout
+    };
+    let (packed, alone) = (tmp.path().join("packed"), tmp.path().join("alone"));
+    let log = run(&packed, "8");
+    assert!(log.contains("pack of 8 runs"), "{log}");
+    assert!(!run(&alone, "1").contains("pack of"));
+    let rows = results_without_seconds(&packed);
+    assert_eq!(rows.len(), 9, "header + 8 runs");
+    assert_eq!(rows, results_without_seconds(&alone));
+    // The scenario packing must survive: runs that stop early beside runs that go on.
+    let epochs_run: Vec<&str> = rows[1..]
+        .iter()
+        .map(|r| r.split(',').nth(6).unwrap())
+        .collect();
+    assert!(epochs_run.contains(&"8"), "{epochs_run:?}");
+    assert!(epochs_run.iter().any(|&e| e != "8"), "{epochs_run:?}");
+}
