@@ -229,3 +229,37 @@ pub fn bench_pack(
         packed_samples_per_sec: (models * data.train.len) as f64 / packed_median,
     })
 }
+
+/// Per-kernel-family GPU time of `config` at `batch_size` on `ctx` (after one warm-up epoch),
+/// from timestamps written after every dispatch of an epoch's first steps.
+pub fn profile_gpu(
+    ctx: &crate::gpu::GpuContext,
+    config: &TrainConfig,
+    data: &Arc<Dataset>,
+    batch_size: usize,
+) -> Result<crate::gpu::packed::StepProfile, EngineError> {
+    use crate::gpu::{PackedModels, packed::EpochJob};
+    let mut config = config.clone();
+    config.batch_size = batch_size;
+    let hyper = config.hyper();
+    let params = Params::init(&config.layers, config.activation, config.init, config.seed);
+    let mut models = PackedModels::new(ctx.clone(), &config.layers, batch_size, 1)?;
+    if !models.can_profile() {
+        return Err(EngineError::Unavailable(format!(
+            "{} has no timestamp queries inside compute passes",
+            ctx.info.name
+        )));
+    }
+    models.init_model(0, &params)?;
+    models.upload(0, data)?;
+    let order = |epoch| epoch_order(config.seed, epoch, data.train.len);
+    let (warm, profiled) = (order(1), order(2));
+    models.train_epoch(&[Some(EpochJob {
+        order: &warm,
+        hyper: &hyper,
+    })])?;
+    models.profile_steps(&[Some(EpochJob {
+        order: &profiled,
+        hyper: &hyper,
+    })])
+}

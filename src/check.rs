@@ -848,5 +848,100 @@ pub fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
     rows.push(check_softmax_xent(&rig).unwrap_or_else(|e| failed("softmax_xent", e)));
     rows.push(check_update(&rig).unwrap_or_else(|e| failed("update", e)));
     rows.push(check_epochs(ctx));
+    rows.push(check_packed_epoch(ctx).unwrap_or_else(|e| failed("packed epoch", e)));
     rows
+}
+
+/// Two epochs of three models that differ in activation, init, learning rate, momentum and
+/// penalty, trained packed (in the same dispatches), against each trained alone.
+pub fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, GpuError> {
+    use crate::gpu::{PackedModels, packed::EpochJob};
+    let (features, classes) = (37, 5);
+    let widths = [features, 17, classes];
+    let data = Arc::new(random_dataset(features, classes, 129, 8));
+    let err = |e: crate::engine::EngineError| GpuError::Device {
+        what: "packed check".into(),
+        message: e.to_string(),
+    };
+    let models: Vec<(TrainConfig, Params)> = [
+        (Activation::Tanh, 0.05, true, 0.0),
+        (Activation::Sigmoid, 0.2, false, 1e-3),
+        (Activation::Relu, 0.1, true, 1e-2),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(m, (activation, learning_rate, momentum, l2))| {
+        let config = TrainConfig {
+            layers: widths.to_vec(),
+            activation,
+            learning_rate,
+            momentum,
+            l2,
+            batch_size: 16,
+            init: Init::Xavier,
+            ..TrainConfig::default()
+        };
+        let params = Params::init(&widths, activation, config.init, 10 + m as u64);
+        (config, params)
+    })
+    .collect();
+    let mut pack = PackedModels::new(ctx.clone(), &widths, 16, models.len())?;
+    let mut alone = Vec::new();
+    for (m, (_, params)) in models.iter().enumerate() {
+        pack.init_model(m, params).map_err(err)?;
+        pack.upload(m, &data).map_err(err)?;
+        let mut engine = GpuEngine::new(ctx.clone(), params, 16)?;
+        engine.upload(Arc::clone(&data)).map_err(err)?;
+        alone.push(engine);
+    }
+    let hypers: Vec<Hyper> = models.iter().map(|(c, _)| c.hyper()).collect();
+    let mut row = CheckRow {
+        check: "packed epochs (3 models) vs each alone".into(),
+        cases: models.len(),
+        worst: 0.0,
+        max_rel_error: 0.0,
+        detail: String::new(),
+        error: None,
+    };
+    for epoch in 1..=2 {
+        let orders: Vec<Vec<u32>> = (0..models.len())
+            .map(|m| epoch_order(m as u64 + 1, epoch, data.train.len))
+            .collect();
+        let jobs: Vec<Option<EpochJob<'_>>> = orders
+            .iter()
+            .zip(&hypers)
+            .map(|(order, hyper)| Some(EpochJob { order, hyper }))
+            .collect();
+        let packed = pack.train_epoch(&jobs).map_err(err)?;
+        for (m, result) in packed.into_iter().enumerate() {
+            let got = result
+                .ok_or(err(crate::engine::EngineError::NoData))?
+                .map_err(err)?;
+            let want = alone[m].train_epoch(&orders[m], &hypers[m]).map_err(err)?;
+            let (pa, pp) = (
+                alone[m].params().map_err(err)?,
+                pack.params(m).map_err(err)?,
+            );
+            let diff = pa
+                .values
+                .iter()
+                .zip(&pp.values)
+                .map(|(a, b)| (a - b).abs() as f64)
+                .fold(0.0, f64::max);
+            let loss_rel = (got.loss_sum - want.loss_sum).abs() / want.loss_sum.abs().max(1e-12);
+            // The same kernels on the same numbers: packing moves data and changes no
+            // arithmetic, so anything beyond a rounding is a model reading another's slice.
+            let ratio = (diff / 1e-6).max(loss_rel / 1e-6);
+            let norm = pa.values.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
+            row.max_rel_error = row.max_rel_error.max(diff / norm.max(1e-12)).max(loss_rel);
+            if ratio > row.worst || ratio.is_nan() {
+                row.worst = if ratio.is_nan() { f64::INFINITY } else { ratio };
+                row.detail = format!(
+                    "model {m} ({}) epoch {epoch}: max |Δparam| {diff:.2e}, train loss rel {loss_rel:.2e}",
+                    models[m].0.activation.name()
+                );
+            }
+        }
+    }
+    Ok(row)
 }

@@ -117,6 +117,10 @@ struct BenchArgs {
     /// dispatches, against the same K trained one after another.
     #[arg(long, value_name = "K")]
     pack: Option<usize>,
+    /// On each GPU, also time every kernel family from timestamps written after each dispatch
+    /// (where the adapter supports timestamp queries inside passes).
+    #[arg(long)]
+    profile: bool,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -401,17 +405,44 @@ fn sweep(args: SweepArgs) -> Result<()> {
                         .join(", ")
                 );
                 let finished = std::sync::atomic::AtomicUsize::new(done);
+                // On a terminal, one bar for the pack: the furthest epoch any run has reached.
+                use std::io::IsTerminal;
+                let epochs = runs.iter().map(|r| r.config.epochs).max().unwrap_or(0);
+                let bar = std::io::stderr().is_terminal().then(|| {
+                    let bar = indicatif::ProgressBar::new(epochs as u64);
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "pack [{bar:30}] epoch {pos}/{len} ETA {eta}  {msg}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    bar
+                });
                 let results = sweep::train_pack(
                     context,
                     runs,
                     &out,
                     &data_dir,
                     &datasets,
+                    |_, record| {
+                        if let Some(bar) = &bar
+                            && record.epoch as u64 > bar.position()
+                        {
+                            bar.set_position(record.epoch as u64);
+                        }
+                    },
                     |run, outcome| {
                         let n = finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                        report_run(n, total, &run.id, outcome);
+                        match &bar {
+                            Some(bar) => bar.suspend(|| report_run(n, total, &run.id, outcome)),
+                            None => report_run(n, total, &run.id, outcome),
+                        }
                     },
                 )?;
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                }
                 for r in results {
                     tally.add(&r.run.id, r.outcome)?;
                 }
@@ -456,6 +487,40 @@ fn sweep(args: SweepArgs) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// The per-family table of `bench --profile`, with the wall-clock step from `row` beside it.
+fn print_profile(
+    p: &wgtrain::gpu::packed::StepProfile,
+    row: &wgtrain::bench::BenchRow,
+    train_rows: usize,
+) {
+    let wall = row.median_epoch_secs / train_rows.div_ceil(row.batch_size).max(1) as f64;
+    println!(
+        "\nprofile: {}, batch {}, the first {} steps of an epoch with a timestamp after every dispatch ({} dispatches per step, {:.4} submissions per step)",
+        row.detail, row.batch_size, p.steps, p.dispatches_per_step, p.submissions_per_step
+    );
+    println!("| kernel family | dispatches/step | GPU µs/step | share of GPU time |");
+    println!("|---|---|---|---|");
+    let busy: f64 = p.families.iter().map(|f| f.gpu_secs_per_step).sum();
+    for f in &p.families {
+        println!(
+            "| {} | {} | {:.2} | {:.0}% |",
+            f.family,
+            f.dispatches_per_step,
+            1e6 * f.gpu_secs_per_step,
+            100.0 * f.gpu_secs_per_step / busy.max(1e-12)
+        );
+    }
+    println!(
+        "| first to last timestamp | {} | {:.2} | |",
+        p.dispatches_per_step,
+        1e6 * p.gpu_secs_per_step
+    );
+    println!(
+        "| wall clock (bench median / steps) | | {:.2} | |",
+        1e6 * wall
+    );
 }
 
 /// Most runs `sweep` packs together when --pack is not given (and the adapter allows more).
@@ -515,6 +580,7 @@ fn bench(bench_args: BenchArgs) -> Result<()> {
         json,
         threads,
         pack,
+        profile,
         gpu,
     } = bench_args;
     if epochs == 0 {
@@ -598,6 +664,23 @@ fn bench(bench_args: BenchArgs) -> Result<()> {
         .iter()
         .map(serde_json::to_value)
         .collect::<Result<_, _>>()?;
+    if profile {
+        for (kind, row) in kinds.iter().cycle().zip(&rows) {
+            let EngineKind::Gpu { context } = kind else {
+                continue;
+            };
+            match wgtrain::bench::profile_gpu(context, &config, &data, row.batch_size) {
+                Ok(p) => {
+                    print_profile(&p, row, data.train.len);
+                    let mut value = serde_json::to_value(&p)?;
+                    value["adapter"] = context.info.name.clone().into();
+                    value["batch_size"] = row.batch_size.into();
+                    lines.push(value);
+                }
+                Err(e) => println!("\nprofile: {}: {e}", context.info.name),
+            }
+        }
+    }
     if let Some(k) = pack {
         println!(
             "\n{k} models (seeds 1–{k}), one epoch of each: packed in the same dispatches vs one after another"

@@ -255,3 +255,50 @@ fn a_lost_device_is_a_clear_error_not_a_panic() {
         .unwrap_err();
     assert!(err.to_string().contains("lost"), "{err}");
 }
+
+#[test]
+fn a_profile_times_every_kernel_family_of_a_step() {
+    let Some(ctx) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 300, 60, 6, 3, true);
+    let data = Arc::new(Dataset::load(dir.path(), 0.2, 1).unwrap());
+    let config = TrainConfig {
+        layers: vec![36, 12, 7, 3],
+        batch_size: 32,
+        ..TrainConfig::default()
+    };
+    let models = wgtrain::gpu::PackedModels::new(ctx.clone(), &config.layers, 32, 1).unwrap();
+    let profile = wgtrain::bench::profile_gpu(&ctx, &config, &data, 32);
+    if !models.can_profile() {
+        let e = profile.unwrap_err().to_string();
+        assert!(e.contains("timestamp"), "{e}");
+        return;
+    }
+    let p = profile.unwrap();
+    // 240 training rows at batch 32: every step fits one query set.
+    assert_eq!(p.steps, 8);
+    assert_eq!(
+        p.dispatches_per_step,
+        wgtrain::bench::gpu_dispatches_per_step(3)
+    );
+    let per_family: Vec<(&str, usize)> = p
+        .families
+        .iter()
+        .map(|f| (f.family, f.dispatches_per_step))
+        .collect();
+    assert_eq!(
+        per_family,
+        [
+            ("gather_batch", 1),
+            ("matmul forward (+bias, activation)", 3),
+            ("softmax_xent", 1),
+            ("matmul weight + bias gradient", 3),
+            ("matmul input gradient (× slope)", 2),
+            ("update (+ batch sums)", 1),
+        ]
+    );
+    // The families partition the span from the first timestamp to the last.
+    let sum: f64 = p.families.iter().map(|f| f.gpu_secs_per_step).sum();
+    assert!(p.gpu_secs_per_step > 0.0);
+    assert!((sum - p.gpu_secs_per_step).abs() <= 1e-9 + 1e-6 * p.gpu_secs_per_step);
+}

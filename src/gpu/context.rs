@@ -135,7 +135,8 @@ impl std::fmt::Debug for GpuContext {
 /// Bytes of workgroup memory and invocations the kernels need (matmul: two 16×16 f32 tiles).
 const NEEDED_WORKGROUP_STORAGE: u32 = 2 * 16 * 16 * 4;
 const NEEDED_INVOCATIONS: u32 = 256;
-const NEEDED_STORAGE_BUFFERS: u32 = 7;
+// update.wgsl binds 8 storage buffers (the most of any kernel): WebGPU's default limit.
+const NEEDED_STORAGE_BUFFERS: u32 = 8;
 
 impl GpuContext {
     /// Opens the adapter `choice` picks. Real GPUs come before software ones; a software
@@ -247,9 +248,12 @@ impl GpuContext {
         }
         // Ask for what the adapter has (within its own limits), not the WebGPU defaults: the
         // resident dataset wants the largest storage bindings the adapter allows.
+        // Timestamps only serve `bench --profile`; take them where the adapter has them.
+        let timestamps =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
         let desc = wgpu::DeviceDescriptor {
             label: Some("wgtrain"),
-            required_features: wgpu::Features::empty(),
+            required_features: adapter.features() & timestamps,
             required_limits: limits.clone(),
             ..Default::default()
         };

@@ -145,6 +145,32 @@ pub struct UpdateParams {
     pub _pad: u32,
 }
 
+/// Kernel families, as `bench --profile` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    Gather,
+    MatmulForward,
+    SoftmaxXent,
+    MatmulWeightGrad,
+    MatmulInputGrad,
+    Update,
+    BatchStats,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Gather => "gather_batch",
+            Family::MatmulForward => "matmul forward (+bias, activation)",
+            Family::SoftmaxXent => "softmax_xent",
+            Family::MatmulWeightGrad => "matmul weight + bias gradient",
+            Family::MatmulInputGrad => "matmul input gradient (× slope)",
+            Family::Update => "update (+ batch sums)",
+            Family::BatchStats => "batch_stats",
+        }
+    }
+}
+
 /// Every pipeline and layout, built and validated once.
 #[derive(Debug)]
 pub struct Kernels {

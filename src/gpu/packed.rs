@@ -659,3 +659,5 @@ impl PackedModels {
 }
 
 mod epoch;
+mod profile;
+pub use profile::{FamilyTime, StepProfile};

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuPack};
 use crate::metrics::Summary;
 use crate::run::{DatasetCache, RunOptions, dataset_for, run_training};
+use crate::train::EpochRecord;
 
 /// What runs must share to train in one GPU pack: the network's shape, the step schedule
 /// (batch size, gradient reduction, the split's size), the optimiser (Adam's bias correction
@@ -59,13 +60,15 @@ pub struct PackedRun<'a> {
 }
 
 /// Trains `runs` (one pack, as [`pack_groups`] made it) together on `ctx`, each into
-/// `out/<run id>`, and calls `on_finish` as each run ends (from that run's thread).
+/// `out/<run id>`. Each run's thread calls `on_epoch` after each of its epochs and `on_finish`
+/// when it ends.
 pub fn train_pack<'a>(
     ctx: &GpuContext,
     runs: &[&'a SweepRun],
     out: &Path,
     data_dir: &Path,
     datasets: &Arc<Mutex<DatasetCache>>,
+    on_epoch: impl Fn(&SweepRun, &EpochRecord) + Sync,
     on_finish: impl Fn(&SweepRun, &Result<Summary>) + Sync,
 ) -> Result<Vec<PackedRun<'a>>> {
     let Some(first) = runs.first() else {
@@ -91,7 +94,7 @@ pub fn train_pack<'a>(
     for run in runs {
         dataset_for(&run.config, &options(run, EngineKind::Cpu { threads: 1 }))?;
     }
-    let on_finish = &on_finish;
+    let (on_epoch, on_finish) = (&on_epoch, &on_finish);
     let outcomes = std::thread::scope(|scope| {
         let handles: Vec<_> = runs
             .iter()
@@ -102,7 +105,7 @@ pub fn train_pack<'a>(
                     let outcome = std::fs::create_dir_all(&opts.out)
                         .map_err(|e| Error::io(&opts.out, e))
                         .and_then(|()| run.write_tag(&opts.out))
-                        .and_then(|()| run_training(&run.config, &opts, |_, _| {}));
+                        .and_then(|()| run_training(&run.config, &opts, |r, _| on_epoch(run, r)));
                     // Leave the pack before reporting, so the others need not wait on output.
                     drop(opts);
                     on_finish(run, &outcome);

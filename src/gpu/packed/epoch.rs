@@ -2,6 +2,24 @@
 //! model's parameters and optimiser state with the host.
 
 use super::*;
+use crate::gpu::kernels::Family;
+
+/// Called after every recorded dispatch with its kernel family.
+pub(super) type Mark<'a> = &'a mut dyn FnMut(&mut wgpu::ComputePass<'_>, Family);
+
+/// The mark of an ordinary (unprofiled) epoch.
+pub(super) fn no_marks(_: &mut wgpu::ComputePass<'_>, _: Family) {}
+
+/// A packed epoch's step schedule, as [`PackedModels::prepare_epoch`] wrote it.
+#[derive(Default)]
+pub(super) struct EpochPlan {
+    /// Dispatch z: models 0..models (the last one with a job, plus one).
+    pub models: usize,
+    /// Models with a job.
+    pub active: Vec<usize>,
+    /// (slot, uniform) per training step.
+    pub uniforms: Vec<(usize, StepUniform)>,
+}
 
 impl PackedModels {
     fn resident(&self) -> Result<&Resident, EngineError> {
@@ -10,7 +28,8 @@ impl PackedModels {
 
     /// Records the forward pass and the loss for one step slot of `rows` rows over `models`
     /// models; with `batch_stats` also the batch's sums (training steps leave that to the
-    /// update kernel).
+    /// update kernel). `mark` runs after every dispatch with its kernel family (a profile
+    /// writes a timestamp there; training passes [`no_marks`]).
     fn encode_forward(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
@@ -18,21 +37,21 @@ impl PackedModels {
         step: StepRef<'_>,
         rows: u32,
         batch_stats: bool,
+        mark: Mark<'_>,
     ) {
         let k = &self.kernels;
         k.encode_gather_batch(pass, &split.gather_group, step, rows, self.widths[0] as u32);
+        mark(pass, Family::Gather);
         for (l, v) in self.layers.iter().enumerate() {
-            k.encode_matmul(
-                pass,
-                &self.layer_groups[l].forward,
-                step,
-                rows,
-                v.fan_out as u32,
-            );
+            let forward = &self.layer_groups[l].forward;
+            k.encode_matmul(pass, forward, step, rows, v.fan_out as u32);
+            mark(pass, Family::MatmulForward);
         }
         k.encode_softmax_xent(pass, &split.xent_group, step, rows);
+        mark(pass, Family::SoftmaxXent);
         if batch_stats {
             k.encode_batch_stats(pass, &split.xent_group, step);
+            mark(pass, Family::BatchStats);
         }
     }
 
@@ -42,23 +61,43 @@ impl PackedModels {
         step: StepRef<'_>,
         rows: u32,
         update_group: &wgpu::BindGroup,
+        mark: Mark<'_>,
     ) {
         let k = &self.kernels;
         for (l, v) in self.layers.iter().enumerate().rev() {
             let g = &self.layer_groups[l];
             // fan_in weight columns plus the bias column.
-            k.encode_matmul(
-                pass,
-                &g.weight_grad,
-                step,
-                v.fan_out as u32,
-                v.fan_in as u32 + 1,
-            );
+            let (outputs, columns) = (v.fan_out as u32, v.fan_in as u32 + 1);
+            k.encode_matmul(pass, &g.weight_grad, step, outputs, columns);
+            mark(pass, Family::MatmulWeightGrad);
             if let Some(input_grad) = &g.input_grad {
                 k.encode_matmul(pass, input_grad, step, rows, v.fan_in as u32);
+                mark(pass, Family::MatmulInputGrad);
             }
         }
         k.encode_update(pass, update_group, step, self.count as u32);
+        mark(pass, Family::Update);
+    }
+
+    /// Records training steps `steps` of a prepared epoch.
+    pub(super) fn encode_steps(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        plan: &EpochPlan,
+        steps: std::ops::Range<usize>,
+        mark: Mark<'_>,
+    ) -> Result<(), EngineError> {
+        let r = self.resident()?;
+        for (slot, u) in &plan.uniforms[steps] {
+            let at = StepRef {
+                group: &r.step_group,
+                slot: *slot as u32,
+                models: plan.models as u32,
+            };
+            self.encode_forward(pass, &r.splits[0], at, u.rows, false, mark);
+            self.encode_backward_and_update(pass, at, u.rows, &r.update_group, mark);
+        }
+        Ok(())
     }
 
     /// Step uniforms for evaluating `split` in chunks of `capacity` rows, from `first_model`.
@@ -135,25 +174,16 @@ impl PackedModels {
         }
     }
 
-    /// Trains every model with a job for one epoch in the same dispatches (models without a
-    /// job are left alone), then evaluates them on the validation split. Returns each job's
-    /// epoch, or its own error (a model whose loss became NaN does not stop the others).
+    /// Checks `jobs` and writes what their epoch needs: each model's hyperparameters (models
+    /// without a job marked as not training), its order as pool rows, and the step uniforms.
     /// Jobs must agree on the batch size and gradient reduction (one step schedule for all)
     /// and, for Adam, on β1, β2 and the steps taken (one bias correction per step).
-    pub fn train_epoch(
+    pub(super) fn prepare_epoch(
         &mut self,
         jobs: &[Option<EpochJob<'_>>],
-    ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
+    ) -> Result<EpochPlan, EngineError> {
         let r = self.resident()?;
         let train = &r.splits[0];
-        let active: Vec<(usize, &EpochJob<'_>)> = jobs
-            .iter()
-            .enumerate()
-            .filter_map(|(m, j)| j.as_ref().map(|j| (m, j)))
-            .collect();
-        let Some(&(lead_model, lead)) = active.first() else {
-            return Ok(jobs.iter().map(|_| None).collect());
-        };
         if jobs.len() > self.models {
             return Err(EngineError::Unavailable(format!(
                 "{} jobs for a pack of {} models",
@@ -161,6 +191,14 @@ impl PackedModels {
                 self.models
             )));
         }
+        let active: Vec<(usize, &EpochJob<'_>)> = jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(m, j)| j.as_ref().map(|j| (m, j)))
+            .collect();
+        let Some(&(lead_model, lead)) = active.first() else {
+            return Ok(EpochPlan::default());
+        };
         let batch = lead.hyper.batch_size;
         let adam = lead.hyper.optimizer == Optimizer::Adam;
         for &(m, job) in &active {
@@ -193,7 +231,6 @@ impl PackedModels {
                 return Err(EngineError::NoData);
             }
         }
-        // Per model: its hyperparameters (inactive ones left alone) and its order, as pool rows.
         for m in 0..self.models {
             let job = jobs.get(m).copied().flatten();
             let activation = self.hyper_host[m].activation;
@@ -210,7 +247,7 @@ impl PackedModels {
             self.write_hyper(m);
         }
         let r = self.resident()?;
-        let [train, val, _] = &r.splits;
+        let train = &r.splits[0];
         for &(m, job) in &active {
             let rows = r.train_rows[m].as_ref().expect("checked above");
             let pool_order: Vec<u32> = job.order.iter().map(|&i| rows[i as usize]).collect();
@@ -220,8 +257,6 @@ impl PackedModels {
                 bytemuck::cast_slice(&pool_order),
             );
         }
-        // Dispatches cover models 0..=the last active one.
-        let models = active.last().map_or(0, |a| a.0) + 1;
         let steps = train.len.div_ceil(batch);
         let mut uniforms = Vec::with_capacity(steps);
         for s in 0..steps {
@@ -246,8 +281,32 @@ impl PackedModels {
                 },
             ));
         }
-        let val_uniforms = self.eval_uniforms(val, 0);
         self.write_uniforms(r, &uniforms);
+        Ok(EpochPlan {
+            // Dispatches cover models 0..=the last active one.
+            models: active.last().map_or(0, |a| a.0) + 1,
+            active: active.iter().map(|a| a.0).collect(),
+            uniforms,
+        })
+    }
+
+    /// Trains every model with a job for one epoch in the same dispatches (models without a
+    /// job are left alone; see [`PackedModels::prepare_epoch`] for what jobs must share), then
+    /// evaluates them on the validation split. Returns each job's epoch, or its own error (a
+    /// model whose loss became NaN does not stop the others).
+    pub fn train_epoch(
+        &mut self,
+        jobs: &[Option<EpochJob<'_>>],
+    ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
+        let plan = self.prepare_epoch(jobs)?;
+        let mut out: Vec<Option<Result<EpochStats, EngineError>>> =
+            jobs.iter().map(|_| None).collect();
+        if plan.active.is_empty() {
+            return Ok(out);
+        }
+        let r = self.resident()?;
+        let [train, val, _] = &r.splits;
+        let val_uniforms = self.eval_uniforms(val, 0);
         self.write_uniforms(r, &val_uniforms);
         let mut encoder = self
             .ctx
@@ -260,33 +319,26 @@ impl PackedModels {
                 label: Some("epoch"),
                 timestamp_writes: None,
             });
-            let at = |slot: usize| StepRef {
-                group: &r.step_group,
-                slot: slot as u32,
-                models: models as u32,
-            };
-            for (slot, u) in &uniforms {
-                self.encode_forward(&mut pass, train, at(*slot), u.rows, false);
-                self.encode_backward_and_update(&mut pass, at(*slot), u.rows, &r.update_group);
-            }
+            self.encode_steps(&mut pass, &plan, 0..plan.uniforms.len(), &mut no_marks)?;
             for (slot, u) in &val_uniforms {
-                self.encode_forward(&mut pass, val, at(*slot), u.rows, true);
+                let at = StepRef {
+                    group: &r.step_group,
+                    slot: *slot as u32,
+                    models: plan.models as u32,
+                };
+                self.encode_forward(&mut pass, val, at, u.rows, true, &mut no_marks);
             }
         }
-        let pairs = self.read_stats(r, encoder, models)?;
-        let val_first = val.first_slot;
-        let val_len = val.len;
-        let samples = train.len;
-        let mut out: Vec<Option<Result<EpochStats, EngineError>>> =
-            jobs.iter().map(|_| None).collect();
-        for &(m, _) in &active {
+        let pairs = self.read_stats(r, encoder, plan.models)?;
+        let steps = plan.uniforms.len();
+        for &m in &plan.active {
             let own = &pairs[m * r.slots..(m + 1) * r.slots];
             let mut stats = EpochStats {
-                samples,
+                samples: train.len,
                 steps,
                 val: Some(Self::eval_stats(
-                    &own[val_first..val_first + val_uniforms.len()],
-                    val_len,
+                    &own[val.first_slot..val.first_slot + val_uniforms.len()],
+                    val.len,
                 )),
                 ..Default::default()
             };
@@ -304,7 +356,7 @@ impl PackedModels {
             }
             out[m] = Some(result.map(|()| stats));
         }
-        for &(m, _) in &active {
+        for &m in &plan.active {
             self.steps_taken[m] += steps as u64;
         }
         Ok(out)
@@ -350,7 +402,7 @@ impl PackedModels {
                     slot: *slot as u32,
                     models: 1,
                 };
-                self.encode_forward(&mut pass, s, at, u.rows, true);
+                self.encode_forward(&mut pass, s, at, u.rows, true, &mut no_marks);
             }
         }
         let pairs = self.read_stats(r, encoder, model + 1)?;
