@@ -406,19 +406,8 @@ fn sweep(args: SweepArgs) -> Result<()> {
                 );
                 let finished = std::sync::atomic::AtomicUsize::new(done);
                 // On a terminal, one bar for the pack: the furthest epoch any run has reached.
-                use std::io::IsTerminal;
                 let epochs = runs.iter().map(|r| r.config.epochs).max().unwrap_or(0);
-                let bar = std::io::stderr().is_terminal().then(|| {
-                    let bar = indicatif::ProgressBar::new(epochs as u64);
-                    bar.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "pack [{bar:30}] epoch {pos}/{len} ETA {eta}  {msg}",
-                        )
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                        .progress_chars("=> "),
-                    );
-                    bar
-                });
+                let bar = epoch_bar("pack", epochs);
                 let results = sweep::train_pack(
                     context,
                     runs,
@@ -929,21 +918,26 @@ struct EpochProgress {
     quiet: bool,
 }
 
+/// A bar over `epochs` epochs headed `name`, when stderr is a terminal.
+fn epoch_bar(name: &str, epochs: usize) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(epochs as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] epoch {pos}/{len} ETA {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(name.to_string());
+        bar
+    })
+}
+
 impl EpochProgress {
     fn new(name: &str, epochs: usize, quiet: bool) -> Self {
-        use std::io::IsTerminal;
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(epochs as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] epoch {pos}/{len} ETA {eta}  {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(name.to_string());
-            bar
-        });
+        let bar = if quiet { None } else { epoch_bar(name, epochs) };
         EpochProgress { bar, epochs, quiet }
     }
 

@@ -14,6 +14,7 @@ use wgtrain::gpu::{GpuEngine, PackedModels};
 use wgtrain::model::{Activation, Init, Params};
 
 use crate::common::{gpu, write_dataset};
+use crate::sweep::rows_without_seconds;
 
 /// Three models that share nothing but their shape: own activation, init, split seed,
 /// learning rate, momentum and penalty.
@@ -169,14 +170,6 @@ fn models_that_cannot_share_steps_are_refused_with_a_reason() {
     assert!(err.contains("layers"), "{err}");
 }
 
-fn results_without_seconds(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("results.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
-        .collect()
-}
-
 #[test]
 fn a_packed_sweep_writes_the_same_results_as_one_run_at_a_time() {
     if gpu().is_none() {
@@ -221,9 +214,9 @@ fn a_packed_sweep_writes_the_same_results_as_one_run_at_a_time() {
     let log = run(&packed, "8");
     assert!(log.contains("pack of 8 runs"), "{log}");
     assert!(!run(&alone, "1").contains("pack of"));
-    let rows = results_without_seconds(&packed);
+    let rows = rows_without_seconds(&packed);
     assert_eq!(rows.len(), 9, "header + 8 runs");
-    assert_eq!(rows, results_without_seconds(&alone));
+    assert_eq!(rows, rows_without_seconds(&alone));
     // The scenario packing must survive: runs that stop early beside runs that go on.
     let epochs_run: Vec<&str> = rows[1..]
         .iter()

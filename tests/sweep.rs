@@ -36,7 +36,7 @@ const TINY: [&str; 8] = [
 ];
 
 /// results.csv without the seconds column (the only thing that differs between two runs).
-fn rows_without_seconds(dir: &Path) -> Vec<String> {
+pub fn rows_without_seconds(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("results.csv"))
         .unwrap()
         .lines()

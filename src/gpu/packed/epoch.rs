@@ -21,7 +21,24 @@ pub(super) struct EpochPlan {
     pub uniforms: Vec<(usize, StepUniform)>,
 }
 
+impl Resident {
+    /// Step slot `slot`, dispatched over `models` models.
+    fn step(&self, slot: usize, models: usize) -> StepRef<'_> {
+        StepRef {
+            group: &self.step_group,
+            slot: slot as u32,
+            models: models as u32,
+        }
+    }
+}
+
 impl PackedModels {
+    fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
     fn resident(&self) -> Result<&Resident, EngineError> {
         self.resident.as_ref().ok_or(EngineError::NoData)
     }
@@ -89,11 +106,7 @@ impl PackedModels {
     ) -> Result<(), EngineError> {
         let r = self.resident()?;
         for (slot, u) in &plan.uniforms[steps] {
-            let at = StepRef {
-                group: &r.step_group,
-                slot: *slot as u32,
-                models: plan.models as u32,
-            };
+            let at = r.step(*slot, plan.models);
             self.encode_forward(pass, &r.splits[0], at, u.rows, false, mark);
             self.encode_backward_and_update(pass, at, u.rows, &r.update_group, mark);
         }
@@ -308,12 +321,7 @@ impl PackedModels {
         let [train, val, _] = &r.splits;
         let val_uniforms = self.eval_uniforms(val, 0);
         self.write_uniforms(r, &val_uniforms);
-        let mut encoder = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("epoch"),
-            });
+        let mut encoder = self.encoder("epoch");
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("epoch"),
@@ -321,11 +329,7 @@ impl PackedModels {
             });
             self.encode_steps(&mut pass, &plan, 0..plan.uniforms.len(), &mut no_marks)?;
             for (slot, u) in &val_uniforms {
-                let at = StepRef {
-                    group: &r.step_group,
-                    slot: *slot as u32,
-                    models: plan.models as u32,
-                };
+                let at = r.step(*slot, plan.models);
                 self.encode_forward(&mut pass, val, at, u.rows, true, &mut no_marks);
             }
         }
@@ -376,12 +380,7 @@ impl PackedModels {
         }
         let uniforms = self.eval_uniforms(s, model);
         self.write_uniforms(r, &uniforms);
-        let mut encoder = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("evaluate"),
-            });
+        let mut encoder = self.encoder("evaluate");
         if split == SplitName::Train {
             // The training index list holds the last epoch's order; evaluate in split order.
             let rows = r.train_rows[model].as_ref().expect("checked above");
@@ -397,11 +396,7 @@ impl PackedModels {
                 timestamp_writes: None,
             });
             for (slot, u) in &uniforms {
-                let at = StepRef {
-                    group: &r.step_group,
-                    slot: *slot as u32,
-                    models: 1,
-                };
+                let at = r.step(*slot, 1);
                 self.encode_forward(&mut pass, s, at, u.rows, true, &mut no_marks);
             }
         }
