@@ -148,6 +148,9 @@ pub struct PackBenchRow {
 
 /// Times `models` models of `config` at `batch_size` packed and one after another, alternating
 /// the two every epoch so drift on a noisy machine hits both alike.
+///
+/// On the GPU, packed means in the same dispatches (one `PackedModels`); see
+/// [`bench_cpu_together`] for the CPU's version.
 pub fn bench_pack(
     ctx: &crate::gpu::GpuContext,
     config: &TrainConfig,
@@ -205,29 +208,15 @@ pub fn bench_pack(
             sequential_times.push(sequential);
         }
     }
-    let range = |v: &[f64]| {
-        v.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &t| {
-            (lo.min(t), hi.max(t))
-        })
-    };
-    let (packed_min, packed_max) = range(&packed_times);
-    let (sequential_min, sequential_max) = range(&sequential_times);
-    let packed_median = median(&mut packed_times);
-    let sequential_median = median(&mut sequential_times);
-    Ok(PackBenchRow {
-        detail: pack.describe(),
+    Ok(pack_row(
+        pack.describe(),
         models,
         batch_size,
-        epochs_measured: epochs,
-        packed_median_secs: packed_median,
-        packed_min_secs: packed_min,
-        packed_max_secs: packed_max,
-        sequential_median_secs: sequential_median,
-        sequential_min_secs: sequential_min,
-        sequential_max_secs: sequential_max,
-        speedup: sequential_median / packed_median,
-        packed_samples_per_sec: (models * data.train.len) as f64 / packed_median,
-    })
+        epochs,
+        packed_times,
+        sequential_times,
+        data.train.len,
+    ))
 }
 
 /// Per-kernel-family GPU time of `config` at `batch_size` on `ctx` (after one warm-up epoch),
@@ -262,4 +251,120 @@ pub fn profile_gpu(
         order: &profiled,
         hyper: &hyper,
     })])
+}
+
+/// The CPU's packing: `models` models of `config` trained side by side, each on its own thread
+/// with `threads / models` GEMM threads, against the same models one after another on all
+/// `threads` (what `sweep --device cpu` does with and without `--pack 1`), alternating every
+/// epoch.
+pub fn bench_cpu_together(
+    config: &TrainConfig,
+    data: &Arc<Dataset>,
+    batch_size: usize,
+    models: usize,
+    threads: usize,
+    warmup: usize,
+    epochs: usize,
+) -> Result<PackBenchRow, EngineError> {
+    use crate::cpu::CpuEngine;
+    use crate::engine::Engine;
+    let mut config = config.clone();
+    config.batch_size = batch_size;
+    let hyper = config.hyper();
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let share = (threads / models).max(1);
+    let seeds: Vec<u64> = (1..=models as u64).collect();
+    let build = |threads: usize| -> Result<Vec<CpuEngine>, EngineError> {
+        seeds
+            .iter()
+            .map(|&s| {
+                let params = Params::init(&config.layers, config.activation, config.init, s);
+                let mut engine = CpuEngine::new(&params, threads);
+                engine.upload(Arc::clone(data))?;
+                Ok(engine)
+            })
+            .collect()
+    };
+    let (mut together, mut alone) = (build(share)?, build(threads)?);
+    let (mut together_times, mut alone_times) = (Vec::new(), Vec::new());
+    for epoch in 1..=warmup + epochs {
+        let orders: Vec<Vec<u32>> = seeds
+            .iter()
+            .map(|&s| epoch_order(s, epoch, data.train.len))
+            .collect();
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = together
+                .iter_mut()
+                .zip(&orders)
+                .map(|(engine, order)| scope.spawn(|| engine.train_epoch(order, &hyper)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(EngineError::Unavailable(
+                            "a benchmark thread panicked".into(),
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let side_by_side = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        for (engine, order) in alone.iter_mut().zip(&orders) {
+            engine.train_epoch(order, &hyper)?;
+        }
+        let sequential = start.elapsed().as_secs_f64();
+        if epoch > warmup {
+            together_times.push(side_by_side);
+            alone_times.push(sequential);
+        }
+    }
+    Ok(pack_row(
+        format!("cpu ({models} side by side × {share} thread(s) vs one at a time × {threads})"),
+        models,
+        batch_size,
+        epochs,
+        together_times,
+        alone_times,
+        data.train.len,
+    ))
+}
+
+fn pack_row(
+    detail: String,
+    models: usize,
+    batch_size: usize,
+    epochs: usize,
+    mut packed: Vec<f64>,
+    mut sequential: Vec<f64>,
+    train_rows: usize,
+) -> PackBenchRow {
+    let range = |v: &[f64]| {
+        v.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &t| {
+            (lo.min(t), hi.max(t))
+        })
+    };
+    let (packed_min, packed_max) = range(&packed);
+    let (sequential_min, sequential_max) = range(&sequential);
+    let packed_median = median(&mut packed);
+    let sequential_median = median(&mut sequential);
+    PackBenchRow {
+        detail,
+        models,
+        batch_size,
+        epochs_measured: epochs,
+        packed_median_secs: packed_median,
+        packed_min_secs: packed_min,
+        packed_max_secs: packed_max,
+        sequential_median_secs: sequential_median,
+        sequential_min_secs: sequential_min,
+        sequential_max_secs: sequential_max,
+        speedup: sequential_median / packed_median,
+        packed_samples_per_sec: (models * train_rows) as f64 / packed_median,
+    }
 }

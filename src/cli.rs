@@ -86,8 +86,9 @@ struct SweepArgs {
     gpu: GpuArgs,
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// On a GPU, train up to K runs of the same shape and batch size together, in the same
-    /// dispatches [default: as many as the adapter's limits allow]; --pack 1 trains one at a time.
+    /// Train up to K runs together: on a GPU, runs of the same shape and batch size in the
+    /// same dispatches [default: as many as the adapter's limits allow]; on the CPU, side by
+    /// side on a share of the cores each [default: one per core]. --pack 1: one at a time.
     #[arg(long, value_name = "K")]
     pack: Option<usize>,
 }
@@ -113,8 +114,9 @@ struct BenchArgs {
     json: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// On each GPU, also time K models of the config (seeds 1..K) trained packed, in the same
-    /// dispatches, against the same K trained one after another.
+    /// Also time K models of the config (seeds 1..K) trained packed — on a GPU in the same
+    /// dispatches, on the CPU side by side on a share of the threads each — against the same K
+    /// trained one after another.
     #[arg(long, value_name = "K")]
     pack: Option<usize>,
     /// On each GPU, also time every kernel family from timestamps written after each dispatch
@@ -376,10 +378,20 @@ fn sweep(args: SweepArgs) -> Result<()> {
             todo.push(*run);
         }
     }
-    // Packs on a GPU (unless --pack 1); one run at a time on the CPU, whose GEMMs already
-    // keep every core busy.
+    // On a GPU, runs of one shape train packed in the same dispatches; on the CPU, runs train
+    // side by side on a share of the cores each (one thread each unless --pack says fewer
+    // runs), which beats one run on every core at small batches. --pack 1: one at a time.
+    let cores = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // Every CPU run of a packed sweep gets the same share of the cores, whatever its pack's
+    // size: CPU results repeat bit for bit only for one thread count, and a shard's last pack
+    // must give what the unsharded sweep gives.
+    let cpu_pack = pack_size_on_cpu(&engine, args.pack, cores);
     let packs: Vec<Vec<&sweep::SweepRun>> = match (&engine, args.pack) {
-        (EngineKind::Gpu { context }, pack) if pack != Some(1) => sweep::pack_groups(&todo, |r| {
+        (_, Some(1)) => todo.iter().map(|&r| vec![r]).collect(),
+        (EngineKind::Gpu { context }, pack) => sweep::pack_groups(&todo, |r| {
             let fits = wgtrain::gpu::PackedModels::max_models(
                 context,
                 &r.config.layers,
@@ -388,17 +400,35 @@ fn sweep(args: SweepArgs) -> Result<()> {
             );
             pack.map_or(fits, |k| k.min(fits))
         }),
-        _ => todo.iter().map(|&r| vec![r]).collect(),
+        (_, _) => todo
+            .chunks(cpu_pack.unwrap_or(1))
+            .map(<[_]>::to_vec)
+            .collect(),
     };
     let total = todo.len();
     let mut done = 0;
     for pack in &packs {
-        match (&engine, &pack[..]) {
-            (EngineKind::Gpu { context }, runs) if runs.len() > 1 => {
+        match &pack[..] {
+            runs if runs.len() > 1 || cpu_pack.is_some() => {
+                let (engines, label) = match &engine {
+                    EngineKind::Gpu { context } => (
+                        sweep::gpu_seats(context, runs)?,
+                        format!("pack of {} runs on {}", runs.len(), context.info.name),
+                    ),
+                    _ => {
+                        let threads = (cores / cpu_pack.unwrap_or(1)).max(1);
+                        (
+                            vec![EngineKind::Cpu { threads }; runs.len()],
+                            format!(
+                                "{} runs side by side on the CPU, {threads} thread{} each",
+                                runs.len(),
+                                if threads == 1 { "" } else { "s" }
+                            ),
+                        )
+                    }
+                };
                 println!(
-                    "pack of {} runs on {}: {}",
-                    runs.len(),
-                    context.info.name,
+                    "{label}: {}",
                     runs.iter()
                         .map(|r| r.id.as_str())
                         .collect::<Vec<_>>()
@@ -408,9 +438,9 @@ fn sweep(args: SweepArgs) -> Result<()> {
                 // On a terminal, one bar for the pack: the furthest epoch any run has reached.
                 let epochs = runs.iter().map(|r| r.config.epochs).max().unwrap_or(0);
                 let bar = epoch_bar("pack", epochs);
-                let results = sweep::train_pack(
-                    context,
+                let results = sweep::train_together(
                     runs,
+                    engines,
                     &out,
                     &data_dir,
                     &datasets,
@@ -436,7 +466,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
                     tally.add(&r.run.id, r.outcome)?;
                 }
             }
-            (_, runs) => {
+            runs => {
                 let run = runs[0];
                 let dir = out.join(&run.id);
                 // An unfinished directory is this sweep's own interrupted run: redo it.
@@ -510,6 +540,16 @@ fn print_profile(
         "| wall clock (bench median / steps) | | {:.2} | |",
         1e6 * wall
     );
+}
+
+/// How many runs a sweep trains side by side on the CPU (`None`: one at a time, as `train`
+/// would, with every thread).
+fn pack_size_on_cpu(engine: &EngineKind, pack: Option<usize>, cores: usize) -> Option<usize> {
+    match (engine, pack) {
+        (EngineKind::Cpu { .. }, Some(1))
+        | (EngineKind::Gpu { .. } | EngineKind::GpuSeat { .. }, _) => None,
+        (EngineKind::Cpu { .. }, pack) => Some(pack.unwrap_or(cores).max(1)).filter(|&k| k > 1),
+    }
 }
 
 /// Most runs `sweep` packs together when --pack is not given (and the adapter allows more).
@@ -672,18 +712,22 @@ fn bench(bench_args: BenchArgs) -> Result<()> {
     }
     if let Some(k) = pack {
         println!(
-            "\n{k} models (seeds 1–{k}), one epoch of each: packed in the same dispatches vs one after another"
+            "\n{k} models (seeds 1–{k}), one epoch of each: packed (GPU: in the same dispatches; CPU: side by side, a share of the threads each) vs one after another"
         );
         println!(
             "| adapter | batch | packed s (min–max) | one after another s (min–max) | packed speed-up | packed samples/s |"
         );
         println!("|---|---|---|---|---|---|");
         for kind in &kinds {
-            let EngineKind::Gpu { context } = kind else {
-                continue;
-            };
             for &b in &batches {
-                let r = wgtrain::bench::bench_pack(context, &config, &data, b, k, warmup, epochs)?;
+                let r = match kind {
+                    EngineKind::Gpu { context } => {
+                        wgtrain::bench::bench_pack(context, &config, &data, b, k, warmup, epochs)?
+                    }
+                    _ => wgtrain::bench::bench_cpu_together(
+                        &config, &data, b, k, threads, warmup, epochs,
+                    )?,
+                };
                 println!(
                     "| {} | {} | {:.4} ({:.4}–{:.4}) | {:.4} ({:.4}–{:.4}) | {:.2}× | {:.0} |",
                     r.detail,

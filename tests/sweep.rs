@@ -172,3 +172,43 @@ fn three_shards_into_one_directory_give_the_same_results_as_one_run_and_reruns_r
     assert!(stdout.contains("trained 1, skipped 7 finished"), "{stdout}");
     assert_eq!(rows, rows_without_seconds(&whole));
 }
+
+#[test]
+fn runs_side_by_side_on_the_cpu_give_what_one_at_a_time_gives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = write_sweep(tmp.path());
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "sweep",
+            sweep.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&TINY);
+        args.extend_from_slice(extra);
+        let o = wgtrain(&args);
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout
+    };
+    let (together, alone) = (tmp.path().join("together"), tmp.path().join("alone"));
+    // Two runs at a time on two threads: one thread each, as --threads 1 one at a time.
+    let log = run(&together, &["--threads", "2", "--pack", "2"]);
+    assert!(
+        log.contains("2 runs side by side on the CPU, 1 thread each"),
+        "{log}"
+    );
+    let log = run(&alone, &["--threads", "1", "--pack", "1"]);
+    assert!(!log.contains("side by side"), "{log}");
+    let rows = rows_without_seconds(&together);
+    assert_eq!(rows.len(), 9, "header + 8 runs");
+    assert_eq!(rows, rows_without_seconds(&alone));
+}

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::report::{RunRecord, markdown_table, read_run};
 
 mod pack;
-pub use pack::{PackedRun, pack_groups, pack_key, train_pack};
+pub use pack::{PackedRun, gpu_seats, pack_groups, pack_key, train_together};
 
 /// A sweep file as written (`configs/sweeps/*.toml`).
 #[derive(Debug, Clone, Deserialize)]

@@ -1,6 +1,6 @@
 //! Packing a sweep's runs onto one GPU: which runs may share a pack, how a sweep splits into
 //! packs, and training one pack (each run on its own thread, in its own run directory, through
-//! its seat in a [`GpuPack`]).
+//! its seat in a [`GpuPack`], or on a share of the CPU's cores).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -59,18 +59,8 @@ pub struct PackedRun<'a> {
     pub outcome: Result<Summary>,
 }
 
-/// Trains `runs` (one pack, as [`pack_groups`] made it) together on `ctx`, each into
-/// `out/<run id>`. Each run's thread calls `on_epoch` after each of its epochs and `on_finish`
-/// when it ends.
-pub fn train_pack<'a>(
-    ctx: &GpuContext,
-    runs: &[&'a SweepRun],
-    out: &Path,
-    data_dir: &Path,
-    datasets: &Arc<Mutex<DatasetCache>>,
-    on_epoch: impl Fn(&SweepRun, &EpochRecord) + Sync,
-    on_finish: impl Fn(&SweepRun, &Result<Summary>) + Sync,
-) -> Result<Vec<PackedRun<'a>>> {
+/// One seat of a GPU pack for each of `runs` (one pack, as [`pack_groups`] made it).
+pub fn gpu_seats(ctx: &GpuContext, runs: &[&SweepRun]) -> Result<Vec<EngineKind>> {
     let Some(first) = runs.first() else {
         return Ok(Vec::new());
     };
@@ -81,6 +71,25 @@ pub fn train_pack<'a>(
         runs.len(),
     )
     .map_err(crate::engine::EngineError::from)?;
+    Ok(seats
+        .into_iter()
+        .map(|seat| EngineKind::GpuSeat { seat })
+        .collect())
+}
+
+/// Trains `runs` side by side, each on its own thread with its engine from `engines` (seats of
+/// one GPU pack, or CPU engines sharing the cores), each into `out/<run id>`. Each run's
+/// thread calls `on_epoch` after each of its epochs and `on_finish` when it ends.
+#[allow(clippy::too_many_arguments)]
+pub fn train_together<'a>(
+    runs: &[&'a SweepRun],
+    engines: Vec<EngineKind>,
+    out: &Path,
+    data_dir: &Path,
+    datasets: &Arc<Mutex<DatasetCache>>,
+    on_epoch: impl Fn(&SweepRun, &EpochRecord) + Sync,
+    on_finish: impl Fn(&SweepRun, &Result<Summary>) + Sync,
+) -> Result<Vec<PackedRun<'a>>> {
     let options = |run: &SweepRun, engine: EngineKind| RunOptions {
         out: out.join(&run.id),
         force: true,
@@ -98,15 +107,15 @@ pub fn train_pack<'a>(
     let outcomes = std::thread::scope(|scope| {
         let handles: Vec<_> = runs
             .iter()
-            .zip(seats)
-            .map(|(&run, seat)| {
-                let opts = options(run, EngineKind::GpuSeat { seat });
+            .zip(engines)
+            .map(|(&run, engine)| {
+                let opts = options(run, engine);
                 scope.spawn(move || {
                     let outcome = std::fs::create_dir_all(&opts.out)
                         .map_err(|e| Error::io(&opts.out, e))
                         .and_then(|()| run.write_tag(&opts.out))
                         .and_then(|()| run_training(&run.config, &opts, |r, _| on_epoch(run, r)));
-                    // Leave the pack before reporting, so the others need not wait on output.
+                    // Leave a GPU pack before reporting, so the others need not wait on output.
                     drop(opts);
                     on_finish(run, &outcome);
                     outcome
