@@ -400,10 +400,9 @@ fn sweep(args: SweepArgs) -> Result<()> {
             );
             pack.map_or(fits, |k| k.min(fits))
         }),
-        (_, _) => todo
-            .chunks(cpu_pack.unwrap_or(1))
-            .map(<[_]>::to_vec)
-            .collect(),
+        // On the CPU all runs form one queue that `cpu_pack` workers drain.
+        (_, _) if cpu_pack.is_some() => vec![todo.clone()],
+        (_, _) => todo.iter().map(|&r| vec![r]).collect(),
     };
     let total = todo.len();
     let mut done = 0;
@@ -416,11 +415,12 @@ fn sweep(args: SweepArgs) -> Result<()> {
                         format!("pack of {} runs on {}", runs.len(), context.info.name),
                     ),
                     _ => {
-                        let threads = (cores / cpu_pack.unwrap_or(1)).max(1);
+                        let workers = cpu_pack.unwrap_or(1);
+                        let threads = (cores / workers).max(1);
                         (
-                            vec![EngineKind::Cpu { threads }; runs.len()],
+                            vec![EngineKind::Cpu { threads }; workers.min(runs.len())],
                             format!(
-                                "{} runs side by side on the CPU, {threads} thread{} each",
+                                "{} runs, {workers} at a time side by side on the CPU, {threads} thread{} each",
                                 runs.len(),
                                 if threads == 1 { "" } else { "s" }
                             ),
@@ -437,7 +437,10 @@ fn sweep(args: SweepArgs) -> Result<()> {
                 let finished = std::sync::atomic::AtomicUsize::new(done);
                 // On a terminal, one bar for the pack: the furthest epoch any run has reached.
                 let epochs = runs.iter().map(|r| r.config.epochs).max().unwrap_or(0);
-                let bar = epoch_bar("pack", epochs);
+                let bar = match engine {
+                    EngineKind::Gpu { .. } => epoch_bar("pack", epochs),
+                    _ => None,
+                };
                 let results = sweep::train_together(
                     runs,
                     engines,

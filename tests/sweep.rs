@@ -203,7 +203,7 @@ fn runs_side_by_side_on_the_cpu_give_what_one_at_a_time_gives() {
     // Two runs at a time on two threads: one thread each, as --threads 1 one at a time.
     let log = run(&together, &["--threads", "2", "--pack", "2"]);
     assert!(
-        log.contains("2 runs side by side on the CPU, 1 thread each"),
+        log.contains("2 at a time side by side on the CPU, 1 thread each"),
         "{log}"
     );
     let log = run(&alone, &["--threads", "1", "--pack", "1"]);

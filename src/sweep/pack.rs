@@ -77,9 +77,11 @@ pub fn gpu_seats(ctx: &GpuContext, runs: &[&SweepRun]) -> Result<Vec<EngineKind>
         .collect())
 }
 
-/// Trains `runs` side by side, each on its own thread with its engine from `engines` (seats of
-/// one GPU pack, or CPU engines sharing the cores), each into `out/<run id>`. Each run's
-/// thread calls `on_epoch` after each of its epochs and `on_finish` when it ends.
+/// Trains `runs` side by side, each into `out/<run id>`: one worker thread per engine of
+/// `engines` (seats of one GPU pack, one per run; or CPU engines sharing the cores, fewer than
+/// the runs), each taking the next run as soon as its last one ends. Each run calls `on_epoch`
+/// after each of its epochs and `on_finish` when it ends, from its worker's thread. Outcomes
+/// come back in the order of `runs`.
 #[allow(clippy::too_many_arguments)]
 pub fn train_together<'a>(
     runs: &[&'a SweepRun],
@@ -103,36 +105,62 @@ pub fn train_together<'a>(
     for run in runs {
         dataset_for(&run.config, &options(run, EngineKind::Cpu { threads: 1 }))?;
     }
-    let (on_epoch, on_finish) = (&on_epoch, &on_finish);
-    let outcomes = std::thread::scope(|scope| {
-        let handles: Vec<_> = runs
-            .iter()
-            .zip(engines)
-            .map(|(&run, engine)| {
-                let opts = options(run, engine);
+    let (on_epoch, on_finish, options) = (&on_epoch, &on_finish, &options);
+    // With an engine per run (a GPU pack's seats) each worker trains its own run; with fewer
+    // (CPU shares), workers take the next run from a queue as they free up.
+    let dedicated = engines.len() >= runs.len();
+    let workers = engines.len();
+    let next = std::sync::atomic::AtomicUsize::new(workers);
+    let ended: Mutex<Vec<(usize, Result<Summary>)>> = Mutex::new(Vec::new());
+    let panicked = std::thread::scope(|scope| {
+        let handles: Vec<_> = engines
+            .into_iter()
+            .enumerate()
+            .map(|(worker, engine)| {
+                let (next, ended) = (&next, &ended);
                 scope.spawn(move || {
-                    let outcome = std::fs::create_dir_all(&opts.out)
-                        .map_err(|e| Error::io(&opts.out, e))
-                        .and_then(|()| run.write_tag(&opts.out))
-                        .and_then(|()| run_training(&run.config, &opts, |r, _| on_epoch(run, r)));
-                    // Leave a GPU pack before reporting, so the others need not wait on output.
-                    drop(opts);
-                    on_finish(run, &outcome);
-                    outcome
+                    let mut i = worker;
+                    while let Some(&run) = runs.get(i) {
+                        let opts = options(run, engine.clone());
+                        let outcome = std::fs::create_dir_all(&opts.out)
+                            .map_err(|e| Error::io(&opts.out, e))
+                            .and_then(|()| run.write_tag(&opts.out))
+                            .and_then(|()| {
+                                run_training(&run.config, &opts, |r, _| on_epoch(run, r))
+                            });
+                        drop(opts);
+                        if dedicated {
+                            // Leave the GPU pack before reporting: the others need not wait.
+                            drop(engine);
+                            on_finish(run, &outcome);
+                            if let Ok(mut e) = ended.lock() {
+                                e.push((i, outcome));
+                            }
+                            return;
+                        }
+                        on_finish(run, &outcome);
+                        if let Ok(mut e) = ended.lock() {
+                            e.push((i, outcome));
+                        }
+                        i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Usage("a packed run panicked".into())))
-            })
-            .collect::<Vec<_>>()
+        handles.into_iter().any(|h| h.join().is_err())
     });
-    Ok(runs
-        .iter()
-        .zip(outcomes)
-        .map(|(&run, outcome)| PackedRun { run, outcome })
+    if panicked {
+        return Err(Error::Usage("a run trained side by side panicked".into()));
+    }
+    let mut ended = ended
+        .into_inner()
+        .map_err(|_| Error::Usage("a run of the pack panicked".into()))?;
+    ended.sort_by_key(|e| e.0);
+    Ok(ended
+        .into_iter()
+        .map(|(i, outcome)| PackedRun {
+            run: runs[i],
+            outcome,
+        })
         .collect())
 }
