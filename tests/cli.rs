@@ -401,6 +401,66 @@ fn bench_prints_a_table_and_json_rows_for_each_device_and_batch_size() {
 }
 
 #[test]
+fn bench_times_packed_models_and_profiles_kernels_on_each_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 40, 6, 3, true);
+    let json = tmp.path().join("bench.jsonl");
+    let gpu = crate::common::gpu().is_some();
+    let devices = if gpu { "cpu,gpu" } else { "cpu" };
+    let o = wgtrain(&[
+        "bench",
+        "--data",
+        data.to_str().unwrap(),
+        "--set",
+        "layers=[36, 10, 3]",
+        "--devices",
+        devices,
+        "--batch-sizes",
+        "16",
+        "--warmup",
+        "0",
+        "--epochs",
+        "3",
+        "--pack",
+        "3",
+        "--profile",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}{stdout}", stderr(&o));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let packs: Vec<&serde_json::Value> = rows.iter().filter(|r| r["models"] == 3).collect();
+    assert_eq!(packs.len(), devices.split(',').count(), "{rows:?}");
+    for p in &packs {
+        let (packed, one_by_one) = (
+            p["packed_median_secs"].as_f64().unwrap(),
+            p["sequential_median_secs"].as_f64().unwrap(),
+        );
+        assert!(packed > 0.0 && one_by_one > 0.0, "{p}");
+        assert!((p["speedup"].as_f64().unwrap() - one_by_one / packed).abs() < 1e-9);
+        assert!(p["packed_min_secs"].as_f64().unwrap() <= packed);
+    }
+    assert!(stdout.contains("3 side by side"), "{stdout}");
+    if gpu {
+        let profiled = rows.iter().any(|r| r["families"].is_array());
+        assert!(
+            profiled || stdout.contains("profile:"),
+            "a GPU gets a profile or the reason it has none: {stdout}"
+        );
+    }
+    assert_clean_failure(
+        &wgtrain(&["bench", "--pack", "0", "--data", data.to_str().unwrap()]),
+        "--pack must be at least 1",
+    );
+}
+
+#[test]
 fn a_gpu_too_small_for_the_data_is_an_error_on_gpu_and_a_cpu_fallback_on_auto() {
     let Some(ctx) = crate::common::gpu() else {
         return;
