@@ -406,14 +406,32 @@ fn sweep(args: SweepArgs) -> Result<()> {
     };
     let total = todo.len();
     let mut done = 0;
-    for pack in &packs {
+    let mut queue: std::collections::VecDeque<Vec<&sweep::SweepRun>> = packs.into();
+    while let Some(pack) = queue.pop_front() {
         match &pack[..] {
             runs if runs.len() > 1 || cpu_pack.is_some() => {
                 let (engines, label) = match &engine {
-                    EngineKind::Gpu { context } => (
-                        sweep::gpu_seats(context, runs)?,
-                        format!("pack of {} runs on {}", runs.len(), context.info.name),
-                    ),
+                    EngineKind::Gpu { context } => match sweep::gpu_seats(context, runs) {
+                        Ok(seats) => (
+                            seats,
+                            format!("pack of {} runs on {}", runs.len(), context.info.name),
+                        ),
+                        // The limits bound a pack by its largest buffer, not by the device's
+                        // total memory: when the pack does not fit, train it as two halves.
+                        Err(e @ wgtrain::gpu::GpuError::OutOfMemory { .. }) if runs.len() > 1 => {
+                            let (first, second) = runs.split_at(runs.len() / 2);
+                            eprintln!(
+                                "note: a pack of {} runs does not fit ({e}); packing {} and {}",
+                                runs.len(),
+                                first.len(),
+                                second.len()
+                            );
+                            queue.push_front(second.to_vec());
+                            queue.push_front(first.to_vec());
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
                     _ => {
                         let workers = cpu_pack.unwrap_or(1);
                         let threads = (cores / workers).max(1);

@@ -60,7 +60,10 @@ pub struct PackedRun<'a> {
 }
 
 /// One seat of a GPU pack for each of `runs` (one pack, as [`pack_groups`] made it).
-pub fn gpu_seats(ctx: &GpuContext, runs: &[&SweepRun]) -> Result<Vec<EngineKind>> {
+pub fn gpu_seats(
+    ctx: &GpuContext,
+    runs: &[&SweepRun],
+) -> std::result::Result<Vec<EngineKind>, crate::gpu::GpuError> {
     let Some(first) = runs.first() else {
         return Ok(Vec::new());
     };
@@ -69,8 +72,7 @@ pub fn gpu_seats(ctx: &GpuContext, runs: &[&SweepRun]) -> Result<Vec<EngineKind>
         &first.config.layers,
         first.config.batch_size,
         runs.len(),
-    )
-    .map_err(crate::engine::EngineError::from)?;
+    )?;
     Ok(seats
         .into_iter()
         .map(|seat| EngineKind::GpuSeat { seat })
