@@ -1,0 +1,281 @@
+//! `wgtrain sweep`: which runs train together (GPU packs, CPU runs side by side), training
+//! them, and one line per finished run.
+
+use super::progress::{EpochProgress, epoch_bar};
+use super::*;
+
+pub(super) fn sweep(args: SweepArgs) -> Result<()> {
+    use wgtrain::sweep::{self, Shard};
+    if let Some(SweepAction::Report { dir }) = &args.action {
+        let n = sweep::report(dir)?;
+        println!(
+            "{n} finished runs → {} and {}",
+            dir.join("results.csv").display(),
+            dir.join("results.md").display()
+        );
+        return Ok(());
+    }
+    let file = args
+        .file
+        .as_deref()
+        .context("wgtrain sweep needs a sweep FILE (or `sweep report DIR`)")?;
+    let runs =
+        sweep::expand(file, &args.sets).with_context(|| format!("sweep {}", file.display()))?;
+    let shard = match &args.shard {
+        Some(s) => Shard::parse(s)
+            .with_context(|| format!("--shard {s:?}: expected I/N with 0 ≤ I < N"))?,
+        None => Shard::from_env(args.shard_count).unwrap_or(Shard::ALL),
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!(
+            "sweep-{}",
+            file.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep")
+        ))
+    });
+    let engine = engine_kind(args.device, &args.gpu, args.threads)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let data_dir = args.data.clone().unwrap_or_else(data::default_dir);
+    let mine: Vec<(usize, &sweep::SweepRun)> = runs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| shard.takes(*i))
+        .collect();
+    println!(
+        "sweep {}: {} runs, this process takes {} (shard {}/{}) → {}",
+        file.display(),
+        runs.len(),
+        mine.len(),
+        shard.index,
+        shard.count,
+        out.display()
+    );
+    if args.pack == Some(0) {
+        bail!("--pack must be at least 1");
+    }
+    let mut tally = SweepTally::default();
+    let datasets = Arc::new(std::sync::Mutex::new(wgtrain::run::DatasetCache::new()));
+    let mut todo = Vec::new();
+    for (n, (_, run)) in mine.iter().enumerate() {
+        if sweep::is_finished(&out.join(&run.id)) {
+            tally.skipped += 1;
+            println!(
+                "[{}/{}] {}: finished earlier, skipped",
+                n + 1,
+                mine.len(),
+                run.id
+            );
+        } else {
+            todo.push(*run);
+        }
+    }
+    // On a GPU, runs of one shape train packed in the same dispatches; on the CPU, runs train
+    // side by side on a share of the cores each (one thread each unless --pack says fewer
+    // runs), which beats one run on every core at small batches. --pack 1: one at a time.
+    let cores = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // Every CPU run of a packed sweep gets the same share of the cores, whatever its pack's
+    // size: CPU results repeat bit for bit only for one thread count, and a shard's last pack
+    // must give what the unsharded sweep gives.
+    let cpu_pack = pack_size_on_cpu(&engine, args.pack, cores);
+    let packs: Vec<Vec<&sweep::SweepRun>> = match (&engine, args.pack) {
+        (_, Some(1)) => todo.iter().map(|&r| vec![r]).collect(),
+        (EngineKind::Gpu { context }, pack) => sweep::pack_groups(&todo, |r| {
+            let fits = wgtrain::gpu::PackedModels::max_models(
+                context,
+                &r.config.layers,
+                r.config.batch_size,
+                MAX_AUTO_PACK,
+            );
+            pack.map_or(fits, |k| k.min(fits))
+        }),
+        // On the CPU all runs form one queue that `cpu_pack` workers drain.
+        (_, _) if cpu_pack.is_some() => vec![todo.clone()],
+        (_, _) => todo.iter().map(|&r| vec![r]).collect(),
+    };
+    let total = todo.len();
+    let mut done = 0;
+    let mut queue: std::collections::VecDeque<Vec<&sweep::SweepRun>> = packs.into();
+    while let Some(pack) = queue.pop_front() {
+        match &pack[..] {
+            runs if runs.len() > 1 || cpu_pack.is_some() => {
+                let (engines, label) = match &engine {
+                    EngineKind::Gpu { context } => match sweep::gpu_seats(context, runs) {
+                        Ok(seats) => (
+                            seats,
+                            format!("pack of {} runs on {}", runs.len(), context.info.name),
+                        ),
+                        // The limits bound a pack by its largest buffer, not by the device's
+                        // total memory: when the pack does not fit, train it as two halves.
+                        Err(e @ wgtrain::gpu::GpuError::OutOfMemory { .. }) if runs.len() > 1 => {
+                            let (first, second) = runs.split_at(runs.len() / 2);
+                            eprintln!(
+                                "note: a pack of {} runs does not fit ({e}); packing {} and {}",
+                                runs.len(),
+                                first.len(),
+                                second.len()
+                            );
+                            queue.push_front(second.to_vec());
+                            queue.push_front(first.to_vec());
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
+                    _ => {
+                        let workers = cpu_pack.unwrap_or(1);
+                        let threads = (cores / workers).max(1);
+                        (
+                            vec![EngineKind::Cpu { threads }; workers.min(runs.len())],
+                            format!(
+                                "{} runs, {workers} at a time side by side on the CPU, {threads} thread{} each",
+                                runs.len(),
+                                if threads == 1 { "" } else { "s" }
+                            ),
+                        )
+                    }
+                };
+                println!(
+                    "{label}: {}",
+                    runs.iter()
+                        .map(|r| r.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let finished = std::sync::atomic::AtomicUsize::new(done);
+                // On a terminal, one bar for the pack: the furthest epoch any run has reached.
+                let epochs = runs.iter().map(|r| r.config.epochs).max().unwrap_or(0);
+                let bar = match engine {
+                    EngineKind::Gpu { .. } => epoch_bar("pack", epochs),
+                    _ => None,
+                };
+                let results = sweep::train_together(
+                    runs,
+                    engines,
+                    &out,
+                    &data_dir,
+                    &datasets,
+                    |_, record| {
+                        if let Some(bar) = &bar
+                            && record.epoch as u64 > bar.position()
+                        {
+                            bar.set_position(record.epoch as u64);
+                        }
+                    },
+                    |run, outcome| {
+                        let n = finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        match &bar {
+                            Some(bar) => bar.suspend(|| report_run(n, total, &run.id, outcome)),
+                            None => report_run(n, total, &run.id, outcome),
+                        }
+                    },
+                )?;
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                }
+                for r in results {
+                    tally.add(&r.run.id, r.outcome)?;
+                }
+            }
+            runs => {
+                let run = runs[0];
+                let dir = out.join(&run.id);
+                // An unfinished directory is this sweep's own interrupted run: redo it.
+                let opts = RunOptions {
+                    out: dir.clone(),
+                    force: true,
+                    data_dir: data_dir.clone(),
+                    engine: engine.clone(),
+                    resume: false,
+                    interrupt: None,
+                    datasets: Some(Arc::clone(&datasets)),
+                };
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                run.write_tag(&dir)?;
+                // On a terminal, a live bar for the run in progress; in logs, one line per
+                // finished run.
+                use std::io::IsTerminal;
+                let live = std::io::stderr().is_terminal();
+                let display = EpochProgress::new(
+                    &format!("[{}/{}] {}", done + 1, total, run.id),
+                    run.config.epochs,
+                    !live,
+                );
+                let outcome = run_training(&run.config, &opts, |r, v| display.epoch(r, v));
+                display.finish();
+                report_run(done + 1, total, &run.id, &outcome);
+                tally.add(&run.id, outcome)?;
+            }
+        }
+        done += pack.len();
+    }
+    let (trained, skipped, diverged) = (tally.trained, tally.skipped, tally.diverged);
+    let finished = sweep::report(&out)?;
+    println!(
+        "trained {trained}, skipped {skipped} finished, {diverged} diverged; {finished} finished runs in {} → results.csv, results.md",
+        out.display()
+    );
+    Ok(())
+}
+
+/// How many runs a sweep trains side by side on the CPU (`None`: one at a time, as `train`
+/// would, with every thread).
+fn pack_size_on_cpu(
+    engine: &EngineKind,
+    pack: Option<usize>,
+    cores: usize,
+) -> Option<usize> {
+    match (engine, pack) {
+        (EngineKind::Cpu { .. }, Some(1))
+        | (EngineKind::Gpu { .. } | EngineKind::GpuSeat { .. }, _) => None,
+        (EngineKind::Cpu { .. }, pack) => Some(pack.unwrap_or(cores).max(1)).filter(|&k| k > 1),
+    }
+}
+
+/// Most runs `sweep` packs together when --pack is not given (and the adapter allows more).
+const MAX_AUTO_PACK: usize = 32;
+
+/// Counts of a sweep's runs by how they ended.
+#[derive(Default)]
+struct SweepTally {
+    trained: usize,
+    skipped: usize,
+    diverged: usize,
+}
+
+impl SweepTally {
+    /// Counts a run's outcome; an error other than divergence ends the sweep.
+    fn add(&mut self, id: &str, outcome: wgtrain::Result<wgtrain::metrics::Summary>) -> Result<()> {
+        match outcome {
+            Ok(_) => self.trained += 1,
+            Err(wgtrain::Error::Train(wgtrain::train::TrainError::Diverged { .. })) => {
+                self.diverged += 1
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("sweep run {id}"))),
+        }
+        Ok(())
+    }
+}
+
+/// One line per finished run (a warning for a diverged one).
+fn report_run(
+    n: usize,
+    total: usize,
+    id: &str,
+    outcome: &wgtrain::Result<wgtrain::metrics::Summary>,
+) {
+    match outcome {
+        Ok(s) => println!(
+            "[{n}/{total}] {id}: test accuracy {:.2}%, test loss {:.4}, best epoch {} ({:.1}s)",
+            100.0 * s.test_accuracy,
+            s.test_loss,
+            s.best_epoch,
+            s.seconds
+        ),
+        Err(e @ wgtrain::Error::Train(wgtrain::train::TrainError::Diverged { .. })) => {
+            eprintln!("warning: {id}: {e}")
+        }
+        Err(_) => {}
+    }
+}
