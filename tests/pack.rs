@@ -225,3 +225,54 @@ fn a_packed_sweep_writes_the_same_results_as_one_run_at_a_time() {
     assert!(epochs_run.contains(&"8"), "{epochs_run:?}");
     assert!(epochs_run.iter().any(|&e| e != "8"), "{epochs_run:?}");
 }
+
+#[test]
+fn a_packed_run_that_diverges_leaves_the_pack_and_the_others_finish_as_alone() {
+    if gpu().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 160, 30, 6, 3, true);
+    let sweep = tmp.path().join("lr.toml");
+    std::fs::write(
+        &sweep,
+        "seeds = [1]\n[grid]\nlearning_rate = [0.001, 1e30]\n",
+    )
+    .unwrap();
+    let run = |out: &Path, pack: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+            .args(["sweep", sweep.to_str().unwrap(), "--out"])
+            .arg(out)
+            .arg("--data")
+            .arg(&data)
+            .args(["--device", "gpu", "--pack", pack])
+            .args(["--set", "layers=[36, 8, 3]", "--set", "batch_size=16"])
+            .args(["--set", "epochs=4", "--set", "init=\"xavier\""])
+            .args(["--set", "gradient=\"sum\"", "--set", "activation=\"relu\""])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // A diverged run is a warning, not a failed sweep.
+        assert!(o.status.success(), "{text}");
+        text
+    };
+    let (packed, alone) = (tmp.path().join("packed"), tmp.path().join("alone"));
+    let log = run(&packed, "2");
+    assert!(
+        log.contains("pack of 2 runs") && log.contains("diverged"),
+        "{log}"
+    );
+    run(&alone, "1");
+    let rows = rows_without_seconds(&packed);
+    assert_eq!(rows, rows_without_seconds(&alone));
+    let statuses: Vec<&str> = rows[1..]
+        .iter()
+        .map(|r| r.split(',').nth(4).unwrap())
+        .collect();
+    assert_eq!(statuses, ["finished", "diverged"], "{rows:?}");
+}

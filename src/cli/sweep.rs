@@ -221,11 +221,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
 
 /// How many runs a sweep trains side by side on the CPU (`None`: one at a time, as `train`
 /// would, with every thread).
-fn pack_size_on_cpu(
-    engine: &EngineKind,
-    pack: Option<usize>,
-    cores: usize,
-) -> Option<usize> {
+fn pack_size_on_cpu(engine: &EngineKind, pack: Option<usize>, cores: usize) -> Option<usize> {
     match (engine, pack) {
         (EngineKind::Cpu { .. }, Some(1))
         | (EngineKind::Gpu { .. } | EngineKind::GpuSeat { .. }, _) => None,
