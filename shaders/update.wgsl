@@ -8,7 +8,7 @@
 // Hyperparameters come per model from `models` (a model with training = 0 is left alone: it has
 // stopped early while the others of its pack train on). Per model (z): params, grads, first,
 // second from model·count, row_loss from model·2·capacity, stats from model·slots.
-// CPU twin: cpu::ops::update (same expression order). Test: check.rs::check_update.
+// CPU twin: cpu::ops::update (same expression order). Test: check/kernels.rs::check_update.
 // Bindings (group 0):
 //   0 params    read_write  f32
 //   1 grads     read        f32

@@ -1,0 +1,232 @@
+//! Whole training epochs: the GPU engine against the CPU engine, and packed models against
+//! each trained alone.
+
+use super::*;
+
+/// A small random dataset for the engine check.
+fn random_dataset(features: usize, classes: usize, rows: usize, seed: u64) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Training and validation images are rows of one source, as when split from a file.
+    let split = |n: usize, first: usize, rng: &mut ChaCha8Rng| {
+        let pixels: Vec<u8> = (0..n * features).map(|_| rng.random::<u8>()).collect();
+        let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..classes as u8)).collect();
+        Split::contiguous(zscore_images(&pixels, features), pixels, labels, first)
+    };
+    let (train, val, test) = (
+        split(rows, 0, &mut rng),
+        split(rows / 3 + 1, rows, &mut rng),
+        split(rows / 4 + 1, 0, &mut rng),
+    );
+    Dataset {
+        features,
+        classes,
+        train,
+        val,
+        test,
+    }
+}
+
+/// One epoch on the GPU engine against the CPU engine, same data, init and order.
+pub fn check_epoch(
+    ctx: &GpuContext,
+    activation: Activation,
+    momentum: bool,
+    l1: f64,
+    l2: f64,
+    optimizer: Optimizer,
+) -> Result<EpochCheck, GpuError> {
+    let (features, classes) = (37, 5);
+    let widths = [features, 17, classes];
+    let data = Arc::new(random_dataset(features, classes, 129, 7));
+    let config = TrainConfig {
+        layers: widths.to_vec(),
+        activation,
+        learning_rate: 0.05,
+        batch_size: 16,
+        momentum,
+        l1,
+        l2,
+        optimizer,
+        gradient: GradientReduction::Mean,
+        init: Init::Xavier,
+        ..TrainConfig::default()
+    };
+    let params = Params::init(&widths, activation, config.init, 3);
+    let hyper = config.hyper();
+    let order = epoch_order(1, 1, data.train.len);
+    let mut cpu = CpuEngine::new(&params, 1);
+    let mut gpu = GpuEngine::new(ctx.clone(), &params, config.batch_size)?;
+    let err = |e: crate::engine::EngineError| GpuError::Device {
+        what: "engine check".into(),
+        message: e.to_string(),
+    };
+    cpu.upload(Arc::clone(&data)).map_err(err)?;
+    gpu.upload(Arc::clone(&data)).map_err(err)?;
+    let c = cpu.train_epoch(&order, &hyper).map_err(err)?;
+    let g = gpu.train_epoch(&order, &hyper).map_err(err)?;
+    let (pc, pg) = (cpu.params().map_err(err)?, gpu.params().map_err(err)?);
+    let max_param = pc
+        .values
+        .iter()
+        .zip(&pg.values)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .fold(0.0, f64::max);
+    let loss_rel = (c.loss_sum - g.loss_sum).abs() / c.loss_sum.abs().max(1e-12);
+    let (cv, gv) = (c.val.unwrap_or_default(), g.val.unwrap_or_default());
+    let val_rel = (cv.loss - gv.loss).abs() / cv.loss.abs().max(1e-12);
+    // 9 steps of f32 training from identical starts: differences are rounding, amplified a
+    // little by each step; an indexing error is O(1).
+    let ratio = (max_param / 1e-4).max(loss_rel / 1e-4).max(val_rel / 1e-4);
+    let norm = pc.values.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
+    let detail = format!(
+        "max |Δparam| {max_param:.2e}, train loss rel {loss_rel:.2e}, val loss rel {val_rel:.2e}"
+    );
+    Ok(EpochCheck {
+        ratio,
+        max_rel_error: (max_param / norm.max(1e-12)).max(loss_rel).max(val_rel),
+        detail,
+    })
+}
+
+/// One engine-versus-engine epoch's outcome.
+#[derive(Debug, Clone)]
+pub struct EpochCheck {
+    /// Worst error as a fraction of its tolerance (≤ 1 passes).
+    pub ratio: f64,
+    /// Largest of the parameters' ‖Δ‖∞/‖p‖∞ and the losses' relative differences.
+    pub max_rel_error: f64,
+    pub detail: String,
+}
+
+pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
+    let mut row = CheckRow {
+        check: "training epoch vs CPU engine".into(),
+        cases: 0,
+        worst: 0.0,
+        max_rel_error: 0.0,
+        detail: String::new(),
+        error: None,
+    };
+    for activation in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
+        for (momentum, l1, l2, opt) in [
+            (false, 0.0, 0.0, Optimizer::Sgd),
+            (true, 1e-3, 1e-3, Optimizer::Sgd),
+            (false, 0.0, 1e-3, Optimizer::Adam),
+        ] {
+            row.cases += 1;
+            match check_epoch(ctx, activation, momentum, l1, l2, opt) {
+                Ok(c) => {
+                    row.max_rel_error = row.max_rel_error.max(c.max_rel_error);
+                    if c.ratio > row.worst || c.ratio.is_nan() {
+                        row.worst = if c.ratio.is_nan() {
+                            f64::INFINITY
+                        } else {
+                            c.ratio
+                        };
+                        row.detail = format!(
+                            "{} momentum={momentum} l1={l1} l2={l2} {opt:?}: {}",
+                            activation.name(),
+                            c.detail
+                        );
+                    }
+                }
+                Err(e) => row.error = Some(e.to_string()),
+            }
+        }
+    }
+    row
+}
+
+/// Two epochs of three models that differ in activation, init, learning rate, momentum and
+/// penalty, trained packed (in the same dispatches), against each trained alone.
+pub fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, GpuError> {
+    use crate::gpu::{PackedModels, packed::EpochJob};
+    let (features, classes) = (37, 5);
+    let widths = [features, 17, classes];
+    let data = Arc::new(random_dataset(features, classes, 129, 8));
+    let err = |e: crate::engine::EngineError| GpuError::Device {
+        what: "packed check".into(),
+        message: e.to_string(),
+    };
+    let models: Vec<(TrainConfig, Params)> = [
+        (Activation::Tanh, 0.05, true, 0.0),
+        (Activation::Sigmoid, 0.2, false, 1e-3),
+        (Activation::Relu, 0.1, true, 1e-2),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(m, (activation, learning_rate, momentum, l2))| {
+        let config = TrainConfig {
+            layers: widths.to_vec(),
+            activation,
+            learning_rate,
+            momentum,
+            l2,
+            batch_size: 16,
+            init: Init::Xavier,
+            ..TrainConfig::default()
+        };
+        let params = Params::init(&widths, activation, config.init, 10 + m as u64);
+        (config, params)
+    })
+    .collect();
+    let mut pack = PackedModels::new(ctx.clone(), &widths, 16, models.len())?;
+    let mut alone = Vec::new();
+    for (m, (_, params)) in models.iter().enumerate() {
+        pack.init_model(m, params).map_err(err)?;
+        pack.upload(m, &data).map_err(err)?;
+        let mut engine = GpuEngine::new(ctx.clone(), params, 16)?;
+        engine.upload(Arc::clone(&data)).map_err(err)?;
+        alone.push(engine);
+    }
+    let hypers: Vec<Hyper> = models.iter().map(|(c, _)| c.hyper()).collect();
+    let mut row = CheckRow {
+        check: "packed epochs (3 models) vs each alone".into(),
+        cases: models.len(),
+        worst: 0.0,
+        max_rel_error: 0.0,
+        detail: String::new(),
+        error: None,
+    };
+    for epoch in 1..=2 {
+        let orders: Vec<Vec<u32>> = (0..models.len())
+            .map(|m| epoch_order(m as u64 + 1, epoch, data.train.len))
+            .collect();
+        let jobs: Vec<Option<EpochJob<'_>>> = orders
+            .iter()
+            .zip(&hypers)
+            .map(|(order, hyper)| Some(EpochJob { order, hyper }))
+            .collect();
+        let packed = pack.train_epoch(&jobs).map_err(err)?;
+        for (m, result) in packed.into_iter().enumerate() {
+            let got = result
+                .ok_or(err(crate::engine::EngineError::NoData))?
+                .map_err(err)?;
+            let want = alone[m].train_epoch(&orders[m], &hypers[m]).map_err(err)?;
+            let (pa, pp) = (
+                alone[m].params().map_err(err)?,
+                pack.params(m).map_err(err)?,
+            );
+            let diff = pa
+                .values
+                .iter()
+                .zip(&pp.values)
+                .map(|(a, b)| (a - b).abs() as f64)
+                .fold(0.0, f64::max);
+            let loss_rel = (got.loss_sum - want.loss_sum).abs() / want.loss_sum.abs().max(1e-12);
+            // The same kernels on the same numbers: packing moves data and changes no
+            // arithmetic, so anything beyond a rounding is a model reading another's slice.
+            let ratio = (diff / 1e-6).max(loss_rel / 1e-6);
+            let norm = pa.values.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
+            row.max_rel_error = row.max_rel_error.max(diff / norm.max(1e-12)).max(loss_rel);
+            if ratio > row.worst || ratio.is_nan() {
+                row.worst = if ratio.is_nan() { f64::INFINITY } else { ratio };
+                row.detail = format!(
+                    "model {m} ({}) epoch {epoch}: max |Δparam| {diff:.2e}, train loss rel {loss_rel:.2e}",
+                    models[m].0.activation.name()
+                );
+            }
+        }
+    }
+    Ok(row)
+}

@@ -1,0 +1,253 @@
+//! Kernel-versus-reference checks, shared by `wgtrain check` and the tests: each GPU kernel on
+//! seeded random inputs of awkward sizes against the CPU path (outputs poisoned with NaN and
+//! followed by a sentinel tail that must stay untouched), then one full training epoch of the
+//! GPU engine against the CPU engine. Errors are reported as a fraction of each check's
+//! tolerance, so 1.0 is the pass mark.
+
+use std::sync::Arc;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::{GradientReduction, Hyper, Optimizer, TrainConfig};
+use crate::cpu::{CpuEngine, ops};
+use crate::data::{Dataset, Split, epoch_order, zscore_images};
+use crate::engine::Engine;
+use crate::gpu::buffers::{bind, staging, storage_init, submit_and_read, uniform_init};
+use crate::gpu::kernels::{
+    GatherParams, Kernels, MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform,
+    UpdateParams, XentParams,
+};
+use crate::gpu::{GpuContext, GpuEngine, GpuError};
+use crate::model::{Activation, Init, Params, layer_views};
+
+mod engines;
+mod kernels;
+
+use engines::check_epochs;
+pub use engines::{EpochCheck, check_epoch, check_packed_epoch};
+use kernels::{check_gather, check_matmul, check_softmax_xent, check_update};
+
+/// Elements after every output that a kernel must not touch (WebGPU may clamp an
+/// out-of-bounds write into the binding instead of faulting).
+const SENTINEL: usize = 64;
+
+/// Sizes every kernel is checked at: 1, primes, tile edges ±1, and the paper's widths.
+pub const SIZES: &[usize] = &[1, 7, 33, 128, 129, 784];
+
+/// One row of the check table.
+#[derive(Debug, Clone)]
+pub struct CheckRow {
+    pub check: String,
+    pub cases: usize,
+    /// Largest error over all cases as a fraction of its tolerance (≤ 1 passes).
+    pub worst: f64,
+    /// Largest relative error of a case, ‖got − want‖∞ / ‖want‖∞ (NaN when nothing compared).
+    pub max_rel_error: f64,
+    /// The worst case, for a failure report.
+    pub detail: String,
+    /// Set when the check could not run at all.
+    pub error: Option<String>,
+}
+
+impl CheckRow {
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.worst <= 1.0
+    }
+}
+
+/// Accumulates the worst (error / tolerance) over many cases.
+#[derive(Default)]
+struct Worst {
+    ratio: f64,
+    rel: f64,
+    detail: String,
+    cases: usize,
+}
+
+impl Worst {
+    /// Compares `got` to `want` with per-element tolerance `tol(i, want)`; NaN never passes.
+    fn compare(&mut self, case: &str, got: &[f32], want: &[f64], tol: impl Fn(usize, f64) -> f64) {
+        self.cases += 1;
+        let (mut diff, mut norm) = (0.0f64, 0.0f64);
+        for (&g, &w) in got.iter().zip(want) {
+            diff = diff.max(if g.is_nan() {
+                f64::INFINITY
+            } else {
+                (g as f64 - w).abs()
+            });
+            norm = norm.max(w.abs());
+        }
+        if norm > 0.0 || diff > 0.0 {
+            self.rel = self.rel.max(diff / norm.max(f64::MIN_POSITIVE));
+        }
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let t = tol(i, w);
+            let ratio = if g.is_nan() {
+                f64::INFINITY
+            } else {
+                (g as f64 - w).abs() / t
+            };
+            if ratio > self.ratio || (ratio.is_infinite() && self.ratio.is_finite()) {
+                self.ratio = ratio;
+                self.detail = format!("{case}: element {i} got {g} want {w} (tolerance {t:.2e})");
+            }
+        }
+        if got.len() < want.len() {
+            self.ratio = f64::INFINITY;
+            self.detail = format!("{case}: {} outputs, expected {}", got.len(), want.len());
+        }
+    }
+
+    /// The sentinel tail after an output must still hold the poison.
+    fn untouched(&mut self, case: &str, tail: &[f32]) {
+        if let Some(i) = tail.iter().position(|v| !v.is_nan()) {
+            self.ratio = f64::INFINITY;
+            self.detail = format!(
+                "{case}: wrote past the end of its output (sentinel {i} = {})",
+                tail[i]
+            );
+        }
+    }
+
+    fn row(self, check: &str) -> CheckRow {
+        CheckRow {
+            check: check.into(),
+            cases: self.cases,
+            worst: self.ratio,
+            max_rel_error: self.rel,
+            detail: self.detail,
+            error: None,
+        }
+    }
+}
+
+/// Buffers and a one-slot step uniform for running single kernels.
+struct Rig<'a> {
+    ctx: &'a GpuContext,
+    kernels: Kernels,
+    step: wgpu::Buffer,
+    step_group: wgpu::BindGroup,
+}
+
+impl<'a> Rig<'a> {
+    fn new(ctx: &'a GpuContext) -> Result<Self, GpuError> {
+        let kernels = Kernels::new(ctx)?;
+        let step = uniform_init(ctx, "step", &[0u8; STEP_STRIDE as usize])?;
+        let step_group = kernels.step_group(ctx, &step);
+        Ok(Rig {
+            ctx,
+            kernels,
+            step,
+            step_group,
+        })
+    }
+
+    fn f32s(&self, label: &str, v: &[f32]) -> Result<wgpu::Buffer, GpuError> {
+        storage_init(self.ctx, label, bytemuck::cast_slice(v))
+    }
+
+    /// An output of `len` elements poisoned with NaN, plus the sentinel tail.
+    fn poisoned(&self, label: &str, len: usize) -> Result<wgpu::Buffer, GpuError> {
+        self.f32s(label, &vec![f32::NAN; len + SENTINEL])
+    }
+
+    /// Runs `encode` with the step uniform set to `step`, then reads `buffer` back whole.
+    fn run(
+        &self,
+        step: StepUniform,
+        buffer: &wgpu::Buffer,
+        encode: impl FnOnce(&Kernels, &mut wgpu::ComputePass<'_>, StepRef<'_>),
+    ) -> Result<Vec<f32>, GpuError> {
+        self.ctx
+            .queue
+            .write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+        let out = staging(self.ctx, "check_staging", buffer.size())?;
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            let step = StepRef {
+                group: &self.step_group,
+                slot: 0,
+                models: 1,
+            };
+            encode(&self.kernels, &mut pass, step);
+        }
+        encoder.copy_buffer_to_buffer(buffer, 0, &out, 0, buffer.size());
+        let raw = self.ctx.scoped("check", || {
+            submit_and_read(self.ctx, encoder, &out, buffer.size())
+        })??;
+        Ok(bytemuck::cast_slice(&raw).to_vec())
+    }
+}
+
+fn uniform_f32(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f32> {
+    (0..n)
+        .map(|_| (scale * (2.0 * rng.random::<f64>() - 1.0)) as f32)
+        .collect()
+}
+
+/// The dot-product bound for length-k sums in f32: 2·k·ε·Σ|aᵢbᵢ|, plus a floor.
+fn dot_tolerance(k: usize, abs_sum: f64) -> f64 {
+    2.0 * k as f64 * f32::EPSILON as f64 * abs_sum + 1e-6
+}
+
+fn act_ref(x: f64, a: Activation) -> f64 {
+    match a {
+        Activation::None => x,
+        Activation::Tanh => x.clamp(-15.0, 15.0).tanh(),
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Activation::Relu => x.max(0.0),
+    }
+}
+
+fn act_code(a: Activation) -> u32 {
+    match a {
+        Activation::None => 0,
+        Activation::Tanh => 1,
+        Activation::Sigmoid => 2,
+        Activation::Relu => 3,
+    }
+}
+
+const ACTIVATIONS: [Activation; 4] = [
+    Activation::None,
+    Activation::Tanh,
+    Activation::Sigmoid,
+    Activation::Relu,
+];
+
+/// Every check on one adapter, in table order.
+pub fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
+    let rig = match Rig::new(ctx) {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![CheckRow {
+                max_rel_error: f64::NAN,
+                check: "build pipelines".into(),
+                cases: 0,
+                worst: 0.0,
+                detail: String::new(),
+                error: Some(e.to_string()),
+            }];
+        }
+    };
+    let failed = |name: &str, e: GpuError| CheckRow {
+        max_rel_error: f64::NAN,
+        check: name.into(),
+        cases: 0,
+        worst: 0.0,
+        detail: String::new(),
+        error: Some(e.to_string()),
+    };
+    let mut rows = vec![check_gather(&rig).unwrap_or_else(|e| failed("gather_batch", e))];
+    match check_matmul(&rig) {
+        Ok(r) => rows.extend(r),
+        Err(e) => rows.push(failed("matmul", e)),
+    }
+    rows.push(check_softmax_xent(&rig).unwrap_or_else(|e| failed("softmax_xent", e)));
+    rows.push(check_update(&rig).unwrap_or_else(|e| failed("update", e)));
+    rows.push(check_epochs(ctx));
+    rows.push(check_packed_epoch(ctx).unwrap_or_else(|e| failed("packed epoch", e)));
+    rows
+}
