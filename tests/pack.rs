@@ -3,7 +3,6 @@
 //! one run at a time.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use wgtrain::config::{Optimizer, TrainConfig};
@@ -14,7 +13,7 @@ use wgtrain::gpu::{GpuEngine, PackedModels};
 use wgtrain::model::{Activation, Init, Params};
 
 use crate::common::{gpu, write_dataset};
-use crate::sweep::rows_without_seconds;
+use crate::sweep::{rows_without_seconds, run_sweep};
 
 /// Three models that share nothing but their shape: own activation, init, split seed,
 /// learning rate, momentum and penalty.
@@ -185,30 +184,13 @@ fn a_packed_sweep_writes_the_same_results_as_one_run_at_a_time() {
     )
     .unwrap();
     let run = |out: &Path, pack: &str| {
-        let o = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-            .args(["sweep", sweep.to_str().unwrap(), "--out"])
-            .arg(out)
-            .arg("--data")
-            .arg(&data)
-            .args(["--device", "gpu", "--pack", pack])
-            .args(["--set", "layers=[36, 8, 3]", "--set", "batch_size=16"])
-            .args([
-                "--set",
-                "epochs=8",
-                "--set",
-                "patience=1",
-                "--set",
-                "early_stopping_rule=\"no_improvement\"",
-            ])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
-        assert!(
-            o.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        stdout
+        #[rustfmt::skip]
+        let args = [
+            "--device", "gpu", "--pack", pack,
+            "--set", "layers=[36, 8, 3]", "--set", "batch_size=16", "--set", "epochs=8",
+            "--set", "patience=1", "--set", "early_stopping_rule=\"no_improvement\"",
+        ];
+        run_sweep(&sweep, &data, out, &args)
     };
     let (packed, alone) = (tmp.path().join("packed"), tmp.path().join("alone"));
     let log = run(&packed, "8");
@@ -240,26 +222,16 @@ fn a_packed_run_that_diverges_leaves_the_pack_and_the_others_finish_as_alone() {
         "seeds = [1]\n[grid]\nlearning_rate = [0.001, 1e30]\n",
     )
     .unwrap();
+    // A diverged run is a warning, not a failed sweep: run_sweep checks the exit status.
     let run = |out: &Path, pack: &str| {
-        let o = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-            .args(["sweep", sweep.to_str().unwrap(), "--out"])
-            .arg(out)
-            .arg("--data")
-            .arg(&data)
-            .args(["--device", "gpu", "--pack", pack])
-            .args(["--set", "layers=[36, 8, 3]", "--set", "batch_size=16"])
-            .args(["--set", "epochs=4", "--set", "init=\"xavier\""])
-            .args(["--set", "gradient=\"sum\"", "--set", "activation=\"relu\""])
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        // A diverged run is a warning, not a failed sweep.
-        assert!(o.status.success(), "{text}");
-        text
+        #[rustfmt::skip]
+        let args = [
+            "--device", "gpu", "--pack", pack,
+            "--set", "layers=[36, 8, 3]", "--set", "batch_size=16", "--set", "epochs=4",
+            "--set", "init=\"xavier\"", "--set", "gradient=\"sum\"",
+            "--set", "activation=\"relu\"",
+        ];
+        run_sweep(&sweep, &data, out, &args)
     };
     let (packed, alone) = (tmp.path().join("packed"), tmp.path().join("alone"));
     let log = run(&packed, "2");

@@ -35,6 +35,28 @@ const TINY: [&str; 8] = [
     "cpu",
 ];
 
+/// Runs `wgtrain sweep SWEEP --out OUT --data DATA ARGS...`, checks it succeeded, and returns
+/// what it printed (stdout, then stderr).
+pub fn run_sweep(sweep: &Path, data: &Path, out: &Path, args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .arg("sweep")
+        .arg(sweep)
+        .arg("--out")
+        .arg(out)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run wgtrain");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{text}");
+    text
+}
+
 /// results.csv without the seconds column (the only thing that differs between two runs).
 pub fn rows_without_seconds(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("results.csv"))
@@ -104,21 +126,7 @@ fn three_shards_into_one_directory_give_the_same_results_as_one_run_and_reruns_r
     write_dataset(&data, 120, 30, 6, 3, true);
     let sweep = write_sweep(tmp.path());
     let (whole, sharded) = (tmp.path().join("whole"), tmp.path().join("sharded"));
-    let run = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "sweep",
-            sweep.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ];
-        args.extend_from_slice(&TINY);
-        args.extend_from_slice(extra);
-        wgtrain(&args)
-    };
-    let o = run(&whole, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_sweep(&sweep, &data, &whole, &TINY);
     // Three processes at once, one directory.
     let children: Vec<_> = (0..3)
         .map(|i| {
@@ -167,9 +175,8 @@ fn three_shards_into_one_directory_give_the_same_results_as_one_run_and_reruns_r
     // A rerun skips what finished and redoes a run that was interrupted.
     std::fs::remove_file(whole.join("activation=tanh_learning_rate=0.2-seed2/summary.json"))
         .unwrap();
-    let again = run(&whole, &[]);
-    let stdout = String::from_utf8_lossy(&again.stdout);
-    assert!(stdout.contains("trained 1, skipped 7 finished"), "{stdout}");
+    let again = run_sweep(&sweep, &data, &whole, &TINY);
+    assert!(again.contains("trained 1, skipped 7 finished"), "{again}");
     assert_eq!(rows, rows_without_seconds(&whole));
 }
 
@@ -179,26 +186,8 @@ fn runs_side_by_side_on_the_cpu_give_what_one_at_a_time_gives() {
     let data = tmp.path().join("data");
     write_dataset(&data, 120, 30, 6, 3, true);
     let sweep = write_sweep(tmp.path());
-    let run = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "sweep",
-            sweep.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ];
-        args.extend_from_slice(&TINY);
-        args.extend_from_slice(extra);
-        let o = wgtrain(&args);
-        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
-        assert!(
-            o.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        stdout
-    };
+    let run =
+        |out: &Path, extra: &[&str]| run_sweep(&sweep, &data, out, &[&TINY[..], extra].concat());
     let (together, alone) = (tmp.path().join("together"), tmp.path().join("alone"));
     // Two runs at a time on two threads: one thread each, as --threads 1 one at a time.
     let log = run(&together, &["--threads", "2", "--pack", "2"]);
