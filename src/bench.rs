@@ -178,36 +178,33 @@ pub fn bench_pack(
         crate::engine::Engine::upload(&mut engine, Arc::clone(data))?;
         alone.push(engine);
     }
-    let (mut packed_times, mut sequential_times) = (Vec::new(), Vec::new());
-    for epoch in 1..=warmup + epochs {
-        let orders: Vec<Vec<u32>> = seeds
-            .iter()
-            .map(|&s| epoch_order(s, epoch, data.train.len))
-            .collect();
-        let jobs: Vec<Option<EpochJob<'_>>> = orders
-            .iter()
-            .map(|order| {
-                Some(EpochJob {
-                    order,
-                    hyper: &hyper,
+    let (packed_times, sequential_times) = time_alternately(
+        &seeds,
+        data.train.len,
+        warmup,
+        epochs,
+        |orders| {
+            let jobs: Vec<Option<EpochJob<'_>>> = orders
+                .iter()
+                .map(|order| {
+                    Some(EpochJob {
+                        order,
+                        hyper: &hyper,
+                    })
                 })
-            })
-            .collect();
-        let start = Instant::now();
-        for r in pack.train_epoch(&jobs)?.into_iter().flatten() {
-            r?;
-        }
-        let packed = start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        for (engine, order) in alone.iter_mut().zip(&orders) {
-            crate::engine::Engine::train_epoch(engine, order, &hyper)?;
-        }
-        let sequential = start.elapsed().as_secs_f64();
-        if epoch > warmup {
-            packed_times.push(packed);
-            sequential_times.push(sequential);
-        }
-    }
+                .collect();
+            for r in pack.train_epoch(&jobs)?.into_iter().flatten() {
+                r?;
+            }
+            Ok(())
+        },
+        |orders| {
+            for (engine, order) in alone.iter_mut().zip(orders) {
+                crate::engine::Engine::train_epoch(engine, order, &hyper)?;
+            }
+            Ok(())
+        },
+    )?;
     Ok(pack_row(
         pack.describe(),
         models,
@@ -271,10 +268,7 @@ pub fn bench_cpu_together(
     let mut config = config.clone();
     config.batch_size = batch_size;
     let hyper = config.hyper();
-    let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let threads = crate::cpu::resolve_threads(threads);
     let share = (threads / models).max(1);
     let seeds: Vec<u64> = (1..=models as u64).collect();
     let build = |threads: usize| -> Result<Vec<CpuEngine>, EngineError> {
@@ -289,41 +283,38 @@ pub fn bench_cpu_together(
             .collect()
     };
     let (mut together, mut alone) = (build(share)?, build(threads)?);
-    let (mut together_times, mut alone_times) = (Vec::new(), Vec::new());
-    for epoch in 1..=warmup + epochs {
-        let orders: Vec<Vec<u32>> = seeds
-            .iter()
-            .map(|&s| epoch_order(s, epoch, data.train.len))
-            .collect();
-        let start = Instant::now();
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = together
-                .iter_mut()
-                .zip(&orders)
-                .map(|(engine, order)| scope.spawn(|| engine.train_epoch(order, &hyper)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(EngineError::Unavailable(
-                            "a benchmark thread panicked".into(),
-                        ))
+    let (together_times, alone_times) = time_alternately(
+        &seeds,
+        data.train.len,
+        warmup,
+        epochs,
+        |orders| {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = together
+                    .iter_mut()
+                    .zip(orders)
+                    .map(|(engine, order)| scope.spawn(|| engine.train_epoch(order, &hyper)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(EngineError::Unavailable(
+                                "a benchmark thread panicked".into(),
+                            ))
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })?;
-        let side_by_side = start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        for (engine, order) in alone.iter_mut().zip(&orders) {
-            engine.train_epoch(order, &hyper)?;
-        }
-        let sequential = start.elapsed().as_secs_f64();
-        if epoch > warmup {
-            together_times.push(side_by_side);
-            alone_times.push(sequential);
-        }
-    }
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
+            Ok(())
+        },
+        |orders| {
+            for (engine, order) in alone.iter_mut().zip(orders) {
+                engine.train_epoch(order, &hyper)?;
+            }
+            Ok(())
+        },
+    )?;
     Ok(pack_row(
         format!("cpu ({models} side by side × {share} thread(s) vs one at a time × {threads})"),
         models,
@@ -333,6 +324,35 @@ pub fn bench_cpu_together(
         alone_times,
         data.train.len,
     ))
+}
+
+/// Runs `packed` and then `one_by_one` once per epoch (each given every model's order for that
+/// epoch, from `seeds`), `warmup + epochs` times, and returns the last `epochs` seconds of each.
+fn time_alternately(
+    seeds: &[u64],
+    train_rows: usize,
+    warmup: usize,
+    epochs: usize,
+    mut packed: impl FnMut(&[Vec<u32>]) -> Result<(), EngineError>,
+    mut one_by_one: impl FnMut(&[Vec<u32>]) -> Result<(), EngineError>,
+) -> Result<(Vec<f64>, Vec<f64>), EngineError> {
+    let (mut packed_times, mut one_by_one_times) = (Vec::new(), Vec::new());
+    for epoch in 1..=warmup + epochs {
+        let orders: Vec<Vec<u32>> = seeds
+            .iter()
+            .map(|&s| epoch_order(s, epoch, train_rows))
+            .collect();
+        let start = Instant::now();
+        packed(&orders)?;
+        let packed_secs = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        one_by_one(&orders)?;
+        if epoch > warmup {
+            packed_times.push(packed_secs);
+            one_by_one_times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    Ok((packed_times, one_by_one_times))
 }
 
 fn pack_row(

@@ -71,10 +71,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     // On a GPU, runs of one shape train packed in the same dispatches; on the CPU, runs train
     // side by side on a share of the cores each (one thread each unless --pack says fewer
     // runs), which beats one run on every core at small batches. --pack 1: one at a time.
-    let cores = match args.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let cores = wgtrain::cpu::resolve_threads(args.threads);
     // Every CPU run of a packed sweep gets the same share of the cores, whatever its pack's
     // size: CPU results repeat bit for bit only for one thread count, and a shard's last pack
     // must give what the unsharded sweep gives.

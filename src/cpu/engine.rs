@@ -62,11 +62,7 @@ fn part(len: usize, n: usize, i: usize) -> std::ops::Range<usize> {
 impl CpuEngine {
     /// An engine holding `params`; `threads = 0` means one per core.
     pub fn new(params: &Params, threads: usize) -> Self {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
+        let threads = super::resolve_threads(threads);
         let pool = (threads > 1)
             .then(|| {
                 rayon::ThreadPoolBuilder::new()

@@ -10,6 +10,14 @@ pub mod ops;
 
 pub use engine::CpuEngine;
 
+/// The thread count a `threads` setting means: 0 is one per core.
+pub fn resolve_threads(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 /// The float types the CPU path runs in: f32 (training) and f64 (gradient check, references).
 pub trait Scalar:
     num_traits::Float + std::iter::Sum + Default + Send + Sync + std::fmt::Debug + 'static
