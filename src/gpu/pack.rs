@@ -30,8 +30,6 @@ enum Seat {
 struct PackState {
     models: PackedModels,
     seats: Vec<Seat>,
-    /// Packed epochs recorded so far (for `bench`'s and the tests' accounting).
-    epochs: usize,
 }
 
 /// K models of one shape trained in the same dispatches, shared by K runs.
@@ -73,7 +71,6 @@ impl GpuPack {
             state: Mutex::new(PackState {
                 models: packed,
                 seats: (0..models).map(|_| Seat::Busy).collect(),
-                epochs: 0,
             }),
             turn: Condvar::new(),
             info,
@@ -98,11 +95,6 @@ impl PackSeat {
     /// The adapter the pack runs on.
     pub fn adapter(&self) -> &AdapterSummary {
         &self.pack.info
-    }
-
-    /// Packed epochs recorded so far by the whole pack.
-    pub fn packed_epochs(&self) -> usize {
-        self.pack.lock().map_or(0, |s| s.epochs)
     }
 
     /// This seat's engine, starting from `params`.
@@ -140,13 +132,9 @@ impl PackSeat {
             hyper: *hyper,
         };
         loop {
-            if let Seat::Done(_) = state.seats[self.index] {
-                let Seat::Done(result) =
-                    std::mem::replace(&mut state.seats[self.index], Seat::Busy)
-                else {
-                    unreachable!("matched above")
-                };
-                return result;
+            match std::mem::replace(&mut state.seats[self.index], Seat::Busy) {
+                Seat::Done(result) => return result,
+                waiting => state.seats[self.index] = waiting,
             }
             let all_ready = state
                 .seats
@@ -171,9 +159,7 @@ impl PackSeat {
                 _ => None,
             })
             .collect();
-        let results = state.models.train_epoch(&jobs);
-        state.epochs += 1;
-        let mut results = match results {
+        let results = match state.models.train_epoch(&jobs) {
             Ok(r) => r,
             // A failure of the whole epoch (a lost device, say) is every ready seat's.
             Err(e) => {
@@ -183,8 +169,8 @@ impl PackSeat {
                     .collect()
             }
         };
-        for (seat, result) in state.seats.iter_mut().zip(results.iter_mut()) {
-            if let Some(r) = result.take() {
+        for (seat, result) in state.seats.iter_mut().zip(results) {
+            if let Some(r) = result {
                 *seat = Seat::Done(r);
             }
         }
