@@ -90,7 +90,7 @@ fn run_matmul(
     let c = rig.poisoned("c", out_len)?;
     let p = uniform_init(rig.ctx, "matmul", bytemuck::bytes_of(&params))?;
     let model = ModelHyper {
-        activation: act_code(activation),
+        activation: crate::gpu::kernels::activation_code(activation),
         ..Default::default()
     };
     let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;

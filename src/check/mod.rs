@@ -201,15 +201,6 @@ fn act_ref(x: f64, a: Activation) -> f64 {
     }
 }
 
-fn act_code(a: Activation) -> u32 {
-    match a {
-        Activation::None => 0,
-        Activation::Tanh => 1,
-        Activation::Sigmoid => 2,
-        Activation::Relu => 3,
-    }
-}
-
 const ACTIVATIONS: [Activation; 4] = [
     Activation::None,
     Activation::Tanh,

@@ -55,6 +55,20 @@ pub fn activation_code(a: crate::model::Activation) -> u32 {
     }
 }
 
+/// The activation a shader code stands for ([`activation_code`] backwards).
+pub fn activation_of_code(code: u32) -> crate::model::Activation {
+    use crate::model::Activation;
+    [
+        Activation::None,
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Activation::Relu,
+    ]
+    .into_iter()
+    .find(|&a| activation_code(a) == code)
+    .unwrap_or(Activation::None)
+}
+
 impl ModelHyper {
     /// `hyper` for a model whose hidden layers use `activation`.
     pub fn new(hyper: &crate::config::Hyper, activation: crate::model::Activation) -> Self {

@@ -71,7 +71,7 @@ struct Resident {
     update_group: wgpu::BindGroup,
     /// train, val, test.
     splits: [SplitOnDevice; 3],
-    _pools: [Pool; 2],
+    pools: [Pool; 2],
     /// Per model: pool row of each training-split row (maps an epoch order to pool rows).
     train_rows: Vec<Option<Vec<u32>>>,
 }
@@ -327,20 +327,8 @@ impl PackedModels {
         })
     }
 
-    pub fn models(&self) -> usize {
-        self.models
-    }
-
-    pub fn widths(&self) -> &[usize] {
-        &self.widths
-    }
-
     pub fn batch_size(&self) -> usize {
         self.batch_size
-    }
-
-    pub fn context(&self) -> &GpuContext {
-        &self.ctx
     }
 
     pub fn describe(&self) -> String {

@@ -245,20 +245,17 @@ impl PackedModels {
             }
         }
         for m in 0..self.models {
-            let job = jobs.get(m).copied().flatten();
-            let activation = self.hyper_host[m].activation;
-            self.hyper_host[m] = match job {
-                Some(j) => ModelHyper {
-                    activation,
-                    ..ModelHyper::new(j.hyper, Activation::None)
-                },
+            self.hyper_host[m] = match jobs.get(m).copied().flatten() {
+                Some(j) => ModelHyper::new(j.hyper, self.activation(m)),
                 None => ModelHyper {
                     training: 0,
                     ..self.hyper_host[m]
                 },
             };
-            self.write_hyper(m);
         }
+        self.ctx
+            .queue
+            .write_buffer(&self.hyper, 0, bytemuck::cast_slice(&self.hyper_host));
         let r = self.resident()?;
         let train = &r.splits[0];
         for &(m, job) in &active {
@@ -440,12 +437,7 @@ impl PackedModels {
     }
 
     fn activation(&self, model: usize) -> Activation {
-        match self.hyper_host[model].activation {
-            1 => Activation::Tanh,
-            2 => Activation::Sigmoid,
-            3 => Activation::Relu,
-            _ => Activation::None,
-        }
+        crate::gpu::kernels::activation_of_code(self.hyper_host[model].activation)
     }
 
     fn copy_slice(&self, model: usize, from: &wgpu::Buffer, to: &wgpu::Buffer) {

@@ -135,16 +135,18 @@ impl PackedModels {
                 found: vec![data.features, data.classes],
             });
         }
-        if self.resident.is_none() {
+        // The first upload builds the pools from this very dataset; later ones must match them.
+        let first = self.resident.is_none();
+        if first {
             self.resident = Some(self.make_resident(data)?);
         }
         let r = self.resident.as_mut().expect("made above");
         let [train, val, test] = &r.splits;
-        let same_images = Self::agrees(&r._pools[0], &data.train, features)
-            && Self::agrees(&r._pools[0], &data.val, features)
-            && Self::agrees(&r._pools[1], &data.test, features);
-        if (data.train.len, data.val.len, data.test.len) != (train.len, val.len, test.len)
-            || !same_images
+        if !first
+            && ((data.train.len, data.val.len, data.test.len) != (train.len, val.len, test.len)
+                || !Self::agrees(&r.pools[0], &data.train, features)
+                || !Self::agrees(&r.pools[0], &data.val, features)
+                || !Self::agrees(&r.pools[1], &data.test, features))
         {
             return Err(EngineError::Unavailable(format!(
                 "model {model} of the pack was given a different dataset (splits of {}/{}/{} rows); \
@@ -249,7 +251,7 @@ impl PackedModels {
             slots,
             update_group,
             splits: [train, val, test],
-            _pools: [train_pool, test_pool],
+            pools: [train_pool, test_pool],
             train_rows: vec![None; self.models],
         })
     }
