@@ -121,9 +121,17 @@ pub fn train_together<'a>(
             .map(|(worker, engine)| {
                 let (next, ended) = (&next, &ended);
                 scope.spawn(move || {
+                    let mut engine = Some(engine);
                     let mut i = worker;
                     while let Some(&run) = runs.get(i) {
-                        let opts = options(run, engine.clone());
+                        // A dedicated worker hands its engine (a pack seat) to its one run, so
+                        // dropping the run's options leaves the pack before any reporting.
+                        let kind = if dedicated {
+                            engine.take()
+                        } else {
+                            engine.clone()
+                        };
+                        let opts = options(run, kind.expect("a dedicated worker has one run"));
                         let outcome = std::fs::create_dir_all(&opts.out)
                             .map_err(|e| Error::io(&opts.out, e))
                             .and_then(|()| run.write_tag(&opts.out))
@@ -131,20 +139,15 @@ pub fn train_together<'a>(
                                 run_training(&run.config, &opts, |r, _| on_epoch(run, r))
                             });
                         drop(opts);
-                        if dedicated {
-                            // Leave the GPU pack before reporting: the others need not wait.
-                            drop(engine);
-                            on_finish(run, &outcome);
-                            if let Ok(mut e) = ended.lock() {
-                                e.push((i, outcome));
-                            }
-                            return;
-                        }
                         on_finish(run, &outcome);
                         if let Ok(mut e) = ended.lock() {
                             e.push((i, outcome));
                         }
-                        i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        i = if dedicated {
+                            runs.len()
+                        } else {
+                            next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                        };
                     }
                 })
             })
