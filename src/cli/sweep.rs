@@ -72,9 +72,9 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     // side by side on a share of the cores each (one thread each unless --pack says fewer
     // runs), which beats one run on every core at small batches. --pack 1: one at a time.
     let cores = wgtrain::cpu::resolve_threads(args.threads);
-    // Every CPU run of a packed sweep gets the same share of the cores, whatever its pack's
-    // size: CPU results repeat bit for bit only for one thread count, and a shard's last pack
-    // must give what the unsharded sweep gives.
+    // Every CPU run of a sweep gets the same share of the cores, however many runs are left:
+    // CPU results repeat bit for bit only for one thread count, and a shard must give what
+    // the unsharded sweep gives.
     let cpu_pack = pack_size_on_cpu(&engine, args.pack, cores);
     let packs: Vec<Vec<&sweep::SweepRun>> = match (&engine, args.pack) {
         (_, Some(1)) => todo.iter().map(|&r| vec![r]).collect(),
