@@ -1,25 +1,46 @@
-// matmul.wgsl — matmul: C (m, n) = op(A) (m, k) · op(B) (k, n), tiled 16×16 through
-// workgroup memory, any sizes (edges masked), with an optional fused epilogue:
-//   epilogue 0: C = A·B                                   (weight gradient dW = dZᵀ·A_prev)
-//     with bias_column = 1, B gets an extra column of ones and that column of C (the bias
-//     gradient Σ_r dZ[r, o]) is written to c[bias_off + row]: one dispatch instead of two.
+// matmul.wgsl — C (m, n) = op(A) (m, k) · op(B) (k, n), 16×16 outputs per workgroup, k in
+// steps of TILE_K through workgroup memory, any sizes (edges masked). Two entry points share the
+// product (`accumulate`) and differ in what they do with it:
+// matmul: C = A·B with an optional fused epilogue
+//   epilogue 0: C = A·B
 //   epilogue 1: C = act(A·B + bias)                       (forward: Z = X·Wᵀ + b, A = f(Z))
 //   epilogue 2: C = (A·B) ⊙ f'(aux)                        (input gradient dZ_prev = dZ·W ⊙ f'(A_prev))
+// matmul_update: the weight gradient dW = dZᵀ·A_prev applied at once by the model's optimiser
+//   to the parameters C (= W) in place, with its velocity / Adam moments in `first`/`second`:
+//   the gradient never goes to memory, and no update dispatch follows. Each parameter is
+//   computed by exactly one invocation, so the read-modify-write needs no synchronisation;
+//   the layer's input gradient (which reads the old W) must be recorded before it.
+//   g = dW + penalised · (λ1·sign(w) + λ2·w)      (weights penalised, biases not)
+//   SGD / momentum (paper rule 5): v ← γ·v − α·g; w ← w + v
+//   Adam: m ← β1·m + (1−β1)·g; s ← β2·s + (1−β2)·g²; w ← w − α·(m·c1) / (√(s·c2) + ε)
+//   With sum_stats = 1 one invocation also sums the step's per-row losses and correct flags
+//   (softmax_xent's output) into stats[stat_slot], in row order: the training step's batch
+//   sums without a dispatch of their own. A model with training = 0 is left alone.
+// bias_column = 1 gives B an extra column of ones; that column of the product (the bias
+// gradient Σ_r dZ[r, o]) goes to c[bias_off + row].
 // Operands are strided views, so transposes cost nothing: A(i, k) = a[a_off + i·a_rs + k·a_cs].
 // Each model's operands start model·{a,b,c,aux}_ms further on (the bias sits in B's buffer and
-// uses b_ms when read, c_ms when written as the bias column).
+// uses b_ms when read; first/second use c_ms like the parameters; row_loss model·2·capacity,
+// stats model·slots).
 // activated = 1 applies the model's hidden activation (models[model].activation) in
 // epilogues 1 and 2; 0 applies none (the output layer).
-// CPU twins: cpu::gemm::{linear_forward, linear_backward_weight, linear_backward_input}.
-// Test: tests/gpu.rs::matmul_matches_reference.
+// CPU twins: cpu::gemm::{linear_forward, linear_backward_weight, linear_backward_input} and
+// cpu::ops::update (same expression order).
+// Tests: check/kernels.rs::{check_matmul, check_weight_grad_update}.
 // Bindings (group 0):
-//   0 a     read        f32
-//   1 b     read        f32
-//   2 bias  read        f32 (epilogue 1)
-//   3 aux   read        f32 (epilogue 2), (m, n) row-major like C
-//   4 c     read_write  f32
-//   5 models read        Model per model (common.wgsl)
-//   6 p     uniform     MatmulParams (Rust: kernels.rs::MatmulParams)
+//   0 a        read        f32
+//   1 b        read        f32
+//   2 bias     read        f32 (matmul, epilogue 1)
+//   3 aux      read        f32 (matmul, epilogue 2), (m, n) row-major like C
+//   4 c        read_write  f32 (the parameters, for matmul_update)
+//   5 models   read        Model per model (common.wgsl)
+//   6 p        uniform     MatmulParams (Rust: kernels.rs::MatmulParams)
+//   7 first    read_write  f32 (matmul_update: velocity, or Adam's m)
+//   8 second   read_write  f32 (matmul_update: Adam's s)
+//   9 row_loss read        f32 per row, row_correct at [capacity + r] (matmul_update)
+//  10 stats    read_write  vec2<f32> per slot (matmul_update)
+// matmul binds 0–6, matmul_update 0, 1, 4–10: eight storage buffers each, WebGPU's default
+// per-stage limit.
 // Dispatch: (ceil((n + bias_column)/16), ceil(m/16), models) workgroups of 16×16; one output
 // element per invocation.
 // rows_dim says which dimension is the batch's row count, read from the step uniform, so
@@ -31,6 +52,7 @@ struct MatmulParams {
     b_rs: u32, b_cs: u32, c_off: u32, c_rs: u32,
     bias_off: u32, epilogue: u32, activated: u32, bias_column: u32,
     a_ms: u32, b_ms: u32, c_ms: u32, aux_ms: u32,
+    capacity: u32, slots: u32, sum_stats: u32, _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -40,44 +62,71 @@ struct MatmulParams {
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read> models: array<Model>;
 @group(0) @binding(6) var<uniform> p: MatmulParams;
+@group(0) @binding(7) var<storage, read_write> first: array<f32>;
+@group(0) @binding(8) var<storage, read_write> second: array<f32>;
+@group(0) @binding(9) var<storage, read> row_loss: array<f32>;
+@group(0) @binding(10) var<storage, read_write> stats: array<vec2<f32>>;
 
+// Outputs per workgroup side, and k per pass through workgroup memory (a multiple of TILE:
+// each invocation loads TILE_K / TILE elements of A and of B per pass). Products are added in
+// k order whatever TILE_K is, so it changes no bits, only how many barrier-separated passes a
+// long k takes (the first layer's 784: 49 at 16, 13 at 64). 64 was measured 6–10% slower on
+// lavapipe (BENCHMARKS.md) and is unmeasured on a real GPU, where fewer, wider passes may hide
+// more load latency: worth timing with `bench --profile` on the next one.
 const TILE: u32 = 16u;
-var<workgroup> tile_a: array<array<f32, 16>, 16>;
-var<workgroup> tile_b: array<array<f32, 16>, 16>;
+const TILE_K: u32 = 16u;
+var<workgroup> tile_a: array<array<f32, TILE_K>, TILE>;
+var<workgroup> tile_b: array<array<f32, TILE>, TILE_K>;
 
-@compute @workgroup_size(16, 16)
-fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+// This dispatch's m and k (one of them may be the step's row count).
+fn dims() -> vec2<u32> {
     var m = p.m;
     var k = p.k;
     if p.rows_dim == 1u { m = step.rows; }
     if p.rows_dim == 2u { k = step.rows; }
-    let model = step.first_model + wid.z;
+    return vec2<u32>(m, k);
+}
+
+// Σ_k A(row, k)·B(k, col) of `model`, in k order. Every invocation of the workgroup must call
+// it (it has barriers); out-of-range loads are masked to 0 instead of returning early.
+fn accumulate(lid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
+    let mk = dims();
+    let m = mk.x;
+    let k = mk.y;
     let a_base = model * p.a_ms + p.a_off;
     let b_base = model * p.b_ms + p.b_off;
-    let row = wid.y * TILE + lid.y;
-    let col = wid.x * TILE + lid.x;
     var acc = 0.0;
-    // Every invocation runs every iteration (k is uniform), so the barriers stay in uniform
-    // control flow; out-of-range loads are masked to 0 instead of returning early.
-    for (var t = 0u; t < k; t += TILE) {
-        let ak = t + lid.x;
-        var av = 0.0;
-        if row < m && ak < k { av = a[a_base + row * p.a_rs + ak * p.a_cs]; }
-        tile_a[lid.y][lid.x] = av;
-        let bk = t + lid.y;
-        var bv = 0.0;
-        if bk < k && col < p.n {
-            bv = b[b_base + bk * p.b_rs + col * p.b_cs];
-        } else if bk < k && col == p.n && p.bias_column == 1u {
-            bv = 1.0;
+    for (var t = 0u; t < k; t += TILE_K) {
+        for (var j = 0u; j < TILE_K; j += TILE) {
+            let ak = t + j + lid.x;
+            var av = 0.0;
+            if row < m && ak < k { av = a[a_base + row * p.a_rs + ak * p.a_cs]; }
+            tile_a[lid.y][j + lid.x] = av;
+            let bk = t + j + lid.y;
+            var bv = 0.0;
+            if bk < k && col < p.n {
+                bv = b[b_base + bk * p.b_rs + col * p.b_cs];
+            } else if bk < k && col == p.n && p.bias_column == 1u {
+                bv = 1.0;
+            }
+            tile_b[j + lid.y][lid.x] = bv;
         }
-        tile_b[lid.y][lid.x] = bv;
         workgroupBarrier();
-        for (var i = 0u; i < TILE; i++) {
+        for (var i = 0u; i < TILE_K; i++) {
             acc += tile_a[lid.y][i] * tile_b[i][lid.x];
         }
         workgroupBarrier();
     }
+    return acc;
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let model = step.first_model + wid.z;
+    let row = wid.y * TILE + lid.y;
+    let col = wid.x * TILE + lid.x;
+    let acc = accumulate(lid, model, row, col);
+    let m = dims().x;
     let c_base = model * p.c_ms;
     if row < m && col == p.n && p.bias_column == 1u {
         c[c_base + p.bias_off + row] = acc;
@@ -91,5 +140,43 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             v = v * activation_slope(aux[model * p.aux_ms + row * p.n + col], act);
         }
         c[c_base + p.c_off + row * p.c_rs + col] = v;
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_update(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let model = step.first_model + wid.z;
+    let h = models[model];
+    // Same for the whole workgroup, so returning keeps the barriers in uniform control flow.
+    if h.training == 0u { return; }
+    let row = wid.y * TILE + lid.y;
+    let col = wid.x * TILE + lid.x;
+    let grad = accumulate(lid, model, row, col);
+    if p.sum_stats == 1u && row == 0u && col == 0u {
+        let losses = model * 2u * p.capacity;
+        var loss = 0.0;
+        var correct = 0.0;
+        for (var r = 0u; r < step.rows; r++) {
+            loss += row_loss[losses + r];
+            correct += row_loss[losses + p.capacity + r];
+        }
+        stats[model * p.slots + step.stat_slot] = vec2<f32>(loss, correct);
+    }
+    let is_bias = col == p.n && p.bias_column == 1u;
+    if row >= dims().x || (col >= p.n && !is_bias) { return; }
+    let at = model * p.c_ms + select(p.c_off + row * p.c_rs + col, p.bias_off + row, is_bias);
+    let w = c[at];
+    let g = grad + select(h.l1 * sign(w) + h.l2 * w, 0.0, is_bias);
+    let lr = h.learning_rate;
+    if h.optimizer == 0u {
+        let v = h.gamma * first[at] - lr * g;
+        first[at] = v;
+        c[at] = w + v;
+    } else {
+        let m = h.beta1 * first[at] + (1.0 - h.beta1) * g;
+        let s = h.beta2 * second[at] + (1.0 - h.beta2) * g * g;
+        first[at] = m;
+        second[at] = s;
+        c[at] = w - lr * (m * step.adam_c1) / (sqrt(s * step.adam_c2) + h.epsilon);
     }
 }

@@ -27,9 +27,10 @@ pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
 
 /// Compute dispatches the GPU engine records per training step (see docs/gpu.md).
 pub fn gpu_dispatches_per_step(layers: usize) -> usize {
-    // gather + forward per layer + softmax_xent + weight-and-bias gradient per layer
-    // + input gradient per layer but the first + update (which also sums the batch's loss)
-    1 + layers + 1 + layers + (layers - 1) + 1
+    // gather + forward per layer + softmax_xent + input gradient per layer but the first
+    // + weight-and-bias gradient applied by the optimiser per layer (the output layer's also
+    // sums the batch's loss)
+    1 + layers + 1 + (layers - 1) + layers
 }
 
 /// One row of the bench table.

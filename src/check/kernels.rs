@@ -365,11 +365,12 @@ pub(super) fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     Ok(worst.row("softmax_xent + batch_stats"))
 }
 
-pub(super) fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+/// matmul_update: a layer's weight and bias gradient (dz, a of `rows` rows) applied by the
+/// optimiser to parameters placed inside a larger flat vector, against the f64 gradient and
+/// `ops::update` in f64. The tolerance carries the gradient's own bound through the optimiser
+/// (the update evaluated at g ± that bound), plus the update's roundings.
+pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
-    let widths = [33, 7, 3];
-    let layers = layer_views(&widths);
-    let count = layers.last().map_or(0, |v| v.end());
     for (case, (optimizer, gamma, l1, l2)) in [
         (Optimizer::Sgd, 0.0, 0.0, 0.0),
         (Optimizer::Sgd, 0.9, 0.0, 0.0),
@@ -380,6 +381,12 @@ pub(super) fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     .enumerate()
     {
         let mut rng = ChaCha8Rng::seed_from_u64(400 + case as u64);
+        let (rows, fan_in, fan_out) = [(1, 33, 7), (13, 7, 3), (40, 70, 17), (128, 20, 10)][case];
+        // The layer sits after a 5-parameter layer, as the second layer of a network does.
+        let widths = [1, 5, fan_in, fan_out];
+        let layers = layer_views(&widths);
+        let v = layers[2];
+        let count = v.end();
         let mut hyper: Hyper = TrainConfig::default().hyper();
         (
             hyper.optimizer,
@@ -388,43 +395,64 @@ pub(super) fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             hyper.l2,
             hyper.learning_rate,
         ) = (optimizer, gamma, l1, l2, 0.05);
-        let mut params = uniform_f32(&mut rng, count, 1.0);
-        params[0] = 0.0; // sign(0) = 0 on both paths
-        let grad = uniform_f32(&mut rng, count, 1.0);
-        let mut state = ops::OptimizerState::<f32>::new(count);
-        state.first = uniform_f32(&mut rng, count, 0.1);
-        state.second = uniform_f32(&mut rng, count, 0.1)
+        let dz = uniform_f32(&mut rng, rows * fan_out, 0.1);
+        let a = uniform_f32(&mut rng, rows * fan_in, 1.0);
+        let mut p0 = uniform_f32(&mut rng, count, 1.0);
+        p0[v.weight] = 0.0; // sign(0) = 0 on both paths
+        let f0 = uniform_f32(&mut rng, count, 0.1);
+        let s0: Vec<f32> = uniform_f32(&mut rng, count, 0.1)
             .into_iter()
             .map(f32::abs)
             .collect();
-        state.step = 2;
-        let (p0, f0, s0) = (params.clone(), state.first.clone(), state.second.clone());
-        ops::update(&mut params, &grad, &mut state, &layers, &hyper);
-        let mut mask = vec![0.0f32; count];
-        for v in &layers {
-            mask[v.weight..v.bias].fill(1.0);
+        // f64 gradient (zero outside this layer) and its bound, then the update at g and g ± δ.
+        let (mut grad, mut bound) = (vec![0.0f64; count], vec![0.0f64; count]);
+        for o in 0..fan_out {
+            let (mut sb, mut ab) = (0.0, 0.0);
+            for i in 0..fan_in {
+                let (mut s, mut abs) = (0.0, 0.0);
+                for r in 0..rows {
+                    let t = dz[r * fan_out + o] as f64 * a[r * fan_in + i] as f64;
+                    s += t;
+                    abs += t.abs();
+                }
+                grad[v.weight + o * fan_in + i] = s;
+                bound[v.weight + o * fan_in + i] = dot_tolerance(rows, abs);
+            }
+            for r in 0..rows {
+                sb += dz[r * fan_out + o] as f64;
+                ab += (dz[r * fan_out + o] as f64).abs();
+            }
+            grad[v.bias + o] = sb;
+            bound[v.bias + o] = dot_tolerance(rows, ab);
         }
+        let updated = |g: &[f64]| {
+            let mut w: Vec<f64> = p0.iter().map(|&x| x as f64).collect();
+            let mut state = ops::OptimizerState::<f64>::new(count);
+            state.first = f0.iter().map(|&x| x as f64).collect();
+            state.second = s0.iter().map(|&x| x as f64).collect();
+            state.step = 2;
+            ops::update(&mut w, g, &mut state, &layers, &hyper);
+            w
+        };
+        let want = updated(&grad);
+        let shifted = |sign: f64| {
+            let g: Vec<f64> = grad.iter().zip(&bound).map(|(g, b)| g + sign * b).collect();
+            updated(&g)
+        };
+        let (hi, lo) = (shifted(1.0), shifted(-1.0));
         let pb = rig.poisoned("params", count)?;
         rig.ctx
             .queue
             .write_buffer(&pb, 0, bytemuck::cast_slice(&p0));
-        let g = rig.f32s("grads", &grad)?;
-        let fb = rig.f32s("first", &f0)?;
-        let sb = rig.f32s("second", &s0)?;
-        let mb = rig.f32s("penalised", &mask)?;
-        let u = UpdateParams {
-            count: count as u32,
-            capacity: 40,
-            slots: 2,
-            _pad: 0,
-        };
+        let (dzb, ab) = (rig.f32s("dz", &dz)?, rig.f32s("a", &a)?);
+        let (fb, sb) = (rig.f32s("first", &f0)?, rig.f32s("second", &s0)?);
         let model = ModelHyper::new(&hyper, Activation::None);
         let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;
         // The update also folds the step's per-row losses and correct flags into its stats slot.
-        let rows = 1 + case * 12;
-        let row_loss: Vec<f32> = (0..80)
+        let capacity = 128;
+        let row_loss: Vec<f32> = (0..2 * capacity)
             .map(|r| {
-                if r < 40 {
+                if r < capacity {
                     0.25 * r as f32
                 } else {
                     (r % 2) as f32
@@ -432,18 +460,37 @@ pub(super) fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             })
             .collect();
         let (loss, correct): (f64, f64) = (0..rows).fold((0.0, 0.0), |(l, c), r| {
-            (l + row_loss[r] as f64, c + row_loss[40 + r] as f64)
+            (l + row_loss[r] as f64, c + row_loss[capacity + r] as f64)
         });
         let rl = rig.f32s("row_loss", &row_loss)?;
         let stats = rig.poisoned("stats", 4)?;
-        let p = uniform_init(rig.ctx, "update", bytemuck::bytes_of(&u))?;
-        let group = bind(
+        let params = MatmulParams {
+            m: fan_out as u32,
+            n: fan_in as u32,
+            rows_dim: 2,
+            a_rs: 1,
+            a_cs: fan_out as u32,
+            b_rs: fan_in as u32,
+            b_cs: 1,
+            c_off: v.weight as u32,
+            c_rs: fan_in as u32,
+            bias_off: v.bias as u32,
+            bias_column: 1,
+            capacity: capacity as u32,
+            slots: 2,
+            sum_stats: 1,
+            ..Default::default()
+        };
+        let p = uniform_init(rig.ctx, "matmul_update", bytemuck::bytes_of(&params))?;
+        let buffers = [&dzb, &ab, &pb, &models, &p, &fb, &sb, &rl, &stats];
+        let numbered: Vec<_> = MATMUL_UPDATE_BINDINGS.into_iter().zip(buffers).collect();
+        let group = bind_at(
             rig.ctx,
-            &rig.kernels.update_layout,
-            "update",
-            &[&pb, &g, &fb, &sb, &mb, &rl, &stats, &models, &p],
+            &rig.kernels.matmul_update_layout,
+            "matmul_update",
+            &numbered,
         );
-        // The reference above took its third step (state.step was 2).
+        // The reference took its third step (state.step was 2).
         let (c1, c2) = ops::adam_corrections(&hyper, 3);
         let step = StepUniform {
             rows: rows as u32,
@@ -453,14 +500,24 @@ pub(super) fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             ..Default::default()
         };
         let got = rig.run(step, &pb, |k, pass, s| {
-            k.encode_update(pass, &group, s, count as u32)
+            k.encode_matmul_update(pass, &group, s, fan_out as u32, fan_in as u32 + 1)
         })?;
-        let want: Vec<f64> = params.iter().map(|&v| v as f64).collect();
-        let name = format!("{optimizer:?} γ={gamma} λ1={l1} λ2={l2}");
+        let name = format!("{rows}×{fan_in}→{fan_out} {optimizer:?} γ={gamma} λ1={l1} λ2={l2}");
         // Several roundings, and FMA contraction may differ: 4 ulp of the larger of old and new.
-        worst.compare(&name, &got[..count], &want, |i, w| {
-            4.0 * f32::EPSILON as f64 * w.abs().max(p0[i].abs() as f64) + 1e-7
+        let mine = v.weight..count;
+        worst.compare(&name, &got[mine.clone()], &want[mine], |j, w| {
+            let i = v.weight + j;
+            let carried = (hi[i] - w).abs().max((lo[i] - w).abs());
+            carried + 4.0 * f32::EPSILON as f64 * w.abs().max(p0[i].abs() as f64) + 1e-7
         });
+        // The layers before it are not this dispatch's: their parameters stay as they were.
+        let before: Vec<f64> = p0[..v.weight].iter().map(|&x| x as f64).collect();
+        worst.compare(
+            &format!("{name} other layers"),
+            &got[..v.weight],
+            &before,
+            |_, _| f64::MIN_POSITIVE, // exactly: any change fails
+        );
         worst.untouched(&name, &got[count..]);
         let got_stats = rig.run(step, &stats, |_, _, _| {})?;
         worst.compare(
@@ -472,5 +529,6 @@ pub(super) fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
         worst.untouched(&format!("{name} stats slot 0"), &got_stats[..2]);
         worst.untouched(&format!("{name} stats tail"), &got_stats[4..]);
     }
-    Ok(worst.row("update (SGD, momentum, Adam, L1, L2) + batch sums"))
+    Ok(worst
+        .row("matmul weight + bias gradient + update (SGD, momentum, Adam, L1, L2) + batch sums"))
 }

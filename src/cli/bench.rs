@@ -185,6 +185,11 @@ fn print_profile(
         1e6 * p.gpu_secs_per_step
     );
     println!(
+        "| host recording (whole epoch, unsubmitted) | {} | {:.2} | |",
+        p.dispatches_per_step,
+        1e6 * p.record_secs_per_step
+    );
+    println!(
         "| wall clock (bench median / steps) | | {:.2} | |",
         1e6 * wall
     );

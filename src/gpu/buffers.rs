@@ -181,11 +181,21 @@ pub fn bind(
     label: &str,
     buffers: &[&wgpu::Buffer],
 ) -> wgpu::BindGroup {
+    let numbered: Vec<_> = (0..).zip(buffers.iter().copied()).collect();
+    bind_at(ctx, layout, label, &numbered)
+}
+
+/// A bind group of (binding number, buffer) pairs, for layouts whose numbers have gaps.
+pub fn bind_at(
+    ctx: &GpuContext,
+    layout: &wgpu::BindGroupLayout,
+    label: &str,
+    buffers: &[(u32, &wgpu::Buffer)],
+) -> wgpu::BindGroup {
     let entries: Vec<_> = buffers
         .iter()
-        .enumerate()
-        .map(|(i, b)| wgpu::BindGroupEntry {
-            binding: i as u32,
+        .map(|&(binding, b)| wgpu::BindGroupEntry {
+            binding,
             resource: b.as_entire_binding(),
         })
         .collect();

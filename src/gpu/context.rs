@@ -132,10 +132,12 @@ impl std::fmt::Debug for GpuContext {
     }
 }
 
-/// Bytes of workgroup memory and invocations the kernels need (matmul: two 16×16 f32 tiles).
+/// Bytes of workgroup memory and invocations the kernels need (matmul: two 16×16 f32 tiles;
+/// twice TILE × TILE_K of matmul.wgsl).
 const NEEDED_WORKGROUP_STORAGE: u32 = 2 * 16 * 16 * 4;
 const NEEDED_INVOCATIONS: u32 = 256;
-// update.wgsl binds 8 storage buffers (the most of any kernel): WebGPU's default limit.
+// matmul.wgsl's entry points bind 8 storage buffers each (the most of any kernel): WebGPU's
+// default limit.
 const NEEDED_STORAGE_BUFFERS: u32 = 8;
 
 impl GpuContext {

@@ -132,6 +132,13 @@ pub struct MatmulParams {
     pub b_ms: u32,
     pub c_ms: u32,
     pub aux_ms: u32,
+    /// matmul_update: rows the workspace holds (where row_correct starts in row_loss).
+    pub capacity: u32,
+    /// matmul_update: stats slots per model.
+    pub slots: u32,
+    /// matmul_update: 1 also sums the step's row losses into its stats slot.
+    pub sum_stats: u32,
+    pub _pad: u32,
 }
 
 /// Twin of `XentParams` in softmax_xent.wgsl.
@@ -146,19 +153,6 @@ pub struct XentParams {
     pub slots: u32,
 }
 
-/// Twin of `UpdateParams` in update.wgsl.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
-pub struct UpdateParams {
-    /// Parameters per model.
-    pub count: u32,
-    /// Rows the workspace holds: where row_correct starts in row_loss.
-    pub capacity: u32,
-    /// Stats slots per model.
-    pub slots: u32,
-    pub _pad: u32,
-}
-
 /// Kernel families, as `bench --profile` reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Family {
@@ -167,7 +161,6 @@ pub enum Family {
     SoftmaxXent,
     MatmulWeightGrad,
     MatmulInputGrad,
-    Update,
     BatchStats,
 }
 
@@ -177,9 +170,8 @@ impl Family {
             Family::Gather => "gather_batch",
             Family::MatmulForward => "matmul forward (+bias, activation)",
             Family::SoftmaxXent => "softmax_xent",
-            Family::MatmulWeightGrad => "matmul weight + bias gradient",
+            Family::MatmulWeightGrad => "matmul weight + bias gradient + update (+ batch sums)",
             Family::MatmulInputGrad => "matmul input gradient (× slope)",
-            Family::Update => "update (+ batch sums)",
             Family::BatchStats => "batch_stats",
         }
     }
@@ -192,13 +184,16 @@ pub struct Kernels {
     pub gather_layout: wgpu::BindGroupLayout,
     pub matmul_layout: wgpu::BindGroupLayout,
     pub xent_layout: wgpu::BindGroupLayout,
-    pub update_layout: wgpu::BindGroupLayout,
+    pub matmul_update_layout: wgpu::BindGroupLayout,
     gather_batch: wgpu::ComputePipeline,
     matmul: wgpu::ComputePipeline,
+    matmul_update: wgpu::ComputePipeline,
     softmax_xent: wgpu::ComputePipeline,
     batch_stats: wgpu::ComputePipeline,
-    update: wgpu::ComputePipeline,
 }
+
+/// matmul_update's bindings (matmul.wgsl): a, b, c, models, p, first, second, row_loss, stats.
+pub const MATMUL_UPDATE_BINDINGS: [u32; 9] = [0, 1, 4, 5, 6, 7, 8, 9, 10];
 
 fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
@@ -255,11 +250,25 @@ impl Kernels {
             "softmax_xent",
             &[true, true, true, false, false, false],
         );
-        let update_layout = layout(
-            ctx,
-            "update",
-            &[false, true, false, false, true, true, false, true],
-        );
+        let matmul_update_layout = {
+            let read_only = [true, true, false, true];
+            let mut entries: Vec<_> = MATMUL_UPDATE_BINDINGS[..4]
+                .iter()
+                .zip(read_only)
+                .map(|(&b, ro)| storage(b, ro))
+                .collect();
+            entries.push(uniform(MATMUL_UPDATE_BINDINGS[4], false));
+            entries.extend(
+                MATMUL_UPDATE_BINDINGS[5..]
+                    .iter()
+                    .zip([false, false, true, false])
+                    .map(|(&b, ro)| storage(b, ro)),
+            );
+            d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("matmul_update"),
+                entries: &entries,
+            })
+        };
         let pipeline = |family: &str,
                         entry: &str,
                         layout: &wgpu::BindGroupLayout|
@@ -295,14 +304,14 @@ impl Kernels {
         Ok(Kernels {
             gather_batch: pipeline("batch", "gather_batch", &gather_layout)?,
             matmul: pipeline("matmul", "matmul", &matmul_layout)?,
+            matmul_update: pipeline("matmul", "matmul_update", &matmul_update_layout)?,
             softmax_xent: pipeline("softmax_xent", "softmax_xent", &xent_layout)?,
             batch_stats: pipeline("softmax_xent", "batch_stats", &xent_layout)?,
-            update: pipeline("update", "update", &update_layout)?,
             step_layout,
             gather_layout,
             matmul_layout,
             xent_layout,
-            update_layout,
+            matmul_update_layout,
         })
     }
 }
@@ -335,6 +344,11 @@ pub fn grid(n: u32, width: u32) -> (u32, u32) {
     } else {
         (65_535, groups.div_ceil(65_535))
     }
+}
+
+/// Workgroups of matmul.wgsl's 16×16 output tiles over an (m, n) output.
+fn matmul_grid(m: u32, n: u32) -> (u32, u32) {
+    (n.div_ceil(16).max(1), m.div_ceil(16).max(1))
 }
 
 fn dispatch(
@@ -386,13 +400,7 @@ impl Kernels {
         m: u32,
         n: u32,
     ) {
-        dispatch(
-            pass,
-            &self.matmul,
-            group,
-            step,
-            (n.div_ceil(16).max(1), m.div_ceil(16).max(1)),
-        );
+        dispatch(pass, &self.matmul, group, step, matmul_grid(m, n));
     }
 
     pub fn encode_softmax_xent(
@@ -420,13 +428,16 @@ impl Kernels {
         dispatch(pass, &self.batch_stats, group, step, (1, 1));
     }
 
-    pub fn encode_update(
+    /// A layer's weight (and bias) gradient applied by the optimiser: `m`, `n` as for
+    /// [`Kernels::encode_matmul`] (n counts the bias column).
+    pub fn encode_matmul_update(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         group: &wgpu::BindGroup,
         step: StepRef<'_>,
-        count: u32,
+        m: u32,
+        n: u32,
     ) {
-        dispatch(pass, &self.update, group, step, grid(count, 256));
+        dispatch(pass, &self.matmul_update, group, step, matmul_grid(m, n));
     }
 }

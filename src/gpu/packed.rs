@@ -5,11 +5,13 @@
 //! lists into it, so models split with different seeds share one copy. One command buffer and
 //! one read-back per epoch for all K. A single-model engine is the K = 1 case (`GpuEngine`).
 
-use super::buffers::{bind, staging, storage_init, storage_zeroed, submit_and_read, uniform_init};
+use super::buffers::{
+    bind, bind_at, staging, storage_init, storage_zeroed, submit_and_read, uniform_init,
+};
 use super::context::{GpuContext, GpuError};
 use super::kernels::{
-    GatherParams, Kernels, MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform,
-    UpdateParams, XentParams,
+    GatherParams, Kernels, MATMUL_UPDATE_BINDINGS, MatmulParams, ModelHyper, STEP_STRIDE, StepRef,
+    StepUniform, XentParams,
 };
 use crate::config::{GradientReduction, Hyper, Optimizer};
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
@@ -51,13 +53,19 @@ struct Pool {
     host_labels: Vec<u8>,
 }
 
-/// Bind groups of one layer.
+/// Bind groups of one layer (its weight-gradient update binds the stats, so it is made with
+/// them: [`Resident::update_groups`]).
 struct LayerGroups {
     forward: wgpu::BindGroup,
-    /// Weight and bias gradients in one matmul (the bias as an extra column).
-    weight_grad: wgpu::BindGroup,
     /// Input gradient into the layer below (absent for the first layer).
     input_grad: Option<wgpu::BindGroup>,
+}
+
+/// A layer's fused weight-and-bias gradient + optimiser step (matmul_update): its uniform,
+/// whose `slots` the first upload fills in.
+struct LayerUpdate {
+    params: MatmulParams,
+    uniform: wgpu::Buffer,
 }
 
 /// Everything sized by the dataset, made by the first upload.
@@ -68,7 +76,8 @@ struct Resident {
     stats: wgpu::Buffer,
     staging: wgpu::Buffer,
     slots: usize,
-    update_group: wgpu::BindGroup,
+    /// Per layer: the matmul_update bind group (weight and bias gradient applied in place).
+    update_groups: Vec<wgpu::BindGroup>,
     /// train, val, test.
     splits: [SplitOnDevice; 3],
     pools: [Pool; 2],
@@ -99,7 +108,6 @@ pub struct PackedModels {
     best: wgpu::Buffer,
     first: wgpu::Buffer,
     second: wgpu::Buffer,
-    grads: wgpu::Buffer,
     /// (models, capacity, features) f32.
     x: wgpu::Buffer,
     /// Per layer: (models, capacity, fan_out) f32.
@@ -110,10 +118,8 @@ pub struct PackedModels {
     /// (models) ModelHyper, and what was last written to it.
     hyper: wgpu::Buffer,
     hyper_host: Vec<ModelHyper>,
-    update_uniform: wgpu::Buffer,
-    /// 1 for weights (penalised), 0 for biases: (count) f32, shared.
-    mask: wgpu::Buffer,
     layer_groups: Vec<LayerGroups>,
+    layer_updates: Vec<LayerUpdate>,
     /// Buffers only bind groups refer to, held so their lifetime is visibly this struct's.
     _owned: Vec<wgpu::Buffer>,
     resident: Option<Resident>,
@@ -156,12 +162,6 @@ impl PackedModels {
         let best = storage_zeroed(&ctx, "best_params", bytes(k * count))?;
         let first = storage_zeroed(&ctx, "velocity", bytes(k * count))?;
         let second = storage_zeroed(&ctx, "adam_second_moment", bytes(k * count))?;
-        let grads = storage_zeroed(&ctx, "grads", bytes(k * count))?;
-        let mut mask = vec![0.0f32; count];
-        for v in &layers {
-            mask[v.weight..v.bias].fill(1.0);
-        }
-        let mask = storage_init(&ctx, "penalised", f32_bytes(&mask))?;
         let x = storage_zeroed(&ctx, "batch_images", bytes(k * capacity * widths[0]))?;
         let per_layer = |name: &str| {
             layers
@@ -182,15 +182,11 @@ impl PackedModels {
         let hyper_host = vec![ModelHyper::default(); k];
         let hyper = storage_init(&ctx, "model_hyper", bytemuck::cast_slice(&hyper_host))?;
         let dummy = storage_zeroed(&ctx, "unused", 16)?;
-        let update_uniform = uniform_init(
-            &ctx,
-            "update_params",
-            bytemuck::bytes_of(&UpdateParams::default()),
-        )?;
 
         let last = layers.len() - 1;
         let mut owned = vec![dummy];
         let mut layer_groups = Vec::new();
+        let mut layer_updates = Vec::new();
         for (l, v) in layers.iter().enumerate() {
             let (i, o) = (v.fan_in as u32, v.fan_out as u32);
             let input = if l == 0 { &x } else { &activations[l - 1] };
@@ -230,6 +226,9 @@ impl PackedModels {
                 a_ms: output_ms,
                 b_ms: input_ms,
                 c_ms: count_ms,
+                capacity: capacity as u32,
+                // The output layer's update (the first recorded) sums the batch's losses.
+                sum_stats: (l == last) as u32,
                 ..Default::default()
             };
             let input_grad = MatmulParams {
@@ -273,12 +272,6 @@ impl PackedModels {
                         &u_forward,
                     ],
                 ),
-                weight_grad: bind(
-                    &ctx,
-                    m,
-                    "weight_grad",
-                    &[&deltas[l], input, dummy, dummy, &grads, &hyper, &u_weight],
-                ),
                 input_grad: (l > 0).then(|| {
                     bind(
                         &ctx,
@@ -296,7 +289,11 @@ impl PackedModels {
                     )
                 }),
             });
-            owned.extend([u_forward, u_weight, u_input]);
+            owned.extend([u_forward, u_input]);
+            layer_updates.push(LayerUpdate {
+                params: weight_grad,
+                uniform: u_weight,
+            });
         }
         Ok(PackedModels {
             widths: widths.to_vec(),
@@ -309,16 +306,14 @@ impl PackedModels {
             best,
             first,
             second,
-            grads,
             x,
             activations,
             deltas,
             row_loss,
             hyper,
             hyper_host,
-            update_uniform,
-            mask,
             layer_groups,
+            layer_updates,
             _owned: owned,
             resident: None,
             steps_taken: vec![0; k],

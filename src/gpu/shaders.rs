@@ -11,7 +11,6 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "softmax_xent",
         include_str!("../../shaders/softmax_xent.wgsl"),
     ),
-    ("update", include_str!("../../shaders/update.wgsl")),
 ];
 
 /// The full source wgpu compiles for one family.

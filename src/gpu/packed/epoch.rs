@@ -45,7 +45,7 @@ impl PackedModels {
 
     /// Records the forward pass and the loss for one step slot of `rows` rows over `models`
     /// models; with `batch_stats` also the batch's sums (training steps leave that to the
-    /// update kernel). `mark` runs after every dispatch with its kernel family (a profile
+    /// output layer's matmul_update). `mark` runs after every dispatch with its kernel family (a profile
     /// writes a timestamp there; training passes [`no_marks`]).
     fn encode_forward(
         &self,
@@ -72,28 +72,29 @@ impl PackedModels {
         }
     }
 
+    /// Records the backward pass and the optimiser step: per layer from the output down, the
+    /// input gradient into the layer below (it reads the old weights), then the weight and
+    /// bias gradient applied in place (matmul_update; the output layer's also sums the
+    /// batch's losses).
     fn encode_backward_and_update(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         step: StepRef<'_>,
         rows: u32,
-        update_group: &wgpu::BindGroup,
+        update_groups: &[wgpu::BindGroup],
         mark: Mark<'_>,
     ) {
         let k = &self.kernels;
         for (l, v) in self.layers.iter().enumerate().rev() {
-            let g = &self.layer_groups[l];
-            // fan_in weight columns plus the bias column.
-            let (outputs, columns) = (v.fan_out as u32, v.fan_in as u32 + 1);
-            k.encode_matmul(pass, &g.weight_grad, step, outputs, columns);
-            mark(pass, Family::MatmulWeightGrad);
-            if let Some(input_grad) = &g.input_grad {
+            if let Some(input_grad) = &self.layer_groups[l].input_grad {
                 k.encode_matmul(pass, input_grad, step, rows, v.fan_in as u32);
                 mark(pass, Family::MatmulInputGrad);
             }
+            // fan_in weight columns plus the bias column.
+            let (outputs, columns) = (v.fan_out as u32, v.fan_in as u32 + 1);
+            k.encode_matmul_update(pass, &update_groups[l], step, outputs, columns);
+            mark(pass, Family::MatmulWeightGrad);
         }
-        k.encode_update(pass, update_group, step, self.count as u32);
-        mark(pass, Family::Update);
     }
 
     /// Records training steps `steps` of a prepared epoch.
@@ -108,7 +109,7 @@ impl PackedModels {
         for (slot, u) in &plan.uniforms[steps] {
             let at = r.step(*slot, plan.models);
             self.encode_forward(pass, &r.splits[0], at, u.rows, false, mark);
-            self.encode_backward_and_update(pass, at, u.rows, &r.update_group, mark);
+            self.encode_backward_and_update(pass, at, u.rows, &r.update_groups, mark);
         }
         Ok(())
     }

@@ -25,6 +25,10 @@ pub struct StepProfile {
     pub families: Vec<FamilyTime>,
     /// First timestamp to last, per step: the GPU's time including gaps between dispatches.
     pub gpu_secs_per_step: f64,
+    /// Host time to record one step's dispatches (a whole epoch recorded and finished without
+    /// timestamps, then dropped unsubmitted): the CPU's share of every step, which no GPU can
+    /// hide when the epoch is recorded before it is submitted.
+    pub record_secs_per_step: f64,
 }
 
 impl PackedModels {
@@ -49,6 +53,7 @@ impl PackedModels {
             )));
         }
         let plan: EpochPlan = self.prepare_epoch(jobs)?;
+        let record_secs_per_step = self.record_secs_per_step(&plan)?;
         let per_step = crate::bench::gpu_dispatches_per_step(self.layers.len());
         let max_queries = wgpu::QUERY_SET_MAX_QUERIES as usize;
         let steps = plan.uniforms.len().min((max_queries - 1) / per_step);
@@ -117,6 +122,31 @@ impl PackedModels {
                 })
                 .collect(),
             gpu_secs_per_step: span / steps as f64,
+            record_secs_per_step,
         })
+    }
+
+    /// Host seconds per step to record `plan`'s whole epoch into a command buffer (nothing is
+    /// submitted: the buffer is dropped).
+    fn record_secs_per_step(&self, plan: &EpochPlan) -> Result<f64, EngineError> {
+        let steps = plan.uniforms.len().max(1);
+        let started = std::time::Instant::now();
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("record_only"),
+                timestamp_writes: None,
+            });
+            self.encode_steps(
+                &mut pass,
+                plan,
+                0..plan.uniforms.len(),
+                &mut super::epoch::no_marks,
+            )?;
+        }
+        let commands = encoder.finish();
+        let secs = started.elapsed().as_secs_f64();
+        drop(commands);
+        Ok(secs / steps as f64)
     }
 }

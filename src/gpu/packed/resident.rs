@@ -186,32 +186,43 @@ impl PackedModels {
         // vectors of one model's checkpoint (params, best, first and second moments).
         let staging_bytes = (self.models * slots * 8).max(4 * self.count * 4) as u64;
         let staging = staging(&self.ctx, "staging", staging_bytes)?;
-        self.ctx.queue.write_buffer(
-            &self.update_uniform,
-            0,
-            bytemuck::bytes_of(&UpdateParams {
-                count: self.count as u32,
-                capacity: self.capacity as u32,
-                slots: slots as u32,
-                _pad: 0,
-            }),
-        );
-        let update_group = bind(
-            &self.ctx,
-            &self.kernels.update_layout,
-            "update",
-            &[
-                &self.params,
-                &self.grads,
-                &self.first,
-                &self.second,
-                &self.mask,
-                &self.row_loss,
-                &stats,
-                &self.hyper,
-                &self.update_uniform,
-            ],
-        );
+        let update_groups = self
+            .layer_updates
+            .iter()
+            .enumerate()
+            .map(|(l, u)| {
+                let p = MatmulParams {
+                    slots: slots as u32,
+                    ..u.params
+                };
+                self.ctx
+                    .queue
+                    .write_buffer(&u.uniform, 0, bytemuck::bytes_of(&p));
+                let input = if l == 0 {
+                    &self.x
+                } else {
+                    &self.activations[l - 1]
+                };
+                let buffers = [
+                    &self.deltas[l],
+                    input,
+                    &self.params,
+                    &self.hyper,
+                    &u.uniform,
+                    &self.first,
+                    &self.second,
+                    &self.row_loss,
+                    &stats,
+                ];
+                let numbered: Vec<_> = MATMUL_UPDATE_BINDINGS.into_iter().zip(buffers).collect();
+                bind_at(
+                    &self.ctx,
+                    &self.kernels.matmul_update_layout,
+                    &format!("fc{}.weight_grad_update", l + 1),
+                    &numbered,
+                )
+            })
+            .collect();
         let train = self.split_on_device(
             "train",
             &train_pool,
@@ -249,7 +260,7 @@ impl PackedModels {
             stats,
             staging,
             slots,
-            update_group,
+            update_groups,
             splits: [train, val, test],
             pools: [train_pool, test_pool],
             train_rows: vec![None; self.models],
