@@ -1,6 +1,6 @@
 // matmul.wgsl — C (m, n) = op(A) (m, k) · op(B) (k, n), 16×16 outputs per workgroup, k in
-// steps of TILE_K through workgroup memory, any sizes (edges masked). Two entry points share the
-// product (`accumulate`) and differ in what they do with it:
+// steps of TILE_K through workgroup memory, any sizes (edges masked). Three entry points share
+// the product (`accumulate`) and differ in what they do with it:
 // matmul: C = A·B with an optional fused epilogue
 //   epilogue 0: C = A·B
 //   epilogue 1: C = act(A·B + bias)                       (forward: Z = X·Wᵀ + b, A = f(Z))
@@ -16,6 +16,12 @@
 //   With sum_stats = 1 one invocation also sums the step's per-row losses and correct flags
 //   (softmax_xent's output) into stats[stat_slot], in row order: the training step's batch
 //   sums without a dispatch of their own. A model with training = 0 is left alone.
+// matmul_softmax_xent: the output layer's logits Z = A·B + bias, when its n ≤ 16 classes fit
+//   one tile, go through softmax_xent.wgsl's softmax + cross-entropy in the epilogue: C gets
+//   dZ = (softmax(Z) − onehot(y))·scale, row_loss the row's loss and correct flag; the logits
+//   never go to memory and no softmax_xent dispatch follows. Same expressions in the same
+//   order as softmax_xent (so the same bits), with the row's logits in workgroup memory. The
+//   label of row r is labels[indices[model·index_ms + offset + r]].
 // bias_column = 1 gives B an extra column of ones; that column of the product (the bias
 // gradient Σ_r dZ[r, o]) goes to c[bias_off + row].
 // Operands are strided views, so transposes cost nothing: A(i, k) = a[a_off + i·a_rs + k·a_cs].
@@ -39,10 +45,13 @@
 //   8 second   read_write  f32 (matmul_update: Adam's s)
 //   9 row_loss read        f32 per row, row_correct at [capacity + r] (matmul_update)
 //  10 stats    read_write  vec2<f32> per slot (matmul_update)
-// matmul binds 0–6, matmul_update 0, 1, 4–10: eight storage buffers each, WebGPU's default
-// per-stage limit.
+//  11 labels   read        u32 per image of the pool (matmul_softmax_xent)
+//  12 indices  read        u32 pool rows, per model (matmul_softmax_xent)
+//  13 row_loss_out read_write  f32 per row, row_correct at [capacity + r] (matmul_softmax_xent)
+// matmul binds 0–6, matmul_update 0, 1, 4–10, matmul_softmax_xent 0–2, 4–6, 11–13: eight
+// storage buffers each, WebGPU's default per-stage limit.
 // Dispatch: (ceil((n + bias_column)/16), ceil(m/16), models) workgroups of 16×16; one output
-// element per invocation.
+// element per invocation (matmul_softmax_xent: one column of workgroups).
 // rows_dim says which dimension is the batch's row count, read from the step uniform, so
 // one pipeline and bind group serve full and short batches.
 
@@ -52,7 +61,7 @@ struct MatmulParams {
     b_rs: u32, b_cs: u32, c_off: u32, c_rs: u32,
     bias_off: u32, epilogue: u32, activated: u32, bias_column: u32,
     a_ms: u32, b_ms: u32, c_ms: u32, aux_ms: u32,
-    capacity: u32, slots: u32, sum_stats: u32, _pad: u32,
+    capacity: u32, slots: u32, sum_stats: u32, index_ms: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -66,6 +75,9 @@ struct MatmulParams {
 @group(0) @binding(8) var<storage, read_write> second: array<f32>;
 @group(0) @binding(9) var<storage, read> row_loss: array<f32>;
 @group(0) @binding(10) var<storage, read_write> stats: array<vec2<f32>>;
+@group(0) @binding(11) var<storage, read> labels: array<u32>;
+@group(0) @binding(12) var<storage, read> indices: array<u32>;
+@group(0) @binding(13) var<storage, read_write> row_loss_out: array<f32>;
 
 // Outputs per workgroup side, and k per pass through workgroup memory (a multiple of TILE:
 // each invocation loads TILE_K / TILE elements of A and of B per pass). Products are added in
@@ -178,5 +190,34 @@ fn matmul_update(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
         first[at] = m;
         second[at] = s;
         c[at] = w - lr * (m * step.adam_c1) / (sqrt(s * step.adam_c2) + h.epsilon);
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_softmax_xent(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let model = step.first_model + wid.z;
+    let row = wid.y * TILE + lid.y;
+    let col = lid.x;
+    let acc = accumulate(lid, model, row, col);
+    // The workgroup's logits, in tile_a: free once accumulate's last barrier has passed.
+    if col < p.n { tile_a[lid.y][col] = acc + bias[model * p.b_ms + p.bias_off + col]; }
+    workgroupBarrier();
+    if row >= dims().x || col >= p.n { return; }
+    let label = labels[indices[model * p.index_ms + step.offset + row]];
+    var argmax = 0u;
+    var zmax = tile_a[lid.y][0];
+    for (var c = 1u; c < p.n; c++) {
+        let v = tile_a[lid.y][c];
+        if v > zmax { zmax = v; argmax = c; }
+    }
+    var sum = 0.0;
+    for (var c = 0u; c < p.n; c++) { sum += exp(tile_a[lid.y][c] - zmax); }
+    let inv = 1.0 / sum;
+    let prob = exp(tile_a[lid.y][col] - zmax) * inv;
+    c[model * p.c_ms + p.c_off + row * p.c_rs + col] = (prob - select(0.0, 1.0, col == label)) * step.scale;
+    if col == 0u {
+        let losses = model * 2u * p.capacity;
+        row_loss_out[losses + row] = log(sum) + zmax - tile_a[lid.y][label];
+        row_loss_out[losses + p.capacity + row] = select(0.0, 1.0, argmax == label);
     }
 }

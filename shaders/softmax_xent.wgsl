@@ -6,6 +6,9 @@
 //   atomics: the result repeats bit for bit) into stats[stat_slot] = (loss sum, correct).
 // Per model (z): logits, dz from model·capacity·classes, row_loss from model·2·capacity,
 // indices from model·index_ms, stats from model·slots; labels are shared (the image pool's).
+// Training steps and evaluation chunks of models with at most 16 classes use its fused twin,
+// matmul.wgsl's matmul_softmax_xent (same expressions, same order); this kernel serves wider
+// output layers, and batch_stats every evaluation chunk.
 // CPU twin: cpu::ops::softmax_xent. Test: tests/gpu.rs::softmax_xent_matches_reference.
 // Bindings (group 0):
 //   0 logits   read        (rows, classes) f32

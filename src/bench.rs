@@ -25,12 +25,17 @@ pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
     2.0 * rows as f64 * (2.0 * forward + input_grads)
 }
 
-/// Compute dispatches the GPU engine records per training step (see docs/gpu.md).
-pub fn gpu_dispatches_per_step(layers: usize) -> usize {
-    // gather + forward per layer + softmax_xent + input gradient per layer but the first
-    // + weight-and-bias gradient applied by the optimiser per layer (the output layer's also
-    // sums the batch's loss)
-    1 + layers + 1 + (layers - 1) + layers
+/// Compute dispatches the GPU engine records per training step of a network of `widths`
+/// (see docs/gpu.md).
+pub fn gpu_dispatches_per_step(widths: &[usize]) -> usize {
+    let layers = widths.len().saturating_sub(1).max(1);
+    let classes = widths.last().copied().unwrap_or(0);
+    // A separate softmax_xent only when the output layer is wider than one matmul tile.
+    let softmax = usize::from(classes > crate::gpu::kernels::MAX_FUSED_CLASSES);
+    // gather + forward per layer (the output layer's with the softmax fused) + input gradient
+    // per layer but the first + weight-and-bias gradient applied by the optimiser per layer
+    // (the output layer's also sums the batch's loss)
+    1 + layers + softmax + (layers - 1) + layers
 }
 
 /// One row of the bench table.
@@ -119,7 +124,7 @@ pub fn bench_one(
         samples_per_sec: data.train.len as f64 / med,
         gflops: flops / med / 1e9,
         flops_per_epoch: flops,
-        dispatches_per_step: gpu.then(|| gpu_dispatches_per_step(config.layers.len() - 1)),
+        dispatches_per_step: gpu.then(|| gpu_dispatches_per_step(&config.layers)),
         submissions_per_epoch: gpu.then_some(1),
         train_loss_last_epoch: last_loss,
     })

@@ -532,3 +532,123 @@ pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuErr
     Ok(worst
         .row("matmul weight + bias gradient + update (SGD, momentum, Adam, L1, L2) + batch sums"))
 }
+
+/// matmul_softmax_xent: the output layer's logits x·wᵀ + b (never stored) through softmax +
+/// cross-entropy, against f64 logits and `ops::softmax_xent` per row. The logits' dot-product
+/// bound B carries into the gradient (|Δp| ≤ 2B) and the loss (≤ 2B); the arg-max may differ
+/// only where the top two logits are within 2B.
+pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+    let mut worst = Worst::default();
+    let cases = [
+        (1, 7, 10),
+        (7, 33, 3),
+        (33, 128, 16),
+        (129, 784, 10),
+        (40, 1, 1),
+    ];
+    for (case, &(rows, fan_in, classes)) in cases.iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(500 + case as u64);
+        let x = uniform_f32(&mut rng, rows * fan_in, 1.0);
+        let w_off = 5;
+        let mut wbuf = uniform_f32(&mut rng, w_off + classes * fan_in + classes, 1.0);
+        let b_off = w_off + classes * fan_in;
+        wbuf[b_off] = 30.0; // a dominant logit: exp is taken of z − max only
+        // Pool labels read through a reversed index list, as a shuffled epoch would.
+        let labels: Vec<u32> = (0..rows)
+            .map(|_| rng.random_range(0..classes as u32))
+            .collect();
+        let indices: Vec<u32> = (0..rows as u32).rev().collect();
+        let scale = 1.0 / rows as f32;
+        let capacity = rows + 3;
+        let (mut want_dz, mut dz_tol) = (vec![0.0; rows * classes], vec![0.0; rows * classes]);
+        let (mut want_loss, mut loss_tol) = (vec![0.0; 2 * rows], vec![0.0; 2 * rows]);
+        for r in 0..rows {
+            let mut z = vec![0.0f64; classes];
+            let mut bound = 0.0f64;
+            for (o, zo) in z.iter_mut().enumerate() {
+                let (mut acc, mut abs) = (wbuf[b_off + o] as f64, 0.0);
+                for i in 0..fan_in {
+                    let t = x[r * fan_in + i] as f64 * wbuf[w_off + o * fan_in + i] as f64;
+                    acc += t;
+                    abs += t.abs();
+                }
+                *zo = acc;
+                bound = bound.max(dot_tolerance(
+                    fan_in + 1,
+                    abs + wbuf[b_off + o].abs() as f64,
+                ));
+            }
+            let label = labels[indices[r] as usize] as u8;
+            let dz = &mut want_dz[r * classes..(r + 1) * classes];
+            let (loss, correct) = ops::softmax_xent(&z, &[label], classes, scale as f64, Some(dz));
+            dz_tol[r * classes..(r + 1) * classes].fill(scale as f64 * 2.0 * bound + 1e-6);
+            want_loss[r] = loss;
+            loss_tol[r] = 2.0 * bound + 1e-5 * loss.abs().max(1.0);
+            let mut sorted = z.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let clear = classes == 1 || sorted[0] - sorted[1] > 2.0 * bound;
+            want_loss[rows + r] = correct as f64;
+            loss_tol[rows + r] = if clear { 0.5 } else { 1.5 };
+        }
+        let (xb, wb) = (rig.f32s("x", &x)?, rig.f32s("params", &wbuf)?);
+        let lab = storage_init(rig.ctx, "labels", bytemuck::cast_slice(&labels))?;
+        let idx = storage_init(rig.ctx, "indices", bytemuck::cast_slice(&indices))?;
+        let dz = rig.poisoned("dz", rows * classes)?;
+        let row_loss = rig.poisoned("row_loss", 2 * capacity)?;
+        let model = ModelHyper::default();
+        let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;
+        let params = MatmulParams {
+            n: classes as u32,
+            k: fan_in as u32,
+            rows_dim: 1,
+            a_rs: fan_in as u32,
+            a_cs: 1,
+            b_off: w_off as u32,
+            b_rs: 1,
+            b_cs: fan_in as u32,
+            c_rs: classes as u32,
+            bias_off: b_off as u32,
+            epilogue: 1,
+            capacity: capacity as u32,
+            ..Default::default()
+        };
+        let p = uniform_init(rig.ctx, "matmul_softmax_xent", bytemuck::bytes_of(&params))?;
+        let buffers = [&xb, &wb, &wb, &dz, &models, &p, &lab, &idx, &row_loss];
+        let numbered: Vec<_> = MATMUL_XENT_BINDINGS.into_iter().zip(buffers).collect();
+        let group = bind_at(
+            rig.ctx,
+            &rig.kernels.matmul_xent_layout,
+            "matmul_softmax_xent",
+            &numbered,
+        );
+        let step = StepUniform {
+            rows: rows as u32,
+            scale,
+            ..Default::default()
+        };
+        let got_dz = rig.run(step, &dz, |k, pass, s| {
+            k.encode_matmul_softmax_xent(pass, &group, s, rows as u32)
+        })?;
+        let got_loss = rig.run(step, &row_loss, |_, _, _| {})?;
+        let name = format!("{rows}×{fan_in}→{classes}");
+        worst.compare(&name, &got_dz[..rows * classes], &want_dz, |i, _| dz_tol[i]);
+        worst.untouched(&name, &got_dz[rows * classes..]);
+        let got_rows: Vec<f32> = got_loss[..rows]
+            .iter()
+            .chain(&got_loss[capacity..capacity + rows])
+            .copied()
+            .collect();
+        worst.compare(
+            &format!("{name} row losses"),
+            &got_rows,
+            &want_loss,
+            |i, _| loss_tol[i],
+        );
+        worst.untouched(
+            &format!("{name} rows past the batch"),
+            &got_loss[rows..capacity],
+        );
+        worst.untouched(&format!("{name} tail"), &got_loss[capacity + rows..]);
+    }
+    Ok(worst.row("matmul forward (+bias) + softmax_xent"))
+}

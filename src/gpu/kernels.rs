@@ -138,7 +138,8 @@ pub struct MatmulParams {
     pub slots: u32,
     /// matmul_update: 1 also sums the step's row losses into its stats slot.
     pub sum_stats: u32,
-    pub _pad: u32,
+    /// matmul_softmax_xent: elements between two models' index lists (0: shared).
+    pub index_ms: u32,
 }
 
 /// Twin of `XentParams` in softmax_xent.wgsl.
@@ -159,6 +160,7 @@ pub enum Family {
     Gather,
     MatmulForward,
     SoftmaxXent,
+    MatmulForwardXent,
     MatmulWeightGrad,
     MatmulInputGrad,
     BatchStats,
@@ -170,6 +172,7 @@ impl Family {
             Family::Gather => "gather_batch",
             Family::MatmulForward => "matmul forward (+bias, activation)",
             Family::SoftmaxXent => "softmax_xent",
+            Family::MatmulForwardXent => "matmul forward (+bias) + softmax_xent",
             Family::MatmulWeightGrad => "matmul weight + bias gradient + update (+ batch sums)",
             Family::MatmulInputGrad => "matmul input gradient (× slope)",
             Family::BatchStats => "batch_stats",
@@ -185,15 +188,45 @@ pub struct Kernels {
     pub matmul_layout: wgpu::BindGroupLayout,
     pub xent_layout: wgpu::BindGroupLayout,
     pub matmul_update_layout: wgpu::BindGroupLayout,
+    pub matmul_xent_layout: wgpu::BindGroupLayout,
     gather_batch: wgpu::ComputePipeline,
     matmul: wgpu::ComputePipeline,
     matmul_update: wgpu::ComputePipeline,
+    matmul_softmax_xent: wgpu::ComputePipeline,
     softmax_xent: wgpu::ComputePipeline,
     batch_stats: wgpu::ComputePipeline,
 }
 
+/// How a binding of a numbered layout is used.
+#[derive(Clone, Copy)]
+enum Use {
+    Read,
+    ReadWrite,
+    Uniform,
+}
+
 /// matmul_update's bindings (matmul.wgsl): a, b, c, models, p, first, second, row_loss, stats.
 pub const MATMUL_UPDATE_BINDINGS: [u32; 9] = [0, 1, 4, 5, 6, 7, 8, 9, 10];
+const MATMUL_UPDATE_USES: [Use; 9] = {
+    use Use::*;
+    [
+        Read, Read, ReadWrite, Read, Uniform, ReadWrite, ReadWrite, Read, ReadWrite,
+    ]
+};
+
+/// The most output classes one tile of matmul.wgsl holds: wider output layers keep a separate
+/// softmax_xent dispatch.
+pub const MAX_FUSED_CLASSES: usize = 16;
+
+/// matmul_softmax_xent's bindings (matmul.wgsl): a, b, bias, c (dZ), models, p, labels,
+/// indices, row_loss.
+pub const MATMUL_XENT_BINDINGS: [u32; 9] = [0, 1, 2, 4, 5, 6, 11, 12, 13];
+const MATMUL_XENT_USES: [Use; 9] = {
+    use Use::*;
+    [
+        Read, Read, Read, ReadWrite, Read, Uniform, Read, Read, ReadWrite,
+    ]
+};
 
 fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
@@ -236,6 +269,29 @@ fn layout(ctx: &GpuContext, label: &str, read_only: &[bool]) -> wgpu::BindGroupL
         })
 }
 
+/// A layout of the given binding numbers (which may have gaps) and uses.
+fn numbered_layout(
+    ctx: &GpuContext,
+    label: &str,
+    bindings: &[u32],
+    uses: &[Use],
+) -> wgpu::BindGroupLayout {
+    let entries: Vec<_> = bindings
+        .iter()
+        .zip(uses)
+        .map(|(&b, u)| match u {
+            Use::Read => storage(b, true),
+            Use::ReadWrite => storage(b, false),
+            Use::Uniform => uniform(b, false),
+        })
+        .collect();
+    ctx.device
+        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(label),
+            entries: &entries,
+        })
+}
+
 impl Kernels {
     pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
         let d = &ctx.device;
@@ -250,25 +306,18 @@ impl Kernels {
             "softmax_xent",
             &[true, true, true, false, false, false],
         );
-        let matmul_update_layout = {
-            let read_only = [true, true, false, true];
-            let mut entries: Vec<_> = MATMUL_UPDATE_BINDINGS[..4]
-                .iter()
-                .zip(read_only)
-                .map(|(&b, ro)| storage(b, ro))
-                .collect();
-            entries.push(uniform(MATMUL_UPDATE_BINDINGS[4], false));
-            entries.extend(
-                MATMUL_UPDATE_BINDINGS[5..]
-                    .iter()
-                    .zip([false, false, true, false])
-                    .map(|(&b, ro)| storage(b, ro)),
-            );
-            d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("matmul_update"),
-                entries: &entries,
-            })
-        };
+        let matmul_update_layout = numbered_layout(
+            ctx,
+            "matmul_update",
+            &MATMUL_UPDATE_BINDINGS,
+            &MATMUL_UPDATE_USES,
+        );
+        let matmul_xent_layout = numbered_layout(
+            ctx,
+            "matmul_softmax_xent",
+            &MATMUL_XENT_BINDINGS,
+            &MATMUL_XENT_USES,
+        );
         let pipeline = |family: &str,
                         entry: &str,
                         layout: &wgpu::BindGroupLayout|
@@ -305,6 +354,7 @@ impl Kernels {
             gather_batch: pipeline("batch", "gather_batch", &gather_layout)?,
             matmul: pipeline("matmul", "matmul", &matmul_layout)?,
             matmul_update: pipeline("matmul", "matmul_update", &matmul_update_layout)?,
+            matmul_softmax_xent: pipeline("matmul", "matmul_softmax_xent", &matmul_xent_layout)?,
             softmax_xent: pipeline("softmax_xent", "softmax_xent", &xent_layout)?,
             batch_stats: pipeline("softmax_xent", "batch_stats", &xent_layout)?,
             step_layout,
@@ -312,6 +362,7 @@ impl Kernels {
             matmul_layout,
             xent_layout,
             matmul_update_layout,
+            matmul_xent_layout,
         })
     }
 }
@@ -401,6 +452,24 @@ impl Kernels {
         n: u32,
     ) {
         dispatch(pass, &self.matmul, group, step, matmul_grid(m, n));
+    }
+
+    /// The output layer's forward pass with softmax + cross-entropy in its epilogue, over
+    /// `rows` rows (its classes must fit one tile: [`MAX_FUSED_CLASSES`]).
+    pub fn encode_matmul_softmax_xent(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        step: StepRef<'_>,
+        rows: u32,
+    ) {
+        dispatch(
+            pass,
+            &self.matmul_softmax_xent,
+            group,
+            step,
+            matmul_grid(rows, 1),
+        );
     }
 
     pub fn encode_softmax_xent(

@@ -10,8 +10,8 @@ use super::buffers::{
 };
 use super::context::{GpuContext, GpuError};
 use super::kernels::{
-    GatherParams, Kernels, MATMUL_UPDATE_BINDINGS, MatmulParams, ModelHyper, STEP_STRIDE, StepRef,
-    StepUniform, XentParams,
+    GatherParams, Kernels, MATMUL_UPDATE_BINDINGS, MATMUL_XENT_BINDINGS, MAX_FUSED_CLASSES,
+    MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform, XentParams,
 };
 use crate::config::{GradientReduction, Hyper, Optimizer};
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
@@ -39,6 +39,9 @@ struct SplitOnDevice {
     index_ms: usize,
     gather_group: wgpu::BindGroup,
     xent_group: wgpu::BindGroup,
+    /// The output layer's forward pass + softmax_xent in one dispatch (matmul_softmax_xent),
+    /// when its classes fit one tile.
+    forward_xent_group: Option<wgpu::BindGroup>,
     /// First step-uniform (and stats) slot of this split's steps or evaluation chunks.
     first_slot: usize,
 }
@@ -120,6 +123,8 @@ pub struct PackedModels {
     hyper_host: Vec<ModelHyper>,
     layer_groups: Vec<LayerGroups>,
     layer_updates: Vec<LayerUpdate>,
+    /// The output layer's forward matmul, which matmul_softmax_xent runs per split.
+    output_forward: MatmulParams,
     /// Buffers only bind groups refer to, held so their lifetime is visibly this struct's.
     _owned: Vec<wgpu::Buffer>,
     resident: Option<Resident>,
@@ -187,6 +192,7 @@ impl PackedModels {
         let mut owned = vec![dummy];
         let mut layer_groups = Vec::new();
         let mut layer_updates = Vec::new();
+        let mut output_forward = MatmulParams::default();
         for (l, v) in layers.iter().enumerate() {
             let (i, o) = (v.fan_in as u32, v.fan_out as u32);
             let input = if l == 0 { &x } else { &activations[l - 1] };
@@ -252,6 +258,9 @@ impl PackedModels {
             let uniform = |what: &str, p: &MatmulParams| {
                 uniform_init(&ctx, &format!("fc{}.{what}", l + 1), bytemuck::bytes_of(p))
             };
+            if l == last {
+                output_forward = forward;
+            }
             let u_forward = uniform("forward", &forward)?;
             let u_weight = uniform("weight_grad", &weight_grad)?;
             let u_input = uniform("input_grad", &input_grad)?;
@@ -314,6 +323,7 @@ impl PackedModels {
             hyper_host,
             layer_groups,
             layer_updates,
+            output_forward,
             _owned: owned,
             resident: None,
             steps_taken: vec![0; k],

@@ -59,13 +59,24 @@ impl PackedModels {
         let k = &self.kernels;
         k.encode_gather_batch(pass, &split.gather_group, step, rows, self.widths[0] as u32);
         mark(pass, Family::Gather);
+        let last = self.layers.len() - 1;
         for (l, v) in self.layers.iter().enumerate() {
-            let forward = &self.layer_groups[l].forward;
-            k.encode_matmul(pass, forward, step, rows, v.fan_out as u32);
-            mark(pass, Family::MatmulForward);
+            match &split.forward_xent_group {
+                Some(group) if l == last => {
+                    k.encode_matmul_softmax_xent(pass, group, step, rows);
+                    mark(pass, Family::MatmulForwardXent);
+                }
+                _ => {
+                    let forward = &self.layer_groups[l].forward;
+                    k.encode_matmul(pass, forward, step, rows, v.fan_out as u32);
+                    mark(pass, Family::MatmulForward);
+                }
+            }
         }
-        k.encode_softmax_xent(pass, &split.xent_group, step, rows);
-        mark(pass, Family::SoftmaxXent);
+        if split.forward_xent_group.is_none() {
+            k.encode_softmax_xent(pass, &split.xent_group, step, rows);
+            mark(pass, Family::SoftmaxXent);
+        }
         if batch_stats {
             k.encode_batch_stats(pass, &split.xent_group, step);
             mark(pass, Family::BatchStats);

@@ -65,6 +65,43 @@ impl PackedModels {
             }),
         )?;
         let last = self.layers.len() - 1;
+        let forward_xent_group = if self.classes() <= MAX_FUSED_CLASSES {
+            let params = MatmulParams {
+                capacity: self.capacity as u32,
+                index_ms: index_ms as u32,
+                ..self.output_forward
+            };
+            let uniform = uniform_init(
+                &self.ctx,
+                &format!("{name}_forward_xent"),
+                bytemuck::bytes_of(&params),
+            )?;
+            let input = if last == 0 {
+                &self.x
+            } else {
+                &self.activations[last - 1]
+            };
+            let buffers = [
+                input,
+                &self.params,
+                &self.params,
+                &self.deltas[last],
+                &self.hyper,
+                &uniform,
+                &pool.labels,
+                &indices,
+                &self.row_loss,
+            ];
+            let numbered: Vec<_> = MATMUL_XENT_BINDINGS.into_iter().zip(buffers).collect();
+            Some(bind_at(
+                &self.ctx,
+                &self.kernels.matmul_xent_layout,
+                &format!("{name}_forward_xent"),
+                &numbered,
+            ))
+        } else {
+            None
+        };
         Ok(SplitOnDevice {
             len,
             gather_group: bind(
@@ -87,6 +124,7 @@ impl PackedModels {
                     &xent_params,
                 ],
             ),
+            forward_xent_group,
             indices,
             index_ms,
             first_slot,
