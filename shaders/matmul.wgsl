@@ -1,6 +1,7 @@
 // matmul.wgsl — C (m, n) = op(A) (m, k) · op(B) (k, n), 16×16 outputs per workgroup, k in
-// steps of TILE_K through workgroup memory, any sizes (edges masked). Three entry points share
-// the product (`accumulate`) and differ in what they do with it:
+// steps of TILE_K through workgroup memory, any sizes (edges masked). Four entry points share
+// the tile loop (`load_b`, `multiply_tiles`; A from memory in `accumulate`, from the image pool
+// in `accumulate_gathered`) and differ in what they do with the product:
 // matmul: C = A·B with an optional fused epilogue
 //   epilogue 0: C = A·B
 //   epilogue 1: C = act(A·B + bias)                       (forward: Z = X·Wᵀ + b, A = f(Z))
@@ -22,6 +23,10 @@
 //   never go to memory and no softmax_xent dispatch follows. Same expressions in the same
 //   order as softmax_xent (so the same bits), with the row's logits in workgroup memory. The
 //   label of row r is labels[indices[model·index_ms + offset + r]].
+// matmul_gather: the first layer's forward pass (epilogue 1) with A gathered from the image
+//   pool and z-scored in the tile loads (batch.wgsl's gather_batch, same expression): no gather
+//   dispatch before it. The first column of workgroups also stores the batch in x_out, which
+//   the layer's weight gradient reads.
 // bias_column = 1 gives B an extra column of ones; that column of the product (the bias
 // gradient Σ_r dZ[r, o]) goes to c[bias_off + row].
 // Operands are strided views, so transposes cost nothing: A(i, k) = a[a_off + i·a_rs + k·a_cs].
@@ -48,8 +53,12 @@
 //  11 labels   read        u32 per image of the pool (matmul_softmax_xent)
 //  12 indices  read        u32 pool rows, per model (matmul_softmax_xent)
 //  13 row_loss_out read_write  f32 per row, row_correct at [capacity + r] (matmul_softmax_xent)
-// matmul binds 0–6, matmul_update 0, 1, 4–10, matmul_softmax_xent 0–2, 4–6, 11–13: eight
-// storage buffers each, WebGPU's default per-stage limit.
+//  14 pixels   read        u8 images four to a u32 (matmul_gather; batch.wgsl's layout)
+//  15 image_stats read     vec2<f32> (mean, 1/std) per image (matmul_gather)
+//  16 x_out    read_write  (models, capacity, features) f32: the gathered batch (matmul_gather)
+// matmul binds 0–6, matmul_update 0, 1, 4–10, matmul_softmax_xent 0–2, 4–6, 11–13,
+// matmul_gather 1, 2, 4–6, 12, 14–16: eight storage buffers each, WebGPU's default per-stage
+// limit.
 // Dispatch: (ceil((n + bias_column)/16), ceil(m/16), models) workgroups of 16×16; one output
 // element per invocation (matmul_softmax_xent: one column of workgroups).
 // rows_dim says which dimension is the batch's row count, read from the step uniform, so
@@ -78,6 +87,9 @@ struct MatmulParams {
 @group(0) @binding(11) var<storage, read> labels: array<u32>;
 @group(0) @binding(12) var<storage, read> indices: array<u32>;
 @group(0) @binding(13) var<storage, read_write> row_loss_out: array<f32>;
+@group(0) @binding(14) var<storage, read> pixels: array<u32>;
+@group(0) @binding(15) var<storage, read> image_stats: array<vec2<f32>>;
+@group(0) @binding(16) var<storage, read_write> x_out: array<f32>;
 
 // Outputs per workgroup side, and k per pass through workgroup memory (a multiple of TILE:
 // each invocation loads TILE_K / TILE elements of A and of B per pass). Products are added in
@@ -99,37 +111,89 @@ fn dims() -> vec2<u32> {
     return vec2<u32>(m, k);
 }
 
+// Loads B's rows t..t + TILE_K (column col) into tile_b; beyond B's n columns, a column of ones
+// when bias_column = 1, else zeros. B rows past k are masked to 0.
+fn load_b(lid: vec3<u32>, b_base: u32, t: u32, k: u32, col: u32) {
+    for (var j = 0u; j < TILE_K; j += TILE) {
+        let bk = t + j + lid.y;
+        var bv = 0.0;
+        if bk < k && col < p.n {
+            bv = b[b_base + bk * p.b_rs + col * p.b_cs];
+        } else if bk < k && col == p.n && p.bias_column == 1u {
+            bv = 1.0;
+        }
+        tile_b[j + lid.y][lid.x] = bv;
+    }
+}
+
+// acc + Σ_i tile_a[row][i]·tile_b[i][col], added in i order, between the two barriers of a pass.
+fn multiply_tiles(lid: vec3<u32>, acc: f32) -> f32 {
+    workgroupBarrier();
+    var sum = acc;
+    for (var i = 0u; i < TILE_K; i++) {
+        sum += tile_a[lid.y][i] * tile_b[i][lid.x];
+    }
+    workgroupBarrier();
+    return sum;
+}
+
 // Σ_k A(row, k)·B(k, col) of `model`, in k order. Every invocation of the workgroup must call
 // it (it has barriers); out-of-range loads are masked to 0 instead of returning early.
 fn accumulate(lid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
     let mk = dims();
-    let m = mk.x;
-    let k = mk.y;
     let a_base = model * p.a_ms + p.a_off;
     let b_base = model * p.b_ms + p.b_off;
     var acc = 0.0;
-    for (var t = 0u; t < k; t += TILE_K) {
+    for (var t = 0u; t < mk.y; t += TILE_K) {
         for (var j = 0u; j < TILE_K; j += TILE) {
             let ak = t + j + lid.x;
             var av = 0.0;
-            if row < m && ak < k { av = a[a_base + row * p.a_rs + ak * p.a_cs]; }
+            if row < mk.x && ak < mk.y { av = a[a_base + row * p.a_rs + ak * p.a_cs]; }
             tile_a[lid.y][j + lid.x] = av;
-            let bk = t + j + lid.y;
-            var bv = 0.0;
-            if bk < k && col < p.n {
-                bv = b[b_base + bk * p.b_rs + col * p.b_cs];
-            } else if bk < k && col == p.n && p.bias_column == 1u {
-                bv = 1.0;
-            }
-            tile_b[j + lid.y][lid.x] = bv;
         }
-        workgroupBarrier();
-        for (var i = 0u; i < TILE_K; i++) {
-            acc += tile_a[lid.y][i] * tile_b[i][lid.x];
-        }
-        workgroupBarrier();
+        load_b(lid, b_base, t, mk.y, col);
+        acc = multiply_tiles(lid, acc);
     }
     return acc;
+}
+
+// accumulate with A the step's images, z-scored from the pool as gather_batch does (same
+// expression, so the same bits): A(row, i) = (pixel[indices[offset + row]][i] − mean)·inv_std.
+// The first column of workgroups also writes A to x_out for the layer's weight gradient.
+fn accumulate_gathered(lid: vec3<u32>, wid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
+    let mk = dims();
+    let features = mk.y;
+    let b_base = model * p.b_ms + p.b_off;
+    var sample = 0u;
+    var image = vec2<f32>(0.0, 1.0);
+    if row < mk.x {
+        sample = indices[model * p.index_ms + step.offset + row];
+        image = image_stats[sample];
+    }
+    var acc = 0.0;
+    for (var t = 0u; t < features; t += TILE_K) {
+        for (var j = 0u; j < TILE_K; j += TILE) {
+            let i = t + j + lid.x;
+            var av = 0.0;
+            if row < mk.x && i < features {
+                let byte_index = sample * features + i;
+                let word = pixels[byte_index / 4u];
+                let pixel = f32((word >> ((byte_index % 4u) * 8u)) & 0xffu);
+                av = (pixel - image.x) * image.y;
+                if wid.x == 0u { x_out[model * p.a_ms + row * p.a_rs + i] = av; }
+            }
+            tile_a[lid.y][j + lid.x] = av;
+        }
+        load_b(lid, b_base, t, features, col);
+        acc = multiply_tiles(lid, acc);
+    }
+    return acc;
+}
+
+// The forward epilogue (1: bias, then the activation when activated = 1) of output (row, col).
+fn forward_epilogue(model: u32, col: u32, acc: f32) -> f32 {
+    let act = select(ACT_NONE, models[model].activation, p.activated == 1u);
+    return activate(acc + bias[model * p.b_ms + p.bias_off + col], act);
 }
 
 @compute @workgroup_size(16, 16)
@@ -144,14 +208,25 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
         c[c_base + p.bias_off + row] = acc;
     }
     if row < m && col < p.n {
-        let act = select(ACT_NONE, models[model].activation, p.activated == 1u);
         var v = acc;
         if p.epilogue == 1u {
-            v = activate(v + bias[model * p.b_ms + p.bias_off + col], act);
+            v = forward_epilogue(model, col, acc);
         } else if p.epilogue == 2u {
+            let act = select(ACT_NONE, models[model].activation, p.activated == 1u);
             v = v * activation_slope(aux[model * p.aux_ms + row * p.n + col], act);
         }
         c[c_base + p.c_off + row * p.c_rs + col] = v;
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_gather(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let model = step.first_model + wid.z;
+    let row = wid.y * TILE + lid.y;
+    let col = wid.x * TILE + lid.x;
+    let acc = accumulate_gathered(lid, wid, model, row, col);
+    if row < dims().x && col < p.n {
+        c[model * p.c_ms + p.c_off + row * p.c_rs + col] = forward_epilogue(model, col, acc);
     }
 }
 

@@ -30,12 +30,14 @@ pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
 pub fn gpu_dispatches_per_step(widths: &[usize]) -> usize {
     let layers = widths.len().saturating_sub(1).max(1);
     let classes = widths.last().copied().unwrap_or(0);
-    // A separate softmax_xent only when the output layer is wider than one matmul tile.
-    let softmax = usize::from(classes > crate::gpu::kernels::MAX_FUSED_CLASSES);
-    // gather + forward per layer (the output layer's with the softmax fused) + input gradient
-    // per layer but the first + weight-and-bias gradient applied by the optimiser per layer
-    // (the output layer's also sums the batch's loss)
-    1 + layers + softmax + (layers - 1) + layers
+    // A separate softmax_xent only when the output layer is wider than one matmul tile; a
+    // separate gather only when the first layer is the output layer and takes the softmax.
+    let softmax_fused = classes <= crate::gpu::kernels::MAX_FUSED_CLASSES;
+    let separate = usize::from(!softmax_fused) + usize::from(layers == 1 && softmax_fused);
+    // forward per layer (the first with the gather fused, the output layer's with the softmax)
+    // + input gradient per layer but the first + weight-and-bias gradient applied by the
+    // optimiser per layer (the output layer's also sums the batch's loss)
+    separate + layers + (layers - 1) + layers
 }
 
 /// One row of the bench table.

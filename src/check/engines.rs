@@ -26,8 +26,9 @@ fn random_dataset(features: usize, classes: usize, rows: usize, seed: u64) -> Da
     }
 }
 
-/// One epoch on the GPU engine against the CPU engine, same data, init and order. With
-/// `classes` > 16 the GPU takes its unfused path (a separate softmax_xent dispatch).
+/// One epoch of a network of `widths` (37 inputs) on the GPU engine against the CPU engine,
+/// same data, init and order. With more than 16 classes the GPU runs softmax_xent as a
+/// dispatch of its own; with one layer, gather_batch.
 pub fn check_epoch(
     ctx: &GpuContext,
     activation: Activation,
@@ -35,10 +36,15 @@ pub fn check_epoch(
     l1: f64,
     l2: f64,
     optimizer: Optimizer,
-    classes: usize,
+    widths: &[usize],
 ) -> Result<EpochCheck, GpuError> {
-    let features = 37;
-    let widths = [features, 17, classes];
+    let (features, classes) = (37, widths.last().copied().unwrap_or(0));
+    if widths.first() != Some(&features) {
+        return Err(GpuError::Device {
+            what: "engine check".into(),
+            message: format!("widths {widths:?} must start at {features} inputs"),
+        });
+    }
     let data = Arc::new(random_dataset(features, classes, 129, 7));
     let config = TrainConfig {
         layers: widths.to_vec(),
@@ -53,7 +59,7 @@ pub fn check_epoch(
         init: Init::Xavier,
         ..TrainConfig::default()
     };
-    let params = Params::init(&widths, activation, config.init, 3);
+    let params = Params::init(widths, activation, config.init, 3);
     let hyper = config.hyper();
     let order = epoch_order(1, 1, data.train.len);
     let mut cpu = CpuEngine::new(&params, 1);
@@ -110,14 +116,16 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
         error: None,
     };
     for activation in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
-        // 20 classes: wider than one matmul tile, so the softmax is a dispatch of its own.
-        for (momentum, l1, l2, opt, classes) in [
-            (false, 0.0, 0.0, Optimizer::Sgd, 5),
-            (true, 1e-3, 1e-3, Optimizer::Sgd, 20),
-            (false, 0.0, 1e-3, Optimizer::Adam, 5),
+        // 20 classes: wider than one matmul tile, so the softmax is a dispatch of its own; one
+        // layer: the gather is too.
+        for (momentum, l1, l2, opt, widths) in [
+            (false, 0.0, 0.0, Optimizer::Sgd, &[37, 17, 5][..]),
+            (true, 1e-3, 1e-3, Optimizer::Sgd, &[37, 17, 20]),
+            (false, 0.0, 1e-3, Optimizer::Adam, &[37, 17, 5]),
+            (true, 0.0, 1e-3, Optimizer::Sgd, &[37, 5]),
         ] {
             row.cases += 1;
-            match check_epoch(ctx, activation, momentum, l1, l2, opt, classes) {
+            match check_epoch(ctx, activation, momentum, l1, l2, opt, widths) {
                 Ok(c) => {
                     row.max_rel_error = row.max_rel_error.max(c.max_rel_error);
                     if c.ratio > row.worst || c.ratio.is_nan() {
@@ -127,7 +135,7 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
                             c.ratio
                         };
                         row.detail = format!(
-                            "{} momentum={momentum} l1={l1} l2={l2} {opt:?} {classes} classes: {}",
+                            "{} momentum={momentum} l1={l1} l2={l2} {opt:?} {widths:?}: {}",
                             activation.name(),
                             c.detail
                         );

@@ -652,3 +652,115 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
     }
     Ok(worst.row("matmul forward (+bias) + softmax_xent"))
 }
+
+/// matmul_gather: the first layer's forward pass with its rows gathered from byte images and
+/// z-scored in the tile loads, against `zscore_images` and an f64 product; the batch it stores
+/// for the weight gradient is checked like gather_batch's.
+pub(super) fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+    let mut worst = Worst::default();
+    for (case, &(rows, features, fan_out)) in
+        [(1, 7, 3), (33, 129, 17), (129, 784, 128), (7, 1, 33)]
+            .iter()
+            .enumerate()
+    {
+        let mut rng = ChaCha8Rng::seed_from_u64(600 + case as u64);
+        let act = ACTIVATIONS[case % 4];
+        let count = 41;
+        let mut pixels: Vec<u8> = (0..count * features).map(|_| rng.random::<u8>()).collect();
+        pixels[..features].fill(9); // a constant image: z-scores to zeros, never NaN
+        let indices: Vec<u32> = (0..rows)
+            .map(|r| {
+                if r == 0 {
+                    0
+                } else {
+                    rng.random_range(0..count as u32)
+                }
+            })
+            .collect();
+        let z = zscore_images(&pixels, features);
+        let stats: Vec<f32> = pixels
+            .chunks_exact(features)
+            .flat_map(|img| {
+                let (m, s) = crate::data::prep::image_stats(img);
+                [m as f32, s as f32]
+            })
+            .collect();
+        let w_off = 5;
+        let wbuf = uniform_f32(&mut rng, w_off + fan_out * features + fan_out, 0.1);
+        let b_off = w_off + fan_out * features;
+        let (mut want, mut tol) = (vec![0.0; rows * fan_out], vec![0.0; rows * fan_out]);
+        let mut want_x = Vec::with_capacity(rows * features);
+        for (r, &image) in indices.iter().enumerate() {
+            let zr = &z[image as usize * features..(image as usize + 1) * features];
+            want_x.extend(zr.iter().map(|&v| v as f64));
+            for o in 0..fan_out {
+                let (mut acc, mut abs) = (wbuf[b_off + o] as f64, 0.0);
+                for (i, &zi) in zr.iter().enumerate() {
+                    let t = zi as f64 * wbuf[w_off + o * features + i] as f64;
+                    acc += t;
+                    abs += t.abs();
+                }
+                want[r * fan_out + o] = act_ref(acc, act);
+                // The z-scores' own few ulp pass through the weights, then the product's bound.
+                tol[r * fan_out + o] =
+                    dot_tolerance(features, abs) + 4.0 * f32::EPSILON as f64 * abs + 1e-6;
+            }
+        }
+        let mut padded = pixels.clone();
+        padded.resize(pixels.len().next_multiple_of(4), 0);
+        let pix = storage_init(rig.ctx, "pixels", &padded)?;
+        let stats = rig.f32s("image_stats", &stats)?;
+        let idx = storage_init(rig.ctx, "indices", bytemuck::cast_slice(&indices))?;
+        let wb = rig.f32s("params", &wbuf)?;
+        let out = rig.poisoned("activations", rows * fan_out)?;
+        let x = rig.poisoned("x", rows * features)?;
+        let model = ModelHyper {
+            activation: crate::gpu::kernels::activation_code(act),
+            ..Default::default()
+        };
+        let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;
+        let params = MatmulParams {
+            n: fan_out as u32,
+            k: features as u32,
+            rows_dim: 1,
+            a_rs: features as u32,
+            a_cs: 1,
+            b_off: w_off as u32,
+            b_rs: 1,
+            b_cs: features as u32,
+            c_rs: fan_out as u32,
+            bias_off: b_off as u32,
+            epilogue: 1,
+            activated: 1,
+            ..Default::default()
+        };
+        let p = uniform_init(rig.ctx, "matmul_gather", bytemuck::bytes_of(&params))?;
+        let buffers = [&wb, &wb, &out, &models, &p, &idx, &pix, &stats, &x];
+        let numbered: Vec<_> = MATMUL_GATHER_BINDINGS.into_iter().zip(buffers).collect();
+        let group = bind_at(
+            rig.ctx,
+            &rig.kernels.matmul_gather_layout,
+            "matmul_gather",
+            &numbered,
+        );
+        let step = StepUniform {
+            rows: rows as u32,
+            ..Default::default()
+        };
+        let got = rig.run(step, &out, |k, pass, s| {
+            k.encode_matmul_gather(pass, &group, s, rows as u32, fan_out as u32)
+        })?;
+        let got_x = rig.run(step, &x, |_, _, _| {})?;
+        let name = format!("{rows}×{features}→{fan_out} {}", act.name());
+        worst.compare(&name, &got[..rows * fan_out], &want, |i, _| tol[i]);
+        worst.untouched(&name, &got[rows * fan_out..]);
+        worst.compare(
+            &format!("{name} stored batch"),
+            &got_x[..rows * features],
+            &want_x,
+            |_, w| 1e-6 + 4.0 * f32::EPSILON as f64 * w.abs(),
+        );
+        worst.untouched(&format!("{name} stored batch"), &got_x[rows * features..]);
+    }
+    Ok(worst.row("matmul forward, gathered (+bias, activation)"))
+}

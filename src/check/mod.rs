@@ -15,8 +15,8 @@ use crate::data::{Dataset, Split, epoch_order, zscore_images};
 use crate::engine::Engine;
 use crate::gpu::buffers::{bind, bind_at, staging, storage_init, submit_and_read, uniform_init};
 use crate::gpu::kernels::{
-    GatherParams, Kernels, MATMUL_UPDATE_BINDINGS, MATMUL_XENT_BINDINGS, MatmulParams, ModelHyper,
-    STEP_STRIDE, StepRef, StepUniform, XentParams,
+    GatherParams, Kernels, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS, MATMUL_XENT_BINDINGS,
+    MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform, XentParams,
 };
 use crate::gpu::{GpuContext, GpuEngine, GpuError};
 use crate::model::{Activation, Init, Params, layer_views};
@@ -27,7 +27,7 @@ mod kernels;
 use engines::check_epochs;
 pub use engines::{EpochCheck, check_epoch, check_packed_epoch};
 use kernels::{
-    check_gather, check_matmul, check_matmul_softmax_xent, check_softmax_xent,
+    check_gather, check_matmul, check_matmul_gather, check_matmul_softmax_xent, check_softmax_xent,
     check_weight_grad_update,
 };
 
@@ -240,6 +240,7 @@ pub fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
         Err(e) => rows.push(failed("matmul", e)),
     }
     rows.push(check_softmax_xent(&rig).unwrap_or_else(|e| failed("softmax_xent", e)));
+    rows.push(check_matmul_gather(&rig).unwrap_or_else(|e| failed("matmul_gather", e)));
     rows.push(check_matmul_softmax_xent(&rig).unwrap_or_else(|e| failed("matmul_softmax_xent", e)));
     rows.push(check_weight_grad_update(&rig).unwrap_or_else(|e| failed("matmul_update", e)));
     rows.push(check_epochs(ctx));

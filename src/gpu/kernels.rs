@@ -158,6 +158,7 @@ pub struct XentParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Family {
     Gather,
+    MatmulForwardGather,
     MatmulForward,
     SoftmaxXent,
     MatmulForwardXent,
@@ -170,6 +171,7 @@ impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Family::Gather => "gather_batch",
+            Family::MatmulForwardGather => "matmul forward, gathered (+bias, activation)",
             Family::MatmulForward => "matmul forward (+bias, activation)",
             Family::SoftmaxXent => "softmax_xent",
             Family::MatmulForwardXent => "matmul forward (+bias) + softmax_xent",
@@ -189,7 +191,9 @@ pub struct Kernels {
     pub xent_layout: wgpu::BindGroupLayout,
     pub matmul_update_layout: wgpu::BindGroupLayout,
     pub matmul_xent_layout: wgpu::BindGroupLayout,
+    pub matmul_gather_layout: wgpu::BindGroupLayout,
     gather_batch: wgpu::ComputePipeline,
+    matmul_gather: wgpu::ComputePipeline,
     matmul: wgpu::ComputePipeline,
     matmul_update: wgpu::ComputePipeline,
     matmul_softmax_xent: wgpu::ComputePipeline,
@@ -225,6 +229,16 @@ const MATMUL_XENT_USES: [Use; 9] = {
     use Use::*;
     [
         Read, Read, Read, ReadWrite, Read, Uniform, Read, Read, ReadWrite,
+    ]
+};
+
+/// matmul_gather's bindings (matmul.wgsl): b, bias, c, models, p, indices, pixels,
+/// image_stats, x_out.
+pub const MATMUL_GATHER_BINDINGS: [u32; 9] = [1, 2, 4, 5, 6, 12, 14, 15, 16];
+const MATMUL_GATHER_USES: [Use; 9] = {
+    use Use::*;
+    [
+        Read, Read, ReadWrite, Read, Uniform, Read, Read, Read, ReadWrite,
     ]
 };
 
@@ -312,6 +326,12 @@ impl Kernels {
             &MATMUL_UPDATE_BINDINGS,
             &MATMUL_UPDATE_USES,
         );
+        let matmul_gather_layout = numbered_layout(
+            ctx,
+            "matmul_gather",
+            &MATMUL_GATHER_BINDINGS,
+            &MATMUL_GATHER_USES,
+        );
         let matmul_xent_layout = numbered_layout(
             ctx,
             "matmul_softmax_xent",
@@ -354,6 +374,7 @@ impl Kernels {
             gather_batch: pipeline("batch", "gather_batch", &gather_layout)?,
             matmul: pipeline("matmul", "matmul", &matmul_layout)?,
             matmul_update: pipeline("matmul", "matmul_update", &matmul_update_layout)?,
+            matmul_gather: pipeline("matmul", "matmul_gather", &matmul_gather_layout)?,
             matmul_softmax_xent: pipeline("matmul", "matmul_softmax_xent", &matmul_xent_layout)?,
             softmax_xent: pipeline("softmax_xent", "softmax_xent", &xent_layout)?,
             batch_stats: pipeline("softmax_xent", "batch_stats", &xent_layout)?,
@@ -363,6 +384,7 @@ impl Kernels {
             xent_layout,
             matmul_update_layout,
             matmul_xent_layout,
+            matmul_gather_layout,
         })
     }
 }
@@ -452,6 +474,19 @@ impl Kernels {
         n: u32,
     ) {
         dispatch(pass, &self.matmul, group, step, matmul_grid(m, n));
+    }
+
+    /// The first layer's forward pass with its input rows gathered and z-scored from the
+    /// image pool (and stored for the weight gradient): `rows` × `n` outputs.
+    pub fn encode_matmul_gather(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        step: StepRef<'_>,
+        rows: u32,
+        n: u32,
+    ) {
+        dispatch(pass, &self.matmul_gather, group, step, matmul_grid(rows, n));
     }
 
     /// The output layer's forward pass with softmax + cross-entropy in its epilogue, over

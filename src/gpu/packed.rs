@@ -10,8 +10,8 @@ use super::buffers::{
 };
 use super::context::{GpuContext, GpuError};
 use super::kernels::{
-    GatherParams, Kernels, MATMUL_UPDATE_BINDINGS, MATMUL_XENT_BINDINGS, MAX_FUSED_CLASSES,
-    MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform, XentParams,
+    GatherParams, Kernels, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS, MATMUL_XENT_BINDINGS,
+    MAX_FUSED_CLASSES, MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform, XentParams,
 };
 use crate::config::{GradientReduction, Hyper, Optimizer};
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
@@ -42,6 +42,9 @@ struct SplitOnDevice {
     /// The output layer's forward pass + softmax_xent in one dispatch (matmul_softmax_xent),
     /// when its classes fit one tile.
     forward_xent_group: Option<wgpu::BindGroup>,
+    /// The first layer's forward pass with the batch gathered in its loads (matmul_gather),
+    /// unless the first layer is the output layer and takes the fused softmax instead.
+    forward_gather_group: Option<wgpu::BindGroup>,
     /// First step-uniform (and stats) slot of this split's steps or evaluation chunks.
     first_slot: usize,
 }
@@ -125,6 +128,8 @@ pub struct PackedModels {
     layer_updates: Vec<LayerUpdate>,
     /// The output layer's forward matmul, which matmul_softmax_xent runs per split.
     output_forward: MatmulParams,
+    /// The first layer's forward matmul, which matmul_gather runs per split.
+    first_forward: MatmulParams,
     /// Buffers only bind groups refer to, held so their lifetime is visibly this struct's.
     _owned: Vec<wgpu::Buffer>,
     resident: Option<Resident>,
@@ -193,6 +198,7 @@ impl PackedModels {
         let mut layer_groups = Vec::new();
         let mut layer_updates = Vec::new();
         let mut output_forward = MatmulParams::default();
+        let mut first_forward = MatmulParams::default();
         for (l, v) in layers.iter().enumerate() {
             let (i, o) = (v.fan_in as u32, v.fan_out as u32);
             let input = if l == 0 { &x } else { &activations[l - 1] };
@@ -261,6 +267,9 @@ impl PackedModels {
             if l == last {
                 output_forward = forward;
             }
+            if l == 0 {
+                first_forward = forward;
+            }
             let u_forward = uniform("forward", &forward)?;
             let u_weight = uniform("weight_grad", &weight_grad)?;
             let u_input = uniform("input_grad", &input_grad)?;
@@ -324,6 +333,7 @@ impl PackedModels {
             layer_groups,
             layer_updates,
             output_forward,
+            first_forward,
             _owned: owned,
             resident: None,
             steps_taken: vec![0; k],

@@ -57,12 +57,18 @@ impl PackedModels {
         mark: Mark<'_>,
     ) {
         let k = &self.kernels;
-        k.encode_gather_batch(pass, &split.gather_group, step, rows, self.widths[0] as u32);
-        mark(pass, Family::Gather);
+        if split.forward_gather_group.is_none() {
+            k.encode_gather_batch(pass, &split.gather_group, step, rows, self.widths[0] as u32);
+            mark(pass, Family::Gather);
+        }
         let last = self.layers.len() - 1;
         for (l, v) in self.layers.iter().enumerate() {
-            match &split.forward_xent_group {
-                Some(group) if l == last => {
+            match (&split.forward_gather_group, &split.forward_xent_group) {
+                (Some(group), _) if l == 0 => {
+                    k.encode_matmul_gather(pass, group, step, rows, v.fan_out as u32);
+                    mark(pass, Family::MatmulForwardGather);
+                }
+                (_, Some(group)) if l == last => {
                     k.encode_matmul_softmax_xent(pass, group, step, rows);
                     mark(pass, Family::MatmulForwardXent);
                 }

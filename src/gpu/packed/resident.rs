@@ -102,6 +102,38 @@ impl PackedModels {
         } else {
             None
         };
+        let gather_fused = last > 0 || forward_xent_group.is_none();
+        let forward_gather_group = if gather_fused {
+            let params = MatmulParams {
+                index_ms: index_ms as u32,
+                ..self.first_forward
+            };
+            let uniform = uniform_init(
+                &self.ctx,
+                &format!("{name}_forward_gather"),
+                bytemuck::bytes_of(&params),
+            )?;
+            let buffers = [
+                &self.params,
+                &self.params,
+                &self.activations[0],
+                &self.hyper,
+                &uniform,
+                &indices,
+                &pool.pixels,
+                &pool.stats,
+                &self.x,
+            ];
+            let numbered: Vec<_> = MATMUL_GATHER_BINDINGS.into_iter().zip(buffers).collect();
+            Some(bind_at(
+                &self.ctx,
+                &self.kernels.matmul_gather_layout,
+                &format!("{name}_forward_gather"),
+                &numbered,
+            ))
+        } else {
+            None
+        };
         Ok(SplitOnDevice {
             len,
             gather_group: bind(
@@ -125,6 +157,7 @@ impl PackedModels {
                 ],
             ),
             forward_xent_group,
+            forward_gather_group,
             indices,
             index_ms,
             first_slot,
