@@ -23,7 +23,7 @@ struct Step {
 
 @group(1) @binding(0) var<uniform> step: Step;
 
-// One model's hyperparameters, written once per epoch (read by matmul and update).
+// One model's hyperparameters, written once per epoch (read by matmul.wgsl).
 struct Model {
     learning_rate: f32,
     gamma: f32,       // momentum γ (0: plain SGD)

@@ -4,7 +4,8 @@
 // in `accumulate_gathered`) and differ in what they do with the product:
 // matmul: C = A·B with an optional fused epilogue
 //   epilogue 0: C = A·B
-//   epilogue 1: C = act(A·B + bias)                       (forward: Z = X·Wᵀ + b, A = f(Z))
+//   epilogue 1: C = act(A·B + bias)                       (forward: Z = X·Wᵀ + b, A = f(Z);
+//               the bias sits in B's buffer, at bias_off)
 //   epilogue 2: C = (A·B) ⊙ f'(aux)                        (input gradient dZ_prev = dZ·W ⊙ f'(A_prev))
 // matmul_update: the weight gradient dW = dZᵀ·A_prev applied at once by the model's optimiser
 //   to the parameters C (= W) in place, with its velocity / Adam moments in `first`/`second`:
@@ -22,7 +23,10 @@
 //   dZ = (softmax(Z) − onehot(y))·scale, row_loss the row's loss and correct flag; the logits
 //   never go to memory and no softmax_xent dispatch follows. Same expressions in the same
 //   order as softmax_xent (so the same bits), with the row's logits in workgroup memory. The
-//   label of row r is labels[indices[model·index_ms + offset + r]].
+//   label of row r is labels[indices[model·index_ms + offset + r]]. With input_grad = 1 the
+//   workgroup, which now holds whole rows of dZ, also computes the layer below's input gradient
+//   for its rows, dA_prev = dZ·W ⊙ f'(A_prev) (A_prev is this matmul's A), into dh_out: the
+//   input-gradient matmul's expression in its k order, without its dispatch.
 // matmul_gather: the first layer's forward pass (epilogue 1) with A gathered from the image
 //   pool and z-scored in the tile loads (batch.wgsl's gather_batch, same expression): no gather
 //   dispatch before it. The first column of workgroups also stores the batch in x_out, which
@@ -30,18 +34,17 @@
 // bias_column = 1 gives B an extra column of ones; that column of the product (the bias
 // gradient Σ_r dZ[r, o]) goes to c[bias_off + row].
 // Operands are strided views, so transposes cost nothing: A(i, k) = a[a_off + i·a_rs + k·a_cs].
-// Each model's operands start model·{a,b,c,aux}_ms further on (the bias sits in B's buffer and
-// uses b_ms when read; first/second use c_ms like the parameters; row_loss model·2·capacity,
-// stats model·slots).
+// Each model's operands start model·{a,b,c,aux}_ms further on (first/second use c_ms like the
+// parameters, dh_out a_ms like A; row_loss model·2·capacity, stats model·slots).
 // activated = 1 applies the model's hidden activation (models[model].activation) in
 // epilogues 1 and 2; 0 applies none (the output layer).
 // CPU twins: cpu::gemm::{linear_forward, linear_backward_weight, linear_backward_input} and
 // cpu::ops::update (same expression order).
-// Tests: check/kernels.rs::{check_matmul, check_weight_grad_update}.
+// Tests: check/kernels.rs::{check_matmul, check_matmul_gather, check_matmul_softmax_xent,
+// check_weight_grad_update}.
 // Bindings (group 0):
 //   0 a        read        f32
 //   1 b        read        f32
-//   2 bias     read        f32 (matmul, epilogue 1)
 //   3 aux      read        f32 (matmul, epilogue 2), (m, n) row-major like C
 //   4 c        read_write  f32 (the parameters, for matmul_update)
 //   5 models   read        Model per model (common.wgsl)
@@ -56,9 +59,10 @@
 //  14 pixels   read        u8 images four to a u32 (matmul_gather; batch.wgsl's layout)
 //  15 image_stats read     vec2<f32> (mean, 1/std) per image (matmul_gather)
 //  16 x_out    read_write  (models, capacity, features) f32: the gathered batch (matmul_gather)
-// matmul binds 0–6, matmul_update 0, 1, 4–10, matmul_softmax_xent 0–2, 4–6, 11–13,
-// matmul_gather 1, 2, 4–6, 12, 14–16: eight storage buffers each, WebGPU's default per-stage
-// limit.
+//  17 dh_out   read_write  (models, capacity, k) f32: dA_prev (matmul_softmax_xent)
+// matmul binds 0, 1, 3–6, matmul_update 0, 1, 4–10, matmul_softmax_xent 0, 1, 4–6, 11–13, 17,
+// matmul_gather 1, 4–6, 12, 14–16: at most eight storage buffers, WebGPU's default per-stage
+// limit, which is what bounds further fusion.
 // Dispatch: (ceil((n + bias_column)/16), ceil(m/16), models) workgroups of 16×16; one output
 // element per invocation (matmul_softmax_xent: one column of workgroups).
 // rows_dim says which dimension is the batch's row count, read from the step uniform, so
@@ -71,11 +75,11 @@ struct MatmulParams {
     bias_off: u32, epilogue: u32, activated: u32, bias_column: u32,
     a_ms: u32, b_ms: u32, c_ms: u32, aux_ms: u32,
     capacity: u32, slots: u32, sum_stats: u32, index_ms: u32,
+    input_grad: u32, _a: u32, _b: u32, _c: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read> aux: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read> models: array<Model>;
@@ -90,6 +94,7 @@ struct MatmulParams {
 @group(0) @binding(14) var<storage, read> pixels: array<u32>;
 @group(0) @binding(15) var<storage, read> image_stats: array<vec2<f32>>;
 @group(0) @binding(16) var<storage, read_write> x_out: array<f32>;
+@group(0) @binding(17) var<storage, read_write> dh_out: array<f32>;
 
 // Outputs per workgroup side, and k per pass through workgroup memory (a multiple of TILE:
 // each invocation loads TILE_K / TILE elements of A and of B per pass). Products are added in
@@ -193,7 +198,7 @@ fn accumulate_gathered(lid: vec3<u32>, wid: vec3<u32>, model: u32, row: u32, col
 // The forward epilogue (1: bias, then the activation when activated = 1) of output (row, col).
 fn forward_epilogue(model: u32, col: u32, acc: f32) -> f32 {
     let act = select(ACT_NONE, models[model].activation, p.activated == 1u);
-    return activate(acc + bias[model * p.b_ms + p.bias_off + col], act);
+    return activate(acc + b[model * p.b_ms + p.bias_off + col], act);
 }
 
 @compute @workgroup_size(16, 16)
@@ -275,24 +280,46 @@ fn matmul_softmax_xent(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
     let col = lid.x;
     let acc = accumulate(lid, model, row, col);
     // The workgroup's logits, in tile_a: free once accumulate's last barrier has passed.
-    if col < p.n { tile_a[lid.y][col] = acc + bias[model * p.b_ms + p.bias_off + col]; }
+    if col < p.n { tile_a[lid.y][col] = acc + b[model * p.b_ms + p.bias_off + col]; }
     workgroupBarrier();
-    if row >= dims().x || col >= p.n { return; }
-    let label = labels[indices[model * p.index_ms + step.offset + row]];
-    var argmax = 0u;
-    var zmax = tile_a[lid.y][0];
-    for (var c = 1u; c < p.n; c++) {
-        let v = tile_a[lid.y][c];
-        if v > zmax { zmax = v; argmax = c; }
+    var dz = 0.0;
+    if row < dims().x && col < p.n {
+        let label = labels[indices[model * p.index_ms + step.offset + row]];
+        var argmax = 0u;
+        var zmax = tile_a[lid.y][0];
+        for (var c = 1u; c < p.n; c++) {
+            let v = tile_a[lid.y][c];
+            if v > zmax { zmax = v; argmax = c; }
+        }
+        var sum = 0.0;
+        for (var c = 0u; c < p.n; c++) { sum += exp(tile_a[lid.y][c] - zmax); }
+        let inv = 1.0 / sum;
+        let prob = exp(tile_a[lid.y][col] - zmax) * inv;
+        dz = (prob - select(0.0, 1.0, col == label)) * step.scale;
+        c[model * p.c_ms + p.c_off + row * p.c_rs + col] = dz;
+        if col == 0u {
+            let losses = model * 2u * p.capacity;
+            row_loss_out[losses + row] = log(sum) + zmax - tile_a[lid.y][label];
+            row_loss_out[losses + p.capacity + row] = select(0.0, 1.0, argmax == label);
+        }
     }
-    var sum = 0.0;
-    for (var c = 0u; c < p.n; c++) { sum += exp(tile_a[lid.y][c] - zmax); }
-    let inv = 1.0 / sum;
-    let prob = exp(tile_a[lid.y][col] - zmax) * inv;
-    c[model * p.c_ms + p.c_off + row * p.c_rs + col] = (prob - select(0.0, 1.0, col == label)) * step.scale;
-    if col == 0u {
-        let losses = model * 2u * p.capacity;
-        row_loss_out[losses + row] = log(sum) + zmax - tile_a[lid.y][label];
-        row_loss_out[losses + p.capacity + row] = select(0.0, 1.0, argmax == label);
+    if p.input_grad == 1u {
+        // The rows' dZ in tile_b (zeros past the batch and the classes), then each invocation
+        // takes every 16th input column of its row.
+        tile_b[lid.y][lid.x] = dz;
+        workgroupBarrier();
+        if row < dims().x {
+            let act = models[model].activation;
+            let a_base = model * p.a_ms + p.a_off;
+            let b_base = model * p.b_ms + p.b_off;
+            for (var i = lid.x; i < p.k; i += TILE) {
+                var grad = 0.0;
+                for (var c = 0u; c < p.n; c++) {
+                    grad += tile_b[lid.y][c] * b[b_base + i * p.b_rs + c * p.b_cs];
+                }
+                let below = a[a_base + row * p.a_rs + i * p.a_cs];
+                dh_out[model * p.a_ms + row * p.a_rs + i] = grad * activation_slope(below, act);
+            }
+        }
     }
 }

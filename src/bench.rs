@@ -34,10 +34,12 @@ pub fn gpu_dispatches_per_step(widths: &[usize]) -> usize {
     // separate gather only when the first layer is the output layer and takes the softmax.
     let softmax_fused = classes <= crate::gpu::kernels::MAX_FUSED_CLASSES;
     let separate = usize::from(!softmax_fused) + usize::from(layers == 1 && softmax_fused);
+    // The fused softmax also computes the input gradient of the layer below it.
+    let input_grads = (layers - 1).saturating_sub(usize::from(softmax_fused));
     // forward per layer (the first with the gather fused, the output layer's with the softmax)
-    // + input gradient per layer but the first + weight-and-bias gradient applied by the
-    // optimiser per layer (the output layer's also sums the batch's loss)
-    separate + layers + (layers - 1) + layers
+    // + input gradients + weight-and-bias gradient applied by the optimiser per layer (the
+    // output layer's also sums the batch's loss)
+    separate + layers + input_grads + layers
 }
 
 /// One row of the bench table.

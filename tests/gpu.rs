@@ -319,9 +319,12 @@ fn a_profile_times_every_kernel_family_of_a_step() {
         [
             ("matmul forward, gathered (+bias, activation)", 1),
             ("matmul forward (+bias, activation)", 1),
-            ("matmul forward (+bias) + softmax_xent", 1),
+            (
+                "matmul forward (+bias) + softmax_xent (+ input gradient below)",
+                1
+            ),
             ("matmul weight + bias gradient + update (+ batch sums)", 3),
-            ("matmul input gradient (× slope)", 2),
+            ("matmul input gradient (× slope)", 1),
         ]
     );
     // The families partition the span from the first timestamp to the last.

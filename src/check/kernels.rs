@@ -74,19 +74,13 @@ fn run_matmul(
     rig: &Rig<'_>,
     a: &[f32],
     b: &[f32],
-    bias: &[f32],
     aux: &[f32],
     params: MatmulParams,
     activation: Activation,
     rows: u32,
     out_len: usize,
 ) -> Result<Vec<f32>, GpuError> {
-    let (a, b, bias, aux) = (
-        rig.f32s("a", a)?,
-        rig.f32s("b", b)?,
-        rig.f32s("bias", bias)?,
-        rig.f32s("aux", aux)?,
-    );
+    let (a, b, aux) = (rig.f32s("a", a)?, rig.f32s("b", b)?, rig.f32s("aux", aux)?);
     let c = rig.poisoned("c", out_len)?;
     let p = uniform_init(rig.ctx, "matmul", bytemuck::bytes_of(&params))?;
     let model = ModelHyper {
@@ -94,12 +88,10 @@ fn run_matmul(
         ..Default::default()
     };
     let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;
-    let group = bind(
-        rig.ctx,
-        &rig.kernels.matmul_layout,
-        "matmul",
-        &[&a, &b, &bias, &aux, &c, &models, &p],
-    );
+    // The bias is read from B's buffer, at bias_off.
+    let buffers = [&a, &b, &aux, &c, &models, &p];
+    let numbered: Vec<_> = MATMUL_BINDINGS.into_iter().zip(buffers).collect();
+    let group = bind_at(rig.ctx, &rig.kernels.matmul_layout, "matmul", &numbered);
     let m = if params.rows_dim == 1 { rows } else { params.m };
     rig.run(
         StepUniform {
@@ -157,7 +149,6 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             rig,
             &x,
             &wbuf,
-            &wbuf,
             &[0.0],
             params,
             act,
@@ -203,7 +194,6 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             rig,
             &dz,
             &x,
-            &[0.0],
             &[0.0],
             params,
             Activation::None,
@@ -253,7 +243,6 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             rig,
             &dz,
             &wbuf,
-            &[0.0],
             &aux,
             params,
             act,
@@ -534,9 +523,11 @@ pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuErr
 }
 
 /// matmul_softmax_xent: the output layer's logits x·wᵀ + b (never stored) through softmax +
-/// cross-entropy, against f64 logits and `ops::softmax_xent` per row. The logits' dot-product
-/// bound B carries into the gradient (|Δp| ≤ 2B) and the loss (≤ 2B); the arg-max may differ
-/// only where the top two logits are within 2B.
+/// cross-entropy, against f64 logits and `ops::softmax_xent` per row, and (but in the last
+/// case) the input gradient of the layer below, dz·w ⊙ f'(x). The logits' dot-product bound B
+/// carries into the gradient (|Δp| ≤ 2B) and the loss (≤ 2B); the arg-max may differ only
+/// where the top two logits are within 2B; dz's tolerance carries through w into the input
+/// gradient, beside that product's own bound.
 pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     let cases = [
@@ -548,7 +539,13 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
     ];
     for (case, &(rows, fan_in, classes)) in cases.iter().enumerate() {
         let mut rng = ChaCha8Rng::seed_from_u64(500 + case as u64);
-        let x = uniform_f32(&mut rng, rows * fan_in, 1.0);
+        let input_grad = case + 1 < cases.len();
+        let act = ACTIVATIONS[case % 4];
+        // x: the layer below's activations (dh's slope is taken through them).
+        let x: Vec<f32> = uniform_f32(&mut rng, rows * fan_in, 2.0)
+            .into_iter()
+            .map(|v| act_ref(v as f64, act) as f32)
+            .collect();
         let w_off = 5;
         let mut wbuf = uniform_f32(&mut rng, w_off + classes * fan_in + classes, 1.0);
         let b_off = w_off + classes * fan_in;
@@ -562,6 +559,7 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
         let capacity = rows + 3;
         let (mut want_dz, mut dz_tol) = (vec![0.0; rows * classes], vec![0.0; rows * classes]);
         let (mut want_loss, mut loss_tol) = (vec![0.0; 2 * rows], vec![0.0; 2 * rows]);
+        let (mut want_dh, mut dh_tol) = (vec![0.0; rows * fan_in], vec![0.0; rows * fan_in]);
         for r in 0..rows {
             let mut z = vec![0.0f64; classes];
             let mut bound = 0.0f64;
@@ -589,13 +587,37 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
             let clear = classes == 1 || sorted[0] - sorted[1] > 2.0 * bound;
             want_loss[rows + r] = correct as f64;
             loss_tol[rows + r] = if clear { 0.5 } else { 1.5 };
+            for i in 0..fan_in {
+                let (mut sum, mut abs, mut carried) = (0.0, 0.0, 0.0);
+                for o in 0..classes {
+                    let w = wbuf[w_off + o * fan_in + i] as f64;
+                    let t = want_dz[r * classes + o] * w;
+                    sum += t;
+                    abs += t.abs();
+                    carried += dz_tol[r * classes + o] * w.abs();
+                }
+                let xv = x[r * fan_in + i] as f64;
+                let slope = match act {
+                    Activation::None => 1.0,
+                    Activation::Tanh => 1.0 - xv * xv,
+                    Activation::Sigmoid => xv * (1.0 - xv),
+                    Activation::Relu => f64::from(u8::from(xv > 0.0)),
+                };
+                want_dh[r * fan_in + i] = sum * slope;
+                dh_tol[r * fan_in + i] =
+                    (carried + dot_tolerance(classes, abs)) * slope.abs().max(1.0) + 1e-6;
+            }
         }
         let (xb, wb) = (rig.f32s("x", &x)?, rig.f32s("params", &wbuf)?);
         let lab = storage_init(rig.ctx, "labels", bytemuck::cast_slice(&labels))?;
         let idx = storage_init(rig.ctx, "indices", bytemuck::cast_slice(&indices))?;
         let dz = rig.poisoned("dz", rows * classes)?;
         let row_loss = rig.poisoned("row_loss", 2 * capacity)?;
-        let model = ModelHyper::default();
+        let dh = rig.poisoned("dh", rows * fan_in)?;
+        let model = ModelHyper {
+            activation: crate::gpu::kernels::activation_code(act),
+            ..Default::default()
+        };
         let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;
         let params = MatmulParams {
             n: classes as u32,
@@ -610,10 +632,12 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
             bias_off: b_off as u32,
             epilogue: 1,
             capacity: capacity as u32,
+            input_grad: input_grad as u32,
+            a_ms: (capacity * fan_in) as u32,
             ..Default::default()
         };
         let p = uniform_init(rig.ctx, "matmul_softmax_xent", bytemuck::bytes_of(&params))?;
-        let buffers = [&xb, &wb, &wb, &dz, &models, &p, &lab, &idx, &row_loss];
+        let buffers = [&xb, &wb, &dz, &models, &p, &lab, &idx, &row_loss, &dh];
         let numbered: Vec<_> = MATMUL_XENT_BINDINGS.into_iter().zip(buffers).collect();
         let group = bind_at(
             rig.ctx,
@@ -630,6 +654,7 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
             k.encode_matmul_softmax_xent(pass, &group, s, rows as u32)
         })?;
         let got_loss = rig.run(step, &row_loss, |_, _, _| {})?;
+        let got_dh = rig.run(step, &dh, |_, _, _| {})?;
         let name = format!("{rows}×{fan_in}→{classes}");
         worst.compare(&name, &got_dz[..rows * classes], &want_dz, |i, _| dz_tol[i]);
         worst.untouched(&name, &got_dz[rows * classes..]);
@@ -649,8 +674,19 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
             &got_loss[rows..capacity],
         );
         worst.untouched(&format!("{name} tail"), &got_loss[capacity + rows..]);
+        if input_grad {
+            worst.compare(
+                &format!("{name} input gradient"),
+                &got_dh[..rows * fan_in],
+                &want_dh,
+                |i, _| dh_tol[i],
+            );
+            worst.untouched(&format!("{name} input gradient"), &got_dh[rows * fan_in..]);
+        } else {
+            worst.untouched(&format!("{name} no input gradient"), &got_dh);
+        }
     }
-    Ok(worst.row("matmul forward (+bias) + softmax_xent"))
+    Ok(worst.row("matmul forward (+bias) + softmax_xent (+ input gradient below)"))
 }
 
 /// matmul_gather: the first layer's forward pass with its rows gathered from byte images and
@@ -735,7 +771,7 @@ pub(super) fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             ..Default::default()
         };
         let p = uniform_init(rig.ctx, "matmul_gather", bytemuck::bytes_of(&params))?;
-        let buffers = [&wb, &wb, &out, &models, &p, &idx, &pix, &stats, &x];
+        let buffers = [&wb, &out, &models, &p, &idx, &pix, &stats, &x];
         let numbered: Vec<_> = MATMUL_GATHER_BINDINGS.into_iter().zip(buffers).collect();
         let group = bind_at(
             rig.ctx,

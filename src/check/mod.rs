@@ -15,8 +15,8 @@ use crate::data::{Dataset, Split, epoch_order, zscore_images};
 use crate::engine::Engine;
 use crate::gpu::buffers::{bind, bind_at, staging, storage_init, submit_and_read, uniform_init};
 use crate::gpu::kernels::{
-    GatherParams, Kernels, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS, MATMUL_XENT_BINDINGS,
-    MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform, XentParams,
+    GatherParams, Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS,
+    MATMUL_XENT_BINDINGS, MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform, XentParams,
 };
 use crate::gpu::{GpuContext, GpuEngine, GpuError};
 use crate::model::{Activation, Init, Params, layer_views};

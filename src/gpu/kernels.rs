@@ -24,7 +24,7 @@ pub struct StepUniform {
     pub _pad: u32,
 }
 
-/// Twin of `Model` in common.wgsl: one model's hyperparameters, read by matmul and update.
+/// Twin of `Model` in common.wgsl: one model's hyperparameters, read by matmul.wgsl.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
 pub struct ModelHyper {
@@ -39,7 +39,7 @@ pub struct ModelHyper {
     pub activation: u32,
     /// 0: SGD/momentum; 1: Adam.
     pub optimizer: u32,
-    /// 0 once the model has stopped: the update kernel leaves its parameters alone.
+    /// 0 once the model has stopped: matmul_update leaves its parameters alone.
     pub training: u32,
     pub _pad: [u32; 2],
 }
@@ -140,6 +140,9 @@ pub struct MatmulParams {
     pub sum_stats: u32,
     /// matmul_softmax_xent: elements between two models' index lists (0: shared).
     pub index_ms: u32,
+    /// matmul_softmax_xent: 1 also writes the layer below's input gradient to dh_out.
+    pub input_grad: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Twin of `XentParams` in softmax_xent.wgsl.
@@ -174,7 +177,9 @@ impl Family {
             Family::MatmulForwardGather => "matmul forward, gathered (+bias, activation)",
             Family::MatmulForward => "matmul forward (+bias, activation)",
             Family::SoftmaxXent => "softmax_xent",
-            Family::MatmulForwardXent => "matmul forward (+bias) + softmax_xent",
+            Family::MatmulForwardXent => {
+                "matmul forward (+bias) + softmax_xent (+ input gradient below)"
+            }
             Family::MatmulWeightGrad => "matmul weight + bias gradient + update (+ batch sums)",
             Family::MatmulInputGrad => "matmul input gradient (× slope)",
             Family::BatchStats => "batch_stats",
@@ -209,6 +214,13 @@ enum Use {
     Uniform,
 }
 
+/// matmul's bindings (matmul.wgsl): a, b, aux, c, models, p.
+pub const MATMUL_BINDINGS: [u32; 6] = [0, 1, 3, 4, 5, 6];
+const MATMUL_USES: [Use; 6] = {
+    use Use::*;
+    [Read, Read, Read, ReadWrite, Read, Uniform]
+};
+
 /// matmul_update's bindings (matmul.wgsl): a, b, c, models, p, first, second, row_loss, stats.
 pub const MATMUL_UPDATE_BINDINGS: [u32; 9] = [0, 1, 4, 5, 6, 7, 8, 9, 10];
 const MATMUL_UPDATE_USES: [Use; 9] = {
@@ -222,24 +234,22 @@ const MATMUL_UPDATE_USES: [Use; 9] = {
 /// softmax_xent dispatch.
 pub const MAX_FUSED_CLASSES: usize = 16;
 
-/// matmul_softmax_xent's bindings (matmul.wgsl): a, b, bias, c (dZ), models, p, labels,
-/// indices, row_loss.
-pub const MATMUL_XENT_BINDINGS: [u32; 9] = [0, 1, 2, 4, 5, 6, 11, 12, 13];
+/// matmul_softmax_xent's bindings (matmul.wgsl): a, b, c (dZ), models, p, labels, indices,
+/// row_loss, dh_out.
+pub const MATMUL_XENT_BINDINGS: [u32; 9] = [0, 1, 4, 5, 6, 11, 12, 13, 17];
 const MATMUL_XENT_USES: [Use; 9] = {
     use Use::*;
     [
-        Read, Read, Read, ReadWrite, Read, Uniform, Read, Read, ReadWrite,
+        Read, Read, ReadWrite, Read, Uniform, Read, Read, ReadWrite, ReadWrite,
     ]
 };
 
-/// matmul_gather's bindings (matmul.wgsl): b, bias, c, models, p, indices, pixels,
-/// image_stats, x_out.
-pub const MATMUL_GATHER_BINDINGS: [u32; 9] = [1, 2, 4, 5, 6, 12, 14, 15, 16];
-const MATMUL_GATHER_USES: [Use; 9] = {
+/// matmul_gather's bindings (matmul.wgsl): b, c, models, p, indices, pixels, image_stats,
+/// x_out.
+pub const MATMUL_GATHER_BINDINGS: [u32; 8] = [1, 4, 5, 6, 12, 14, 15, 16];
+const MATMUL_GATHER_USES: [Use; 8] = {
     use Use::*;
-    [
-        Read, Read, ReadWrite, Read, Uniform, Read, Read, Read, ReadWrite,
-    ]
+    [Read, ReadWrite, Read, Uniform, Read, Read, Read, ReadWrite]
 };
 
 fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -314,7 +324,7 @@ impl Kernels {
             entries: &[uniform(0, true)],
         });
         let gather_layout = layout(ctx, "gather_batch", &[true, true, true, false]);
-        let matmul_layout = layout(ctx, "matmul", &[true, true, true, true, false, true]);
+        let matmul_layout = numbered_layout(ctx, "matmul", &MATMUL_BINDINGS, &MATMUL_USES);
         let xent_layout = layout(
             ctx,
             "softmax_xent",

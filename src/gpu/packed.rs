@@ -10,8 +10,9 @@ use super::buffers::{
 };
 use super::context::{GpuContext, GpuError};
 use super::kernels::{
-    GatherParams, Kernels, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS, MATMUL_XENT_BINDINGS,
-    MAX_FUSED_CLASSES, MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform, XentParams,
+    GatherParams, Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS,
+    MATMUL_XENT_BINDINGS, MAX_FUSED_CLASSES, MatmulParams, ModelHyper, STEP_STRIDE, StepRef,
+    StepUniform, XentParams,
 };
 use crate::config::{GradientReduction, Hyper, Optimizer};
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
@@ -132,6 +133,8 @@ pub struct PackedModels {
     first_forward: MatmulParams,
     /// Buffers only bind groups refer to, held so their lifetime is visibly this struct's.
     _owned: Vec<wgpu::Buffer>,
+    /// Bound where a kernel's binding has nothing to do (16 bytes).
+    unused: wgpu::Buffer,
     resident: Option<Resident>,
     /// Optimiser steps taken, per model.
     steps_taken: Vec<u64>,
@@ -191,10 +194,10 @@ impl PackedModels {
         let row_loss = storage_zeroed(&ctx, "row_loss", bytes(k * 2 * capacity))?;
         let hyper_host = vec![ModelHyper::default(); k];
         let hyper = storage_init(&ctx, "model_hyper", bytemuck::cast_slice(&hyper_host))?;
-        let dummy = storage_zeroed(&ctx, "unused", 16)?;
+        let unused = storage_zeroed(&ctx, "unused", 16)?;
 
         let last = layers.len() - 1;
-        let mut owned = vec![dummy];
+        let mut owned = Vec::new();
         let mut layer_groups = Vec::new();
         let mut layer_updates = Vec::new();
         let mut output_forward = MatmulParams::default();
@@ -265,7 +268,11 @@ impl PackedModels {
                 uniform_init(&ctx, &format!("fc{}.{what}", l + 1), bytemuck::bytes_of(p))
             };
             if l == last {
-                output_forward = forward;
+                // Where the softmax is fused, so is the input gradient of the layer below.
+                output_forward = MatmulParams {
+                    input_grad: (l > 0) as u32,
+                    ..forward
+                };
             }
             if l == 0 {
                 first_forward = forward;
@@ -273,32 +280,23 @@ impl PackedModels {
             let u_forward = uniform("forward", &forward)?;
             let u_weight = uniform("weight_grad", &weight_grad)?;
             let u_input = uniform("input_grad", &input_grad)?;
-            let m = &kernels.matmul_layout;
-            let dummy = &owned[0];
+            let dummy = &unused;
+            // a, b, aux, c, models, p (MATMUL_BINDINGS); the bias is read from b's buffer.
+            let matmul_group = |label: &str, buffers: [&wgpu::Buffer; 6]| {
+                let numbered: Vec<_> = MATMUL_BINDINGS.into_iter().zip(buffers).collect();
+                bind_at(&ctx, &kernels.matmul_layout, label, &numbered)
+            };
             layer_groups.push(LayerGroups {
-                forward: bind(
-                    &ctx,
-                    m,
+                forward: matmul_group(
                     "forward",
-                    &[
-                        input,
-                        &params,
-                        &params,
-                        dummy,
-                        &activations[l],
-                        &hyper,
-                        &u_forward,
-                    ],
+                    [input, &params, dummy, &activations[l], &hyper, &u_forward],
                 ),
                 input_grad: (l > 0).then(|| {
-                    bind(
-                        &ctx,
-                        m,
+                    matmul_group(
                         "input_grad",
-                        &[
+                        [
                             &deltas[l],
                             &params,
-                            dummy,
                             &activations[l - 1],
                             &deltas[l - 1],
                             &hyper,
@@ -335,6 +333,7 @@ impl PackedModels {
             output_forward,
             first_forward,
             _owned: owned,
+            unused,
             resident: None,
             steps_taken: vec![0; k],
             kernels,

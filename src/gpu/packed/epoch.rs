@@ -99,11 +99,15 @@ impl PackedModels {
         step: StepRef<'_>,
         rows: u32,
         update_groups: &[wgpu::BindGroup],
+        softmax_fused: bool,
         mark: Mark<'_>,
     ) {
         let k = &self.kernels;
+        let last = self.layers.len() - 1;
         for (l, v) in self.layers.iter().enumerate().rev() {
-            if let Some(input_grad) = &self.layer_groups[l].input_grad {
+            // matmul_softmax_xent already wrote the output layer's input gradient.
+            let done = softmax_fused && l == last;
+            if let (Some(input_grad), false) = (&self.layer_groups[l].input_grad, done) {
                 k.encode_matmul(pass, input_grad, step, rows, v.fan_in as u32);
                 mark(pass, Family::MatmulInputGrad);
             }
@@ -126,7 +130,16 @@ impl PackedModels {
         for (slot, u) in &plan.uniforms[steps] {
             let at = r.step(*slot, plan.models);
             self.encode_forward(pass, &r.splits[0], at, u.rows, false, mark);
-            self.encode_backward_and_update(pass, at, u.rows, &r.update_groups, mark);
+            let train = &r.splits[0];
+            let softmax_fused = train.forward_xent_group.is_some();
+            self.encode_backward_and_update(
+                pass,
+                at,
+                u.rows,
+                &r.update_groups,
+                softmax_fused,
+                mark,
+            );
         }
         Ok(())
     }

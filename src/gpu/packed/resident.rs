@@ -81,9 +81,13 @@ impl PackedModels {
             } else {
                 &self.activations[last - 1]
             };
+            let input_grad = if last == 0 {
+                &self.unused
+            } else {
+                &self.deltas[last - 1]
+            };
             let buffers = [
                 input,
-                &self.params,
                 &self.params,
                 &self.deltas[last],
                 &self.hyper,
@@ -91,6 +95,7 @@ impl PackedModels {
                 &pool.labels,
                 &indices,
                 &self.row_loss,
+                input_grad,
             ];
             let numbered: Vec<_> = MATMUL_XENT_BINDINGS.into_iter().zip(buffers).collect();
             Some(bind_at(
@@ -114,7 +119,6 @@ impl PackedModels {
                 bytemuck::bytes_of(&params),
             )?;
             let buffers = [
-                &self.params,
                 &self.params,
                 &self.activations[0],
                 &self.hyper,
