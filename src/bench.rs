@@ -25,15 +25,16 @@ pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
     2.0 * rows as f64 * (2.0 * forward + input_grads)
 }
 
-/// Compute dispatches the GPU engine records per training step of a network of `widths`
-/// (see docs/gpu.md).
-pub fn gpu_dispatches_per_step(widths: &[usize]) -> usize {
+/// Compute dispatches the GPU engine records per training step of a network of `widths`, with
+/// the gather fused into the first matmul or not (see docs/gpu.md).
+pub fn gpu_dispatches_per_step(widths: &[usize], fuse_gather: bool) -> usize {
     let layers = widths.len().saturating_sub(1).max(1);
     let classes = widths.last().copied().unwrap_or(0);
     // A separate softmax_xent only when the output layer is wider than one matmul tile; a
     // separate gather only when the first layer is the output layer and takes the softmax.
     let softmax_fused = classes <= crate::gpu::kernels::MAX_FUSED_CLASSES;
-    let separate = usize::from(!softmax_fused) + usize::from(layers == 1 && softmax_fused);
+    let gather_fused = fuse_gather && !(layers == 1 && softmax_fused);
+    let separate = usize::from(!softmax_fused) + usize::from(!gather_fused);
     // The fused softmax also computes the input gradient of the layer below it.
     let input_grads = (layers - 1).saturating_sub(usize::from(softmax_fused));
     // forward per layer (the first with the gather fused, the output layer's with the softmax)
@@ -116,7 +117,10 @@ pub fn bench_one(
     });
     let med = median(&mut times);
     let flops = epoch_flops(&config.layers, data.train.len);
-    let gpu = matches!(kind, EngineKind::Gpu { .. });
+    let fuse_gather = match kind {
+        EngineKind::Gpu { context } => Some(context.tuning.fuse_gather),
+        _ => None,
+    };
     Ok(BenchRow {
         device: kind.device_name().into(),
         detail: engine.describe(),
@@ -128,8 +132,8 @@ pub fn bench_one(
         samples_per_sec: data.train.len as f64 / med,
         gflops: flops / med / 1e9,
         flops_per_epoch: flops,
-        dispatches_per_step: gpu.then(|| gpu_dispatches_per_step(&config.layers)),
-        submissions_per_epoch: gpu.then_some(1),
+        dispatches_per_step: fuse_gather.map(|f| gpu_dispatches_per_step(&config.layers, f)),
+        submissions_per_epoch: fuse_gather.map(|_| 1),
         train_loss_last_epoch: last_loss,
     })
 }

@@ -296,40 +296,59 @@ fn a_profile_times_every_kernel_family_of_a_step() {
         ..TrainConfig::default()
     };
     let models = wgtrain::gpu::PackedModels::new(ctx.clone(), &config.layers, 32, 1).unwrap();
-    let profile = wgtrain::bench::profile_gpu(&ctx, &config, &data, 32);
     if !models.can_profile() {
-        let e = profile.unwrap_err().to_string();
+        let e = wgtrain::bench::profile_gpu(&ctx, &config, &data, 32)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("timestamp"), "{e}");
         return;
     }
-    let p = profile.unwrap();
-    // 240 training rows at batch 32: every step fits one query set.
-    assert_eq!(p.steps, 8);
-    assert_eq!(
-        p.dispatches_per_step,
-        wgtrain::bench::gpu_dispatches_per_step(&config.layers)
-    );
-    let per_family: Vec<(&str, usize)> = p
-        .families
-        .iter()
-        .map(|f| (f.family, f.dispatches_per_step))
-        .collect();
-    assert_eq!(
-        per_family,
-        [
-            ("matmul forward, gathered (+bias, activation)", 1),
+    for fuse_gather in [false, true] {
+        let mut ctx = ctx.clone();
+        ctx.tuning.fuse_gather = fuse_gather;
+        let p = wgtrain::bench::profile_gpu(&ctx, &config, &data, 32).unwrap();
+        // 240 training rows at batch 32: every step fits one query set.
+        assert_eq!(p.steps, 8);
+        assert_eq!(
+            p.dispatches_per_step,
+            wgtrain::bench::gpu_dispatches_per_step(&config.layers, fuse_gather)
+        );
+        let per_family: Vec<(&str, usize)> = p
+            .families
+            .iter()
+            .map(|f| (f.family, f.dispatches_per_step))
+            .collect();
+        let first = if fuse_gather {
+            vec![("matmul forward, gathered (+bias, activation)", 1)]
+        } else {
+            vec![
+                ("gather_batch", 1),
+                ("matmul forward (+bias, activation)", 1),
+            ]
+        };
+        let rest = [
             ("matmul forward (+bias, activation)", 1),
             (
                 "matmul forward (+bias) + softmax_xent (+ input gradient below)",
-                1
+                1,
             ),
             ("matmul weight + bias gradient + update (+ batch sums)", 3),
             ("matmul input gradient (× slope)", 1),
-        ]
-    );
-    // The families partition the span from the first timestamp to the last.
-    let sum: f64 = p.families.iter().map(|f| f.gpu_secs_per_step).sum();
-    assert!(p.gpu_secs_per_step > 0.0);
-    assert!(p.record_secs_per_step > 0.0);
-    assert!((sum - p.gpu_secs_per_step).abs() <= 1e-9 + 1e-6 * p.gpu_secs_per_step);
+        ];
+        // Families are listed in order, each once: the unfused first layer's forward adds to
+        // the second layer's.
+        let mut want: Vec<(&str, usize)> = first;
+        for r in rest {
+            match want.iter_mut().find(|w| w.0 == r.0) {
+                Some(w) => w.1 += r.1,
+                None => want.push(r),
+            }
+        }
+        assert_eq!(per_family, want, "fuse_gather = {fuse_gather}");
+        // The families partition the span from the first timestamp to the last.
+        let sum: f64 = p.families.iter().map(|f| f.gpu_secs_per_step).sum();
+        assert!(p.gpu_secs_per_step > 0.0);
+        assert!(p.record_secs_per_step > 0.0);
+        assert!((sum - p.gpu_secs_per_step).abs() <= 1e-9 + 1e-6 * p.gpu_secs_per_step);
+    }
 }

@@ -117,12 +117,17 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
     };
     for activation in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
         // 20 classes: wider than one matmul tile, so the softmax is a dispatch of its own; one
-        // layer: the gather is too.
-        for (momentum, l1, l2, opt, widths) in [
-            (false, 0.0, 0.0, Optimizer::Sgd, &[37, 17, 5][..]),
-            (true, 1e-3, 1e-3, Optimizer::Sgd, &[37, 17, 20]),
-            (false, 0.0, 1e-3, Optimizer::Adam, &[37, 17, 5]),
-            (true, 0.0, 1e-3, Optimizer::Sgd, &[37, 5]),
+        // layer: the gather is too. Two cases also run with the adapter's gather fusion
+        // flipped, so both arrangements are checked on every adapter.
+        let mut flipped = ctx.clone();
+        flipped.tuning.fuse_gather = !ctx.tuning.fuse_gather;
+        for (momentum, l1, l2, opt, widths, ctx) in [
+            (false, 0.0, 0.0, Optimizer::Sgd, &[37, 17, 5][..], ctx),
+            (false, 0.0, 0.0, Optimizer::Sgd, &[37, 17, 5], &flipped),
+            (true, 1e-3, 1e-3, Optimizer::Sgd, &[37, 17, 20], ctx),
+            (false, 0.0, 1e-3, Optimizer::Adam, &[37, 17, 5], ctx),
+            (false, 0.0, 1e-3, Optimizer::Adam, &[37, 17, 5], &flipped),
+            (true, 0.0, 1e-3, Optimizer::Sgd, &[37, 5], ctx),
         ] {
             row.cases += 1;
             match check_epoch(ctx, activation, momentum, l1, l2, opt, widths) {
@@ -135,8 +140,9 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
                             c.ratio
                         };
                         row.detail = format!(
-                            "{} momentum={momentum} l1={l1} l2={l2} {opt:?} {widths:?}: {}",
+                            "{} momentum={momentum} l1={l1} l2={l2} {opt:?} {widths:?} fuse_gather={}: {}",
                             activation.name(),
+                            ctx.tuning.fuse_gather,
                             c.detail
                         );
                     }

@@ -33,6 +33,45 @@ pub enum GpuError {
         "GPU device {adapter} was lost ({reason}) (hint: rerun with --device cpu, or update the driver)"
     )]
     DeviceLost { adapter: String, reason: String },
+    #[error("{variable} must be {expected}, got {got:?}")]
+    BadSetting {
+        variable: &'static str,
+        expected: &'static str,
+        got: String,
+    },
+}
+
+/// How the kernels are arranged on one adapter: choices that change speed, never results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Gather and z-score each batch inside the first layer's forward matmul (matmul_gather,
+    /// one dispatch fewer per step) instead of a gather_batch dispatch of its own. Every
+    /// column of workgroups then decodes the same bytes: on CPU adapters, which are bound by
+    /// arithmetic, that made a step 20% slower at batch 128 (lavapipe, BENCHMARKS.md); on GPUs
+    /// a step of this size is bound by dispatches, so they fuse.
+    pub fuse_gather: bool,
+}
+
+/// Overrides [`Tuning::fuse_gather`]: `1` fuses, `0` does not (for timing both on one adapter).
+pub const FUSE_GATHER_VAR: &str = "WGTRAIN_FUSE_GATHER";
+
+impl Tuning {
+    /// What suits an adapter of `device_type`, unless [`FUSE_GATHER_VAR`] says otherwise.
+    pub fn for_adapter(device_type: wgpu::DeviceType) -> Result<Tuning, GpuError> {
+        let fuse_gather = match std::env::var(FUSE_GATHER_VAR) {
+            Ok(v) if v == "1" => true,
+            Ok(v) if v == "0" => false,
+            Ok(v) => {
+                return Err(GpuError::BadSetting {
+                    variable: FUSE_GATHER_VAR,
+                    expected: "0 or 1",
+                    got: v,
+                });
+            }
+            Err(_) => device_type != wgpu::DeviceType::Cpu,
+        };
+        Ok(Tuning { fuse_gather })
+    }
 }
 
 /// How to choose an adapter.
@@ -122,6 +161,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub info: Arc<AdapterSummary>,
     pub limits: wgpu::Limits,
+    /// Chosen for this adapter when it was opened; engines built on this context follow it.
+    pub tuning: Tuning,
     /// Set by wgpu's device-lost callback: why the device went away.
     lost: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -280,6 +321,7 @@ impl GpuContext {
             queue,
             info: Arc::new(summary),
             limits,
+            tuning: Tuning::for_adapter(adapter.get_info().device_type)?,
             lost,
         })
     }

@@ -107,7 +107,9 @@ impl PackedModels {
         } else {
             None
         };
-        let gather_fused = last > 0 || forward_xent_group.is_none();
+        // One matmul cannot take both the gather and the softmax.
+        let gather_fused =
+            self.ctx.tuning.fuse_gather && (last > 0 || forward_xent_group.is_none());
         let forward_gather_group = if gather_fused {
             let params = MatmulParams {
                 index_ms: index_ms as u32,
