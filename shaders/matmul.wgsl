@@ -1,7 +1,7 @@
 // matmul.wgsl — C (m, n) = op(A) (m, k) · op(B) (k, n), 16×16 outputs per workgroup, k in
 // steps of TILE_K through workgroup memory, any sizes (edges masked). Four entry points share
-// the tile loop (`load_b`, `multiply_tiles`; A from memory in `accumulate`, from the image pool
-// in `accumulate_gathered`) and differ in what they do with the product:
+// the tile loop (`accumulate`; `accumulate_gathered` is its twin with A from the image pool)
+// and differ in what they do with the product:
 // matmul: C = A·B with an optional fused epilogue
 //   epilogue 0: C = A·B
 //   epilogue 1: C = act(A·B + bias)                       (forward: Z = X·Wᵀ + b, A = f(Z);
@@ -116,48 +116,35 @@ fn dims() -> vec2<u32> {
     return vec2<u32>(m, k);
 }
 
-// Loads B's rows t..t + TILE_K (column col) into tile_b; beyond B's n columns, a column of ones
-// when bias_column = 1, else zeros. B rows past k are masked to 0.
-fn load_b(lid: vec3<u32>, b_base: u32, t: u32, k: u32, col: u32) {
-    for (var j = 0u; j < TILE_K; j += TILE) {
-        let bk = t + j + lid.y;
-        var bv = 0.0;
-        if bk < k && col < p.n {
-            bv = b[b_base + bk * p.b_rs + col * p.b_cs];
-        } else if bk < k && col == p.n && p.bias_column == 1u {
-            bv = 1.0;
-        }
-        tile_b[j + lid.y][lid.x] = bv;
-    }
-}
-
-// acc + Σ_i tile_a[row][i]·tile_b[i][col], added in i order, between the two barriers of a pass.
-fn multiply_tiles(lid: vec3<u32>, acc: f32) -> f32 {
-    workgroupBarrier();
-    var sum = acc;
-    for (var i = 0u; i < TILE_K; i++) {
-        sum += tile_a[lid.y][i] * tile_b[i][lid.x];
-    }
-    workgroupBarrier();
-    return sum;
-}
-
 // Σ_k A(row, k)·B(k, col) of `model`, in k order. Every invocation of the workgroup must call
 // it (it has barriers); out-of-range loads are masked to 0 instead of returning early.
 fn accumulate(lid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
     let mk = dims();
+    let m = mk.x;
+    let k = mk.y;
     let a_base = model * p.a_ms + p.a_off;
     let b_base = model * p.b_ms + p.b_off;
     var acc = 0.0;
-    for (var t = 0u; t < mk.y; t += TILE_K) {
+    for (var t = 0u; t < k; t += TILE_K) {
         for (var j = 0u; j < TILE_K; j += TILE) {
             let ak = t + j + lid.x;
             var av = 0.0;
-            if row < mk.x && ak < mk.y { av = a[a_base + row * p.a_rs + ak * p.a_cs]; }
+            if row < m && ak < k { av = a[a_base + row * p.a_rs + ak * p.a_cs]; }
             tile_a[lid.y][j + lid.x] = av;
+            let bk = t + j + lid.y;
+            var bv = 0.0;
+            if bk < k && col < p.n {
+                bv = b[b_base + bk * p.b_rs + col * p.b_cs];
+            } else if bk < k && col == p.n && p.bias_column == 1u {
+                bv = 1.0;
+            }
+            tile_b[j + lid.y][lid.x] = bv;
         }
-        load_b(lid, b_base, t, mk.y, col);
-        acc = multiply_tiles(lid, acc);
+        workgroupBarrier();
+        for (var i = 0u; i < TILE_K; i++) {
+            acc += tile_a[lid.y][i] * tile_b[i][lid.x];
+        }
+        workgroupBarrier();
     }
     return acc;
 }
@@ -167,30 +154,39 @@ fn accumulate(lid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
 // The first column of workgroups also writes A to x_out for the layer's weight gradient.
 fn accumulate_gathered(lid: vec3<u32>, wid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
     let mk = dims();
-    let features = mk.y;
+    let m = mk.x;
+    let k = mk.y; // features
     let b_base = model * p.b_ms + p.b_off;
     var sample = 0u;
     var image = vec2<f32>(0.0, 1.0);
-    if row < mk.x {
+    if row < m {
         sample = indices[model * p.index_ms + step.offset + row];
         image = image_stats[sample];
     }
     var acc = 0.0;
-    for (var t = 0u; t < features; t += TILE_K) {
+    for (var t = 0u; t < k; t += TILE_K) {
         for (var j = 0u; j < TILE_K; j += TILE) {
-            let i = t + j + lid.x;
+            let ak = t + j + lid.x;
             var av = 0.0;
-            if row < mk.x && i < features {
-                let byte_index = sample * features + i;
+            if row < m && ak < k {
+                let byte_index = sample * k + ak;
                 let word = pixels[byte_index / 4u];
                 let pixel = f32((word >> ((byte_index % 4u) * 8u)) & 0xffu);
                 av = (pixel - image.x) * image.y;
-                if wid.x == 0u { x_out[model * p.a_ms + row * p.a_rs + i] = av; }
+                if wid.x == 0u { x_out[model * p.a_ms + row * p.a_rs + ak] = av; }
             }
             tile_a[lid.y][j + lid.x] = av;
+            // B as in accumulate (kept inline: helper functions in this loop cost llvmpipe ~10%).
+            let bk = t + j + lid.y;
+            var bv = 0.0;
+            if bk < k && col < p.n { bv = b[b_base + bk * p.b_rs + col * p.b_cs]; }
+            tile_b[j + lid.y][lid.x] = bv;
         }
-        load_b(lid, b_base, t, features, col);
-        acc = multiply_tiles(lid, acc);
+        workgroupBarrier();
+        for (var i = 0u; i < TILE_K; i++) {
+            acc += tile_a[lid.y][i] * tile_b[i][lid.x];
+        }
+        workgroupBarrier();
     }
     return acc;
 }

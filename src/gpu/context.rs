@@ -41,14 +41,15 @@ pub enum GpuError {
     },
 }
 
-/// How the kernels are arranged on one adapter: choices that change speed, never results.
+/// How the kernels are arranged on an open device: choices that change speed, never results
+/// (the epoch check runs both ways), so that one binary can time them on one adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
     /// Gather and z-score each batch inside the first layer's forward matmul (matmul_gather,
     /// one dispatch fewer per step) instead of a gather_batch dispatch of its own. Every
-    /// column of workgroups then decodes the same bytes: on CPU adapters, which are bound by
-    /// arithmetic, that made a step 20% slower at batch 128 (lavapipe, BENCHMARKS.md); on GPUs
-    /// a step of this size is bound by dispatches, so they fuse.
+    /// column of workgroups then decodes the same bytes; on lavapipe that was a wash (±5%
+    /// either way at batch 32 and 128, BENCHMARKS.md), and on a GPU a step this small is bound
+    /// by dispatches, so it is on unless [`FUSE_GATHER_VAR`] turns it off.
     pub fuse_gather: bool,
 }
 
@@ -56,8 +57,8 @@ pub struct Tuning {
 pub const FUSE_GATHER_VAR: &str = "WGTRAIN_FUSE_GATHER";
 
 impl Tuning {
-    /// What suits an adapter of `device_type`, unless [`FUSE_GATHER_VAR`] says otherwise.
-    pub fn for_adapter(device_type: wgpu::DeviceType) -> Result<Tuning, GpuError> {
+    /// The defaults, with [`FUSE_GATHER_VAR`] applied.
+    pub fn from_env() -> Result<Tuning, GpuError> {
         let fuse_gather = match std::env::var(FUSE_GATHER_VAR) {
             Ok(v) if v == "1" => true,
             Ok(v) if v == "0" => false,
@@ -68,7 +69,7 @@ impl Tuning {
                     got: v,
                 });
             }
-            Err(_) => device_type != wgpu::DeviceType::Cpu,
+            Err(_) => true,
         };
         Ok(Tuning { fuse_gather })
     }
@@ -321,7 +322,7 @@ impl GpuContext {
             queue,
             info: Arc::new(summary),
             limits,
-            tuning: Tuning::for_adapter(adapter.get_info().device_type)?,
+            tuning: Tuning::from_env()?,
             lost,
         })
     }
