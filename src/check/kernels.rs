@@ -83,11 +83,7 @@ fn run_matmul(
     let (a, b, aux) = (rig.f32s("a", a)?, rig.f32s("b", b)?, rig.f32s("aux", aux)?);
     let c = rig.poisoned("c", out_len)?;
     let p = uniform_init(rig.ctx, "matmul", bytemuck::bytes_of(&params))?;
-    let model = ModelHyper {
-        activation: crate::gpu::kernels::activation_code(activation),
-        ..Default::default()
-    };
-    let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;
+    let models = rig.hidden_activation(activation)?;
     // The bias is read from B's buffer, at bias_off.
     let buffers = [&a, &b, &aux, &c, &models, &p];
     let numbered: Vec<_> = MATMUL_BINDINGS.into_iter().zip(buffers).collect();
@@ -101,6 +97,36 @@ fn run_matmul(
         &c,
         |k, pass, s| k.encode_matmul(pass, &group, s, m, params.n + params.bias_column),
     )
+}
+
+/// A row-major forward layer `x·wᵀ + b` (batch rows × `fan_in` → `fan_out`), with its
+/// weights at `w_off` of the parameter buffer and the bias right after them, as the flat
+/// parameter vector lays a layer out.
+fn forward_params(fan_in: usize, fan_out: usize, w_off: usize) -> MatmulParams {
+    MatmulParams {
+        n: fan_out as u32,
+        k: fan_in as u32,
+        rows_dim: 1,
+        a_rs: fan_in as u32,
+        a_cs: 1,
+        b_off: w_off as u32,
+        b_rs: 1,
+        b_cs: fan_in as u32,
+        c_rs: fan_out as u32,
+        bias_off: (w_off + fan_out * fan_in) as u32,
+        epilogue: 1,
+        ..Default::default()
+    }
+}
+
+/// The activation's derivative in f64, written through its output `y` as the kernels take it.
+fn slope_at_output(y: f64, act: Activation) -> f64 {
+    match act {
+        Activation::None => 1.0,
+        Activation::Tanh => 1.0 - y * y,
+        Activation::Sigmoid => y * (1.0 - y),
+        Activation::Relu => f64::from(u8::from(y > 0.0)),
+    }
 }
 
 pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
@@ -131,19 +157,8 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
         let name = format!("{rows}×{fan_in}→{fan_out} {}", act.name());
         // forward: act(x·wᵀ + b)
         let params = MatmulParams {
-            n: fan_out as u32,
-            k: fan_in as u32,
-            rows_dim: 1,
-            a_rs: fan_in as u32,
-            a_cs: 1,
-            b_off: w_off as u32,
-            b_rs: 1,
-            b_cs: fan_in as u32,
-            c_rs: fan_out as u32,
-            bias_off: b_off as u32,
-            epilogue: 1,
             activated: 1,
-            ..Default::default()
+            ..forward_params(fan_in, fan_out, w_off)
         };
         let got = run_matmul(
             rig,
@@ -257,12 +272,7 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
                     (0..fan_out).map(|o| dz[r * fan_out + o] as f64 * w[o * fan_in + i] as f64);
                 let (s, a) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
                 let av = aux[r * fan_in + i] as f64;
-                let slope = match act {
-                    Activation::None => 1.0,
-                    Activation::Tanh => 1.0 - av * av,
-                    Activation::Sigmoid => av * (1.0 - av),
-                    Activation::Relu => f64::from(u8::from(av > 0.0)),
-                };
+                let slope = slope_at_output(av, act);
                 want[r * fan_in + i] = s * slope;
                 tol[r * fan_in + i] =
                     dot_tolerance(fan_out, a) + 2.0 * f32::EPSILON as f64 * s.abs();
@@ -597,12 +607,7 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
                     carried += dz_tol[r * classes + o] * w.abs();
                 }
                 let xv = x[r * fan_in + i] as f64;
-                let slope = match act {
-                    Activation::None => 1.0,
-                    Activation::Tanh => 1.0 - xv * xv,
-                    Activation::Sigmoid => xv * (1.0 - xv),
-                    Activation::Relu => f64::from(u8::from(xv > 0.0)),
-                };
+                let slope = slope_at_output(xv, act);
                 want_dh[r * fan_in + i] = sum * slope;
                 dh_tol[r * fan_in + i] =
                     (carried + dot_tolerance(classes, abs)) * slope.abs().max(1.0) + 1e-6;
@@ -614,27 +619,12 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
         let dz = rig.poisoned("dz", rows * classes)?;
         let row_loss = rig.poisoned("row_loss", 2 * capacity)?;
         let dh = rig.poisoned("dh", rows * fan_in)?;
-        let model = ModelHyper {
-            activation: crate::gpu::kernels::activation_code(act),
-            ..Default::default()
-        };
-        let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;
+        let models = rig.hidden_activation(act)?;
         let params = MatmulParams {
-            n: classes as u32,
-            k: fan_in as u32,
-            rows_dim: 1,
-            a_rs: fan_in as u32,
-            a_cs: 1,
-            b_off: w_off as u32,
-            b_rs: 1,
-            b_cs: fan_in as u32,
-            c_rs: classes as u32,
-            bias_off: b_off as u32,
-            epilogue: 1,
             capacity: capacity as u32,
             input_grad: input_grad as u32,
             a_ms: (capacity * fan_in) as u32,
-            ..Default::default()
+            ..forward_params(fan_in, classes, w_off)
         };
         let p = uniform_init(rig.ctx, "matmul_softmax_xent", bytemuck::bytes_of(&params))?;
         let buffers = [&xb, &wb, &dz, &models, &p, &lab, &idx, &row_loss, &dh];
@@ -750,25 +740,10 @@ pub(super) fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
         let wb = rig.f32s("params", &wbuf)?;
         let out = rig.poisoned("activations", rows * fan_out)?;
         let x = rig.poisoned("x", rows * features)?;
-        let model = ModelHyper {
-            activation: crate::gpu::kernels::activation_code(act),
-            ..Default::default()
-        };
-        let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;
+        let models = rig.hidden_activation(act)?;
         let params = MatmulParams {
-            n: fan_out as u32,
-            k: features as u32,
-            rows_dim: 1,
-            a_rs: features as u32,
-            a_cs: 1,
-            b_off: w_off as u32,
-            b_rs: 1,
-            b_cs: features as u32,
-            c_rs: fan_out as u32,
-            bias_off: b_off as u32,
-            epilogue: 1,
             activated: 1,
-            ..Default::default()
+            ..forward_params(features, fan_out, w_off)
         };
         let p = uniform_init(rig.ctx, "matmul_gather", bytemuck::bytes_of(&params))?;
         let buffers = [&wb, &out, &models, &p, &idx, &pix, &stats, &x];

@@ -150,6 +150,16 @@ impl<'a> Rig<'a> {
         storage_init(self.ctx, label, bytemuck::cast_slice(v))
     }
 
+    /// A one-model `model_hyper` buffer that names only the hidden activation, which is all
+    /// the single-kernel checks read from it.
+    fn hidden_activation(&self, activation: Activation) -> Result<wgpu::Buffer, GpuError> {
+        let model = ModelHyper {
+            activation: crate::gpu::kernels::activation_code(activation),
+            ..Default::default()
+        };
+        storage_init(self.ctx, "model_hyper", bytemuck::bytes_of(&model))
+    }
+
     /// An output of `len` elements poisoned with NaN, plus the sentinel tail.
     fn poisoned(&self, label: &str, len: usize) -> Result<wgpu::Buffer, GpuError> {
         self.f32s(label, &vec![f32::NAN; len + SENTINEL])
