@@ -55,6 +55,19 @@ struct GpuArgs {
     adapter: Option<String>,
 }
 
+/// Where runs train; `train` and `sweep` take the same three flags.
+#[derive(Debug, Clone, clap::Args)]
+struct DeviceArgs {
+    /// Where to train.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    device: Device,
+    #[command(flatten)]
+    gpu: GpuArgs,
+    /// CPU threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
 impl GpuArgs {
     fn choice(&self, allow_software: bool) -> AdapterChoice {
         AdapterChoice {
@@ -88,12 +101,8 @@ struct SweepArgs {
     shard_count: Option<usize>,
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Device::Auto)]
-    device: Device,
     #[command(flatten)]
-    gpu: GpuArgs,
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    on: DeviceArgs,
     /// Train up to K runs together: on a GPU, runs of the same shape and batch size in the
     /// same dispatches [default: as many as the adapter's limits allow]; on the CPU, side by
     /// side on a share of the cores each [default: one per core]. --pack 1: one at a time.
@@ -300,7 +309,12 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn engine_kind(device: Device, gpu: &GpuArgs, threads: usize) -> Result<EngineKind> {
+fn engine_kind(on: &DeviceArgs) -> Result<EngineKind> {
+    let DeviceArgs {
+        device,
+        gpu,
+        threads,
+    } = on.clone();
     match device {
         Device::Cpu => Ok(EngineKind::Cpu { threads }),
         Device::Gpu => {
@@ -535,14 +549,8 @@ struct TrainArgs {
     /// --set, e.g. --set epochs=N to go further).
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
-    /// Where to train.
-    #[arg(long, value_enum, default_value_t = Device::Auto)]
-    device: Device,
     #[command(flatten)]
-    gpu: GpuArgs,
-    /// CPU threads (0 = one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    on: DeviceArgs,
     /// Overwrite a run directory that already holds a run.
     #[arg(long)]
     force: bool,
@@ -556,13 +564,11 @@ fn train(t: &TrainArgs) -> Result<()> {
         config: args,
         out,
         resume,
-        device,
-        gpu,
-        threads,
+        on,
         force,
         quiet,
     } = t;
-    let (out, device, threads, force, quiet) = (out.clone(), *device, *threads, *force, *quiet);
+    let (out, force, quiet) = (out.clone(), *force, *quiet);
     // The config is validated before any device is opened or data read.
     let config = match &resume {
         Some(dir) => {
@@ -576,7 +582,7 @@ fn train(t: &TrainArgs) -> Result<()> {
         }
         None => args.load()?,
     };
-    let engine = engine_kind(device, gpu, threads)?;
+    let engine = engine_kind(on)?;
     let out = resume
         .clone()
         .or(out)
@@ -597,10 +603,12 @@ fn train(t: &TrainArgs) -> Result<()> {
     // With --device auto, a GPU that opened but cannot hold this run (a limit, an allocation)
     // falls back to the CPU. Such errors come before the run directory is written.
     if let (Device::Auto, EngineKind::Gpu { .. }, Err(wgtrain::Error::Engine(e))) =
-        (device, &opts.engine, &result)
+        (on.device, &opts.engine, &result)
     {
         eprintln!("warning: the GPU cannot run this ({e}); training on the CPU instead");
-        opts.engine = EngineKind::Cpu { threads };
+        opts.engine = EngineKind::Cpu {
+            threads: on.threads,
+        };
         result = run_training(&config, &opts, progress);
     }
     progress_display.finish();

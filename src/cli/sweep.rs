@@ -32,7 +32,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
             file.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep")
         ))
     });
-    let engine = engine_kind(args.device, &args.gpu, args.threads)?;
+    let engine = engine_kind(&args.on)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let data_dir = args.data.clone().unwrap_or_else(data::default_dir);
     let mine: Vec<(usize, &sweep::SweepRun)> = runs
@@ -71,7 +71,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     // On a GPU, runs of one shape train packed in the same dispatches; on the CPU, runs train
     // side by side on a share of the cores each (one thread each unless --pack says fewer
     // runs), which beats one run on every core at small batches. --pack 1: one at a time.
-    let cores = wgtrain::cpu::resolve_threads(args.threads);
+    let cores = wgtrain::cpu::resolve_threads(args.on.threads);
     // Every CPU run of a sweep gets the same share of the cores, however many runs are left:
     // CPU results repeat bit for bit only for one thread count, and a shard must give what
     // the unsharded sweep gives.
