@@ -99,23 +99,14 @@ fn run_matmul(
     )
 }
 
-/// A row-major forward layer `x·wᵀ + b` (batch rows × `fan_in` → `fan_out`), with its
-/// weights at `w_off` of the parameter buffer and the bias right after them, as the flat
-/// parameter vector lays a layer out.
-fn forward_params(fan_in: usize, fan_out: usize, w_off: usize) -> MatmulParams {
-    MatmulParams {
-        n: fan_out as u32,
-        k: fan_in as u32,
-        rows_dim: 1,
-        a_rs: fan_in as u32,
-        a_cs: 1,
-        b_off: w_off as u32,
-        b_rs: 1,
-        b_cs: fan_in as u32,
-        c_rs: fan_out as u32,
-        bias_off: (w_off + fan_out * fan_in) as u32,
-        epilogue: 1,
-        ..Default::default()
+/// A layer of `fan_in` → `fan_out` whose weights sit at `w_off` of the parameter buffer and
+/// its bias right after them, as the flat parameter vector lays a layer out.
+fn layer_at(fan_in: usize, fan_out: usize, w_off: usize) -> LayerView {
+    LayerView {
+        fan_in,
+        fan_out,
+        weight: w_off,
+        bias: w_off + fan_out * fan_in,
     }
 }
 
@@ -156,10 +147,7 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
         let w = &wbuf[w_off..b_off];
         let name = format!("{rows}×{fan_in}→{fan_out} {}", act.name());
         // forward: act(x·wᵀ + b)
-        let params = MatmulParams {
-            activated: 1,
-            ..forward_params(fan_in, fan_out, w_off)
-        };
+        let params = MatmulParams::forward(&layer_at(fan_in, fan_out, w_off), true);
         let got = run_matmul(
             rig,
             &x,
@@ -191,20 +179,7 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
         // weight gradient: dw (O, I) = dzᵀ·a, summed over rows, and the bias gradient
         // db (O) = Σ_r dz as the extra column, written after the weights as in the parameters.
         let dz = uniform_f32(&mut rng, rows * fan_out, 1.0);
-        let params = MatmulParams {
-            m: fan_out as u32,
-            n: fan_in as u32,
-            rows_dim: 2,
-            a_rs: 1,
-            a_cs: fan_out as u32,
-            b_rs: fan_in as u32,
-            b_cs: 1,
-            c_off: 0,
-            c_rs: fan_in as u32,
-            bias_off: (fan_out * fan_in) as u32,
-            bias_column: 1,
-            ..Default::default()
-        };
+        let params = MatmulParams::weight_grad(&layer_at(fan_in, fan_out, 0));
         let got = run_matmul(
             rig,
             &dz,
@@ -240,20 +215,7 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             .into_iter()
             .map(|v| act_ref(v as f64, act) as f32)
             .collect();
-        let params = MatmulParams {
-            n: fan_in as u32,
-            k: fan_out as u32,
-            rows_dim: 1,
-            a_rs: fan_out as u32,
-            a_cs: 1,
-            b_off: w_off as u32,
-            b_rs: fan_in as u32,
-            b_cs: 1,
-            c_rs: fan_in as u32,
-            epilogue: 2,
-            activated: 1,
-            ..Default::default()
-        };
+        let params = MatmulParams::input_grad(&layer_at(fan_in, fan_out, w_off));
         let got = run_matmul(
             rig,
             &dz,
@@ -464,21 +426,10 @@ pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuErr
         let rl = rig.f32s("row_loss", &row_loss)?;
         let stats = rig.poisoned("stats", 4)?;
         let params = MatmulParams {
-            m: fan_out as u32,
-            n: fan_in as u32,
-            rows_dim: 2,
-            a_rs: 1,
-            a_cs: fan_out as u32,
-            b_rs: fan_in as u32,
-            b_cs: 1,
-            c_off: v.weight as u32,
-            c_rs: fan_in as u32,
-            bias_off: v.bias as u32,
-            bias_column: 1,
             capacity: capacity as u32,
             slots: 2,
             sum_stats: 1,
-            ..Default::default()
+            ..MatmulParams::weight_grad(&v)
         };
         let p = uniform_init(rig.ctx, "matmul_update", bytemuck::bytes_of(&params))?;
         let buffers = [&dzb, &ab, &pb, &models, &p, &fb, &sb, &rl, &stats];
@@ -624,7 +575,7 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
             capacity: capacity as u32,
             input_grad: input_grad as u32,
             a_ms: (capacity * fan_in) as u32,
-            ..forward_params(fan_in, classes, w_off)
+            ..MatmulParams::forward(&layer_at(fan_in, classes, w_off), false)
         };
         let p = uniform_init(rig.ctx, "matmul_softmax_xent", bytemuck::bytes_of(&params))?;
         let buffers = [&xb, &wb, &dz, &models, &p, &lab, &idx, &row_loss, &dh];
@@ -741,10 +692,7 @@ pub(super) fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
         let out = rig.poisoned("activations", rows * fan_out)?;
         let x = rig.poisoned("x", rows * features)?;
         let models = rig.hidden_activation(act)?;
-        let params = MatmulParams {
-            activated: 1,
-            ..forward_params(features, fan_out, w_off)
-        };
+        let params = MatmulParams::forward(&layer_at(features, fan_out, w_off), true);
         let p = uniform_init(rig.ctx, "matmul_gather", bytemuck::bytes_of(&params))?;
         let buffers = [&wb, &out, &models, &p, &idx, &pix, &stats, &x];
         let numbered: Vec<_> = MATMUL_GATHER_BINDINGS.into_iter().zip(buffers).collect();

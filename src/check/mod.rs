@@ -19,7 +19,7 @@ use crate::gpu::kernels::{
     MATMUL_XENT_BINDINGS, MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform, XentParams,
 };
 use crate::gpu::{GpuContext, GpuEngine, GpuError};
-use crate::model::{Activation, Init, Params, layer_views};
+use crate::model::{Activation, Init, LayerView, Params, layer_views};
 
 mod engines;
 mod kernels;

@@ -5,6 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::{GpuContext, GpuError};
 use super::shaders;
+use crate::model::LayerView;
 
 /// Bytes between two per-step uniform slots (WebGPU's largest dynamic-offset alignment).
 pub const STEP_STRIDE: u64 = 256;
@@ -143,6 +144,72 @@ pub struct MatmulParams {
     /// matmul_softmax_xent: 1 also writes the layer below's input gradient to dh_out.
     pub input_grad: u32,
     pub _pad: [u32; 3],
+}
+
+impl MatmulParams {
+    /// Layer `v`'s forward pass, C = act(A·Wᵀ + b): A the batch's inputs (rows × fan_in), W
+    /// (fan_out × fan_in, row-major) and b where `v` places them in the flat parameter vector
+    /// (B's buffer); `activated`: the model's hidden activation, else none (the output layer).
+    /// One model's view: packing adds the per-model strides.
+    pub fn forward(v: &LayerView, activated: bool) -> Self {
+        let (i, o) = (v.fan_in as u32, v.fan_out as u32);
+        MatmulParams {
+            n: o,
+            k: i,
+            rows_dim: 1,
+            a_rs: i,
+            a_cs: 1,
+            b_off: v.weight as u32,
+            b_rs: 1,
+            b_cs: i,
+            c_rs: o,
+            bias_off: v.bias as u32,
+            epilogue: 1,
+            activated: activated as u32,
+            ..Default::default()
+        }
+    }
+
+    /// Layer `v`'s weight gradient dW = dZᵀ·A (fan_out × fan_in) and, from B's extra column of
+    /// ones, the bias gradient Σ_r dZ, written to C where `v` places W and b (for
+    /// matmul_update, C is the parameter vector itself).
+    pub fn weight_grad(v: &LayerView) -> Self {
+        let (i, o) = (v.fan_in as u32, v.fan_out as u32);
+        MatmulParams {
+            m: o,
+            n: i,
+            rows_dim: 2,
+            a_rs: 1,
+            a_cs: o,
+            b_rs: i,
+            b_cs: 1,
+            c_off: v.weight as u32,
+            c_rs: i,
+            bias_off: v.bias as u32,
+            bias_column: 1,
+            ..Default::default()
+        }
+    }
+
+    /// The gradient of layer `v`'s input, dA = dZ·W ⊙ f'(A) (rows × fan_in), f' the model's
+    /// hidden activation's slope taken through A (aux).
+    pub fn input_grad(v: &LayerView) -> Self {
+        let (i, o) = (v.fan_in as u32, v.fan_out as u32);
+        MatmulParams {
+            n: i,
+            k: o,
+            rows_dim: 1,
+            a_rs: o,
+            a_cs: 1,
+            b_off: v.weight as u32,
+            b_rs: i,
+            b_cs: 1,
+            c_rs: i,
+            epilogue: 2,
+            activated: 1,
+            ..Default::default()
+        }
+    }
 }
 
 /// Twin of `XentParams` in softmax_xent.wgsl.

@@ -203,66 +203,31 @@ impl PackedModels {
         let mut output_forward = MatmulParams::default();
         let mut first_forward = MatmulParams::default();
         for (l, v) in layers.iter().enumerate() {
-            let (i, o) = (v.fan_in as u32, v.fan_out as u32);
             let input = if l == 0 { &x } else { &activations[l - 1] };
             let input_ms = (capacity * v.fan_in) as u32;
             let output_ms = (capacity * v.fan_out) as u32;
             let count_ms = count as u32;
             let forward = MatmulParams {
-                n: o,
-                k: i,
-                rows_dim: 1,
-                a_rs: i,
-                a_cs: 1,
-                b_off: v.weight as u32,
-                b_rs: 1,
-                b_cs: i,
-                c_rs: o,
-                bias_off: v.bias as u32,
-                epilogue: 1,
-                activated: (l != last) as u32,
                 a_ms: input_ms,
                 b_ms: count_ms,
                 c_ms: output_ms,
-                ..Default::default()
+                ..MatmulParams::forward(v, l != last)
             };
             let weight_grad = MatmulParams {
-                m: o,
-                n: i,
-                rows_dim: 2,
-                a_rs: 1,
-                a_cs: o,
-                b_rs: i,
-                b_cs: 1,
-                c_off: v.weight as u32,
-                c_rs: i,
-                bias_off: v.bias as u32,
-                bias_column: 1,
                 a_ms: output_ms,
                 b_ms: input_ms,
                 c_ms: count_ms,
                 capacity: capacity as u32,
                 // The output layer's update (the first recorded) sums the batch's losses.
                 sum_stats: (l == last) as u32,
-                ..Default::default()
+                ..MatmulParams::weight_grad(v)
             };
             let input_grad = MatmulParams {
-                n: i,
-                k: o,
-                rows_dim: 1,
-                a_rs: o,
-                a_cs: 1,
-                b_off: v.weight as u32,
-                b_rs: i,
-                b_cs: 1,
-                c_rs: i,
-                epilogue: 2,
-                activated: 1,
                 a_ms: output_ms,
                 b_ms: count_ms,
                 c_ms: input_ms,
                 aux_ms: input_ms,
-                ..Default::default()
+                ..MatmulParams::input_grad(v)
             };
             let uniform = |what: &str, p: &MatmulParams| {
                 uniform_init(&ctx, &format!("fc{}.{what}", l + 1), bytemuck::bytes_of(p))
