@@ -99,6 +99,7 @@ struct SweepArgs {
     /// Number of shards when the index comes from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs).
     #[arg(long, value_name = "N")]
     shard_count: Option<usize>,
+    /// Directory holding the four MNIST-style IDX files [default: data/fashion-mnist].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     #[command(flatten)]
@@ -129,6 +130,7 @@ struct BenchArgs {
     /// Also write the rows as JSON lines to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// CPU threads for the CPU path (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Also time K models of the config (seeds 1..K) trained packed — on a GPU in the same
@@ -204,11 +206,13 @@ enum Command {
         /// A model.safetensors written by `wgtrain train`.
         #[arg(long, value_name = "FILE")]
         model: PathBuf,
+        /// Directory holding the four MNIST-style IDX files [default: data/fashion-mnist].
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
         /// Print one JSON line.
         #[arg(long)]
         json: bool,
+        /// CPU threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
@@ -250,6 +254,7 @@ enum Command {
     Bench(BenchArgs),
     /// List the GPU adapters wgpu finds, with the limits that matter here.
     Devices {
+        /// List only this backend's adapters: vulkan, metal, dx12 or gl [default: all].
         #[arg(long, value_name = "NAME")]
         backend: Option<String>,
     },
