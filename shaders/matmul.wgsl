@@ -99,9 +99,10 @@ struct MatmulParams {
 // Outputs per workgroup side, and k per pass through workgroup memory (a multiple of TILE:
 // each invocation loads TILE_K / TILE elements of A and of B per pass). Products are added in
 // k order whatever TILE_K is, so it changes no bits, only how many barrier-separated passes a
-// long k takes (the first layer's 784: 49 at 16, 13 at 64). 64 was measured 6–10% slower on
-// lavapipe (BENCHMARKS.md) and is unmeasured on a real GPU, where fewer, wider passes may hide
-// more load latency: worth timing with `bench --profile` on the next one.
+// long k takes (the first layer's 784: 49 at 16, 13 at 64). The host sets TILE_K per device
+// (gpu::Tuning::tile_k, WGTRAIN_TILE_K; shaders::assembled rewrites the line below, which
+// must stay as written): 64 was 6–10% slower on lavapipe (BENCHMARKS.md) and is unmeasured on
+// a real GPU, where fewer, wider passes may hide more load latency.
 const TILE: u32 = 16u;
 const TILE_K: u32 = 16u;
 var<workgroup> tile_a: array<array<f32, TILE_K>, TILE>;

@@ -117,13 +117,17 @@ pub fn bench_one(
     });
     let med = median(&mut times);
     let flops = epoch_flops(&config.layers, data.train.len);
-    let fuse_gather = match kind {
-        EngineKind::Gpu { context } => Some(context.tuning.fuse_gather),
-        _ => None,
+    let (fuse_gather, mut detail) = match kind {
+        EngineKind::Gpu { context } => (
+            Some(context.tuning.fuse_gather),
+            format!("{} {}", engine.describe(), context.tuning.changes()),
+        ),
+        _ => (None, engine.describe()),
     };
+    detail.truncate(detail.trim_end().len());
     Ok(BenchRow {
         device: kind.device_name().into(),
-        detail: engine.describe(),
+        detail,
         batch_size,
         epochs_measured: epochs,
         median_epoch_secs: med,

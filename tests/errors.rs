@@ -232,6 +232,15 @@ fn cases(root: &Path) -> Vec<Case> {
         args: gpu,
         expect: "unknown backend \"cuda\"",
     });
+    // Checked before any adapter is looked for, so the message is the same on every machine.
+    let mut tuned = train(&good, &out, &[]);
+    tuned[2] = "gpu".into();
+    tuned.insert(0, "WGTRAIN_TILE_K=48".into());
+    cases.push(Case {
+        what: "a GPU tuning variable with a value it does not take",
+        args: tuned,
+        expect: "WGTRAIN_TILE_K must be 16, 32 or 64, got \"48\"",
+    });
     let garbage = root.join("garbage.safetensors");
     std::fs::write(&garbage, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
     cases.push(Case {
@@ -282,8 +291,18 @@ fn every_bad_input_exits_1_with_a_message_and_docs_errors_md_is_current() {
          | bad input | command | message | exit code |\n|---|---|---|---|\n",
     );
     for case in cases(root) {
+        // Leading NAME=VALUE arguments are the command's environment, as a shell reads them.
+        let (env, args): (Vec<&String>, Vec<&String>) = {
+            let split = case
+                .args
+                .iter()
+                .position(|a| !a.contains('=') || a.starts_with('-'));
+            let (env, args) = case.args.split_at(split.unwrap_or(0));
+            (env.iter().collect(), args.iter().collect())
+        };
         let o = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-            .args(&case.args)
+            .args(args)
+            .envs(env.iter().filter_map(|kv| kv.split_once('=')))
             .env("XDG_RUNTIME_DIR", root)
             .output()
             .unwrap();
@@ -306,7 +325,14 @@ fn every_bad_input_exits_1_with_a_message_and_docs_errors_md_is_current() {
             case.what,
             case.expect
         );
-        let command = format!("wgtrain {}", shown(&case.args.join(" ")));
+        let command = match env.len() {
+            0 => format!("wgtrain {}", shown(&case.args.join(" "))),
+            n => format!(
+                "{} wgtrain {}",
+                case.args[..n].join(" "),
+                shown(&case.args[n..].join(" "))
+            ),
+        };
         table.push_str(&format!(
             "| {} | `{}` | {} | {} |\n",
             case.what,

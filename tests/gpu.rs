@@ -10,7 +10,7 @@ use wgtrain::config::{Optimizer, TrainConfig};
 use wgtrain::cpu::CpuEngine;
 use wgtrain::data::{Dataset, epoch_order};
 use wgtrain::engine::Engine;
-use wgtrain::gpu::{GpuEngine, shaders};
+use wgtrain::gpu::{GpuEngine, Tuning, shaders};
 use wgtrain::model::{Activation, Params};
 
 use crate::common::{fashion_mnist, gpu, write_dataset};
@@ -18,21 +18,36 @@ use crate::common::{fashion_mnist, gpu, write_dataset};
 #[test]
 fn every_shader_parses_and_validates_without_a_gpu() {
     for (family, _) in shaders::FAMILIES {
-        let source = shaders::assembled(family).unwrap();
-        let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{family}: {}", e.emit_to_string(&source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{family}: {e:?}"));
+        for tile_k in Tuning::TILE_K_CHOICES {
+            let source = shaders::assembled(family, tile_k).unwrap();
+            let module = naga::front::wgsl::parse_str(&source)
+                .unwrap_or_else(|e| panic!("{family}: {}", e.emit_to_string(&source)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::empty(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{family} (tile_k {tile_k}): {e:?}"));
+        }
     }
+}
+
+#[test]
+fn matmul_is_compiled_with_the_k_step_it_is_given() {
+    let source = shaders::assembled("matmul", 64).unwrap();
+    assert!(source.contains("const TILE_K: u32 = 64u;"));
+    assert!(!source.contains(shaders::TILE_K_DECLARATION));
+    assert_eq!(
+        shaders::assembled("softmax_xent", 64),
+        shaders::assembled("softmax_xent", 16),
+        "only matmul has a k step"
+    );
+    assert!(shaders::assembled("no such family", 16).is_none());
 }
 
 /// Byte size naga gives the WGSL struct `name` in shader family `family`.
 fn wgsl_struct_size(family: &str, name: &str) -> u32 {
-    let source = shaders::assembled(family).unwrap();
+    let source = shaders::assembled(family, Tuning::default().tile_k).unwrap();
     let module = naga::front::wgsl::parse_str(&source).unwrap();
     let mut layouter = naga::proc::Layouter::default();
     layouter.update(module.to_ctx()).unwrap();
@@ -158,23 +173,54 @@ fn tiny_engine_pair(ctx: &wgtrain::gpu::GpuContext) -> (GpuEngine, Arc<Dataset>,
     (engine, data, config)
 }
 
+/// The weights after three epochs of the tiny network from seed 1.
+fn weights_after_three_epochs(ctx: &wgtrain::gpu::GpuContext) -> Vec<f32> {
+    let (mut engine, data, config) = tiny_engine_pair(ctx);
+    for epoch in 1..=3 {
+        engine
+            .train_epoch(&epoch_order(1, epoch, data.train.len), &config.hyper())
+            .unwrap();
+    }
+    engine.params().unwrap().values
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 #[test]
 fn two_gpu_runs_with_the_same_seed_give_bit_identical_weights() {
     let Some(ctx) = gpu() else { return };
-    let run = || {
-        let (mut engine, data, config) = tiny_engine_pair(&ctx);
-        for epoch in 1..=3 {
-            engine
-                .train_epoch(&epoch_order(1, epoch, data.train.len), &config.hyper())
-                .unwrap();
-        }
-        engine.params().unwrap().values
-    };
-    let (a, b) = (run(), run());
-    assert!(
-        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-        "weights differ between identical runs"
+    let (a, b) = (
+        weights_after_three_epochs(&ctx),
+        weights_after_three_epochs(&ctx),
     );
+    assert!(same_bits(&a, &b), "weights differ between identical runs");
+}
+
+/// The tuning knobs (gather fusion, matmul's k step) may change speed, never results: every
+/// arrangement trains to the same bits. The tiny network's first layer has k = 36, so the k
+/// step's masked tail differs between 16 (three passes) and 64 (one).
+#[test]
+fn every_kernel_arrangement_trains_to_the_same_bits() {
+    let Some(ctx) = gpu() else { return };
+    let mut arranged = ctx.clone();
+    arranged.tuning = Tuning::default();
+    let reference = weights_after_three_epochs(&arranged);
+    for tile_k in Tuning::TILE_K_CHOICES {
+        for fuse_gather in [false, true] {
+            arranged.tuning = Tuning {
+                fuse_gather,
+                tile_k,
+            };
+            assert!(
+                same_bits(&weights_after_three_epochs(&arranged), &reference),
+                "{:?} trains to other weights than {:?}",
+                arranged.tuning,
+                Tuning::default()
+            );
+        }
+    }
 }
 
 #[test]

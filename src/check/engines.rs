@@ -117,10 +117,12 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
     };
     for activation in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
         // 20 classes: wider than one matmul tile, so the softmax is a dispatch of its own; one
-        // layer: the gather is too. Two cases also run with the adapter's gather fusion
-        // flipped, so both arrangements are checked on every adapter.
+        // layer: the gather is too. Two cases also run with the adapter's tuning rearranged
+        // (gather fusion flipped, another matmul k step), so both arrangements are checked
+        // on every adapter.
         let mut flipped = ctx.clone();
         flipped.tuning.fuse_gather = !ctx.tuning.fuse_gather;
+        flipped.tuning.tile_k = if ctx.tuning.tile_k == 64 { 16 } else { 64 };
         for (momentum, l1, l2, opt, widths, ctx) in [
             (false, 0.0, 0.0, Optimizer::Sgd, &[37, 17, 5][..], ctx),
             (false, 0.0, 0.0, Optimizer::Sgd, &[37, 17, 5], &flipped),
@@ -140,9 +142,9 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
                             c.ratio
                         };
                         row.detail = format!(
-                            "{} momentum={momentum} l1={l1} l2={l2} {opt:?} {widths:?} fuse_gather={}: {}",
+                            "{} momentum={momentum} l1={l1} l2={l2} {opt:?} {widths:?} {:?}: {}",
                             activation.name(),
-                            ctx.tuning.fuse_gather,
+                            ctx.tuning,
                             c.detail
                         );
                     }

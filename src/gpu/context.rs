@@ -42,7 +42,8 @@ pub enum GpuError {
 }
 
 /// How the kernels are arranged on an open device: choices that change speed, never results
-/// (the epoch check runs both ways), so that one binary can time them on one adapter.
+/// (the epoch check runs both ways, and `tests/gpu.rs` checks every arrangement trains to the
+/// same bits), so that one binary can time them on one adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
     /// Gather and z-score each batch inside the first layer's forward matmul (matmul_gather,
@@ -51,27 +52,89 @@ pub struct Tuning {
     /// either way at batch 32 and 128, BENCHMARKS.md), and on a GPU a step this small is bound
     /// by dispatches, so it is on unless [`FUSE_GATHER_VAR`] turns it off.
     pub fuse_gather: bool,
+    /// How far k advances per pass of matmul's tile loop through workgroup memory (one of
+    /// [`Tuning::TILE_K_CHOICES`]). Products are still added in k order, so it changes no
+    /// bits, only how many barrier-separated passes a long k takes: the first layer's 784 is
+    /// 49 passes at 16 and 13 at 64, in each of only (batch/16)·(128/16) workgroups — on a
+    /// large GPU that serial chain, not arithmetic, may bound the forward matmul. 64 was 6–10%
+    /// slower on lavapipe (BENCHMARKS.md), so 16 stays the default until a real GPU has been
+    /// timed both ways ([`TILE_K_VAR`]).
+    pub tile_k: u32,
 }
 
 /// Overrides [`Tuning::fuse_gather`]: `1` fuses, `0` does not (for timing both on one adapter).
 pub const FUSE_GATHER_VAR: &str = "WGTRAIN_FUSE_GATHER";
+/// Overrides [`Tuning::tile_k`]: `16`, `32` or `64`.
+pub const TILE_K_VAR: &str = "WGTRAIN_TILE_K";
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            fuse_gather: true,
+            tile_k: 16,
+        }
+    }
+}
 
 impl Tuning {
-    /// The defaults, with [`FUSE_GATHER_VAR`] applied.
+    /// The k steps matmul.wgsl supports: multiples of its 16-wide tile (each invocation loads
+    /// tile_k / 16 elements of A and of B per pass) whose two tiles fit WebGPU's minimum
+    /// 16 KiB of workgroup memory.
+    pub const TILE_K_CHOICES: [u32; 3] = [16, 32, 64];
+
+    /// The settings that differ from the defaults, as `VAR=value` ("" when none), so that a
+    /// timing taken with one says so.
+    pub fn changes(&self) -> String {
+        let default = Tuning::default();
+        let mut changed = Vec::new();
+        if self.fuse_gather != default.fuse_gather {
+            changed.push(format!("{FUSE_GATHER_VAR}={}", u8::from(self.fuse_gather)));
+        }
+        if self.tile_k != default.tile_k {
+            changed.push(format!("{TILE_K_VAR}={}", self.tile_k));
+        }
+        changed.join(" ")
+    }
+
+    /// The defaults, with [`FUSE_GATHER_VAR`] and [`TILE_K_VAR`] applied.
     pub fn from_env() -> Result<Tuning, GpuError> {
-        let fuse_gather = match std::env::var(FUSE_GATHER_VAR) {
-            Ok(v) if v == "1" => true,
-            Ok(v) if v == "0" => false,
-            Ok(v) => {
-                return Err(GpuError::BadSetting {
-                    variable: FUSE_GATHER_VAR,
-                    expected: "0 or 1",
-                    got: v,
-                });
-            }
-            Err(_) => true,
-        };
-        Ok(Tuning { fuse_gather })
+        let default = Tuning::default();
+        let fuse_gather = setting(
+            FUSE_GATHER_VAR,
+            "0 or 1",
+            default.fuse_gather,
+            |v| match v {
+                "1" => Some(true),
+                "0" => Some(false),
+                _ => None,
+            },
+        )?;
+        let tile_k = setting(TILE_K_VAR, "16, 32 or 64", default.tile_k, |v| {
+            v.parse()
+                .ok()
+                .filter(|k| Tuning::TILE_K_CHOICES.contains(k))
+        })?;
+        Ok(Tuning {
+            fuse_gather,
+            tile_k,
+        })
+    }
+}
+
+/// The environment variable `variable` read by `parse`, or `default` when it is unset.
+fn setting<T>(
+    variable: &'static str,
+    expected: &'static str,
+    default: T,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, GpuError> {
+    match std::env::var(variable) {
+        Ok(v) => parse(&v).ok_or(GpuError::BadSetting {
+            variable,
+            expected,
+            got: v,
+        }),
+        Err(_) => Ok(default),
     }
 }
 
@@ -186,6 +249,8 @@ impl GpuContext {
     /// Opens the adapter `choice` picks. Real GPUs come before software ones; a software
     /// adapter is taken only when `allow_software` is set.
     pub fn open(choice: &AdapterChoice) -> Result<Self, GpuError> {
+        // A mistyped setting is reported first, whatever adapters there are.
+        let tuning = Tuning::from_env()?;
         // Without a backend named, look at the primary backends (Vulkan, Metal, DX12) first and
         // at GL only when they have nothing: GL's EGL probe is slow and noisy on headless Linux.
         let mut adapters = match choice.backend.as_deref() {
@@ -322,7 +387,7 @@ impl GpuContext {
             queue,
             info: Arc::new(summary),
             limits,
-            tuning: Tuning::from_env()?,
+            tuning,
             lost,
         })
     }

@@ -419,10 +419,11 @@ impl Kernels {
                         entry: &str,
                         layout: &wgpu::BindGroupLayout|
          -> Result<wgpu::ComputePipeline, GpuError> {
-            let source = shaders::assembled(family).ok_or_else(|| GpuError::Shader {
-                kernel: entry.into(),
-                message: "no such shader family".into(),
-            })?;
+            let source =
+                shaders::assembled(family, ctx.tuning.tile_k).ok_or_else(|| GpuError::Shader {
+                    kernel: entry.into(),
+                    message: "no such shader family, or matmul.wgsl lost its TILE_K".into(),
+                })?;
             ctx.scoped(entry, || {
                 let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(family),

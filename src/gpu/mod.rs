@@ -11,7 +11,7 @@ pub mod pack;
 pub mod packed;
 pub mod shaders;
 
-pub use context::{AdapterChoice, AdapterSummary, GpuContext, GpuError, list_adapters};
+pub use context::{AdapterChoice, AdapterSummary, GpuContext, GpuError, Tuning, list_adapters};
 pub use engine::GpuEngine;
 pub use pack::{GpuPack, PackSeat};
 pub use packed::PackedModels;
