@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Everything to measure when a real GPU is at hand, in one go (about 5 minutes on an H100):
-# adapters, the GPU-vs-CPU check (packing included), the bench with the per-kernel profile and
-# 8 models packed against one after another at three batch sizes, the gather fusion on and
-# off, and the paper sweep packed and one run at a time. Results go to $OUT (or ./gpu-lease-out); copy the tables into
-# BENCHMARKS.md and RESULTS.md with the machine, driver, command and date.
+# Everything to measure when a real GPU is at hand, in one go, most important first, inside a
+# time budget (LEASE_BUDGET_S, default 420 s of command time: a lent machine comes with about
+# 15 minutes of device time, its start included, and a rerun must still fit):
+#   1. adapters and `check --all-adapters`;
+#   2. `bench` on CPU and GPU with the per-kernel profile and 8 models packed, batch 32/128/1024;
+#   3. each tuning knob (gpu::Tuning) against the defaults: the gather in a dispatch of its own
+#      (WGTRAIN_FUSE_GATHER=0), and matmul's k step at 32 and 64 (WGTRAIN_TILE_K);
+#   4. the paper sweep packed, then (if time is left) one run at a time.
+# Output: $OUT (or ./gpu-lease-out) holds lease.md (every table, in order), bench.jsonl and the
+# packed sweep's results.md: three files, inside the device tool's eight-file limit. Copy the
+# tables into BENCHMARKS.md and RESULTS.md with the machine, driver, command and date.
 #   bench/gpu-lease.sh [WGTRAIN_BINARY]
+# Build here and carry the binary stripped (the release profile keeps debug info: ~70 MB):
+#   mkdir -p .bin && strip -o .bin/wgtrain target/release/wgtrain   # .bin/ is git-excluded
 # On a bare machine without a Vulkan loader, put its .deb files (libvulkan1, and libegl1 for
 # GL) in .gl/ beside the repository root and they are unpacked first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/wgtrain}
 out=${OUT:-gpu-lease-out}
+budget=${LEASE_BUDGET_S:-420}
 mkdir -p "$out"
+log="$out/lease.md"
 if compgen -G ".gl/*.deb" >/dev/null; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
@@ -20,20 +30,48 @@ fi
 [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] &&
   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-"$bin" devices 2>&1 | tee "$out/devices.md"
-timeout 300 "$bin" check --all-adapters 2>&1 | tee "$out/check.md"
-timeout 900 "$bin" bench --devices cpu,gpu --batch-sizes 32,128,1024 --profile --pack 8 \
-  --json "$out/bench.jsonl" 2>&1 | tee "$out/bench.md"
-# The gather fused into the first matmul (the default) and in a dispatch of its own.
-for fuse in 0 1; do
-  WGTRAIN_FUSE_GATHER=$fuse timeout 300 "$bin" bench --devices gpu --batch-sizes 32,128,1024 \
-    --profile 2>&1 | tee "$out/bench-fuse-gather-$fuse.md"
+
+# step LIMIT_S TITLE COMMAND...: runs COMMAND under the smaller of LIMIT_S and what is left of
+# the budget, appending its title, command line and output to lease.md; skipped when under 20 s
+# are left, so the steps that matter most (first) always run.
+step() {
+  local limit=$1 title=$2
+  shift 2
+  local left=$((budget - SECONDS))
+  ((left < limit)) && limit=$left
+  if ((limit < 20)); then
+    printf '\n## %s\n\nskipped: %d s of the budget left\n' "$title" "$left" | tee -a "$log"
+    return
+  fi
+  printf '\n## %s\n\n```sh\n%s\n```\n\n' "$title" "$*" | tee -a "$log"
+  local start=$SECONDS
+  timeout "$limit" "$@" 2>&1 | grep -v XDG_RUNTIME_DIR | tee -a "$log"
+  printf '\n(exit %d, %d s)\n' "${PIPESTATUS[0]}" $((SECONDS - start)) | tee -a "$log"
+}
+
+{
+  echo "# GPU lease, $(date -u +%F)"
+  echo
+  echo "binary: $bin; host: $(nproc) CPU cores, $(uname -srm)"
+  command -v nvidia-smi >/dev/null &&
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+} | tee "$log"
+step 30 "adapters" "$bin" devices
+step 120 "check, every adapter" "$bin" check --all-adapters
+step 180 "bench: CPU and GPU, per-kernel profile, 8 packed" \
+  "$bin" bench --devices cpu,gpu --batch-sizes 32,128,1024 --profile --pack 8 \
+  --json "$out/bench.jsonl"
+# Each tuning knob against the defaults, alternating, two rounds (ratios within this run only).
+for round in 1 2; do
+  for setting in WGTRAIN_DEFAULTS=1 WGTRAIN_FUSE_GATHER=0 WGTRAIN_TILE_K=32 WGTRAIN_TILE_K=64; do
+    step 45 "tuning, round $round: $setting" \
+      env "$setting" "$bin" bench --devices gpu --batch-sizes 32,128,1024 --profile
+  done
 done
-for pack in auto 1; do
-  args=(); [ "$pack" = 1 ] && args=(--pack 1)
-  SECONDS=0
-  timeout 900 "$bin" sweep configs/sweeps/paper.toml --device gpu "${args[@]}" \
-    --out "$out/paper-pack-$pack" >"$out/paper-pack-$pack.log" 2>&1
-  echo "paper sweep, pack $pack: ${SECONDS} s (exit $?)" | tee -a "$out/sweep-times.txt"
-done
+sweeps=$(mktemp -d)
+step 240 "paper sweep, packed" "$bin" sweep configs/sweeps/paper.toml --device gpu \
+  --out "$sweeps/packed"
+[ -f "$sweeps/packed/results.md" ] && cp "$sweeps/packed/results.md" "$out/paper-results.md"
+step 240 "paper sweep, one run at a time" "$bin" sweep configs/sweeps/paper.toml --device gpu \
+  --pack 1 --out "$sweeps/one-at-a-time"
+echo "total: $SECONDS s of a $budget s budget" | tee -a "$log"
