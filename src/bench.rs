@@ -25,6 +25,51 @@ pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
     2.0 * rows as f64 * (2.0 * forward + input_grads)
 }
 
+/// The practical f32 GEMM peak of this CPU: the CPU path's own GEMM (the `gemm` crate) on
+/// square `size`³ products, median over `runs` after two untimed ones. Large and square, so
+/// packing and threading costs are amortised: the best rate the network's products could
+/// reach here, and with [`epoch_flops`] the floor no implementation of an epoch goes below.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct GemmPeak {
+    pub gflops: f64,
+    pub size: usize,
+    pub threads: usize,
+    pub runs: usize,
+}
+
+pub fn cpu_gemm_peak(size: usize, threads: usize, runs: usize) -> GemmPeak {
+    let threads = crate::cpu::resolve_threads(threads);
+    // Values in [-1, 1): no denormals, no overflow, nothing the kernel could shortcut.
+    let fill = |seed: usize| -> Vec<f32> {
+        (0..size * size)
+            .map(|i| ((i * 7919 + seed) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    };
+    let (a, b) = (fill(1), fill(2));
+    let mut c = vec![0.0f32; size * size];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+    let mut time_one = || {
+        let start = Instant::now();
+        let mut run =
+            || crate::cpu::gemm::row_major_product(&mut c, &a, &b, (size, size, size), threads);
+        match &pool {
+            Ok(pool) => pool.install(run),
+            Err(_) => run(),
+        }
+        start.elapsed().as_secs_f64()
+    };
+    time_one();
+    time_one();
+    let mut times: Vec<f64> = (0..runs.max(1)).map(|_| time_one()).collect();
+    let secs = median(&mut times);
+    GemmPeak {
+        gflops: 2.0 * (size as f64).powi(3) / secs / 1e9,
+        size,
+        threads,
+        runs: runs.max(1),
+    }
+}
+
 /// Compute dispatches the GPU engine records per training step of a network of `widths`, with
 /// the gather fused into the first matmul or not (see docs/gpu.md).
 pub fn gpu_dispatches_per_step(widths: &[usize], fuse_gather: bool) -> usize {
@@ -60,6 +105,9 @@ pub struct BenchRow {
     pub dispatches_per_step: Option<usize>,
     pub submissions_per_epoch: Option<usize>,
     pub train_loss_last_epoch: f64,
+    /// CPU only, where the bench measured it: the epoch's GFLOP/s over the machine's
+    /// [`cpu_gemm_peak`], i.e. the floor (FLOPs at peak) over the median epoch.
+    pub share_of_floor: Option<f64>,
 }
 
 /// The dataset with its validation split cut to one row, so epochs time training alone.
@@ -139,6 +187,7 @@ pub fn bench_one(
         dispatches_per_step: fuse_gather.map(|f| gpu_dispatches_per_step(&config.layers, f)),
         submissions_per_epoch: fuse_gather.map(|_| 1),
         train_loss_last_epoch: last_loss,
+        share_of_floor: None,
     })
 }
 

@@ -385,11 +385,19 @@ fn bench_prints_a_table_and_json_rows_for_each_device_and_batch_size() {
             row["flops_per_epoch"].as_f64().unwrap(),
             2.0 * 240.0 * (2.0 * 390.0 + 30.0)
         );
+        // The CPU's rows are set against the machine's measured GEMM peak; a GPU has none.
+        let share = row["share_of_floor"].as_f64();
+        if row["device"] == "cpu" {
+            assert!(share.is_some_and(|s| s > 0.0 && s.is_finite()), "{row}");
+        } else {
+            assert_eq!(share, None, "{row}");
+        }
     }
     assert!(
         stdout.contains("| cpu |") && stdout.contains("| 64 |"),
         "{stdout}"
     );
+    assert!(stdout.contains("CPU f32 GEMM peak here: "), "{stdout}");
     let bad = wgtrain(&[
         "bench",
         "--devices",

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// Side of the square products the CPU's GEMM peak is measured on (2·1024³ = 2.1 GFLOP each),
+/// and how many are timed.
+const GEMM_PEAK_SIZE: usize = 1024;
+const GEMM_PEAK_RUNS: usize = 9;
+
 pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
     let BenchArgs {
         config: args,
@@ -61,20 +66,36 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
         data.train.len,
         flops / 1e9
     );
+    // The CPU's floor for this epoch: its FLOPs at the machine's measured GEMM peak.
+    let peak = kinds
+        .iter()
+        .any(|k| matches!(k, EngineKind::Cpu { .. }))
+        .then(|| wgtrain::bench::cpu_gemm_peak(GEMM_PEAK_SIZE, threads, GEMM_PEAK_RUNS));
+    if let Some(p) = &peak {
+        println!(
+            "CPU f32 GEMM peak here: {:.1} GFLOP/s ({n}×{n}×{n} with the CPU path's GEMM, {} threads, median of {}): floor {:.4} s/epoch",
+            p.gflops,
+            p.threads,
+            p.runs,
+            flops / (p.gflops * 1e9),
+            n = p.size,
+        );
+    }
     println!(
-        "| device | adapter / threads | batch | median s/epoch (min–max) | samples/s | GFLOP/s | dispatches/step | speed vs cpu |"
+        "| device | adapter / threads | batch | median s/epoch (min–max) | samples/s | GFLOP/s | share of floor | dispatches/step | speed vs cpu |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     for &b in &batches {
         let mut cpu_median = None;
         for kind in &kinds {
-            let row = wgtrain::bench::bench_one(kind, &config, &data, b, warmup, epochs)?;
+            let mut row = wgtrain::bench::bench_one(kind, &config, &data, b, warmup, epochs)?;
             if row.device == "cpu" {
                 cpu_median = Some(row.median_epoch_secs);
+                row.share_of_floor = peak.map(|p| row.gflops / p.gflops);
             }
             println!(
-                "| {} | {} | {} | {:.4} ({:.4}–{:.4}) | {:.0} | {:.1} | {} | {} |",
+                "| {} | {} | {} | {:.4} ({:.4}–{:.4}) | {:.0} | {:.1} | {} | {} | {} |",
                 row.device,
                 row.detail,
                 row.batch_size,
@@ -83,6 +104,8 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
                 row.max_epoch_secs,
                 row.samples_per_sec,
                 row.gflops,
+                row.share_of_floor
+                    .map_or("–".into(), |s| format!("{:.0}%", 100.0 * s)),
                 row.dispatches_per_step
                     .map_or("–".into(), |d| d.to_string()),
                 cpu_median.map_or("–".into(), |c| format!(

@@ -158,3 +158,24 @@ pub fn linear_backward_input<T: Scalar>(
     };
     product(da, rows, fan_in, fan_out, lhs, rhs, false, threads);
 }
+
+/// Plain row-major c (m, n) = a (m, k) · b (k, n): what `bench::cpu_gemm_peak` times.
+pub fn row_major_product<T: Scalar>(
+    c: &mut [T],
+    a: &[T],
+    b: &[T],
+    (m, n, k): (usize, usize, usize),
+    threads: usize,
+) {
+    let lhs = Operand {
+        data: a,
+        row_stride: k,
+        col_stride: 1,
+    };
+    let rhs = Operand {
+        data: b,
+        row_stride: n,
+        col_stride: 1,
+    };
+    product(c, m, n, k, lhs, rhs, false, threads);
+}
