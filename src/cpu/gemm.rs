@@ -146,20 +146,11 @@ pub fn linear_backward_input<T: Scalar>(
     fan_out: usize,
     threads: usize,
 ) {
-    let lhs = Operand {
-        data: dz,
-        row_stride: fan_out,
-        col_stride: 1,
-    };
-    let rhs = Operand {
-        data: w,
-        row_stride: fan_in,
-        col_stride: 1,
-    };
-    product(da, rows, fan_in, fan_out, lhs, rhs, false, threads);
+    row_major_product(da, dz, w, (rows, fan_in, fan_out), threads);
 }
 
-/// Plain row-major c (m, n) = a (m, k) · b (k, n): what `bench::cpu_gemm_peak` times.
+/// Plain row-major c (m, n) = a (m, k) · b (k, n): the input gradient's shape, and what
+/// `bench::cpu_gemm_peak` times.
 pub fn row_major_product<T: Scalar>(
     c: &mut [T],
     a: &[T],
