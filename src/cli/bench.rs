@@ -73,9 +73,10 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
         .then(|| wgtrain::bench::cpu_gemm_peak(GEMM_PEAK_SIZE, threads, GEMM_PEAK_RUNS));
     if let Some(p) = &peak {
         println!(
-            "CPU f32 GEMM peak here: {:.1} GFLOP/s ({n}×{n}×{n} with the CPU path's GEMM, {} threads, median of {}): floor {:.4} s/epoch",
+            "CPU f32 GEMM peak here: {:.1} GFLOP/s ({n}×{n}×{n} with the CPU path's GEMM, {} thread{}, median of {}): floor {:.4} s/epoch",
             p.gflops,
             p.threads,
+            if p.threads == 1 { "" } else { "s" },
             p.runs,
             flops / (p.gflops * 1e9),
             n = p.size,
