@@ -29,7 +29,7 @@ pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
 /// square `size`³ products, median over `runs` after two untimed ones. Large and square, so
 /// packing and threading costs are amortised: the best rate the network's products could
 /// reach here, and with [`epoch_flops`] the floor no implementation of an epoch goes below.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct GemmPeak {
     pub gflops: f64,
     pub size: usize,
@@ -38,7 +38,9 @@ pub struct GemmPeak {
 }
 
 pub fn cpu_gemm_peak(size: usize, threads: usize, runs: usize) -> GemmPeak {
-    let threads = crate::cpu::resolve_threads(threads);
+    // The engine's own pool rule, so the peak is taken on the threads an epoch gets.
+    let (pool, threads) = crate::cpu::thread_pool(threads);
+    let runs = runs.max(1);
     // Values in [-1, 1): no denormals, no overflow, nothing the kernel could shortcut.
     let fill = |seed: usize| -> Vec<f32> {
         (0..size * size)
@@ -47,26 +49,25 @@ pub fn cpu_gemm_peak(size: usize, threads: usize, runs: usize) -> GemmPeak {
     };
     let (a, b) = (fill(1), fill(2));
     let mut c = vec![0.0f32; size * size];
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
     let mut time_one = || {
         let start = Instant::now();
         let mut run =
             || crate::cpu::gemm::row_major_product(&mut c, &a, &b, (size, size, size), threads);
         match &pool {
-            Ok(pool) => pool.install(run),
-            Err(_) => run(),
+            Some(pool) => pool.install(run),
+            None => run(),
         }
         start.elapsed().as_secs_f64()
     };
     time_one();
     time_one();
-    let mut times: Vec<f64> = (0..runs.max(1)).map(|_| time_one()).collect();
+    let mut times: Vec<f64> = (0..runs).map(|_| time_one()).collect();
     let secs = median(&mut times);
     GemmPeak {
         gflops: 2.0 * (size as f64).powi(3) / secs / 1e9,
         size,
         threads,
-        runs: runs.max(1),
+        runs,
     }
 }
 
@@ -165,14 +166,18 @@ pub fn bench_one(
     });
     let med = median(&mut times);
     let flops = epoch_flops(&config.layers, data.train.len);
-    let (fuse_gather, mut detail) = match kind {
-        EngineKind::Gpu { context } => (
-            Some(context.tuning.fuse_gather),
-            format!("{} {}", engine.describe(), context.tuning.changes()),
-        ),
+    let (fuse_gather, detail) = match kind {
+        EngineKind::Gpu { context } => {
+            let changes = context.tuning.changes();
+            let detail = if changes.is_empty() {
+                engine.describe()
+            } else {
+                format!("{} {changes}", engine.describe())
+            };
+            (Some(context.tuning.fuse_gather), detail)
+        }
         _ => (None, engine.describe()),
     };
-    detail.truncate(detail.trim_end().len());
     Ok(BenchRow {
         device: kind.device_name().into(),
         detail,

@@ -319,7 +319,8 @@ fn engine_kind(on: &DeviceArgs) -> Result<EngineKind> {
         device,
         gpu,
         threads,
-    } = on.clone();
+    } = on;
+    let threads = *threads;
     match device {
         Device::Cpu => Ok(EngineKind::Cpu { threads }),
         Device::Gpu => {

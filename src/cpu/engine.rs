@@ -62,16 +62,7 @@ fn part(len: usize, n: usize, i: usize) -> std::ops::Range<usize> {
 impl CpuEngine {
     /// An engine holding `params`; `threads = 0` means one per core.
     pub fn new(params: &Params, threads: usize) -> Self {
-        let threads = super::resolve_threads(threads);
-        let pool = (threads > 1)
-            .then(|| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .ok()
-            })
-            .flatten();
-        let threads = if pool.is_some() { threads } else { 1 };
+        let (pool, threads) = super::thread_pool(threads);
         let layers = params.layers();
         let count = params.values.len();
         CpuEngine {

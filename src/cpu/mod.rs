@@ -18,6 +18,22 @@ pub fn resolve_threads(threads: usize) -> usize {
     }
 }
 
+/// A rayon pool for a `threads` setting and the thread count work on it really gets: no pool
+/// for one thread, and one thread when the pool cannot be built.
+pub fn thread_pool(threads: usize) -> (Option<rayon::ThreadPool>, usize) {
+    let threads = resolve_threads(threads);
+    let pool = (threads > 1)
+        .then(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .ok()
+        })
+        .flatten();
+    let threads = if pool.is_some() { threads } else { 1 };
+    (pool, threads)
+}
+
 /// The float types the CPU path runs in: f32 (training) and f64 (gradient check, references).
 pub trait Scalar:
     num_traits::Float + std::iter::Sum + Default + Send + Sync + std::fmt::Debug + 'static
