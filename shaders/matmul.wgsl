@@ -18,24 +18,33 @@
 //   With sum_stats = 1 one invocation also sums the step's per-row losses and correct flags
 //   (softmax_xent's output) into stats[stat_slot], in row order: the training step's batch
 //   sums without a dispatch of their own. A model with training = 0 is left alone.
+//   One dispatch covers every layer of a table (`layers`, up to MAX_UPDATE_LAYERS): the
+//   grid is the layers' tiles one after another, each workgroup finds its layer by tile.
 // matmul_softmax_xent: the output layer's logits Z = A·B + bias, when its n ≤ 16 classes fit
 //   one tile, go through softmax_xent.wgsl's softmax + cross-entropy in the epilogue: C gets
-//   dZ = (softmax(Z) − onehot(y))·scale, row_loss the row's loss and correct flag; the logits
-//   never go to memory and no softmax_xent dispatch follows. Same expressions in the same
-//   order as softmax_xent (so the same bits), with the row's logits in workgroup memory. The
-//   label of row r is labels[indices[model·index_ms + offset + r]]. With input_grad = 1 the
-//   workgroup, which now holds whole rows of dZ, also computes the layer below's input gradient
-//   for its rows, dA_prev = dZ·W ⊙ f'(A_prev) (A_prev is this matmul's A), into dh_out: the
-//   input-gradient matmul's expression in its k order, without its dispatch.
+//   dZ = (softmax(Z) − onehot(y))·scale, the row losses (at row_loss_off) the row's loss and
+//   correct flag; the logits never go to memory and no softmax_xent dispatch follows. Same
+//   expressions in the same order as softmax_xent (so the same bits), with the row's logits in
+//   workgroup memory. The label of row r is labels[indices[model·index_ms + offset + r]]. With
+//   input_grad = 1 the workgroup, which now holds whole rows of dZ, also computes the layer
+//   below's input gradient for its rows, dA_prev = dZ·W ⊙ f'(A_prev) (A_prev is this matmul's
+//   A), at dh_off: the input-gradient matmul's expression in its k order, without its dispatch.
 // matmul_gather: the first layer's forward pass (epilogue 1) with A gathered from the image
 //   pool and z-scored in the tile loads (batch.wgsl's gather_batch, same expression): no gather
-//   dispatch before it. The first column of workgroups also stores the batch in x_out, which
+//   dispatch before it. The first column of workgroups also stores the batch at x_off, which
 //   the layer's weight gradient reads.
 // bias_column = 1 gives B an extra column of ones; that column of the product (the bias
-// gradient Σ_r dZ[r, o]) goes to c[bias_off + row].
-// Operands are strided views, so transposes cost nothing: A(i, k) = a[a_off + i·a_rs + k·a_cs].
-// Each model's operands start model·{a,b,c,aux}_ms further on (first/second use c_ms like the
-// parameters, dh_out a_ms like A; row_loss model·2·capacity, stats model·slots).
+// gradient Σ_r dZ[r, o]) goes to bias_off + row.
+// Every operand lives in `work`, one buffer holding each model's slice (work_ms elements):
+// the model's parameters first (so the bias is read at bias_off like any operand, and a
+// parameter's index in the slice is its index in the flat vector), then the batch,
+// activations, deltas and per-row losses at the offsets the host chose (gpu::workspace).
+// One binding for all of them is what lets one matmul_update cover every layer, and keeps each
+// entry point well inside WebGPU's default of eight storage buffers.
+// Operands are strided views, so transposes cost nothing:
+// A(i, k) = work[model·work_ms + a_off + i·a_rs + k·a_cs]; likewise B, C (c_off, c_rs), aux
+// ((m, n) row-major at aux_off). first/second are per parameter: model·param_ms + index;
+// stats per model: model·slots + slot.
 // activated = 1 applies the model's hidden activation (models[model].activation) in
 // epilogues 1 and 2; 0 applies none (the output layer).
 // CPU twins: cpu::gemm::{linear_forward, linear_backward_weight, linear_backward_input} and
@@ -43,28 +52,22 @@
 // Tests: check/kernels.rs::{check_matmul, check_matmul_gather, check_matmul_softmax_xent,
 // check_weight_grad_update}.
 // Bindings (group 0):
-//   0 a        read        f32
-//   1 b        read        f32
-//   3 aux      read        f32 (matmul, epilogue 2), (m, n) row-major like C
-//   4 c        read_write  f32 (the parameters, for matmul_update)
-//   5 models   read        Model per model (common.wgsl)
-//   6 p        uniform     MatmulParams (Rust: kernels.rs::MatmulParams)
-//   7 first    read_write  f32 (matmul_update: velocity, or Adam's m)
-//   8 second   read_write  f32 (matmul_update: Adam's s)
-//   9 row_loss read        f32 per row, row_correct at [capacity + r] (matmul_update)
-//  10 stats    read_write  vec2<f32> per slot (matmul_update)
-//  11 labels   read        u32 per image of the pool (matmul_softmax_xent)
-//  12 indices  read        u32 pool rows, per model (matmul_softmax_xent)
-//  13 row_loss_out read_write  f32 per row, row_correct at [capacity + r] (matmul_softmax_xent)
-//  14 pixels   read        u8 images four to a u32 (matmul_gather; batch.wgsl's layout)
-//  15 image_stats read     vec2<f32> (mean, 1/std) per image (matmul_gather)
-//  16 x_out    read_write  (models, capacity, features) f32: the gathered batch (matmul_gather)
-//  17 dh_out   read_write  (models, capacity, k) f32: dA_prev (matmul_softmax_xent)
-// matmul binds 0, 1, 3–6, matmul_update 0, 1, 4–10, matmul_softmax_xent 0, 1, 4–6, 11–13, 17,
-// matmul_gather 1, 4–6, 12, 14–16: at most eight storage buffers, WebGPU's default per-stage
-// limit, which is what bounds further fusion.
+//   0 work        read_write  f32: every model's parameters, batch, activations, deltas, row losses
+//   1 models      read        Model per model (common.wgsl)
+//   2 p           uniform     MatmulParams (Rust: kernels.rs::MatmulParams); not matmul_update
+//   3 layers      uniform     MatmulParams per layer (matmul_update)
+//   4 first       read_write  f32 per parameter (matmul_update: velocity, or Adam's m)
+//   5 second      read_write  f32 per parameter (matmul_update: Adam's s)
+//   6 stats       read_write  vec2<f32> per slot (matmul_update)
+//   7 labels      read        u32 per image of the pool (matmul_softmax_xent)
+//   8 indices     read        u32 pool rows, per model (matmul_softmax_xent, matmul_gather)
+//   9 pixels      read        u8 images four to a u32 (matmul_gather; batch.wgsl's layout)
+//  10 image_stats read        vec2<f32> (mean, 1/std) per image (matmul_gather)
+// matmul binds 0–2, matmul_update 0, 1, 3–6, matmul_softmax_xent 0–2, 7, 8, matmul_gather
+// 0–2, 8–10.
 // Dispatch: (ceil((n + bias_column)/16), ceil(m/16), models) workgroups of 16×16; one output
-// element per invocation (matmul_softmax_xent: one column of workgroups).
+// element per invocation (matmul_softmax_xent: one column of workgroups; matmul_update: its
+// layers' tiles along x, folded into y past 65,535).
 // rows_dim says which dimension is the batch's row count, read from the step uniform, so
 // one pipeline and bind group serve full and short batches.
 
@@ -73,28 +76,26 @@ struct MatmulParams {
     a_off: u32, a_rs: u32, a_cs: u32, b_off: u32,
     b_rs: u32, b_cs: u32, c_off: u32, c_rs: u32,
     bias_off: u32, epilogue: u32, activated: u32, bias_column: u32,
-    a_ms: u32, b_ms: u32, c_ms: u32, aux_ms: u32,
-    capacity: u32, slots: u32, sum_stats: u32, index_ms: u32,
-    input_grad: u32, _a: u32, _b: u32, _c: u32,
+    work_ms: u32, param_ms: u32, aux_off: u32, dh_off: u32,
+    row_loss_off: u32, x_off: u32, capacity: u32, slots: u32,
+    sum_stats: u32, index_ms: u32, input_grad: u32, first_tile: u32,
+    tiles_x: u32, _a: u32, _b: u32, _c: u32,
 }
 
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> aux: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
-@group(0) @binding(5) var<storage, read> models: array<Model>;
-@group(0) @binding(6) var<uniform> p: MatmulParams;
-@group(0) @binding(7) var<storage, read_write> first: array<f32>;
-@group(0) @binding(8) var<storage, read_write> second: array<f32>;
-@group(0) @binding(9) var<storage, read> row_loss: array<f32>;
-@group(0) @binding(10) var<storage, read_write> stats: array<vec2<f32>>;
-@group(0) @binding(11) var<storage, read> labels: array<u32>;
-@group(0) @binding(12) var<storage, read> indices: array<u32>;
-@group(0) @binding(13) var<storage, read_write> row_loss_out: array<f32>;
-@group(0) @binding(14) var<storage, read> pixels: array<u32>;
-@group(0) @binding(15) var<storage, read> image_stats: array<vec2<f32>>;
-@group(0) @binding(16) var<storage, read_write> x_out: array<f32>;
-@group(0) @binding(17) var<storage, read_write> dh_out: array<f32>;
+// Layers one matmul_update dispatch covers (deeper networks take one dispatch per eight).
+const MAX_UPDATE_LAYERS: u32 = 8u;
+
+@group(0) @binding(0) var<storage, read_write> work: array<f32>;
+@group(0) @binding(1) var<storage, read> models: array<Model>;
+@group(0) @binding(2) var<uniform> p: MatmulParams;
+@group(0) @binding(3) var<uniform> layers: array<MatmulParams, MAX_UPDATE_LAYERS>;
+@group(0) @binding(4) var<storage, read_write> first: array<f32>;
+@group(0) @binding(5) var<storage, read_write> second: array<f32>;
+@group(0) @binding(6) var<storage, read_write> stats: array<vec2<f32>>;
+@group(0) @binding(7) var<storage, read> labels: array<u32>;
+@group(0) @binding(8) var<storage, read> indices: array<u32>;
+@group(0) @binding(9) var<storage, read> pixels: array<u32>;
+@group(0) @binding(10) var<storage, read> image_stats: array<vec2<f32>>;
 
 // Outputs per workgroup side, and k per pass through workgroup memory (a multiple of TILE:
 // each invocation loads TILE_K / TILE elements of A and of B per pass). Products are added in
@@ -108,35 +109,38 @@ const TILE_K: u32 = 16u;
 var<workgroup> tile_a: array<array<f32, TILE_K>, TILE>;
 var<workgroup> tile_b: array<array<f32, TILE>, TILE_K>;
 
+// The helpers take the dispatch's MatmulParams as `q` (p, or a matmul_update layer's entry)
+// rather than reading p: a function parameter keeps them uniform for the barriers inside.
+
 // This dispatch's m and k (one of them may be the step's row count).
-fn dims() -> vec2<u32> {
-    var m = p.m;
-    var k = p.k;
-    if p.rows_dim == 1u { m = step.rows; }
-    if p.rows_dim == 2u { k = step.rows; }
+fn dims(q: MatmulParams) -> vec2<u32> {
+    var m = q.m;
+    var k = q.k;
+    if q.rows_dim == 1u { m = step.rows; }
+    if q.rows_dim == 2u { k = step.rows; }
     return vec2<u32>(m, k);
 }
 
 // Σ_k A(row, k)·B(k, col) of `model`, in k order. Every invocation of the workgroup must call
 // it (it has barriers); out-of-range loads are masked to 0 instead of returning early.
-fn accumulate(lid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
-    let mk = dims();
+fn accumulate(q: MatmulParams, lid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
+    let mk = dims(q);
     let m = mk.x;
     let k = mk.y;
-    let a_base = model * p.a_ms + p.a_off;
-    let b_base = model * p.b_ms + p.b_off;
+    let a_base = model * q.work_ms + q.a_off;
+    let b_base = model * q.work_ms + q.b_off;
     var acc = 0.0;
     for (var t = 0u; t < k; t += TILE_K) {
         for (var j = 0u; j < TILE_K; j += TILE) {
             let ak = t + j + lid.x;
             var av = 0.0;
-            if row < m && ak < k { av = a[a_base + row * p.a_rs + ak * p.a_cs]; }
+            if row < m && ak < k { av = work[a_base + row * q.a_rs + ak * q.a_cs]; }
             tile_a[lid.y][j + lid.x] = av;
             let bk = t + j + lid.y;
             var bv = 0.0;
-            if bk < k && col < p.n {
-                bv = b[b_base + bk * p.b_rs + col * p.b_cs];
-            } else if bk < k && col == p.n && p.bias_column == 1u {
+            if bk < k && col < q.n {
+                bv = work[b_base + bk * q.b_rs + col * q.b_cs];
+            } else if bk < k && col == q.n && q.bias_column == 1u {
                 bv = 1.0;
             }
             tile_b[j + lid.y][lid.x] = bv;
@@ -152,16 +156,17 @@ fn accumulate(lid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
 
 // accumulate with A the step's images, z-scored from the pool as gather_batch does (same
 // expression, so the same bits): A(row, i) = (pixel[indices[offset + row]][i] − mean)·inv_std.
-// The first column of workgroups also writes A to x_out for the layer's weight gradient.
-fn accumulate_gathered(lid: vec3<u32>, wid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
-    let mk = dims();
+// The first column of workgroups also stores A at x_off for the layer's weight gradient.
+fn accumulate_gathered(q: MatmulParams, lid: vec3<u32>, wid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
+    let mk = dims(q);
     let m = mk.x;
     let k = mk.y; // features
-    let b_base = model * p.b_ms + p.b_off;
+    let b_base = model * q.work_ms + q.b_off;
+    let x_base = model * q.work_ms + q.x_off;
     var sample = 0u;
     var image = vec2<f32>(0.0, 1.0);
     if row < m {
-        sample = indices[model * p.index_ms + step.offset + row];
+        sample = indices[model * q.index_ms + step.offset + row];
         image = image_stats[sample];
     }
     var acc = 0.0;
@@ -174,13 +179,13 @@ fn accumulate_gathered(lid: vec3<u32>, wid: vec3<u32>, model: u32, row: u32, col
                 let word = pixels[byte_index / 4u];
                 let pixel = f32((word >> ((byte_index % 4u) * 8u)) & 0xffu);
                 av = (pixel - image.x) * image.y;
-                if wid.x == 0u { x_out[model * p.a_ms + row * p.a_rs + ak] = av; }
+                if wid.x == 0u { work[x_base + row * q.a_rs + ak] = av; }
             }
             tile_a[lid.y][j + lid.x] = av;
             // B as in accumulate (kept inline: helper functions in this loop cost llvmpipe ~10%).
             let bk = t + j + lid.y;
             var bv = 0.0;
-            if bk < k && col < p.n { bv = b[b_base + bk * p.b_rs + col * p.b_cs]; }
+            if bk < k && col < q.n { bv = work[b_base + bk * q.b_rs + col * q.b_cs]; }
             tile_b[j + lid.y][lid.x] = bv;
         }
         workgroupBarrier();
@@ -193,129 +198,150 @@ fn accumulate_gathered(lid: vec3<u32>, wid: vec3<u32>, model: u32, row: u32, col
 }
 
 // The forward epilogue (1: bias, then the activation when activated = 1) of output (row, col).
-fn forward_epilogue(model: u32, col: u32, acc: f32) -> f32 {
-    let act = select(ACT_NONE, models[model].activation, p.activated == 1u);
-    return activate(acc + b[model * p.b_ms + p.bias_off + col], act);
+fn forward_epilogue(q: MatmulParams, model: u32, col: u32, acc: f32) -> f32 {
+    let act = select(ACT_NONE, models[model].activation, q.activated == 1u);
+    return activate(acc + work[model * q.work_ms + q.bias_off + col], act);
 }
 
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = p;
     let model = step.first_model + wid.z;
     let row = wid.y * TILE + lid.y;
     let col = wid.x * TILE + lid.x;
-    let acc = accumulate(lid, model, row, col);
-    let m = dims().x;
-    let c_base = model * p.c_ms;
-    if row < m && col == p.n && p.bias_column == 1u {
-        c[c_base + p.bias_off + row] = acc;
+    let acc = accumulate(q, lid, model, row, col);
+    let m = dims(q).x;
+    let base = model * q.work_ms;
+    if row < m && col == q.n && q.bias_column == 1u {
+        work[base + q.bias_off + row] = acc;
     }
-    if row < m && col < p.n {
+    if row < m && col < q.n {
         var v = acc;
-        if p.epilogue == 1u {
-            v = forward_epilogue(model, col, acc);
-        } else if p.epilogue == 2u {
-            let act = select(ACT_NONE, models[model].activation, p.activated == 1u);
-            v = v * activation_slope(aux[model * p.aux_ms + row * p.n + col], act);
+        if q.epilogue == 1u {
+            v = forward_epilogue(q, model, col, acc);
+        } else if q.epilogue == 2u {
+            let act = select(ACT_NONE, models[model].activation, q.activated == 1u);
+            v = v * activation_slope(work[base + q.aux_off + row * q.n + col], act);
         }
-        c[c_base + p.c_off + row * p.c_rs + col] = v;
+        work[base + q.c_off + row * q.c_rs + col] = v;
     }
 }
 
 @compute @workgroup_size(16, 16)
 fn matmul_gather(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = p;
     let model = step.first_model + wid.z;
     let row = wid.y * TILE + lid.y;
     let col = wid.x * TILE + lid.x;
-    let acc = accumulate_gathered(lid, wid, model, row, col);
-    if row < dims().x && col < p.n {
-        c[model * p.c_ms + p.c_off + row * p.c_rs + col] = forward_epilogue(model, col, acc);
+    let acc = accumulate_gathered(q, lid, wid, model, row, col);
+    if row < dims(q).x && col < q.n {
+        work[model * q.work_ms + q.c_off + row * q.c_rs + col] = forward_epilogue(q, model, col, acc);
     }
 }
 
+// One dispatch for every layer of the table (up to MAX_UPDATE_LAYERS): the grid is the
+// layers' tiles one after another, layers[l].first_tile where layer l's begin (increasing;
+// unused entries 0xffffffff), tiles_x its tiles per row. Layers write disjoint parameters
+// and read only deltas and activations, so their order within the dispatch does not matter.
 @compute @workgroup_size(16, 16)
-fn matmul_update(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+fn matmul_update(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let tile = wid.x + wid.y * groups.x;
+    var layer = 0u;
+    for (var l = 1u; l < MAX_UPDATE_LAYERS; l++) {
+        if tile >= layers[l].first_tile { layer = l; }
+    }
+    let q = layers[layer];
     let model = step.first_model + wid.z;
     let h = models[model];
-    // Same for the whole workgroup, so returning keeps the barriers in uniform control flow.
-    if h.training == 0u { return; }
-    let row = wid.y * TILE + lid.y;
-    let col = wid.x * TILE + lid.x;
-    let grad = accumulate(lid, model, row, col);
-    if p.sum_stats == 1u && row == 0u && col == 0u {
-        let losses = model * 2u * p.capacity;
+    // Both are the same for the whole workgroup, so returning keeps the barriers in uniform
+    // control flow. Past the last tile: the grid's padding when it folds into 2-D.
+    if h.training == 0u || tile >= q.first_tile + q.tiles_x * ((q.m + TILE - 1u) / TILE) { return; }
+    let in_layer = tile - q.first_tile;
+    let row = (in_layer / q.tiles_x) * TILE + lid.y;
+    let col = (in_layer % q.tiles_x) * TILE + lid.x;
+    let grad = accumulate(q, lid, model, row, col);
+    let base = model * q.work_ms;
+    if q.sum_stats == 1u && row == 0u && col == 0u {
+        let losses = base + q.row_loss_off;
         var loss = 0.0;
         var correct = 0.0;
         for (var r = 0u; r < step.rows; r++) {
-            loss += row_loss[losses + r];
-            correct += row_loss[losses + p.capacity + r];
+            loss += work[losses + r];
+            correct += work[losses + q.capacity + r];
         }
-        stats[model * p.slots + step.stat_slot] = vec2<f32>(loss, correct);
+        stats[model * q.slots + step.stat_slot] = vec2<f32>(loss, correct);
     }
-    let is_bias = col == p.n && p.bias_column == 1u;
-    if row >= dims().x || (col >= p.n && !is_bias) { return; }
-    let at = model * p.c_ms + select(p.c_off + row * p.c_rs + col, p.bias_off + row, is_bias);
-    let w = c[at];
+    let is_bias = col == q.n && q.bias_column == 1u;
+    if row >= dims(q).x || (col >= q.n && !is_bias) { return; }
+    // The parameters open each model's slice of work, so a parameter's index there is its
+    // index in the flat vector, which also places it in first and second.
+    let index = select(q.c_off + row * q.c_rs + col, q.bias_off + row, is_bias);
+    let at = base + index;
+    let state = model * q.param_ms + index;
+    let w = work[at];
     let g = grad + select(h.l1 * sign(w) + h.l2 * w, 0.0, is_bias);
     let lr = h.learning_rate;
     if h.optimizer == 0u {
-        let v = h.gamma * first[at] - lr * g;
-        first[at] = v;
-        c[at] = w + v;
+        let v = h.gamma * first[state] - lr * g;
+        first[state] = v;
+        work[at] = w + v;
     } else {
-        let m = h.beta1 * first[at] + (1.0 - h.beta1) * g;
-        let s = h.beta2 * second[at] + (1.0 - h.beta2) * g * g;
-        first[at] = m;
-        second[at] = s;
-        c[at] = w - lr * (m * step.adam_c1) / (sqrt(s * step.adam_c2) + h.epsilon);
+        let m = h.beta1 * first[state] + (1.0 - h.beta1) * g;
+        let s = h.beta2 * second[state] + (1.0 - h.beta2) * g * g;
+        first[state] = m;
+        second[state] = s;
+        work[at] = w - lr * (m * step.adam_c1) / (sqrt(s * step.adam_c2) + h.epsilon);
     }
 }
 
 @compute @workgroup_size(16, 16)
 fn matmul_softmax_xent(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = p;
     let model = step.first_model + wid.z;
     let row = wid.y * TILE + lid.y;
     let col = lid.x;
-    let acc = accumulate(lid, model, row, col);
+    let acc = accumulate(q, lid, model, row, col);
+    let base = model * q.work_ms;
     // The workgroup's logits, in tile_a: free once accumulate's last barrier has passed.
-    if col < p.n { tile_a[lid.y][col] = acc + b[model * p.b_ms + p.bias_off + col]; }
+    if col < q.n { tile_a[lid.y][col] = acc + work[base + q.bias_off + col]; }
     workgroupBarrier();
     var dz = 0.0;
-    if row < dims().x && col < p.n {
-        let label = labels[indices[model * p.index_ms + step.offset + row]];
+    if row < dims(q).x && col < q.n {
+        let label = labels[indices[model * q.index_ms + step.offset + row]];
         var argmax = 0u;
         var zmax = tile_a[lid.y][0];
-        for (var c = 1u; c < p.n; c++) {
+        for (var c = 1u; c < q.n; c++) {
             let v = tile_a[lid.y][c];
             if v > zmax { zmax = v; argmax = c; }
         }
         var sum = 0.0;
-        for (var c = 0u; c < p.n; c++) { sum += exp(tile_a[lid.y][c] - zmax); }
+        for (var c = 0u; c < q.n; c++) { sum += exp(tile_a[lid.y][c] - zmax); }
         let inv = 1.0 / sum;
         let prob = exp(tile_a[lid.y][col] - zmax) * inv;
         dz = (prob - select(0.0, 1.0, col == label)) * step.scale;
-        c[model * p.c_ms + p.c_off + row * p.c_rs + col] = dz;
+        work[base + q.c_off + row * q.c_rs + col] = dz;
         if col == 0u {
-            let losses = model * 2u * p.capacity;
-            row_loss_out[losses + row] = log(sum) + zmax - tile_a[lid.y][label];
-            row_loss_out[losses + p.capacity + row] = select(0.0, 1.0, argmax == label);
+            let losses = base + q.row_loss_off;
+            work[losses + row] = log(sum) + zmax - tile_a[lid.y][label];
+            work[losses + q.capacity + row] = select(0.0, 1.0, argmax == label);
         }
     }
-    if p.input_grad == 1u {
+    if q.input_grad == 1u {
         // The rows' dZ in tile_b (zeros past the batch and the classes), then each invocation
         // takes every 16th input column of its row.
         tile_b[lid.y][lid.x] = dz;
         workgroupBarrier();
-        if row < dims().x {
+        if row < dims(q).x {
             let act = models[model].activation;
-            let a_base = model * p.a_ms + p.a_off;
-            let b_base = model * p.b_ms + p.b_off;
-            for (var i = lid.x; i < p.k; i += TILE) {
+            let a_base = base + q.a_off;
+            let b_base = base + q.b_off;
+            for (var i = lid.x; i < q.k; i += TILE) {
                 var grad = 0.0;
-                for (var c = 0u; c < p.n; c++) {
-                    grad += tile_b[lid.y][c] * b[b_base + i * p.b_rs + c * p.b_cs];
+                for (var c = 0u; c < q.n; c++) {
+                    grad += tile_b[lid.y][c] * work[b_base + i * q.b_rs + c * q.b_cs];
                 }
-                let below = a[a_base + row * p.a_rs + i * p.a_cs];
-                dh_out[model * p.a_ms + row * p.a_rs + i] = grad * activation_slope(below, act);
+                let below = work[a_base + row * q.a_rs + i * q.a_cs];
+                work[base + q.dh_off + row * q.a_rs + i] = grad * activation_slope(below, act);
             }
         }
     }

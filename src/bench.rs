@@ -84,9 +84,10 @@ pub fn gpu_dispatches_per_step(widths: &[usize], fuse_gather: bool) -> usize {
     // The fused softmax also computes the input gradient of the layer below it.
     let input_grads = (layers - 1).saturating_sub(usize::from(softmax_fused));
     // forward per layer (the first with the gather fused, the output layer's with the softmax)
-    // + input gradients + weight-and-bias gradient applied by the optimiser per layer (the
-    // output layer's also sums the batch's loss)
-    separate + layers + input_grads + layers
+    // + input gradients + every layer's weight-and-bias gradient applied by the optimiser, in
+    // one dispatch per eight layers (the output layer's also sums the batch's loss)
+    let updates = layers.div_ceil(crate::gpu::kernels::MAX_UPDATE_LAYERS);
+    separate + layers + input_grads + updates
 }
 
 /// One row of the bench table.

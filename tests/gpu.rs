@@ -142,8 +142,13 @@ fn training_steps_match_the_cpu_for_every_activation_momentum_and_penalty() {
     .unwrap();
     assert!(c.ratio <= 1.0, "Adam: {}", c.detail);
     // Wider than one matmul tile: the softmax runs as a dispatch of its own; one layer (softmax
-    // regression): the gather does.
-    for widths in [&[37, 17, 20][..], &[37, 5]] {
+    // regression): the gather does; ten layers: hidden input gradients of their own, and more
+    // layers than one matmul_update dispatch covers (eight), so two.
+    for widths in [
+        &[37, 17, 20][..],
+        &[37, 5],
+        &[37, 9, 8, 7, 6, 5, 6, 7, 8, 9, 5],
+    ] {
         let c = check_epoch(
             &ctx,
             Activation::Tanh,
@@ -378,7 +383,10 @@ fn a_profile_times_every_kernel_family_of_a_step() {
                 "matmul forward (+bias) + softmax_xent (+ input gradient below)",
                 1,
             ),
-            ("matmul weight + bias gradient + update (+ batch sums)", 3),
+            (
+                "matmul weight + bias gradients + update, every layer (+ batch sums)",
+                1,
+            ),
             ("matmul input gradient (× slope)", 1),
         ];
         // Families are listed in order, each once: the unfused first layer's forward adds to
@@ -397,4 +405,21 @@ fn a_profile_times_every_kernel_family_of_a_step() {
         assert!(p.record_secs_per_step > 0.0);
         assert!((sum - p.gpu_secs_per_step).abs() <= 1e-9 + 1e-6 * p.gpu_secs_per_step);
     }
+    // Ten layers: one matmul_update dispatch per eight layers, so two per step.
+    let deep = [36, 9, 8, 7, 6, 5, 6, 7, 8, 9, 3];
+    let config = TrainConfig {
+        layers: deep.to_vec(),
+        ..config
+    };
+    let p = wgtrain::bench::profile_gpu(&ctx, &config, &data, 32).unwrap();
+    assert_eq!(
+        p.dispatches_per_step,
+        wgtrain::bench::gpu_dispatches_per_step(&deep, ctx.tuning.fuse_gather)
+    );
+    let updates = p
+        .families
+        .iter()
+        .find(|f| f.family.starts_with("matmul weight"))
+        .map(|f| f.dispatches_per_step);
+    assert_eq!(updates, Some(2));
 }

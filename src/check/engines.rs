@@ -117,9 +117,9 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
     };
     for activation in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
         // 20 classes: wider than one matmul tile, so the softmax is a dispatch of its own; one
-        // layer: the gather is too. Two cases also run with the adapter's tuning rearranged
-        // (gather fusion flipped, another matmul k step), so both arrangements are checked
-        // on every adapter.
+        // layer: the gather is too; ten layers: two matmul_update dispatches. Two cases also
+        // run with the adapter's tuning rearranged (gather fusion flipped, another matmul k
+        // step), so both arrangements are checked on every adapter.
         let mut flipped = ctx.clone();
         flipped.tuning.fuse_gather = !ctx.tuning.fuse_gather;
         flipped.tuning.tile_k = if ctx.tuning.tile_k == 64 { 16 } else { 64 };
@@ -130,6 +130,15 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
             (false, 0.0, 1e-3, Optimizer::Adam, &[37, 17, 5], ctx),
             (false, 0.0, 1e-3, Optimizer::Adam, &[37, 17, 5], &flipped),
             (true, 0.0, 1e-3, Optimizer::Sgd, &[37, 5], ctx),
+            // Ten layers: more than one matmul_update dispatch covers.
+            (
+                true,
+                0.0,
+                1e-3,
+                Optimizer::Sgd,
+                &[37, 9, 8, 7, 6, 5, 6, 7, 8, 9, 5],
+                ctx,
+            ),
         ] {
             row.cases += 1;
             match check_epoch(ctx, activation, momentum, l1, l2, opt, widths) {

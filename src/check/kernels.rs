@@ -34,15 +34,19 @@ pub(super) fn check_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
         let pix = storage_init(rig.ctx, "pixels", &padded)?;
         let stats = rig.f32s("image_stats", &stats)?;
         let idx = storage_init(rig.ctx, "indices", bytemuck::cast_slice(&indices))?;
-        let x = rig.poisoned("x", rows * features)?;
+        // x one slot into the workspace, so that a kernel ignoring x_off fails.
+        let mut work = Work::default();
+        let x_off = work.input(&[f32::NAN]) + 1;
+        work.output(rows * features);
+        let x = work.buffer(rig)?;
         let p = uniform_init(
             rig.ctx,
             "gather",
             bytemuck::bytes_of(&GatherParams {
                 features: features as u32,
                 index_ms: 0,
-                x_ms: 0,
-                _pad: 0,
+                work_ms: 0,
+                x_off: x_off as u32,
             }),
         )?;
         let group = bind(
@@ -57,7 +61,8 @@ pub(super) fn check_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
         };
         let got = rig.run(step, &x, |k, pass, s| {
             k.encode_gather_batch(pass, &group, s, rows as u32, features as u32)
-        })?;
+        })?[x_off..]
+            .to_vec();
         let name = format!("{rows}×{features}");
         // f32 (p − mean)·inv_std against the f64 z-score rounded once: a few ulp of |z| ≤ ~30.
         worst.compare(&name, &got[..rows * features], &want, |_, w| {
@@ -68,7 +73,9 @@ pub(super) fn check_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     Ok(worst.row("gather_batch"))
 }
 
-/// Runs one matmul configuration and returns its output (without the sentinel).
+/// Runs one matmul configuration and returns its output and the sentinel tail after it. A,
+/// B and aux are laid out in one workspace after the output; `params`' offsets are relative
+/// to their own operand (the bias to B's, or with a bias column to C's).
 #[allow(clippy::too_many_arguments)]
 fn run_matmul(
     rig: &Rig<'_>,
@@ -80,23 +87,38 @@ fn run_matmul(
     rows: u32,
     out_len: usize,
 ) -> Result<Vec<f32>, GpuError> {
-    let (a, b, aux) = (rig.f32s("a", a)?, rig.f32s("b", b)?, rig.f32s("aux", aux)?);
-    let c = rig.poisoned("c", out_len)?;
+    // One element in front, so that no operand starts at 0 and an ignored offset shows.
+    let mut work = Work::default();
+    work.input(&[f32::NAN]);
+    let c_at = work.output(out_len) as u32;
+    let (a_at, b_at, aux_at) = (work.input(a), work.input(b), work.input(aux));
+    let (b_at, aux_at) = (b_at as u32, aux_at as u32);
+    let params = MatmulParams {
+        a_off: params.a_off + a_at as u32,
+        b_off: params.b_off + b_at,
+        c_off: params.c_off + c_at,
+        aux_off: params.aux_off + aux_at,
+        bias_off: params.bias_off + if params.bias_column == 1 { c_at } else { b_at },
+        ..params
+    };
+    let work = work.buffer(rig)?;
     let p = uniform_init(rig.ctx, "matmul", bytemuck::bytes_of(&params))?;
     let models = rig.hidden_activation(activation)?;
-    // The bias is read from B's buffer, at bias_off.
-    let buffers = [&a, &b, &aux, &c, &models, &p];
-    let numbered: Vec<_> = MATMUL_BINDINGS.into_iter().zip(buffers).collect();
+    let numbered: Vec<_> = MATMUL_BINDINGS
+        .into_iter()
+        .zip([&work, &models, &p])
+        .collect();
     let group = bind_at(rig.ctx, &rig.kernels.matmul_layout, "matmul", &numbered);
     let m = if params.rows_dim == 1 { rows } else { params.m };
-    rig.run(
+    let got = rig.run(
         StepUniform {
             rows,
             ..Default::default()
         },
-        &c,
+        &work,
         |k, pass, s| k.encode_matmul(pass, &group, s, m, params.n + params.bias_column),
-    )
+    )?;
+    Ok(got[c_at as usize..][..out_len + SENTINEL].to_vec())
 }
 
 /// A layer of `fan_in` → `fan_out` whose weights sit at `w_off` of the parameter buffer and
@@ -263,11 +285,14 @@ pub(super) fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
         let indices: Vec<u32> = (0..rows as u32).rev().collect();
         let scale = 1.0 / rows as f32;
         let capacity = rows;
-        let l = rig.f32s("logits", &logits)?;
+        let mut work = Work::default();
+        let logits_off = work.input(&[f32::NAN]) + 1;
+        work.input(&logits);
+        let dz_off = work.output(rows * classes);
+        let row_loss_off = work.input(&vec![f32::NAN; 2 * capacity]);
+        let work = work.buffer(rig)?;
         let lab = storage_init(rig.ctx, "labels", bytemuck::cast_slice(&labels))?;
         let idx = storage_init(rig.ctx, "indices", bytemuck::cast_slice(&indices))?;
-        let dz = rig.poisoned("dz", rows * classes)?;
-        let row_loss = rig.f32s("row_loss", &vec![f32::NAN; 2 * capacity])?;
         let stats = rig.poisoned("stats", 2)?;
         let p = uniform_init(
             rig.ctx,
@@ -277,23 +302,28 @@ pub(super) fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
                 capacity: capacity as u32,
                 index_ms: 0,
                 slots: 1,
+                work_ms: 0,
+                logits_off: logits_off as u32,
+                dz_off: dz_off as u32,
+                row_loss_off: row_loss_off as u32,
             }),
         )?;
         let group = bind(
             rig.ctx,
             &rig.kernels.xent_layout,
             "xent",
-            &[&l, &lab, &idx, &dz, &row_loss, &stats, &p],
+            &[&work, &lab, &idx, &stats, &p],
         );
         let step = StepUniform {
             rows: rows as u32,
             scale,
             ..Default::default()
         };
-        let got_dz = rig.run(step, &dz, |k, pass, s| {
+        let got_dz = rig.run(step, &work, |k, pass, s| {
             k.encode_softmax_xent(pass, &group, s, rows as u32);
             k.encode_batch_stats(pass, &group, s);
-        })?;
+        })?[dz_off..][..rows * classes + SENTINEL]
+            .to_vec();
         let got_stats = rig.run(step, &stats, |_, _, _| {})?;
         // Reference in f64 on the rows in index order.
         let row_labels: Vec<u8> = indices.iter().map(|&i| labels[i as usize] as u8).collect();
@@ -326,10 +356,11 @@ pub(super) fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     Ok(worst.row("softmax_xent + batch_stats"))
 }
 
-/// matmul_update: a layer's weight and bias gradient (dz, a of `rows` rows) applied by the
-/// optimiser to parameters placed inside a larger flat vector, against the f64 gradient and
-/// `ops::update` in f64. The tolerance carries the gradient's own bound through the optimiser
-/// (the update evaluated at g ± that bound), plus the update's roundings.
+/// matmul_update: the weight and bias gradients of two layers (each from its own dz and
+/// input a of `rows` rows) applied by the optimiser in one dispatch, to parameters inside a
+/// larger flat vector, against the f64 gradient and `ops::update` in f64. The tolerance
+/// carries the gradient's own bound through the optimiser (the update evaluated at g ± that
+/// bound), plus the update's roundings.
 pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     for (case, (optimizer, gamma, l1, l2)) in [
@@ -343,11 +374,12 @@ pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuErr
     {
         let mut rng = ChaCha8Rng::seed_from_u64(400 + case as u64);
         let (rows, fan_in, fan_out) = [(1, 33, 7), (13, 7, 3), (40, 70, 17), (128, 20, 10)][case];
-        // The layer sits after a 5-parameter layer, as the second layer of a network does.
+        // Layers 1 and 2 of the network in one dispatch, their tiles one after the other;
+        // layer 0 is not in it, and its parameters must stay as they were.
         let widths = [1, 5, fan_in, fan_out];
         let layers = layer_views(&widths);
-        let v = layers[2];
-        let count = v.end();
+        let updated = [layers[1], layers[2]];
+        let count = layers[2].end();
         let mut hyper: Hyper = TrainConfig::default().hyper();
         (
             hyper.optimizer,
@@ -356,37 +388,46 @@ pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuErr
             hyper.l2,
             hyper.learning_rate,
         ) = (optimizer, gamma, l1, l2, 0.05);
-        let dz = uniform_f32(&mut rng, rows * fan_out, 0.1);
-        let a = uniform_f32(&mut rng, rows * fan_in, 1.0);
+        // Per updated layer: dz (rows, fan_out) and its input a (rows, fan_in).
+        let operands: Vec<(Vec<f32>, Vec<f32>)> = updated
+            .iter()
+            .map(|v| {
+                let dz = uniform_f32(&mut rng, rows * v.fan_out, 0.1);
+                (dz, uniform_f32(&mut rng, rows * v.fan_in, 1.0))
+            })
+            .collect();
         let mut p0 = uniform_f32(&mut rng, count, 1.0);
-        p0[v.weight] = 0.0; // sign(0) = 0 on both paths
+        p0[layers[2].weight] = 0.0; // sign(0) = 0 on both paths
         let f0 = uniform_f32(&mut rng, count, 0.1);
         let s0: Vec<f32> = uniform_f32(&mut rng, count, 0.1)
             .into_iter()
             .map(f32::abs)
             .collect();
-        // f64 gradient (zero outside this layer) and its bound, then the update at g and g ± δ.
+        // f64 gradient (zero outside these layers) and its bound, then the update at g and g ± δ.
         let (mut grad, mut bound) = (vec![0.0f64; count], vec![0.0f64; count]);
-        for o in 0..fan_out {
-            let (mut sb, mut ab) = (0.0, 0.0);
-            for i in 0..fan_in {
-                let (mut s, mut abs) = (0.0, 0.0);
-                for r in 0..rows {
-                    let t = dz[r * fan_out + o] as f64 * a[r * fan_in + i] as f64;
-                    s += t;
-                    abs += t.abs();
+        for (v, (dz, a)) in updated.iter().zip(&operands) {
+            let (fan_in, fan_out) = (v.fan_in, v.fan_out);
+            for o in 0..fan_out {
+                let (mut sb, mut ab) = (0.0, 0.0);
+                for i in 0..fan_in {
+                    let (mut s, mut abs) = (0.0, 0.0);
+                    for r in 0..rows {
+                        let t = dz[r * fan_out + o] as f64 * a[r * fan_in + i] as f64;
+                        s += t;
+                        abs += t.abs();
+                    }
+                    grad[v.weight + o * fan_in + i] = s;
+                    bound[v.weight + o * fan_in + i] = dot_tolerance(rows, abs);
                 }
-                grad[v.weight + o * fan_in + i] = s;
-                bound[v.weight + o * fan_in + i] = dot_tolerance(rows, abs);
+                for r in 0..rows {
+                    sb += dz[r * fan_out + o] as f64;
+                    ab += (dz[r * fan_out + o] as f64).abs();
+                }
+                grad[v.bias + o] = sb;
+                bound[v.bias + o] = dot_tolerance(rows, ab);
             }
-            for r in 0..rows {
-                sb += dz[r * fan_out + o] as f64;
-                ab += (dz[r * fan_out + o] as f64).abs();
-            }
-            grad[v.bias + o] = sb;
-            bound[v.bias + o] = dot_tolerance(rows, ab);
         }
-        let updated = |g: &[f64]| {
+        let apply = |g: &[f64]| {
             let mut w: Vec<f64> = p0.iter().map(|&x| x as f64).collect();
             let mut state = ops::OptimizerState::<f64>::new(count);
             state.first = f0.iter().map(|&x| x as f64).collect();
@@ -395,20 +436,12 @@ pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuErr
             ops::update(&mut w, g, &mut state, &layers, &hyper);
             w
         };
-        let want = updated(&grad);
+        let want = apply(&grad);
         let shifted = |sign: f64| {
             let g: Vec<f64> = grad.iter().zip(&bound).map(|(g, b)| g + sign * b).collect();
-            updated(&g)
+            apply(&g)
         };
         let (hi, lo) = (shifted(1.0), shifted(-1.0));
-        let pb = rig.poisoned("params", count)?;
-        rig.ctx
-            .queue
-            .write_buffer(&pb, 0, bytemuck::cast_slice(&p0));
-        let (dzb, ab) = (rig.f32s("dz", &dz)?, rig.f32s("a", &a)?);
-        let (fb, sb) = (rig.f32s("first", &f0)?, rig.f32s("second", &s0)?);
-        let model = ModelHyper::new(&hyper, Activation::None);
-        let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;
         // The update also folds the step's per-row losses and correct flags into its stats slot.
         let capacity = 128;
         let row_loss: Vec<f32> = (0..2 * capacity)
@@ -423,16 +456,43 @@ pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuErr
         let (loss, correct): (f64, f64) = (0..rows).fold((0.0, 0.0), |(l, c), r| {
             (l + row_loss[r] as f64, c + row_loss[capacity + r] as f64)
         });
-        let rl = rig.f32s("row_loss", &row_loss)?;
-        let stats = rig.poisoned("stats", 4)?;
-        let params = MatmulParams {
-            capacity: capacity as u32,
-            slots: 2,
-            sum_stats: 1,
-            ..MatmulParams::weight_grad(&v)
+        // The parameters open the workspace (a parameter's index there is its index in the
+        // flat vector, and in first and second), the sentinel after them.
+        let mut work = Work::default();
+        work.input(&p0);
+        work.input(&[f32::NAN; SENTINEL]);
+        let row_loss_off = work.input(&row_loss) as u32;
+        let params: Vec<MatmulParams> = updated
+            .iter()
+            .zip(&operands)
+            .enumerate()
+            .map(|(j, (v, (dz, a)))| MatmulParams {
+                a_off: work.input(dz) as u32,
+                b_off: work.input(a) as u32,
+                param_ms: count as u32,
+                capacity: capacity as u32,
+                row_loss_off,
+                slots: 2,
+                // The output layer's sums the batch's losses.
+                sum_stats: u32::from(j + 1 == updated.len()),
+                ..MatmulParams::weight_grad(v)
+            })
+            .collect();
+        let tables = update_tables(&params);
+        let [table] = &tables[..] else {
+            unreachable!("two layers fit one table")
         };
-        let p = uniform_init(rig.ctx, "matmul_update", bytemuck::bytes_of(&params))?;
-        let buffers = [&dzb, &ab, &pb, &models, &p, &fb, &sb, &rl, &stats];
+        let work = work.buffer(rig)?;
+        let (fb, sb) = (rig.f32s("first", &f0)?, rig.f32s("second", &s0)?);
+        let model = ModelHyper::new(&hyper, Activation::None);
+        let models = storage_init(rig.ctx, "model_hyper", bytemuck::bytes_of(&model))?;
+        let stats = rig.poisoned("stats", 4)?;
+        let p = uniform_init(
+            rig.ctx,
+            "matmul_update",
+            bytemuck::cast_slice(&table.layers),
+        )?;
+        let buffers = [&work, &models, &p, &fb, &sb, &stats];
         let numbered: Vec<_> = MATMUL_UPDATE_BINDINGS.into_iter().zip(buffers).collect();
         let group = bind_at(
             rig.ctx,
@@ -449,26 +509,27 @@ pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuErr
             adam_c2: c2 as f32,
             ..Default::default()
         };
-        let got = rig.run(step, &pb, |k, pass, s| {
-            k.encode_matmul_update(pass, &group, s, fan_out as u32, fan_in as u32 + 1)
+        let got = rig.run(step, &work, |k, pass, s| {
+            k.encode_matmul_update(pass, &group, s, table.tiles)
         })?;
-        let name = format!("{rows}×{fan_in}→{fan_out} {optimizer:?} γ={gamma} λ1={l1} λ2={l2}");
+        let name = format!("{rows}×5→{fan_in}→{fan_out} {optimizer:?} γ={gamma} λ1={l1} λ2={l2}");
         // Several roundings, and FMA contraction may differ: 4 ulp of the larger of old and new.
-        let mine = v.weight..count;
+        let first_updated = updated[0].weight;
+        let mine = first_updated..count;
         worst.compare(&name, &got[mine.clone()], &want[mine], |j, w| {
-            let i = v.weight + j;
+            let i = first_updated + j;
             let carried = (hi[i] - w).abs().max((lo[i] - w).abs());
             carried + 4.0 * f32::EPSILON as f64 * w.abs().max(p0[i].abs() as f64) + 1e-7
         });
-        // The layers before it are not this dispatch's: their parameters stay as they were.
-        let before: Vec<f64> = p0[..v.weight].iter().map(|&x| x as f64).collect();
+        // The layer outside the table is not this dispatch's: its parameters stay as they were.
+        let before: Vec<f64> = p0[..first_updated].iter().map(|&x| x as f64).collect();
         worst.compare(
             &format!("{name} other layers"),
-            &got[..v.weight],
+            &got[..first_updated],
             &before,
             |_, _| f64::MIN_POSITIVE, // exactly: any change fails
         );
-        worst.untouched(&name, &got[count..]);
+        worst.untouched(&name, &got[count..count + SENTINEL]);
         let got_stats = rig.run(step, &stats, |_, _, _| {})?;
         worst.compare(
             &format!("{name} batch sums"),
@@ -479,8 +540,9 @@ pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuErr
         worst.untouched(&format!("{name} stats slot 0"), &got_stats[..2]);
         worst.untouched(&format!("{name} stats tail"), &got_stats[4..]);
     }
-    Ok(worst
-        .row("matmul weight + bias gradient + update (SGD, momentum, Adam, L1, L2) + batch sums"))
+    Ok(worst.row(
+        "matmul weight + bias gradient + update, two layers in one dispatch (SGD, momentum, Adam, L1, L2) + batch sums",
+    ))
 }
 
 /// matmul_softmax_xent: the output layer's logits x·wᵀ + b (never stored) through softmax +
@@ -564,21 +626,28 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
                     (carried + dot_tolerance(classes, abs)) * slope.abs().max(1.0) + 1e-6;
             }
         }
-        let (xb, wb) = (rig.f32s("x", &x)?, rig.f32s("params", &wbuf)?);
+        // The parameters open the workspace; the batch, dZ, row losses and dh follow.
+        let mut work = Work::default();
+        work.input(&wbuf);
+        let x_at = work.input(&x);
+        let dz_at = work.output(rows * classes);
+        let row_loss_at = work.output(2 * capacity);
+        let dh_at = work.output(rows * fan_in);
+        let work = work.buffer(rig)?;
         let lab = storage_init(rig.ctx, "labels", bytemuck::cast_slice(&labels))?;
         let idx = storage_init(rig.ctx, "indices", bytemuck::cast_slice(&indices))?;
-        let dz = rig.poisoned("dz", rows * classes)?;
-        let row_loss = rig.poisoned("row_loss", 2 * capacity)?;
-        let dh = rig.poisoned("dh", rows * fan_in)?;
         let models = rig.hidden_activation(act)?;
         let params = MatmulParams {
             capacity: capacity as u32,
             input_grad: input_grad as u32,
-            a_ms: (capacity * fan_in) as u32,
+            a_off: x_at as u32,
+            c_off: dz_at as u32,
+            row_loss_off: row_loss_at as u32,
+            dh_off: dh_at as u32,
             ..MatmulParams::forward(&layer_at(fan_in, classes, w_off), false)
         };
         let p = uniform_init(rig.ctx, "matmul_softmax_xent", bytemuck::bytes_of(&params))?;
-        let buffers = [&xb, &wb, &dz, &models, &p, &lab, &idx, &row_loss, &dh];
+        let buffers = [&work, &models, &p, &lab, &idx];
         let numbered: Vec<_> = MATMUL_XENT_BINDINGS.into_iter().zip(buffers).collect();
         let group = bind_at(
             rig.ctx,
@@ -591,11 +660,12 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
             scale,
             ..Default::default()
         };
-        let got_dz = rig.run(step, &dz, |k, pass, s| {
+        let got = rig.run(step, &work, |k, pass, s| {
             k.encode_matmul_softmax_xent(pass, &group, s, rows as u32)
         })?;
-        let got_loss = rig.run(step, &row_loss, |_, _, _| {})?;
-        let got_dh = rig.run(step, &dh, |_, _, _| {})?;
+        let got_dz = &got[dz_at..][..rows * classes + SENTINEL];
+        let got_loss = &got[row_loss_at..][..2 * capacity + SENTINEL];
+        let got_dh = &got[dh_at..][..rows * fan_in + SENTINEL];
         let name = format!("{rows}×{fan_in}→{classes}");
         worst.compare(&name, &got_dz[..rows * classes], &want_dz, |i, _| dz_tol[i]);
         worst.untouched(&name, &got_dz[rows * classes..]);
@@ -624,7 +694,7 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
             );
             worst.untouched(&format!("{name} input gradient"), &got_dh[rows * fan_in..]);
         } else {
-            worst.untouched(&format!("{name} no input gradient"), &got_dh);
+            worst.untouched(&format!("{name} no input gradient"), got_dh);
         }
     }
     Ok(worst.row("matmul forward (+bias) + softmax_xent (+ input gradient below)"))
@@ -688,13 +758,19 @@ pub(super) fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
         let pix = storage_init(rig.ctx, "pixels", &padded)?;
         let stats = rig.f32s("image_stats", &stats)?;
         let idx = storage_init(rig.ctx, "indices", bytemuck::cast_slice(&indices))?;
-        let wb = rig.f32s("params", &wbuf)?;
-        let out = rig.poisoned("activations", rows * fan_out)?;
-        let x = rig.poisoned("x", rows * features)?;
+        let mut work = Work::default();
+        work.input(&wbuf);
+        let out_at = work.output(rows * fan_out);
+        let x_at = work.output(rows * features);
+        let work = work.buffer(rig)?;
         let models = rig.hidden_activation(act)?;
-        let params = MatmulParams::forward(&layer_at(features, fan_out, w_off), true);
+        let params = MatmulParams {
+            c_off: out_at as u32,
+            x_off: x_at as u32,
+            ..MatmulParams::forward(&layer_at(features, fan_out, w_off), true)
+        };
         let p = uniform_init(rig.ctx, "matmul_gather", bytemuck::bytes_of(&params))?;
-        let buffers = [&wb, &out, &models, &p, &idx, &pix, &stats, &x];
+        let buffers = [&work, &models, &p, &idx, &pix, &stats];
         let numbered: Vec<_> = MATMUL_GATHER_BINDINGS.into_iter().zip(buffers).collect();
         let group = bind_at(
             rig.ctx,
@@ -706,10 +782,11 @@ pub(super) fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             rows: rows as u32,
             ..Default::default()
         };
-        let got = rig.run(step, &out, |k, pass, s| {
+        let all = rig.run(step, &work, |k, pass, s| {
             k.encode_matmul_gather(pass, &group, s, rows as u32, fan_out as u32)
         })?;
-        let got_x = rig.run(step, &x, |_, _, _| {})?;
+        let got = &all[out_at..][..rows * fan_out + SENTINEL];
+        let got_x = &all[x_at..][..rows * features + SENTINEL];
         let name = format!("{rows}×{features}→{fan_out} {}", act.name());
         worst.compare(&name, &got[..rows * fan_out], &want, |i, _| tol[i]);
         worst.untouched(&name, &got[rows * fan_out..]);

@@ -17,6 +17,7 @@ use crate::gpu::buffers::{bind, bind_at, staging, storage_init, submit_and_read,
 use crate::gpu::kernels::{
     GatherParams, Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS,
     MATMUL_XENT_BINDINGS, MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform, XentParams,
+    update_tables,
 };
 use crate::gpu::{GpuContext, GpuEngine, GpuError};
 use crate::model::{Activation, Init, LayerView, Params, layer_views};
@@ -191,6 +192,33 @@ impl<'a> Rig<'a> {
             submit_and_read(self.ctx, encoder, &out, buffer.size())
         })??;
         Ok(bytemuck::cast_slice(&raw).to_vec())
+    }
+}
+
+/// One workspace for a single-kernel check, built region by region: inputs as given, outputs
+/// poisoned with NaN and followed by the sentinel tail. Offsets are f32 elements, as the
+/// kernels' uniforms take them; the check runs one model, so its slice is the whole buffer.
+#[derive(Default)]
+struct Work {
+    values: Vec<f32>,
+}
+
+impl Work {
+    /// Appends `v` and returns where it starts.
+    fn input(&mut self, v: &[f32]) -> usize {
+        let at = self.values.len();
+        self.values.extend_from_slice(v);
+        at
+    }
+
+    /// Appends an output of `len` elements (NaN, then the sentinel tail) and returns where it
+    /// starts.
+    fn output(&mut self, len: usize) -> usize {
+        self.input(&vec![f32::NAN; len + SENTINEL])
+    }
+
+    fn buffer(&self, rig: &Rig<'_>) -> Result<wgpu::Buffer, GpuError> {
+        rig.f32s("workspace", &self.values)
     }
 }
 

@@ -99,12 +99,14 @@ pub struct GatherParams {
     pub features: u32,
     /// Elements between two models' index lists (0: the models share one).
     pub index_ms: u32,
-    /// Elements between two models' batches in x.
-    pub x_ms: u32,
-    pub _pad: u32,
+    /// Elements between two models' slices of the workspace.
+    pub work_ms: u32,
+    /// Where x starts in a model's slice.
+    pub x_off: u32,
 }
 
-/// Twin of `MatmulParams` in matmul.wgsl.
+/// Twin of `MatmulParams` in matmul.wgsl. Offsets are elements from the start of a model's
+/// slice of the workspace (`work`), whose parameters come first.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct MatmulParams {
@@ -128,29 +130,81 @@ pub struct MatmulParams {
     pub activated: u32,
     /// 1: append a column of ones to B and write that column of C to `bias_off` (bias gradient).
     pub bias_column: u32,
-    /// Elements between two models' A, B (and bias), C and aux.
-    pub a_ms: u32,
-    pub b_ms: u32,
-    pub c_ms: u32,
-    pub aux_ms: u32,
-    /// matmul_update: rows the workspace holds (where row_correct starts in row_loss).
+    /// Elements between two models' slices of the workspace.
+    pub work_ms: u32,
+    /// matmul_update: elements between two models' optimiser moments (the parameter count).
+    pub param_ms: u32,
+    /// Epilogue 2: where aux, (m, n) row-major, starts.
+    pub aux_off: u32,
+    /// matmul_softmax_xent with input_grad: where the layer below's delta goes (A's shape).
+    pub dh_off: u32,
+    /// matmul_softmax_xent, matmul_update: where the per-row losses start (then, `capacity`
+    /// on, the per-row correct flags).
+    pub row_loss_off: u32,
+    /// matmul_gather: where the gathered batch is stored (A's shape).
+    pub x_off: u32,
+    /// Rows the workspace holds (where row_correct starts after the row losses).
     pub capacity: u32,
     /// matmul_update: stats slots per model.
     pub slots: u32,
     /// matmul_update: 1 also sums the step's row losses into its stats slot.
     pub sum_stats: u32,
-    /// matmul_softmax_xent: elements between two models' index lists (0: shared).
+    /// matmul_softmax_xent, matmul_gather: elements between two models' index lists (0: shared).
     pub index_ms: u32,
-    /// matmul_softmax_xent: 1 also writes the layer below's input gradient to dh_out.
+    /// matmul_softmax_xent: 1 also writes the layer below's input gradient at dh_off.
     pub input_grad: u32,
+    /// matmul_update: the layer's first tile in its dispatch, and its tiles per row
+    /// ([`update_tables`] fills them in).
+    pub first_tile: u32,
+    pub tiles_x: u32,
     pub _pad: [u32; 3],
+}
+
+/// Layers one matmul_update dispatch covers (matmul.wgsl's MAX_UPDATE_LAYERS).
+pub const MAX_UPDATE_LAYERS: usize = 8;
+
+/// One matmul_update dispatch: its layer table (matmul.wgsl's `layers`) and how many
+/// workgroups its layers' tiles take.
+#[derive(Debug, Clone, Copy)]
+pub struct UpdateTable {
+    pub layers: [MatmulParams; MAX_UPDATE_LAYERS],
+    pub tiles: u32,
+}
+
+/// The weight-gradient updates `layers` (each one [`MatmulParams::weight_grad`] placed in the
+/// workspace) as few matmul_update dispatches as the table allows: each layer's tiles follow
+/// the one before it; unused entries start past every tile.
+pub fn update_tables(layers: &[MatmulParams]) -> Vec<UpdateTable> {
+    layers
+        .chunks(MAX_UPDATE_LAYERS)
+        .map(|chunk| {
+            let unused = MatmulParams {
+                first_tile: u32::MAX,
+                ..Default::default()
+            };
+            let mut table = UpdateTable {
+                layers: [unused; MAX_UPDATE_LAYERS],
+                tiles: 0,
+            };
+            for (entry, layer) in table.layers.iter_mut().zip(chunk) {
+                let (tiles_x, tiles_y) = matmul_grid(layer.m, layer.n + layer.bias_column);
+                *entry = MatmulParams {
+                    first_tile: table.tiles,
+                    tiles_x,
+                    ..*layer
+                };
+                table.tiles += tiles_x * tiles_y;
+            }
+            table
+        })
+        .collect()
 }
 
 impl MatmulParams {
     /// Layer `v`'s forward pass, C = act(A·Wᵀ + b): A the batch's inputs (rows × fan_in), W
     /// (fan_out × fan_in, row-major) and b where `v` places them in the flat parameter vector
-    /// (B's buffer); `activated`: the model's hidden activation, else none (the output layer).
-    /// One model's view: packing adds the per-model strides.
+    /// (which opens the workspace); `activated`: the model's hidden activation, else none (the
+    /// output layer). The caller places A and C in the workspace (`a_off`, `c_off`).
     pub fn forward(v: &LayerView, activated: bool) -> Self {
         let (i, o) = (v.fan_in as u32, v.fan_out as u32);
         MatmulParams {
@@ -222,6 +276,12 @@ pub struct XentParams {
     pub index_ms: u32,
     /// Stats slots per model.
     pub slots: u32,
+    /// Elements between two models' slices of the workspace, and where in a slice the logits,
+    /// their gradient and the per-row losses start.
+    pub work_ms: u32,
+    pub logits_off: u32,
+    pub dz_off: u32,
+    pub row_loss_off: u32,
 }
 
 /// Kernel families, as `bench --profile` reports them.
@@ -247,7 +307,9 @@ impl Family {
             Family::MatmulForwardXent => {
                 "matmul forward (+bias) + softmax_xent (+ input gradient below)"
             }
-            Family::MatmulWeightGrad => "matmul weight + bias gradient + update (+ batch sums)",
+            Family::MatmulWeightGrad => {
+                "matmul weight + bias gradients + update, every layer (+ batch sums)"
+            }
             Family::MatmulInputGrad => "matmul input gradient (× slope)",
             Family::BatchStats => "batch_stats",
         }
@@ -281,42 +343,33 @@ enum Use {
     Uniform,
 }
 
-/// matmul's bindings (matmul.wgsl): a, b, aux, c, models, p.
-pub const MATMUL_BINDINGS: [u32; 6] = [0, 1, 3, 4, 5, 6];
-const MATMUL_USES: [Use; 6] = {
-    use Use::*;
-    [Read, Read, Read, ReadWrite, Read, Uniform]
-};
+/// matmul's bindings (matmul.wgsl): work, models, p.
+pub const MATMUL_BINDINGS: [u32; 3] = [0, 1, 2];
+const MATMUL_USES: [Use; 3] = [Use::ReadWrite, Use::Read, Use::Uniform];
 
-/// matmul_update's bindings (matmul.wgsl): a, b, c, models, p, first, second, row_loss, stats.
-pub const MATMUL_UPDATE_BINDINGS: [u32; 9] = [0, 1, 4, 5, 6, 7, 8, 9, 10];
-const MATMUL_UPDATE_USES: [Use; 9] = {
+/// matmul_update's bindings (matmul.wgsl): work, models, layers, first, second, stats.
+pub const MATMUL_UPDATE_BINDINGS: [u32; 6] = [0, 1, 3, 4, 5, 6];
+const MATMUL_UPDATE_USES: [Use; 6] = {
     use Use::*;
-    [
-        Read, Read, ReadWrite, Read, Uniform, ReadWrite, ReadWrite, Read, ReadWrite,
-    ]
+    [ReadWrite, Read, Uniform, ReadWrite, ReadWrite, ReadWrite]
 };
 
 /// The most output classes one tile of matmul.wgsl holds: wider output layers keep a separate
 /// softmax_xent dispatch.
 pub const MAX_FUSED_CLASSES: usize = 16;
 
-/// matmul_softmax_xent's bindings (matmul.wgsl): a, b, c (dZ), models, p, labels, indices,
-/// row_loss, dh_out.
-pub const MATMUL_XENT_BINDINGS: [u32; 9] = [0, 1, 4, 5, 6, 11, 12, 13, 17];
-const MATMUL_XENT_USES: [Use; 9] = {
+/// matmul_softmax_xent's bindings (matmul.wgsl): work, models, p, labels, indices.
+pub const MATMUL_XENT_BINDINGS: [u32; 5] = [0, 1, 2, 7, 8];
+const MATMUL_XENT_USES: [Use; 5] = {
     use Use::*;
-    [
-        Read, Read, ReadWrite, Read, Uniform, Read, Read, ReadWrite, ReadWrite,
-    ]
+    [ReadWrite, Read, Uniform, Read, Read]
 };
 
-/// matmul_gather's bindings (matmul.wgsl): b, c, models, p, indices, pixels, image_stats,
-/// x_out.
-pub const MATMUL_GATHER_BINDINGS: [u32; 8] = [1, 4, 5, 6, 12, 14, 15, 16];
-const MATMUL_GATHER_USES: [Use; 8] = {
+/// matmul_gather's bindings (matmul.wgsl): work, models, p, indices, pixels, image_stats.
+pub const MATMUL_GATHER_BINDINGS: [u32; 6] = [0, 1, 2, 8, 9, 10];
+const MATMUL_GATHER_USES: [Use; 6] = {
     use Use::*;
-    [Read, ReadWrite, Read, Uniform, Read, Read, Read, ReadWrite]
+    [ReadWrite, Read, Uniform, Read, Read, Read]
 };
 
 fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -390,13 +443,11 @@ impl Kernels {
             label: Some("step"),
             entries: &[uniform(0, true)],
         });
+        // pixels, image_stats, indices, work, p.
         let gather_layout = layout(ctx, "gather_batch", &[true, true, true, false]);
         let matmul_layout = numbered_layout(ctx, "matmul", &MATMUL_BINDINGS, &MATMUL_USES);
-        let xent_layout = layout(
-            ctx,
-            "softmax_xent",
-            &[true, true, true, false, false, false],
-        );
+        // work, labels, indices, stats, p.
+        let xent_layout = layout(ctx, "softmax_xent", &[false, true, true, false]);
         let matmul_update_layout = numbered_layout(
             ctx,
             "matmul_update",
@@ -610,16 +661,15 @@ impl Kernels {
         dispatch(pass, &self.batch_stats, group, step, (1, 1));
     }
 
-    /// A layer's weight (and bias) gradient applied by the optimiser: `m`, `n` as for
-    /// [`Kernels::encode_matmul`] (n counts the bias column).
+    /// The weight (and bias) gradients of an [`UpdateTable`]'s layers applied by the
+    /// optimiser, in one dispatch of the table's `tiles` workgroups (per model).
     pub fn encode_matmul_update(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         group: &wgpu::BindGroup,
         step: StepRef<'_>,
-        m: u32,
-        n: u32,
+        tiles: u32,
     ) {
-        dispatch(pass, &self.matmul_update, group, step, matmul_grid(m, n));
+        dispatch(pass, &self.matmul_update, group, step, grid(tiles, 1));
     }
 }

@@ -1,7 +1,8 @@
 //! The GPU path: WGSL compute shaders (`shaders/`) on wgpu. `context` opens a device,
 //! `kernels` builds the pipelines and encodes each entry point, `buffers` allocates and reads
-//! back, and `packed` is the scheduler that records whole epochs for K models at once, `engine` the
-//! single-model engine over it.
+//! back, `workspace` lays out the one buffer every kernel works in, and `packed` is the
+//! scheduler that records whole epochs for K models at once, `engine` the single-model engine
+//! over it.
 
 pub mod buffers;
 pub mod context;
@@ -10,6 +11,7 @@ pub mod kernels;
 pub mod pack;
 pub mod packed;
 pub mod shaders;
+pub mod workspace;
 
 pub use context::{AdapterChoice, AdapterSummary, GpuContext, GpuError, Tuning, list_adapters};
 pub use engine::GpuEngine;

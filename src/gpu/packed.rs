@@ -12,8 +12,9 @@ use super::context::{GpuContext, GpuError};
 use super::kernels::{
     GatherParams, Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS,
     MATMUL_XENT_BINDINGS, MAX_FUSED_CLASSES, MatmulParams, ModelHyper, STEP_STRIDE, StepRef,
-    StepUniform, XentParams,
+    StepUniform, XentParams, update_tables,
 };
+use super::workspace::WorkLayout;
 use crate::config::{GradientReduction, Hyper, Optimizer};
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
 use crate::engine::{EngineError, EpochStats, EvalStats, TrainingState};
@@ -68,11 +69,14 @@ struct LayerGroups {
     input_grad: Option<wgpu::BindGroup>,
 }
 
-/// A layer's fused weight-and-bias gradient + optimiser step (matmul_update): its uniform,
-/// whose `slots` the first upload fills in.
-struct LayerUpdate {
-    params: MatmulParams,
-    uniform: wgpu::Buffer,
+/// One matmul_update dispatch: the weight-and-bias gradients of up to
+/// `kernels::MAX_UPDATE_LAYERS` layers applied by the optimiser (the stats it sums into are
+/// the dataset's, so the first upload makes it).
+struct UpdateDispatch {
+    group: wgpu::BindGroup,
+    /// Workgroups per model.
+    tiles: u32,
+    _table: wgpu::Buffer,
 }
 
 /// Everything sized by the dataset, made by the first upload.
@@ -83,8 +87,9 @@ struct Resident {
     stats: wgpu::Buffer,
     staging: wgpu::Buffer,
     slots: usize,
-    /// Per layer: the matmul_update bind group (weight and bias gradient applied in place).
-    update_groups: Vec<wgpu::BindGroup>,
+    /// Every layer's weight and bias gradient applied in place, in as few dispatches as
+    /// matmul_update's layer table allows (one up to eight layers).
+    updates: Vec<UpdateDispatch>,
     /// train, val, test.
     splits: [SplitOnDevice; 3],
     pools: [Pool; 2],
@@ -110,31 +115,26 @@ pub struct PackedModels {
     /// Rows the workspace holds per model: max(batch size, EVAL_ROWS).
     capacity: usize,
     batch_size: usize,
+    /// Every model's parameters and per-step operands: (models, layout.per_model) f32.
+    work: wgpu::Buffer,
+    layout: WorkLayout,
     /// Per model: (models, count) f32 each.
-    params: wgpu::Buffer,
     best: wgpu::Buffer,
     first: wgpu::Buffer,
     second: wgpu::Buffer,
-    /// (models, capacity, features) f32.
-    x: wgpu::Buffer,
-    /// Per layer: (models, capacity, fan_out) f32.
-    activations: Vec<wgpu::Buffer>,
-    deltas: Vec<wgpu::Buffer>,
-    /// (models, 2, capacity): per-row loss, then per-row correct flag.
-    row_loss: wgpu::Buffer,
     /// (models) ModelHyper, and what was last written to it.
     hyper: wgpu::Buffer,
     hyper_host: Vec<ModelHyper>,
     layer_groups: Vec<LayerGroups>,
-    layer_updates: Vec<LayerUpdate>,
+    /// Per layer: its weight gradient + update, placed in the workspace (`slots` and the
+    /// layer table are the first upload's to fill in).
+    layer_updates: Vec<MatmulParams>,
     /// The output layer's forward matmul, which matmul_softmax_xent runs per split.
     output_forward: MatmulParams,
     /// The first layer's forward matmul, which matmul_gather runs per split.
     first_forward: MatmulParams,
     /// Buffers only bind groups refer to, held so their lifetime is visibly this struct's.
     _owned: Vec<wgpu::Buffer>,
-    /// Bound where a kernel's binding has nothing to do (16 bytes).
-    unused: wgpu::Buffer,
     resident: Option<Resident>,
     /// Optimiser steps taken, per model.
     steps_taken: Vec<u64>,
@@ -142,13 +142,11 @@ pub struct PackedModels {
 
 impl PackedModels {
     /// How many models of `widths` trained at `batch_size` fit the adapter's limits on one
-    /// buffer and one binding (the largest per-model buffer decides), capped at `cap`.
+    /// buffer and one binding (the workspace, every model's slice in one buffer, decides),
+    /// capped at `cap`.
     pub fn max_models(ctx: &GpuContext, widths: &[usize], batch_size: usize, cap: usize) -> usize {
-        let capacity = batch_size.max(EVAL_ROWS) as u64;
-        let widest = widths.iter().copied().max().unwrap_or(1) as u64;
-        let per_model = (4 * capacity * widest)
-            .max(4 * param_count(widths) as u64)
-            .max(1);
+        let capacity = batch_size.max(EVAL_ROWS);
+        let per_model = (4 * WorkLayout::new(widths, capacity).per_model as u64).max(1);
         let limit = ctx
             .limits
             .max_storage_buffer_binding_size
@@ -169,111 +167,95 @@ impl PackedModels {
         let layers = layer_views(widths);
         let capacity = batch_size.max(EVAL_ROWS);
         let count = param_count(widths);
+        let layout = WorkLayout::new(widths, capacity);
         let k = models.max(1);
         let bytes = |n: usize| (n * 4) as u64;
-        let params = storage_zeroed(&ctx, "params", bytes(k * count))?;
+        let work = storage_zeroed(&ctx, "workspace", bytes(k * layout.per_model))?;
         let best = storage_zeroed(&ctx, "best_params", bytes(k * count))?;
         let first = storage_zeroed(&ctx, "velocity", bytes(k * count))?;
         let second = storage_zeroed(&ctx, "adam_second_moment", bytes(k * count))?;
-        let x = storage_zeroed(&ctx, "batch_images", bytes(k * capacity * widths[0]))?;
-        let per_layer = |name: &str| {
-            layers
-                .iter()
-                .enumerate()
-                .map(|(l, v)| {
-                    storage_zeroed(
-                        &ctx,
-                        &format!("{name}{}", l + 1),
-                        bytes(k * capacity * v.fan_out),
-                    )
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let activations = per_layer("activations")?;
-        let deltas = per_layer("deltas")?;
-        let row_loss = storage_zeroed(&ctx, "row_loss", bytes(k * 2 * capacity))?;
         let hyper_host = vec![ModelHyper::default(); k];
         let hyper = storage_init(&ctx, "model_hyper", bytemuck::cast_slice(&hyper_host))?;
-        let unused = storage_zeroed(&ctx, "unused", 16)?;
 
         let last = layers.len() - 1;
+        let (work_ms, capacity_u32) = (layout.per_model as u32, capacity as u32);
         let mut owned = Vec::new();
         let mut layer_groups = Vec::new();
         let mut layer_updates = Vec::new();
         let mut output_forward = MatmulParams::default();
         let mut first_forward = MatmulParams::default();
         for (l, v) in layers.iter().enumerate() {
-            let input = if l == 0 { &x } else { &activations[l - 1] };
-            let input_ms = (capacity * v.fan_in) as u32;
-            let output_ms = (capacity * v.fan_out) as u32;
-            let count_ms = count as u32;
+            let (input, output) = (layout.input(l) as u32, layout.activations[l] as u32);
+            let delta = layout.deltas[l] as u32;
             let forward = MatmulParams {
-                a_ms: input_ms,
-                b_ms: count_ms,
-                c_ms: output_ms,
+                a_off: input,
+                c_off: output,
+                work_ms,
+                capacity: capacity_u32,
+                row_loss_off: layout.row_loss as u32,
+                x_off: layout.x as u32,
                 ..MatmulParams::forward(v, l != last)
             };
-            let weight_grad = MatmulParams {
-                a_ms: output_ms,
-                b_ms: input_ms,
-                c_ms: count_ms,
-                capacity: capacity as u32,
-                // The output layer's update (the first recorded) sums the batch's losses.
+            layer_updates.push(MatmulParams {
+                a_off: delta,
+                b_off: input,
+                work_ms,
+                param_ms: count as u32,
+                capacity: capacity_u32,
+                row_loss_off: layout.row_loss as u32,
+                // The output layer's update sums the batch's losses.
                 sum_stats: (l == last) as u32,
                 ..MatmulParams::weight_grad(v)
-            };
-            let input_grad = MatmulParams {
-                a_ms: output_ms,
-                b_ms: count_ms,
-                c_ms: input_ms,
-                aux_ms: input_ms,
+            });
+            let input_grad = (l > 0).then(|| MatmulParams {
+                a_off: delta,
+                c_off: layout.deltas[l - 1] as u32,
+                aux_off: input,
+                work_ms,
                 ..MatmulParams::input_grad(v)
-            };
-            let uniform = |what: &str, p: &MatmulParams| {
-                uniform_init(&ctx, &format!("fc{}.{what}", l + 1), bytemuck::bytes_of(p))
-            };
+            });
             if l == last {
                 // Where the softmax is fused, so is the input gradient of the layer below.
                 output_forward = MatmulParams {
                     input_grad: (l > 0) as u32,
+                    c_off: delta,
+                    dh_off: if l > 0 {
+                        layout.deltas[l - 1] as u32
+                    } else {
+                        0
+                    },
                     ..forward
                 };
             }
             if l == 0 {
                 first_forward = forward;
             }
-            let u_forward = uniform("forward", &forward)?;
-            let u_weight = uniform("weight_grad", &weight_grad)?;
-            let u_input = uniform("input_grad", &input_grad)?;
-            let dummy = &unused;
-            // a, b, aux, c, models, p (MATMUL_BINDINGS); the bias is read from b's buffer.
-            let matmul_group = |label: &str, buffers: [&wgpu::Buffer; 6]| {
-                let numbered: Vec<_> = MATMUL_BINDINGS.into_iter().zip(buffers).collect();
+            let uniform = |what: &str, p: &MatmulParams| {
+                uniform_init(&ctx, &format!("fc{}.{what}", l + 1), bytemuck::bytes_of(p))
+            };
+            // work, models, p (MATMUL_BINDINGS).
+            let matmul_group = |label: &str, p: &wgpu::Buffer| {
+                let numbered: Vec<_> = MATMUL_BINDINGS
+                    .into_iter()
+                    .zip([&work, &hyper, p])
+                    .collect();
                 bind_at(&ctx, &kernels.matmul_layout, label, &numbered)
             };
+            let u_forward = uniform("forward", &forward)?;
+            let forward_group = matmul_group("forward", &u_forward);
+            owned.push(u_forward);
+            let input_grad_group = match input_grad {
+                Some(p) => {
+                    let u = uniform("input_grad", &p)?;
+                    let group = matmul_group("input_grad", &u);
+                    owned.push(u);
+                    Some(group)
+                }
+                None => None,
+            };
             layer_groups.push(LayerGroups {
-                forward: matmul_group(
-                    "forward",
-                    [input, &params, dummy, &activations[l], &hyper, &u_forward],
-                ),
-                input_grad: (l > 0).then(|| {
-                    matmul_group(
-                        "input_grad",
-                        [
-                            &deltas[l],
-                            &params,
-                            &activations[l - 1],
-                            &deltas[l - 1],
-                            &hyper,
-                            &u_input,
-                        ],
-                    )
-                }),
-            });
-            owned.extend([u_forward, u_input]);
-            layer_updates.push(LayerUpdate {
-                params: weight_grad,
-                uniform: u_weight,
+                forward: forward_group,
+                input_grad: input_grad_group,
             });
         }
         Ok(PackedModels {
@@ -283,14 +265,11 @@ impl PackedModels {
             count,
             capacity,
             batch_size,
-            params,
+            work,
+            layout,
             best,
             first,
             second,
-            x,
-            activations,
-            deltas,
-            row_loss,
             hyper,
             hyper_host,
             layer_groups,
@@ -298,7 +277,6 @@ impl PackedModels {
             output_forward,
             first_forward,
             _owned: owned,
-            unused,
             resident: None,
             steps_taken: vec![0; k],
             kernels,
@@ -329,10 +307,17 @@ impl PackedModels {
         }
     }
 
-    /// Model `model`'s slice of a per-model parameter-sized buffer, in bytes.
+    /// Model `model`'s slice of a per-model parameter-sized buffer (best, first, second), in
+    /// bytes: (offset, length).
     fn slice_of(&self, model: usize) -> (u64, u64) {
         let bytes = (self.count * 4) as u64;
         (model as u64 * bytes, bytes)
+    }
+
+    /// Model `model`'s parameters in the workspace, in bytes: (offset, length).
+    fn params_at(&self, model: usize) -> (u64, u64) {
+        let at = (model * self.layout.per_model + self.layout.params) * 4;
+        (at as u64, (self.count * 4) as u64)
     }
 
     fn write_hyper(&self, model: usize) {
@@ -364,7 +349,11 @@ impl PackedModels {
         }
         let (at, _) = self.slice_of(model);
         let q = &self.ctx.queue;
-        q.write_buffer(&self.params, at, f32_bytes(&params.values));
+        q.write_buffer(
+            &self.work,
+            self.params_at(model).0,
+            f32_bytes(&params.values),
+        );
         let zeros = vec![0u8; params.values.len() * 4];
         q.write_buffer(&self.first, at, &zeros);
         q.write_buffer(&self.second, at, &zeros);

@@ -89,31 +89,31 @@ impl PackedModels {
         }
     }
 
-    /// Records the backward pass and the optimiser step: per layer from the output down, the
-    /// input gradient into the layer below (it reads the old weights), then the weight and
-    /// bias gradient applied in place (matmul_update; the output layer's also sums the
-    /// batch's losses).
+    /// Records the backward pass and the optimiser step: from the output layer down, the
+    /// input gradient into the layer below (where matmul_softmax_xent has not already written
+    /// it), then every layer's weight and bias gradient applied in place (matmul_update, one
+    /// dispatch up to eight layers; the output layer's also sums the batch's losses). The
+    /// input gradients read the old weights, so they are all recorded first.
     fn encode_backward_and_update(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         step: StepRef<'_>,
         rows: u32,
-        update_groups: &[wgpu::BindGroup],
+        updates: &[UpdateDispatch],
         softmax_fused: bool,
         mark: Mark<'_>,
     ) {
         let k = &self.kernels;
         let last = self.layers.len() - 1;
         for (l, v) in self.layers.iter().enumerate().rev() {
-            // matmul_softmax_xent already wrote the output layer's input gradient.
             let done = softmax_fused && l == last;
             if let (Some(input_grad), false) = (&self.layer_groups[l].input_grad, done) {
                 k.encode_matmul(pass, input_grad, step, rows, v.fan_in as u32);
                 mark(pass, Family::MatmulInputGrad);
             }
-            // fan_in weight columns plus the bias column.
-            let (outputs, columns) = (v.fan_out as u32, v.fan_in as u32 + 1);
-            k.encode_matmul_update(pass, &update_groups[l], step, outputs, columns);
+        }
+        for update in updates {
+            k.encode_matmul_update(pass, &update.group, step, update.tiles);
             mark(pass, Family::MatmulWeightGrad);
         }
     }
@@ -132,14 +132,7 @@ impl PackedModels {
             self.encode_forward(pass, &r.splits[0], at, u.rows, false, mark);
             let train = &r.splits[0];
             let softmax_fused = train.forward_xent_group.is_some();
-            self.encode_backward_and_update(
-                pass,
-                at,
-                u.rows,
-                &r.update_groups,
-                softmax_fused,
-                mark,
-            );
+            self.encode_backward_and_update(pass, at, u.rows, &r.updates, softmax_fused, mark);
         }
         Ok(())
     }
@@ -458,8 +451,8 @@ impl PackedModels {
     /// A copy of model `model`'s parameters.
     pub fn params(&self, model: usize) -> Result<Params, EngineError> {
         self.check_model(model)?;
-        let (at, bytes) = self.slice_of(model);
-        let values = self.read_slices(&[(&self.params, at, bytes)])?;
+        let (at, bytes) = self.params_at(model);
+        let values = self.read_slices(&[(&self.work, at, bytes)])?;
         Ok(Params {
             widths: self.widths.clone(),
             activation: self.activation(model),
@@ -471,24 +464,31 @@ impl PackedModels {
         crate::gpu::kernels::activation_of_code(self.hyper_host[model].activation)
     }
 
-    fn copy_slice(&self, model: usize, from: &wgpu::Buffer, to: &wgpu::Buffer) {
-        let (at, bytes) = self.slice_of(model);
+    /// Copies `bytes` from `from` at `from_at` to `to` at `to_at` (on the device).
+    fn copy(
+        &self,
+        (from, from_at): (&wgpu::Buffer, u64),
+        (to, to_at): (&wgpu::Buffer, u64),
+        bytes: u64,
+    ) {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(from, at, to, at, bytes);
+        encoder.copy_buffer_to_buffer(from, from_at, to, to_at, bytes);
         self.ctx.queue.submit([encoder.finish()]);
     }
 
     /// Copies model `model`'s parameters aside as its best so far (on the device).
     pub fn keep_best(&mut self, model: usize) -> Result<(), EngineError> {
         self.check_model(model)?;
-        self.copy_slice(model, &self.params, &self.best);
+        let ((params, bytes), (best, _)) = (self.params_at(model), self.slice_of(model));
+        self.copy((&self.work, params), (&self.best, best), bytes);
         Ok(())
     }
 
     /// Makes model `model`'s kept best parameters current again.
     pub fn restore_best(&mut self, model: usize) -> Result<(), EngineError> {
         self.check_model(model)?;
-        self.copy_slice(model, &self.best, &self.params);
+        let ((params, bytes), (best, _)) = (self.params_at(model), self.slice_of(model));
+        self.copy((&self.best, best), (&self.work, params), bytes);
         Ok(())
     }
 
@@ -497,7 +497,7 @@ impl PackedModels {
         self.check_model(model)?;
         let (at, bytes) = self.slice_of(model);
         let values = self.read_slices(&[
-            (&self.params, at, bytes),
+            (&self.work, self.params_at(model).0, bytes),
             (&self.best, at, bytes),
             (&self.first, at, bytes),
             (&self.second, at, bytes),
@@ -521,11 +521,12 @@ impl PackedModels {
         self.check_model(model)?;
         state.check_len(self.count)?;
         let (at, _) = self.slice_of(model);
-        for (buffer, values) in [
-            (&self.params, &state.params),
-            (&self.best, &state.best),
-            (&self.first, &state.first),
-            (&self.second, &state.second),
+        let params = self.params_at(model).0;
+        for (buffer, at, values) in [
+            (&self.work, params, &state.params),
+            (&self.best, at, &state.best),
+            (&self.first, at, &state.first),
+            (&self.second, at, &state.second),
         ] {
             self.ctx.queue.write_buffer(buffer, at, f32_bytes(values));
         }

@@ -44,16 +44,18 @@ impl PackedModels {
             &format!("{name}_indices"),
             (lists * len * 4) as u64,
         )?;
+        let work_ms = self.layout.per_model as u32;
         let gather_params = uniform_init(
             &self.ctx,
             &format!("{name}_gather"),
             bytemuck::bytes_of(&GatherParams {
                 features: self.widths[0] as u32,
                 index_ms: index_ms as u32,
-                x_ms: (self.capacity * self.widths[0]) as u32,
-                _pad: 0,
+                work_ms,
+                x_off: self.layout.x as u32,
             }),
         )?;
+        let last = self.layers.len() - 1;
         let xent_params = uniform_init(
             &self.ctx,
             &format!("{name}_xent"),
@@ -62,12 +64,26 @@ impl PackedModels {
                 capacity: self.capacity as u32,
                 index_ms: index_ms as u32,
                 slots: slots as u32,
+                work_ms,
+                logits_off: self.layout.activations[last] as u32,
+                dz_off: self.layout.deltas[last] as u32,
+                row_loss_off: self.layout.row_loss as u32,
             }),
         )?;
-        let last = self.layers.len() - 1;
+        // work, models, p and the kernel's own bindings, as its layout numbers them.
+        let matmul_group = |entry: &str,
+                            layout: &wgpu::BindGroupLayout,
+                            bindings: &[u32],
+                            own: &[&wgpu::Buffer],
+                            p: &wgpu::Buffer| {
+            let buffers = [&self.work, &self.hyper, p]
+                .into_iter()
+                .chain(own.iter().copied());
+            let numbered: Vec<_> = bindings.iter().copied().zip(buffers).collect();
+            bind_at(&self.ctx, layout, &format!("{name}_{entry}"), &numbered)
+        };
         let forward_xent_group = if self.classes() <= MAX_FUSED_CLASSES {
             let params = MatmulParams {
-                capacity: self.capacity as u32,
                 index_ms: index_ms as u32,
                 ..self.output_forward
             };
@@ -76,33 +92,12 @@ impl PackedModels {
                 &format!("{name}_forward_xent"),
                 bytemuck::bytes_of(&params),
             )?;
-            let input = if last == 0 {
-                &self.x
-            } else {
-                &self.activations[last - 1]
-            };
-            let input_grad = if last == 0 {
-                &self.unused
-            } else {
-                &self.deltas[last - 1]
-            };
-            let buffers = [
-                input,
-                &self.params,
-                &self.deltas[last],
-                &self.hyper,
-                &uniform,
-                &pool.labels,
-                &indices,
-                &self.row_loss,
-                input_grad,
-            ];
-            let numbered: Vec<_> = MATMUL_XENT_BINDINGS.into_iter().zip(buffers).collect();
-            Some(bind_at(
-                &self.ctx,
+            Some(matmul_group(
+                "forward_xent",
                 &self.kernels.matmul_xent_layout,
-                &format!("{name}_forward_xent"),
-                &numbered,
+                &MATMUL_XENT_BINDINGS,
+                &[&pool.labels, &indices],
+                &uniform,
             ))
         } else {
             None
@@ -120,22 +115,12 @@ impl PackedModels {
                 &format!("{name}_forward_gather"),
                 bytemuck::bytes_of(&params),
             )?;
-            let buffers = [
-                &self.params,
-                &self.activations[0],
-                &self.hyper,
-                &uniform,
-                &indices,
-                &pool.pixels,
-                &pool.stats,
-                &self.x,
-            ];
-            let numbered: Vec<_> = MATMUL_GATHER_BINDINGS.into_iter().zip(buffers).collect();
-            Some(bind_at(
-                &self.ctx,
+            Some(matmul_group(
+                "forward_gather",
                 &self.kernels.matmul_gather_layout,
-                &format!("{name}_forward_gather"),
-                &numbered,
+                &MATMUL_GATHER_BINDINGS,
+                &[&indices, &pool.pixels, &pool.stats],
+                &uniform,
             ))
         } else {
             None
@@ -146,21 +131,19 @@ impl PackedModels {
                 &self.ctx,
                 &self.kernels.gather_layout,
                 name,
-                &[&pool.pixels, &pool.stats, &indices, &self.x, &gather_params],
+                &[
+                    &pool.pixels,
+                    &pool.stats,
+                    &indices,
+                    &self.work,
+                    &gather_params,
+                ],
             ),
             xent_group: bind(
                 &self.ctx,
                 &self.kernels.xent_layout,
                 name,
-                &[
-                    &self.activations[last],
-                    &pool.labels,
-                    &indices,
-                    &self.deltas[last],
-                    &self.row_loss,
-                    stats,
-                    &xent_params,
-                ],
+                &[&self.work, &pool.labels, &indices, stats, &xent_params],
             ),
             forward_xent_group,
             forward_gather_group,
@@ -263,43 +246,42 @@ impl PackedModels {
         // vectors of one model's checkpoint (params, best, first and second moments).
         let staging_bytes = (self.models * slots * 8).max(4 * self.count * 4) as u64;
         let staging = staging(&self.ctx, "staging", staging_bytes)?;
-        let update_groups = self
+        let layer_updates: Vec<MatmulParams> = self
             .layer_updates
             .iter()
+            .map(|u| MatmulParams {
+                slots: slots as u32,
+                ..*u
+            })
+            .collect();
+        let updates = update_tables(&layer_updates)
+            .into_iter()
             .enumerate()
-            .map(|(l, u)| {
-                let p = MatmulParams {
-                    slots: slots as u32,
-                    ..u.params
-                };
-                self.ctx
-                    .queue
-                    .write_buffer(&u.uniform, 0, bytemuck::bytes_of(&p));
-                let input = if l == 0 {
-                    &self.x
-                } else {
-                    &self.activations[l - 1]
-                };
+            .map(|(t, table)| {
+                let label = format!("weight_grad_update{}", t + 1);
+                let uniform = uniform_init(&self.ctx, &label, bytemuck::cast_slice(&table.layers))?;
                 let buffers = [
-                    &self.deltas[l],
-                    input,
-                    &self.params,
+                    &self.work,
                     &self.hyper,
-                    &u.uniform,
+                    &uniform,
                     &self.first,
                     &self.second,
-                    &self.row_loss,
                     &stats,
                 ];
                 let numbered: Vec<_> = MATMUL_UPDATE_BINDINGS.into_iter().zip(buffers).collect();
-                bind_at(
+                let group = bind_at(
                     &self.ctx,
                     &self.kernels.matmul_update_layout,
-                    &format!("fc{}.weight_grad_update", l + 1),
+                    &label,
                     &numbered,
-                )
+                );
+                Ok(UpdateDispatch {
+                    group,
+                    tiles: table.tiles,
+                    _table: uniform,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, GpuError>>()?;
         let train = self.split_on_device(
             "train",
             &train_pool,
@@ -337,7 +319,7 @@ impl PackedModels {
             stats,
             staging,
             slots,
-            update_groups,
+            updates,
             splits: [train, val, test],
             pools: [train_pool, test_pool],
             train_rows: vec![None; self.models],
