@@ -5,7 +5,8 @@
 #   1. adapters and `check --all-adapters`;
 #   2. `bench` on CPU and GPU with the per-kernel profile and 8 models packed, batch 32/128/1024;
 #   3. each tuning knob (gpu::Tuning) against the defaults: the gather in a dispatch of its own
-#      (WGTRAIN_FUSE_GATHER=0), and matmul's k step at 32 and 64 (WGTRAIN_TILE_K);
+#      (WGTRAIN_FUSE_GATHER=0), matmul's k step at 32 and 64 (WGTRAIN_TILE_K), and an epoch
+#      submitted every 64 steps while the rest is recorded (WGTRAIN_SUBMIT_EVERY);
 #   4. the paper sweep packed, then (if time is left) one run at a time.
 # Output: $OUT (or ./gpu-lease-out) holds lease.md (every table, in order), bench.jsonl and the
 # packed sweep's results.md: three files, inside the device tool's eight-file limit. Copy the
@@ -63,7 +64,8 @@ step 180 "bench: CPU and GPU, per-kernel profile, 8 packed" \
   --json "$out/bench.jsonl"
 # Each tuning knob against the defaults, alternating, two rounds (ratios within this run only).
 for round in 1 2; do
-  for setting in WGTRAIN_DEFAULTS=1 WGTRAIN_FUSE_GATHER=0 WGTRAIN_TILE_K=32 WGTRAIN_TILE_K=64; do
+  for setting in WGTRAIN_DEFAULTS=1 WGTRAIN_FUSE_GATHER=0 WGTRAIN_TILE_K=32 WGTRAIN_TILE_K=64 \
+    WGTRAIN_SUBMIT_EVERY=64; do
     step 45 "tuning, round $round: $setting" \
       env "$setting" "$bin" bench --devices gpu --batch-sizes 32,128,1024 --profile
   done

@@ -167,7 +167,7 @@ pub fn bench_one(
     });
     let med = median(&mut times);
     let flops = epoch_flops(&config.layers, data.train.len);
-    let (fuse_gather, detail) = match kind {
+    let (tuning, detail) = match kind {
         EngineKind::Gpu { context } => {
             let changes = context.tuning.changes();
             let detail = if changes.is_empty() {
@@ -175,10 +175,11 @@ pub fn bench_one(
             } else {
                 format!("{} {changes}", engine.describe())
             };
-            (Some(context.tuning.fuse_gather), detail)
+            (Some(context.tuning), detail)
         }
         _ => (None, engine.describe()),
     };
+    let steps = data.train.len.div_ceil(batch_size);
     Ok(BenchRow {
         device: kind.device_name().into(),
         detail,
@@ -190,8 +191,11 @@ pub fn bench_one(
         samples_per_sec: data.train.len as f64 / med,
         gflops: flops / med / 1e9,
         flops_per_epoch: flops,
-        dispatches_per_step: fuse_gather.map(|f| gpu_dispatches_per_step(&config.layers, f)),
-        submissions_per_epoch: fuse_gather.map(|_| 1),
+        dispatches_per_step: tuning.map(|t| gpu_dispatches_per_step(&config.layers, t.fuse_gather)),
+        submissions_per_epoch: tuning.map(|t| match t.submit_every as usize {
+            0 => 1,
+            every => steps.div_ceil(every),
+        }),
         train_loss_last_epoch: last_loss,
         share_of_floor: None,
     })

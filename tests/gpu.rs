@@ -178,15 +178,24 @@ fn tiny_engine_pair(ctx: &wgtrain::gpu::GpuContext) -> (GpuEngine, Arc<Dataset>,
     (engine, data, config)
 }
 
-/// The weights after three epochs of the tiny network from seed 1.
-fn weights_after_three_epochs(ctx: &wgtrain::gpu::GpuContext) -> Vec<f32> {
+/// The weights after three epochs of the tiny network from seed 1, and how many command
+/// buffers its last epoch was submitted in.
+fn trained_three_epochs(ctx: &wgtrain::gpu::GpuContext) -> (Vec<f32>, usize) {
     let (mut engine, data, config) = tiny_engine_pair(ctx);
     for epoch in 1..=3 {
         engine
             .train_epoch(&epoch_order(1, epoch, data.train.len), &config.hyper())
             .unwrap();
     }
-    engine.params().unwrap().values
+    (
+        engine.params().unwrap().values,
+        engine.submissions_last_epoch(),
+    )
+}
+
+/// The weights after three epochs of the tiny network from seed 1.
+fn weights_after_three_epochs(ctx: &wgtrain::gpu::GpuContext) -> Vec<f32> {
+    trained_three_epochs(ctx).0
 }
 
 fn same_bits(a: &[f32], b: &[f32]) -> bool {
@@ -203,27 +212,34 @@ fn two_gpu_runs_with_the_same_seed_give_bit_identical_weights() {
     assert!(same_bits(&a, &b), "weights differ between identical runs");
 }
 
-/// The tuning knobs (gather fusion, matmul's k step) may change speed, never results: every
-/// arrangement trains to the same bits. The tiny network's first layer has k = 36, so the k
-/// step's masked tail differs between 16 (three passes) and 64 (one).
+/// The tuning knobs (gather fusion, matmul's k step, steps per submission) may change speed,
+/// never results: every arrangement trains to the same bits. The tiny network's first layer
+/// has k = 36, so the k step's masked tail differs between 16 (three passes) and 64 (one); its
+/// 240 training rows are 8 steps of 32, submitted whole or in parts of 3, 3 and 2.
 #[test]
 fn every_kernel_arrangement_trains_to_the_same_bits() {
     let Some(ctx) = gpu() else { return };
     let mut arranged = ctx.clone();
     arranged.tuning = Tuning::default();
-    let reference = weights_after_three_epochs(&arranged);
+    let (reference, submissions) = trained_three_epochs(&arranged);
+    assert_eq!(submissions, 1, "an epoch is one submission by default");
     for tile_k in Tuning::TILE_K_CHOICES {
         for fuse_gather in [false, true] {
-            arranged.tuning = Tuning {
-                fuse_gather,
-                tile_k,
-            };
-            assert!(
-                same_bits(&weights_after_three_epochs(&arranged), &reference),
-                "{:?} trains to other weights than {:?}",
-                arranged.tuning,
-                Tuning::default()
-            );
+            for (submit_every, expected) in [(0, 1), (3, 3)] {
+                arranged.tuning = Tuning {
+                    fuse_gather,
+                    tile_k,
+                    submit_every,
+                };
+                let (weights, submissions) = trained_three_epochs(&arranged);
+                assert!(
+                    same_bits(&weights, &reference),
+                    "{:?} trains to other weights than {:?}",
+                    arranged.tuning,
+                    Tuning::default()
+                );
+                assert_eq!(submissions, expected, "{:?}", arranged.tuning);
+            }
         }
     }
 }

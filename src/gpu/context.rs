@@ -60,18 +60,29 @@ pub struct Tuning {
     /// slower on lavapipe (BENCHMARKS.md), so 16 stays the default until a real GPU has been
     /// timed both ways ([`TILE_K_VAR`]).
     pub tile_k: u32,
+    /// Training steps recorded per submission; 0 records the whole epoch (and its validation
+    /// pass) into one. The host records a step in microseconds, but the device waits for the
+    /// whole recording before it starts: submitting every N steps lets it run the first
+    /// steps while the host records the next ones. Submissions are queued in order and the
+    /// host still waits once per epoch, so it changes no bits. On lavapipe the epoch is
+    /// arithmetic and recording is lost in it, so 0 stays the default until a real GPU has
+    /// been timed both ways ([`SUBMIT_EVERY_VAR`]).
+    pub submit_every: u32,
 }
 
 /// Overrides [`Tuning::fuse_gather`]: `1` fuses, `0` does not (for timing both on one adapter).
 pub const FUSE_GATHER_VAR: &str = "WGTRAIN_FUSE_GATHER";
 /// Overrides [`Tuning::tile_k`]: `16`, `32` or `64`.
 pub const TILE_K_VAR: &str = "WGTRAIN_TILE_K";
+/// Overrides [`Tuning::submit_every`]: a whole number of steps, 0 for the whole epoch.
+pub const SUBMIT_EVERY_VAR: &str = "WGTRAIN_SUBMIT_EVERY";
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             fuse_gather: true,
             tile_k: 16,
+            submit_every: 0,
         }
     }
 }
@@ -93,10 +104,14 @@ impl Tuning {
         if self.tile_k != default.tile_k {
             changed.push(format!("{TILE_K_VAR}={}", self.tile_k));
         }
+        if self.submit_every != default.submit_every {
+            changed.push(format!("{SUBMIT_EVERY_VAR}={}", self.submit_every));
+        }
         changed.join(" ")
     }
 
-    /// The defaults, with [`FUSE_GATHER_VAR`] and [`TILE_K_VAR`] applied.
+    /// The defaults, with [`FUSE_GATHER_VAR`], [`TILE_K_VAR`] and [`SUBMIT_EVERY_VAR`]
+    /// applied.
     pub fn from_env() -> Result<Tuning, GpuError> {
         let default = Tuning::default();
         let fuse_gather = setting(
@@ -114,9 +129,16 @@ impl Tuning {
                 .ok()
                 .filter(|k| Tuning::TILE_K_CHOICES.contains(k))
         })?;
+        let submit_every = setting(
+            SUBMIT_EVERY_VAR,
+            "a whole number of steps (0: the whole epoch)",
+            default.submit_every,
+            |v| v.parse().ok(),
+        )?;
         Ok(Tuning {
             fuse_gather,
             tile_k,
+            submit_every,
         })
     }
 }

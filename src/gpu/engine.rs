@@ -27,6 +27,11 @@ impl GpuEngine {
         })?;
         Ok(GpuEngine { models })
     }
+
+    /// How many command buffers the last training epoch was submitted in.
+    pub fn submissions_last_epoch(&self) -> usize {
+        self.models.submissions_last_epoch()
+    }
 }
 
 impl Engine for GpuEngine {

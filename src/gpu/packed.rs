@@ -138,6 +138,8 @@ pub struct PackedModels {
     resident: Option<Resident>,
     /// Optimiser steps taken, per model.
     steps_taken: Vec<u64>,
+    /// Command buffers the last training epoch was submitted in (Tuning::submit_every).
+    submissions: usize,
 }
 
 impl PackedModels {
@@ -279,6 +281,7 @@ impl PackedModels {
             _owned: owned,
             resident: None,
             steps_taken: vec![0; k],
+            submissions: 0,
             kernels,
             ctx,
         })
@@ -286,6 +289,11 @@ impl PackedModels {
 
     pub fn batch_size(&self) -> usize {
         self.batch_size
+    }
+
+    /// How many command buffers the last training epoch was submitted in.
+    pub fn submissions_last_epoch(&self) -> usize {
+        self.submissions
     }
 
     pub fn describe(&self) -> String {

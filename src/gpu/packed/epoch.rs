@@ -342,20 +342,41 @@ impl PackedModels {
         let [train, val, _] = &r.splits;
         let val_uniforms = self.eval_uniforms(val, 0);
         self.write_uniforms(r, &val_uniforms);
+        // Every `submit_every` steps but the last go to the device as soon as they are
+        // recorded (Tuning::submit_every); the rest, the validation pass and the read-back
+        // make the final submission, the one the host waits for.
+        let steps = plan.uniforms.len();
+        let mut first_step = 0;
+        let mut submissions = 1;
+        if let Some(every) = std::num::NonZeroUsize::new(self.ctx.tuning.submit_every as usize) {
+            while steps - first_step > every.get() {
+                let mut encoder = self.encoder("epoch_part");
+                {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("epoch_part"),
+                        timestamp_writes: None,
+                    });
+                    let part = first_step..first_step + every.get();
+                    self.encode_steps(&mut pass, &plan, part, &mut no_marks)?;
+                }
+                self.ctx.queue.submit([encoder.finish()]);
+                first_step += every.get();
+                submissions += 1;
+            }
+        }
         let mut encoder = self.encoder("epoch");
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("epoch"),
                 timestamp_writes: None,
             });
-            self.encode_steps(&mut pass, &plan, 0..plan.uniforms.len(), &mut no_marks)?;
+            self.encode_steps(&mut pass, &plan, first_step..steps, &mut no_marks)?;
             for (slot, u) in &val_uniforms {
                 let at = r.step(*slot, plan.models);
                 self.encode_forward(&mut pass, val, at, u.rows, true, &mut no_marks);
             }
         }
         let pairs = self.read_stats(r, encoder, plan.models)?;
-        let steps = plan.uniforms.len();
         for &m in &plan.active {
             let own = &pairs[m * r.slots..(m + 1) * r.slots];
             let mut stats = EpochStats {
@@ -384,6 +405,7 @@ impl PackedModels {
         for &m in &plan.active {
             self.steps_taken[m] += steps as u64;
         }
+        self.submissions = submissions;
         Ok(out)
     }
 
