@@ -4,12 +4,14 @@
 # 15 minutes of device time, its start included, and a rerun must still fit):
 #   1. adapters and `check --all-adapters`;
 #   2. `bench` on CPU and GPU with the per-kernel profile and 8 models packed, batch 32/128/1024;
-#   3. each tuning knob (gpu::Tuning) against the defaults: the gather in a dispatch of its own
+#   3. `wgtrain tune` at batch 128 (every arrangement; the fastest saved in $OUT/tuning.toml);
+#   4. each tuning knob (gpu::Tuning) against the defaults: the gather in a dispatch of its own
 #      (WGTRAIN_FUSE_GATHER=0), matmul's k step at 32 and 64 (WGTRAIN_TILE_K), and an epoch
 #      submitted every 64 steps while the rest is recorded (WGTRAIN_SUBMIT_EVERY);
-#   4. the paper sweep packed, then (if time is left) one run at a time.
-# Output: $OUT (or ./gpu-lease-out) holds lease.md (every table, in order), bench.jsonl and the
-# packed sweep's results.md: three files, inside the device tool's eight-file limit. Copy the
+#   5. the paper sweep packed, then (if time is left) one run at a time.
+# Output: $OUT (or ./gpu-lease-out) holds lease.md (every table, in order), bench.jsonl,
+# tuning.toml and the packed sweep's results.md: four files, inside the device tool's
+# eight-file limit. Copy the
 # tables into BENCHMARKS.md and RESULTS.md with the machine, driver, command and date.
 #   bench/gpu-lease.sh [WGTRAIN_BINARY]
 # Build here and carry the binary stripped (the release profile keeps debug info: ~70 MB):
@@ -62,6 +64,10 @@ step 120 "check, every adapter" "$bin" check --all-adapters
 step 180 "bench: CPU and GPU, per-kernel profile, 8 packed" \
   "$bin" bench --devices cpu,gpu --batch-sizes 32,128,1024 --profile --pack 8 \
   --json "$out/bench.jsonl"
+# Every arrangement, alternating, two rounds; the fastest goes to $out/tuning.toml (the tuning
+# rounds below run with the defaults: the variables override the file).
+step 60 "tune at batch 128" env WGTRAIN_TUNING_FILE="$out/tuning.toml" \
+  "$bin" tune --batch-size 128
 # Each tuning knob against the defaults, alternating, two rounds (ratios within this run only).
 for round in 1 2; do
   for setting in WGTRAIN_DEFAULTS=1 WGTRAIN_FUSE_GATHER=0 WGTRAIN_TILE_K=32 WGTRAIN_TILE_K=64 \

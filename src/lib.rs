@@ -22,6 +22,7 @@ pub mod report;
 pub mod run;
 pub mod sweep;
 pub mod train;
+pub mod tune;
 
 pub use error::{Error, Result};
 pub mod check;

@@ -408,6 +408,114 @@ fn bench_prints_a_table_and_json_rows_for_each_device_and_batch_size() {
     assert_clean_failure(&bad, "unknown device \"tpu\"");
 }
 
+/// `wgtrain` with the tuning file at `file`.
+fn wgtrain_tuned(file: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(args)
+        .env("WGTRAIN_TUNING_FILE", file)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run wgtrain")
+}
+
+#[test]
+fn tune_keeps_the_fastest_arrangement_and_later_gpu_runs_start_from_it() {
+    if crate::common::gpu().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 40, 6, 3, true);
+    let data = data.to_str().unwrap();
+    let file = tmp.path().join("cache").join("tuning.toml");
+    let tiny = [
+        "--data",
+        data,
+        "--set",
+        "layers=[36, 10, 3]",
+        "--set",
+        "batch_size=16",
+    ];
+    let tune = |extra: &[&str]| {
+        let mut args = vec!["tune", "--rounds", "1", "--warmup", "0", "--epochs", "1"];
+        args.extend(tiny);
+        args.extend(extra);
+        wgtrain_tuned(&file, &[], &args)
+    };
+    // --dry-run times every arrangement and writes nothing.
+    let o = tune(&["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}{stdout}", stderr(&o));
+    let candidates = wgtrain::gpu::Tuning::candidates();
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| arrangement"))
+        .collect();
+    assert_eq!(rows.len(), candidates.len(), "{stdout}");
+    assert!(
+        rows.iter().any(|r| r.starts_with("| defaults |")),
+        "{stdout}"
+    );
+    assert!(!file.exists(), "--dry-run wrote {}", file.display());
+    // Without it, the fastest (the table's first row) is saved for this adapter.
+    let o = tune(&[]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}{stdout}", stderr(&o));
+    let saved = wgtrain::gpu::TuningFile::load(&file).unwrap();
+    assert_eq!(saved.adapter.len(), 1, "{saved:?}");
+    let entry = &saved.adapter[0];
+    let first_row = stdout
+        .lines()
+        .find(|l| l.starts_with("| ") && !l.starts_with("| arrangement"))
+        .unwrap();
+    let changes = entry.tuning().changes();
+    let label = if changes.is_empty() {
+        "defaults"
+    } else {
+        &changes
+    };
+    assert!(
+        first_row.starts_with(&format!("| {label} |")),
+        "{first_row} vs {entry:?}"
+    );
+    assert!(candidates.contains(&entry.tuning()), "{entry:?}");
+    // A later run on the adapter starts from the file's arrangement; variables override it.
+    let arranged = wgtrain::gpu::TuningFile {
+        adapter: vec![wgtrain::gpu::tuning::TunedAdapter {
+            fuse_gather: false,
+            tile_k: 64,
+            submit_every: 3,
+            ..entry.clone()
+        }],
+    };
+    arranged.save(&file).unwrap();
+    let bench = |env: &[(&str, &str)]| {
+        let mut args = vec![
+            "bench",
+            "--devices",
+            "gpu",
+            "--warmup",
+            "0",
+            "--epochs",
+            "1",
+        ];
+        args.extend(tiny);
+        let o = wgtrain_tuned(&file, env, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let stdout = bench(&[]);
+    assert!(
+        stdout.contains("WGTRAIN_FUSE_GATHER=0 WGTRAIN_TILE_K=64 WGTRAIN_SUBMIT_EVERY=3"),
+        "{stdout}"
+    );
+    let stdout = bench(&[("WGTRAIN_TILE_K", "16")]);
+    assert!(
+        stdout.contains("WGTRAIN_FUSE_GATHER=0 WGTRAIN_SUBMIT_EVERY=3 |"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn bench_times_packed_models_and_profiles_kernels_on_each_device() {
     let tmp = tempfile::tempdir().unwrap();
@@ -690,6 +798,7 @@ fn every_subcommand_has_working_help() {
         "gradcheck",
         "sweep",
         "bench",
+        "tune",
         "devices",
         "check",
         "table",

@@ -241,6 +241,17 @@ fn cases(root: &Path) -> Vec<Case> {
         args: tuned,
         expect: "WGTRAIN_TILE_K must be 16, 32 or 64, got \"48\"",
     });
+    // Read before any adapter is looked for too.
+    let tuning = root.join("tuning.toml");
+    std::fs::write(&tuning, "[[adapter]]\nname = 1\n").unwrap();
+    let mut tuned = train(&good, &out, &[]);
+    tuned[2] = "gpu".into();
+    tuned.insert(0, format!("WGTRAIN_TUNING_FILE={}", tuning.display()));
+    cases.push(Case {
+        what: "a tuning file that is not one",
+        args: tuned,
+        expect: "tuning.toml: line 2: invalid type: integer `1`, expected a string",
+    });
     let garbage = root.join("garbage.safetensors");
     std::fs::write(&garbage, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
     cases.push(Case {
@@ -329,7 +340,7 @@ fn every_bad_input_exits_1_with_a_message_and_docs_errors_md_is_current() {
             0 => format!("wgtrain {}", shown(&case.args.join(" "))),
             n => format!(
                 "{} wgtrain {}",
-                case.args[..n].join(" "),
+                shown(&case.args[..n].join(" ")),
                 shown(&case.args[n..].join(" "))
             ),
         };

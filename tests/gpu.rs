@@ -45,6 +45,75 @@ fn matmul_is_compiled_with_the_k_step_it_is_given() {
     assert!(shaders::assembled("no such family", 16).is_none());
 }
 
+fn adapter_named(name: &str, driver: &str) -> wgtrain::gpu::AdapterSummary {
+    wgtrain::gpu::AdapterSummary {
+        index: 0,
+        name: name.into(),
+        backend: "vulkan".into(),
+        device_type: "DiscreteGpu".into(),
+        driver: driver.into(),
+        max_storage_buffer_binding_size: 1 << 27,
+        max_compute_workgroup_storage_size: 1 << 15,
+        max_compute_invocations_per_workgroup: 256,
+        timestamp_queries: true,
+        software: false,
+    }
+}
+
+#[test]
+fn the_tuning_file_keeps_one_arrangement_per_adapter_and_driver_and_variables_win() {
+    use wgtrain::gpu::tuning::{TuningFile, TuningOverrides};
+    let candidates = Tuning::candidates();
+    assert_eq!(candidates[0], Tuning::default());
+    assert_eq!(candidates.len(), 2 * 3 * 2, "every combination once");
+    assert!(
+        candidates
+            .iter()
+            .enumerate()
+            .all(|(i, c)| !candidates[..i].contains(c))
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("tuning.toml");
+    assert_eq!(
+        TuningFile::load(&path).unwrap(),
+        TuningFile::default(),
+        "missing: empty"
+    );
+    let (gpu_a, gpu_b) = (adapter_named("GPU A", "1.0"), adapter_named("GPU B", "1.0"));
+    let fast = Tuning {
+        fuse_gather: false,
+        tile_k: 64,
+        submit_every: 64,
+    };
+    let mut file = TuningFile::default();
+    file.record(&gpu_a, candidates[3], "first".into());
+    file.record(&gpu_b, candidates[5], "other".into());
+    file.record(&gpu_a, fast, "again".into());
+    file.save(&path).unwrap();
+    let file = TuningFile::load(&path).unwrap();
+    assert_eq!(
+        file.adapter.len(),
+        2,
+        "a second tuning replaces the first: {file:?}"
+    );
+    assert_eq!(file.find(&gpu_a), Some(fast));
+    assert_eq!(file.find(&gpu_b), Some(candidates[5]));
+    // Another driver is another adapter: it starts from the defaults.
+    let new_driver = adapter_named("GPU A", "2.0");
+    assert_eq!(file.find(&new_driver), None);
+    let none = TuningOverrides::default();
+    assert_eq!(file.tuning_for(&new_driver, &none), Tuning::default());
+    let forced = TuningOverrides {
+        tile_k: Some(16),
+        ..Default::default()
+    };
+    assert_eq!(
+        file.tuning_for(&gpu_a, &forced),
+        Tuning { tile_k: 16, ..fast }
+    );
+}
+
 /// Byte size naga gives the WGSL struct `name` in shader family `family`.
 fn wgsl_struct_size(family: &str, name: &str) -> u32 {
     let source = shaders::assembled(family, Tuning::default().tile_k).unwrap();

@@ -21,10 +21,12 @@ use wgtrain::{checkpoint, report};
 mod bench;
 mod progress;
 mod sweep;
+mod tune;
 
 use bench::bench;
 use progress::EpochProgress;
 use sweep::sweep;
+use tune::tune;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -146,6 +148,29 @@ struct BenchArgs {
     gpu: GpuArgs,
 }
 
+#[derive(Debug, clap::Args)]
+struct TuneArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Batch size to tune at [default: the config's].
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// Rounds: every arrangement is timed once per round, in turn.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Untimed epochs before each timing.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed epochs per timing (their median is the timing).
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// Print the table without writing the tuning file.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
 #[derive(Debug, Subcommand)]
 enum SweepAction {
     /// Rebuild results.csv and results.md from the finished runs in DIR.
@@ -252,6 +277,9 @@ enum Command {
     Sweep(SweepArgs),
     /// Time training epochs on each device (default: the paper's momentum experiment).
     Bench(BenchArgs),
+    /// Time every kernel arrangement on one GPU adapter and keep the fastest for it (speed
+    /// only: every arrangement trains to the same bits).
+    Tune(TuneArgs),
     /// List the GPU adapters wgpu finds, with the limits that matter here.
     Devices {
         /// List only this backend's adapters: vulkan, metal, dx12 or gl [default: all].
@@ -308,6 +336,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => predict(&model, &files, top, class_names.as_deref(), json),
         Command::Sweep(args) => sweep(args),
         Command::Bench(args) => bench(args),
+        Command::Tune(args) => tune(args),
         Command::Check { all_adapters, gpu } => check(all_adapters, &gpu),
         Command::Table { runs } => table(&runs),
         Command::Plot { runs, out } => plot(&runs, out),
@@ -405,13 +434,20 @@ fn devices(backend: Option<&str>) -> Result<()> {
         );
         return Ok(());
     }
+    // What a GPU run on each adapter would start from: `wgtrain tune`'s choice, if any.
+    let tuned = wgtrain::gpu::TuningFile::load_configured()?;
     println!(
-        "| index | name | backend | type | driver | max storage binding (bytes) | max workgroup storage (bytes) | max invocations/workgroup | timestamps |"
+        "| index | name | backend | type | driver | max storage binding (bytes) | max workgroup storage (bytes) | max invocations/workgroup | timestamps | tuning |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (s, _) in adapters {
+        let tuning = match tuned.find(&s) {
+            Some(t) if t.changes().is_empty() => "tuned: defaults".to_string(),
+            Some(t) => format!("tuned: {}", t.changes()),
+            None => "defaults".to_string(),
+        };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.index,
             s.name,
             s.backend,
@@ -420,7 +456,8 @@ fn devices(backend: Option<&str>) -> Result<()> {
             s.max_storage_buffer_binding_size,
             s.max_compute_workgroup_storage_size,
             s.max_compute_invocations_per_workgroup,
-            if s.timestamp_queries { "yes" } else { "no" }
+            if s.timestamp_queries { "yes" } else { "no" },
+            tuning
         );
     }
     Ok(())

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use super::tuning::{Tuning, TuningFile, TuningOverrides};
+
 /// Errors from the GPU layer; each names what failed and, where known, what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
@@ -39,125 +41,10 @@ pub enum GpuError {
         expected: &'static str,
         got: String,
     },
-}
-
-/// How the kernels are arranged on an open device: choices that change speed, never results
-/// (the epoch check runs both ways, and `tests/gpu.rs` checks every arrangement trains to the
-/// same bits), so that one binary can time them on one adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tuning {
-    /// Gather and z-score each batch inside the first layer's forward matmul (matmul_gather,
-    /// one dispatch fewer per step) instead of a gather_batch dispatch of its own. Every
-    /// column of workgroups then decodes the same bytes; on lavapipe that was a wash (±5%
-    /// either way at batch 32 and 128, BENCHMARKS.md), and on a GPU a step this small is bound
-    /// by dispatches, so it is on unless [`FUSE_GATHER_VAR`] turns it off.
-    pub fuse_gather: bool,
-    /// How far k advances per pass of matmul's tile loop through workgroup memory (one of
-    /// [`Tuning::TILE_K_CHOICES`]). Products are still added in k order, so it changes no
-    /// bits, only how many barrier-separated passes a long k takes: the first layer's 784 is
-    /// 49 passes at 16 and 13 at 64, in each of only (batch/16)·(128/16) workgroups — on a
-    /// large GPU that serial chain, not arithmetic, may bound the forward matmul. 64 was 6–10%
-    /// slower on lavapipe (BENCHMARKS.md), so 16 stays the default until a real GPU has been
-    /// timed both ways ([`TILE_K_VAR`]).
-    pub tile_k: u32,
-    /// Training steps recorded per submission; 0 records the whole epoch (and its validation
-    /// pass) into one. The host records a step in microseconds, but the device waits for the
-    /// whole recording before it starts: submitting every N steps lets it run the first
-    /// steps while the host records the next ones. Submissions are queued in order and the
-    /// host still waits once per epoch, so it changes no bits. On lavapipe the epoch is
-    /// arithmetic and recording is lost in it, so 0 stays the default until a real GPU has
-    /// been timed both ways ([`SUBMIT_EVERY_VAR`]).
-    pub submit_every: u32,
-}
-
-/// Overrides [`Tuning::fuse_gather`]: `1` fuses, `0` does not (for timing both on one adapter).
-pub const FUSE_GATHER_VAR: &str = "WGTRAIN_FUSE_GATHER";
-/// Overrides [`Tuning::tile_k`]: `16`, `32` or `64`.
-pub const TILE_K_VAR: &str = "WGTRAIN_TILE_K";
-/// Overrides [`Tuning::submit_every`]: a whole number of steps, 0 for the whole epoch.
-pub const SUBMIT_EVERY_VAR: &str = "WGTRAIN_SUBMIT_EVERY";
-
-impl Default for Tuning {
-    fn default() -> Self {
-        Tuning {
-            fuse_gather: true,
-            tile_k: 16,
-            submit_every: 0,
-        }
-    }
-}
-
-impl Tuning {
-    /// The k steps matmul.wgsl supports: multiples of its 16-wide tile (each invocation loads
-    /// tile_k / 16 elements of A and of B per pass) whose two tiles fit WebGPU's minimum
-    /// 16 KiB of workgroup memory.
-    pub const TILE_K_CHOICES: [u32; 3] = [16, 32, 64];
-
-    /// The settings that differ from the defaults, as `VAR=value` ("" when none), so that a
-    /// timing taken with one says so.
-    pub fn changes(&self) -> String {
-        let default = Tuning::default();
-        let mut changed = Vec::new();
-        if self.fuse_gather != default.fuse_gather {
-            changed.push(format!("{FUSE_GATHER_VAR}={}", u8::from(self.fuse_gather)));
-        }
-        if self.tile_k != default.tile_k {
-            changed.push(format!("{TILE_K_VAR}={}", self.tile_k));
-        }
-        if self.submit_every != default.submit_every {
-            changed.push(format!("{SUBMIT_EVERY_VAR}={}", self.submit_every));
-        }
-        changed.join(" ")
-    }
-
-    /// The defaults, with [`FUSE_GATHER_VAR`], [`TILE_K_VAR`] and [`SUBMIT_EVERY_VAR`]
-    /// applied.
-    pub fn from_env() -> Result<Tuning, GpuError> {
-        let default = Tuning::default();
-        let fuse_gather = setting(
-            FUSE_GATHER_VAR,
-            "0 or 1",
-            default.fuse_gather,
-            |v| match v {
-                "1" => Some(true),
-                "0" => Some(false),
-                _ => None,
-            },
-        )?;
-        let tile_k = setting(TILE_K_VAR, "16, 32 or 64", default.tile_k, |v| {
-            v.parse()
-                .ok()
-                .filter(|k| Tuning::TILE_K_CHOICES.contains(k))
-        })?;
-        let submit_every = setting(
-            SUBMIT_EVERY_VAR,
-            "a whole number of steps (0: the whole epoch)",
-            default.submit_every,
-            |v| v.parse().ok(),
-        )?;
-        Ok(Tuning {
-            fuse_gather,
-            tile_k,
-            submit_every,
-        })
-    }
-}
-
-/// The environment variable `variable` read by `parse`, or `default` when it is unset.
-fn setting<T>(
-    variable: &'static str,
-    expected: &'static str,
-    default: T,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<T, GpuError> {
-    match std::env::var(variable) {
-        Ok(v) => parse(&v).ok_or(GpuError::BadSetting {
-            variable,
-            expected,
-            got: v,
-        }),
-        Err(_) => Ok(default),
-    }
+    #[error(
+        "tuning file {path}: {message} (hint: delete it, or run `wgtrain tune` again to rewrite it)"
+    )]
+    TuningFile { path: String, message: String },
 }
 
 /// How to choose an adapter.
@@ -259,20 +146,21 @@ impl std::fmt::Debug for GpuContext {
     }
 }
 
-/// Bytes of workgroup memory and invocations the kernels need (matmul: two 16×16 f32 tiles;
-/// twice TILE × TILE_K of matmul.wgsl).
-const NEEDED_WORKGROUP_STORAGE: u32 = 2 * 16 * 16 * 4;
+/// Invocations per workgroup the kernels need (matmul's 16×16). Their workgroup memory depends
+/// on the tuning (`Tuning::workgroup_storage_bytes`).
 const NEEDED_INVOCATIONS: u32 = 256;
-// matmul.wgsl's entry points bind 8 storage buffers each (the most of any kernel): WebGPU's
-// default limit.
-const NEEDED_STORAGE_BUFFERS: u32 = 8;
+/// Storage buffers one entry point binds at most (matmul_update and matmul_gather: five; every
+/// operand lives in the one workspace buffer), within WebGPU's default of eight.
+const NEEDED_STORAGE_BUFFERS: u32 = 5;
 
 impl GpuContext {
     /// Opens the adapter `choice` picks. Real GPUs come before software ones; a software
     /// adapter is taken only when `allow_software` is set.
     pub fn open(choice: &AdapterChoice) -> Result<Self, GpuError> {
-        // A mistyped setting is reported first, whatever adapters there are.
-        let tuning = Tuning::from_env()?;
+        // A mistyped setting or a broken tuning file is reported first, whatever adapters there
+        // are.
+        let overrides = TuningOverrides::from_env()?;
+        let tuned = TuningFile::load_configured()?;
         // Without a backend named, look at the primary backends (Vulkan, Metal, DX12) first and
         // at GL only when they have nothing: GL's EGL probe is slow and noisy on headless Linux.
         let mut adapters = match choice.backend.as_deref() {
@@ -340,6 +228,7 @@ impl GpuContext {
             }
         };
         let (summary, adapter) = adapters.swap_remove(picked);
+        let tuning = tuned.tuning_for(&summary, &overrides);
         let mut limits = adapter.limits();
         // WGTRAIN_GPU_MAX_STORAGE_BINDING caps the largest storage binding wgtrain will use, so a
         // big GPU can show how a run behaves on a small one (and the tests can provoke the
@@ -354,7 +243,7 @@ impl GpuContext {
         for (limit, needed, available) in [
             (
                 "max_compute_workgroup_storage_size",
-                NEEDED_WORKGROUP_STORAGE as u64,
+                tuning.workgroup_storage_bytes() as u64,
                 limits.max_compute_workgroup_storage_size as u64,
             ),
             (

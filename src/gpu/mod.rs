@@ -11,9 +11,11 @@ pub mod kernels;
 pub mod pack;
 pub mod packed;
 pub mod shaders;
+pub mod tuning;
 pub mod workspace;
 
-pub use context::{AdapterChoice, AdapterSummary, GpuContext, GpuError, Tuning, list_adapters};
+pub use context::{AdapterChoice, AdapterSummary, GpuContext, GpuError, list_adapters};
 pub use engine::GpuEngine;
 pub use pack::{GpuPack, PackSeat};
 pub use packed::PackedModels;
+pub use tuning::{Tuning, TuningFile};

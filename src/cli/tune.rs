@@ -1,0 +1,119 @@
+//! `wgtrain tune`: every kernel arrangement timed on one adapter; the fastest is kept for it in
+//! the tuning file, which every later GPU run on that adapter starts from.
+
+use super::*;
+use wgtrain::gpu::{Tuning, TuningFile, tuning::TUNING_FILE_VAR};
+
+pub(super) fn tune(args: TuneArgs) -> Result<()> {
+    let TuneArgs {
+        config: config_args,
+        batch_size,
+        rounds,
+        warmup,
+        epochs,
+        dry_run,
+        gpu,
+    } = args;
+    if epochs == 0 {
+        bail!("--epochs must be at least 1");
+    }
+    if rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let mut config = config_args.load()?;
+    if let Some(b) = batch_size {
+        if b == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        config.batch_size = b;
+    }
+    // The file is read before the long part, so that a bad one fails first.
+    let path = TuningFile::path();
+    let mut file = match &path {
+        Some(p) => TuningFile::load(p)?,
+        None if dry_run => TuningFile::default(),
+        None => bail!(
+            "no tuning file to write: {TUNING_FILE_VAR} is empty and no cache directory is known \
+             (hint: set {TUNING_FILE_VAR}=PATH, or pass --dry-run)"
+        ),
+    };
+    let context = GpuContext::open(&gpu.choice(true)).context("tune")?;
+    let data = data::Dataset::load(&config_args.data_dir(), config.val_fraction, config.seed)?;
+    config.check_against_data(data.features, data.classes, data.train.len)?;
+    let data = std::sync::Arc::new(wgtrain::bench::training_only(data));
+    let candidates = Tuning::candidates();
+    println!(
+        "tune: {} {:?} on {}, batch {}, {} training rows; {} arrangements × {rounds} round{} of {warmup} warm-up + {epochs} timed epochs",
+        config.name,
+        config.layers,
+        context.describe(),
+        config.batch_size,
+        data.train.len,
+        candidates.len(),
+        if rounds == 1 { "" } else { "s" },
+    );
+    let label = |t: &Tuning| {
+        let c = t.changes();
+        if c.is_empty() {
+            "defaults".to_string()
+        } else {
+            c
+        }
+    };
+    let rows = wgtrain::tune::tune_gpu(
+        &context,
+        &config,
+        &data,
+        config.batch_size,
+        &candidates,
+        rounds,
+        warmup,
+        epochs,
+        |round, t, secs| eprintln!("round {round}: {} {secs:.4} s/epoch", label(t)),
+    )?;
+    println!("| arrangement | median s/epoch | per round | speed vs defaults |");
+    println!("|---|---|---|---|");
+    for row in &rows {
+        let rounds: Vec<String> = row
+            .round_medians
+            .iter()
+            .map(|s| format!("{s:.4}"))
+            .collect();
+        println!(
+            "| {} | {:.4} | {} | {:.3}× |",
+            row.arrangement,
+            row.median_epoch_secs,
+            rounds.join(" / "),
+            row.speed_vs_defaults
+        );
+    }
+    let best = rows.first().context("no arrangement was timed")?;
+    let defaults = rows
+        .iter()
+        .find(|r| r.tuning == Tuning::default())
+        .map_or(f64::NAN, |r| r.median_epoch_secs);
+    let measured = format!(
+        "{} {:?}, batch {}, {} training rows, {rounds} round(s): {:.4} s/epoch, defaults {:.4}",
+        config.name,
+        config.layers,
+        config.batch_size,
+        data.train.len,
+        best.median_epoch_secs,
+        defaults
+    );
+    match path {
+        Some(path) if !dry_run => {
+            file.record(&context.info, best.tuning, measured);
+            file.save(&path)?;
+            println!(
+                "fastest: {} — saved for {} in {} (GPU runs on this adapter now start from it; \
+                 WGTRAIN_* variables still override it)",
+                best.arrangement,
+                context.describe(),
+                path.display()
+            );
+        }
+        _ => println!("fastest: {} (not saved: --dry-run)", best.arrangement),
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `wgtrain tune`: every kernel arrangement ([`Tuning::candidates`]) timed on one adapter with
+//! `bench`'s epoch timing, alternating in rounds, and the fastest kept for that adapter in the
+//! tuning file. Arrangements change speed, never bits, so tuning can never change a result.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::bench::{bench_one, median};
+use crate::config::TrainConfig;
+use crate::data::Dataset;
+use crate::engine::{EngineError, EngineKind};
+use crate::gpu::{GpuContext, Tuning};
+
+/// One arrangement's timings in a tuning run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TuneRow {
+    /// The arrangement as the variables that would select it ("defaults" for none).
+    pub arrangement: String,
+    #[serde(skip)]
+    pub tuning: Tuning,
+    /// Median seconds per training epoch, one per round.
+    pub round_medians: Vec<f64>,
+    /// The median of the round medians: what arrangements are ranked by.
+    pub median_epoch_secs: f64,
+    /// The defaults' median over this one's (above 1: faster than the defaults).
+    pub speed_vs_defaults: f64,
+}
+
+/// Times every arrangement in `candidates` (the first must be the defaults) on `context`'s
+/// adapter: `rounds` rounds, each arrangement once per round in turn (so slow drifts of the
+/// machine fall on all of them), each time `warmup` untimed and `epochs` timed epochs of
+/// `config` at `batch_size`. Returns the rows fastest first; `progress` hears each timing.
+#[allow(clippy::too_many_arguments)]
+pub fn tune_gpu(
+    context: &GpuContext,
+    config: &TrainConfig,
+    data: &Arc<Dataset>,
+    batch_size: usize,
+    candidates: &[Tuning],
+    rounds: usize,
+    warmup: usize,
+    epochs: usize,
+    mut progress: impl FnMut(usize, &Tuning, f64),
+) -> Result<Vec<TuneRow>, EngineError> {
+    let mut medians: Vec<Vec<f64>> = vec![Vec::new(); candidates.len()];
+    for round in 1..=rounds.max(1) {
+        for (tuning, times) in candidates.iter().zip(&mut medians) {
+            let mut ctx = context.clone();
+            ctx.tuning = *tuning;
+            let kind = EngineKind::Gpu {
+                context: Box::new(ctx),
+            };
+            let row = bench_one(&kind, config, data, batch_size, warmup, epochs.max(1))?;
+            progress(round, tuning, row.median_epoch_secs);
+            times.push(row.median_epoch_secs);
+        }
+    }
+    let mut rows: Vec<TuneRow> = candidates
+        .iter()
+        .zip(medians)
+        .map(|(tuning, mut times)| {
+            let changes = tuning.changes();
+            TuneRow {
+                arrangement: if changes.is_empty() {
+                    "defaults".into()
+                } else {
+                    changes
+                },
+                tuning: *tuning,
+                median_epoch_secs: median(&mut times.clone()),
+                round_medians: std::mem::take(&mut times),
+                speed_vs_defaults: 0.0,
+            }
+        })
+        .collect();
+    let defaults = rows.first().map_or(f64::NAN, |r| r.median_epoch_secs);
+    for row in &mut rows {
+        row.speed_vs_defaults = defaults / row.median_epoch_secs;
+    }
+    rows.sort_by(|a, b| a.median_epoch_secs.total_cmp(&b.median_epoch_secs));
+    Ok(rows)
+}
