@@ -12,6 +12,9 @@ use crate::data::Dataset;
 use crate::engine::{EngineError, EngineKind};
 use crate::gpu::{GpuContext, Tuning};
 
+/// The least gain over the defaults worth switching for, whatever the rounds' spread.
+pub const MIN_GAIN: f64 = 0.02;
+
 /// One arrangement's timings in a tuning run.
 #[derive(Debug, Clone, Serialize)]
 pub struct TuneRow {
@@ -80,4 +83,31 @@ pub fn tune_gpu(
     }
     rows.sort_by(|a, b| a.median_epoch_secs.total_cmp(&b.median_epoch_secs));
     Ok(rows)
+}
+
+/// The arrangement to keep from a tuning run's rows: the fastest, but only when it beats the
+/// defaults by more than the run's noise — the widest spread between one arrangement's round
+/// medians (relative to its median), at least [`MIN_GAIN`]. Otherwise the defaults: a noise
+/// winner would only make later runs differ for no reason. Returns the choice and the noise.
+pub fn choose(rows: &[TuneRow]) -> (Tuning, f64) {
+    let noise = rows
+        .iter()
+        .map(|r| {
+            let (lo, hi) = r
+                .round_medians
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(lo, hi), &t| {
+                    (lo.min(t), hi.max(t))
+                });
+            (hi - lo) / r.median_epoch_secs
+        })
+        .filter(|n| n.is_finite())
+        .fold(MIN_GAIN, f64::max);
+    let fastest = rows
+        .iter()
+        .min_by(|a, b| a.median_epoch_secs.total_cmp(&b.median_epoch_secs));
+    match fastest {
+        Some(best) if best.speed_vs_defaults > 1.0 + noise => (best.tuning, noise),
+        _ => (Tuning::default(), noise),
+    }
 }

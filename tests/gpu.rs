@@ -114,6 +114,48 @@ fn the_tuning_file_keeps_one_arrangement_per_adapter_and_driver_and_variables_wi
     );
 }
 
+#[test]
+fn tune_keeps_the_fastest_arrangement_only_when_it_beats_the_noise() {
+    use wgtrain::tune::{MIN_GAIN, TuneRow, choose};
+    let fast = Tuning {
+        tile_k: 64,
+        ..Tuning::default()
+    };
+    let row = |tuning: Tuning, rounds: [f64; 2], defaults: f64| {
+        let median = 0.5 * (rounds[0] + rounds[1]);
+        TuneRow {
+            arrangement: tuning.changes(),
+            tuning,
+            round_medians: rounds.to_vec(),
+            median_epoch_secs: median,
+            speed_vs_defaults: defaults / median,
+        }
+    };
+    // 10% faster with 1% spread: kept.
+    let rows = [
+        row(fast, [0.9, 0.9], 1.0),
+        row(Tuning::default(), [1.0, 1.01], 1.0),
+    ];
+    let (chosen, noise) = choose(&rows);
+    assert_eq!(chosen, fast);
+    assert!(
+        (noise - MIN_GAIN).abs() < 1e-12,
+        "the floor, above the 1% spread: {noise}"
+    );
+    // 10% faster, but rounds that spread 20%: not kept.
+    let rows = [
+        row(fast, [0.8, 1.0], 1.0),
+        row(Tuning::default(), [1.0, 1.0], 1.0),
+    ];
+    assert_eq!(choose(&rows).0, Tuning::default());
+    // 1% faster: under the floor, not kept.
+    let rows = [
+        row(fast, [0.99, 0.99], 1.0),
+        row(Tuning::default(), [1.0, 1.0], 1.0),
+    ];
+    assert_eq!(choose(&rows).0, Tuning::default());
+}
+
 /// Byte size naga gives the WGSL struct `name` in shader family `family`.
 fn wgsl_struct_size(family: &str, name: &str) -> u32 {
     let source = shaders::assembled(family, Tuning::default().tile_k).unwrap();

@@ -87,33 +87,50 @@ pub(super) fn tune(args: TuneArgs) -> Result<()> {
             row.speed_vs_defaults
         );
     }
-    let best = rows.first().context("no arrangement was timed")?;
+    let (chosen, noise) = wgtrain::tune::choose(&rows);
+    let chosen_row = rows
+        .iter()
+        .find(|r| r.tuning == chosen)
+        .context("no arrangement was timed")?;
     let defaults = rows
         .iter()
         .find(|r| r.tuning == Tuning::default())
         .map_or(f64::NAN, |r| r.median_epoch_secs);
+    let verdict = if chosen == Tuning::default() {
+        format!(
+            "the defaults: nothing beat them by more than this run's noise ({:.1}%)",
+            100.0 * noise
+        )
+    } else {
+        format!(
+            "{}: {:.3}× the defaults, beyond this run's noise ({:.1}%)",
+            chosen_row.arrangement,
+            chosen_row.speed_vs_defaults,
+            100.0 * noise
+        )
+    };
     let measured = format!(
-        "{} {:?}, batch {}, {} training rows, {rounds} round(s): {:.4} s/epoch, defaults {:.4}",
+        "{} {:?}, batch {}, {} training rows, {rounds} round(s): {:.4} s/epoch, defaults {:.4}, noise {:.1}%",
         config.name,
         config.layers,
         config.batch_size,
         data.train.len,
-        best.median_epoch_secs,
-        defaults
+        chosen_row.median_epoch_secs,
+        defaults,
+        100.0 * noise
     );
     match path {
         Some(path) if !dry_run => {
-            file.record(&context.info, best.tuning, measured);
+            file.record(&context.info, chosen, measured);
             file.save(&path)?;
             println!(
-                "fastest: {} — saved for {} in {} (GPU runs on this adapter now start from it; \
-                 WGTRAIN_* variables still override it)",
-                best.arrangement,
+                "keeping {verdict} — saved for {} in {} (GPU runs on this adapter now start from \
+                 it; WGTRAIN_* variables still override it)",
                 context.describe(),
                 path.display()
             );
         }
-        _ => println!("fastest: {} (not saved: --dry-run)", best.arrangement),
+        _ => println!("would keep {verdict} (not saved: --dry-run)"),
     }
     Ok(())
 }

@@ -302,9 +302,7 @@ impl TuningFile {
         std::fs::write(&temporary, text).map_err(|e| Self::error(path, e))?;
         std::fs::rename(&temporary, path).map_err(|e| Self::error(path, e))
     }
-}
 
-impl TuningFile {
     /// The tuning file at [`TuningFile::path`] (empty when there is none).
     pub fn load_configured() -> Result<TuningFile, GpuError> {
         match TuningFile::path() {
