@@ -62,19 +62,12 @@ pub fn tune_gpu(
     let mut rows: Vec<TuneRow> = candidates
         .iter()
         .zip(medians)
-        .map(|(tuning, mut times)| {
-            let changes = tuning.changes();
-            TuneRow {
-                arrangement: if changes.is_empty() {
-                    "defaults".into()
-                } else {
-                    changes
-                },
-                tuning: *tuning,
-                median_epoch_secs: median(&mut times.clone()),
-                round_medians: std::mem::take(&mut times),
-                speed_vs_defaults: 0.0,
-            }
+        .map(|(tuning, mut times)| TuneRow {
+            arrangement: tuning.label(),
+            tuning: *tuning,
+            median_epoch_secs: median(&mut times.clone()),
+            round_medians: std::mem::take(&mut times),
+            speed_vs_defaults: 0.0,
         })
         .collect();
     let defaults = rows.first().map_or(f64::NAN, |r| r.median_epoch_secs);

@@ -442,8 +442,7 @@ fn devices(backend: Option<&str>) -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (s, _) in adapters {
         let tuning = match tuned.find(&s) {
-            Some(t) if t.changes().is_empty() => "tuned: defaults".to_string(),
-            Some(t) => format!("tuned: {}", t.changes()),
+            Some(t) => format!("tuned: {}", t.label()),
             None => "defaults".to_string(),
         };
         println!(

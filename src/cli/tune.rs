@@ -52,14 +52,6 @@ pub(super) fn tune(args: TuneArgs) -> Result<()> {
         candidates.len(),
         if rounds == 1 { "" } else { "s" },
     );
-    let label = |t: &Tuning| {
-        let c = t.changes();
-        if c.is_empty() {
-            "defaults".to_string()
-        } else {
-            c
-        }
-    };
     let rows = wgtrain::tune::tune_gpu(
         &context,
         &config,
@@ -69,7 +61,7 @@ pub(super) fn tune(args: TuneArgs) -> Result<()> {
         rounds,
         warmup,
         epochs,
-        |round, t, secs| eprintln!("round {round}: {} {secs:.4} s/epoch", label(t)),
+        |round, t, secs| eprintln!("round {round}: {} {secs:.4} s/epoch", t.label()),
     )?;
     println!("| arrangement | median s/epoch | per round | speed vs defaults |");
     println!("|---|---|---|---|");

@@ -104,6 +104,16 @@ impl Tuning {
         changed.join(" ")
     }
 
+    /// [`Tuning::changes`], or "defaults" when there are none: how tables name an arrangement.
+    pub fn label(&self) -> String {
+        let changes = self.changes();
+        if changes.is_empty() {
+            "defaults".to_string()
+        } else {
+            changes
+        }
+    }
+
     /// Bytes of workgroup memory matmul.wgsl needs at this k step (its two tiles).
     pub fn workgroup_storage_bytes(&self) -> u32 {
         2 * 16 * self.tile_k * 4
