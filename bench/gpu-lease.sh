@@ -4,7 +4,8 @@
 # 15 minutes of device time, its start included, and a rerun must still fit):
 #   1. adapters and `check --all-adapters`;
 #   2. `bench` on CPU and GPU with the per-kernel profile and 8 models packed, batch 32/128/1024;
-#   3. `wgtrain tune` at batch 128 (every arrangement; the fastest saved in $OUT/tuning.toml);
+#   3. `wgtrain tune` at batch 128 (every arrangement; the one kept saved in $OUT/tuning.toml),
+#      and bench again starting from it;
 #   4. each tuning knob (gpu::Tuning) against the defaults: the gather in a dispatch of its own
 #      (WGTRAIN_FUSE_GATHER=0), matmul's k step at 32 and 64 (WGTRAIN_TILE_K), and an epoch
 #      submitted every 64 steps while the rest is recorded (WGTRAIN_SUBMIT_EVERY);
@@ -64,10 +65,12 @@ step 120 "check, every adapter" "$bin" check --all-adapters
 step 180 "bench: CPU and GPU, per-kernel profile, 8 packed" \
   "$bin" bench --devices cpu,gpu --batch-sizes 32,128,1024 --profile --pack 8 \
   --json "$out/bench.jsonl"
-# Every arrangement, alternating, two rounds; the fastest goes to $out/tuning.toml (the tuning
-# rounds below run with the defaults: the variables override the file).
+# Every arrangement, alternating, two rounds; the one kept goes to $out/tuning.toml, which only
+# the next step reads (the knob-by-knob rounds after it start from the defaults).
 step 60 "tune at batch 128" env WGTRAIN_TUNING_FILE="$out/tuning.toml" \
   "$bin" tune --batch-size 128
+step 45 "bench with the tuned arrangement" env WGTRAIN_TUNING_FILE="$out/tuning.toml" \
+  "$bin" bench --devices gpu --batch-sizes 32,128,1024
 # Each tuning knob against the defaults, alternating, two rounds (ratios within this run only).
 for round in 1 2; do
   for setting in WGTRAIN_DEFAULTS=1 WGTRAIN_FUSE_GATHER=0 WGTRAIN_TILE_K=32 WGTRAIN_TILE_K=64 \
