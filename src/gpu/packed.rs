@@ -112,10 +112,9 @@ pub struct PackedModels {
     models: usize,
     /// Parameters per model.
     count: usize,
-    /// Rows the workspace holds per model: max(batch size, EVAL_ROWS).
-    capacity: usize,
     batch_size: usize,
-    /// Every model's parameters and per-step operands: (models, layout.per_model) f32.
+    /// Every model's parameters and per-step operands: (models, layout.per_model) f32. The
+    /// layout's capacity, max(batch size, EVAL_ROWS), is also the evaluation chunk.
     work: wgpu::Buffer,
     layout: WorkLayout,
     /// Per model: (models, count) f32 each.
@@ -265,7 +264,6 @@ impl PackedModels {
             layers,
             models: k,
             count,
-            capacity,
             batch_size,
             work,
             layout,

@@ -143,10 +143,10 @@ impl PackedModels {
         split: &SplitOnDevice,
         first_model: usize,
     ) -> Vec<(usize, StepUniform)> {
-        (0..split.len.div_ceil(self.capacity))
+        (0..split.len.div_ceil(self.layout.capacity))
             .map(|c| {
-                let offset = c * self.capacity;
-                let rows = self.capacity.min(split.len - offset);
+                let offset = c * self.layout.capacity;
+                let rows = self.layout.capacity.min(split.len - offset);
                 let slot = split.first_slot + c;
                 (
                     slot,

@@ -61,7 +61,7 @@ impl PackedModels {
             &format!("{name}_xent"),
             bytemuck::bytes_of(&XentParams {
                 classes: self.classes() as u32,
-                capacity: self.capacity as u32,
+                capacity: self.layout.capacity as u32,
                 index_ms: index_ms as u32,
                 slots: slots as u32,
                 work_ms,
@@ -230,9 +230,9 @@ impl PackedModels {
         let (test_pixels, test_labels) = Self::pool_of(features, &[&data.test]);
         let test_pool = self.upload_pool("test", test_pixels, test_labels)?;
         let train_steps = data.train.len.div_ceil(self.batch_size);
-        let val_chunks = data.val.len.div_ceil(self.capacity);
-        let test_chunks = data.test.len.div_ceil(self.capacity);
-        let val_first = train_steps.max(data.train.len.div_ceil(self.capacity));
+        let val_chunks = data.val.len.div_ceil(self.layout.capacity);
+        let test_chunks = data.test.len.div_ceil(self.layout.capacity);
+        let val_first = train_steps.max(data.train.len.div_ceil(self.layout.capacity));
         let test_first = val_first + val_chunks;
         let slots = test_first + test_chunks;
         let uniforms = uniform_init(
