@@ -193,10 +193,7 @@ pub fn bench_one(
         gflops: flops / med / 1e9,
         flops_per_epoch: flops,
         dispatches_per_step: tuning.map(|t| gpu_dispatches_per_step(&config.layers, t.fuse_gather)),
-        submissions_per_epoch: tuning.map(|t| match t.submit_every as usize {
-            0 => 1,
-            every => steps.div_ceil(every),
-        }),
+        submissions_per_epoch: tuning.map(|t| t.submission_parts(steps).len()),
         train_loss_last_epoch: last_loss,
         share_of_floor: None,
     })

@@ -142,12 +142,17 @@ pub struct PackedModels {
 }
 
 impl PackedModels {
+    /// The workspace of one model of `widths` trained at `batch_size`: room for a batch, or for
+    /// an evaluation chunk of EVAL_ROWS rows if that is more.
+    fn layout(widths: &[usize], batch_size: usize) -> WorkLayout {
+        WorkLayout::new(widths, batch_size.max(EVAL_ROWS))
+    }
+
     /// How many models of `widths` trained at `batch_size` fit the adapter's limits on one
     /// buffer and one binding (the workspace, every model's slice in one buffer, decides),
     /// capped at `cap`.
     pub fn max_models(ctx: &GpuContext, widths: &[usize], batch_size: usize, cap: usize) -> usize {
-        let capacity = batch_size.max(EVAL_ROWS);
-        let per_model = (4 * WorkLayout::new(widths, capacity).per_model as u64).max(1);
+        let per_model = (4 * Self::layout(widths, batch_size).per_model as u64).max(1);
         let limit = ctx
             .limits
             .max_storage_buffer_binding_size
@@ -166,9 +171,9 @@ impl PackedModels {
     ) -> Result<Self, GpuError> {
         let kernels = Kernels::new(&ctx)?;
         let layers = layer_views(widths);
-        let capacity = batch_size.max(EVAL_ROWS);
         let count = param_count(widths);
-        let layout = WorkLayout::new(widths, capacity);
+        let layout = Self::layout(widths, batch_size);
+        let capacity = layout.capacity;
         let k = models.max(1);
         let bytes = |n: usize| (n * 4) as u64;
         let work = storage_zeroed(&ctx, "workspace", bytes(k * layout.per_model))?;

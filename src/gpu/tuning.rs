@@ -104,6 +104,19 @@ impl Tuning {
         changed.join(" ")
     }
 
+    /// An epoch of `steps` training steps as the parts it is submitted in
+    /// ([`Tuning::submit_every`]): the whole epoch, or runs of `submit_every` steps and the
+    /// remainder last. The last part also carries the validation pass and the read-back.
+    pub fn submission_parts(&self, steps: usize) -> Vec<std::ops::Range<usize>> {
+        match self.submit_every as usize {
+            0 => std::iter::once(0..steps).collect(),
+            every => (0..steps.max(1))
+                .step_by(every)
+                .map(|first| first..(first + every).min(steps))
+                .collect(),
+        }
+    }
+
     /// [`Tuning::changes`], or "defaults" when there are none: how tables name an arrangement.
     pub fn label(&self) -> String {
         let changes = self.changes();

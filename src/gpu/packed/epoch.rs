@@ -342,35 +342,31 @@ impl PackedModels {
         let [train, val, _] = &r.splits;
         let val_uniforms = self.eval_uniforms(val, 0);
         self.write_uniforms(r, &val_uniforms);
-        // Every `submit_every` steps but the last go to the device as soon as they are
-        // recorded (Tuning::submit_every); the rest, the validation pass and the read-back
-        // make the final submission, the one the host waits for.
+        // Every part but the last goes to the device as soon as it is recorded
+        // (Tuning::submit_every); the last, the validation pass and the read-back make the
+        // final submission, the one the host waits for.
         let steps = plan.uniforms.len();
-        let mut first_step = 0;
-        let mut submissions = 1;
-        if let Some(every) = std::num::NonZeroUsize::new(self.ctx.tuning.submit_every as usize) {
-            while steps - first_step > every.get() {
-                let mut encoder = self.encoder("epoch_part");
-                {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("epoch_part"),
-                        timestamp_writes: None,
-                    });
-                    let part = first_step..first_step + every.get();
-                    self.encode_steps(&mut pass, &plan, part, &mut no_marks)?;
-                }
-                self.ctx.queue.submit([encoder.finish()]);
-                first_step += every.get();
-                submissions += 1;
+        let mut parts = self.ctx.tuning.submission_parts(steps);
+        let last_part = parts.pop().unwrap_or(0..steps);
+        for part in &parts {
+            let mut encoder = self.encoder("epoch_part");
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("epoch_part"),
+                    timestamp_writes: None,
+                });
+                self.encode_steps(&mut pass, &plan, part.clone(), &mut no_marks)?;
             }
+            self.ctx.queue.submit([encoder.finish()]);
         }
+        let submissions = parts.len() + 1;
         let mut encoder = self.encoder("epoch");
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("epoch"),
                 timestamp_writes: None,
             });
-            self.encode_steps(&mut pass, &plan, first_step..steps, &mut no_marks)?;
+            self.encode_steps(&mut pass, &plan, last_part, &mut no_marks)?;
             for (slot, u) in &val_uniforms {
                 let at = r.step(*slot, plan.models);
                 self.encode_forward(&mut pass, val, at, u.rows, true, &mut no_marks);
