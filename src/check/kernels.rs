@@ -104,11 +104,15 @@ fn run_matmul(
     let work = work.buffer(rig)?;
     let p = uniform_init(rig.ctx, "matmul", bytemuck::bytes_of(&params))?;
     let models = rig.hidden_activation(activation)?;
-    let numbered: Vec<_> = MATMUL_BINDINGS
-        .into_iter()
-        .zip([&work, &models, &p])
-        .collect();
-    let group = bind_at(rig.ctx, &rig.kernels.matmul_layout, "matmul", &numbered);
+    let layout = &rig.kernels.matmul_layout;
+    let group = matmul_bind_group(
+        rig.ctx,
+        layout,
+        "matmul",
+        &MATMUL_BINDINGS,
+        [&work, &models, &p],
+        &[],
+    );
     let m = if params.rows_dim == 1 { rows } else { params.m };
     let got = rig.run(
         StepUniform {
@@ -492,13 +496,13 @@ pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuErr
             "matmul_update",
             bytemuck::cast_slice(&table.layers),
         )?;
-        let buffers = [&work, &models, &p, &fb, &sb, &stats];
-        let numbered: Vec<_> = MATMUL_UPDATE_BINDINGS.into_iter().zip(buffers).collect();
-        let group = bind_at(
+        let group = matmul_bind_group(
             rig.ctx,
             &rig.kernels.matmul_update_layout,
             "matmul_update",
-            &numbered,
+            &MATMUL_UPDATE_BINDINGS,
+            [&work, &models, &p],
+            &[&fb, &sb, &stats],
         );
         // The reference took its third step (state.step was 2).
         let (c1, c2) = ops::adam_corrections(&hyper, 3);
@@ -647,13 +651,13 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
             ..MatmulParams::forward(&layer_at(fan_in, classes, w_off), false)
         };
         let p = uniform_init(rig.ctx, "matmul_softmax_xent", bytemuck::bytes_of(&params))?;
-        let buffers = [&work, &models, &p, &lab, &idx];
-        let numbered: Vec<_> = MATMUL_XENT_BINDINGS.into_iter().zip(buffers).collect();
-        let group = bind_at(
+        let group = matmul_bind_group(
             rig.ctx,
             &rig.kernels.matmul_xent_layout,
             "matmul_softmax_xent",
-            &numbered,
+            &MATMUL_XENT_BINDINGS,
+            [&work, &models, &p],
+            &[&lab, &idx],
         );
         let step = StepUniform {
             rows: rows as u32,
@@ -770,13 +774,13 @@ pub(super) fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             ..MatmulParams::forward(&layer_at(features, fan_out, w_off), true)
         };
         let p = uniform_init(rig.ctx, "matmul_gather", bytemuck::bytes_of(&params))?;
-        let buffers = [&work, &models, &p, &idx, &pix, &stats];
-        let numbered: Vec<_> = MATMUL_GATHER_BINDINGS.into_iter().zip(buffers).collect();
-        let group = bind_at(
+        let group = matmul_bind_group(
             rig.ctx,
             &rig.kernels.matmul_gather_layout,
             "matmul_gather",
-            &numbered,
+            &MATMUL_GATHER_BINDINGS,
+            [&work, &models, &p],
+            &[&idx, &pix, &stats],
         );
         let step = StepUniform {
             rows: rows as u32,

@@ -13,11 +13,11 @@ use crate::config::{GradientReduction, Hyper, Optimizer, TrainConfig};
 use crate::cpu::{CpuEngine, ops};
 use crate::data::{Dataset, Split, epoch_order, zscore_images};
 use crate::engine::Engine;
-use crate::gpu::buffers::{bind, bind_at, staging, storage_init, submit_and_read, uniform_init};
+use crate::gpu::buffers::{bind, staging, storage_init, submit_and_read, uniform_init};
 use crate::gpu::kernels::{
     GatherParams, Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS,
     MATMUL_XENT_BINDINGS, MatmulParams, ModelHyper, STEP_STRIDE, StepRef, StepUniform, XentParams,
-    update_tables,
+    matmul_bind_group, update_tables,
 };
 use crate::gpu::{GpuContext, GpuEngine, GpuError};
 use crate::model::{Activation, Init, LayerView, Params, layer_views};

@@ -3,6 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::buffers::bind_at;
 use super::context::{GpuContext, GpuError};
 use super::shaders;
 use crate::model::LayerView;
@@ -371,6 +372,22 @@ const MATMUL_GATHER_USES: [Use; 6] = {
     use Use::*;
     [ReadWrite, Read, Uniform, Read, Read, Read]
 };
+
+/// A bind group for one of matmul.wgsl's entry points: `work`, `models` and its uniform (`p`,
+/// or matmul_update's layer table) first, as every matmul layout begins, then the entry
+/// point's own buffers, at the binding numbers `bindings` (a `MATMUL_*_BINDINGS`) lists.
+pub fn matmul_bind_group(
+    ctx: &GpuContext,
+    layout: &wgpu::BindGroupLayout,
+    label: &str,
+    bindings: &[u32],
+    [work, models, p]: [&wgpu::Buffer; 3],
+    own: &[&wgpu::Buffer],
+) -> wgpu::BindGroup {
+    let buffers = [work, models, p].into_iter().chain(own.iter().copied());
+    let numbered: Vec<_> = bindings.iter().copied().zip(buffers).collect();
+    bind_at(ctx, layout, label, &numbered)
+}
 
 fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {

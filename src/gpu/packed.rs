@@ -5,14 +5,12 @@
 //! lists into it, so models split with different seeds share one copy. One command buffer and
 //! one read-back per epoch for all K. A single-model engine is the K = 1 case (`GpuEngine`).
 
-use super::buffers::{
-    bind, bind_at, staging, storage_init, storage_zeroed, submit_and_read, uniform_init,
-};
+use super::buffers::{bind, staging, storage_init, storage_zeroed, submit_and_read, uniform_init};
 use super::context::{GpuContext, GpuError};
 use super::kernels::{
     GatherParams, Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS,
     MATMUL_XENT_BINDINGS, MAX_FUSED_CLASSES, MatmulParams, ModelHyper, STEP_STRIDE, StepRef,
-    StepUniform, XentParams, update_tables,
+    StepUniform, XentParams, matmul_bind_group, update_tables,
 };
 use super::workspace::WorkLayout;
 use crate::config::{GradientReduction, Hyper, Optimizer};
@@ -239,13 +237,16 @@ impl PackedModels {
             let uniform = |what: &str, p: &MatmulParams| {
                 uniform_init(&ctx, &format!("fc{}.{what}", l + 1), bytemuck::bytes_of(p))
             };
-            // work, models, p (MATMUL_BINDINGS).
             let matmul_group = |label: &str, p: &wgpu::Buffer| {
-                let numbered: Vec<_> = MATMUL_BINDINGS
-                    .into_iter()
-                    .zip([&work, &hyper, p])
-                    .collect();
-                bind_at(&ctx, &kernels.matmul_layout, label, &numbered)
+                let layout = &kernels.matmul_layout;
+                matmul_bind_group(
+                    &ctx,
+                    layout,
+                    label,
+                    &MATMUL_BINDINGS,
+                    [&work, &hyper, p],
+                    &[],
+                )
             };
             let u_forward = uniform("forward", &forward)?;
             let forward_group = matmul_group("forward", &u_forward);

@@ -70,17 +70,14 @@ impl PackedModels {
                 row_loss_off: self.layout.row_loss as u32,
             }),
         )?;
-        // work, models, p and the kernel's own bindings, as its layout numbers them.
         let matmul_group = |entry: &str,
                             layout: &wgpu::BindGroupLayout,
                             bindings: &[u32],
                             own: &[&wgpu::Buffer],
                             p: &wgpu::Buffer| {
-            let buffers = [&self.work, &self.hyper, p]
-                .into_iter()
-                .chain(own.iter().copied());
-            let numbered: Vec<_> = bindings.iter().copied().zip(buffers).collect();
-            bind_at(&self.ctx, layout, &format!("{name}_{entry}"), &numbered)
+            let label = format!("{name}_{entry}");
+            let shared = [&self.work, &self.hyper, p];
+            matmul_bind_group(&self.ctx, layout, &label, bindings, shared, own)
         };
         let forward_xent_group = if self.classes() <= MAX_FUSED_CLASSES {
             let params = MatmulParams {
@@ -260,20 +257,13 @@ impl PackedModels {
             .map(|(t, table)| {
                 let label = format!("weight_grad_update{}", t + 1);
                 let uniform = uniform_init(&self.ctx, &label, bytemuck::cast_slice(&table.layers))?;
-                let buffers = [
-                    &self.work,
-                    &self.hyper,
-                    &uniform,
-                    &self.first,
-                    &self.second,
-                    &stats,
-                ];
-                let numbered: Vec<_> = MATMUL_UPDATE_BINDINGS.into_iter().zip(buffers).collect();
-                let group = bind_at(
+                let group = matmul_bind_group(
                     &self.ctx,
                     &self.kernels.matmul_update_layout,
                     &label,
-                    &numbered,
+                    &MATMUL_UPDATE_BINDINGS,
+                    [&self.work, &self.hyper, &uniform],
+                    &[&self.first, &self.second, &stats],
                 );
                 Ok(UpdateDispatch {
                     group,
