@@ -332,3 +332,14 @@ fn fast_f32_tanh_is_within_a_few_ulp_of_the_true_value() {
     }
     assert!(worst_ulps <= 4.0, "worst error {worst_ulps:.2} ulp");
 }
+
+#[test]
+fn gemm_peak_reports_the_fastest_of_the_sizes_it_timed() {
+    // Two tiny sizes on one thread: the peak names one of them, and its rate is a real rate.
+    let peak = wgtrain::bench::cpu_gemm_peak(&[8, 24], 1, 2);
+    assert!([8, 24].contains(&peak.size), "{peak:?}");
+    assert!(peak.gflops.is_finite() && peak.gflops > 0.0, "{peak:?}");
+    assert_eq!((peak.threads, peak.runs), (1, 2));
+    // No size timed, no peak: a zero rate, never a made-up one.
+    assert_eq!(wgtrain::bench::cpu_gemm_peak(&[], 1, 1).gflops, 0.0);
+}

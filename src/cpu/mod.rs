@@ -46,13 +46,18 @@ pub trait Scalar:
     }
 }
 
+// `#[inline]` on these so that code instantiating the generic passes outside this crate (the
+// `cargo bench` programs) inlines and vectorises them as the engines here do.
 impl Scalar for f32 {
+    #[inline]
     fn from_f64(v: f64) -> Self {
         v as f32
     }
+    #[inline]
     fn to_f64(self) -> f64 {
         self as f64
     }
+    #[inline]
     fn tanh_activation(self) -> Self {
         tanh_f32(self)
     }
@@ -86,9 +91,11 @@ pub fn tanh_f32(x: f32) -> f32 {
 }
 
 impl Scalar for f64 {
+    #[inline]
     fn from_f64(v: f64) -> Self {
         v
     }
+    #[inline]
     fn to_f64(self) -> f64 {
         self
     }

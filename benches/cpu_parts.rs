@@ -1,0 +1,218 @@
+//! `cargo bench --bench cpu_parts`: where a CPU training step of the paper's network spends its
+//! time, piece by piece, against the GEMM's rate on large square products (the peak `wgtrain
+//! bench` divides by). Each figure is the median of many timed repetitions after warm-up;
+//! compare them only with each other, within one run (see BENCHMARKS.md).
+//!
+//! Shapes are one shard's: the CPU engine splits a batch of 128 into two 64-row shards, one per
+//! thread, and runs each shard's products on that thread alone.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wgtrain::config::TrainConfig;
+use wgtrain::cpu::net::{self, Shape, Workspace};
+use wgtrain::cpu::{CpuEngine, gemm, thread_pool};
+use wgtrain::data::{Dataset, batches::epoch_order};
+use wgtrain::engine::Engine;
+use wgtrain::model::{Activation, Init, Params};
+
+/// Median seconds of one call of `f`, over `reps` timed calls after `reps / 4 + 1` untimed.
+fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..reps / 4 + 1 {
+        f();
+    }
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Values in [-1, 1) that no kernel could shortcut.
+fn filled(len: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919 + seed) % 2001) as f32 / 1000.0 - 1.0)
+        .collect()
+}
+
+/// Prints one row (with its share of `peak`, GFLOP/s, when given) and returns its GFLOP/s.
+fn report(what: &str, flops: f64, secs: f64, peak: Option<f64>) -> f64 {
+    let gflops = flops / secs / 1e9;
+    let share = peak.map_or("–".to_string(), |p| format!("{:.0}%", 100.0 * gflops / p));
+    println!("| {what} | {:.2} | {gflops:.1} | {share} |", secs * 1e6);
+    gflops
+}
+
+fn square(size: usize, threads: usize) -> f64 {
+    let (pool, threads) = thread_pool(threads);
+    let (a, b) = (filled(size * size, 1), filled(size * size, 2));
+    let mut c = vec![0.0f32; size * size];
+    let reps = if size >= 1024 { 9 } else { 25 };
+    let mut run = || gemm::row_major_product(&mut c, &a, &b, (size, size, size), threads);
+    let secs = match &pool {
+        Some(pool) => pool.install(|| median_secs(reps, &mut run)),
+        None => median_secs(reps, run),
+    };
+    report(
+        &format!("square {size}³, {threads} thread(s)"),
+        2.0 * (size as f64).powi(3),
+        secs,
+        None,
+    )
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; there are no filters (the whole run takes half a minute).
+    let (rows, fan_in, hidden, classes) = (64, 784, 128, 10);
+    println!("| what | µs (median) | GFLOP/s | share of peak (one thread's, × threads) |");
+    println!("|---|---|---|---|");
+    let mut peak_one_thread: f64 = 0.0;
+    for size in [256, 384, 512, 768, 1024] {
+        peak_one_thread = peak_one_thread.max(square(size, 1));
+        square(size, 2);
+    }
+    // Every piece below runs on one thread, as in the engine; its yardstick is the fastest
+    // one-thread square product above.
+    let peak = Some(peak_one_thread);
+
+    let x = filled(rows * fan_in, 3);
+    let w1 = filled(hidden * fan_in, 4);
+    let w2 = filled(classes * hidden, 5);
+    let (mut h, mut logits) = (vec![0.0f32; rows * hidden], vec![0.0f32; rows * classes]);
+    let dz2 = filled(rows * classes, 6);
+    let dz1 = filled(rows * hidden, 7);
+    let (mut dw1, mut dw2) = (
+        vec![0.0f32; hidden * fan_in],
+        vec![0.0f32; classes * hidden],
+    );
+    let mut da1 = vec![0.0f32; rows * hidden];
+    let reps = 2001;
+    let flops = |m: usize, n: usize, k: usize| 2.0 * (m * n * k) as f64;
+    report(
+        "forward 1: (64×784)·(784×128)",
+        flops(rows, hidden, fan_in),
+        median_secs(reps, || {
+            gemm::linear_forward(&mut h, &x, &w1, rows, fan_in, hidden, 1);
+            black_box(&h);
+        }),
+        peak,
+    );
+    report(
+        "forward 2: (64×128)·(128×10)",
+        flops(rows, classes, hidden),
+        median_secs(reps, || {
+            gemm::linear_forward(&mut logits, &h, &w2, rows, hidden, classes, 1);
+            black_box(&logits);
+        }),
+        peak,
+    );
+    report(
+        "weight grad 2: (10×64)·(64×128)",
+        flops(classes, hidden, rows),
+        median_secs(reps, || {
+            gemm::linear_backward_weight(&mut dw2, &dz2, &h, rows, hidden, classes, 1);
+            black_box(&dw2);
+        }),
+        peak,
+    );
+    report(
+        "input grad 2: (64×10)·(10×128)",
+        flops(rows, hidden, classes),
+        median_secs(reps, || {
+            gemm::linear_backward_input(&mut da1, &dz2, &w2, rows, hidden, classes, 1);
+            black_box(&da1);
+        }),
+        peak,
+    );
+    report(
+        "weight grad 1: (128×64)·(64×784)",
+        flops(hidden, fan_in, rows),
+        median_secs(reps, || {
+            gemm::linear_backward_weight(&mut dw1, &dz1, &x, rows, fan_in, hidden, 1);
+            black_box(&dw1);
+        }),
+        peak,
+    );
+
+    // The whole shard step: the products above plus bias, tanh, softmax and their gradients.
+    let widths = [fan_in, hidden, classes];
+    let params = Params::init(&widths, Activation::Tanh, Init::Paper, 1);
+    let layers = params.layers();
+    let shape = Shape {
+        layers: &layers,
+        activation: Activation::Tanh,
+        threads: 1,
+    };
+    let labels: Vec<u8> = (0..rows).map(|i| (i % classes) as u8).collect();
+    let mut grad = vec![0.0f32; params.values.len()];
+    let mut ws = Workspace::new(&layers, rows);
+    let step_flops = flops(rows, hidden, fan_in) * 2.0
+        + flops(rows, classes, hidden) * 2.0
+        + flops(rows, hidden, classes);
+    report(
+        "shard step: forward + backward, 64 rows",
+        step_flops,
+        median_secs(reps, || {
+            let result = net::loss_and_gradient_scaled(
+                shape,
+                &params.values,
+                &x,
+                &labels,
+                rows,
+                1.0 / 128.0,
+                &mut grad,
+                &mut ws,
+            );
+            black_box(result);
+        }),
+        peak,
+    );
+
+    engine_steps(peak_one_thread);
+}
+
+/// The CPU engine's training step on Fashion-MNIST (the momentum config, batch 128, two
+/// threads): the median over many runs of 16 steps, so that one slow stretch of a shared
+/// machine moves the figure less than it moves an epoch's time. Its share is of two threads'
+/// worth of the one-thread peak.
+fn engine_steps(peak_one_thread: f64) {
+    const STEPS: usize = 16;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = TrainConfig::load(&root.join("configs/momentum.toml"), &[]).expect("config");
+    let hyper = config.hyper();
+    let data = Dataset::load(
+        &root.join("data/fashion-mnist"),
+        config.val_fraction,
+        config.seed,
+    )
+    .expect("Fashion-MNIST in data/fashion-mnist");
+    let data = Arc::new(wgtrain::bench::training_only(data));
+    let params = Params::init(&config.layers, config.activation, config.init, config.seed);
+    let order = epoch_order(config.seed, 1, data.train.len);
+    let chunk = STEPS * hyper.batch_size;
+    let flops = wgtrain::bench::epoch_flops(&config.layers, chunk);
+    for threads in [1, 2] {
+        let mut engine = CpuEngine::new(&params, threads);
+        engine.upload(Arc::clone(&data)).expect("upload");
+        let mut chunks = order.chunks_exact(chunk).cycle();
+        let secs = median_secs(121, || {
+            let stats = engine.train_epoch(chunks.next().unwrap(), &hyper);
+            black_box(stats.expect("train"));
+        });
+        report(
+            &format!(
+                "engine, {STEPS} steps of {}, {threads} thread(s)",
+                hyper.batch_size
+            ),
+            flops,
+            secs,
+            Some(peak_one_thread * threads as f64),
+        );
+    }
+}
