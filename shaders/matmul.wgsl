@@ -15,9 +15,10 @@
 //   g = dW + penalised · (λ1·sign(w) + λ2·w)      (weights penalised, biases not)
 //   SGD / momentum (paper rule 5): v ← γ·v − α·g; w ← w + v
 //   Adam: m ← β1·m + (1−β1)·g; s ← β2·s + (1−β2)·g²; w ← w − α·(m·c1) / (√(s·c2) + ε)
-//   With sum_stats = 1 one invocation also sums the step's per-row losses and correct flags
-//   (softmax_xent's output) into stats[stat_slot], in row order: the training step's batch
-//   sums without a dispatch of their own. A model with training = 0 is left alone.
+//   With sum_stats = 1 the layer's first workgroup also sums the step's per-row losses and
+//   correct flags (softmax_xent's output) into stats[stat_slot], in row order
+//   (sum_batch_stats): the training step's batch sums without a dispatch of their own. A
+//   model with training = 0 is left alone.
 //   One dispatch covers every layer of a table (`layers`, up to MAX_UPDATE_LAYERS): the
 //   grid is the layers' tiles one after another, each workgroup finds its layer by tile.
 // matmul_softmax_xent: the output layer's logits Z = A·B + bias, when its n ≤ 16 classes fit
@@ -239,6 +240,42 @@ fn matmul_gather(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
     }
 }
 
+// The step's batch sums into stats[stat_slot]: Σ row losses and Σ correct flags, each added in
+// row order by one invocation (so the same bits as a plain loop over the rows), from rows the
+// whole workgroup brings into workgroup memory 256 at a time: one invocation reading them from
+// storage itself waited out a memory latency per row, in a dispatch every other workgroup had
+// long finished. Uses tile_a and tile_b (free after accumulate's last barrier), and has
+// barriers: call it in uniform control flow.
+fn sum_batch_stats(q: MatmulParams, lid: vec3<u32>, model: u32) {
+    let losses = model * q.work_ms + q.row_loss_off;
+    let me = lid.y * TILE + lid.x;
+    var loss = 0.0;
+    var correct = 0.0;
+    for (var first = 0u; first < step.rows; first += TILE * TILE) {
+        let r = first + me;
+        var row_loss = 0.0;
+        var row_correct = 0.0;
+        if r < step.rows {
+            row_loss = work[losses + r];
+            row_correct = work[losses + q.capacity + r];
+        }
+        workgroupBarrier(); // the previous rows are summed
+        tile_a[me / TILE_K][me % TILE_K] = row_loss;
+        tile_b[me / TILE][me % TILE] = row_correct;
+        workgroupBarrier();
+        let count = min(TILE * TILE, step.rows - first);
+        if me == 0u {
+            for (var i = 0u; i < count; i++) { loss += tile_a[i / TILE_K][i % TILE_K]; }
+        } else if me == 1u {
+            for (var i = 0u; i < count; i++) { correct += tile_b[i / TILE][i % TILE]; }
+        }
+    }
+    workgroupBarrier();
+    if me == 1u { tile_b[0][0] = correct; }
+    workgroupBarrier();
+    if me == 0u { stats[model * q.slots + step.stat_slot] = vec2<f32>(loss, tile_b[0][0]); }
+}
+
 // One dispatch for every layer of the table (up to MAX_UPDATE_LAYERS): the grid is the
 // layers' tiles one after another, layers[l].first_tile where layer l's begin (increasing;
 // unused entries 0xffffffff), tiles_x its tiles per row. Layers write disjoint parameters
@@ -261,16 +298,7 @@ fn matmul_update(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
     let col = (in_layer % q.tiles_x) * TILE + lid.x;
     let grad = accumulate(q, lid, model, row, col);
     let base = model * q.work_ms;
-    if q.sum_stats == 1u && row == 0u && col == 0u {
-        let losses = base + q.row_loss_off;
-        var loss = 0.0;
-        var correct = 0.0;
-        for (var r = 0u; r < step.rows; r++) {
-            loss += work[losses + r];
-            correct += work[losses + q.capacity + r];
-        }
-        stats[model * q.slots + step.stat_slot] = vec2<f32>(loss, correct);
-    }
+    if q.sum_stats == 1u && in_layer == 0u { sum_batch_stats(q, lid, model); }
     let is_bias = col == q.n && q.bias_column == 1u;
     if row >= dims(q).x || (col >= q.n && !is_bias) { return; }
     // The parameters open each model's slice of work, so a parameter's index there is its
