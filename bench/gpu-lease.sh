@@ -7,8 +7,9 @@
 #   3. `wgtrain tune` at batch 128 (every arrangement; the one kept saved in $OUT/tuning.toml),
 #      and bench again starting from it;
 #   4. each tuning knob (gpu::Tuning) against the defaults: the gather in a dispatch of its own
-#      (WGTRAIN_FUSE_GATHER=0), matmul's k step at 32 and 64 (WGTRAIN_TILE_K), and an epoch
-#      submitted every 64 steps while the rest is recorded (WGTRAIN_SUBMIT_EVERY);
+#      (WGTRAIN_FUSE_GATHER=0), matmul's k step at 32 and 64 (WGTRAIN_TILE_K), an epoch
+#      submitted every 64 steps while the rest is recorded (WGTRAIN_SUBMIT_EVERY), and the
+#      pipelined tile loop (WGTRAIN_PREFETCH=1), alone and with the k step at 64;
 #   5. the paper sweep packed, then (if time is left) one run at a time.
 # Output: $OUT (or ./gpu-lease-out) holds lease.md (every table, in order), bench.jsonl,
 # tuning.toml and the packed sweep's results.md: four files, inside the device tool's
@@ -67,16 +68,17 @@ step 180 "bench: CPU and GPU, per-kernel profile, 8 packed" \
   --json "$out/bench.jsonl"
 # Every arrangement, alternating, two rounds; the one kept goes to $out/tuning.toml, which only
 # the next step reads (the knob-by-knob rounds after it start from the defaults).
-step 60 "tune at batch 128" env WGTRAIN_TUNING_FILE="$out/tuning.toml" \
+step 90 "tune at batch 128" env WGTRAIN_TUNING_FILE="$out/tuning.toml" \
   "$bin" tune --batch-size 128
 step 45 "bench with the tuned arrangement" env WGTRAIN_TUNING_FILE="$out/tuning.toml" \
   "$bin" bench --devices gpu --batch-sizes 32,128,1024
 # Each tuning knob against the defaults, alternating, two rounds (ratios within this run only).
 for round in 1 2; do
   for setting in WGTRAIN_DEFAULTS=1 WGTRAIN_FUSE_GATHER=0 WGTRAIN_TILE_K=32 WGTRAIN_TILE_K=64 \
-    WGTRAIN_SUBMIT_EVERY=64; do
+    WGTRAIN_SUBMIT_EVERY=64 WGTRAIN_PREFETCH=1 WGTRAIN_TILE_K=64,WGTRAIN_PREFETCH=1; do
+    # A comma joins settings that run together.
     step 45 "tuning, round $round: $setting" \
-      env "$setting" "$bin" bench --devices gpu --batch-sizes 32,128,1024 --profile
+      env ${setting//,/ } "$bin" bench --devices gpu --batch-sizes 32,128,1024 --profile
   done
 done
 sweeps=$(mktemp -d)

@@ -1,7 +1,8 @@
 // matmul.wgsl — C (m, n) = op(A) (m, k) · op(B) (k, n), 16×16 outputs per workgroup, k in
 // steps of TILE_K through workgroup memory, any sizes (edges masked). Four entry points share
-// the tile loop (`accumulate`; `accumulate_gathered` is its twin with A from the image pool)
-// and differ in what they do with the product:
+// the tile loop (`accumulate`; `accumulate_gathered` is its twin with A from the image pool;
+// each has a software-pipelined form, `*_prefetched`, chosen per device by PREFETCH) and
+// differ in what they do with the product:
 // matmul: C = A·B with an optional fused epilogue
 //   epilogue 0: C = A·B
 //   epilogue 1: C = act(A·B + bias)                       (forward: Z = X·Wᵀ + b, A = f(Z);
@@ -109,6 +110,15 @@ const TILE: u32 = 16u;
 const TILE_K: u32 = 16u;
 var<workgroup> tile_a: array<array<f32, TILE_K>, TILE>;
 var<workgroup> tile_b: array<array<f32, TILE>, TILE_K>;
+// Elements of A and of B each invocation loads per pass.
+const LOADS: u32 = TILE_K / TILE;
+
+// Whether the tile loop loads the next pass while it adds up the current one
+// (accumulate_prefetched): the same products in the same order, so no bit changes, only
+// whether a GPU waits out a memory latency per pass. The host sets it per device
+// (gpu::Tuning::prefetch, WGTRAIN_PREFETCH; shaders::assembled rewrites the line below, which
+// must stay as written).
+const PREFETCH: bool = false;
 
 // The helpers take the dispatch's MatmulParams as `q` (p, or a matmul_update layer's entry)
 // rather than reading p: a function parameter keeps them uniform for the barriers inside.
@@ -125,6 +135,7 @@ fn dims(q: MatmulParams) -> vec2<u32> {
 // Σ_k A(row, k)·B(k, col) of `model`, in k order. Every invocation of the workgroup must call
 // it (it has barriers); out-of-range loads are masked to 0 instead of returning early.
 fn accumulate(q: MatmulParams, lid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
+    if PREFETCH { return accumulate_prefetched(q, lid, model, row, col); }
     let mk = dims(q);
     let m = mk.x;
     let k = mk.y;
@@ -159,6 +170,7 @@ fn accumulate(q: MatmulParams, lid: vec3<u32>, model: u32, row: u32, col: u32) -
 // expression, so the same bits): A(row, i) = (pixel[indices[offset + row]][i] − mean)·inv_std.
 // The first column of workgroups also stores A at x_off for the layer's weight gradient.
 fn accumulate_gathered(q: MatmulParams, lid: vec3<u32>, wid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
+    if PREFETCH { return accumulate_gathered_prefetched(q, lid, wid, model, row, col); }
     let mk = dims(q);
     let m = mk.x;
     let k = mk.y; // features
@@ -192,6 +204,102 @@ fn accumulate_gathered(q: MatmulParams, lid: vec3<u32>, wid: vec3<u32>, model: u
         workgroupBarrier();
         for (var i = 0u; i < TILE_K; i++) {
             acc += tile_a[lid.y][i] * tile_b[i][lid.x];
+        }
+        workgroupBarrier();
+    }
+    return acc;
+}
+
+// accumulate, software-pipelined (PREFETCH): iteration t issues the loads of pass t into
+// registers, then adds up pass t − TILE_K from the tiles while those loads are in flight, so a
+// pass costs the longer of a memory latency and its products instead of both. One iteration
+// more than passes: the first has nothing to add, the last nothing in range to load. The same
+// products are added in the same k order as accumulate's (the same bits).
+fn accumulate_prefetched(q: MatmulParams, lid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
+    let mk = dims(q);
+    let m = mk.x;
+    let k = mk.y;
+    let a_base = model * q.work_ms + q.a_off;
+    let b_base = model * q.work_ms + q.b_off;
+    var a_next: array<f32, LOADS>;
+    var b_next: array<f32, LOADS>;
+    var acc = 0.0;
+    for (var t = 0u; t < k + TILE_K; t += TILE_K) {
+        if t > 0u {
+            for (var j = 0u; j < LOADS; j++) {
+                tile_a[lid.y][j * TILE + lid.x] = a_next[j];
+                tile_b[j * TILE + lid.y][lid.x] = b_next[j];
+            }
+        }
+        workgroupBarrier();
+        for (var j = 0u; j < LOADS; j++) {
+            let ak = t + j * TILE + lid.x;
+            var av = 0.0;
+            if row < m && ak < k { av = work[a_base + row * q.a_rs + ak * q.a_cs]; }
+            a_next[j] = av;
+            let bk = t + j * TILE + lid.y;
+            var bv = 0.0;
+            if bk < k && col < q.n {
+                bv = work[b_base + bk * q.b_rs + col * q.b_cs];
+            } else if bk < k && col == q.n && q.bias_column == 1u {
+                bv = 1.0;
+            }
+            b_next[j] = bv;
+        }
+        if t > 0u {
+            for (var i = 0u; i < TILE_K; i++) {
+                acc += tile_a[lid.y][i] * tile_b[i][lid.x];
+            }
+        }
+        workgroupBarrier();
+    }
+    return acc;
+}
+
+// accumulate_gathered, software-pipelined as accumulate_prefetched is (PREFETCH).
+fn accumulate_gathered_prefetched(q: MatmulParams, lid: vec3<u32>, wid: vec3<u32>, model: u32, row: u32, col: u32) -> f32 {
+    let mk = dims(q);
+    let m = mk.x;
+    let k = mk.y; // features
+    let b_base = model * q.work_ms + q.b_off;
+    let x_base = model * q.work_ms + q.x_off;
+    var sample = 0u;
+    var image = vec2<f32>(0.0, 1.0);
+    if row < m {
+        sample = indices[model * q.index_ms + step.offset + row];
+        image = image_stats[sample];
+    }
+    var a_next: array<f32, LOADS>;
+    var b_next: array<f32, LOADS>;
+    var acc = 0.0;
+    for (var t = 0u; t < k + TILE_K; t += TILE_K) {
+        if t > 0u {
+            for (var j = 0u; j < LOADS; j++) {
+                tile_a[lid.y][j * TILE + lid.x] = a_next[j];
+                tile_b[j * TILE + lid.y][lid.x] = b_next[j];
+            }
+        }
+        workgroupBarrier();
+        for (var j = 0u; j < LOADS; j++) {
+            let ak = t + j * TILE + lid.x;
+            var av = 0.0;
+            if row < m && ak < k {
+                let byte_index = sample * k + ak;
+                let word = pixels[byte_index / 4u];
+                let pixel = f32((word >> ((byte_index % 4u) * 8u)) & 0xffu);
+                av = (pixel - image.x) * image.y;
+                if wid.x == 0u { work[x_base + row * q.a_rs + ak] = av; }
+            }
+            a_next[j] = av;
+            let bk = t + j * TILE + lid.y;
+            var bv = 0.0;
+            if bk < k && col < q.n { bv = work[b_base + bk * q.b_rs + col * q.b_cs]; }
+            b_next[j] = bv;
+        }
+        if t > 0u {
+            for (var i = 0u; i < TILE_K; i++) {
+                acc += tile_a[lid.y][i] * tile_b[i][lid.x];
+            }
         }
         workgroupBarrier();
     }

@@ -483,6 +483,7 @@ fn tune_keeps_the_fastest_arrangement_and_later_gpu_runs_start_from_it() {
             fuse_gather: false,
             tile_k: 64,
             submit_every: 3,
+            prefetch: true,
             ..entry.clone()
         }],
     };
@@ -504,12 +505,14 @@ fn tune_keeps_the_fastest_arrangement_and_later_gpu_runs_start_from_it() {
     };
     let stdout = bench(&[]);
     assert!(
-        stdout.contains("WGTRAIN_FUSE_GATHER=0 WGTRAIN_TILE_K=64 WGTRAIN_SUBMIT_EVERY=3"),
+        stdout.contains(
+            "WGTRAIN_FUSE_GATHER=0 WGTRAIN_TILE_K=64 WGTRAIN_SUBMIT_EVERY=3 WGTRAIN_PREFETCH=1 |"
+        ),
         "{stdout}"
     );
     let stdout = bench(&[("WGTRAIN_TILE_K", "16")]);
     assert!(
-        stdout.contains("WGTRAIN_FUSE_GATHER=0 WGTRAIN_SUBMIT_EVERY=3 |"),
+        stdout.contains("WGTRAIN_FUSE_GATHER=0 WGTRAIN_SUBMIT_EVERY=3 WGTRAIN_PREFETCH=1 |"),
         "{stdout}"
     );
 }

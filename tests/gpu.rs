@@ -18,8 +18,8 @@ use crate::common::{fashion_mnist, gpu, write_dataset};
 #[test]
 fn every_shader_parses_and_validates_without_a_gpu() {
     for (family, _) in shaders::FAMILIES {
-        for tile_k in Tuning::TILE_K_CHOICES {
-            let source = shaders::assembled(family, tile_k).unwrap();
+        for tuning in Tuning::candidates() {
+            let source = shaders::assembled(family, &tuning).unwrap();
             let module = naga::front::wgsl::parse_str(&source)
                 .unwrap_or_else(|e| panic!("{family}: {}", e.emit_to_string(&source)));
             naga::valid::Validator::new(
@@ -27,22 +27,32 @@ fn every_shader_parses_and_validates_without_a_gpu() {
                 naga::valid::Capabilities::empty(),
             )
             .validate(&module)
-            .unwrap_or_else(|e| panic!("{family} (tile_k {tile_k}): {e:?}"));
+            .unwrap_or_else(|e| panic!("{family} ({tuning:?}): {e:?}"));
         }
     }
 }
 
 #[test]
-fn matmul_is_compiled_with_the_k_step_it_is_given() {
-    let source = shaders::assembled("matmul", 64).unwrap();
+fn matmul_is_compiled_with_the_k_step_and_loop_form_it_is_given() {
+    let tuned = Tuning {
+        tile_k: 64,
+        prefetch: true,
+        ..Tuning::default()
+    };
+    let source = shaders::assembled("matmul", &tuned).unwrap();
     assert!(source.contains("const TILE_K: u32 = 64u;"));
+    assert!(source.contains("const PREFETCH: bool = true;"));
     assert!(!source.contains(shaders::TILE_K_DECLARATION));
+    assert!(!source.contains(shaders::PREFETCH_DECLARATION));
+    let default = shaders::assembled("matmul", &Tuning::default()).unwrap();
+    assert!(default.contains(shaders::TILE_K_DECLARATION));
+    assert!(default.contains(shaders::PREFETCH_DECLARATION));
     assert_eq!(
-        shaders::assembled("softmax_xent", 64),
-        shaders::assembled("softmax_xent", 16),
-        "only matmul has a k step"
+        shaders::assembled("softmax_xent", &tuned),
+        shaders::assembled("softmax_xent", &Tuning::default()),
+        "only matmul has a k step and a loop form"
     );
-    assert!(shaders::assembled("no such family", 16).is_none());
+    assert!(shaders::assembled("no such family", &tuned).is_none());
 }
 
 fn adapter_named(name: &str, driver: &str) -> wgtrain::gpu::AdapterSummary {
@@ -65,7 +75,7 @@ fn the_tuning_file_keeps_one_arrangement_per_adapter_and_driver_and_variables_wi
     use wgtrain::gpu::tuning::{TuningFile, TuningOverrides};
     let candidates = Tuning::candidates();
     assert_eq!(candidates[0], Tuning::default());
-    assert_eq!(candidates.len(), 2 * 3 * 2, "every combination once");
+    assert_eq!(candidates.len(), 2 * 3 * 2 * 2, "every combination once");
     assert!(
         candidates
             .iter()
@@ -85,6 +95,7 @@ fn the_tuning_file_keeps_one_arrangement_per_adapter_and_driver_and_variables_wi
         fuse_gather: false,
         tile_k: 64,
         submit_every: 64,
+        prefetch: true,
     };
     let mut file = TuningFile::default();
     file.record(&gpu_a, candidates[3], "first".into());
@@ -106,12 +117,27 @@ fn the_tuning_file_keeps_one_arrangement_per_adapter_and_driver_and_variables_wi
     assert_eq!(file.tuning_for(&new_driver, &none), Tuning::default());
     let forced = TuningOverrides {
         tile_k: Some(16),
+        prefetch: Some(false),
         ..Default::default()
     };
     assert_eq!(
         file.tuning_for(&gpu_a, &forced),
-        Tuning { tile_k: 16, ..fast }
+        Tuning {
+            tile_k: 16,
+            prefetch: false,
+            ..fast
+        }
     );
+    // A file written before the loop form was a knob reads as it ran then: not pipelined.
+    let old = "[[adapter]]\nname = \"GPU C\"\nbackend = \"vulkan\"\ndriver = \"1.0\"\n\
+               fuse_gather = true\ntile_k = 32\nsubmit_every = 0\n";
+    std::fs::write(&path, old).unwrap();
+    let file = TuningFile::load(&path).unwrap();
+    let expected = Tuning {
+        tile_k: 32,
+        ..Tuning::default()
+    };
+    assert_eq!(file.find(&adapter_named("GPU C", "1.0")), Some(expected));
 }
 
 #[test]
@@ -158,7 +184,7 @@ fn tune_keeps_the_fastest_arrangement_only_when_it_beats_the_noise() {
 
 /// Byte size naga gives the WGSL struct `name` in shader family `family`.
 fn wgsl_struct_size(family: &str, name: &str) -> u32 {
-    let source = shaders::assembled(family, Tuning::default().tile_k).unwrap();
+    let source = shaders::assembled(family, &Tuning::default()).unwrap();
     let module = naga::front::wgsl::parse_str(&source).unwrap();
     let mut layouter = naga::proc::Layouter::default();
     layouter.update(module.to_ctx()).unwrap();
@@ -323,8 +349,8 @@ fn two_gpu_runs_with_the_same_seed_give_bit_identical_weights() {
     assert!(same_bits(&a, &b), "weights differ between identical runs");
 }
 
-/// The tuning knobs (gather fusion, matmul's k step, steps per submission) may change speed,
-/// never results: every arrangement trains to the same bits. The tiny network's first layer
+/// The tuning knobs (gather fusion, matmul's k step, steps per submission, the tile loop's
+/// form) may change speed, never results: every arrangement trains to the same bits. The tiny network's first layer
 /// has k = 36, so the k step's masked tail differs between 16 (three passes) and 64 (one); its
 /// 240 training rows are 8 steps of 32, submitted whole or in parts of 3, 3 and 2.
 #[test]
@@ -337,19 +363,22 @@ fn every_kernel_arrangement_trains_to_the_same_bits() {
     for tile_k in Tuning::TILE_K_CHOICES {
         for fuse_gather in [false, true] {
             for (submit_every, expected) in [(0, 1), (3, 3)] {
-                arranged.tuning = Tuning {
-                    fuse_gather,
-                    tile_k,
-                    submit_every,
-                };
-                let (weights, submissions) = trained_three_epochs(&arranged);
-                assert!(
-                    same_bits(&weights, &reference),
-                    "{:?} trains to other weights than {:?}",
-                    arranged.tuning,
-                    Tuning::default()
-                );
-                assert_eq!(submissions, expected, "{:?}", arranged.tuning);
+                for prefetch in [false, true] {
+                    arranged.tuning = Tuning {
+                        fuse_gather,
+                        tile_k,
+                        submit_every,
+                        prefetch,
+                    };
+                    let (weights, submissions) = trained_three_epochs(&arranged);
+                    assert!(
+                        same_bits(&weights, &reference),
+                        "{:?} trains to other weights than {:?}",
+                        arranged.tuning,
+                        Tuning::default()
+                    );
+                    assert_eq!(submissions, expected, "{:?}", arranged.tuning);
+                }
             }
         }
     }

@@ -119,10 +119,12 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
         // 20 classes: wider than one matmul tile, so the softmax is a dispatch of its own; one
         // layer: the gather is too; ten layers: two matmul_update dispatches. Two cases also
         // run with the adapter's tuning rearranged (gather fusion flipped, another matmul k
-        // step), so both arrangements are checked on every adapter.
+        // step, the other form of its tile loop), so both arrangements are checked on every
+        // adapter.
         let mut flipped = ctx.clone();
         flipped.tuning.fuse_gather = !ctx.tuning.fuse_gather;
         flipped.tuning.tile_k = if ctx.tuning.tile_k == 64 { 16 } else { 64 };
+        flipped.tuning.prefetch = !ctx.tuning.prefetch;
         for (momentum, l1, l2, opt, widths, ctx) in [
             (false, 0.0, 0.0, Optimizer::Sgd, &[37, 17, 5][..], ctx),
             (false, 0.0, 0.0, Optimizer::Sgd, &[37, 17, 5], &flipped),

@@ -488,9 +488,10 @@ impl Kernels {
                         layout: &wgpu::BindGroupLayout|
          -> Result<wgpu::ComputePipeline, GpuError> {
             let source =
-                shaders::assembled(family, ctx.tuning.tile_k).ok_or_else(|| GpuError::Shader {
+                shaders::assembled(family, &ctx.tuning).ok_or_else(|| GpuError::Shader {
                     kernel: entry.into(),
-                    message: "no such shader family, or matmul.wgsl lost its TILE_K".into(),
+                    message: "no such shader family, or matmul.wgsl lost its TILE_K or PREFETCH"
+                        .into(),
                 })?;
             ctx.scoped(entry, || {
                 let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -36,6 +36,13 @@ pub struct Tuning {
     /// arithmetic and recording is lost in it, so 0 is the default until an adapter is tuned
     /// ([`SUBMIT_EVERY_VAR`]).
     pub submit_every: u32,
+    /// Software-pipeline matmul's tile loop: each pass issues the next pass's loads before it
+    /// adds up its own products, so a GPU overlaps a memory latency with arithmetic instead of
+    /// waiting it out ~49 times in the first layer's k = 784 at k step 16. Same products in
+    /// the same order, so no bits change; it costs registers, and on lavapipe (a CPU, no
+    /// latency to hide) it is extra work, so it is off by default until an adapter is tuned
+    /// ([`PREFETCH_VAR`]).
+    pub prefetch: bool,
 }
 
 /// Overrides [`Tuning::fuse_gather`]: `1` fuses, `0` does not (for timing both on one adapter).
@@ -44,6 +51,8 @@ pub const FUSE_GATHER_VAR: &str = "WGTRAIN_FUSE_GATHER";
 pub const TILE_K_VAR: &str = "WGTRAIN_TILE_K";
 /// Overrides [`Tuning::submit_every`]: a whole number of steps, 0 for the whole epoch.
 pub const SUBMIT_EVERY_VAR: &str = "WGTRAIN_SUBMIT_EVERY";
+/// Overrides [`Tuning::prefetch`]: `1` pipelines matmul's tile loop, `0` does not.
+pub const PREFETCH_VAR: &str = "WGTRAIN_PREFETCH";
 /// Where the tuning file is [default: `$XDG_CACHE_HOME/wgtrain/tuning.toml`, else
 /// `~/.cache/wgtrain/tuning.toml`]; empty: no tuning file at all.
 pub const TUNING_FILE_VAR: &str = "WGTRAIN_TUNING_FILE";
@@ -54,6 +63,7 @@ impl Default for Tuning {
             fuse_gather: true,
             tile_k: 16,
             submit_every: 0,
+            prefetch: false,
         }
     }
 }
@@ -73,13 +83,16 @@ impl Tuning {
         for fuse_gather in [true, false] {
             for tile_k in Tuning::TILE_K_CHOICES {
                 for submit_every in Tuning::SUBMIT_EVERY_CHOICES {
-                    let t = Tuning {
-                        fuse_gather,
-                        tile_k,
-                        submit_every,
-                    };
-                    if !all.contains(&t) {
-                        all.push(t);
+                    for prefetch in [false, true] {
+                        let t = Tuning {
+                            fuse_gather,
+                            tile_k,
+                            submit_every,
+                            prefetch,
+                        };
+                        if !all.contains(&t) {
+                            all.push(t);
+                        }
                     }
                 }
             }
@@ -100,6 +113,9 @@ impl Tuning {
         }
         if self.submit_every != default.submit_every {
             changed.push(format!("{SUBMIT_EVERY_VAR}={}", self.submit_every));
+        }
+        if self.prefetch != default.prefetch {
+            changed.push(format!("{PREFETCH_VAR}={}", u8::from(self.prefetch)));
         }
         changed.join(" ")
     }
@@ -148,16 +164,18 @@ pub struct TuningOverrides {
     pub fuse_gather: Option<bool>,
     pub tile_k: Option<u32>,
     pub submit_every: Option<u32>,
+    pub prefetch: Option<bool>,
 }
 
 impl TuningOverrides {
     pub fn from_env() -> Result<Self, GpuError> {
+        let switch = |v: &str| match v {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        };
         Ok(TuningOverrides {
-            fuse_gather: setting(FUSE_GATHER_VAR, "0 or 1", |v| match v {
-                "1" => Some(true),
-                "0" => Some(false),
-                _ => None,
-            })?,
+            fuse_gather: setting(FUSE_GATHER_VAR, "0 or 1", switch)?,
             tile_k: setting(TILE_K_VAR, "16, 32 or 64", |v| {
                 v.parse()
                     .ok()
@@ -168,6 +186,7 @@ impl TuningOverrides {
                 "a whole number of steps (0: the whole epoch)",
                 |v| v.parse().ok(),
             )?,
+            prefetch: setting(PREFETCH_VAR, "0 or 1", switch)?,
         })
     }
 
@@ -177,6 +196,7 @@ impl TuningOverrides {
             fuse_gather: self.fuse_gather.unwrap_or(base.fuse_gather),
             tile_k: self.tile_k.unwrap_or(base.tile_k),
             submit_every: self.submit_every.unwrap_or(base.submit_every),
+            prefetch: self.prefetch.unwrap_or(base.prefetch),
         }
     }
 }
@@ -208,6 +228,9 @@ pub struct TunedAdapter {
     pub fuse_gather: bool,
     pub tile_k: u32,
     pub submit_every: u32,
+    /// Absent in files written before the knob existed: off, as it was then.
+    #[serde(default)]
+    pub prefetch: bool,
     /// What was measured, for the reader: workload, batch size, seconds per epoch.
     #[serde(default)]
     pub measured: String,
@@ -225,6 +248,7 @@ impl TunedAdapter {
             fuse_gather: self.fuse_gather,
             tile_k: self.tile_k,
             submit_every: self.submit_every,
+            prefetch: self.prefetch,
         }
     }
 }
@@ -307,6 +331,7 @@ impl TuningFile {
             fuse_gather: tuning.fuse_gather,
             tile_k: tuning.tile_k,
             submit_every: tuning.submit_every,
+            prefetch: tuning.prefetch,
             measured,
         });
     }
