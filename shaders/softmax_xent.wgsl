@@ -2,8 +2,12 @@
 // softmax_xent: per row r (one invocation each), with z the logits and y = labels[indices[offset + r]]:
 //   p = exp(z − max z) / Σ exp(z − max z);  loss_r = ln Σ exp(z − max z) + max z − z_y
 //   dz = (p − onehot(y)) · scale;  correct_r = [first arg-max == y]
-// batch_stats: one invocation sums loss_r and correct_r over the batch in row order (no float
-//   atomics: the result repeats bit for bit) into stats[stat_slot] = (loss sum, correct).
+// batch_stats: sums loss_r and correct_r over the batch in row order (no float atomics: the
+//   result repeats bit for bit) into stats[stat_slot] = (loss sum, correct). One invocation
+//   adds each sum, as a plain loop would, but from workgroup memory that the workgroup fills
+//   256 rows at a time: reading storage itself, one row per iteration, it waited out a memory
+//   latency per row (1,024 per evaluation chunk). matmul.wgsl's sum_batch_stats does the same
+//   inside the update.
 // Per model (z): logits, dz and the row losses sit in the model's slice of work (model·work_ms
 // on, at logits_off, dz_off, row_loss_off), indices from model·index_ms, stats from
 // model·slots; labels are shared (the image pool's).
@@ -19,7 +23,7 @@
 //   3 stats    read_write  vec2<f32> per slot
 //   4 p        uniform     XentParams (Rust: kernels.rs::XentParams)
 // Dispatch: softmax_xent (ceil(rows/64), 1, models) workgroups of 64; batch_stats (1, 1, models)
-// workgroups of 1.
+// workgroups of 256.
 
 struct XentParams {
     classes: u32, capacity: u32, index_ms: u32, slots: u32,
@@ -59,15 +63,32 @@ fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>) {
     work[losses + p.capacity + r] = select(0.0, 1.0, argmax == label);
 }
 
-@compute @workgroup_size(1)
-fn batch_stats(@builtin(workgroup_id) wid: vec3<u32>) {
+// Rows batch_stats brings into workgroup memory at a time (its workgroup size).
+const STATS_ROWS: u32 = 256u;
+var<workgroup> row_stats: array<vec2<f32>, STATS_ROWS>;
+
+@compute @workgroup_size(256)
+fn batch_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) me: u32) {
     let model = step.first_model + wid.z;
     let losses = model * p.work_ms + p.row_loss_off;
     var loss = 0.0;
     var correct = 0.0;
-    for (var r = 0u; r < step.rows; r++) {
-        loss += work[losses + r];
-        correct += work[losses + p.capacity + r];
+    for (var first = 0u; first < step.rows; first += STATS_ROWS) {
+        let r = first + me;
+        var row = vec2<f32>(0.0, 0.0);
+        if r < step.rows { row = vec2<f32>(work[losses + r], work[losses + p.capacity + r]); }
+        workgroupBarrier(); // the previous rows are summed
+        row_stats[me] = row;
+        workgroupBarrier();
+        let count = min(STATS_ROWS, step.rows - first);
+        if me == 0u {
+            for (var i = 0u; i < count; i++) { loss += row_stats[i].x; }
+        } else if me == 1u {
+            for (var i = 0u; i < count; i++) { correct += row_stats[i].y; }
+        }
     }
-    stats[model * p.slots + step.stat_slot] = vec2<f32>(loss, correct);
+    workgroupBarrier();
+    if me == 1u { row_stats[0].y = correct; }
+    workgroupBarrier();
+    if me == 0u { stats[model * p.slots + step.stat_slot] = vec2<f32>(loss, row_stats[0].y); }
 }

@@ -3,9 +3,9 @@
 
 use super::*;
 
-/// Sides of the square products the CPU's GEMM peak is measured on (one under the L2 cache,
-/// two beyond it; not only powers of two, whose strides alias in the caches), and how many of
-/// each are timed: about a second in all on two cores.
+/// Sides of the square products the CPU's GEMM peak is measured on (three, since the fastest
+/// size differs between machines, and not only powers of two, whose strides alias in the
+/// caches), and how many of each are timed: about a second in all on two cores.
 const GEMM_PEAK_SIZES: [usize; 3] = [384, 768, 1024];
 const GEMM_PEAK_RUNS: usize = 7;
 
