@@ -463,20 +463,28 @@ fn matmul_softmax_xent(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
         }
     }
     if q.input_grad == 1u {
-        // The rows' dZ in tile_b (zeros past the batch and the classes), then each invocation
-        // takes every 16th input column of its row.
+        // The rows' dZ in tile_b (zeros past the batch and the classes). Then 16 input columns
+        // at a time: the whole workgroup loads those columns of W into tile_a (W(c, i) at
+        // [c][i − i0], zeros past the classes), one element each, and each invocation sums its
+        // row's column over the classes in class order. Each invocation reading W from storage
+        // itself waited a memory latency per class and column.
         tile_b[lid.y][lid.x] = dz;
-        workgroupBarrier();
-        if row < dims(q).x {
-            let act = models[model].activation;
-            let a_base = base + q.a_off;
-            let b_base = base + q.b_off;
-            for (var i = lid.x; i < q.k; i += TILE) {
+        let m = dims(q).x;
+        let act = models[model].activation;
+        let a_base = base + q.a_off;
+        let b_base = base + q.b_off;
+        for (var i0 = 0u; i0 < q.k; i0 += TILE) {
+            let i = i0 + lid.x;
+            var w = 0.0;
+            if lid.y < q.n && i < q.k { w = work[b_base + i * q.b_rs + lid.y * q.b_cs]; }
+            var below = 0.0;
+            if row < m && i < q.k { below = work[a_base + row * q.a_rs + i * q.a_cs]; }
+            workgroupBarrier(); // tile_a's logits, or the last columns of W, are read
+            tile_a[lid.y][lid.x] = w;
+            workgroupBarrier();
+            if row < m && i < q.k {
                 var grad = 0.0;
-                for (var c = 0u; c < q.n; c++) {
-                    grad += tile_b[lid.y][c] * work[b_base + i * q.b_rs + c * q.b_cs];
-                }
-                let below = work[a_base + row * q.a_rs + i * q.a_cs];
+                for (var c = 0u; c < q.n; c++) { grad += tile_b[lid.y][c] * tile_a[c][lid.x]; }
                 work[base + q.dh_off + row * q.a_rs + i] = grad * activation_slope(below, act);
             }
         }
