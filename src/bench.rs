@@ -120,6 +120,9 @@ pub struct BenchRow {
     /// CPU only, where the bench measured it: the epoch's GFLOP/s over the machine's
     /// [`cpu_gemm_peak`], i.e. the floor (FLOPs at peak) over the median epoch.
     pub share_of_floor: Option<f64>,
+    /// CPU only, where the bench measured it: that [`cpu_gemm_peak`] in GFLOP/s, so a tool
+    /// reading the rows can recompute the floor (`flops_per_epoch` at this rate).
+    pub gemm_peak_gflops: Option<f64>,
 }
 
 /// The dataset with its validation split cut to one row, so epochs time training alone.
@@ -206,6 +209,7 @@ pub fn bench_one(
         submissions_per_epoch: tuning.map(|t| t.submission_parts(steps).len()),
         train_loss_last_epoch: last_loss,
         share_of_floor: None,
+        gemm_peak_gflops: None,
     })
 }
 

@@ -387,10 +387,15 @@ fn bench_prints_a_table_and_json_rows_for_each_device_and_batch_size() {
         );
         // The CPU's rows are set against the machine's measured GEMM peak; a GPU has none.
         let share = row["share_of_floor"].as_f64();
+        let peak = row["gemm_peak_gflops"].as_f64();
         if row["device"] == "cpu" {
             assert!(share.is_some_and(|s| s > 0.0 && s.is_finite()), "{row}");
+            // The peak is there too, and the share is the row's rate over it.
+            let (share, peak) = (share.unwrap(), peak.unwrap_or(f64::NAN));
+            let gflops = row["gflops"].as_f64().unwrap();
+            assert!((share - gflops / peak).abs() <= 1e-12 * share, "{row}");
         } else {
-            assert_eq!(share, None, "{row}");
+            assert_eq!((share, peak), (None, None), "{row}");
         }
     }
     assert!(

@@ -96,6 +96,7 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
             if row.device == "cpu" {
                 cpu_median = Some(row.median_epoch_secs);
                 row.share_of_floor = peak.map(|p| row.gflops / p.gflops);
+                row.gemm_peak_gflops = peak.map(|p| p.gflops);
             }
             println!(
                 "| {} | {} | {} | {:.4} ({:.4}–{:.4}) | {:.0} | {:.1} | {} | {} | {} |",
