@@ -11,9 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use wgtrain::bench::{cpu_gemm_peak, gemm_operand as filled, median};
 use wgtrain::config::TrainConfig;
 use wgtrain::cpu::net::{self, Shape, Workspace};
-use wgtrain::cpu::{CpuEngine, gemm, thread_pool};
+use wgtrain::cpu::{CpuEngine, gemm};
 use wgtrain::data::{Dataset, batches::epoch_order};
 use wgtrain::engine::Engine;
 use wgtrain::model::{Activation, Init, Params};
@@ -30,15 +31,7 @@ fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
             start.elapsed().as_secs_f64()
         })
         .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
-/// Values in [-1, 1) that no kernel could shortcut.
-fn filled(len: usize, seed: usize) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i * 7919 + seed) % 2001) as f32 / 1000.0 - 1.0)
-        .collect()
+    median(&mut times)
 }
 
 /// Prints one row (with its share of `peak`, GFLOP/s, when given) and returns its GFLOP/s.
@@ -49,20 +42,18 @@ fn report(what: &str, flops: f64, secs: f64, peak: Option<f64>) -> f64 {
     gflops
 }
 
+/// `wgtrain bench`'s GEMM peak at one size (the fastest of `runs` products), as a row.
 fn square(size: usize, threads: usize) -> f64 {
-    let (pool, threads) = thread_pool(threads);
-    let (a, b) = (filled(size * size, 1), filled(size * size, 2));
-    let mut c = vec![0.0f32; size * size];
-    let reps = if size >= 1024 { 9 } else { 25 };
-    let mut run = || gemm::row_major_product(&mut c, &a, &b, (size, size, size), threads);
-    let secs = match &pool {
-        Some(pool) => pool.install(|| median_secs(reps, &mut run)),
-        None => median_secs(reps, run),
-    };
+    let runs = if size >= 1024 { 9 } else { 25 };
+    let peak = cpu_gemm_peak(&[size], threads, runs);
+    let flops = 2.0 * (size as f64).powi(3);
     report(
-        &format!("square {size}³, {threads} thread(s)"),
-        2.0 * (size as f64).powi(3),
-        secs,
+        &format!(
+            "square {size}³, {} thread(s), fastest of {runs}",
+            peak.threads
+        ),
+        flops,
+        flops / (peak.gflops * 1e9),
         None,
     )
 }
@@ -70,7 +61,9 @@ fn square(size: usize, threads: usize) -> f64 {
 fn main() {
     // `cargo bench` passes `--bench`; there are no filters (the whole run takes half a minute).
     let (rows, fan_in, hidden, classes) = (64, 784, 128, 10);
-    println!("| what | µs (median) | GFLOP/s | share of peak (one thread's, × threads) |");
+    println!(
+        "| what | µs (median; squares: fastest) | GFLOP/s | share of peak (one thread's, × threads) |"
+    );
     println!("|---|---|---|---|");
     let mut peak_one_thread: f64 = 0.0;
     for size in [256, 384, 512, 768, 1024] {
@@ -94,50 +87,49 @@ fn main() {
     let mut da1 = vec![0.0f32; rows * hidden];
     let reps = 2001;
     let flops = |m: usize, n: usize, k: usize| 2.0 * (m * n * k) as f64;
-    report(
+    // One row per product: its name, its FLOPs and one call of it.
+    let part = |what: &str, flops: f64, call: &mut dyn FnMut()| {
+        report(what, flops, median_secs(reps, call), peak);
+    };
+    part(
         "forward 1: (64×784)·(784×128)",
         flops(rows, hidden, fan_in),
-        median_secs(reps, || {
+        &mut || {
             gemm::linear_forward(&mut h, &x, &w1, rows, fan_in, hidden, 1);
             black_box(&h);
-        }),
-        peak,
+        },
     );
-    report(
+    part(
         "forward 2: (64×128)·(128×10)",
         flops(rows, classes, hidden),
-        median_secs(reps, || {
+        &mut || {
             gemm::linear_forward(&mut logits, &h, &w2, rows, hidden, classes, 1);
             black_box(&logits);
-        }),
-        peak,
+        },
     );
-    report(
+    part(
         "weight grad 2: (10×64)·(64×128)",
         flops(classes, hidden, rows),
-        median_secs(reps, || {
+        &mut || {
             gemm::linear_backward_weight(&mut dw2, &dz2, &h, rows, hidden, classes, 1);
             black_box(&dw2);
-        }),
-        peak,
+        },
     );
-    report(
+    part(
         "input grad 2: (64×10)·(10×128)",
         flops(rows, hidden, classes),
-        median_secs(reps, || {
+        &mut || {
             gemm::linear_backward_input(&mut da1, &dz2, &w2, rows, hidden, classes, 1);
             black_box(&da1);
-        }),
-        peak,
+        },
     );
-    report(
+    part(
         "weight grad 1: (128×64)·(64×784)",
         flops(hidden, fan_in, rows),
-        median_secs(reps, || {
+        &mut || {
             gemm::linear_backward_weight(&mut dw1, &dz1, &x, rows, fan_in, hidden, 1);
             black_box(&dw1);
-        }),
-        peak,
+        },
     );
 
     // The whole shard step: the products above plus bias, tanh, softmax and their gradients.

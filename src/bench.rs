@@ -52,13 +52,7 @@ pub fn cpu_gemm_peak(sizes: &[usize], threads: usize, runs: usize) -> GemmPeak {
         runs,
     };
     for &size in sizes {
-        // Values in [-1, 1): no denormals, no overflow, nothing the kernel could shortcut.
-        let fill = |seed: usize| -> Vec<f32> {
-            (0..size * size)
-                .map(|i| ((i * 7919 + seed) % 2001) as f32 / 1000.0 - 1.0)
-                .collect()
-        };
-        let (a, b) = (fill(1), fill(2));
+        let (a, b) = (gemm_operand(size * size, 1), gemm_operand(size * size, 2));
         let mut c = vec![0.0f32; size * size];
         let mut time_one = || {
             let start = Instant::now();
@@ -79,6 +73,14 @@ pub fn cpu_gemm_peak(sizes: &[usize], threads: usize, runs: usize) -> GemmPeak {
         }
     }
     best
+}
+
+/// `len` values in [-1, 1) to time products on: no denormals, no overflow, nothing a kernel
+/// could shortcut; `seed` makes operands differ.
+pub fn gemm_operand(len: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919 + seed) % 2001) as f32 / 1000.0 - 1.0)
+        .collect()
 }
 
 /// Compute dispatches the GPU engine records per training step of a network of `widths`, with
