@@ -7,11 +7,13 @@ use clap::Parser;
 mod cli;
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // A closed pipe (`wgtrain … | head`) is not a failure.
+            // A closed pipe (`wgtrain … | head`) is not a failure (on Unix SIGPIPE ends the
+            // process before a write can fail; elsewhere a `writeln!` returns this error).
             if e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
@@ -49,3 +51,19 @@ fn one_line(e: &anyhow::Error) -> String {
     }
     line
 }
+
+/// Lets a closed pipe end the process quietly, as it ends `cat` or `grep`: `wgtrain predict
+/// IMAGES | head` stops when `head` has its lines. Rust ignores SIGPIPE by default, which turns
+/// the closed pipe into a panic inside `println!`. Checkpoints and run files are written
+/// atomically, so a process ended this way leaves every file whole.
+#[cfg(unix)]
+fn restore_default_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE and no handler of ours depends on it.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_default_sigpipe() {}

@@ -138,11 +138,18 @@ pub fn predict_files(params: &Params, files: &[PathBuf], k: usize) -> Result<Vec
         if is_idx {
             let array = idx::parse_idx(&bytes, file)?;
             let per_item: usize = array.dims.iter().skip(1).product();
-            if array.dims.len() < 2 || per_item != features {
+            if array.dims.len() < 2 {
                 return Err(Error::Usage(format!(
-                    "{}: items of {:?} pixels, the model takes {features}",
+                    "{}: an IDX file of rank 1 holds labels, not images (pass the images file)",
+                    file.display()
+                )));
+            }
+            if per_item != features {
+                return Err(Error::Usage(format!(
+                    "{}: images of {} pixels ({:?}), the model takes {features}",
                     file.display(),
-                    &array.dims[1.min(array.dims.len())..]
+                    per_item,
+                    &array.dims[1..]
                 )));
             }
             for (index, p) in probabilities(params, &array.data).iter().enumerate() {

@@ -731,6 +731,35 @@ fn predict_classifies_a_png_of_a_garment_and_every_image_of_an_idx_file() {
         .count();
     assert!(correct >= 8_000, "{correct} of 10000 right");
 
+    #[cfg(unix)]
+    {
+        // `wgtrain predict … | head -1`: the reader goes away after one line of 10,000; wgtrain
+        // ends quietly (success, or SIGPIPE as `cat` would), never with a panic.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+            .args(["predict", "--model", model.to_str().unwrap()])
+            .arg(&idx)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut first,
+        )
+        .unwrap();
+        assert!(first.contains("Ankle boot"), "{first}");
+        let o = child.wait_with_output().unwrap();
+        let signal = std::os::unix::process::ExitStatusExt::signal(&o.status);
+        assert!(
+            o.status.success() || signal == Some(libc::SIGPIPE),
+            "{:?}; stderr: {}",
+            o.status,
+            stderr(&o)
+        );
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+
     let junk = tmp.path().join("junk.png");
     std::fs::write(&junk, b"not a picture").unwrap();
     assert_clean_failure(

@@ -343,3 +343,13 @@ fn gemm_peak_reports_the_fastest_of_the_sizes_it_timed() {
     // No size timed, no peak: a zero rate, never a made-up one.
     assert_eq!(wgtrain::bench::cpu_gemm_peak(&[], 1, 1).gflops, 0.0);
 }
+
+#[test]
+fn a_thread_count_past_the_limit_is_clamped_and_zero_means_every_core() {
+    use wgtrain::cpu::{MAX_THREADS, resolve_threads};
+    assert_eq!(resolve_threads(3), 3);
+    assert_eq!(resolve_threads(MAX_THREADS), MAX_THREADS);
+    assert_eq!(resolve_threads(100_000), MAX_THREADS);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(resolve_threads(0), cores.min(MAX_THREADS));
+}

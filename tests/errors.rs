@@ -200,6 +200,11 @@ fn cases(root: &Path) -> Vec<Case> {
             expect: "training diverged",
         },
     ]);
+    cases.push(Case {
+        what: "a thread count no machine has (a typo)",
+        args: train(&good, &out, &["--threads", "100000"]),
+        expect: "--threads 100000: at most 1024",
+    });
     let existing = root.join("existing");
     std::fs::create_dir_all(&existing).unwrap();
     std::fs::write(existing.join("summary.json"), "{}").unwrap();
@@ -264,6 +269,22 @@ fn cases(root: &Path) -> Vec<Case> {
             good.display().to_string(),
         ],
         expect: "model file",
+    });
+    let sweep = root.join("sweep.toml");
+    std::fs::write(
+        &sweep,
+        "[grid]\nlearning_rate = []\nmomentum = [0.5, 0.9]\n",
+    )
+    .unwrap();
+    cases.push(Case {
+        what: "a sweep grid axis with no values",
+        args: vec![
+            "sweep".into(),
+            sweep.display().to_string(),
+            "--out".into(),
+            root.join("sweep-out").display().to_string(),
+        ],
+        expect: "sweep.toml: `grid.learning_rate` lists no values",
     });
     let broken = root.join("broken.toml");
     std::fs::write(&broken, "layers = [784, 10\nepochs = 3\n").unwrap();

@@ -28,6 +28,7 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
     if pack == Some(0) {
         bail!("--pack must be at least 1");
     }
+    let threads = super::threads_flag(threads)?;
     let config = args.load()?;
     let batches: Vec<usize> = match batch_sizes.as_deref() {
         None => vec![config.batch_size],

@@ -65,7 +65,7 @@ struct DeviceArgs {
     device: Device,
     #[command(flatten)]
     gpu: GpuArgs,
-    /// CPU threads (0 = one per core).
+    /// CPU threads (0 = one per core; at most 1024).
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }
@@ -132,7 +132,7 @@ struct BenchArgs {
     /// Also write the rows as JSON lines to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// CPU threads for the CPU path (0 = one per core).
+    /// CPU threads for the CPU path (0 = one per core; at most 1024).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Also time K models of the config (seeds 1..K) trained packed — on a GPU in the same
@@ -237,7 +237,7 @@ enum Command {
         /// Print one JSON line.
         #[arg(long)]
         json: bool,
-        /// CPU threads (0 = one per core).
+        /// CPU threads (0 = one per core; at most 1024).
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
@@ -343,13 +343,23 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A `--threads` value, refused above [`wgtrain::cpu::MAX_THREADS`] rather than clamped, so
+/// that a typo fails where the user can see it.
+fn threads_flag(threads: usize) -> Result<usize> {
+    let most = wgtrain::cpu::MAX_THREADS;
+    if threads > most {
+        bail!("--threads {threads}: at most {most} (0 means one per core)");
+    }
+    Ok(threads)
+}
+
 fn engine_kind(on: &DeviceArgs) -> Result<EngineKind> {
     let DeviceArgs {
         device,
         gpu,
         threads,
     } = on;
-    let threads = *threads;
+    let threads = threads_flag(*threads)?;
     match device {
         Device::Cpu => Ok(EngineKind::Cpu { threads }),
         Device::Gpu => {
@@ -378,6 +388,9 @@ fn predict(
     class_names: Option<&str>,
     json: bool,
 ) -> Result<()> {
+    if top == 0 {
+        bail!("--top must be at least 1");
+    }
     let params = checkpoint::load_model(model)?;
     let classes = *params.widths.last().unwrap_or(&0);
     let names: Vec<String> = match class_names {
@@ -399,7 +412,7 @@ fn predict(
         }
         None => (0..classes).map(|c| c.to_string()).collect(),
     };
-    for p in wgtrain::predict::predict_files(&params, files, top.max(1))? {
+    for p in wgtrain::predict::predict_files(&params, files, top)? {
         let name = match p.index {
             Some(i) => format!("{}[{i}]", p.file.display()),
             None => p.file.display().to_string(),
@@ -676,6 +689,7 @@ fn train(t: &TrainArgs) -> Result<()> {
 }
 
 fn eval(model: &Path, data_dir: Option<PathBuf>, json: bool, threads: usize) -> Result<()> {
+    let threads = threads_flag(threads)?;
     let params = checkpoint::load_model(model)?;
     let data_dir = data_dir.unwrap_or_else(data::default_dir);
     let (test, raw) = data::load_test_split(&data_dir)?;

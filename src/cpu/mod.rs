@@ -10,12 +10,19 @@ pub mod ops;
 
 pub use engine::CpuEngine;
 
-/// The thread count a `threads` setting means: 0 is one per core.
+/// The most threads a `threads` setting may ask for. Every thread gets a shard with its own
+/// gradient and evaluation buffers (about 2.4 MB for the paper's network) and an OS thread that
+/// spins looking for work, so a mistyped count (100,000) would otherwise exhaust memory or run
+/// an epoch for hours instead of failing; the CLI rejects larger counts, the library clamps.
+pub const MAX_THREADS: usize = 1024;
+
+/// The thread count a `threads` setting means: 0 is one per core, and at most [`MAX_THREADS`].
 pub fn resolve_threads(threads: usize) -> usize {
     match threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     }
+    .min(MAX_THREADS)
 }
 
 /// A rayon pool for a `threads` setting and the thread count work on it really gets: no pool

@@ -84,7 +84,8 @@ fn safe_name(s: &str) -> String {
 }
 
 /// Expands a sweep file into its runs, in a fixed order (settings in file order, grid in key
-/// order, then seeds), applying `extra` overrides to every run.
+/// order, then seeds), applying `extra` overrides to every run. Errors about the sweep file's
+/// own contents do not repeat its path: the caller names the file (`sweep FILE: …`).
 pub fn expand(path: &Path, extra: &[String]) -> Result<Vec<SweepRun>> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.to_path_buf(),
@@ -99,6 +100,10 @@ pub fn expand(path: &Path, extra: &[String]) -> Result<Vec<SweepRun>> {
     if !file.grid.is_empty() {
         let mut combos: Vec<BTreeMap<String, toml::Value>> = vec![BTreeMap::new()];
         for (key, values) in &file.grid {
+            // An axis with no values would silently make the whole grid empty.
+            if values.is_empty() {
+                return Err(Error::Usage(format!("`grid.{key}` lists no values")));
+            }
             combos = combos
                 .into_iter()
                 .flat_map(|c| {
@@ -124,10 +129,7 @@ pub fn expand(path: &Path, extra: &[String]) -> Result<Vec<SweepRun>> {
         });
     }
     if file.seeds.is_empty() {
-        return Err(Error::Usage(format!(
-            "sweep {}: `seeds` is empty",
-            path.display()
-        )));
+        return Err(Error::Usage("`seeds` is empty".to_string()));
     }
     let mut runs = Vec::new();
     for RunSpec {
@@ -184,8 +186,7 @@ pub fn expand(path: &Path, extra: &[String]) -> Result<Vec<SweepRun>> {
     ids.sort_unstable();
     if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
         return Err(Error::Usage(format!(
-            "sweep {}: two settings are both named {:?}; give them distinct `name`s",
-            path.display(),
+            "two settings are both named {:?}; give them distinct `name`s",
             w[0]
         )));
     }
