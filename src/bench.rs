@@ -163,6 +163,7 @@ pub fn bench_one(
     let mut config = config.clone();
     config.batch_size = batch_size;
     let hyper = config.hyper();
+    kind.check_memory(&config.layers)?;
     let params = Params::init(&config.layers, config.activation, config.init, config.seed);
     let mut engine = kind.build(&params, batch_size)?;
     engine.upload(Arc::clone(data))?;

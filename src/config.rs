@@ -322,6 +322,19 @@ impl TrainConfig {
                 "a softmax output needs at least 2 classes",
             ));
         }
+        // Checked here, in arithmetic that cannot overflow, so that no later count wraps; the
+        // memory a network needs is checked against the machine when its engine is built.
+        let params = crate::model::param_count_u128(&self.layers);
+        if params > u32::MAX as u128 {
+            return Err(bad(
+                "layers",
+                format!("{:?}", self.layers),
+                &format!(
+                    "{params} parameters, more than the {} the GPU kernels' 32-bit offsets can address",
+                    u32::MAX
+                ),
+            ));
+        }
         let positive = |key: &'static str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())

@@ -22,6 +22,17 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Unavailable(String),
+    #[error(
+        "layers {widths:?} ({params} parameters) need at least {needed_gb:.1} GB of memory to train on the {device}, and {available_gb:.1} GB is available (hint: {hint})"
+    )]
+    OutOfMemory {
+        widths: Vec<usize>,
+        params: u128,
+        needed_gb: f64,
+        available_gb: f64,
+        device: &'static str,
+        hint: &'static str,
+    },
 }
 
 /// Sums over the mini-batches of one epoch.
@@ -114,6 +125,48 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
+    /// Fails, before anything is allocated, when a network of `widths` cannot fit this machine's
+    /// memory: what the engine holds (on the CPU) or the host's copies of the parameters (the
+    /// caller's, and the checkpoint's four: parameters, best, two moments), against the memory
+    /// the OS reports available. Without this, an absurd config (`layers = [784, 100000000, 10]`)
+    /// aborts in the allocator or is killed by the OOM killer instead of getting an error.
+    /// Where the OS reports nothing, nothing is checked. (A GPU engine checks its device's
+    /// limits itself when it is built.)
+    pub fn check_memory(&self, widths: &[usize]) -> Result<(), EngineError> {
+        self.check_memory_within(widths, crate::cpu::available_memory_bytes())
+    }
+
+    /// [`EngineKind::check_memory`] against `available` bytes (`None`: unknown, no check).
+    pub fn check_memory_within(
+        &self,
+        widths: &[usize],
+        available: Option<u64>,
+    ) -> Result<(), EngineError> {
+        let params = crate::model::param_count_u128(widths);
+        let host_copies = 5 * params * std::mem::size_of::<f32>() as u128;
+        let needed = match self {
+            EngineKind::Cpu { threads } => {
+                let threads = crate::cpu::resolve_threads(*threads);
+                host_copies + crate::cpu::engine_bytes(widths, threads)
+            }
+            EngineKind::Gpu { .. } | EngineKind::GpuSeat { .. } => host_copies,
+        };
+        match available {
+            Some(available) if needed > available as u128 => Err(EngineError::OutOfMemory {
+                widths: widths.to_vec(),
+                params,
+                needed_gb: needed as f64 / 1e9,
+                available_gb: available as f64 / 1e9,
+                device: self.device_name(),
+                hint: match self {
+                    EngineKind::Cpu { .. } => "narrower layers, or fewer --threads",
+                    _ => "narrower layers",
+                },
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Builds the engine for `params`, trained at up to `batch_size` rows per step.
     pub fn build(
         &self,

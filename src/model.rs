@@ -99,6 +99,15 @@ pub fn param_count(widths: &[usize]) -> usize {
     layer_views(widths).last().map_or(0, LayerView::end)
 }
 
+/// [`param_count`] in arithmetic that cannot overflow, for checking a config before anything
+/// is allocated (`param_count` of `[1 << 40, 1 << 40, 10]` would wrap).
+pub fn param_count_u128(widths: &[usize]) -> u128 {
+    widths
+        .windows(2)
+        .map(|w| (w[0] as u128 + 1) * w[1] as u128)
+        .sum()
+}
+
 /// A network's parameters: its widths, hidden activation and one flat f32 vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {

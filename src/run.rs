@@ -100,6 +100,7 @@ pub fn run_training(
     };
     let data = dataset_for(config, opts)?;
     config.check_against_data(data.features, data.classes, data.train.len)?;
+    opts.engine.check_memory(&config.layers)?;
     let params = Params::init(&config.layers, config.activation, config.init, config.seed);
     let mut engine = opts.engine.build(&params, config.batch_size)?;
     engine.upload(Arc::clone(&data))?;

@@ -353,3 +353,34 @@ fn a_thread_count_past_the_limit_is_clamped_and_zero_means_every_core() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(resolve_threads(0), cores.min(MAX_THREADS));
 }
+
+#[test]
+fn a_network_larger_than_free_memory_is_refused_before_anything_is_allocated() {
+    use wgtrain::engine::{EngineError, EngineKind};
+    let cpu = EngineKind::Cpu { threads: 2 };
+    let gb = 1_000_000_000u64;
+    // [784, 1e6, 10]: 795 million parameters, 3.18 GB per f32 copy.
+    let wide = [784, 1_000_000, 10];
+    match cpu.check_memory_within(&wide, Some(8 * gb)) {
+        Err(e @ EngineError::OutOfMemory { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("795000010 parameters"), "{text}");
+            assert!(text.contains("8.0 GB is available"), "{text}");
+            assert!(text.contains("fewer --threads"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Five host copies, the engine's four, and per thread a gradient and 512 rows of
+    // activations and deltas (4.1 GB): 43.2 GB on two threads.
+    assert!(cpu.check_memory_within(&wide, Some(40 * gb)).is_err());
+    assert!(cpu.check_memory_within(&wide, Some(60 * gb)).is_ok());
+    // More threads, more gradients: what fits two threads does not fit sixteen.
+    let many = EngineKind::Cpu { threads: 16 };
+    assert!(many.check_memory_within(&wide, Some(60 * gb)).is_err());
+    // The paper's network fits in a few megabytes; unknown free memory checks nothing.
+    assert!(
+        cpu.check_memory_within(&[784, 128, 10], Some(gb / 10))
+            .is_ok()
+    );
+    assert!(cpu.check_memory_within(&wide, None).is_ok());
+}

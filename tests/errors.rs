@@ -179,6 +179,11 @@ fn cases(root: &Path) -> Vec<Case> {
             "output width must equal",
         ),
         config_case(
+            "a network with more parameters than wgtrain addresses",
+            "layers=[36, 9000000000000000000, 3]",
+            "more than the 4294967295 the GPU kernels' 32-bit offsets can address",
+        ),
+        config_case(
             "a batch larger than the training set",
             "batch_size=1000",
             "larger than the 48 training rows",

@@ -20,6 +20,18 @@ const EVAL_ROWS: usize = 512;
 /// Fewest rows of a mini-batch worth giving a thread of its own.
 const MIN_SHARD_ROWS: usize = 64;
 
+/// Bytes a `CpuEngine` holds for a network of `widths` on `threads` threads, at the least: the
+/// parameters, the best copy and two optimiser moments, and per thread a gradient and the
+/// evaluation buffers (activations and deltas for [`EVAL_ROWS`] rows). Saturates instead of
+/// overflowing, so an absurd network gives a huge number, never a wrapped small one.
+pub fn engine_bytes(widths: &[usize], threads: usize) -> u128 {
+    let params = crate::model::param_count_u128(widths);
+    let activations: u128 = widths.iter().skip(1).map(|&w| w as u128).sum();
+    let per_thread = params + 2 * EVAL_ROWS as u128 * activations;
+    let floats = 4 * params + threads.max(1) as u128 * per_thread;
+    floats.saturating_mul(std::mem::size_of::<f32>() as u128)
+}
+
 /// One thread's buffers.
 struct Shard {
     workspace: Workspace<f32>,

@@ -8,7 +8,16 @@ pub mod gemm;
 pub mod net;
 pub mod ops;
 
-pub use engine::CpuEngine;
+pub use engine::{CpuEngine, engine_bytes};
+
+/// The memory the operating system says a new allocation can have without swapping
+/// (`MemAvailable` in /proc/meminfo); `None` where that is not known.
+pub fn available_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
 
 /// The most threads a `threads` setting may ask for. Every thread gets a shard with its own
 /// gradient and evaluation buffers (about 2.4 MB for the paper's network) and an OS thread that
