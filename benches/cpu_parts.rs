@@ -5,10 +5,16 @@
 //!
 //! Shapes are one shard's: the CPU engine splits a batch of 128 into two 64-row shards, one per
 //! thread, and runs each shard's products on that thread alone.
+//!
+//! A second table counts heap allocations per call of the same pieces (a counting global
+//! allocator; one relaxed atomic add per allocation, nothing per byte), so that the engine's
+//! step can be seen to allocate exactly what its GEMM products do.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use wgtrain::bench::{cpu_gemm_peak, gemm_operand as filled, median};
@@ -18,6 +24,33 @@ use wgtrain::cpu::{CpuEngine, gemm};
 use wgtrain::data::{Dataset, batches::epoch_order};
 use wgtrain::engine::Engine;
 use wgtrain::model::{Activation, Init, Params};
+
+/// The system allocator, counting calls to `alloc` (a step that allocates shows up here).
+struct CountingAllocator;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed straight to the system allocator with the same arguments.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Heap allocations during one call of `f`, after one untimed call (which may size buffers).
+fn allocations(mut f: impl FnMut()) -> usize {
+    f();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    f();
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
 
 /// Median seconds of one call of `f`, over `reps` timed calls after `reps / 4 + 1` untimed.
 fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -87,9 +120,11 @@ fn main() {
     let mut da1 = vec![0.0f32; rows * hidden];
     let reps = 2001;
     let flops = |m: usize, n: usize, k: usize| 2.0 * (m * n * k) as f64;
-    // One row per product: its name, its FLOPs and one call of it.
-    let part = |what: &str, flops: f64, call: &mut dyn FnMut()| {
-        report(what, flops, median_secs(reps, call), peak);
+    // One row per product: its name, its FLOPs and one call of it; and its allocations.
+    let mut allocated: Vec<(String, f64)> = Vec::new();
+    let mut part = |what: &str, flops: f64, call: &mut dyn FnMut()| {
+        report(what, flops, median_secs(reps, &mut *call), peak);
+        allocated.push((what.to_string(), allocations(call) as f64));
     };
     part(
         "forward 1: (64×784)·(784×128)",
@@ -147,33 +182,39 @@ fn main() {
     let step_flops = flops(rows, hidden, fan_in) * 2.0
         + flops(rows, classes, hidden) * 2.0
         + flops(rows, hidden, classes);
-    report(
-        "shard step: forward + backward, 64 rows",
-        step_flops,
-        median_secs(reps, || {
-            let result = net::loss_and_gradient_scaled(
-                shape,
-                &params.values,
-                &x,
-                &labels,
-                rows,
-                1.0 / 128.0,
-                &mut grad,
-                &mut ws,
-            );
-            black_box(result);
-        }),
-        peak,
-    );
+    let mut shard_step = || {
+        let result = net::loss_and_gradient_scaled(
+            shape,
+            &params.values,
+            &x,
+            &labels,
+            rows,
+            1.0 / 128.0,
+            &mut grad,
+            &mut ws,
+        );
+        black_box(result);
+    };
+    let what = "shard step: forward + backward, 64 rows";
+    report(what, step_flops, median_secs(reps, &mut shard_step), peak);
+    allocated.push((what.to_string(), allocations(&mut shard_step) as f64));
 
-    engine_steps(peak_one_thread);
+    allocated.extend(engine_steps(peak_one_thread));
+
+    println!("\n| what | heap allocations per call |\n|---|---|");
+    for (what, count) in allocated {
+        println!("| {what} | {count:.2} |");
+    }
 }
 
 /// The CPU engine's training step on Fashion-MNIST (the momentum config, batch 128, two
 /// threads): the median over many runs of 16 steps, so that one slow stretch of a shared
 /// machine moves the figure less than it moves an epoch's time. Its share is of two threads'
-/// worth of the one-thread peak.
-fn engine_steps(peak_one_thread: f64) {
+/// worth of the one-thread peak. Returns each thread count's heap allocations per step: the
+/// difference between 32 and 16 steps over 16, so that what an epoch does once (evaluating
+/// the validation split) drops out.
+fn engine_steps(peak_one_thread: f64) -> Vec<(String, f64)> {
+    let mut allocated = Vec::new();
     const STEPS: usize = 16;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = TrainConfig::load(&root.join("configs/momentum.toml"), &[]).expect("config");
@@ -206,5 +247,20 @@ fn engine_steps(peak_one_thread: f64) {
             secs,
             Some(peak_one_thread * threads as f64),
         );
+        let mut count = |steps: usize| {
+            allocations(|| {
+                let stats = engine.train_epoch(&order[..steps * hyper.batch_size], &hyper);
+                black_box(stats.expect("train"));
+            })
+        };
+        let (short, long) = (count(STEPS), count(2 * STEPS));
+        allocated.push((
+            format!(
+                "engine step of {}, {threads} thread(s) (per step)",
+                hyper.batch_size
+            ),
+            long.saturating_sub(short) as f64 / STEPS as f64,
+        ));
     }
+    allocated
 }

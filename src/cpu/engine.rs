@@ -36,6 +36,9 @@ pub fn engine_bytes(widths: &[usize], threads: usize) -> u128 {
 struct Shard {
     workspace: Workspace<f32>,
     grad: Vec<f32>,
+    /// This shard's (loss sum, correct) of the latest step: kept here rather than collected
+    /// into a Vec: wgtrain allocates nothing in a step (the `gemm` crate does, 2 per product).
+    result: (f64, usize),
     /// (rows, I) of this shard's part of the mini-batch, gathered by index.
     images: Vec<f32>,
     labels: Vec<u8>,
@@ -46,6 +49,7 @@ impl Shard {
         Shard {
             workspace: Workspace::new(layers, rows),
             grad: vec![0.0; params],
+            result: (0.0, 0),
             images: Vec::new(),
             labels: Vec::new(),
         }
@@ -125,24 +129,24 @@ impl CpuEngine {
             };
             let train = &data.train;
             let step_shard = |(i, s): (usize, &mut Shard)| {
-                shard_step(
+                s.result = shard_step(
                     s,
                     shape,
                     params,
                     train,
                     &indices[part(rows, n_shards, i)],
                     scale,
-                )
+                );
             };
             let active = &mut self.shards[..n_shards];
-            let results: Vec<(f64, usize)> = if n_shards > 1 {
-                active.par_iter_mut().enumerate().map(step_shard).collect()
+            if n_shards > 1 {
+                active.par_iter_mut().enumerate().for_each(step_shard);
             } else {
-                active.iter_mut().enumerate().map(step_shard).collect()
-            };
-            let (loss_sum, correct) = results
+                active.iter_mut().enumerate().for_each(step_shard);
+            }
+            let (loss_sum, correct) = active
                 .iter()
-                .fold((0.0, 0), |(l, c), r| (l + r.0, c + r.1));
+                .fold((0.0, 0), |(l, c), s| (l + s.result.0, c + s.result.1));
             if !loss_sum.is_finite() {
                 return Err(EngineError::NonFiniteLoss {
                     step: step + 1,

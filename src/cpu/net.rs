@@ -1,5 +1,6 @@
 //! The batched forward and backward pass on the fast GEMM, in any [`Scalar`]. Buffers live in a
-//! [`Workspace`] made once per run, so a training step allocates nothing.
+//! [`Workspace`] made once per run, so wgtrain allocates nothing in a training step (the `gemm`
+//! crate allocates its packing buffers per product; `cargo bench --bench cpu_parts` counts them).
 
 use super::{Scalar, gemm, ops};
 use crate::config::GradientReduction;

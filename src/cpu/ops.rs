@@ -154,11 +154,13 @@ pub fn adam_corrections(hyper: &Hyper, t: u64) -> (f64, f64) {
 }
 
 /// The parameter vector as runs of (index range, penalised): weights are penalised, biases not.
-pub fn penalty_runs(layers: &[LayerView]) -> Vec<(std::ops::Range<usize>, bool)> {
+/// An iterator, not a Vec: the update runs every step, and wgtrain allocates nothing in a step.
+pub fn penalty_runs(
+    layers: &[LayerView],
+) -> impl Iterator<Item = (std::ops::Range<usize>, bool)> + '_ {
     layers
         .iter()
         .flat_map(|v| [(v.weight..v.bias, true), (v.bias..v.end(), false)])
-        .collect()
 }
 
 /// One update of every parameter from the loss gradient `grad`, adding the L1/L2 penalty
