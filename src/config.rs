@@ -181,6 +181,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("weight_decay", "l2"),
     ("l2_penalty", "l2"),
     ("l1_penalty", "l1"),
+    ("l1_lambda", "l1"),
+    ("l2_lambda", "l2"),
     ("layer_specs", "layers"),
     ("early_stop", "early_stopping"),
     ("early_stop_epoch", "patience"),

@@ -64,6 +64,9 @@ fn rejects_unknown_key_with_a_suggestion() {
         err.to_string().contains("did you mean \"patience\""),
         "{err}"
     );
+    // The paper's λ names point to the keys that hold them.
+    let err = from_str("l2_lambda = 1e-4", &[]).unwrap_err();
+    assert!(err.to_string().contains("did you mean \"l2\""), "{err}");
 }
 
 #[test]

@@ -58,6 +58,10 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
         c.batch_size = b;
         c.check_against_data(data.features, data.classes, data.train.len)?;
     }
+    // Before the GEMM peak is timed: a network that cannot fit fails at once.
+    for kind in &kinds {
+        kind.check_memory(&config.layers)?;
+    }
     let data = std::sync::Arc::new(wgtrain::bench::training_only(data));
     let flops = wgtrain::bench::epoch_flops(&config.layers, data.train.len);
     println!(
