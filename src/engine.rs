@@ -128,7 +128,8 @@ impl EngineKind {
     /// Fails, before anything is allocated, when a network of `widths` cannot fit this machine's
     /// memory: what the engine holds (on the CPU) or the host's copies of the parameters (the
     /// caller's, and the checkpoint's four: parameters, best, two moments), against the memory
-    /// the OS reports available. Without this, an absurd config (`layers = [784, 100000000, 10]`)
+    /// the OS reports available ([`crate::cpu::available_memory_bytes`]: a container's limit
+    /// counts). Without this, an absurd config (`layers = [784, 100000000, 10]`)
     /// aborts in the allocator or is killed by the OOM killer instead of getting an error.
     /// Where the OS reports nothing, nothing is checked. (A GPU engine checks its device's
     /// limits itself when it is built.)
@@ -143,11 +144,11 @@ impl EngineKind {
         available: Option<u64>,
     ) -> Result<(), EngineError> {
         let params = crate::model::param_count_u128(widths);
-        let host_copies = 5 * params * std::mem::size_of::<f32>() as u128;
+        let host_copies = params.saturating_mul(5 * std::mem::size_of::<f32>() as u128);
         let needed = match self {
             EngineKind::Cpu { threads } => {
                 let threads = crate::cpu::resolve_threads(*threads);
-                host_copies + crate::cpu::engine_bytes(widths, threads)
+                host_copies.saturating_add(crate::cpu::engine_bytes(widths, threads))
             }
             EngineKind::Gpu { .. } | EngineKind::GpuSeat { .. } => host_copies,
         };

@@ -99,13 +99,12 @@ pub fn param_count(widths: &[usize]) -> usize {
     layer_views(widths).last().map_or(0, LayerView::end)
 }
 
-/// [`param_count`] in arithmetic that cannot overflow, for checking a config before anything
-/// is allocated (`param_count` of `[1 << 40, 1 << 40, 10]` would wrap).
+/// [`param_count`] in arithmetic that cannot overflow (it saturates), for checking a config
+/// before anything is allocated (`param_count` of `[1 << 40, 1 << 40, 10]` would wrap).
 pub fn param_count_u128(widths: &[usize]) -> u128 {
-    widths
-        .windows(2)
-        .map(|w| (w[0] as u128 + 1) * w[1] as u128)
-        .sum()
+    widths.windows(2).fold(0u128, |sum, w| {
+        sum.saturating_add((w[0] as u128 + 1).saturating_mul(w[1] as u128))
+    })
 }
 
 /// A network's parameters: its widths, hidden activation and one flat f32 vector.

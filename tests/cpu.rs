@@ -384,3 +384,17 @@ fn a_network_larger_than_free_memory_is_refused_before_anything_is_allocated() {
     );
     assert!(cpu.check_memory_within(&wide, None).is_ok());
 }
+
+#[test]
+fn free_memory_is_known_on_linux_and_counts_sizes_no_wider_than_u128() {
+    if cfg!(target_os = "linux") {
+        let free = wgtrain::cpu::available_memory_bytes().expect("/proc/meminfo");
+        assert!(free > 0);
+    }
+    // Widths near usize::MAX saturate instead of wrapping to a small count.
+    let huge = [usize::MAX, usize::MAX, usize::MAX];
+    assert_eq!(wgtrain::model::param_count_u128(&huge), u128::MAX);
+    assert_eq!(wgtrain::cpu::engine_bytes(&huge, 8), u128::MAX);
+    let cpu = wgtrain::engine::EngineKind::Cpu { threads: 1 };
+    assert!(cpu.check_memory_within(&huge, Some(u64::MAX)).is_err());
+}

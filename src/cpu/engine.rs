@@ -27,8 +27,10 @@ const MIN_SHARD_ROWS: usize = 64;
 pub fn engine_bytes(widths: &[usize], threads: usize) -> u128 {
     let params = crate::model::param_count_u128(widths);
     let activations: u128 = widths.iter().skip(1).map(|&w| w as u128).sum();
-    let per_thread = params + 2 * EVAL_ROWS as u128 * activations;
-    let floats = 4 * params + threads.max(1) as u128 * per_thread;
+    let per_thread = params.saturating_add((2 * EVAL_ROWS as u128).saturating_mul(activations));
+    let floats = params
+        .saturating_mul(4)
+        .saturating_add((threads.max(1) as u128).saturating_mul(per_thread));
     floats.saturating_mul(std::mem::size_of::<f32>() as u128)
 }
 

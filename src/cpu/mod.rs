@@ -10,13 +10,32 @@ pub mod ops;
 
 pub use engine::{CpuEngine, engine_bytes};
 
-/// The memory the operating system says a new allocation can have without swapping
-/// (`MemAvailable` in /proc/meminfo); `None` where that is not known.
+/// The memory a new allocation can have without swapping or meeting the OOM killer: the
+/// machine's `MemAvailable` (/proc/meminfo), or less where a container's memory limit leaves
+/// less (cgroup v2 `memory.max` − `memory.current`, or v1's `limit_in_bytes` −
+/// `usage_in_bytes`); `None` where neither is known (not Linux).
 pub fn available_memory_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib.saturating_mul(1024))
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
+    let machine = read("/proc/meminfo").and_then(|info| {
+        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib.saturating_mul(1024))
+    });
+    // v2 writes "max" for no limit, which does not parse: no limit, no headroom figure.
+    let container = [
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ]
+    .iter()
+    .find_map(|(limit, usage)| Some(number(read(limit))?.saturating_sub(number(read(usage))?)));
+    match (machine, container) {
+        (Some(m), Some(c)) => Some(m.min(c)),
+        (m, c) => m.or(c),
+    }
 }
 
 /// The most threads a `threads` setting may ask for. Every thread gets a shard with its own
