@@ -12,6 +12,98 @@ use crate::data::{Dataset, Split, epoch_order};
 use crate::engine::{EngineError, EngineKind};
 use crate::model::{Params, layer_views};
 
+/// Where and when a benchmark ran, printed above its table and written into every `--json`
+/// line, so that a figure carries its machine wherever it is copied (issue 4: every figure
+/// with its machine, adapter, driver, command and date; the adapter and driver are in each
+/// GPU row).
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// UTC, `YYYY-MM-DD`.
+    pub date: String,
+    /// The command line as given (program name first).
+    pub command: String,
+    pub wgtrain_version: &'static str,
+    pub os: &'static str,
+    pub arch: &'static str,
+    /// The CPU's model name (and, on x86, family and model numbers), or "unknown".
+    pub cpu: String,
+    pub logical_cores: usize,
+    /// The widest vector extension the CPU path's GEMM can use here.
+    pub simd: &'static str,
+}
+
+impl Machine {
+    pub fn this(command: String) -> Self {
+        Machine {
+            date: crate::metrics::UtcTime::now().date(),
+            command,
+            wgtrain_version: env!("CARGO_PKG_VERSION"),
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+            cpu: cpu_model(),
+            logical_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            simd: simd_level(),
+        }
+    }
+
+    /// One line for the top of a bench's output.
+    pub fn summary(&self) -> String {
+        format!(
+            "machine: {}, {} logical cores, {} {} ({}); wgtrain {}; {} UTC",
+            self.cpu,
+            self.logical_cores,
+            self.os,
+            self.arch,
+            self.simd,
+            self.wgtrain_version,
+            self.date
+        )
+    }
+}
+
+/// /proc/cpuinfo's model name, with family and model where given (the name alone can be as
+/// vague as "AMD EPYC", which covers Zen 2 to Zen 5).
+fn cpu_model() -> String {
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return "unknown".to_string();
+    };
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    match (field("model name"), field("cpu family"), field("model")) {
+        (Some(name), Some(family), Some(model)) => {
+            format!("{name} (family {family}, model {model})")
+        }
+        (Some(name), _, _) => name,
+        _ => "unknown".to_string(),
+    }
+}
+
+fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "avx2+fma";
+        }
+        "sse2"
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "neon"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar"
+    }
+}
+
 /// FLOPs of one training epoch over `rows` rows: the forward products, the weight-gradient
 /// products and the input-gradient products of every layer but the first (which backprop does
 /// not need), 2 FLOPs per multiply-add. Element-wise work is not counted.
@@ -125,6 +217,8 @@ pub struct BenchRow {
     /// CPU only, where the bench measured it: that [`cpu_gemm_peak`] in GFLOP/s, so a tool
     /// reading the rows can recompute the floor (`flops_per_epoch` at this rate).
     pub gemm_peak_gflops: Option<f64>,
+    /// GPU only: the adapter's driver and its version, as wgpu reports them.
+    pub adapter_driver: Option<String>,
 }
 
 /// The dataset with its validation split cut to one row, so epochs time training alone.
@@ -184,7 +278,7 @@ pub fn bench_one(
     });
     let med = median(&mut times);
     let flops = epoch_flops(&config.layers, data.train.len);
-    let (tuning, detail) = match kind {
+    let (tuning, detail, adapter_driver) = match kind {
         EngineKind::Gpu { context } => {
             let changes = context.tuning.changes();
             let detail = if changes.is_empty() {
@@ -192,9 +286,13 @@ pub fn bench_one(
             } else {
                 format!("{} {changes}", engine.describe())
             };
-            (Some(context.tuning), detail)
+            (
+                Some(context.tuning),
+                detail,
+                Some(context.info.driver.clone()),
+            )
         }
-        _ => (None, engine.describe()),
+        _ => (None, engine.describe(), None),
     };
     let steps = data.train.len.div_ceil(batch_size);
     Ok(BenchRow {
@@ -213,6 +311,7 @@ pub fn bench_one(
         train_loss_last_epoch: last_loss,
         share_of_floor: None,
         gemm_peak_gflops: None,
+        adapter_driver,
     })
 }
 

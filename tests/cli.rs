@@ -370,6 +370,7 @@ fn bench_prints_a_table_and_json_rows_for_each_device_and_batch_size() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(rows.len(), 2 * devices.split(',').count());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for row in &rows {
         let secs = row["median_epoch_secs"].as_f64().unwrap();
         assert!(
@@ -396,8 +397,27 @@ fn bench_prints_a_table_and_json_rows_for_each_device_and_batch_size() {
             assert!((share - gflops / peak).abs() <= 1e-12 * share, "{row}");
         } else {
             assert_eq!((share, peak), (None, None), "{row}");
+            assert!(row["adapter_driver"].as_str().is_some(), "{row}");
         }
+        // Every row carries where and when it was measured, and the command that measured it.
+        let machine = &row["machine"];
+        assert!(
+            machine["command"]
+                .as_str()
+                .is_some_and(|c| c.contains("bench") && c.contains("16,64")),
+            "{row}"
+        );
+        assert_eq!(machine["logical_cores"].as_u64(), Some(cores as u64));
+        assert_eq!(machine["os"], std::env::consts::OS, "{row}");
+        assert_eq!(machine["wgtrain_version"], env!("CARGO_PKG_VERSION"));
+        let date = machine["date"].as_str().unwrap_or_default();
+        assert!(
+            date.len() == 10 && date.starts_with("20") && date.as_bytes()[4] == b'-',
+            "{row}"
+        );
+        assert!(machine["cpu"].as_str().is_some_and(|c| !c.is_empty()));
     }
+    assert!(stdout.starts_with("machine: "), "{stdout}");
     assert!(
         stdout.contains("| cpu |") && stdout.contains("| 64 |"),
         "{stdout}"

@@ -161,3 +161,25 @@ fn a_write_that_fails_midway_leaves_the_previous_file_intact() {
         "no temporary file is left behind: {leftovers:?}"
     );
 }
+
+#[test]
+fn utc_dates_follow_the_civil_calendar() {
+    use wgtrain::metrics::UtcTime;
+    let t = UtcTime::from_unix_secs(0);
+    assert_eq!(
+        (t.date(), t.hour, t.minute, t.second),
+        ("1970-01-01".into(), 0, 0, 0)
+    );
+    // 2024-02-29 12:34:56 UTC (a leap day) and the day after.
+    let t = UtcTime::from_unix_secs(1_709_210_096);
+    assert_eq!(
+        (t.date(), t.hour, t.minute, t.second),
+        ("2024-02-29".into(), 12, 34, 56)
+    );
+    assert_eq!(
+        UtcTime::from_unix_secs(1_709_210_096 + 86_400).date(),
+        "2024-03-01"
+    );
+    // 2000-12-31 (the last day of a leap year divisible by 400).
+    assert_eq!(UtcTime::from_unix_secs(978_220_800).date(), "2000-12-31");
+}

@@ -64,6 +64,16 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
     }
     let data = std::sync::Arc::new(wgtrain::bench::training_only(data));
     let flops = wgtrain::bench::epoch_flops(&config.layers, data.train.len);
+    let machine = wgtrain::bench::Machine::this(std::env::args().collect::<Vec<_>>().join(" "));
+    println!("{}", machine.summary());
+    for kind in &kinds {
+        if let Some(a) = kind.adapter() {
+            println!(
+                "adapter: {} ({}, {}), driver {}",
+                a.name, a.backend, a.device_type, a.driver
+            );
+        }
+    }
     println!(
         "bench: {} {:?} {}, {} training rows, {:.2} GFLOP per epoch, {warmup} warm-up + {epochs} timed epochs (validation excluded)",
         config.name,
@@ -182,6 +192,10 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
         }
     }
     if let Some(path) = json {
+        let machine = serde_json::to_value(&machine)?;
+        for line in &mut lines {
+            line["machine"] = machine.clone();
+        }
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
         wgtrain::checkpoint::write_atomic(&path, text.as_bytes())?;
     }
