@@ -1,8 +1,11 @@
 """The peers' shared data loading: the vendored IDX files, per-image z-scoring and a seeded
 48,000/12,000 split, the same preprocessing wgtrain does (its split draws differ)."""
+import datetime
 import gzip
 import os
+import platform
 import struct
+import sys
 
 import numpy as np
 
@@ -29,3 +32,34 @@ def load_train_split(data_dir, seed):
     order = np.random.default_rng(seed).permutation(len(images))
     train = order[: int(round(0.8 * len(images)))]
     return np.ascontiguousarray(images[train]), labels[train]
+
+
+def machine():
+    """Where and when a peer ran, with the same keys as `wgtrain bench --json`'s `machine`."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            fields = {}
+            for line in f:
+                if ":" in line:
+                    key, value = line.split(":", 1)
+                    fields.setdefault(key.strip(), value.strip())
+        cpu = fields.get("model name", platform.processor() or "unknown")
+        if "cpu family" in fields and "model" in fields:
+            cpu += f" (family {fields['cpu family']}, model {fields['model']})"
+    except OSError:
+        cpu = platform.processor() or "unknown"
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "os": platform.system().lower(),
+        "arch": platform.machine(),
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def print_machine(m):
+    print(f"machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['os']} {m['arch']}; "
+          f"Python {m['python']}; {m['date']} UTC", flush=True)

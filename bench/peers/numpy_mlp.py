@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from fashion_mnist import DEFAULT_DIR, load_train_split
+from fashion_mnist import DEFAULT_DIR, load_train_split, machine, print_machine
 
 
 def bench(x, y, batch, args):
@@ -90,8 +90,11 @@ def main():
     args = ap.parse_args()
     x, y = load_train_split(args.data, args.seed)
     rows = []
+    where = machine()
+    print_machine(where)
     for b in [int(v) for v in args.batch_sizes.split(",")]:
         r = bench(x, y, b, args)
+        r["machine"] = where
         print(json.dumps(r), flush=True)
         rows.append(r)
     print("| peer | device | batch | median s/epoch (min–max) | samples/s | GFLOP/s |")

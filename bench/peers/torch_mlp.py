@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from fashion_mnist import DEFAULT_DIR, load_train_split
+from fashion_mnist import DEFAULT_DIR, load_train_split, machine, print_machine
 
 
 def paper_init(model, generator):
@@ -85,8 +85,11 @@ def main():
     x = torch.from_numpy(images).to(device)
     y = torch.from_numpy(labels).to(device)
     rows = []
+    where = machine()
+    print_machine(where)
     for b in [int(v) for v in args.batch_sizes.split(",")]:
         r = bench(x, y, b, args)
+        r["machine"] = where
         print(json.dumps(r), flush=True)
         rows.append(r)
     print(f"| peer | device | batch | median s/epoch (min–max) | samples/s | GFLOP/s |")
