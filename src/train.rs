@@ -94,12 +94,35 @@ impl EarlyStopping {
             0
         };
         self.previous_loss = val_loss;
-        let stop = self.enabled
+        Verdict {
+            improved,
+            stop: self.stops_after(epoch),
+        }
+    }
+
+    /// Whether the rule, as it stands after epoch `epoch` was observed, says to stop: what
+    /// [`EarlyStopping::observe`] returned for that epoch, or would with the settings now held.
+    pub fn stops_after(&self, epoch: usize) -> bool {
+        self.enabled
             && match self.rule {
                 EarlyStoppingRule::Rising => self.rising_streak >= self.patience,
-                EarlyStoppingRule::NoImprovement => epoch - self.best_epoch >= self.patience,
-            };
-        Verdict { improved, stop }
+                EarlyStoppingRule::NoImprovement => {
+                    epoch.saturating_sub(self.best_epoch) >= self.patience
+                }
+            }
+    }
+
+    /// The same history (best epoch and loss, rising streak) judged by another rule, patience
+    /// or on/off setting: a resumed run's config decides when it stops, so `--set patience=N`
+    /// or `--set early_stopping=false` on `--resume` takes effect. Both rules' state is always
+    /// tracked, so switching rules needs nothing recomputed.
+    pub fn with_settings(self, rule: EarlyStoppingRule, patience: usize, enabled: bool) -> Self {
+        EarlyStopping {
+            rule,
+            patience,
+            enabled,
+            ..self
+        }
     }
 }
 
@@ -147,7 +170,14 @@ pub fn train(
     let hyper = config.hyper();
     let (first_epoch, mut stopping, mut records) = match resume {
         // The engine already holds the checkpoint's parameters, best and optimiser state.
-        Some(r) => (r.epochs_done + 1, r.stopping, r.records),
+        Some(r) => {
+            let stopping = r.stopping.with_settings(
+                config.early_stopping_rule,
+                config.patience,
+                config.early_stopping,
+            );
+            (r.epochs_done + 1, stopping, r.records)
+        }
         None => {
             engine.keep_best().map_err(TrainError::from)?;
             let stopping = EarlyStopping::new(
@@ -158,10 +188,15 @@ pub fn train(
             (1, stopping, Vec::new())
         }
     };
-    let mut stopped_early = false;
+    // A resumed run that early stopping had ended stays ended, as it would have run
+    // uninterrupted (a larger patience, or early_stopping = false, lets it go on).
+    let epochs_done = first_epoch - 1;
+    let already_stopped = epochs_done > 0 && stopping.stops_after(epochs_done);
+    let mut stopped_early = already_stopped && epochs_done < config.epochs;
+    let last_epoch = if already_stopped { 0 } else { config.epochs };
     let mut diverged = None;
     let lower = format!("{:e}", config.learning_rate / 10.0);
-    for epoch in first_epoch..=config.epochs {
+    for epoch in first_epoch..=last_epoch {
         let start = Instant::now();
         let order = epoch_order(config.seed, epoch, train_rows);
         let stats = match engine.train_epoch(&order, &hyper) {

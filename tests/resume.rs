@@ -198,3 +198,86 @@ fn ctrl_c_stops_after_the_epoch_saves_and_says_how_to_resume() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.join("summary.json").exists());
 }
+
+#[test]
+fn a_run_early_stopping_ended_stays_ended_on_resume_unless_its_settings_let_it_go_on() {
+    // See: resuming a run that had stopped early trained one more epoch (its saved state
+    // re-judged only after the next epoch), and --set patience / early_stopping were ignored.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 60, 6, 3, true);
+    let run = tmp.path().join("run");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--data",
+            data.to_str().unwrap(),
+            "--quiet",
+            "--set",
+            "layers=[36, 10, 3]",
+            "--set",
+            "batch_size=16",
+            "--set",
+            "learning_rate=0.3",
+            "--set",
+            "early_stopping_rule=\"no_improvement\"",
+            "--set",
+            "patience=1",
+        ];
+        args.extend_from_slice(extra);
+        let o = wgtrain(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let summary = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+    };
+    // This easy data's validation loss falls to a floor within a few epochs, so with
+    // patience 1 the run stops early wherever it runs.
+    train(&["--out", run.to_str().unwrap(), "--set", "epochs=40"]);
+    let first = summary(&run);
+    assert_eq!(
+        first["stopped_early"], true,
+        "the setup must stop early: {first}"
+    );
+    let epochs = first["epochs_run"].as_u64().unwrap() as usize;
+    let rows = metrics(&run);
+    assert_eq!(rows.len(), epochs + 1);
+
+    // Resumed as it was, or with more epochs: an uninterrupted run would not have gone on.
+    let r = run.to_str().unwrap();
+    train(&["--resume", r]);
+    train(&["--resume", r, "--set", "epochs=80"]);
+    assert_eq!(metrics(&run), rows);
+    let again = summary(&run);
+    assert_eq!(
+        (
+            &again["stopped_early"],
+            &again["best_epoch"],
+            &again["test_loss"]
+        ),
+        (
+            &first["stopped_early"],
+            &first["best_epoch"],
+            &first["test_loss"]
+        )
+    );
+
+    // With early stopping off, the resumed run trains on to its epochs.
+    let target = epochs + 3;
+    train(&[
+        "--resume",
+        r,
+        "--set",
+        "early_stopping=false",
+        "--set",
+        &format!("epochs={target}"),
+    ]);
+    let resumed = metrics(&run);
+    assert_eq!(resumed.len(), target + 1);
+    assert_eq!(resumed[..rows.len()], rows[..]);
+    assert_eq!(summary(&run)["stopped_early"], false);
+}
