@@ -93,6 +93,14 @@ pub fn run_training(
                 config.activation.name()
             )));
         }
+        if c.epochs_done > config.epochs {
+            // Training cannot be undone; rewriting config.toml with fewer epochs than
+            // metrics.csv holds would leave the run contradicting itself.
+            return Err(Error::Usage(format!(
+                "the run has {} epochs done, more than epochs = {} (hint: --set epochs=N with N ≥ {} to go further)",
+                c.epochs_done, config.epochs, c.epochs_done
+            )));
+        }
         Some(c)
     } else {
         check_out_dir(&opts.out, opts.force)?;

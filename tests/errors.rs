@@ -218,6 +218,28 @@ fn cases(root: &Path) -> Vec<Case> {
         args: train(&good, &existing, &[]),
         expect: "--force",
     });
+    // A finished two-epoch run, resumed with fewer epochs than it has done.
+    let done = root.join("done");
+    let finished = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(train(&good, &done, &[]))
+        .output()
+        .unwrap();
+    assert!(finished.status.success(), "{finished:?}");
+    cases.push(Case {
+        what: "a resumed run asked for fewer epochs than it has done",
+        args: vec![
+            "train".into(),
+            "--device".into(),
+            "cpu".into(),
+            "--data".into(),
+            good.display().to_string(),
+            "--resume".into(),
+            done.display().to_string(),
+            "--set".into(),
+            "epochs=1".into(),
+        ],
+        expect: "the run has 2 epochs done, more than epochs = 1",
+    });
     let blocker = root.join("a-file");
     std::fs::write(&blocker, "not a directory").unwrap();
     cases.push(Case {

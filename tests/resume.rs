@@ -266,6 +266,27 @@ fn a_run_early_stopping_ended_stays_ended_on_resume_unless_its_settings_let_it_g
         )
     );
 
+    // Fewer epochs than are done is an error that changes nothing.
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let o = wgtrain(&[
+        "train",
+        "--device",
+        "cpu",
+        "--data",
+        data.to_str().unwrap(),
+        "--resume",
+        r,
+        "--set",
+        "epochs=1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("epochs done, more than epochs = 1"));
+    assert_eq!(
+        std::fs::read_to_string(run.join("config.toml")).unwrap(),
+        config
+    );
+    assert_eq!(metrics(&run), rows);
+
     // With early stopping off, the resumed run trains on to its epochs.
     let target = epochs + 3;
     train(&[
