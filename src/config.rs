@@ -269,6 +269,7 @@ impl TrainConfig {
         table
             .entry("name")
             .or_insert_with(|| toml::Value::String(default_name.to_string()));
+        let as_written = table.clone();
         for arg in overrides {
             let (key, value) = arg
                 .split_once('=')
@@ -284,13 +285,32 @@ impl TrainConfig {
                 });
             }
         }
-        let config: TrainConfig =
+        let overrides_paper = overrides
+            .iter()
+            .any(|a| a.split_once('=').is_some_and(|(k, _)| k.trim() == "paper"));
+        let mut config: TrainConfig =
             toml::Value::Table(table)
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
                     path: path.to_path_buf(),
                     message: e.to_string().trim().replace('\n', " "),
                 })?;
+        // An override that changes the experiment (anything but its seed and name) makes it no
+        // longer the one whose reported figures the file carries, so `wgtrain table` does not
+        // set a modified run beside the paper's numbers; a `paper` override is the user's own.
+        if config.paper.is_some() && !overrides_paper {
+            let written: Option<TrainConfig> = toml::Value::Table(as_written).try_into().ok();
+            let same_experiment = written.is_some_and(|w| {
+                TrainConfig {
+                    seed: config.seed,
+                    name: config.name.clone(),
+                    ..w
+                } == config
+            });
+            if !same_experiment {
+                config.paper = None;
+            }
+        }
         config.validate(path)?;
         Ok(config)
     }

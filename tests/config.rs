@@ -169,3 +169,23 @@ fn batch_mean_penalty_scaling_divides_lambda_by_the_batch_size_only_for_mean_gra
         "the default applies λ in full, as PyTorch's weight_decay"
     );
 }
+
+#[test]
+fn a_config_changed_by_overrides_no_longer_carries_the_papers_figures() {
+    let momentum = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/momentum.toml");
+    let load = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        TrainConfig::load(&momentum, &sets).unwrap()
+    };
+    assert!(load(&[]).paper.is_some());
+    // Another seed or name is the same experiment; so is a value set to what the file says.
+    assert!(load(&["seed=7", "name=\"again\""]).paper.is_some());
+    assert!(load(&["learning_rate=0.01"]).paper.is_some());
+    // Anything else makes it another experiment, which `wgtrain table` must not set beside the
+    // paper's numbers.
+    assert!(load(&["learning_rate=0.5"]).paper.is_none());
+    assert!(load(&["epochs=3"]).paper.is_none());
+    // Unless the override gives figures of its own.
+    let own = load(&["epochs=3", "paper={test_accuracy = 0.5, test_loss = 1.0}"]);
+    assert_eq!(own.paper.map(|p| p.test_accuracy), Some(0.5));
+}

@@ -164,14 +164,12 @@ pub fn expand(path: &Path, extra: &[String]) -> Result<Vec<SweepRun>> {
             all.push(format!("name=\"{setting}\""));
             all.extend(extra.iter().cloned());
             all.push(format!("seed={seed}"));
-            let mut config = match config_path.as_ref().or(file.base.as_ref()) {
+            // A setting that changes its config is no longer the paper's experiment: loading
+            // with overrides drops the file's `paper` figures then (config::from_toml_str).
+            let config = match config_path.as_ref().or(file.base.as_ref()) {
                 Some(p) => TrainConfig::load(&dir.join(p), &all)?,
                 None => TrainConfig::from_toml_str("", path, &setting, &all)?,
             };
-            if !sets.is_empty() {
-                // A setting that changes its config is no longer the paper's experiment.
-                config.paper = None;
-            }
             runs.push(SweepRun {
                 index: runs.len(),
                 id: format!("{setting}-seed{seed}"),
