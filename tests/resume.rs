@@ -231,6 +231,7 @@ fn a_run_early_stopping_ended_stays_ended_on_resume_unless_its_settings_let_it_g
         args.extend_from_slice(extra);
         let o = wgtrain(&args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
     };
     let summary = |dir: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
@@ -249,7 +250,11 @@ fn a_run_early_stopping_ended_stays_ended_on_resume_unless_its_settings_let_it_g
 
     // Resumed as it was, or with more epochs: an uninterrupted run would not have gone on.
     let r = run.to_str().unwrap();
-    train(&["--resume", r]);
+    let said = train(&["--resume", r]);
+    assert!(
+        said.contains("nothing left to train") && said.contains("stopped early"),
+        "{said}"
+    );
     train(&["--resume", r, "--set", "epochs=80"]);
     assert_eq!(metrics(&run), rows);
     let again = summary(&run);

@@ -638,7 +638,11 @@ fn train(t: &TrainArgs) -> Result<()> {
     };
     let epochs = config.epochs;
     let progress_display = EpochProgress::new(&config.name, epochs, quiet);
-    let progress = |r: &EpochRecord, v: Verdict| progress_display.epoch(r, v);
+    let trained = std::cell::Cell::new(0usize);
+    let progress = |r: &EpochRecord, v: Verdict| {
+        trained.set(trained.get() + 1);
+        progress_display.epoch(r, v)
+    };
     let mut result = run_training(&config, &opts, progress);
     // With --device auto, a GPU that opened but cannot hold this run (a limit, an allocation)
     // falls back to the CPU. Such errors come before the run directory is written.
@@ -654,6 +658,23 @@ fn train(t: &TrainArgs) -> Result<()> {
     progress_display.finish();
     let summary = result
         .with_context(|| format!("training {} (run directory {})", config.name, out.display()))?;
+    if resume.is_some() && trained.get() == 0 {
+        eprintln!(
+            "note: {} had nothing left to train ({} epochs done{}); --set epochs=N goes further{}",
+            out.display(),
+            summary.epochs_run,
+            if summary.stopped_early {
+                ", stopped early"
+            } else {
+                ""
+            },
+            if summary.stopped_early {
+                ", with a larger patience or early_stopping=false"
+            } else {
+                ""
+            }
+        );
+    }
     println!(
         "{}: test accuracy {:.2}%, test loss {:.4} (best epoch {} of {}{}) on {} in {:.1}s → {}",
         summary.name,
