@@ -270,10 +270,12 @@ impl TrainConfig {
             .entry("name")
             .or_insert_with(|| toml::Value::String(default_name.to_string()));
         let as_written = table.clone();
+        let mut overrides_paper = false;
         for arg in overrides {
             let (key, value) = arg
                 .split_once('=')
                 .ok_or_else(|| ConfigError::BadOverride { arg: arg.clone() })?;
+            overrides_paper |= key.trim() == "paper";
             table.insert(key.trim().to_string(), parse_override_value(value.trim()));
         }
         for key in table.keys() {
@@ -285,9 +287,6 @@ impl TrainConfig {
                 });
             }
         }
-        let overrides_paper = overrides
-            .iter()
-            .any(|a| a.split_once('=').is_some_and(|(k, _)| k.trim() == "paper"));
         let mut config: TrainConfig =
             toml::Value::Table(table)
                 .try_into()

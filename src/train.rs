@@ -193,7 +193,11 @@ pub fn train(
     let epochs_done = first_epoch - 1;
     let already_stopped = epochs_done > 0 && stopping.stops_after(epochs_done);
     let mut stopped_early = already_stopped && epochs_done < config.epochs;
-    let last_epoch = if already_stopped { 0 } else { config.epochs };
+    let last_epoch = if already_stopped {
+        epochs_done
+    } else {
+        config.epochs
+    };
     let mut diverged = None;
     let lower = format!("{:e}", config.learning_rate / 10.0);
     for epoch in first_epoch..=last_epoch {
