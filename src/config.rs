@@ -220,13 +220,21 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Parses the value side of `--set key=value` as TOML, falling back to a bare string
-/// (`--set activation=relu` needs no quotes).
-fn parse_override_value(raw: &str) -> toml::Value {
+/// (`--set activation=relu` needs no quotes). `None` for a whole number TOML cannot hold
+/// (beyond 64-bit signed), which would otherwise fall back to a string and be reported as
+/// one ("invalid type: string").
+fn parse_override_value(raw: &str) -> Option<toml::Value> {
     match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
-        Err(_) => toml::Value::String(raw.to_string()),
+        Ok(mut t) => Some(
+            t.remove("v")
+                .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        ),
+        Err(_) => {
+            let digits = raw.strip_prefix(['+', '-']).unwrap_or(raw);
+            let whole =
+                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_');
+            (!whole).then(|| toml::Value::String(raw.to_string()))
+        }
     }
 }
 
@@ -276,7 +284,16 @@ impl TrainConfig {
                 .split_once('=')
                 .ok_or_else(|| ConfigError::BadOverride { arg: arg.clone() })?;
             overrides_paper |= key.trim() == "paper";
-            table.insert(key.trim().to_string(), parse_override_value(value.trim()));
+            let value = parse_override_value(value.trim()).ok_or_else(|| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{} = {}: out of range (TOML integers are 64-bit signed, at most {})",
+                    key.trim(),
+                    value.trim(),
+                    i64::MAX
+                ),
+            })?;
+            table.insert(key.trim().to_string(), value);
         }
         for key in table.keys() {
             if !KEYS.contains(&key.as_str()) {

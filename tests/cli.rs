@@ -843,6 +843,32 @@ fn train_eval_and_plot_draw_their_pictures() {
 }
 
 #[test]
+fn the_largest_seed_a_config_can_hold_round_trips_and_a_larger_one_is_refused() {
+    // See: `--seed 18446744073709551615` passed clap and then failed as
+    // "invalid type: string, expected u64": config.toml (TOML) holds 64-bit signed integers.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 200, 50, 6, 3, true);
+    let run = tmp.path().join("run");
+    let o = train_tiny(&data, &run, &["--seed", "9223372036854775807"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("seed = 9223372036854775807"), "{config}");
+    let o = train_tiny(
+        &data,
+        &tmp.path().join("b"),
+        &["--seed", "9223372036854775808"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("not in 0..=9223372036854775807"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!tmp.path().join("b").exists(), "nothing written");
+}
+
+#[test]
 fn every_subcommand_has_working_help() {
     // The binary is built with debug assertions here, so clap checks each command's
     // definition (conflicts, flattened groups) when it is built for --help.

@@ -206,6 +206,11 @@ fn cases(root: &Path) -> Vec<Case> {
         },
     ]);
     cases.push(Case {
+        what: "a number too large for a config file (a seed past 2^63 − 1)",
+        args: train(&good, &out, &["--set", "seed=9223372036854775808"]),
+        expect: "seed = 9223372036854775808: out of range (TOML integers are 64-bit signed",
+    });
+    cases.push(Case {
         what: "a thread count no machine has (a typo)",
         args: train(&good, &out, &["--threads", "100000"]),
         expect: "--threads 100000: at most 1024",

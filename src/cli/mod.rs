@@ -188,8 +188,9 @@ struct ConfigArgs {
     /// Override a config key, e.g. --set learning_rate=0.05 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Seed for the split, initialisation and shuffling (same as --set seed=N).
-    #[arg(long)]
+    /// Seed for the split, initialisation and shuffling (same as --set seed=N; at most
+    /// 2^63 − 1, the largest integer config.toml can hold).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     seed: Option<u64>,
     /// Directory holding the four MNIST-style IDX files [default: data/fashion-mnist].
     #[arg(long, value_name = "DIR")]
