@@ -55,6 +55,38 @@ pub struct RunCurves {
     pub best_epoch: usize,
 }
 
+impl RunCurves {
+    /// A run directory's curves, labelled with the directory's name. The best epoch is the
+    /// summary's; a run without one (interrupted, or still training: metrics.csv is rewritten
+    /// whole after every epoch) gets the epoch that early stopping would call best so far,
+    /// judged from metrics.csv by [`EarlyStopping`](crate::train::EarlyStopping)'s own rule.
+    pub fn read(dir: &Path) -> Result<RunCurves> {
+        let metrics = dir.join("metrics.csv");
+        if !metrics.is_file() {
+            return Err(Error::Usage(format!(
+                "{}: not a run directory (no metrics.csv)",
+                dir.display()
+            )));
+        }
+        let records = crate::run::read_metrics(&metrics, usize::MAX)?;
+        let summary_path = dir.join("summary.json");
+        let best_epoch = if summary_path.exists() {
+            crate::metrics::Summary::read(&summary_path)?.best_epoch
+        } else {
+            crate::train::EarlyStopping::best_epoch_of(&records)
+        };
+        let label = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map_or_else(|| dir.display().to_string(), str::to_string);
+        Ok(RunCurves {
+            label,
+            records,
+            best_epoch,
+        })
+    }
+}
+
 /// Which metric a chart shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {

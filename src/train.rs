@@ -112,6 +112,16 @@ impl EarlyStopping {
             }
     }
 
+    /// The best epoch of recorded epochs (0 when none has a finite validation loss): the
+    /// one [`EarlyStopping::observe`] would have kept, the first of the lowest losses.
+    pub fn best_epoch_of(records: &[EpochRecord]) -> usize {
+        let mut stopping = EarlyStopping::new(EarlyStoppingRule::NoImprovement, 1, false);
+        for r in records {
+            stopping.observe(r.epoch, r.val_loss);
+        }
+        stopping.best_epoch
+    }
+
     /// The same history (best epoch and loss, rising streak) judged by another rule, patience
     /// or on/off setting: a resumed run's config decides when it stops, so `--set patience=N`
     /// or `--set early_stopping=false` on `--resume` takes effect. Both rules' state is always

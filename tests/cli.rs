@@ -843,6 +843,62 @@ fn train_eval_and_plot_draw_their_pictures() {
 }
 
 #[test]
+fn plot_and_table_take_a_run_that_has_not_finished() {
+    // See: an interrupted run (or one still training) has metrics.csv but no summary.json,
+    // and `plot` refused it ("summary.json: No such file") while `table runs/*` failed whole.
+    let tmp = tempfile::tempdir().unwrap();
+    let unfinished = tmp.path().join("unfinished");
+    std::fs::create_dir(&unfinished).unwrap();
+    // Validation losses 0.9, 0.5, 0.7, 0.5, 0.8: early stopping's best is the first 0.5.
+    let mut metrics = format!("{METRICS_HEADER}\n");
+    for (epoch, val_loss) in [0.9, 0.5, 0.7, 0.5, 0.8].iter().enumerate() {
+        metrics.push_str(&format!("{},0.4,0.8,{val_loss},0.8,0.1\n", epoch + 1));
+    }
+    std::fs::write(unfinished.join("metrics.csv"), metrics).unwrap();
+    let o = wgtrain(&["plot", unfinished.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(unfinished.join("loss.svg")).unwrap();
+    assert!(
+        svg.contains("best epoch 2\n"),
+        "marks the first lowest loss"
+    );
+
+    let o = wgtrain(&["table", unfinished.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no finished run among the 1 given"),
+        "{}",
+        stderr(&o)
+    );
+    let data = tmp.path().join("data");
+    write_dataset(&data, 200, 50, 6, 3, true);
+    let finished = tmp.path().join("finished");
+    assert!(train_tiny(&data, &finished, &[]).status.success());
+    let o = wgtrain(&[
+        "table",
+        unfinished.to_str().unwrap(),
+        finished.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unfinished left out: the run has not finished"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.ends_with("| 1 |"))
+            .count(),
+        1,
+        "one row, of the finished run"
+    );
+    let o = wgtrain(&["plot", tmp.path().join("data").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a run directory (no metrics.csv)"));
+}
+
+#[test]
 fn the_largest_seed_a_config_can_hold_round_trips_and_a_larger_one_is_refused() {
     // See: `--seed 18446744073709551615` passed clap and then failed as
     // "invalid type: string, expected u64": config.toml (TOML) holds 64-bit signed integers.

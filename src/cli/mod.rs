@@ -297,7 +297,7 @@ enum Command {
     },
     /// Draw accuracy and loss curves of one or more runs (overlaid) as PNG and SVG.
     Plot {
-        /// Run directories (each with metrics.csv and summary.json).
+        /// Run directories (each with metrics.csv; finished or not).
         #[arg(required = true, value_name = "RUN_DIR")]
         runs: Vec<PathBuf>,
         /// Where the pictures go [default: the run directory for one run, else plots/].
@@ -306,7 +306,7 @@ enum Command {
     },
     /// Results table (Markdown) from run directories, grouped by experiment.
     Table {
-        /// Run directories (each with config.toml and summary.json).
+        /// Run directories (each with config.toml and summary.json; unfinished runs are left out).
         #[arg(required = true)]
         runs: Vec<PathBuf>,
     },
@@ -839,20 +839,7 @@ fn gradcheck(args: &ConfigArgs, samples: usize, per_layer: usize, epsilon: f64) 
 fn plot(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
     let curves = runs
         .iter()
-        .map(|dir| {
-            let summary = wgtrain::metrics::Summary::read(&dir.join("summary.json"))?;
-            let records = wgtrain::run::read_metrics(&dir.join("metrics.csv"), usize::MAX)?;
-            let label = dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or(&summary.name)
-                .to_string();
-            Ok(wgtrain::plot::RunCurves {
-                label,
-                records,
-                best_epoch: summary.best_epoch,
-            })
-        })
+        .map(|dir| wgtrain::plot::RunCurves::read(dir))
         .collect::<wgtrain::Result<Vec<_>>>()?;
     let out = out.unwrap_or_else(|| {
         if runs.len() == 1 {
@@ -876,7 +863,22 @@ fn plot(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
 }
 
 fn table(runs: &[PathBuf]) -> Result<()> {
-    let records = runs
+    // A run without summary.json has no test figures yet (interrupted, or still training):
+    // one line says so and the table goes on, so that `table runs/*` works mid-sweep.
+    let (finished, unfinished): (Vec<&PathBuf>, Vec<&PathBuf>) = runs
+        .iter()
+        .partition(|d| d.join("summary.json").exists() || !d.join("metrics.csv").exists());
+    for dir in &unfinished {
+        eprintln!(
+            "note: {} left out: the run has not finished (no summary.json; `wgtrain train --resume {}` finishes it)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    if finished.is_empty() {
+        bail!("no finished run among the {} given", runs.len());
+    }
+    let records = finished
         .iter()
         .map(|d| report::read_run(d).with_context(|| format!("reading run {}", d.display())))
         .collect::<Result<Vec<_>>>()?;
