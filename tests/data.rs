@@ -223,6 +223,65 @@ fn zscore_gives_each_image_zero_mean_and_unit_std() {
 }
 
 #[test]
+fn zscore_is_the_plain_f64_formula_bit_for_bit_on_every_fashion_mnist_image() {
+    // The loader sums pixels in integers and z-scores images in parallel, straight into each
+    // split; the numbers must stay those of the obvious sequential f64 loop, or every trained
+    // result would move.
+    fn reference(image: &[u8]) -> Vec<f32> {
+        let n = image.len() as f64;
+        let mean = image.iter().map(|&p| p as f64).sum::<f64>() / n;
+        let var = image
+            .iter()
+            .map(|&p| (p as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let scale = if var.sqrt() < 1e-8 {
+            1.0
+        } else {
+            1.0 / var.sqrt()
+        };
+        image
+            .iter()
+            .map(|&p| ((p as f64 - mean) * scale) as f32)
+            .collect()
+    }
+    let dir = fashion_mnist();
+    let raw = data::read_pair(&dir, data::TRAIN_IMAGES, data::TRAIN_LABELS).unwrap();
+    let features = raw.features();
+    let dataset = Dataset::from_raw(
+        &raw,
+        &data::read_pair(&dir, data::TEST_IMAGES, data::TEST_LABELS).unwrap(),
+        0.2,
+        3,
+    )
+    .unwrap();
+    for split in [&dataset.train, &dataset.val] {
+        for (j, &row) in split.rows.iter().enumerate() {
+            let row = row as usize;
+            let expected = reference(&raw.pixels[row * features..(row + 1) * features]);
+            let got = &split.images[j * features..(j + 1) * features];
+            assert!(
+                expected
+                    .iter()
+                    .zip(got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "training image {row}"
+            );
+        }
+    }
+    // Bright, long images: the integer pixel sum is still the f64 sum.
+    let bright: Vec<u8> = (0..200_000u32).map(|i| 200 + (i % 56) as u8).collect();
+    let z = zscore_images(&bright, bright.len());
+    assert_eq!(
+        z.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        reference(&bright)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn zscore_of_a_constant_image_is_zero_not_nan() {
     let z = zscore_images(&[7; 16], 16);
     assert!(z.iter().all(|&v| v == 0.0), "{z:?}");

@@ -224,21 +224,14 @@ impl Split {
         }
     }
 
-    fn gather(
-        images: &[f32],
-        pixels: &[u8],
-        labels: &[u8],
-        features: usize,
-        rows: &[usize],
-    ) -> Split {
-        let mut out = Vec::with_capacity(rows.len() * features);
+    /// The images and labels at `rows` of their source file, z-scored straight from the bytes.
+    fn gather(pixels: &[u8], labels: &[u8], features: usize, rows: &[usize]) -> Split {
         let mut raw = Vec::with_capacity(rows.len() * features);
         for &r in rows {
-            out.extend_from_slice(&images[r * features..(r + 1) * features]);
             raw.extend_from_slice(&pixels[r * features..(r + 1) * features]);
         }
         Split {
-            images: out,
+            images: prep::zscore_rows(pixels, features, rows),
             pixels: raw,
             labels: rows.iter().map(|&r| labels[r]).collect(),
             len: rows.len(),
@@ -299,25 +292,12 @@ impl Dataset {
                 val_fraction,
             })?;
         let features = train.features();
-        let all_train = zscore_images(&train.pixels, features);
         let test_images = zscore_images(&test.pixels, features);
         Ok(Dataset {
             features,
             classes,
-            train: Split::gather(
-                &all_train,
-                &train.pixels,
-                &train.labels,
-                features,
-                &train_rows,
-            ),
-            val: Split::gather(
-                &all_train,
-                &train.pixels,
-                &train.labels,
-                features,
-                &val_rows,
-            ),
+            train: Split::gather(&train.pixels, &train.labels, features, &train_rows),
+            val: Split::gather(&train.pixels, &train.labels, features, &val_rows),
             test: Split::contiguous(test_images, test.pixels.clone(), test.labels.clone(), 0),
         })
     }

@@ -29,7 +29,11 @@ pub fn split_indices(n: usize, val_fraction: f64, seed: u64) -> Option<(Vec<usiz
 /// image, accumulated in f64. The GPU engine uploads these and z-scores on the device.
 pub fn image_stats(image: &[u8]) -> (f64, f64) {
     let n = image.len().max(1) as f64;
-    let mean = image.iter().map(|&p| p as f64).sum::<f64>() / n;
+    // Every partial sum of the pixels is a whole number far below 2^53, so an integer sum is
+    // the f64 sum exactly, in any order, and vectorises (a chain of f64 additions cannot be
+    // reordered). The squares' sum is not exact: it stays in pixel order.
+    let sum: u64 = image.iter().map(|&p| u64::from(p)).sum();
+    let mean = sum as f64 / n;
     let var = image
         .iter()
         .map(|&p| (p as f64 - mean).powi(2))
@@ -39,13 +43,31 @@ pub fn image_stats(image: &[u8]) -> (f64, f64) {
     (mean, if std < MIN_STD { 1.0 } else { 1.0 / std })
 }
 
-/// Z-scores each image on its own: (x − mean) / std over that image's pixels (population std).
-/// Returns `pixels.len()` f32 values.
+/// Writes `image` z-scored on its own — (x − mean) / std over its pixels, population std — to
+/// `out` (as long as the image).
+pub fn zscore_to(image: &[u8], out: &mut [f32]) {
+    let (mean, scale) = image_stats(image);
+    for (z, &p) in out.iter_mut().zip(image) {
+        *z = ((p as f64 - mean) * scale) as f32;
+    }
+}
+
+/// Z-scores each image on its own ([`zscore_to`]). Returns `pixels.len()` f32 values.
 pub fn zscore_images(pixels: &[u8], features: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(pixels.len());
-    for image in pixels.chunks_exact(features) {
-        let (mean, scale) = image_stats(image);
-        out.extend(image.iter().map(|&p| ((p as f64 - mean) * scale) as f32));
+    let rows: Vec<usize> = (0..pixels.len() / features.max(1)).collect();
+    zscore_rows(pixels, features, &rows)
+}
+
+/// The images at `rows` of `pixels` (`features` bytes each), z-scored into one row-major
+/// matrix in that order, images in parallel (each image's numbers are the same on any number
+/// of threads).
+pub fn zscore_rows(pixels: &[u8], features: usize, rows: &[usize]) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = vec![0.0f32; rows.len() * features];
+    if features > 0 {
+        out.par_chunks_mut(features)
+            .zip(rows.par_iter())
+            .for_each(|(z, &r)| zscore_to(&pixels[r * features..(r + 1) * features], z));
     }
     out
 }
