@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::TrainConfig;
-use crate::data::{Dataset, Split, epoch_order};
+use crate::data::{Dataset, epoch_order};
 use crate::engine::{EngineError, EngineKind};
 use crate::model::{Params, layer_views};
 
@@ -223,14 +223,7 @@ pub struct BenchRow {
 
 /// The dataset with its validation split cut to one row, so epochs time training alone.
 pub fn training_only(mut data: Dataset) -> Dataset {
-    let f = data.features;
-    data.val = Split {
-        images: data.val.images[..f].to_vec(),
-        pixels: data.val.pixels[..f].to_vec(),
-        labels: data.val.labels[..1].to_vec(),
-        len: 1,
-        rows: data.val.rows[..1].to_vec(),
-    };
+    data.val = data.val.first(1);
     data
 }
 

@@ -259,7 +259,7 @@ fn zscore_is_the_plain_f64_formula_bit_for_bit_on_every_fashion_mnist_image() {
         for (j, &row) in split.rows.iter().enumerate() {
             let row = row as usize;
             let expected = reference(&raw.pixels[row * features..(row + 1) * features]);
-            let got = &split.images[j * features..(j + 1) * features];
+            let got = &split.images()[j * features..(j + 1) * features];
             assert!(
                 expected
                     .iter()
@@ -330,7 +330,7 @@ fn dataset_takes_shape_and_classes_from_the_files() {
     let d = Dataset::load(dir.path(), 0.2, 1).unwrap();
     assert_eq!((d.features, d.classes), (25, 4));
     assert_eq!((d.train.len, d.val.len, d.test.len), (40, 10, 20));
-    assert_eq!(d.train.images.len(), 40 * 25);
+    assert_eq!(d.train.images().len(), 40 * 25);
 }
 
 mod properties {

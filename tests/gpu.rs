@@ -354,6 +354,25 @@ fn two_gpu_runs_with_the_same_seed_give_bit_identical_weights() {
 /// has k = 36, so the k step's masked tail differs between 16 (three passes) and 64 (one); its
 /// 240 training rows are 8 steps of 32, submitted whole or in parts of 3, 3 and 2.
 #[test]
+fn a_gpu_run_never_builds_the_f32_images_the_cpu_path_reads() {
+    // The GPU z-scores on the device from the bytes; the f32 copies (150 MB for Fashion-MNIST's
+    // training split) are made on first use, and a GPU run must not be that use.
+    let Some(ctx) = gpu() else { return };
+    let (mut engine, data, config) = tiny_engine_pair(&ctx);
+    let stats = engine
+        .train_epoch(&epoch_order(1, 1, data.train.len), &config.hyper())
+        .unwrap();
+    assert!(stats.val.is_some());
+    engine.evaluate(wgtrain::data::SplitName::Test).unwrap();
+    for split in [&data.train, &data.val, &data.test] {
+        assert!(!split.images_made());
+    }
+    let mut cpu = CpuEngine::new(&engine.params().unwrap(), 1);
+    cpu.upload(Arc::clone(&data)).unwrap();
+    assert!(data.train.images_made() && data.val.images_made());
+}
+
+#[test]
 fn every_kernel_arrangement_trains_to_the_same_bits() {
     let Some(ctx) = gpu() else { return };
     let mut arranged = ctx.clone();

@@ -10,7 +10,7 @@ fn random_dataset(features: usize, classes: usize, rows: usize, seed: u64) -> Da
     let split = |n: usize, first: usize, rng: &mut ChaCha8Rng| {
         let pixels: Vec<u8> = (0..n * features).map(|_| rng.random::<u8>()).collect();
         let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..classes as u8)).collect();
-        Split::contiguous(zscore_images(&pixels, features), pixels, labels, first)
+        Split::contiguous(pixels, labels, first)
     };
     let (train, val, test) = (
         split(rows, 0, &mut rng),

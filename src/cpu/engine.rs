@@ -234,6 +234,10 @@ impl Engine for CpuEngine {
                 found: vec![data.features, data.classes],
             });
         }
+        // The f32 images are made on first use; make the ones every epoch reads now, not in
+        // the middle of the first step.
+        data.train.images();
+        data.val.images();
         self.data = Some(data);
         Ok(())
     }
@@ -271,7 +275,7 @@ impl Engine for CpuEngine {
             net::evaluate(
                 shape,
                 &params,
-                &split.images[rows.start * features..rows.end * features],
+                &split.images()[rows.start * features..rows.end * features],
                 &split.labels[rows],
                 &mut s.workspace,
             )
@@ -355,10 +359,11 @@ fn shard_step(
         shard.grad.fill(0.0);
         return (0.0, 0);
     }
+    let images = train.images();
     for (r, &i) in indices.iter().enumerate() {
         let i = i as usize;
         shard.images[r * features..(r + 1) * features]
-            .copy_from_slice(&train.images[i * features..(i + 1) * features]);
+            .copy_from_slice(&images[i * features..(i + 1) * features]);
         shard.labels[r] = train.labels[i];
     }
     net::loss_and_gradient_scaled(

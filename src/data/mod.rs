@@ -196,12 +196,11 @@ pub fn read_pair(dir: &Path, images: &str, labels: &str) -> Result<RawImages, Da
     })
 }
 
-/// One preprocessed split: z-scored images and integer labels.
+/// One preprocessed split: its images (as bytes, and z-scored on first use) and labels.
 #[derive(Debug, Clone, Default)]
 pub struct Split {
-    /// `len × features` f32, row-major, each image z-scored on its own.
-    pub images: Vec<f32>,
-    /// The same images as raw bytes (what a GPU engine keeps resident).
+    /// The images as raw bytes, `len × features`, row-major (what a GPU engine keeps
+    /// resident, z-scoring on the device).
     pub pixels: Vec<u8>,
     pub labels: Vec<u8>,
     pub len: usize,
@@ -209,34 +208,63 @@ pub struct Split {
     /// file (the training images), so datasets split with different seeds name the same images
     /// alike: a GPU keeps that file once and serves every packed model's split from it.
     pub rows: Vec<u32>,
+    /// [`Split::images`], made on first use: only the CPU path reads f32 images, and for the
+    /// training file they are 150 MB that a GPU run would build for nothing.
+    images: std::sync::OnceLock<Vec<f32>>,
 }
 
 impl Split {
-    /// A split of `len` images that are rows `first..first + len` of their source.
-    pub fn contiguous(images: Vec<f32>, pixels: Vec<u8>, labels: Vec<u8>, first: usize) -> Split {
+    /// A split of the images `pixels` (`labels.len()` of them) that are rows `first..first +
+    /// len` of their source.
+    pub fn contiguous(pixels: Vec<u8>, labels: Vec<u8>, first: usize) -> Split {
         let len = labels.len();
         Split {
-            images,
             pixels,
             labels,
             len,
             rows: (first as u32..(first + len) as u32).collect(),
+            images: Default::default(),
         }
     }
 
-    /// The images and labels at `rows` of their source file, z-scored straight from the bytes.
+    /// The images at `rows` of their source file.
     fn gather(pixels: &[u8], labels: &[u8], features: usize, rows: &[usize]) -> Split {
         let mut raw = Vec::with_capacity(rows.len() * features);
         for &r in rows {
             raw.extend_from_slice(&pixels[r * features..(r + 1) * features]);
         }
         Split {
-            images: prep::zscore_rows(pixels, features, rows),
             pixels: raw,
             labels: rows.iter().map(|&r| labels[r]).collect(),
             len: rows.len(),
             rows: rows.iter().map(|&r| r as u32).collect(),
+            images: Default::default(),
         }
+    }
+
+    /// The first `n` images of the split.
+    pub fn first(&self, n: usize) -> Split {
+        let n = n.min(self.len);
+        let features = self.pixels.len() / self.len.max(1);
+        Split {
+            pixels: self.pixels[..n * features].to_vec(),
+            labels: self.labels[..n].to_vec(),
+            len: n,
+            rows: self.rows[..n].to_vec(),
+            images: Default::default(),
+        }
+    }
+
+    /// `len × features` f32, row-major, each image z-scored on its own
+    /// ([`prep::zscore_images`]); computed on the first call (in parallel), then kept.
+    pub fn images(&self) -> &[f32] {
+        self.images
+            .get_or_init(|| zscore_images(&self.pixels, self.pixels.len() / self.len.max(1)))
+    }
+
+    /// Whether [`Split::images`] has been computed (a GPU run never needs it).
+    pub fn images_made(&self) -> bool {
+        self.images.get().is_some()
     }
 }
 
@@ -292,13 +320,12 @@ impl Dataset {
                 val_fraction,
             })?;
         let features = train.features();
-        let test_images = zscore_images(&test.pixels, features);
         Ok(Dataset {
             features,
             classes,
             train: Split::gather(&train.pixels, &train.labels, features, &train_rows),
             val: Split::gather(&train.pixels, &train.labels, features, &val_rows),
-            test: Split::contiguous(test_images, test.pixels.clone(), test.labels.clone(), 0),
+            test: Split::contiguous(test.pixels.clone(), test.labels.clone(), 0),
         })
     }
 
@@ -313,9 +340,8 @@ impl Dataset {
 /// Loads only the test split (for `eval` and `predict`), z-scored the same way.
 pub fn load_test_split(dir: &Path) -> Result<(Split, RawImages), DataError> {
     let test = read_pair(dir, TEST_IMAGES, TEST_LABELS)?;
-    let images = zscore_images(&test.pixels, test.features());
     Ok((
-        Split::contiguous(images, test.pixels.clone(), test.labels.clone(), 0),
+        Split::contiguous(test.pixels.clone(), test.labels.clone(), 0),
         test,
     ))
 }

@@ -52,22 +52,15 @@ pub fn zscore_to(image: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Z-scores each image on its own ([`zscore_to`]). Returns `pixels.len()` f32 values.
+/// Z-scores each image on its own ([`zscore_to`]), images in parallel (each image's numbers
+/// are the same on any number of threads). Returns `pixels.len()` f32 values.
 pub fn zscore_images(pixels: &[u8], features: usize) -> Vec<f32> {
-    let rows: Vec<usize> = (0..pixels.len() / features.max(1)).collect();
-    zscore_rows(pixels, features, &rows)
-}
-
-/// The images at `rows` of `pixels` (`features` bytes each), z-scored into one row-major
-/// matrix in that order, images in parallel (each image's numbers are the same on any number
-/// of threads).
-pub fn zscore_rows(pixels: &[u8], features: usize, rows: &[usize]) -> Vec<f32> {
     use rayon::prelude::*;
-    let mut out = vec![0.0f32; rows.len() * features];
+    let mut out = vec![0.0f32; pixels.len()];
     if features > 0 {
         out.par_chunks_mut(features)
-            .zip(rows.par_iter())
-            .for_each(|(z, &r)| zscore_to(&pixels[r * features..(r + 1) * features], z));
+            .zip(pixels.par_chunks(features))
+            .for_each(|(z, image)| zscore_to(image, z));
     }
     out
 }
