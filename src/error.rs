@@ -35,6 +35,10 @@ pub enum Error {
         "interrupted after epoch {epoch}; the run is saved (hint: continue with `wgtrain train --resume {dir}`)"
     )]
     Interrupted { epoch: usize, dir: PathBuf },
+    #[error(
+        "interrupted; {saved} runs saved mid-way (hint: the same command again goes on: finished runs are skipped, saved ones continue from their last epoch)"
+    )]
+    SweepInterrupted { saved: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

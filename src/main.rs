@@ -25,7 +25,10 @@ fn main() -> ExitCode {
             if e.chain().any(|c| {
                 matches!(
                     c.downcast_ref::<wgtrain::Error>(),
-                    Some(wgtrain::Error::Interrupted { .. })
+                    Some(
+                        wgtrain::Error::Interrupted { .. }
+                            | wgtrain::Error::SweepInterrupted { .. }
+                    )
                 )
             }) {
                 return ExitCode::from(130);

@@ -201,3 +201,112 @@ fn runs_side_by_side_on_the_cpu_give_what_one_at_a_time_gives() {
     assert_eq!(rows.len(), 9, "header + 8 runs");
     assert_eq!(rows, rows_without_seconds(&alone));
 }
+
+#[test]
+fn a_sweep_stopped_with_ctrl_c_goes_on_from_each_runs_last_epoch_to_the_same_results() {
+    // See: Ctrl-C killed a sweep at once, and the rerun trained its unfinished runs again from
+    // the first epoch.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 60, 6, 3, true);
+    let sweep = tmp.path().join("two.toml");
+    std::fs::write(&sweep, "seeds = [1]\n[grid]\nlearning_rate = [0.05, 0.1]\n").unwrap();
+    let args = [
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--pack",
+        "1",
+        "--set",
+        "layers=[36, 64, 3]",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "epochs=300",
+        "--set",
+        "early_stopping=false",
+    ];
+    let (whole, part) = (tmp.path().join("whole"), tmp.path().join("part"));
+    run_sweep(&sweep, &data, &whole, &args);
+
+    let first = part.join("learning_rate=0.05-seed1");
+    let child = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .arg("sweep")
+        .arg(&sweep)
+        .arg("--out")
+        .arg(&part)
+        .arg("--data")
+        .arg(&data)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for two finished epochs of the first run, then interrupt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(first.join("metrics.csv")).map_or(0, |m| m.lines().count()) < 3 {
+        assert!(std::time::Instant::now() < deadline, "no epochs finished");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("1 runs saved mid-way"), "{err}");
+    let saved = wgtrain::checkpoint::load_checkpoint(&first.join("last.safetensors")).unwrap();
+    assert!(
+        (2..300).contains(&saved.epochs_done),
+        "stopped after epoch {}",
+        saved.epochs_done
+    );
+    assert!(!first.join("summary.json").exists());
+    assert!(
+        !part.join("learning_rate=0.1-seed1").exists(),
+        "no run starts after Ctrl-C"
+    );
+
+    // Mark the first saved epoch's row: a run that goes on keeps the rows it has, one
+    // trained again from the start would rewrite them.
+    let metrics = std::fs::read_to_string(first.join("metrics.csv")).unwrap();
+    let (head, rest) = metrics.split_once('\n').unwrap();
+    let (row1, rest) = rest.split_once('\n').unwrap();
+    let marked = format!("{},12345.678", row1.rsplit_once(',').unwrap().0);
+    std::fs::write(
+        first.join("metrics.csv"),
+        format!("{head}\n{marked}\n{rest}"),
+    )
+    .unwrap();
+
+    let log = run_sweep(&sweep, &data, &part, &args);
+    let metrics = std::fs::read_to_string(first.join("metrics.csv")).unwrap();
+    assert_eq!(
+        metrics.lines().nth(1),
+        Some(marked.as_str()),
+        "epoch 1 kept"
+    );
+    assert!(
+        log.contains(&format!(
+            "learning_rate=0.05-seed1: stopped after epoch {}, going on from there",
+            saved.epochs_done
+        )),
+        "{log}"
+    );
+    assert_eq!(rows_without_seconds(&part), rows_without_seconds(&whole));
+    let epochs = |dir: &Path| -> Vec<String> {
+        std::fs::read_to_string(dir.join("learning_rate=0.05-seed1/metrics.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(
+        epochs(&part),
+        epochs(&whole),
+        "every epoch as uninterrupted"
+    );
+}

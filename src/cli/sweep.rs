@@ -55,8 +55,12 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     let mut tally = SweepTally::default();
     let datasets = Arc::new(std::sync::Mutex::new(wgtrain::run::DatasetCache::new()));
     let mut todo = Vec::new();
+    // Runs that a stopped sweep left mid-way go on from their last epoch (as `train
+    // --resume` would, to the same bits) rather than from the start.
+    let mut resumed = Vec::new();
     for (n, (_, run)) in mine.iter().enumerate() {
-        if sweep::is_finished(&out.join(&run.id)) {
+        let dir = out.join(&run.id);
+        if sweep::is_finished(&dir) {
             tally.skipped += 1;
             println!(
                 "[{}/{}] {}: finished earlier, skipped",
@@ -65,9 +69,19 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
                 run.id
             );
         } else {
+            if let Some(epochs) = sweep::resumable_epochs(&dir, &run.config) {
+                println!(
+                    "[{}/{}] {}: stopped after epoch {epochs}, going on from there",
+                    n + 1,
+                    mine.len(),
+                    run.id
+                );
+                resumed.push(run.id.as_str());
+            }
             todo.push(*run);
         }
     }
+    let interrupt = interrupt_flag();
     // On a GPU, runs of one shape train packed in the same dispatches; on the CPU, runs train
     // side by side on a share of the cores each (one thread each unless --pack says fewer
     // runs), which beats one run on every core at small batches. --pack 1: one at a time.
@@ -78,15 +92,25 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     let cpu_pack = pack_size_on_cpu(&engine, args.pack, cores);
     let packs: Vec<Vec<&sweep::SweepRun>> = match (&engine, args.pack) {
         (_, Some(1)) => todo.iter().map(|&r| vec![r]).collect(),
-        (EngineKind::Gpu { context }, pack) => sweep::pack_groups(&todo, |r| {
-            let fits = wgtrain::gpu::PackedModels::max_models(
-                context,
-                &r.config.layers,
-                r.config.batch_size,
-                MAX_AUTO_PACK,
-            );
-            pack.map_or(fits, |k| k.min(fits))
-        }),
+        // Packed models share their step count, so a run going on from a checkpoint trains
+        // alone (the same bits as packed: packing changes no arithmetic).
+        (EngineKind::Gpu { context }, pack) => {
+            let (going_on, fresh): (Vec<_>, Vec<_>) = todo
+                .iter()
+                .copied()
+                .partition(|r| resumed.contains(&r.id.as_str()));
+            let mut packs = sweep::pack_groups(&fresh, |r| {
+                let fits = wgtrain::gpu::PackedModels::max_models(
+                    context,
+                    &r.config.layers,
+                    r.config.batch_size,
+                    MAX_AUTO_PACK,
+                );
+                pack.map_or(fits, |k| k.min(fits))
+            });
+            packs.extend(going_on.into_iter().map(|r| vec![r]));
+            packs
+        }
         // On the CPU all runs form one queue that `cpu_pack` workers drain.
         (_, _) if cpu_pack.is_some() => vec![todo.clone()],
         (_, _) => todo.iter().map(|&r| vec![r]).collect(),
@@ -95,6 +119,9 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     let mut done = 0;
     let mut queue: std::collections::VecDeque<Vec<&sweep::SweepRun>> = packs.into();
     while let Some(pack) = queue.pop_front() {
+        if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
         match &pack[..] {
             runs if runs.len() > 1 || cpu_pack.is_some() => {
                 let (engines, label) = match &engine {
@@ -152,6 +179,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
                     &out,
                     &data_dir,
                     &datasets,
+                    Some(Arc::clone(&interrupt)),
                     |_, record| {
                         if let Some(bar) = &bar
                             && record.epoch as u64 > bar.position()
@@ -177,14 +205,15 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
             runs => {
                 let run = runs[0];
                 let dir = out.join(&run.id);
-                // An unfinished directory is this sweep's own interrupted run: redo it.
+                // An unfinished directory is this sweep's own interrupted run: go on from its
+                // checkpoint where it is one of this config, else train it over.
                 let opts = RunOptions {
                     out: dir.clone(),
                     force: true,
                     data_dir: data_dir.clone(),
                     engine: engine.clone(),
-                    resume: false,
-                    interrupt: None,
+                    resume: resumed.contains(&run.id.as_str()),
+                    interrupt: Some(Arc::clone(&interrupt)),
                     datasets: Some(Arc::clone(&datasets)),
                 };
                 std::fs::create_dir_all(&dir)
@@ -213,6 +242,12 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         "trained {trained}, skipped {skipped} finished, {diverged} diverged; {finished} finished runs in {} → results.csv, results.md",
         out.display()
     );
+    if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(wgtrain::Error::SweepInterrupted {
+            saved: tally.interrupted,
+        }
+        .into());
+    }
     Ok(())
 }
 
@@ -235,6 +270,8 @@ struct SweepTally {
     trained: usize,
     skipped: usize,
     diverged: usize,
+    /// Runs a Ctrl-C stopped after an epoch, saved to go on from.
+    interrupted: usize,
 }
 
 impl SweepTally {
@@ -245,6 +282,7 @@ impl SweepTally {
             Err(wgtrain::Error::Train(wgtrain::train::TrainError::Diverged { .. })) => {
                 self.diverged += 1
             }
+            Err(wgtrain::Error::Interrupted { .. }) => self.interrupted += 1,
             Err(e) => return Err(anyhow::Error::new(e).context(format!("sweep run {id}"))),
         }
         Ok(())

@@ -265,6 +265,23 @@ pub fn is_finished(dir: &Path) -> bool {
     crate::metrics::Summary::read(&dir.join("summary.json")).is_ok()
 }
 
+/// How many epochs an unfinished run directory holds that a sweep can go on from: its
+/// checkpoint's, when the directory holds no finished run, its config.toml is exactly
+/// `config` (the sweep file still asks for this run) and its checkpoint loads. `None`: train
+/// it from the start.
+pub fn resumable_epochs(dir: &Path, config: &TrainConfig) -> Option<usize> {
+    if is_finished(dir) {
+        return None;
+    }
+    let written = std::fs::read_to_string(dir.join("config.toml")).ok()?;
+    if written != config.to_toml() {
+        return None;
+    }
+    let checkpoint = crate::checkpoint::load_checkpoint(&dir.join("last.safetensors")).ok()?;
+    (checkpoint.widths == config.layers && checkpoint.epochs_done <= config.epochs)
+        .then_some(checkpoint.epochs_done)
+}
+
 /// Header of results.csv.
 pub const RESULTS_HEADER: &str = "run,setting,seed,overrides,status,best_epoch,epochs_run,best_val_loss,test_accuracy,test_loss,device,seconds";
 

@@ -3,6 +3,7 @@
 //! its seat in a [`GpuPack`], or on a share of the CPU's cores).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::SweepRun;
@@ -81,9 +82,13 @@ pub fn gpu_seats(
 
 /// Trains `runs` side by side, each into `out/<run id>`: one worker thread per engine of
 /// `engines` (seats of one GPU pack, one per run; or CPU engines sharing the cores, fewer than
-/// the runs), each taking the next run as soon as its last one ends. Each run calls `on_epoch`
-/// after each of its epochs and `on_finish` when it ends, from its worker's thread. Outcomes
-/// come back in the order of `runs`.
+/// the runs), each taking the next run as soon as its last one ends. A run whose directory
+/// holds an unfinished run of the same config goes on from its checkpoint
+/// ([`super::resumable_epochs`]); on a GPU only a pack's first epochs agree, so callers pack
+/// only runs that start from scratch. Each run calls `on_epoch` after each of its epochs and
+/// `on_finish` when it ends, from its worker's thread. Once `interrupt` is set, each run stops
+/// after its epoch in progress (saved, `Error::Interrupted`) and no further run starts.
+/// Outcomes of the runs that started come back in the order of `runs`.
 #[allow(clippy::too_many_arguments)]
 pub fn train_together<'a>(
     runs: &[&'a SweepRun],
@@ -91,6 +96,7 @@ pub fn train_together<'a>(
     out: &Path,
     data_dir: &Path,
     datasets: &Arc<Mutex<DatasetCache>>,
+    interrupt: Option<Arc<AtomicBool>>,
     on_epoch: impl Fn(&SweepRun, &EpochRecord) + Sync,
     on_finish: impl Fn(&SweepRun, &Result<Summary>) + Sync,
 ) -> Result<Vec<PackedRun<'a>>> {
@@ -99,9 +105,14 @@ pub fn train_together<'a>(
         force: true,
         data_dir: data_dir.to_path_buf(),
         engine,
-        resume: false,
-        interrupt: None,
+        resume: super::resumable_epochs(&out.join(&run.id), &run.config).is_some(),
+        interrupt: interrupt.clone(),
         datasets: Some(Arc::clone(datasets)),
+    };
+    let interrupted = || {
+        interrupt
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::SeqCst))
     };
     // Load each seed's dataset once, before the runs start side by side.
     for run in runs {
@@ -123,7 +134,7 @@ pub fn train_together<'a>(
                 scope.spawn(move || {
                     let mut engine = Some(engine);
                     let mut i = worker;
-                    while let Some(&run) = runs.get(i) {
+                    while let Some(&run) = runs.get(i).filter(|_| !interrupted()) {
                         // A dedicated worker hands its engine (a pack seat) to its one run, so
                         // dropping the run's options leaves the pack before any reporting.
                         let kind = if dedicated {
