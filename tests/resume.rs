@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use wgtrain::checkpoint::{load_checkpoint, load_model};
 
-use crate::common::write_dataset;
+use crate::common::{interrupt_after_epochs, write_dataset};
 
 fn wgtrain(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wgtrain"))
@@ -153,18 +153,7 @@ fn ctrl_c_stops_after_the_epoch_saves_and_says_how_to_resume() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for two finished epochs, then interrupt.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::read_to_string(out.join("metrics.csv")).map_or(0, |m| m.lines().count()) < 3 {
-        assert!(std::time::Instant::now() < deadline, "no epochs finished");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let o = child.wait_with_output().unwrap();
+    let o = interrupt_after_epochs(child, &out.join("metrics.csv"), 2);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{err}");
     assert!(

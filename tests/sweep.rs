@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use wgtrain::sweep::{Shard, expand};
 
-use crate::common::write_dataset;
+use crate::common::{interrupt_after_epochs, write_dataset};
 
 fn wgtrain(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wgtrain"))
@@ -243,18 +243,7 @@ fn a_sweep_stopped_with_ctrl_c_goes_on_from_each_runs_last_epoch_to_the_same_res
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for two finished epochs of the first run, then interrupt.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::read_to_string(first.join("metrics.csv")).map_or(0, |m| m.lines().count()) < 3 {
-        assert!(std::time::Instant::now() < deadline, "no epochs finished");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let o = child.wait_with_output().unwrap();
+    let o = interrupt_after_epochs(child, &first.join("metrics.csv"), 2);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{err}");
     assert!(err.contains("1 runs saved mid-way"), "{err}");

@@ -112,3 +112,23 @@ pub fn gpu() -> Option<wgtrain::gpu::GpuContext> {
         }
     }
 }
+
+/// Waits until `metrics` (a run's metrics.csv) holds `epochs` finished epochs, then sends
+/// `child` SIGINT (what Ctrl-C sends) and returns how it ended.
+pub fn interrupt_after_epochs(
+    child: std::process::Child,
+    metrics: &Path,
+    epochs: usize,
+) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(metrics).map_or(0, |m| m.lines().count()) < epochs + 1 {
+        assert!(std::time::Instant::now() < deadline, "no epochs finished");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    child.wait_with_output().unwrap()
+}
