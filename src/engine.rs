@@ -137,6 +137,20 @@ impl EngineKind {
         self.check_memory_within(widths, crate::cpu::available_memory_bytes())
     }
 
+    /// Bytes of host memory a run of `widths` on this engine certainly holds: the host copies
+    /// of the parameters (and best, velocity, Adam moments) and, on the CPU, the engine's own.
+    pub fn memory_needed(&self, widths: &[usize]) -> u128 {
+        let params = crate::model::param_count_u128(widths);
+        let host_copies = params.saturating_mul(5 * std::mem::size_of::<f32>() as u128);
+        match self {
+            EngineKind::Cpu { threads } => {
+                let threads = crate::cpu::resolve_threads(*threads);
+                host_copies.saturating_add(crate::cpu::engine_bytes(widths, threads))
+            }
+            EngineKind::Gpu { .. } | EngineKind::GpuSeat { .. } => host_copies,
+        }
+    }
+
     /// [`EngineKind::check_memory`] against `available` bytes (`None`: unknown, no check).
     pub fn check_memory_within(
         &self,
@@ -144,14 +158,7 @@ impl EngineKind {
         available: Option<u64>,
     ) -> Result<(), EngineError> {
         let params = crate::model::param_count_u128(widths);
-        let host_copies = params.saturating_mul(5 * std::mem::size_of::<f32>() as u128);
-        let needed = match self {
-            EngineKind::Cpu { threads } => {
-                let threads = crate::cpu::resolve_threads(*threads);
-                host_copies.saturating_add(crate::cpu::engine_bytes(widths, threads))
-            }
-            EngineKind::Gpu { .. } | EngineKind::GpuSeat { .. } => host_copies,
-        };
+        let needed = self.memory_needed(widths);
         match available {
             Some(available) if needed > available as u128 => Err(EngineError::OutOfMemory {
                 widths: widths.to_vec(),

@@ -203,6 +203,32 @@ fn gradcheck_prints_the_papers_table_and_passes() {
 }
 
 #[test]
+fn gradcheck_of_a_network_larger_than_memory_is_a_clear_error() {
+    // See: gradcheck built f64 copies of any network the config allowed, with no memory check
+    // (4 billion parameters are 80 GB in f32 + f64 + an f64 gradient).
+    let gb = 1_000_000_000;
+    if wgtrain::cpu::available_memory_bytes().is_none_or(|free| free > 64 * gb) {
+        eprintln!("skipped: this machine may hold 4 billion parameters");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    write_dataset(tmp.path(), 40, 10, 6, 3, true);
+    let o = wgtrain(&[
+        "gradcheck",
+        "--data",
+        tmp.path().to_str().unwrap(),
+        "--set",
+        "layers=[36, 100000000, 3]",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("GB of memory for the gradient check"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn table_summarises_runs_beside_the_papers_figures() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

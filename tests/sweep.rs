@@ -299,3 +299,54 @@ fn a_sweep_stopped_with_ctrl_c_goes_on_from_each_runs_last_epoch_to_the_same_res
         "every epoch as uninterrupted"
     );
 }
+
+#[test]
+fn runs_side_by_side_that_do_not_fit_in_memory_together_are_a_clear_error() {
+    // See: each run checked free memory alone as it started, and side by side they start at
+    // once, so two runs of 60% of memory each passed and met the OOM killer.
+    use wgtrain::engine::EngineKind;
+    let Some(free) = wgtrain::cpu::available_memory_bytes() else {
+        eprintln!("skipped: this OS reports no free memory");
+        return;
+    };
+    // The widest hidden layer whose run needs at most 60% of what is free.
+    let needed = |h: usize| EngineKind::Cpu { threads: 1 }.memory_needed(&[36, h, 3]);
+    let (mut lo, mut hi) = (1usize, 1usize << 40);
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        if needed(mid) <= u128::from(free) * 6 / 10 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = tmp.path().join("two.toml");
+    std::fs::write(&sweep, "seeds = [1, 2]\n").unwrap();
+    let out = tmp.path().join("out");
+    let layers = format!("layers=[36, {lo}, 3]");
+    let o = wgtrain(&[
+        "sweep",
+        sweep.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
+        "--pack",
+        "2",
+        "--set",
+        &layers,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("2 runs side by side need at least") && err.contains("--pack 1"),
+        "{err}"
+    );
+}

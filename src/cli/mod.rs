@@ -797,6 +797,19 @@ fn gradcheck(args: &ConfigArgs, samples: usize, per_layer: usize, epsilon: f64) 
         .iter()
         .map(|&v| v as f64)
         .collect();
+    // The check holds the parameters in f32 and in f64, and an f64 gradient.
+    let parameters = wgtrain::model::param_count_u128(&config.layers);
+    let needed = parameters.saturating_mul(4 + 8 + 8);
+    if let Some(free) = wgtrain::cpu::available_memory_bytes()
+        && needed > u128::from(free)
+    {
+        bail!(
+            "layers {:?} ({parameters} parameters) need at least {:.1} GB of memory for the gradient check, and {:.1} GB is available (hint: narrower layers)",
+            config.layers,
+            needed as f64 / 1e9,
+            free as f64 / 1e9
+        );
+    }
     let hyper = config.hyper(); // the penalty strengths training actually applies
     let objective = Objective {
         input: &input,

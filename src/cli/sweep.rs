@@ -149,6 +149,25 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
                     _ => {
                         let workers = cpu_pack.unwrap_or(1);
                         let threads = (cores / workers).max(1);
+                        // Each run checks free memory as it starts, but side by side they
+                        // start at once: check what they hold together.
+                        let side_by_side = workers.min(runs.len()) as u128;
+                        let needed = runs
+                            .iter()
+                            .map(|r| EngineKind::Cpu { threads }.memory_needed(&r.config.layers))
+                            .max()
+                            .unwrap_or(0)
+                            .saturating_mul(side_by_side);
+                        if let Some(free) = wgtrain::cpu::available_memory_bytes()
+                            && side_by_side > 1
+                            && needed > u128::from(free)
+                        {
+                            bail!(
+                                "{side_by_side} runs side by side need at least {:.1} GB of memory, and {:.1} GB is available (hint: --pack 1 trains one at a time)",
+                                needed as f64 / 1e9,
+                                free as f64 / 1e9
+                            );
+                        }
                         (
                             vec![EngineKind::Cpu { threads }; workers.min(runs.len())],
                             format!(
