@@ -105,7 +105,7 @@ pub fn train_together<'a>(
         force: true,
         data_dir: data_dir.to_path_buf(),
         engine,
-        resume: super::resumable_epochs(&out.join(&run.id), &run.config).is_some(),
+        resume: false,
         interrupt: interrupt.clone(),
         datasets: Some(Arc::clone(datasets)),
     };
@@ -142,7 +142,8 @@ pub fn train_together<'a>(
                         } else {
                             engine.clone()
                         };
-                        let opts = options(run, kind.expect("a dedicated worker has one run"));
+                        let mut opts = options(run, kind.expect("a dedicated worker has one run"));
+                        opts.resume = super::resumable_epochs(&opts.out, &run.config).is_some();
                         let outcome = std::fs::create_dir_all(&opts.out)
                             .map_err(|e| Error::io(&opts.out, e))
                             .and_then(|()| run.write_tag(&opts.out))
