@@ -29,6 +29,10 @@ pub enum Error {
         "run directory {path} already holds a run (hint: pass --force to overwrite it, or choose another --out)"
     )]
     RunExists { path: PathBuf },
+    #[error(
+        "run directory {path} is in use by another wgtrain process (hint: wait for it to end, or choose another --out)"
+    )]
+    RunInUse { path: PathBuf },
     #[error("{0}")]
     Usage(String),
     #[error(

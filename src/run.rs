@@ -73,6 +73,26 @@ fn check_out_dir(out: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// Takes `out/.lock` for as long as the returned file lives: a second process training into
+/// the same directory (the same sweep started twice, `--resume` of a run still going) would
+/// interleave its epochs with this one's. The OS drops the lock when the process ends, however
+/// it ends. Where the filesystem cannot lock, the run goes on unguarded.
+fn lock_run_dir(out: &Path) -> Result<std::fs::File> {
+    let path = out.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::RunInUse {
+            path: out.to_path_buf(),
+        }),
+        Ok(()) | Err(std::fs::TryLockError::Error(_)) => Ok(file),
+    }
+}
+
 /// Runs `config` as `opts` says, calling `on_epoch` after every epoch (for progress display).
 pub fn run_training(
     config: &TrainConfig,
@@ -80,6 +100,13 @@ pub fn run_training(
     mut on_epoch: impl FnMut(&EpochRecord, Verdict),
 ) -> Result<Summary> {
     let start = Instant::now();
+    // Lock before reading anything of a run already there (a resume's checkpoint), so a
+    // second process is turned away before it acts on files the first is rewriting.
+    let early_lock = if opts.out.is_dir() {
+        Some(lock_run_dir(&opts.out)?)
+    } else {
+        None
+    };
     let checkpoint_path = opts.out.join("last.safetensors");
     let checkpoint = if opts.resume {
         let c = load_checkpoint(&checkpoint_path)?;
@@ -126,6 +153,10 @@ pub fn run_training(
     };
 
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let _lock = match early_lock {
+        Some(lock) => lock,
+        None => lock_run_dir(&opts.out)?,
+    };
     write_atomic(&opts.out.join("config.toml"), config.to_toml().as_bytes())?;
     let mut metrics = match &resume {
         Some(r) => MetricsWriter::resume(&opts.out.join("metrics.csv"), &r.records)?,

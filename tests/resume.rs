@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use wgtrain::checkpoint::{load_checkpoint, load_model};
 
-use crate::common::{interrupt_after_epochs, write_dataset};
+use crate::common::{interrupt_after_epochs, wait_for_epochs, write_dataset};
 
 fn wgtrain(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wgtrain"))
@@ -153,6 +153,26 @@ fn ctrl_c_stops_after_the_epoch_saves_and_says_how_to_resume() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // While it trains, a second process may not train into its directory.
+    wait_for_epochs(&out.join("metrics.csv"), 2);
+    let second = wgtrain(&[
+        "train",
+        "--resume",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--data",
+        data.to_str().unwrap(),
+        "--set",
+        "epochs=3",
+    ]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("is in use by another wgtrain process"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let o = interrupt_after_epochs(child, &out.join("metrics.csv"), 2);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{err}");

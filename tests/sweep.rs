@@ -362,3 +362,35 @@ fn runs_side_by_side_that_do_not_fit_in_memory_together_are_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_run_another_process_is_training_is_left_to_it() {
+    // See: the same sweep started twice ended the second with an error at the first run the
+    // other was training, after both had started on the rest.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = write_sweep(tmp.path());
+    let out = tmp.path().join("out");
+    let busy = out.join("activation=relu_learning_rate=0.2-seed1");
+    std::fs::create_dir_all(&busy).unwrap();
+    // This test process plays the other one: it holds the run directory's lock.
+    let lock = std::fs::File::create(busy.join(".lock")).unwrap();
+    lock.try_lock().unwrap();
+    let log = run_sweep(&sweep, &data, &out, &TINY);
+    assert!(
+        log.contains("activation=relu_learning_rate=0.2-seed1: another wgtrain process is training it, skipped"),
+        "{log}"
+    );
+    assert!(
+        log.contains("trained 7, skipped 0 finished, 0 diverged, 1 left to another process"),
+        "{log}"
+    );
+    assert!(
+        !busy.join("metrics.csv").exists(),
+        "nothing written into it"
+    );
+    drop(lock);
+    let log = run_sweep(&sweep, &data, &out, &TINY);
+    assert!(log.contains("trained 1, skipped 7 finished"), "{log}");
+}

@@ -257,8 +257,12 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     }
     let (trained, skipped, diverged) = (tally.trained, tally.skipped, tally.diverged);
     let finished = sweep::report(&out)?;
+    let in_use = match tally.in_use {
+        0 => String::new(),
+        n => format!(", {n} left to another process"),
+    };
     println!(
-        "trained {trained}, skipped {skipped} finished, {diverged} diverged; {finished} finished runs in {} → results.csv, results.md",
+        "trained {trained}, skipped {skipped} finished, {diverged} diverged{in_use}; {finished} finished runs in {} → results.csv, results.md",
         out.display()
     );
     if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
@@ -291,6 +295,8 @@ struct SweepTally {
     diverged: usize,
     /// Runs a Ctrl-C stopped after an epoch, saved to go on from.
     interrupted: usize,
+    /// Runs another process was training (the same sweep started twice): left to it.
+    in_use: usize,
 }
 
 impl SweepTally {
@@ -302,6 +308,7 @@ impl SweepTally {
                 self.diverged += 1
             }
             Err(wgtrain::Error::Interrupted { .. }) => self.interrupted += 1,
+            Err(wgtrain::Error::RunInUse { .. }) => self.in_use += 1,
             Err(e) => return Err(anyhow::Error::new(e).context(format!("sweep run {id}"))),
         }
         Ok(())
@@ -325,6 +332,9 @@ fn report_run(
         ),
         Err(e @ wgtrain::Error::Train(wgtrain::train::TrainError::Diverged { .. })) => {
             eprintln!("warning: {id}: {e}")
+        }
+        Err(wgtrain::Error::RunInUse { .. }) => {
+            println!("[{n}/{total}] {id}: another wgtrain process is training it, skipped")
         }
         Err(_) => {}
     }

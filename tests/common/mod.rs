@@ -120,15 +120,20 @@ pub fn interrupt_after_epochs(
     metrics: &Path,
     epochs: usize,
 ) -> std::process::Output {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::read_to_string(metrics).map_or(0, |m| m.lines().count()) < epochs + 1 {
-        assert!(std::time::Instant::now() < deadline, "no epochs finished");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_epochs(metrics, epochs);
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     child.wait_with_output().unwrap()
+}
+
+/// Waits (up to a minute) until `metrics` (a run's metrics.csv) holds `epochs` epochs.
+pub fn wait_for_epochs(metrics: &Path, epochs: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(metrics).map_or(0, |m| m.lines().count()) < epochs + 1 {
+        assert!(std::time::Instant::now() < deadline, "no epochs finished");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
