@@ -788,16 +788,8 @@ fn gradcheck(args: &ConfigArgs, samples: usize, per_layer: usize, epsilon: f64) 
         bail!("--epsilon must be a finite number > 0");
     }
     let config = args.load()?;
-    let raw = data::read_pair(&args.data_dir(), data::TRAIN_IMAGES, data::TRAIN_LABELS)?;
-    let classes = raw.classes();
-    // Only the widths matter here; the batch size plays no part in the check.
-    config.check_against_data(raw.features(), classes, usize::MAX)?;
-    let rows = samples.min(raw.count);
-    let input: Vec<f64> = data::zscore_images(&raw.pixels[..rows * raw.features()], raw.features())
-        .iter()
-        .map(|&v| v as f64)
-        .collect();
-    // The check holds the parameters in f32 and in f64, and an f64 gradient.
+    // Before any data is read: the check holds the parameters in f32 and in f64, and an f64
+    // gradient.
     let parameters = wgtrain::model::param_count_u128(&config.layers);
     let needed = parameters.saturating_mul(4 + 8 + 8);
     if let Some(free) = wgtrain::cpu::available_memory_bytes()
@@ -810,6 +802,15 @@ fn gradcheck(args: &ConfigArgs, samples: usize, per_layer: usize, epsilon: f64) 
             free as f64 / 1e9
         );
     }
+    let raw = data::read_pair(&args.data_dir(), data::TRAIN_IMAGES, data::TRAIN_LABELS)?;
+    let classes = raw.classes();
+    // Only the widths matter here; the batch size plays no part in the check.
+    config.check_against_data(raw.features(), classes, usize::MAX)?;
+    let rows = samples.min(raw.count);
+    let input: Vec<f64> = data::zscore_images(&raw.pixels[..rows * raw.features()], raw.features())
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
     let hyper = config.hyper(); // the penalty strengths training actually applies
     let objective = Objective {
         input: &input,

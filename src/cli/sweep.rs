@@ -198,6 +198,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
                     &out,
                     &data_dir,
                     &datasets,
+                    &resumed,
                     Some(Arc::clone(&interrupt)),
                     |_, record| {
                         if let Some(bar) = &bar

@@ -242,10 +242,15 @@ impl Split {
         }
     }
 
+    /// Bytes per image.
+    fn features(&self) -> usize {
+        self.pixels.len() / self.len.max(1)
+    }
+
     /// The first `n` images of the split.
     pub fn first(&self, n: usize) -> Split {
         let n = n.min(self.len);
-        let features = self.pixels.len() / self.len.max(1);
+        let features = self.features();
         Split {
             pixels: self.pixels[..n * features].to_vec(),
             labels: self.labels[..n].to_vec(),
@@ -259,7 +264,7 @@ impl Split {
     /// ([`prep::zscore_images`]); computed on the first call (in parallel), then kept.
     pub fn images(&self) -> &[f32] {
         self.images
-            .get_or_init(|| zscore_images(&self.pixels, self.pixels.len() / self.len.max(1)))
+            .get_or_init(|| zscore_images(&self.pixels, self.features()))
     }
 
     /// Whether [`Split::images`] has been computed (a GPU run never needs it).

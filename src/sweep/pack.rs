@@ -82,9 +82,9 @@ pub fn gpu_seats(
 
 /// Trains `runs` side by side, each into `out/<run id>`: one worker thread per engine of
 /// `engines` (seats of one GPU pack, one per run; or CPU engines sharing the cores, fewer than
-/// the runs), each taking the next run as soon as its last one ends. A run whose directory
-/// holds an unfinished run of the same config goes on from its checkpoint
-/// ([`super::resumable_epochs`]); on a GPU only a pack's first epochs agree, so callers pack
+/// the runs), each taking the next run as soon as its last one ends. The runs whose ids are in
+/// `going_on` continue from their checkpoints (the caller decides, with
+/// [`super::resumable_epochs`]); on a GPU only a pack's first epochs agree, so callers pack
 /// only runs that start from scratch. Each run calls `on_epoch` after each of its epochs and
 /// `on_finish` when it ends, from its worker's thread. Once `interrupt` is set, each run stops
 /// after its epoch in progress (saved, `Error::Interrupted`) and no further run starts.
@@ -96,6 +96,7 @@ pub fn train_together<'a>(
     out: &Path,
     data_dir: &Path,
     datasets: &Arc<Mutex<DatasetCache>>,
+    going_on: &[&str],
     interrupt: Option<Arc<AtomicBool>>,
     on_epoch: impl Fn(&SweepRun, &EpochRecord) + Sync,
     on_finish: impl Fn(&SweepRun, &Result<Summary>) + Sync,
@@ -105,7 +106,7 @@ pub fn train_together<'a>(
         force: true,
         data_dir: data_dir.to_path_buf(),
         engine,
-        resume: false,
+        resume: going_on.contains(&run.id.as_str()),
         interrupt: interrupt.clone(),
         datasets: Some(Arc::clone(datasets)),
     };
@@ -142,8 +143,7 @@ pub fn train_together<'a>(
                         } else {
                             engine.clone()
                         };
-                        let mut opts = options(run, kind.expect("a dedicated worker has one run"));
-                        opts.resume = super::resumable_epochs(&opts.out, &run.config).is_some();
+                        let opts = options(run, kind.expect("a dedicated worker has one run"));
                         let outcome = std::fs::create_dir_all(&opts.out)
                             .map_err(|e| Error::io(&opts.out, e))
                             .and_then(|()| run.write_tag(&opts.out))
