@@ -2,13 +2,13 @@
 //! write every output file goes through (temporary name, fsync, rename), so a crash never
 //! leaves a half-written file in place of a good one.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 
-use crate::model::{Activation, Params, layer_views};
+use crate::model::{Activation, Params, first_unusable, layer_views};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -19,6 +19,73 @@ pub enum CheckpointError {
     },
     #[error("model file {path}: {message}")]
     Format { path: PathBuf, message: String },
+    #[error("{kind} {path} is truncated or is not a safetensors file ({message}) (hint: {hint})")]
+    Unreadable {
+        kind: &'static str,
+        path: PathBuf,
+        message: String,
+        hint: &'static str,
+    },
+    #[error("{kind} {path} holds {value} in {tensor}: not a usable network (hint: {hint})")]
+    NotFinite {
+        kind: &'static str,
+        path: PathBuf,
+        tensor: String,
+        value: f32,
+        hint: &'static str,
+    },
+}
+
+/// What a safetensors file is to its reader, for its errors.
+#[derive(Debug, Clone, Copy)]
+enum FileKind {
+    Model,
+    Checkpoint,
+}
+
+impl FileKind {
+    fn name(self) -> &'static str {
+        match self {
+            FileKind::Model => "model file",
+            FileKind::Checkpoint => "checkpoint",
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            FileKind::Model => "train the model again, or point --model at another file",
+            FileKind::Checkpoint => "the run cannot go on from it; train it again with --force",
+        }
+    }
+
+    /// The error for bytes the safetensors parser refuses.
+    fn unreadable(self, path: &Path, e: safetensors::SafeTensorError) -> CheckpointError {
+        CheckpointError::Unreadable {
+            kind: self.name(),
+            path: path.to_path_buf(),
+            message: e.to_string(),
+            hint: self.hint(),
+        }
+    }
+
+    /// Fails on the first non-finite value of `values` (parameters laid out for `widths`).
+    fn check_finite(
+        self,
+        path: &Path,
+        widths: &[usize],
+        values: &[f32],
+    ) -> Result<(), CheckpointError> {
+        match first_unusable(widths, values, false) {
+            Some((tensor, value)) => Err(CheckpointError::NotFinite {
+                kind: self.name(),
+                path: path.to_path_buf(),
+                tensor,
+                value,
+                hint: self.hint(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, synced, then renamed.
@@ -53,30 +120,24 @@ pub fn write_atomic_with(
 /// Serialises parameters as safetensors: `fc{i}.weight` (O, I) and `fc{i}.bias` (O), f32
 /// little-endian, with `layers` (JSON list) and `activation` in the metadata, then any `flat`
 /// extra tensors (1-D) and `extra` metadata (which may replace the defaults, `format` included).
+///
+/// The header is written here rather than by `safetensors::serialize`, which takes the
+/// metadata as a `HashMap` and so writes its keys in a different order in every process: two
+/// identical runs would leave model files that differ. Here the metadata keys and the tensors
+/// are in name order (the tensors' order is the one `safetensors` itself uses for one dtype),
+/// so identical parameters give identical bytes.
 fn encode(
     params: &Params,
     flat: &[(&str, &[f32])],
     extra: &[(&str, String)],
 ) -> Result<Vec<u8>, String> {
-    let le = |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
-    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = params
-        .named_tensors()
-        .into_iter()
-        .map(|(name, shape, values)| (name, shape, le(values)))
-        .collect();
-    raw.extend(
+    let mut tensors: Vec<(String, Vec<usize>, &[f32])> = params.named_tensors();
+    tensors.extend(
         flat.iter()
-            .map(|(name, values)| (name.to_string(), vec![values.len()], le(values))),
+            .map(|(name, values)| (name.to_string(), vec![values.len()], *values)),
     );
-    let views = raw
-        .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut metadata = HashMap::new();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut metadata = BTreeMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
     metadata.insert(
         "layers".to_string(),
@@ -89,7 +150,34 @@ fn encode(
     for (k, v) in extra {
         metadata.insert((*k).to_string(), v.clone());
     }
-    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+    let mut header = format!("{{\"__metadata__\":{}", json(&metadata)?);
+    let mut offset = 0;
+    for (name, shape, values) in &tensors {
+        let end = offset + 4 * values.len();
+        header.push_str(&format!(
+            ",{}:{{\"dtype\":\"F32\",\"shape\":{},\"data_offsets\":[{offset},{end}]}}",
+            json(name)?,
+            json(shape)?
+        ));
+        offset = end;
+    }
+    header.push('}');
+    // safetensors pads the header with spaces to a multiple of 8 bytes.
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut bytes = Vec::with_capacity(8 + header.len() + offset);
+    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for (_, _, values) in &tensors {
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    Ok(bytes)
+}
+
+/// `value` as JSON.
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, String> {
+    serde_json::to_string(value).map_err(|e| e.to_string())
 }
 
 /// A model file's bytes: the parameters and their metadata, plus `extra` metadata.
@@ -103,6 +191,9 @@ pub fn save_model(
     params: &Params,
     extra: &[(&str, String)],
 ) -> Result<(), CheckpointError> {
+    // No file that claims to be a model ever holds a non-finite value (training refuses such
+    // parameters before it saves; this is the last guard).
+    FileKind::Model.check_finite(path, &params.widths, &params.values)?;
     let bytes = model_bytes(params, extra).map_err(|message| CheckpointError::Format {
         path: path.to_path_buf(),
         message,
@@ -116,17 +207,17 @@ pub fn load_model(path: &Path) -> Result<Params, CheckpointError> {
         path: path.to_path_buf(),
         source,
     })?;
-    params_from_bytes(&bytes, path)
+    params_from_bytes(&bytes, path, FileKind::Model)
 }
 
 /// The parameters of a model or checkpoint file's bytes; `path` labels errors.
-fn params_from_bytes(bytes: &[u8], path: &Path) -> Result<Params, CheckpointError> {
+fn params_from_bytes(bytes: &[u8], path: &Path, kind: FileKind) -> Result<Params, CheckpointError> {
     let bad = |message: String| CheckpointError::Format {
         path: path.to_path_buf(),
         message,
     };
     let (_, meta) =
-        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| kind.unreadable(path, e))?;
     let info = meta.metadata().clone().unwrap_or_default();
     let widths: Vec<usize> = info
         .get("layers")
@@ -143,7 +234,8 @@ fn params_from_bytes(bytes: &[u8], path: &Path) -> Result<Params, CheckpointErro
         .get("activation")
         .and_then(|a| Activation::parse(a))
         .ok_or_else(|| bad("metadata lacks a known \"activation\"".into()))?;
-    let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    let tensors =
+        safetensors::SafeTensors::deserialize(bytes).map_err(|e| kind.unreadable(path, e))?;
     let mut params = Params::zeros(&widths, activation);
     for (l, view) in layer_views(&widths).iter().enumerate() {
         for (name, shape, range) in [
@@ -176,6 +268,7 @@ fn params_from_bytes(bytes: &[u8], path: &Path) -> Result<Params, CheckpointErro
             }
         }
     }
+    kind.check_finite(path, &params.widths, &params.values)?;
     Ok(params)
 }
 
@@ -192,11 +285,15 @@ pub fn save_checkpoint(
     state: &crate::engine::TrainingState,
     epochs_done: usize,
     stopping: &crate::train::EarlyStopping,
+    untrained_val_loss: Option<f64>,
 ) -> Result<(), CheckpointError> {
     let bad = |message: String| CheckpointError::Format {
         path: path.to_path_buf(),
         message,
     };
+    for values in [&state.params, &state.best, &state.first, &state.second] {
+        FileKind::Checkpoint.check_finite(path, widths, values)?;
+    }
     let params = Params {
         widths: widths.to_vec(),
         activation,
@@ -207,7 +304,7 @@ pub fn save_checkpoint(
         ("optimizer.first", &state.first),
         ("optimizer.second", &state.second),
     ];
-    let meta = [
+    let mut meta = vec![
         ("format", CHECKPOINT_FORMAT.to_string()),
         ("epochs_done", epochs_done.to_string()),
         ("optimizer_step", state.step.to_string()),
@@ -216,6 +313,9 @@ pub fn save_checkpoint(
             serde_json::to_string(stopping).map_err(|e| bad(e.to_string()))?,
         ),
     ];
+    if let Some(loss) = untrained_val_loss {
+        meta.push(("untrained_val_loss", loss.to_string()));
+    }
     let bytes = encode(&params, &flat, &meta).map_err(bad)?;
     write_atomic(path, &bytes)
 }
@@ -228,6 +328,8 @@ pub struct Checkpoint {
     pub state: crate::engine::TrainingState,
     pub epochs_done: usize,
     pub stopping: crate::train::EarlyStopping,
+    /// The run's untrained validation loss (absent from checkpoints that predate it).
+    pub untrained_val_loss: Option<f64>,
 }
 
 /// Reads a checkpoint written by [`save_checkpoint`].
@@ -240,9 +342,10 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let params = params_from_bytes(&bytes, path)?;
+    let kind = FileKind::Checkpoint;
+    let params = params_from_bytes(&bytes, path, kind)?;
     let (_, meta) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| kind.unreadable(path, e))?;
     let info = meta.metadata().clone().unwrap_or_default();
     if info.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT) {
         return Err(bad(format!(
@@ -259,7 +362,8 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
         .get("early_stopping")
         .and_then(|s| serde_json::from_str(s).ok())
         .ok_or_else(|| bad("metadata lacks a readable \"early_stopping\"".into()))?;
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let tensors =
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| kind.unreadable(path, e))?;
     let flat = |name: &str| -> Result<Vec<f32>, CheckpointError> {
         let t = tensors
             .tensor(name)
@@ -272,10 +376,13 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
                 params.values.len()
             )));
         }
-        Ok(t.data()
+        let values: Vec<f32> = t
+            .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+            .collect();
+        kind.check_finite(path, &params.widths, &values)?;
+        Ok(values)
     };
     Ok(Checkpoint {
         state: crate::engine::TrainingState {
@@ -289,5 +396,6 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
         activation: params.activation,
         epochs_done: number("epochs_done")? as usize,
         stopping,
+        untrained_val_loss: info.get("untrained_val_loss").and_then(|v| v.parse().ok()),
     })
 }

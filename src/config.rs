@@ -147,6 +147,9 @@ impl Default for TrainConfig {
     }
 }
 
+/// The top-level keys of a sweep file (`crate::sweep`), none of them a config key.
+pub const SWEEP_KEYS: &[&str] = &["base", "seeds", "runs", "grid"];
+
 /// Every key a config may hold, for "did you mean" hints.
 pub const KEYS: &[&str] = &[
     "name",
@@ -297,10 +300,20 @@ impl TrainConfig {
         }
         for key in table.keys() {
             if !KEYS.contains(&key.as_str()) {
+                // A sweep file given where a config goes: its keys are not typos of ours.
+                let hint = if SWEEP_KEYS.contains(&key.as_str()) {
+                    format!(
+                        " ({} is a sweep file, not a training config: run it with `wgtrain sweep {}`; `--config` and a sweep's `base` name configs)",
+                        path.display(),
+                        path.display()
+                    )
+                } else {
+                    suggestion(key)
+                };
                 return Err(ConfigError::UnknownKey {
                     path: path.to_path_buf(),
                     key: key.clone(),
-                    hint: suggestion(key),
+                    hint,
                 });
             }
         }

@@ -22,6 +22,8 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Unavailable(String),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
     #[error(
         "layers {widths:?} ({params} parameters) need at least {needed_gb:.1} GB of memory to train on the {device}, and {available_gb:.1} GB is available (hint: {hint})"
     )]

@@ -33,6 +33,22 @@ pub enum Error {
         "run directory {path} is in use by another wgtrain process (hint: wait for it to end, or choose another --out)"
     )]
     RunInUse { path: PathBuf },
+    #[error(
+        "{what} trained on the data in {recorded}, and the data in {dir} is not the same: {difference} (hint: give --data the directory it started with, or start anew in another directory)"
+    )]
+    DataChanged {
+        /// `run DIR` or `sweep DIR`.
+        what: String,
+        recorded: PathBuf,
+        dir: PathBuf,
+        difference: String,
+    },
+    #[error("{what} {path} is not a directory (hint: {hint})")]
+    NotADirectory {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
     #[error("{0}")]
     Usage(String),
     #[error(
@@ -46,6 +62,20 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Creates `path` and its parents unless it is a directory already; a file, a device
+/// (`/dev/full`) or anything else in its place is [`Error::NotADirectory`] naming `what` it
+/// was meant to be, rather than the OS's "File exists".
+pub fn ensure_dir(path: &std::path::Path, what: &'static str) -> Result<()> {
+    if path.exists() && !path.is_dir() {
+        return Err(Error::NotADirectory {
+            what,
+            path: path.to_path_buf(),
+            hint: "name a directory, or a path that does not exist yet",
+        });
+    }
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
+}
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

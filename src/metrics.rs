@@ -129,6 +129,9 @@ pub struct Summary {
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set when the run finished but its result is suspect (see `run::worse_than_untrained`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 impl Summary {

@@ -185,6 +185,29 @@ impl Params {
     }
 }
 
+/// The largest magnitude a parameter may reach before the run counts as diverged although
+/// every value is still finite: 2^64, past which a value squared overflows f32. Such a network
+/// computes infinities on one path and not on another (the GPU's tanh saturates to exactly ±1
+/// and stops the gradient, the CPU's stops just short of it), so judging by finiteness alone
+/// would let the two paths disagree about one run; no network of this kind trains to weights
+/// within many orders of magnitude of it.
+pub const MAX_PARAMETER_MAGNITUDE: f32 = 18_446_744_073_709_551_616.0;
+
+/// The first tensor of a flat vector laid out like the parameters of `widths` (parameters,
+/// or an optimiser buffer) that holds a non-finite value, or — with `bounded` — one past
+/// [`MAX_PARAMETER_MAGNITUDE`]: its name (`fc1.weight`) and the value.
+pub fn first_unusable(widths: &[usize], values: &[f32], bounded: bool) -> Option<(String, f32)> {
+    let bad = |v: f32| !v.is_finite() || (bounded && v.abs() > MAX_PARAMETER_MAGNITUDE);
+    // The whole vector first: a healthy one (every epoch of every run) costs one pass.
+    let i = values.iter().position(|&v| bad(v))?;
+    let (l, view) = layer_views(widths)
+        .into_iter()
+        .enumerate()
+        .find(|(_, v)| i < v.end())?;
+    let tensor = if i < view.bias { "weight" } else { "bias" };
+    Some((format!("fc{}.{tensor}", l + 1), values[i]))
+}
+
 /// Box–Muller: one standard normal draw from two uniforms.
 fn standard_normal(rng: &mut impl RngExt) -> f64 {
     let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1], so ln never sees 0

@@ -35,18 +35,81 @@ pub struct Prediction {
     pub index: Option<usize>,
     /// (label, probability), most probable first.
     pub top: Vec<(usize, f64)>,
+    /// Set when the prediction says nothing about the image (a blank one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
-/// A picture as `side × side` bytes, dark background, object centred.
-pub fn picture_to_frame(path: &Path, side: usize) -> Result<Vec<u8>> {
+/// The largest width or height a picture may declare: a phone photo (48 MP is 8000 × 6000)
+/// fits; a 1.5 KB file that claims 16000 × 10000 pixels is refused before it is decoded,
+/// rather than inflated into gigabytes.
+pub const MAX_PICTURE_SIDE: u32 = 10_000;
+/// What the decoder may allocate for one picture.
+const MAX_PICTURE_BYTES: u64 = 400 << 20;
+
+/// The warning for an input whose pixels are all the same after conversion: z-scored it is
+/// all zeros, so the network answers with its biases whatever the picture was (blank white,
+/// black, fully transparent, a single pixel).
+const BLANK_WARNING: &str = "the image is blank (every pixel the same after conversion): this prediction says nothing about it";
+
+fn blank_warning(frame: &[u8]) -> Option<String> {
+    frame
+        .iter()
+        .all(|&p| p == frame[0])
+        .then(|| BLANK_WARNING.to_string())
+}
+
+/// Whether JPEG `bytes` end their last scan with an end-of-image marker (FF D9). Entropy-coded
+/// data stuffs a 00 after every FF, so FF D9 after the first start-of-scan (FF DA) is the real
+/// end: a file cut short has none, and a JPEG decoder would fill the missing part with grey
+/// and answer as if the picture were whole.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let Some(scan) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else {
+        return false;
+    };
+    bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// A picture (the file `path`'s `bytes`) as `side × side` bytes, dark background, object
+/// centred. Transparent pixels count as white, as a viewer shows them.
+pub fn picture_to_frame(path: &Path, bytes: &[u8], side: usize) -> Result<Vec<u8>> {
     let bad = |message: String| Error::Usage(format!("image {}: {message}", path.display()));
-    let grey = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| bad(e.to_string()))?
-        .to_luma8();
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| Error::io(path, e))
+    };
+    if reader()?.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(bad(
+            "the JPEG is truncated or corrupt (no end-of-image marker after its data)".into(),
+        ));
+    }
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| bad(e.to_string()))?;
+    if w > MAX_PICTURE_SIDE || h > MAX_PICTURE_SIDE {
+        return Err(bad(format!(
+            "declares {w}×{h} pixels, more than the {MAX_PICTURE_SIDE} a side wgtrain decodes (hint: scale it down first)"
+        )));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_PICTURE_SIDE);
+    limits.max_image_height = Some(MAX_PICTURE_SIDE);
+    limits.max_alloc = Some(MAX_PICTURE_BYTES);
+    let mut decoding = reader()?;
+    decoding.limits(limits);
+    let decoded = decoding.decode().map_err(|e| bad(e.to_string()))?;
+    let grey = if decoded.color().has_alpha() {
+        // Over white: a cut-out product photo reads as an object on a light background.
+        let rgba = decoded.to_luma_alpha8();
+        image::GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+            let [l, a] = rgba.get_pixel(x, y).0;
+            let (l, a) = (u32::from(l), u32::from(a));
+            image::Luma([((l * a + 255 * (255 - a) + 127) / 255) as u8])
+        })
+    } else {
+        decoded.to_luma8()
+    };
     let (w, h) = grey.dimensions();
     if w == 0 || h == 0 {
         return Err(bad("empty image".into()));
@@ -152,11 +215,16 @@ pub fn predict_files(params: &Params, files: &[PathBuf], k: usize) -> Result<Vec
                     &array.dims[1..]
                 )));
             }
-            for (index, p) in probabilities(params, &array.data).iter().enumerate() {
+            for (index, (p, image)) in probabilities(params, &array.data)
+                .iter()
+                .zip(array.data.chunks_exact(features))
+                .enumerate()
+            {
                 out.push(Prediction {
                     file: file.clone(),
                     index: Some(index),
                     top: top(p, k),
+                    warning: blank_warning(image),
                 });
             }
         } else {
@@ -166,12 +234,13 @@ pub fn predict_files(params: &Params, files: &[PathBuf], k: usize) -> Result<Vec
                     file.display()
                 )));
             }
-            let frame = picture_to_frame(file, side)?;
+            let frame = picture_to_frame(file, &bytes, side)?;
             let p = &probabilities(params, &frame)[0];
             out.push(Prediction {
                 file: file.clone(),
                 index: None,
                 top: top(p, k),
+                warning: blank_warning(&frame),
             });
         }
     }

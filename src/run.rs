@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::checkpoint::{save_model, write_atomic};
 use crate::config::TrainConfig;
-use crate::data::{Dataset, SplitName};
+use crate::data::{DataIdentity, Dataset, SplitName};
 use crate::engine::EngineKind;
 use crate::error::{Error, Result};
 use crate::metrics::{MetricsWriter, Summary};
@@ -20,7 +20,9 @@ use crate::train::{EpochRecord, ResumeFrom, TrainError, Verdict, train};
 pub struct RunOptions {
     pub out: PathBuf,
     pub force: bool,
-    pub data_dir: PathBuf,
+    /// The dataset directory; `None`: on resume the one the run recorded in `data.json`,
+    /// else [`crate::data::default_dir`].
+    pub data_dir: Option<PathBuf>,
     pub engine: EngineKind,
     /// Continue the run in `out` from its `last.safetensors` (to `config.epochs`).
     pub resume: bool,
@@ -37,17 +39,22 @@ pub type DatasetCache = std::collections::HashMap<(u64, u64), Arc<Dataset>>;
 
 /// The dataset `config` trains on, from `opts`' cache when it holds it.
 pub fn dataset_for(config: &TrainConfig, opts: &RunOptions) -> Result<Arc<Dataset>> {
+    let dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::data::default_dir);
+    dataset_in(config, opts, &dir)
+}
+
+/// [`dataset_for`] from `dir`.
+fn dataset_in(config: &TrainConfig, opts: &RunOptions, dir: &Path) -> Result<Arc<Dataset>> {
     let key = (config.seed, config.val_fraction.to_bits());
     if let Some(cache) = &opts.datasets
         && let Some(d) = cache.lock().ok().and_then(|c| c.get(&key).cloned())
     {
         return Ok(d);
     }
-    let data = Arc::new(Dataset::load(
-        &opts.data_dir,
-        config.val_fraction,
-        config.seed,
-    )?);
+    let data = Arc::new(Dataset::load(dir, config.val_fraction, config.seed)?);
     if let Some(cache) = &opts.datasets
         && let Ok(mut c) = cache.lock()
     {
@@ -100,6 +107,10 @@ pub fn run_training(
     mut on_epoch: impl FnMut(&EpochRecord, Verdict),
 ) -> Result<Summary> {
     let start = Instant::now();
+    if opts.out.exists() && !opts.out.is_dir() {
+        // Before anything is read: the run could never be written.
+        crate::error::ensure_dir(&opts.out, "run directory")?;
+    }
     // Lock before reading anything of a run already there (a resume's checkpoint), so a
     // second process is turned away before it acts on files the first is rewriting.
     let early_lock = if opts.out.is_dir() {
@@ -133,7 +144,28 @@ pub fn run_training(
         check_out_dir(&opts.out, opts.force)?;
         None
     };
-    let data = dataset_for(config, opts)?;
+    // A resumed run goes on with the data it started on: from the directory it recorded unless
+    // told otherwise, and never with other contents, wherever they are.
+    let recorded = match &checkpoint {
+        Some(_) => read_data_identity(&opts.out)?,
+        None => None,
+    };
+    let data_dir = match (&opts.data_dir, &recorded) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(r)) => r.dir.clone(),
+        (None, None) => crate::data::default_dir(),
+    };
+    let data = dataset_in(config, opts, &data_dir)?;
+    if let Some(recorded) = recorded
+        && let Some(difference) = recorded.difference(&data.identity)
+    {
+        return Err(Error::DataChanged {
+            what: format!("run {}", opts.out.display()),
+            recorded: recorded.dir,
+            dir: data.identity.dir.clone(),
+            difference,
+        });
+    }
     config.check_against_data(data.features, data.classes, data.train.len)?;
     opts.engine.check_memory(&config.layers)?;
     let params = Params::init(&config.layers, config.activation, config.init, config.seed);
@@ -142,22 +174,24 @@ pub fn run_training(
     let resume = match checkpoint {
         Some(c) => {
             engine.set_training_state(&c.state)?;
-            let records = read_metrics(&opts.out.join("metrics.csv"), c.epochs_done)?;
+            let records = read_metrics_checked(&opts.out.join("metrics.csv"), c.epochs_done)?;
             Some(ResumeFrom {
                 epochs_done: c.epochs_done,
                 stopping: c.stopping,
                 records,
+                untrained_val_loss: c.untrained_val_loss,
             })
         }
         None => None,
     };
 
-    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    crate::error::ensure_dir(&opts.out, "run directory")?;
     let _lock = match early_lock {
         Some(lock) => lock,
         None => lock_run_dir(&opts.out)?,
     };
     write_atomic(&opts.out.join("config.toml"), config.to_toml().as_bytes())?;
+    write_data_identity(&opts.out, &data.identity)?;
     let mut metrics = match &resume {
         Some(r) => MetricsWriter::resume(&opts.out.join("metrics.csv"), &r.records)?,
         None => MetricsWriter::create(&opts.out.join("metrics.csv"))?,
@@ -165,20 +199,20 @@ pub fn run_training(
     let outcome = train(engine.as_mut(), data.train.len, config, resume, |end| {
         metrics.append(end.record)?;
         // Every epoch: the state to continue from, and the best model so far.
-        let state = end.engine.training_state()?;
         save_checkpoint(
             &checkpoint_path,
             &config.layers,
             config.activation,
-            &state,
+            end.state,
             end.record.epoch,
             end.stopping,
+            end.untrained_val_loss,
         )?;
         if end.verdict.improved {
             let best = Params {
                 widths: config.layers.clone(),
                 activation: config.activation,
-                values: state.best,
+                values: end.state.best.clone(),
             };
             let meta = [
                 ("name", config.name.clone()),
@@ -242,6 +276,7 @@ pub fn run_training(
         seed: config.seed,
         seconds: start.elapsed().as_secs_f64(),
         error: outcome.diverged.as_ref().map(ToString::to_string),
+        warning: worse_than_untrained(&outcome, config.learning_rate),
     };
     summary.write(&opts.out.join("summary.json"))?;
     match outcome.diverged {
@@ -250,7 +285,83 @@ pub fn run_training(
     }
 }
 
-/// The first `epochs` rows of a run's metrics.csv.
+/// A warning for a run that ended, undiverged, with a best validation loss above the untrained
+/// network's: its numbers are finite, but training made the model worse (a learning rate far
+/// too large, say), and a results table should not take it for a result.
+fn worse_than_untrained(
+    outcome: &crate::train::TrainOutcome,
+    learning_rate: f64,
+) -> Option<String> {
+    let untrained = outcome.untrained_val_loss?;
+    let loss = |l: f64| {
+        if l < 1e4 {
+            format!("{l:.4}")
+        } else {
+            format!("{l:.3e}")
+        }
+    };
+    (outcome.diverged.is_none() && outcome.best_val_loss > untrained).then(|| {
+        format!(
+            "training made the model worse: its best validation loss {} is above the untrained network's {} (hint: lower learning_rate, e.g. --set learning_rate={})",
+            loss(outcome.best_val_loss),
+            loss(untrained),
+            crate::train::tenth_of(learning_rate)
+        )
+    })
+}
+
+/// The file in a run directory that records the data the run trained on.
+pub const DATA_FILE: &str = "data.json";
+
+/// The data identity a run recorded, or `None` for a run from before runs recorded one.
+pub fn read_data_identity(dir: &Path) -> Result<Option<DataIdentity>> {
+    let path = dir.join(DATA_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        Error::io(
+            &path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })
+}
+
+fn write_data_identity(dir: &Path, identity: &DataIdentity) -> Result<()> {
+    let mut text =
+        serde_json::to_string_pretty(identity).map_err(|e| Error::Usage(e.to_string()))?;
+    text.push('\n');
+    write_atomic(&dir.join(DATA_FILE), text.as_bytes())?;
+    Ok(())
+}
+
+/// The first `epochs` rows of a run's metrics.csv, which must be epochs 1 to `epochs` in
+/// order: a file with rows removed or reordered does not belong to the checkpoint, and going
+/// on from it would write epochs 1, 2, 8, 9 and call that four.
+pub fn read_metrics_checked(path: &Path, epochs: usize) -> Result<Vec<EpochRecord>> {
+    let records = read_metrics(path, epochs)?;
+    let numbers: Vec<usize> = records.iter().map(|r| r.epoch).collect();
+    if numbers != (1..=epochs).collect::<Vec<_>>() {
+        let shown = |n: &[usize]| {
+            let text: Vec<String> = n.iter().take(12).map(ToString::to_string).collect();
+            match n.len() {
+                0 => "none".to_string(),
+                len if len > 12 => format!("{}, …", text.join(", ")),
+                _ => text.join(", "),
+            }
+        };
+        return Err(Error::Usage(format!(
+            "{}: holds epochs {} where the checkpoint has epochs 1 to {epochs} done (the file was edited, or belongs to another run) (hint: restore it, or train the run again with --force)",
+            path.display(),
+            shown(&numbers)
+        )));
+    }
+    Ok(records)
+}
+
+/// The first `epochs` rows of metrics.csv as they are.
 pub fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let bad = |line: usize| {

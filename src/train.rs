@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use crate::config::{EarlyStoppingRule, TrainConfig};
 use crate::data::{SplitName, epoch_order};
-use crate::engine::{Engine, EngineError};
-use crate::model::Params;
+use crate::engine::{Engine, EngineError, TrainingState};
+use crate::model::{MAX_PARAMETER_MAGNITUDE, Params, first_unusable};
 
 /// Errors that end training.
 #[derive(Debug, thiserror::Error)]
@@ -143,15 +143,19 @@ pub struct ResumeFrom {
     pub stopping: EarlyStopping,
     /// The finished epochs' rows, as metrics.csv holds them.
     pub records: Vec<EpochRecord>,
+    /// The untrained network's validation loss, as the run measured it before its first
+    /// epoch (`None` from a checkpoint that predates it).
+    pub untrained_val_loss: Option<f64>,
 }
 
-/// What the per-epoch hook sees: the epoch's row and verdict, and the engine and early-stopping
-/// state to checkpoint.
+/// What the per-epoch hook sees: the epoch's row and verdict, and the training and
+/// early-stopping state to checkpoint (every value of it finite: checked before the hook).
 pub struct EpochEnd<'a> {
     pub record: &'a EpochRecord,
     pub verdict: Verdict,
-    pub engine: &'a dyn Engine,
+    pub state: &'a TrainingState,
     pub stopping: &'a EarlyStopping,
+    pub untrained_val_loss: Option<f64>,
 }
 
 /// What a finished (or diverged) training run hands back.
@@ -161,8 +165,11 @@ pub struct TrainOutcome {
     pub best_epoch: usize,
     pub best_val_loss: f64,
     pub stopped_early: bool,
-    /// Set when the loss became NaN or infinite; the best weights so far are still restored.
+    /// Set when the loss or a parameter became NaN or infinite (or a parameter left f32's
+    /// safe range); the best weights so far are still restored.
     pub diverged: Option<TrainError>,
+    /// The untrained network's validation loss (see [`ResumeFrom::untrained_val_loss`]).
+    pub untrained_val_loss: Option<f64>,
     /// Best-validation parameters (also left in the engine).
     pub best_params: Params,
 }
@@ -178,7 +185,7 @@ pub fn train(
     mut on_epoch: impl FnMut(EpochEnd<'_>) -> Result<(), crate::Error>,
 ) -> Result<TrainOutcome, crate::Error> {
     let hyper = config.hyper();
-    let (first_epoch, mut stopping, mut records) = match resume {
+    let (first_epoch, mut stopping, mut records, untrained_val_loss) = match resume {
         // The engine already holds the checkpoint's parameters, best and optimiser state.
         Some(r) => {
             let stopping = r.stopping.with_settings(
@@ -186,7 +193,7 @@ pub fn train(
                 config.patience,
                 config.early_stopping,
             );
-            (r.epochs_done + 1, stopping, r.records)
+            (r.epochs_done + 1, stopping, r.records, r.untrained_val_loss)
         }
         None => {
             engine.keep_best().map_err(TrainError::from)?;
@@ -195,7 +202,10 @@ pub fn train(
                 config.patience,
                 config.early_stopping,
             );
-            (1, stopping, Vec::new())
+            // The yardstick a finished run is held to: training that ends worse than it
+            // started did not work, however finite its numbers.
+            let untrained = engine.evaluate(SplitName::Val).map_err(TrainError::from)?;
+            (1, stopping, Vec::new(), Some(untrained.loss))
         }
     };
     // A resumed run that early stopping had ended stays ended, as it would have run
@@ -209,7 +219,7 @@ pub fn train(
         config.epochs
     };
     let mut diverged = None;
-    let lower = format!("{:e}", config.learning_rate / 10.0);
+    let lower = tenth_of(config.learning_rate);
     for epoch in first_epoch..=last_epoch {
         let start = Instant::now();
         let order = epoch_order(config.seed, epoch, train_rows);
@@ -239,6 +249,20 @@ pub fn train(
             });
             break;
         }
+        // The loss alone misses a broken network: the CPU's ReLU and clamped tanh map NaN
+        // inputs to finite values, so NaN weights can give a finite loss, and the GPU may
+        // hold huge finite weights where the CPU holds NaN. Every value is checked before
+        // anything of this epoch is kept or written.
+        let mut state = engine.training_state().map_err(TrainError::from)?;
+        if let Some(what) = unusable_state(&config.layers, &state) {
+            diverged = Some(TrainError::Diverged {
+                what,
+                epoch,
+                step: String::new(),
+                lower,
+            });
+            break;
+        }
         let n = stats.samples.max(1) as f64;
         let record = EpochRecord {
             epoch,
@@ -252,13 +276,15 @@ pub fn train(
         let verdict = stopping.observe(epoch, val.loss);
         if verdict.improved {
             engine.keep_best().map_err(TrainError::from)?;
+            state.best.clone_from(&state.params); // what keep_best just kept
         }
         records.push(record);
         on_epoch(EpochEnd {
             record: &record,
             verdict,
-            engine: &*engine,
+            state: &state,
             stopping: &stopping,
+            untrained_val_loss,
         })?;
         if verdict.stop {
             // Stopping on the last epoch anyway is not stopping early.
@@ -274,6 +300,46 @@ pub fn train(
         best_val_loss: stopping.best_loss(),
         stopped_early,
         diverged,
+        untrained_val_loss,
         best_params,
+    })
+}
+
+/// A tenth of `learning_rate`, as a user would type it (`1e29`, not `1.0000000000000001e29`):
+/// what the divergence hints suggest.
+pub fn tenth_of(learning_rate: f64) -> String {
+    let text = format!("{:.6e}", learning_rate / 10.0);
+    match text.split_once('e') {
+        Some((mantissa, exponent)) => {
+            let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+            format!("{mantissa}e{exponent}")
+        }
+        None => text,
+    }
+}
+
+/// What makes a training state unusable, in words, or `None`: a non-finite parameter or one
+/// past [`MAX_PARAMETER_MAGNITUDE`], or a non-finite optimiser buffer (the next step would
+/// carry it into the parameters; its size alone says nothing: Adam's second moment squares).
+fn unusable_state(widths: &[usize], state: &TrainingState) -> Option<String> {
+    if let Some((tensor, value)) = first_unusable(widths, &state.params, true) {
+        return Some(if value.is_finite() {
+            format!(
+                "{tensor} reached {value:e} (past 2^64 ≈ {MAX_PARAMETER_MAGNITUDE:.1e}, where f32 arithmetic overflows)"
+            )
+        } else {
+            format!("{tensor} became {value}")
+        });
+    }
+    [
+        ("velocity", &state.first),
+        ("Adam's second moment", &state.second),
+    ]
+    .into_iter()
+    .find_map(|(buffer, values)| {
+        let (tensor, value) = first_unusable(widths, values, false)?;
+        Some(format!(
+            "the optimizer's {buffer} for {tensor} became {value}"
+        ))
     })
 }

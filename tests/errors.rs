@@ -42,6 +42,47 @@ fn train(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     a
 }
 
+/// `bytes` gzipped, followed in the same gzip stream by `zeros` zero bytes (streamed: the test
+/// never holds them).
+fn gz_with_zeros(bytes: &[u8], zeros: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..zeros / chunk.len() {
+        enc.write_all(&chunk).unwrap();
+    }
+    enc.finish().unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// A `side × side` grey gradient as a JPEG.
+pub fn jpeg_bytes(side: u32) -> Vec<u8> {
+    let img = image::GrayImage::from_fn(side, side, |x, y| image::Luma([((x + y) * 2) as u8]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+/// A JPEG whose frame header (SOF0) declares `width × height` instead of its real size.
+fn with_declared_size(jpeg: &[u8], width: u16, height: u16) -> Vec<u8> {
+    let mut out = jpeg.to_vec();
+    let sof = out.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    // FF C0, length (2), precision (1), height (2), width (2).
+    out[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    out[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    out
+}
+
 fn cases(root: &Path) -> Vec<Case> {
     let out = root.join("run");
     let good = dataset(root, "good");
@@ -140,6 +181,42 @@ fn cases(root: &Path) -> Vec<Case> {
             )
             .unwrap()
         },
+    );
+    // See: #16. One corrupt label (255) among labels 0–2 asked for a 256-wide output layer.
+    data_case(
+        "a corrupt label far above the others (a gap in the class numbers)",
+        "labelgap",
+        "label 255 at item 5, but no label 3 to 254 occurs",
+        &|d| {
+            let p = d.join("train-labels-idx1-ubyte");
+            let mut b = std::fs::read(&p).unwrap();
+            b[8 + 5] = 255;
+            std::fs::write(p, b).unwrap();
+        },
+    );
+    // See: #16. A 1 MB file whose header declares 2,160 bytes and then inflates to 1 GiB of
+    // zeros was decompressed whole (1.1 GB of memory) before its length was checked.
+    data_case(
+        "a gzip bomb (a header that declares little, then endless zeros)",
+        "bomb",
+        "decompresses to more than the 2160 bytes of payload its header declares",
+        &|d| {
+            let p = d.join("train-images-idx3-ubyte");
+            let bytes = std::fs::read(&p).unwrap();
+            std::fs::remove_file(&p).unwrap();
+            std::fs::write(
+                d.join("train-images-idx3-ubyte.gz"),
+                gz_with_zeros(&bytes, 1 << 28),
+            )
+            .unwrap();
+        },
+    );
+    // See: #16. A SHA256SUMS that could not be read switched verification off without a word.
+    data_case(
+        "a checksum list that cannot be read (a directory)",
+        "sumsdir",
+        "SHA256SUMS: cannot be read",
+        &|d| std::fs::create_dir(d.join("SHA256SUMS")).unwrap(),
     );
     let config_case = |what, set: &'static str, expect| Case {
         what,
@@ -245,12 +322,84 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "the run has 2 epochs done, more than epochs = 1",
     });
+    // See: #16. A resumed run went on with whatever --data said (or the default), silently.
+    let other = dataset(root, "other");
+    let p = other.join("train-labels-idx1-ubyte");
+    let mut labels = std::fs::read(&p).unwrap();
+    labels[8] = (labels[8] + 1) % 3;
+    std::fs::write(p, labels).unwrap();
+    let mut resume_with = |what, data: &Path, run: &Path, expect| {
+        cases.push(Case {
+            what,
+            args: vec![
+                "train".into(),
+                "--device".into(),
+                "cpu".into(),
+                "--data".into(),
+                data.display().to_string(),
+                "--resume".into(),
+                run.display().to_string(),
+                "--set".into(),
+                "epochs=3".into(),
+            ],
+            expect,
+        })
+    };
+    resume_with(
+        "a resumed run given other data than it trained on",
+        &other,
+        &done,
+        "is not the same: train-labels-idx1-ubyte has SHA-256",
+    );
+    // See: #16. Rows removed from metrics.csv were written back around the new epochs.
+    let edited = root.join("edited");
+    copy_dir(&done, &edited);
+    let metrics = std::fs::read_to_string(edited.join("metrics.csv")).unwrap();
+    let kept: Vec<&str> = metrics
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| l)
+        .collect();
+    std::fs::write(edited.join("metrics.csv"), kept.join("\n") + "\n").unwrap();
+    resume_with(
+        "a resumed run whose metrics.csv lost rows",
+        &good,
+        &edited,
+        "holds epochs 2 where the checkpoint has epochs 1 to 2 done",
+    );
+    // See: #16. safetensors' own words ("incomplete metadata, file not fully covered").
+    let cut = root.join("cut");
+    copy_dir(&done, &cut);
+    let checkpoint = std::fs::read(cut.join("last.safetensors")).unwrap();
+    std::fs::write(
+        cut.join("last.safetensors"),
+        &checkpoint[..checkpoint.len() / 2],
+    )
+    .unwrap();
+    resume_with(
+        "a resumed run whose checkpoint is truncated",
+        &good,
+        &cut,
+        "cut/last.safetensors is truncated or is not a safetensors file",
+    );
     let blocker = root.join("a-file");
     std::fs::write(&blocker, "not a directory").unwrap();
     cases.push(Case {
         what: "an output directory that cannot be created",
         args: train(&good, &blocker.join("run"), &[]),
         expect: "a-file/run",
+    });
+    // See: #16. Both said "File exists (os error 17)".
+    cases.push(Case {
+        what: "an output directory that is a file",
+        args: train(&good, &blocker, &[]),
+        expect: "a-file is not a directory",
+    });
+    cases.push(Case {
+        what: "an output directory that is a device",
+        args: train(&good, Path::new("/dev/full"), &[]),
+        expect: "run directory /dev/full is not a directory",
     });
     let mut gpu = train(&good, &out, &[]);
     gpu[2] = "gpu".into();
@@ -289,6 +438,24 @@ fn cases(root: &Path) -> Vec<Case> {
         args: tuned,
         expect: "tuning.toml: line 2: invalid type: integer `1`, expected a string",
     });
+    // See: #16. Every environment variable wgtrain reads is checked; these two were ignored.
+    for (what, variable, expect) in [
+        (
+            "a storage-binding cap that is not a number",
+            "WGTRAIN_GPU_MAX_STORAGE_BINDING=abc",
+            "WGTRAIN_GPU_MAX_STORAGE_BINDING must be a whole number of bytes, got \"abc\"",
+        ),
+        (
+            "a WGPU_BACKEND wgpu does not know (it finds no adapter, silently)",
+            "WGPU_BACKEND=vulkna",
+            "WGPU_BACKEND must be vulkan, metal, dx12 or gl (comma-separated), got \"vulkna\"",
+        ),
+    ] {
+        let mut args = train(&good, &out, &[]);
+        args[2] = "auto".into();
+        args.insert(0, variable.into());
+        cases.push(Case { what, args, expect });
+    }
     let garbage = root.join("garbage.safetensors");
     std::fs::write(&garbage, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
     cases.push(Case {
@@ -318,6 +485,118 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "sweep.toml: `grid.learning_rate` lists no values",
     });
+    let one_run = root.join("one-run.toml");
+    std::fs::write(&one_run, "[grid]\nlearning_rate = [0.1]\n").unwrap();
+    // See: #16. Each said "shard 0/1" and trained the whole sweep.
+    for (what, env, expect) in [
+        (
+            "a Slurm task id beyond the array's count",
+            vec!["SLURM_ARRAY_TASK_ID=5", "SLURM_ARRAY_TASK_COUNT=2"],
+            "SLURM_ARRAY_TASK_ID=5 in an array 0-1:1 of SLURM_ARRAY_TASK_COUNT=2: the task id is not one of the array's",
+        ),
+        (
+            "a Slurm task id that is not a number",
+            vec!["SLURM_ARRAY_TASK_ID=x", "SLURM_ARRAY_TASK_COUNT=2"],
+            "SLURM_ARRAY_TASK_ID=\"x\" is not a whole number",
+        ),
+        (
+            "a Kubernetes completion index beyond the shard count",
+            vec!["JOB_COMPLETION_INDEX=7"],
+            "JOB_COMPLETION_INDEX=7 is not below --shard-count 2",
+        ),
+    ] {
+        let mut args: Vec<String> = env.iter().map(|s| s.to_string()).collect();
+        args.extend([
+            "sweep".into(),
+            one_run.display().to_string(),
+            "--out".into(),
+            root.join("shard-out").display().to_string(),
+        ]);
+        if what.contains("Kubernetes") {
+            args.extend(["--shard-count".into(), "2".into()]);
+        }
+        cases.push(Case { what, args, expect });
+    }
+    // See: #16. A grid of 10⁶ printed a 108 MB line and made 23,551 run directories.
+    let huge = root.join("huge.toml");
+    let axis: Vec<String> = (1..=10).map(|i| format!("0.{i:02}")).collect();
+    let grid: String = [
+        "learning_rate",
+        "momentum_gamma",
+        "l1",
+        "l2",
+        "val_fraction",
+        "patience",
+    ]
+    .iter()
+    .map(|k| format!("{k} = [{}]\n", axis.join(", ")))
+    .collect();
+    std::fs::write(&huge, format!("[grid]\n{grid}")).unwrap();
+    cases.push(Case {
+        what: "a sweep grid of a million runs",
+        args: vec![
+            "sweep".into(),
+            huge.display().to_string(),
+            "--out".into(),
+            root.join("huge-out").display().to_string(),
+        ],
+        expect: "the sweep makes 1000000 runs (grid of 10 l1 × 10 l2 × 10 learning_rate × 10 momentum_gamma × 10 patience × 10 val_fraction = 1000000 settings × 1 seeds), more than the 1000 allowed",
+    });
+    // See: #16. `sweep report` wrote an empty report into any folder.
+    cases.push(Case {
+        what: "a sweep report of a folder that holds no sweep",
+        args: vec!["sweep".into(), "report".into(), good.display().to_string()],
+        expect: "good holds no sweep",
+    });
+    // See: #16. The two kinds of TOML file, each given where the other goes.
+    cases.push(Case {
+        what: "a sweep file given as a training config",
+        args: vec![
+            "train".into(),
+            "--config".into(),
+            one_run.display().to_string(),
+        ],
+        expect: "one-run.toml is a sweep file, not a training config: run it with `wgtrain sweep",
+    });
+    let config_file = root.join("config.toml");
+    std::fs::write(&config_file, "learning_rate = 0.1\n").unwrap();
+    cases.push(Case {
+        what: "a training config given as a sweep file",
+        args: vec![
+            "sweep".into(),
+            config_file.display().to_string(),
+            "--out".into(),
+            root.join("config-out").display().to_string(),
+        ],
+        expect: "`learning_rate` is a config key: this is a training config, not a sweep file",
+    });
+    // See: #16. Half a JPEG answered "Sneaker 96.3%"; a 1.5 KB JPEG that declares
+    // 16000 × 10000 pixels was decoded into 630 MB.
+    let model = done.join("model.safetensors");
+    let jpeg = jpeg_bytes(64);
+    let half = root.join("half.jpg");
+    std::fs::write(&half, &jpeg[..jpeg.len() / 2]).unwrap();
+    let huge_jpeg = root.join("huge.jpg");
+    std::fs::write(&huge_jpeg, with_declared_size(&jpeg, 16000, 10000)).unwrap();
+    for (what, file, expect) in [
+        ("half a JPEG", &half, "the JPEG is truncated or corrupt"),
+        (
+            "a small JPEG that declares 16000 × 10000 pixels",
+            &huge_jpeg,
+            "declares 16000×10000 pixels, more than the 10000 a side wgtrain decodes",
+        ),
+    ] {
+        cases.push(Case {
+            what,
+            args: vec![
+                "predict".into(),
+                "--model".into(),
+                model.display().to_string(),
+                file.display().to_string(),
+            ],
+            expect,
+        });
+    }
     let broken = root.join("broken.toml");
     std::fs::write(&broken, "layers = [784, 10\nepochs = 3\n").unwrap();
     cases.push(Case {

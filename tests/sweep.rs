@@ -69,7 +69,7 @@ pub fn rows_without_seconds(dir: &Path) -> Vec<String> {
 #[test]
 fn a_grid_expands_in_a_fixed_order_with_readable_names() {
     let tmp = tempfile::tempdir().unwrap();
-    let runs = expand(&write_sweep(tmp.path()), &["epochs=3".into()]).unwrap();
+    let runs = expand(&write_sweep(tmp.path()), &["epochs=3".into()], 100).unwrap();
     let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(
         ids,
@@ -95,7 +95,7 @@ fn a_grid_expands_in_a_fixed_order_with_readable_names() {
 #[test]
 fn the_paper_sweep_holds_every_experiment_with_three_seeds() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/sweeps/paper.toml");
-    let runs = expand(&path, &[]).unwrap();
+    let runs = expand(&path, &[], 100).unwrap();
     assert_eq!(runs.len(), 24);
     assert!(
         runs.iter().all(|r| r.config.paper.is_some()),

@@ -9,6 +9,7 @@ mod data;
 mod errors;
 mod gpu;
 mod gradcheck;
+mod integrity;
 mod pack;
 mod resume;
 mod sweep;

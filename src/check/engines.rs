@@ -23,6 +23,7 @@ fn random_dataset(features: usize, classes: usize, rows: usize, seed: u64) -> Da
         train,
         val,
         test,
+        identity: Default::default(),
     }
 }
 

@@ -66,7 +66,7 @@ struct DeviceArgs {
     #[command(flatten)]
     gpu: GpuArgs,
     /// CPU threads (0 = one per core; at most 1024).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole_number)]
     threads: usize,
 }
 
@@ -99,8 +99,11 @@ struct SweepArgs {
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
     /// Number of shards when the index comes from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "shard", allow_negative_numbers = true, value_parser = whole_number)]
     shard_count: Option<usize>,
+    /// The most runs the sweep may make; a larger grid is refused before any run starts.
+    #[arg(long, value_name = "N", default_value_t = wgtrain::sweep::DEFAULT_MAX_RUNS, allow_negative_numbers = true, value_parser = whole_number)]
+    max_runs: usize,
     /// Directory holding the four MNIST-style IDX files [default: data/fashion-mnist].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
@@ -109,7 +112,7 @@ struct SweepArgs {
     /// Train up to K runs together: on a GPU, runs of the same shape and batch size in the
     /// same dispatches [default: as many as the adapter's limits allow]; on the CPU, side by
     /// side on a share of the cores each [default: one per core]. --pack 1: one at a time.
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", allow_negative_numbers = true, value_parser = whole_number)]
     pack: Option<usize>,
 }
 
@@ -124,21 +127,21 @@ struct BenchArgs {
     #[arg(long, value_name = "LIST")]
     batch_sizes: Option<String>,
     /// Untimed epochs first.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = whole_number)]
     warmup: usize,
     /// Timed epochs (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = whole_number)]
     epochs: usize,
     /// Also write the rows as JSON lines to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// CPU threads for the CPU path (0 = one per core; at most 1024).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole_number)]
     threads: usize,
     /// Also time K models of the config (seeds 1..K) trained packed — on a GPU in the same
     /// dispatches, on the CPU side by side on a share of the threads each — against the same K
     /// trained one after another.
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", allow_negative_numbers = true, value_parser = whole_number)]
     pack: Option<usize>,
     /// On each GPU, also time every kernel family from timestamps written after each dispatch
     /// (where the adapter supports timestamp queries inside passes).
@@ -153,16 +156,16 @@ struct TuneArgs {
     #[command(flatten)]
     config: ConfigArgs,
     /// Batch size to tune at [default: the config's].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number)]
     batch_size: Option<usize>,
     /// Rounds: every arrangement is timed once per round, in turn.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = whole_number)]
     rounds: usize,
     /// Untimed epochs before each timing.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole_number)]
     warmup: usize,
     /// Timed epochs per timing (their median is the timing).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = whole_number)]
     epochs: usize,
     /// Print the table without writing the tuning file.
     #[arg(long)]
@@ -190,7 +193,7 @@ struct ConfigArgs {
     sets: Vec<String>,
     /// Seed for the split, initialisation and shuffling (same as --set seed=N; at most
     /// 2^63 − 1, the largest integer config.toml can hold).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
+    #[arg(long, allow_negative_numbers = true, value_parser = seed_value)]
     seed: Option<u64>,
     /// Directory holding the four MNIST-style IDX files [default: data/fashion-mnist].
     #[arg(long, value_name = "DIR")]
@@ -239,7 +242,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// CPU threads (0 = one per core; at most 1024).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole_number)]
         threads: usize,
     },
     /// Classify PNG/JPEG pictures, or every image of an IDX file, with a saved model.
@@ -251,7 +254,7 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// Classes shown per image.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = whole_number)]
         top: usize,
         /// Class names, comma-separated [default: Fashion-MNIST's for 10 classes, else numbers].
         #[arg(long, value_name = "NAMES")]
@@ -265,10 +268,10 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
         /// Training images the objective averages over.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = whole_number)]
         samples: usize,
         /// Weights checked per layer (plus one bias).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = whole_number)]
         per_layer: usize,
         /// Finite-difference step; the check passes when every |difference| ≤ ε².
         #[arg(long, default_value_t = 1e-2)]
@@ -344,6 +347,30 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A count flag's value: a whole number ≥ 0, with a message that says so for `-1` (clap
+/// would otherwise take `-1` for an unknown flag, and say "unexpected argument").
+fn whole_number(text: &str) -> std::result::Result<usize, String> {
+    match text.trim().parse::<i128>() {
+        Ok(n) if n < 0 => Err(format!(
+            "{n} is negative; expected a whole number, 0 or more"
+        )),
+        Ok(n) => usize::try_from(n).map_err(|_| format!("{n} is too large")),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+/// A `--seed` value: 0 ..= 2^63 − 1, the integers config.toml (TOML) can hold.
+fn seed_value(text: &str) -> std::result::Result<u64, String> {
+    const MOST: u64 = i64::MAX as u64;
+    match text.trim().parse::<i128>() {
+        Ok(n) if (0..=MOST as i128).contains(&n) => Ok(n as u64),
+        Ok(n) => Err(format!(
+            "{n} is not in 0..={MOST}: a seed is a whole number from 0 to 2^63 − 1, the largest config.toml can hold"
+        )),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
 /// A `--threads` value, refused above [`wgtrain::cpu::MAX_THREADS`] rather than clamped, so
 /// that a typo fails where the user can see it.
 fn threads_flag(threads: usize) -> Result<usize> {
@@ -374,6 +401,11 @@ fn engine_kind(on: &DeviceArgs) -> Result<EngineKind> {
             Ok(context) => Ok(EngineKind::Gpu {
                 context: Box::new(context),
             }),
+            // A mistyped setting is the user's to fix, not a reason to train elsewhere.
+            Err(
+                e @ (wgtrain::gpu::GpuError::BadSetting { .. }
+                | wgtrain::gpu::GpuError::TuningFile { .. }),
+            ) => Err(anyhow::Error::new(e).context("--device auto")),
             Err(e) => {
                 eprintln!("note: --device auto found no usable GPU ({e}); training on the CPU");
                 Ok(EngineKind::Cpu { threads })
@@ -424,10 +456,11 @@ fn predict(
                 .iter()
                 .map(|&(label, probability)| serde_json::json!({"class": names[label], "label": label, "probability": probability}))
                 .collect();
-            println!(
-                "{}",
-                serde_json::json!({"file": p.file, "index": p.index, "top": top})
-            );
+            let mut line = serde_json::json!({"file": p.file, "index": p.index, "top": top});
+            if let Some(warning) = &p.warning {
+                line["warning"] = serde_json::json!(warning);
+            }
+            println!("{line}");
         } else {
             let shown: Vec<String> = p
                 .top
@@ -435,6 +468,9 @@ fn predict(
                 .map(|&(label, prob)| format!("{} {:.1}%", names[label], 100.0 * prob))
                 .collect();
             println!("{name}: {}", shown.join(", "));
+        }
+        if let Some(warning) = &p.warning {
+            eprintln!("warning: {name}: {warning}");
         }
     }
     Ok(())
@@ -631,7 +667,7 @@ fn train(t: &TrainArgs) -> Result<()> {
     let mut opts = RunOptions {
         out: out.clone(),
         force,
-        data_dir: args.data_dir(),
+        data_dir: args.data.clone(),
         engine,
         resume: resume.is_some(),
         interrupt: Some(interrupt_flag()),
@@ -659,6 +695,9 @@ fn train(t: &TrainArgs) -> Result<()> {
     progress_display.finish();
     let summary = result
         .with_context(|| format!("training {} (run directory {})", config.name, out.display()))?;
+    if let Some(warning) = &summary.warning {
+        eprintln!("warning: {warning}");
+    }
     if resume.is_some() && trained.get() == 0 {
         eprintln!(
             "note: {} had nothing left to train ({} epochs done{}); --set epochs=N goes further{}",
@@ -718,6 +757,7 @@ fn eval(model: &Path, data_dir: Option<PathBuf>, json: bool, threads: usize) -> 
         train: Default::default(),
         val: Default::default(),
         test,
+        identity: Default::default(),
     };
     engine.upload(Arc::new(dataset))?;
     let stats = engine.evaluate(data::SplitName::Test)?;
@@ -803,7 +843,7 @@ fn gradcheck(args: &ConfigArgs, samples: usize, per_layer: usize, epsilon: f64) 
         );
     }
     let raw = data::read_pair(&args.data_dir(), data::TRAIN_IMAGES, data::TRAIN_LABELS)?;
-    let classes = raw.classes();
+    let classes = raw.checked_classes()?;
     // Only the widths matter here; the batch size plays no part in the check.
     config.check_against_data(raw.features(), classes, usize::MAX)?;
     let rows = samples.min(raw.count);
@@ -862,7 +902,7 @@ fn plot(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
             PathBuf::from("plots")
         }
     });
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    wgtrain::error::ensure_dir(&out, "--out")?;
     let title = if curves.len() == 1 {
         curves[0].label.clone()
     } else {

@@ -19,12 +19,17 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         .file
         .as_deref()
         .context("wgtrain sweep needs a sweep FILE (or `sweep report DIR`)")?;
-    let runs =
-        sweep::expand(file, &args.sets).with_context(|| format!("sweep {}", file.display()))?;
+    if args.pack == Some(0) {
+        bail!("--pack must be at least 1");
+    }
+    let runs = sweep::expand(file, &args.sets, args.max_runs)
+        .with_context(|| format!("sweep {}", file.display()))?;
     let shard = match &args.shard {
         Some(s) => Shard::parse(s)
             .with_context(|| format!("--shard {s:?}: expected I/N with 0 ≤ I < N"))?,
-        None => Shard::from_env(args.shard_count).unwrap_or(Shard::ALL),
+        None => Shard::from_env(args.shard_count)
+            .context("sweep shard from the environment")?
+            .unwrap_or(Shard::ALL),
     };
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!(
@@ -32,9 +37,6 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
             file.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep")
         ))
     });
-    let engine = engine_kind(&args.on)?;
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let data_dir = args.data.clone().unwrap_or_else(data::default_dir);
     let mine: Vec<(usize, &sweep::SweepRun)> = runs
         .iter()
         .enumerate()
@@ -49,9 +51,9 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         shard.count,
         out.display()
     );
-    if args.pack == Some(0) {
-        bail!("--pack must be at least 1");
-    }
+    let engine = engine_kind(&args.on)?;
+    let mine_runs: Vec<&sweep::SweepRun> = mine.iter().map(|(_, r)| *r).collect();
+    let data_dir = sweep::prepare_out(&out, args.data.clone(), &mine_runs)?;
     let mut tally = SweepTally::default();
     let datasets = Arc::new(std::sync::Mutex::new(wgtrain::run::DatasetCache::new()));
     let mut todo = Vec::new();
@@ -178,13 +180,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
                         )
                     }
                 };
-                println!(
-                    "{label}: {}",
-                    runs.iter()
-                        .map(|r| r.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                println!("{label}: {}", listed(runs.iter().map(|r| r.id.as_str())));
                 let finished = std::sync::atomic::AtomicUsize::new(done);
                 // On a terminal, one bar for the pack: the furthest epoch any run has reached.
                 let epochs = runs.iter().map(|r| r.config.epochs).max().unwrap_or(0);
@@ -230,7 +226,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
                 let opts = RunOptions {
                     out: dir.clone(),
                     force: true,
-                    data_dir: data_dir.clone(),
+                    data_dir: Some(data_dir.clone()),
                     engine: engine.clone(),
                     resume: resumed.contains(&run.id.as_str()),
                     interrupt: Some(Arc::clone(&interrupt)),
@@ -273,6 +269,18 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The first few of `ids`, and how many more: a queue of a thousand runs is one line a
+/// person can read.
+fn listed<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 8;
+    let more = ids.len().saturating_sub(SHOWN);
+    let mut text = ids.take(SHOWN).collect::<Vec<_>>().join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
 }
 
 /// How many runs a sweep trains side by side on the CPU (`None`: one at a time, as `train`
@@ -324,13 +332,18 @@ fn report_run(
     outcome: &wgtrain::Result<wgtrain::metrics::Summary>,
 ) {
     match outcome {
-        Ok(s) => println!(
-            "[{n}/{total}] {id}: test accuracy {:.2}%, test loss {:.4}, best epoch {} ({:.1}s)",
-            100.0 * s.test_accuracy,
-            s.test_loss,
-            s.best_epoch,
-            s.seconds
-        ),
+        Ok(s) => {
+            println!(
+                "[{n}/{total}] {id}: test accuracy {:.2}%, test loss {:.4}, best epoch {} ({:.1}s)",
+                100.0 * s.test_accuracy,
+                s.test_loss,
+                s.best_epoch,
+                s.seconds
+            );
+            if let Some(warning) = &s.warning {
+                eprintln!("warning: {id}: {warning}");
+            }
+        }
         Err(e @ wgtrain::Error::Train(wgtrain::train::TrainError::Diverged { .. })) => {
             eprintln!("warning: {id}: {e}")
         }

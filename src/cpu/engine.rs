@@ -236,8 +236,9 @@ impl Engine for CpuEngine {
         }
         // The f32 images are made on first use; make the ones every epoch reads now, not in
         // the middle of the first step.
-        data.train.images();
-        data.val.images();
+        for split in [&data.train, &data.val, &data.test] {
+            split.try_images()?;
+        }
         self.data = Some(data);
         Ok(())
     }

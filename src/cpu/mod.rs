@@ -13,7 +13,8 @@ pub use engine::{CpuEngine, engine_bytes};
 /// The memory a new allocation can have without swapping or meeting the OOM killer: the
 /// machine's `MemAvailable` (/proc/meminfo), or less where a container's memory limit leaves
 /// less (cgroup v2 `memory.max` − `memory.current`, or v1's `limit_in_bytes` −
-/// `usage_in_bytes`); `None` where neither is known (not Linux).
+/// `usage_in_bytes`), or than the address space `ulimit -v` (RLIMIT_AS) leaves beyond what
+/// the process already maps; `None` where none is known.
 pub fn available_memory_bytes() -> Option<u64> {
     let read = |path: &str| std::fs::read_to_string(path).ok();
     let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
@@ -32,10 +33,42 @@ pub fn available_memory_bytes() -> Option<u64> {
     ]
     .iter()
     .find_map(|(limit, usage)| Some(number(read(limit))?.saturating_sub(number(read(usage))?)));
-    match (machine, container) {
-        (Some(m), Some(c)) => Some(m.min(c)),
-        (m, c) => m.or(c),
+    [machine, container, address_space_left()]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+/// What RLIMIT_AS (`ulimit -v`) leaves of the address space: the limit less the process's
+/// current virtual size (`VmSize`, Linux; elsewhere the limit alone). `None`: no limit. Past
+/// it an allocation fails however much memory is free, and Rust's allocator aborts.
+#[cfg(unix)]
+fn address_space_left() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given and reads nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
     }
+    let mapped = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib.saturating_mul(1024))
+        })
+        .unwrap_or(0);
+    #[allow(clippy::unnecessary_cast)] // rlim_t is 32 bits on some 32-bit targets
+    Some((limit.rlim_cur as u64).saturating_sub(mapped))
+}
+
+#[cfg(not(unix))]
+fn address_space_left() -> Option<u64> {
+    None
 }
 
 /// The most threads a `threads` setting may ask for. Every thread gets a shard with its own

@@ -23,9 +23,9 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads an IDX file from disk, decompressing it if it is gzipped.
-pub fn read_idx_file(path: &Path) -> Result<IdxArray, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| {
+/// A data file's bytes; a missing file is [`DataError::Missing`].
+pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             DataError::Missing {
                 path: path.to_path_buf(),
@@ -36,8 +36,7 @@ pub fn read_idx_file(path: &Path) -> Result<IdxArray, DataError> {
                 source,
             }
         }
-    })?;
-    parse_idx(&bytes, path)
+    })
 }
 
 /// Parses IDX bytes (gzipped or plain). `path` only labels errors.
@@ -48,26 +47,52 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     }
     if !bytes.starts_with(&GZIP_MAGIC) {
         let (mut array, header_len) = parse_header(bytes, path)?;
-        array.data = bytes[header_len..].to_vec();
+        let payload = &bytes[header_len..];
+        array.data = super::prep::try_zeroed(payload.len(), "an IDX file's contents")?;
+        array.data.copy_from_slice(payload);
         return Ok(array);
     }
-    // gzip's trailer gives the (last member's) size mod 2^32: a hint that saves growing the
-    // buffer by doubling (to 64 MB, for the 47 MB of training images). Only a hint (a
-    // corrupt trailer may say anything), so it is trusted up to 64 × the compressed size.
-    let size_hint = bytes
-        .last_chunk::<4>()
-        .map_or(0, |t| u32::from_le_bytes(*t) as usize);
-    let mut out = Vec::with_capacity(size_hint.min(bytes.len().saturating_mul(64)));
-    // `take` bounds the output so a gzip bomb is an error, not an out-of-memory abort.
-    flate2::read::MultiGzDecoder::new(bytes)
-        .take(MAX_IDX_BYTES as u64 + 1024)
+    // The header comes first and says how long the payload is: decompress it alone, then no
+    // more than that payload and one byte (which tells a file too long from one just right).
+    // A gzip bomb (a small file that inflates to gigabytes) thus costs no more memory than
+    // the file honestly claims, and its length error comes as soon as that is exceeded.
+    let mut decoder = flate2::read::MultiGzDecoder::new(bytes);
+    let gzip_error = |e: std::io::Error| DataError::Gzip {
+        path: path_buf(),
+        message: e.to_string(),
+    };
+    let mut out = Vec::new();
+    (&mut decoder)
+        .take(4)
         .read_to_end(&mut out)
-        .map_err(|e| DataError::Gzip {
-            path: path_buf(),
-            message: e.to_string(),
-        })?;
+        .map_err(gzip_error)?;
     if out.is_empty() {
         return Err(DataError::Empty { path: path_buf() });
+    }
+    if out.len() == 4 {
+        let dims_len = 4 * out[3] as u64;
+        (&mut decoder)
+            .take(dims_len)
+            .read_to_end(&mut out)
+            .map_err(gzip_error)?;
+    }
+    let (_, header_len, items) = parse_dims(&out, path)?;
+    out.try_reserve_exact(items + 1)
+        .map_err(|_| DataError::Allocation {
+            what: "an IDX file's contents",
+            bytes: (header_len + items) as u128,
+        })?;
+    decoder
+        .take(items as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(gzip_error)?;
+    if out.len() > header_len + items {
+        return Err(DataError::Header {
+            path: path_buf(),
+            message: format!(
+                "decompresses to more than the {items} bytes of payload its header declares (a corrupt file, or a gzip bomb)"
+            ),
+        });
     }
     let (mut array, header_len) = parse_header(&out, path)?;
     // The payload moves to the front of the buffer it was decompressed into: no second copy.
@@ -79,6 +104,28 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
 /// Checks an uncompressed IDX file's header against its length: the array's dims (its data
 /// left empty) and where the payload starts.
 fn parse_header(raw: &[u8], path: &Path) -> Result<(IdxArray, usize), DataError> {
+    let (dims, header_len, items) = parse_dims(raw, path)?;
+    let payload = &raw[header_len..];
+    if payload.len() != items {
+        return Err(DataError::Length {
+            path: PathBuf::from(path),
+            what: "payload",
+            expected: items,
+            found: payload.len(),
+        });
+    }
+    Ok((
+        IdxArray {
+            dims,
+            data: Vec::new(),
+        },
+        header_len,
+    ))
+}
+
+/// An IDX header (at the start of `raw`): its dims, its length and the payload's length in
+/// items, checked for magic, type, rank and size but not against what follows.
+fn parse_dims(raw: &[u8], path: &Path) -> Result<(Vec<usize>, usize, usize), DataError> {
     let path_buf = || PathBuf::from(path);
     if raw.len() < 4 {
         return Err(DataError::Length {
@@ -129,22 +176,7 @@ fn parse_header(raw: &[u8], path: &Path) -> Result<(IdxArray, usize), DataError>
             path: path_buf(),
             message: format!("dimensions {dims:?} describe more than {MAX_IDX_BYTES} bytes"),
         })?;
-    let payload = &raw[header_len..];
-    if payload.len() != items {
-        return Err(DataError::Length {
-            path: path_buf(),
-            what: "payload",
-            expected: items,
-            found: payload.len(),
-        });
-    }
-    Ok((
-        IdxArray {
-            dims,
-            data: Vec::new(),
-        },
-        header_len,
-    ))
+    Ok((dims, header_len, items))
 }
 
 /// Encodes a u8 IDX array (used by tests and by tools that write small datasets).

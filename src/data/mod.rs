@@ -3,12 +3,14 @@
 
 pub mod batches;
 pub mod checksum;
+pub mod identity;
 pub mod idx;
 pub mod prep;
 
 use std::path::{Path, PathBuf};
 
 pub use batches::epoch_order;
+pub use identity::DataIdentity;
 pub use prep::{one_hot, split_indices, zscore_images};
 
 /// Errors from reading and checking dataset files. Every variant names the file.
@@ -68,6 +70,15 @@ pub enum DataError {
         label: u8,
         classes: usize,
     },
+    #[error(
+        "{path}: label {label} at item {index}, but no label {missing} occurs (classes are numbered 0 to K−1 without gaps) (hint: a corrupt label, or labels that need renumbering)"
+    )]
+    LabelGap {
+        path: PathBuf,
+        label: u8,
+        index: usize,
+        missing: String,
+    },
     #[error("{test}: test images are {test_shape:?}, training images are {train_shape:?}")]
     ShapeMismatch {
         test: PathBuf,
@@ -85,6 +96,11 @@ pub enum DataError {
     },
     #[error("data file {path}: {message}")]
     ChecksumList { path: PathBuf, message: String },
+    #[error(
+        "cannot allocate {:.2} GB for {what} (hint: free memory, raise `ulimit -v`, or train with --device gpu)",
+        *bytes as f64 / 1e9
+    )]
+    Allocation { what: &'static str, bytes: u128 },
     #[error(
         "training set has {count} images; the validation fraction {val_fraction} leaves no room for both splits"
     )]
@@ -108,6 +124,9 @@ pub struct RawImages {
     pub cols: usize,
     pub images_path: PathBuf,
     pub labels_path: PathBuf,
+    /// SHA-256 of each file's bytes as read (hex), for [`DataIdentity`].
+    pub images_sha256: String,
+    pub labels_sha256: String,
 }
 
 impl RawImages {
@@ -122,6 +141,35 @@ impl RawImages {
             .copied()
             .max()
             .map_or(0, |m| m as usize + 1)
+    }
+
+    /// The number of classes, [`RawImages::classes`], once every label below the largest has
+    /// been seen: classes are numbered 0..K−1, and a gap (labels 0–9 and one 255) is a
+    /// corrupt label, which would otherwise ask for a 256-wide output layer and train.
+    pub fn checked_classes(&self) -> Result<usize, DataError> {
+        let classes = self.classes();
+        let mut seen = vec![false; classes];
+        for &l in &self.labels {
+            seen[l as usize] = true;
+        }
+        let Some(first_missing) = seen.iter().position(|s| !s) else {
+            return Ok(classes);
+        };
+        let largest = (classes - 1) as u8;
+        let next_seen = seen[first_missing..]
+            .iter()
+            .position(|&s| s)
+            .map_or(classes, |p| first_missing + p);
+        Err(DataError::LabelGap {
+            path: self.labels_path.clone(),
+            label: largest,
+            index: self.labels.iter().position(|&l| l == largest).unwrap_or(0),
+            missing: if next_seen - first_missing == 1 {
+                format!("{first_missing}")
+            } else {
+                format!("{first_missing} to {}", next_seen - 1)
+            },
+        })
     }
 
     /// Fails on the first label that is not below `classes`.
@@ -153,10 +201,8 @@ pub fn locate(dir: &Path, name: &str) -> PathBuf {
 pub fn read_pair(dir: &Path, images: &str, labels: &str) -> Result<RawImages, DataError> {
     let images_path = locate(dir, images);
     let labels_path = locate(dir, labels);
-    checksum::verify(&images_path)?;
-    checksum::verify(&labels_path)?;
-    let img = idx::read_idx_file(&images_path)?;
-    let lab = idx::read_idx_file(&labels_path)?;
+    let (img, images_sha256) = read_checked(&images_path)?;
+    let (lab, labels_sha256) = read_checked(&labels_path)?;
     if img.dims.len() != 3 {
         return Err(DataError::BadRank {
             path: images_path,
@@ -193,7 +239,17 @@ pub fn read_pair(dir: &Path, images: &str, labels: &str) -> Result<RawImages, Da
         cols,
         images_path,
         labels_path,
+        images_sha256,
+        labels_sha256,
     })
+}
+
+/// Reads one IDX file once: its SHA-256 (checked against any checksum list) and its array.
+fn read_checked(path: &Path) -> Result<(idx::IdxArray, String), DataError> {
+    let bytes = idx::read_file(path)?;
+    let digest = checksum::sha256_hex(&bytes);
+    checksum::verify_digest(path, &digest)?;
+    Ok((idx::parse_idx(&bytes, path)?, digest))
 }
 
 /// One preprocessed split: its images (as bytes, and z-scored on first use) and labels.
@@ -267,6 +323,17 @@ impl Split {
             .get_or_init(|| zscore_images(&self.pixels, self.features()))
     }
 
+    /// [`Split::images`], failing with [`DataError::Allocation`] where the memory for them
+    /// cannot be had (`images` would abort the process).
+    pub fn try_images(&self) -> Result<&[f32], DataError> {
+        if let Some(images) = self.images.get() {
+            return Ok(images);
+        }
+        let mut images = prep::try_zeroed(self.pixels.len(), "the z-scored f32 images")?;
+        prep::zscore_images_to(&self.pixels, self.features(), &mut images);
+        Ok(self.images.get_or_init(|| images))
+    }
+
     /// Whether [`Split::images`] has been computed (a GPU run never needs it).
     pub fn images_made(&self) -> bool {
         self.images.get().is_some()
@@ -291,6 +358,8 @@ pub struct Dataset {
     pub train: Split,
     pub val: Split,
     pub test: Split,
+    /// Where the data came from and what it was (empty for data made in memory).
+    pub identity: DataIdentity,
 }
 
 impl Dataset {
@@ -317,7 +386,7 @@ impl Dataset {
                 train_shape: (train.rows, train.cols),
             });
         }
-        let classes = train.classes();
+        let classes = train.checked_classes()?;
         test.check_labels(classes)?;
         let (train_rows, val_rows) =
             split_indices(train.count, val_fraction, seed).ok_or(DataError::SplitTooSmall {
@@ -325,12 +394,19 @@ impl Dataset {
                 val_fraction,
             })?;
         let features = train.features();
+        let dir = train.images_path.parent().unwrap_or(Path::new("."));
+        let mut identity = DataIdentity::in_dir(dir);
+        for raw in [train, test] {
+            identity.add(&raw.images_path, raw.images_sha256.clone());
+            identity.add(&raw.labels_path, raw.labels_sha256.clone());
+        }
         Ok(Dataset {
             features,
             classes,
             train: Split::gather(&train.pixels, &train.labels, features, &train_rows),
             val: Split::gather(&train.pixels, &train.labels, features, &val_rows),
             test: Split::contiguous(test.pixels.clone(), test.labels.clone(), 0),
+            identity,
         })
     }
 
@@ -349,6 +425,18 @@ pub fn load_test_split(dir: &Path) -> Result<(Split, RawImages), DataError> {
         Split::contiguous(test.pixels.clone(), test.labels.clone(), 0),
         test,
     ))
+}
+
+/// The identity of the four files of an MNIST-style directory, without parsing them (a sweep
+/// checks it against what its runs trained on before it trains any).
+pub fn identity_of_dir(dir: &Path) -> Result<DataIdentity, DataError> {
+    let mut identity = DataIdentity::in_dir(dir);
+    for name in [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS] {
+        let path = locate(dir, name);
+        let digest = checksum::sha256_hex(&idx::read_file(&path)?);
+        identity.add(&path, digest);
+    }
+    Ok(identity)
 }
 
 /// The vendored Fashion-MNIST directory: `data/fashion-mnist` under the working directory when

@@ -55,14 +55,35 @@ pub fn zscore_to(image: &[u8], out: &mut [f32]) {
 /// Z-scores each image on its own ([`zscore_to`]), images in parallel (each image's numbers
 /// are the same on any number of threads). Returns `pixels.len()` f32 values.
 pub fn zscore_images(pixels: &[u8], features: usize) -> Vec<f32> {
-    use rayon::prelude::*;
     let mut out = vec![0.0f32; pixels.len()];
+    zscore_images_to(pixels, features, &mut out);
+    out
+}
+
+/// [`zscore_images`] into `out` (as long as `pixels`).
+pub fn zscore_images_to(pixels: &[u8], features: usize, out: &mut [f32]) {
+    use rayon::prelude::*;
     if features > 0 {
         out.par_chunks_mut(features)
             .zip(pixels.par_chunks(features))
             .for_each(|(z, image)| zscore_to(image, z));
     }
-    out
+}
+
+/// A zeroed vector of `len` values, or [`super::DataError::Allocation`] naming `what` when
+/// the memory cannot be had (Rust's `vec!` would abort the process instead).
+pub fn try_zeroed<T: Clone + Default>(
+    len: usize,
+    what: &'static str,
+) -> Result<Vec<T>, super::DataError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| super::DataError::Allocation {
+            what,
+            bytes: len as u128 * std::mem::size_of::<T>() as u128,
+        })?;
+    v.resize(len, T::default());
+    Ok(v)
 }
 
 /// One-hot rows: `labels.len() × classes`, 1 at each label's column.

@@ -75,7 +75,7 @@ pub struct AdapterSummary {
 
 fn parse_backends(backend: Option<&str>) -> Result<wgpu::Backends, GpuError> {
     Ok(match backend.map(str::to_ascii_lowercase).as_deref() {
-        None => wgpu::Backends::all().with_env(),
+        None => backends_from_env()?.unwrap_or(wgpu::Backends::all()),
         Some("all") => wgpu::Backends::all(),
         Some("primary") => wgpu::Backends::PRIMARY,
         Some("vulkan") | Some("vk") => wgpu::Backends::VULKAN,
@@ -84,6 +84,27 @@ fn parse_backends(backend: Option<&str>) -> Result<wgpu::Backends, GpuError> {
         Some("gl") | Some("gles") | Some("opengl") => wgpu::Backends::GL,
         Some(other) => return Err(GpuError::UnknownBackend(other.to_string())),
     })
+}
+
+/// WGPU_BACKEND (comma-separated backend names, as wgpu reads it), checked: wgpu itself skips
+/// a name it does not know, so a typo (`vulkna`) would find no adapter without saying why.
+fn backends_from_env() -> Result<Option<wgpu::Backends>, GpuError> {
+    let Ok(value) = std::env::var("WGPU_BACKEND") else {
+        return Ok(None);
+    };
+    let bad = || GpuError::BadSetting {
+        variable: "WGPU_BACKEND",
+        expected: "vulkan, metal, dx12 or gl (comma-separated)",
+        got: value.clone(),
+    };
+    let mut backends = wgpu::Backends::empty();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        backends |= parse_backends(Some(name)).map_err(|_| bad())?;
+    }
+    if backends.is_empty() {
+        return Err(bad());
+    }
+    Ok(Some(backends))
 }
 
 fn instance(backends: wgpu::Backends) -> wgpu::Instance {
@@ -153,6 +174,9 @@ const NEEDED_INVOCATIONS: u32 = 256;
 /// operand lives in the one workspace buffer), within WebGPU's default of eight.
 const NEEDED_STORAGE_BUFFERS: u32 = 5;
 
+/// Caps the largest storage binding wgtrain uses (see [`GpuContext::open`]).
+const MAX_STORAGE_BINDING_VAR: &str = "WGTRAIN_GPU_MAX_STORAGE_BINDING";
+
 impl GpuContext {
     /// Opens the adapter `choice` picks. Real GPUs come before software ones; a software
     /// adapter is taken only when `allow_software` is set.
@@ -160,6 +184,19 @@ impl GpuContext {
         // A mistyped setting or a broken tuning file is reported first, whatever adapters there
         // are.
         let overrides = TuningOverrides::from_env()?;
+        let binding_cap = match std::env::var(MAX_STORAGE_BINDING_VAR) {
+            Ok(value) => Some(
+                value
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| GpuError::BadSetting {
+                        variable: MAX_STORAGE_BINDING_VAR,
+                        expected: "a whole number of bytes",
+                        got: value.clone(),
+                    })?,
+            ),
+            Err(_) => None,
+        };
         let tuned = TuningFile::load_configured()?;
         // Without a backend named, look at the primary backends (Vulkan, Metal, DX12) first and
         // at GL only when they have nothing: GL's EGL probe is slow and noisy on headless Linux.
@@ -233,10 +270,7 @@ impl GpuContext {
         // WGTRAIN_GPU_MAX_STORAGE_BINDING caps the largest storage binding wgtrain will use, so a
         // big GPU can show how a run behaves on a small one (and the tests can provoke the
         // limit error on any adapter). It can only lower the adapter's own limit.
-        if let Some(cap) = std::env::var("WGTRAIN_GPU_MAX_STORAGE_BINDING")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
+        if let Some(cap) = binding_cap {
             limits.max_storage_buffer_binding_size =
                 limits.max_storage_buffer_binding_size.min(cap);
         }

@@ -83,19 +83,66 @@ fn safe_name(s: &str) -> String {
         .collect()
 }
 
+/// How many runs a sweep may make unless `--max-runs` allows more: enough for any grid a
+/// person means to train, few enough that a typo in a grid (a 10⁶-point product) is refused
+/// before it makes a single run directory.
+pub const DEFAULT_MAX_RUNS: usize = 1000;
+
 /// Expands a sweep file into its runs, in a fixed order (settings in file order, grid in key
-/// order, then seeds), applying `extra` overrides to every run. Errors about the sweep file's
-/// own contents do not repeat its path: the caller names the file (`sweep FILE: …`).
-pub fn expand(path: &Path, extra: &[String]) -> Result<Vec<SweepRun>> {
+/// order, then seeds), applying `extra` overrides to every run. A sweep of more than
+/// `max_runs` runs is refused before any is built. Errors about the sweep file's own contents
+/// do not repeat its path: the caller names the file (`sweep FILE: …`).
+pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<SweepRun>> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let file: SweepFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.message().trim().to_string(),
+    let file: SweepFile = toml::from_str(&text).map_err(|e| {
+        // A training config given where a sweep file goes: say so, not "unknown field".
+        let config_key = toml::from_str::<toml::Table>(&text).ok().and_then(|t| {
+            t.keys()
+                .find(|k| crate::config::KEYS.contains(&k.as_str()))
+                .cloned()
+        });
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: match config_key {
+                Some(key) => format!(
+                    "`{key}` is a config key: this is a training config, not a sweep file (hint: `wgtrain train --config {}`, or name it as `base = \"...\"` in a sweep file)",
+                    path.display()
+                ),
+                None => e.message().trim().to_string(),
+            },
+        }
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
+    let grid_points = file
+        .grid
+        .values()
+        .try_fold(1usize, |n, values| n.checked_mul(values.len()));
+    let settings_count = match (file.grid.is_empty(), grid_points) {
+        (true, _) => Some(file.runs.len().max(1)),
+        (false, points) => points.and_then(|p| p.checked_add(file.runs.len())),
+    };
+    let total = settings_count.and_then(|n| n.checked_mul(file.seeds.len()));
+    if total.is_none_or(|n| n > max_runs) {
+        let axes: Vec<String> = file
+            .grid
+            .iter()
+            .map(|(k, v)| format!("{} {k}", v.len()))
+            .collect();
+        return Err(Error::Usage(format!(
+            "the sweep makes {} runs ({}{} settings × {} seeds), more than the {max_runs} allowed (hint: trim the grid, or pass --max-runs N to allow more)",
+            total.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
+            if axes.is_empty() {
+                String::new()
+            } else {
+                format!("grid of {} = ", axes.join(" × "))
+            },
+            settings_count.map_or_else(|| "too many".to_string(), |n| n.to_string()),
+            file.seeds.len()
+        )));
+    }
     let mut settings: Vec<RunSpec> = file.runs.clone();
     if !file.grid.is_empty() {
         let mut combos: Vec<BTreeMap<String, toml::Value>> = vec![BTreeMap::new()];
@@ -208,28 +255,115 @@ impl Shard {
         (count > 0 && index < count).then_some(Shard { index, count })
     }
 
-    /// From the schedulers' environment: Slurm job arrays (`SLURM_ARRAY_TASK_ID`, counted from
-    /// `SLURM_ARRAY_TASK_MIN`, of `SLURM_ARRAY_TASK_COUNT`), or a Kubernetes Indexed Job's
-    /// `JOB_COMPLETION_INDEX` with `count` given (`--shard-count`).
-    pub fn from_env(count: Option<usize>) -> Option<Shard> {
-        let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
-        if let (Some(id), Some(n)) = (var("SLURM_ARRAY_TASK_ID"), var("SLURM_ARRAY_TASK_COUNT")) {
-            let min = var("SLURM_ARRAY_TASK_MIN").unwrap_or(0);
-            return Some(Shard {
-                index: id.checked_sub(min)?,
-                count: n,
-            })
-            .filter(|s| s.index < s.count);
+    /// From the schedulers' environment (`None`: no scheduler variable is set, the whole
+    /// sweep). Slurm job arrays: the task's place in `SLURM_ARRAY_TASK_MIN..=MAX` by
+    /// `SLURM_ARRAY_TASK_STEP` (`--array=0-12:4` gives tasks 0, 4, 8, 12: shards 0..4), of
+    /// `SLURM_ARRAY_TASK_COUNT`. A Kubernetes Indexed Job: `JOB_COMPLETION_INDEX` of `count`
+    /// (`--shard-count`). Anything unreadable or inconsistent is an error, never "all of it":
+    /// a shard that silently ran the whole sweep would train every run once per task.
+    pub fn from_env(count: Option<usize>) -> Result<Option<Shard>, ShardError> {
+        Self::from_vars(|k| std::env::var(k).ok(), count)
+    }
+
+    /// [`Shard::from_env`] with the variables read by `var`.
+    pub fn from_vars(
+        var: impl Fn(&str) -> Option<String>,
+        count: Option<usize>,
+    ) -> Result<Option<Shard>, ShardError> {
+        let number = |k: &'static str| -> Result<Option<usize>, ShardError> {
+            match var(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| ShardError::NotANumber {
+                        variable: k,
+                        value: v,
+                    }),
+            }
+        };
+        let bad = |message: String| Err(ShardError::Inconsistent(message));
+        let slurm = SLURM_ARRAY_VARIABLES.iter().any(|k| var(k).is_some());
+        let job_index = number("JOB_COMPLETION_INDEX")?;
+        if slurm && job_index.is_some() {
+            return bad("both SLURM_ARRAY_TASK_ID and JOB_COMPLETION_INDEX are set".into());
         }
-        match (var("JOB_COMPLETION_INDEX"), count) {
-            (Some(index), Some(count)) if index < count => Some(Shard { index, count }),
-            _ => None,
+        if slurm {
+            if count.is_some() {
+                return bad("--shard-count goes with JOB_COMPLETION_INDEX, not a Slurm array (which gives its own count)".into());
+            }
+            let (Some(id), Some(n)) = (
+                number("SLURM_ARRAY_TASK_ID")?,
+                number("SLURM_ARRAY_TASK_COUNT")?,
+            ) else {
+                return bad("a Slurm array sets both SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT; one is missing".into());
+            };
+            let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            let step = number("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1);
+            let max = number("SLURM_ARRAY_TASK_MAX")?.unwrap_or(min + step * n.saturating_sub(1));
+            let array = format!(
+                "SLURM_ARRAY_TASK_ID={id} in an array {min}-{max}:{step} of SLURM_ARRAY_TASK_COUNT={n}"
+            );
+            if n == 0
+                || step == 0
+                || max < min
+                || (max - min) % step != 0
+                || (max - min) / step + 1 != n
+            {
+                return bad(format!(
+                    "{array}: the array's bounds, step and count disagree (an array given as a list of ids cannot be sharded from the environment)"
+                ));
+            }
+            if id < min || id > max || (id - min) % step != 0 {
+                return bad(format!("{array}: the task id is not one of the array's"));
+            }
+            return Ok(Some(Shard {
+                index: (id - min) / step,
+                count: n,
+            }));
+        }
+        match (job_index, count) {
+            (None, None) => Ok(None),
+            (None, Some(n)) => bad(format!(
+                "--shard-count {n} needs JOB_COMPLETION_INDEX (a Kubernetes Indexed Job sets it)"
+            )),
+            (Some(i), None) => bad(format!(
+                "JOB_COMPLETION_INDEX={i} needs --shard-count N (the Job's completions)"
+            )),
+            (Some(index), Some(count)) if index < count => Ok(Some(Shard { index, count })),
+            (Some(i), Some(n)) => bad(format!(
+                "JOB_COMPLETION_INDEX={i} is not below --shard-count {n}"
+            )),
         }
     }
 
     pub fn takes(&self, run_index: usize) -> bool {
         run_index % self.count == self.index
     }
+}
+
+/// The Slurm variables that say a process is a task of a job array.
+const SLURM_ARRAY_VARIABLES: [&str; 5] = [
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_STEP",
+];
+
+/// Why the schedulers' environment names no shard this process can take.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error(
+        "{variable}={value:?} is not a whole number (hint: pass --shard I/N to choose the slice yourself)"
+    )]
+    NotANumber {
+        variable: &'static str,
+        value: String,
+    },
+    #[error("{0} (hint: pass --shard I/N to choose the slice yourself)")]
+    Inconsistent(String),
 }
 
 /// What a sweep records in each run directory (`sweep_run.json`) for its results table.
@@ -282,6 +416,93 @@ pub fn resumable_epochs(dir: &Path, config: &TrainConfig) -> Option<usize> {
         .then_some(checkpoint.epochs_done)
 }
 
+/// The file that marks a directory as a sweep's and records the data its runs train on.
+pub const SWEEP_FILE: &str = "sweep.json";
+
+/// What `sweep.json` holds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+struct SweepRecord {
+    data: crate::data::DataIdentity,
+}
+
+/// Makes `out` a sweep directory training on the data in `data` (`None`: the directory the
+/// sweep recorded when it first ran, else the vendored data) and returns that directory. A
+/// sweep goes on only with the data it started with: a rerun given other data (or whose data
+/// changed on disk) is refused, as is a run directory of it that trained on other data, so a
+/// results table never mixes two datasets.
+pub fn prepare_out(out: &Path, data: Option<PathBuf>, runs: &[&SweepRun]) -> Result<PathBuf> {
+    if out.exists() && !out.is_dir() {
+        crate::error::ensure_dir(out, "sweep directory")?;
+    }
+    let record_path = out.join(SWEEP_FILE);
+    let recorded: Option<SweepRecord> = match std::fs::read_to_string(&record_path) {
+        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
+            Error::io(
+                &record_path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(&record_path, e)),
+    };
+    let dir = match (data, &recorded) {
+        (Some(d), _) => d,
+        (None, Some(r)) => r.data.dir.clone(),
+        (None, None) => crate::data::default_dir(),
+    };
+    let identity = crate::data::identity_of_dir(&dir)?;
+    let changed = |what: String, was: &crate::data::DataIdentity| match was.difference(&identity) {
+        Some(difference) => Err(Error::DataChanged {
+            what,
+            recorded: was.dir.clone(),
+            dir: identity.dir.clone(),
+            difference,
+        }),
+        None => Ok(()),
+    };
+    if let Some(r) = &recorded {
+        changed(format!("sweep {}", out.display()), &r.data)?;
+    }
+    for run in runs {
+        let run_dir = out.join(&run.id);
+        if let Some(was) = crate::run::read_data_identity(&run_dir)? {
+            changed(format!("run {}", run_dir.display()), &was)?;
+        }
+    }
+    crate::error::ensure_dir(out, "sweep directory")?;
+    let record = SweepRecord { data: identity };
+    let text = serde_json::to_string_pretty(&record).map_err(|e| Error::Usage(e.to_string()))?;
+    write_atomic(&record_path, format!("{text}\n").as_bytes())?;
+    Ok(dir)
+}
+
+/// Whether `dir` holds a sweep: its `sweep.json`, or (from before sweeps wrote one) a run
+/// directory a sweep tagged.
+fn holds_sweep(dir: &Path) -> bool {
+    dir.join(SWEEP_FILE).is_file()
+        || std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.path().join("sweep_run.json").is_file())
+        })
+}
+
+/// Fails unless `path` is absent or begins as wgtrain writes it (`first_line`): a report
+/// never replaces a file it did not write.
+fn check_ours(path: &Path, first_line: &str) -> Result<()> {
+    match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(text) if text.lines().next() == Some(first_line) => Ok(()),
+        _ => Err(Error::Usage(format!(
+            "{} was not written by `wgtrain sweep`; not replacing it (hint: move it away, or report into the sweep's own directory)",
+            path.display()
+        ))),
+    }
+}
+
+/// First line of results.md.
+const RESULTS_TITLE: &str = "# Sweep results";
+
 /// Header of results.csv.
 pub const RESULTS_HEADER: &str = "run,setting,seed,overrides,status,best_epoch,epochs_run,best_val_loss,test_accuracy,test_loss,device,seconds";
 
@@ -296,6 +517,20 @@ fn csv_field(s: &str) -> String {
 /// Rebuilds results.csv and results.md in `out` from every finished run directory in it.
 /// Returns how many runs it found.
 pub fn report(out: &Path) -> Result<usize> {
+    if !out.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is not a directory",
+            out.display()
+        )));
+    }
+    if !holds_sweep(out) {
+        return Err(Error::Usage(format!(
+            "{} holds no sweep (no {SWEEP_FILE}, no run a sweep trained) (hint: give the --out directory of `wgtrain sweep`)",
+            out.display()
+        )));
+    }
+    check_ours(&out.join("results.csv"), RESULTS_HEADER)?;
+    check_ours(&out.join("results.md"), RESULTS_TITLE)?;
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
         .map_err(|e| Error::io(out, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -333,7 +568,7 @@ pub fn report(out: &Path) -> Result<usize> {
     }
     write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     let md = format!(
-        "# Sweep results\n\n{} finished runs in {}; mean ± sample std over seeds.\n\n{}",
+        "{RESULTS_TITLE}\n\n{} finished runs in {}; mean ± sample std over seeds.\n\n{}",
         runs.len(),
         out.display(),
         markdown_table(&runs)

@@ -104,7 +104,7 @@ pub fn train_together<'a>(
     let options = |run: &SweepRun, engine: EngineKind| RunOptions {
         out: out.join(&run.id),
         force: true,
-        data_dir: data_dir.to_path_buf(),
+        data_dir: Some(data_dir.to_path_buf()),
         engine,
         resume: going_on.contains(&run.id.as_str()),
         interrupt: interrupt.clone(),
