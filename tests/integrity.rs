@@ -127,7 +127,7 @@ fn cpu_and_gpu_agree_on_which_runs_diverge() {
             ("sgd", "0.1"),
             ("sgd", "1e9"),
         ] {
-            for penalty in ["l2=0.0", "l2=1e30"] {
+            for penalty in ["l2=0.0", "l2=1e30", "l1=1e30"] {
                 let sets: Vec<String> = [
                     "layers=[36, 8, 3]",
                     "batch_size=8",
@@ -479,12 +479,13 @@ fn shards_come_from_slurm_arrays_with_steps_and_offsets_and_bad_environments_are
 
 #[test]
 fn a_network_past_the_address_space_limit_is_an_error_not_an_abort() {
-    // See: #16. Under `ulimit -v` the memory check passed and the allocator aborted.
+    // See: #16. Under `ulimit -v` the memory check passed and the allocator aborted. The
+    // network needs about 3 GB: within this machine's memory, beyond the 1 GB limit.
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_dataset(&data, 120, 30, 6, 3, false);
     let script = format!(
-        "ulimit -v 1000000 && exec {} train --device cpu --quiet --data {} --out {} --set 'layers=[36, 3000000, 3]' --set epochs=1 --set batch_size=8",
+        "ulimit -v 1000000 && exec {} train --device cpu --quiet --data {} --out {} --set 'layers=[36, 300000, 3]' --set epochs=1 --set batch_size=8 --threads 2",
         env!("CARGO_BIN_EXE_wgtrain"),
         data.display(),
         tmp.path().join("run").display()
@@ -579,4 +580,19 @@ fn predict_warns_beside_the_prediction_for_a_blank_or_transparent_image() {
             "a prediction all the same"
         );
     }
+}
+
+#[test]
+fn an_allocation_the_machine_cannot_give_is_an_error_naming_what_it_was_for() {
+    // See: #16. A 784 MB dataset under `ulimit -v` aborted in zscore_images. What allocates
+    // the dataset's f32 images (and an IDX file's contents) now reports failure instead.
+    let err = wgtrain::data::prep::try_zeroed::<f32>(usize::MAX / 2, "the z-scored f32 images")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cannot allocate 36893488147.42 GB for the z-scored f32 images"),
+        "{err}"
+    );
+    let fits = wgtrain::data::prep::try_zeroed::<f32>(1000, "a thousand zeros").unwrap();
+    assert!(fits.len() == 1000 && fits.iter().all(|&v| v == 0.0));
 }

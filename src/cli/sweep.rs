@@ -92,7 +92,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     // CPU results repeat bit for bit only for one thread count, and a shard must give what
     // the unsharded sweep gives.
     let cpu_pack = pack_size_on_cpu(&engine, args.pack, cores);
-    let packs: Vec<Vec<&sweep::SweepRun>> = match (&engine, args.pack) {
+    let mut packs: Vec<Vec<&sweep::SweepRun>> = match (&engine, args.pack) {
         (_, Some(1)) => todo.iter().map(|&r| vec![r]).collect(),
         // Packed models share their step count, so a run going on from a checkpoint trains
         // alone (the same bits as packed: packing changes no arithmetic).
@@ -117,6 +117,8 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         (_, _) if cpu_pack.is_some() => vec![todo.clone()],
         (_, _) => todo.iter().map(|&r| vec![r]).collect(),
     };
+    // A rerun with nothing left to train has no queue to announce.
+    packs.retain(|p| !p.is_empty());
     let total = todo.len();
     let mut done = 0;
     let mut queue: std::collections::VecDeque<Vec<&sweep::SweepRun>> = packs.into();
