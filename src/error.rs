@@ -67,6 +67,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// (`/dev/full`) or anything else in its place is [`Error::NotADirectory`] naming `what` it
 /// was meant to be, rather than the OS's "File exists".
 pub fn ensure_dir(path: &std::path::Path, what: &'static str) -> Result<()> {
+    refuse_non_directory(path, what)?;
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
+}
+
+/// Fails when something other than a directory is at `path` (checked before any work, so a
+/// run that could never be written is refused before it trains).
+pub fn refuse_non_directory(path: &std::path::Path, what: &'static str) -> Result<()> {
     if path.exists() && !path.is_dir() {
         return Err(Error::NotADirectory {
             what,
@@ -74,7 +81,7 @@ pub fn ensure_dir(path: &std::path::Path, what: &'static str) -> Result<()> {
             hint: "name a directory, or a path that does not exist yet",
         });
     }
-    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
+    Ok(())
 }
 
 impl Error {

@@ -107,10 +107,7 @@ pub fn run_training(
     mut on_epoch: impl FnMut(&EpochRecord, Verdict),
 ) -> Result<Summary> {
     let start = Instant::now();
-    if opts.out.exists() && !opts.out.is_dir() {
-        // Before anything is read: the run could never be written.
-        crate::error::ensure_dir(&opts.out, "run directory")?;
-    }
+    crate::error::refuse_non_directory(&opts.out, "run directory")?;
     // Lock before reading anything of a run already there (a resume's checkpoint), so a
     // second process is turned away before it acts on files the first is rewriting.
     let early_lock = if opts.out.is_dir() {

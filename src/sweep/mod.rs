@@ -431,9 +431,7 @@ struct SweepRecord {
 /// changed on disk) is refused, as is a run directory of it that trained on other data, so a
 /// results table never mixes two datasets.
 pub fn prepare_out(out: &Path, data: Option<PathBuf>, runs: &[&SweepRun]) -> Result<PathBuf> {
-    if out.exists() && !out.is_dir() {
-        crate::error::ensure_dir(out, "sweep directory")?;
-    }
+    crate::error::refuse_non_directory(out, "sweep directory")?;
     let record_path = out.join(SWEEP_FILE);
     let recorded: Option<SweepRecord> = match std::fs::read_to_string(&record_path) {
         Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
