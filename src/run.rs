@@ -187,6 +187,19 @@ pub fn run_training(
         Some(lock) => lock,
         None => lock_run_dir(&opts.out)?,
     };
+    if resume.is_none() {
+        // A run trained over another (--force, or a sweep starting a changed run afresh)
+        // must not leave the old run's end behind until its own: a stale summary.json would
+        // mark it finished, a stale checkpoint would be resumed, if it stops early.
+        for stale in ["summary.json", "last.safetensors", "model.safetensors"] {
+            match std::fs::remove_file(opts.out.join(stale)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(opts.out.join(stale), e));
+                }
+                _ => {}
+            }
+        }
+    }
     write_atomic(&opts.out.join("config.toml"), config.to_toml().as_bytes())?;
     write_data_identity(&opts.out, &data.identity)?;
     let mut metrics = match &resume {

@@ -596,3 +596,85 @@ fn an_allocation_the_machine_cannot_give_is_an_error_naming_what_it_was_for() {
     let fits = wgtrain::data::prep::try_zeroed::<f32>(1000, "a thousand zeros").unwrap();
     assert!(fits.len() == 1000 && fits.iter().all(|&v| v == 0.0));
 }
+
+#[test]
+fn a_rerun_sweep_refuses_runs_that_finished_with_another_config() {
+    // A sibling of #16's resume on other data: a rerun with another `--set` skipped the
+    // finished runs, and results.csv mixed their figures with the new config's.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, false);
+    let file = sweep_file(tmp.path());
+    let out = tmp.path().join("out");
+    assert!(sweep(&file, &out, Some(&data)).status.success());
+    let summary =
+        std::fs::read_to_string(out.join("learning_rate=0.05-seed1/summary.json")).unwrap();
+    let mut args: Vec<String> = [
+        "sweep",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(["--device", "cpu", "--set", "epochs=2"].map(String::from));
+    args.extend(TINY.map(String::from));
+    let o = wgtrain(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("finished with another config than the sweep now gives it: `epochs = 1`, the sweep now says `epochs = 2`"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("learning_rate=0.05-seed1/summary.json")).unwrap(),
+        summary,
+        "the finished run is kept"
+    );
+}
+
+#[test]
+fn a_run_trained_over_another_leaves_none_of_the_old_runs_end_behind() {
+    // A sibling of #16: `--force` (and a sweep starting a changed run afresh) left the old
+    // summary.json and last.safetensors until the new run ended; stopped before that, the
+    // directory claimed the old run had finished, or offered its checkpoint to resume.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, false);
+    let out = tmp.path().join("run");
+    assert!(
+        train("cpu", &data, &out, &["--set", "epochs=3"])
+            .status
+            .success()
+    );
+    let sets: Vec<String> = [
+        "layers=[36, 8, 3]",
+        "batch_size=8",
+        "epochs=3",
+        "learning_rate=0.01",
+    ]
+    .map(String::from)
+    .to_vec();
+    let config = TrainConfig::from_toml_str("", Path::new("t"), "t", &sets).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let opts = wgtrain::run::RunOptions {
+        out: out.clone(),
+        force: true,
+        data_dir: Some(data),
+        engine: EngineKind::Cpu { threads: 1 },
+        resume: false,
+        interrupt: Some(stop),
+        datasets: None,
+    };
+    let stopped = wgtrain::run::run_training(&config, &opts, |_, _| {});
+    assert!(matches!(
+        stopped,
+        Err(wgtrain::Error::Interrupted { epoch: 1, .. })
+    ));
+    assert!(
+        !out.join("summary.json").exists(),
+        "the old run's summary is gone"
+    );
+    let checkpoint = wgtrain::checkpoint::load_checkpoint(&out.join("last.safetensors")).unwrap();
+    assert_eq!(checkpoint.epochs_done, 1, "the checkpoint is the new run's");
+}

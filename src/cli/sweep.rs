@@ -62,7 +62,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     let mut resumed = Vec::new();
     for (n, (_, run)) in mine.iter().enumerate() {
         let dir = out.join(&run.id);
-        if sweep::is_finished(&dir) {
+        if sweep::is_finished_as(&dir, &run.config)? {
             tally.skipped += 1;
             println!(
                 "[{}/{}] {}: finished earlier, skipped",

@@ -399,6 +399,32 @@ pub fn is_finished(dir: &Path) -> bool {
     crate::metrics::Summary::read(&dir.join("summary.json")).is_ok()
 }
 
+/// Whether `dir` holds a finished run of exactly `config`. A run that finished with another
+/// config (the sweep file or its `--set` changed since) is an error, not a skip: its figures
+/// would stand in the results table for a config they do not belong to, and training it over
+/// would throw a finished run away.
+pub fn is_finished_as(dir: &Path, config: &TrainConfig) -> Result<bool> {
+    if !is_finished(dir) {
+        return Ok(false);
+    }
+    let path = dir.join("config.toml");
+    let written = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let wanted = config.to_toml();
+    match written
+        .lines()
+        .zip(wanted.lines())
+        .find(|(w, n)| w != n)
+        .map(|(w, n)| format!("`{w}`, the sweep now says `{n}`"))
+        .or_else(|| (written != wanted).then(|| "its config.toml differs".to_string()))
+    {
+        None => Ok(true),
+        Some(difference) => Err(Error::Usage(format!(
+            "run {} finished with another config than the sweep now gives it: {difference} (hint: a changed sweep goes in another --out; or remove the run to train it again)",
+            dir.display()
+        ))),
+    }
+}
+
 /// How many epochs an unfinished run directory holds that a sweep can go on from: its
 /// checkpoint's, when the directory holds no finished run, its config.toml is exactly
 /// `config` (the sweep file still asks for this run) and its checkpoint loads. `None`: train
