@@ -6,18 +6,7 @@ use std::process::{Command, Output};
 use wgtrain::checkpoint::load_model;
 use wgtrain::metrics::{METRICS_HEADER, Summary};
 
-use crate::common::{fashion_mnist, write_dataset};
-
-fn wgtrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .args(args)
-        .output()
-        .expect("run wgtrain")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::common::{fashion_mnist, stderr, wgtrain, write_dataset};
 
 fn assert_clean_failure(o: &Output, needle: &str) {
     let err = stderr(o);

@@ -14,18 +14,7 @@ use wgtrain::metrics::Summary;
 use wgtrain::model::Params;
 use wgtrain::sweep::Shard;
 
-use crate::common::write_dataset;
-
-fn wgtrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::common::{stderr, wgtrain, write_dataset};
 
 const TINY: [&str; 6] = [
     "--set",

@@ -1,18 +1,11 @@
 //! Checkpoints and resume: 2 epochs + resume to 5 equals 5 epochs straight.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use wgtrain::checkpoint::{load_checkpoint, load_model};
 
-use crate::common::{interrupt_after_epochs, wait_for_epochs, write_dataset};
-
-fn wgtrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .args(args)
-        .output()
-        .expect("run wgtrain")
-}
+use crate::common::{interrupt_after_epochs, wait_for_epochs, wgtrain, write_dataset};
 
 /// metrics.csv without the seconds column.
 fn metrics(dir: &Path) -> Vec<String> {

@@ -1,18 +1,11 @@
 //! Sweeps: expansion order and naming, resume, and sharding into one directory.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use wgtrain::sweep::{Shard, expand};
 
-use crate::common::{interrupt_after_epochs, write_dataset};
-
-fn wgtrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .args(args)
-        .output()
-        .expect("run wgtrain")
-}
+use crate::common::{interrupt_after_epochs, wgtrain, write_dataset};
 
 fn write_sweep(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("grid.toml");

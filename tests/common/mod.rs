@@ -86,6 +86,19 @@ pub fn gz(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
+/// Runs the wgtrain binary this test build made, with `args`.
+pub fn wgtrain(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(args)
+        .output()
+        .expect("run wgtrain")
+}
+
+/// What a run of the binary wrote to stderr.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 /// Path of the vendored Fashion-MNIST directory.
 pub fn fashion_mnist() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
