@@ -415,10 +415,10 @@ pub fn profile_gpu(
     let params = Params::init(&config.layers, config.activation, config.init, config.seed);
     let mut models = PackedModels::new(ctx.clone(), &config.layers, batch_size, 1)?;
     if !models.can_profile() {
-        return Err(EngineError::Unavailable(format!(
-            "{} has no timestamp queries inside compute passes",
-            ctx.info.name
-        )));
+        return Err(EngineError::Unsupported {
+            adapter: ctx.info.name.clone(),
+            what: "write timestamps inside compute passes (TIMESTAMP_QUERY_INSIDE_PASSES)",
+        });
     }
     models.init_model(0, &params)?;
     models.upload(0, data)?;
@@ -483,9 +483,9 @@ pub fn bench_cpu_together(
                     .into_iter()
                     .map(|h| {
                         h.join().unwrap_or_else(|_| {
-                            Err(EngineError::Unavailable(
-                                "a benchmark thread panicked".into(),
-                            ))
+                            Err(EngineError::Panicked {
+                                what: "a benchmark thread",
+                            })
                         })
                     })
                     .collect::<Result<Vec<_>, _>>()

@@ -20,8 +20,19 @@ pub enum EngineError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+    /// The GPU path's own error, kept whole up to the caller (which may fall back on it).
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+    /// Work the engine was handed does not fit what it was built for (a pack's batch size,
+    /// dataset or schedule; a training state of another length).
     #[error("{0}")]
-    Unavailable(String),
+    Mismatch(String),
+    /// The device cannot do what was asked (a profile without timestamp queries).
+    #[error("{adapter} cannot {what}")]
+    Unsupported { adapter: String, what: &'static str },
+    /// A thread doing part of the work panicked (its message is on stderr).
+    #[error("{what} panicked")]
+    Panicked { what: &'static str },
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error(
@@ -103,7 +114,7 @@ impl TrainingState {
     pub fn check_len(&self, len: usize) -> Result<(), EngineError> {
         for v in [&self.params, &self.best, &self.first, &self.second] {
             if v.len() != len {
-                return Err(EngineError::Unavailable(format!(
+                return Err(EngineError::Mismatch(format!(
                     "training state holds {} values, the network has {len}",
                     v.len()
                 )));

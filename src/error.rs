@@ -49,6 +49,9 @@ pub enum Error {
         path: PathBuf,
         hint: &'static str,
     },
+    /// A thread running part of the work panicked (its message is on stderr).
+    #[error("{what} panicked")]
+    Panicked { what: &'static str },
     #[error("{0}")]
     Usage(String),
     #[error(

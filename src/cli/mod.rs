@@ -683,8 +683,11 @@ fn train(t: &TrainArgs) -> Result<()> {
     let mut result = run_training(&config, &opts, progress);
     // With --device auto, a GPU that opened but cannot hold this run (a limit, an allocation)
     // falls back to the CPU. Such errors come before the run directory is written.
-    if let (Device::Auto, EngineKind::Gpu { .. }, Err(wgtrain::Error::Engine(e))) =
-        (on.device, &opts.engine, &result)
+    if let (
+        Device::Auto,
+        EngineKind::Gpu { .. },
+        Err(wgtrain::Error::Engine(e @ wgtrain::engine::EngineError::Gpu(_))),
+    ) = (on.device, &opts.engine, &result)
     {
         eprintln!("warning: the GPU cannot run this ({e}); training on the CPU instead");
         opts.engine = EngineKind::Cpu {

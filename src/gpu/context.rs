@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::tuning::{Tuning, TuningFile, TuningOverrides};
 
 /// Errors from the GPU layer; each names what failed and, where known, what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GpuError {
     #[error(
         "no GPU adapter found{backend} (hint: install a driver; on Linux `apt-get install mesa-vulkan-drivers` gives lavapipe, a CPU Vulkan adapter)"

@@ -53,7 +53,9 @@ impl std::fmt::Debug for PackSeat {
 }
 
 fn poisoned() -> EngineError {
-    EngineError::Unavailable("another run of the GPU pack panicked".into())
+    EngineError::Panicked {
+        what: "another run of the GPU pack",
+    }
 }
 
 impl GpuPack {
@@ -105,7 +107,7 @@ impl PackSeat {
     ) -> Result<Box<dyn Engine>, EngineError> {
         let mut state = self.pack.lock()?;
         if batch_size > state.models.batch_size() {
-            return Err(EngineError::Unavailable(format!(
+            return Err(EngineError::Mismatch(format!(
                 "the pack was built for batch {}, this run uses {batch_size}",
                 state.models.batch_size()
             )));
@@ -161,12 +163,14 @@ impl PackSeat {
             .collect();
         let results = match state.models.train_epoch(&jobs) {
             Ok(r) => r,
-            // A failure of the whole epoch (a lost device, say) is every ready seat's.
+            // A failure of the whole epoch (a lost device, say) is every ready seat's: a GPU
+            // error goes to each as itself, anything else in words.
             Err(e) => {
-                let message = e.to_string();
-                jobs.iter()
-                    .map(|j| j.map(|_| Err(EngineError::Unavailable(message.clone()))))
-                    .collect()
+                let shared = |e: &EngineError| match e {
+                    EngineError::Gpu(g) => EngineError::Gpu(g.clone()),
+                    other => EngineError::Mismatch(other.to_string()),
+                };
+                jobs.iter().map(|j| j.map(|_| Err(shared(&e)))).collect()
             }
         };
         for (seat, result) in state.seats.iter_mut().zip(results) {

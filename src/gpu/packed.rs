@@ -21,12 +21,6 @@ use crate::model::{Activation, LayerView, Params, layer_views, param_count};
 /// Rows per forward pass when evaluating a split (at least the batch size).
 const EVAL_ROWS: usize = 1024;
 
-impl From<GpuError> for EngineError {
-    fn from(e: GpuError) -> Self {
-        EngineError::Unavailable(e.to_string())
-    }
-}
-
 fn f32_bytes(v: &[f32]) -> &[u8] {
     bytemuck::cast_slice(v)
 }
@@ -312,7 +306,7 @@ impl PackedModels {
         if model < self.models {
             Ok(())
         } else {
-            Err(EngineError::Unavailable(format!(
+            Err(EngineError::Mismatch(format!(
                 "model {model} of a pack of {}",
                 self.models
             )))

@@ -167,11 +167,13 @@ pub fn train_together<'a>(
         handles.into_iter().any(|h| h.join().is_err())
     });
     if panicked {
-        return Err(Error::Usage("a run trained side by side panicked".into()));
+        return Err(Error::Panicked {
+            what: "a run trained side by side",
+        });
     }
-    let mut ended = ended
-        .into_inner()
-        .map_err(|_| Error::Usage("a run of the pack panicked".into()))?;
+    let mut ended = ended.into_inner().map_err(|_| Error::Panicked {
+        what: "a run of the pack",
+    })?;
     ended.sort_by_key(|e| e.0);
     Ok(ended
         .into_iter()

@@ -222,7 +222,7 @@ impl PackedModels {
         let r = self.resident()?;
         let train = &r.splits[0];
         if jobs.len() > self.models {
-            return Err(EngineError::Unavailable(format!(
+            return Err(EngineError::Mismatch(format!(
                 "{} jobs for a pack of {} models",
                 jobs.len(),
                 self.models
@@ -241,7 +241,7 @@ impl PackedModels {
         for &(m, job) in &active {
             let h = job.hyper;
             if h.batch_size > self.batch_size || job.order.len() != train.len {
-                return Err(EngineError::Unavailable(format!(
+                return Err(EngineError::Mismatch(format!(
                     "the GPU engine was built for batch {} and {} training rows, got batch {} and {} rows",
                     self.batch_size,
                     train.len,
@@ -259,7 +259,7 @@ impl PackedModels {
                             self.steps_taken[lead_model],
                         ));
             if !same_schedule || !same_adam {
-                return Err(EngineError::Unavailable(format!(
+                return Err(EngineError::Mismatch(format!(
                     "models {lead_model} and {m} of the pack cannot share steps: packed models \
                      need the same batch size, gradient reduction and (for Adam) β1, β2 and step count"
                 )));

@@ -47,10 +47,10 @@ impl PackedModels {
         jobs: &[Option<EpochJob<'_>>],
     ) -> Result<StepProfile, EngineError> {
         if !self.can_profile() {
-            return Err(EngineError::Unavailable(format!(
-                "{} cannot write timestamps inside compute passes (TIMESTAMP_QUERY_INSIDE_PASSES)",
-                self.ctx.info.name
-            )));
+            return Err(EngineError::Unsupported {
+                adapter: self.ctx.info.name.clone(),
+                what: "write timestamps inside compute passes (TIMESTAMP_QUERY_INSIDE_PASSES)",
+            });
         }
         let plan: EpochPlan = self.prepare_epoch(jobs)?;
         let record_secs_per_step = self.record_secs_per_step(&plan)?;

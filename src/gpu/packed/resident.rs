@@ -205,7 +205,7 @@ impl PackedModels {
                 || !Self::agrees(&r.pools[0], &data.val, features)
                 || !Self::agrees(&r.pools[1], &data.test, features))
         {
-            return Err(EngineError::Unavailable(format!(
+            return Err(EngineError::Mismatch(format!(
                 "model {model} of the pack was given a different dataset (splits of {}/{}/{} rows); \
                  packed models must share the data files and the validation fraction",
                 data.train.len, data.val.len, data.test.len
