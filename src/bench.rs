@@ -482,11 +482,9 @@ pub fn bench_cpu_together(
                 handles
                     .into_iter()
                     .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(EngineError::Panicked {
-                                what: "a benchmark thread",
-                            })
-                        })
+                        h.join().unwrap_or(Err(EngineError::Panicked {
+                            what: "a benchmark thread",
+                        }))
                     })
                     .collect::<Result<Vec<_>, _>>()
             })?;
