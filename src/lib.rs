@@ -20,6 +20,7 @@ pub mod plot;
 pub mod predict;
 pub mod report;
 pub mod run;
+pub mod rundir;
 pub mod sweep;
 pub mod train;
 pub mod tune;

@@ -61,17 +61,16 @@ impl RunCurves {
     /// whole after every epoch) gets the epoch that early stopping would call best so far,
     /// judged from metrics.csv by [`EarlyStopping`](crate::train::EarlyStopping)'s own rule.
     pub fn read(dir: &Path) -> Result<RunCurves> {
-        let metrics = dir.join("metrics.csv");
-        if !metrics.is_file() {
+        let run = crate::rundir::RunDir::new(dir);
+        if !run.has_metrics() {
             return Err(Error::Usage(format!(
                 "{}: not a run directory (no metrics.csv)",
                 dir.display()
             )));
         }
-        let records = crate::run::read_metrics(&metrics, usize::MAX)?;
-        let summary_path = dir.join("summary.json");
-        let best_epoch = if summary_path.exists() {
-            crate::metrics::Summary::read(&summary_path)?.best_epoch
+        let records = run.read_metrics(usize::MAX)?;
+        let best_epoch = if run.summary().exists() {
+            run.read_summary()?.best_epoch
         } else {
             crate::train::EarlyStopping::best_epoch_of(&records)
         };

@@ -16,8 +16,9 @@ pub struct RunRecord {
 }
 
 pub fn read_run(dir: &Path) -> Result<RunRecord> {
-    let config = TrainConfig::load(&dir.join("config.toml"), &[])?;
-    let summary = Summary::read(&dir.join("summary.json"))?;
+    let run = crate::rundir::RunDir::new(dir);
+    let config = run.read_config()?;
+    let summary = run.read_summary()?;
     Ok(RunRecord {
         dir: dir.to_path_buf(),
         config,

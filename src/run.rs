@@ -8,11 +8,12 @@ use std::time::Instant;
 use crate::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::checkpoint::{save_model, write_atomic};
 use crate::config::TrainConfig;
-use crate::data::{DataIdentity, Dataset, SplitName};
+use crate::data::{Dataset, SplitName};
 use crate::engine::EngineKind;
 use crate::error::{Error, Result};
 use crate::metrics::{MetricsWriter, Summary};
 use crate::model::Params;
+use crate::rundir::RunDir;
 use crate::train::{EpochRecord, ResumeFrom, TrainError, Verdict, train};
 
 /// Where and how a run happens (everything that is not a hyperparameter).
@@ -63,43 +64,6 @@ fn dataset_in(config: &TrainConfig, opts: &RunOptions, dir: &Path) -> Result<Arc
     Ok(data)
 }
 
-/// Files that mark a directory as holding a run.
-const RUN_FILES: &[&str] = &[
-    "summary.json",
-    "metrics.csv",
-    "model.safetensors",
-    "config.toml",
-];
-
-fn check_out_dir(out: &Path, force: bool) -> Result<()> {
-    if !force && RUN_FILES.iter().any(|f| out.join(f).exists()) {
-        return Err(Error::RunExists {
-            path: out.to_path_buf(),
-        });
-    }
-    Ok(())
-}
-
-/// Takes `out/.lock` for as long as the returned file lives: a second process training into
-/// the same directory (the same sweep started twice, `--resume` of a run still going) would
-/// interleave its epochs with this one's. The OS drops the lock when the process ends, however
-/// it ends. Where the filesystem cannot lock, the run goes on unguarded.
-fn lock_run_dir(out: &Path) -> Result<std::fs::File> {
-    let path = out.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    match file.try_lock() {
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::RunInUse {
-            path: out.to_path_buf(),
-        }),
-        Ok(()) | Err(std::fs::TryLockError::Error(_)) => Ok(file),
-    }
-}
-
 /// Runs `config` as `opts` says, calling `on_epoch` after every epoch (for progress display).
 pub fn run_training(
     config: &TrainConfig,
@@ -107,15 +71,16 @@ pub fn run_training(
     mut on_epoch: impl FnMut(&EpochRecord, Verdict),
 ) -> Result<Summary> {
     let start = Instant::now();
+    let dir = RunDir::new(&opts.out);
     crate::error::refuse_non_directory(&opts.out, "run directory")?;
     // Lock before reading anything of a run already there (a resume's checkpoint), so a
     // second process is turned away before it acts on files the first is rewriting.
     let early_lock = if opts.out.is_dir() {
-        Some(lock_run_dir(&opts.out)?)
+        Some(dir.lock()?)
     } else {
         None
     };
-    let checkpoint_path = opts.out.join("last.safetensors");
+    let checkpoint_path = dir.checkpoint();
     let checkpoint = if opts.resume {
         let c = load_checkpoint(&checkpoint_path)?;
         if c.widths != config.layers || c.activation != config.activation {
@@ -138,13 +103,17 @@ pub fn run_training(
         }
         Some(c)
     } else {
-        check_out_dir(&opts.out, opts.force)?;
+        if !opts.force && dir.holds_run() {
+            return Err(Error::RunExists {
+                path: opts.out.clone(),
+            });
+        }
         None
     };
     // A resumed run goes on with the data it started on: from the directory it recorded unless
     // told otherwise, and never with other contents, wherever they are.
     let recorded = match &checkpoint {
-        Some(_) => read_data_identity(&opts.out)?,
+        Some(_) => dir.read_data_identity()?,
         None => None,
     };
     let data_dir = match (&opts.data_dir, &recorded) {
@@ -171,7 +140,7 @@ pub fn run_training(
     let resume = match checkpoint {
         Some(c) => {
             engine.set_training_state(&c.state)?;
-            let records = read_metrics_checked(&opts.out.join("metrics.csv"), c.epochs_done)?;
+            let records = dir.read_metrics_checked(c.epochs_done)?;
             Some(ResumeFrom {
                 epochs_done: c.epochs_done,
                 stopping: c.stopping,
@@ -185,26 +154,17 @@ pub fn run_training(
     crate::error::ensure_dir(&opts.out, "run directory")?;
     let _lock = match early_lock {
         Some(lock) => lock,
-        None => lock_run_dir(&opts.out)?,
+        None => dir.lock()?,
     };
     if resume.is_none() {
-        // A run trained over another (--force, or a sweep starting a changed run afresh)
-        // must not leave the old run's end behind until its own: a stale summary.json would
-        // mark it finished, a stale checkpoint would be resumed, if it stops early.
-        for stale in ["summary.json", "last.safetensors", "model.safetensors"] {
-            match std::fs::remove_file(opts.out.join(stale)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io(opts.out.join(stale), e));
-                }
-                _ => {}
-            }
-        }
+        // A run trained over another (--force, or a sweep starting a changed run afresh).
+        dir.clear_previous_end()?;
     }
-    write_atomic(&opts.out.join("config.toml"), config.to_toml().as_bytes())?;
-    write_data_identity(&opts.out, &data.identity)?;
+    write_atomic(&dir.config(), config.to_toml().as_bytes())?;
+    dir.write_data_identity(&data.identity)?;
     let mut metrics = match &resume {
-        Some(r) => MetricsWriter::resume(&opts.out.join("metrics.csv"), &r.records)?,
-        None => MetricsWriter::create(&opts.out.join("metrics.csv"))?,
+        Some(r) => MetricsWriter::resume(&dir.metrics(), &r.records)?,
+        None => MetricsWriter::create(&dir.metrics())?,
     };
     let outcome = train(engine.as_mut(), data.train.len, config, resume, |end| {
         metrics.append(end.record)?;
@@ -228,7 +188,7 @@ pub fn run_training(
                 ("name", config.name.clone()),
                 ("best_epoch", end.record.epoch.to_string()),
             ];
-            save_model(&opts.out.join("model.safetensors"), &best, &meta)?;
+            save_model(&dir.model(), &best, &meta)?;
         }
         on_epoch(end.record, end.verdict);
         if opts
@@ -249,11 +209,7 @@ pub fn run_training(
         ("best_epoch", outcome.best_epoch.to_string()),
     ];
     if outcome.best_epoch > 0 {
-        save_model(
-            &opts.out.join("model.safetensors"),
-            &outcome.best_params,
-            &model_meta,
-        )?;
+        save_model(&dir.model(), &outcome.best_params, &model_meta)?;
     }
     crate::plot::plot_run_curves(
         &opts.out,
@@ -288,7 +244,7 @@ pub fn run_training(
         error: outcome.diverged.as_ref().map(ToString::to_string),
         warning: worse_than_untrained(&outcome, config.learning_rate),
     };
-    summary.write(&opts.out.join("summary.json"))?;
+    summary.write(&dir.summary())?;
     match outcome.diverged {
         Some(e) => Err(Error::Train(e)),
         None => Ok(summary),
@@ -318,100 +274,4 @@ fn worse_than_untrained(
             crate::train::tenth_of(learning_rate)
         )
     })
-}
-
-/// The file in a run directory that records the data the run trained on.
-pub const DATA_FILE: &str = "data.json";
-
-/// The data identity a run recorded, or `None` for a run from before runs recorded one.
-pub fn read_data_identity(dir: &Path) -> Result<Option<DataIdentity>> {
-    let path = dir.join(DATA_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(&path, e)),
-    };
-    serde_json::from_str(&text).map(Some).map_err(|e| {
-        Error::io(
-            &path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        )
-    })
-}
-
-fn write_data_identity(dir: &Path, identity: &DataIdentity) -> Result<()> {
-    let mut text =
-        serde_json::to_string_pretty(identity).map_err(|e| Error::Usage(e.to_string()))?;
-    text.push('\n');
-    write_atomic(&dir.join(DATA_FILE), text.as_bytes())?;
-    Ok(())
-}
-
-/// The first `epochs` rows of a run's metrics.csv, which must be epochs 1 to `epochs` in
-/// order: a file with rows removed or reordered does not belong to the checkpoint, and going
-/// on from it would write epochs 1, 2, 8, 9 and call that four.
-pub fn read_metrics_checked(path: &Path, epochs: usize) -> Result<Vec<EpochRecord>> {
-    let records = read_metrics(path, epochs)?;
-    let numbers: Vec<usize> = records.iter().map(|r| r.epoch).collect();
-    if numbers != (1..=epochs).collect::<Vec<_>>() {
-        let shown = |n: &[usize]| {
-            let text: Vec<String> = n.iter().take(12).map(ToString::to_string).collect();
-            match n.len() {
-                0 => "none".to_string(),
-                len if len > 12 => format!("{}, …", text.join(", ")),
-                _ => text.join(", "),
-            }
-        };
-        return Err(Error::Usage(format!(
-            "{}: holds epochs {} where the checkpoint has epochs 1 to {epochs} done (the file was edited, or belongs to another run) (hint: restore it, or train the run again with --force)",
-            path.display(),
-            shown(&numbers)
-        )));
-    }
-    Ok(records)
-}
-
-/// The first `epochs` rows of metrics.csv as they are.
-pub fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochRecord>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let bad = |line: usize| {
-        Error::io(
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("line {line} is not a metrics row"),
-            ),
-        )
-    };
-    text.lines()
-        .skip(1)
-        .take(epochs)
-        .enumerate()
-        .map(|(i, line)| {
-            let v: Vec<f64> = line
-                .split(',')
-                .map(|f| f.parse::<f64>())
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|_| bad(i + 2))?;
-            match v[..] {
-                [
-                    epoch,
-                    train_loss,
-                    train_accuracy,
-                    val_loss,
-                    val_accuracy,
-                    seconds,
-                ] => Ok(EpochRecord {
-                    epoch: epoch as usize,
-                    train_loss,
-                    train_accuracy,
-                    val_loss,
-                    val_accuracy,
-                    seconds,
-                    train_samples: 0,
-                }),
-                _ => Err(bad(i + 2)),
-            }
-        })
-        .collect()
 }

@@ -654,7 +654,8 @@ fn train(t: &TrainArgs) -> Result<()> {
                     "--resume takes the run's own config.toml; drop --config (use --set to change keys)"
                 );
             }
-            TrainConfig::load(&dir.join("config.toml"), &args.overrides())
+            wgtrain::rundir::RunDir::new(dir)
+                .read_config_with(&args.overrides())
                 .with_context(|| format!("--resume {}", dir.display()))?
         }
         None => args.load()?,
@@ -922,9 +923,10 @@ fn plot(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
 fn table(runs: &[PathBuf]) -> Result<()> {
     // A run without summary.json has no test figures yet (interrupted, or still training):
     // one line says so and the table goes on, so that `table runs/*` works mid-sweep.
-    let (finished, unfinished): (Vec<&PathBuf>, Vec<&PathBuf>) = runs
-        .iter()
-        .partition(|d| d.join("summary.json").exists() || !d.join("metrics.csv").exists());
+    let (finished, unfinished): (Vec<&PathBuf>, Vec<&PathBuf>) = runs.iter().partition(|d| {
+        let run = wgtrain::rundir::RunDir::new(d);
+        run.summary().exists() || !run.has_metrics()
+    });
     for dir in &unfinished {
         eprintln!(
             "note: {} left out: the run has not finished (no summary.json; `wgtrain train --resume {}` finishes it)",

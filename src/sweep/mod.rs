@@ -12,6 +12,7 @@ use crate::checkpoint::write_atomic;
 use crate::config::{ConfigError, TrainConfig};
 use crate::error::{Error, Result};
 use crate::report::{RunRecord, markdown_table, read_run};
+use crate::rundir::RunDir;
 
 mod pack;
 pub use pack::{PackedRun, gpu_seats, pack_groups, pack_key, train_together};
@@ -385,18 +386,13 @@ impl SweepRun {
             overrides: self.overrides.clone(),
         };
         let text = serde_json::to_string(&tag).map_err(|e| Error::Usage(e.to_string()))?;
-        write_atomic(&dir.join("sweep_run.json"), text.as_bytes())?;
+        write_atomic(&RunDir::new(dir).sweep_tag(), text.as_bytes())?;
         Ok(())
     }
 }
 
 fn read_tag(dir: &Path) -> Option<RunTag> {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("sweep_run.json")).ok()?).ok()
-}
-
-/// Whether a run directory holds a finished run (a summary, finished or diverged).
-pub fn is_finished(dir: &Path) -> bool {
-    crate::metrics::Summary::read(&dir.join("summary.json")).is_ok()
+    serde_json::from_str(&std::fs::read_to_string(RunDir::new(dir).sweep_tag()).ok()?).ok()
 }
 
 /// Whether `dir` holds a finished run of exactly `config`. A run that finished with another
@@ -404,11 +400,11 @@ pub fn is_finished(dir: &Path) -> bool {
 /// would stand in the results table for a config they do not belong to, and training it over
 /// would throw a finished run away.
 pub fn is_finished_as(dir: &Path, config: &TrainConfig) -> Result<bool> {
-    if !is_finished(dir) {
+    let run = RunDir::new(dir);
+    if !run.is_finished() {
         return Ok(false);
     }
-    let path = dir.join("config.toml");
-    let written = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let written = std::fs::read_to_string(run.config()).map_err(|e| Error::io(run.config(), e))?;
     let wanted = config.to_toml();
     match written
         .lines()
@@ -430,14 +426,11 @@ pub fn is_finished_as(dir: &Path, config: &TrainConfig) -> Result<bool> {
 /// `config` (the sweep file still asks for this run) and its checkpoint loads. `None`: train
 /// it from the start.
 pub fn resumable_epochs(dir: &Path, config: &TrainConfig) -> Option<usize> {
-    if is_finished(dir) {
+    let run = RunDir::new(dir);
+    if run.is_finished() || run.written_config()? != config.to_toml() {
         return None;
     }
-    let written = std::fs::read_to_string(dir.join("config.toml")).ok()?;
-    if written != config.to_toml() {
-        return None;
-    }
-    let checkpoint = crate::checkpoint::load_checkpoint(&dir.join("last.safetensors")).ok()?;
+    let checkpoint = crate::checkpoint::load_checkpoint(&run.checkpoint()).ok()?;
     (checkpoint.widths == config.layers && checkpoint.epochs_done <= config.epochs)
         .then_some(checkpoint.epochs_done)
 }
@@ -489,7 +482,7 @@ pub fn prepare_out(out: &Path, data: Option<PathBuf>, runs: &[&SweepRun]) -> Res
     }
     for run in runs {
         let run_dir = out.join(&run.id);
-        if let Some(was) = crate::run::read_data_identity(&run_dir)? {
+        if let Some(was) = RunDir::new(&run_dir).read_data_identity()? {
             changed(format!("run {}", run_dir.display()), &was)?;
         }
     }
@@ -507,7 +500,7 @@ fn holds_sweep(dir: &Path) -> bool {
         || std::fs::read_dir(dir).is_ok_and(|entries| {
             entries
                 .filter_map(|e| e.ok())
-                .any(|e| e.path().join("sweep_run.json").is_file())
+                .any(|e| RunDir::new(e.path()).sweep_tag().is_file())
         })
 }
 
@@ -558,7 +551,7 @@ pub fn report(out: &Path) -> Result<usize> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
         .map_err(|e| Error::io(out, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && is_finished(p))
+        .filter(|p| p.is_dir() && RunDir::new(p).is_finished())
         .collect();
     // Sweep order when the runs carry their tags, else by name.
     dirs.sort_by_key(|d| (read_tag(d).map_or(usize::MAX, |t| t.index), d.clone()));

@@ -1,0 +1,238 @@
+//! The layout of a run directory: which file holds what, the lock, and reading back what a run
+//! wrote. The only module that spells a run file's name; the files' formats live with their
+//! writers (`metrics`, `checkpoint`, `config`), and nothing here trains.
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::write_atomic;
+use crate::config::TrainConfig;
+use crate::data::DataIdentity;
+use crate::error::{Error, Result};
+use crate::metrics::Summary;
+use crate::train::EpochRecord;
+
+/// The resolved config (file + `--set` + `--seed`).
+const CONFIG: &str = "config.toml";
+/// One row per finished epoch.
+const METRICS: &str = "metrics.csv";
+/// The outcome, written when the run ends: its presence marks a finished (or diverged) run.
+const SUMMARY: &str = "summary.json";
+/// The best-validation weights.
+const MODEL: &str = "model.safetensors";
+/// The state to go on from, after every epoch.
+const CHECKPOINT: &str = "last.safetensors";
+/// Held while a run trains into the directory.
+const LOCK: &str = ".lock";
+/// The data the run trained on ([`DataIdentity`]).
+const DATA: &str = "data.json";
+/// A sweep's record of the run's place in it.
+const SWEEP_TAG: &str = "sweep_run.json";
+
+/// A run directory (which need not exist yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        RunDir { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path.join(CONFIG)
+    }
+
+    pub fn metrics(&self) -> PathBuf {
+        self.path.join(METRICS)
+    }
+
+    pub fn summary(&self) -> PathBuf {
+        self.path.join(SUMMARY)
+    }
+
+    pub fn model(&self) -> PathBuf {
+        self.path.join(MODEL)
+    }
+
+    pub fn checkpoint(&self) -> PathBuf {
+        self.path.join(CHECKPOINT)
+    }
+
+    pub fn sweep_tag(&self) -> PathBuf {
+        self.path.join(SWEEP_TAG)
+    }
+
+    /// Whether the directory holds a run, finished or not (so a new one needs `--force`).
+    pub fn holds_run(&self) -> bool {
+        [SUMMARY, METRICS, MODEL, CONFIG]
+            .iter()
+            .any(|f| self.path.join(f).exists())
+    }
+
+    /// Whether it holds a finished run (a readable summary, finished or diverged).
+    pub fn is_finished(&self) -> bool {
+        Summary::read(&self.summary()).is_ok()
+    }
+
+    /// Whether it has epochs recorded (a run directory, finished or not).
+    pub fn has_metrics(&self) -> bool {
+        self.metrics().is_file()
+    }
+
+    /// The config.toml the run wrote, as text (`None` when there is none).
+    pub fn written_config(&self) -> Option<String> {
+        std::fs::read_to_string(self.config()).ok()
+    }
+
+    /// The run's config, as it wrote it.
+    pub fn read_config(&self) -> Result<TrainConfig> {
+        Ok(TrainConfig::load(&self.config(), &[])?)
+    }
+
+    /// The run's config.toml with `sets` applied (what `--resume` trains with).
+    pub fn read_config_with(&self, sets: &[String]) -> Result<TrainConfig> {
+        Ok(TrainConfig::load(&self.config(), sets)?)
+    }
+
+    pub fn read_summary(&self) -> Result<Summary> {
+        Summary::read(&self.summary())
+    }
+
+    /// Takes the directory's lock for as long as the returned file lives: a second process
+    /// training into the same directory (the same sweep started twice, `--resume` of a run
+    /// still going) would interleave its epochs with this one's. The OS drops the lock when
+    /// the process ends, however it ends. Where the filesystem cannot lock, the run goes on
+    /// unguarded.
+    pub fn lock(&self) -> Result<std::fs::File> {
+        let path = self.path.join(LOCK);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::RunInUse {
+                path: self.path.clone(),
+            }),
+            Ok(()) | Err(std::fs::TryLockError::Error(_)) => Ok(file),
+        }
+    }
+
+    /// Removes what marks the end of a run that was here before (summary, checkpoint, model),
+    /// before a new run writes anything: stopped early, the new run must not leave the
+    /// directory claiming the old one finished, or offering its checkpoint to resume.
+    pub fn clear_previous_end(&self) -> Result<()> {
+        for stale in [SUMMARY, CHECKPOINT, MODEL] {
+            let path = self.path.join(stale);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&path, e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The data identity the run recorded, or `None` for a run from before runs recorded one.
+    pub fn read_data_identity(&self) -> Result<Option<DataIdentity>> {
+        let path = self.path.join(DATA);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            Error::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
+        })
+    }
+
+    pub fn write_data_identity(&self, identity: &DataIdentity) -> Result<()> {
+        let mut text =
+            serde_json::to_string_pretty(identity).map_err(|e| Error::Usage(e.to_string()))?;
+        text.push('\n');
+        write_atomic(&self.path.join(DATA), text.as_bytes())?;
+        Ok(())
+    }
+
+    /// The first `epochs` rows of metrics.csv as they are.
+    pub fn read_metrics(&self, epochs: usize) -> Result<Vec<EpochRecord>> {
+        read_metrics(&self.metrics(), epochs)
+    }
+
+    /// The first `epochs` rows of metrics.csv, which must be epochs 1 to `epochs` in order: a
+    /// file with rows removed or reordered does not belong to the checkpoint, and going on
+    /// from it would write epochs 1, 2, 8, 9 and call that four.
+    pub fn read_metrics_checked(&self, epochs: usize) -> Result<Vec<EpochRecord>> {
+        let path = self.metrics();
+        let records = read_metrics(&path, epochs)?;
+        let numbers: Vec<usize> = records.iter().map(|r| r.epoch).collect();
+        if numbers != (1..=epochs).collect::<Vec<_>>() {
+            let text: Vec<String> = numbers.iter().take(12).map(ToString::to_string).collect();
+            let shown = match numbers.len() {
+                0 => "none".to_string(),
+                len if len > 12 => format!("{}, …", text.join(", ")),
+                _ => text.join(", "),
+            };
+            return Err(Error::Usage(format!(
+                "{}: holds epochs {shown} where the checkpoint has epochs 1 to {epochs} done (the file was edited, or belongs to another run) (hint: restore it, or train the run again with --force)",
+                path.display(),
+            )));
+        }
+        Ok(records)
+    }
+}
+
+/// The first `epochs` rows of the metrics.csv at `path`.
+fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochRecord>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bad = |line: usize| {
+        Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("line {line} is not a metrics row"),
+            ),
+        )
+    };
+    text.lines()
+        .skip(1)
+        .take(epochs)
+        .enumerate()
+        .map(|(i, line)| {
+            let v: Vec<f64> = line
+                .split(',')
+                .map(|f| f.parse::<f64>())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| bad(i + 2))?;
+            match v[..] {
+                [
+                    epoch,
+                    train_loss,
+                    train_accuracy,
+                    val_loss,
+                    val_accuracy,
+                    seconds,
+                ] => Ok(EpochRecord {
+                    epoch: epoch as usize,
+                    train_loss,
+                    train_accuracy,
+                    val_loss,
+                    val_accuracy,
+                    seconds,
+                    train_samples: 0,
+                }),
+                _ => Err(bad(i + 2)),
+            }
+        })
+        .collect()
+}
