@@ -175,25 +175,6 @@ pub fn gemm_operand(len: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Compute dispatches the GPU engine records per training step of a network of `widths`, with
-/// the gather fused into the first matmul or not (see docs/gpu.md).
-pub fn gpu_dispatches_per_step(widths: &[usize], fuse_gather: bool) -> usize {
-    let layers = widths.len().saturating_sub(1).max(1);
-    let classes = widths.last().copied().unwrap_or(0);
-    // A separate softmax_xent only when the output layer is wider than one matmul tile; a
-    // separate gather only when the first layer is the output layer and takes the softmax.
-    let softmax_fused = classes <= crate::gpu::kernels::MAX_FUSED_CLASSES;
-    let gather_fused = fuse_gather && !(layers == 1 && softmax_fused);
-    let separate = usize::from(!softmax_fused) + usize::from(!gather_fused);
-    // The fused softmax also computes the input gradient of the layer below it.
-    let input_grads = (layers - 1).saturating_sub(usize::from(softmax_fused));
-    // forward per layer (the first with the gather fused, the output layer's with the softmax)
-    // + input gradients + every layer's weight-and-bias gradient applied by the optimiser, in
-    // one dispatch per eight layers (the output layer's also sums the batch's loss)
-    let updates = layers.div_ceil(crate::gpu::kernels::MAX_UPDATE_LAYERS);
-    separate + layers + input_grads + updates
-}
-
 /// One row of the bench table.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
@@ -299,7 +280,7 @@ pub fn bench_one(
         samples_per_sec: data.train.len as f64 / med,
         gflops: flops / med / 1e9,
         flops_per_epoch: flops,
-        dispatches_per_step: tuning.map(|t| gpu_dispatches_per_step(&config.layers, t.fuse_gather)),
+        dispatches_per_step: engine.dispatches_per_step(),
         submissions_per_epoch: tuning.map(|t| t.submission_parts(steps).len()),
         train_loss_last_epoch: last_loss,
         share_of_floor: None,

@@ -94,6 +94,11 @@ pub trait Engine {
     fn training_state(&self) -> Result<TrainingState, EngineError>;
     /// Restores what [`Engine::training_state`] returned.
     fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError>;
+    /// For reports (`wgtrain bench`): the compute dispatches one training step records, as
+    /// the engine's own scheduler counts them; `None` where that means nothing (the CPU).
+    fn dispatches_per_step(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// An engine's full training state (flat vectors laid out like the parameters).

@@ -39,6 +39,10 @@ impl Engine for GpuEngine {
         self.models.describe()
     }
 
+    fn dispatches_per_step(&self) -> Option<usize> {
+        self.models.dispatches_per_step().ok()
+    }
+
     fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError> {
         self.models.upload(0, &data)
     }

@@ -118,6 +118,25 @@ impl PackedModels {
         }
     }
 
+    /// Compute dispatches one training step records, from the same choices
+    /// [`PackedModels::encode_steps`] makes (which checks, with debug assertions on, that it
+    /// recorded this many): the gather fused into the first matmul or not, the softmax fused
+    /// into the output layer's or not (it then also writes the input gradient below), one
+    /// forward matmul per layer, one input gradient per layer below the output layer's, one
+    /// matmul_update per eight layers. Known once the dataset is uploaded.
+    pub fn dispatches_per_step(&self) -> Result<usize, EngineError> {
+        let r = self.resident()?;
+        let train = &r.splits[0];
+        let softmax_fused = train.forward_xent_group.is_some();
+        let last = self.layers.len() - 1;
+        let gather = usize::from(train.forward_gather_group.is_none());
+        let softmax = usize::from(!softmax_fused);
+        let input_grads = (0..self.layers.len())
+            .filter(|&l| self.layer_groups[l].input_grad.is_some() && !(softmax_fused && l == last))
+            .count();
+        Ok(gather + self.layers.len() + softmax + input_grads + r.updates.len())
+    }
+
     /// Records training steps `steps` of a prepared epoch.
     pub(super) fn encode_steps(
         &self,
@@ -127,13 +146,27 @@ impl PackedModels {
         mark: Mark<'_>,
     ) -> Result<(), EngineError> {
         let r = self.resident()?;
+        let mut recorded = 0;
+        let mut counted = |pass: &mut wgpu::ComputePass<'_>, family: Family| {
+            recorded += 1;
+            mark(pass, family)
+        };
+        let count = steps.len();
         for (slot, u) in &plan.uniforms[steps] {
             let at = r.step(*slot, plan.models);
-            self.encode_forward(pass, &r.splits[0], at, u.rows, false, mark);
+            self.encode_forward(pass, &r.splits[0], at, u.rows, false, &mut counted);
             let train = &r.splits[0];
             let softmax_fused = train.forward_xent_group.is_some();
-            self.encode_backward_and_update(pass, at, u.rows, &r.updates, softmax_fused, mark);
+            self.encode_backward_and_update(
+                pass,
+                at,
+                u.rows,
+                &r.updates,
+                softmax_fused,
+                &mut counted,
+            );
         }
+        debug_assert_eq!(recorded, count * self.dispatches_per_step()?);
         Ok(())
     }
 

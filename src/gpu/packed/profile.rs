@@ -54,8 +54,7 @@ impl PackedModels {
         }
         let plan: EpochPlan = self.prepare_epoch(jobs)?;
         let record_secs_per_step = self.record_secs_per_step(&plan)?;
-        let per_step =
-            crate::bench::gpu_dispatches_per_step(&self.widths, self.ctx.tuning.fuse_gather);
+        let per_step = self.dispatches_per_step()?;
         let max_queries = wgpu::QUERY_SET_MAX_QUERIES as usize;
         let steps = plan.uniforms.len().min((max_queries - 1) / per_step);
         if steps == 0 {
