@@ -49,6 +49,9 @@ pub enum Error {
         path: PathBuf,
         hint: &'static str,
     },
+    /// A sweep's run failed in a way that ends the sweep (divergence does not).
+    #[error("sweep run {id}: {source}")]
+    SweepRun { id: String, source: Box<Error> },
     /// A thread running part of the work panicked (its message is on stderr).
     #[error("{what} panicked")]
     Panicked { what: &'static str },

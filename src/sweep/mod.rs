@@ -15,7 +15,9 @@ use crate::report::{RunRecord, markdown_table, read_run};
 use crate::rundir::RunDir;
 
 mod pack;
+mod schedule;
 pub use pack::{PackedRun, gpu_seats, pack_groups, pack_key, train_together};
+pub use schedule::{MAX_AUTO_PACK, SweepObserver, SweepOptions, SweepTally, train_runs};
 
 /// A sweep file as written (`configs/sweeps/*.toml`).
 #[derive(Debug, Clone, Deserialize)]

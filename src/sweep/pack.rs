@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuPack};
 use crate::metrics::Summary;
 use crate::run::{DatasetCache, RunOptions, dataset_for, run_training};
-use crate::train::EpochRecord;
+use crate::train::{EpochRecord, Verdict};
 
 /// What runs must share to train in one GPU pack: the network's shape, the step schedule
 /// (batch size, gradient reduction, the split's size), the optimiser (Adam's bias correction
@@ -98,7 +98,7 @@ pub fn train_together<'a>(
     datasets: &Arc<Mutex<DatasetCache>>,
     going_on: &[&str],
     interrupt: Option<Arc<AtomicBool>>,
-    on_epoch: impl Fn(&SweepRun, &EpochRecord) + Sync,
+    on_epoch: impl Fn(&SweepRun, &EpochRecord, Verdict) + Sync,
     on_finish: impl Fn(&SweepRun, &Result<Summary>) + Sync,
 ) -> Result<Vec<PackedRun<'a>>> {
     let options = |run: &SweepRun, engine: EngineKind| RunOptions {
@@ -148,7 +148,7 @@ pub fn train_together<'a>(
                             .map_err(|e| Error::io(&opts.out, e))
                             .and_then(|()| run.write_tag(&opts.out))
                             .and_then(|()| {
-                                run_training(&run.config, &opts, |r, _| on_epoch(run, r))
+                                run_training(&run.config, &opts, |r, v| on_epoch(run, r, v))
                             });
                         drop(opts);
                         on_finish(run, &outcome);

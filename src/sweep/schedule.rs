@@ -1,0 +1,263 @@
+//! The sweep scheduler: which of a sweep's runs still need training, how they train together
+//! (a GPU pack's seats, or CPU runs side by side on a share of the cores each), halving a pack
+//! that does not fit, and the memory check of runs that start at once. It reports through a
+//! [`SweepObserver`] and prints nothing; the CLI draws the progress.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{SweepRun, gpu_seats, is_finished_as, pack_groups, resumable_epochs, train_together};
+use crate::engine::EngineKind;
+use crate::error::{Error, Result};
+use crate::metrics::Summary;
+use crate::run::{DatasetCache, RunOptions, run_training};
+use crate::train::{EpochRecord, TrainError, Verdict};
+
+/// Most runs a GPU pack takes when `pack` is not given (and the adapter allows more).
+pub const MAX_AUTO_PACK: usize = 32;
+
+/// Where and how a sweep's runs train.
+pub struct SweepOptions {
+    /// The sweep's output directory (one run directory per run inside).
+    pub out: PathBuf,
+    /// The dataset directory ([`super::prepare_out`]'s answer).
+    pub data_dir: PathBuf,
+    pub engine: EngineKind,
+    /// At most this many runs together (GPU pack size, or CPU runs side by side); `Some(1)`:
+    /// one at a time. `None`: as many as fit (GPU) or one per core (CPU).
+    pub pack: Option<usize>,
+    /// CPU threads in all (0: one per core).
+    pub threads: usize,
+    /// Set (by Ctrl-C, say) to stop after the epochs in progress, starting no new run.
+    pub interrupt: Arc<AtomicBool>,
+}
+
+/// What a sweep reports as it goes; every method has a do-nothing default.
+pub trait SweepObserver: Sync {
+    /// A run that finished earlier (with this config) is skipped.
+    fn skipped(&self, _n: usize, _of: usize, _run: &SweepRun) {}
+    /// A run stopped mid-way goes on from the epochs it holds.
+    fn going_on(&self, _n: usize, _of: usize, _run: &SweepRun, _epochs: usize) {}
+    /// A pack that did not fit is split in two.
+    fn halved(&self, _runs: usize, _first: usize, _second: usize, _why: &str) {}
+    /// A group of runs starts together (`label` says how), `runs` their order.
+    fn together(&self, _label: &str, _runs: &[&SweepRun]) {}
+    /// A run starts on its own (the `n`th of `of` to train).
+    fn alone(&self, _n: usize, _of: usize, _run: &SweepRun) {}
+    /// A run finished an epoch.
+    fn epoch(&self, _run: &SweepRun, _record: &EpochRecord, _verdict: Verdict) {}
+    /// A run ended (the `n`th of `of` to train), as it ended.
+    fn ended(&self, _n: usize, _of: usize, _run: &SweepRun, _outcome: &Result<Summary>) {}
+    /// A group started with [`SweepObserver::together`] has ended.
+    fn together_ended(&self) {}
+}
+
+/// Counts of a sweep's runs by how they ended.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepTally {
+    pub trained: usize,
+    pub skipped: usize,
+    pub diverged: usize,
+    /// Runs an interruption stopped after an epoch, saved to go on from.
+    pub interrupted: usize,
+    /// Runs another process was training (the same sweep started twice): left to it.
+    pub in_use: usize,
+}
+
+impl SweepTally {
+    /// Counts a run's outcome; an error other than divergence, interruption or a run in use
+    /// ends the sweep.
+    fn add(&mut self, run: &SweepRun, outcome: Result<Summary>) -> Result<()> {
+        match outcome {
+            Ok(_) => self.trained += 1,
+            Err(Error::Train(TrainError::Diverged { .. })) => self.diverged += 1,
+            Err(Error::Interrupted { .. }) => self.interrupted += 1,
+            Err(Error::RunInUse { .. }) => self.in_use += 1,
+            Err(e) => {
+                return Err(Error::SweepRun {
+                    id: run.id.clone(),
+                    source: Box::new(e),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many runs train side by side on the CPU (`None`: one at a time, as `train` would,
+/// with every thread).
+fn pack_size_on_cpu(engine: &EngineKind, pack: Option<usize>, cores: usize) -> Option<usize> {
+    match (engine, pack) {
+        (EngineKind::Cpu { .. }, Some(1))
+        | (EngineKind::Gpu { .. } | EngineKind::GpuSeat { .. }, _) => None,
+        (EngineKind::Cpu { .. }, pack) => Some(pack.unwrap_or(cores).max(1)).filter(|&k| k > 1),
+    }
+}
+
+/// Trains every run of `runs` (this shard's, in sweep order) that has not finished, as
+/// `opts` says, and counts how each ended.
+pub fn train_runs(
+    runs: &[&SweepRun],
+    opts: &SweepOptions,
+    observer: &dyn SweepObserver,
+) -> Result<SweepTally> {
+    let mut tally = SweepTally::default();
+    let datasets = Arc::new(Mutex::new(DatasetCache::new()));
+    let mut todo = Vec::new();
+    // Runs that a stopped sweep left mid-way go on from their last epoch (as `train
+    // --resume` would, to the same bits) rather than from the start.
+    let mut resumed = Vec::new();
+    for (n, run) in runs.iter().enumerate() {
+        let dir = opts.out.join(&run.id);
+        if is_finished_as(&dir, &run.config)? {
+            tally.skipped += 1;
+            observer.skipped(n + 1, runs.len(), run);
+        } else {
+            if let Some(epochs) = resumable_epochs(&dir, &run.config) {
+                observer.going_on(n + 1, runs.len(), run, epochs);
+                resumed.push(run.id.as_str());
+            }
+            todo.push(*run);
+        }
+    }
+    // On a GPU, runs of one shape train packed in the same dispatches; on the CPU, runs train
+    // side by side on a share of the cores each (one thread each unless `pack` says fewer
+    // runs), which beats one run on every core at small batches. `pack` 1: one at a time.
+    let cores = crate::cpu::resolve_threads(opts.threads);
+    // Every CPU run of a sweep gets the same share of the cores, however many runs are left:
+    // CPU results repeat bit for bit only for one thread count, and a shard must give what
+    // the unsharded sweep gives.
+    let cpu_pack = pack_size_on_cpu(&opts.engine, opts.pack, cores);
+    let mut packs: Vec<Vec<&SweepRun>> = match (&opts.engine, opts.pack) {
+        (_, Some(1)) => todo.iter().map(|&r| vec![r]).collect(),
+        // Packed models share their step count, so a run going on from a checkpoint trains
+        // alone (the same bits as packed: packing changes no arithmetic).
+        (EngineKind::Gpu { context }, pack) => {
+            let (going_on, fresh): (Vec<_>, Vec<_>) = todo
+                .iter()
+                .copied()
+                .partition(|r| resumed.contains(&r.id.as_str()));
+            let mut packs = pack_groups(&fresh, |r| {
+                let fits = crate::gpu::PackedModels::max_models(
+                    context,
+                    &r.config.layers,
+                    r.config.batch_size,
+                    MAX_AUTO_PACK,
+                );
+                pack.map_or(fits, |k| k.min(fits))
+            });
+            packs.extend(going_on.into_iter().map(|r| vec![r]));
+            packs
+        }
+        // On the CPU all runs form one queue that `cpu_pack` workers drain.
+        (_, _) if cpu_pack.is_some() => vec![todo.clone()],
+        (_, _) => todo.iter().map(|&r| vec![r]).collect(),
+    };
+    // A rerun with nothing left to train has no queue to announce.
+    packs.retain(|p| !p.is_empty());
+    let total = todo.len();
+    let mut done = 0;
+    let mut queue: VecDeque<Vec<&SweepRun>> = packs.into();
+    while let Some(pack) = queue.pop_front() {
+        if opts.interrupt.load(Ordering::SeqCst) {
+            break;
+        }
+        if pack.len() > 1 || cpu_pack.is_some() {
+            let (engines, label) = match &opts.engine {
+                EngineKind::Gpu { context } => match gpu_seats(context, &pack) {
+                    Ok(seats) => (
+                        seats,
+                        format!("pack of {} runs on {}", pack.len(), context.info.name),
+                    ),
+                    // The limits bound a pack by its largest buffer, not by the device's
+                    // total memory: when the pack does not fit, train it as two halves.
+                    Err(e @ crate::gpu::GpuError::OutOfMemory { .. }) if pack.len() > 1 => {
+                        let (first, second) = pack.split_at(pack.len() / 2);
+                        observer.halved(pack.len(), first.len(), second.len(), &e.to_string());
+                        queue.push_front(second.to_vec());
+                        queue.push_front(first.to_vec());
+                        continue;
+                    }
+                    Err(e) => return Err(crate::engine::EngineError::Gpu(e).into()),
+                },
+                _ => {
+                    let workers = cpu_pack.unwrap_or(1);
+                    let threads = (cores / workers).max(1);
+                    check_side_by_side_memory(&pack, workers, threads)?;
+                    (
+                        vec![EngineKind::Cpu { threads }; workers.min(pack.len())],
+                        format!(
+                            "{} runs, {workers} at a time side by side on the CPU, {threads} thread{} each",
+                            pack.len(),
+                            if threads == 1 { "" } else { "s" }
+                        ),
+                    )
+                }
+            };
+            observer.together(&label, &pack);
+            let finished = AtomicUsize::new(done);
+            let results = train_together(
+                &pack,
+                engines,
+                &opts.out,
+                &opts.data_dir,
+                &datasets,
+                &resumed,
+                Some(Arc::clone(&opts.interrupt)),
+                |run, record, verdict| observer.epoch(run, record, verdict),
+                |run, outcome| {
+                    let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
+                    observer.ended(n, total, run, outcome);
+                },
+            )?;
+            observer.together_ended();
+            for r in results {
+                tally.add(r.run, r.outcome)?;
+            }
+        } else {
+            let run = pack[0];
+            let dir = opts.out.join(&run.id);
+            // An unfinished directory is this sweep's own interrupted run: go on from its
+            // checkpoint where it is one of this config, else train it over.
+            let run_opts = RunOptions {
+                out: dir.clone(),
+                force: true,
+                data_dir: Some(opts.data_dir.clone()),
+                engine: opts.engine.clone(),
+                resume: resumed.contains(&run.id.as_str()),
+                interrupt: Some(Arc::clone(&opts.interrupt)),
+                datasets: Some(Arc::clone(&datasets)),
+            };
+            crate::error::ensure_dir(&dir, "run directory")?;
+            run.write_tag(&dir)?;
+            observer.alone(done + 1, total, run);
+            let outcome = run_training(&run.config, &run_opts, |r, v| observer.epoch(run, r, v));
+            observer.ended(done + 1, total, run, &outcome);
+            tally.add(run, outcome)?;
+        }
+        done += pack.len();
+    }
+    Ok(tally)
+}
+
+/// Fails when `workers` runs of `pack` side by side (`threads` each) would need more memory
+/// than is available: each run checks alone as it starts, but side by side they start at once.
+fn check_side_by_side_memory(pack: &[&SweepRun], workers: usize, threads: usize) -> Result<()> {
+    let side_by_side = workers.min(pack.len()) as u128;
+    let needed = pack
+        .iter()
+        .map(|r| EngineKind::Cpu { threads }.memory_needed(&r.config.layers))
+        .max()
+        .unwrap_or(0)
+        .saturating_mul(side_by_side);
+    match crate::cpu::available_memory_bytes() {
+        Some(free) if side_by_side > 1 && needed > u128::from(free) => Err(Error::Usage(format!(
+            "{side_by_side} runs side by side need at least {:.1} GB of memory, and {:.1} GB is available (hint: --pack 1 trains one at a time)",
+            needed as f64 / 1e9,
+            free as f64 / 1e9
+        ))),
+        _ => Ok(()),
+    }
+}
