@@ -129,6 +129,57 @@ impl TrainingState {
     }
 }
 
+/// Where a run should train, as a user says it (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// A real GPU when one opens, else the CPU (a software adapter only when named).
+    Auto,
+    Cpu,
+    /// A GPU, software adapters included.
+    Gpu,
+}
+
+/// The engine a [`DeviceChoice`] resolved to.
+#[derive(Debug, Clone)]
+pub struct ChosenEngine {
+    pub kind: EngineKind,
+    /// Why `Auto` took the CPU: the GPU's own error.
+    pub fell_back: Option<crate::gpu::GpuError>,
+}
+
+impl EngineKind {
+    /// Resolves `device` on the adapter `adapter` names (its `allow_software` is set here),
+    /// with `threads` for the CPU. `Auto` falls back to the CPU when no GPU opens, and says
+    /// why; a mistyped setting (a tuning variable, the tuning file) is the user's to fix,
+    /// never a reason to train elsewhere.
+    pub fn choose(
+        device: DeviceChoice,
+        adapter: &crate::gpu::AdapterChoice,
+        threads: usize,
+    ) -> Result<ChosenEngine, crate::gpu::GpuError> {
+        use crate::gpu::{GpuContext, GpuError};
+        let gpu = |allow_software| {
+            let choice = crate::gpu::AdapterChoice {
+                allow_software,
+                ..adapter.clone()
+            };
+            GpuContext::open(&choice).map(|context| EngineKind::Gpu {
+                context: Box::new(context),
+            })
+        };
+        let chosen = |kind, fell_back| ChosenEngine { kind, fell_back };
+        match device {
+            DeviceChoice::Cpu => Ok(chosen(EngineKind::Cpu { threads }, None)),
+            DeviceChoice::Gpu => Ok(chosen(gpu(true)?, None)),
+            DeviceChoice::Auto => match gpu(adapter.adapter.is_some()) {
+                Ok(kind) => Ok(chosen(kind, None)),
+                Err(e @ (GpuError::BadSetting { .. } | GpuError::TuningFile { .. })) => Err(e),
+                Err(e) => Ok(chosen(EngineKind::Cpu { threads }, Some(e))),
+            },
+        }
+    }
+}
+
 /// Which engine to build (what `--device` resolves to).
 #[derive(Debug, Clone)]
 pub enum EngineKind {

@@ -91,6 +91,14 @@ pub fn refuse_non_directory(path: &std::path::Path, what: &'static str) -> Resul
 }
 
 impl Error {
+    /// The GPU's own error when this is one (a run `--device auto` may take to the CPU).
+    pub fn gpu_cause(&self) -> Option<&crate::gpu::GpuError> {
+        match self {
+            Error::Engine(EngineError::Gpu(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -147,3 +147,77 @@ pub fn gradient_check(
         })
         .collect()
 }
+
+/// What [`check_config`] found: the table and the verdict's terms.
+#[derive(Debug, Clone)]
+pub struct GradcheckReport {
+    pub rows: Vec<GradRow>,
+    /// Training images the objective averaged over.
+    pub samples: usize,
+    pub epsilon: f64,
+}
+
+impl GradcheckReport {
+    /// The pass mark: every |difference| ≤ ε² (the paper's).
+    pub fn tolerance(&self) -> f64 {
+        self.epsilon * self.epsilon
+    }
+
+    /// Rows whose difference exceeds the tolerance (or is NaN).
+    pub fn failures(&self) -> usize {
+        let tolerance = self.tolerance();
+        self.rows
+            .iter()
+            .filter(|r| r.difference.is_nan() || r.difference > tolerance)
+            .count()
+    }
+}
+
+/// The gradient check of `config`'s network at its initial parameters, on the first
+/// `samples` training images of `data_dir`, `per_layer` weights (and a bias) per layer, with
+/// finite-difference step `epsilon`. Refuses, before reading any data, a network whose f32
+/// and f64 parameters and f64 gradient do not fit in memory.
+pub fn check_config(
+    config: &crate::config::TrainConfig,
+    data_dir: &std::path::Path,
+    samples: usize,
+    per_layer: usize,
+    epsilon: f64,
+) -> crate::Result<GradcheckReport> {
+    use crate::data;
+    let parameters = crate::model::param_count_u128(&config.layers);
+    let needed = parameters.saturating_mul(4 + 8 + 8);
+    if let Some(free) = crate::cpu::available_memory_bytes()
+        && needed > u128::from(free)
+    {
+        return Err(crate::Error::Usage(format!(
+            "layers {:?} ({parameters} parameters) need at least {:.1} GB of memory for the gradient check, and {:.1} GB is available (hint: narrower layers)",
+            config.layers,
+            needed as f64 / 1e9,
+            free as f64 / 1e9
+        )));
+    }
+    let raw = data::read_pair(data_dir, data::TRAIN_IMAGES, data::TRAIN_LABELS)?;
+    let classes = raw.checked_classes()?;
+    // Only the widths matter here; the batch size plays no part in the check.
+    config.check_against_data(raw.features(), classes, usize::MAX)?;
+    let rows = samples.min(raw.count);
+    let input: Vec<f64> = data::zscore_images(&raw.pixels[..rows * raw.features()], raw.features())
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let hyper = config.hyper(); // the penalty strengths training actually applies
+    let objective = Objective {
+        input: &input,
+        labels: &raw.labels[..rows],
+        l1: hyper.l1,
+        l2: hyper.l2,
+        reduction: config.gradient,
+    };
+    let params = Params::init(&config.layers, config.activation, config.init, config.seed);
+    Ok(GradcheckReport {
+        rows: gradient_check(&params, &objective, per_layer, epsilon, config.seed),
+        samples: rows,
+        epsilon,
+    })
+}

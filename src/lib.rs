@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod gradcheck;
 pub mod metrics;

@@ -23,6 +23,27 @@ pub const FASHION_CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
+/// Names for a model's `classes` classes: `custom` (comma-separated) when given, which must
+/// name every class; else Fashion-MNIST's for ten classes, else the label numbers.
+pub fn class_names(classes: usize, custom: Option<&str>) -> Result<Vec<String>> {
+    Ok(match custom {
+        Some(list) => {
+            let names: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
+            if names.len() != classes {
+                return Err(Error::Usage(format!(
+                    "--class-names gives {} names, the model has {classes} classes",
+                    names.len()
+                )));
+            }
+            names
+        }
+        None if classes == FASHION_CLASSES.len() => {
+            FASHION_CLASSES.iter().map(|s| s.to_string()).collect()
+        }
+        None => (0..classes).map(|c| c.to_string()).collect(),
+    })
+}
+
 /// A pixel this far above the background counts as part of the object when trimming.
 const TRIM_THRESHOLD: u8 = 24;
 

@@ -32,6 +32,111 @@ use kernels::{
     check_weight_grad_update,
 };
 
+/// How one row of the check table ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowOutcome {
+    Pass,
+    /// The GPU disagreed with the CPU reference beyond tolerance (the worst case).
+    Fail(String),
+    /// The check could not run at all (no device, a missing limit).
+    CannotRun(String),
+}
+
+impl CheckRow {
+    pub fn outcome(&self) -> RowOutcome {
+        match &self.error {
+            Some(e) => RowOutcome::CannotRun(e.clone()),
+            None if self.passed() => RowOutcome::Pass,
+            None => RowOutcome::Fail(self.detail.clone()),
+        }
+    }
+}
+
+/// Why `wgtrain check` fails.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(
+        "no GPU adapters found (hint: `apt-get install mesa-vulkan-drivers` gives lavapipe on Linux)"
+    )]
+    NoAdapters,
+    #[error("no check could run on any adapter")]
+    NothingRan,
+    #[error("{0} check(s) failed: the GPU disagrees with the CPU reference beyond tolerance")]
+    Failed(usize),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+}
+
+/// The check's policy: a mismatch fails it; an adapter or kernel that cannot run at all is
+/// listed, and fails it only when nothing ran anywhere.
+#[derive(Debug, Default, Clone)]
+pub struct CheckTally {
+    pub failures: usize,
+    pub ran: usize,
+    /// `adapter` or `adapter / check` for what could not run.
+    pub unrunnable: Vec<String>,
+}
+
+impl CheckTally {
+    /// Counts `row`, run on `adapter`.
+    pub fn count(&mut self, adapter: &str, row: &CheckRow) {
+        match row.outcome() {
+            RowOutcome::Pass => self.ran += 1,
+            RowOutcome::Fail(_) => {
+                self.ran += 1;
+                self.failures += 1;
+            }
+            RowOutcome::CannotRun(_) => self.unrunnable.push(format!("{adapter} / {}", row.check)),
+        }
+    }
+
+    /// Counts an adapter whose device could not be opened.
+    pub fn unopened(&mut self, adapter: &str) {
+        self.unrunnable.push(adapter.to_string());
+    }
+
+    pub fn verdict(&self) -> Result<(), CheckError> {
+        if self.ran == 0 {
+            return Err(CheckError::NothingRan);
+        }
+        if self.failures > 0 {
+            return Err(CheckError::Failed(self.failures));
+        }
+        Ok(())
+    }
+}
+
+/// An adapter's opened device, or its name and why it did not open.
+pub type AdapterToCheck = Result<GpuContext, (String, String)>;
+
+/// The devices to check: every adapter found (`all`, on `choice`'s backend, software ones
+/// included), each opened or (name, why not); or the one `choice` picks.
+pub fn adapters_to_check(
+    all: bool,
+    choice: &crate::gpu::AdapterChoice,
+) -> Result<Vec<AdapterToCheck>, CheckError> {
+    let contexts: Vec<_> = if all {
+        crate::gpu::list_adapters(choice.backend.as_deref())?
+            .into_iter()
+            .map(|(s, _)| {
+                let one = crate::gpu::AdapterChoice {
+                    backend: Some(s.backend.clone()),
+                    adapter: Some(s.name.clone()),
+                    allow_software: true,
+                };
+                GpuContext::open(&one)
+                    .map_err(|e| (format!("{} ({})", s.name, s.backend), e.to_string()))
+            })
+            .collect()
+    } else {
+        vec![Ok(GpuContext::open(choice)?)]
+    };
+    if contexts.is_empty() {
+        return Err(CheckError::NoAdapters);
+    }
+    Ok(contexts)
+}
+
 /// Elements after every output that a kernel must not touch (WebGPU may clamp an
 /// out-of-bounds write into the binding instead of faulting).
 const SENTINEL: usize = 64;

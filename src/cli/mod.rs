@@ -8,12 +8,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use wgtrain::config::TrainConfig;
-use wgtrain::cpu::CpuEngine;
-use wgtrain::data::{self, Dataset};
-use wgtrain::engine::{Engine, EngineKind};
+use wgtrain::data;
+use wgtrain::engine::{DeviceChoice, EngineKind};
 use wgtrain::gpu::{AdapterChoice, GpuContext, list_adapters};
-use wgtrain::gradcheck::{Objective, gradient_check};
-use wgtrain::model::Params;
 use wgtrain::run::{RunOptions, run_training};
 use wgtrain::train::{EpochRecord, Verdict};
 use wgtrain::{checkpoint, report};
@@ -382,35 +379,25 @@ fn threads_flag(threads: usize) -> Result<usize> {
 }
 
 fn engine_kind(on: &DeviceArgs) -> Result<EngineKind> {
-    let DeviceArgs {
-        device,
-        gpu,
-        threads,
-    } = on;
-    let threads = threads_flag(*threads)?;
+    let threads = threads_flag(on.threads)?;
+    let device = match on.device {
+        Device::Auto => DeviceChoice::Auto,
+        Device::Cpu => DeviceChoice::Cpu,
+        Device::Gpu => DeviceChoice::Gpu,
+    };
+    let chosen = EngineKind::choose(device, &on.gpu.choice(false), threads)
+        .with_context(|| format!("--device {}", device_name(on.device)))?;
+    if let Some(e) = &chosen.fell_back {
+        eprintln!("note: --device auto found no usable GPU ({e}); training on the CPU");
+    }
+    Ok(chosen.kind)
+}
+
+fn device_name(device: Device) -> &'static str {
     match device {
-        Device::Cpu => Ok(EngineKind::Cpu { threads }),
-        Device::Gpu => {
-            let context = GpuContext::open(&gpu.choice(true)).context("--device gpu")?;
-            Ok(EngineKind::Gpu {
-                context: Box::new(context),
-            })
-        }
-        // auto takes a real GPU; a software adapter only when named with --adapter.
-        Device::Auto => match GpuContext::open(&gpu.choice(gpu.adapter.is_some())) {
-            Ok(context) => Ok(EngineKind::Gpu {
-                context: Box::new(context),
-            }),
-            // A mistyped setting is the user's to fix, not a reason to train elsewhere.
-            Err(
-                e @ (wgtrain::gpu::GpuError::BadSetting { .. }
-                | wgtrain::gpu::GpuError::TuningFile { .. }),
-            ) => Err(anyhow::Error::new(e).context("--device auto")),
-            Err(e) => {
-                eprintln!("note: --device auto found no usable GPU ({e}); training on the CPU");
-                Ok(EngineKind::Cpu { threads })
-            }
-        },
+        Device::Auto => "auto",
+        Device::Cpu => "cpu",
+        Device::Gpu => "gpu",
     }
 }
 
@@ -426,25 +413,7 @@ fn predict(
     }
     let params = checkpoint::load_model(model)?;
     let classes = *params.widths.last().unwrap_or(&0);
-    let names: Vec<String> = match class_names {
-        Some(list) => {
-            let names: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
-            if names.len() != classes {
-                bail!(
-                    "--class-names gives {} names, the model has {classes} classes",
-                    names.len()
-                );
-            }
-            names
-        }
-        None if classes == wgtrain::predict::FASHION_CLASSES.len() => {
-            wgtrain::predict::FASHION_CLASSES
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        }
-        None => (0..classes).map(|c| c.to_string()).collect(),
-    };
+    let names = wgtrain::predict::class_names(classes, class_names)?;
     for p in wgtrain::predict::predict_files(&params, files, top)? {
         let name = match p.index {
             Some(i) => format!("{}[{i}]", p.file.display()),
@@ -513,30 +482,9 @@ fn devices(backend: Option<&str>) -> Result<()> {
 }
 
 fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
-    let contexts: Vec<std::result::Result<GpuContext, (String, String)>> = if all_adapters {
-        list_adapters(gpu.backend.as_deref())?
-            .into_iter()
-            .map(|(s, _)| {
-                let choice = AdapterChoice {
-                    backend: Some(s.backend.clone()),
-                    adapter: Some(s.name.clone()),
-                    allow_software: true,
-                };
-                GpuContext::open(&choice)
-                    .map_err(|e| (format!("{} ({})", s.name, s.backend), e.to_string()))
-            })
-            .collect()
-    } else {
-        vec![Ok(GpuContext::open(&gpu.choice(true))?)]
-    };
-    if contexts.is_empty() {
-        bail!(
-            "no GPU adapters found (hint: `apt-get install mesa-vulkan-drivers` gives lavapipe on Linux)"
-        );
-    }
-    // A mismatch fails the check; an adapter or kernel that cannot run at all (no device, a
-    // missing limit) is reported in the table with its reason and listed after it.
-    let (mut failures, mut ran, mut unrunnable) = (0, 0, Vec::new());
+    use wgtrain::check::{CheckTally, RowOutcome, adapters_to_check, run_all};
+    let contexts = adapters_to_check(all_adapters, &gpu.choice(true))?;
+    let mut tally = CheckTally::default();
     println!("| adapter | check | cases | max rel. error | max error / tolerance | result |");
     println!("|---|---|---|---|---|---|");
     for ctx in contexts {
@@ -544,25 +492,16 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
             Ok(c) => c,
             Err((name, why)) => {
                 println!("| {name} | (open device) | – | – | – | cannot run: {why} |");
-                unrunnable.push(name);
+                tally.unopened(&name);
                 continue;
             }
         };
-        for row in wgtrain::check::run_all(&ctx) {
-            let result = match &row.error {
-                Some(e) => {
-                    unrunnable.push(format!("{} / {}", ctx.describe(), row.check));
-                    format!("cannot run: {e}")
-                }
-                None if row.passed() => {
-                    ran += 1;
-                    "pass".into()
-                }
-                None => {
-                    ran += 1;
-                    failures += 1;
-                    format!("FAIL: {}", row.detail)
-                }
+        for row in run_all(&ctx) {
+            tally.count(&ctx.describe(), &row);
+            let result = match row.outcome() {
+                RowOutcome::Pass => "pass".to_string(),
+                RowOutcome::Fail(detail) => format!("FAIL: {detail}"),
+                RowOutcome::CannotRun(why) => format!("cannot run: {why}"),
             };
             println!(
                 "| {} | {} | {} | {:.1e} | {:.3} | {result} |",
@@ -574,18 +513,10 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
             );
         }
     }
-    if !unrunnable.is_empty() {
-        eprintln!("note: could not run on: {}", unrunnable.join("; "));
+    if !tally.unrunnable.is_empty() {
+        eprintln!("note: could not run on: {}", tally.unrunnable.join("; "));
     }
-    if ran == 0 {
-        bail!("no check could run on any adapter");
-    }
-    if failures > 0 {
-        bail!(
-            "{failures} check(s) failed: the GPU disagrees with the CPU reference beyond tolerance"
-        );
-    }
-    Ok(())
+    Ok(tally.verdict()?)
 }
 
 /// A flag the first Ctrl-C sets (training then stops after the epoch in progress, with its
@@ -684,12 +615,11 @@ fn train(t: &TrainArgs) -> Result<()> {
     let mut result = run_training(&config, &opts, progress);
     // With --device auto, a GPU that opened but cannot hold this run (a limit, an allocation)
     // falls back to the CPU. Such errors come before the run directory is written.
-    if let (
-        Device::Auto,
-        EngineKind::Gpu { .. },
-        Err(wgtrain::Error::Engine(e @ wgtrain::engine::EngineError::Gpu(_))),
-    ) = (on.device, &opts.engine, &result)
-    {
+    if let (Device::Auto, EngineKind::Gpu { .. }, Some(e)) = (
+        on.device,
+        &opts.engine,
+        result.as_ref().err().and_then(wgtrain::Error::gpu_cause),
+    ) {
         eprintln!("warning: the GPU cannot run this ({e}); training on the CPU instead");
         opts.engine = EngineKind::Cpu {
             threads: on.threads,
@@ -740,62 +670,9 @@ fn train(t: &TrainArgs) -> Result<()> {
 
 fn eval(model: &Path, data_dir: Option<PathBuf>, json: bool, threads: usize) -> Result<()> {
     let threads = threads_flag(threads)?;
-    let params = checkpoint::load_model(model)?;
     let data_dir = data_dir.unwrap_or_else(data::default_dir);
-    let (test, raw) = data::load_test_split(&data_dir)?;
-    let classes = *params.widths.last().unwrap_or(&0);
-    if params.widths[0] != raw.features() {
-        bail!(
-            "model {} takes {} inputs but the images in {} have {} pixels",
-            model.display(),
-            params.widths[0],
-            raw.images_path.display(),
-            raw.features()
-        );
-    }
-    raw.check_labels(classes)?;
-    let mut engine = CpuEngine::new(&params, threads);
-    let dataset = Dataset {
-        features: raw.features(),
-        classes,
-        train: Default::default(),
-        val: Default::default(),
-        test,
-        identity: Default::default(),
-    };
-    engine.upload(Arc::new(dataset))?;
-    let stats = engine.evaluate(data::SplitName::Test)?;
-    // Confusion matrix (rows: true class, columns: prediction) beside the model file.
-    let probabilities = wgtrain::predict::probabilities(&params, &raw.pixels);
-    let mut counts = vec![vec![0usize; classes]; classes];
-    for (p, &label) in probabilities.iter().zip(&raw.labels) {
-        let predicted = p
-            .iter()
-            .enumerate()
-            .fold(0, |best, (c, &v)| if v > p[best] { c } else { best });
-        counts[label as usize][predicted] += 1;
-    }
-    let names: Vec<String> = if classes == wgtrain::predict::FASHION_CLASSES.len() {
-        wgtrain::predict::FASHION_CLASSES
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    } else {
-        (0..classes).map(|c| c.to_string()).collect()
-    };
-    let plot_dir = model
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    wgtrain::plot::plot_confusion(
-        plot_dir,
-        &counts,
-        &names,
-        &format!(
-            "Confusion matrix, test set ({:.2}% correct)",
-            100.0 * stats.accuracy
-        ),
-    )?;
+    let report = wgtrain::eval::evaluate_model(model, &data_dir, threads)?;
+    let stats = &report.stats;
     if json {
         println!(
             "{}",
@@ -809,17 +686,11 @@ fn eval(model: &Path, data_dir: Option<PathBuf>, json: bool, threads: usize) -> 
             stats.loss,
             stats.samples
         );
-        for (c, name) in names.iter().enumerate() {
-            let total = counts[c].iter().sum::<usize>().max(1);
-            println!(
-                "  {name:<12} {:6.2}% of {total}",
-                100.0 * counts[c][c] as f64 / total as f64
-            );
+        for (c, name) in report.names.iter().enumerate() {
+            let (accuracy, total) = report.class_accuracy(c);
+            println!("  {name:<12} {:6.2}% of {}", 100.0 * accuracy, total.max(1));
         }
-        println!(
-            "confusion matrix: {}",
-            plot_dir.join("confusion.png").display()
-        );
+        println!("confusion matrix: {}", report.confusion_png.display());
     }
     Ok(())
 }
@@ -832,65 +703,35 @@ fn gradcheck(args: &ConfigArgs, samples: usize, per_layer: usize, epsilon: f64) 
         bail!("--epsilon must be a finite number > 0");
     }
     let config = args.load()?;
-    // Before any data is read: the check holds the parameters in f32 and in f64, and an f64
-    // gradient.
-    let parameters = wgtrain::model::param_count_u128(&config.layers);
-    let needed = parameters.saturating_mul(4 + 8 + 8);
-    if let Some(free) = wgtrain::cpu::available_memory_bytes()
-        && needed > u128::from(free)
-    {
-        bail!(
-            "layers {:?} ({parameters} parameters) need at least {:.1} GB of memory for the gradient check, and {:.1} GB is available (hint: narrower layers)",
-            config.layers,
-            needed as f64 / 1e9,
-            free as f64 / 1e9
-        );
-    }
-    let raw = data::read_pair(&args.data_dir(), data::TRAIN_IMAGES, data::TRAIN_LABELS)?;
-    let classes = raw.checked_classes()?;
-    // Only the widths matter here; the batch size plays no part in the check.
-    config.check_against_data(raw.features(), classes, usize::MAX)?;
-    let rows = samples.min(raw.count);
-    let input: Vec<f64> = data::zscore_images(&raw.pixels[..rows * raw.features()], raw.features())
-        .iter()
-        .map(|&v| v as f64)
-        .collect();
-    let hyper = config.hyper(); // the penalty strengths training actually applies
-    let objective = Objective {
-        input: &input,
-        labels: &raw.labels[..rows],
-        l1: hyper.l1,
-        l2: hyper.l2,
-        reduction: config.gradient,
-    };
-    let params = Params::init(&config.layers, config.activation, config.init, config.seed);
-    let table = gradient_check(&params, &objective, per_layer, epsilon, config.seed);
-    let tolerance = epsilon * epsilon;
+    let report =
+        wgtrain::gradcheck::check_config(&config, &args.data_dir(), samples, per_layer, epsilon)?;
+    let tolerance = report.tolerance();
     println!(
-        "gradient check: {} {:?} {}, {rows} training images, ε = {epsilon:e}, pass when |difference| ≤ ε² = {tolerance:e}",
+        "gradient check: {} {:?} {}, {} training images, ε = {epsilon:e}, pass when |difference| ≤ ε² = {tolerance:e}",
         config.name,
         config.layers,
-        config.activation.name()
+        config.activation.name(),
+        report.samples
     );
     println!("| parameter | numerical | backprop | abs difference |");
     println!("|---|---|---|---|");
-    for row in &table {
+    for row in &report.rows {
         println!(
             "| {} | {:.8e} | {:.8e} | {:.3e} |",
             row.parameter, row.numerical, row.backprop, row.difference
         );
     }
-    let failed = table
-        .iter()
-        .filter(|r| r.difference.is_nan() || r.difference > tolerance)
-        .count();
+    let failed = report.failures();
     if failed > 0 {
         bail!(
             "gradient check failed: {failed} of {} differences exceed ε² = {tolerance:e}",
-            table.len()
+            report.rows.len()
         );
     }
-    println!("passed: all {} differences ≤ {tolerance:e}", table.len());
+    println!(
+        "passed: all {} differences ≤ {tolerance:e}",
+        report.rows.len()
+    );
     Ok(())
 }
 

@@ -1,0 +1,89 @@
+//! `eval`: a saved model's test loss and accuracy, its confusion matrix (true × predicted
+//! classes), and the confusion picture beside the model file. Prints nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::checkpoint::load_model;
+use crate::cpu::CpuEngine;
+use crate::data::{self, Dataset, SplitName};
+use crate::engine::{Engine, EvalStats};
+use crate::error::{Error, Result};
+
+/// What [`evaluate_model`] found.
+#[derive(Debug, Clone)]
+pub struct EvalReport {
+    pub stats: EvalStats,
+    /// `counts[true class][predicted class]`.
+    pub counts: Vec<Vec<usize>>,
+    /// Class names, in label order.
+    pub names: Vec<String>,
+    /// Where the confusion picture was drawn (`confusion.png`, beside the model).
+    pub confusion_png: PathBuf,
+}
+
+impl EvalReport {
+    /// Fraction of class `c`'s test images predicted as `c`, and how many there are.
+    pub fn class_accuracy(&self, c: usize) -> (f64, usize) {
+        let total = self.counts[c].iter().sum::<usize>();
+        (self.counts[c][c] as f64 / total.max(1) as f64, total)
+    }
+}
+
+/// Evaluates the model file `model` on the test split of `data_dir` on the CPU (`threads`, 0
+/// for one per core), and draws the confusion matrix beside the model.
+pub fn evaluate_model(model: &Path, data_dir: &Path, threads: usize) -> Result<EvalReport> {
+    let params = load_model(model)?;
+    let (test, raw) = data::load_test_split(data_dir)?;
+    let classes = *params.widths.last().unwrap_or(&0);
+    if params.widths[0] != raw.features() {
+        return Err(Error::Usage(format!(
+            "model {} takes {} inputs but the images in {} have {} pixels",
+            model.display(),
+            params.widths[0],
+            raw.images_path.display(),
+            raw.features()
+        )));
+    }
+    raw.check_labels(classes)?;
+    let mut engine = CpuEngine::new(&params, threads);
+    let dataset = Dataset {
+        features: raw.features(),
+        classes,
+        train: Default::default(),
+        val: Default::default(),
+        test,
+        identity: Default::default(),
+    };
+    engine.upload(Arc::new(dataset))?;
+    let stats = engine.evaluate(SplitName::Test)?;
+    let probabilities = crate::predict::probabilities(&params, &raw.pixels);
+    let mut counts = vec![vec![0usize; classes]; classes];
+    for (p, &label) in probabilities.iter().zip(&raw.labels) {
+        let predicted = p
+            .iter()
+            .enumerate()
+            .fold(0, |best, (c, &v)| if v > p[best] { c } else { best });
+        counts[label as usize][predicted] += 1;
+    }
+    let names = crate::predict::class_names(classes, None)?;
+    let plot_dir = model
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    crate::plot::plot_confusion(
+        plot_dir,
+        &counts,
+        &names,
+        &format!(
+            "Confusion matrix, test set ({:.2}% correct)",
+            100.0 * stats.accuracy
+        ),
+    )?;
+    Ok(EvalReport {
+        stats,
+        counts,
+        names,
+        confusion_png: plot_dir.join("confusion.png"),
+    })
+}
