@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use wgtrain::check::{check_epoch, run_all};
+use wgtrain::check::check_epoch;
 use wgtrain::config::{Optimizer, TrainConfig};
 use wgtrain::cpu::CpuEngine;
 use wgtrain::data::{Dataset, epoch_order};
@@ -220,10 +220,8 @@ fn uniform_structs_match_their_wgsl_sizes() {
     }
 }
 
-#[test]
-fn every_kernel_matches_the_cpu_reference() {
-    let Some(ctx) = gpu() else { return };
-    let rows = run_all(&ctx);
+/// Fails unless every row passed and ran cases.
+fn assert_rows_pass(ctx: &wgtrain::gpu::GpuContext, rows: &[wgtrain::check::CheckRow]) {
     let failed: Vec<String> = rows
         .iter()
         .filter(|r| !r.passed())
@@ -241,6 +239,80 @@ fn every_kernel_matches_the_cpu_reference() {
         failed.join("\n")
     );
     assert!(rows.iter().all(|r| r.cases > 0), "every check ran cases");
+}
+
+/// One test per WGSL entry point with a check, named after it, so that `cargo test <kernel>`
+/// runs exactly that kernel's check (on whatever adapter wgpu finds).
+macro_rules! kernel_tests {
+    ($($test:ident => $kernel:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                let Some(ctx) = gpu() else { return };
+                assert_rows_pass(&ctx, &wgtrain::check::run_kernel(&ctx, $kernel));
+            }
+        )*
+        /// The kernels the tests above name, in order.
+        const TESTED_KERNELS: &[&str] = &[$($kernel),*];
+    };
+}
+
+kernel_tests! {
+    gather_batch_matches_the_cpu_reference => "gather_batch",
+    matmul_matches_the_cpu_reference => "matmul",
+    softmax_xent_matches_the_cpu_reference => "softmax_xent",
+    matmul_gather_matches_the_cpu_reference => "matmul_gather",
+    matmul_softmax_xent_matches_the_cpu_reference => "matmul_softmax_xent",
+    matmul_update_matches_the_cpu_reference => "matmul_update",
+}
+
+/// batch_stats sums what softmax_xent wrote, so softmax_xent's check runs it too (its row
+/// is "softmax_xent + batch_stats").
+#[test]
+fn batch_stats_matches_the_cpu_reference() {
+    let Some(ctx) = gpu() else { return };
+    let rows = wgtrain::check::run_kernel(&ctx, "softmax_xent");
+    assert!(
+        rows.iter().all(|r| r.check.contains("batch_stats")),
+        "{rows:?}"
+    );
+    assert_rows_pass(&ctx, &rows);
+}
+
+#[test]
+fn every_wgsl_entry_point_has_a_check_and_a_test_of_its_name() {
+    // Checked by another kernel's check (see batch_stats_matches_the_cpu_reference).
+    const CHECKED_WITH_ANOTHER: &[&str] = &["batch_stats"];
+    assert_eq!(TESTED_KERNELS, wgtrain::check::KERNELS.as_slice());
+    let mut entry_points = Vec::new();
+    for (name, source) in shaders::FAMILIES {
+        let mut lines = source.lines();
+        while let Some(line) = lines.next() {
+            if line.trim_start().starts_with("@compute") {
+                let signature = lines.next().unwrap_or_default();
+                let name_of = signature
+                    .trim_start()
+                    .strip_prefix("fn ")
+                    .and_then(|rest| rest.split('(').next())
+                    .unwrap_or_else(|| panic!("{name}: no fn after @compute"));
+                entry_points.push(name_of.to_string());
+            }
+        }
+    }
+    assert!(!entry_points.is_empty());
+    for entry in &entry_points {
+        assert!(
+            wgtrain::check::KERNELS.contains(&entry.as_str())
+                || CHECKED_WITH_ANOTHER.contains(&entry.as_str()),
+            "WGSL entry point {entry} has no check of its name"
+        );
+    }
+}
+
+#[test]
+fn whole_epochs_match_the_cpu_engine_and_packing_changes_nothing() {
+    let Some(ctx) = gpu() else { return };
+    assert_rows_pass(&ctx, &wgtrain::check::run_engines(&ctx));
 }
 
 #[test]

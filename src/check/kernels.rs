@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn check_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+pub(super) fn check_gather_batch(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     for (case, &features) in SIZES.iter().enumerate() {
         let mut rng = ChaCha8Rng::seed_from_u64(case as u64);
@@ -365,7 +365,7 @@ pub(super) fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
 /// larger flat vector, against the f64 gradient and `ops::update` in f64. The tolerance
 /// carries the gradient's own bound through the optimiser (the update evaluated at g ± that
 /// bound), plus the update's roundings.
-pub(super) fn check_weight_grad_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+pub(super) fn check_matmul_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     for (case, (optimizer, gamma, l1, l2)) in [
         (Optimizer::Sgd, 0.0, 0.0, 0.0),

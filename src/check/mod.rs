@@ -28,8 +28,8 @@ mod kernels;
 use engines::check_epochs;
 pub use engines::{EpochCheck, check_epoch, check_packed_epoch};
 use kernels::{
-    check_gather, check_matmul, check_matmul_gather, check_matmul_softmax_xent, check_softmax_xent,
-    check_weight_grad_update,
+    check_gather_batch, check_matmul, check_matmul_gather, check_matmul_softmax_xent,
+    check_matmul_update, check_softmax_xent,
 };
 
 /// How one row of the check table ended.
@@ -354,39 +354,68 @@ const ACTIVATIONS: [Activation; 4] = [
     Activation::Relu,
 ];
 
-/// Every check on one adapter, in table order.
-pub fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
-    let rig = match Rig::new(ctx) {
-        Ok(r) => r,
-        Err(e) => {
-            return vec![CheckRow {
-                max_rel_error: f64::NAN,
-                check: "build pipelines".into(),
-                cases: 0,
-                worst: 0.0,
-                detail: String::new(),
-                error: Some(e.to_string()),
-            }];
-        }
-    };
-    let failed = |name: &str, e: GpuError| CheckRow {
+/// The WGSL entry points with a check of their own, by name (`check_<kernel>` below), in
+/// table order: `wgtrain check` runs them all, and each has a test of its name
+/// (`<kernel>_matches_the_cpu_reference`). batch_stats (a split's loss and accuracy sums) is
+/// checked by softmax_xent's check, which runs it on the rows it wrote.
+pub const KERNELS: [&str; 6] = [
+    "gather_batch",
+    "matmul",
+    "softmax_xent",
+    "matmul_gather",
+    "matmul_softmax_xent",
+    "matmul_update",
+];
+
+/// A row for a check that could not run.
+fn cannot_run(name: &str, e: impl std::fmt::Display) -> CheckRow {
+    CheckRow {
         max_rel_error: f64::NAN,
         check: name.into(),
         cases: 0,
         worst: 0.0,
         detail: String::new(),
         error: Some(e.to_string()),
-    };
-    let mut rows = vec![check_gather(&rig).unwrap_or_else(|e| failed("gather_batch", e))];
-    match check_matmul(&rig) {
-        Ok(r) => rows.extend(r),
-        Err(e) => rows.push(failed("matmul", e)),
     }
-    rows.push(check_softmax_xent(&rig).unwrap_or_else(|e| failed("softmax_xent", e)));
-    rows.push(check_matmul_gather(&rig).unwrap_or_else(|e| failed("matmul_gather", e)));
-    rows.push(check_matmul_softmax_xent(&rig).unwrap_or_else(|e| failed("matmul_softmax_xent", e)));
-    rows.push(check_weight_grad_update(&rig).unwrap_or_else(|e| failed("matmul_update", e)));
-    rows.push(check_epochs(ctx));
-    rows.push(check_packed_epoch(ctx).unwrap_or_else(|e| failed("packed epoch", e)));
+}
+
+/// The check of one WGSL entry point (a name of [`KERNELS`]) on one adapter: its rows.
+pub fn run_kernel(ctx: &GpuContext, kernel: &str) -> Vec<CheckRow> {
+    match Rig::new(ctx) {
+        Ok(rig) => kernel_rows(&rig, kernel),
+        Err(e) => vec![cannot_run("build pipelines", e)],
+    }
+}
+
+fn kernel_rows(rig: &Rig<'_>, kernel: &str) -> Vec<CheckRow> {
+    let one = |r: Result<CheckRow, GpuError>| vec![r.unwrap_or_else(|e| cannot_run(kernel, e))];
+    match kernel {
+        "gather_batch" => one(check_gather_batch(rig)),
+        "matmul" => check_matmul(rig).unwrap_or_else(|e| vec![cannot_run(kernel, e)]),
+        "softmax_xent" => one(check_softmax_xent(rig)),
+        "matmul_gather" => one(check_matmul_gather(rig)),
+        "matmul_softmax_xent" => one(check_matmul_softmax_xent(rig)),
+        "matmul_update" => one(check_matmul_update(rig)),
+        other => vec![cannot_run(other, "no such kernel check")],
+    }
+}
+
+/// Every check on one adapter, in table order: each kernel, then whole epochs.
+pub fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
+    let rig = match Rig::new(ctx) {
+        Ok(r) => r,
+        Err(e) => return vec![cannot_run("build pipelines", e)],
+    };
+    let mut rows: Vec<CheckRow> = KERNELS.iter().flat_map(|k| kernel_rows(&rig, k)).collect();
+    rows.extend(run_engines(ctx));
     rows
+}
+
+/// The whole-epoch checks: the GPU engine against the CPU engine, and packed models against
+/// each trained alone.
+pub fn run_engines(ctx: &GpuContext) -> Vec<CheckRow> {
+    vec![
+        check_epochs(ctx),
+        check_packed_epoch(ctx).unwrap_or_else(|e| cannot_run("packed epoch", e)),
+    ]
 }
