@@ -147,7 +147,7 @@ impl Default for TrainConfig {
     }
 }
 
-/// The top-level keys of a sweep file (`crate::sweep`), none of them a config key.
+/// The top-level keys of a sweep file (the sweep module reads them), none of them a config key.
 pub const SWEEP_KEYS: &[&str] = &["base", "seeds", "runs", "grid"];
 
 /// Every key a config may hold, for "did you mean" hints.
