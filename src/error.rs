@@ -49,6 +49,37 @@ pub enum Error {
         path: PathBuf,
         hint: &'static str,
     },
+    #[error(
+        "{path}: holds epochs {found} where the checkpoint has epochs 1 to {epochs} done (the file was edited, or belongs to another run) (hint: restore it, or train the run again with --force)"
+    )]
+    MetricsMismatch {
+        path: PathBuf,
+        /// The epochs the file holds, as listed.
+        found: String,
+        epochs: usize,
+    },
+    #[error(
+        "run {run} finished with another config than the sweep now gives it: {difference} (hint: a changed sweep goes in another --out; or remove the run to train it again)"
+    )]
+    ConfigChanged { run: PathBuf, difference: String },
+    #[error(
+        "the sweep makes {runs} runs ({settings} settings × {seeds} seeds), more than the {max_runs} allowed (hint: trim the grid, or pass --max-runs N to allow more)"
+    )]
+    SweepTooLarge {
+        runs: String,
+        /// The settings, as counted (`grid of 10 l1 × … = N`).
+        settings: String,
+        seeds: usize,
+        max_runs: usize,
+    },
+    #[error(
+        "{path} holds no sweep (no sweep.json, no run a sweep trained) (hint: give the --out directory of `wgtrain sweep`)"
+    )]
+    NotASweep { path: PathBuf },
+    #[error(
+        "{path} was not written by `wgtrain sweep`; not replacing it (hint: move it away, or report into the sweep's own directory)"
+    )]
+    NotOurs { path: PathBuf },
     /// A sweep's run failed in a way that ends the sweep (divergence does not).
     #[error("sweep run {id}: {source}")]
     SweepRun { id: String, source: Box<Error> },

@@ -183,10 +183,11 @@ impl RunDir {
                 len if len > 12 => format!("{}, …", text.join(", ")),
                 _ => text.join(", "),
             };
-            return Err(Error::Usage(format!(
-                "{}: holds epochs {shown} where the checkpoint has epochs 1 to {epochs} done (the file was edited, or belongs to another run) (hint: restore it, or train the run again with --force)",
-                path.display(),
-            )));
+            return Err(Error::MetricsMismatch {
+                path,
+                found: shown,
+                epochs,
+            });
         }
         Ok(records)
     }

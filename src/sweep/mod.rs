@@ -134,17 +134,20 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
             .iter()
             .map(|(k, v)| format!("{} {k}", v.len()))
             .collect();
-        return Err(Error::Usage(format!(
-            "the sweep makes {} runs ({}{} settings × {} seeds), more than the {max_runs} allowed (hint: trim the grid, or pass --max-runs N to allow more)",
-            total.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
-            if axes.is_empty() {
-                String::new()
-            } else {
-                format!("grid of {} = ", axes.join(" × "))
-            },
-            settings_count.map_or_else(|| "too many".to_string(), |n| n.to_string()),
-            file.seeds.len()
-        )));
+        return Err(Error::SweepTooLarge {
+            runs: total.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
+            settings: format!(
+                "{}{}",
+                if axes.is_empty() {
+                    String::new()
+                } else {
+                    format!("grid of {} = ", axes.join(" × "))
+                },
+                settings_count.map_or_else(|| "too many".to_string(), |n| n.to_string())
+            ),
+            seeds: file.seeds.len(),
+            max_runs,
+        });
     }
     let mut settings: Vec<RunSpec> = file.runs.clone();
     if !file.grid.is_empty() {
@@ -416,10 +419,10 @@ pub fn is_finished_as(dir: &Path, config: &TrainConfig) -> Result<bool> {
         .or_else(|| (written != wanted).then(|| "its config.toml differs".to_string()))
     {
         None => Ok(true),
-        Some(difference) => Err(Error::Usage(format!(
-            "run {} finished with another config than the sweep now gives it: {difference} (hint: a changed sweep goes in another --out; or remove the run to train it again)",
-            dir.display()
-        ))),
+        Some(difference) => Err(Error::ConfigChanged {
+            run: dir.to_path_buf(),
+            difference,
+        }),
     }
 }
 
@@ -512,10 +515,9 @@ fn check_ours(path: &Path, first_line: &str) -> Result<()> {
     match std::fs::read_to_string(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Ok(text) if text.lines().next() == Some(first_line) => Ok(()),
-        _ => Err(Error::Usage(format!(
-            "{} was not written by `wgtrain sweep`; not replacing it (hint: move it away, or report into the sweep's own directory)",
-            path.display()
-        ))),
+        _ => Err(Error::NotOurs {
+            path: path.to_path_buf(),
+        }),
     }
 }
 
@@ -536,17 +538,11 @@ fn csv_field(s: &str) -> String {
 /// Rebuilds results.csv and results.md in `out` from every finished run directory in it.
 /// Returns how many runs it found.
 pub fn report(out: &Path) -> Result<usize> {
-    if !out.is_dir() {
-        return Err(Error::Usage(format!(
-            "{} is not a directory",
-            out.display()
-        )));
-    }
+    crate::error::refuse_non_directory(out, "sweep directory")?;
     if !holds_sweep(out) {
-        return Err(Error::Usage(format!(
-            "{} holds no sweep (no {SWEEP_FILE}, no run a sweep trained) (hint: give the --out directory of `wgtrain sweep`)",
-            out.display()
-        )));
+        return Err(Error::NotASweep {
+            path: out.to_path_buf(),
+        });
     }
     check_ours(&out.join("results.csv"), RESULTS_HEADER)?;
     check_ours(&out.join("results.md"), RESULTS_TITLE)?;
