@@ -315,7 +315,7 @@ pub struct PackBenchRow {
 /// the two every epoch so drift on a noisy machine hits both alike.
 ///
 /// On the GPU, packed means in the same dispatches (one `PackedModels`); see
-/// [`bench_cpu_together`] for the CPU's version.
+/// [`bench_cpu_pack`] for the CPU's version.
 pub fn bench_pack(
     ctx: &crate::gpu::GpuContext,
     config: &TrainConfig,
@@ -419,7 +419,7 @@ pub fn profile_gpu(
 /// with `threads / models` GEMM threads, against the same models one after another on all
 /// `threads` (what `sweep --device cpu` does with and without `--pack 1`), alternating every
 /// epoch.
-pub fn bench_cpu_together(
+pub fn bench_cpu_pack(
     config: &TrainConfig,
     data: &Arc<Dataset>,
     batch_size: usize,
@@ -447,15 +447,15 @@ pub fn bench_cpu_together(
             })
             .collect()
     };
-    let (mut together, mut alone) = (build(share)?, build(threads)?);
-    let (together_times, alone_times) = time_alternately(
+    let (mut packed, mut alone) = (build(share)?, build(threads)?);
+    let (packed_times, alone_times) = time_alternately(
         &seeds,
         data.train.len,
         warmup,
         epochs,
         |orders| {
             std::thread::scope(|scope| {
-                let handles: Vec<_> = together
+                let handles: Vec<_> = packed
                     .iter_mut()
                     .zip(orders)
                     .map(|(engine, order)| scope.spawn(|| engine.train_epoch(order, &hyper)))
@@ -483,7 +483,7 @@ pub fn bench_cpu_together(
         models,
         batch_size,
         epochs,
-        together_times,
+        packed_times,
         alone_times,
         data.train.len,
     ))

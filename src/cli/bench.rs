@@ -170,7 +170,7 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
                     EngineKind::Gpu { context } => {
                         wgtrain::bench::bench_pack(context, &config, &data, b, k, warmup, epochs)?
                     }
-                    _ => wgtrain::bench::bench_cpu_together(
+                    _ => wgtrain::bench::bench_cpu_pack(
                         &config, &data, b, k, threads, warmup, epochs,
                     )?,
                 };

@@ -124,7 +124,7 @@ impl wgtrain::sweep::SweepObserver for SweepPrinter {
         eprintln!("note: a pack of {runs} runs does not fit ({why}); packing {first} and {second}");
     }
 
-    fn together(&self, label: &str, runs: &[&wgtrain::sweep::SweepRun]) {
+    fn pack_started(&self, label: &str, runs: &[&wgtrain::sweep::SweepRun]) {
         println!("{label}: {}", listed(runs.iter().map(|r| r.id.as_str())));
         let epochs = runs.iter().map(|r| r.config.epochs).max().unwrap_or(0);
         if self.gpu
@@ -178,7 +178,7 @@ impl wgtrain::sweep::SweepObserver for SweepPrinter {
         }
     }
 
-    fn together_ended(&self) {
+    fn pack_ended(&self) {
         if let Ok(mut bar) = self.bar.lock()
             && let Some(bar) = bar.take()
         {

@@ -16,7 +16,7 @@ use crate::rundir::RunDir;
 
 mod pack;
 mod schedule;
-pub use pack::{PackedRun, gpu_seats, pack_groups, pack_key, train_together};
+pub use pack::{PackedRun, gpu_seats, pack_groups, pack_key, train_pack};
 pub use schedule::{MAX_AUTO_PACK, SweepObserver, SweepOptions, SweepTally, train_runs};
 
 /// A sweep file as written (`configs/sweeps/*.toml`).

@@ -90,7 +90,7 @@ pub fn gpu_seats(
 /// after its epoch in progress (saved, `Error::Interrupted`) and no further run starts.
 /// Outcomes of the runs that started come back in the order of `runs`.
 #[allow(clippy::too_many_arguments)]
-pub fn train_together<'a>(
+pub fn train_pack<'a>(
     runs: &[&'a SweepRun],
     engines: Vec<EngineKind>,
     out: &Path,

@@ -1,6 +1,7 @@
-//! The sweep scheduler: which of a sweep's runs still need training, how they train together
-//! (a GPU pack's seats, or CPU runs side by side on a share of the cores each), halving a pack
-//! that does not fit, and the memory check of runs that start at once. It reports through a
+//! The sweep scheduler: which of a sweep's runs still need training, how they form packs (on a
+//! GPU, a pack's seats train in the same dispatches; on the CPU, a pack's runs train at once on
+//! a share of the cores each), halving a GPU pack that does not fit, and the memory check of a
+//! CPU pack. It reports through a
 //! [`SweepObserver`] and prints nothing; the CLI draws the progress.
 
 use std::collections::VecDeque;
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{SweepRun, gpu_seats, is_finished_as, pack_groups, resumable_epochs, train_together};
+use super::{SweepRun, gpu_seats, is_finished_as, pack_groups, resumable_epochs, train_pack};
 use crate::engine::EngineKind;
 use crate::error::{Error, Result};
 use crate::metrics::Summary;
@@ -25,7 +26,7 @@ pub struct SweepOptions {
     /// The dataset directory ([`super::prepare_out`]'s answer).
     pub data_dir: PathBuf,
     pub engine: EngineKind,
-    /// At most this many runs together (GPU pack size, or CPU runs side by side); `Some(1)`:
+    /// At most this many runs in a pack (GPU pack size, or CPU runs at once); `Some(1)`:
     /// one at a time. `None`: as many as fit (GPU) or one per core (CPU).
     pub pack: Option<usize>,
     /// CPU threads in all (0: one per core).
@@ -42,16 +43,16 @@ pub trait SweepObserver: Sync {
     fn going_on(&self, _n: usize, _of: usize, _run: &SweepRun, _epochs: usize) {}
     /// A pack that did not fit is split in two.
     fn halved(&self, _runs: usize, _first: usize, _second: usize, _why: &str) {}
-    /// A group of runs starts together (`label` says how), `runs` their order.
-    fn together(&self, _label: &str, _runs: &[&SweepRun]) {}
+    /// A pack of runs starts (`label` says how), `runs` their order.
+    fn pack_started(&self, _label: &str, _runs: &[&SweepRun]) {}
     /// A run starts on its own (the `n`th of `of` to train).
     fn alone(&self, _n: usize, _of: usize, _run: &SweepRun) {}
     /// A run finished an epoch.
     fn epoch(&self, _run: &SweepRun, _record: &EpochRecord, _verdict: Verdict) {}
     /// A run ended (the `n`th of `of` to train), as it ended.
     fn ended(&self, _n: usize, _of: usize, _run: &SweepRun, _outcome: &Result<Summary>) {}
-    /// A group started with [`SweepObserver::together`] has ended.
-    fn together_ended(&self) {}
+    /// A pack started with [`SweepObserver::pack_started`] has ended.
+    fn pack_ended(&self) {}
 }
 
 /// Counts of a sweep's runs by how they ended.
@@ -185,7 +186,7 @@ pub fn train_runs(
                 _ => {
                     let workers = cpu_pack.unwrap_or(1);
                     let threads = (cores / workers).max(1);
-                    check_side_by_side_memory(&pack, workers, threads)?;
+                    check_cpu_pack_memory(&pack, workers, threads)?;
                     (
                         vec![EngineKind::Cpu { threads }; workers.min(pack.len())],
                         format!(
@@ -196,9 +197,9 @@ pub fn train_runs(
                     )
                 }
             };
-            observer.together(&label, &pack);
+            observer.pack_started(&label, &pack);
             let finished = AtomicUsize::new(done);
-            let results = train_together(
+            let results = train_pack(
                 &pack,
                 engines,
                 &opts.out,
@@ -212,7 +213,7 @@ pub fn train_runs(
                     observer.ended(n, total, run, outcome);
                 },
             )?;
-            observer.together_ended();
+            observer.pack_ended();
             for r in results {
                 tally.add(r.run, r.outcome)?;
             }
@@ -244,7 +245,7 @@ pub fn train_runs(
 
 /// Fails when `workers` runs of `pack` side by side (`threads` each) would need more memory
 /// than is available: each run checks alone as it starts, but side by side they start at once.
-fn check_side_by_side_memory(pack: &[&SweepRun], workers: usize, threads: usize) -> Result<()> {
+fn check_cpu_pack_memory(pack: &[&SweepRun], workers: usize, threads: usize) -> Result<()> {
     let side_by_side = workers.min(pack.len()) as u128;
     let needed = pack
         .iter()
