@@ -53,8 +53,30 @@ pub fn markdown_table(runs: &[RunRecord]) -> String {
          |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for name in names {
-        let group: Vec<&RunRecord> = runs.iter().filter(|r| r.config.name == name).collect();
-        let c = &group[0].config;
+        let all: Vec<&RunRecord> = runs.iter().filter(|r| r.config.name == name).collect();
+        let c = &all[0].config;
+        // A diverged run's figures are its best weights before it broke, not a result: they
+        // stay out of the means, and the seeds column says how many were left out. A run
+        // that ended worse than untrained is a result, a bad one: counted, and flagged.
+        let group: Vec<&RunRecord> = all
+            .iter()
+            .copied()
+            .filter(|r| !r.summary.diverged)
+            .collect();
+        let diverged = all.len() - group.len();
+        let warned = group.iter().filter(|r| r.summary.warning.is_some()).count();
+        let mut seeds = group.len().to_string();
+        let notes: Vec<String> = [
+            (diverged, "diverged, left out"),
+            (warned, "worse than untrained"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if !notes.is_empty() {
+            seeds = format!("{seeds} ({})", notes.join("; "));
+        }
         let acc: Vec<f64> = group.iter().map(|r| r.summary.test_accuracy).collect();
         let loss: Vec<f64> = group.iter().map(|r| r.summary.test_loss).collect();
         let (acc_m, acc_s) = mean_std(&acc);
@@ -63,7 +85,15 @@ pub fn markdown_table(runs: &[RunRecord]) -> String {
             .iter()
             .map(|r| r.summary.best_epoch.to_string())
             .collect();
+        // With every run left out there is nothing to average.
+        let dash = || "–".to_string();
         let (paper_acc, paper_loss, d_acc, d_loss) = match c.paper {
+            Some(p) if group.is_empty() => (
+                format!("{:.2}%", 100.0 * p.test_accuracy),
+                format!("{:.4}", p.test_loss),
+                dash(),
+                dash(),
+            ),
             Some(p) => (
                 format!("{:.2}%", 100.0 * p.test_accuracy),
                 format!("{:.4}", p.test_loss),
@@ -72,16 +102,19 @@ pub fn markdown_table(runs: &[RunRecord]) -> String {
             ),
             None => ("–".into(), "–".into(), "–".into(), "–".into()),
         };
+        let (ours_acc, ours_loss) = if group.is_empty() {
+            (dash(), dash())
+        } else {
+            (
+                format!("{:.2}% ± {:.2}", 100.0 * acc_m, 100.0 * acc_s),
+                format!("{loss_m:.4} ± {loss_s:.4}"),
+            )
+        };
         out.push_str(&format!(
-            "| {name} | {:?} | {} | {paper_acc} | {paper_loss} | {:.2}% ± {:.2} | {:.4} ± {:.4} | {d_acc} | {d_loss} | {} | {} |\n",
+            "| {name} | {:?} | {} | {paper_acc} | {paper_loss} | {ours_acc} | {ours_loss} | {d_acc} | {d_loss} | {} | {seeds} |\n",
             c.layers,
             c.activation.name(),
-            100.0 * acc_m,
-            100.0 * acc_s,
-            loss_m,
-            loss_s,
             epochs.join(", "),
-            group.len(),
         ));
     }
     out

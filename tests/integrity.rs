@@ -667,3 +667,62 @@ fn a_run_trained_over_another_leaves_none_of_the_old_runs_end_behind() {
     let checkpoint = wgtrain::checkpoint::load_checkpoint(&out.join("last.safetensors")).unwrap();
     assert_eq!(checkpoint.epochs_done, 1, "the checkpoint is the new run's");
 }
+
+#[test]
+fn a_results_table_leaves_diverged_runs_out_of_its_means_and_flags_worse_than_untrained() {
+    // A sibling of #16: results.md and `wgtrain table` averaged a diverged run's figures
+    // (its weights from before it broke) into the setting's mean ± std without a word.
+    let run = |name: &str, accuracy: f64, diverged: bool, warning: bool| {
+        let config = TrainConfig {
+            name: name.into(),
+            ..TrainConfig::default()
+        };
+        wgtrain::report::RunRecord {
+            dir: PathBuf::from(name),
+            summary: Summary {
+                name: name.into(),
+                status: if diverged { "diverged" } else { "finished" }.into(),
+                test_accuracy: accuracy,
+                test_loss: 1.0,
+                best_epoch: 1,
+                best_val_loss: Some(1.0),
+                epochs_run: 1,
+                stopped_early: false,
+                diverged,
+                device: "cpu".into(),
+                device_detail: "cpu".into(),
+                adapter: None,
+                backend: None,
+                seed: config.seed,
+                seconds: 0.0,
+                error: None,
+                warning: warning.then(|| "worse".to_string()),
+            },
+            config,
+        }
+    };
+    let table = wgtrain::report::markdown_table(&[
+        run("mixed", 0.8, false, false),
+        run("mixed", 0.9, false, true),
+        run("mixed", 0.1, true, false),
+        run("broken", 0.1, true, false),
+    ]);
+    let line = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap()
+            .to_string()
+    };
+    let mixed = line("mixed");
+    assert!(mixed.contains("| 85.00% ± 7.07 |"), "{mixed}");
+    assert!(
+        mixed.ends_with("| 2 (1 diverged, left out; 1 worse than untrained) |"),
+        "{mixed}"
+    );
+    let broken = line("broken");
+    assert!(
+        broken.contains("| – | – |") && broken.ends_with("| 0 (1 diverged, left out) |"),
+        "{broken}"
+    );
+}
