@@ -1,6 +1,9 @@
-//! Each GPU kernel against its CPU reference on seeded inputs of awkward sizes.
+//! Each GPU kernel against its CPU twin of the same name (`cpu::ops::<kernel>`, f64) on
+//! seeded inputs of awkward sizes. The tolerances come from the same twins run on the
+//! operands' magnitudes, which give each output's Σ|aᵢbᵢ| (the dot-product bound's measure).
 
 use super::*;
+use crate::cpu::ops::MatmulMode::{Forward, InputGrad, WeightGrad};
 
 pub(super) fn check_gather_batch(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
@@ -13,14 +16,9 @@ pub(super) fn check_gather_batch(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
         let indices: Vec<u32> = (0..rows)
             .map(|_| rng.random_range(0..count as u32))
             .collect();
-        let z = zscore_images(&pixels, features);
-        let want: Vec<f64> = indices
+        let want: Vec<f64> = ops::gather_batch(&pixels, features, &indices)
             .iter()
-            .flat_map(|&i| {
-                z[i as usize * features..(i as usize + 1) * features]
-                    .iter()
-                    .map(|&v| v as f64)
-            })
+            .map(|&v| v as f64)
             .collect();
         let stats: Vec<f32> = pixels
             .chunks_exact(features)
@@ -184,21 +182,23 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             rows as u32,
             rows * fan_out,
         )?;
-        let mut want = vec![0.0; rows * fan_out];
-        let mut tol = vec![0.0; rows * fan_out];
-        for r in 0..rows {
-            for o in 0..fan_out {
-                let (mut acc, mut abs) = (wbuf[b_off + o] as f64, 0.0);
-                for i in 0..fan_in {
-                    let p = x[r * fan_in + i] as f64 * w[o * fan_in + i] as f64;
-                    acc += p;
-                    abs += p.abs();
-                }
-                want[r * fan_out + o] = act_ref(acc, act);
-                // Activations have slope ≤ 1; their own rounding adds a few ulp.
-                tol[r * fan_out + o] = dot_tolerance(fan_in, abs) + 1e-6;
-            }
-        }
+        let (x64, w64, bias) = (f64s(&x), f64s(w), f64s(&wbuf[b_off..b_off + fan_out]));
+        let want = ops::matmul(Forward(act), &x64, &w64, &bias, rows, fan_in, fan_out);
+        let zeros = vec![0.0; fan_out];
+        let abs = ops::matmul(
+            Forward(Activation::None),
+            &abs64(&x),
+            &abs64(w),
+            &zeros,
+            rows,
+            fan_in,
+            fan_out,
+        );
+        // Activations have slope ≤ 1; their own rounding adds a few ulp.
+        let tol: Vec<f64> = abs
+            .iter()
+            .map(|&a| dot_tolerance(fan_in, a) + 1e-6)
+            .collect();
         fwd.compare(&name, &got[..rows * fan_out], &want, |i, _| tol[i]);
         fwd.untouched(&name, &got[rows * fan_out..]);
 
@@ -217,22 +217,18 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             fan_out * fan_in + fan_out,
         )?;
         let out_len = fan_out * fan_in + fan_out;
-        let mut want = vec![0.0; out_len];
-        let mut tol = vec![0.0; out_len];
-        for o in 0..fan_out {
-            for i in 0..fan_in {
-                let terms =
-                    (0..rows).map(|r| dz[r * fan_out + o] as f64 * x[r * fan_in + i] as f64);
-                let (s, a) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
-                want[o * fan_in + i] = s;
-                tol[o * fan_in + i] = dot_tolerance(rows, a);
-            }
-            let (s, a) = (0..rows)
-                .map(|r| dz[r * fan_out + o] as f64)
-                .fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
-            want[fan_out * fan_in + o] = s;
-            tol[fan_out * fan_in + o] = dot_tolerance(rows, a);
-        }
+        let dz64 = f64s(&dz);
+        let want = ops::matmul(WeightGrad, &dz64, &x64, &[], rows, fan_in, fan_out);
+        let abs = ops::matmul(
+            WeightGrad,
+            &abs64(&dz),
+            &abs64(&x),
+            &[],
+            rows,
+            fan_in,
+            fan_out,
+        );
+        let tol: Vec<f64> = abs.iter().map(|&a| dot_tolerance(rows, a)).collect();
         wgrad.compare(&name, &got[..out_len], &want, |i, _| tol[i]);
         wgrad.untouched(&name, &got[out_len..]);
 
@@ -252,20 +248,39 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             rows as u32,
             rows * fan_in,
         )?;
-        let mut want = vec![0.0; rows * fan_in];
-        let mut tol = vec![0.0; rows * fan_in];
-        for r in 0..rows {
-            for i in 0..fan_in {
-                let terms =
-                    (0..fan_out).map(|o| dz[r * fan_out + o] as f64 * w[o * fan_in + i] as f64);
-                let (s, a) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
-                let av = aux[r * fan_in + i] as f64;
-                let slope = slope_at_output(av, act);
-                want[r * fan_in + i] = s * slope;
-                tol[r * fan_in + i] =
-                    dot_tolerance(fan_out, a) + 2.0 * f32::EPSILON as f64 * s.abs();
-            }
-        }
+        let want = ops::matmul(
+            InputGrad(act),
+            &dz64,
+            &w64,
+            &f64s(&aux),
+            rows,
+            fan_in,
+            fan_out,
+        );
+        // The product before the slope, and its bound.
+        let plain = ops::matmul(
+            InputGrad(Activation::None),
+            &dz64,
+            &w64,
+            &[],
+            rows,
+            fan_in,
+            fan_out,
+        );
+        let abs = ops::matmul(
+            InputGrad(Activation::None),
+            &abs64(&dz),
+            &abs64(w),
+            &[],
+            rows,
+            fan_in,
+            fan_out,
+        );
+        let tol: Vec<f64> = abs
+            .iter()
+            .zip(&plain)
+            .map(|(&a, &s)| dot_tolerance(fan_out, a) + 2.0 * f32::EPSILON as f64 * s.abs())
+            .collect();
         igrad.compare(&name, &got[..rows * fan_in], &want, |i, _| tol[i]);
         igrad.untouched(&name, &got[rows * fan_in..]);
     }
@@ -362,7 +377,7 @@ pub(super) fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
 
 /// matmul_update: the weight and bias gradients of two layers (each from its own dz and
 /// input a of `rows` rows) applied by the optimiser in one dispatch, to parameters inside a
-/// larger flat vector, against the f64 gradient and `ops::update` in f64. The tolerance
+/// larger flat vector, against `ops::matmul_update` in f64. The tolerance
 /// carries the gradient's own bound through the optimiser (the update evaluated at g ± that
 /// bound), plus the update's roundings.
 pub(super) fn check_matmul_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
@@ -409,40 +424,45 @@ pub(super) fn check_matmul_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             .into_iter()
             .map(f32::abs)
             .collect();
-        // f64 gradient (zero outside these layers) and its bound, then the update at g and g ± δ.
-        let (mut grad, mut bound) = (vec![0.0f64; count], vec![0.0f64; count]);
+        // The optimiser state the kernel finds: after two steps.
+        let state = || {
+            let mut state = ops::OptimizerState::<f64>::new(count);
+            state.first = f64s(&f0);
+            state.second = f64s(&s0);
+            state.step = 2;
+            state
+        };
+        // The twin's update and the gradient it applied (zero outside these layers); then the
+        // gradient's bound, and the update at g ± that bound.
+        let operands64: Vec<(Vec<f64>, Vec<f64>)> =
+            operands.iter().map(|(dz, a)| (f64s(dz), f64s(a))).collect();
+        let with_layers: Vec<(LayerView, &[f64], &[f64])> = updated
+            .iter()
+            .zip(&operands64)
+            .map(|(v, (dz, a))| (*v, dz.as_slice(), a.as_slice()))
+            .collect();
+        let mut want = f64s(&p0);
+        let grad = ops::matmul_update(&mut want, &with_layers, rows, &mut state(), &hyper);
+        let mut bound = vec![0.0f64; count];
         for (v, (dz, a)) in updated.iter().zip(&operands) {
-            let (fan_in, fan_out) = (v.fan_in, v.fan_out);
-            for o in 0..fan_out {
-                let (mut sb, mut ab) = (0.0, 0.0);
-                for i in 0..fan_in {
-                    let (mut s, mut abs) = (0.0, 0.0);
-                    for r in 0..rows {
-                        let t = dz[r * fan_out + o] as f64 * a[r * fan_in + i] as f64;
-                        s += t;
-                        abs += t.abs();
-                    }
-                    grad[v.weight + o * fan_in + i] = s;
-                    bound[v.weight + o * fan_in + i] = dot_tolerance(rows, abs);
-                }
-                for r in 0..rows {
-                    sb += dz[r * fan_out + o] as f64;
-                    ab += (dz[r * fan_out + o] as f64).abs();
-                }
-                grad[v.bias + o] = sb;
-                bound[v.bias + o] = dot_tolerance(rows, ab);
+            let abs = ops::matmul(
+                WeightGrad,
+                &abs64(dz),
+                &abs64(a),
+                &[],
+                rows,
+                v.fan_in,
+                v.fan_out,
+            );
+            for (b, a) in bound[v.weight..v.end()].iter_mut().zip(abs) {
+                *b = dot_tolerance(rows, a);
             }
         }
         let apply = |g: &[f64]| {
-            let mut w: Vec<f64> = p0.iter().map(|&x| x as f64).collect();
-            let mut state = ops::OptimizerState::<f64>::new(count);
-            state.first = f0.iter().map(|&x| x as f64).collect();
-            state.second = s0.iter().map(|&x| x as f64).collect();
-            state.step = 2;
-            ops::update(&mut w, g, &mut state, &layers, &hyper);
+            let mut w = f64s(&p0);
+            ops::update(&mut w, g, &mut state(), &layers, &hyper);
             w
         };
-        let want = apply(&grad);
         let shifted = |sign: f64| {
             let g: Vec<f64> = grad.iter().zip(&bound).map(|(g, b)| g + sign * b).collect();
             apply(&g)
@@ -459,9 +479,10 @@ pub(super) fn check_matmul_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
                 }
             })
             .collect();
-        let (loss, correct): (f64, f64) = (0..rows).fold((0.0, 0.0), |(l, c), r| {
-            (l + row_loss[r] as f64, c + row_loss[capacity + r] as f64)
-        });
+        let (loss, correct) = ops::batch_stats(
+            &f64s(&row_loss[..rows]),
+            &f64s(&row_loss[capacity..capacity + rows]),
+        );
         // The parameters open the workspace (a parameter's index there is its index in the
         // flat vector, and in first and second), the sentinel after them.
         let mut work = Work::default();
@@ -552,7 +573,7 @@ pub(super) fn check_matmul_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
 }
 
 /// matmul_softmax_xent: the output layer's logits x·wᵀ + b (never stored) through softmax +
-/// cross-entropy, against f64 logits and `ops::softmax_xent` per row, and (but in the last
+/// cross-entropy, against `ops::matmul_softmax_xent` per row, and (but in the last
 /// case) the input gradient of the layer below, dz·w ⊙ f'(x). The logits' dot-product bound B
 /// carries into the gradient (|Δp| ≤ 2B) and the loss (≤ 2B); the arg-max may differ only
 /// where the top two logits are within 2B; dz's tolerance carries through w into the input
@@ -589,26 +610,50 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
         let (mut want_dz, mut dz_tol) = (vec![0.0; rows * classes], vec![0.0; rows * classes]);
         let (mut want_loss, mut loss_tol) = (vec![0.0; 2 * rows], vec![0.0; 2 * rows]);
         let (mut want_dh, mut dh_tol) = (vec![0.0; rows * fan_in], vec![0.0; rows * fan_in]);
+        let w = &wbuf[w_off..b_off];
+        let (w64, w_abs) = (f64s(w), abs64(w));
+        let (bias, bias_abs) = (f64s(&wbuf[b_off..]), abs64(&wbuf[b_off..]));
+        // Row by row (each row's loss and correct flag are the kernel's outputs too).
         for r in 0..rows {
-            let mut z = vec![0.0f64; classes];
-            let mut bound = 0.0f64;
-            for (o, zo) in z.iter_mut().enumerate() {
-                let (mut acc, mut abs) = (wbuf[b_off + o] as f64, 0.0);
-                for i in 0..fan_in {
-                    let t = x[r * fan_in + i] as f64 * wbuf[w_off + o * fan_in + i] as f64;
-                    acc += t;
-                    abs += t.abs();
-                }
-                *zo = acc;
-                bound = bound.max(dot_tolerance(
-                    fan_in + 1,
-                    abs + wbuf[b_off + o].abs() as f64,
-                ));
-            }
+            let row = &x[r * fan_in..(r + 1) * fan_in];
+            let x_row = f64s(row);
             let label = labels[indices[r] as usize] as u8;
-            let dz = &mut want_dz[r * classes..(r + 1) * classes];
-            let (loss, correct) = ops::softmax_xent(&z, &[label], classes, scale as f64, Some(dz));
-            dz_tol[r * classes..(r + 1) * classes].fill(scale as f64 * 2.0 * bound + 1e-6);
+            let (loss, correct, dz, dh) = ops::matmul_softmax_xent(
+                &x_row,
+                &w64,
+                &bias,
+                &[label],
+                scale as f64,
+                fan_in,
+                classes,
+                Some(act),
+            );
+            // The logits' bound B (bias included), and whether their arg-max is clear of it.
+            let z = ops::matmul(
+                Forward(Activation::None),
+                &x_row,
+                &w64,
+                &bias,
+                1,
+                fan_in,
+                classes,
+            );
+            let z_abs = ops::matmul(
+                Forward(Activation::None),
+                &abs64(row),
+                &w_abs,
+                &bias_abs,
+                1,
+                fan_in,
+                classes,
+            );
+            let bound = z_abs
+                .iter()
+                .map(|&a| dot_tolerance(fan_in + 1, a))
+                .fold(0.0f64, f64::max);
+            let tol = scale as f64 * 2.0 * bound + 1e-6;
+            want_dz[r * classes..(r + 1) * classes].copy_from_slice(&dz);
+            dz_tol[r * classes..(r + 1) * classes].fill(tol);
             want_loss[r] = loss;
             loss_tol[r] = 2.0 * bound + 1e-5 * loss.abs().max(1.0);
             let mut sorted = z.clone();
@@ -616,20 +661,32 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
             let clear = classes == 1 || sorted[0] - sorted[1] > 2.0 * bound;
             want_loss[rows + r] = correct as f64;
             loss_tol[rows + r] = if clear { 0.5 } else { 1.5 };
+            // dz's tolerance carried through |w|, beside the product's own bound.
+            let dz_abs: Vec<f64> = dz.iter().map(|v| v.abs()).collect();
+            let abs = ops::matmul(
+                InputGrad(Activation::None),
+                &dz_abs,
+                &w_abs,
+                &[],
+                1,
+                fan_in,
+                classes,
+            );
+            let carried = ops::matmul(
+                InputGrad(Activation::None),
+                &vec![tol; classes],
+                &w_abs,
+                &[],
+                1,
+                fan_in,
+                classes,
+            );
+            let dh = dh.expect("asked for with Some(act)");
             for i in 0..fan_in {
-                let (mut sum, mut abs, mut carried) = (0.0, 0.0, 0.0);
-                for o in 0..classes {
-                    let w = wbuf[w_off + o * fan_in + i] as f64;
-                    let t = want_dz[r * classes + o] * w;
-                    sum += t;
-                    abs += t.abs();
-                    carried += dz_tol[r * classes + o] * w.abs();
-                }
-                let xv = x[r * fan_in + i] as f64;
-                let slope = slope_at_output(xv, act);
-                want_dh[r * fan_in + i] = sum * slope;
+                let slope = slope_at_output(x_row[i], act);
+                want_dh[r * fan_in + i] = dh[i];
                 dh_tol[r * fan_in + i] =
-                    (carried + dot_tolerance(classes, abs)) * slope.abs().max(1.0) + 1e-6;
+                    (carried[i] + dot_tolerance(classes, abs[i])) * slope.abs().max(1.0) + 1e-6;
             }
         }
         // The parameters open the workspace; the batch, dZ, row losses and dh follow.
@@ -707,8 +764,8 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
 }
 
 /// matmul_gather: the first layer's forward pass with its rows gathered from byte images and
-/// z-scored in the tile loads, against `zscore_images` and an f64 product; the batch it stores
-/// for the weight gradient is checked like gather_batch's.
+/// z-scored in the tile loads, against `ops::matmul_gather`; the batch it stores for the
+/// weight gradient is checked against `ops::gather_batch`.
 pub(super) fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     for (case, &(rows, features, fan_out)) in
@@ -730,7 +787,6 @@ pub(super) fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
                 }
             })
             .collect();
-        let z = zscore_images(&pixels, features);
         let stats: Vec<f32> = pixels
             .chunks_exact(features)
             .flat_map(|img| {
@@ -741,24 +797,26 @@ pub(super) fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
         let w_off = 5;
         let wbuf = uniform_f32(&mut rng, w_off + fan_out * features + fan_out, 0.1);
         let b_off = w_off + fan_out * features;
-        let (mut want, mut tol) = (vec![0.0; rows * fan_out], vec![0.0; rows * fan_out]);
-        let mut want_x = Vec::with_capacity(rows * features);
-        for (r, &image) in indices.iter().enumerate() {
-            let zr = &z[image as usize * features..(image as usize + 1) * features];
-            want_x.extend(zr.iter().map(|&v| v as f64));
-            for o in 0..fan_out {
-                let (mut acc, mut abs) = (wbuf[b_off + o] as f64, 0.0);
-                for (i, &zi) in zr.iter().enumerate() {
-                    let t = zi as f64 * wbuf[w_off + o * features + i] as f64;
-                    acc += t;
-                    abs += t.abs();
-                }
-                want[r * fan_out + o] = act_ref(acc, act);
-                // The z-scores' own few ulp pass through the weights, then the product's bound.
-                tol[r * fan_out + o] =
-                    dot_tolerance(features, abs) + 4.0 * f32::EPSILON as f64 * abs + 1e-6;
-            }
-        }
+        let w = &wbuf[w_off..b_off];
+        let bias = f64s(&wbuf[b_off..b_off + fan_out]);
+        let want = ops::matmul_gather(&pixels, features, &indices, &f64s(w), &bias, fan_out, act);
+        let batch = ops::gather_batch(&pixels, features, &indices);
+        let want_x = f64s(&batch);
+        let zeros = vec![0.0; fan_out];
+        let abs = ops::matmul(
+            Forward(Activation::None),
+            &abs64(&batch),
+            &abs64(w),
+            &zeros,
+            rows,
+            features,
+            fan_out,
+        );
+        // The z-scores' own few ulp pass through the weights, then the product's bound.
+        let tol: Vec<f64> = abs
+            .iter()
+            .map(|&a| dot_tolerance(features, a) + 4.0 * f32::EPSILON as f64 * a + 1e-6)
+            .collect();
         let mut padded = pixels.clone();
         padded.resize(pixels.len().next_multiple_of(4), 0);
         let pix = storage_init(rig.ctx, "pixels", &padded)?;

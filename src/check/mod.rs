@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::config::{GradientReduction, Hyper, Optimizer, TrainConfig};
 use crate::cpu::{CpuEngine, ops};
-use crate::data::{Dataset, Split, epoch_order, zscore_images};
+use crate::data::{Dataset, Split, epoch_order};
 use crate::engine::Engine;
 use crate::gpu::buffers::{bind, staging, storage_init, submit_and_read, uniform_init};
 use crate::gpu::kernels::{
@@ -331,6 +331,17 @@ fn uniform_f32(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f32> {
     (0..n)
         .map(|_| (scale * (2.0 * rng.random::<f64>() - 1.0)) as f32)
         .collect()
+}
+
+/// `v` in f64.
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// |v| in f64: a twin run on these gives each output's Σ|aᵢbᵢ|, the dot-product bound's
+/// measure (the products of magnitudes are the magnitudes of the products).
+fn abs64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| (x as f64).abs()).collect()
 }
 
 /// The dot-product bound for length-k sums in f32: 2·k·ε·Σ|aᵢbᵢ|, plus a floor.

@@ -309,3 +309,163 @@ pub fn linear_backward_input_reference<T: Scalar>(
     }
     da
 }
+
+// CPU twins of the WGSL entry points: one function per entry point, of the same name, built
+// from the references above (a fused kernel's twin is the unfused references in its order).
+// `check::check_<kernel>` compares each kernel with its twin; docs/architecture.md.
+
+/// What one dispatch of WGSL `matmul` computes, as its `MatmulParams` say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulMode {
+    /// out (B, O) = act(a (B, I) · b (O, I)ᵀ + extra (O)): a layer's forward pass.
+    Forward(Activation),
+    /// out = dw (O, I) = a (B, O)ᵀ · b (B, I), then db (O) = Σ_rows a: a layer's parameter
+    /// gradient from its dz (`a`) and its input (`b`).
+    WeightGrad,
+    /// out (B, I) = (a (B, O) · b (O, I)) ⊙ act′, the derivative written through the
+    /// activation's output `extra` (B, I): the input gradient of the layer below.
+    InputGrad(Activation),
+}
+
+/// CPU twin of WGSL `matmul` (f64 accumulation; see [`MatmulMode`] for the operands).
+pub fn matmul<T: Scalar>(
+    mode: MatmulMode,
+    a: &[T],
+    b: &[T],
+    extra: &[T],
+    rows: usize,
+    fan_in: usize,
+    fan_out: usize,
+) -> Vec<T> {
+    match mode {
+        MatmulMode::Forward(activation) => {
+            let mut out = linear_forward_reference(a, b, extra, rows, fan_in, fan_out);
+            activation_forward(activation, &mut out);
+            out
+        }
+        MatmulMode::WeightGrad => {
+            let (mut dw, db) = linear_backward_params_reference(a, b, rows, fan_in, fan_out);
+            dw.extend(db);
+            dw
+        }
+        MatmulMode::InputGrad(activation) => {
+            let mut da = linear_backward_input_reference(a, b, rows, fan_in, fan_out);
+            activation_backward(activation, extra, &mut da);
+            da
+        }
+    }
+}
+
+/// CPU twin of WGSL `gather_batch`: the images at `indices` of `pixels` (`features` bytes
+/// each), each z-scored on its own, as (rows, features).
+pub fn gather_batch(pixels: &[u8], features: usize, indices: &[u32]) -> Vec<f32> {
+    let mut out = vec![0.0; indices.len() * features];
+    for (row, &i) in out.chunks_exact_mut(features.max(1)).zip(indices) {
+        let i = i as usize;
+        crate::data::prep::zscore_to(&pixels[i * features..(i + 1) * features], row);
+    }
+    out
+}
+
+/// CPU twin of WGSL `matmul_gather`: [`gather_batch`] then the first layer's forward
+/// [`matmul`], `w` (O, I) and `bias` (O).
+pub fn matmul_gather(
+    pixels: &[u8],
+    features: usize,
+    indices: &[u32],
+    w: &[f64],
+    bias: &[f64],
+    fan_out: usize,
+    activation: Activation,
+) -> Vec<f64> {
+    let x: Vec<f64> = gather_batch(pixels, features, indices)
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    matmul(
+        MatmulMode::Forward(activation),
+        &x,
+        w,
+        bias,
+        indices.len(),
+        features,
+        fan_out,
+    )
+}
+
+/// CPU twin of WGSL `batch_stats`: a split's (loss, correct) sums over the per-row pairs
+/// softmax_xent left.
+pub fn batch_stats(row_loss: &[f64], row_correct: &[f64]) -> (f64, f64) {
+    (row_loss.iter().sum(), row_correct.iter().sum())
+}
+
+/// CPU twin of WGSL `matmul_softmax_xent`: the output layer's logits ([`matmul`] forward,
+/// no activation) through [`softmax_xent`] with `scale`, and when `below` is given — the
+/// layer below's activation and its outputs (rows, I) — the input gradient into it
+/// ([`matmul`] input-gradient mode). Returns (loss sum, correct, dz, input gradient).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_softmax_xent(
+    x: &[f64],
+    w: &[f64],
+    bias: &[f64],
+    labels: &[u8],
+    scale: f64,
+    fan_in: usize,
+    classes: usize,
+    below: Option<Activation>,
+) -> (f64, usize, Vec<f64>, Option<Vec<f64>>) {
+    let rows = labels.len();
+    let logits = matmul(
+        MatmulMode::Forward(Activation::None),
+        x,
+        w,
+        bias,
+        rows,
+        fan_in,
+        classes,
+    );
+    let mut dz = vec![0.0; rows * classes];
+    let (loss, correct) = softmax_xent(&logits, labels, classes, scale, Some(&mut dz));
+    let input_grad = below.map(|activation| {
+        matmul(
+            MatmulMode::InputGrad(activation),
+            &dz,
+            w,
+            x,
+            rows,
+            fan_in,
+            classes,
+        )
+    });
+    (loss, correct, dz, input_grad)
+}
+
+/// CPU twin of WGSL `matmul_update`: each layer's weight and bias gradient ([`matmul`]
+/// weight-gradient mode, from its dz and input) applied to `params` by the optimiser
+/// ([`update`]); `operands` holds (layer, dz, input) for the layers of the dispatch, and the
+/// other layers' parameters are left as they were. Returns the gradient it applied (zero
+/// outside those layers).
+pub fn matmul_update<T: Scalar>(
+    params: &mut [T],
+    operands: &[(LayerView, &[T], &[T])],
+    rows: usize,
+    state: &mut OptimizerState<T>,
+    hyper: &Hyper,
+) -> Vec<T> {
+    let mut grad = vec![T::zero(); params.len()];
+    for (v, dz, a) in operands {
+        let g = matmul(
+            MatmulMode::WeightGrad,
+            dz,
+            a,
+            &[],
+            rows,
+            v.fan_in,
+            v.fan_out,
+        );
+        grad[v.weight..v.end()].copy_from_slice(&g);
+    }
+    let layers: Vec<LayerView> = operands.iter().map(|(v, _, _)| *v).collect();
+    update(params, &grad, state, &layers, hyper);
+    grad
+}
