@@ -104,3 +104,89 @@ pub fn choose(rows: &[TuneRow]) -> (Tuning, f64) {
         _ => (Tuning::default(), noise),
     }
 }
+
+/// What a tuning run found and chose.
+#[derive(Debug, Clone)]
+pub struct TuneDecision {
+    /// Every arrangement, fastest first.
+    pub rows: Vec<TuneRow>,
+    pub chosen: Tuning,
+    /// The run's noise, as [`choose`] measured it.
+    pub noise: f64,
+    /// Training rows each epoch took.
+    pub train_rows: usize,
+}
+
+impl TuneDecision {
+    /// The chosen arrangement's row.
+    pub fn chosen_row(&self) -> &TuneRow {
+        self.rows
+            .iter()
+            .find(|r| r.tuning == self.chosen)
+            .expect("choose picks a timed arrangement")
+    }
+
+    /// The defaults' median seconds per epoch.
+    pub fn defaults_secs(&self) -> f64 {
+        self.rows
+            .iter()
+            .find(|r| r.tuning == Tuning::default())
+            .map_or(f64::NAN, |r| r.median_epoch_secs)
+    }
+
+    /// What the tuning file records beside the choice: the workload and the figures.
+    pub fn measured(&self, config: &TrainConfig, rounds: usize) -> String {
+        format!(
+            "{} {:?}, batch {}, {} training rows, {rounds} round(s): {:.4} s/epoch, defaults {:.4}, noise {:.1}%",
+            config.name,
+            config.layers,
+            config.batch_size,
+            self.train_rows,
+            self.chosen_row().median_epoch_secs,
+            self.defaults_secs(),
+            100.0 * self.noise
+        )
+    }
+}
+
+/// Tunes `context`'s adapter for `config` on the data in `data_dir`: loads and checks the
+/// data, tells `started` the training rows and how many arrangements there are, times them
+/// all ([`tune_gpu`], `progress` hearing each timing) and chooses ([`choose`]).
+#[allow(clippy::too_many_arguments)]
+pub fn tune_config(
+    context: &GpuContext,
+    config: &TrainConfig,
+    data_dir: &std::path::Path,
+    rounds: usize,
+    warmup: usize,
+    epochs: usize,
+    started: impl FnOnce(usize, usize),
+    progress: impl FnMut(usize, &Tuning, f64),
+) -> crate::Result<TuneDecision> {
+    let data = Dataset::load(data_dir, config.val_fraction, config.seed)?;
+    config.check_against_data(data.features, data.classes, data.train.len)?;
+    let data = Arc::new(crate::bench::training_only(data));
+    let candidates = Tuning::candidates();
+    started(data.train.len, candidates.len());
+    let rows = tune_gpu(
+        context,
+        config,
+        &data,
+        config.batch_size,
+        &candidates,
+        rounds,
+        warmup,
+        epochs,
+        progress,
+    )?;
+    if rows.is_empty() {
+        return Err(crate::Error::Usage("no arrangement was timed".into()));
+    }
+    let (chosen, noise) = choose(&rows);
+    Ok(TuneDecision {
+        rows,
+        chosen,
+        noise,
+        train_rows: data.train.len,
+    })
+}

@@ -38,34 +38,28 @@ pub(super) fn tune(args: TuneArgs) -> Result<()> {
         ),
     };
     let context = GpuContext::open(&gpu.choice(true)).context("tune")?;
-    let data = data::Dataset::load(&config_args.data_dir(), config.val_fraction, config.seed)?;
-    config.check_against_data(data.features, data.classes, data.train.len)?;
-    let data = std::sync::Arc::new(wgtrain::bench::training_only(data));
-    let candidates = Tuning::candidates();
-    println!(
-        "tune: {} {:?} on {}, batch {}, {} training rows; {} arrangements × {rounds} round{} of {warmup} warm-up + {epochs} timed epochs",
-        config.name,
-        config.layers,
-        context.describe(),
-        config.batch_size,
-        data.train.len,
-        candidates.len(),
-        if rounds == 1 { "" } else { "s" },
-    );
-    let rows = wgtrain::tune::tune_gpu(
+    let decision = wgtrain::tune::tune_config(
         &context,
         &config,
-        &data,
-        config.batch_size,
-        &candidates,
+        &config_args.data_dir(),
         rounds,
         warmup,
         epochs,
+        |train_rows, arrangements| {
+            println!(
+                "tune: {} {:?} on {}, batch {}, {train_rows} training rows; {arrangements} arrangements × {rounds} round{} of {warmup} warm-up + {epochs} timed epochs",
+                config.name,
+                config.layers,
+                context.describe(),
+                config.batch_size,
+                if rounds == 1 { "" } else { "s" },
+            )
+        },
         |round, t, secs| eprintln!("round {round}: {} {secs:.4} s/epoch", t.label()),
     )?;
     println!("| arrangement | median s/epoch | per round | speed vs defaults |");
     println!("|---|---|---|---|");
-    for row in &rows {
+    for row in &decision.rows {
         let rounds: Vec<String> = row
             .round_medians
             .iter()
@@ -79,15 +73,7 @@ pub(super) fn tune(args: TuneArgs) -> Result<()> {
             row.speed_vs_defaults
         );
     }
-    let (chosen, noise) = wgtrain::tune::choose(&rows);
-    let chosen_row = rows
-        .iter()
-        .find(|r| r.tuning == chosen)
-        .context("no arrangement was timed")?;
-    let defaults = rows
-        .iter()
-        .find(|r| r.tuning == Tuning::default())
-        .map_or(f64::NAN, |r| r.median_epoch_secs);
+    let (chosen, noise, chosen_row) = (decision.chosen, decision.noise, decision.chosen_row());
     let verdict = if chosen == Tuning::default() {
         format!(
             "the defaults: nothing beat them by more than this run's noise ({:.1}%)",
@@ -101,16 +87,7 @@ pub(super) fn tune(args: TuneArgs) -> Result<()> {
             100.0 * noise
         )
     };
-    let measured = format!(
-        "{} {:?}, batch {}, {} training rows, {rounds} round(s): {:.4} s/epoch, defaults {:.4}, noise {:.1}%",
-        config.name,
-        config.layers,
-        config.batch_size,
-        data.train.len,
-        chosen_row.median_epoch_secs,
-        defaults,
-        100.0 * noise
-    );
+    let measured = decision.measured(&config, rounds);
     match path {
         Some(path) if !dry_run => {
             file.record(&context.info, chosen, measured);

@@ -2,6 +2,9 @@
 //! several measured ones, reported as medians with the range, samples/s and GFLOP/s from a
 //! stated FLOP count. Only training steps are timed: the validation split is cut to one row.
 
+mod plan;
+pub use plan::{BenchObserver, BenchPlan, GEMM_PEAK_RUNS, GEMM_PEAK_SIZES, run_bench};
+
 use std::sync::Arc;
 use std::time::Instant;
 
