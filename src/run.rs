@@ -251,6 +251,34 @@ pub fn run_training(
     }
 }
 
+/// [`run_training`] as `--device auto` runs it: when the engine is a GPU that opened but cannot
+/// hold this run (a limit, an allocation: errors that come before anything is written), the
+/// same run on the CPU with `cpu_threads`, after `on_fallback` hears the GPU's reason.
+pub fn run_training_or_cpu(
+    config: &TrainConfig,
+    opts: &RunOptions,
+    cpu_threads: usize,
+    mut on_epoch: impl FnMut(&EpochRecord, Verdict),
+    on_fallback: impl FnOnce(&crate::gpu::GpuError),
+) -> Result<Summary> {
+    let result = run_training(config, opts, &mut on_epoch);
+    match (&opts.engine, &result) {
+        (EngineKind::Gpu { .. }, Err(e)) if e.gpu_cause().is_some() => {
+            if let Some(reason) = e.gpu_cause() {
+                on_fallback(reason);
+            }
+            let on_cpu = RunOptions {
+                engine: EngineKind::Cpu {
+                    threads: cpu_threads,
+                },
+                ..opts.clone()
+            };
+            run_training(config, &on_cpu, on_epoch)
+        }
+        _ => result,
+    }
+}
+
 /// A warning for a run that ended, undiverged, with a best validation loss above the untrained
 /// network's: its numbers are finite, but training made the model worse (a learning rate far
 /// too large, say), and a results table should not take it for a result.

@@ -596,7 +596,7 @@ fn train(t: &TrainArgs) -> Result<()> {
         .clone()
         .or(out)
         .unwrap_or_else(|| default_run_dir(&config.name));
-    let mut opts = RunOptions {
+    let opts = RunOptions {
         out: out.clone(),
         force,
         data_dir: args.data.clone(),
@@ -612,20 +612,14 @@ fn train(t: &TrainArgs) -> Result<()> {
         trained.set(trained.get() + 1);
         progress_display.epoch(r, v)
     };
-    let mut result = run_training(&config, &opts, progress);
-    // With --device auto, a GPU that opened but cannot hold this run (a limit, an allocation)
-    // falls back to the CPU. Such errors come before the run directory is written.
-    if let (Device::Auto, EngineKind::Gpu { .. }, Some(e)) = (
-        on.device,
-        &opts.engine,
-        result.as_ref().err().and_then(wgtrain::Error::gpu_cause),
-    ) {
-        eprintln!("warning: the GPU cannot run this ({e}); training on the CPU instead");
-        opts.engine = EngineKind::Cpu {
-            threads: on.threads,
-        };
-        result = run_training(&config, &opts, progress);
-    }
+    let result = match on.device {
+        Device::Auto => {
+            wgtrain::run::run_training_or_cpu(&config, &opts, on.threads, progress, |e| {
+                eprintln!("warning: the GPU cannot run this ({e}); training on the CPU instead")
+            })
+        }
+        _ => run_training(&config, &opts, progress),
+    };
     progress_display.finish();
     let summary = result
         .with_context(|| format!("training {} (run directory {})", config.name, out.display()))?;
