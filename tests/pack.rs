@@ -13,7 +13,55 @@ use wgtrain::gpu::{GpuEngine, PackedModels};
 use wgtrain::model::{Activation, Init, Params};
 
 use crate::common::{gpu, write_dataset};
-use crate::sweep::{rows_without_seconds, run_sweep};
+use crate::sweep::rows_without_seconds;
+
+/// What a sweep reported: each pack's label and each diverged run, one line each.
+#[derive(Default)]
+struct SweepLog(std::sync::Mutex<String>);
+
+impl wgtrain::sweep::SweepObserver for SweepLog {
+    fn pack_started(&self, label: &str, _runs: &[&wgtrain::sweep::SweepRun]) {
+        self.0.lock().unwrap().push_str(&format!("{label}\n"));
+    }
+
+    fn ended(
+        &self,
+        _n: usize,
+        _of: usize,
+        run: &wgtrain::sweep::SweepRun,
+        outcome: &wgtrain::Result<wgtrain::metrics::Summary>,
+    ) {
+        if let Err(wgtrain::Error::Train(wgtrain::train::TrainError::Diverged { .. })) = outcome {
+            self.0
+                .lock()
+                .unwrap()
+                .push_str(&format!("{}: diverged\n", run.id));
+        }
+    }
+}
+
+/// The sweep file `sweep` (with `sets`) on the GPU into `out`, packs of at most `pack`,
+/// through the library as `wgtrain sweep` calls it; returns what it reported.
+fn sweep_on_gpu(sweep: &Path, data: &Path, out: &Path, pack: usize, sets: &[&str]) -> String {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let runs = wgtrain::sweep::expand(sweep, &sets, wgtrain::sweep::DEFAULT_MAX_RUNS).unwrap();
+    let mine: Vec<&wgtrain::sweep::SweepRun> = runs.iter().collect();
+    let data_dir = wgtrain::sweep::prepare_out(out, Some(data.to_path_buf()), &mine).unwrap();
+    let options = wgtrain::sweep::SweepOptions {
+        out: out.to_path_buf(),
+        data_dir,
+        engine: wgtrain::engine::EngineKind::Gpu {
+            context: Box::new(gpu().expect("the caller checked")),
+        },
+        pack: Some(pack),
+        threads: 0,
+        interrupt: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let log = SweepLog::default();
+    wgtrain::sweep::train_runs(&mine, &options, &log).unwrap();
+    wgtrain::sweep::report(out).unwrap();
+    log.0.into_inner().unwrap()
+}
 
 /// Three models that share nothing but their shape: own activation, init, split seed,
 /// learning rate, momentum and penalty.
@@ -183,19 +231,20 @@ fn a_packed_sweep_writes_the_same_results_as_one_run_at_a_time() {
         "seeds = [1, 2]\n[grid]\nlearning_rate = [0.05, 2.5]\nactivation = [\"tanh\", \"relu\"]\n",
     )
     .unwrap();
-    let run = |out: &Path, pack: &str| {
-        #[rustfmt::skip]
-        let args = [
-            "--device", "gpu", "--pack", pack,
-            "--set", "layers=[36, 8, 3]", "--set", "batch_size=16", "--set", "epochs=8",
-            "--set", "patience=1", "--set", "early_stopping_rule=\"no_improvement\"",
+    let run = |out: &Path, pack: usize| {
+        let sets = [
+            "layers=[36, 8, 3]",
+            "batch_size=16",
+            "epochs=8",
+            "patience=1",
+            "early_stopping_rule=\"no_improvement\"",
         ];
-        run_sweep(&sweep, &data, out, &args)
+        sweep_on_gpu(&sweep, &data, out, pack, &sets)
     };
     let (packed, alone) = (tmp.path().join("packed"), tmp.path().join("alone"));
-    let log = run(&packed, "8");
+    let log = run(&packed, 8);
     assert!(log.contains("pack of 8 runs"), "{log}");
-    assert!(!run(&alone, "1").contains("pack of"));
+    assert!(!run(&alone, 1).contains("pack of"));
     let rows = rows_without_seconds(&packed);
     assert_eq!(rows.len(), 9, "header + 8 runs");
     assert_eq!(rows, rows_without_seconds(&alone));
@@ -222,24 +271,25 @@ fn a_packed_run_that_diverges_leaves_the_pack_and_the_others_finish_as_alone() {
         "seeds = [1]\n[grid]\nlearning_rate = [0.001, 1e30]\n",
     )
     .unwrap();
-    // A diverged run is a warning, not a failed sweep: run_sweep checks the exit status.
-    let run = |out: &Path, pack: &str| {
-        #[rustfmt::skip]
-        let args = [
-            "--device", "gpu", "--pack", pack,
-            "--set", "layers=[36, 8, 3]", "--set", "batch_size=16", "--set", "epochs=4",
-            "--set", "init=\"xavier\"", "--set", "gradient=\"sum\"",
-            "--set", "activation=\"relu\"",
+    // A diverged run is a warning, not a failed sweep: train_runs returns Ok.
+    let run = |out: &Path, pack: usize| {
+        let sets = [
+            "layers=[36, 8, 3]",
+            "batch_size=16",
+            "epochs=4",
+            "init=\"xavier\"",
+            "gradient=\"sum\"",
+            "activation=\"relu\"",
         ];
-        run_sweep(&sweep, &data, out, &args)
+        sweep_on_gpu(&sweep, &data, out, pack, &sets)
     };
     let (packed, alone) = (tmp.path().join("packed"), tmp.path().join("alone"));
-    let log = run(&packed, "2");
+    let log = run(&packed, 2);
     assert!(
         log.contains("pack of 2 runs") && log.contains("diverged"),
         "{log}"
     );
-    run(&alone, "1");
+    run(&alone, 1);
     let rows = rows_without_seconds(&packed);
     assert_eq!(rows, rows_without_seconds(&alone));
     let statuses: Vec<&str> = rows[1..]

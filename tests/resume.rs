@@ -1,9 +1,14 @@
-//! Checkpoints and resume: 2 epochs + resume to 5 equals 5 epochs straight.
+//! Checkpoints and resume: 2 epochs + resume to 5 equals 5 epochs straight (through the
+//! library); the CLI's own part of resuming (its refusals, Ctrl-C) through the binary.
 
 use std::path::Path;
 use std::process::Command;
 
 use wgtrain::checkpoint::{load_checkpoint, load_model};
+use wgtrain::config::TrainConfig;
+use wgtrain::engine::EngineKind;
+use wgtrain::run::{RunOptions, run_training};
+use wgtrain::rundir::RunDir;
 
 use crate::common::{interrupt_after_epochs, wait_for_epochs, wgtrain, write_dataset};
 
@@ -16,53 +21,57 @@ fn metrics(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Five epochs straight, and two then `--resume` to five, through the library (as `train`
+/// and `train --resume` call it), on `engine`.
 fn straight_and_resumed(
-    device: &str,
+    engine: EngineKind,
 ) -> (std::path::PathBuf, std::path::PathBuf, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_dataset(&data, 300, 60, 6, 3, true);
-    let d = data.to_str().unwrap();
-    let common = [
-        "--device",
-        device,
-        "--data",
-        d,
-        "--quiet",
-        "--set",
+    let sets = [
         "layers=[36, 10, 3]",
-        "--set",
         "batch_size=16",
-        "--set",
         "optimizer=\"adam\"",
-        "--set",
         "learning_rate=0.01",
-        "--set",
         "l2=0.001",
     ];
     let (straight, resumed) = (tmp.path().join("straight"), tmp.path().join("resumed"));
-    let run = |extra: &[&str]| {
-        let mut args = vec!["train"];
-        args.extend_from_slice(&common);
-        args.extend_from_slice(extra);
-        let o = wgtrain(&args);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = |out: &Path, config: &TrainConfig, resume: bool| {
+        let opts = RunOptions {
+            out: out.to_path_buf(),
+            force: false,
+            data_dir: Some(data.clone()),
+            engine: engine.clone(),
+            resume,
+            interrupt: None,
+            datasets: None,
+        };
+        run_training(config, &opts, |_, _| {}).unwrap();
     };
-    run(&["--out", straight.to_str().unwrap(), "--set", "epochs=5"]);
-    run(&["--out", resumed.to_str().unwrap(), "--set", "epochs=2"]);
+    let config = |epochs: &str| {
+        let mut all: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        all.push(epochs.to_string());
+        TrainConfig::from_toml_str("", Path::new("(built-in default)"), "momentum", &all).unwrap()
+    };
+    run(&straight, &config("epochs=5"), false);
+    run(&resumed, &config("epochs=2"), false);
     let checkpoint = load_checkpoint(&resumed.join("last.safetensors")).unwrap();
     assert_eq!(checkpoint.epochs_done, 2);
     assert!(
         checkpoint.state.step > 0 && checkpoint.state.second.iter().any(|&v| v > 0.0),
         "Adam's state is saved"
     );
-    run(&["--resume", resumed.to_str().unwrap(), "--set", "epochs=5"]);
+    let going_on = RunDir::new(&resumed)
+        .read_config_with(&["epochs=5".to_string()])
+        .unwrap();
+    run(&resumed, &going_on, true);
     (straight, resumed, tmp)
 }
 
 #[test]
 fn two_epochs_then_resume_to_five_equals_five_straight_on_the_cpu() {
-    let (straight, resumed, _tmp) = straight_and_resumed("cpu");
+    let (straight, resumed, _tmp) = straight_and_resumed(EngineKind::Cpu { threads: 0 });
     assert_eq!(metrics(&straight).len(), 6);
     assert_eq!(metrics(&straight), metrics(&resumed));
     assert_eq!(
@@ -84,11 +93,13 @@ fn two_epochs_then_resume_to_five_equals_five_straight_on_the_cpu() {
 
 #[test]
 fn two_epochs_then_resume_to_five_equals_five_straight_on_the_gpu() {
-    if crate::common::gpu().is_none() {
+    let Some(context) = crate::common::gpu() else {
         return;
-    }
+    };
     // The GPU repeats bit for bit on one adapter, and a checkpoint holds its state exactly.
-    let (straight, resumed, _tmp) = straight_and_resumed("gpu");
+    let (straight, resumed, _tmp) = straight_and_resumed(EngineKind::Gpu {
+        context: Box::new(context),
+    });
     assert_eq!(metrics(&straight), metrics(&resumed));
     let (a, b) = (
         load_checkpoint(&straight.join("last.safetensors")).unwrap(),
