@@ -12,55 +12,15 @@ use wgtrain::gpu::packed::EpochJob;
 use wgtrain::gpu::{GpuEngine, PackedModels};
 use wgtrain::model::{Activation, Init, Params};
 
-use crate::common::{gpu, write_dataset};
+use crate::common::{gpu, sweep_in_library, write_dataset};
 use crate::sweep::rows_without_seconds;
 
-/// What a sweep reported: each pack's label and each diverged run, one line each.
-#[derive(Default)]
-struct SweepLog(std::sync::Mutex<String>);
-
-impl wgtrain::sweep::SweepObserver for SweepLog {
-    fn pack_started(&self, label: &str, _runs: &[&wgtrain::sweep::SweepRun]) {
-        self.0.lock().unwrap().push_str(&format!("{label}\n"));
-    }
-
-    fn ended(
-        &self,
-        _n: usize,
-        _of: usize,
-        run: &wgtrain::sweep::SweepRun,
-        outcome: &wgtrain::Result<wgtrain::metrics::Summary>,
-    ) {
-        if let Err(wgtrain::Error::Train(wgtrain::train::TrainError::Diverged { .. })) = outcome {
-            self.0
-                .lock()
-                .unwrap()
-                .push_str(&format!("{}: diverged\n", run.id));
-        }
-    }
-}
-
-/// The sweep file `sweep` (with `sets`) on the GPU into `out`, packs of at most `pack`,
-/// through the library as `wgtrain sweep` calls it; returns what it reported.
+/// The sweep file `sweep` (with `sets`) on the GPU into `out`, packs of at most `pack`.
 fn sweep_on_gpu(sweep: &Path, data: &Path, out: &Path, pack: usize, sets: &[&str]) -> String {
-    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    let runs = wgtrain::sweep::expand(sweep, &sets, wgtrain::sweep::DEFAULT_MAX_RUNS).unwrap();
-    let mine: Vec<&wgtrain::sweep::SweepRun> = runs.iter().collect();
-    let data_dir = wgtrain::sweep::prepare_out(out, Some(data.to_path_buf()), &mine).unwrap();
-    let options = wgtrain::sweep::SweepOptions {
-        out: out.to_path_buf(),
-        data_dir,
-        engine: wgtrain::engine::EngineKind::Gpu {
-            context: Box::new(gpu().expect("the caller checked")),
-        },
-        pack: Some(pack),
-        threads: 0,
-        interrupt: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    let engine = wgtrain::engine::EngineKind::Gpu {
+        context: Box::new(gpu().expect("the caller checked")),
     };
-    let log = SweepLog::default();
-    wgtrain::sweep::train_runs(&mine, &options, &log).unwrap();
-    wgtrain::sweep::report(out).unwrap();
-    log.0.into_inner().unwrap()
+    sweep_in_library(sweep, data, out, engine, Some(pack), sets)
 }
 
 /// Three models that share nothing but their shape: own activation, init, split seed,

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use wgtrain::sweep::{Shard, expand};
 
-use crate::common::{interrupt_after_epochs, wgtrain, write_dataset};
+use crate::common::{interrupt_after_epochs, sweep_in_library, wgtrain, write_dataset};
 
 fn write_sweep(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("grid.toml");
@@ -179,16 +179,19 @@ fn runs_side_by_side_on_the_cpu_give_what_one_at_a_time_gives() {
     let data = tmp.path().join("data");
     write_dataset(&data, 120, 30, 6, 3, true);
     let sweep = write_sweep(tmp.path());
-    let run =
-        |out: &Path, extra: &[&str]| run_sweep(&sweep, &data, out, &[&TINY[..], extra].concat());
+    let run = |out: &Path, threads: usize, pack: usize| {
+        let engine = wgtrain::engine::EngineKind::Cpu { threads };
+        let sets = ["layers=[36, 8, 3]", "epochs=2", "batch_size=16"];
+        sweep_in_library(&sweep, &data, out, engine, Some(pack), &sets)
+    };
     let (together, alone) = (tmp.path().join("together"), tmp.path().join("alone"));
-    // Two runs at a time on two threads: one thread each, as --threads 1 one at a time.
-    let log = run(&together, &["--threads", "2", "--pack", "2"]);
+    // Two runs at a time on two threads: one thread each, as one thread one at a time.
+    let log = run(&together, 2, 2);
     assert!(
         log.contains("2 at a time side by side on the CPU, 1 thread each"),
         "{log}"
     );
-    let log = run(&alone, &["--threads", "1", "--pack", "1"]);
+    let log = run(&alone, 1, 1);
     assert!(!log.contains("side by side"), "{log}");
     let rows = rows_without_seconds(&together);
     assert_eq!(rows.len(), 9, "header + 8 runs");

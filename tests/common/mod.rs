@@ -150,3 +150,61 @@ pub fn wait_for_epochs(metrics: &Path, epochs: usize) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// What a sweep reported: each pack's label and each diverged run, one line each.
+#[derive(Default)]
+pub struct SweepLog(std::sync::Mutex<String>);
+
+impl wgtrain::sweep::SweepObserver for SweepLog {
+    fn pack_started(&self, label: &str, _runs: &[&wgtrain::sweep::SweepRun]) {
+        self.0.lock().unwrap().push_str(&format!("{label}\n"));
+    }
+
+    fn ended(
+        &self,
+        _n: usize,
+        _of: usize,
+        run: &wgtrain::sweep::SweepRun,
+        outcome: &wgtrain::Result<wgtrain::metrics::Summary>,
+    ) {
+        if let Err(wgtrain::Error::Train(wgtrain::train::TrainError::Diverged { .. })) = outcome {
+            self.0
+                .lock()
+                .unwrap()
+                .push_str(&format!("{}: diverged\n", run.id));
+        }
+    }
+}
+
+/// The sweep file `sweep` (with `sets` overrides) on `engine` into `out`, at most `pack`
+/// runs at a time, through the library as `wgtrain sweep` calls it (expand, prepare the
+/// directory, train, report); returns what it reported ([`SweepLog`]).
+pub fn sweep_in_library(
+    sweep: &Path,
+    data: &Path,
+    out: &Path,
+    engine: wgtrain::engine::EngineKind,
+    pack: Option<usize>,
+    sets: &[&str],
+) -> String {
+    let threads = match &engine {
+        wgtrain::engine::EngineKind::Cpu { threads } => *threads,
+        _ => 0,
+    };
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let runs = wgtrain::sweep::expand(sweep, &sets, wgtrain::sweep::DEFAULT_MAX_RUNS).unwrap();
+    let mine: Vec<&wgtrain::sweep::SweepRun> = runs.iter().collect();
+    let data_dir = wgtrain::sweep::prepare_out(out, Some(data.to_path_buf()), &mine).unwrap();
+    let options = wgtrain::sweep::SweepOptions {
+        out: out.to_path_buf(),
+        data_dir,
+        engine,
+        pack,
+        threads,
+        interrupt: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let log = SweepLog::default();
+    wgtrain::sweep::train_runs(&mine, &options, &log).unwrap();
+    wgtrain::sweep::report(out).unwrap();
+    log.0.into_inner().unwrap()
+}
