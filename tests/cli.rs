@@ -1,10 +1,15 @@
-//! The real binary end to end on tiny synthetic data, and once on the real Fashion-MNIST.
+//! The real binary end to end on tiny synthetic data, and once on the real Fashion-MNIST;
+//! where a test is about a run's results rather than the command, it trains through the
+//! library.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 use wgtrain::checkpoint::load_model;
+use wgtrain::config::TrainConfig;
+use wgtrain::engine::EngineKind;
 use wgtrain::metrics::{METRICS_HEADER, Summary};
+use wgtrain::run::{RunOptions, run_training};
 
 use crate::common::{fashion_mnist, stderr, wgtrain, write_dataset};
 
@@ -252,34 +257,38 @@ fn table_summarises_runs_beside_the_papers_figures() {
     assert!(row.contains("90.00%") && row.contains("| 2 |"), "{row}");
 }
 
+/// A run of `config` on `engine` into `out`, with its data in `data`, through the library
+/// (as `wgtrain train` calls it).
+fn train_in_library(config: &TrainConfig, data: &Path, out: &Path, engine: EngineKind) -> Summary {
+    let opts = RunOptions {
+        out: out.to_path_buf(),
+        force: false,
+        data_dir: Some(data.to_path_buf()),
+        engine,
+        resume: false,
+        interrupt: None,
+        datasets: None,
+    };
+    run_training(config, &opts, |_, _| {}).unwrap()
+}
+
 /// `configs/softmax.toml` on the vendored Fashion-MNIST for a few epochs, on the CPU.
-fn train_softmax_on_fashion_mnist(out: &Path, epochs: usize) -> Output {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/softmax.toml");
-    let epochs = format!("epochs={epochs}");
-    let data = fashion_mnist();
-    wgtrain(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--set",
-        &epochs,
-        "--device",
-        "cpu",
-        "--quiet",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ])
+fn train_softmax_on_fashion_mnist(out: &Path, epochs: usize) -> Summary {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/softmax.toml");
+    let config = TrainConfig::load(&path, &[format!("epochs={epochs}")]).unwrap();
+    train_in_library(
+        &config,
+        &fashion_mnist(),
+        out,
+        EngineKind::Cpu { threads: 0 },
+    )
 }
 
 #[test]
 fn softmax_on_real_fashion_mnist_reaches_80_percent_in_a_few_epochs() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = train_softmax_on_fashion_mnist(&out, 3);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let summary = Summary::read(&out.join("summary.json")).unwrap();
+    let summary = train_softmax_on_fashion_mnist(&out, 3);
     assert!(
         summary.test_accuracy >= 0.80,
         "test accuracy {}",
@@ -321,27 +330,32 @@ fn diverging_run_exits_1_marks_the_summary_and_keeps_its_metrics() {
 
 #[test]
 fn train_on_the_gpu_names_device_backend_and_adapter() {
-    if crate::common::gpu().is_none() {
+    let Some(context) = crate::common::gpu() else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let (data, out) = (tmp.path().join("data"), tmp.path().join("run"));
     write_dataset(&data, 200, 50, 6, 3, true);
-    let o = train_tiny(&data, &out, &["--device", "gpu"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let summary = Summary::read(&out.join("summary.json")).unwrap();
+    // TINY's settings.
+    let sets: Vec<String> = TINY
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|s| s.to_string())
+        .collect();
+    let config =
+        TrainConfig::from_toml_str("", Path::new("(built-in default)"), "momentum", &sets).unwrap();
+    let gpu = EngineKind::Gpu {
+        context: Box::new(context),
+    };
+    let summary = train_in_library(&config, &data, &out, gpu);
     assert_eq!(summary.device, "gpu");
     assert!(
         summary.adapter.is_some() && summary.backend.is_some(),
         "{summary:?}"
     );
     let cpu_out = tmp.path().join("cpu");
-    assert!(
-        train_tiny(&data, &cpu_out, &["--device", "cpu"])
-            .status
-            .success()
-    );
-    let cpu = Summary::read(&cpu_out.join("summary.json")).unwrap();
+    let cpu = train_in_library(&config, &data, &cpu_out, EngineKind::Cpu { threads: 0 });
     assert!(
         (summary.test_accuracy - cpu.test_accuracy).abs() <= 0.003,
         "gpu {} cpu {}",
@@ -713,8 +727,7 @@ fn a_saved_model_gives_the_same_test_figures_in_numpy() {
 fn predict_classifies_a_png_of_a_garment_and_every_image_of_an_idx_file() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = train_softmax_on_fashion_mnist(&out, 2);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train_softmax_on_fashion_mnist(&out, 2);
     let model = out.join("model.safetensors");
     // Test image 0 (an ankle boot) as a photo would have it: 4× larger, dark on light.
     let test = wgtrain::data::read_pair(
