@@ -12,7 +12,7 @@ use wgtrain::data::Dataset;
 use wgtrain::engine::EngineKind;
 use wgtrain::metrics::Summary;
 use wgtrain::model::Params;
-use wgtrain::sweep::Shard;
+use wgtrain::sweep::{Shard, SweepTally};
 
 use crate::common::{stderr, wgtrain, write_dataset};
 
@@ -266,23 +266,40 @@ fn sweep_file(dir: &Path) -> PathBuf {
     path
 }
 
-fn sweep(file: &Path, out: &Path, data: Option<&Path>) -> Output {
-    let mut args: Vec<String> = [
-        "sweep",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if let Some(d) = data {
-        args.extend(["--data".into(), d.display().to_string()]);
-    }
-    args.extend(["--device", "cpu", "--set", "epochs=1"].map(String::from));
-    args.extend(TINY.map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    wgtrain(&args)
+/// TINY's settings, and one epoch.
+fn tiny_sets() -> Vec<String> {
+    let mut sets: Vec<String> = TINY
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|s| s.to_string())
+        .collect();
+    sets.push("epochs=1".into());
+    sets
+}
+
+/// The sweep `file` into `out` on the CPU through the library, as `wgtrain sweep` runs it:
+/// `data` as `--data` (`None`: the sweep's recorded directory), `sets` as `--set`.
+fn sweep(
+    file: &Path,
+    out: &Path,
+    data: Option<&Path>,
+    sets: &[String],
+) -> wgtrain::Result<SweepTally> {
+    let runs = wgtrain::sweep::expand(file, sets, wgtrain::sweep::DEFAULT_MAX_RUNS)?;
+    let mine: Vec<&wgtrain::sweep::SweepRun> = runs.iter().collect();
+    let data_dir = wgtrain::sweep::prepare_out(out, data.map(Path::to_path_buf), &mine)?;
+    let options = wgtrain::sweep::SweepOptions {
+        out: out.to_path_buf(),
+        data_dir,
+        engine: EngineKind::Cpu { threads: 1 },
+        pack: Some(1),
+        threads: 1,
+        interrupt: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let tally = wgtrain::sweep::train_runs(&mine, &options, &crate::common::SweepLog::default())?;
+    wgtrain::sweep::report(out)?;
+    Ok(tally)
 }
 
 #[test]
@@ -294,25 +311,19 @@ fn a_rerun_sweep_uses_the_data_it_recorded_and_refuses_other_data() {
     write_dataset(&other, 150, 30, 6, 3, false);
     let file = sweep_file(tmp.path());
     let out = tmp.path().join("out");
-    let o = sweep(&file, &out, Some(&data));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let first = sweep(&file, &out, Some(&data), &tiny_sets()).unwrap();
+    assert_eq!(first.trained, 4);
     // Without --data: the recorded directory (the vendored data would not fit the layers).
-    let o = sweep(&file, &out, None);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("skipped 4 finished"),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    let again = sweep(&file, &out, None, &tiny_sets()).unwrap();
+    assert_eq!(again.skipped, 4, "{again:?}");
     let results = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    let o = sweep(&file, &out, Some(&other));
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = sweep(&file, &out, Some(&other), &tiny_sets()).unwrap_err();
+    assert!(matches!(err, wgtrain::Error::DataChanged { .. }), "{err}");
+    let message = err.to_string();
     assert!(
-        stderr(&o).contains("trained on the data in")
-            && stderr(&o).contains(&data.display().to_string())
-            && stderr(&o).contains(&other.display().to_string()),
-        "{}",
-        stderr(&o)
+        message.contains(&data.display().to_string())
+            && message.contains(&other.display().to_string()),
+        "{message}"
     );
     assert_eq!(
         std::fs::read_to_string(out.join("results.csv")).unwrap(),
@@ -326,29 +337,18 @@ fn sweep_report_refuses_a_folder_without_a_sweep_and_files_it_did_not_write() {
     let tmp = tempfile::tempdir().unwrap();
     let notes = tmp.path().join("results.md");
     std::fs::write(&notes, "my notes\n").unwrap();
-    let o = wgtrain(&["sweep", "report", tmp.path().to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("holds no sweep"), "{}", stderr(&o));
+    let err = wgtrain::sweep::report(tmp.path()).unwrap_err();
+    assert!(matches!(err, wgtrain::Error::NotASweep { .. }), "{err}");
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes\n");
     // A real sweep directory: its own reports are rewritten, a foreign file is not.
     let data = tmp.path().join("data");
     write_dataset(&data, 120, 30, 6, 3, false);
     let out = tmp.path().join("out");
-    assert!(
-        sweep(&sweep_file(tmp.path()), &out, Some(&data))
-            .status
-            .success()
-    );
-    let o = wgtrain(&["sweep", "report", out.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    sweep(&sweep_file(tmp.path()), &out, Some(&data), &tiny_sets()).unwrap();
+    wgtrain::sweep::report(&out).unwrap();
     std::fs::write(out.join("results.md"), "my notes\n").unwrap();
-    let o = wgtrain(&["sweep", "report", out.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("was not written by `wgtrain sweep`"),
-        "{}",
-        stderr(&o)
-    );
+    let err = wgtrain::sweep::report(&out).unwrap_err();
+    assert!(matches!(err, wgtrain::Error::NotOurs { .. }), "{err}");
     assert_eq!(
         std::fs::read_to_string(out.join("results.md")).unwrap(),
         "my notes\n"
@@ -595,25 +595,17 @@ fn a_rerun_sweep_refuses_runs_that_finished_with_another_config() {
     write_dataset(&data, 120, 30, 6, 3, false);
     let file = sweep_file(tmp.path());
     let out = tmp.path().join("out");
-    assert!(sweep(&file, &out, Some(&data)).status.success());
+    sweep(&file, &out, Some(&data), &tiny_sets()).unwrap();
     let summary =
         std::fs::read_to_string(out.join("learning_rate=0.05-seed1/summary.json")).unwrap();
-    let mut args: Vec<String> = [
-        "sweep",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(["--device", "cpu", "--set", "epochs=2"].map(String::from));
-    args.extend(TINY.map(String::from));
-    let o = wgtrain(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let mut sets = tiny_sets();
+    sets.push("epochs=2".into());
+    let err = sweep(&file, &out, None, &sets).unwrap_err();
+    assert!(matches!(err, wgtrain::Error::ConfigChanged { .. }), "{err}");
     assert!(
-        stderr(&o).contains("finished with another config than the sweep now gives it: `epochs = 1`, the sweep now says `epochs = 2`"),
-        "{}",
-        stderr(&o)
+        err.to_string()
+            .contains("`epochs = 1`, the sweep now says `epochs = 2`"),
+        "{err}"
     );
     assert_eq!(
         std::fs::read_to_string(out.join("learning_rate=0.05-seed1/summary.json")).unwrap(),
