@@ -11,13 +11,16 @@ use serde::Deserialize;
 use crate::checkpoint::write_atomic;
 use crate::config::{ConfigError, TrainConfig};
 use crate::error::{Error, Result};
-use crate::report::{RunRecord, markdown_table, read_run};
 use crate::rundir::RunDir;
 
 mod pack;
+mod report;
 mod schedule;
+mod shard;
 pub use pack::{PackedRun, gpu_seats, pack_groups, pack_key, train_pack};
+pub use report::{RESULTS_HEADER, report};
 pub use schedule::{MAX_AUTO_PACK, SweepObserver, SweepOptions, SweepTally, train_runs};
+pub use shard::{Shard, ShardError};
 
 /// A sweep file as written (`configs/sweeps/*.toml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -244,134 +247,6 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
     Ok(runs)
 }
 
-/// Which slice of the runs this process takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Shard {
-    pub const ALL: Shard = Shard { index: 0, count: 1 };
-
-    /// Parses `I/N`.
-    pub fn parse(s: &str) -> Option<Shard> {
-        let (i, n) = s.split_once('/')?;
-        let (index, count) = (i.trim().parse().ok()?, n.trim().parse().ok()?);
-        (count > 0 && index < count).then_some(Shard { index, count })
-    }
-
-    /// From the schedulers' environment (`None`: no scheduler variable is set, the whole
-    /// sweep). Slurm job arrays: the task's place in `SLURM_ARRAY_TASK_MIN..=MAX` by
-    /// `SLURM_ARRAY_TASK_STEP` (`--array=0-12:4` gives tasks 0, 4, 8, 12: shards 0..4), of
-    /// `SLURM_ARRAY_TASK_COUNT`. A Kubernetes Indexed Job: `JOB_COMPLETION_INDEX` of `count`
-    /// (`--shard-count`). Anything unreadable or inconsistent is an error, never "all of it":
-    /// a shard that silently ran the whole sweep would train every run once per task.
-    pub fn from_env(count: Option<usize>) -> Result<Option<Shard>, ShardError> {
-        Self::from_vars(|k| std::env::var(k).ok(), count)
-    }
-
-    /// [`Shard::from_env`] with the variables read by `var`.
-    pub fn from_vars(
-        var: impl Fn(&str) -> Option<String>,
-        count: Option<usize>,
-    ) -> Result<Option<Shard>, ShardError> {
-        let number = |k: &'static str| -> Result<Option<usize>, ShardError> {
-            match var(k) {
-                None => Ok(None),
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| ShardError::NotANumber {
-                        variable: k,
-                        value: v,
-                    }),
-            }
-        };
-        let bad = |message: String| Err(ShardError::Inconsistent(message));
-        let slurm = SLURM_ARRAY_VARIABLES.iter().any(|k| var(k).is_some());
-        let job_index = number("JOB_COMPLETION_INDEX")?;
-        if slurm && job_index.is_some() {
-            return bad("both SLURM_ARRAY_TASK_ID and JOB_COMPLETION_INDEX are set".into());
-        }
-        if slurm {
-            if count.is_some() {
-                return bad("--shard-count goes with JOB_COMPLETION_INDEX, not a Slurm array (which gives its own count)".into());
-            }
-            let (Some(id), Some(n)) = (
-                number("SLURM_ARRAY_TASK_ID")?,
-                number("SLURM_ARRAY_TASK_COUNT")?,
-            ) else {
-                return bad("a Slurm array sets both SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT; one is missing".into());
-            };
-            let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-            let step = number("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1);
-            let max = number("SLURM_ARRAY_TASK_MAX")?.unwrap_or(min + step * n.saturating_sub(1));
-            let array = format!(
-                "SLURM_ARRAY_TASK_ID={id} in an array {min}-{max}:{step} of SLURM_ARRAY_TASK_COUNT={n}"
-            );
-            if n == 0
-                || step == 0
-                || max < min
-                || (max - min) % step != 0
-                || (max - min) / step + 1 != n
-            {
-                return bad(format!(
-                    "{array}: the array's bounds, step and count disagree (an array given as a list of ids cannot be sharded from the environment)"
-                ));
-            }
-            if id < min || id > max || (id - min) % step != 0 {
-                return bad(format!("{array}: the task id is not one of the array's"));
-            }
-            return Ok(Some(Shard {
-                index: (id - min) / step,
-                count: n,
-            }));
-        }
-        match (job_index, count) {
-            (None, None) => Ok(None),
-            (None, Some(n)) => bad(format!(
-                "--shard-count {n} needs JOB_COMPLETION_INDEX (a Kubernetes Indexed Job sets it)"
-            )),
-            (Some(i), None) => bad(format!(
-                "JOB_COMPLETION_INDEX={i} needs --shard-count N (the Job's completions)"
-            )),
-            (Some(index), Some(count)) if index < count => Ok(Some(Shard { index, count })),
-            (Some(i), Some(n)) => bad(format!(
-                "JOB_COMPLETION_INDEX={i} is not below --shard-count {n}"
-            )),
-        }
-    }
-
-    pub fn takes(&self, run_index: usize) -> bool {
-        run_index % self.count == self.index
-    }
-}
-
-/// The Slurm variables that say a process is a task of a job array.
-const SLURM_ARRAY_VARIABLES: [&str; 5] = [
-    "SLURM_ARRAY_TASK_ID",
-    "SLURM_ARRAY_TASK_COUNT",
-    "SLURM_ARRAY_TASK_MIN",
-    "SLURM_ARRAY_TASK_MAX",
-    "SLURM_ARRAY_TASK_STEP",
-];
-
-/// Why the schedulers' environment names no shard this process can take.
-#[derive(Debug, thiserror::Error)]
-pub enum ShardError {
-    #[error(
-        "{variable}={value:?} is not a whole number (hint: pass --shard I/N to choose the slice yourself)"
-    )]
-    NotANumber {
-        variable: &'static str,
-        value: String,
-    },
-    #[error("{0} (hint: pass --shard I/N to choose the slice yourself)")]
-    Inconsistent(String),
-}
-
 /// What a sweep records in each run directory (`sweep_run.json`) for its results table.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct RunTag {
@@ -396,7 +271,7 @@ impl SweepRun {
     }
 }
 
-fn read_tag(dir: &Path) -> Option<RunTag> {
+pub(crate) fn read_tag(dir: &Path) -> Option<RunTag> {
     serde_json::from_str(&std::fs::read_to_string(RunDir::new(dir).sweep_tag()).ok()?).ok()
 }
 
@@ -496,115 +371,4 @@ pub fn prepare_out(out: &Path, data: Option<PathBuf>, runs: &[&SweepRun]) -> Res
     let text = serde_json::to_string_pretty(&record).map_err(|e| Error::Usage(e.to_string()))?;
     write_atomic(&record_path, format!("{text}\n").as_bytes())?;
     Ok(dir)
-}
-
-/// Whether `dir` holds a sweep: its `sweep.json`, or (from before sweeps wrote one) a run
-/// directory a sweep tagged.
-fn holds_sweep(dir: &Path) -> bool {
-    dir.join(SWEEP_FILE).is_file()
-        || std::fs::read_dir(dir).is_ok_and(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .any(|e| RunDir::new(e.path()).sweep_tag().is_file())
-        })
-}
-
-/// Fails unless `path` is absent or begins as wgtrain writes it (`first_line`): a report
-/// never replaces a file it did not write.
-fn check_ours(path: &Path, first_line: &str) -> Result<()> {
-    match std::fs::read_to_string(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Ok(text) if text.lines().next() == Some(first_line) => Ok(()),
-        _ => Err(Error::NotOurs {
-            path: path.to_path_buf(),
-        }),
-    }
-}
-
-/// First line of results.md.
-const RESULTS_TITLE: &str = "# Sweep results";
-
-/// Header of results.csv.
-pub const RESULTS_HEADER: &str = "run,setting,seed,overrides,status,best_epoch,epochs_run,best_val_loss,test_accuracy,test_loss,device,seconds";
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// Rebuilds results.csv and results.md in `out` from every finished run directory in it.
-/// Returns how many runs it found.
-pub fn report(out: &Path) -> Result<usize> {
-    crate::error::refuse_non_directory(out, "sweep directory")?;
-    if !holds_sweep(out) {
-        return Err(Error::NotASweep {
-            path: out.to_path_buf(),
-        });
-    }
-    check_ours(&out.join("results.csv"), RESULTS_HEADER)?;
-    check_ours(&out.join("results.md"), RESULTS_TITLE)?;
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
-        .map_err(|e| Error::io(out, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && RunDir::new(p).is_finished())
-        .collect();
-    // Sweep order when the runs carry their tags, else by name.
-    dirs.sort_by_key(|d| (read_tag(d).map_or(usize::MAX, |t| t.index), d.clone()));
-    let runs: Vec<RunRecord> = dirs.iter().map(|d| read_run(d)).collect::<Result<_>>()?;
-    let mut csv = format!("{RESULTS_HEADER}\n");
-    for r in &runs {
-        let id = r
-            .dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        let overrides = read_tag(&r.dir)
-            .map(|t| t.overrides.join(";"))
-            .unwrap_or_default();
-        let s = &r.summary;
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{:.6},{:.6},{},{:.3}\n",
-            csv_field(id),
-            csv_field(&r.config.name),
-            r.config.seed,
-            csv_field(&overrides),
-            s.status,
-            s.best_epoch,
-            s.epochs_run,
-            s.best_val_loss.map_or(String::new(), |l| format!("{l:.6}")),
-            s.test_accuracy,
-            s.test_loss,
-            s.device,
-            s.seconds
-        ));
-    }
-    write_atomic(&out.join("results.csv"), csv.as_bytes())?;
-    let md = format!(
-        "{RESULTS_TITLE}\n\n{} finished runs in {}; mean ± sample std over seeds.\n\n{}",
-        runs.len(),
-        out.display(),
-        markdown_table(&runs)
-    );
-    write_atomic(&out.join("results.md"), md.as_bytes())?;
-    let mut settings: Vec<(String, Vec<f64>)> = Vec::new();
-    for r in &runs {
-        match settings.iter_mut().find(|(n, _)| *n == r.config.name) {
-            Some((_, accs)) => accs.push(r.summary.test_accuracy),
-            None => settings.push((r.config.name.clone(), vec![r.summary.test_accuracy])),
-        }
-    }
-    let bars: Vec<(String, f64, f64)> = settings
-        .into_iter()
-        .map(|(name, accs)| {
-            let (mean, std) = crate::report::mean_std(&accs);
-            (name, mean, std)
-        })
-        .collect();
-    if !bars.is_empty() {
-        crate::plot::plot_comparison(out, &bars, "Sweep: test accuracy per setting")?;
-    }
-    Ok(runs.len())
 }
