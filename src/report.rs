@@ -26,6 +26,21 @@ pub fn read_run(dir: &Path) -> Result<RunRecord> {
     })
 }
 
+/// The runs of `dirs` that have finished (read), and those that have not: a run with epochs
+/// but no summary yet (interrupted, or still training) has no test figures, and `table
+/// runs/*` goes on without it mid-sweep. A directory that is neither fails as it reads.
+pub fn read_finished(dirs: &[PathBuf]) -> Result<(Vec<RunRecord>, Vec<PathBuf>)> {
+    let (finished, unfinished): (Vec<&PathBuf>, Vec<&PathBuf>) = dirs.iter().partition(|d| {
+        let run = crate::rundir::RunDir::new(d);
+        run.summary().exists() || !run.has_metrics()
+    });
+    let records = finished
+        .iter()
+        .map(|d| read_run(d))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((records, unfinished.into_iter().cloned().collect()))
+}
+
 /// Mean and sample standard deviation (0 for a single value).
 pub fn mean_std(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;

@@ -756,12 +756,7 @@ fn plot(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
 }
 
 fn table(runs: &[PathBuf]) -> Result<()> {
-    // A run without summary.json has no test figures yet (interrupted, or still training):
-    // one line says so and the table goes on, so that `table runs/*` works mid-sweep.
-    let (finished, unfinished): (Vec<&PathBuf>, Vec<&PathBuf>) = runs.iter().partition(|d| {
-        let run = wgtrain::rundir::RunDir::new(d);
-        run.summary().exists() || !run.has_metrics()
-    });
+    let (records, unfinished) = report::read_finished(runs)?;
     for dir in &unfinished {
         eprintln!(
             "note: {} left out: the run has not finished (no summary.json; `wgtrain train --resume {}` finishes it)",
@@ -769,13 +764,9 @@ fn table(runs: &[PathBuf]) -> Result<()> {
             dir.display()
         );
     }
-    if finished.is_empty() {
+    if records.is_empty() {
         bail!("no finished run among the {} given", runs.len());
     }
-    let records = finished
-        .iter()
-        .map(|d| report::read_run(d).with_context(|| format!("reading run {}", d.display())))
-        .collect::<Result<Vec<_>>>()?;
     print!("{}", report::markdown_table(&records));
     Ok(())
 }
