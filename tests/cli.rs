@@ -10,6 +10,7 @@ use wgtrain::config::TrainConfig;
 use wgtrain::engine::EngineKind;
 use wgtrain::metrics::{METRICS_HEADER, Summary};
 use wgtrain::run::{RunOptions, run_training};
+use wgtrain::rundir::RunDir;
 
 use crate::common::{fashion_mnist, stderr, wgtrain, write_dataset};
 
@@ -58,15 +59,16 @@ fn train_writes_the_run_directory_contract_and_eval_agrees() {
     let o = train_tiny(&data, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
 
-    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let metrics = std::fs::read_to_string(RunDir::new(&out).metrics()).unwrap();
     let mut lines = metrics.lines();
     assert_eq!(lines.next(), Some(METRICS_HEADER));
     assert_eq!(lines.count(), 4);
-    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    let config = std::fs::read_to_string(RunDir::new(&out).config()).unwrap();
     assert!(config.contains("layers = [36, 10, 3]"), "{config}");
 
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(RunDir::new(&out).summary()).unwrap())
+            .unwrap();
     for key in [
         "test_accuracy",
         "test_loss",
@@ -78,11 +80,11 @@ fn train_writes_the_run_directory_contract_and_eval_agrees() {
     ] {
         assert!(json.get(key).is_some(), "summary.json lacks {key}");
     }
-    let summary = Summary::read(&out.join("summary.json")).unwrap();
+    let summary = Summary::read(&RunDir::new(&out).summary()).unwrap();
     assert_eq!(summary.device, "cpu");
     assert!((0.0..=1.0).contains(&summary.test_accuracy));
 
-    let model = load_model(&out.join("model.safetensors")).unwrap();
+    let model = load_model(&RunDir::new(&out).model()).unwrap();
     assert_eq!(model.widths, vec![36, 10, 3]);
     let named = model.named_tensors();
     assert_eq!(named[0].0, "fc1.weight");
@@ -95,7 +97,7 @@ fn train_writes_the_run_directory_contract_and_eval_agrees() {
     let e = wgtrain(&[
         "eval",
         "--model",
-        out.join("model.safetensors").to_str().unwrap(),
+        RunDir::new(&out).model().to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
         "--json",
@@ -112,10 +114,10 @@ fn train_refuses_to_overwrite_a_run_without_force() {
     let (data, out) = (tmp.path().join("data"), tmp.path().join("run"));
     write_dataset(&data, 100, 20, 6, 3, false);
     assert!(train_tiny(&data, &out, &[]).status.success());
-    let before = std::fs::read(out.join("summary.json")).unwrap();
+    let before = std::fs::read(RunDir::new(&out).summary()).unwrap();
     assert_clean_failure(&train_tiny(&data, &out, &[]), "--force");
     assert_eq!(
-        std::fs::read(out.join("summary.json")).unwrap(),
+        std::fs::read(RunDir::new(&out).summary()).unwrap(),
         before,
         "the earlier run is untouched"
     );
@@ -319,12 +321,12 @@ fn diverging_run_exits_1_marks_the_summary_and_keeps_its_metrics() {
         stderr(&o).contains("learning_rate"),
         "the message suggests a smaller learning rate"
     );
-    let summary = Summary::read(&out.join("summary.json")).unwrap();
+    let summary = Summary::read(&RunDir::new(&out).summary()).unwrap();
     assert!(
         summary.diverged && summary.status == "diverged",
         "{summary:?}"
     );
-    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let metrics = std::fs::read_to_string(RunDir::new(&out).metrics()).unwrap();
     assert!(metrics.starts_with(METRICS_HEADER));
 }
 
@@ -691,7 +693,7 @@ fn a_saved_model_gives_the_same_test_figures_in_numpy() {
             .status
             .success()
     );
-    let model = out.join("model.safetensors");
+    let model = RunDir::new(&out).model();
     let ours = wgtrain(&[
         "eval",
         "--model",
@@ -728,7 +730,7 @@ fn predict_classifies_a_png_of_a_garment_and_every_image_of_an_idx_file() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     train_softmax_on_fashion_mnist(&out, 2);
-    let model = out.join("model.safetensors");
+    let model = RunDir::new(&out).model();
     // Test image 0 (an ankle boot) as a photo would have it: 4× larger, dark on light.
     let test = wgtrain::data::read_pair(
         &fashion_mnist(),
@@ -858,7 +860,7 @@ fn train_eval_and_plot_draw_their_pictures() {
     let o = wgtrain(&[
         "eval",
         "--model",
-        a.join("model.safetensors").to_str().unwrap(),
+        RunDir::new(&a).model().to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
     ]);
@@ -882,7 +884,7 @@ fn plot_and_table_take_a_run_that_has_not_finished() {
     for (epoch, val_loss) in [0.9, 0.5, 0.7, 0.5, 0.8].iter().enumerate() {
         metrics.push_str(&format!("{},0.4,0.8,{val_loss},0.8,0.1\n", epoch + 1));
     }
-    std::fs::write(unfinished.join("metrics.csv"), metrics).unwrap();
+    std::fs::write(RunDir::new(&unfinished).metrics(), metrics).unwrap();
     let o = wgtrain(&["plot", unfinished.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let svg = std::fs::read_to_string(unfinished.join("loss.svg")).unwrap();
@@ -936,7 +938,7 @@ fn the_largest_seed_a_config_can_hold_round_trips_and_a_larger_one_is_refused() 
     let run = tmp.path().join("run");
     let o = train_tiny(&data, &run, &["--seed", "9223372036854775807"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let config = std::fs::read_to_string(RunDir::new(&run).config()).unwrap();
     assert!(config.contains("seed = 9223372036854775807"), "{config}");
     let o = train_tiny(
         &data,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::{gz, write_dataset, write_idx};
+use wgtrain::rundir::RunDir;
 
 struct Case {
     what: &'static str,
@@ -294,7 +295,7 @@ fn cases(root: &Path) -> Vec<Case> {
     });
     let existing = root.join("existing");
     std::fs::create_dir_all(&existing).unwrap();
-    std::fs::write(existing.join("summary.json"), "{}").unwrap();
+    std::fs::write(RunDir::new(&existing).summary(), "{}").unwrap();
     cases.push(Case {
         what: "a run directory that already holds a run",
         args: train(&good, &existing, &[]),
@@ -354,14 +355,14 @@ fn cases(root: &Path) -> Vec<Case> {
     // See: #16. Rows removed from metrics.csv were written back around the new epochs.
     let edited = root.join("edited");
     copy_dir(&done, &edited);
-    let metrics = std::fs::read_to_string(edited.join("metrics.csv")).unwrap();
+    let metrics = std::fs::read_to_string(RunDir::new(&edited).metrics()).unwrap();
     let kept: Vec<&str> = metrics
         .lines()
         .enumerate()
         .filter(|(i, _)| *i != 1)
         .map(|(_, l)| l)
         .collect();
-    std::fs::write(edited.join("metrics.csv"), kept.join("\n") + "\n").unwrap();
+    std::fs::write(RunDir::new(&edited).metrics(), kept.join("\n") + "\n").unwrap();
     resume_with(
         "a resumed run whose metrics.csv lost rows",
         &good,
@@ -371,9 +372,9 @@ fn cases(root: &Path) -> Vec<Case> {
     // See: #16. safetensors' own words ("incomplete metadata, file not fully covered").
     let cut = root.join("cut");
     copy_dir(&done, &cut);
-    let checkpoint = std::fs::read(cut.join("last.safetensors")).unwrap();
+    let checkpoint = std::fs::read(RunDir::new(&cut).checkpoint()).unwrap();
     std::fs::write(
-        cut.join("last.safetensors"),
+        RunDir::new(&cut).checkpoint(),
         &checkpoint[..checkpoint.len() / 2],
     )
     .unwrap();
@@ -572,7 +573,7 @@ fn cases(root: &Path) -> Vec<Case> {
     });
     // See: #16. Half a JPEG answered "Sneaker 96.3%"; a 1.5 KB JPEG that declares
     // 16000 × 10000 pixels was decoded into 630 MB.
-    let model = done.join("model.safetensors");
+    let model = RunDir::new(&done).model();
     let jpeg = jpeg_bytes(64);
     let half = root.join("half.jpg");
     std::fs::write(&half, &jpeg[..jpeg.len() / 2]).unwrap();

@@ -12,6 +12,7 @@ use wgtrain::data::Dataset;
 use wgtrain::engine::EngineKind;
 use wgtrain::metrics::Summary;
 use wgtrain::model::Params;
+use wgtrain::rundir::RunDir;
 use wgtrain::sweep::{Shard, SweepTally};
 
 use crate::common::{stderr, wgtrain, write_dataset};
@@ -88,7 +89,7 @@ fn a_run_whose_weights_break_while_its_loss_stays_finite_ends_diverged_on_both_p
                 err.contains("training diverged: fc"),
                 "{device} {activation}: {err}"
             );
-            let summary = Summary::read(&out.join("summary.json")).unwrap();
+            let summary = Summary::read(&RunDir::new(&out).summary()).unwrap();
             assert_eq!(summary.status, "diverged", "{device} {activation}");
             assert_every_model_file_is_finite(&out);
         }
@@ -184,7 +185,7 @@ fn a_run_that_ends_worse_than_it_started_finishes_with_a_warning() {
         "{}",
         stderr(&o)
     );
-    let summary = Summary::read(&out.join("summary.json")).unwrap();
+    let summary = Summary::read(&RunDir::new(&out).summary()).unwrap();
     assert!(summary.warning.is_some(), "{summary:?}");
     // A healthy run carries no warning.
     write_dataset(&data, 120, 30, 6, 3, false);
@@ -196,7 +197,7 @@ fn a_run_that_ends_worse_than_it_started_finishes_with_a_warning() {
         stderr(&o)
     );
     assert_eq!(
-        Summary::read(&healthy.join("summary.json"))
+        Summary::read(&RunDir::new(&healthy).summary())
             .unwrap()
             .warning,
         None
@@ -223,7 +224,7 @@ fn a_resumed_run_goes_on_with_the_data_it_recorded() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let metrics = std::fs::read_to_string(RunDir::new(&run).metrics()).unwrap();
     assert_eq!(metrics.lines().count(), 3, "{metrics}");
     // The same directory with other contents is refused, naming both.
     let labels = data.join("train-labels-idx1-ubyte.gz");
@@ -250,7 +251,7 @@ fn a_resumed_run_goes_on_with_the_data_it_recorded() {
         stderr(&o)
     );
     assert_eq!(
-        std::fs::read_to_string(run.join("metrics.csv")).unwrap(),
+        std::fs::read_to_string(RunDir::new(&run).metrics()).unwrap(),
         metrics,
         "nothing written"
     );
@@ -496,7 +497,7 @@ fn identical_runs_write_identical_model_files() {
             let out = tmp.path().join(name);
             let o = train("cpu", &data, &out, &["--set", "epochs=2", "--threads", "1"]);
             assert!(o.status.success(), "{}", stderr(&o));
-            std::fs::read(out.join("model.safetensors")).unwrap()
+            std::fs::read(RunDir::new(&out).model()).unwrap()
         })
         .collect();
     assert!(
@@ -520,7 +521,7 @@ fn predict_warns_beside_the_prediction_for_a_blank_or_transparent_image() {
             .status
             .success()
     );
-    let model = run.join("model.safetensors");
+    let model = RunDir::new(&run).model();
     let white = tmp.path().join("white.png");
     image::GrayImage::from_pixel(40, 40, image::Luma([255]))
         .save(&white)
@@ -653,10 +654,10 @@ fn a_run_trained_over_another_leaves_none_of_the_old_runs_end_behind() {
         Err(wgtrain::Error::Interrupted { epoch: 1, .. })
     ));
     assert!(
-        !out.join("summary.json").exists(),
+        !RunDir::new(&out).summary().exists(),
         "the old run's summary is gone"
     );
-    let checkpoint = wgtrain::checkpoint::load_checkpoint(&out.join("last.safetensors")).unwrap();
+    let checkpoint = wgtrain::checkpoint::load_checkpoint(&RunDir::new(&out).checkpoint()).unwrap();
     assert_eq!(checkpoint.epochs_done, 1, "the checkpoint is the new run's");
 }
 

@@ -14,7 +14,7 @@ use crate::common::{interrupt_after_epochs, wait_for_epochs, wgtrain, write_data
 
 /// metrics.csv without the seconds column.
 fn metrics(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("metrics.csv"))
+    std::fs::read_to_string(RunDir::new(dir).metrics())
         .unwrap()
         .lines()
         .map(|l| l.rsplit_once(',').unwrap().0.to_string())
@@ -56,7 +56,7 @@ fn straight_and_resumed(
     };
     run(&straight, &config("epochs=5"), false);
     run(&resumed, &config("epochs=2"), false);
-    let checkpoint = load_checkpoint(&resumed.join("last.safetensors")).unwrap();
+    let checkpoint = load_checkpoint(&RunDir::new(&resumed).checkpoint()).unwrap();
     assert_eq!(checkpoint.epochs_done, 2);
     assert!(
         checkpoint.state.step > 0 && checkpoint.state.second.iter().any(|&v| v > 0.0),
@@ -75,19 +75,19 @@ fn two_epochs_then_resume_to_five_equals_five_straight_on_the_cpu() {
     assert_eq!(metrics(&straight).len(), 6);
     assert_eq!(metrics(&straight), metrics(&resumed));
     assert_eq!(
-        load_model(&straight.join("model.safetensors")).unwrap(),
-        load_model(&resumed.join("model.safetensors")).unwrap()
+        load_model(&RunDir::new(&straight).model()).unwrap(),
+        load_model(&RunDir::new(&resumed).model()).unwrap()
     );
     let (a, b) = (
-        load_checkpoint(&straight.join("last.safetensors")).unwrap(),
-        load_checkpoint(&resumed.join("last.safetensors")).unwrap(),
+        load_checkpoint(&RunDir::new(&straight).checkpoint()).unwrap(),
+        load_checkpoint(&RunDir::new(&resumed).checkpoint()).unwrap(),
     );
     assert_eq!(
         a.state, b.state,
         "weights, best, optimiser state and step all equal"
     );
     assert_eq!(a.stopping, b.stopping);
-    let config = std::fs::read_to_string(resumed.join("config.toml")).unwrap();
+    let config = std::fs::read_to_string(RunDir::new(&resumed).config()).unwrap();
     assert!(config.contains("epochs = 5"), "{config}");
 }
 
@@ -102,8 +102,8 @@ fn two_epochs_then_resume_to_five_equals_five_straight_on_the_gpu() {
     });
     assert_eq!(metrics(&straight), metrics(&resumed));
     let (a, b) = (
-        load_checkpoint(&straight.join("last.safetensors")).unwrap(),
-        load_checkpoint(&resumed.join("last.safetensors")).unwrap(),
+        load_checkpoint(&RunDir::new(&straight).checkpoint()).unwrap(),
+        load_checkpoint(&RunDir::new(&resumed).checkpoint()).unwrap(),
     );
     assert_eq!(a.state, b.state);
 }
@@ -111,7 +111,7 @@ fn two_epochs_then_resume_to_five_equals_five_straight_on_the_gpu() {
 #[test]
 fn resume_refuses_a_directory_without_a_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("config.toml"), "layers = [36, 8, 3]\n").unwrap();
+    std::fs::write(RunDir::new(tmp.path()).config(), "layers = [36, 8, 3]\n").unwrap();
     let o = wgtrain(&[
         "train",
         "--resume",
@@ -158,7 +158,7 @@ fn ctrl_c_stops_after_the_epoch_saves_and_says_how_to_resume() {
         .spawn()
         .unwrap();
     // While it trains, a second process may not train into its directory.
-    wait_for_epochs(&out.join("metrics.csv"), 2);
+    wait_for_epochs(&RunDir::new(&out).metrics(), 2);
     let second = wgtrain(&[
         "train",
         "--resume",
@@ -177,14 +177,14 @@ fn ctrl_c_stops_after_the_epoch_saves_and_says_how_to_resume() {
         "{}",
         String::from_utf8_lossy(&second.stderr)
     );
-    let o = interrupt_after_epochs(child, &out.join("metrics.csv"), 2);
+    let o = interrupt_after_epochs(child, &RunDir::new(&out).metrics(), 2);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{err}");
     assert!(
         err.contains("--resume") && !err.contains("panicked"),
         "{err}"
     );
-    let saved = load_checkpoint(&out.join("last.safetensors")).unwrap();
+    let saved = load_checkpoint(&RunDir::new(&out).checkpoint()).unwrap();
     assert!(saved.epochs_done >= 2);
     assert_eq!(
         metrics(&out).len(),
@@ -192,7 +192,7 @@ fn ctrl_c_stops_after_the_epoch_saves_and_says_how_to_resume() {
         "metrics.csv ends at the checkpoint"
     );
     assert!(
-        !out.join("summary.json").exists(),
+        !RunDir::new(&out).summary().exists(),
         "an interrupted run is not finished"
     );
     let to = (saved.epochs_done + 1).to_string();
@@ -209,7 +209,7 @@ fn ctrl_c_stops_after_the_epoch_saves_and_says_how_to_resume() {
         &format!("epochs={to}"),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.join("summary.json").exists());
+    assert!(RunDir::new(&out).summary().exists());
 }
 
 #[test]
@@ -247,7 +247,7 @@ fn a_run_early_stopping_ended_stays_ended_on_resume_unless_its_settings_let_it_g
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
     let summary = |dir: &Path| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+        serde_json::from_str(&std::fs::read_to_string(RunDir::new(dir).summary()).unwrap()).unwrap()
     };
     // This easy data's validation loss falls to a floor within a few epochs, so with
     // patience 1 the run stops early wherever it runs.
@@ -285,7 +285,7 @@ fn a_run_early_stopping_ended_stays_ended_on_resume_unless_its_settings_let_it_g
     );
 
     // Fewer epochs than are done is an error that changes nothing.
-    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let config = std::fs::read_to_string(RunDir::new(&run).config()).unwrap();
     let o = wgtrain(&[
         "train",
         "--device",
@@ -300,7 +300,7 @@ fn a_run_early_stopping_ended_stays_ended_on_resume_unless_its_settings_let_it_g
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("epochs done, more than epochs = 1"));
     assert_eq!(
-        std::fs::read_to_string(run.join("config.toml")).unwrap(),
+        std::fs::read_to_string(RunDir::new(&run).config()).unwrap(),
         config
     );
     assert_eq!(metrics(&run), rows);

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use wgtrain::rundir::RunDir;
 use wgtrain::sweep::{Shard, expand};
 
 use crate::common::{interrupt_after_epochs, sweep_in_library, wgtrain, write_dataset};
@@ -246,20 +247,20 @@ fn stop_and_go_on(extra: &[&str], saved_runs: usize) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let o = interrupt_after_epochs(child, &first.join("metrics.csv"), 2);
+    let o = interrupt_after_epochs(child, &RunDir::new(&first).metrics(), 2);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{err}");
     assert!(
         err.contains(&format!("{saved_runs} runs saved mid-way")),
         "{err}"
     );
-    let saved = wgtrain::checkpoint::load_checkpoint(&first.join("last.safetensors")).unwrap();
+    let saved = wgtrain::checkpoint::load_checkpoint(&RunDir::new(&first).checkpoint()).unwrap();
     assert!(
         (2..300).contains(&saved.epochs_done),
         "stopped after epoch {}",
         saved.epochs_done
     );
-    assert!(!first.join("summary.json").exists());
+    assert!(!RunDir::new(&first).summary().exists());
     if saved_runs == 1 {
         assert!(
             !part.join("learning_rate=0.1-seed1").exists(),
@@ -269,18 +270,18 @@ fn stop_and_go_on(extra: &[&str], saved_runs: usize) {
 
     // Mark the first saved epoch's row: a run that goes on keeps the rows it has, one
     // trained again from the start would rewrite them.
-    let metrics = std::fs::read_to_string(first.join("metrics.csv")).unwrap();
+    let metrics = std::fs::read_to_string(RunDir::new(&first).metrics()).unwrap();
     let (head, rest) = metrics.split_once('\n').unwrap();
     let (row1, rest) = rest.split_once('\n').unwrap();
     let marked = format!("{},12345.678", row1.rsplit_once(',').unwrap().0);
     std::fs::write(
-        first.join("metrics.csv"),
+        RunDir::new(&first).metrics(),
         format!("{head}\n{marked}\n{rest}"),
     )
     .unwrap();
 
     let log = run_sweep(&sweep, &data, &part, &args);
-    let metrics = std::fs::read_to_string(first.join("metrics.csv")).unwrap();
+    let metrics = std::fs::read_to_string(RunDir::new(&first).metrics()).unwrap();
     assert_eq!(
         metrics.lines().nth(1),
         Some(marked.as_str()),
@@ -383,7 +384,7 @@ fn a_run_another_process_is_training_is_left_to_it() {
         "{log}"
     );
     assert!(
-        !busy.join("metrics.csv").exists(),
+        !RunDir::new(&busy).metrics().exists(),
         "nothing written into it"
     );
     drop(lock);
