@@ -1,5 +1,6 @@
 //! Run outputs other tools read: `metrics.csv` (one row per epoch, appended and flushed as
-//! each epoch ends) and `summary.json` (written atomically at the end).
+//! each epoch ends) and `summary.json` (written atomically at the end), and the one way the
+//! JSON records of runs and sweeps are written and read.
 
 use std::path::{Path, PathBuf};
 
@@ -136,20 +137,42 @@ pub struct Summary {
 
 impl Summary {
     pub fn write(&self, path: &Path) -> Result<()> {
-        let mut text =
-            serde_json::to_string_pretty(self).map_err(|e| Error::Usage(e.to_string()))?;
-        text.push('\n');
-        write_atomic(path, text.as_bytes())?;
-        Ok(())
+        write_json(path, self)
     }
 
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| {
-            Error::io(
-                path,
-                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            )
-        })
+        read_json(path)
     }
+}
+
+/// Writes `value` to `path` as pretty JSON with a final newline, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::Usage(e.to_string()))?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+/// The JSON file at `path`; unreadable or malformed, an error naming it.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_json(path, &text)
+}
+
+/// [`read_json`], or `None` where there is no file (a record older versions did not write).
+pub fn read_json_if_present<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_json(path, &text).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })
 }

@@ -262,21 +262,21 @@ pub fn run_training_or_cpu(
     on_fallback: impl FnOnce(&crate::gpu::GpuError),
 ) -> Result<Summary> {
     let result = run_training(config, opts, &mut on_epoch);
-    match (&opts.engine, &result) {
-        (EngineKind::Gpu { .. }, Err(e)) if e.gpu_cause().is_some() => {
-            if let Some(reason) = e.gpu_cause() {
-                on_fallback(reason);
-            }
-            let on_cpu = RunOptions {
-                engine: EngineKind::Cpu {
-                    threads: cpu_threads,
-                },
-                ..opts.clone()
-            };
-            run_training(config, &on_cpu, on_epoch)
-        }
-        _ => result,
-    }
+    let reason = match (&opts.engine, &result) {
+        (EngineKind::Gpu { .. }, Err(e)) => e.gpu_cause(),
+        _ => None,
+    };
+    let Some(reason) = reason else {
+        return result;
+    };
+    on_fallback(reason);
+    let on_cpu = RunOptions {
+        engine: EngineKind::Cpu {
+            threads: cpu_threads,
+        },
+        ..opts.clone()
+    };
+    run_training(config, &on_cpu, on_epoch)
 }
 
 /// A warning for a run that ended, undiverged, with a best validation loss above the untrained

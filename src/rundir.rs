@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::write_atomic;
 use crate::config::TrainConfig;
 use crate::data::DataIdentity;
 use crate::error::{Error, Result};
@@ -142,26 +141,11 @@ impl RunDir {
 
     /// The data identity the run recorded, or `None` for a run from before runs recorded one.
     pub fn read_data_identity(&self) -> Result<Option<DataIdentity>> {
-        let path = self.path.join(DATA);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        serde_json::from_str(&text).map(Some).map_err(|e| {
-            Error::io(
-                &path,
-                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            )
-        })
+        crate::metrics::read_json_if_present(&self.path.join(DATA))
     }
 
     pub fn write_data_identity(&self, identity: &DataIdentity) -> Result<()> {
-        let mut text =
-            serde_json::to_string_pretty(identity).map_err(|e| Error::Usage(e.to_string()))?;
-        text.push('\n');
-        write_atomic(&self.path.join(DATA), text.as_bytes())?;
-        Ok(())
+        crate::metrics::write_json(&self.path.join(DATA), identity)
     }
 
     /// The first `epochs` rows of metrics.csv as they are.

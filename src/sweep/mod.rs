@@ -332,16 +332,7 @@ struct SweepRecord {
 pub fn prepare_out(out: &Path, data: Option<PathBuf>, runs: &[&SweepRun]) -> Result<PathBuf> {
     crate::error::refuse_non_directory(out, "sweep directory")?;
     let record_path = out.join(SWEEP_FILE);
-    let recorded: Option<SweepRecord> = match std::fs::read_to_string(&record_path) {
-        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
-            Error::io(
-                &record_path,
-                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            )
-        })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io(&record_path, e)),
-    };
+    let recorded: Option<SweepRecord> = crate::metrics::read_json_if_present(&record_path)?;
     let dir = match (data, &recorded) {
         (Some(d), _) => d,
         (None, Some(r)) => r.data.dir.clone(),
@@ -367,8 +358,6 @@ pub fn prepare_out(out: &Path, data: Option<PathBuf>, runs: &[&SweepRun]) -> Res
         }
     }
     crate::error::ensure_dir(out, "sweep directory")?;
-    let record = SweepRecord { data: identity };
-    let text = serde_json::to_string_pretty(&record).map_err(|e| Error::Usage(e.to_string()))?;
-    write_atomic(&record_path, format!("{text}\n").as_bytes())?;
+    crate::metrics::write_json(&record_path, &SweepRecord { data: identity })?;
     Ok(dir)
 }
