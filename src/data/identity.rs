@@ -34,11 +34,6 @@ impl DataIdentity {
         }
     }
 
-    /// Whether both name the same files with the same contents (wherever they live).
-    pub fn same_data(&self, other: &DataIdentity) -> bool {
-        self.files == other.files
-    }
-
     /// The first file in which `other` differs from `self`, in words, or `None`.
     pub fn difference(&self, other: &DataIdentity) -> Option<String> {
         let short = |d: &str| d.get(..12).unwrap_or(d).to_string();
