@@ -58,6 +58,9 @@ pub struct EpochStats {
     /// Validation loss and accuracy after the epoch's last step, measured in the same
     /// submission (a GPU engine reads both back at once).
     pub val: Option<EvalStats>,
+    /// On a seat of a GPU pack: this run's share of the packed epoch, its time over the
+    /// models it trained. The rest of the wait is the other runs' time, not this one's.
+    pub shared_secs: Option<f64>,
 }
 
 /// Loss and accuracy over one split.

@@ -8,6 +8,7 @@ mod cli;
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
+    skip_mesa_device_select_layer();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,3 +71,16 @@ fn restore_default_sigpipe() {
 
 #[cfg(not(unix))]
 fn restore_default_sigpipe() {}
+
+/// Turns off Mesa's device-select Vulkan layer (`NODEVICE_SELECT=1`) unless the user set it or
+/// asked the layer for a GPU (`DRI_PRIME`). The layer sorts GPUs by the display server it finds,
+/// so `wgtrain devices`' order would depend on the session, and without `XDG_RUNTIME_DIR` its
+/// probe prints "error: XDG_RUNTIME_DIR is invalid or not set" on every command, which reads
+/// like an error of ours. wgtrain ranks adapters itself (`GpuContext::open`).
+fn skip_mesa_device_select_layer() {
+    if std::env::var_os("NODEVICE_SELECT").is_none() && std::env::var_os("DRI_PRIME").is_none() {
+        // SAFETY: called first thing in main, before any thread exists that could read the
+        // environment concurrently.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}

@@ -386,20 +386,25 @@ pub fn plot_confusion(
 
 fn draw_comparison<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
-    rows: &[(String, f64, f64)],
+    rows: &[ComparisonBar],
     title: &str,
 ) -> std::result::Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let n = rows.len() as i32;
-    let (lo, hi) = rows
+    // Bars start at 0% on an axis to 100%: a bar's length is the accuracy, so a 1-point gap
+    // looks like one (an axis cut to the data's range drew it five times larger). The value
+    // at each bar's end tells settings apart where the bars look alike.
+    let (x0, x1) = (0.0, 100.0);
+    let longest = rows
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
-            (lo.min(r.1 - r.2), hi.max(r.1 + r.2))
-        });
-    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-    let pad = ((hi - lo) * 0.15).max(0.005);
-    let (x0, x1) = ((lo - pad) * 100.0, (hi + pad) * 100.0);
-    let longest = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(8) as u32;
+        .map(|r| r.label.chars().count())
+        .max()
+        .unwrap_or(8) as u32;
+    let spread = if rows.iter().any(|r| r.std.is_some()) {
+        "mean ± sample std over seeds (whiskers)"
+    } else {
+        "one seed each: no spread to show"
+    };
     // Horizontal bars, settings down the left (first at the top): long names stay readable.
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 24))
@@ -411,7 +416,7 @@ fn draw_comparison<DB: DrawingBackend>(
     let label = |v: &SegmentValue<i32>| match v {
         SegmentValue::CenterOf(c) => rows
             .get((n - 1 - *c) as usize)
-            .map(|r| r.0.clone())
+            .map(|r| r.label.clone())
             .unwrap_or_default(),
         _ => String::new(),
     };
@@ -420,39 +425,81 @@ fn draw_comparison<DB: DrawingBackend>(
         .disable_y_mesh()
         .y_labels(n as usize)
         .y_label_formatter(&label)
-        .x_desc("test accuracy (%), mean ± std over seeds")
+        .light_line_style(TRANSPARENT)
+        .x_desc(format!("test accuracy (%), {spread}"))
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
         .draw()
         .map_err(|e| e.to_string())?;
     chart
-        .draw_series(rows.iter().enumerate().map(|(i, (_, mean, _))| {
+        .draw_series(rows.iter().enumerate().map(|(i, r)| {
             let y = n - 1 - i as i32;
             let mut bar = Rectangle::new(
                 [
                     (x0, SegmentValue::Exact(y)),
-                    (mean * 100.0, SegmentValue::Exact(y + 1)),
+                    (r.mean * 100.0, SegmentValue::Exact(y + 1)),
                 ],
-                PALETTE[0].mix(0.75).filled(),
+                // Opaque, so the grid does not run through the bars.
+                RGBColor(174, 199, 232).filled(),
             );
             bar.set_margin(6, 6, 0, 0);
             bar
         }))
         .map_err(|e| e.to_string())?;
-    chart
-        .draw_series(rows.iter().enumerate().map(|(i, (_, mean, std))| {
+    // Whiskers from mean − std to mean + std, with end caps 16 pixels tall.
+    let whiskers: Vec<(SegmentValue<i32>, f64, f64)> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let std = r.std?;
             let y = SegmentValue::CenterOf(n - 1 - i as i32);
+            let (lo, hi) = ((r.mean - std) * 100.0, (r.mean + std) * 100.0);
+            Some((y, lo.max(x0), hi.min(x1)))
+        })
+        .collect();
+    chart
+        .draw_series(whiskers.iter().map(|(y, lo, hi)| {
             PathElement::new(
-                vec![((mean - std) * 100.0, y.clone()), ((mean + std) * 100.0, y)],
+                vec![(*lo, y.clone()), (*hi, y.clone())],
                 BLACK.stroke_width(2),
+            )
+        }))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(whiskers.iter().flat_map(|(y, lo, hi)| {
+            [*lo, *hi].map(|x| {
+                EmptyElement::at((x, y.clone()))
+                    + PathElement::new(vec![(0, -8), (0, 8)], BLACK.stroke_width(2))
+            })
+        }))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(rows.iter().enumerate().map(|(i, r)| {
+            let text = match r.std {
+                Some(std) => format!("{:.2}% ± {:.2}", 100.0 * r.mean, 100.0 * std),
+                None => format!("{:.2}%", 100.0 * r.mean),
+            };
+            Text::new(
+                text,
+                (2.0, SegmentValue::CenterOf(n - 1 - i as i32)),
+                (FONT, 15).into_font().color(&BLACK),
             )
         }))
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
 }
 
+/// One bar of comparison.png: a setting's mean test accuracy (a fraction) and, with more
+/// than one seed, its sample standard deviation.
+#[derive(Debug, Clone)]
+pub struct ComparisonBar {
+    pub label: String,
+    pub mean: f64,
+    pub std: Option<f64>,
+}
+
 /// comparison.png and comparison.svg: each setting's mean test accuracy with its spread.
-pub fn plot_comparison(dir: &Path, rows: &[(String, f64, f64)], title: &str) -> Result<()> {
+pub fn plot_comparison(dir: &Path, rows: &[ComparisonBar], title: &str) -> Result<()> {
     register_font();
     draw_atomic(&dir.join("comparison.png"), |p| {
         draw_comparison(

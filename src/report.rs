@@ -55,32 +55,72 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// A Markdown table, one row per experiment name in first-seen order.
-pub fn markdown_table(runs: &[RunRecord]) -> String {
-    let mut names: Vec<&str> = Vec::new();
-    for r in runs {
-        if !names.contains(&r.config.name.as_str()) {
-            names.push(&r.config.name);
-        }
+/// `values` (times `scale`) as "mean ± std" with `digits` decimals and `unit` after the mean;
+/// "± —" where one value gives no spread (a "± 0.00" would claim there is none), "–" where
+/// there is no value.
+pub fn mean_pm(values: &[f64], scale: f64, digits: usize, unit: &str) -> String {
+    let (mean, std) = mean_std(values);
+    match values.len() {
+        0 => "–".into(),
+        1 => format!("{:.digits$}{unit} ± —", mean * scale),
+        _ => format!("{:.digits$}{unit} ± {:.digits$}", mean * scale, std * scale),
     }
-    let mut out = String::from(
-        "| experiment | layers | activation | paper test acc | paper test loss | wgtrain test acc | wgtrain test loss | Δ acc (pp) | Δ loss | best epochs | seeds |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
-    for name in names {
-        let all: Vec<&RunRecord> = runs.iter().filter(|r| r.config.name == name).collect();
-        let c = &all[0].config;
-        // A diverged run's figures are its best weights before it broke, not a result: they
-        // stay out of the means, and the seeds column says how many were left out. A run
-        // that ended worse than untrained is a result, a bad one: counted, and flagged.
-        let group: Vec<&RunRecord> = all
+}
+
+/// One setting's runs (its seeds), and the ones its figures count: a diverged run's figures are
+/// its best weights before it broke, not a result, so they stay out of the means. A run that
+/// ended worse than untrained is a result, a bad one: counted, and flagged.
+pub struct Setting<'a> {
+    pub name: String,
+    pub runs: Vec<&'a RunRecord>,
+    pub counted: Vec<&'a RunRecord>,
+}
+
+impl<'a> Setting<'a> {
+    /// `runs` grouped by `name_of`, in first-seen order.
+    pub fn group(runs: &'a [RunRecord], name_of: impl Fn(&RunRecord) -> String) -> Vec<Self> {
+        let mut settings: Vec<Setting<'a>> = Vec::new();
+        for r in runs {
+            let name = name_of(r);
+            let counted = (!r.summary.diverged).then_some(r);
+            match settings.iter_mut().find(|s| s.name == name) {
+                Some(s) => {
+                    s.runs.push(r);
+                    s.counted.extend(counted);
+                }
+                None => settings.push(Setting {
+                    name,
+                    runs: vec![r],
+                    counted: counted.into_iter().collect(),
+                }),
+            }
+        }
+        settings
+    }
+
+    /// `figure` of every counted run.
+    pub fn values(&self, figure: impl Fn(&Summary) -> f64) -> Vec<f64> {
+        self.counted.iter().map(|r| figure(&r.summary)).collect()
+    }
+
+    /// Mean best validation loss: what a sweep ranks its settings by.
+    pub fn mean_val_loss(&self) -> Option<f64> {
+        let losses: Vec<f64> = self
+            .counted
             .iter()
-            .copied()
-            .filter(|r| !r.summary.diverged)
+            .filter_map(|r| r.summary.best_val_loss)
             .collect();
-        let diverged = all.len() - group.len();
-        let warned = group.iter().filter(|r| r.summary.warning.is_some()).count();
-        let mut seeds = group.len().to_string();
+        (!losses.is_empty()).then(|| mean_std(&losses).0)
+    }
+
+    /// The seeds counted, and why any were not (`2 (1 diverged, left out)`).
+    pub fn seeds_cell(&self) -> String {
+        let diverged = self.runs.len() - self.counted.len();
+        let warned = self
+            .counted
+            .iter()
+            .filter(|r| r.summary.warning.is_some())
+            .count();
         let notes: Vec<String> = [
             (diverged, "diverged, left out"),
             (warned, "worse than untrained"),
@@ -89,48 +129,86 @@ pub fn markdown_table(runs: &[RunRecord]) -> String {
         .filter(|(n, _)| *n > 0)
         .map(|(n, what)| format!("{n} {what}"))
         .collect();
-        if !notes.is_empty() {
-            seeds = format!("{seeds} ({})", notes.join("; "));
+        match notes.is_empty() {
+            true => self.counted.len().to_string(),
+            false => format!("{} ({})", self.counted.len(), notes.join("; ")),
         }
-        let acc: Vec<f64> = group.iter().map(|r| r.summary.test_accuracy).collect();
-        let loss: Vec<f64> = group.iter().map(|r| r.summary.test_loss).collect();
-        let (acc_m, acc_s) = mean_std(&acc);
-        let (loss_m, loss_s) = mean_std(&loss);
-        let epochs: Vec<String> = group
+    }
+
+    /// Each counted run's best epoch.
+    pub fn best_epochs(&self) -> String {
+        let epochs: Vec<String> = self
+            .counted
             .iter()
             .map(|r| r.summary.best_epoch.to_string())
             .collect();
-        // With every run left out there is nothing to average.
-        let dash = || "–".to_string();
-        let (paper_acc, paper_loss, d_acc, d_loss) = match c.paper {
-            Some(p) if group.is_empty() => (
-                format!("{:.2}%", 100.0 * p.test_accuracy),
-                format!("{:.4}", p.test_loss),
-                dash(),
-                dash(),
-            ),
-            Some(p) => (
-                format!("{:.2}%", 100.0 * p.test_accuracy),
-                format!("{:.4}", p.test_loss),
-                format!("{:+.2}", 100.0 * (acc_m - p.test_accuracy)),
-                format!("{:+.4}", loss_m - p.test_loss),
-            ),
-            None => ("–".into(), "–".into(), "–".into(), "–".into()),
-        };
-        let (ours_acc, ours_loss) = if group.is_empty() {
-            (dash(), dash())
-        } else {
-            (
-                format!("{:.2}% ± {:.2}", 100.0 * acc_m, 100.0 * acc_s),
-                format!("{loss_m:.4} ± {loss_s:.4}"),
-            )
-        };
+        epochs.join(", ")
+    }
+
+    /// The paper's figures for this setting, when its config carries them.
+    pub fn paper(&self) -> Option<crate::config::PaperResult> {
+        self.runs[0].config.paper
+    }
+}
+
+/// A Markdown table, one row per experiment name in first-seen order; the paper's figures and
+/// the differences from them only where a config carries them.
+pub fn markdown_table(runs: &[RunRecord]) -> String {
+    let settings = Setting::group(runs, |r| r.config.name.clone());
+    let with_paper = settings.iter().any(|s| s.paper().is_some());
+    let mut out = String::from("| experiment | layers | activation |");
+    if with_paper {
+        out.push_str(" paper test acc | paper test loss |");
+    }
+    out.push_str(" wgtrain test acc | wgtrain test loss |");
+    if with_paper {
+        out.push_str(" Δ acc (pp) | Δ loss |");
+    }
+    out.push_str(" best epochs | seeds |\n");
+    let columns = out.matches('|').count() - 1;
+    out.push_str(&format!("{}|\n", "|---".repeat(columns)));
+    for s in &settings {
+        let c = &s.runs[0].config;
+        let acc = s.values(|x| x.test_accuracy);
+        let loss = s.values(|x| x.test_loss);
         out.push_str(&format!(
-            "| {name} | {:?} | {} | {paper_acc} | {paper_loss} | {ours_acc} | {ours_loss} | {d_acc} | {d_loss} | {} | {seeds} |\n",
+            "| {} | {:?} | {} |",
+            s.name,
             c.layers,
-            c.activation.name(),
-            epochs.join(", "),
+            c.activation.name()
         ));
+        if with_paper {
+            out.push_str(&paper_cells(s.paper()));
+        }
+        out.push_str(&format!(
+            " {} | {} |",
+            mean_pm(&acc, 100.0, 2, "%"),
+            mean_pm(&loss, 1.0, 4, "")
+        ));
+        if with_paper {
+            out.push_str(&delta_cells(s.paper(), &acc, &loss));
+        }
+        out.push_str(&format!(" {} | {} |\n", s.best_epochs(), s.seeds_cell()));
     }
     out
+}
+
+/// ` paper acc | paper loss |`, dashes where the setting has no paper figures.
+pub fn paper_cells(paper: Option<crate::config::PaperResult>) -> String {
+    match paper {
+        Some(p) => format!(" {:.2}% | {:.4} |", 100.0 * p.test_accuracy, p.test_loss),
+        None => " – | – |".into(),
+    }
+}
+
+/// ` Δ acc | Δ loss |` of the means from the paper's figures; dashes without either.
+pub fn delta_cells(paper: Option<crate::config::PaperResult>, acc: &[f64], loss: &[f64]) -> String {
+    match paper {
+        Some(p) if !acc.is_empty() => format!(
+            " {:+.2} | {:+.4} |",
+            100.0 * (mean_std(acc).0 - p.test_accuracy),
+            mean_std(loss).0 - p.test_loss
+        ),
+        _ => " – | – |".into(),
+    }
 }

@@ -170,6 +170,9 @@ pub struct TrainOutcome {
     pub diverged: Option<TrainError>,
     /// The untrained network's validation loss (see [`ResumeFrom::untrained_val_loss`]).
     pub untrained_val_loss: Option<f64>,
+    /// Time spent on a pack's other runs: waiting for them, and their share of the packed
+    /// epochs (see [`crate::engine::EpochStats::shared_secs`]); 0 for a run alone.
+    pub other_runs_secs: f64,
     /// Best-validation parameters (also left in the engine).
     pub best_params: Params,
 }
@@ -219,12 +222,18 @@ pub fn train(
         config.epochs
     };
     let mut diverged = None;
+    let mut other_runs_secs = 0.0;
     let lower = tenth_of(config.learning_rate);
     for epoch in first_epoch..=last_epoch {
         let start = Instant::now();
         let order = epoch_order(config.seed, epoch, train_rows);
         let stats = match engine.train_epoch(&order, &hyper) {
-            Ok(s) => s,
+            Ok(s) => {
+                if let Some(share) = s.shared_secs {
+                    other_runs_secs += (start.elapsed().as_secs_f64() - share).max(0.0);
+                }
+                s
+            }
             Err(EngineError::NonFiniteLoss { step, value }) => {
                 diverged = Some(TrainError::Diverged {
                     what: format!("loss became {value}"),
@@ -301,6 +310,7 @@ pub fn train(
         stopped_early,
         diverged,
         untrained_val_loss,
+        other_runs_secs,
         best_params,
     })
 }

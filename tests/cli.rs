@@ -676,13 +676,17 @@ fn a_gpu_too_small_for_the_data_is_an_error_on_gpu_and_a_cpu_fallback_on_auto() 
 
 #[test]
 fn a_saved_model_gives_the_same_test_figures_in_numpy() {
-    // See: issue 6 — interop. Runs when python3 has numpy and safetensors (CI installs both).
+    // See: issue 6 — interop. Runs when python3 has numpy and safetensors (CI installs both,
+    // and sets WGTRAIN_REQUIRE_NUMPY=1 so that their absence fails the test).
     let ready = Command::new("python3")
         .args(["-c", "import numpy, safetensors"])
-        .status()
-        .is_ok_and(|s| s.success());
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ready {
-        eprintln!("skipped: python3 with numpy and safetensors not found");
+        crate::common::skip(
+            "python3 with numpy and safetensors not found (pip install numpy safetensors)",
+            "WGTRAIN_REQUIRE_NUMPY",
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -154,6 +154,7 @@ fn ctrl_c_stops_after_the_epoch_saves_and_says_how_to_resume() {
             "--set",
             "early_stopping=false",
         ])
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

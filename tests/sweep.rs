@@ -6,7 +6,7 @@ use std::process::Command;
 use wgtrain::rundir::RunDir;
 use wgtrain::sweep::{Shard, expand};
 
-use crate::common::{interrupt_after_epochs, sweep_in_library, wgtrain, write_dataset};
+use crate::common::{interrupt_after_epochs, stderr, sweep_in_library, wgtrain, write_dataset};
 
 fn write_sweep(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("grid.toml");
@@ -138,12 +138,15 @@ fn three_shards_into_one_directory_give_the_same_results_as_one_run_and_reruns_r
             args.extend(TINY.iter().map(|s| s.to_string()));
             Command::new(env!("CARGO_BIN_EXE_wgtrain"))
                 .args(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
     }
     let report = wgtrain(&["sweep", "report", sharded.to_str().unwrap()]);
     assert!(
@@ -157,7 +160,7 @@ fn three_shards_into_one_directory_give_the_same_results_as_one_run_and_reruns_r
     assert!(
         std::fs::read_to_string(whole.join("results.md"))
             .unwrap()
-            .contains("| activation=relu_learning_rate=0.2 |")
+            .contains("| relu | 0.2 |")
     );
     assert!(
         std::fs::read(whole.join("comparison.png"))
@@ -390,4 +393,133 @@ fn a_run_another_process_is_training_is_left_to_it() {
     drop(lock);
     let log = run_sweep(&sweep, &data, &out, &TINY);
     assert!(log.contains("trained 1, skipped 7 finished"), "{log}");
+}
+
+/// The cells of results.md's table rows (header first), split at `|`.
+fn results_table(dir: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(dir.join("results.md"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("|---"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_report_ranks_its_settings_by_validation_loss_with_a_column_per_swept_key() {
+    // See: issue 22 — results.md for a 2 × 2 grid showed four columns of the paper's "–",
+    // "± 0.00" with one seed, no column per swept key, rows in no order and no best.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 200, 50, 6, 3, true);
+    let sweep = tmp.path().join("grid.toml");
+    std::fs::write(
+        &sweep,
+        "[grid]\nlearning_rate = [0.003, 0.2]\nactivation = [\"tanh\", \"relu\"]\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    run_sweep(&sweep, &data, &out, &TINY);
+    let table = results_table(&out);
+    assert_eq!(
+        table[0],
+        [
+            "rank",
+            "activation",
+            "learning_rate",
+            "best val loss",
+            "test acc",
+            "test loss",
+            "best epochs",
+            "seeds"
+        ],
+        "no paper columns: no config here carries the paper's figures"
+    );
+    let rows = &table[1..];
+    assert_eq!(rows.len(), 4);
+    let val_loss = |row: &Vec<String>| -> f64 {
+        assert!(row[3].ends_with(" ± —"), "one seed: {row:?}");
+        row[3].split(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        rows.windows(2).all(|w| val_loss(&w[0]) <= val_loss(&w[1])),
+        "{rows:?}"
+    );
+    let ranks: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(ranks, ["1 (best)", "2", "3", "4"]);
+    // Each row's figures are its own setting's, as results.csv has them.
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    for row in rows {
+        let (activation, learning_rate) = (&row[1], &row[2]);
+        let line = csv
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "activation={activation}_learning_rate={learning_rate}-seed1,"
+                ))
+            })
+            .unwrap_or_else(|| panic!("{row:?} not in {csv}"));
+        let cells: Vec<&str> = line.split(',').collect();
+        let csv_val_loss: f64 = cells[7].parse().unwrap();
+        assert!(
+            (csv_val_loss - val_loss(row)).abs() < 1e-4,
+            "{row:?} vs {line}"
+        );
+        // The CPU has no adapter; results.csv says so with an empty cell.
+        assert_eq!((cells[10], cells[11]), ("cpu", ""), "{line}");
+    }
+    assert!(
+        !std::fs::read_to_string(out.join("results.md"))
+            .unwrap()
+            .contains("± 0.00")
+    );
+}
+
+#[test]
+fn the_paper_columns_appear_only_where_a_config_carries_the_papers_figures() {
+    let mut config = wgtrain::config::TrainConfig::default();
+    let run = |name: &str, config: &wgtrain::config::TrainConfig| wgtrain::report::RunRecord {
+        dir: name.into(),
+        config: wgtrain::config::TrainConfig {
+            name: name.into(),
+            ..config.clone()
+        },
+        summary: wgtrain::metrics::Summary {
+            name: name.into(),
+            status: "finished".into(),
+            test_accuracy: 0.8,
+            test_loss: 0.5,
+            best_epoch: 1,
+            best_val_loss: Some(0.5),
+            epochs_run: 1,
+            stopped_early: false,
+            diverged: false,
+            device: "cpu".into(),
+            device_detail: "cpu".into(),
+            adapter: None,
+            backend: None,
+            seed: 1,
+            seconds: 0.0,
+            error: None,
+            warning: None,
+        },
+    };
+    let ours = wgtrain::report::markdown_table(&[run("mine", &config)]);
+    assert!(!ours.contains("paper"), "{ours}");
+    assert!(ours.contains("| 80.00% ± — | 0.5000 ± — |"), "{ours}");
+    config.paper = Some(wgtrain::config::PaperResult {
+        test_accuracy: 0.8426,
+        test_loss: 0.45,
+    });
+    let papers = wgtrain::report::markdown_table(&[run("softmax", &config)]);
+    assert!(papers.contains("| paper test acc |"), "{papers}");
+    assert!(
+        papers.contains("| 84.26% | 0.4500 | 80.00% ± — |"),
+        "{papers}"
+    );
 }

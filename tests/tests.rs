@@ -2,6 +2,7 @@
 
 mod common;
 
+mod adapters;
 mod cli;
 mod config;
 mod cpu;

@@ -120,6 +120,26 @@ pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
     2.0 * rows as f64 * (2.0 * forward + input_grads)
 }
 
+/// What a software adapter computes of the kernels per CPU core, in GFLOP/s: lavapipe on two
+/// cores of an AMD EPYC trained the paper's momentum model at 0.65 GFLOP/s, about 100× below
+/// the CPU path beside it (BENCHMARKS.md, 2026-12-02). Only for the estimate given before a long
+/// run on a software adapter, which says "roughly".
+pub const SOFTWARE_ADAPTER_GFLOPS_PER_CORE: f64 = 0.33;
+
+/// Roughly how many seconds training takes on a software adapter: `runs` as (widths,
+/// epochs), `train_rows` rows an epoch, on this machine's cores.
+pub fn software_adapter_secs<'a>(
+    runs: impl IntoIterator<Item = (&'a [usize], usize)>,
+    train_rows: usize,
+) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let flops: f64 = runs
+        .into_iter()
+        .map(|(widths, epochs)| epochs as f64 * epoch_flops(widths, train_rows))
+        .sum();
+    flops / (SOFTWARE_ADAPTER_GFLOPS_PER_CORE * 1e9 * cores)
+}
+
 /// The practical f32 GEMM peak of this CPU: the CPU path's own GEMM (the `gemm` crate) on
 /// square products of each of `sizes`, `runs` timed after two untimed ones per size; the peak is
 /// the fastest product's rate. With [`epoch_flops`] it gives the floor no implementation of an

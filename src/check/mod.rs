@@ -120,8 +120,9 @@ pub fn adapters_to_check(
             .into_iter()
             .map(|(s, _)| {
                 let one = crate::gpu::AdapterChoice {
+                    // By index: two adapters may share a name (two of one GPU model).
                     backend: Some(s.backend.clone()),
-                    adapter: Some(s.name.clone()),
+                    adapter: Some(s.index.to_string()),
                     allow_software: true,
                 };
                 GpuContext::open(&one)

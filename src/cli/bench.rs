@@ -139,7 +139,11 @@ impl wgtrain::bench::BenchObserver for BenchPrinter<'_> {
                 .map_or("–".into(), |s| format!("{:.0}%", 100.0 * s)),
             row.dispatches_per_step
                 .map_or("–".into(), |d| d.to_string()),
-            speed_vs_cpu.map_or("–".into(), |s| format!("{s:.2}×")),
+            match speed_vs_cpu {
+                _ if row.device == "cpu" => "(the baseline)".into(),
+                Some(s) => faster_or_slower(s),
+                None => "–".into(),
+            },
         );
     }
 
@@ -164,14 +168,14 @@ impl wgtrain::bench::BenchObserver for BenchPrinter<'_> {
             "\n{k} models (seeds 1–{k}), one epoch of each: packed (GPU: in the same dispatches; CPU: side by side, a share of the threads each) vs one after another"
         );
         println!(
-            "| adapter | batch | packed s (min–max) | one after another s (min–max) | packed speed-up | packed samples/s |"
+            "| adapter | batch | packed s (min–max) | one after another s (min–max) | packed | packed samples/s |"
         );
         println!("|---|---|---|---|---|---|");
     }
 
     fn pack_row(&self, r: &wgtrain::bench::PackBenchRow) {
         println!(
-            "| {} | {} | {:.4} ({:.4}–{:.4}) | {:.4} ({:.4}–{:.4}) | {:.2}× | {:.0} |",
+            "| {} | {} | {:.4} ({:.4}–{:.4}) | {:.4} ({:.4}–{:.4}) | {} | {:.0} |",
             r.detail,
             r.batch_size,
             r.packed_median_secs,
@@ -180,7 +184,7 @@ impl wgtrain::bench::BenchObserver for BenchPrinter<'_> {
             r.sequential_median_secs,
             r.sequential_min_secs,
             r.sequential_max_secs,
-            r.speedup,
+            faster_or_slower(r.speedup),
             r.packed_samples_per_sec
         );
     }

@@ -77,10 +77,77 @@ fn engine_kind(on: &DeviceArgs) -> Result<EngineKind> {
     };
     let chosen = EngineKind::choose(device, &on.gpu.choice(false), threads)
         .with_context(|| format!("--device {}", device_name(on.device)))?;
-    if let Some(e) = &chosen.fell_back {
-        eprintln!("note: --device auto found no usable GPU ({e}); training on the CPU");
+    match &chosen.fell_back {
+        Some(e @ wgtrain::gpu::GpuError::OnlySoftware { .. }) => {
+            eprintln!("note: --device auto: training on the CPU: {e}")
+        }
+        Some(e) => eprintln!("note: --device auto found no usable GPU ({e}); training on the CPU"),
+        None => {}
     }
     Ok(chosen.kind)
+}
+
+/// Before a long run on a software adapter (lavapipe, llvmpipe, SwiftShader, WARP), says what
+/// it is for and roughly how long `runs` (widths, epochs) will take there, from the training
+/// rows `data_dir` declares; a run it estimates under a minute goes without a note.
+fn note_software_adapter(
+    engine: &EngineKind,
+    data_dir: &Path,
+    val_fraction: f64,
+    runs: &[(&[usize], usize)],
+) {
+    let EngineKind::Gpu { context } = engine else {
+        return;
+    };
+    if !context.info.software {
+        return;
+    }
+    let rows = data::idx::declared_items(&data::locate(data_dir, data::TRAIN_IMAGES))
+        .map(|n| (n as f64 * (1.0 - val_fraction)) as usize);
+    let secs = rows.map(|rows| wgtrain::bench::software_adapter_secs(runs.iter().copied(), rows));
+    let how_long = match secs {
+        Some(s) if s < 60.0 => return,
+        Some(s) => format!(
+            "; {} may take up to roughly {} here",
+            if runs.len() == 1 {
+                "this run".to_string()
+            } else {
+                format!("these {} runs", runs.len())
+            },
+            duration_words(s)
+        ),
+        None => String::new(),
+    };
+    eprintln!(
+        "note: {} is a software adapter: it runs the GPU kernels on the CPU, to check them rather than to train (typically about 100× slower than --device cpu){how_long}",
+        context.describe()
+    );
+}
+
+/// `42 s`, `17 min`, `3.5 h`.
+fn duration_words(secs: f64) -> String {
+    if secs < 90.0 {
+        format!("{secs:.0} s")
+    } else if secs < 90.0 * 60.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}
+
+/// A speed ratio in words: `speed` 4.2 reads "4.2× faster", 0.0055 "183× slower" (a bare
+/// "0.01×" makes the reader do the division).
+fn faster_or_slower(speed: f64) -> String {
+    let (factor, word) = if speed >= 1.0 {
+        (speed, "faster")
+    } else {
+        (1.0 / speed, "slower")
+    };
+    if !factor.is_finite() {
+        return "–".into();
+    }
+    let digits = if factor >= 10.0 { 0 } else { 2 };
+    format!("{factor:.digits$}× {word}")
 }
 
 fn device_name(device: Device) -> &'static str {
@@ -274,6 +341,13 @@ fn train(t: &TrainArgs) -> Result<()> {
         interrupt: Some(interrupt_flag()),
         datasets: None,
     };
+    let data_dir = opts.data_dir.clone().unwrap_or_else(data::default_dir);
+    note_software_adapter(
+        &opts.engine,
+        &data_dir,
+        config.val_fraction,
+        &[(&config.layers, config.epochs)],
+    );
     let epochs = config.epochs;
     let progress_display = EpochProgress::new(&config.name, epochs, quiet);
     let trained = std::cell::Cell::new(0usize);

@@ -54,6 +54,13 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     let engine = engine_kind(&args.on)?;
     let mine_runs: Vec<&sweep::SweepRun> = mine.iter().map(|(_, r)| *r).collect();
     let data_dir = sweep::prepare_out(&out, args.data.clone(), &mine_runs)?;
+    if let Some(first) = mine_runs.first() {
+        let work: Vec<(&[usize], usize)> = mine_runs
+            .iter()
+            .map(|r| (r.config.layers.as_slice(), r.config.epochs))
+            .collect();
+        note_software_adapter(&engine, &data_dir, first.config.val_fraction, &work);
+    }
     let interrupt = interrupt_flag();
     let options = sweep::SweepOptions {
         out: out.clone(),
@@ -66,6 +73,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     let printer = SweepPrinter {
         gpu: matches!(options.engine, EngineKind::Gpu { .. }),
         bar: Default::default(),
+        pack_lines: Default::default(),
         run: Default::default(),
     };
     let tally = sweep::train_runs(&mine_runs, &options, &printer)?;
@@ -101,10 +109,13 @@ fn listed<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> String {
 }
 
 /// Prints a sweep's progress: a line per skipped, resumed and finished run; on a terminal a
-/// live bar for the run in progress (or one for a GPU pack: the furthest epoch of its runs).
+/// live bar for the run in progress (or one for a GPU pack: the furthest epoch of its runs),
+/// elsewhere a line per epoch of the run or of the pack.
 struct SweepPrinter {
     gpu: bool,
     bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+    /// A GPU pack's progress in a log: (epochs, the furthest epoch printed).
+    pack_lines: std::sync::Mutex<Option<(usize, usize)>>,
     run: std::sync::Mutex<Option<EpochProgress>>,
 }
 
@@ -131,6 +142,11 @@ impl wgtrain::sweep::SweepObserver for SweepPrinter {
             && let Ok(mut bar) = self.bar.lock()
         {
             *bar = epoch_bar("pack", epochs);
+            if bar.is_none()
+                && let Ok(mut lines) = self.pack_lines.lock()
+            {
+                *lines = Some((epochs, 0));
+            }
         }
     }
 
@@ -158,6 +174,18 @@ impl wgtrain::sweep::SweepObserver for SweepPrinter {
         {
             bar.set_position(record.epoch as u64);
         }
+        // A pack's runs train the same epoch in the same dispatches: the first of them to
+        // report an epoch stands for the pack.
+        if let Ok(mut lines) = self.pack_lines.lock()
+            && let Some((epochs, printed)) = lines.as_mut()
+            && record.epoch > *printed
+        {
+            *printed = record.epoch;
+            eprintln!(
+                "pack epoch {:>3}/{epochs}  {:.1}s",
+                record.epoch, record.seconds
+            );
+        }
     }
 
     fn ended(
@@ -179,6 +207,9 @@ impl wgtrain::sweep::SweepObserver for SweepPrinter {
     }
 
     fn pack_ended(&self) {
+        if let Ok(mut lines) = self.pack_lines.lock() {
+            *lines = None;
+        }
         if let Ok(mut bar) = self.bar.lock()
             && let Some(bar) = bar.take()
         {

@@ -66,11 +66,11 @@ pub(super) fn tune(args: TuneArgs) -> Result<()> {
             .map(|s| format!("{s:.4}"))
             .collect();
         println!(
-            "| {} | {:.4} | {} | {:.3}× |",
+            "| {} | {:.4} | {} | {} |",
             row.arrangement,
             row.median_epoch_secs,
             rounds.join(" / "),
-            row.speed_vs_defaults
+            faster_or_slower(row.speed_vs_defaults)
         );
     }
     let (chosen, noise, chosen_row) = (decision.chosen, decision.noise, decision.chosen_row());
@@ -81,9 +81,9 @@ pub(super) fn tune(args: TuneArgs) -> Result<()> {
         )
     } else {
         format!(
-            "{}: {:.3}× the defaults, beyond this run's noise ({:.1}%)",
+            "{}: {} than the defaults, beyond this run's noise ({:.1}%)",
             chosen_row.arrangement,
-            chosen_row.speed_vs_defaults,
+            faster_or_slower(chosen_row.speed_vs_defaults),
             100.0 * noise
         )
     };

@@ -39,6 +39,26 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     })
 }
 
+/// The number of items an IDX file's header declares (its first dimension), read from the
+/// first bytes alone; `None` when the file cannot be read or is not IDX. For estimates made
+/// before the data is loaded (which checks everything).
+pub fn declared_items(path: &Path) -> Option<usize> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut start = [0u8; 2];
+    file.read_exact(&mut start).ok()?;
+    let file = std::io::Cursor::new(start).chain(file);
+    let mut header = [0u8; 8];
+    if start == GZIP_MAGIC {
+        flate2::read::MultiGzDecoder::new(file)
+            .read_exact(&mut header)
+            .ok()?;
+    } else {
+        file.take(8).read_exact(&mut header).ok()?;
+    }
+    let is_idx = header[..2] == [0, 0] && header[2] == IDX_TYPE_U8 && header[3] >= 1;
+    is_idx.then(|| u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize)
+}
+
 /// Parses IDX bytes (gzipped or plain). `path` only labels errors.
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     let path_buf = || PathBuf::from(path);

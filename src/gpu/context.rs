@@ -12,8 +12,17 @@ pub enum GpuError {
         "no GPU adapter found{backend} (hint: install a driver; on Linux `apt-get install mesa-vulkan-drivers` gives lavapipe, a CPU Vulkan adapter)"
     )]
     NoAdapter { backend: String },
-    #[error("no adapter matches --adapter {query:?}; found: {available}")]
-    AdapterNotFound { query: String, available: String },
+    #[error("no adapter matches --adapter {query:?}{meant}; found: {available}")]
+    AdapterNotFound {
+        query: String,
+        /// What a well-known name stands for (`lavapipe` is Mesa's Vulkan CPU adapter …).
+        meant: String,
+        available: String,
+    },
+    #[error(
+        "the only adapters here are software ones ({found}), which run GPU kernels on the CPU far slower than the CPU path (hint: --device gpu uses one anyway, to check the GPU path)"
+    )]
+    OnlySoftware { found: String },
     #[error("unknown backend {0:?} (expected vulkan, metal, dx12 or gl)")]
     UnknownBackend(String),
     #[error("adapter {adapter}: {limit} is {available}, wgtrain needs {needed}")]
@@ -52,7 +61,9 @@ pub enum GpuError {
 pub struct AdapterChoice {
     /// `vulkan`, `metal`, `dx12`, `gl`; `None` takes every backend (or WGPU_BACKEND).
     pub backend: Option<String>,
-    /// An index into `wgtrain devices`' list, or a case-insensitive name substring.
+    /// What `wgtrain devices` prints for an adapter: its index, its name (or a
+    /// case-insensitive part of it), either qualified by its backend (`vulkan:llvmpipe`,
+    /// `gl:1`), or a common name ([`KNOWN_ADAPTERS`]: `lavapipe`, `swiftshader`, `warp`).
     pub adapter: Option<String>,
     /// Accept CPU adapters (lavapipe, llvmpipe, WARP) when no real GPU matches.
     pub allow_software: bool,
@@ -117,15 +128,19 @@ fn is_software(info: &wgpu::AdapterInfo) -> bool {
     info.device_type == wgpu::DeviceType::Cpu
 }
 
-/// Every adapter wgpu finds for the chosen backend, in a stable order.
+/// Every adapter wgpu finds for the chosen backend, in a stable order. An adapter's `index`
+/// is its place in the list of every backend (or WGPU_BACKEND's), whichever backend is
+/// asked for, so that an index `wgtrain devices` prints means one adapter everywhere.
 pub fn list_adapters(
     backend: Option<&str>,
 ) -> Result<Vec<(AdapterSummary, wgpu::Adapter)>, GpuError> {
-    let backends = parse_backends(backend)?;
-    let adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));
+    let wanted = parse_backends(backend)?;
+    let every = parse_backends(None)?;
+    let adapters = pollster::block_on(instance(every).enumerate_adapters(every));
     Ok(adapters
         .into_iter()
         .enumerate()
+        .filter(|(_, adapter)| wanted.contains(adapter.get_info().backend.into()))
         .map(|(index, adapter)| {
             let info = adapter.get_info();
             let limits = adapter.limits();
@@ -146,6 +161,128 @@ pub fn list_adapters(
             (summary, adapter)
         })
         .collect())
+}
+
+/// Names people type for adapters that `wgtrain devices` lists under another name:
+/// (what is typed, backend, part of the name wgpu reports, what it is).
+pub const KNOWN_ADAPTERS: &[(&str, &str, &str, &str)] = &[
+    (
+        "lavapipe",
+        "vulkan",
+        "llvmpipe",
+        "Mesa's Vulkan CPU adapter",
+    ),
+    (
+        "swiftshader",
+        "vulkan",
+        "SwiftShader",
+        "Google's Vulkan CPU adapter",
+    ),
+    (
+        "warp",
+        "dx12",
+        "Microsoft Basic Render Driver",
+        "Windows' DX12 CPU adapter",
+    ),
+];
+
+/// The position in `adapters` of the adapter `query` names: an index `wgtrain devices`
+/// printed, a name or part of one (case-insensitive), either after `BACKEND:`, or one of
+/// [`KNOWN_ADAPTERS`]. Where several match (Mesa names its Vulkan and GL adapters alike), the
+/// first in `devices`' order is taken.
+pub fn resolve_adapter(query: &str, adapters: &[AdapterSummary]) -> Result<usize, GpuError> {
+    let trimmed = query.trim();
+    // `vulkan:llvmpipe`; a name that merely contains a colon is left whole.
+    let (mut backend, rest) = match trimmed.split_once(':') {
+        Some((b, rest)) if parse_backends(Some(b.trim())).is_ok() => {
+            (Some(parse_backends(Some(b.trim()))?), rest.trim())
+        }
+        _ => (None, trimmed),
+    };
+    let on_backend = |s: &AdapterSummary, backend: Option<wgpu::Backends>| {
+        backend.is_none_or(|b| parse_backends(Some(&s.backend)).is_ok_and(|own| b.contains(own)))
+    };
+    let mut meant = String::new();
+    let position = match rest.parse::<usize>() {
+        Ok(index) => adapters
+            .iter()
+            .position(|s| s.index == index && on_backend(s, backend)),
+        Err(_) => {
+            let mut part = rest.to_lowercase();
+            if let Some((typed, known_backend, name, what)) =
+                KNOWN_ADAPTERS.iter().find(|(typed, ..)| *typed == part)
+            {
+                meant = format!(" ({typed} is {what}, listed as \"{name}\" on {known_backend})");
+                backend = backend.or(parse_backends(Some(known_backend)).ok());
+                part = name.to_lowercase();
+            }
+            adapters
+                .iter()
+                .position(|s| s.name.to_lowercase().contains(&part) && on_backend(s, backend))
+        }
+    };
+    position.ok_or_else(|| GpuError::AdapterNotFound {
+        query: query.to_string(),
+        meant,
+        available: list_for_message(adapters),
+    })
+}
+
+/// `0: llvmpipe (vulkan), 1: llvmpipe (gl)`, or `none`.
+fn list_for_message(adapters: &[AdapterSummary]) -> String {
+    if adapters.is_empty() {
+        return "none".into();
+    }
+    adapters
+        .iter()
+        .map(|s| format!("{}: {} ({})", s.index, s.name, s.backend))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The adapter to take when none is named: a discrete GPU before an integrated one, then
+/// `devices`' order (which lists Vulkan, Metal and DX12 before GL); a software adapter only
+/// when `choice` allows one.
+fn best_adapter(adapters: &[AdapterSummary], choice: &AdapterChoice) -> Result<usize, GpuError> {
+    let rank = |s: &AdapterSummary| match s.device_type.as_str() {
+        "DiscreteGpu" => 0,
+        "IntegratedGpu" => 1,
+        "VirtualGpu" => 2,
+        "Other" => 3,
+        _ => 4,
+    };
+    let best = adapters
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| choice.allow_software || !s.software)
+        .min_by_key(|(i, s)| (rank(s), *i))
+        .map(|(i, _)| i);
+    best.ok_or_else(|| {
+        if adapters.is_empty() {
+            GpuError::NoAdapter {
+                backend: choice
+                    .backend
+                    .as_ref()
+                    .map(|b| format!(" for backend {b}"))
+                    .unwrap_or_default(),
+            }
+        } else {
+            // Grouped by name: Mesa gives one llvmpipe on Vulkan and one on GL.
+            let mut names: Vec<(&str, Vec<&str>)> = Vec::new();
+            for s in adapters {
+                match names.iter_mut().find(|(name, _)| *name == s.name) {
+                    Some((_, backends)) => backends.push(&s.backend),
+                    None => names.push((&s.name, vec![&s.backend])),
+                }
+            }
+            let found = names
+                .iter()
+                .map(|(name, backends)| format!("{name} on {}", backends.join(" and ")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            GpuError::OnlySoftware { found }
+        }
+    })
 }
 
 /// An open device: what every GPU engine and check holds.
@@ -198,71 +335,15 @@ impl GpuContext {
             Err(_) => None,
         };
         let tuned = TuningFile::load_configured()?;
-        // Without a backend named, look at the primary backends (Vulkan, Metal, DX12) first and
-        // at GL only when they have nothing: GL's EGL probe is slow and noisy on headless Linux.
-        let mut adapters = match choice.backend.as_deref() {
-            Some(b) => list_adapters(Some(b))?,
-            None if std::env::var_os("WGPU_BACKEND").is_some() => list_adapters(None)?,
-            None => {
-                let primary = list_adapters(Some("primary"))?;
-                if primary.is_empty() {
-                    list_adapters(Some("gl"))?
-                } else {
-                    primary
-                }
-            }
-        };
-        let available = || {
-            adapters
-                .iter()
-                .map(|(s, _)| format!("{}: {} ({})", s.index, s.name, s.backend))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let mut adapters = list_adapters(choice.backend.as_deref())?;
+        let summaries: Vec<AdapterSummary> = adapters.iter().map(|(s, _)| s.clone()).collect();
         let query = choice
             .adapter
             .clone()
             .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let picked = match &query {
-            Some(q) => {
-                let position = match q.parse::<usize>() {
-                    Ok(i) => adapters.iter().position(|(s, _)| s.index == i),
-                    Err(_) => {
-                        let q = q.to_lowercase();
-                        adapters
-                            .iter()
-                            .position(|(s, _)| s.name.to_lowercase().contains(&q))
-                    }
-                };
-                position.ok_or_else(|| GpuError::AdapterNotFound {
-                    query: q.clone(),
-                    available: available(),
-                })?
-            }
-            None => {
-                let rank = |s: &AdapterSummary| match s.device_type.as_str() {
-                    "DiscreteGpu" => 0,
-                    "IntegratedGpu" => 1,
-                    "VirtualGpu" => 2,
-                    "Other" => 3,
-                    _ => 4,
-                };
-                let best = adapters
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (s, _))| choice.allow_software || !s.software)
-                    .min_by_key(|(i, (s, _))| (rank(s), *i))
-                    .map(|(i, _)| i);
-                best.ok_or_else(|| GpuError::NoAdapter {
-                    backend: match (&choice.backend, adapters.is_empty()) {
-                        (Some(b), _) => format!(" for backend {b}"),
-                        (None, false) => {
-                            " (only software adapters, and this choice takes none)".into()
-                        }
-                        (None, true) => String::new(),
-                    },
-                })?
-            }
+            Some(q) => resolve_adapter(q, &summaries)?,
+            None => best_adapter(&summaries, choice)?,
         };
         let (summary, adapter) = adapters.swap_remove(picked);
         let tuning = tuned.tuning_for(&summary, &overrides);

@@ -14,7 +14,10 @@ pub mod shaders;
 pub mod tuning;
 pub mod workspace;
 
-pub use context::{AdapterChoice, AdapterSummary, GpuContext, GpuError, list_adapters};
+pub use context::{
+    AdapterChoice, AdapterSummary, GpuContext, GpuError, KNOWN_ADAPTERS, list_adapters,
+    resolve_adapter,
+};
 pub use engine::GpuEngine;
 pub use pack::{GpuPack, PackSeat};
 pub use packed::PackedModels;

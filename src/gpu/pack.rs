@@ -161,8 +161,16 @@ impl PackSeat {
                 _ => None,
             })
             .collect();
+        let started = std::time::Instant::now();
+        let models = jobs.iter().flatten().count().max(1) as f64;
         let results = match state.models.train_epoch(&jobs) {
-            Ok(r) => r,
+            Ok(mut r) => {
+                let share = started.elapsed().as_secs_f64() / models;
+                for stats in r.iter_mut().flatten().flatten() {
+                    stats.shared_secs = Some(share);
+                }
+                r
+            }
             // A failure of the whole epoch (a lost device, say) is every ready seat's: a GPU
             // error goes to each as itself, anything else in words.
             Err(e) => {

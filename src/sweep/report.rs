@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::{SWEEP_FILE, read_tag};
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
-use crate::report::{RunRecord, markdown_table, read_run};
+use crate::report::{RunRecord, Setting, delta_cells, mean_pm, paper_cells, read_run};
 use crate::rundir::RunDir;
 
 /// Whether `dir` holds a sweep: its `sweep.json`, or (from before sweeps wrote one) a run
@@ -22,10 +22,17 @@ fn holds_sweep(dir: &Path) -> bool {
 
 /// Fails unless `path` is absent or begins as wgtrain writes it (`first_line`): a report
 /// never replaces a file it did not write.
-fn check_ours(path: &Path, first_line: &str) -> Result<()> {
+fn check_ours(path: &Path, first_lines: &[&str]) -> Result<()> {
     match std::fs::read_to_string(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Ok(text) if text.lines().next() == Some(first_line) => Ok(()),
+        Ok(text)
+            if text
+                .lines()
+                .next()
+                .is_some_and(|l| first_lines.contains(&l)) =>
+        {
+            Ok(())
+        }
         _ => Err(Error::NotOurs {
             path: path.to_path_buf(),
         }),
@@ -35,8 +42,14 @@ fn check_ours(path: &Path, first_line: &str) -> Result<()> {
 /// First line of results.md.
 const RESULTS_TITLE: &str = "# Sweep results";
 
-/// Header of results.csv.
-pub const RESULTS_HEADER: &str = "run,setting,seed,overrides,status,best_epoch,epochs_run,best_val_loss,test_accuracy,test_loss,device,seconds";
+/// Header of results.csv. `adapter` names the GPU adapter and its backend (empty on the CPU);
+/// `seconds` is the run's own time, its share of a GPU pack's epochs.
+pub const RESULTS_HEADER: &str = "run,setting,seed,overrides,status,best_epoch,epochs_run,best_val_loss,test_accuracy,test_loss,device,adapter,seconds";
+
+/// Headers earlier versions wrote: their results.csv is still ours to rewrite.
+const EARLIER_RESULTS_HEADERS: &[&str] = &[
+    "run,setting,seed,overrides,status,best_epoch,epochs_run,best_val_loss,test_accuracy,test_loss,device,seconds",
+];
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
@@ -55,8 +68,11 @@ pub fn report(out: &Path) -> Result<usize> {
             path: out.to_path_buf(),
         });
     }
-    check_ours(&out.join("results.csv"), RESULTS_HEADER)?;
-    check_ours(&out.join("results.md"), RESULTS_TITLE)?;
+    let csv_headers: Vec<&str> = std::iter::once(RESULTS_HEADER)
+        .chain(EARLIER_RESULTS_HEADERS.iter().copied())
+        .collect();
+    check_ours(&out.join("results.csv"), &csv_headers)?;
+    check_ours(&out.join("results.md"), &[RESULTS_TITLE])?;
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
         .map_err(|e| Error::io(out, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -77,7 +93,7 @@ pub fn report(out: &Path) -> Result<usize> {
             .unwrap_or_default();
         let s = &r.summary;
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{:.6},{:.6},{},{:.3}\n",
+            "{},{},{},{},{},{},{},{},{:.6},{:.6},{},{},{:.3}\n",
             csv_field(id),
             csv_field(&r.config.name),
             r.config.seed,
@@ -89,33 +105,149 @@ pub fn report(out: &Path) -> Result<usize> {
             s.test_accuracy,
             s.test_loss,
             s.device,
+            csv_field(&match (&s.adapter, &s.backend) {
+                (Some(a), Some(b)) => format!("{a} ({b})"),
+                (Some(a), None) => a.clone(),
+                _ => String::new(),
+            }),
             s.seconds
         ));
     }
     write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    let settings = Setting::group(&runs, setting_of);
+    let ranked = rank(settings);
     let md = format!(
-        "{RESULTS_TITLE}\n\n{} finished runs in {}; mean ± sample std over seeds.\n\n{}",
+        "{RESULTS_TITLE}\n\n{} finished runs in {}, settings ranked by mean best validation loss (the \
+         figure to choose by; the test figures beside it never choose). Mean ± sample std over \
+         seeds, \"± —\" where one seed gives no spread.\n\n{}",
         runs.len(),
         out.display(),
-        markdown_table(&runs)
+        ranked_table(&ranked)
     );
     write_atomic(&out.join("results.md"), md.as_bytes())?;
-    let mut settings: Vec<(String, Vec<f64>)> = Vec::new();
-    for r in &runs {
-        match settings.iter_mut().find(|(n, _)| *n == r.config.name) {
-            Some((_, accs)) => accs.push(r.summary.test_accuracy),
-            None => settings.push((r.config.name.clone(), vec![r.summary.test_accuracy])),
-        }
-    }
-    let bars: Vec<(String, f64, f64)> = settings
-        .into_iter()
-        .map(|(name, accs)| {
+    let bars: Vec<crate::plot::ComparisonBar> = ranked
+        .iter()
+        .filter(|s| !s.counted.is_empty())
+        .map(|s| {
+            let accs = s.values(|x| x.test_accuracy);
             let (mean, std) = crate::report::mean_std(&accs);
-            (name, mean, std)
+            crate::plot::ComparisonBar {
+                label: s.name.clone(),
+                mean,
+                std: (accs.len() > 1).then_some(std),
+            }
         })
         .collect();
     if !bars.is_empty() {
-        crate::plot::plot_comparison(out, &bars, "Sweep: test accuracy per setting")?;
+        crate::plot::plot_comparison(
+            out,
+            &bars,
+            "Sweep: test accuracy per setting, best validation loss first",
+        )?;
     }
     Ok(runs.len())
+}
+
+/// The setting a run belongs to: its sweep tag's, else its config's name.
+fn setting_of(r: &RunRecord) -> String {
+    read_tag(&r.dir).map_or_else(|| r.config.name.clone(), |t| t.setting)
+}
+
+/// Settings, lowest mean best validation loss first; settings with no counted run last.
+fn rank(mut settings: Vec<Setting<'_>>) -> Vec<Setting<'_>> {
+    settings.sort_by(|a, b| {
+        let key = |s: &Setting| s.mean_val_loss().unwrap_or(f64::INFINITY);
+        key(a).total_cmp(&key(b))
+    });
+    settings
+}
+
+/// `key=value` overrides of a run's sweep tag, split.
+fn swept_values(r: &RunRecord) -> Vec<(String, String)> {
+    read_tag(&r.dir)
+        .map(|t| t.overrides)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|o| {
+            o.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// A config's value for `key`, as a sweep file would write it bare.
+fn config_value(config: &crate::config::TrainConfig, key: &str) -> Option<String> {
+    let table = toml::Value::try_from(config).ok()?;
+    table.get(key).map(super::value_text)
+}
+
+/// results.md's table: a rank (the best marked), a column per swept key (or the setting's name
+/// where nothing is swept), validation loss, the test figures, the paper's where a config
+/// carries them.
+fn ranked_table(ranked: &[Setting<'_>]) -> String {
+    let mut keys: Vec<String> = Vec::new();
+    for s in ranked {
+        for (k, _) in swept_values(s.runs[0]) {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    let with_paper = ranked.iter().any(|s| s.paper().is_some());
+    let mut header = vec!["rank".to_string()];
+    match keys.is_empty() {
+        true => header.push("setting".into()),
+        false => header.extend(keys.iter().cloned()),
+    }
+    header.extend(["best val loss", "test acc", "test loss"].map(String::from));
+    if with_paper {
+        header.extend(
+            ["paper test acc", "paper test loss", "Δ acc (pp)", "Δ loss"].map(String::from),
+        );
+    }
+    header.extend(["best epochs", "seeds"].map(String::from));
+    let mut table = format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        "---|".repeat(header.len())
+    );
+    for (i, s) in ranked.iter().enumerate() {
+        let rank = match (i, s.mean_val_loss()) {
+            (_, None) => "–".to_string(),
+            (0, Some(_)) => "1 (best)".to_string(),
+            (i, Some(_)) => (i + 1).to_string(),
+        };
+        let mut cells = vec![rank];
+        if keys.is_empty() {
+            cells.push(s.name.clone());
+        } else {
+            let own = swept_values(s.runs[0]);
+            for k in &keys {
+                let value = own
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| config_value(&s.runs[0].config, k));
+                cells.push(value.unwrap_or_else(|| "–".into()));
+            }
+        }
+        let val: Vec<f64> = s
+            .counted
+            .iter()
+            .filter_map(|r| r.summary.best_val_loss)
+            .collect();
+        let acc = s.values(|x| x.test_accuracy);
+        let loss = s.values(|x| x.test_loss);
+        cells.push(mean_pm(&val, 1.0, 4, ""));
+        cells.push(mean_pm(&acc, 100.0, 2, "%"));
+        cells.push(mean_pm(&loss, 1.0, 4, ""));
+        let mut row = format!("| {} |", cells.join(" | "));
+        if with_paper {
+            row.push_str(&paper_cells(s.paper()));
+            row.push_str(&delta_cells(s.paper(), &acc, &loss));
+        }
+        row.push_str(&format!(" {} | {} |\n", s.best_epochs(), s.seeds_cell()));
+        table.push_str(&row);
+    }
+    table
 }

@@ -170,7 +170,7 @@ pub fn train_runs(
                 EngineKind::Gpu { context } => match gpu_seats(context, &pack) {
                     Ok(seats) => (
                         seats,
-                        format!("pack of {} runs on {}", pack.len(), context.info.name),
+                        format!("pack of {} runs on {}", pack.len(), context.describe()),
                     ),
                     // The limits bound a pack by its largest buffer, not by the device's
                     // total memory: when the pack does not fit, train it as two halves.

@@ -106,6 +106,25 @@ pub fn fashion_mnist() -> std::path::PathBuf {
         .join("fashion-mnist")
 }
 
+/// Skips the running test for want of `what`, saying so where `cargo test` shows it: straight
+/// to stderr, past the harness's capture (which hides what a passing test prints), since the
+/// harness itself can only report such a test `ok`. With `required_by=1` (CI sets it) a
+/// missing prerequisite fails the test instead.
+pub fn skip(what: &str, required_by: &str) {
+    if std::env::var(required_by).is_ok_and(|v| v == "1") {
+        panic!("{required_by}=1, but {what}");
+    }
+    use std::io::Write;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "skipped: {test}: {what} ({required_by}=1 makes this a failure)"
+    );
+}
+
 /// The GPU every GPU test runs on: whatever adapter wgpu finds, software ones included.
 /// Without one the test is skipped with a message — unless `WGTRAIN_REQUIRE_GPU=1` (CI, with
 /// lavapipe installed), where a missing adapter fails the test.
@@ -116,11 +135,11 @@ pub fn gpu() -> Option<wgtrain::gpu::GpuContext> {
     };
     match wgtrain::gpu::GpuContext::open(&choice) {
         Ok(ctx) => Some(ctx),
-        Err(e) if std::env::var("WGTRAIN_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
-            panic!("WGTRAIN_REQUIRE_GPU=1 but no adapter opened: {e}")
-        }
         Err(e) => {
-            eprintln!("skipped: no GPU adapter ({e})");
+            skip(
+                &format!("no GPU adapter opened ({e})"),
+                "WGTRAIN_REQUIRE_GPU",
+            );
             None
         }
     }

@@ -1,0 +1,277 @@
+//! Choosing an adapter the way `wgtrain devices` shows them, what `--device auto` says when it
+//! takes the CPU, and output that holds only wgtrain's own lines. See: issue 22, points 1, 2, 4.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use wgtrain::gpu::{AdapterSummary, GpuError, resolve_adapter};
+use wgtrain::metrics::Summary;
+use wgtrain::rundir::RunDir;
+
+use crate::common::{stderr, wgtrain, write_dataset};
+
+/// A network for `write_dataset(…, 64, 16, 4, 3, …)`: 4×4 images, 3 classes, one epoch.
+const TINY: [&str; 6] = [
+    "--set",
+    "layers=[16, 3]",
+    "--set",
+    "epochs=1",
+    "--set",
+    "batch_size=16",
+];
+
+/// An adapter as `wgtrain devices` lists it.
+fn adapter(index: usize, name: &str, backend: &str) -> AdapterSummary {
+    AdapterSummary {
+        index,
+        name: name.into(),
+        backend: backend.into(),
+        device_type: "Cpu".into(),
+        driver: String::new(),
+        max_storage_buffer_binding_size: 1 << 27,
+        max_compute_workgroup_storage_size: 32768,
+        max_compute_invocations_per_workgroup: 1024,
+        timestamp_queries: false,
+        software: true,
+    }
+}
+
+#[test]
+fn an_adapter_is_found_by_index_name_backend_and_common_name() {
+    // Mesa's two llvmpipes share a name; the list is in `devices`' order, indices as it prints
+    // them (here only the GL adapter and a SwiftShader passed a --backend filter: 3 and 5).
+    let mesa = "llvmpipe (LLVM 15.0.6, 256 bits)";
+    let all = [
+        adapter(0, mesa, "vulkan"),
+        adapter(1, "SwiftShader Device (Subzero)", "vulkan"),
+        adapter(3, mesa, "gl"),
+    ];
+    let found = |q: &str| resolve_adapter(q, &all).map(|i| (all[i].index, all[i].backend.clone()));
+    for (query, index, backend) in [
+        ("0", 0, "vulkan"),
+        ("3", 3, "gl"),
+        (mesa, 0, "vulkan"),
+        ("LLVMPIPE", 0, "vulkan"),
+        ("vulkan:llvmpipe", 0, "vulkan"),
+        ("gl:llvmpipe", 3, "gl"),
+        (&format!("gl:{mesa}"), 3, "gl"),
+        ("gl:3", 3, "gl"),
+        ("opengl: 3", 3, "gl"),
+        ("lavapipe", 0, "vulkan"),
+        ("swiftshader", 1, "vulkan"),
+        ("SwiftShader Device (Subzero)", 1, "vulkan"),
+    ] {
+        assert_eq!(
+            found(query).unwrap(),
+            (index, backend.to_string()),
+            "{query}"
+        );
+    }
+    // Named, but not there: the error says what the name stands for and what there is.
+    for (query, meant) in [
+        ("warp", "Microsoft Basic Render Driver"),
+        ("vulkan:3", ""),
+        ("2", ""),
+        ("metal:llvmpipe", ""),
+        ("radeon", ""),
+    ] {
+        let e = found(query).unwrap_err();
+        assert!(
+            matches!(e, GpuError::AdapterNotFound { .. }),
+            "{query}: {e}"
+        );
+        let text = e.to_string();
+        assert!(text.contains(meant), "{query}: {text}");
+        assert!(
+            text.contains(&format!("0: {mesa} (vulkan)"))
+                && text.contains(&format!("3: {mesa} (gl)")),
+            "{query}: {text}"
+        );
+    }
+    // A lavapipe asked for where only the GL llvmpipe is: not the GL one.
+    let gl_only = [adapter(1, mesa, "gl")];
+    let e = resolve_adapter("lavapipe", &gl_only)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Mesa's Vulkan CPU adapter"), "{e}");
+}
+
+/// (index, name, backend) of every row `wgtrain devices` prints.
+fn devices() -> Vec<(String, String, String)> {
+    let o = wgtrain(&["devices"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| index"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].into(), cells[2].into(), cells[3].into())
+        })
+        .collect()
+}
+
+#[test]
+fn every_form_devices_prints_picks_that_adapter_in_train_sweep_bench_and_check() {
+    // See: issue 22 — `--adapter 1` (the GL row) failed in train, sweep and bench unless
+    // `--backend gl` was given too, and `--adapter lavapipe` matched nothing.
+    let rows = devices();
+    if rows.is_empty() {
+        crate::common::skip("no GPU adapter listed", "WGTRAIN_REQUIRE_GPU");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 64, 16, 4, 3, true);
+    let trained_on = |form: &str, device: &str| -> (String, String) {
+        let out = tmp
+            .path()
+            .join(format!("run-{}", form.replace([':', ' ', '/'], "_")));
+        let mut args = vec!["train", "--quiet", "--force", "--device", device];
+        args.extend(["--adapter", form, "--data", data.to_str().unwrap()]);
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(TINY);
+        let o = wgtrain(&args);
+        assert!(o.status.success(), "--adapter {form:?}: {}", stderr(&o));
+        let s = Summary::read(&RunDir::new(&out).summary()).unwrap();
+        (s.adapter.unwrap_or_default(), s.backend.unwrap_or_default())
+    };
+    for (index, name, backend) in &rows {
+        // A name two adapters share picks the first listed, as `devices` orders them.
+        let first_named = rows.iter().find(|(_, n, _)| n == name).unwrap();
+        let expected = (name.clone(), backend.clone());
+        for form in [
+            index.clone(),
+            format!("{backend}:{name}"),
+            format!("{backend}:{index}"),
+        ] {
+            assert_eq!(trained_on(&form, "gpu"), expected, "--adapter {form:?}");
+        }
+        // Naming an adapter is enough for --device auto to take it, software or not.
+        assert_eq!(trained_on(index, "auto"), expected, "--device auto");
+        assert_eq!(
+            trained_on(name, "gpu"),
+            (first_named.1.clone(), first_named.2.clone()),
+            "--adapter {name:?}"
+        );
+    }
+    // The last row (GL on Mesa) by index, in the other commands that take --adapter.
+    let (index, name, backend) = rows.last().unwrap();
+    let sweep = tmp.path().join("sweep.toml");
+    std::fs::write(&sweep, "[grid]\nlearning_rate = [0.05, 0.1]\n").unwrap();
+    let sweep_out = tmp.path().join("sweep");
+    for args in [
+        vec!["check", "--adapter", index.as_str()],
+        vec![
+            "sweep",
+            sweep.to_str().unwrap(),
+            "--device",
+            "gpu",
+            "--adapter",
+            index,
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            sweep_out.to_str().unwrap(),
+        ]
+        .into_iter()
+        .chain(TINY)
+        .collect(),
+        vec![
+            "bench",
+            "--devices",
+            "gpu",
+            "--adapter",
+            index,
+            "--warmup",
+            "0",
+            "--epochs",
+            "1",
+            "--data",
+            data.to_str().unwrap(),
+        ]
+        .into_iter()
+        .chain(TINY)
+        .collect(),
+    ] {
+        let o = wgtrain(&args);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(
+            out.contains(&format!("{name} ({backend}, ")),
+            "{args:?} ran elsewhere: {out}"
+        );
+    }
+    let results = std::fs::read_to_string(sweep_out.join("results.csv")).unwrap();
+    assert!(results.contains(name.as_str()), "{results}");
+}
+
+#[test]
+fn auto_says_why_it_trains_on_the_cpu_when_every_adapter_is_a_software_one() {
+    // See: issue 22 — the note told a user with lavapipe installed to install it.
+    let rows = devices();
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, out) = (tmp.path().join("data"), tmp.path().join("run"));
+    write_dataset(&data, 64, 16, 4, 3, true);
+    let mut args = vec!["train", "--quiet", "--data", data.to_str().unwrap()];
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(TINY);
+    let o = wgtrain(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let device = Summary::read(&RunDir::new(&out).summary()).unwrap().device;
+    let err = stderr(&o);
+    if device != "cpu" {
+        // A real GPU here: auto took it, and said nothing.
+        assert!(!err.contains("note: --device auto"), "{err}");
+        return;
+    }
+    if rows.is_empty() {
+        assert!(err.contains("no GPU adapter found"), "{err}");
+        return;
+    }
+    assert!(
+        err.contains("the only adapters here are software ones")
+            && err.contains(&rows[0].1)
+            && err.contains("--device gpu uses one anyway")
+            && !err.contains("apt-get"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// The binary with `args`, in the environment a newcomer's shell has: no XDG_RUNTIME_DIR, and
+/// not the NODEVICE_SELECT that `.cargo/config.toml` gives the test process.
+fn bare(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(args)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn devices_check_and_a_gpu_run_print_nothing_but_their_own_lines() {
+    // See: issue 22 — Mesa's device-select layer printed "error: XDG_RUNTIME_DIR is invalid
+    // or not set in the environment." twice on every command that looked for adapters.
+    if devices().is_empty() {
+        crate::common::skip("no GPU adapter listed", "WGTRAIN_REQUIRE_GPU");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, out) = (tmp.path().join("data"), tmp.path().join("run"));
+    write_dataset(&data, 64, 16, 4, 3, true);
+    let mut train = vec!["train", "--quiet", "--device", "gpu"];
+    train.extend([
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    train.extend(TINY);
+    for args in [&["devices"][..], &["check", "--adapter", "0"], &train] {
+        let o = bare(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "", "{args:?} printed lines not its own");
+    }
+    assert!(Path::new(&RunDir::new(&out).summary()).exists());
+}
