@@ -179,7 +179,7 @@ fn every_form_devices_prints_picks_that_adapter_in_train_sweep_bench_and_check()
         vec![
             "bench",
             "--devices",
-            "gpu",
+            "cpu,gpu",
             "--adapter",
             index,
             "--warmup",
@@ -200,6 +200,17 @@ fn every_form_devices_prints_picks_that_adapter_in_train_sweep_bench_and_check()
             out.contains(&format!("{name} ({backend}, ")),
             "{args:?} ran elsewhere: {out}"
         );
+        // In a log, a GPU pack shows its progress as a single run does; bench says how much
+        // slower or faster in words, not as a bare ratio.
+        match args[0] {
+            "sweep" => assert!(stderr(&o).contains("pack epoch   1/1"), "{}", stderr(&o)),
+            "bench" => assert!(
+                out.lines().any(|l| l.starts_with("| gpu |")
+                    && (l.contains("× slower |") || l.contains("× faster |"))),
+                "{out}"
+            ),
+            _ => {}
+        }
     }
     let results = std::fs::read_to_string(sweep_out.join("results.csv")).unwrap();
     assert!(results.contains(name.as_str()), "{results}");
@@ -274,4 +285,55 @@ fn devices_check_and_a_gpu_run_print_nothing_but_their_own_lines() {
         assert_eq!(stderr(&o), "", "{args:?} printed lines not its own");
     }
     assert!(Path::new(&RunDir::new(&out).summary()).exists());
+}
+
+#[test]
+fn a_long_run_on_a_software_adapter_says_so_before_it_starts() {
+    // See: issue 22 — a sweep on lavapipe printed nothing for 3½ minutes. The paper's model on
+    // Fashion-MNIST is estimated at minutes there: the note comes before the first epoch, and
+    // the test stops the run once it has read it.
+    let rows = devices();
+    if rows.is_empty() {
+        crate::common::skip("no GPU adapter listed", "WGTRAIN_REQUIRE_GPU");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/momentum.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(["train", "--device", "gpu", "--adapter", "0", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(crate::common::fashion_mnist())
+        .arg("--out")
+        .arg(tmp.path().join("run"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    if devices_type_is_cpu(&rows[0].0) {
+        assert!(
+            first.starts_with("note: ")
+                && first.contains("is a software adapter")
+                && first.contains("may take up to roughly"),
+            "{first}"
+        );
+    } else {
+        assert!(!first.contains("software adapter"), "{first}");
+    }
+}
+
+/// Whether `wgtrain devices` lists the adapter at `index` as a CPU (software) one.
+fn devices_type_is_cpu(index: &str) -> bool {
+    let o = wgtrain(&["devices"]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .any(|l| l.starts_with(&format!("| {index} |")) && l.contains("| Cpu |"))
 }
