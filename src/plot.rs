@@ -156,7 +156,16 @@ fn draw_curves<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("epoch")
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        // Epochs are whole: a label only on whole numbers (a 2-epoch run read
+        // "1 1 1 1 1 2 2 2 2 2 2" with every tenth rounded).
+        .x_labels(max_epoch.min(12))
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-6 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
         .y_desc(metric.name())
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 17))

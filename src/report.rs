@@ -28,8 +28,10 @@ pub fn read_run(dir: &Path) -> Result<RunRecord> {
 
 /// The runs of `dirs` that have finished (read), and those that have not: a run with epochs
 /// but no summary yet (interrupted, or still training) has no test figures, and `table
-/// runs/*` goes on without it mid-sweep. A directory that is neither fails as it reads.
+/// runs/*` goes on without it mid-sweep. Files are passed over (`runs/sweep-x/*` also matches
+/// the sweep's results and plots); a directory that is not a run fails as it reads.
 pub fn read_finished(dirs: &[PathBuf]) -> Result<(Vec<RunRecord>, Vec<PathBuf>)> {
+    let dirs: Vec<&PathBuf> = dirs.iter().filter(|d| !d.is_file()).collect();
     let (finished, unfinished): (Vec<&PathBuf>, Vec<&PathBuf>) = dirs.iter().partition(|d| {
         let run = crate::rundir::RunDir::new(d);
         run.summary().exists() || !run.has_metrics()

@@ -152,7 +152,7 @@ pub fn run_training(
     };
 
     crate::error::ensure_dir(&opts.out, "run directory")?;
-    let _lock = match early_lock {
+    let lock = match early_lock {
         Some(lock) => lock,
         None => dir.lock()?,
     };
@@ -246,6 +246,7 @@ pub fn run_training(
         warning: worse_than_untrained(&outcome, config.learning_rate),
     };
     summary.write(&dir.summary())?;
+    dir.unlock(lock)?;
     match outcome.diverged {
         Some(e) => Err(Error::Train(e)),
         None => Ok(summary),

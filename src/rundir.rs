@@ -109,17 +109,38 @@ impl RunDir {
     /// unguarded.
     pub fn lock(&self) -> Result<std::fs::File> {
         let path = self.path.join(LOCK);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        match file.try_lock() {
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::RunInUse {
-                path: self.path.clone(),
-            }),
-            Ok(()) | Err(std::fs::TryLockError::Error(_)) => Ok(file),
+        let in_use = || Error::RunInUse {
+            path: self.path.clone(),
+        };
+        // A run that ends removes its lock file ([`RunDir::unlock`]); a process that had opened
+        // that file just before holds a lock on nothing, so it opens the path again.
+        for _ in 0..3 {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            match file.try_lock() {
+                Err(std::fs::TryLockError::WouldBlock) => return Err(in_use()),
+                Err(std::fs::TryLockError::Error(_)) => return Ok(file),
+                Ok(()) if still_at(&file, &path) => return Ok(file),
+                Ok(()) => continue,
+            }
+        }
+        Err(in_use())
+    }
+
+    /// Lets go of `lock` ([`RunDir::lock`]'s) and removes the lock file, which an ended run
+    /// has no use for: a finished run directory holds its results and nothing else.
+    pub fn unlock(&self, lock: std::fs::File) -> Result<()> {
+        let path = self.path.join(LOCK);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
+            _ => {
+                drop(lock);
+                Ok(())
+            }
         }
     }
 
@@ -220,4 +241,19 @@ fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochRecord>> {
             }
         })
         .collect()
+}
+
+/// Whether `file` is still the file at `path` (not one removed since it was opened).
+#[cfg(unix)]
+fn still_at(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(there)) => open.ino() == there.ino() && open.dev() == there.dev(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn still_at(_file: &std::fs::File, path: &Path) -> bool {
+    path.exists()
 }

@@ -203,6 +203,13 @@ fn every_form_devices_prints_picks_that_adapter_in_train_sweep_bench_and_check()
         // In a log, a GPU pack shows its progress as a single run does; bench says how much
         // slower or faster in words, not as a bare ratio.
         match args[0] {
+            "check" => assert!(
+                out.lines()
+                    .last()
+                    .is_some_and(|l| l.ends_with("checks passed on 1 adapter")
+                        && l.split(' ').next() == l.split(' ').nth(2)),
+                "a one-line verdict, every check passed: {out}"
+            ),
             "sweep" => assert!(stderr(&o).contains("pack epoch   1/1"), "{}", stderr(&o)),
             "bench" => assert!(
                 out.lines().any(|l| l.starts_with("| gpu |")

@@ -985,3 +985,46 @@ fn every_subcommand_has_working_help() {
     let o = wgtrain(&["sweep", "report", "--help"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn a_finished_run_keeps_no_lock_and_its_plot_reads_like_the_run() {
+    // See: issue 22 — finished runs kept an empty `.lock`; a 2-epoch run's epoch axis read
+    // "1 1 1 1 1 2 2 2 2 2 2"; `plot` titled a run by its directory's name ("pl: accuracy").
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, out) = (tmp.path().join("data"), tmp.path().join("pl"));
+    write_dataset(&data, 200, 50, 6, 3, true);
+    let o = train_tiny(&data, &out, &["--set", "epochs=2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "hidden files left in a finished run: {left:?}"
+    );
+    // A second run over it takes and releases the lock again.
+    let again = train_tiny(&data, &out, &["--set", "epochs=2", "--force"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+
+    let redrawn = wgtrain(&["plot", out.to_str().unwrap()]);
+    assert!(redrawn.status.success(), "{}", stderr(&redrawn));
+    let svg = std::fs::read_to_string(out.join("accuracy.svg")).unwrap();
+    let texts: Vec<&str> = svg
+        .split("<text")
+        .skip(1)
+        .filter_map(|t| t.split_once('>').map(|(_, rest)| rest))
+        .filter_map(|t| t.split_once("</text>").map(|(text, _)| text.trim()))
+        .collect();
+    let name = RunDir::new(&out).read_config().unwrap().name;
+    assert_ne!(name, "pl");
+    assert_eq!(texts[0], format!("{name}: accuracy"), "{texts:?}");
+    for epoch in ["1", "2"] {
+        assert_eq!(
+            texts.iter().filter(|t| **t == epoch).count(),
+            1,
+            "epoch {epoch} labelled once: {texts:?}"
+        );
+    }
+}

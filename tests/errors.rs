@@ -412,6 +412,17 @@ fn cases(root: &Path) -> Vec<Case> {
             expect: "no GPU adapter found for backend metal",
         });
     }
+    if cfg!(target_os = "linux") {
+        // See: issue 22 — a common name that is not here says what it stands for.
+        let mut warp = gpu.clone();
+        warp.truncate(warp.len() - 2);
+        warp.extend(["--adapter".into(), "warp".into()]);
+        cases.push(Case {
+            what: "--adapter naming a well-known adapter that is not here",
+            args: warp,
+            expect: "no adapter matches --adapter \"warp\" (warp is Windows' DX12 CPU adapter, listed as \"Microsoft Basic Render Driver\" on dx12); found: ",
+        });
+    }
     gpu.truncate(gpu.len() - 1);
     gpu.push("cuda".into());
     cases.push(Case {

@@ -478,6 +478,24 @@ fn a_sweep_report_ranks_its_settings_by_validation_loss_with_a_column_per_swept_
             .unwrap()
             .contains("± 0.00")
     );
+
+    // `table` and `plot` of `DIR/*` pass over the sweep's own files (results, plots).
+    let everything: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    assert!(everything.iter().any(|p| p.ends_with("comparison.png")));
+    let mut table = vec!["table"];
+    table.extend(everything.iter().map(String::as_str));
+    let o = wgtrain(&table);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2 + 4);
+    let plots = tmp.path().join("plots");
+    let mut plot = vec!["plot", "--out", plots.to_str().unwrap()];
+    plot.extend(everything.iter().map(String::as_str));
+    let o = wgtrain(&plot);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(plots.join("accuracy.png").is_file());
 }
 
 #[test]

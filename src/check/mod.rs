@@ -75,6 +75,8 @@ pub struct CheckTally {
     pub ran: usize,
     /// `adapter` or `adapter / check` for what could not run.
     pub unrunnable: Vec<String>,
+    /// Adapters whose device opened.
+    pub adapters: usize,
 }
 
 impl CheckTally {
@@ -88,6 +90,26 @@ impl CheckTally {
             }
             RowOutcome::CannotRun(_) => self.unrunnable.push(format!("{adapter} / {}", row.check)),
         }
+    }
+
+    /// Counts an adapter whose device opened.
+    pub fn opened(&mut self) {
+        self.adapters += 1;
+    }
+
+    /// The one-line verdict: "20 of 20 checks passed on 2 adapters".
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "{} of {} checks passed on {} adapter{}",
+            self.ran - self.failures,
+            self.ran,
+            self.adapters,
+            if self.adapters == 1 { "" } else { "s" }
+        );
+        if !self.unrunnable.is_empty() {
+            line.push_str(&format!("; {} could not run", self.unrunnable.len()));
+        }
+        line
     }
 
     /// Counts an adapter whose device could not be opened.

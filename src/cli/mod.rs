@@ -253,6 +253,7 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
                 continue;
             }
         };
+        tally.opened();
         for row in run_all(&ctx) {
             tally.count(&ctx.describe(), &row);
             let result = match row.outcome() {
@@ -273,6 +274,7 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
     if !tally.unrunnable.is_empty() {
         eprintln!("note: could not run on: {}", tally.unrunnable.join("; "));
     }
+    println!("\n{}", tally.summary());
     Ok(tally.verdict()?)
 }
 
@@ -473,6 +475,11 @@ fn gradcheck(args: &ConfigArgs, samples: usize, per_layer: usize, epsilon: f64) 
 }
 
 fn plot(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
+    // As `table`: files are passed over (`runs/sweep-x/*` also matches results and plots).
+    let runs: Vec<PathBuf> = runs.iter().filter(|p| !p.is_file()).cloned().collect();
+    if runs.is_empty() {
+        bail!("no run directory among the paths given");
+    }
     let curves = runs
         .iter()
         .map(|dir| wgtrain::plot::RunCurves::read(dir))
@@ -485,8 +492,12 @@ fn plot(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
         }
     });
     wgtrain::error::ensure_dir(&out, "--out")?;
+    // One run is titled by its experiment's name, as training titles it (its directory's
+    // name, the label that tells overlaid runs apart, may be anything: "pl").
     let title = if curves.len() == 1 {
-        curves[0].label.clone()
+        wgtrain::rundir::RunDir::new(&runs[0])
+            .read_config()
+            .map_or_else(|_| curves[0].label.clone(), |c| c.name)
     } else {
         format!("{} runs", curves.len())
     };
