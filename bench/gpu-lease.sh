@@ -34,7 +34,6 @@ fi
 # NVIDIA containers keep the Vulkan ICD outside the loader's default search path.
 [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] &&
   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 
 # step LIMIT_S TITLE COMMAND...: runs COMMAND under the smaller of LIMIT_S and what is left of
 # the budget, appending its title, command line and output to lease.md; skipped when under 20 s
@@ -50,7 +49,7 @@ step() {
   fi
   printf '\n## %s\n\n```sh\n%s\n```\n\n' "$title" "$*" | tee -a "$log"
   local start=$SECONDS
-  timeout "$limit" "$@" 2>&1 | grep -v XDG_RUNTIME_DIR | tee -a "$log"
+  timeout "$limit" "$@" 2>&1 | tee -a "$log"
   printf '\n(exit %d, %d s)\n' "${PIPESTATUS[0]}" $((SECONDS - start)) | tee -a "$log"
 }
 

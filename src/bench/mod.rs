@@ -121,10 +121,10 @@ pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
 }
 
 /// What a software adapter computes of the kernels per CPU core, in GFLOP/s: lavapipe on two
-/// cores of an AMD EPYC trained the paper's momentum model at 0.65 GFLOP/s, about 100× below
-/// the CPU path beside it (BENCHMARKS.md, 2026-12-02). Only for the estimate given before a long
-/// run on a software adapter, which says "roughly".
-pub const SOFTWARE_ADAPTER_GFLOPS_PER_CORE: f64 = 0.33;
+/// cores of an AMD EPYC trained the paper's momentum model at 0.84 GFLOP/s, 109× below the CPU
+/// path beside it (BENCHMARKS.md, 2026-12-02, evening). Only for the estimate given before a
+/// long run on a software adapter, which says "roughly".
+pub const SOFTWARE_ADAPTER_GFLOPS_PER_CORE: f64 = 0.42;
 
 /// Roughly how many seconds training takes on a software adapter: `runs` as (widths,
 /// epochs), `train_rows` rows an epoch, on this machine's cores.
