@@ -105,13 +105,17 @@ impl<'a> Setting<'a> {
         self.counted.iter().map(|r| figure(&r.summary)).collect()
     }
 
-    /// Mean best validation loss: what a sweep ranks its settings by.
-    pub fn mean_val_loss(&self) -> Option<f64> {
-        let losses: Vec<f64> = self
-            .counted
+    /// Every counted run's best validation loss.
+    pub fn val_losses(&self) -> Vec<f64> {
+        self.counted
             .iter()
             .filter_map(|r| r.summary.best_val_loss)
-            .collect();
+            .collect()
+    }
+
+    /// Mean best validation loss: what a sweep ranks its settings by.
+    pub fn mean_val_loss(&self) -> Option<f64> {
+        let losses = self.val_losses();
         (!losses.is_empty()).then(|| mean_std(&losses).0)
     }
 
@@ -131,9 +135,10 @@ impl<'a> Setting<'a> {
         .filter(|(n, _)| *n > 0)
         .map(|(n, what)| format!("{n} {what}"))
         .collect();
-        match notes.is_empty() {
-            true => self.counted.len().to_string(),
-            false => format!("{} ({})", self.counted.len(), notes.join("; ")),
+        if notes.is_empty() {
+            self.counted.len().to_string()
+        } else {
+            format!("{} ({})", self.counted.len(), notes.join("; "))
         }
     }
 

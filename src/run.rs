@@ -246,7 +246,7 @@ pub fn run_training(
         warning: worse_than_untrained(&outcome, config.learning_rate),
     };
     summary.write(&dir.summary())?;
-    dir.unlock(lock)?;
+    dir.unlock(lock);
     match outcome.diverged {
         Some(e) => Err(Error::Train(e)),
         None => Ok(summary),

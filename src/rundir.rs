@@ -132,16 +132,11 @@ impl RunDir {
     }
 
     /// Lets go of `lock` ([`RunDir::lock`]'s) and removes the lock file, which an ended run
-    /// has no use for: a finished run directory holds its results and nothing else.
-    pub fn unlock(&self, lock: std::fs::File) -> Result<()> {
-        let path = self.path.join(LOCK);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
-            _ => {
-                drop(lock);
-                Ok(())
-            }
-        }
+    /// has no use for: a finished run directory holds its results and nothing else. Removing
+    /// it is a courtesy: where it fails the empty file stays, and the run's result stands.
+    pub fn unlock(&self, lock: std::fs::File) {
+        let _ = std::fs::remove_file(self.path.join(LOCK));
+        drop(lock);
     }
 
     /// Removes what marks the end of a run that was here before (summary, checkpoint, model),

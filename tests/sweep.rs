@@ -541,3 +541,36 @@ fn the_paper_columns_appear_only_where_a_config_carries_the_papers_figures() {
         "{papers}"
     );
 }
+
+#[test]
+fn a_sweep_of_runs_names_its_settings_where_the_swept_keys_do_not_tell_them_apart() {
+    // A key one setting sets and another leaves to its config shows the config's value; two
+    // settings alike in every swept key (another config file) get their names beside.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 200, 50, 6, 3, true);
+    std::fs::write(tmp.path().join("other.toml"), "learning_rate = 0.02\n").unwrap();
+    let sweep = tmp.path().join("runs.toml");
+    std::fs::write(
+        &sweep,
+        "[[runs]]\nset = { activation = \"relu\" }\n\n[[runs]]\nname = \"plain\"\n\n\
+         [[runs]]\nconfig = \"other.toml\"\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    run_sweep(&sweep, &data, &out, &TINY);
+    let table = results_table(&out);
+    assert_eq!(
+        table[0][..3],
+        ["rank", "setting", "activation"],
+        "{table:?}"
+    );
+    let row = |name: &str| table.iter().find(|r| r[1] == name).unwrap().clone();
+    let default = wgtrain::config::TrainConfig::default()
+        .activation
+        .name()
+        .to_string();
+    assert_eq!(row("activation=relu")[2], "relu");
+    assert_eq!(row("plain")[2], default);
+    assert_eq!(row("other")[2], default);
+}

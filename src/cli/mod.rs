@@ -88,8 +88,8 @@ fn engine_kind(on: &DeviceArgs) -> Result<EngineKind> {
 }
 
 /// Before a long run on a software adapter (lavapipe, llvmpipe, SwiftShader, WARP), says what
-/// it is for and roughly how long `runs` (widths, epochs) will take there, from the training
-/// rows `data_dir` declares; a run it estimates under a minute goes without a note.
+/// it is for and roughly how long `runs` (widths, epochs) will take there; a run estimated
+/// under a minute goes without a note.
 fn note_software_adapter(
     engine: &EngineKind,
     data_dir: &Path,
@@ -102,10 +102,7 @@ fn note_software_adapter(
     if !context.info.software {
         return;
     }
-    let rows = data::idx::declared_items(&data::locate(data_dir, data::TRAIN_IMAGES))
-        .map(|n| (n as f64 * (1.0 - val_fraction)) as usize);
-    let secs = rows.map(|rows| wgtrain::bench::software_adapter_secs(runs.iter().copied(), rows));
-    let how_long = match secs {
+    let how_long = match wgtrain::bench::software_adapter_secs(runs, data_dir, val_fraction) {
         Some(s) if s < 60.0 => return,
         Some(s) => format!(
             "; {} may take up to roughly {} here",
@@ -235,6 +232,9 @@ fn devices(backend: Option<&str>) -> Result<()> {
             tuning
         );
     }
+    println!(
+        "\nchoose one with --adapter INDEX, NAME (or part of it), BACKEND:NAME or BACKEND:INDEX (vulkan:llvmpipe, gl:1), or lavapipe, swiftshader, warp"
+    );
     Ok(())
 }
 

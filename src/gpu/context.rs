@@ -193,12 +193,10 @@ pub const KNOWN_ADAPTERS: &[(&str, &str, &str, &str)] = &[
 pub fn resolve_adapter(query: &str, adapters: &[AdapterSummary]) -> Result<usize, GpuError> {
     let trimmed = query.trim();
     // `vulkan:llvmpipe`; a name that merely contains a colon is left whole.
-    let (mut backend, rest) = match trimmed.split_once(':') {
-        Some((b, rest)) if parse_backends(Some(b.trim())).is_ok() => {
-            (Some(parse_backends(Some(b.trim()))?), rest.trim())
-        }
-        _ => (None, trimmed),
-    };
+    let (mut backend, rest) = trimmed
+        .split_once(':')
+        .and_then(|(b, rest)| Some((Some(parse_backends(Some(b.trim())).ok()?), rest.trim())))
+        .unwrap_or((None, trimmed));
     let on_backend = |s: &AdapterSummary, backend: Option<wgpu::Backends>| {
         backend.is_none_or(|b| parse_backends(Some(&s.backend)).is_ok_and(|own| b.contains(own)))
     };

@@ -181,9 +181,9 @@ fn config_value(config: &crate::config::TrainConfig, key: &str) -> Option<String
     table.get(key).map(super::value_text)
 }
 
-/// results.md's table: a rank (the best marked), a column per swept key (or the setting's name
-/// where nothing is swept), validation loss, the test figures, the paper's where a config
-/// carries them.
+/// results.md's table: a rank (the best marked), a column per swept key (and the setting's
+/// name where the keys alone do not tell settings apart: `[[runs]]` of other config files),
+/// validation loss, the test figures, the paper's where a config carries them.
 fn ranked_table(ranked: &[Setting<'_>]) -> String {
     let mut keys: Vec<String> = Vec::new();
     for s in ranked {
@@ -193,12 +193,33 @@ fn ranked_table(ranked: &[Setting<'_>]) -> String {
             }
         }
     }
+    // Each setting's value of each key: its own override, else its config's.
+    let key_cells: Vec<Vec<String>> = ranked
+        .iter()
+        .map(|s| {
+            let own = swept_values(s.runs[0]);
+            keys.iter()
+                .map(|k| {
+                    own.iter()
+                        .find(|(key, _)| key == k)
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| config_value(&s.runs[0].config, k))
+                        .unwrap_or_else(|| "–".into())
+                })
+                .collect()
+        })
+        .collect();
+    let named = keys.is_empty()
+        || key_cells
+            .iter()
+            .enumerate()
+            .any(|(i, c)| key_cells[..i].contains(c));
     let with_paper = ranked.iter().any(|s| s.paper().is_some());
     let mut header = vec!["rank".to_string()];
-    match keys.is_empty() {
-        true => header.push("setting".into()),
-        false => header.extend(keys.iter().cloned()),
+    if named {
+        header.push("setting".into());
     }
+    header.extend(keys.iter().cloned());
     header.extend(["best val loss", "test acc", "test loss"].map(String::from));
     if with_paper {
         header.extend(
@@ -218,24 +239,11 @@ fn ranked_table(ranked: &[Setting<'_>]) -> String {
             (i, Some(_)) => (i + 1).to_string(),
         };
         let mut cells = vec![rank];
-        if keys.is_empty() {
+        if named {
             cells.push(s.name.clone());
-        } else {
-            let own = swept_values(s.runs[0]);
-            for k in &keys {
-                let value = own
-                    .iter()
-                    .find(|(key, _)| key == k)
-                    .map(|(_, v)| v.clone())
-                    .or_else(|| config_value(&s.runs[0].config, k));
-                cells.push(value.unwrap_or_else(|| "–".into()));
-            }
         }
-        let val: Vec<f64> = s
-            .counted
-            .iter()
-            .filter_map(|r| r.summary.best_val_loss)
-            .collect();
+        cells.extend(key_cells[i].iter().cloned());
+        let val = s.val_losses();
         let acc = s.values(|x| x.test_accuracy);
         let loss = s.values(|x| x.test_loss);
         cells.push(mean_pm(&val, 1.0, 4, ""));
