@@ -670,29 +670,7 @@ fn a_results_table_leaves_diverged_runs_out_of_its_means_and_flags_worse_than_un
             name: name.into(),
             ..TrainConfig::default()
         };
-        wgtrain::report::RunRecord {
-            dir: PathBuf::from(name),
-            summary: Summary {
-                name: name.into(),
-                status: if diverged { "diverged" } else { "finished" }.into(),
-                test_accuracy: accuracy,
-                test_loss: 1.0,
-                best_epoch: 1,
-                best_val_loss: Some(1.0),
-                epochs_run: 1,
-                stopped_early: false,
-                diverged,
-                device: "cpu".into(),
-                device_detail: "cpu".into(),
-                adapter: None,
-                backend: None,
-                seed: config.seed,
-                seconds: 0.0,
-                error: None,
-                warning: warning.then(|| "worse".to_string()),
-            },
-            config,
-        }
+        crate::common::run_record(config, accuracy, diverged, warning)
     };
     let table = wgtrain::report::markdown_table(&[
         run("mixed", 0.8, false, false),

@@ -501,35 +501,16 @@ fn a_sweep_report_ranks_its_settings_by_validation_loss_with_a_column_per_swept_
 #[test]
 fn the_paper_columns_appear_only_where_a_config_carries_the_papers_figures() {
     let mut config = wgtrain::config::TrainConfig::default();
-    let run = |name: &str, config: &wgtrain::config::TrainConfig| wgtrain::report::RunRecord {
-        dir: name.into(),
-        config: wgtrain::config::TrainConfig {
+    let run = |name: &str, config: &wgtrain::config::TrainConfig| {
+        let named = wgtrain::config::TrainConfig {
             name: name.into(),
             ..config.clone()
-        },
-        summary: wgtrain::metrics::Summary {
-            name: name.into(),
-            status: "finished".into(),
-            test_accuracy: 0.8,
-            test_loss: 0.5,
-            best_epoch: 1,
-            best_val_loss: Some(0.5),
-            epochs_run: 1,
-            stopped_early: false,
-            diverged: false,
-            device: "cpu".into(),
-            device_detail: "cpu".into(),
-            adapter: None,
-            backend: None,
-            seed: 1,
-            seconds: 0.0,
-            error: None,
-            warning: None,
-        },
+        };
+        crate::common::run_record(named, 0.8, false, false)
     };
     let ours = wgtrain::report::markdown_table(&[run("mine", &config)]);
     assert!(!ours.contains("paper"), "{ours}");
-    assert!(ours.contains("| 80.00% ± — | 0.5000 ± — |"), "{ours}");
+    assert!(ours.contains("| 80.00% ± — | 1.0000 ± — |"), "{ours}");
     config.paper = Some(wgtrain::config::PaperResult {
         test_accuracy: 0.8426,
         test_loss: 0.45,

@@ -227,3 +227,38 @@ pub fn sweep_in_library(
     wgtrain::sweep::report(out).unwrap();
     log.0.into_inner().unwrap()
 }
+
+/// A run's record as a results table reads it, without training: `config` (its name names the
+/// run), `test_accuracy`, test and validation loss 1.0, diverged or not, with a "worse than
+/// untrained" warning or not.
+pub fn run_record(
+    config: wgtrain::config::TrainConfig,
+    test_accuracy: f64,
+    diverged: bool,
+    warning: bool,
+) -> wgtrain::report::RunRecord {
+    let name = config.name.clone();
+    wgtrain::report::RunRecord {
+        dir: std::path::PathBuf::from(&name),
+        summary: wgtrain::metrics::Summary {
+            name,
+            status: if diverged { "diverged" } else { "finished" }.into(),
+            test_accuracy,
+            test_loss: 1.0,
+            best_epoch: 1,
+            best_val_loss: Some(1.0),
+            epochs_run: 1,
+            stopped_early: false,
+            diverged,
+            device: "cpu".into(),
+            device_detail: "cpu".into(),
+            adapter: None,
+            backend: None,
+            seed: config.seed,
+            seconds: 0.0,
+            error: None,
+            warning: warning.then(|| "worse".to_string()),
+        },
+        config,
+    }
+}
