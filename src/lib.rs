@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod cpu;
 pub mod data;
+pub mod dropout;
 pub mod engine;
 pub mod error;
 pub mod eval;

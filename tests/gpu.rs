@@ -259,6 +259,7 @@ macro_rules! kernel_tests {
 
 kernel_tests! {
     gather_batch_matches_the_cpu_reference => "gather_batch",
+    dropout_forward_matches_the_cpu_reference => "dropout_forward",
     matmul_matches_the_cpu_reference => "matmul",
     softmax_xent_matches_the_cpu_reference => "softmax_xent",
     matmul_gather_matches_the_cpu_reference => "matmul_gather",

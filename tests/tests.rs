@@ -5,6 +5,7 @@ mod common;
 mod adapters;
 mod cli;
 mod config;
+mod conv;
 mod cpu;
 mod data;
 mod errors;

@@ -71,6 +71,50 @@ pub(super) fn check_gather_batch(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     Ok(worst.row("gather_batch"))
 }
 
+/// dropout.wgsl against `dropout::dropout_forward` in f32: the same mask and the same f32
+/// product, so the same bits (the tolerance is the smallest positive f64: any difference
+/// fails). Seeds with both halves set, several probabilities, each size of [`SIZES`].
+pub(super) fn check_dropout_forward(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+    let mut worst = Worst::default();
+    for (case, &len) in SIZES.iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(case as u64);
+        for p in [0.0, 0.25, 0.5, 0.9] {
+            let mask = crate::dropout::DropoutMask::new(
+                rng.random::<u64>() | (1 << 63),
+                rng.random_range(1..100),
+                rng.random_range(0..1000),
+                rng.random_range(0..8),
+                p,
+            );
+            let x = uniform_f32(&mut rng, len, 3.0);
+            let mut want32 = x.clone();
+            crate::dropout::dropout_forward(&mask, &mut want32);
+            // x one slot into the workspace (a kernel ignoring x_off fails), the sentinel after.
+            let mut work = Work::default();
+            let x_off = work.input(&[f32::NAN]) + 1;
+            work.input(&x);
+            work.input(&[f32::NAN; SENTINEL]);
+            let buffer = work.buffer(rig)?;
+            let params = DropoutParams::new(&mask, len as u32, 0, x_off as u32);
+            let p_buf = uniform_init(rig.ctx, "dropout", bytemuck::bytes_of(&params))?;
+            let group = bind(
+                rig.ctx,
+                &rig.kernels.dropout_layout,
+                "dropout",
+                &[&buffer, &p_buf],
+            );
+            let got = rig.run(StepUniform::default(), &buffer, |k, pass, s| {
+                k.encode_dropout_forward(pass, &group, s, len as u32)
+            })?[x_off..]
+                .to_vec();
+            let name = format!("{len} elements, p = {p}");
+            worst.compare(&name, &got[..len], &f64s(&want32), |_, _| f64::MIN_POSITIVE);
+            worst.untouched(&name, &got[len..]);
+        }
+    }
+    Ok(worst.row("dropout_forward"))
+}
+
 /// Runs one matmul configuration and returns its output and the sentinel tail after it. A,
 /// B and aux are laid out in one workspace after the output; `params`' offsets are relative
 /// to their own operand (the bias to B's, or with a bias column to C's).

@@ -3,6 +3,7 @@
 //! Everything numeric is generic over [`Scalar`] so the same code runs in f32 for training and
 //! in f64 for the gradient check.
 
+pub mod conv;
 pub mod engine;
 pub mod gemm;
 pub mod net;

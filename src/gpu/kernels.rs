@@ -106,6 +106,49 @@ pub struct GatherParams {
     pub x_off: u32,
 }
 
+/// Twin of `DropoutParams` in dropout.wgsl: one layer's mask at one step (see
+/// [`crate::dropout::DropoutMask`], whose fields these are, the seed split in halves).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub struct DropoutParams {
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub epoch: u32,
+    pub step: u32,
+    pub layer: u32,
+    pub threshold: u32,
+    /// 1 / (1 − p) in f32, as the CPU path computes it.
+    pub scale: f32,
+    /// Elements to mask.
+    pub len: u32,
+    /// Elements between two models' slices of the workspace.
+    pub work_ms: u32,
+    /// Where x starts in a model's slice.
+    pub x_off: u32,
+    pub _a: u32,
+    pub _b: u32,
+}
+
+impl DropoutParams {
+    /// The uniform for `mask` over `len` elements at `x_off`.
+    pub fn new(mask: &crate::dropout::DropoutMask, len: u32, work_ms: u32, x_off: u32) -> Self {
+        DropoutParams {
+            seed_lo: mask.seed as u32,
+            seed_hi: (mask.seed >> 32) as u32,
+            epoch: mask.epoch,
+            step: mask.step,
+            layer: mask.layer,
+            threshold: mask.threshold,
+            scale: mask.scale::<f32>(),
+            len,
+            work_ms,
+            x_off,
+            _a: 0,
+            _b: 0,
+        }
+    }
+}
+
 /// Twin of `MatmulParams` in matmul.wgsl. Offsets are elements from the start of a model's
 /// slice of the workspace (`work`), whose parameters come first.
 #[repr(C)]
@@ -327,7 +370,9 @@ pub struct Kernels {
     pub matmul_update_layout: wgpu::BindGroupLayout,
     pub matmul_xent_layout: wgpu::BindGroupLayout,
     pub matmul_gather_layout: wgpu::BindGroupLayout,
+    pub dropout_layout: wgpu::BindGroupLayout,
     gather_batch: wgpu::ComputePipeline,
+    dropout_forward: wgpu::ComputePipeline,
     matmul_gather: wgpu::ComputePipeline,
     matmul: wgpu::ComputePipeline,
     matmul_update: wgpu::ComputePipeline,
@@ -462,6 +507,8 @@ impl Kernels {
         });
         // pixels, image_stats, indices, work, p.
         let gather_layout = layout(ctx, "gather_batch", &[true, true, true, false]);
+        // work, p.
+        let dropout_layout = layout(ctx, "dropout_forward", &[false]);
         let matmul_layout = numbered_layout(ctx, "matmul", &MATMUL_BINDINGS, &MATMUL_USES);
         // work, labels, indices, stats, p.
         let xent_layout = layout(ctx, "softmax_xent", &[false, true, true, false]);
@@ -519,6 +566,7 @@ impl Kernels {
         };
         Ok(Kernels {
             gather_batch: pipeline("batch", "gather_batch", &gather_layout)?,
+            dropout_forward: pipeline("dropout", "dropout_forward", &dropout_layout)?,
             matmul: pipeline("matmul", "matmul", &matmul_layout)?,
             matmul_update: pipeline("matmul", "matmul_update", &matmul_update_layout)?,
             matmul_gather: pipeline("matmul", "matmul_gather", &matmul_gather_layout)?,
@@ -532,6 +580,7 @@ impl Kernels {
             matmul_update_layout,
             matmul_xent_layout,
             matmul_gather_layout,
+            dropout_layout,
         })
     }
 }
@@ -609,6 +658,17 @@ impl Kernels {
             step,
             grid(rows * features, 256),
         );
+    }
+
+    /// Masks `len` elements in place (dropout.wgsl).
+    pub fn encode_dropout_forward(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        step: StepRef<'_>,
+        len: u32,
+    ) {
+        dispatch(pass, &self.dropout_forward, group, step, grid(len, 256));
     }
 
     /// `m`, `n`: the output's rows and columns for this dispatch.

@@ -8,6 +8,7 @@ pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 /// (family name, source) of every kernel file.
 pub const FAMILIES: &[(&str, &str)] = &[
     ("batch", include_str!("../../shaders/batch.wgsl")),
+    ("dropout", include_str!("../../shaders/dropout.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     (
         "softmax_xent",

@@ -1,0 +1,322 @@
+//! 2-D convolution and max pooling, the reference maths (issue 18): plain loops accumulating in
+//! f64, generic over f32 and f64 like `cpu::ops`, the spec a fast path and the WGSL kernels are
+//! to be checked against. Nothing trains through them yet: the model is still a list of dense
+//! widths. `docs/derivations.md` derives the backward passes.
+//!
+//! Layouts (row-major, batch first, as PyTorch's NCHW):
+//! - input (B, C, H, W); output (B, O, H′, W′), H′ = (H + 2p − K) / s + 1 (likewise W′);
+//! - weights (O, C, K, K), bias (O): `nn.Conv2d`'s layout, so a model file can name them
+//!   `conv{i}.weight` and `conv{i}.bias` as PyTorch does.
+
+use super::Scalar;
+
+/// Largest kernel side wgtrain's convolutions take.
+pub const MAX_KERNEL: usize = 7;
+
+/// One convolution's shape: `channels` × `height` × `width` in, `filters` kernels of
+/// `kernel` × `kernel`, `stride` 1 or 2, `padding` zeros on every side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2d {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub filters: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2d {
+    /// Checks the shape; the message names what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_KERNEL).contains(&self.kernel) {
+            return Err(format!(
+                "kernel {} is not between 1 and {MAX_KERNEL}",
+                self.kernel
+            ));
+        }
+        if !matches!(self.stride, 1 | 2) {
+            return Err(format!("stride {} is not 1 or 2", self.stride));
+        }
+        if self.padding >= self.kernel {
+            return Err(format!(
+                "padding {} is not below the kernel's {}",
+                self.padding, self.kernel
+            ));
+        }
+        if self.channels == 0 || self.filters == 0 {
+            return Err("a convolution needs at least one input and one output channel".into());
+        }
+        let (h, w) = (
+            self.height + 2 * self.padding,
+            self.width + 2 * self.padding,
+        );
+        if h < self.kernel || w < self.kernel {
+            return Err(format!(
+                "a {k}×{k} kernel does not fit a {}×{} input padded by {}",
+                self.height,
+                self.width,
+                self.padding,
+                k = self.kernel
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn out_height(&self) -> usize {
+        (self.height + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    pub fn out_width(&self) -> usize {
+        (self.width + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    /// Values of one image in: C·H·W.
+    pub fn in_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Values of one image out: O·H′·W′.
+    pub fn out_len(&self) -> usize {
+        self.filters * self.out_height() * self.out_width()
+    }
+
+    /// Weights: O·C·K·K.
+    pub fn weights_len(&self) -> usize {
+        self.filters * self.channels * self.kernel * self.kernel
+    }
+
+    /// The input pixel (row, column) that output (y, x) sees through kernel tap (i, j), or
+    /// `None` where the tap falls on padding.
+    fn tap(&self, y: usize, x: usize, i: usize, j: usize) -> Option<(usize, usize)> {
+        let row = (y * self.stride + i).checked_sub(self.padding)?;
+        let col = (x * self.stride + j).checked_sub(self.padding)?;
+        (row < self.height && col < self.width).then_some((row, col))
+    }
+
+    /// Every (output position, input position, weight position) the convolution multiplies,
+    /// for one image, output channel and input channel: the one place the index arithmetic
+    /// lives, shared by the forward pass and both gradients.
+    fn products(&self, o: usize, c: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let (oh, ow, k) = (self.out_height(), self.out_width(), self.kernel);
+        (0..oh).flat_map(move |y| {
+            (0..ow).flat_map(move |x| {
+                (0..k).flat_map(move |i| {
+                    (0..k).filter_map(move |j| {
+                        let (row, col) = self.tap(y, x, i, j)?;
+                        Some((
+                            (o * oh + y) * ow + x,
+                            (c * self.height + row) * self.width + col,
+                            ((o * self.channels + c) * k + i) * k + j,
+                        ))
+                    })
+                })
+            })
+        })
+    }
+}
+
+/// Reference forward pass: out (B, O, H′, W′) = bias + Σ_c Σ_taps w · x, in f64.
+pub fn conv2d_forward_reference<T: Scalar>(
+    shape: &Conv2d,
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    rows: usize,
+) -> Vec<T> {
+    let (in_len, out_len, plane) = (
+        shape.in_len(),
+        shape.out_len(),
+        shape.out_height() * shape.out_width(),
+    );
+    let mut out = vec![T::zero(); rows * out_len];
+    for r in 0..rows {
+        let mut acc: Vec<f64> = (0..out_len).map(|p| b[p / plane].to_f64()).collect();
+        let x = &x[r * in_len..(r + 1) * in_len];
+        for o in 0..shape.filters {
+            for c in 0..shape.channels {
+                for (to, from, tap) in shape.products(o, c) {
+                    acc[to] += x[from].to_f64() * w[tap].to_f64();
+                }
+            }
+        }
+        for (v, a) in out[r * out_len..(r + 1) * out_len].iter_mut().zip(acc) {
+            *v = T::from_f64(a);
+        }
+    }
+    out
+}
+
+/// Reference weight and bias gradients from the output gradient `dz` (B, O, H′, W′) and the
+/// layer's input `x`: dw (O, C, K, K) = Σ_rows Σ_positions dz · x, db (O) = Σ_rows Σ_positions dz.
+pub fn conv2d_backward_params_reference<T: Scalar>(
+    shape: &Conv2d,
+    dz: &[T],
+    x: &[T],
+    rows: usize,
+) -> (Vec<T>, Vec<T>) {
+    let (in_len, out_len, plane) = (
+        shape.in_len(),
+        shape.out_len(),
+        shape.out_height() * shape.out_width(),
+    );
+    let mut dw = vec![0f64; shape.weights_len()];
+    let mut db = vec![0f64; shape.filters];
+    for r in 0..rows {
+        let (x, dz) = (
+            &x[r * in_len..(r + 1) * in_len],
+            &dz[r * out_len..(r + 1) * out_len],
+        );
+        for (p, g) in dz.iter().enumerate() {
+            db[p / plane] += (*g).to_f64();
+        }
+        for o in 0..shape.filters {
+            for c in 0..shape.channels {
+                for (to, from, tap) in shape.products(o, c) {
+                    dw[tap] += dz[to].to_f64() * x[from].to_f64();
+                }
+            }
+        }
+    }
+    (
+        dw.into_iter().map(T::from_f64).collect(),
+        db.into_iter().map(T::from_f64).collect(),
+    )
+}
+
+/// Reference input gradient: dx (B, C, H, W) = Σ over the outputs each pixel fed of dz · w (the
+/// transposed convolution); padding taps receive nothing.
+pub fn conv2d_backward_input_reference<T: Scalar>(
+    shape: &Conv2d,
+    dz: &[T],
+    w: &[T],
+    rows: usize,
+) -> Vec<T> {
+    let (in_len, out_len) = (shape.in_len(), shape.out_len());
+    let mut dx = vec![T::zero(); rows * in_len];
+    for r in 0..rows {
+        let dz = &dz[r * out_len..(r + 1) * out_len];
+        let mut acc = vec![0f64; in_len];
+        for o in 0..shape.filters {
+            for c in 0..shape.channels {
+                for (to, from, tap) in shape.products(o, c) {
+                    acc[from] += dz[to].to_f64() * w[tap].to_f64();
+                }
+            }
+        }
+        for (v, a) in dx[r * in_len..(r + 1) * in_len].iter_mut().zip(acc) {
+            *v = T::from_f64(a);
+        }
+    }
+    dx
+}
+
+/// One max pooling's shape: `channels` planes of `height` × `width`, `window` × `window`
+/// windows every `stride` pixels, no padding (a window that would run off the edge is not
+/// taken, as PyTorch's `MaxPool2d` without `ceil_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool2d {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub window: usize,
+    pub stride: usize,
+}
+
+impl MaxPool2d {
+    /// Checks the shape; the message names what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.window == 0 || self.stride == 0 {
+            return Err("a pooling window and stride are at least 1".into());
+        }
+        if self.height < self.window || self.width < self.window {
+            return Err(format!(
+                "a {w}×{w} window does not fit a {}×{} input",
+                self.height,
+                self.width,
+                w = self.window
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn out_height(&self) -> usize {
+        (self.height - self.window) / self.stride + 1
+    }
+
+    pub fn out_width(&self) -> usize {
+        (self.width - self.window) / self.stride + 1
+    }
+
+    pub fn in_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    pub fn out_len(&self) -> usize {
+        self.channels * self.out_height() * self.out_width()
+    }
+}
+
+/// Max pooling forward: the largest value of each window, and where it was (its index within
+/// the image, for the backward pass). A tie goes to the first in row-major order, so every
+/// implementation routes the gradient to the same pixel; NaN wins over any number, so a
+/// broken input stays visible.
+pub fn max_pool2d_forward<T: Scalar>(
+    shape: &MaxPool2d,
+    x: &[T],
+    rows: usize,
+) -> (Vec<T>, Vec<u32>) {
+    let (in_len, out_len) = (shape.in_len(), shape.out_len());
+    let (oh, ow) = (shape.out_height(), shape.out_width());
+    let mut out = vec![T::zero(); rows * out_len];
+    let mut argmax = vec![0u32; rows * out_len];
+    for r in 0..rows {
+        let x = &x[r * in_len..(r + 1) * in_len];
+        for c in 0..shape.channels {
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let mut best: Option<(usize, T)> = None;
+                    for i in 0..shape.window {
+                        for j in 0..shape.window {
+                            let at = (c * shape.height + y * shape.stride + i) * shape.width
+                                + xo * shape.stride
+                                + j;
+                            let v = x[at];
+                            let better = match best {
+                                None => true,
+                                Some((_, b)) => !b.is_nan() && (v > b || v.is_nan()),
+                            };
+                            if better {
+                                best = Some((at, v));
+                            }
+                        }
+                    }
+                    let (at, v) = best.expect("a window holds at least one pixel");
+                    let to = r * out_len + (c * oh + y) * ow + xo;
+                    out[to] = v;
+                    argmax[to] = at as u32;
+                }
+            }
+        }
+    }
+    (out, argmax)
+}
+
+/// Max pooling backward: each output's gradient goes to the pixel its window took (summed
+/// where overlapping windows took the same pixel); every other pixel gets zero.
+pub fn max_pool2d_backward<T: Scalar>(
+    shape: &MaxPool2d,
+    dz: &[T],
+    argmax: &[u32],
+    rows: usize,
+) -> Vec<T> {
+    let (in_len, out_len) = (shape.in_len(), shape.out_len());
+    let mut dx = vec![T::zero(); rows * in_len];
+    for r in 0..rows {
+        for p in 0..out_len {
+            let at = r * in_len + argmax[r * out_len + p] as usize;
+            dx[at] = dx[at] + dz[r * out_len + p];
+        }
+    }
+    dx
+}

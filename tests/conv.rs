@@ -1,0 +1,279 @@
+//! The convolution, max pooling and dropout references of issue 18 (`cpu::conv`, `dropout`),
+//! against finite differences, against the dense layer they generalise, and (dropout) against
+//! the statistics a mask must have. Nothing trains through them yet.
+
+use wgtrain::cpu::conv::{
+    Conv2d, MaxPool2d, conv2d_backward_input_reference, conv2d_backward_params_reference,
+    conv2d_forward_reference, max_pool2d_backward, max_pool2d_forward,
+};
+use wgtrain::cpu::ops::linear_forward_reference;
+use wgtrain::dropout::{DropoutMask, dropout_backward, dropout_forward};
+
+use crate::common::{rng, uniform};
+
+/// Shapes that reach every case: padding, stride 2, a kernel of 1 and of 7, a window running
+/// off the edge by one pixel, one channel and several.
+fn shapes() -> Vec<Conv2d> {
+    let conv = |channels, height, width, filters, kernel, stride, padding| Conv2d {
+        channels,
+        height,
+        width,
+        filters,
+        kernel,
+        stride,
+        padding,
+    };
+    vec![
+        conv(2, 5, 6, 3, 3, 1, 1),
+        conv(1, 7, 7, 2, 3, 2, 0),
+        conv(3, 6, 5, 2, 5, 2, 2),
+        conv(2, 4, 4, 3, 1, 1, 0),
+        conv(1, 8, 9, 2, 7, 1, 3),
+    ]
+}
+
+/// L = Σ dz · conv(x, w, b) for a fixed dz: its gradient in x, w and b is exactly what the
+/// backward passes compute from dz, and L is linear in each, so central differences are exact
+/// up to rounding.
+fn loss(shape: &Conv2d, x: &[f64], w: &[f64], b: &[f64], dz: &[f64], rows: usize) -> f64 {
+    conv2d_forward_reference(shape, x, w, b, rows)
+        .iter()
+        .zip(dz)
+        .map(|(z, g)| z * g)
+        .sum()
+}
+
+/// Central difference of `f` in each element of `v`.
+fn numerical_gradient(v: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let eps = 1e-3;
+    (0..v.len())
+        .map(|i| {
+            let mut up = v.to_vec();
+            let mut down = v.to_vec();
+            up[i] += eps;
+            down[i] -= eps;
+            (f(&up) - f(&down)) / (2.0 * eps)
+        })
+        .collect()
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() < 1e-8 * (1.0 + w.abs()),
+            "{what}[{i}]: {g} vs {w}"
+        );
+    }
+}
+
+#[test]
+fn conv2d_gradients_match_finite_differences() {
+    let mut r = rng(18);
+    let rows = 2;
+    for shape in shapes() {
+        shape.validate().unwrap();
+        let x = uniform(&mut r, rows * shape.in_len());
+        let w = uniform(&mut r, shape.weights_len());
+        let b = uniform(&mut r, shape.filters);
+        let dz = uniform(&mut r, rows * shape.out_len());
+        let (dw, db) = conv2d_backward_params_reference(&shape, &dz, &x, rows);
+        let dx = conv2d_backward_input_reference(&shape, &dz, &w, rows);
+        let what = format!("{shape:?}");
+        assert_close(
+            &format!("dx {what}"),
+            &dx,
+            &numerical_gradient(&x, |x| loss(&shape, x, &w, &b, &dz, rows)),
+        );
+        assert_close(
+            &format!("dw {what}"),
+            &dw,
+            &numerical_gradient(&w, |w| loss(&shape, &x, w, &b, &dz, rows)),
+        );
+        assert_close(
+            &format!("db {what}"),
+            &db,
+            &numerical_gradient(&b, |b| loss(&shape, &x, &w, b, &dz, rows)),
+        );
+    }
+}
+
+#[test]
+fn a_conv2d_whose_kernel_covers_the_image_is_the_dense_layer() {
+    // With K = H = W, no padding, each filter sees the whole image once: the layer is a dense
+    // one whose weight rows are the filters flattened, (O, C·K·K) as (O, I).
+    let shape = Conv2d {
+        channels: 2,
+        height: 3,
+        width: 3,
+        filters: 4,
+        kernel: 3,
+        stride: 1,
+        padding: 0,
+    };
+    let mut r = rng(7);
+    let rows = 5;
+    let x = uniform(&mut r, rows * shape.in_len());
+    let w = uniform(&mut r, shape.weights_len());
+    let b = uniform(&mut r, shape.filters);
+    assert_eq!((shape.out_height(), shape.out_width()), (1, 1));
+    let conv = conv2d_forward_reference(&shape, &x, &w, &b, rows);
+    let dense = linear_forward_reference(&x, &w, &b, rows, shape.in_len(), shape.filters);
+    assert_close("conv vs dense", &conv, &dense);
+}
+
+#[test]
+fn conv2d_in_f32_agrees_with_f64() {
+    let mut r = rng(3);
+    let rows = 3;
+    for shape in shapes() {
+        let x = uniform(&mut r, rows * shape.in_len());
+        let w = uniform(&mut r, shape.weights_len());
+        let b = uniform(&mut r, shape.filters);
+        let to32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let wide = conv2d_forward_reference(&shape, &x, &w, &b, rows);
+        let narrow = conv2d_forward_reference(&shape, &to32(&x), &to32(&w), &to32(&b), rows);
+        for (n, w) in narrow.iter().zip(&wide) {
+            // Inputs rounded to f32 (2^-24 relative each) over at most 7·7·3 products.
+            assert!((*n as f64 - w).abs() < 1e-5 * (1.0 + w.abs()), "{n} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn conv2d_shapes_out_of_range_are_refused_naming_the_problem() {
+    let good = shapes()[0];
+    for (bad, words) in [
+        (
+            Conv2d { kernel: 8, ..good },
+            "kernel 8 is not between 1 and 7",
+        ),
+        (Conv2d { kernel: 0, ..good }, "kernel 0"),
+        (Conv2d { stride: 3, ..good }, "stride 3 is not 1 or 2"),
+        (Conv2d { padding: 3, ..good }, "padding 3 is not below"),
+        (Conv2d { filters: 0, ..good }, "at least one"),
+        (
+            Conv2d {
+                height: 1,
+                padding: 0,
+                ..good
+            },
+            "does not fit a 1×6 input",
+        ),
+    ] {
+        let e = bad.validate().unwrap_err();
+        assert!(e.contains(words), "{bad:?}: {e}");
+    }
+}
+
+#[test]
+fn max_pool2d_routes_each_gradient_to_the_pixel_its_window_took() {
+    let mut r = rng(11);
+    let rows = 2;
+    for shape in [
+        MaxPool2d {
+            channels: 3,
+            height: 6,
+            width: 6,
+            window: 2,
+            stride: 2,
+        },
+        // 7 × 5 with 2 × 2 windows: the last row and column are in no window.
+        MaxPool2d {
+            channels: 2,
+            height: 7,
+            width: 5,
+            window: 2,
+            stride: 2,
+        },
+        // Overlapping windows: one pixel may be the maximum of several.
+        MaxPool2d {
+            channels: 1,
+            height: 5,
+            width: 5,
+            window: 3,
+            stride: 1,
+        },
+    ] {
+        shape.validate().unwrap();
+        let x = uniform(&mut r, rows * shape.in_len());
+        let dz = uniform(&mut r, rows * shape.out_len());
+        let (out, argmax) = max_pool2d_forward(&shape, &x, rows);
+        let dx = max_pool2d_backward(&shape, &dz, &argmax, rows);
+        let loss = |x: &[f64]| -> f64 {
+            let (out, _) = max_pool2d_forward(&shape, x, rows);
+            out.iter().zip(&dz).map(|(o, g)| o * g).sum()
+        };
+        // Distinct random values: a small step changes no window's choice.
+        assert_close(&format!("{shape:?}"), &dx, &numerical_gradient(&x, loss));
+        for (p, (&v, &at)) in out.iter().zip(&argmax).enumerate() {
+            let image = p / shape.out_len();
+            assert_eq!(v, x[image * shape.in_len() + at as usize]);
+        }
+    }
+    // A tie goes to the first pixel in row-major order; NaN wins.
+    let one = MaxPool2d {
+        channels: 1,
+        height: 2,
+        width: 2,
+        window: 2,
+        stride: 2,
+    };
+    assert_eq!(max_pool2d_forward(&one, &[1.0, 3.0, 3.0, 2.0], 1).1, [1]);
+    let (out, at) = max_pool2d_forward(&one, &[1.0, f64::NAN, 3.0, 2.0], 1);
+    assert!(out[0].is_nan());
+    assert_eq!(at, [1]);
+    let e = MaxPool2d { height: 1, ..one }.validate().unwrap_err();
+    assert!(e.contains("does not fit a 1×2 input"), "{e}");
+}
+
+#[test]
+fn dropout_masks_drop_about_p_and_change_with_every_counter() {
+    let n = 200_000u32;
+    let p = 0.25;
+    let base = DropoutMask::new(42, 3, 17, 1, p);
+    let kept = |m: &DropoutMask| (0..n).map(|e| m.keeps(e)).collect::<Vec<bool>>();
+    let mask = kept(&base);
+    let dropped = mask.iter().filter(|k| !**k).count() as f64 / n as f64;
+    assert!((dropped - p).abs() < 0.005, "dropped {dropped}");
+    assert_eq!(kept(&base), mask, "a pure function of its counters");
+    // Another seed, epoch, step or layer: an independent mask, which disagrees with this one
+    // on a fraction 2p(1 − p) = 0.375 of elements.
+    for other in [
+        DropoutMask { seed: 43, ..base },
+        DropoutMask {
+            seed: 42 | (1 << 40),
+            ..base
+        },
+        DropoutMask { epoch: 4, ..base },
+        DropoutMask { step: 18, ..base },
+        DropoutMask { layer: 2, ..base },
+    ] {
+        let differ = kept(&other)
+            .iter()
+            .zip(&mask)
+            .filter(|(a, b)| a != b)
+            .count() as f64;
+        assert!(
+            (differ / n as f64 - 0.375).abs() < 0.01,
+            "{other:?}: {differ}"
+        );
+    }
+    // p = 0 keeps everything unscaled; a kept value is scaled by 1 / (1 − p), and the gradient
+    // goes through where the value did, scaled alike.
+    let none = DropoutMask::new(42, 3, 17, 1, 0.0);
+    assert!((0..1000).all(|e| none.keeps(e)));
+    assert_eq!(none.scale::<f32>(), 1.0);
+    let mut x: Vec<f64> = (0..1000).map(|i| i as f64 + 1.0).collect();
+    let mut g = x.clone();
+    dropout_forward(&base, &mut x);
+    dropout_backward(&base, &mut g);
+    for (e, (v, d)) in x.iter().zip(&g).enumerate() {
+        let want = if base.keeps(e as u32) {
+            (e as f64 + 1.0) * (1.0 / 0.75)
+        } else {
+            0.0
+        };
+        assert_eq!((*v, *d), (want, want), "element {e}");
+    }
+}
