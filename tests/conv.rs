@@ -3,8 +3,8 @@
 //! the statistics a mask must have. Nothing trains through them yet.
 
 use wgtrain::cpu::conv::{
-    Conv2d, MaxPool2d, conv2d_backward_input_reference, conv2d_backward_params_reference,
-    conv2d_forward_reference, max_pool2d_backward, max_pool2d_forward,
+    Conv2d, MaxPool2d, conv2d_backward_input, conv2d_backward_params, conv2d_forward,
+    max_pool2d_backward, max_pool2d_forward,
 };
 use wgtrain::cpu::ops::linear_forward_reference;
 use wgtrain::dropout::{DropoutMask, dropout_backward, dropout_forward};
@@ -36,7 +36,7 @@ fn shapes() -> Vec<Conv2d> {
 /// backward passes compute from dz, and L is linear in each, so central differences are exact
 /// up to rounding.
 fn loss(shape: &Conv2d, x: &[f64], w: &[f64], b: &[f64], dz: &[f64], rows: usize) -> f64 {
-    conv2d_forward_reference(shape, x, w, b, rows)
+    conv2d_forward(shape, x, w, b, rows)
         .iter()
         .zip(dz)
         .map(|(z, g)| z * g)
@@ -77,8 +77,8 @@ fn conv2d_gradients_match_finite_differences() {
         let w = uniform(&mut r, shape.weights_len());
         let b = uniform(&mut r, shape.filters);
         let dz = uniform(&mut r, rows * shape.out_len());
-        let (dw, db) = conv2d_backward_params_reference(&shape, &dz, &x, rows);
-        let dx = conv2d_backward_input_reference(&shape, &dz, &w, rows);
+        let (dw, db) = conv2d_backward_params(&shape, &dz, &x, rows);
+        let dx = conv2d_backward_input(&shape, &dz, &w, rows);
         let what = format!("{shape:?}");
         assert_close(
             &format!("dx {what}"),
@@ -117,7 +117,7 @@ fn a_conv2d_whose_kernel_covers_the_image_is_the_dense_layer() {
     let w = uniform(&mut r, shape.weights_len());
     let b = uniform(&mut r, shape.filters);
     assert_eq!((shape.out_height(), shape.out_width()), (1, 1));
-    let conv = conv2d_forward_reference(&shape, &x, &w, &b, rows);
+    let conv = conv2d_forward(&shape, &x, &w, &b, rows);
     let dense = linear_forward_reference(&x, &w, &b, rows, shape.in_len(), shape.filters);
     assert_close("conv vs dense", &conv, &dense);
 }
@@ -131,8 +131,8 @@ fn conv2d_in_f32_agrees_with_f64() {
         let w = uniform(&mut r, shape.weights_len());
         let b = uniform(&mut r, shape.filters);
         let to32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
-        let wide = conv2d_forward_reference(&shape, &x, &w, &b, rows);
-        let narrow = conv2d_forward_reference(&shape, &to32(&x), &to32(&w), &to32(&b), rows);
+        let wide = conv2d_forward(&shape, &x, &w, &b, rows);
+        let narrow = conv2d_forward(&shape, &to32(&x), &to32(&w), &to32(&b), rows);
         for (n, w) in narrow.iter().zip(&wide) {
             // Inputs rounded to f32 (2^-24 relative each) over at most 7·7·3 products.
             assert!((*n as f64 - w).abs() < 1e-5 * (1.0 + w.abs()), "{n} vs {w}");

@@ -260,6 +260,11 @@ macro_rules! kernel_tests {
 kernel_tests! {
     gather_batch_matches_the_cpu_reference => "gather_batch",
     dropout_forward_matches_the_cpu_reference => "dropout_forward",
+    conv2d_forward_matches_the_cpu_reference => "conv2d_forward",
+    conv2d_backward_input_matches_the_cpu_reference => "conv2d_backward_input",
+    conv2d_backward_params_matches_the_cpu_reference => "conv2d_backward_params",
+    max_pool2d_forward_matches_the_cpu_reference => "max_pool2d_forward",
+    max_pool2d_backward_matches_the_cpu_reference => "max_pool2d_backward",
     matmul_matches_the_cpu_reference => "matmul",
     softmax_xent_matches_the_cpu_reference => "softmax_xent",
     matmul_gather_matches_the_cpu_reference => "matmul_gather",

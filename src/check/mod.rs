@@ -15,9 +15,9 @@ use crate::data::{Dataset, Split, epoch_order};
 use crate::engine::Engine;
 use crate::gpu::buffers::{bind, staging, storage_init, submit_and_read, uniform_init};
 use crate::gpu::kernels::{
-    DropoutParams, GatherParams, Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS,
-    MATMUL_UPDATE_BINDINGS, MATMUL_XENT_BINDINGS, MatmulParams, ModelHyper, STEP_STRIDE, StepRef,
-    StepUniform, XentParams, matmul_bind_group, update_tables,
+    Conv2dParams, ConvEntry, DropoutParams, GatherParams, Kernels, MATMUL_BINDINGS,
+    MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS, MATMUL_XENT_BINDINGS, MatmulParams, ModelHyper,
+    Pool2dParams, STEP_STRIDE, StepRef, StepUniform, XentParams, matmul_bind_group, update_tables,
 };
 use crate::gpu::{GpuContext, GpuEngine, GpuError};
 use crate::model::{Activation, Init, LayerView, Params, layer_views};
@@ -28,8 +28,8 @@ mod kernels;
 use engines::check_epochs;
 pub use engines::{EpochCheck, check_epoch, check_packed_epoch};
 use kernels::{
-    check_dropout_forward, check_gather_batch, check_matmul, check_matmul_gather,
-    check_matmul_softmax_xent, check_matmul_update, check_softmax_xent,
+    check_conv2d, check_dropout_forward, check_gather_batch, check_matmul, check_matmul_gather,
+    check_matmul_softmax_xent, check_matmul_update, check_max_pool2d, check_softmax_xent,
 };
 
 /// How one row of the check table ended.
@@ -392,9 +392,14 @@ const ACTIVATIONS: [Activation; 4] = [
 /// table order: `wgtrain check` runs them all, and each has a test of its name
 /// (`<kernel>_matches_the_cpu_reference`). batch_stats (a split's loss and accuracy sums) is
 /// checked by softmax_xent's check, which runs it on the rows it wrote.
-pub const KERNELS: [&str; 7] = [
+pub const KERNELS: [&str; 12] = [
     "gather_batch",
     "dropout_forward",
+    "conv2d_forward",
+    "conv2d_backward_input",
+    "conv2d_backward_params",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
     "matmul",
     "softmax_xent",
     "matmul_gather",
@@ -427,6 +432,11 @@ fn kernel_rows(rig: &Rig<'_>, kernel: &str) -> Vec<CheckRow> {
     match kernel {
         "gather_batch" => one(check_gather_batch(rig)),
         "dropout_forward" => one(check_dropout_forward(rig)),
+        "conv2d_forward" => one(check_conv2d(rig, ConvEntry::Conv2dForward)),
+        "conv2d_backward_input" => one(check_conv2d(rig, ConvEntry::Conv2dBackwardInput)),
+        "conv2d_backward_params" => one(check_conv2d(rig, ConvEntry::Conv2dBackwardParams)),
+        "max_pool2d_forward" => one(check_max_pool2d(rig, ConvEntry::MaxPool2dForward)),
+        "max_pool2d_backward" => one(check_max_pool2d(rig, ConvEntry::MaxPool2dBackward)),
         "matmul" => check_matmul(rig).unwrap_or_else(|e| vec![cannot_run(kernel, e)]),
         "softmax_xent" => one(check_softmax_xent(rig)),
         "matmul_gather" => one(check_matmul_gather(rig)),

@@ -1,6 +1,7 @@
 //! 2-D convolution and max pooling, the reference maths (issue 18): plain loops accumulating in
-//! f64, generic over f32 and f64 like `cpu::ops`, the spec a fast path and the WGSL kernels are
-//! to be checked against. Nothing trains through them yet: the model is still a list of dense
+//! f64, generic over f32 and f64 like `cpu::ops`, the spec a fast path is to be checked against,
+//! and the CPU twins of conv.wgsl's and pool.wgsl's entry points of the same names (`wgtrain
+//! check` compares them). Nothing trains through them yet: the model is still a list of dense
 //! widths. `docs/derivations.md` derives the backward passes.
 //!
 //! Layouts (row-major, batch first, as PyTorch's NCHW):
@@ -117,13 +118,7 @@ impl Conv2d {
 }
 
 /// Reference forward pass: out (B, O, H′, W′) = bias + Σ_c Σ_taps w · x, in f64.
-pub fn conv2d_forward_reference<T: Scalar>(
-    shape: &Conv2d,
-    x: &[T],
-    w: &[T],
-    b: &[T],
-    rows: usize,
-) -> Vec<T> {
+pub fn conv2d_forward<T: Scalar>(shape: &Conv2d, x: &[T], w: &[T], b: &[T], rows: usize) -> Vec<T> {
     let (in_len, out_len, plane) = (
         shape.in_len(),
         shape.out_len(),
@@ -149,7 +144,7 @@ pub fn conv2d_forward_reference<T: Scalar>(
 
 /// Reference weight and bias gradients from the output gradient `dz` (B, O, H′, W′) and the
 /// layer's input `x`: dw (O, C, K, K) = Σ_rows Σ_positions dz · x, db (O) = Σ_rows Σ_positions dz.
-pub fn conv2d_backward_params_reference<T: Scalar>(
+pub fn conv2d_backward_params<T: Scalar>(
     shape: &Conv2d,
     dz: &[T],
     x: &[T],
@@ -186,12 +181,7 @@ pub fn conv2d_backward_params_reference<T: Scalar>(
 
 /// Reference input gradient: dx (B, C, H, W) = Σ over the outputs each pixel fed of dz · w (the
 /// transposed convolution); padding taps receive nothing.
-pub fn conv2d_backward_input_reference<T: Scalar>(
-    shape: &Conv2d,
-    dz: &[T],
-    w: &[T],
-    rows: usize,
-) -> Vec<T> {
+pub fn conv2d_backward_input<T: Scalar>(shape: &Conv2d, dz: &[T], w: &[T], rows: usize) -> Vec<T> {
     let (in_len, out_len) = (shape.in_len(), shape.out_len());
     let mut dx = vec![T::zero(); rows * in_len];
     for r in 0..rows {

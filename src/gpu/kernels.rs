@@ -149,6 +149,94 @@ impl DropoutParams {
     }
 }
 
+/// Twin of `Conv2dParams` in conv.wgsl: one convolution's shape and where its operands are
+/// in a model's slice of the workspace (x or dx, w or dw, b or db, z or dz).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub struct Conv2dParams {
+    pub channels: u32,
+    pub height: u32,
+    pub width: u32,
+    pub filters: u32,
+    pub kernel: u32,
+    pub stride: u32,
+    pub padding: u32,
+    pub rows: u32,
+    pub out_h: u32,
+    pub out_w: u32,
+    pub x_off: u32,
+    pub w_off: u32,
+    pub b_off: u32,
+    pub z_off: u32,
+    pub work_ms: u32,
+    pub _a: u32,
+}
+
+impl Conv2dParams {
+    /// `shape` over `rows` images with its operands at these offsets.
+    pub fn new(shape: &crate::cpu::conv::Conv2d, rows: u32, offsets: [u32; 4]) -> Self {
+        let [x_off, w_off, b_off, z_off] = offsets;
+        Conv2dParams {
+            channels: shape.channels as u32,
+            height: shape.height as u32,
+            width: shape.width as u32,
+            filters: shape.filters as u32,
+            kernel: shape.kernel as u32,
+            stride: shape.stride as u32,
+            padding: shape.padding as u32,
+            rows,
+            out_h: shape.out_height() as u32,
+            out_w: shape.out_width() as u32,
+            x_off,
+            w_off,
+            b_off,
+            z_off,
+            work_ms: 0,
+            _a: 0,
+        }
+    }
+}
+
+/// Twin of `Pool2dParams` in pool.wgsl: one max pooling's shape and where x (or dx), z (or
+/// dz) and the argmax indices are in a model's slice of the workspace.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub struct Pool2dParams {
+    pub channels: u32,
+    pub height: u32,
+    pub width: u32,
+    pub window: u32,
+    pub stride: u32,
+    pub out_h: u32,
+    pub out_w: u32,
+    pub rows: u32,
+    pub x_off: u32,
+    pub z_off: u32,
+    pub arg_off: u32,
+    pub work_ms: u32,
+}
+
+impl Pool2dParams {
+    /// `shape` over `rows` images with x, z and argmax at these offsets.
+    pub fn new(shape: &crate::cpu::conv::MaxPool2d, rows: u32, offsets: [u32; 3]) -> Self {
+        let [x_off, z_off, arg_off] = offsets;
+        Pool2dParams {
+            channels: shape.channels as u32,
+            height: shape.height as u32,
+            width: shape.width as u32,
+            window: shape.window as u32,
+            stride: shape.stride as u32,
+            out_h: shape.out_height() as u32,
+            out_w: shape.out_width() as u32,
+            rows,
+            x_off,
+            z_off,
+            arg_off,
+            work_ms: 0,
+        }
+    }
+}
+
 /// Twin of `MatmulParams` in matmul.wgsl. Offsets are elements from the start of a model's
 /// slice of the workspace (`work`), whose parameters come first.
 #[repr(C)]
@@ -370,9 +458,15 @@ pub struct Kernels {
     pub matmul_update_layout: wgpu::BindGroupLayout,
     pub matmul_xent_layout: wgpu::BindGroupLayout,
     pub matmul_gather_layout: wgpu::BindGroupLayout,
-    pub dropout_layout: wgpu::BindGroupLayout,
+    /// work, p: dropout.wgsl, conv.wgsl and pool.wgsl (every operand in the workspace).
+    pub work_layout: wgpu::BindGroupLayout,
     gather_batch: wgpu::ComputePipeline,
     dropout_forward: wgpu::ComputePipeline,
+    conv2d_forward: wgpu::ComputePipeline,
+    conv2d_backward_input: wgpu::ComputePipeline,
+    conv2d_backward_params: wgpu::ComputePipeline,
+    max_pool2d_forward: wgpu::ComputePipeline,
+    max_pool2d_backward: wgpu::ComputePipeline,
     matmul_gather: wgpu::ComputePipeline,
     matmul: wgpu::ComputePipeline,
     matmul_update: wgpu::ComputePipeline,
@@ -508,7 +602,7 @@ impl Kernels {
         // pixels, image_stats, indices, work, p.
         let gather_layout = layout(ctx, "gather_batch", &[true, true, true, false]);
         // work, p.
-        let dropout_layout = layout(ctx, "dropout_forward", &[false]);
+        let work_layout = layout(ctx, "dropout_forward", &[false]);
         let matmul_layout = numbered_layout(ctx, "matmul", &MATMUL_BINDINGS, &MATMUL_USES);
         // work, labels, indices, stats, p.
         let xent_layout = layout(ctx, "softmax_xent", &[false, true, true, false]);
@@ -566,7 +660,12 @@ impl Kernels {
         };
         Ok(Kernels {
             gather_batch: pipeline("batch", "gather_batch", &gather_layout)?,
-            dropout_forward: pipeline("dropout", "dropout_forward", &dropout_layout)?,
+            dropout_forward: pipeline("dropout", "dropout_forward", &work_layout)?,
+            conv2d_forward: pipeline("conv", "conv2d_forward", &work_layout)?,
+            conv2d_backward_input: pipeline("conv", "conv2d_backward_input", &work_layout)?,
+            conv2d_backward_params: pipeline("conv", "conv2d_backward_params", &work_layout)?,
+            max_pool2d_forward: pipeline("pool", "max_pool2d_forward", &work_layout)?,
+            max_pool2d_backward: pipeline("pool", "max_pool2d_backward", &work_layout)?,
             matmul: pipeline("matmul", "matmul", &matmul_layout)?,
             matmul_update: pipeline("matmul", "matmul_update", &matmul_update_layout)?,
             matmul_gather: pipeline("matmul", "matmul_gather", &matmul_gather_layout)?,
@@ -580,7 +679,7 @@ impl Kernels {
             matmul_update_layout,
             matmul_xent_layout,
             matmul_gather_layout,
-            dropout_layout,
+            work_layout,
         })
     }
 }
@@ -671,6 +770,26 @@ impl Kernels {
         dispatch(pass, &self.dropout_forward, group, step, grid(len, 256));
     }
 
+    /// One invocation per element of the entry point's output (conv.wgsl, pool.wgsl): `len`
+    /// outputs, or for conv2d_backward_params the weights and then the biases.
+    pub fn encode_conv_family(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        entry: ConvEntry,
+        group: &wgpu::BindGroup,
+        step: StepRef<'_>,
+        len: u32,
+    ) {
+        let pipeline = match entry {
+            ConvEntry::Conv2dForward => &self.conv2d_forward,
+            ConvEntry::Conv2dBackwardInput => &self.conv2d_backward_input,
+            ConvEntry::Conv2dBackwardParams => &self.conv2d_backward_params,
+            ConvEntry::MaxPool2dForward => &self.max_pool2d_forward,
+            ConvEntry::MaxPool2dBackward => &self.max_pool2d_backward,
+        };
+        dispatch(pass, pipeline, group, step, grid(len, 256));
+    }
+
     /// `m`, `n`: the output's rows and columns for this dispatch.
     pub fn encode_matmul(
         &self,
@@ -749,5 +868,29 @@ impl Kernels {
         tiles: u32,
     ) {
         dispatch(pass, &self.matmul_update, group, step, grid(tiles, 1));
+    }
+}
+
+/// The entry points of conv.wgsl and pool.wgsl, which share a layout (work, params) and an
+/// element-per-invocation grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvEntry {
+    Conv2dForward,
+    Conv2dBackwardInput,
+    Conv2dBackwardParams,
+    MaxPool2dForward,
+    MaxPool2dBackward,
+}
+
+impl ConvEntry {
+    /// The WGSL entry point's name (and its check's, and its CPU twin's).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvEntry::Conv2dForward => "conv2d_forward",
+            ConvEntry::Conv2dBackwardInput => "conv2d_backward_input",
+            ConvEntry::Conv2dBackwardParams => "conv2d_backward_params",
+            ConvEntry::MaxPool2dForward => "max_pool2d_forward",
+            ConvEntry::MaxPool2dBackward => "max_pool2d_backward",
+        }
     }
 }

@@ -8,8 +8,10 @@ pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 /// (family name, source) of every kernel file.
 pub const FAMILIES: &[(&str, &str)] = &[
     ("batch", include_str!("../../shaders/batch.wgsl")),
+    ("conv", include_str!("../../shaders/conv.wgsl")),
     ("dropout", include_str!("../../shaders/dropout.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("pool", include_str!("../../shaders/pool.wgsl")),
     (
         "softmax_xent",
         include_str!("../../shaders/softmax_xent.wgsl"),
