@@ -277,3 +277,60 @@ fn dropout_masks_drop_about_p_and_change_with_every_counter() {
         assert_eq!((*v, *d), (want, want), "element {e}");
     }
 }
+
+#[test]
+fn conv2d_on_im2col_and_the_gemm_matches_the_reference() {
+    use wgtrain::cpu::im2col::{
+        cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col,
+        conv2d_forward_im2col, im2col, to_channel_major, to_position_major,
+    };
+    let mut r = rng(5);
+    let rows = 3;
+    let mut shapes = shapes();
+    // The second layer of the example network: large enough for the GEMM's threads.
+    shapes.push(Conv2d {
+        channels: 32,
+        height: 14,
+        width: 14,
+        filters: 64,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    });
+    for shape in shapes {
+        let what = format!("{shape:?}");
+        let x = uniform(&mut r, rows * shape.in_len());
+        let w = uniform(&mut r, shape.weights_len());
+        let b = uniform(&mut r, shape.filters);
+        let dz = uniform(&mut r, rows * shape.out_len());
+        let mut cols = vec![f64::NAN; cols_len(&shape, rows)];
+        im2col(&shape, &x, rows, &mut cols);
+
+        let mut z_positions = vec![f64::NAN; rows * shape.out_len()];
+        conv2d_forward_im2col(&shape, &cols, &w, &b, rows, &mut z_positions, 2);
+        let mut z = vec![f64::NAN; rows * shape.out_len()];
+        to_channel_major(&shape, &z_positions, rows, &mut z);
+        assert_close(
+            &format!("forward {what}"),
+            &z,
+            &conv2d_forward(&shape, &x, &w, &b, rows),
+        );
+
+        let mut dz_positions = vec![f64::NAN; rows * shape.out_len()];
+        to_position_major(&shape, &dz, rows, &mut dz_positions);
+        let (mut dw, mut db) = (vec![f64::NAN; w.len()], vec![f64::NAN; b.len()]);
+        conv2d_backward_params_im2col(&shape, &dz_positions, &cols, rows, &mut dw, &mut db, 2);
+        let (want_dw, want_db) = conv2d_backward_params(&shape, &dz, &x, rows);
+        assert_close(&format!("dw {what}"), &dw, &want_dw);
+        assert_close(&format!("db {what}"), &db, &want_db);
+
+        let mut dcols = vec![f64::NAN; cols.len()];
+        let mut dx = vec![f64::NAN; x.len()];
+        conv2d_backward_input_im2col(&shape, &dz_positions, &w, rows, &mut dcols, &mut dx, 2);
+        assert_close(
+            &format!("dx {what}"),
+            &dx,
+            &conv2d_backward_input(&shape, &dz, &w, rows),
+        );
+    }
+}

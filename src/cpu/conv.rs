@@ -89,7 +89,7 @@ impl Conv2d {
 
     /// The input pixel (row, column) that output (y, x) sees through kernel tap (i, j), or
     /// `None` where the tap falls on padding.
-    fn tap(&self, y: usize, x: usize, i: usize, j: usize) -> Option<(usize, usize)> {
+    pub(crate) fn tap(&self, y: usize, x: usize, i: usize, j: usize) -> Option<(usize, usize)> {
         let row = (y * self.stride + i).checked_sub(self.padding)?;
         let col = (x * self.stride + j).checked_sub(self.padding)?;
         (row < self.height && col < self.width).then_some((row, col))

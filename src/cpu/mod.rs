@@ -6,6 +6,7 @@
 pub mod conv;
 pub mod engine;
 pub mod gemm;
+pub mod im2col;
 pub mod net;
 pub mod ops;
 

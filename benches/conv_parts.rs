@@ -1,0 +1,129 @@
+//! `cargo bench --bench conv_parts`: the CPU convolution's pieces (issue 18) at batch 128 on
+//! the issue's example network (conv 1→32 on 28×28, conv 32→64 on 14×14, 3×3, padding 1), on
+//! every thread: im2col, the three GEMMs, col2im and the layout changes, each against the
+//! GEMM's rate on large square products on the same threads. Medians after warm-up; compare
+//! figures only within one run (see BENCHMARKS.md). Not yet a training epoch: the CNN does not
+//! train yet; this says what its products would cost and where the time beside them goes.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use wgtrain::bench::{cpu_gemm_peak, gemm_operand as filled, median};
+use wgtrain::cpu::conv::Conv2d;
+use wgtrain::cpu::im2col::{
+    col2im, cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col,
+    conv2d_forward_im2col, im2col, to_channel_major, to_position_major,
+};
+
+fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..reps / 4 + 1 {
+        f();
+    }
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(&mut times)
+}
+
+fn report(what: &str, flops: Option<f64>, secs: f64, peak: f64) {
+    let (gflops, share) = match flops {
+        Some(f) => {
+            let g = f / secs / 1e9;
+            (format!("{g:.1}"), format!("{:.0}%", 100.0 * g / peak))
+        }
+        None => ("–".into(), "–".into()),
+    };
+    println!("| {what} | {:.2} | {gflops} | {share} |", secs * 1e3);
+}
+
+fn main() {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rows = 128;
+    let peak = cpu_gemm_peak(&[384, 768, 1024], threads, 7);
+    println!(
+        "GEMM peak: {:.1} GFLOP/s on {} thread(s) (fastest of 7 at 384³, 768³, 1024³)",
+        peak.gflops, peak.threads
+    );
+    println!("| what (batch {rows}) | ms (median) | GFLOP/s | share of peak |");
+    println!("|---|---|---|---|");
+    let layers = [
+        (
+            "conv1 1→32, 28×28",
+            Conv2d {
+                channels: 1,
+                height: 28,
+                width: 28,
+                filters: 32,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            },
+        ),
+        (
+            "conv2 32→64, 14×14",
+            Conv2d {
+                channels: 32,
+                height: 14,
+                width: 14,
+                filters: 64,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            },
+        ),
+    ];
+    let mut total = 0.0;
+    for (name, shape) in layers {
+        let x = filled(rows * shape.in_len(), 1);
+        let w = filled(shape.weights_len(), 2);
+        let b = filled(shape.filters, 3);
+        let dz = filled(rows * shape.out_len(), 4);
+        let mut cols = vec![0f32; cols_len(&shape, rows)];
+        let mut dcols = cols.clone();
+        let (mut z, mut z_nchw) = (vec![0f32; dz.len()], vec![0f32; dz.len()]);
+        let (mut dw, mut db) = (vec![0f32; w.len()], vec![0f32; b.len()]);
+        let mut dx = vec![0f32; x.len()];
+        // One GEMM's multiply-adds: positions × (C·K·K) × O.
+        let macs = (rows * shape.out_height() * shape.out_width()) as f64
+            * (shape.channels * shape.kernel * shape.kernel) as f64
+            * shape.filters as f64;
+        let reps = 15;
+        let mut time = |what: &str, flops: Option<f64>, f: &mut dyn FnMut()| {
+            let secs = median_secs(reps, f);
+            total += secs;
+            report(&format!("{name}: {what}"), flops, secs, peak.gflops);
+        };
+        time("im2col", None, &mut || {
+            im2col(&shape, black_box(&x), rows, &mut cols)
+        });
+        time("forward GEMM (+ bias)", Some(2.0 * macs), &mut || {
+            conv2d_forward_im2col(&shape, &cols, &w, &b, rows, &mut z, threads)
+        });
+        time("to NCHW", None, &mut || {
+            to_channel_major(&shape, &z, rows, &mut z_nchw)
+        });
+        time("dz to positions", None, &mut || {
+            to_position_major(&shape, &z_nchw, rows, &mut z)
+        });
+        time("weight GEMM (+ bias sums)", Some(2.0 * macs), &mut || {
+            conv2d_backward_params_im2col(&shape, &z, &cols, rows, &mut dw, &mut db, threads)
+        });
+        if shape.channels > 1 {
+            // The first layer's input gradient is never needed.
+            time("input GEMM + col2im", Some(2.0 * macs), &mut || {
+                conv2d_backward_input_im2col(&shape, &z, &w, rows, &mut dcols, &mut dx, threads)
+            });
+            let secs = median_secs(reps, || col2im(&shape, &dcols, rows, &mut dx));
+            report(&format!("{name}: of which col2im"), None, secs, peak.gflops);
+        }
+        black_box((&z_nchw, &dw, &db, &dx));
+    }
+    println!(
+        "\nboth layers, every piece above once: {:.1} ms per batch of {rows}",
+        total * 1e3
+    );
+}

@@ -1,0 +1,183 @@
+//! The fast CPU convolution (issue 18): im2col, then the dense layers' own GEMMs
+//! (`cpu::gemm`), checked against the plain-loop references in `cpu::conv`. Not yet in the
+//! training path.
+//!
+//! Every (image, output position) becomes a row of `cols` holding the C·K·K input values its
+//! window sees (zeros on padding): cols (B·H′·W′, C·K·K). The convolution is then a dense layer
+//! over those rows with the filters (O, C·K·K) as its weights, so
+//! - forward:       Z (B·H′·W′, O) = cols · Wᵀ + b      `gemm::linear_forward`
+//! - weights:       dW (O, C·K·K)  = dZᵀ · cols          `gemm::linear_backward_weight`
+//! - input:         dcols           = dZ · W             `gemm::linear_backward_input`,
+//!   scattered back onto the pixels each window read (`col2im`);
+//!
+//! with Z and dZ position-major (B, H′, W′, O); `to_position_major` and `to_channel_major`
+//! convert from and to the NCHW layout the references and kernels use.
+
+use super::Scalar;
+use super::conv::Conv2d;
+use super::gemm;
+
+/// Length of `cols` for `rows` images: B·H′·W′ rows of C·K·K.
+pub fn cols_len(shape: &Conv2d, rows: usize) -> usize {
+    rows * shape.out_height() * shape.out_width() * shape.channels * shape.kernel * shape.kernel
+}
+
+/// cols (B·H′·W′, C·K·K) from x (B, C, H, W); padding reads as 0.
+pub fn im2col<T: Scalar>(shape: &Conv2d, x: &[T], rows: usize, cols: &mut [T]) {
+    let (oh, ow, k) = (shape.out_height(), shape.out_width(), shape.kernel);
+    let (h, w, pad) = (
+        shape.height as isize,
+        shape.width as isize,
+        shape.padding as isize,
+    );
+    let plane = shape.height * shape.width;
+    let mut windows = cols[..cols_len(shape, rows)].chunks_exact_mut(shape.channels * k * k);
+    for image in x[..rows * shape.in_len()].chunks_exact(shape.in_len()) {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let window = windows.next().expect("cols holds a row per position");
+                let col0 = (xo * shape.stride) as isize - pad;
+                for (c, channel) in image.chunks_exact(plane).enumerate() {
+                    for i in 0..k {
+                        let dst = &mut window[(c * k + i) * k..(c * k + i + 1) * k];
+                        let row = (y * shape.stride + i) as isize - pad;
+                        if row < 0 || row >= h {
+                            dst.fill(T::zero());
+                        } else if col0 >= 0 && col0 + k as isize <= w {
+                            let at = (row * w + col0) as usize;
+                            dst.copy_from_slice(&channel[at..at + k]);
+                        } else {
+                            for (j, d) in dst.iter_mut().enumerate() {
+                                let col = col0 + j as isize;
+                                *d = if (0..w).contains(&col) {
+                                    channel[(row * w + col) as usize]
+                                } else {
+                                    T::zero()
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// dx (B, C, H, W) = the sum, over every window value, of its gradient in `dcols` at the pixel
+/// it was read from (im2col's adjoint), in im2col's order.
+pub fn col2im<T: Scalar>(shape: &Conv2d, dcols: &[T], rows: usize, dx: &mut [T]) {
+    let (oh, ow, k) = (shape.out_height(), shape.out_width(), shape.kernel);
+    let (h, w, pad) = (
+        shape.height as isize,
+        shape.width as isize,
+        shape.padding as isize,
+    );
+    let plane = shape.height * shape.width;
+    let dx = &mut dx[..rows * shape.in_len()];
+    dx.fill(T::zero());
+    let mut windows = dcols[..cols_len(shape, rows)].chunks_exact(shape.channels * k * k);
+    for image in dx.chunks_exact_mut(shape.in_len()) {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let window = windows.next().expect("dcols holds a row per position");
+                let col0 = (xo * shape.stride) as isize - pad;
+                for (c, channel) in image.chunks_exact_mut(plane).enumerate() {
+                    for i in 0..k {
+                        let src = &window[(c * k + i) * k..(c * k + i + 1) * k];
+                        let row = (y * shape.stride + i) as isize - pad;
+                        if row < 0 || row >= h {
+                            continue;
+                        }
+                        for (j, &g) in src.iter().enumerate() {
+                            let col = col0 + j as isize;
+                            if (0..w).contains(&col) {
+                                let at = (row * w + col) as usize;
+                                channel[at] = channel[at] + g;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// (B, O, H′, W′) → (B, H′, W′, O).
+pub fn to_position_major<T: Scalar>(shape: &Conv2d, z: &[T], rows: usize, out: &mut [T]) {
+    let (o_count, plane) = (shape.filters, shape.out_height() * shape.out_width());
+    for r in 0..rows {
+        for o in 0..o_count {
+            for q in 0..plane {
+                out[(r * plane + q) * o_count + o] = z[(r * o_count + o) * plane + q];
+            }
+        }
+    }
+}
+
+/// (B, H′, W′, O) → (B, O, H′, W′).
+pub fn to_channel_major<T: Scalar>(shape: &Conv2d, z: &[T], rows: usize, out: &mut [T]) {
+    let (o_count, plane) = (shape.filters, shape.out_height() * shape.out_width());
+    for r in 0..rows {
+        for o in 0..o_count {
+            for q in 0..plane {
+                out[(r * o_count + o) * plane + q] = z[(r * plane + q) * o_count + o];
+            }
+        }
+    }
+}
+
+/// Forward: z (B, H′, W′, O), position-major, = cols · wᵀ + b, with `cols` from [`im2col`].
+pub fn conv2d_forward_im2col<T: Scalar>(
+    shape: &Conv2d,
+    cols: &[T],
+    w: &[T],
+    b: &[T],
+    rows: usize,
+    z: &mut [T],
+    threads: usize,
+) {
+    let positions = rows * shape.out_height() * shape.out_width();
+    for row in z[..positions * shape.filters].chunks_exact_mut(shape.filters) {
+        row.copy_from_slice(b);
+    }
+    let fan_in = shape.channels * shape.kernel * shape.kernel;
+    gemm::linear_forward(z, cols, w, positions, fan_in, shape.filters, threads);
+}
+
+/// Weight and bias gradients from dz (B, H′, W′, O), position-major, and the layer's `cols`.
+pub fn conv2d_backward_params_im2col<T: Scalar>(
+    shape: &Conv2d,
+    dz: &[T],
+    cols: &[T],
+    rows: usize,
+    dw: &mut [T],
+    db: &mut [T],
+    threads: usize,
+) {
+    let positions = rows * shape.out_height() * shape.out_width();
+    let fan_in = shape.channels * shape.kernel * shape.kernel;
+    gemm::linear_backward_weight(dw, dz, cols, positions, fan_in, shape.filters, threads);
+    db.fill(T::zero());
+    for row in dz[..positions * shape.filters].chunks_exact(shape.filters) {
+        for (d, &g) in db.iter_mut().zip(row) {
+            *d = *d + g;
+        }
+    }
+}
+
+/// Input gradient dx (B, C, H, W) from dz (B, H′, W′, O), position-major: dcols = dz · w, then
+/// [`col2im`]. `dcols` is scratch of [`cols_len`].
+pub fn conv2d_backward_input_im2col<T: Scalar>(
+    shape: &Conv2d,
+    dz: &[T],
+    w: &[T],
+    rows: usize,
+    dcols: &mut [T],
+    dx: &mut [T],
+    threads: usize,
+) {
+    let positions = rows * shape.out_height() * shape.out_width();
+    let fan_in = shape.channels * shape.kernel * shape.kernel;
+    gemm::linear_backward_input(dcols, dz, w, positions, fan_in, shape.filters, threads);
+    col2im(shape, dcols, rows, dx);
+}
