@@ -18,6 +18,7 @@ pub mod gpu;
 pub mod gradcheck;
 pub mod metrics;
 pub mod model;
+pub mod network;
 pub mod plot;
 pub mod predict;
 pub mod report;

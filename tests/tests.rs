@@ -12,6 +12,7 @@ mod errors;
 mod gpu;
 mod gradcheck;
 mod integrity;
+mod network;
 mod pack;
 mod resume;
 mod sweep;

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod gemm;
 pub mod im2col;
 pub mod net;
+pub mod network;
 pub mod ops;
 
 pub use engine::{CpuEngine, engine_bytes};

@@ -1,0 +1,262 @@
+//! Networks as lists of layers (issue 18): planning against the input's shape (errors naming
+//! the layer), the torchinfo-style summary, and the reference loss and gradient
+//! (`cpu::network`) against finite differences and against the MLP path it generalises.
+
+use wgtrain::config::GradientReduction;
+use wgtrain::cpu::net::{Shape, Workspace, loss_and_gradient};
+use wgtrain::cpu::network::{StepCounters, loss_and_gradient_reference};
+use wgtrain::model::{Activation, layer_views, param_count};
+use wgtrain::network::{ImageShape, Layer, Network};
+
+use crate::common::{rng, uniform};
+
+const IMAGE: ImageShape = ImageShape {
+    channels: 1,
+    height: 6,
+    width: 6,
+};
+
+fn dense(units: usize, activation: Activation) -> Layer {
+    Layer::Dense { units, activation }
+}
+
+fn conv(filters: usize, kernel: usize, stride: usize, padding: usize) -> Layer {
+    Layer::Conv2d {
+        filters,
+        kernel,
+        stride,
+        padding,
+        activation: Activation::Tanh,
+    }
+}
+
+#[test]
+fn a_network_of_dense_layers_is_the_mlp_of_those_widths() {
+    // `layers = [36, 10, 3]` keeps meaning what it means: same parameter layout, same loss,
+    // same gradient as the path that trains today.
+    let layers = [dense(10, Activation::Tanh), dense(3, Activation::None)];
+    let net = Network::plan(IMAGE, &layers, 3).unwrap();
+    let widths = [36, 10, 3];
+    assert_eq!(net.param_count, param_count(&widths));
+    let mut r = rng(1);
+    let rows = 5;
+    let params = uniform(&mut r, net.param_count);
+    let x = uniform(&mut r, rows * 36);
+    let labels: Vec<u8> = (0..rows as u8).map(|i| i % 3).collect();
+    let scale = 1.0 / rows as f64;
+    let mut ours = vec![f64::NAN; params.len()];
+    let (loss, correct) = loss_and_gradient_reference(
+        &net,
+        &params,
+        &x,
+        &labels,
+        rows,
+        scale,
+        None,
+        Some(&mut ours),
+    );
+    let views = layer_views(&widths);
+    let shape = Shape {
+        layers: &views,
+        activation: Activation::Tanh,
+        threads: 1,
+    };
+    let mut theirs = vec![f64::NAN; params.len()];
+    let mut ws = Workspace::new(&views, rows);
+    let (mlp_loss, mlp_correct) = loss_and_gradient(
+        shape,
+        &params,
+        &x,
+        &labels,
+        rows,
+        GradientReduction::Mean,
+        &mut theirs,
+        &mut ws,
+    );
+    assert_eq!(correct, mlp_correct);
+    assert!((loss - mlp_loss).abs() < 1e-12, "{loss} vs {mlp_loss}");
+    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert!((a - b).abs() < 1e-12, "parameter {i}: {a} vs {b}");
+    }
+}
+
+#[test]
+fn a_cnn_gradient_matches_finite_differences_with_dropout_on() {
+    // conv (padding, then stride 2) → pool → dropout → dense → logits, on 2-channel 7×7
+    // images: every parameter's gradient against a central difference of the loss, with the
+    // step's dropout masks fixed by its counters (the same masks in every evaluation).
+    let input = ImageShape {
+        channels: 2,
+        height: 7,
+        width: 7,
+    };
+    let layers = [
+        conv(3, 3, 1, 1),
+        Layer::MaxPool2d {
+            window: 2,
+            stride: 2,
+        },
+        conv(4, 3, 2, 1),
+        Layer::Dropout { p: 0.3 },
+        dense(5, Activation::Sigmoid),
+        dense(3, Activation::None),
+    ];
+    let net = Network::plan(input, &layers, 3).unwrap();
+    let mut r = rng(2);
+    let rows = 4;
+    let params: Vec<f64> = uniform(&mut r, net.param_count)
+        .iter()
+        .map(|v| 0.5 * v)
+        .collect();
+    let x = uniform(&mut r, rows * input.len());
+    let labels = [0u8, 2, 1, 2];
+    let step = StepCounters {
+        seed: 9,
+        epoch: 2,
+        step: 5,
+    };
+    let counters = Some(step);
+    let loss =
+        |p: &[f64]| loss_and_gradient_reference(&net, p, &x, &labels, rows, 1.0, counters, None).0;
+    let mut grad = vec![f64::NAN; params.len()];
+    loss_and_gradient_reference(
+        &net,
+        &params,
+        &x,
+        &labels,
+        rows,
+        1.0,
+        counters,
+        Some(&mut grad),
+    );
+    let eps = 1e-5;
+    for i in 0..params.len() {
+        let (mut up, mut down) = (params.clone(), params.clone());
+        up[i] += eps;
+        down[i] -= eps;
+        let numerical = (loss(&up) - loss(&down)) / (2.0 * eps);
+        assert!(
+            (grad[i] - numerical).abs() < 1e-6 * (1.0 + numerical.abs()),
+            "parameter {i} of {}: backprop {} vs numerical {numerical}",
+            params.len(),
+            grad[i]
+        );
+    }
+    // The masks matter: another step's dropout gives another loss; evaluation drops nothing,
+    // which is the network without its dropout layer.
+    let other = Some(StepCounters { step: 6, ..step });
+    let other_loss =
+        loss_and_gradient_reference(&net, &params, &x, &labels, rows, 1.0, other, None).0;
+    assert_ne!(loss(&params), other_loss);
+    let evaluated =
+        loss_and_gradient_reference(&net, &params, &x, &labels, rows, 1.0, None, None).0;
+    let without: Vec<Layer> = layers
+        .iter()
+        .copied()
+        .filter(|l| !matches!(l, Layer::Dropout { .. }))
+        .collect();
+    let plain = Network::plan(input, &without, 3).unwrap();
+    let plain_loss =
+        loss_and_gradient_reference(&plain, &params, &x, &labels, rows, 1.0, None, None).0;
+    assert_eq!(evaluated, plain_loss);
+}
+
+#[test]
+fn planning_names_the_layer_that_does_not_fit() {
+    let cases: [(&[Layer], &str); 6] = [
+        (
+            &[conv(2, 7, 1, 0), dense(3, Activation::None)],
+            "layer 1 (conv 2, 7×7, stride 1, pad 0, tanh): a 7×7 kernel does not fit a 6×6 input padded by 0",
+        ),
+        (
+            &[conv(2, 3, 3, 0), dense(3, Activation::None)],
+            "layer 1 (conv 2, 3×3, stride 3, pad 0, tanh): stride 3 is not 1 or 2",
+        ),
+        (
+            &[
+                Layer::MaxPool2d {
+                    window: 4,
+                    stride: 4,
+                },
+                Layer::MaxPool2d {
+                    window: 2,
+                    stride: 2,
+                },
+                dense(3, Activation::None),
+            ],
+            "layer 2 (max pool 2×2 / 2): a 2×2 window does not fit a 1×1 input",
+        ),
+        (
+            &[Layer::Dropout { p: 1.0 }, dense(3, Activation::None)],
+            "layer 1 (dropout 1): p = 1 is not in [0, 1)",
+        ),
+        (
+            &[dense(8, Activation::Relu), dense(4, Activation::None)],
+            "layer 2 (dense 4, none): the last layer has 4 units, the data has 3 classes",
+        ),
+        (
+            &[dense(3, Activation::Relu)],
+            "layer 1 (dense 3, relu): the last layer gives the logits",
+        ),
+    ];
+    for (layers, want) in cases {
+        let e = Network::plan(IMAGE, layers, 3).unwrap_err();
+        assert!(e.starts_with(want), "{e}");
+    }
+    let e = Network::plan(IMAGE, &[conv(2, 3, 1, 1)], 3).unwrap_err();
+    assert!(e.contains("the last layer must be dense"), "{e}");
+}
+
+#[test]
+fn the_summary_lists_every_layer_with_its_output_shape_and_parameters() {
+    // The issue's example network on Fashion-MNIST: conv 32 → pool → conv 64 → pool →
+    // dropout → dense 128 → dropout → 10, ReLU, 3×3 kernels with padding 1.
+    let relu_conv = |filters| Layer::Conv2d {
+        filters,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        activation: Activation::Relu,
+    };
+    let pool = Layer::MaxPool2d {
+        window: 2,
+        stride: 2,
+    };
+    let layers = [
+        relu_conv(32),
+        pool,
+        relu_conv(64),
+        pool,
+        Layer::Dropout { p: 0.25 },
+        dense(128, Activation::Relu),
+        Layer::Dropout { p: 0.5 },
+        dense(10, Activation::None),
+    ];
+    let input = ImageShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    let net = Network::plan(input, &layers, 10).unwrap();
+    // nn.Conv2d(1, 32, 3): 32·1·9 + 32; nn.Conv2d(32, 64, 3): 64·32·9 + 64;
+    // nn.Linear(64·7·7, 128); nn.Linear(128, 10).
+    let expected = (32 * 9 + 32) + (64 * 32 * 9 + 64) + (64 * 7 * 7 * 128 + 128) + (128 * 10 + 10);
+    assert_eq!(net.param_count, expected);
+    let summary = net.summary(&layers);
+    for line in [
+        "| input | [B, 1, 28, 28] | – |",
+        "| conv 32, 3×3, stride 1, pad 1, relu | [B, 32, 28, 28] | 320 |",
+        "| max pool 2×2 / 2 | [B, 32, 14, 14] | 0 |",
+        "| conv 64, 3×3, stride 1, pad 1, relu | [B, 64, 14, 14] | 18496 |",
+        "| max pool 2×2 / 2 | [B, 64, 7, 7] | 0 |",
+        "| dropout 0.25 | [B, 64, 7, 7] | 0 |",
+        "| dense 128, relu | [B, 128] | 401536 |",
+        "| dense 10, none | [B, 10] | 1290 |",
+    ] {
+        assert!(summary.contains(line), "{line} not in\n{summary}");
+    }
+    assert!(
+        summary.ends_with(&format!("\n{expected} parameters\n")),
+        "{summary}"
+    );
+}
