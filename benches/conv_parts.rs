@@ -6,28 +6,13 @@
 //! train yet; this says what its products would cost and where the time beside them goes.
 
 use std::hint::black_box;
-use std::time::Instant;
 
-use wgtrain::bench::{cpu_gemm_peak, gemm_operand as filled, median};
+use wgtrain::bench::{cpu_gemm_peak, gemm_operand as filled, median_secs};
 use wgtrain::cpu::conv::Conv2d;
 use wgtrain::cpu::im2col::{
     col2im, cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col,
     conv2d_forward_im2col, im2col, to_channel_major, to_position_major,
 };
-
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..reps / 4 + 1 {
-        f();
-    }
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    median(&mut times)
-}
 
 fn report(what: &str, flops: Option<f64>, secs: f64, peak: f64) {
     let (gflops, share) = match flops {
@@ -88,9 +73,7 @@ fn main() {
         let (mut dw, mut db) = (vec![0f32; w.len()], vec![0f32; b.len()]);
         let mut dx = vec![0f32; x.len()];
         // One GEMM's multiply-adds: positions × (C·K·K) × O.
-        let macs = (rows * shape.out_height() * shape.out_width()) as f64
-            * (shape.channels * shape.kernel * shape.kernel) as f64
-            * shape.filters as f64;
+        let macs = (shape.positions(rows) * shape.window_len() * shape.filters) as f64;
         let reps = 15;
         let mut time = |what: &str, flops: Option<f64>, f: &mut dyn FnMut()| {
             let secs = median_secs(reps, f);

@@ -15,9 +15,8 @@ use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
-use wgtrain::bench::{cpu_gemm_peak, gemm_operand as filled, median};
+use wgtrain::bench::{cpu_gemm_peak, gemm_operand as filled, median_secs};
 use wgtrain::config::TrainConfig;
 use wgtrain::cpu::net::{self, Shape, Workspace};
 use wgtrain::cpu::{CpuEngine, gemm};
@@ -50,21 +49,6 @@ fn allocations(mut f: impl FnMut()) -> usize {
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     f();
     ALLOCATIONS.load(Ordering::Relaxed) - before
-}
-
-/// Median seconds of one call of `f`, over `reps` timed calls after `reps / 4 + 1` untimed.
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..reps / 4 + 1 {
-        f();
-    }
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    median(&mut times)
 }
 
 /// Prints one row (with its share of `peak`, GFLOP/s, when given) and returns its GFLOP/s.

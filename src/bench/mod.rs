@@ -246,6 +246,22 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// Median seconds of one call of `f`, over `reps` timed calls after `reps / 4 + 1` untimed:
+/// how the `cargo bench` programs time a piece.
+pub fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..reps / 4 + 1 {
+        f();
+    }
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(&mut times)
+}
+
 /// Trains `config` at `batch_size` on `kind` for `warmup + epochs` epochs and times the last `epochs`.
 pub fn bench_one(
     kind: &EngineKind,

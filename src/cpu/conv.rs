@@ -84,7 +84,17 @@ impl Conv2d {
 
     /// Weights: O·C·K·K.
     pub fn weights_len(&self) -> usize {
-        self.filters * self.channels * self.kernel * self.kernel
+        self.filters * self.window_len()
+    }
+
+    /// Values one window reads, and one filter's weights: C·K·K.
+    pub fn window_len(&self) -> usize {
+        self.channels * self.kernel * self.kernel
+    }
+
+    /// Output positions of `rows` images: B·H′·W′.
+    pub fn positions(&self, rows: usize) -> usize {
+        rows * self.out_height() * self.out_width()
     }
 
     /// The input pixel (row, column) that output (y, x) sees through kernel tap (i, j), or

@@ -19,7 +19,7 @@ use super::gemm;
 
 /// Length of `cols` for `rows` images: B·H′·W′ rows of C·K·K.
 pub fn cols_len(shape: &Conv2d, rows: usize) -> usize {
-    rows * shape.out_height() * shape.out_width() * shape.channels * shape.kernel * shape.kernel
+    shape.positions(rows) * shape.window_len()
 }
 
 /// cols (B·H′·W′, C·K·K) from x (B, C, H, W); padding reads as 0.
@@ -31,7 +31,7 @@ pub fn im2col<T: Scalar>(shape: &Conv2d, x: &[T], rows: usize, cols: &mut [T]) {
         shape.padding as isize,
     );
     let plane = shape.height * shape.width;
-    let mut windows = cols[..cols_len(shape, rows)].chunks_exact_mut(shape.channels * k * k);
+    let mut windows = cols[..cols_len(shape, rows)].chunks_exact_mut(shape.window_len());
     for image in x[..rows * shape.in_len()].chunks_exact(shape.in_len()) {
         for y in 0..oh {
             for xo in 0..ow {
@@ -75,7 +75,7 @@ pub fn col2im<T: Scalar>(shape: &Conv2d, dcols: &[T], rows: usize, dx: &mut [T])
     let plane = shape.height * shape.width;
     let dx = &mut dx[..rows * shape.in_len()];
     dx.fill(T::zero());
-    let mut windows = dcols[..cols_len(shape, rows)].chunks_exact(shape.channels * k * k);
+    let mut windows = dcols[..cols_len(shape, rows)].chunks_exact(shape.window_len());
     for image in dx.chunks_exact_mut(shape.in_len()) {
         for y in 0..oh {
             for xo in 0..ow {
@@ -136,11 +136,10 @@ pub fn conv2d_forward_im2col<T: Scalar>(
     z: &mut [T],
     threads: usize,
 ) {
-    let positions = rows * shape.out_height() * shape.out_width();
+    let (positions, fan_in) = (shape.positions(rows), shape.window_len());
     for row in z[..positions * shape.filters].chunks_exact_mut(shape.filters) {
         row.copy_from_slice(b);
     }
-    let fan_in = shape.channels * shape.kernel * shape.kernel;
     gemm::linear_forward(z, cols, w, positions, fan_in, shape.filters, threads);
 }
 
@@ -154,8 +153,7 @@ pub fn conv2d_backward_params_im2col<T: Scalar>(
     db: &mut [T],
     threads: usize,
 ) {
-    let positions = rows * shape.out_height() * shape.out_width();
-    let fan_in = shape.channels * shape.kernel * shape.kernel;
+    let (positions, fan_in) = (shape.positions(rows), shape.window_len());
     gemm::linear_backward_weight(dw, dz, cols, positions, fan_in, shape.filters, threads);
     db.fill(T::zero());
     for row in dz[..positions * shape.filters].chunks_exact(shape.filters) {
@@ -176,8 +174,7 @@ pub fn conv2d_backward_input_im2col<T: Scalar>(
     dx: &mut [T],
     threads: usize,
 ) {
-    let positions = rows * shape.out_height() * shape.out_width();
-    let fan_in = shape.channels * shape.kernel * shape.kernel;
+    let (positions, fan_in) = (shape.positions(rows), shape.window_len());
     gemm::linear_backward_input(dcols, dz, w, positions, fan_in, shape.filters, threads);
     col2im(shape, dcols, rows, dx);
 }
