@@ -148,6 +148,69 @@ pub fn gradient_check(
         .collect()
 }
 
+/// The paper's Table 3 for a network of layers (issue 18): `per_tensor` entries of every weight
+/// tensor and one of every bias, seeded, each a central difference of step `epsilon` of the
+/// mean cross-entropy over `input` (f64) against the reference backprop of
+/// `cpu::network`, with the dropout masks of `counters` held fixed (so dropout layers are
+/// checked too).
+#[allow(clippy::too_many_arguments)]
+pub fn gradient_check_network(
+    net: &crate::network::Network,
+    params: &[f64],
+    input: &[f64],
+    labels: &[u8],
+    counters: Option<crate::cpu::network::StepCounters>,
+    per_tensor: usize,
+    epsilon: f64,
+    seed: u64,
+) -> Vec<GradRow> {
+    use crate::cpu::network::loss_and_gradient_reference;
+    let rows = labels.len();
+    let scale = 1.0 / rows.max(1) as f64;
+    let loss = |p: &[f64]| {
+        loss_and_gradient_reference(net, p, input, labels, rows, scale, counters, None).0 * scale
+    };
+    let mut backprop = vec![0.0; params.len()];
+    loss_and_gradient_reference(
+        net,
+        params,
+        input,
+        labels,
+        rows,
+        scale,
+        counters,
+        Some(&mut backprop),
+    );
+    let mut rng = rng_for(seed, STREAM_GRADCHECK);
+    let mut values = params.to_vec();
+    let mut rows_out = Vec::new();
+    for tensor in net.tensors() {
+        let picks = if tensor.dims.len() == 1 {
+            1
+        } else {
+            per_tensor
+        };
+        for _ in 0..picks {
+            let i = rng.random_range(0..tensor.len());
+            let index = tensor.offset + i;
+            let original = values[index];
+            values[index] = original + epsilon;
+            let plus = loss(&values);
+            values[index] = original - epsilon;
+            let minus = loss(&values);
+            values[index] = original;
+            let numerical = (plus - minus) / (2.0 * epsilon);
+            rows_out.push(GradRow {
+                parameter: tensor.element_name(i),
+                numerical,
+                backprop: backprop[index],
+                difference: (numerical - backprop[index]).abs(),
+            });
+        }
+    }
+    rows_out
+}
+
 /// What [`check_config`] found: the table and the verdict's terms.
 #[derive(Debug, Clone)]
 pub struct GradcheckReport {

@@ -62,6 +62,37 @@ impl ImageShape {
     }
 }
 
+/// One parameter tensor of a planned network: its name, where it starts in the flat vector,
+/// and its dimensions (row-major).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tensor {
+    pub name: String,
+    pub offset: usize,
+    pub dims: Vec<usize>,
+}
+
+impl Tensor {
+    pub fn len(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `fc1.weight[17, 402]`: the name of element `i` (row-major) of this tensor.
+    pub fn element_name(&self, i: usize) -> String {
+        let mut index = Vec::with_capacity(self.dims.len());
+        let mut rest = i;
+        for &d in self.dims.iter().rev() {
+            index.push((rest % d).to_string());
+            rest /= d;
+        }
+        index.reverse();
+        format!("{}[{}]", self.name, index.join(", "))
+    }
+}
+
 /// One layer, planned: its operation with every shape known, and where its parameters are.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Planned {
@@ -221,6 +252,50 @@ impl Network {
             outputs,
             param_count: params,
         })
+    }
+
+    /// Every parameter tensor in layout order: `conv{n}.weight` (O, C, K, K), `conv{n}.bias`
+    /// (O), `fc{n}.weight` (O, I), `fc{n}.bias` (O), numbered from 1 within each kind.
+    pub fn tensors(&self) -> Vec<Tensor> {
+        let (mut convs, mut denses) = (0, 0);
+        let mut tensors = Vec::new();
+        for layer in &self.layers {
+            let (kind, n, weight, bias, dims) = match *layer {
+                Planned::Conv2d {
+                    shape,
+                    weight,
+                    bias,
+                    ..
+                } => {
+                    convs += 1;
+                    let dims = vec![shape.filters, shape.channels, shape.kernel, shape.kernel];
+                    ("conv", convs, weight, bias, dims)
+                }
+                Planned::Dense {
+                    fan_in,
+                    fan_out,
+                    weight,
+                    bias,
+                    ..
+                } => {
+                    denses += 1;
+                    ("fc", denses, weight, bias, vec![fan_out, fan_in])
+                }
+                _ => continue,
+            };
+            let outputs = dims[0];
+            tensors.push(Tensor {
+                name: format!("{kind}{n}.weight"),
+                offset: weight,
+                dims,
+            });
+            tensors.push(Tensor {
+                name: format!("{kind}{n}.bias"),
+                offset: bias,
+                dims: vec![outputs],
+            });
+        }
+        tensors
     }
 
     /// The classes the last layer scores.

@@ -260,3 +260,80 @@ fn the_summary_lists_every_layer_with_its_output_shape_and_parameters() {
         "{summary}"
     );
 }
+
+#[test]
+fn the_gradient_check_covers_every_layer_kind_within_epsilon_squared() {
+    // Table 3 for a network of every layer kind: rows named as PyTorch's state_dict names
+    // them, each difference within ε² (the paper's mark), dropout's masks held fixed.
+    let input = ImageShape {
+        channels: 2,
+        height: 7,
+        width: 7,
+    };
+    let layers = [
+        conv(3, 3, 1, 1),
+        Layer::MaxPool2d {
+            window: 2,
+            stride: 2,
+        },
+        conv(4, 3, 2, 1),
+        Layer::Dropout { p: 0.3 },
+        dense(5, Activation::Sigmoid),
+        dense(3, Activation::None),
+    ];
+    let net = Network::plan(input, &layers, 3).unwrap();
+    let names: Vec<String> = net.tensors().iter().map(|t| t.name.clone()).collect();
+    assert_eq!(
+        names,
+        [
+            "conv1.weight",
+            "conv1.bias",
+            "conv2.weight",
+            "conv2.bias",
+            "fc1.weight",
+            "fc1.bias",
+            "fc2.weight",
+            "fc2.bias"
+        ]
+    );
+    let conv1 = &net.tensors()[0];
+    assert_eq!(conv1.dims, [3, 2, 3, 3]);
+    // Element 17 of (3, 2, 3, 3) row-major: o 0, c 1, i 2, j 2.
+    assert_eq!(conv1.element_name(17), "conv1.weight[0, 1, 2, 2]");
+    let mut r = rng(4);
+    let rows = 6;
+    let params: Vec<f64> = uniform(&mut r, net.param_count)
+        .iter()
+        .map(|v| 0.5 * v)
+        .collect();
+    let x = uniform(&mut r, rows * input.len());
+    let labels = [0u8, 1, 2, 2, 1, 0];
+    let counters = Some(StepCounters {
+        seed: 3,
+        epoch: 1,
+        step: 1,
+    });
+    let epsilon = 1e-3;
+    let table = wgtrain::gradcheck::gradient_check_network(
+        &net, &params, &x, &labels, counters, 4, epsilon, 7,
+    );
+    assert_eq!(
+        table.len(),
+        4 * 4 + 4,
+        "4 weights and a bias per layer with parameters"
+    );
+    for name in &names {
+        assert!(
+            table
+                .iter()
+                .any(|row| row.parameter.starts_with(&format!("{name}["))),
+            "{name} not checked"
+        );
+    }
+    for row in &table {
+        assert!(
+            row.difference <= epsilon * epsilon && row.backprop != 0.0,
+            "{row:?}"
+        );
+    }
+}
