@@ -133,35 +133,15 @@ impl Params {
         let mut params = Params::zeros(widths, activation);
         let mut rng = rng_for(seed, STREAM_INIT);
         for view in layer_views(widths) {
-            let (fan_in, fan_out) = (view.fan_in as f64, view.fan_out as f64);
             let (weights, rest) =
                 params.values[view.weight..view.end()].split_at_mut(view.weight_len());
-            let biases = &mut rest[..view.fan_out];
-            match init {
-                Init::Paper => {
-                    for v in weights.iter_mut().chain(biases.iter_mut()) {
-                        *v = (0.01 * rng.random::<f64>()) as f32;
-                    }
-                }
-                Init::Xavier => {
-                    let a = (6.0 / (fan_in + fan_out)).sqrt();
-                    for v in weights.iter_mut() {
-                        *v = (a * (2.0 * rng.random::<f64>() - 1.0)) as f32;
-                    }
-                }
-                Init::He => {
-                    let std = (2.0 / fan_in).sqrt();
-                    for v in weights.iter_mut() {
-                        *v = (std * standard_normal(&mut rng)) as f32;
-                    }
-                }
-                Init::Pytorch => {
-                    let a = 1.0 / fan_in.sqrt();
-                    for v in weights.iter_mut().chain(biases.iter_mut()) {
-                        *v = (a * (2.0 * rng.random::<f64>() - 1.0)) as f32;
-                    }
-                }
-            }
+            init_layer(
+                weights,
+                &mut rest[..view.fan_out],
+                (view.fan_in, view.fan_out),
+                init,
+                &mut rng,
+            );
         }
         params
     }
@@ -206,6 +186,46 @@ pub fn first_unusable(widths: &[usize], values: &[f32], bounded: bool) -> Option
         .find(|(_, v)| i < v.end())?;
     let tensor = if i < view.bias { "weight" } else { "bias" };
     Some((format!("fc{}.{tensor}", l + 1), values[i]))
+}
+
+/// Initialises one layer's `weights` and `biases` from `rng` as `init` says, with the layer's
+/// (fan_in, fan_out) as PyTorch counts them (a convolution's are C·K·K and O·K·K). Every layer
+/// kind draws through here, so a network of dense layers starts where `Params::init` does.
+pub fn init_layer(
+    weights: &mut [f32],
+    biases: &mut [f32],
+    (fan_in, fan_out): (usize, usize),
+    init: Init,
+    rng: &mut impl RngExt,
+) {
+    let (fan_in, fan_out) = (fan_in as f64, fan_out as f64);
+    match init {
+        Init::Paper => {
+            for v in weights.iter_mut().chain(biases.iter_mut()) {
+                *v = (0.01 * rng.random::<f64>()) as f32;
+            }
+        }
+        Init::Xavier => {
+            let a = (6.0 / (fan_in + fan_out)).sqrt();
+            for v in weights.iter_mut() {
+                *v = (a * (2.0 * rng.random::<f64>() - 1.0)) as f32;
+            }
+            biases.fill(0.0);
+        }
+        Init::He => {
+            let std = (2.0 / fan_in).sqrt();
+            for v in weights.iter_mut() {
+                *v = (std * standard_normal(rng)) as f32;
+            }
+            biases.fill(0.0);
+        }
+        Init::Pytorch => {
+            let a = 1.0 / fan_in.sqrt();
+            for v in weights.iter_mut().chain(biases.iter_mut()) {
+                *v = (a * (2.0 * rng.random::<f64>() - 1.0)) as f32;
+            }
+        }
+    }
 }
 
 /// Box–Muller: one standard normal draw from two uniforms.

@@ -298,6 +298,40 @@ impl Network {
         tensors
     }
 
+    /// Seeded initial parameters, drawn layer after layer from the same stream and by the same
+    /// rule (`model::init_layer`) as `Params::init`: a network of dense layers alone starts
+    /// exactly where the MLP of its widths does. A convolution's fan-in is C·K·K and its
+    /// fan-out O·K·K, as PyTorch counts them.
+    pub fn init(&self, init: crate::model::Init, seed: u64) -> Vec<f32> {
+        let mut values = vec![0.0f32; self.param_count];
+        let mut rng = crate::data::batches::rng_for(seed, crate::data::batches::STREAM_INIT);
+        for layer in &self.layers {
+            let (weight, bias, outputs, fans) = match *layer {
+                Planned::Conv2d {
+                    shape,
+                    weight,
+                    bias,
+                    ..
+                } => {
+                    let taps = shape.kernel * shape.kernel;
+                    let fans = (shape.window_len(), shape.filters * taps);
+                    (weight, bias, shape.filters, fans)
+                }
+                Planned::Dense {
+                    fan_in,
+                    fan_out,
+                    weight,
+                    bias,
+                    ..
+                } => (weight, bias, fan_out, (fan_in, fan_out)),
+                _ => continue,
+            };
+            let (weights, rest) = values[weight..bias + outputs].split_at_mut(bias - weight);
+            crate::model::init_layer(weights, rest, fans, init, &mut rng);
+        }
+        values
+    }
+
     /// The classes the last layer scores.
     pub fn classes(&self) -> usize {
         self.outputs.last().map_or(0, ImageShape::len)

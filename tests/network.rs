@@ -337,3 +337,32 @@ fn the_gradient_check_covers_every_layer_kind_within_epsilon_squared() {
         );
     }
 }
+
+#[test]
+fn a_network_starts_where_the_mlp_of_its_widths_does_and_conv_fans_count_the_taps() {
+    use wgtrain::model::{Init, Params};
+    let layers = [dense(10, Activation::Tanh), dense(3, Activation::None)];
+    let net = Network::plan(IMAGE, &layers, 3).unwrap();
+    for init in [Init::Paper, Init::Xavier, Init::He, Init::Pytorch] {
+        let mlp = Params::init(&[36, 10, 3], Activation::Tanh, init, 11);
+        assert_eq!(net.init(init, 11), mlp.values, "{init:?}");
+    }
+    // nn.Conv2d's default: U(±1/√(C·K·K)) for weights and biases; He: N(0, 2/(C·K·K)).
+    let layers = [conv(8, 3, 1, 1), dense(3, Activation::None)];
+    let input = ImageShape {
+        channels: 4,
+        height: 6,
+        width: 6,
+    };
+    let net = Network::plan(input, &layers, 3).unwrap();
+    let conv1 = net.init(Init::Pytorch, 5);
+    let bound = 1.0 / ((4 * 9) as f32).sqrt();
+    let conv_len = 8 * 4 * 9 + 8;
+    assert!(conv1[..conv_len].iter().all(|v| v.abs() <= bound));
+    assert!(conv1[..conv_len].iter().any(|v| v.abs() > 0.9 * bound));
+    let he = net.init(Init::He, 5);
+    let weights = &he[..8 * 4 * 9];
+    let var = weights.iter().map(|w| (w * w) as f64).sum::<f64>() / weights.len() as f64;
+    assert!((var / (2.0 / 36.0) - 1.0).abs() < 0.25, "variance {var}");
+    assert!(he[8 * 4 * 9..conv_len].iter().all(|&b| b == 0.0));
+}
