@@ -109,4 +109,100 @@ fn main() {
         "\nboth layers, every piece above once: {:.1} ms per batch of {rows}",
         total * 1e3
     );
+    whole_step(rows, threads);
+}
+
+/// One training step of the whole example network (forward, loss, backward, dropout on) through
+/// `cpu::network::loss_and_gradient`, and what 375 of them (an epoch of Fashion-MNIST's 48,000
+/// training images) would take.
+fn whole_step(rows: usize, threads: usize) {
+    use wgtrain::cpu::network::{StepCounters, loss_and_gradient};
+    use wgtrain::model::{Activation, Init};
+    use wgtrain::network::{ImageShape, Layer, Network};
+    let conv = |filters| Layer::Conv2d {
+        filters,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        activation: Activation::Relu,
+    };
+    let pool = Layer::MaxPool2d {
+        window: 2,
+        stride: 2,
+    };
+    let layers = [
+        conv(32),
+        pool,
+        conv(64),
+        pool,
+        Layer::Dropout { p: 0.25 },
+        Layer::Dense {
+            units: 128,
+            activation: Activation::Relu,
+        },
+        Layer::Dropout { p: 0.5 },
+        Layer::Dense {
+            units: 10,
+            activation: Activation::None,
+        },
+    ];
+    let input = ImageShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    let net = Network::plan(input, &layers, 10).expect("the example network plans");
+    let params = net.init(Init::Pytorch, 1);
+    let x = filled(rows * input.len(), 5);
+    let labels: Vec<u8> = (0..rows).map(|i| (i % 10) as u8).collect();
+    let mut grad = vec![0f32; params.len()];
+    let counters = Some(StepCounters {
+        seed: 1,
+        epoch: 1,
+        step: 1,
+    });
+    let scale = 1.0 / rows as f32;
+    // The pieces beside the convolutions: the first pooling (32×28×28 → 14×14) both ways, and
+    // the first dropout's mask over 64·7·7 values per image.
+    let pool1 = wgtrain::cpu::conv::MaxPool2d {
+        channels: 32,
+        height: 28,
+        width: 28,
+        window: 2,
+        stride: 2,
+    };
+    let a = filled(rows * pool1.in_len(), 6);
+    let (z, argmax) = wgtrain::cpu::conv::max_pool2d_forward(&pool1, &a, rows);
+    let secs = median_secs(9, || {
+        black_box(wgtrain::cpu::conv::max_pool2d_forward(&pool1, &a, rows));
+    });
+    println!("pool1 forward: {:.1} ms", secs * 1e3);
+    let secs = median_secs(9, || {
+        black_box(wgtrain::cpu::conv::max_pool2d_backward(
+            &pool1, &z, &argmax, rows,
+        ));
+    });
+    println!("pool1 backward: {:.1} ms", secs * 1e3);
+    let mask = wgtrain::dropout::DropoutMask::new(1, 1, 1, 4, 0.25);
+    let mut d = filled(rows * 64 * 7 * 7, 7);
+    let secs = median_secs(9, || wgtrain::dropout::dropout_forward(&mask, &mut d));
+    println!("dropout over 64·7·7 per image: {:.1} ms", secs * 1e3);
+    let secs = median_secs(9, || {
+        black_box(loss_and_gradient(
+            &net,
+            &params,
+            &x,
+            &labels,
+            rows,
+            scale,
+            counters,
+            Some(&mut grad),
+            threads,
+        ));
+    });
+    println!(
+        "whole step of the example network (batch {rows}, forward + backward): {:.1} ms; 375 steps (one epoch of 48,000 images, no update, no validation): {:.1} s",
+        secs * 1e3,
+        375.0 * secs
+    );
 }

@@ -366,3 +366,123 @@ fn a_network_starts_where_the_mlp_of_its_widths_does_and_conv_fans_count_the_tap
     assert!((var / (2.0 / 36.0) - 1.0).abs() < 0.25, "variance {var}");
     assert!(he[8 * 4 * 9..conv_len].iter().all(|&b| b == 0.0));
 }
+
+#[test]
+fn the_fast_cpu_pass_gives_the_reference_loss_and_gradient() {
+    use wgtrain::cpu::network::loss_and_gradient;
+    let pool = Layer::MaxPool2d {
+        window: 2,
+        stride: 2,
+    };
+    let relu_conv = |filters| Layer::Conv2d {
+        filters,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        activation: Activation::Relu,
+    };
+    // A small network of every kind (strided conv too), and the example network.
+    let cases: [(ImageShape, Vec<Layer>); 2] = [
+        (
+            ImageShape {
+                channels: 2,
+                height: 7,
+                width: 7,
+            },
+            vec![
+                conv(3, 3, 1, 1),
+                pool,
+                conv(4, 3, 2, 1),
+                Layer::Dropout { p: 0.3 },
+                dense(5, Activation::Sigmoid),
+                dense(3, Activation::None),
+            ],
+        ),
+        (
+            ImageShape {
+                channels: 1,
+                height: 28,
+                width: 28,
+            },
+            vec![
+                relu_conv(32),
+                pool,
+                relu_conv(64),
+                pool,
+                Layer::Dropout { p: 0.25 },
+                dense(128, Activation::Relu),
+                Layer::Dropout { p: 0.5 },
+                dense(3, Activation::None),
+            ],
+        ),
+    ];
+    let counters = Some(StepCounters {
+        seed: 1,
+        epoch: 1,
+        step: 3,
+    });
+    for (input, layers) in cases {
+        let net = Network::plan(input, &layers, 3).unwrap();
+        let mut r = rng(6);
+        let rows = 4;
+        let params = net.init(wgtrain::model::Init::Pytorch, 2);
+        let params64: Vec<f64> = params.iter().map(|&v| v as f64).collect();
+        let x = uniform(&mut r, rows * input.len());
+        let labels = [2u8, 0, 1, 2];
+        let scale = 1.0 / rows as f64;
+        let mut want = vec![0.0; params.len()];
+        let (want_loss, want_correct) = loss_and_gradient_reference(
+            &net,
+            &params64,
+            &x,
+            &labels,
+            rows,
+            scale,
+            counters,
+            Some(&mut want),
+        );
+        // f64: the same sums in another order.
+        let mut got = vec![f64::NAN; params.len()];
+        let (loss, correct) = loss_and_gradient(
+            &net,
+            &params64,
+            &x,
+            &labels,
+            rows,
+            scale,
+            counters,
+            Some(&mut got),
+            2,
+        );
+        assert_eq!(correct, want_correct);
+        assert!((loss - want_loss).abs() < 1e-10 * want_loss.abs());
+        let largest = want.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() < 1e-10 * largest,
+                "{input:?} parameter {i}: {g} vs {w}"
+            );
+        }
+        // f32, what training will run: within f32 rounding of the f64 reference.
+        let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let mut got32 = vec![f32::NAN; params.len()];
+        let (loss32, _) = loss_and_gradient(
+            &net,
+            &params,
+            &x32,
+            &labels,
+            rows,
+            0.25f32,
+            counters,
+            Some(&mut got32),
+            2,
+        );
+        assert!((loss32 - want_loss).abs() < 1e-4 * want_loss.abs());
+        for (i, (g, w)) in got32.iter().zip(&want).enumerate() {
+            assert!(
+                (*g as f64 - w).abs() < 1e-4 * largest,
+                "{input:?} f32 parameter {i}: {g} vs {w}"
+            );
+        }
+    }
+}
