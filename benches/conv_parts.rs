@@ -116,7 +116,7 @@ fn main() {
 /// `cpu::network::loss_and_gradient`, and what 375 of them (an epoch of Fashion-MNIST's 48,000
 /// training images) would take.
 fn whole_step(rows: usize, threads: usize) {
-    use wgtrain::cpu::network::{StepCounters, loss_and_gradient};
+    use wgtrain::cpu::network::{NetworkWorkspace, StepCounters, loss_and_gradient};
     use wgtrain::model::{Activation, Init};
     use wgtrain::network::{ImageShape, Layer, Network};
     let conv = |filters| Layer::Conv2d {
@@ -187,6 +187,7 @@ fn whole_step(rows: usize, threads: usize) {
     let mut d = filled(rows * 64 * 7 * 7, 7);
     let secs = median_secs(9, || wgtrain::dropout::dropout_forward(&mask, &mut d));
     println!("dropout over 64·7·7 per image: {:.1} ms", secs * 1e3);
+    let mut ws = NetworkWorkspace::new(&net, rows);
     let secs = median_secs(9, || {
         black_box(loss_and_gradient(
             &net,
@@ -198,6 +199,7 @@ fn whole_step(rows: usize, threads: usize) {
             counters,
             Some(&mut grad),
             threads,
+            &mut ws,
         ));
     });
     println!(

@@ -369,7 +369,7 @@ fn a_network_starts_where_the_mlp_of_its_widths_does_and_conv_fans_count_the_tap
 
 #[test]
 fn the_fast_cpu_pass_gives_the_reference_loss_and_gradient() {
-    use wgtrain::cpu::network::loss_and_gradient;
+    use wgtrain::cpu::network::{NetworkWorkspace, loss_and_gradient};
     let pool = Layer::MaxPool2d {
         window: 2,
         stride: 2,
@@ -441,7 +441,23 @@ fn the_fast_cpu_pass_gives_the_reference_loss_and_gradient() {
             counters,
             Some(&mut want),
         );
-        // f64: the same sums in another order.
+        // f64: the same sums in another order. The workspace is larger than the batch and
+        // dirty from a step on other images: nothing of that may leak into this one.
+        let mut ws = NetworkWorkspace::new(&net, 8);
+        let other: Vec<f64> = x.iter().rev().copied().collect();
+        let mut scratch = vec![0.0; params.len()];
+        loss_and_gradient(
+            &net,
+            &params64,
+            &other,
+            &[1, 1, 0, 0, 2, 2, 1, 0],
+            8.min(other.len() / input.len()),
+            1.0,
+            None,
+            Some(&mut scratch),
+            2,
+            &mut ws,
+        );
         let mut got = vec![f64::NAN; params.len()];
         let (loss, correct) = loss_and_gradient(
             &net,
@@ -453,6 +469,7 @@ fn the_fast_cpu_pass_gives_the_reference_loss_and_gradient() {
             counters,
             Some(&mut got),
             2,
+            &mut ws,
         );
         assert_eq!(correct, want_correct);
         assert!((loss - want_loss).abs() < 1e-10 * want_loss.abs());
@@ -476,6 +493,7 @@ fn the_fast_cpu_pass_gives_the_reference_loss_and_gradient() {
             counters,
             Some(&mut got32),
             2,
+            &mut NetworkWorkspace::new(&net, rows),
         );
         assert!((loss32 - want_loss).abs() < 1e-4 * want_loss.abs());
         for (i, (g, w)) in got32.iter().zip(&want).enumerate() {

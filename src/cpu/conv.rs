@@ -266,40 +266,46 @@ pub fn max_pool2d_forward<T: Scalar>(
     x: &[T],
     rows: usize,
 ) -> (Vec<T>, Vec<u32>) {
+    let mut out = vec![T::zero(); rows * shape.out_len()];
+    let mut argmax = vec![0u32; rows * shape.out_len()];
+    max_pool2d_forward_into(shape, x, rows, &mut out, &mut argmax);
+    (out, argmax)
+}
+
+/// [`max_pool2d_forward`] into the caller's `out` and `argmax` (rows · C·H′·W′ each).
+pub fn max_pool2d_forward_into<T: Scalar>(
+    shape: &MaxPool2d,
+    x: &[T],
+    rows: usize,
+    out: &mut [T],
+    argmax: &mut [u32],
+) {
     let (in_len, out_len) = (shape.in_len(), shape.out_len());
     let (oh, ow) = (shape.out_height(), shape.out_width());
-    let mut out = vec![T::zero(); rows * out_len];
-    let mut argmax = vec![0u32; rows * out_len];
     for r in 0..rows {
         let x = &x[r * in_len..(r + 1) * in_len];
         for c in 0..shape.channels {
             for y in 0..oh {
                 for xo in 0..ow {
-                    let mut best: Option<(usize, T)> = None;
+                    let first =
+                        (c * shape.height + y * shape.stride) * shape.width + xo * shape.stride;
+                    let (mut at, mut best) = (first, x[first]);
                     for i in 0..shape.window {
                         for j in 0..shape.window {
-                            let at = (c * shape.height + y * shape.stride + i) * shape.width
-                                + xo * shape.stride
-                                + j;
-                            let v = x[at];
-                            let better = match best {
-                                None => true,
-                                Some((_, b)) => !b.is_nan() && (v > b || v.is_nan()),
-                            };
-                            if better {
-                                best = Some((at, v));
+                            let here = first + i * shape.width + j;
+                            let v = x[here];
+                            if !best.is_nan() && (v > best || v.is_nan()) {
+                                (at, best) = (here, v);
                             }
                         }
                     }
-                    let (at, v) = best.expect("a window holds at least one pixel");
                     let to = r * out_len + (c * oh + y) * ow + xo;
-                    out[to] = v;
+                    out[to] = best;
                     argmax[to] = at as u32;
                 }
             }
         }
     }
-    (out, argmax)
 }
 
 /// Max pooling backward: each output's gradient goes to the pixel its window took (summed
@@ -310,13 +316,25 @@ pub fn max_pool2d_backward<T: Scalar>(
     argmax: &[u32],
     rows: usize,
 ) -> Vec<T> {
+    let mut dx = vec![T::zero(); rows * shape.in_len()];
+    max_pool2d_backward_into(shape, dz, argmax, rows, &mut dx);
+    dx
+}
+
+/// [`max_pool2d_backward`] into the caller's `dx` (rows · C·H·W), which it overwrites.
+pub fn max_pool2d_backward_into<T: Scalar>(
+    shape: &MaxPool2d,
+    dz: &[T],
+    argmax: &[u32],
+    rows: usize,
+    dx: &mut [T],
+) {
     let (in_len, out_len) = (shape.in_len(), shape.out_len());
-    let mut dx = vec![T::zero(); rows * in_len];
+    dx[..rows * in_len].fill(T::zero());
     for r in 0..rows {
         for p in 0..out_len {
             let at = r * in_len + argmax[r * out_len + p] as usize;
             dx[at] = dx[at] + dz[r * out_len + p];
         }
     }
-    dx
 }

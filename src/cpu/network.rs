@@ -164,11 +164,69 @@ pub fn loss_and_gradient_reference<T: Scalar>(
     (loss, correct)
 }
 
+/// Buffers for [`loss_and_gradient`] on up to `capacity` images, allocated once: each layer's
+/// output, each convolution's im2col matrix (its weight gradient reads it again), each
+/// pooling's argmax, and shared scratch. A step allocates nothing but what the GEMM does.
+pub struct NetworkWorkspace<T> {
+    capacity: usize,
+    outputs: Vec<Vec<T>>,
+    cols: Vec<Vec<T>>,
+    argmax: Vec<Vec<u32>>,
+    /// A convolution's output (or its gradient) position-major.
+    positions: Vec<T>,
+    /// The gradient of a convolution's im2col matrix.
+    dcols: Vec<T>,
+    /// ∂L/∂(a layer's output), and ∂L/∂(its input) being computed.
+    delta: Vec<T>,
+    delta_in: Vec<T>,
+}
+
+impl<T: Scalar> NetworkWorkspace<T> {
+    pub fn new(net: &Network, capacity: usize) -> Self {
+        use super::im2col::cols_len;
+        let mut widest = net.input.len();
+        let (mut positions, mut cols_max) = (0, 0);
+        let mut cols = Vec::with_capacity(net.layers.len());
+        let mut argmax = Vec::with_capacity(net.layers.len());
+        for (layer, out) in net.layers.iter().zip(&net.outputs) {
+            widest = widest.max(out.len());
+            let (c, a) = match layer {
+                Planned::Conv2d { shape, .. } => {
+                    positions = positions.max(capacity * shape.out_len());
+                    cols_max = cols_max.max(cols_len(shape, capacity));
+                    (cols_len(shape, capacity), 0)
+                }
+                Planned::MaxPool2d { shape } => (0, capacity * shape.out_len()),
+                _ => (0, 0),
+            };
+            cols.push(vec![T::zero(); c]);
+            argmax.push(vec![0u32; a]);
+        }
+        NetworkWorkspace {
+            capacity,
+            outputs: net
+                .outputs
+                .iter()
+                .map(|o| vec![T::zero(); capacity * o.len()])
+                .collect(),
+            cols,
+            argmax,
+            positions: vec![T::zero(); positions],
+            dcols: vec![T::zero(); cols_max],
+            delta: vec![T::zero(); capacity * widest],
+            delta_in: vec![T::zero(); capacity * widest],
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
 /// [`loss_and_gradient_reference`] on the fast CPU kernels: convolutions through im2col and
 /// the GEMM (`cpu::im2col`), dense layers through the GEMM (`cpu::gemm`), on `threads`
-/// threads; pooling and dropout as in the reference (they are linear-time already). The same
-/// loss and gradient to rounding (tested against the reference). It allocates its buffers per
-/// call: a first version, before an engine owns a workspace.
+/// threads, in `ws`'s buffers; pooling and dropout as in the reference (linear-time already).
+/// The same loss and gradient to rounding (tested against the reference).
 #[allow(clippy::too_many_arguments)]
 pub fn loss_and_gradient<T: Scalar>(
     net: &Network,
@@ -180,47 +238,50 @@ pub fn loss_and_gradient<T: Scalar>(
     training: Option<StepCounters>,
     grad: Option<&mut [T]>,
     threads: usize,
+    ws: &mut NetworkWorkspace<T>,
 ) -> (f64, usize) {
+    use super::conv::{max_pool2d_backward_into, max_pool2d_forward_into};
     use super::gemm;
     use super::im2col::{
         cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col,
         conv2d_forward_im2col, im2col, to_channel_major, to_position_major,
     };
-    let mut acts: Vec<Vec<T>> = vec![x[..rows * net.input.len()].to_vec()];
-    // Each convolution's im2col matrix (its weight gradient reads it again) and each pooling's
-    // argmax.
-    let mut cols: Vec<Vec<T>> = vec![Vec::new(); net.layers.len()];
-    let mut argmax: Vec<Vec<u32>> = vec![Vec::new(); net.layers.len()];
+    assert!(
+        rows <= ws.capacity,
+        "{rows} rows in a workspace for {}",
+        ws.capacity
+    );
+    let input_len = rows * net.input.len();
     for (l, layer) in net.layers.iter().enumerate() {
-        let a = &acts[l];
-        let out = match *layer {
+        let (before, after) = ws.outputs.split_at_mut(l);
+        let a: &[T] = match l {
+            0 => &x[..input_len],
+            _ => &before[l - 1][..rows * net.outputs[l - 1].len()],
+        };
+        let out = &mut after[0][..rows * net.outputs[l].len()];
+        match *layer {
             Planned::Conv2d {
                 shape,
                 activation,
                 weight,
                 bias,
             } => {
-                cols[l] = vec![T::zero(); cols_len(&shape, rows)];
-                im2col(&shape, a, rows, &mut cols[l]);
-                let mut positions = vec![T::zero(); rows * shape.out_len()];
+                let cols = &mut ws.cols[l][..cols_len(&shape, rows)];
+                im2col(&shape, a, rows, cols);
+                let positions = &mut ws.positions[..out.len()];
                 let (w, b) = (&params[weight..bias], &params[bias..bias + shape.filters]);
-                conv2d_forward_im2col(&shape, &cols[l], w, b, rows, &mut positions, threads);
-                let mut z = vec![T::zero(); positions.len()];
-                to_channel_major(&shape, &positions, rows, &mut z);
-                ops::activation_forward(activation, &mut z);
-                z
+                conv2d_forward_im2col(&shape, cols, w, b, rows, positions, threads);
+                to_channel_major(&shape, positions, rows, out);
+                ops::activation_forward(activation, out);
             }
             Planned::MaxPool2d { shape } => {
-                let (z, at) = max_pool2d_forward(&shape, a, rows);
-                argmax[l] = at;
-                z
+                max_pool2d_forward_into(&shape, a, rows, out, &mut ws.argmax[l]);
             }
             Planned::Dropout { p, .. } => {
-                let mut z = a.clone();
+                out.copy_from_slice(a);
                 if let Some(counters) = &training {
-                    dropout_forward(&mask(counters, l, p), &mut z);
+                    dropout_forward(&mask(counters, l, p), out);
                 }
-                z
             }
             Planned::Dense {
                 fan_in,
@@ -229,61 +290,62 @@ pub fn loss_and_gradient<T: Scalar>(
                 weight,
                 bias,
             } => {
-                let mut z: Vec<T> = params[bias..bias + fan_out]
-                    .iter()
-                    .copied()
-                    .cycle()
-                    .take(rows * fan_out)
-                    .collect();
+                for row in out.chunks_exact_mut(fan_out) {
+                    row.copy_from_slice(&params[bias..bias + fan_out]);
+                }
                 let w = &params[weight..bias];
-                gemm::linear_forward(&mut z, a, w, rows, fan_in, fan_out, threads);
-                ops::activation_forward(activation, &mut z);
-                z
+                gemm::linear_forward(out, a, w, rows, fan_in, fan_out, threads);
+                ops::activation_forward(activation, out);
             }
-        };
-        acts.push(out);
+        }
     }
     let classes = net.classes();
-    let logits = acts.last().expect("a planned network has layers");
-    let mut delta = vec![T::zero(); rows * classes];
-    let (loss, correct) =
-        ops::softmax_xent(logits, &labels[..rows], classes, scale, Some(&mut delta));
+    let last = net.layers.len() - 1;
+    let logits = &ws.outputs[last][..rows * classes];
+    let delta = &mut ws.delta[..rows * classes];
+    let (loss, correct) = ops::softmax_xent(logits, &labels[..rows], classes, scale, Some(delta));
     let Some(grad) = grad else {
         return (loss, correct);
     };
+    // ws.delta holds ∂L/∂(layer l's output); each layer writes ∂L/∂(its input) to
+    // ws.delta_in, and the two swap.
     for (l, layer) in net.layers.iter().enumerate().rev() {
-        let (a_in, a_out) = (&acts[l], &acts[l + 1]);
-        delta = match *layer {
+        let out_len = rows * net.outputs[l].len();
+        let a_in: &[T] = match l {
+            0 => &x[..input_len],
+            _ => &ws.outputs[l - 1][..rows * net.outputs[l - 1].len()],
+        };
+        let a_out = &ws.outputs[l][..out_len];
+        let delta = &mut ws.delta[..out_len];
+        let delta_in = &mut ws.delta_in[..a_in.len()];
+        match *layer {
             Planned::Conv2d {
                 shape,
                 activation,
                 weight,
                 bias,
             } => {
-                ops::activation_backward(activation, a_out, &mut delta);
-                let mut positions = vec![T::zero(); delta.len()];
-                to_position_major(&shape, &delta, rows, &mut positions);
-                let (dw, rest) = grad[weight..bias + shape.filters].split_at_mut(bias - weight);
-                conv2d_backward_params_im2col(
-                    &shape, &positions, &cols[l], rows, dw, rest, threads,
-                );
+                ops::activation_backward(activation, a_out, delta);
+                let positions = &mut ws.positions[..out_len];
+                to_position_major(&shape, delta, rows, positions);
+                let (dw, db) = grad[weight..bias + shape.filters].split_at_mut(bias - weight);
+                let cols = &ws.cols[l][..cols_len(&shape, rows)];
+                conv2d_backward_params_im2col(&shape, positions, cols, rows, dw, db, threads);
                 if l == 0 {
                     break;
                 }
-                let mut dcols = vec![T::zero(); cols[l].len()];
-                let mut dx = vec![T::zero(); a_in.len()];
+                let dcols = &mut ws.dcols[..cols.len()];
                 let w = &params[weight..bias];
-                conv2d_backward_input_im2col(
-                    &shape, &positions, w, rows, &mut dcols, &mut dx, threads,
-                );
-                dx
+                conv2d_backward_input_im2col(&shape, positions, w, rows, dcols, delta_in, threads);
             }
-            Planned::MaxPool2d { shape } => max_pool2d_backward(&shape, &delta, &argmax[l], rows),
+            Planned::MaxPool2d { shape } => {
+                max_pool2d_backward_into(&shape, delta, &ws.argmax[l], rows, delta_in);
+            }
             Planned::Dropout { p, .. } => {
+                delta_in.copy_from_slice(delta);
                 if let Some(counters) = &training {
-                    dropout_backward(&mask(counters, l, p), &mut delta);
+                    dropout_backward(&mask(counters, l, p), delta_in);
                 }
-                delta
             }
             Planned::Dense {
                 fan_in,
@@ -292,16 +354,9 @@ pub fn loss_and_gradient<T: Scalar>(
                 weight,
                 bias,
             } => {
-                ops::activation_backward(activation, a_out, &mut delta);
-                gemm::linear_backward_weight(
-                    &mut grad[weight..bias],
-                    &delta,
-                    a_in,
-                    rows,
-                    fan_in,
-                    fan_out,
-                    threads,
-                );
+                ops::activation_backward(activation, a_out, delta);
+                let dw = &mut grad[weight..bias];
+                gemm::linear_backward_weight(dw, delta, a_in, rows, fan_in, fan_out, threads);
                 let db = &mut grad[bias..bias + fan_out];
                 db.fill(T::zero());
                 for row in delta.chunks_exact(fan_out) {
@@ -312,12 +367,11 @@ pub fn loss_and_gradient<T: Scalar>(
                 if l == 0 {
                     break;
                 }
-                let mut da = vec![T::zero(); rows * fan_in];
                 let w = &params[weight..bias];
-                gemm::linear_backward_input(&mut da, &delta, w, rows, fan_in, fan_out, threads);
-                da
+                gemm::linear_backward_input(delta_in, delta, w, rows, fan_in, fan_out, threads);
             }
-        };
+        }
+        std::mem::swap(&mut ws.delta, &mut ws.delta_in);
     }
     (loss, correct)
 }
