@@ -81,16 +81,16 @@ fn main() {
             report(&format!("{name}: {what}"), flops, secs, peak.gflops);
         };
         time("im2col", None, &mut || {
-            im2col(&shape, black_box(&x), rows, &mut cols)
+            im2col(&shape, black_box(&x), rows, &mut cols, threads)
         });
         time("forward GEMM (+ bias)", Some(2.0 * macs), &mut || {
             conv2d_forward_im2col(&shape, &cols, &w, &b, rows, &mut z, threads)
         });
         time("to NCHW", None, &mut || {
-            to_channel_major(&shape, &z, rows, &mut z_nchw)
+            to_channel_major(&shape, &z, rows, &mut z_nchw, threads)
         });
         time("dz to positions", None, &mut || {
-            to_position_major(&shape, &z_nchw, rows, &mut z)
+            to_position_major(&shape, &z_nchw, rows, &mut z, threads)
         });
         time("weight GEMM (+ bias sums)", Some(2.0 * macs), &mut || {
             conv2d_backward_params_im2col(&shape, &z, &cols, rows, &mut dw, &mut db, threads)
@@ -100,7 +100,7 @@ fn main() {
             time("input GEMM + col2im", Some(2.0 * macs), &mut || {
                 conv2d_backward_input_im2col(&shape, &z, &w, rows, &mut dcols, &mut dx, threads)
             });
-            let secs = median_secs(reps, || col2im(&shape, &dcols, rows, &mut dx));
+            let secs = median_secs(reps, || col2im(&shape, &dcols, rows, &mut dx, threads));
             report(&format!("{name}: of which col2im"), None, secs, peak.gflops);
         }
         black_box((&z_nchw, &dw, &db, &dx));

@@ -297,19 +297,21 @@ fn conv2d_on_im2col_and_the_gemm_matches_the_reference() {
         stride: 1,
         padding: 1,
     });
-    for shape in shapes {
-        let what = format!("{shape:?}");
+    for (case, shape) in shapes.into_iter().enumerate() {
+        // One thread, or the images split across threads: the same results.
+        let threads = 1 + case % 2;
+        let what = format!("{shape:?} on {threads} thread(s)");
         let x = uniform(&mut r, rows * shape.in_len());
         let w = uniform(&mut r, shape.weights_len());
         let b = uniform(&mut r, shape.filters);
         let dz = uniform(&mut r, rows * shape.out_len());
         let mut cols = vec![f64::NAN; cols_len(&shape, rows)];
-        im2col(&shape, &x, rows, &mut cols);
+        im2col(&shape, &x, rows, &mut cols, threads);
 
         let mut z_positions = vec![f64::NAN; rows * shape.out_len()];
-        conv2d_forward_im2col(&shape, &cols, &w, &b, rows, &mut z_positions, 2);
+        conv2d_forward_im2col(&shape, &cols, &w, &b, rows, &mut z_positions, threads);
         let mut z = vec![f64::NAN; rows * shape.out_len()];
-        to_channel_major(&shape, &z_positions, rows, &mut z);
+        to_channel_major(&shape, &z_positions, rows, &mut z, threads);
         assert_close(
             &format!("forward {what}"),
             &z,
@@ -317,16 +319,32 @@ fn conv2d_on_im2col_and_the_gemm_matches_the_reference() {
         );
 
         let mut dz_positions = vec![f64::NAN; rows * shape.out_len()];
-        to_position_major(&shape, &dz, rows, &mut dz_positions);
+        to_position_major(&shape, &dz, rows, &mut dz_positions, threads);
         let (mut dw, mut db) = (vec![f64::NAN; w.len()], vec![f64::NAN; b.len()]);
-        conv2d_backward_params_im2col(&shape, &dz_positions, &cols, rows, &mut dw, &mut db, 2);
+        conv2d_backward_params_im2col(
+            &shape,
+            &dz_positions,
+            &cols,
+            rows,
+            &mut dw,
+            &mut db,
+            threads,
+        );
         let (want_dw, want_db) = conv2d_backward_params(&shape, &dz, &x, rows);
         assert_close(&format!("dw {what}"), &dw, &want_dw);
         assert_close(&format!("db {what}"), &db, &want_db);
 
         let mut dcols = vec![f64::NAN; cols.len()];
         let mut dx = vec![f64::NAN; x.len()];
-        conv2d_backward_input_im2col(&shape, &dz_positions, &w, rows, &mut dcols, &mut dx, 2);
+        conv2d_backward_input_im2col(
+            &shape,
+            &dz_positions,
+            &w,
+            rows,
+            &mut dcols,
+            &mut dx,
+            threads,
+        );
         assert_close(
             &format!("dx {what}"),
             &dx,

@@ -267,11 +267,11 @@ pub fn loss_and_gradient<T: Scalar>(
                 bias,
             } => {
                 let cols = &mut ws.cols[l][..cols_len(&shape, rows)];
-                im2col(&shape, a, rows, cols);
+                im2col(&shape, a, rows, cols, threads);
                 let positions = &mut ws.positions[..out.len()];
                 let (w, b) = (&params[weight..bias], &params[bias..bias + shape.filters]);
                 conv2d_forward_im2col(&shape, cols, w, b, rows, positions, threads);
-                to_channel_major(&shape, positions, rows, out);
+                to_channel_major(&shape, positions, rows, out, threads);
                 ops::activation_forward(activation, out);
             }
             Planned::MaxPool2d { shape } => {
@@ -327,7 +327,7 @@ pub fn loss_and_gradient<T: Scalar>(
             } => {
                 ops::activation_backward(activation, a_out, delta);
                 let positions = &mut ws.positions[..out_len];
-                to_position_major(&shape, delta, rows, positions);
+                to_position_major(&shape, delta, rows, positions, threads);
                 let (dw, db) = grad[weight..bias + shape.filters].split_at_mut(bias - weight);
                 let cols = &ws.cols[l][..cols_len(&shape, rows)];
                 conv2d_backward_params_im2col(&shape, positions, cols, rows, dw, db, threads);
