@@ -99,7 +99,7 @@ impl Conv2d {
 
     /// The input pixel (row, column) that output (y, x) sees through kernel tap (i, j), or
     /// `None` where the tap falls on padding.
-    pub(crate) fn tap(&self, y: usize, x: usize, i: usize, j: usize) -> Option<(usize, usize)> {
+    fn tap(&self, y: usize, x: usize, i: usize, j: usize) -> Option<(usize, usize)> {
         let row = (y * self.stride + i).checked_sub(self.padding)?;
         let col = (x * self.stride + j).checked_sub(self.padding)?;
         (row < self.height && col < self.width).then_some((row, col))

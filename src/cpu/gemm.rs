@@ -113,6 +113,47 @@ pub fn linear_forward<T: Scalar>(
     product(out, rows, fan_out, fan_in, lhs, rhs, true, threads);
 }
 
+/// A dense layer's forward with its bias: out (B, O) = x (B, I) · wᵀ + b, the bias written
+/// into every row first and the product accumulated onto it (as [`linear_forward`] expects).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward_biased<T: Scalar>(
+    out: &mut [T],
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    rows: usize,
+    fan_in: usize,
+    fan_out: usize,
+    threads: usize,
+) {
+    for row in out[..rows * fan_out].chunks_exact_mut(fan_out) {
+        row.copy_from_slice(b);
+    }
+    linear_forward(out, x, w, rows, fan_in, fan_out, threads);
+}
+
+/// A dense layer's parameter gradients: dw (O, I) = dzᵀ · a ([`linear_backward_weight`]) and
+/// db (O) = the column sums of dz (B, O), in row order.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_params<T: Scalar>(
+    dw: &mut [T],
+    db: &mut [T],
+    dz: &[T],
+    a: &[T],
+    rows: usize,
+    fan_in: usize,
+    fan_out: usize,
+    threads: usize,
+) {
+    linear_backward_weight(dw, dz, a, rows, fan_in, fan_out, threads);
+    db.fill(T::zero());
+    for row in dz[..rows * fan_out].chunks_exact(fan_out) {
+        for (d, &g) in db.iter_mut().zip(row) {
+            *d = *d + g;
+        }
+    }
+}
+
 /// Weight gradient: dw (O, I) = dzᵀ · a, with dz (B, O) and a (B, I).
 pub fn linear_backward_weight<T: Scalar>(
     dw: &mut [T],

@@ -156,22 +156,8 @@ pub fn to_position_major<T: Scalar>(
     out: &mut [T],
     threads: usize,
 ) {
-    let (o_count, plane) = (shape.filters, shape.out_height() * shape.out_width());
-    let len = shape.out_len();
-    per_image(
-        &z[..rows * len],
-        len,
-        &mut out[..rows * len],
-        len,
-        threads,
-        |z, out| {
-            for o in 0..o_count {
-                for q in 0..plane {
-                    out[q * o_count + o] = z[o * plane + q];
-                }
-            }
-        },
-    );
+    let plane = shape.out_height() * shape.out_width();
+    transpose_images(z, rows, (shape.filters, plane), out, threads);
 }
 
 /// (B, H′, W′, O) → (B, O, H′, W′).
@@ -182,8 +168,20 @@ pub fn to_channel_major<T: Scalar>(
     out: &mut [T],
     threads: usize,
 ) {
-    let (o_count, plane) = (shape.filters, shape.out_height() * shape.out_width());
-    let len = shape.out_len();
+    let plane = shape.out_height() * shape.out_width();
+    transpose_images(z, rows, (plane, shape.filters), out, threads);
+}
+
+/// Each of `rows` images of `z`, a (m, n) row-major matrix, written transposed, (n, m), to
+/// `out`.
+fn transpose_images<T: Scalar>(
+    z: &[T],
+    rows: usize,
+    (m, n): (usize, usize),
+    out: &mut [T],
+    threads: usize,
+) {
+    let len = m * n;
     per_image(
         &z[..rows * len],
         len,
@@ -191,9 +189,9 @@ pub fn to_channel_major<T: Scalar>(
         len,
         threads,
         |z, out| {
-            for o in 0..o_count {
-                for q in 0..plane {
-                    out[o * plane + q] = z[q * o_count + o];
+            for i in 0..m {
+                for j in 0..n {
+                    out[j * m + i] = z[i * n + j];
                 }
             }
         },
@@ -211,10 +209,7 @@ pub fn conv2d_forward_im2col<T: Scalar>(
     threads: usize,
 ) {
     let (positions, fan_in) = (shape.positions(rows), shape.window_len());
-    for row in z[..positions * shape.filters].chunks_exact_mut(shape.filters) {
-        row.copy_from_slice(b);
-    }
-    gemm::linear_forward(z, cols, w, positions, fan_in, shape.filters, threads);
+    gemm::linear_forward_biased(z, cols, w, b, positions, fan_in, shape.filters, threads);
 }
 
 /// Weight and bias gradients from dz (B, H′, W′, O), position-major, and the layer's `cols`.
@@ -228,13 +223,7 @@ pub fn conv2d_backward_params_im2col<T: Scalar>(
     threads: usize,
 ) {
     let (positions, fan_in) = (shape.positions(rows), shape.window_len());
-    gemm::linear_backward_weight(dw, dz, cols, positions, fan_in, shape.filters, threads);
-    db.fill(T::zero());
-    for row in dz[..positions * shape.filters].chunks_exact(shape.filters) {
-        for (d, &g) in db.iter_mut().zip(row) {
-            *d = *d + g;
-        }
-    }
+    gemm::linear_backward_params(dw, db, dz, cols, positions, fan_in, shape.filters, threads);
 }
 
 /// Input gradient dx (B, C, H, W) from dz (B, H′, W′, O), position-major: dcols = dz · w, then

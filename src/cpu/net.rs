@@ -77,14 +77,11 @@ pub fn forward<T: Scalar>(
         } else {
             &before[l - 1][..rows * view.fan_in]
         };
-        let bias = &params[view.bias..view.end()];
-        for row in out.chunks_exact_mut(view.fan_out) {
-            row.copy_from_slice(bias);
-        }
-        gemm::linear_forward(
+        gemm::linear_forward_biased(
             out,
             x,
             &params[view.weight..view.bias],
+            &params[view.bias..view.end()],
             rows,
             view.fan_in,
             view.fan_out,
@@ -148,8 +145,10 @@ pub fn loss_and_gradient_scaled<T: Scalar>(
         } else {
             &ws.outputs[l - 1][..rows * view.fan_in]
         };
-        gemm::linear_backward_weight(
-            &mut grad[view.weight..view.bias],
+        let (dw, db) = grad[view.weight..view.end()].split_at_mut(view.weight_len());
+        gemm::linear_backward_params(
+            dw,
+            db,
             dz,
             a_prev,
             rows,
@@ -157,11 +156,6 @@ pub fn loss_and_gradient_scaled<T: Scalar>(
             view.fan_out,
             shape.threads,
         );
-        let db = &mut grad[view.bias..view.end()];
-        db.fill(T::zero());
-        for row in dz.chunks_exact(view.fan_out) {
-            db.iter_mut().zip(row).for_each(|(d, &v)| *d = *d + v);
-        }
         if l > 0 {
             let da = &mut lower[l - 1][..rows * view.fan_in];
             gemm::linear_backward_input(

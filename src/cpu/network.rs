@@ -290,11 +290,8 @@ pub fn loss_and_gradient<T: Scalar>(
                 weight,
                 bias,
             } => {
-                for row in out.chunks_exact_mut(fan_out) {
-                    row.copy_from_slice(&params[bias..bias + fan_out]);
-                }
-                let w = &params[weight..bias];
-                gemm::linear_forward(out, a, w, rows, fan_in, fan_out, threads);
+                let (w, b) = (&params[weight..bias], &params[bias..bias + fan_out]);
+                gemm::linear_forward_biased(out, a, w, b, rows, fan_in, fan_out, threads);
                 ops::activation_forward(activation, out);
             }
         }
@@ -355,15 +352,8 @@ pub fn loss_and_gradient<T: Scalar>(
                 bias,
             } => {
                 ops::activation_backward(activation, a_out, delta);
-                let dw = &mut grad[weight..bias];
-                gemm::linear_backward_weight(dw, delta, a_in, rows, fan_in, fan_out, threads);
-                let db = &mut grad[bias..bias + fan_out];
-                db.fill(T::zero());
-                for row in delta.chunks_exact(fan_out) {
-                    for (d, &g) in db.iter_mut().zip(row) {
-                        *d = *d + g;
-                    }
-                }
+                let (dw, db) = grad[weight..bias + fan_out].split_at_mut(bias - weight);
+                gemm::linear_backward_params(dw, db, delta, a_in, rows, fan_in, fan_out, threads);
                 if l == 0 {
                     break;
                 }
