@@ -78,8 +78,13 @@ pub fn report(out: &Path) -> Result<usize> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir() && RunDir::new(p).is_finished())
         .collect();
+    // Each run's sweep tag, read once: its place in the sweep, its setting, its overrides.
+    let tags: Tags = dirs
+        .iter()
+        .filter_map(|d| Some((d.clone(), read_tag(d)?)))
+        .collect();
     // Sweep order when the runs carry their tags, else by name.
-    dirs.sort_by_key(|d| (read_tag(d).map_or(usize::MAX, |t| t.index), d.clone()));
+    dirs.sort_by_key(|d| (tags.get(d).map_or(usize::MAX, |t| t.index), d.clone()));
     let runs: Vec<RunRecord> = dirs.iter().map(|d| read_run(d)).collect::<Result<_>>()?;
     let mut csv = format!("{RESULTS_HEADER}\n");
     for r in &runs {
@@ -88,7 +93,8 @@ pub fn report(out: &Path) -> Result<usize> {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        let overrides = read_tag(&r.dir)
+        let overrides = tags
+            .get(&r.dir)
             .map(|t| t.overrides.join(";"))
             .unwrap_or_default();
         let s = &r.summary;
@@ -114,7 +120,11 @@ pub fn report(out: &Path) -> Result<usize> {
         ));
     }
     write_atomic(&out.join("results.csv"), csv.as_bytes())?;
-    let settings = Setting::group(&runs, setting_of);
+    // The setting a run belongs to: its sweep tag's, else its config's name.
+    let settings = Setting::group(&runs, |r| {
+        tags.get(&r.dir)
+            .map_or_else(|| r.config.name.clone(), |t| t.setting.clone())
+    });
     let ranked = rank(settings);
     let md = format!(
         "{RESULTS_TITLE}\n\n{} finished runs in {}, settings ranked by mean best validation loss (the \
@@ -122,7 +132,7 @@ pub fn report(out: &Path) -> Result<usize> {
          seeds, \"± —\" where one seed gives no spread.\n\n{}",
         runs.len(),
         out.display(),
-        ranked_table(&ranked)
+        ranked_table(&ranked, &tags)
     );
     write_atomic(&out.join("results.md"), md.as_bytes())?;
     let bars: Vec<crate::plot::ComparisonBar> = ranked
@@ -148,11 +158,6 @@ pub fn report(out: &Path) -> Result<usize> {
     Ok(runs.len())
 }
 
-/// The setting a run belongs to: its sweep tag's, else its config's name.
-fn setting_of(r: &RunRecord) -> String {
-    read_tag(&r.dir).map_or_else(|| r.config.name.clone(), |t| t.setting)
-}
-
 /// Settings, lowest mean best validation loss first; settings with no counted run last.
 fn rank(mut settings: Vec<Setting<'_>>) -> Vec<Setting<'_>> {
     settings.sort_by(|a, b| {
@@ -162,11 +167,13 @@ fn rank(mut settings: Vec<Setting<'_>>) -> Vec<Setting<'_>> {
     settings
 }
 
+/// Each run directory's sweep tag, for the runs that carry one.
+type Tags = std::collections::HashMap<PathBuf, super::RunTag>;
+
 /// `key=value` overrides of a run's sweep tag, split.
-fn swept_values(r: &RunRecord) -> Vec<(String, String)> {
-    read_tag(&r.dir)
-        .map(|t| t.overrides)
-        .unwrap_or_default()
+fn swept_values(r: &RunRecord, tags: &Tags) -> Vec<(String, String)> {
+    tags.get(&r.dir)
+        .map_or(&[][..], |t| &t.overrides)
         .iter()
         .filter_map(|o| {
             o.split_once('=')
@@ -184,20 +191,22 @@ fn config_value(config: &crate::config::TrainConfig, key: &str) -> Option<String
 /// results.md's table: a rank (the best marked), a column per swept key (and the setting's
 /// name where the keys alone do not tell settings apart: `[[runs]]` of other config files),
 /// validation loss, the test figures, the paper's where a config carries them.
-fn ranked_table(ranked: &[Setting<'_>]) -> String {
+fn ranked_table(ranked: &[Setting<'_>], tags: &Tags) -> String {
+    let swept: Vec<Vec<(String, String)>> = ranked
+        .iter()
+        .map(|s| swept_values(s.runs[0], tags))
+        .collect();
     let mut keys: Vec<String> = Vec::new();
-    for s in ranked {
-        for (k, _) in swept_values(s.runs[0]) {
-            if !keys.contains(&k) {
-                keys.push(k);
-            }
+    for (k, _) in swept.iter().flatten() {
+        if !keys.contains(k) {
+            keys.push(k.clone());
         }
     }
     // Each setting's value of each key: its own override, else its config's.
     let key_cells: Vec<Vec<String>> = ranked
         .iter()
-        .map(|s| {
-            let own = swept_values(s.runs[0]);
+        .zip(&swept)
+        .map(|(s, own)| {
             keys.iter()
                 .map(|k| {
                     own.iter()
