@@ -96,8 +96,17 @@ fn an_adapter_is_found_by_index_name_backend_and_common_name() {
     assert!(e.contains("Mesa's Vulkan CPU adapter"), "{e}");
 }
 
-/// (index, name, backend) of every row `wgtrain devices` prints.
-fn devices() -> Vec<(String, String, String)> {
+/// One row `wgtrain devices` prints.
+struct Listed {
+    index: String,
+    name: String,
+    backend: String,
+    /// Its type is `Cpu`: lavapipe, llvmpipe, SwiftShader, WARP.
+    software: bool,
+}
+
+/// Every row `wgtrain devices` prints.
+fn devices() -> Vec<Listed> {
     let o = wgtrain(&["devices"]);
     assert!(o.status.success(), "{}", stderr(&o));
     String::from_utf8_lossy(&o.stdout)
@@ -105,7 +114,12 @@ fn devices() -> Vec<(String, String, String)> {
         .filter(|l| l.starts_with("| ") && !l.starts_with("| index"))
         .map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            (cells[1].into(), cells[2].into(), cells[3].into())
+            Listed {
+                index: cells[1].into(),
+                name: cells[2].into(),
+                backend: cells[3].into(),
+                software: cells[4] == "Cpu",
+            }
         })
         .collect()
 }
@@ -135,9 +149,15 @@ fn every_form_devices_prints_picks_that_adapter_in_train_sweep_bench_and_check()
         let s = Summary::read(&RunDir::new(&out).summary()).unwrap();
         (s.adapter.unwrap_or_default(), s.backend.unwrap_or_default())
     };
-    for (index, name, backend) in &rows {
+    for Listed {
+        index,
+        name,
+        backend,
+        ..
+    } in &rows
+    {
         // A name two adapters share picks the first listed, as `devices` orders them.
-        let first_named = rows.iter().find(|(_, n, _)| n == name).unwrap();
+        let first_named = rows.iter().find(|r| &r.name == name).unwrap();
         let expected = (name.clone(), backend.clone());
         for form in [
             index.clone(),
@@ -150,12 +170,17 @@ fn every_form_devices_prints_picks_that_adapter_in_train_sweep_bench_and_check()
         assert_eq!(trained_on(index, "auto"), expected, "--device auto");
         assert_eq!(
             trained_on(name, "gpu"),
-            (first_named.1.clone(), first_named.2.clone()),
+            (first_named.name.clone(), first_named.backend.clone()),
             "--adapter {name:?}"
         );
     }
     // The last row (GL on Mesa) by index, in the other commands that take --adapter.
-    let (index, name, backend) = rows.last().unwrap();
+    let Listed {
+        index,
+        name,
+        backend,
+        ..
+    } = rows.last().unwrap();
     let sweep = tmp.path().join("sweep.toml");
     std::fs::write(&sweep, "[grid]\nlearning_rate = [0.05, 0.1]\n").unwrap();
     let sweep_out = tmp.path().join("sweep");
@@ -248,7 +273,7 @@ fn auto_says_why_it_trains_on_the_cpu_when_every_adapter_is_a_software_one() {
     }
     assert!(
         err.contains("the only adapters here are software ones")
-            && err.contains(&rows[0].1)
+            && err.contains(&rows[0].name)
             && err.contains("--device gpu uses one anyway")
             && !err.contains("apt-get"),
         "{err}"
@@ -325,7 +350,7 @@ fn a_long_run_on_a_software_adapter_says_so_before_it_starts() {
     .unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    if devices_type_is_cpu(&rows[0].0) {
+    if rows[0].software {
         assert!(
             first.starts_with("note: ")
                 && first.contains("is a software adapter")
@@ -335,12 +360,4 @@ fn a_long_run_on_a_software_adapter_says_so_before_it_starts() {
     } else {
         assert!(!first.contains("software adapter"), "{first}");
     }
-}
-
-/// Whether `wgtrain devices` lists the adapter at `index` as a CPU (software) one.
-fn devices_type_is_cpu(index: &str) -> bool {
-    let o = wgtrain(&["devices"]);
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .any(|l| l.starts_with(&format!("| {index} |")) && l.contains("| Cpu |"))
 }

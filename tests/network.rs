@@ -30,6 +30,60 @@ fn conv(filters: usize, kernel: usize, stride: usize, padding: usize) -> Layer {
     }
 }
 
+/// A small network of every layer kind on 2-channel 7×7 images, 3 classes: conv with padding,
+/// pooling, a strided conv, dropout, a sigmoid dense layer, the logits.
+fn every_kind() -> (ImageShape, Vec<Layer>) {
+    let input = ImageShape {
+        channels: 2,
+        height: 7,
+        width: 7,
+    };
+    let layers = vec![
+        conv(3, 3, 1, 1),
+        Layer::MaxPool2d {
+            window: 2,
+            stride: 2,
+        },
+        conv(4, 3, 2, 1),
+        Layer::Dropout { p: 0.3 },
+        dense(5, Activation::Sigmoid),
+        dense(3, Activation::None),
+    ];
+    (input, layers)
+}
+
+/// The example network on Fashion-MNIST's 28×28 images: conv 32 → pool → conv 64 →
+/// pool → dropout → dense 128 → dropout → `classes`, ReLU, 3×3 kernels with padding 1.
+fn example_network(classes: usize) -> (ImageShape, Vec<Layer>) {
+    let relu_conv = |filters| Layer::Conv2d {
+        filters,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        activation: Activation::Relu,
+    };
+    let pool = Layer::MaxPool2d {
+        window: 2,
+        stride: 2,
+    };
+    let layers = vec![
+        relu_conv(32),
+        pool,
+        relu_conv(64),
+        pool,
+        Layer::Dropout { p: 0.25 },
+        dense(128, Activation::Relu),
+        Layer::Dropout { p: 0.5 },
+        dense(classes, Activation::None),
+    ];
+    let input = ImageShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    (input, layers)
+}
+
 #[test]
 fn a_network_of_dense_layers_is_the_mlp_of_those_widths() {
     // `layers = [36, 10, 3]` keeps meaning what it means: same parameter layout, same loss,
@@ -85,22 +139,7 @@ fn a_cnn_gradient_matches_finite_differences_with_dropout_on() {
     // conv (padding, then stride 2) → pool → dropout → dense → logits, on 2-channel 7×7
     // images: every parameter's gradient against a central difference of the loss, with the
     // step's dropout masks fixed by its counters (the same masks in every evaluation).
-    let input = ImageShape {
-        channels: 2,
-        height: 7,
-        width: 7,
-    };
-    let layers = [
-        conv(3, 3, 1, 1),
-        Layer::MaxPool2d {
-            window: 2,
-            stride: 2,
-        },
-        conv(4, 3, 2, 1),
-        Layer::Dropout { p: 0.3 },
-        dense(5, Activation::Sigmoid),
-        dense(3, Activation::None),
-    ];
+    let (input, layers) = every_kind();
     let net = Network::plan(input, &layers, 3).unwrap();
     let mut r = rng(2);
     let rows = 4;
@@ -211,32 +250,7 @@ fn planning_names_the_layer_that_does_not_fit() {
 fn the_summary_lists_every_layer_with_its_output_shape_and_parameters() {
     // The example network on Fashion-MNIST: conv 32 → pool → conv 64 → pool →
     // dropout → dense 128 → dropout → 10, ReLU, 3×3 kernels with padding 1.
-    let relu_conv = |filters| Layer::Conv2d {
-        filters,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
-        activation: Activation::Relu,
-    };
-    let pool = Layer::MaxPool2d {
-        window: 2,
-        stride: 2,
-    };
-    let layers = [
-        relu_conv(32),
-        pool,
-        relu_conv(64),
-        pool,
-        Layer::Dropout { p: 0.25 },
-        dense(128, Activation::Relu),
-        Layer::Dropout { p: 0.5 },
-        dense(10, Activation::None),
-    ];
-    let input = ImageShape {
-        channels: 1,
-        height: 28,
-        width: 28,
-    };
+    let (input, layers) = example_network(10);
     let net = Network::plan(input, &layers, 10).unwrap();
     // nn.Conv2d(1, 32, 3): 32·1·9 + 32; nn.Conv2d(32, 64, 3): 64·32·9 + 64;
     // nn.Linear(64·7·7, 128); nn.Linear(128, 10).
@@ -265,22 +279,7 @@ fn the_summary_lists_every_layer_with_its_output_shape_and_parameters() {
 fn the_gradient_check_covers_every_layer_kind_within_epsilon_squared() {
     // Table 3 for a network of every layer kind: rows named as PyTorch's state_dict names
     // them, each difference within ε² (the paper's mark), dropout's masks held fixed.
-    let input = ImageShape {
-        channels: 2,
-        height: 7,
-        width: 7,
-    };
-    let layers = [
-        conv(3, 3, 1, 1),
-        Layer::MaxPool2d {
-            window: 2,
-            stride: 2,
-        },
-        conv(4, 3, 2, 1),
-        Layer::Dropout { p: 0.3 },
-        dense(5, Activation::Sigmoid),
-        dense(3, Activation::None),
-    ];
+    let (input, layers) = every_kind();
     let net = Network::plan(input, &layers, 3).unwrap();
     let names: Vec<String> = net.tensors().iter().map(|t| t.name.clone()).collect();
     assert_eq!(
@@ -370,52 +369,7 @@ fn a_network_starts_where_the_mlp_of_its_widths_does_and_conv_fans_count_the_tap
 #[test]
 fn the_fast_cpu_pass_gives_the_reference_loss_and_gradient() {
     use wgtrain::cpu::network::{NetworkWorkspace, loss_and_gradient};
-    let pool = Layer::MaxPool2d {
-        window: 2,
-        stride: 2,
-    };
-    let relu_conv = |filters| Layer::Conv2d {
-        filters,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
-        activation: Activation::Relu,
-    };
-    // A small network of every kind (strided conv too), and the example network.
-    let cases: [(ImageShape, Vec<Layer>); 2] = [
-        (
-            ImageShape {
-                channels: 2,
-                height: 7,
-                width: 7,
-            },
-            vec![
-                conv(3, 3, 1, 1),
-                pool,
-                conv(4, 3, 2, 1),
-                Layer::Dropout { p: 0.3 },
-                dense(5, Activation::Sigmoid),
-                dense(3, Activation::None),
-            ],
-        ),
-        (
-            ImageShape {
-                channels: 1,
-                height: 28,
-                width: 28,
-            },
-            vec![
-                relu_conv(32),
-                pool,
-                relu_conv(64),
-                pool,
-                Layer::Dropout { p: 0.25 },
-                dense(128, Activation::Relu),
-                Layer::Dropout { p: 0.5 },
-                dense(3, Activation::None),
-            ],
-        ),
-    ];
+    let cases = [every_kind(), example_network(3)];
     let counters = Some(StepCounters {
         seed: 1,
         epoch: 1,
