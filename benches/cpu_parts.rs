@@ -154,7 +154,7 @@ fn main() {
     // The whole shard step: the products above plus bias, tanh, softmax and their gradients.
     let widths = [fan_in, hidden, classes];
     let params = Params::init(&widths, Activation::Tanh, Init::Paper, 1);
-    let layers = params.layers();
+    let layers = params.model.layer_views();
     let shape = Shape {
         layers: &layers,
         activation: Activation::Tanh,
@@ -215,7 +215,7 @@ fn engine_steps(peak_one_thread: f64) -> Vec<(String, f64)> {
     let chunk = STEPS * hyper.batch_size;
     let flops = wgtrain::bench::epoch_flops(&config.layers, chunk);
     for threads in [1, 2] {
-        let mut engine = CpuEngine::new(&params, threads);
+        let mut engine = CpuEngine::new(&params, threads).unwrap();
         engine.upload(Arc::clone(&data)).expect("upload");
         let mut chunks = order.chunks_exact(chunk).cycle();
         let secs = median_secs(121, || {

@@ -1,4 +1,5 @@
-//! Model files: `model.safetensors` with PyTorch `nn.Linear` names and layout, and the atomic
+//! Model files: `model.safetensors` with PyTorch's `nn.Linear` and `nn.Conv2d` names and
+//! layouts, the model described in the metadata, and the atomic
 //! write every output file goes through (temporary name, fsync, rename), so a crash never
 //! leaves a half-written file in place of a good one.
 
@@ -8,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::Dtype;
 
-use crate::model::{Activation, Params, first_unusable, layer_views};
+use crate::model::{Activation, Model, Params, first_unusable};
+use crate::network::{ImageShape, LayerSpec, Network, layers_of};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -68,14 +70,14 @@ impl FileKind {
         }
     }
 
-    /// Fails on the first non-finite value of `values` (parameters laid out for `widths`).
+    /// Fails on the first non-finite value of `values` (laid out like `model`'s parameters).
     fn check_finite(
         self,
         path: &Path,
-        widths: &[usize],
+        model: &Model,
         values: &[f32],
     ) -> Result<(), CheckpointError> {
-        match first_unusable(widths, values, false) {
+        match first_unusable(model, values, false) {
             Some((tensor, value)) => Err(CheckpointError::NotFinite {
                 kind: self.name(),
                 path: path.to_path_buf(),
@@ -117,8 +119,9 @@ pub fn write_atomic_with(
     result.map_err(io)
 }
 
-/// Serialises parameters as safetensors: `fc{i}.weight` (O, I) and `fc{i}.bias` (O), f32
-/// little-endian, with `layers` (JSON list) and `activation` in the metadata, then any `flat`
+/// Serialises parameters as safetensors: `fc{i}.weight` (O, I), `fc{i}.bias` (O),
+/// `conv{i}.weight` (O, C, K, K), `conv{i}.bias` (O), f32 little-endian, with the model in the
+/// metadata ([`model_metadata`]), then any `flat`
 /// extra tensors (1-D) and `extra` metadata (which may replace the defaults, `format` included).
 ///
 /// The header is written here rather than by `safetensors::serialize`, which takes the
@@ -139,14 +142,7 @@ fn encode(
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut metadata = BTreeMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
-    metadata.insert(
-        "layers".to_string(),
-        serde_json::to_string(&params.widths).map_err(|e| e.to_string())?,
-    );
-    metadata.insert(
-        "activation".to_string(),
-        params.activation.name().to_string(),
-    );
+    metadata.extend(model_metadata(&params.model)?);
     for (k, v) in extra {
         metadata.insert((*k).to_string(), v.clone());
     }
@@ -175,6 +171,63 @@ fn encode(
     Ok(bytes)
 }
 
+/// The metadata that says what `model` is: an MLP's `layers` (JSON list of widths) and
+/// `activation`, as every model file before networks had; a network's `network` (JSON list of
+/// its layers as a config writes them, every key given) and `input` ([C, H, W]).
+fn model_metadata(model: &Model) -> Result<Vec<(String, String)>, String> {
+    Ok(match model {
+        Model::Mlp { widths, activation } => vec![
+            ("layers".into(), json(widths)?),
+            ("activation".into(), activation.name().into()),
+        ],
+        Model::Network(net) => {
+            let specs: Vec<LayerSpec> = net.spec.iter().map(|l| l.spec()).collect();
+            let input = [net.input.channels, net.input.height, net.input.width];
+            vec![
+                ("network".into(), json(&specs)?),
+                ("input".into(), json(&input)?),
+            ]
+        }
+    })
+}
+
+/// The model [`model_metadata`] described; the message says what is missing or wrong.
+fn model_from_metadata(info: &std::collections::HashMap<String, String>) -> Result<Model, String> {
+    if let Some(network) = info.get("network") {
+        let specs: Vec<LayerSpec> =
+            serde_json::from_str(network).map_err(|e| format!("metadata \"network\": {e}"))?;
+        let input: [usize; 3] = info
+            .get("input")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or("metadata lacks a readable \"input\" [C, H, W]")?;
+        let layers = layers_of(&specs).map_err(|e| format!("metadata \"network\": {e}"))?;
+        let classes = match layers.last() {
+            Some(crate::network::Layer::Dense { units, .. }) => *units,
+            _ => 0,
+        };
+        let input = ImageShape {
+            channels: input[0],
+            height: input[1],
+            width: input[2],
+        };
+        let net = Network::plan(input, &layers, classes)
+            .map_err(|e| format!("metadata \"network\": {e}"))?;
+        return Ok(Model::Network(std::sync::Arc::new(net)));
+    }
+    let widths: Vec<usize> = info
+        .get("layers")
+        .ok_or_else(|| "metadata lacks \"layers\"".to_string())
+        .and_then(|s| serde_json::from_str(s).map_err(|e| format!("metadata \"layers\": {e}")))?;
+    if widths.len() < 2 || widths.contains(&0) {
+        return Err(format!("metadata \"layers\" = {widths:?} is not a network"));
+    }
+    let activation = info
+        .get("activation")
+        .and_then(|a| Activation::parse(a))
+        .ok_or("metadata lacks a known \"activation\"")?;
+    Ok(Model::Mlp { widths, activation })
+}
+
 /// `value` as JSON.
 fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, String> {
     serde_json::to_string(value).map_err(|e| e.to_string())
@@ -193,7 +246,7 @@ pub fn save_model(
 ) -> Result<(), CheckpointError> {
     // No file that claims to be a model ever holds a non-finite value (training refuses such
     // parameters before it saves; this is the last guard).
-    FileKind::Model.check_finite(path, &params.widths, &params.values)?;
+    FileKind::Model.check_finite(path, &params.model, &params.values)?;
     let bytes = model_bytes(params, extra).map_err(|message| CheckpointError::Format {
         path: path.to_path_buf(),
         message,
@@ -219,57 +272,30 @@ fn params_from_bytes(bytes: &[u8], path: &Path, kind: FileKind) -> Result<Params
     let (_, meta) =
         safetensors::SafeTensors::read_metadata(bytes).map_err(|e| kind.unreadable(path, e))?;
     let info = meta.metadata().clone().unwrap_or_default();
-    let widths: Vec<usize> = info
-        .get("layers")
-        .ok_or_else(|| bad("metadata lacks \"layers\"".into()))
-        .and_then(|s| {
-            serde_json::from_str(s).map_err(|e| bad(format!("metadata \"layers\": {e}")))
-        })?;
-    if widths.len() < 2 || widths.contains(&0) {
-        return Err(bad(format!(
-            "metadata \"layers\" = {widths:?} is not a network"
-        )));
-    }
-    let activation = info
-        .get("activation")
-        .and_then(|a| Activation::parse(a))
-        .ok_or_else(|| bad("metadata lacks a known \"activation\"".into()))?;
+    let model = model_from_metadata(&info).map_err(bad)?;
     let tensors =
         safetensors::SafeTensors::deserialize(bytes).map_err(|e| kind.unreadable(path, e))?;
-    let mut params = Params::zeros(&widths, activation);
-    for (l, view) in layer_views(&widths).iter().enumerate() {
-        for (name, shape, range) in [
-            (
-                format!("fc{}.weight", l + 1),
-                vec![view.fan_out, view.fan_in],
-                view.weight..view.bias,
-            ),
-            (
-                format!("fc{}.bias", l + 1),
-                vec![view.fan_out],
-                view.bias..view.end(),
-            ),
-        ] {
-            let t = tensors
-                .tensor(&name)
-                .map_err(|_| bad(format!("missing tensor {name}")))?;
-            if t.dtype() != Dtype::F32 || t.shape() != shape.as_slice() {
-                return Err(bad(format!(
-                    "tensor {name} is {:?} {:?}, expected F32 {shape:?}",
-                    t.dtype(),
-                    t.shape()
-                )));
-            }
-            for (dst, chunk) in params.values[range]
-                .iter_mut()
-                .zip(t.data().chunks_exact(4))
-            {
-                *dst = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-            }
+    let mut values = vec![0.0f32; model.param_count()];
+    for tensor in model.tensors() {
+        let name = &tensor.name;
+        let t = tensors
+            .tensor(name)
+            .map_err(|_| bad(format!("missing tensor {name}")))?;
+        if t.dtype() != Dtype::F32 || t.shape() != tensor.dims.as_slice() {
+            return Err(bad(format!(
+                "tensor {name} is {:?} {:?}, expected F32 {:?}",
+                t.dtype(),
+                t.shape(),
+                tensor.dims
+            )));
+        }
+        let range = tensor.offset..tensor.offset + tensor.len();
+        for (dst, chunk) in values[range].iter_mut().zip(t.data().chunks_exact(4)) {
+            *dst = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
         }
     }
-    kind.check_finite(path, &params.widths, &params.values)?;
-    Ok(params)
+    kind.check_finite(path, &model, &values)?;
+    Ok(Params { model, values })
 }
 
 /// Version tag of `last.safetensors`.
@@ -280,8 +306,7 @@ const CHECKPOINT_FORMAT: &str = "wgtrain-checkpoint-1";
 /// RNG state: each epoch's order is a function of (seed, epoch) alone.
 pub fn save_checkpoint(
     path: &Path,
-    widths: &[usize],
-    activation: Activation,
+    model: &Model,
     state: &crate::engine::TrainingState,
     epochs_done: usize,
     stopping: &crate::train::EarlyStopping,
@@ -292,11 +317,10 @@ pub fn save_checkpoint(
         message,
     };
     for values in [&state.params, &state.best, &state.first, &state.second] {
-        FileKind::Checkpoint.check_finite(path, widths, values)?;
+        FileKind::Checkpoint.check_finite(path, model, values)?;
     }
     let params = Params {
-        widths: widths.to_vec(),
-        activation,
+        model: model.clone(),
         values: state.params.clone(),
     };
     let flat: [(&str, &[f32]); 3] = [
@@ -323,8 +347,7 @@ pub fn save_checkpoint(
 /// What [`load_checkpoint`] returns.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
-    pub widths: Vec<usize>,
-    pub activation: Activation,
+    pub model: Model,
     pub state: crate::engine::TrainingState,
     pub epochs_done: usize,
     pub stopping: crate::train::EarlyStopping,
@@ -381,7 +404,7 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        kind.check_finite(path, &params.widths, &values)?;
+        kind.check_finite(path, &params.model, &values)?;
         Ok(values)
     };
     Ok(Checkpoint {
@@ -392,8 +415,7 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
             step: number("optimizer_step")?,
             params: params.values,
         },
-        widths: params.widths,
-        activation: params.activation,
+        model: params.model,
         epochs_done: number("epochs_done")? as usize,
         stopping,
         untrained_val_loss: info.get("untrained_val_loss").and_then(|v| v.parse().ok()),

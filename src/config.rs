@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Activation, Init};
+use crate::model::{Activation, Init, Model};
+use crate::network::{ImageShape, LayerSpec, Network, layers_of};
 
 /// Errors in configs and overrides; each names the key and the file.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,9 @@ pub struct TrainConfig {
     /// Layer widths, input first, classes last: `[784, 10]` is softmax regression.
     pub layers: Vec<usize>,
     pub activation: Activation,
+    /// A network of layers instead of `layers` and `activation` (issue 18): convolutions,
+    /// pooling, dropout and dense layers, each with its activation (see [`LayerSpec`]).
+    pub network: Option<Vec<LayerSpec>>,
     pub learning_rate: f64,
     pub batch_size: usize,
     pub epochs: usize,
@@ -123,6 +127,7 @@ impl Default for TrainConfig {
             name: "momentum".into(),
             layers: vec![784, 128, 10],
             activation: Activation::Tanh,
+            network: None,
             learning_rate: 0.01,
             batch_size: 128,
             epochs: 100,
@@ -155,6 +160,7 @@ pub const KEYS: &[&str] = &[
     "name",
     "layers",
     "activation",
+    "network",
     "learning_rate",
     "batch_size",
     "epochs",
@@ -317,6 +323,18 @@ impl TrainConfig {
                 });
             }
         }
+        if table.contains_key("network")
+            && let Some(key) = ["layers", "activation"]
+                .into_iter()
+                .find(|k| table.contains_key(*k))
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                value: table[key].to_string(),
+                reason: "a config with `network` describes its whole model there (each layer has its own activation): drop this key".into(),
+            });
+        }
         let mut config: TrainConfig =
             toml::Value::Table(table)
                 .try_into()
@@ -372,6 +390,15 @@ impl TrainConfig {
                 format!("{:?}", self.layers),
                 "a softmax output needs at least 2 classes",
             ));
+        }
+        if let Some(specs) = &self.network {
+            let value = || "[...]".to_string();
+            if specs.is_empty() {
+                return Err(bad("network", value(), "needs at least one layer"));
+            }
+            // The layers' own keys are checked here; their shapes need the data's images,
+            // and are checked against them by `model_for` before any work starts.
+            layers_of(specs).map_err(|e| bad("network", value(), &e))?;
         }
         // Checked here, in arithmetic that cannot overflow, so that no later count wraps; the
         // memory a network needs is checked against the machine when its engine is built.
@@ -453,14 +480,16 @@ impl TrainConfig {
             value,
             reason,
         };
-        if self.layers[0] != features {
+        // A network's shapes are checked by `model_for`, against the images themselves.
+        let dense = self.network.is_none();
+        if dense && self.layers[0] != features {
             return Err(bad(
                 "layers",
                 format!("{:?}", self.layers),
                 format!("the input width must equal the data's {features} pixels per image"),
             ));
         }
-        if *self.layers.last().unwrap_or(&0) != classes {
+        if dense && *self.layers.last().unwrap_or(&0) != classes {
             return Err(bad(
                 "layers",
                 format!("{:?}", self.layers),
@@ -477,9 +506,100 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The resolved config as TOML, as written into every run directory.
+    /// The model this config trains on images of `image` = (height, width) in `classes`
+    /// classes: its MLP, or its network planned on them (an error names the layer that does
+    /// not fit). Parameter counts beyond what the GPU's 32-bit offsets address are refused.
+    pub fn model_for(&self, image: (usize, usize), classes: usize) -> Result<Model, ConfigError> {
+        let Some(specs) = &self.network else {
+            return Ok(Model::Mlp {
+                widths: self.layers.clone(),
+                activation: self.activation,
+            });
+        };
+        let bad = |reason: String| ConfigError::Invalid {
+            path: PathBuf::from("(resolved config)"),
+            key: "network",
+            value: "[...]".into(),
+            reason,
+        };
+        let layers = layers_of(specs).map_err(bad)?;
+        let input = ImageShape {
+            channels: 1,
+            height: image.0,
+            width: image.1,
+        };
+        let net = Network::plan(input, &layers, classes).map_err(|e| {
+            bad(format!(
+                "{e} (on the data's {}×{} images)",
+                image.0, image.1
+            ))
+        })?;
+        if net.param_count as u128 > u32::MAX as u128 {
+            return Err(bad(format!(
+                "{} parameters, more than the {} 32-bit offsets can address",
+                net.param_count,
+                u32::MAX
+            )));
+        }
+        Ok(Model::Network(std::sync::Arc::new(net)))
+    }
+
+    /// The MLP's widths, for work that takes dense networks only so far (the GPU path, its
+    /// packs and tuning); a config with a `network` is an error naming `what`.
+    pub fn dense_widths(&self, what: &str) -> Result<&[usize], ConfigError> {
+        match &self.network {
+            None => Ok(&self.layers),
+            Some(_) => Err(ConfigError::Invalid {
+                path: PathBuf::from(format!("{} (resolved config)", self.name)),
+                key: "network",
+                value: "[...]".into(),
+                reason: format!(
+                    "{what} takes dense networks (`layers = [...]`) only so far (hint: --device cpu trains networks of layers)"
+                ),
+            }),
+        }
+    }
+
+    /// The model in words, for headers: `layers [784, 128, 10], tanh`, or `network` and its
+    /// layers in short.
+    pub fn model_words(&self) -> String {
+        match layers_of(self.network.as_deref().unwrap_or_default()) {
+            Ok(layers) if self.network.is_some() => {
+                let short: Vec<String> = layers.iter().map(crate::network::short).collect();
+                format!("network {}", short.join(" → "))
+            }
+            _ => format!("layers {:?}, {}", self.layers, self.activation.name()),
+        }
+    }
+
+    /// Whether `model` (a checkpoint's) is the one this config trains: the same widths and
+    /// activation, or the same layers.
+    pub fn describes(&self, model: &Model) -> bool {
+        match (model, &self.network) {
+            (Model::Mlp { widths, activation }, None) => {
+                *widths == self.layers && *activation == self.activation
+            }
+            (Model::Network(net), Some(specs)) => layers_of(specs).is_ok_and(|l| l == net.spec),
+            _ => false,
+        }
+    }
+
+    /// The resolved config as TOML, as written into every run directory. A config with a
+    /// `network` leaves out `layers` and `activation`, which it does not use (and which
+    /// reading it back would refuse beside `network`).
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# could not serialise config: {e}\n"))
+        let table = toml::Value::try_from(self).map(|mut v| {
+            if self.network.is_some()
+                && let Some(t) = v.as_table_mut()
+            {
+                t.remove("layers");
+                t.remove("activation");
+            }
+            v
+        });
+        table
+            .and_then(|v| toml::to_string(&v))
+            .unwrap_or_else(|e| format!("# could not serialise config: {e}\n"))
     }
 
     /// Hyperparameters the engines read at each step.
@@ -503,6 +623,7 @@ impl TrainConfig {
             adam_beta2: self.adam_beta2,
             adam_epsilon: self.adam_epsilon,
             gradient: self.gradient,
+            seed: self.seed,
         }
     }
 }
@@ -522,4 +643,6 @@ pub struct Hyper {
     pub adam_beta2: f64,
     pub adam_epsilon: f64,
     pub gradient: GradientReduction,
+    /// The run's seed: what dropout masks are drawn from (with the step).
+    pub seed: u64,
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::Hyper;
 use crate::data::{Dataset, SplitName};
-use crate::model::Params;
+use crate::model::{Model, Params};
 
 /// Errors an engine reports.
 #[derive(Debug, thiserror::Error)]
@@ -15,11 +15,8 @@ pub enum EngineError {
     NonFiniteLoss { step: usize, value: f64 },
     #[error("no dataset uploaded: call upload() before training or evaluating")]
     NoData,
-    #[error("parameters are for layers {found:?}, the engine was built for {expected:?}")]
-    ShapeMismatch {
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
+    #[error("{found} does not fit the engine's model {expected}")]
+    ShapeMismatch { expected: String, found: String },
     /// The GPU path's own error, kept whole up to the caller (which may fall back on it).
     #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
@@ -36,16 +33,38 @@ pub enum EngineError {
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error(
-        "layers {widths:?} ({params} parameters) need at least {needed_gb:.1} GB of memory to train on the {device}, and {available_gb:.1} GB is available (hint: {hint})"
+        "{model} ({params} parameters) need at least {needed_gb:.1} GB of memory to train on the {device}, and {available_gb:.1} GB is available (hint: {hint})"
     )]
     OutOfMemory {
-        widths: Vec<usize>,
+        /// `layers [784, 128, 10]`, or `network conv 32 3×3 relu → …`.
+        model: String,
         params: u128,
         needed_gb: f64,
         available_gb: f64,
         device: &'static str,
         hint: &'static str,
     },
+}
+
+impl EngineError {
+    /// Data whose images or classes are not what the engine's `model` takes.
+    pub fn data_mismatch(model: &Model, data: &Dataset) -> Self {
+        EngineError::ShapeMismatch {
+            expected: model.describe(),
+            found: format!(
+                "data of {} values per image and {} classes",
+                data.features, data.classes
+            ),
+        }
+    }
+
+    /// Parameters of another model than the engine's `model`.
+    pub fn params_mismatch(model: &Model, params: &Params) -> Self {
+        EngineError::ShapeMismatch {
+            expected: model.describe(),
+            found: format!("parameters of {}", params.model.describe()),
+        }
+    }
 }
 
 /// Sums over the mini-batches of one epoch.
@@ -209,6 +228,31 @@ impl EngineKind {
         self.check_memory_within(widths, crate::cpu::available_memory_bytes())
     }
 
+    /// [`EngineKind::check_memory`] for any model, trained at `batch_size` rows a step.
+    pub fn check_model_memory(&self, model: &Model, batch_size: usize) -> Result<(), EngineError> {
+        match model {
+            Model::Mlp { widths, .. } => self.check_memory(widths),
+            Model::Network(net) => self.refuse_beyond(
+                format!("network {}", net.describe()),
+                net.param_count as u128,
+                self.model_memory_needed(model, batch_size),
+                crate::cpu::available_memory_bytes(),
+            ),
+        }
+    }
+
+    /// [`EngineKind::memory_needed`] for any model, trained at `batch_size` rows a step.
+    pub fn model_memory_needed(&self, model: &Model, batch_size: usize) -> u128 {
+        match (model, self) {
+            (Model::Mlp { widths, .. }, _) => self.memory_needed(widths),
+            (Model::Network(net), EngineKind::Cpu { .. }) => {
+                let host_copies = 5 * 4 * net.param_count as u128;
+                host_copies + crate::cpu::network_engine_bytes(net, batch_size)
+            }
+            (Model::Network(net), _) => 5 * 4 * net.param_count as u128,
+        }
+    }
+
     /// Bytes of host memory a run of `widths` on this engine certainly holds: the host copies
     /// of the parameters (and best, velocity, Adam moments) and, on the CPU, the engine's own.
     pub fn memory_needed(&self, widths: &[usize]) -> u128 {
@@ -229,11 +273,26 @@ impl EngineKind {
         widths: &[usize],
         available: Option<u64>,
     ) -> Result<(), EngineError> {
-        let params = crate::model::param_count_u128(widths);
-        let needed = self.memory_needed(widths);
+        self.refuse_beyond(
+            format!("layers {widths:?}"),
+            crate::model::param_count_u128(widths),
+            self.memory_needed(widths),
+            available,
+        )
+    }
+
+    /// The error for `model` of `params` parameters needing `needed` bytes, when more than
+    /// `available`.
+    fn refuse_beyond(
+        &self,
+        model: String,
+        params: u128,
+        needed: u128,
+        available: Option<u64>,
+    ) -> Result<(), EngineError> {
         match available {
             Some(available) if needed > available as u128 => Err(EngineError::OutOfMemory {
-                widths: widths.to_vec(),
+                model,
                 params,
                 needed_gb: needed as f64 / 1e9,
                 available_gb: available as f64 / 1e9,
@@ -254,9 +313,12 @@ impl EngineKind {
         batch_size: usize,
     ) -> Result<Box<dyn Engine>, EngineError> {
         match self {
-            EngineKind::Cpu { threads } => {
-                Ok(Box::new(crate::cpu::CpuEngine::new(params, *threads)))
-            }
+            EngineKind::Cpu { threads } => match &params.model {
+                Model::Mlp { .. } => Ok(Box::new(crate::cpu::CpuEngine::new(params, *threads)?)),
+                Model::Network(_) => Ok(Box::new(crate::cpu::NetworkEngine::new(
+                    params, *threads, batch_size,
+                )?)),
+            },
             EngineKind::Gpu { context } => Ok(Box::new(crate::gpu::GpuEngine::new(
                 (**context).clone(),
                 params,

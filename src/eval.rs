@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::checkpoint::load_model;
-use crate::cpu::CpuEngine;
 use crate::data::{self, Dataset, SplitName};
-use crate::engine::{Engine, EvalStats};
+use crate::engine::{EngineKind, EvalStats};
 use crate::error::{Error, Result};
+
+/// Rows per pass through a network of layers when evaluating (the MLP engine sizes its own).
+const EVAL_ROWS: usize = 256;
 
 /// What [`evaluate_model`] found.
 #[derive(Debug, Clone)]
@@ -35,20 +37,19 @@ impl EvalReport {
 pub fn evaluate_model(model: &Path, data_dir: &Path, threads: usize) -> Result<EvalReport> {
     let params = load_model(model)?;
     let (test, raw) = data::load_test_split(data_dir)?;
-    let classes = *params.widths.last().unwrap_or(&0);
-    if params.widths[0] != raw.features() {
-        return Err(Error::Usage(format!(
-            "model {} takes {} inputs but the images in {} have {} pixels",
+    let classes = params.model.classes();
+    crate::predict::check_images(&params.model, &[raw.rows, raw.cols]).map_err(|why| {
+        Error::Usage(format!(
+            "model {} takes {why}, not the images in {}",
             model.display(),
-            params.widths[0],
             raw.images_path.display(),
-            raw.features()
-        )));
-    }
+        ))
+    })?;
     raw.check_labels(classes)?;
-    let mut engine = CpuEngine::new(&params, threads);
+    let mut engine = EngineKind::Cpu { threads }.build(&params, EVAL_ROWS)?;
     let dataset = Dataset {
         features: raw.features(),
+        image_size: (raw.rows, raw.cols),
         classes,
         train: Default::default(),
         val: Default::default(),

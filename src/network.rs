@@ -1,8 +1,8 @@
 //! A model as a list of layers (issue 18): convolutions, max pooling, dropout and dense layers,
 //! each with its own activation, planned against the input's shape into per-layer output shapes
-//! and one flat parameter vector. Not yet what `train` runs (that is still `layers = [widths]`);
-//! `cpu::network` computes a planned network's loss and gradient, the reference the engines
-//! will be held to.
+//! and one flat parameter vector. A config's `network = [...]` is read into [`LayerSpec`]s,
+//! checked into [`Layer`]s and planned here; `cpu::network` computes a planned network's loss
+//! and gradient.
 //!
 //! Parameter layout, layer after layer: a convolution's `conv{n}.weight` (O, C, K, K) then
 //! `conv{n}.bias` (O); a dense layer's `fc{n}.weight` (O, I) then `fc{n}.bias` (O), numbered
@@ -11,8 +11,151 @@
 //! widths. Between a convolution (or pooling) and a dense layer the (C, H, W) values of each
 //! image are flattened in that order, as `x.flatten(1)` does.
 
+use serde::{Deserialize, Serialize};
+
 use crate::cpu::conv::{Conv2d, MaxPool2d};
-use crate::model::Activation;
+use crate::model::{Activation, LayerView};
+
+/// One entry of a config's `network` list, as written: exactly one of `conv`, `max_pool`,
+/// `dropout` and `dense` says what the layer is, the other keys refine it.
+///
+/// ```toml
+/// network = [
+///   { conv = 32, kernel = 3, padding = 1, activation = "relu" },
+///   { max_pool = 2 },
+///   { dropout = 0.25 },
+///   { dense = 10 },
+/// ]
+/// ```
+/// Defaults follow PyTorch's layers: `kernel = 3` (PyTorch has no default: 3 is the common
+/// one), `stride = 1`, `padding = 0` for a convolution; a pooling's `stride` is its window;
+/// `activation = "none"` (as `nn.Linear` and Keras' `Dense` apply none).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conv: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pool: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dense: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stride: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub padding: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activation: Option<Activation>,
+}
+
+impl LayerSpec {
+    /// The layer this entry describes; the message says what is wrong with it (the caller
+    /// names the layer).
+    pub fn layer(&self) -> Result<Layer, String> {
+        let kinds = [
+            self.conv.map(|_| "conv"),
+            self.max_pool.map(|_| "max_pool"),
+            self.dropout.map(|_| "dropout"),
+            self.dense.map(|_| "dense"),
+        ];
+        let named: Vec<&str> = kinds.into_iter().flatten().collect();
+        let kind = match named.as_slice() {
+            [one] => *one,
+            [] => return Err("says none of conv, max_pool, dropout, dense".into()),
+            many => return Err(format!("says both {} and {}", many[0], many[1])),
+        };
+        // Keys that mean nothing for this kind are mistakes, not silently ignored.
+        let allowed: &[&str] = match kind {
+            "conv" => &["kernel", "stride", "padding", "activation"],
+            "max_pool" => &["stride"],
+            "dense" => &["activation"],
+            _ => &[],
+        };
+        for (key, given) in [
+            ("kernel", self.kernel.is_some()),
+            ("stride", self.stride.is_some()),
+            ("padding", self.padding.is_some()),
+            ("activation", self.activation.is_some()),
+        ] {
+            if given && !allowed.contains(&key) {
+                return Err(format!("{kind} takes no {key}"));
+            }
+        }
+        let activation = self.activation.unwrap_or(Activation::None);
+        Ok(match kind {
+            "conv" => Layer::Conv2d {
+                filters: self.conv.unwrap_or(0),
+                kernel: self.kernel.unwrap_or(3),
+                stride: self.stride.unwrap_or(1),
+                padding: self.padding.unwrap_or(0),
+                activation,
+            },
+            "max_pool" => {
+                let window = self.max_pool.unwrap_or(0);
+                Layer::MaxPool2d {
+                    window,
+                    stride: self.stride.unwrap_or(window),
+                }
+            }
+            "dropout" => Layer::Dropout {
+                p: self.dropout.unwrap_or(0.0),
+            },
+            _ => Layer::Dense {
+                units: self.dense.unwrap_or(0),
+                activation,
+            },
+        })
+    }
+}
+
+impl Layer {
+    /// This layer as a config writes it (every key given, so a model file reads the same
+    /// whatever the defaults become).
+    pub fn spec(&self) -> LayerSpec {
+        match *self {
+            Layer::Conv2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+                activation,
+            } => LayerSpec {
+                conv: Some(filters),
+                kernel: Some(kernel),
+                stride: Some(stride),
+                padding: Some(padding),
+                activation: Some(activation),
+                ..LayerSpec::default()
+            },
+            Layer::MaxPool2d { window, stride } => LayerSpec {
+                max_pool: Some(window),
+                stride: Some(stride),
+                ..LayerSpec::default()
+            },
+            Layer::Dropout { p } => LayerSpec {
+                dropout: Some(p),
+                ..LayerSpec::default()
+            },
+            Layer::Dense { units, activation } => LayerSpec {
+                dense: Some(units),
+                activation: Some(activation),
+                ..LayerSpec::default()
+            },
+        }
+    }
+}
+
+/// The layers of a config's `network` list; the error names the first bad entry.
+pub fn layers_of(specs: &[LayerSpec]) -> Result<Vec<Layer>, String> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(n, spec)| spec.layer().map_err(|e| format!("layer {}: {e}", n + 1)))
+        .collect()
+}
 
 /// One layer as a config describes it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -123,6 +266,8 @@ pub enum Planned {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Network {
     pub input: ImageShape,
+    /// The layers as the config gave them.
+    pub spec: Vec<Layer>,
     pub layers: Vec<Planned>,
     /// Each layer's output shape per image.
     pub outputs: Vec<ImageShape>,
@@ -248,6 +393,7 @@ impl Network {
         }
         Ok(Network {
             input,
+            spec: layers.to_vec(),
             layers: planned,
             outputs,
             param_count: params,
@@ -332,6 +478,53 @@ impl Network {
         values
     }
 
+    /// Where each layer with parameters keeps its weights and bias, as the MLP's views say it
+    /// (a convolution's fan-in is C·K·K, its fan-out O): what the optimiser's update and the
+    /// L1/L2 penalty read, which weigh weights and leave biases.
+    pub fn layer_views(&self) -> Vec<LayerView> {
+        self.layers
+            .iter()
+            .filter_map(|layer| match *layer {
+                Planned::Conv2d {
+                    shape,
+                    weight,
+                    bias,
+                    ..
+                } => Some(LayerView {
+                    fan_in: shape.window_len(),
+                    fan_out: shape.filters,
+                    weight,
+                    bias,
+                }),
+                Planned::Dense {
+                    fan_in,
+                    fan_out,
+                    weight,
+                    bias,
+                    ..
+                } => Some(LayerView {
+                    fan_in,
+                    fan_out,
+                    weight,
+                    bias,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether any layer is a dropout (a pass then needs its step counters).
+    pub fn has_dropout(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|l| matches!(l, Planned::Dropout { p, .. } if *p > 0.0))
+    }
+
+    /// One line: `conv 32 → max pool 2 → dense 10` (for errors and reports).
+    pub fn describe(&self) -> String {
+        self.spec.iter().map(short).collect::<Vec<_>>().join(" → ")
+    }
+
     /// The classes the last layer scores.
     pub fn classes(&self) -> usize {
         self.outputs.last().map_or(0, ImageShape::len)
@@ -339,7 +532,7 @@ impl Network {
 
     /// Each layer's output shape and parameter count, the way `torchinfo.summary` prints them,
     /// as a Markdown table with the total underneath.
-    pub fn summary(&self, layers: &[Layer]) -> String {
+    pub fn summary(&self) -> String {
         let shape = |s: &ImageShape| {
             if s.height == 1 && s.width == 1 {
                 format!("[B, {}]", s.channels)
@@ -349,7 +542,7 @@ impl Network {
         };
         let mut out = String::from("| layer | output shape | parameters |\n|---|---|---|\n");
         out.push_str(&format!("| input | {} | – |\n", shape(&self.input)));
-        for ((layer, planned), output) in layers.iter().zip(&self.layers).zip(&self.outputs) {
+        for ((layer, planned), output) in self.spec.iter().zip(&self.layers).zip(&self.outputs) {
             let count = match planned {
                 Planned::Conv2d { shape, .. } => shape.weights_len() + shape.filters,
                 Planned::Dense {
@@ -365,6 +558,25 @@ impl Network {
         }
         out.push_str(&format!("\n{} parameters\n", self.param_count));
         out
+    }
+}
+
+/// `conv 32 3×3 relu`, `pool 2`, `dropout 0.25`, `dense 10`: a layer in a few characters.
+pub fn short(layer: &Layer) -> String {
+    let act = |a: Activation| match a {
+        Activation::None => String::new(),
+        a => format!(" {}", a.name()),
+    };
+    match *layer {
+        Layer::Conv2d {
+            filters,
+            kernel,
+            activation,
+            ..
+        } => format!("conv {filters} {kernel}×{kernel}{}", act(activation)),
+        Layer::MaxPool2d { window, .. } => format!("pool {window}"),
+        Layer::Dropout { p } => format!("dropout {p}"),
+        Layer::Dense { units, activation } => format!("dense {units}{}", act(activation)),
     }
 }
 

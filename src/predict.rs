@@ -5,9 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use crate::cpu::net::{self, Shape, Workspace};
+use crate::cpu::network::{NetworkWorkspace, forward};
 use crate::data::{idx, prep::zscore_images};
 use crate::error::{Error, Result};
-use crate::model::Params;
+use crate::model::{Model, Params};
+
+/// Images per forward pass of a network of layers.
+const PASS_ROWS: usize = 256;
 
 /// Fashion-MNIST's class names, in label order.
 pub const FASHION_CLASSES: [&str; 10] = [
@@ -179,21 +183,55 @@ pub fn picture_to_frame(path: &Path, bytes: &[u8], side: usize) -> Result<Vec<u8
     Ok(frame)
 }
 
+/// Whether images of `dims` (an IDX file's dimensions after the count: `[rows, cols]`) are
+/// what `model` takes: an MLP any image of its input width, a network images of its planned
+/// height and width. The error says what the model takes.
+pub fn check_images(model: &Model, dims: &[usize]) -> std::result::Result<(), String> {
+    let pixels: usize = dims.iter().product();
+    match model {
+        Model::Mlp { widths, .. } if pixels != widths[0] => {
+            Err(format!("images of {} pixels", widths[0]))
+        }
+        Model::Network(net) if dims != [net.input.height, net.input.width] => {
+            Err(format!("{}×{} images", net.input.height, net.input.width))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Softmax probabilities of `params` for each image (raw bytes, `features` each).
 pub fn probabilities(params: &Params, pixels: &[u8]) -> Vec<Vec<f64>> {
-    let features = params.widths[0];
-    let classes = *params.widths.last().unwrap_or(&0);
-    let layers = params.layers();
-    let shape = Shape {
-        layers: &layers,
-        activation: params.activation,
-        threads: 1,
-    };
+    let features = params.model.inputs();
+    let classes = params.model.classes();
     let images = zscore_images(pixels, features);
     let rows = pixels.len() / features.max(1);
-    let mut ws = Workspace::new(&layers, rows.max(1));
-    net::forward(shape, &params.values, &images, rows, &mut ws);
-    ws.logits(rows, classes)
+    let logits: Vec<f32> = match &params.model {
+        Model::Mlp { activation, .. } => {
+            let layers = params.model.layer_views();
+            let shape = Shape {
+                layers: &layers,
+                activation: *activation,
+                threads: 1,
+            };
+            let mut ws = Workspace::new(&layers, rows.max(1));
+            net::forward(shape, &params.values, &images, rows, &mut ws);
+            ws.logits(rows, classes).to_vec()
+        }
+        Model::Network(network) => {
+            // In passes of a few hundred rows: a network's workspace per image is large.
+            let pass = rows.clamp(1, PASS_ROWS);
+            let mut ws = NetworkWorkspace::new(network, pass);
+            let threads = crate::cpu::resolve_threads(0);
+            let mut logits = Vec::with_capacity(rows * classes);
+            for chunk in images.chunks(pass * features) {
+                let n = chunk.len() / features;
+                let out = forward(network, &params.values, chunk, n, None, threads, &mut ws);
+                logits.extend_from_slice(out);
+            }
+            logits
+        }
+    };
+    logits
         .chunks_exact(classes)
         .map(|z| {
             let max = z.iter().cloned().fold(f32::MIN, f32::max) as f64;
@@ -213,8 +251,12 @@ fn top(p: &[f64], k: usize) -> Vec<(usize, f64)> {
 
 /// Classifies each file: an IDX images file (every item) or a PNG/JPEG picture.
 pub fn predict_files(params: &Params, files: &[PathBuf], k: usize) -> Result<Vec<Prediction>> {
-    let features = params.widths[0];
-    let side = (features as f64).sqrt().round() as usize;
+    let features = params.model.inputs();
+    let side = match &params.model {
+        Model::Network(net) if net.input.height == net.input.width => net.input.height,
+        Model::Network(_) => 0,
+        Model::Mlp { .. } => (features as f64).sqrt().round() as usize,
+    };
     let mut out = Vec::new();
     for file in files {
         let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
@@ -228,9 +270,9 @@ pub fn predict_files(params: &Params, files: &[PathBuf], k: usize) -> Result<Vec
                     file.display()
                 )));
             }
-            if per_item != features {
+            if let Err(takes) = check_images(&params.model, &array.dims[1..]) {
                 return Err(Error::Usage(format!(
-                    "{}: images of {} pixels ({:?}), the model takes {features}",
+                    "{}: images of {} pixels ({:?}), the model takes {takes}",
                     file.display(),
                     per_item,
                     &array.dims[1..]

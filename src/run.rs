@@ -64,6 +64,25 @@ fn dataset_in(config: &TrainConfig, opts: &RunOptions, dir: &Path) -> Result<Arc
     Ok(data)
 }
 
+/// The model `config` will train on the data in `data_dir`, planned from the training images'
+/// header alone (for a summary printed before the data loads); `None` where the header cannot
+/// say or the model does not fit (the run itself then reports why).
+pub fn declared_model(config: &TrainConfig, data_dir: &Path) -> Option<crate::model::Model> {
+    let images = crate::data::locate(data_dir, crate::data::TRAIN_IMAGES);
+    let dims = crate::data::idx::declared_dims(&images)?;
+    let (&height, &width) = (dims.get(1)?, dims.get(2).unwrap_or(&1));
+    // Classes are the labels' largest value, which needs the whole file: take the model's own
+    // (the run checks it against the labels).
+    let classes = match &config.network {
+        Some(specs) => match crate::network::layers_of(specs).ok()?.last()? {
+            crate::network::Layer::Dense { units, .. } => *units,
+            _ => return None,
+        },
+        None => *config.layers.last()?,
+    };
+    config.model_for((height, width), classes).ok()
+}
+
 /// Runs `config` as `opts` says, calling `on_epoch` after every epoch (for progress display).
 pub fn run_training(
     config: &TrainConfig,
@@ -83,14 +102,15 @@ pub fn run_training(
     let checkpoint_path = dir.checkpoint();
     let checkpoint = if opts.resume {
         let c = load_checkpoint(&checkpoint_path)?;
-        if c.widths != config.layers || c.activation != config.activation {
+        if !config.describes(&c.model) {
+            let says = match &config.network {
+                Some(_) => "another network".to_string(),
+                None => format!("layers {:?}, {}", config.layers, config.activation.name()),
+            };
             return Err(Error::Usage(format!(
-                "{}: checkpoint is {:?} {} but the config says {:?} {}",
+                "{}: checkpoint is {} but the config says {says}",
                 checkpoint_path.display(),
-                c.widths,
-                c.activation.name(),
-                config.layers,
-                config.activation.name()
+                c.model.describe(),
             )));
         }
         if c.epochs_done > config.epochs {
@@ -133,8 +153,9 @@ pub fn run_training(
         });
     }
     config.check_against_data(data.features, data.classes, data.train.len)?;
-    opts.engine.check_memory(&config.layers)?;
-    let params = Params::init(&config.layers, config.activation, config.init, config.seed);
+    let model = config.model_for(data.image_size, data.classes)?;
+    opts.engine.check_model_memory(&model, config.batch_size)?;
+    let params = Params::init_model(model.clone(), config.init, config.seed);
     let mut engine = opts.engine.build(&params, config.batch_size)?;
     engine.upload(Arc::clone(&data))?;
     let resume = match checkpoint {
@@ -171,8 +192,7 @@ pub fn run_training(
         // Every epoch: the state to continue from, and the best model so far.
         save_checkpoint(
             &checkpoint_path,
-            &config.layers,
-            config.activation,
+            &model,
             end.state,
             end.record.epoch,
             end.stopping,
@@ -180,8 +200,7 @@ pub fn run_training(
         )?;
         if end.verdict.improved {
             let best = Params {
-                widths: config.layers.clone(),
-                activation: config.activation,
+                model: model.clone(),
                 values: end.state.best.clone(),
             };
             let meta = [

@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::config::{EarlyStoppingRule, TrainConfig};
 use crate::data::{SplitName, epoch_order};
 use crate::engine::{Engine, EngineError, TrainingState};
-use crate::model::{MAX_PARAMETER_MAGNITUDE, Params, first_unusable};
+use crate::model::{MAX_PARAMETER_MAGNITUDE, Model, Params, first_unusable};
 
 /// Errors that end training.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +188,8 @@ pub fn train(
     mut on_epoch: impl FnMut(EpochEnd<'_>) -> Result<(), crate::Error>,
 ) -> Result<TrainOutcome, crate::Error> {
     let hyper = config.hyper();
+    // Names the tensor a diverged run broke in (read once: on a GPU it is a read-back).
+    let model = engine.params().map_err(TrainError::from)?.model;
     let (first_epoch, mut stopping, mut records, untrained_val_loss) = match resume {
         // The engine already holds the checkpoint's parameters, best and optimiser state.
         Some(r) => {
@@ -263,7 +265,7 @@ pub fn train(
         // hold huge finite weights where the CPU holds NaN. Every value is checked before
         // anything of this epoch is kept or written.
         let mut state = engine.training_state().map_err(TrainError::from)?;
-        if let Some(what) = unusable_state(&config.layers, &state) {
+        if let Some(what) = unusable_state(&model, &state) {
             diverged = Some(TrainError::Diverged {
                 what,
                 epoch,
@@ -331,8 +333,8 @@ pub fn tenth_of(learning_rate: f64) -> String {
 /// What makes a training state unusable, in words, or `None`: a non-finite parameter or one
 /// past [`MAX_PARAMETER_MAGNITUDE`], or a non-finite optimiser buffer (the next step would
 /// carry it into the parameters; its size alone says nothing: Adam's second moment squares).
-fn unusable_state(widths: &[usize], state: &TrainingState) -> Option<String> {
-    if let Some((tensor, value)) = first_unusable(widths, &state.params, true) {
+fn unusable_state(model: &Model, state: &TrainingState) -> Option<String> {
+    if let Some((tensor, value)) = first_unusable(model, &state.params, true) {
         return Some(if value.is_finite() {
             format!(
                 "{tensor} reached {value:e} (past 2^64 ≈ {MAX_PARAMETER_MAGNITUDE:.1e}, where f32 arithmetic overflows)"
@@ -347,7 +349,7 @@ fn unusable_state(widths: &[usize], state: &TrainingState) -> Option<String> {
     ]
     .into_iter()
     .find_map(|(buffer, values)| {
-        let (tensor, value) = first_unusable(widths, values, false)?;
+        let (tensor, value) = first_unusable(model, values, false)?;
         Some(format!(
             "the optimizer's {buffer} for {tensor} became {value}"
         ))

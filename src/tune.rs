@@ -163,6 +163,7 @@ pub fn tune_config(
     started: impl FnOnce(usize, usize),
     progress: impl FnMut(usize, &Tuning, f64),
 ) -> crate::Result<TuneDecision> {
+    config.dense_widths("wgtrain tune")?;
     let data = Dataset::load(data_dir, config.val_fraction, config.seed)?;
     config.check_against_data(data.features, data.classes, data.train.len)?;
     let data = Arc::new(crate::bench::training_only(data));

@@ -136,9 +136,8 @@ fn hyper(optimizer: Optimizer, lr: f64, gamma: f64, l1: f64, l2: f64) -> Hyper {
 /// p = softmax(z); dL/dz = p − [1, 0]; dW = dz·xᵀ, db = dz.
 fn tiny_case() -> (Params, Vec<f32>, Vec<u8>, Vec<f64>) {
     let params = Params {
-        widths: vec![2, 2],
-        activation: Activation::None,
         values: vec![0.5, -1.0, 0.25, 0.5, 0.1, -0.2],
+        ..Params::zeros(&[2, 2], Activation::None)
     };
     let x = vec![1.0f32, 2.0];
     let p0 = 1.0 / (1.0 + (1.05f64 + 1.4).exp());
@@ -160,7 +159,7 @@ fn gradient_of(params: &Params, x: &[f32], labels: &[u8]) -> Vec<f32> {
     let mut grad = vec![f32::NAN; params.values.len()];
     let shape = Shape {
         layers: &layers,
-        activation: params.activation,
+        activation: params.model.mlp().unwrap().1,
         threads: 1,
     };
     loss_and_gradient(

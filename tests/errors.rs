@@ -283,6 +283,57 @@ fn cases(root: &Path) -> Vec<Case> {
             expect: "training diverged",
         },
     ]);
+    // Networks of layers (issue 18): every mistake is named by its layer before any work.
+    let network_out = root.join("network-run");
+    let network_case = |what, network: &str, extra: &[&str], expect| {
+        let mut args = train(&good, &network_out, &[]);
+        let layers = args.iter().position(|a| a == TINY[1]).unwrap();
+        args.drain(layers - 1..=layers); // a network replaces TINY's layers
+        args.extend(["--set".into(), format!("network={network}")]);
+        for pair in extra.chunks(2) {
+            // A flag given again replaces the one `train` set (clap takes each once).
+            match args
+                .iter()
+                .position(|a| a == pair[0] && pair[0] == "--device")
+            {
+                Some(at) => args[at + 1] = pair[1].to_string(),
+                None => args.extend(pair.iter().map(|s| s.to_string())),
+            }
+        }
+        Case { what, args, expect }
+    };
+    cases.extend([
+        network_case(
+            "a config with both `network` and `layers`",
+            "[{ dense = 3 }]",
+            &["--set", "layers=[36, 3]"],
+            "a config with `network` describes its whole model there",
+        ),
+        network_case(
+            "a network layer that says two kinds",
+            "[{ conv = 2, dense = 3 }]",
+            &[],
+            "layer 1: says both conv and dense",
+        ),
+        network_case(
+            "a network layer that does not fit the images",
+            "[{ conv = 2, kernel = 7 }, { dense = 3 }]",
+            &[],
+            "layer 1 (conv 2, 7×7, stride 1, pad 0, none): a 7×7 kernel does not fit a 6×6 input",
+        ),
+        network_case(
+            "a network whose last layer is not the logits",
+            "[{ dense = 3, activation = \"relu\" }]",
+            &[],
+            "its activation must be none",
+        ),
+        network_case(
+            "a network of layers on the GPU path (not yet)",
+            "[{ conv = 2 }, { dense = 3 }]",
+            &["--device", "gpu"],
+            "the GPU path trains dense networks (`layers = [...]`) only so far",
+        ),
+    ]);
     cases.push(Case {
         what: "a number too large for a config file (a seed past 2^63 − 1)",
         args: train(&good, &out, &["--set", "seed=9223372036854775808"]),

@@ -445,7 +445,7 @@ fn a_gpu_run_never_builds_the_f32_images_the_cpu_path_reads() {
     for split in [&data.train, &data.val, &data.test] {
         assert!(!split.images_made());
     }
-    let mut cpu = CpuEngine::new(&engine.params().unwrap(), 1);
+    let mut cpu = CpuEngine::new(&engine.params().unwrap(), 1).unwrap();
     cpu.upload(Arc::clone(&data)).unwrap();
     assert!(data.train.images_made() && data.val.images_made());
 }
@@ -522,7 +522,7 @@ fn gpu_epoch_on_fashion_mnist_matches_the_cpu_epoch() {
     .unwrap();
     let data = Arc::new(Dataset::load(&fashion_mnist(), config.val_fraction, config.seed).unwrap());
     let params = Params::init(&config.layers, config.activation, config.init, config.seed);
-    let mut cpu = CpuEngine::new(&params, 0);
+    let mut cpu = CpuEngine::new(&params, 0).unwrap();
     let mut gpu = GpuEngine::new(ctx.clone(), &params, config.batch_size).unwrap();
     cpu.upload(Arc::clone(&data)).unwrap();
     gpu.upload(Arc::clone(&data)).unwrap();

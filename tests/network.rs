@@ -256,7 +256,7 @@ fn the_summary_lists_every_layer_with_its_output_shape_and_parameters() {
     // nn.Linear(64·7·7, 128); nn.Linear(128, 10).
     let expected = (32 * 9 + 32) + (64 * 32 * 9 + 64) + (64 * 7 * 7 * 128 + 128) + (128 * 10 + 10);
     assert_eq!(net.param_count, expected);
-    let summary = net.summary(&layers);
+    let summary = net.summary();
     for line in [
         "| input | [B, 1, 28, 28] | – |",
         "| conv 32, 3×3, stride 1, pad 1, relu | [B, 32, 28, 28] | 320 |",
@@ -313,8 +313,19 @@ fn the_gradient_check_covers_every_layer_kind_within_epsilon_squared() {
         step: 1,
     });
     let epsilon = 1e-3;
+    let objective = wgtrain::gradcheck::Objective {
+        input: &x,
+        labels: &labels,
+        l1: 0.0,
+        l2: 0.0,
+        reduction: wgtrain::config::GradientReduction::Mean,
+    };
     let table = wgtrain::gradcheck::gradient_check_network(
-        &net, &params, &x, &labels, counters, 4, epsilon, 7,
+        &net,
+        &params,
+        &objective,
+        counters,
+        (4, epsilon, 7),
     );
     assert_eq!(
         table.len(),

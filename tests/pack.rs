@@ -119,7 +119,7 @@ fn packed_models_train_as_if_alone_and_a_model_left_out_is_untouched() {
             assert_eq!(&got, want, "model {m} epoch {}", e + 1);
         }
         let (a, p) = (alone.params().unwrap(), pack.params(m).unwrap());
-        assert_eq!(a.activation, p.activation);
+        assert_eq!(a.model, p.model);
         let diff = max_abs_diff(&a.values, &p.values);
         assert!(diff <= 1e-6, "model {m}: params differ by {diff}");
         assert_eq!(

@@ -4,6 +4,7 @@ mod common;
 
 mod adapters;
 mod cli;
+mod cnn;
 mod config;
 mod conv;
 mod cpu;

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::config::TrainConfig;
 use crate::data::{Dataset, epoch_order};
 use crate::engine::{EngineError, EngineKind};
-use crate::model::{Params, layer_views};
+use crate::model::Params;
 
 /// Where and when a benchmark ran, printed above its table and written into every `--json`
 /// line, so that a figure carries its machine wherever it is copied (issue 4: every figure
@@ -111,13 +111,11 @@ fn simd_level() -> &'static str {
 /// products and the input-gradient products of every layer but the first (which backprop does
 /// not need), 2 FLOPs per multiply-add. Element-wise work is not counted.
 pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
-    let macs: Vec<f64> = layer_views(widths)
-        .iter()
-        .map(|v| (v.fan_in * v.fan_out) as f64)
-        .collect();
-    let forward: f64 = macs.iter().sum();
-    let input_grads: f64 = macs.iter().skip(1).sum();
-    2.0 * rows as f64 * (2.0 * forward + input_grads)
+    let model = crate::model::Model::Mlp {
+        widths: widths.to_vec(),
+        activation: crate::model::Activation::None,
+    };
+    model.epoch_flops(rows)
 }
 
 /// What a software adapter computes of the kernels per CPU core, in GFLOP/s: lavapipe on two
@@ -262,6 +260,11 @@ pub fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
     median(&mut times)
 }
 
+/// A config that does not fit the bench, as the engine error the bench returns.
+fn config_error(e: crate::config::ConfigError) -> EngineError {
+    EngineError::Mismatch(e.to_string())
+}
+
 /// Trains `config` at `batch_size` on `kind` for `warmup + epochs` epochs and times the last `epochs`.
 pub fn bench_one(
     kind: &EngineKind,
@@ -274,8 +277,12 @@ pub fn bench_one(
     let mut config = config.clone();
     config.batch_size = batch_size;
     let hyper = config.hyper();
-    kind.check_memory(&config.layers)?;
-    let params = Params::init(&config.layers, config.activation, config.init, config.seed);
+    let model = config
+        .model_for(data.image_size, data.classes)
+        .map_err(config_error)?;
+    kind.check_model_memory(&model, batch_size)?;
+    let flops = model.epoch_flops(data.train.len);
+    let params = Params::init_model(model, config.init, config.seed);
     let mut engine = kind.build(&params, batch_size)?;
     engine.upload(Arc::clone(data))?;
     let mut times = Vec::with_capacity(epochs);
@@ -294,7 +301,6 @@ pub fn bench_one(
         (lo.min(t), hi.max(t))
     });
     let med = median(&mut times);
-    let flops = epoch_flops(&config.layers, data.train.len);
     let (tuning, detail, adapter_driver) = match kind {
         EngineKind::Gpu { context } => {
             let changes = context.tuning.changes();
@@ -373,11 +379,12 @@ pub fn bench_pack(
     config.batch_size = batch_size;
     let hyper = config.hyper();
     let seeds: Vec<u64> = (1..=models as u64).collect();
+    let widths = config.dense_widths("a GPU pack").map_err(config_error)?;
     let inits: Vec<Params> = seeds
         .iter()
-        .map(|&s| Params::init(&config.layers, config.activation, config.init, s))
+        .map(|&s| Params::init(widths, config.activation, config.init, s))
         .collect();
-    let mut pack = PackedModels::new(ctx.clone(), &config.layers, batch_size, models)?;
+    let mut pack = PackedModels::new(ctx.clone(), widths, batch_size, models)?;
     let mut alone = Vec::with_capacity(models);
     for (m, params) in inits.iter().enumerate() {
         pack.init_model(m, params)?;
@@ -436,8 +443,11 @@ pub fn profile_gpu(
     let mut config = config.clone();
     config.batch_size = batch_size;
     let hyper = config.hyper();
-    let params = Params::init(&config.layers, config.activation, config.init, config.seed);
-    let mut models = PackedModels::new(ctx.clone(), &config.layers, batch_size, 1)?;
+    let widths = config
+        .dense_widths("the GPU profile")
+        .map_err(config_error)?;
+    let params = Params::init(widths, config.activation, config.init, config.seed);
+    let mut models = PackedModels::new(ctx.clone(), widths, batch_size, 1)?;
     if !models.can_profile() {
         return Err(EngineError::Unsupported {
             adapter: ctx.info.name.clone(),
@@ -483,8 +493,11 @@ pub fn bench_cpu_pack(
         seeds
             .iter()
             .map(|&s| {
-                let params = Params::init(&config.layers, config.activation, config.init, s);
-                let mut engine = CpuEngine::new(&params, threads);
+                let widths = config
+                    .dense_widths("the CPU pack bench")
+                    .map_err(config_error)?;
+                let params = Params::init(widths, config.activation, config.init, s);
+                let mut engine = CpuEngine::new(&params, threads)?;
                 engine.upload(Arc::clone(data))?;
                 Ok(engine)
             })

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{
     BenchRow, GemmPeak, Machine, PackBenchRow, bench_cpu_pack, bench_one, bench_pack,
-    cpu_gemm_peak, epoch_flops, profile_gpu, training_only,
+    cpu_gemm_peak, profile_gpu, training_only,
 };
 use crate::config::TrainConfig;
 use crate::data::Dataset;
@@ -81,12 +81,15 @@ pub fn run_bench(
         c.batch_size = b;
         c.check_against_data(data.features, data.classes, data.train.len)?;
     }
+    let model = config.model_for(data.image_size, data.classes)?;
     // Before the GEMM peak is timed: a network that cannot fit fails at once.
     for kind in plan.kinds {
-        kind.check_memory(&config.layers)?;
+        for &b in plan.batches {
+            kind.check_model_memory(&model, b)?;
+        }
     }
     let data = Arc::new(training_only(data));
-    let flops = epoch_flops(&config.layers, data.train.len);
+    let flops = model.epoch_flops(data.train.len);
     let machine = Machine::this(plan.command.clone());
     observer.started(&machine, data.train.len, flops);
     // The CPU's floor for this epoch: its FLOPs at the machine's measured GEMM peak.

@@ -19,6 +19,7 @@ fn random_dataset(features: usize, classes: usize, rows: usize, seed: u64) -> Da
     );
     Dataset {
         features,
+        image_size: (1, features),
         classes,
         train,
         val,
@@ -61,14 +62,14 @@ pub fn check_epoch(
         ..TrainConfig::default()
     };
     let params = Params::init(widths, activation, config.init, 3);
-    let hyper = config.hyper();
-    let order = epoch_order(1, 1, data.train.len);
-    let mut cpu = CpuEngine::new(&params, 1);
-    let mut gpu = GpuEngine::new(ctx.clone(), &params, config.batch_size)?;
     let err = |e: crate::engine::EngineError| GpuError::Device {
         what: "engine check".into(),
         message: e.to_string(),
     };
+    let hyper = config.hyper();
+    let order = epoch_order(1, 1, data.train.len);
+    let mut cpu = CpuEngine::new(&params, 1).map_err(err)?;
+    let mut gpu = GpuEngine::new(ctx.clone(), &params, config.batch_size)?;
     cpu.upload(Arc::clone(&data)).map_err(err)?;
     gpu.upload(Arc::clone(&data)).map_err(err)?;
     let c = cpu.train_epoch(&order, &hyper).map_err(err)?;

@@ -95,10 +95,9 @@ impl wgtrain::bench::BenchObserver for BenchPrinter<'_> {
             }
         }
         println!(
-            "bench: {} {:?} {}, {train_rows} training rows, {:.2} GFLOP per epoch, {warmup} warm-up + {epochs} timed epochs (validation excluded)",
+            "bench: {} {}, {train_rows} training rows, {:.2} GFLOP per epoch, {warmup} warm-up + {epochs} timed epochs (validation excluded)",
             config.name,
-            config.layers,
-            config.activation.name(),
+            config.model_words(),
             flops / 1e9
         );
     }

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use wgtrain::data;
 use wgtrain::engine::{DeviceChoice, EngineKind};
 use wgtrain::gpu::{GpuContext, list_adapters};
+use wgtrain::model::Model;
 use wgtrain::run::{RunOptions, run_training};
 use wgtrain::train::{EpochRecord, Verdict};
 use wgtrain::{checkpoint, report};
@@ -166,7 +167,7 @@ fn predict(
         bail!("--top must be at least 1");
     }
     let params = checkpoint::load_model(model)?;
-    let classes = *params.widths.last().unwrap_or(&0);
+    let classes = params.model.classes();
     let names = wgtrain::predict::class_names(classes, class_names)?;
     for p in wgtrain::predict::predict_files(&params, files, top)? {
         let name = match p.index {
@@ -350,6 +351,12 @@ fn train(t: &TrainArgs) -> Result<()> {
         config.val_fraction,
         &[(&config.layers, config.epochs)],
     );
+    if !quiet
+        && resume.is_none()
+        && let Some(Model::Network(net)) = wgtrain::run::declared_model(&config, &data_dir)
+    {
+        println!("{}:\n{}", config.name, net.summary());
+    }
     let epochs = config.epochs;
     let progress_display = EpochProgress::new(&config.name, epochs, quiet);
     let trained = std::cell::Cell::new(0usize);
@@ -434,22 +441,27 @@ fn eval(model: &Path, data_dir: Option<PathBuf>, json: bool, threads: usize) -> 
     Ok(())
 }
 
-fn gradcheck(args: &ConfigArgs, samples: usize, per_layer: usize, epsilon: f64) -> Result<()> {
+fn gradcheck(
+    args: &ConfigArgs,
+    samples: usize,
+    per_layer: usize,
+    epsilon: Option<f64>,
+) -> Result<()> {
     if samples == 0 {
         bail!("--samples must be at least 1");
     }
+    let config = args.load()?;
+    let epsilon = epsilon.unwrap_or(wgtrain::gradcheck::default_epsilon(&config));
     if !(epsilon.is_finite() && epsilon > 0.0) {
         bail!("--epsilon must be a finite number > 0");
     }
-    let config = args.load()?;
     let report =
         wgtrain::gradcheck::check_config(&config, &args.data_dir(), samples, per_layer, epsilon)?;
     let tolerance = report.tolerance();
     println!(
-        "gradient check: {} {:?} {}, {} training images, ε = {epsilon:e}, pass when |difference| ≤ ε² = {tolerance:e}",
+        "gradient check: {} {}, {} training images, ε = {epsilon:e}, pass when |difference| ≤ ε² = {tolerance:e}",
         config.name,
-        config.layers,
-        config.activation.name(),
+        config.model_words(),
         report.samples
     );
     println!("| parameter | numerical | backprop | abs difference |");

@@ -13,7 +13,7 @@ use super::ops::{self, OptimizerState};
 use crate::config::{GradientReduction, Hyper};
 use crate::data::{Dataset, SplitName};
 use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};
-use crate::model::{Activation, LayerView, Params};
+use crate::model::{Activation, LayerView, Model, Params};
 
 /// Rows per forward pass when evaluating a split (per shard).
 const EVAL_ROWS: usize = 512;
@@ -78,14 +78,21 @@ fn part(len: usize, n: usize, i: usize) -> std::ops::Range<usize> {
 }
 
 impl CpuEngine {
-    /// An engine holding `params`; `threads = 0` means one per core.
-    pub fn new(params: &Params, threads: usize) -> Self {
+    /// An engine holding `params` of an MLP; `threads = 0` means one per core. (A network of
+    /// layers trains on [`super::NetworkEngine`].)
+    pub fn new(params: &Params, threads: usize) -> Result<Self, EngineError> {
+        let (widths, activation) = params.model.mlp().ok_or_else(|| {
+            EngineError::Mismatch(format!(
+                "the MLP engine cannot train {}",
+                params.model.describe()
+            ))
+        })?;
         let (pool, threads) = super::thread_pool(threads);
-        let layers = params.layers();
+        let layers = params.model.layer_views();
         let count = params.values.len();
-        CpuEngine {
-            widths: params.widths.clone(),
-            activation: params.activation,
+        Ok(CpuEngine {
+            widths: widths.to_vec(),
+            activation,
             shards: (0..threads)
                 .map(|_| Shard::new(&layers, count, EVAL_ROWS))
                 .collect(),
@@ -96,6 +103,13 @@ impl CpuEngine {
             pool,
             data: None,
             threads,
+        })
+    }
+
+    fn model(&self) -> Model {
+        Model::Mlp {
+            widths: self.widths.clone(),
+            activation: self.activation,
         }
     }
 
@@ -229,10 +243,7 @@ impl Engine for CpuEngine {
 
     fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError> {
         if data.features != self.widths[0] || data.classes != *self.widths.last().unwrap_or(&0) {
-            return Err(EngineError::ShapeMismatch {
-                expected: self.widths.clone(),
-                found: vec![data.features, data.classes],
-            });
+            return Err(EngineError::data_mismatch(&self.model(), &data));
         }
         // The f32 images are made on first use; make the ones every epoch reads now, not in
         // the middle of the first step.
@@ -295,21 +306,17 @@ impl Engine for CpuEngine {
 
     fn params(&self) -> Result<Params, EngineError> {
         Ok(Params {
-            widths: self.widths.clone(),
-            activation: self.activation,
+            model: self.model(),
             values: self.params.clone(),
         })
     }
 
     fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {
-        if params.widths != self.widths {
-            return Err(EngineError::ShapeMismatch {
-                expected: self.widths.clone(),
-                found: params.widths.clone(),
-            });
-        }
+        let Some((_, activation)) = params.model.mlp().filter(|(w, _)| *w == self.widths) else {
+            return Err(EngineError::params_mismatch(&self.model(), params));
+        };
         self.params.copy_from_slice(&params.values);
-        self.activation = params.activation;
+        self.activation = activation;
         self.state = OptimizerState::new(self.params.len());
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! The CPU path: reference maths (`ops`), a thin row-major wrapper over the `gemm` crate
-//! (`gemm`), the batched forward/backward pass built on it (`net`), and the engine (`engine`).
+//! (`gemm`), the batched forward/backward pass built on it (`net`), and the engine (`engine`);
+//! for networks of layers, convolution and pooling (`conv`, `im2col`), their pass (`network`)
+//! and engine (`network_engine`).
 //! Everything numeric is generic over [`Scalar`] so the same code runs in f32 for training and
 //! in f64 for the gradient check.
 
@@ -9,9 +11,11 @@ pub mod gemm;
 pub mod im2col;
 pub mod net;
 pub mod network;
+pub mod network_engine;
 pub mod ops;
 
 pub use engine::{CpuEngine, engine_bytes};
+pub use network_engine::{NetworkEngine, network_engine_bytes};
 
 /// The memory a new allocation can have without swapping or meeting the OOM killer: the
 /// machine's `MemAvailable` (/proc/meminfo), or less where a container's memory limit leaves

@@ -221,6 +221,28 @@ impl<T: Scalar> NetworkWorkspace<T> {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+
+    /// The floats [`NetworkWorkspace::new`] allocates per image of its capacity.
+    pub fn floats_per_image(net: &Network) -> usize {
+        use super::im2col::cols_len;
+        let mut widest = net.input.len();
+        let (mut positions, mut cols_max, mut total) = (0, 0, 0);
+        for (layer, out) in net.layers.iter().zip(&net.outputs) {
+            widest = widest.max(out.len());
+            total += out.len();
+            match layer {
+                Planned::Conv2d { shape, .. } => {
+                    positions = positions.max(shape.out_len());
+                    cols_max = cols_max.max(cols_len(shape, 1));
+                    total += cols_len(shape, 1);
+                }
+                // The argmax is u32, as wide as an f32.
+                Planned::MaxPool2d { shape } => total += shape.out_len(),
+                _ => {}
+            }
+        }
+        total + positions + cols_max + 2 * widest
+    }
 }
 
 /// [`loss_and_gradient_reference`] on the fast CPU kernels: convolutions through im2col and
@@ -240,12 +262,33 @@ pub fn loss_and_gradient<T: Scalar>(
     threads: usize,
     ws: &mut NetworkWorkspace<T>,
 ) -> (f64, usize) {
-    use super::conv::{max_pool2d_backward_into, max_pool2d_forward_into};
-    use super::gemm;
-    use super::im2col::{
-        cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col,
-        conv2d_forward_im2col, im2col, to_channel_major, to_position_major,
+    forward(net, params, x, rows, training, threads, ws);
+    let classes = net.classes();
+    let last = net.layers.len() - 1;
+    let logits = &ws.outputs[last][..rows * classes];
+    let delta = &mut ws.delta[..rows * classes];
+    let (loss, correct) = ops::softmax_xent(logits, &labels[..rows], classes, scale, Some(delta));
+    let Some(grad) = grad else {
+        return (loss, correct);
     };
+    backward(net, params, x, rows, training, grad, threads, ws);
+    (loss, correct)
+}
+
+/// The forward half of [`loss_and_gradient`]: every layer's output into `ws`, the logits
+/// (rows, classes) last, which it returns.
+pub fn forward<'w, T: Scalar>(
+    net: &Network,
+    params: &[T],
+    x: &[T],
+    rows: usize,
+    training: Option<StepCounters>,
+    threads: usize,
+    ws: &'w mut NetworkWorkspace<T>,
+) -> &'w [T] {
+    use super::conv::max_pool2d_forward_into;
+    use super::gemm;
+    use super::im2col::{cols_len, conv2d_forward_im2col, im2col, to_channel_major};
     assert!(
         rows <= ws.capacity,
         "{rows} rows in a workspace for {}",
@@ -296,14 +339,29 @@ pub fn loss_and_gradient<T: Scalar>(
             }
         }
     }
-    let classes = net.classes();
     let last = net.layers.len() - 1;
-    let logits = &ws.outputs[last][..rows * classes];
-    let delta = &mut ws.delta[..rows * classes];
-    let (loss, correct) = ops::softmax_xent(logits, &labels[..rows], classes, scale, Some(delta));
-    let Some(grad) = grad else {
-        return (loss, correct);
+    &ws.outputs[last][..rows * net.classes()]
+}
+
+/// The backward half of [`loss_and_gradient`], from ∂L/∂logits in `ws.delta` down to the
+/// first layer's parameter gradient.
+#[allow(clippy::too_many_arguments)]
+fn backward<T: Scalar>(
+    net: &Network,
+    params: &[T],
+    x: &[T],
+    rows: usize,
+    training: Option<StepCounters>,
+    grad: &mut [T],
+    threads: usize,
+    ws: &mut NetworkWorkspace<T>,
+) {
+    use super::conv::max_pool2d_backward_into;
+    use super::gemm;
+    use super::im2col::{
+        cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col, to_position_major,
     };
+    let input_len = rows * net.input.len();
     // ws.delta holds ∂L/∂(layer l's output); each layer writes ∂L/∂(its input) to
     // ws.delta_in, and the two swap.
     for (l, layer) in net.layers.iter().enumerate().rev() {
@@ -363,5 +421,4 @@ pub fn loss_and_gradient<T: Scalar>(
         }
         std::mem::swap(&mut ws.delta, &mut ws.delta_in);
     }
-    (loss, correct)
 }

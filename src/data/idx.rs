@@ -43,20 +43,33 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
 /// first bytes alone; `None` when the file cannot be read or is not IDX. For estimates made
 /// before the data is loaded (which checks everything).
 pub fn declared_items(path: &Path) -> Option<usize> {
+    declared_dims(path)?.first().copied()
+}
+
+/// Every dimension an IDX file's header declares (`[60000, 28, 28]`), read from the first
+/// bytes alone, as [`declared_items`] reads the first.
+pub fn declared_dims(path: &Path) -> Option<Vec<usize>> {
     let mut file = std::fs::File::open(path).ok()?;
     let mut start = [0u8; 2];
     file.read_exact(&mut start).ok()?;
     let file = std::io::Cursor::new(start).chain(file);
-    let mut header = [0u8; 8];
-    if start == GZIP_MAGIC {
-        flate2::read::MultiGzDecoder::new(file)
-            .read_exact(&mut header)
-            .ok()?;
+    let mut reader: Box<dyn Read> = if start == GZIP_MAGIC {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
     } else {
-        file.take(8).read_exact(&mut header).ok()?;
+        Box::new(file)
+    };
+    let mut magic = [0u8; 4];
+    reader.read_exact(&mut magic).ok()?;
+    if magic[..2] != [0, 0] || magic[2] != IDX_TYPE_U8 || magic[3] == 0 {
+        return None;
     }
-    let is_idx = header[..2] == [0, 0] && header[2] == IDX_TYPE_U8 && header[3] >= 1;
-    is_idx.then(|| u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize)
+    let mut dims = vec![0u8; 4 * magic[3] as usize];
+    reader.read_exact(&mut dims).ok()?;
+    Some(
+        dims.chunks_exact(4)
+            .map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize)
+            .collect(),
+    )
 }
 
 /// Parses IDX bytes (gzipped or plain). `path` only labels errors.

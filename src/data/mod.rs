@@ -353,6 +353,8 @@ pub enum SplitName {
 pub struct Dataset {
     /// Input width (rows × cols of the images).
     pub features: usize,
+    /// (height, width) of an image: the IDX header's (rows, cols).
+    pub image_size: (usize, usize),
     /// Number of classes: the largest training label plus one.
     pub classes: usize,
     pub train: Split,
@@ -402,6 +404,7 @@ impl Dataset {
         }
         Ok(Dataset {
             features,
+            image_size: (train.rows, train.cols),
             classes,
             train: Split::gather(&train.pixels, &train.labels, features, &train_rows),
             val: Split::gather(&train.pixels, &train.labels, features, &val_rows),

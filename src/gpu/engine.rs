@@ -20,7 +20,10 @@ pub struct GpuEngine {
 impl GpuEngine {
     /// Builds every pipeline and workspace buffer for `params` trained at `batch_size`.
     pub fn new(ctx: GpuContext, params: &Params, batch_size: usize) -> Result<Self, GpuError> {
-        let mut models = PackedModels::new(ctx, &params.widths, batch_size, 1)?;
+        let (widths, _) = params.model.mlp().ok_or_else(|| GpuError::NotDense {
+            model: params.model.describe(),
+        })?;
+        let mut models = PackedModels::new(ctx, widths, batch_size, 1)?;
         models.init_model(0, params).map_err(|e| GpuError::Device {
             what: "loading parameters".into(),
             message: e.to_string(),

@@ -347,12 +347,13 @@ impl PackedModels {
     /// Replaces model `model`'s parameters and activation and resets its optimiser state.
     pub fn set_params(&mut self, model: usize, params: &Params) -> Result<(), EngineError> {
         self.check_model(model)?;
-        if params.widths != self.widths {
-            return Err(EngineError::ShapeMismatch {
-                expected: self.widths.clone(),
-                found: params.widths.clone(),
-            });
-        }
+        let Some((_, activation)) = params.model.mlp().filter(|(w, _)| *w == self.widths) else {
+            let own = crate::model::Model::Mlp {
+                widths: self.widths.clone(),
+                activation: self.activation_of(model),
+            };
+            return Err(EngineError::params_mismatch(&own, params));
+        };
         let (at, _) = self.slice_of(model);
         let q = &self.ctx.queue;
         q.write_buffer(
@@ -364,7 +365,7 @@ impl PackedModels {
         q.write_buffer(&self.first, at, &zeros);
         q.write_buffer(&self.second, at, &zeros);
         self.steps_taken[model] = 0;
-        self.hyper_host[model].activation = super::kernels::activation_code(params.activation);
+        self.hyper_host[model].activation = super::kernels::activation_code(activation);
         self.write_hyper(model);
         Ok(())
     }

@@ -311,7 +311,7 @@ pub fn resumable_epochs(dir: &Path, config: &TrainConfig) -> Option<usize> {
         return None;
     }
     let checkpoint = crate::checkpoint::load_checkpoint(&run.checkpoint()).ok()?;
-    (checkpoint.widths == config.layers && checkpoint.epochs_done <= config.epochs)
+    (config.describes(&checkpoint.model) && checkpoint.epochs_done <= config.epochs)
         .then_some(checkpoint.epochs_done)
 }
 

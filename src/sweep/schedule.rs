@@ -104,6 +104,11 @@ pub fn train_runs(
     opts: &SweepOptions,
     observer: &dyn SweepObserver,
 ) -> Result<SweepTally> {
+    if matches!(opts.engine, EngineKind::Gpu { .. }) {
+        for run in runs {
+            run.config.dense_widths("a GPU sweep")?;
+        }
+    }
     let mut tally = SweepTally::default();
     let datasets = Arc::new(Mutex::new(DatasetCache::new()));
     let mut todo = Vec::new();

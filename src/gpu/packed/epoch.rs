@@ -303,7 +303,7 @@ impl PackedModels {
         }
         for m in 0..self.models {
             self.hyper_host[m] = match jobs.get(m).copied().flatten() {
-                Some(j) => ModelHyper::new(j.hyper, self.activation(m)),
+                Some(j) => ModelHyper::new(j.hyper, self.activation_of(m)),
                 None => ModelHyper {
                     training: 0,
                     ..self.hyper_host[m]
@@ -505,13 +505,15 @@ impl PackedModels {
         let (at, bytes) = self.params_at(model);
         let values = self.read_slices(&[(&self.work, at, bytes)])?;
         Ok(Params {
-            widths: self.widths.clone(),
-            activation: self.activation(model),
+            model: crate::model::Model::Mlp {
+                widths: self.widths.clone(),
+                activation: self.activation_of(model),
+            },
             values,
         })
     }
 
-    fn activation(&self, model: usize) -> Activation {
+    pub(crate) fn activation_of(&self, model: usize) -> Activation {
         crate::gpu::kernels::activation_of_code(self.hyper_host[model].activation)
     }
 

@@ -187,10 +187,11 @@ impl PackedModels {
         self.check_model(model)?;
         let features = self.widths[0];
         if data.features != features || data.classes != self.classes() {
-            return Err(EngineError::ShapeMismatch {
-                expected: self.widths.clone(),
-                found: vec![data.features, data.classes],
-            });
+            let own = crate::model::Model::Mlp {
+                widths: self.widths.clone(),
+                activation: self.activation_of(model),
+            };
+            return Err(EngineError::data_mismatch(&own, data));
         }
         // The first upload builds the pools from this very dataset; later ones must match them.
         let first = self.resident.is_none();
