@@ -18,7 +18,13 @@ struct Step {
     adam_c2: f32,     // 1 / (1 - beta2^t)
     stat_slot: u32,   // where batch_stats writes (loss sum, correct count)
     first_model: u32, // model of workgroup_id.z == 0
-    _pad: u32,
+    // The dropout masks' counters for this step (dropout.wgsl with from_step = 1): the 64-bit
+    // optimiser step being taken, in its high and low words, as cpu::network_engine draws them.
+    dropout_epoch: u32,
+    dropout_step: u32,
+    _a: u32,
+    _b: u32,
+    _c: u32,
 }
 
 @group(1) @binding(0) var<uniform> step: Step;

@@ -1,7 +1,8 @@
-// conv.wgsl — 2-D convolution (issue 18; not yet in the training path), NCHW, one invocation
+// conv.wgsl — 2-D convolution (issue 18), NCHW, one invocation
 // per output element, summing in a fixed order (no atomics: the same bits on every rerun).
-// Shapes and offsets in Conv2dParams; every operand lives in `work` at its offset in the
-// model's slice (model·work_ms on), as in matmul.wgsl:
+// Shapes and offsets in Conv2dParams (rows = 0: the step's rows, so one uniform serves a short
+// last batch); every operand lives in `work` at its offset in the model's slice (model·work_ms
+// on), as in matmul.wgsl:
 //   x (rows, C, H, W) at x_off · w (O, C, K, K) at w_off · b (O) at b_off ·
 //   z (rows, O, H′, W′) at z_off; H′ = (H + 2p − K)/s + 1.
 // conv2d_forward:         z = b + Σ_c Σ_taps w · x            (taps on padding count 0)
@@ -39,6 +40,11 @@ struct Conv2dParams {
 @group(0) @binding(0) var<storage, read_write> work: array<f32>;
 @group(0) @binding(1) var<uniform> p: Conv2dParams;
 
+// Images in this dispatch: the uniform's, or the step's when it says 0.
+fn rows() -> u32 {
+    return select(p.rows, step.rows, p.rows == 0u);
+}
+
 // The input pixel output (y, x) sees through tap (i, j), as (row, col), or -1 on padding.
 fn conv_tap(y: u32, x: u32, i: u32, j: u32) -> vec2<i32> {
     let row = i32(y * p.stride + i) - i32(p.padding);
@@ -53,7 +59,7 @@ fn conv_tap(y: u32, x: u32, i: u32, j: u32) -> vec2<i32> {
 fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let e = linear_index(gid, groups, 256u);
     let plane = p.out_h * p.out_w;
-    if e >= p.rows * p.filters * plane { return; }
+    if e >= rows() * p.filters * plane { return; }
     let base = (step.first_model + gid.z) * p.work_ms;
     let r = e / (p.filters * plane);
     let o = (e / plane) % p.filters;
@@ -78,7 +84,7 @@ fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let e = linear_index(gid, groups, 256u);
     let image_len = p.channels * p.height * p.width;
-    if e >= p.rows * image_len { return; }
+    if e >= rows() * image_len { return; }
     let base = (step.first_model + gid.z) * p.work_ms;
     let r = e / image_len;
     let c = (e / (p.height * p.width)) % p.channels;
@@ -118,7 +124,7 @@ fn conv2d_backward_params(@builtin(global_invocation_id) gid: vec3<u32>, @builti
         // Bias o: every position of every row of its output plane.
         let o = e - weights;
         var acc = 0.0;
-        for (var r = 0u; r < p.rows; r++) {
+        for (var r = 0u; r < rows(); r++) {
             let dz = base + p.z_off + (r * p.filters + o) * plane;
             for (var q = 0u; q < plane; q++) {
                 acc += work[dz + q];
@@ -132,7 +138,7 @@ fn conv2d_backward_params(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     let i = (e % taps) / p.kernel;
     let j = e % p.kernel;
     var acc = 0.0;
-    for (var r = 0u; r < p.rows; r++) {
+    for (var r = 0u; r < rows(); r++) {
         let dz = base + p.z_off + (r * p.filters + o) * plane;
         let image = base + p.x_off + (r * p.channels + c) * p.height * p.width;
         for (var y = 0u; y < p.out_h; y++) {

@@ -1,6 +1,6 @@
-// pool.wgsl — 2-D max pooling (issue 18; not yet in the training path), NCHW, no padding.
-// Shapes and offsets in Pool2dParams; every operand lives in `work` at its offset in the
-// model's slice (model·work_ms on):
+// pool.wgsl — 2-D max pooling (issue 18), NCHW, no padding.
+// Shapes and offsets in Pool2dParams (rows = 0: the step's rows); every operand lives in
+// `work` at its offset in the model's slice (model·work_ms on):
 //   x (rows, C, H, W) at x_off · z (rows, C, H′, W′) at z_off · argmax (rows, C, H′, W′) at
 //   arg_off, each the index within its image of the pixel taken, as an f32 (exact below 2^24).
 // max_pool2d_forward:  z = the window's largest value, ties to the first in row-major order,
@@ -34,12 +34,17 @@ struct Pool2dParams {
 @group(0) @binding(0) var<storage, read_write> work: array<f32>;
 @group(0) @binding(1) var<uniform> p: Pool2dParams;
 
+// Images in this dispatch: the uniform's, or the step's when it says 0.
+fn rows() -> u32 {
+    return select(p.rows, step.rows, p.rows == 0u);
+}
+
 @compute @workgroup_size(256)
 fn max_pool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let e = linear_index(gid, groups, 256u);
     let plane = p.out_h * p.out_w;
     let out_len = p.channels * plane;
-    if e >= p.rows * out_len { return; }
+    if e >= rows() * out_len { return; }
     let base = (step.first_model + gid.z) * p.work_ms;
     let r = e / out_len;
     let c = (e / plane) % p.channels;
@@ -69,7 +74,7 @@ fn max_pool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 fn max_pool2d_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let e = linear_index(gid, groups, 256u);
     let image_len = p.channels * p.height * p.width;
-    if e >= p.rows * image_len { return; }
+    if e >= rows() * image_len { return; }
     let base = (step.first_model + gid.z) * p.work_ms;
     let r = e / image_len;
     let pixel = e % image_len;

@@ -290,16 +290,7 @@ fn cases(root: &Path) -> Vec<Case> {
         let layers = args.iter().position(|a| a == TINY[1]).unwrap();
         args.drain(layers - 1..=layers); // a network replaces TINY's layers
         args.extend(["--set".into(), format!("network={network}")]);
-        for pair in extra.chunks(2) {
-            // A flag given again replaces the one `train` set (clap takes each once).
-            match args
-                .iter()
-                .position(|a| a == pair[0] && pair[0] == "--device")
-            {
-                Some(at) => args[at + 1] = pair[1].to_string(),
-                None => args.extend(pair.iter().map(|s| s.to_string())),
-            }
-        }
+        args.extend(extra.iter().map(|s| s.to_string()));
         Case { what, args, expect }
     };
     cases.extend([
@@ -326,12 +317,6 @@ fn cases(root: &Path) -> Vec<Case> {
             "[{ dense = 3, activation = \"relu\" }]",
             &[],
             "its activation must be none",
-        ),
-        network_case(
-            "a network of layers on the GPU path (not yet)",
-            "[{ conv = 2 }, { dense = 3 }]",
-            &["--device", "gpu"],
-            "the GPU path trains dense networks (`layers = [...]`) only so far",
         ),
     ]);
     cases.push(Case {

@@ -259,12 +259,15 @@ macro_rules! kernel_tests {
 
 kernel_tests! {
     gather_batch_matches_the_cpu_reference => "gather_batch",
+    activation_forward_matches_the_cpu_reference => "activation_forward",
+    activation_backward_matches_the_cpu_reference => "activation_backward",
     dropout_forward_matches_the_cpu_reference => "dropout_forward",
     conv2d_forward_matches_the_cpu_reference => "conv2d_forward",
     conv2d_backward_input_matches_the_cpu_reference => "conv2d_backward_input",
     conv2d_backward_params_matches_the_cpu_reference => "conv2d_backward_params",
     max_pool2d_forward_matches_the_cpu_reference => "max_pool2d_forward",
     max_pool2d_backward_matches_the_cpu_reference => "max_pool2d_backward",
+    update_matches_the_cpu_reference => "update",
     matmul_matches_the_cpu_reference => "matmul",
     softmax_xent_matches_the_cpu_reference => "softmax_xent",
     matmul_gather_matches_the_cpu_reference => "matmul_gather",

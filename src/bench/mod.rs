@@ -124,21 +124,23 @@ pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
 /// long run on a software adapter, which says "roughly".
 pub const SOFTWARE_ADAPTER_GFLOPS_PER_CORE: f64 = 0.42;
 
-/// Roughly how many seconds `runs` (widths, epochs) take on a software adapter on this
-/// machine's cores, with the training rows the images file in `data_dir` declares less the
-/// `val_fraction` held out; `None` where the file cannot say (the run's own load reports why).
+/// Roughly how many seconds `runs` (their configs) take on a software adapter on this
+/// machine's cores, with the models and training rows the images file in `data_dir` declares
+/// (less the `val_fraction` held out); `None` where the file cannot say (the run's own load
+/// reports why).
 pub fn software_adapter_secs(
-    runs: &[(&[usize], usize)],
+    runs: &[&TrainConfig],
     data_dir: &std::path::Path,
     val_fraction: f64,
 ) -> Option<f64> {
     let images = crate::data::locate(data_dir, crate::data::TRAIN_IMAGES);
     let rows = crate::data::idx::declared_items(&images)? as f64 * (1.0 - val_fraction);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let flops: f64 = runs
-        .iter()
-        .map(|&(widths, epochs)| epochs as f64 * epoch_flops(widths, rows as usize))
-        .sum();
+    let mut flops = 0.0;
+    for config in runs {
+        let model = crate::run::declared_model(config, data_dir)?;
+        flops += config.epochs as f64 * model.epoch_flops(rows as usize);
+    }
     Some(flops / (SOFTWARE_ADAPTER_GFLOPS_PER_CORE * 1e9 * cores))
 }
 

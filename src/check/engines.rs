@@ -169,6 +169,120 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
     row
 }
 
+/// One epoch of a network of every layer kind (a padded convolution, pooling, a strided
+/// convolution, dropout, dense layers; tanh, ReLU, sigmoid) on the GPU network engine against
+/// the CPU's, same data, init, order and dropout masks: SGD with momentum and both penalties,
+/// and Adam.
+pub(super) fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
+    use crate::cpu::NetworkEngine;
+    use crate::gpu::GpuNetworkEngine;
+    use crate::network::{ImageShape, Layer, Network};
+    let mut row = CheckRow {
+        check: "network epoch vs CPU engine".into(),
+        cases: 0,
+        worst: 0.0,
+        max_rel_error: 0.0,
+        detail: String::new(),
+        error: None,
+    };
+    let conv = |filters, stride, activation| Layer::Conv2d {
+        filters,
+        kernel: 3,
+        stride,
+        padding: 1,
+        activation,
+    };
+    let layers = [
+        conv(3, 1, Activation::Tanh),
+        Layer::MaxPool2d {
+            window: 2,
+            stride: 2,
+        },
+        conv(4, 2, Activation::Relu),
+        Layer::Dropout { p: 0.3 },
+        Layer::Dense {
+            units: 5,
+            activation: Activation::Sigmoid,
+        },
+        Layer::Dense {
+            units: 3,
+            activation: Activation::None,
+        },
+    ];
+    let input = ImageShape {
+        channels: 1,
+        height: 6,
+        width: 6,
+    };
+    let net = match Network::plan(input, &layers, 3) {
+        Ok(net) => Arc::new(net),
+        Err(e) => {
+            row.error = Some(e);
+            return row;
+        }
+    };
+    let mut data = random_dataset(36, 3, 129, 9);
+    data.image_size = (6, 6);
+    let data = Arc::new(data);
+    for (momentum, l1, l2, optimizer) in [
+        (true, 1e-3, 1e-3, Optimizer::Sgd),
+        (false, 0.0, 1e-3, Optimizer::Adam),
+    ] {
+        row.cases += 1;
+        let config = TrainConfig {
+            learning_rate: 0.05,
+            batch_size: 16,
+            momentum,
+            l1,
+            l2,
+            optimizer,
+            seed: 5,
+            ..TrainConfig::default()
+        };
+        let params = Params::init_model(Model::Network(Arc::clone(&net)), Init::Xavier, 3);
+        let hyper = config.hyper();
+        let order = epoch_order(1, 1, data.train.len);
+        let run = || -> Result<(f64, f64, f64, f64), String> {
+            let e = |e: crate::engine::EngineError| e.to_string();
+            let mut cpu = NetworkEngine::new(&params, 1, 16).map_err(e)?;
+            let mut gpu =
+                GpuNetworkEngine::new(ctx.clone(), &params, 16).map_err(|e| e.to_string())?;
+            cpu.upload(Arc::clone(&data)).map_err(e)?;
+            gpu.upload(Arc::clone(&data)).map_err(e)?;
+            let c = cpu.train_epoch(&order, &hyper).map_err(e)?;
+            let g = gpu.train_epoch(&order, &hyper).map_err(e)?;
+            let (pc, pg) = (cpu.params().map_err(e)?, gpu.params().map_err(e)?);
+            let max_param = pc
+                .values
+                .iter()
+                .zip(&pg.values)
+                .map(|(a, b)| (a - b).abs() as f64)
+                .fold(0.0, f64::max);
+            let norm = pc.values.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
+            let loss_rel = (c.loss_sum - g.loss_sum).abs() / c.loss_sum.abs().max(1e-12);
+            let (cv, gv) = (c.val.unwrap_or_default(), g.val.unwrap_or_default());
+            let val_rel = (cv.loss - gv.loss).abs() / cv.loss.abs().max(1e-12);
+            Ok((max_param, norm, loss_rel, val_rel))
+        };
+        match run() {
+            Ok((max_param, norm, loss_rel, val_rel)) => {
+                // As the MLP's epoch check: rounding, amplified a little by each of 9 steps.
+                let ratio = (max_param / 1e-4).max(loss_rel / 1e-4).max(val_rel / 1e-4);
+                let rel = (max_param / norm.max(1e-12)).max(loss_rel).max(val_rel);
+                row.max_rel_error = row.max_rel_error.max(rel);
+                if ratio > row.worst || ratio.is_nan() {
+                    row.worst = if ratio.is_nan() { f64::INFINITY } else { ratio };
+                    row.detail = format!(
+                        "{optimizer:?} momentum={momentum} l1={l1} l2={l2}: max |Δparam| {max_param:.2e}, train loss rel {loss_rel:.2e}, val loss rel {val_rel:.2e}"
+                    );
+                }
+            }
+            Err(e) => row.error = Some(e),
+        }
+    }
+    row
+}
+
 /// Two epochs of three models that differ in activation, init, learning rate, momentum and
 /// penalty, trained packed (in the same dispatches), against each trained alone.
 pub fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, GpuError> {

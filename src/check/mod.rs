@@ -20,17 +20,19 @@ use crate::gpu::kernels::{
     Pool2dParams, STEP_STRIDE, StepRef, StepUniform, XentParams, matmul_bind_group, update_tables,
 };
 use crate::gpu::{GpuContext, GpuEngine, GpuError};
-use crate::model::{Activation, Init, LayerView, Params, layer_views};
+use crate::model::{Activation, Init, LayerView, Model, Params, layer_views};
 
 mod engines;
 mod kernels;
+mod layers;
 
-use engines::check_epochs;
 pub use engines::{EpochCheck, check_epoch, check_packed_epoch};
+use engines::{check_epochs, check_network_epoch};
 use kernels::{
     check_conv2d, check_dropout_forward, check_gather_batch, check_matmul, check_matmul_gather,
     check_matmul_softmax_xent, check_matmul_update, check_max_pool2d, check_softmax_xent,
 };
+use layers::{check_activation, check_update};
 
 /// How one row of the check table ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -392,14 +394,17 @@ const ACTIVATIONS: [Activation; 4] = [
 /// table order: `wgtrain check` runs them all, and each has a test of its name
 /// (`<kernel>_matches_the_cpu_reference`). batch_stats (a split's loss and accuracy sums) is
 /// checked by softmax_xent's check, which runs it on the rows it wrote.
-pub const KERNELS: [&str; 12] = [
+pub const KERNELS: [&str; 15] = [
     "gather_batch",
+    "activation_forward",
+    "activation_backward",
     "dropout_forward",
     "conv2d_forward",
     "conv2d_backward_input",
     "conv2d_backward_params",
     "max_pool2d_forward",
     "max_pool2d_backward",
+    "update",
     "matmul",
     "softmax_xent",
     "matmul_gather",
@@ -431,12 +436,15 @@ fn kernel_rows(rig: &Rig<'_>, kernel: &str) -> Vec<CheckRow> {
     let one = |r: Result<CheckRow, GpuError>| vec![r.unwrap_or_else(|e| cannot_run(kernel, e))];
     match kernel {
         "gather_batch" => one(check_gather_batch(rig)),
+        "activation_forward" => one(check_activation(rig, false)),
+        "activation_backward" => one(check_activation(rig, true)),
         "dropout_forward" => one(check_dropout_forward(rig)),
         "conv2d_forward" => one(check_conv2d(rig, ConvEntry::Conv2dForward)),
         "conv2d_backward_input" => one(check_conv2d(rig, ConvEntry::Conv2dBackwardInput)),
         "conv2d_backward_params" => one(check_conv2d(rig, ConvEntry::Conv2dBackwardParams)),
         "max_pool2d_forward" => one(check_max_pool2d(rig, ConvEntry::MaxPool2dForward)),
         "max_pool2d_backward" => one(check_max_pool2d(rig, ConvEntry::MaxPool2dBackward)),
+        "update" => one(check_update(rig)),
         "matmul" => check_matmul(rig).unwrap_or_else(|e| vec![cannot_run(kernel, e)]),
         "softmax_xent" => one(check_softmax_xent(rig)),
         "matmul_gather" => one(check_matmul_gather(rig)),
@@ -462,6 +470,7 @@ pub fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
 pub fn run_engines(ctx: &GpuContext) -> Vec<CheckRow> {
     vec![
         check_epochs(ctx),
+        check_network_epoch(ctx),
         check_packed_epoch(ctx).unwrap_or_else(|e| cannot_run("packed epoch", e)),
     ]
 }

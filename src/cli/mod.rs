@@ -89,13 +89,13 @@ fn engine_kind(on: &DeviceArgs) -> Result<EngineKind> {
 }
 
 /// Before a long run on a software adapter (lavapipe, llvmpipe, SwiftShader, WARP), says what
-/// it is for and roughly how long `runs` (widths, epochs) will take there; a run estimated
-/// under a minute goes without a note.
+/// it is for and roughly how long `runs` will take there; a run estimated under a minute goes
+/// without a note.
 fn note_software_adapter(
     engine: &EngineKind,
     data_dir: &Path,
     val_fraction: f64,
-    runs: &[(&[usize], usize)],
+    runs: &[&wgtrain::config::TrainConfig],
 ) {
     let EngineKind::Gpu { context } = engine else {
         return;
@@ -345,12 +345,7 @@ fn train(t: &TrainArgs) -> Result<()> {
         datasets: None,
     };
     let data_dir = opts.data_dir.clone().unwrap_or_else(data::default_dir);
-    note_software_adapter(
-        &opts.engine,
-        &data_dir,
-        config.val_fraction,
-        &[(&config.layers, config.epochs)],
-    );
+    note_software_adapter(&opts.engine, &data_dir, config.val_fraction, &[&config]);
     if !quiet
         && resume.is_none()
         && let Some(Model::Network(net)) = wgtrain::run::declared_model(&config, &data_dir)

@@ -52,26 +52,11 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         out.display()
     );
     let mine_runs: Vec<&sweep::SweepRun> = mine.iter().map(|(_, r)| *r).collect();
-    let engine = match engine_kind(&args.on)? {
-        EngineKind::Gpu { .. }
-            if matches!(args.on.device, Device::Auto)
-                && mine_runs.iter().any(|r| r.config.network.is_some()) =>
-        {
-            eprintln!(
-                "note: --device auto: training on the CPU: the GPU path takes dense networks (`layers`) only so far, and this sweep has networks of layers"
-            );
-            EngineKind::Cpu {
-                threads: threads_flag(args.on.threads)?,
-            }
-        }
-        engine => engine,
-    };
+    let engine = engine_kind(&args.on)?;
     let data_dir = sweep::prepare_out(&out, args.data.clone(), &mine_runs)?;
     if let Some(first) = mine_runs.first() {
-        let work: Vec<(&[usize], usize)> = mine_runs
-            .iter()
-            .map(|r| (r.config.layers.as_slice(), r.config.epochs))
-            .collect();
+        let work: Vec<&wgtrain::config::TrainConfig> =
+            mine_runs.iter().map(|r| &r.config).collect();
         note_software_adapter(&engine, &data_dir, first.config.val_fraction, &work);
     }
     let interrupt = interrupt_flag();

@@ -23,7 +23,11 @@ pub struct StepUniform {
     pub stat_slot: u32,
     /// The model dispatch z = 0 works on (z counts on from there).
     pub first_model: u32,
-    pub _pad: u32,
+    /// The dropout masks' counters at this step (the optimiser step being taken: high word,
+    /// low word), for dropout_forward with `from_step`.
+    pub dropout_epoch: u32,
+    pub dropout_step: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Twin of `Model` in common.wgsl: one model's hyperparameters, read by matmul.wgsl.
@@ -125,12 +129,17 @@ pub struct DropoutParams {
     pub work_ms: u32,
     /// Where x starts in a model's slice.
     pub x_off: u32,
-    pub _a: u32,
-    pub _b: u32,
+    /// Where the masked values go (x_off: in place).
+    pub z_off: u32,
+    /// 1: the mask's epoch and step are the step uniform's dropout counters.
+    pub from_step: u32,
+    /// > 0: the elements are the step's rows × this, not `len`.
+    pub per_row: u32,
+    pub _pad: [u32; 3],
 }
 
 impl DropoutParams {
-    /// The uniform for `mask` over `len` elements at `x_off`.
+    /// The uniform for `mask` over `len` elements at `x_off`, in place.
     pub fn new(mask: &crate::dropout::DropoutMask, len: u32, work_ms: u32, x_off: u32) -> Self {
         DropoutParams {
             seed_lo: mask.seed as u32,
@@ -143,10 +152,42 @@ impl DropoutParams {
             len,
             work_ms,
             x_off,
-            _a: 0,
-            _b: 0,
+            z_off: x_off,
+            from_step: 0,
+            per_row: 0,
+            _pad: [0; 3],
         }
     }
+}
+
+/// Twin of `ActivationParams` in activation.wgsl: one layer's activation (`kind`, a shader
+/// code) over `len` elements, or the step's rows × `per_row`, at x_off (and its gradient at
+/// g_off).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub struct ActivationParams {
+    pub kind: u32,
+    pub len: u32,
+    pub per_row: u32,
+    pub work_ms: u32,
+    pub x_off: u32,
+    pub g_off: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Twin of `UpdateParams` in update.wgsl: one optimiser step for `len` parameters at
+/// `param_off` from their gradient at `grad_off`, penalised (weights) or not (biases).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub struct UpdateParams {
+    pub param_off: u32,
+    pub grad_off: u32,
+    pub len: u32,
+    pub penalised: u32,
+    pub work_ms: u32,
+    /// Elements between two models' optimiser moments (the parameter count).
+    pub param_ms: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Twin of `Conv2dParams` in conv.wgsl: one convolution's shape and where its operands are
@@ -458,9 +499,15 @@ pub struct Kernels {
     pub matmul_update_layout: wgpu::BindGroupLayout,
     pub matmul_xent_layout: wgpu::BindGroupLayout,
     pub matmul_gather_layout: wgpu::BindGroupLayout,
-    /// work, p: dropout.wgsl, conv.wgsl and pool.wgsl (every operand in the workspace).
+    /// work, p: activation.wgsl, dropout.wgsl, conv.wgsl and pool.wgsl (every operand in the
+    /// workspace).
     pub work_layout: wgpu::BindGroupLayout,
+    /// work, models, first, second, p: update.wgsl.
+    pub update_layout: wgpu::BindGroupLayout,
     gather_batch: wgpu::ComputePipeline,
+    activation_forward: wgpu::ComputePipeline,
+    activation_backward: wgpu::ComputePipeline,
+    update: wgpu::ComputePipeline,
     dropout_forward: wgpu::ComputePipeline,
     conv2d_forward: wgpu::ComputePipeline,
     conv2d_backward_input: wgpu::ComputePipeline,
@@ -603,6 +650,8 @@ impl Kernels {
         let gather_layout = layout(ctx, "gather_batch", &[true, true, true, false]);
         // work, p.
         let work_layout = layout(ctx, "dropout_forward", &[false]);
+        // work, models, first, second, p.
+        let update_layout = layout(ctx, "update", &[false, true, false, false]);
         let matmul_layout = numbered_layout(ctx, "matmul", &MATMUL_BINDINGS, &MATMUL_USES);
         // work, labels, indices, stats, p.
         let xent_layout = layout(ctx, "softmax_xent", &[false, true, true, false]);
@@ -660,6 +709,9 @@ impl Kernels {
         };
         Ok(Kernels {
             gather_batch: pipeline("batch", "gather_batch", &gather_layout)?,
+            activation_forward: pipeline("activation", "activation_forward", &work_layout)?,
+            activation_backward: pipeline("activation", "activation_backward", &work_layout)?,
+            update: pipeline("update", "update", &update_layout)?,
             dropout_forward: pipeline("dropout", "dropout_forward", &work_layout)?,
             conv2d_forward: pipeline("conv", "conv2d_forward", &work_layout)?,
             conv2d_backward_input: pipeline("conv", "conv2d_backward_input", &work_layout)?,
@@ -680,6 +732,7 @@ impl Kernels {
             matmul_xent_layout,
             matmul_gather_layout,
             work_layout,
+            update_layout,
         })
     }
 }
@@ -759,7 +812,34 @@ impl Kernels {
         );
     }
 
-    /// Masks `len` elements in place (dropout.wgsl).
+    /// `len` elements of an activation's pass (activation.wgsl); `backward` for its gradient.
+    pub fn encode_activation(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        backward: bool,
+        group: &wgpu::BindGroup,
+        step: StepRef<'_>,
+        len: u32,
+    ) {
+        let pipeline = match backward {
+            false => &self.activation_forward,
+            true => &self.activation_backward,
+        };
+        dispatch(pass, pipeline, group, step, grid(len, 256));
+    }
+
+    /// One optimiser step for `len` parameters (update.wgsl).
+    pub fn encode_update(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        group: &wgpu::BindGroup,
+        step: StepRef<'_>,
+        len: u32,
+    ) {
+        dispatch(pass, &self.update, group, step, grid(len, 256));
+    }
+
+    /// Masks `len` elements (dropout.wgsl).
     pub fn encode_dropout_forward(
         &self,
         pass: &mut wgpu::ComputePass<'_>,

@@ -8,6 +8,7 @@ pub mod buffers;
 pub mod context;
 pub mod engine;
 pub mod kernels;
+pub mod network;
 pub mod pack;
 pub mod packed;
 pub mod shaders;
@@ -19,6 +20,7 @@ pub use context::{
     resolve_adapter,
 };
 pub use engine::GpuEngine;
+pub use network::GpuNetworkEngine;
 pub use pack::{GpuPack, PackSeat};
 pub use packed::PackedModels;
 pub use tuning::{Tuning, TuningFile};

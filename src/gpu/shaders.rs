@@ -7,6 +7,7 @@ pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// (family name, source) of every kernel file.
 pub const FAMILIES: &[(&str, &str)] = &[
+    ("activation", include_str!("../../shaders/activation.wgsl")),
     ("batch", include_str!("../../shaders/batch.wgsl")),
     ("conv", include_str!("../../shaders/conv.wgsl")),
     ("dropout", include_str!("../../shaders/dropout.wgsl")),
@@ -16,6 +17,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "softmax_xent",
         include_str!("../../shaders/softmax_xent.wgsl"),
     ),
+    ("update", include_str!("../../shaders/update.wgsl")),
 ];
 
 /// matmul.wgsl's declaration of its k step, which [`assembled`] sets to the adapter's

@@ -104,11 +104,6 @@ pub fn train_runs(
     opts: &SweepOptions,
     observer: &dyn SweepObserver,
 ) -> Result<SweepTally> {
-    if matches!(opts.engine, EngineKind::Gpu { .. }) {
-        for run in runs {
-            run.config.dense_widths("a GPU sweep")?;
-        }
-    }
     let mut tally = SweepTally::default();
     let datasets = Arc::new(Mutex::new(DatasetCache::new()));
     let mut todo = Vec::new();
@@ -145,6 +140,9 @@ pub fn train_runs(
                 .iter()
                 .copied()
                 .partition(|r| resumed.contains(&r.id.as_str()));
+            // Networks of layers train one at a time (packing them is still to come).
+            let (alone, fresh): (Vec<_>, Vec<_>) =
+                fresh.into_iter().partition(|r| r.config.network.is_some());
             let mut packs = pack_groups(&fresh, |r| {
                 let fits = crate::gpu::PackedModels::max_models(
                     context,
@@ -154,7 +152,7 @@ pub fn train_runs(
                 );
                 pack.map_or(fits, |k| k.min(fits))
             });
-            packs.extend(going_on.into_iter().map(|r| vec![r]));
+            packs.extend(going_on.into_iter().chain(alone).map(|r| vec![r]));
             packs
         }
         // On the CPU all runs form one queue that `cpu_pack` workers drain.

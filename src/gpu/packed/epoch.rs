@@ -344,7 +344,7 @@ impl PackedModels {
                     adam_c2: c2 as f32,
                     stat_slot: s as u32,
                     first_model: 0,
-                    _pad: 0,
+                    ..Default::default()
                 },
             ));
         }
