@@ -178,12 +178,12 @@ pub fn markdown_table(runs: &[RunRecord]) -> String {
         let c = &s.runs[0].config;
         let acc = s.values(|x| x.test_accuracy);
         let loss = s.values(|x| x.test_loss);
-        out.push_str(&format!(
-            "| {} | {:?} | {} |",
-            s.name,
-            c.layers,
-            c.activation.name()
-        ));
+        // A network's layers carry their own activations.
+        let (layers, activation) = match &c.network {
+            None => (format!("{:?}", c.layers), c.activation.name()),
+            Some(_) => (c.model_words(), "per layer"),
+        };
+        out.push_str(&format!("| {} | {layers} | {activation} |", s.name));
         if with_paper {
             out.push_str(&paper_cells(s.paper()));
         }

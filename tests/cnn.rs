@@ -188,6 +188,14 @@ fn a_small_cnn_trains_saves_evaluates_predicts_and_resumes_exactly() {
     assert_eq!(summary.status, "finished");
     assert!(summary.test_accuracy > 0.5, "{summary:?}");
 
+    // `table` names the network, not the default layers a network config leaves unused.
+    let o = wgtrain(&["table", whole.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("| network conv 4 3×3 relu → pool 2") && !table.contains("784"),
+        "{table}"
+    );
+
     let model = wgtrain::checkpoint::load_model(&dir.model()).unwrap();
     let names: Vec<(String, Vec<usize>)> = model
         .named_tensors()

@@ -34,6 +34,25 @@ def load_train_split(data_dir, seed):
     return np.ascontiguousarray(images[train]), labels[train]
 
 
+def load_splits(data_dir, seed):
+    """(x, y) of the training split, the validation split and the test set, z-scored per image
+    as `load_train_split` does; images (n, 784) float32, labels int64."""
+    def zscore(images):
+        images = images.reshape(len(images), -1).astype(np.float64)
+        mean = images.mean(axis=1, keepdims=True)
+        std = images.std(axis=1, keepdims=True)
+        return ((images - mean) / np.where(std < 1e-8, 1.0, std)).astype(np.float32)
+
+    images = zscore(read_idx(os.path.join(data_dir, "train-images-idx3-ubyte.gz")))
+    labels = read_idx(os.path.join(data_dir, "train-labels-idx1-ubyte.gz")).astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(images))
+    cut = int(round(0.8 * len(images)))
+    train, val = order[:cut], order[cut:]
+    test_x = zscore(read_idx(os.path.join(data_dir, "t10k-images-idx3-ubyte.gz")))
+    test_y = read_idx(os.path.join(data_dir, "t10k-labels-idx1-ubyte.gz")).astype(np.int64)
+    return (images[train], labels[train]), (images[val], labels[val]), (test_x, test_y)
+
+
 def machine():
     """Where and when a peer ran, with the same keys as `wgtrain bench --json`'s `machine`."""
     cpu = "unknown"

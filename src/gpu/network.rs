@@ -726,6 +726,12 @@ impl Engine for GpuNetworkEngine {
         self.ctx.describe()
     }
 
+    /// As `encode_step` records a training step: the gather, the forward passes, the loss and
+    /// its sums, the backward passes and updates.
+    fn dispatches_per_step(&self) -> Option<usize> {
+        Some(1 + self.forward_train.len() + 2 + self.backward.len())
+    }
+
     fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError> {
         if data.features != self.input_len || data.classes != self.net.classes() {
             return Err(EngineError::data_mismatch(&self.model(), &data));

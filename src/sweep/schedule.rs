@@ -189,7 +189,7 @@ pub fn train_runs(
                 _ => {
                     let workers = cpu_pack.unwrap_or(1);
                     let threads = (cores / workers).max(1);
-                    check_cpu_pack_memory(&pack, workers, threads)?;
+                    check_cpu_pack_memory(&pack, workers, threads, &opts.data_dir)?;
                     (
                         vec![EngineKind::Cpu { threads }; workers.min(pack.len())],
                         format!(
@@ -248,11 +248,20 @@ pub fn train_runs(
 
 /// Fails when `workers` runs of `pack` side by side (`threads` each) would need more memory
 /// than is available: each run checks alone as it starts, but side by side they start at once.
-fn check_cpu_pack_memory(pack: &[&SweepRun], workers: usize, threads: usize) -> Result<()> {
+fn check_cpu_pack_memory(
+    pack: &[&SweepRun],
+    workers: usize,
+    threads: usize,
+    data_dir: &std::path::Path,
+) -> Result<()> {
     let side_by_side = workers.min(pack.len()) as u128;
+    let cpu = EngineKind::Cpu { threads };
     let needed = pack
         .iter()
-        .map(|r| EngineKind::Cpu { threads }.memory_needed(&r.config.layers))
+        .map(|r| match crate::run::declared_model(&r.config, data_dir) {
+            Some(model) => cpu.model_memory_needed(&model, r.config.batch_size),
+            None => cpu.memory_needed(&r.config.layers),
+        })
         .max()
         .unwrap_or(0)
         .saturating_mul(side_by_side);
