@@ -258,3 +258,50 @@ fn a_packed_run_that_diverges_leaves_the_pack_and_the_others_finish_as_alone() {
         .collect();
     assert_eq!(statuses, ["finished", "diverged"], "{rows:?}");
 }
+
+/// Networks of layers pack too (issue 18): a sweep of a small CNN (with dropout) over learning
+/// rate and momentum, two seeds, packs the runs of each seed (which share a split, an order
+/// and dropout masks) and writes what training them one at a time writes, bit for bit, runs
+/// that stop early leaving their pack included.
+#[test]
+fn a_packed_sweep_of_cnns_writes_the_same_results_as_one_run_at_a_time() {
+    if gpu().is_none() {
+        return crate::common::skip("a GPU adapter", "WGTRAIN_REQUIRE_GPU");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 160, 30, 6, 3, true);
+    let base = tmp.path().join("cnn.toml");
+    std::fs::write(
+        &base,
+        r#"network = [
+  { conv = 3, kernel = 3, padding = 1, activation = "relu" },
+  { max_pool = 2 },
+  { dropout = 0.25 },
+  { dense = 3 },
+]
+batch_size = 16
+epochs = 6
+init = "pytorch"
+early_stopping_rule = "no_improvement"
+patience = 1
+"#,
+    )
+    .unwrap();
+    let sweep = tmp.path().join("grid.toml");
+    std::fs::write(
+        &sweep,
+        format!(
+            "base = {:?}\nseeds = [1, 2]\n[grid]\nlearning_rate = [0.05, 2.0]\nmomentum = [true, false]\n",
+            base.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (packed, alone) = (tmp.path().join("packed"), tmp.path().join("alone"));
+    let log = sweep_on_gpu(&sweep, &data, &packed, 8, &[]);
+    assert_eq!(log.matches("pack of 4 runs").count(), 2, "{log}");
+    assert!(!sweep_on_gpu(&sweep, &data, &alone, 1, &[]).contains("pack of"));
+    let rows = rows_without_seconds(&packed);
+    assert_eq!(rows.len(), 1 + 8, "the header and eight runs");
+    assert_eq!(rows, rows_without_seconds(&alone));
+}

@@ -20,7 +20,7 @@ pub use context::{
     resolve_adapter,
 };
 pub use engine::GpuEngine;
-pub use network::GpuNetworkEngine;
+pub use network::{GpuNetworkEngine, NetworkModels};
 pub use pack::{GpuPack, PackSeat};
 pub use packed::PackedModels;
 pub use tuning::{Tuning, TuningFile};

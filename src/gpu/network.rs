@@ -1,5 +1,6 @@
-//! `GpuNetworkEngine`: the [`Engine`] on the GPU for a network of layers (issue 18), the
-//! scheduler of conv.wgsl, pool.wgsl, dropout.wgsl, activation.wgsl, matmul.wgsl (dense
+//! `NetworkModels`: K networks of layers of one shape (issue 18) resident side by side on one
+//! device and trained in the same dispatches (the model is each dispatch's z), and
+//! `GpuNetworkEngine`, the [`Engine`] over one of them (K = 1): the scheduler of conv.wgsl, pool.wgsl, dropout.wgsl, activation.wgsl, matmul.wgsl (dense
 //! layers: forward, input and weight gradients), softmax_xent.wgsl and update.wgsl. The same
 //! rules as the MLP's engine: images resident as bytes, a whole epoch (every step, then the
 //! validation split) in one submission with one read-back, no float atomics (a rerun repeats
@@ -9,7 +10,12 @@
 //! activation as a pass of its own; pooling keeps its argmax; dropout masks with the step
 //! uniform's counters, the optimiser step, as `cpu::NetworkEngine` draws them); softmax
 //! cross-entropy and the batch's sums; each layer backward into a gradient region beside the
-//! parameters; then one update per tensor. One model (packing networks is still to come).
+//! parameters; then one update per tensor.
+//!
+//! A pack's models differ in what each model's hyperparameters hold (learning rate, momentum,
+//! penalties, init) and share what the step uniforms hold: the data, its split and every
+//! epoch's order, the batch, the optimiser's step count and the dropout seed, which is why
+//! sweeps pack networks of one seed (`sweep::pack_key`).
 //!
 //! Workspace (f32, one buffer, offsets from its start): parameters (count) · their gradient
 //! (count) · the batch x (capacity, C·H·W) · per layer its output (capacity, out) and, for
@@ -25,6 +31,7 @@ use super::kernels::{
     MATMUL_BINDINGS, MatmulParams, ModelHyper, Pool2dParams, STEP_STRIDE, StepRef, StepUniform,
     UpdateParams, XentParams, activation_code, matmul_bind_group,
 };
+use super::packed::EpochJob;
 use crate::config::{GradientReduction, Hyper};
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
 use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};
@@ -54,6 +61,8 @@ struct SplitOnDevice {
     xent: wgpu::BindGroup,
     /// First step-uniform (and stats) slot of this split's steps or chunks.
     first_slot: usize,
+    /// A host copy, to check that every model of a pack uploads the same split.
+    pixels_and_labels: (Vec<u8>, Vec<u8>),
     _buffers: Vec<wgpu::Buffer>,
 }
 
@@ -75,10 +84,12 @@ struct DropoutUniform {
     params: DropoutParams,
 }
 
-pub struct GpuNetworkEngine {
+pub struct NetworkModels {
     ctx: GpuContext,
     kernels: Kernels,
     net: Arc<Network>,
+    /// Models in the pack.
+    models: usize,
     count: usize,
     /// Rows a step or an evaluation chunk holds.
     capacity: usize,
@@ -86,8 +97,9 @@ pub struct GpuNetworkEngine {
     best: wgpu::Buffer,
     first: wgpu::Buffer,
     second: wgpu::Buffer,
+    /// (models) ModelHyper, and what was last written to it.
     hyper: wgpu::Buffer,
-    hyper_host: Option<ModelHyper>,
+    hyper_host: Vec<ModelHyper>,
     /// The forward passes while training (dropout on), and while evaluating (dropout off),
     /// the backward passes and the updates: everything but the gather and the loss.
     forward_train: Vec<Dispatch>,
@@ -103,7 +115,8 @@ pub struct GpuNetworkEngine {
     row_loss: usize,
     x: usize,
     resident: Option<Resident>,
-    steps_taken: u64,
+    /// Optimiser steps taken, per model.
+    steps_taken: Vec<u64>,
     /// Elements in the workspace (the kernels' slice stride, one model).
     work_ms: u32,
     _owned: Vec<wgpu::Buffer>,
@@ -189,30 +202,43 @@ fn u(v: usize) -> u32 {
     v as u32
 }
 
-impl GpuNetworkEngine {
-    /// Builds every pipeline, buffer and pass for `params` (a network) trained at up to
-    /// `batch_size` rows a step.
-    pub fn new(ctx: GpuContext, params: &Params, batch_size: usize) -> Result<Self, GpuError> {
-        let Model::Network(net) = &params.model else {
-            return Err(GpuError::Device {
-                what: "building the network engine".into(),
-                message: format!("{} is not a network of layers", params.model.describe()),
-            });
-        };
-        let net = Arc::clone(net);
+impl NetworkModels {
+    /// Bytes of one model's workspace for `net` at `batch_size` rows a step.
+    fn model_bytes(net: &Network, batch_size: usize) -> u64 {
+        4 * Layout::new(net, net.param_count, batch_size.max(1)).len as u64
+    }
+
+    /// How many models of `net` trained at `batch_size` fit the adapter's limits on one buffer
+    /// and one binding (the workspace decides), capped at `cap`.
+    pub fn max_models(ctx: &GpuContext, net: &Network, batch_size: usize, cap: usize) -> usize {
+        let limit = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size);
+        ((limit / Self::model_bytes(net, batch_size).max(1)) as usize).clamp(1, cap.max(1))
+    }
+
+    /// Builds every pipeline, buffer and pass for `models` networks `net` trained at up to
+    /// `batch_size` rows a step. Parameters start at zero: load them with
+    /// [`NetworkModels::init_model`].
+    pub fn new(
+        ctx: GpuContext,
+        net: Arc<Network>,
+        batch_size: usize,
+        models: usize,
+    ) -> Result<Self, GpuError> {
+        let k = models.max(1);
         let kernels = Kernels::new(&ctx)?;
         let count = net.param_count;
         let capacity = batch_size.max(1);
         let layout = Layout::new(&net, count, capacity);
-        let work = storage_zeroed(&ctx, "network_workspace", 4 * layout.len as u64)?;
-        let best = storage_zeroed(&ctx, "best_params", 4 * count as u64)?;
-        let first = storage_zeroed(&ctx, "velocity", 4 * count as u64)?;
-        let second = storage_zeroed(&ctx, "adam_second_moment", 4 * count as u64)?;
-        let hyper = storage_init(
-            &ctx,
-            "model_hyper",
-            bytemuck::bytes_of(&ModelHyper::default()),
-        )?;
+        let bytes = |n: usize| (4 * k * n) as u64;
+        let work = storage_zeroed(&ctx, "network_workspace", bytes(layout.len))?;
+        let best = storage_zeroed(&ctx, "best_params", bytes(count))?;
+        let first = storage_zeroed(&ctx, "velocity", bytes(count))?;
+        let second = storage_zeroed(&ctx, "adam_second_moment", bytes(count))?;
+        let hyper_host = vec![ModelHyper::default(); k];
+        let hyper = storage_init(&ctx, "model_hyper", bytemuck::cast_slice(&hyper_host))?;
         let mut b = Builder {
             ctx: &ctx,
             kernels: &kernels,
@@ -455,7 +481,8 @@ impl GpuNetworkEngine {
             }
         }
         let owned = b.owned;
-        let engine = GpuNetworkEngine {
+        Ok(NetworkModels {
+            models: k,
             work_ms,
             input_len: net.input.len(),
             logits: layout.outputs[last],
@@ -471,26 +498,130 @@ impl GpuNetworkEngine {
             first,
             second,
             hyper,
-            hyper_host: None,
+            hyper_host,
             forward_train,
             forward_eval,
             backward,
             dropouts,
             seed: None,
             resident: None,
-            steps_taken: 0,
+            steps_taken: vec![0; k],
             _owned: owned,
             net,
-        };
-        engine
-            .ctx
-            .queue
-            .write_buffer(&engine.work, 0, bytemuck::cast_slice(&params.values));
-        Ok(engine)
+        })
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn describe(&self) -> String {
+        self.ctx.describe()
     }
 
     fn model(&self) -> Model {
         Model::Network(Arc::clone(&self.net))
+    }
+
+    fn check_model(&self, model: usize) -> Result<(), EngineError> {
+        if model < self.models {
+            Ok(())
+        } else {
+            Err(EngineError::Mismatch(format!(
+                "model {model} of a pack of {}",
+                self.models
+            )))
+        }
+    }
+
+    /// Byte offsets of model `model`'s parameters in the workspace and in the per-parameter
+    /// buffers (best, first, second), and their length in bytes.
+    fn offsets(&self, model: usize) -> (u64, u64, u64) {
+        let bytes = 4 * self.count as u64;
+        (
+            model as u64 * 4 * self.work_ms as u64,
+            model as u64 * bytes,
+            bytes,
+        )
+    }
+
+    /// As `encode_step` records a training step: the gather, the forward passes, the loss and
+    /// its sums, the backward passes and updates.
+    pub fn dispatches_per_step(&self) -> usize {
+        1 + self.forward_train.len() + 2 + self.backward.len()
+    }
+
+    /// Loads model `model`'s starting parameters (also as its best so far).
+    pub fn init_model(&mut self, model: usize, params: &Params) -> Result<(), EngineError> {
+        self.set_params(model, params)?;
+        let (_, at, _) = self.offsets(model);
+        self.ctx
+            .queue
+            .write_buffer(&self.best, at, bytemuck::cast_slice(&params.values));
+        Ok(())
+    }
+
+    /// Replaces model `model`'s parameters and resets its optimiser state.
+    pub fn set_params(&mut self, model: usize, params: &Params) -> Result<(), EngineError> {
+        self.check_model(model)?;
+        if params.model != self.model() {
+            return Err(EngineError::params_mismatch(&self.model(), params));
+        }
+        let (work_at, at, bytes) = self.offsets(model);
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.work, work_at, bytemuck::cast_slice(&params.values));
+        let zeros = vec![0u8; bytes as usize];
+        q.write_buffer(&self.first, at, &zeros);
+        q.write_buffer(&self.second, at, &zeros);
+        self.steps_taken[model] = 0;
+        Ok(())
+    }
+
+    /// Makes model `model`'s dataset resident. The first upload copies the splits to the
+    /// device; every model of a pack trains on that same data (one seed, one split).
+    pub fn upload(&mut self, model: usize, data: &Dataset) -> Result<(), EngineError> {
+        self.check_model(model)?;
+        if data.features != self.input_len || data.classes != self.net.classes() {
+            return Err(EngineError::data_mismatch(&self.model(), data));
+        }
+        if let Some(r) = &self.resident {
+            let same = |s: &SplitOnDevice, split: &Split| {
+                s.len == split.len
+                    && s.pixels_and_labels.0 == split.pixels
+                    && s.pixels_and_labels.1 == split.labels
+            };
+            let held = r.splits.iter().zip([&data.train, &data.val, &data.test]);
+            return match held.into_iter().all(|(s, split)| same(s, split)) {
+                true => Ok(()),
+                false => Err(EngineError::Mismatch(
+                    "the models of a network pack train on one split of one dataset (the same seed and val_fraction)".into(),
+                )),
+            };
+        }
+        let c = self.capacity;
+        let train_steps = Self::chunks(data.train.len, c);
+        let val_chunks = Self::chunks(data.val.len, c);
+        let test_chunks = Self::chunks(data.test.len, c);
+        let slots = train_steps + val_chunks + test_chunks;
+        let stat_bytes = (8 * slots * self.models) as u64;
+        let stats = storage_zeroed(&self.ctx, "network_stats", stat_bytes)?;
+        let staging_buf = staging(&self.ctx, "network_stats_staging", stat_bytes)?;
+        let uniforms = uniform_init(&self.ctx, "steps", &vec![0u8; slots * STEP_STRIDE as usize])?;
+        let step_group = self.kernels.step_group(&self.ctx, &uniforms);
+        let splits = [
+            self.split_on_device("train", &data.train, 0, &stats, slots)?,
+            self.split_on_device("val", &data.val, train_steps, &stats, slots)?,
+            self.split_on_device("test", &data.test, train_steps + val_chunks, &stats, slots)?,
+        ];
+        self.resident = Some(Resident {
+            splits,
+            uniforms,
+            step_group,
+            stats,
+            staging: staging_buf,
+            slots,
+        });
+        Ok(())
     }
 
     /// Makes one split resident: its pixels, z-score statistics, labels, rows to read, and its
@@ -520,7 +651,7 @@ impl GpuNetworkEngine {
             &format!("{name}_image_stats"),
             bytemuck::cast_slice(&image_stats),
         )?;
-        let labels = storage_init(
+        let labels_buf = storage_init(
             &self.ctx,
             &format!("{name}_labels"),
             bytemuck::cast_slice(&labels),
@@ -565,7 +696,7 @@ impl GpuNetworkEngine {
             &self.ctx,
             &self.kernels.xent_layout,
             &format!("{name}_xent"),
-            &[&self.work, &labels, &indices, stats, &xent_p],
+            &[&self.work, &labels_buf, &indices, stats, &xent_p],
         );
         Ok(SplitOnDevice {
             len: split.len,
@@ -573,7 +704,8 @@ impl GpuNetworkEngine {
             gather,
             xent,
             first_slot,
-            _buffers: vec![pixels, stats_buf, labels, gather_p, xent_p],
+            pixels_and_labels: (split.pixels.clone(), split.labels.clone()),
+            _buffers: vec![pixels, stats_buf, labels_buf, gather_p, xent_p],
         })
     }
 
@@ -582,13 +714,13 @@ impl GpuNetworkEngine {
         len.div_ceil(rows.max(1))
     }
 
-    /// Records one step or evaluation chunk of `split` at uniform slot `slot`.
+    /// Records one step or evaluation chunk of `split` at uniform slot `slot`, for `models`
+    /// models from the slot's first.
     fn encode_step(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         r: &Resident,
-        split: usize,
-        slot: usize,
+        (split, slot, models): (usize, usize, usize),
         training: bool,
     ) {
         let k = &self.kernels;
@@ -596,7 +728,7 @@ impl GpuNetworkEngine {
         let step = StepRef {
             group: &r.step_group,
             slot: u(slot),
-            models: 1,
+            models: u(models),
         };
         let capacity = u(self.capacity);
         k.encode_gather_batch(pass, &s.gather, step, capacity, u(self.input_len));
@@ -605,7 +737,7 @@ impl GpuNetworkEngine {
         } else {
             &self.forward_eval
         };
-        for d in forward.iter() {
+        for d in forward {
             self.encode(pass, d, step);
         }
         k.encode_softmax_xent(pass, &s.xent, step, capacity);
@@ -632,18 +764,18 @@ impl GpuNetworkEngine {
         }
     }
 
-    /// The evaluation chunks of `split` as step uniforms (no gradient, no update).
-    fn eval_uniforms(&self, s: &SplitOnDevice) -> Vec<(usize, StepUniform)> {
+    /// The evaluation chunks of `s` as step uniforms from model `first_model` on.
+    fn eval_uniforms(&self, s: &SplitOnDevice, first_model: usize) -> Vec<(usize, StepUniform)> {
         (0..Self::chunks(s.len, self.capacity))
             .map(|c| {
                 let offset = c * self.capacity;
-                let rows = self.capacity.min(s.len - offset);
                 let slot = s.first_slot + c;
                 let uniform = StepUniform {
                     offset: u(offset),
-                    rows: u(rows),
+                    rows: u(self.capacity.min(s.len - offset)),
                     scale: 1.0,
                     stat_slot: u(slot),
+                    first_model: u(first_model),
                     ..Default::default()
                 };
                 (slot, uniform)
@@ -661,13 +793,13 @@ impl GpuNetworkEngine {
         }
     }
 
-    /// Records `chunks` of split `split` (evaluation) after `record`, copies every stats slot
-    /// to staging, submits, and returns (loss sum, correct) per slot.
+    /// Records `record`, copies the stats to staging, submits, and returns each model's
+    /// (loss sum, correct) per slot.
     fn run_and_read(
         &self,
         r: &Resident,
         record: impl FnOnce(&mut wgpu::ComputePass<'_>),
-    ) -> Result<Vec<(f64, f64)>, GpuError> {
+    ) -> Result<Vec<Vec<(f64, f64)>>, GpuError> {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
@@ -680,9 +812,13 @@ impl GpuNetworkEngine {
         })??;
         let values: &[f32] = bytemuck::cast_slice(&raw);
         Ok(values
-            .chunks_exact(2)
-            .take(r.slots)
-            .map(|v| (v[0] as f64, v[1] as f64))
+            .chunks_exact(2 * r.slots)
+            .take(self.models)
+            .map(|m| {
+                m.chunks_exact(2)
+                    .map(|v| (v[0] as f64, v[1] as f64))
+                    .collect()
+            })
             .collect())
     }
 
@@ -699,73 +835,37 @@ impl GpuNetworkEngine {
         }
     }
 
-    /// Reads `count` floats from each of `buffers` (at offset 0) in one submission.
-    fn read_buffers(&self, buffers: &[&wgpu::Buffer]) -> Result<Vec<Vec<f32>>, GpuError> {
-        let bytes = 4 * self.count as u64;
-        let out = staging(&self.ctx, "network_state", bytes * buffers.len() as u64)?;
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        for (i, b) in buffers.iter().enumerate() {
-            encoder.copy_buffer_to_buffer(b, 0, &out, i as u64 * bytes, bytes);
-        }
-        let raw = submit_and_read(&self.ctx, encoder, &out, bytes * buffers.len() as u64)?;
-        Ok(raw
-            .chunks_exact(bytes as usize)
-            .map(|c| bytemuck::cast_slice(c).to_vec())
-            .collect())
-    }
-
-    fn copy(&self, from: &wgpu::Buffer, to: &wgpu::Buffer) {
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(from, 0, to, 0, 4 * self.count as u64);
-        self.ctx.queue.submit([encoder.finish()]);
-    }
-}
-
-impl Engine for GpuNetworkEngine {
-    fn describe(&self) -> String {
-        self.ctx.describe()
-    }
-
-    /// As `encode_step` records a training step: the gather, the forward passes, the loss and
-    /// its sums, the backward passes and updates.
-    fn dispatches_per_step(&self) -> Option<usize> {
-        Some(1 + self.forward_train.len() + 2 + self.backward.len())
-    }
-
-    fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError> {
-        if data.features != self.input_len || data.classes != self.net.classes() {
-            return Err(EngineError::data_mismatch(&self.model(), &data));
-        }
-        let c = self.capacity;
-        let train_steps = Self::chunks(data.train.len, c);
-        let val_chunks = Self::chunks(data.val.len, c);
-        let test_chunks = Self::chunks(data.test.len, c);
-        let slots = train_steps + val_chunks + test_chunks;
-        let stats = storage_zeroed(&self.ctx, "network_stats", (8 * slots) as u64)?;
-        let staging_buf = staging(&self.ctx, "network_stats_staging", (8 * slots) as u64)?;
-        let uniforms = uniform_init(&self.ctx, "steps", &vec![0u8; slots * STEP_STRIDE as usize])?;
-        let step_group = self.kernels.step_group(&self.ctx, &uniforms);
-        let splits = [
-            self.split_on_device("train", &data.train, 0, &stats, slots)?,
-            self.split_on_device("val", &data.val, train_steps, &stats, slots)?,
-            self.split_on_device("test", &data.test, train_steps + val_chunks, &stats, slots)?,
-        ];
-        let resident = Resident {
-            splits,
-            uniforms,
-            step_group,
-            stats,
-            staging: staging_buf,
-            slots,
+    /// One packed epoch: every model with a job takes its steps (in the same dispatches),
+    /// then the validation split is evaluated for all; models without a job are left as they
+    /// are. The jobs must share what the step uniforms hold: the order, the batch, the
+    /// gradient's reduction, the optimiser and Adam's betas, the seed, and the step count.
+    pub fn train_epoch(
+        &mut self,
+        jobs: &[Option<EpochJob<'_>>],
+    ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
+        let active: Vec<(usize, &EpochJob<'_>)> = jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(m, j)| j.as_ref().map(|j| (m, j)))
+            .collect();
+        let Some(&(lead_model, lead)) = active.first() else {
+            return Ok(jobs.iter().map(|_| None).collect());
         };
-        for s in &resident.splits[1..] {
-            self.write_uniforms(&resident, &self.eval_uniforms(s));
+        let (hyper, order) = (lead.hyper, lead.order);
+        let shared = |j: &EpochJob<'_>, m: usize| {
+            j.order == order
+                && j.hyper.batch_size == hyper.batch_size
+                && j.hyper.gradient == hyper.gradient
+                && j.hyper.optimizer == hyper.optimizer
+                && (j.hyper.adam_beta1, j.hyper.adam_beta2) == (hyper.adam_beta1, hyper.adam_beta2)
+                && j.hyper.seed == hyper.seed
+                && self.steps_taken[m] == self.steps_taken[lead_model]
+        };
+        if let Some((m, _)) = active.iter().find(|(m, j)| !shared(j, *m)) {
+            return Err(EngineError::Mismatch(format!(
+                "model {m} cannot share steps with model {lead_model}: a network pack's models need one order, batch, optimiser, seed and step count"
+            )));
         }
-        self.resident = Some(resident);
-        Ok(())
-    }
-
-    fn train_epoch(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError> {
         let train_len = self.resident.as_ref().ok_or(EngineError::NoData)?.splits[0].len;
         let batch = hyper.batch_size.max(1);
         if batch > self.capacity || order.len() != train_len {
@@ -775,12 +875,20 @@ impl Engine for GpuNetworkEngine {
                 self.capacity
             )));
         }
-        let model = ModelHyper::new(hyper, Activation::None);
-        if self.hyper_host != Some(model) {
-            self.ctx
-                .queue
-                .write_buffer(&self.hyper, 0, bytemuck::bytes_of(&model));
-            self.hyper_host = Some(model);
+        // Each model's hyperparameters; a model without a job does not train this epoch.
+        let mut changed = false;
+        for (m, job) in jobs.iter().enumerate() {
+            let mut h = match job {
+                Some(j) => ModelHyper::new(j.hyper, Activation::None),
+                None => self.hyper_host[m],
+            };
+            h.training = job.is_some() as u32;
+            changed |= self.hyper_host[m] != h;
+            self.hyper_host[m] = h;
+        }
+        if changed {
+            let bytes: &[u8] = bytemuck::cast_slice(&self.hyper_host);
+            self.ctx.queue.write_buffer(&self.hyper, 0, bytes);
         }
         if self.seed != Some(hyper.seed) {
             for d in &self.dropouts {
@@ -800,12 +908,13 @@ impl Engine for GpuNetworkEngine {
             .queue
             .write_buffer(&r.splits[0].indices, 0, bytemuck::cast_slice(order));
         let steps = Self::chunks(order.len(), batch);
+        let taken = self.steps_taken[lead_model];
         let mut uniforms = Vec::with_capacity(steps);
         for step in 0..steps {
             let offset = step * batch;
             let rows = batch.min(order.len() - offset);
             // The optimiser step this batch takes (1-based), as the CPU counts it.
-            let t = self.steps_taken + step as u64 + 1;
+            let t = taken + step as u64 + 1;
             let (c1, c2) = crate::cpu::ops::adam_corrections(hyper, t);
             uniforms.push((
                 step,
@@ -827,41 +936,48 @@ impl Engine for GpuNetworkEngine {
         }
         self.write_uniforms(r, &uniforms);
         let val = &r.splits[1];
+        self.write_uniforms(r, &self.eval_uniforms(val, 0));
         let val_chunks = Self::chunks(val.len, self.capacity);
+        let k = self.models;
         let stats = self.run_and_read(r, |pass| {
             for step in 0..steps {
-                self.encode_step(pass, r, 0, step, true);
+                self.encode_step(pass, r, (0, step, k), true);
             }
             for c in 0..val_chunks {
-                self.encode_step(pass, r, 1, val.first_slot + c, false);
+                self.encode_step(pass, r, (1, val.first_slot + c, k), false);
             }
         })?;
-        let (loss_sum, correct) = stats[..steps]
-            .iter()
-            .fold((0.0, 0.0), |(l, c), v| (l + v.0, c + v.1));
-        if !loss_sum.is_finite() {
-            let step = stats[..steps]
+        let mut out: Vec<Option<Result<EpochStats, EngineError>>> =
+            jobs.iter().map(|_| None).collect();
+        for &(m, _) in &active {
+            let per_step = &stats[m][..steps];
+            let (loss_sum, correct) = per_step
                 .iter()
-                .position(|v| !v.0.is_finite())
-                .map_or(steps, |s| s + 1);
-            return Err(EngineError::NonFiniteLoss {
-                step,
-                value: loss_sum,
+                .fold((0.0, 0.0), |(l, c), v| (l + v.0, c + v.1));
+            out[m] = Some(if loss_sum.is_finite() {
+                Ok(EpochStats {
+                    loss_sum,
+                    correct: correct as usize,
+                    samples: order.len(),
+                    steps,
+                    val: Some(Self::evaluation(&stats[m], val, self.capacity)),
+                    shared_secs: None,
+                })
+            } else {
+                let step = per_step.iter().position(|v| !v.0.is_finite());
+                Err(EngineError::NonFiniteLoss {
+                    step: step.map_or(steps, |s| s + 1),
+                    value: loss_sum,
+                })
             });
+            self.steps_taken[m] += steps as u64;
         }
-        let val = Self::evaluation(&stats, val, self.capacity);
-        self.steps_taken += steps as u64;
-        Ok(EpochStats {
-            loss_sum,
-            correct: correct as usize,
-            samples: order.len(),
-            steps,
-            val: Some(val),
-            shared_secs: None,
-        })
+        Ok(out)
     }
 
-    fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
+    /// Loss and accuracy of model `model` on a split.
+    pub fn evaluate(&mut self, model: usize, split: SplitName) -> Result<EvalStats, EngineError> {
+        self.check_model(model)?;
         let r = self.resident.as_ref().ok_or(EngineError::NoData)?;
         let index = match split {
             SplitName::Train => 0,
@@ -869,62 +985,83 @@ impl Engine for GpuNetworkEngine {
             SplitName::Test => 2,
         };
         let s = &r.splits[index];
-        let chunks = match split {
-            // The training split's slots are its steps: write its chunks over them, reading
-            // the rows in file order.
-            SplitName::Train => {
-                let identity: Vec<u32> = (0..s.len as u32).collect();
-                self.ctx
-                    .queue
-                    .write_buffer(&s.indices, 0, bytemuck::cast_slice(&identity));
-                let uniforms = self.eval_uniforms(s);
-                self.write_uniforms(r, &uniforms);
-                uniforms.len()
-            }
-            _ => Self::chunks(s.len, self.capacity),
-        };
+        if split == SplitName::Train {
+            // The training split's slots are its steps: its chunks go over them, reading the
+            // rows in file order (the next epoch writes its order and steps again).
+            let identity: Vec<u32> = (0..s.len as u32).collect();
+            self.ctx
+                .queue
+                .write_buffer(&s.indices, 0, bytemuck::cast_slice(&identity));
+        }
+        let uniforms = self.eval_uniforms(s, model);
+        self.write_uniforms(r, &uniforms);
         let stats = self.run_and_read(r, |pass| {
-            for c in 0..chunks {
-                self.encode_step(pass, r, index, s.first_slot + c, false);
+            for (slot, _) in &uniforms {
+                self.encode_step(pass, r, (index, *slot, 1), false);
             }
         })?;
-        Ok(Self::evaluation(&stats, s, self.capacity))
+        Ok(Self::evaluation(&stats[model], s, self.capacity))
     }
 
-    fn params(&self) -> Result<Params, EngineError> {
-        let mut read = self.read_buffers(&[&self.work])?;
+    /// Reads the `count` floats at each (buffer, byte offset) in one submission.
+    fn read_slices(&self, slices: &[(&wgpu::Buffer, u64)]) -> Result<Vec<Vec<f32>>, GpuError> {
+        let bytes = 4 * self.count as u64;
+        let out = staging(&self.ctx, "network_state", bytes * slices.len() as u64)?;
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        for (i, (b, at)) in slices.iter().enumerate() {
+            encoder.copy_buffer_to_buffer(b, *at, &out, i as u64 * bytes, bytes);
+        }
+        let raw = submit_and_read(&self.ctx, encoder, &out, bytes * slices.len() as u64)?;
+        Ok(raw
+            .chunks_exact(bytes as usize)
+            .map(|c| bytemuck::cast_slice(c).to_vec())
+            .collect())
+    }
+
+    fn copy(&self, (from, from_at): (&wgpu::Buffer, u64), (to, to_at): (&wgpu::Buffer, u64)) {
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(from, from_at, to, to_at, 4 * self.count as u64);
+        self.ctx.queue.submit([encoder.finish()]);
+    }
+
+    /// A copy of model `model`'s parameters.
+    pub fn params(&self, model: usize) -> Result<Params, EngineError> {
+        self.check_model(model)?;
+        let (work_at, _, _) = self.offsets(model);
+        let mut read = self.read_slices(&[(&self.work, work_at)])?;
         Ok(Params {
             model: self.model(),
             values: read.pop().unwrap_or_default(),
         })
     }
 
-    fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {
-        if params.model != self.model() {
-            return Err(EngineError::params_mismatch(&self.model(), params));
-        }
-        let q = &self.ctx.queue;
-        q.write_buffer(&self.work, 0, bytemuck::cast_slice(&params.values));
-        let zeros = vec![0u8; 4 * self.count];
-        q.write_buffer(&self.first, 0, &zeros);
-        q.write_buffer(&self.second, 0, &zeros);
-        self.steps_taken = 0;
+    /// Copies model `model`'s parameters aside as its best so far.
+    pub fn keep_best(&mut self, model: usize) -> Result<(), EngineError> {
+        self.check_model(model)?;
+        let (work_at, at, _) = self.offsets(model);
+        self.copy((&self.work, work_at), (&self.best, at));
         Ok(())
     }
 
-    fn keep_best(&mut self) -> Result<(), EngineError> {
-        self.copy(&self.work, &self.best);
+    /// Makes model `model`'s kept best parameters current again.
+    pub fn restore_best(&mut self, model: usize) -> Result<(), EngineError> {
+        self.check_model(model)?;
+        let (work_at, at, _) = self.offsets(model);
+        self.copy((&self.best, at), (&self.work, work_at));
         Ok(())
     }
 
-    fn restore_best(&mut self) -> Result<(), EngineError> {
-        self.copy(&self.best, &self.work);
-        Ok(())
-    }
-
-    fn training_state(&self) -> Result<TrainingState, EngineError> {
+    /// Model `model`'s parameters, best, optimiser moments and step count.
+    pub fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
+        self.check_model(model)?;
+        let (work_at, at, _) = self.offsets(model);
         let mut v = self
-            .read_buffers(&[&self.work, &self.best, &self.first, &self.second])?
+            .read_slices(&[
+                (&self.work, work_at),
+                (&self.best, at),
+                (&self.first, at),
+                (&self.second, at),
+            ])?
             .into_iter();
         let mut next = || v.next().unwrap_or_default();
         Ok(TrainingState {
@@ -932,22 +1069,102 @@ impl Engine for GpuNetworkEngine {
             best: next(),
             first: next(),
             second: next(),
-            step: self.steps_taken,
+            step: self.steps_taken[model],
         })
     }
 
-    fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {
+    /// Restores what [`NetworkModels::training_state`] returned into model `model`.
+    pub fn set_training_state(
+        &mut self,
+        model: usize,
+        state: &TrainingState,
+    ) -> Result<(), EngineError> {
+        self.check_model(model)?;
         state.check_len(self.count)?;
+        let (work_at, at, _) = self.offsets(model);
         let q = &self.ctx.queue;
-        for (buffer, values) in [
-            (&self.work, &state.params),
-            (&self.best, &state.best),
-            (&self.first, &state.first),
-            (&self.second, &state.second),
+        for (buffer, offset, values) in [
+            (&self.work, work_at, &state.params),
+            (&self.best, at, &state.best),
+            (&self.first, at, &state.first),
+            (&self.second, at, &state.second),
         ] {
-            q.write_buffer(buffer, 0, bytemuck::cast_slice(values));
+            q.write_buffer(buffer, offset, bytemuck::cast_slice(values));
         }
-        self.steps_taken = state.step;
+        self.steps_taken[model] = state.step;
         Ok(())
+    }
+}
+
+/// The [`Engine`] over one network on the GPU: a pack of one.
+pub struct GpuNetworkEngine {
+    models: NetworkModels,
+}
+
+impl GpuNetworkEngine {
+    /// Builds every pipeline, buffer and pass for `params` (a network) trained at up to
+    /// `batch_size` rows a step.
+    pub fn new(ctx: GpuContext, params: &Params, batch_size: usize) -> Result<Self, GpuError> {
+        let Model::Network(net) = &params.model else {
+            return Err(GpuError::Device {
+                what: "building the network engine".into(),
+                message: format!("{} is not a network of layers", params.model.describe()),
+            });
+        };
+        let mut models = NetworkModels::new(ctx, Arc::clone(net), batch_size, 1)?;
+        models.init_model(0, params).map_err(|e| GpuError::Device {
+            what: "loading parameters".into(),
+            message: e.to_string(),
+        })?;
+        Ok(GpuNetworkEngine { models })
+    }
+}
+
+impl Engine for GpuNetworkEngine {
+    fn describe(&self) -> String {
+        self.models.describe()
+    }
+
+    fn dispatches_per_step(&self) -> Option<usize> {
+        Some(self.models.dispatches_per_step())
+    }
+
+    fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError> {
+        self.models.upload(0, &data)
+    }
+
+    fn train_epoch(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError> {
+        let mut out = self
+            .models
+            .train_epoch(&[Some(EpochJob { order, hyper })])?;
+        out.pop().flatten().unwrap_or(Err(EngineError::NoData))
+    }
+
+    fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
+        self.models.evaluate(0, split)
+    }
+
+    fn params(&self) -> Result<Params, EngineError> {
+        self.models.params(0)
+    }
+
+    fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {
+        self.models.set_params(0, params)
+    }
+
+    fn keep_best(&mut self) -> Result<(), EngineError> {
+        self.models.keep_best(0)
+    }
+
+    fn restore_best(&mut self) -> Result<(), EngineError> {
+        self.models.restore_best(0)
+    }
+
+    fn training_state(&self) -> Result<TrainingState, EngineError> {
+        self.models.training_state(0)
+    }
+
+    fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {
+        self.models.set_training_state(0, state)
     }
 }

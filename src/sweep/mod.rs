@@ -17,7 +17,7 @@ mod pack;
 mod report;
 mod schedule;
 mod shard;
-pub use pack::{PackedRun, gpu_seats, pack_groups, pack_key, train_pack};
+pub use pack::{PackedRun, gpu_seats, max_pack, pack_groups, pack_key, train_pack};
 pub use report::{RESULTS_HEADER, report};
 pub use schedule::{MAX_AUTO_PACK, SweepObserver, SweepOptions, SweepTally, train_runs};
 pub use shard::{Shard, ShardError};

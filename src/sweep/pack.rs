@@ -18,16 +18,53 @@ use crate::train::{EpochRecord, Verdict};
 /// What runs must share to train in one GPU pack: the network's shape, the step schedule
 /// (batch size, gradient reduction, the split's size), the optimiser (Adam's bias correction
 /// is one per step for the whole pack) and the data. Everything else — learning rate,
-/// momentum, penalties, activation, seed, epochs, early stopping — is each run's own.
+/// momentum, penalties, activation, seed, epochs, early stopping — is each run's own; but a
+/// network of layers' pack shares one split, order and dropout seed (`gpu::NetworkModels`),
+/// so its runs share their seed too.
 pub fn pack_key(config: &TrainConfig) -> String {
     let adam = match config.optimizer {
         crate::config::Optimizer::Adam => format!("{}/{}", config.adam_beta1, config.adam_beta2),
         crate::config::Optimizer::Sgd => String::new(),
     };
+    let model = match &config.network {
+        None => format!("{:?}", config.layers),
+        Some(network) => format!("{network:?} seed {}", config.seed),
+    };
     format!(
-        "{:?} b{} {:?} v{} {:?}{adam}",
-        config.layers, config.batch_size, config.gradient, config.val_fraction, config.optimizer
+        "{model} b{} {:?} v{} {:?}{adam}",
+        config.batch_size, config.gradient, config.val_fraction, config.optimizer
     )
+}
+
+/// The model `config` trains on the data in `data_dir` (a network is planned on the images'
+/// header), as a GPU pack needs it before any data is loaded.
+fn pack_model(
+    config: &TrainConfig,
+    data_dir: &Path,
+) -> std::result::Result<crate::model::Model, crate::gpu::GpuError> {
+    match &config.network {
+        None => Ok(crate::model::Model::Mlp {
+            widths: config.layers.clone(),
+            activation: config.activation,
+        }),
+        Some(_) => crate::run::declared_model(config, data_dir).ok_or_else(|| {
+            crate::gpu::GpuError::Device {
+                what: format!("planning {}'s network", config.name),
+                message: "the training images' header does not give their size, or the network does not fit them".into(),
+            }
+        }),
+    }
+}
+
+/// How many runs of `config` one GPU pack on `ctx` holds (the adapter's buffer limits), at
+/// most `cap`.
+pub fn max_pack(ctx: &GpuContext, config: &TrainConfig, data_dir: &Path, cap: usize) -> usize {
+    match pack_model(config, data_dir) {
+        Ok(crate::model::Model::Network(net)) => {
+            crate::gpu::NetworkModels::max_models(ctx, &net, config.batch_size, cap)
+        }
+        _ => crate::gpu::PackedModels::max_models(ctx, &config.layers, config.batch_size, cap),
+    }
 }
 
 /// Splits `runs` into packs: runs with the same [`pack_key`] in sweep order, at most
@@ -64,16 +101,13 @@ pub struct PackedRun<'a> {
 pub fn gpu_seats(
     ctx: &GpuContext,
     runs: &[&SweepRun],
+    data_dir: &Path,
 ) -> std::result::Result<Vec<EngineKind>, crate::gpu::GpuError> {
     let Some(first) = runs.first() else {
         return Ok(Vec::new());
     };
-    let seats = GpuPack::seats(
-        ctx.clone(),
-        &first.config.layers,
-        first.config.batch_size,
-        runs.len(),
-    )?;
+    let model = pack_model(&first.config, data_dir)?;
+    let seats = GpuPack::seats(ctx.clone(), &model, first.config.batch_size, runs.len())?;
     Ok(seats
         .into_iter()
         .map(|seat| EngineKind::GpuSeat { seat })

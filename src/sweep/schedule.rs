@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{SweepRun, gpu_seats, is_finished_as, pack_groups, resumable_epochs, train_pack};
+use super::{
+    SweepRun, gpu_seats, is_finished_as, max_pack, pack_groups, resumable_epochs, train_pack,
+};
 use crate::engine::EngineKind;
 use crate::error::{Error, Result};
 use crate::metrics::Summary;
@@ -140,19 +142,11 @@ pub fn train_runs(
                 .iter()
                 .copied()
                 .partition(|r| resumed.contains(&r.id.as_str()));
-            // Networks of layers train one at a time (packing them is still to come).
-            let (alone, fresh): (Vec<_>, Vec<_>) =
-                fresh.into_iter().partition(|r| r.config.network.is_some());
             let mut packs = pack_groups(&fresh, |r| {
-                let fits = crate::gpu::PackedModels::max_models(
-                    context,
-                    &r.config.layers,
-                    r.config.batch_size,
-                    MAX_AUTO_PACK,
-                );
+                let fits = max_pack(context, &r.config, &opts.data_dir, MAX_AUTO_PACK);
                 pack.map_or(fits, |k| k.min(fits))
             });
-            packs.extend(going_on.into_iter().chain(alone).map(|r| vec![r]));
+            packs.extend(going_on.into_iter().map(|r| vec![r]));
             packs
         }
         // On the CPU all runs form one queue that `cpu_pack` workers drain.
@@ -170,7 +164,7 @@ pub fn train_runs(
         }
         if pack.len() > 1 || cpu_pack.is_some() {
             let (engines, label) = match &opts.engine {
-                EngineKind::Gpu { context } => match gpu_seats(context, &pack) {
+                EngineKind::Gpu { context } => match gpu_seats(context, &pack, &opts.data_dir) {
                     Ok(seats) => (
                         seats,
                         format!("pack of {} runs on {}", pack.len(), context.describe()),
