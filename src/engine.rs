@@ -319,18 +319,11 @@ impl EngineKind {
                     params, *threads, batch_size,
                 )?)),
             },
-            EngineKind::Gpu { context } => match &params.model {
-                Model::Mlp { .. } => Ok(Box::new(crate::gpu::GpuEngine::new(
-                    (**context).clone(),
-                    params,
-                    batch_size,
-                )?)),
-                Model::Network(_) => Ok(Box::new(crate::gpu::GpuNetworkEngine::new(
-                    (**context).clone(),
-                    params,
-                    batch_size,
-                )?)),
-            },
+            EngineKind::Gpu { context } => Ok(Box::new(crate::gpu::GpuEngine::new(
+                (**context).clone(),
+                params,
+                batch_size,
+            )?)),
             EngineKind::GpuSeat { seat } => seat.engine(params, batch_size),
         }
     }

@@ -175,7 +175,6 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
 /// and Adam.
 pub(super) fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
     use crate::cpu::NetworkEngine;
-    use crate::gpu::GpuNetworkEngine;
     use crate::network::{ImageShape, Layer, Network};
     let mut row = CheckRow {
         check: "network epoch vs CPU engine".into(),
@@ -245,8 +244,7 @@ pub(super) fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
         let run = || -> Result<(f64, f64, f64, f64), String> {
             let e = |e: crate::engine::EngineError| e.to_string();
             let mut cpu = NetworkEngine::new(&params, 1, 16).map_err(e)?;
-            let mut gpu =
-                GpuNetworkEngine::new(ctx.clone(), &params, 16).map_err(|e| e.to_string())?;
+            let mut gpu = GpuEngine::new(ctx.clone(), &params, 16).map_err(|e| e.to_string())?;
             cpu.upload(Arc::clone(&data)).map_err(e)?;
             gpu.upload(Arc::clone(&data)).map_err(e)?;
             let c = cpu.train_epoch(&order, &hyper).map_err(e)?;

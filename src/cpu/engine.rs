@@ -332,23 +332,11 @@ impl Engine for CpuEngine {
     }
 
     fn training_state(&self) -> Result<TrainingState, EngineError> {
-        Ok(TrainingState {
-            params: self.params.clone(),
-            best: self.best.clone(),
-            first: self.state.first.clone(),
-            second: self.state.second.clone(),
-            step: self.state.step,
-        })
+        Ok(super::training_state(&self.params, &self.best, &self.state))
     }
 
     fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {
-        state.check_len(self.params.len())?;
-        self.params.copy_from_slice(&state.params);
-        self.best.copy_from_slice(&state.best);
-        self.state.first.copy_from_slice(&state.first);
-        self.state.second.copy_from_slice(&state.second);
-        self.state.step = state.step;
-        Ok(())
+        super::set_training_state(state, &mut self.params, &mut self.best, &mut self.state)
     }
 }
 

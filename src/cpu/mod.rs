@@ -109,6 +109,37 @@ pub fn thread_pool(threads: usize) -> (Option<rayon::ThreadPool>, usize) {
     (pool, threads)
 }
 
+/// A CPU engine's training state, copied out: its parameters, the kept best and the optimiser.
+fn training_state(
+    params: &[f32],
+    best: &[f32],
+    state: &ops::OptimizerState<f32>,
+) -> crate::engine::TrainingState {
+    crate::engine::TrainingState {
+        params: params.to_vec(),
+        best: best.to_vec(),
+        first: state.first.clone(),
+        second: state.second.clone(),
+        step: state.step,
+    }
+}
+
+/// Restores what [`training_state`] copied out into a CPU engine's buffers (of one length).
+fn set_training_state(
+    from: &crate::engine::TrainingState,
+    params: &mut [f32],
+    best: &mut [f32],
+    state: &mut ops::OptimizerState<f32>,
+) -> Result<(), crate::engine::EngineError> {
+    from.check_len(params.len())?;
+    params.copy_from_slice(&from.params);
+    best.copy_from_slice(&from.best);
+    state.first.copy_from_slice(&from.first);
+    state.second.copy_from_slice(&from.second);
+    state.step = from.step;
+    Ok(())
+}
+
 /// The float types the CPU path runs in: f32 (training) and f64 (gradient check, references).
 pub trait Scalar:
     num_traits::Float + std::iter::Sum + Default + Send + Sync + std::fmt::Debug + 'static

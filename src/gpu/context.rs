@@ -54,11 +54,6 @@ pub enum GpuError {
         "tuning file {path}: {message} (hint: delete it, or run `wgtrain tune` again to rewrite it)"
     )]
     TuningFile { path: String, message: String },
-    /// A model the GPU path cannot train yet (issue 18: networks of layers train on the CPU).
-    #[error(
-        "the GPU path trains dense networks (`layers = [...]`) only so far, not {model} (hint: --device cpu)"
-    )]
-    NotDense { model: String },
 }
 
 /// How to choose an adapter.

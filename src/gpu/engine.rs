@@ -1,5 +1,5 @@
-//! `GpuEngine`: one network on the GPU, the [`Engine`] over a pack of one
-//! ([`PackedModels`] with K = 1). The dataset is resident on the device as bytes; per epoch the
+//! `GpuEngine`: one model on the GPU, the [`Engine`] over a pack of one ([`GpuModels`] with
+//! K = 1: an MLP's `PackedModels` or a network's `NetworkModels`). The dataset is resident on the device as bytes; per epoch the
 //! host uploads the shuffled indices and one 256-byte uniform per step, records every step of
 //! the epoch and the validation pass into one command buffer, and reads back one small buffer
 //! of per-step (loss sum, correct) pairs. Buffers, bind groups and pipelines are made once.
@@ -7,23 +7,21 @@
 use std::sync::Arc;
 
 use super::context::{GpuContext, GpuError};
-use super::packed::{EpochJob, PackedModels};
+use super::models::GpuModels;
+use super::packed::EpochJob;
 use crate::config::Hyper;
 use crate::data::{Dataset, SplitName};
 use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};
 use crate::model::Params;
 
 pub struct GpuEngine {
-    models: PackedModels,
+    models: GpuModels,
 }
 
 impl GpuEngine {
     /// Builds every pipeline and workspace buffer for `params` trained at `batch_size`.
     pub fn new(ctx: GpuContext, params: &Params, batch_size: usize) -> Result<Self, GpuError> {
-        let (widths, _) = params.model.mlp().ok_or_else(|| GpuError::NotDense {
-            model: params.model.describe(),
-        })?;
-        let mut models = PackedModels::new(ctx, widths, batch_size, 1)?;
+        let mut models = GpuModels::new(ctx, &params.model, batch_size, 1)?;
         models.init_model(0, params).map_err(|e| GpuError::Device {
             what: "loading parameters".into(),
             message: e.to_string(),
@@ -43,7 +41,7 @@ impl Engine for GpuEngine {
     }
 
     fn dispatches_per_step(&self) -> Option<usize> {
-        self.models.dispatches_per_step().ok()
+        self.models.dispatches_per_step()
     }
 
     fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError> {

@@ -8,6 +8,7 @@ pub mod buffers;
 pub mod context;
 pub mod engine;
 pub mod kernels;
+pub mod models;
 pub mod network;
 pub mod pack;
 pub mod packed;
@@ -20,7 +21,8 @@ pub use context::{
     resolve_adapter,
 };
 pub use engine::GpuEngine;
-pub use network::{GpuNetworkEngine, NetworkModels};
+pub use models::GpuModels;
+pub use network::NetworkModels;
 pub use pack::{GpuPack, PackSeat};
 pub use packed::PackedModels;
 pub use tuning::{Tuning, TuningFile};

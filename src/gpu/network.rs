@@ -1,6 +1,6 @@
 //! `NetworkModels`: K networks of layers of one shape (issue 18) resident side by side on one
-//! device and trained in the same dispatches (the model is each dispatch's z), and
-//! `GpuNetworkEngine`, the [`Engine`] over one of them (K = 1): the scheduler of conv.wgsl, pool.wgsl, dropout.wgsl, activation.wgsl, matmul.wgsl (dense
+//! device and trained in the same dispatches (the model is each dispatch's z; `GpuEngine` is
+//! the pack of one): the scheduler of conv.wgsl, pool.wgsl, dropout.wgsl, activation.wgsl, matmul.wgsl (dense
 //! layers: forward, input and weight gradients), softmax_xent.wgsl and update.wgsl. The same
 //! rules as the MLP's engine: images resident as bytes, a whole epoch (every step, then the
 //! validation split) in one submission with one read-back, no float atomics (a rerun repeats
@@ -32,9 +32,9 @@ use super::kernels::{
     UpdateParams, XentParams, activation_code, matmul_bind_group,
 };
 use super::packed::EpochJob;
-use crate::config::{GradientReduction, Hyper};
+use crate::config::GradientReduction;
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
-use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};
+use crate::engine::{EngineError, EpochStats, EvalStats, TrainingState};
 use crate::model::{Activation, LayerView, Model, Params};
 use crate::network::{Network, Planned};
 
@@ -1093,78 +1093,5 @@ impl NetworkModels {
         }
         self.steps_taken[model] = state.step;
         Ok(())
-    }
-}
-
-/// The [`Engine`] over one network on the GPU: a pack of one.
-pub struct GpuNetworkEngine {
-    models: NetworkModels,
-}
-
-impl GpuNetworkEngine {
-    /// Builds every pipeline, buffer and pass for `params` (a network) trained at up to
-    /// `batch_size` rows a step.
-    pub fn new(ctx: GpuContext, params: &Params, batch_size: usize) -> Result<Self, GpuError> {
-        let Model::Network(net) = &params.model else {
-            return Err(GpuError::Device {
-                what: "building the network engine".into(),
-                message: format!("{} is not a network of layers", params.model.describe()),
-            });
-        };
-        let mut models = NetworkModels::new(ctx, Arc::clone(net), batch_size, 1)?;
-        models.init_model(0, params).map_err(|e| GpuError::Device {
-            what: "loading parameters".into(),
-            message: e.to_string(),
-        })?;
-        Ok(GpuNetworkEngine { models })
-    }
-}
-
-impl Engine for GpuNetworkEngine {
-    fn describe(&self) -> String {
-        self.models.describe()
-    }
-
-    fn dispatches_per_step(&self) -> Option<usize> {
-        Some(self.models.dispatches_per_step())
-    }
-
-    fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError> {
-        self.models.upload(0, &data)
-    }
-
-    fn train_epoch(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError> {
-        let mut out = self
-            .models
-            .train_epoch(&[Some(EpochJob { order, hyper })])?;
-        out.pop().flatten().unwrap_or(Err(EngineError::NoData))
-    }
-
-    fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
-        self.models.evaluate(0, split)
-    }
-
-    fn params(&self) -> Result<Params, EngineError> {
-        self.models.params(0)
-    }
-
-    fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {
-        self.models.set_params(0, params)
-    }
-
-    fn keep_best(&mut self) -> Result<(), EngineError> {
-        self.models.keep_best(0)
-    }
-
-    fn restore_best(&mut self) -> Result<(), EngineError> {
-        self.models.restore_best(0)
-    }
-
-    fn training_state(&self) -> Result<TrainingState, EngineError> {
-        self.models.training_state(0)
-    }
-
-    fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {
-        self.models.set_training_state(0, state)
     }
 }

@@ -9,8 +9,8 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::context::{AdapterSummary, GpuContext, GpuError};
-use super::network::NetworkModels;
-use super::packed::{EpochJob, PackedModels};
+use super::models::GpuModels;
+use super::packed::EpochJob;
 use crate::config::Hyper;
 use crate::data::{Dataset, SplitName};
 use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};
@@ -29,78 +29,8 @@ enum Seat {
 }
 
 struct PackState {
-    models: PackModels,
+    models: GpuModels,
     seats: Vec<Seat>,
-}
-
-/// The models a pack trains: MLPs (`PackedModels`) or networks of layers (`NetworkModels`),
-/// which answer the same per-model calls.
-enum PackModels {
-    Mlp(Box<PackedModels>),
-    Network(Box<NetworkModels>),
-}
-
-/// `$call` on whichever models a pack holds.
-macro_rules! on_models {
-    ($models:expr, $m:ident => $call:expr) => {
-        match $models {
-            PackModels::Mlp($m) => $call,
-            PackModels::Network($m) => $call,
-        }
-    };
-}
-
-impl PackModels {
-    fn batch_size(&self) -> usize {
-        on_models!(self, m => m.batch_size())
-    }
-
-    fn init_model(&mut self, model: usize, params: &Params) -> Result<(), EngineError> {
-        on_models!(self, m => m.init_model(model, params))
-    }
-
-    fn train_epoch(
-        &mut self,
-        jobs: &[Option<EpochJob<'_>>],
-    ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
-        on_models!(self, m => m.train_epoch(jobs))
-    }
-
-    fn upload(&mut self, model: usize, data: &Dataset) -> Result<(), EngineError> {
-        on_models!(self, m => m.upload(model, data))
-    }
-
-    fn evaluate(&mut self, model: usize, split: SplitName) -> Result<EvalStats, EngineError> {
-        on_models!(self, m => m.evaluate(model, split))
-    }
-
-    fn params(&self, model: usize) -> Result<Params, EngineError> {
-        on_models!(self, m => m.params(model))
-    }
-
-    fn set_params(&mut self, model: usize, params: &Params) -> Result<(), EngineError> {
-        on_models!(self, m => m.set_params(model, params))
-    }
-
-    fn keep_best(&mut self, model: usize) -> Result<(), EngineError> {
-        on_models!(self, m => m.keep_best(model))
-    }
-
-    fn restore_best(&mut self, model: usize) -> Result<(), EngineError> {
-        on_models!(self, m => m.restore_best(model))
-    }
-
-    fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
-        on_models!(self, m => m.training_state(model))
-    }
-
-    fn set_training_state(
-        &mut self,
-        model: usize,
-        state: &TrainingState,
-    ) -> Result<(), EngineError> {
-        on_models!(self, m => m.set_training_state(model, state))
-    }
 }
 
 /// K models of one shape trained in the same dispatches, shared by K runs.
@@ -140,17 +70,7 @@ impl GpuPack {
     ) -> Result<Vec<Arc<PackSeat>>, GpuError> {
         let info = Arc::clone(&ctx.info);
         let detail = format!("{} (pack of {models})", ctx.describe());
-        let packed = match model {
-            Model::Mlp { widths, .. } => PackModels::Mlp(Box::new(PackedModels::new(
-                ctx, widths, batch_size, models,
-            )?)),
-            Model::Network(net) => PackModels::Network(Box::new(NetworkModels::new(
-                ctx,
-                Arc::clone(net),
-                batch_size,
-                models,
-            )?)),
-        };
+        let packed = GpuModels::new(ctx, model, batch_size, models)?;
         let pack = Arc::new(GpuPack {
             state: Mutex::new(PackState {
                 models: packed,
@@ -202,7 +122,7 @@ impl PackSeat {
 
     fn with<T>(
         &self,
-        f: impl FnOnce(&mut PackModels, usize) -> Result<T, EngineError>,
+        f: impl FnOnce(&mut GpuModels, usize) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let mut state = self.pack.lock()?;
         f(&mut state.models, self.index)
