@@ -23,8 +23,14 @@ pub fn hash32(mut x: u32) -> u32 {
 /// 32 random bits for one element: the seed's two halves, then the epoch, step, layer and
 /// element, each xored into the running hash before it is mixed again.
 pub fn dropout_bits(seed: u64, epoch: u32, step: u32, layer: u32, element: u32) -> u32 {
+    hash32(counters_hash(seed, epoch, step, layer) ^ element)
+}
+
+/// The running hash of every counter but the element: one per mask, so a mask's elements
+/// each cost one `hash32` (not six).
+fn counters_hash(seed: u64, epoch: u32, step: u32, layer: u32) -> u32 {
     let mut h = hash32(seed as u32 ^ 0x9e37_79b9);
-    for word in [(seed >> 32) as u32, epoch, step, layer, element] {
+    for word in [(seed >> 32) as u32, epoch, step, layer] {
         h = hash32(h ^ word);
     }
     h
@@ -60,6 +66,11 @@ impl DropoutMask {
         self.threshold as f64 / (1u32 << 24) as f64
     }
 
+    /// [`counters_hash`] of this mask's counters.
+    fn counters(&self) -> u32 {
+        counters_hash(self.seed, self.epoch, self.step, self.layer)
+    }
+
     /// Whether element `element` is kept.
     pub fn keeps(&self, element: u32) -> bool {
         dropout_bits(self.seed, self.epoch, self.step, self.layer, element) >> 8 >= self.threshold
@@ -74,13 +85,11 @@ impl DropoutMask {
 /// Dropout forward in place: every element the mask drops becomes 0, every kept one is scaled
 /// by 1 / (1 − p). `x` is (B, N) row-major; the element counter runs over the whole batch.
 pub fn dropout_forward<T: Scalar>(mask: &DropoutMask, x: &mut [T]) {
-    let scale = mask.scale::<T>();
+    let (scale, counters) = (mask.scale::<T>(), mask.counters());
     for (e, v) in x.iter_mut().enumerate() {
-        *v = if mask.keeps(e as u32) {
-            *v * scale
-        } else {
-            T::zero()
-        };
+        // `keeps`, with the counters' hash taken once for the whole mask.
+        let kept = hash32(counters ^ e as u32) >> 8 >= mask.threshold;
+        *v = if kept { *v * scale } else { T::zero() };
     }
 }
 
