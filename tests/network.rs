@@ -469,3 +469,58 @@ fn the_fast_cpu_pass_gives_the_reference_loss_and_gradient() {
         }
     }
 }
+
+/// A finite difference across a ReLU's or a pooling's kink measures no derivative: gradcheck
+/// marks such entries (after drawing others) and judges only the rest; a marked entry's
+/// stencil does change which side of a kink the network is on, an unmarked one's does not.
+#[test]
+fn gradcheck_marks_entries_whose_stencil_straddles_a_kink() {
+    use wgtrain::cpu::network::kink_pattern;
+    let (input, layers) = every_kind();
+    let net = Network::plan(input, &layers, 3).unwrap();
+    let mut r = rng(6);
+    let rows = 6;
+    let params: Vec<f64> = uniform(&mut r, net.param_count);
+    let x = uniform(&mut r, rows * input.len());
+    let labels = [0u8, 1, 2, 2, 1, 0];
+    let objective = wgtrain::gradcheck::Objective {
+        input: &x,
+        labels: &labels,
+        l1: 0.0,
+        l2: 0.0,
+        reduction: GradientReduction::Mean,
+    };
+    let counters = Some(StepCounters {
+        seed: 3,
+        epoch: 0,
+        step: 1,
+    });
+    // A stencil this wide crosses kinks for most entries.
+    let epsilon = 0.3;
+    let table = wgtrain::gradcheck::gradient_check_network(
+        &net,
+        &params,
+        &objective,
+        counters,
+        (4, epsilon, 7),
+    );
+    assert!(table.iter().any(|row| row.kink), "{table:?}");
+    let index_of = |name: &str| {
+        net.tensors()
+            .into_iter()
+            .find_map(|t| (0..t.len()).find(|&i| t.element_name(i) == name).map(|i| t.offset + i))
+            .unwrap()
+    };
+    let straddles = |index: usize| {
+        let at = |delta: f64| {
+            let mut p = params.clone();
+            p[index] += delta;
+            kink_pattern(&net, &p, &x, rows, counters)
+        };
+        let here = at(0.0);
+        here != at(epsilon) || here != at(-epsilon)
+    };
+    for row in &table {
+        assert_eq!(straddles(index_of(&row.parameter)), row.kink, "{row:?}");
+    }
+}

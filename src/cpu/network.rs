@@ -47,6 +47,65 @@ pub fn loss_and_gradient_reference<T: Scalar>(
     training: Option<StepCounters>,
     grad: Option<&mut [T]>,
 ) -> (f64, usize) {
+    let (acts, argmax) = forward_reference(net, params, x, rows, training);
+    let classes = net.classes();
+    let logits = acts.last().expect("a planned network has layers");
+    let mut delta = vec![T::zero(); rows * classes];
+    let (loss, correct) =
+        ops::softmax_xent(logits, &labels[..rows], classes, scale, Some(&mut delta));
+    let Some(grad) = grad else {
+        return (loss, correct);
+    };
+    backward_reference(net, params, &acts, &argmax, rows, training, delta, grad);
+    (loss, correct)
+}
+
+/// Which side of its kink every ReLU and every max pooling's choice falls on, hashed: the
+/// loss is smooth in the parameters only where this stays the same, so a finite difference
+/// whose stencil changes it straddles a kink (`gradcheck` draws another entry then).
+pub fn kink_pattern<T: Scalar>(
+    net: &Network,
+    params: &[T],
+    x: &[T],
+    rows: usize,
+    training: Option<StepCounters>,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let (acts, argmax) = forward_reference(net, params, x, rows, training);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (l, layer) in net.layers.iter().enumerate() {
+        let relu = matches!(
+            layer,
+            Planned::Conv2d {
+                activation: crate::model::Activation::Relu,
+                ..
+            } | Planned::Dense {
+                activation: crate::model::Activation::Relu,
+                ..
+            }
+        );
+        if relu {
+            for v in &acts[l + 1] {
+                (*v > T::zero()).hash(&mut hasher);
+            }
+        }
+        argmax[l].hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Every layer's input and output (`acts[l]` layer l's input, `acts[l + 1]` its output) and
+/// where each pooling's maxima were, by the reference operations.
+type Activations<T> = (Vec<Vec<T>>, Vec<Vec<u32>>);
+
+/// The forward half of [`loss_and_gradient_reference`].
+fn forward_reference<T: Scalar>(
+    net: &Network,
+    params: &[T],
+    x: &[T],
+    rows: usize,
+    training: Option<StepCounters>,
+) -> Activations<T> {
     // acts[l] is layer l's input; acts[l + 1] its output. Pooling keeps where each max was.
     let mut acts: Vec<Vec<T>> = vec![x[..rows * net.input.len()].to_vec()];
     let mut argmax: Vec<Vec<u32>> = vec![Vec::new(); net.layers.len()];
@@ -102,14 +161,21 @@ pub fn loss_and_gradient_reference<T: Scalar>(
         };
         acts.push(out);
     }
-    let classes = net.classes();
-    let logits = acts.last().expect("a planned network has layers");
-    let mut delta = vec![T::zero(); rows * classes];
-    let (loss, correct) =
-        ops::softmax_xent(logits, &labels[..rows], classes, scale, Some(&mut delta));
-    let Some(grad) = grad else {
-        return (loss, correct);
-    };
+    (acts, argmax)
+}
+
+/// The backward half of [`loss_and_gradient_reference`], from ∂L/∂logits (`delta`).
+#[allow(clippy::too_many_arguments)]
+fn backward_reference<T: Scalar>(
+    net: &Network,
+    params: &[T],
+    acts: &[Vec<T>],
+    argmax: &[Vec<u32>],
+    rows: usize,
+    training: Option<StepCounters>,
+    mut delta: Vec<T>,
+    grad: &mut [T],
+) {
     // delta holds ∂L/∂(layer l's output) on the way down; the last layer's is ∂L/∂logits.
     for (l, layer) in net.layers.iter().enumerate().rev() {
         let (a_in, a_out) = (&acts[l], &acts[l + 1]);
@@ -161,7 +227,6 @@ pub fn loss_and_gradient_reference<T: Scalar>(
             }
         };
     }
-    (loss, correct)
 }
 
 /// Buffers for [`loss_and_gradient`] on up to `capacity` images, allocated once: each layer's
