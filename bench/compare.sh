@@ -3,8 +3,22 @@
 # momentum experiment), same thread count, and prints each one's table; compare medians as
 # ratios within one run of this script.
 #   bench/compare.sh [BATCH_SIZES] [THREADS] [DEVICES]
+#   bench/compare.sh cnn [THREADS]     configs/cnn.toml against bench/peers/torch_cnn.py, batch 128
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = cnn ]; then
+  threads=${2:-2}
+  bin=target/release/wgtrain
+  [ -x "$bin" ] || cargo build --release --quiet
+  for round in 1 2; do
+    echo "## round $round"
+    "$bin" bench --config configs/cnn.toml --devices cpu --batch-sizes 128 --threads "$threads" --warmup 1 --epochs 2
+    if python3 -c 'import torch' 2>/dev/null; then
+      python3 bench/peers/torch_cnn.py --bench --warmup 1 --epochs 2 --threads "$threads" | grep '^{'
+    fi
+  done
+  exit 0
+fi
 batches=${1:-128,1024}
 threads=${2:-2}
 devices=${3:-cpu}

@@ -508,7 +508,11 @@ fn gradcheck_marks_entries_whose_stencil_straddles_a_kink() {
     let index_of = |name: &str| {
         net.tensors()
             .into_iter()
-            .find_map(|t| (0..t.len()).find(|&i| t.element_name(i) == name).map(|i| t.offset + i))
+            .find_map(|t| {
+                (0..t.len())
+                    .find(|&i| t.element_name(i) == name)
+                    .map(|i| t.offset + i)
+            })
             .unwrap()
     };
     let straddles = |index: usize| {

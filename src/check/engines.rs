@@ -175,7 +175,6 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
 /// and Adam.
 pub(super) fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
     use crate::cpu::NetworkEngine;
-    use crate::network::{ImageShape, Layer, Network};
     let mut row = CheckRow {
         check: "network epoch vs CPU engine".into(),
         cases: 0,
@@ -184,45 +183,13 @@ pub(super) fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
         detail: String::new(),
         error: None,
     };
-    let conv = |filters, stride, activation| Layer::Conv2d {
-        filters,
-        kernel: 3,
-        stride,
-        padding: 1,
-        activation,
-    };
-    let layers = [
-        conv(3, 1, Activation::Tanh),
-        Layer::MaxPool2d {
-            window: 2,
-            stride: 2,
-        },
-        conv(4, 2, Activation::Relu),
-        Layer::Dropout { p: 0.3 },
-        Layer::Dense {
-            units: 5,
-            activation: Activation::Sigmoid,
-        },
-        Layer::Dense {
-            units: 3,
-            activation: Activation::None,
-        },
-    ];
-    let input = ImageShape {
-        channels: 1,
-        height: 6,
-        width: 6,
-    };
-    let net = match Network::plan(input, &layers, 3) {
-        Ok(net) => Arc::new(net),
+    let (net, data) = match check_network() {
+        Ok(v) => v,
         Err(e) => {
             row.error = Some(e);
             return row;
         }
     };
-    let mut data = random_dataset(36, 3, 129, 9);
-    data.image_size = (6, 6);
-    let data = Arc::new(data);
     for (momentum, l1, l2, optimizer) in [
         (true, 1e-3, 1e-3, Optimizer::Sgd),
         (false, 0.0, 1e-3, Optimizer::Adam),
@@ -279,6 +246,128 @@ pub(super) fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
         }
     }
     row
+}
+
+/// The network the network checks train (a padded convolution, pooling, a strided
+/// convolution, dropout, dense layers; tanh, ReLU, sigmoid) and its data: 6×6 images, 3
+/// classes.
+fn check_network() -> Result<(Arc<crate::network::Network>, Arc<Dataset>), String> {
+    use crate::network::{ImageShape, Layer, Network};
+    let conv = |filters, stride, activation| Layer::Conv2d {
+        filters,
+        kernel: 3,
+        stride,
+        padding: 1,
+        activation,
+    };
+    let layers = [
+        conv(3, 1, Activation::Tanh),
+        Layer::MaxPool2d {
+            window: 2,
+            stride: 2,
+        },
+        conv(4, 2, Activation::Relu),
+        Layer::Dropout { p: 0.3 },
+        Layer::Dense {
+            units: 5,
+            activation: Activation::Sigmoid,
+        },
+        Layer::Dense {
+            units: 3,
+            activation: Activation::None,
+        },
+    ];
+    let input = ImageShape {
+        channels: 1,
+        height: 6,
+        width: 6,
+    };
+    let net = Arc::new(Network::plan(input, &layers, 3)?);
+    let mut data = random_dataset(36, 3, 129, 9);
+    data.image_size = (6, 6);
+    Ok((net, Arc::new(data)))
+}
+
+/// Two epochs of three networks that differ in learning rate, momentum, penalty and init,
+/// trained packed (`NetworkModels`, in the same dispatches), against each trained alone:
+/// bit for bit, a model that sits out the second epoch untouched.
+pub(super) fn check_packed_network_epoch(ctx: &GpuContext) -> Result<CheckRow, String> {
+    use crate::gpu::NetworkModels;
+    use crate::gpu::packed::EpochJob;
+    let e = |e: crate::engine::EngineError| e.to_string();
+    let g = |e: GpuError| e.to_string();
+    let (net, data) = check_network()?;
+    let model = Model::Network(Arc::clone(&net));
+    let settings = [
+        (0.05, true, 0.0, Init::Xavier),
+        (0.1, false, 1e-3, Init::Pytorch),
+        (0.02, true, 1e-2, Init::He),
+    ];
+    let mut pack =
+        NetworkModels::new(ctx.clone(), Arc::clone(&net), 16, settings.len()).map_err(g)?;
+    let (mut alone, mut hypers) = (Vec::new(), Vec::new());
+    for (m, &(learning_rate, momentum, l2, init)) in settings.iter().enumerate() {
+        let config = TrainConfig {
+            learning_rate,
+            momentum,
+            l2,
+            batch_size: 16,
+            seed: 4,
+            ..TrainConfig::default()
+        };
+        let params = Params::init_model(model.clone(), init, 3);
+        pack.init_model(m, &params).map_err(e)?;
+        pack.upload(m, &data).map_err(e)?;
+        let mut engine = GpuEngine::new(ctx.clone(), &params, 16).map_err(g)?;
+        engine.upload(Arc::clone(&data)).map_err(e)?;
+        alone.push(engine);
+        hypers.push(config.hyper());
+    }
+    let mut row = CheckRow {
+        check: "packed network epochs (3 models) vs each alone".into(),
+        cases: settings.len(),
+        worst: 0.0,
+        max_rel_error: 0.0,
+        detail: String::new(),
+        error: None,
+    };
+    for epoch in 1..=2 {
+        let order = epoch_order(4, epoch, data.train.len);
+        // Model 1 sits the second epoch out, as a run that stopped early does.
+        let jobs: Vec<Option<EpochJob<'_>>> = hypers
+            .iter()
+            .enumerate()
+            .map(|(m, hyper)| {
+                (epoch == 1 || m != 1).then_some(EpochJob {
+                    order: &order,
+                    hyper,
+                })
+            })
+            .collect();
+        pack.train_epoch(&jobs).map_err(e)?;
+        for (m, job) in jobs.iter().enumerate() {
+            if job.is_some() {
+                alone[m].train_epoch(&order, &hypers[m]).map_err(e)?;
+            }
+            let (pa, pp) = (alone[m].params().map_err(e)?, pack.params(m).map_err(e)?);
+            if let Some(i) = pa
+                .values
+                .iter()
+                .zip(&pp.values)
+                .position(|(a, b)| a.to_bits() != b.to_bits())
+            {
+                row.worst = f64::INFINITY;
+                row.max_rel_error = row
+                    .max_rel_error
+                    .max(((pa.values[i] - pp.values[i]) / pa.values[i]).abs() as f64);
+                row.detail = format!(
+                    "model {m} epoch {epoch}: parameter {i} is {} packed, {} alone",
+                    pp.values[i], pa.values[i]
+                );
+            }
+        }
+    }
+    Ok(row)
 }
 
 /// Two epochs of three models that differ in activation, init, learning rate, momentum and

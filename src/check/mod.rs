@@ -27,7 +27,7 @@ mod kernels;
 mod layers;
 
 pub use engines::{EpochCheck, check_epoch, check_packed_epoch};
-use engines::{check_epochs, check_network_epoch};
+use engines::{check_epochs, check_network_epoch, check_packed_network_epoch};
 use kernels::{
     check_conv2d, check_dropout_forward, check_gather_batch, check_matmul, check_matmul_gather,
     check_matmul_softmax_xent, check_matmul_update, check_max_pool2d, check_softmax_xent,
@@ -471,6 +471,7 @@ pub fn run_engines(ctx: &GpuContext) -> Vec<CheckRow> {
     vec![
         check_epochs(ctx),
         check_network_epoch(ctx),
+        check_packed_network_epoch(ctx).unwrap_or_else(|e| cannot_run("packed network epoch", e)),
         check_packed_epoch(ctx).unwrap_or_else(|e| cannot_run("packed epoch", e)),
     ]
 }
