@@ -544,8 +544,9 @@ impl TrainConfig {
         Ok(Model::Network(std::sync::Arc::new(net)))
     }
 
-    /// The MLP's widths, for work that takes dense networks only so far (the GPU path, its
-    /// packs and tuning); a config with a `network` is an error naming `what`.
+    /// The MLP's widths, for work that takes dense networks only so far (`tune`, and
+    /// `bench`'s `--pack` and `--profile`); a config with a `network` is an error naming
+    /// `what`.
     pub fn dense_widths(&self, what: &str) -> Result<&[usize], ConfigError> {
         match &self.network {
             None => Ok(&self.layers),
@@ -554,7 +555,7 @@ impl TrainConfig {
                 key: "network",
                 value: "[...]".into(),
                 reason: format!(
-                    "{what} takes dense networks (`layers = [...]`) only so far (hint: --device cpu trains networks of layers)"
+                    "{what} takes dense networks (`layers = [...]`) only so far (train, sweep, check and bench without --pack or --profile take networks of layers on either path)"
                 ),
             }),
         }

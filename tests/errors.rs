@@ -319,6 +319,18 @@ fn cases(root: &Path) -> Vec<Case> {
             "its activation must be none",
         ),
     ]);
+    let cnn = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cnn.toml");
+    cases.push(Case {
+        what: "a network of layers where only dense ones are taken yet (`tune`)",
+        args: vec![
+            "tune".into(),
+            "--config".into(),
+            cnn.display().to_string(),
+            "--data".into(),
+            good.display().to_string(),
+        ],
+        expect: "wgtrain tune takes dense networks (`layers = [...]`) only so far",
+    });
     cases.push(Case {
         what: "a number too large for a config file (a seed past 2^63 − 1)",
         args: train(&good, &out, &["--set", "seed=9223372036854775808"]),
