@@ -85,10 +85,16 @@ impl DropoutMask {
 /// Dropout forward in place: every element the mask drops becomes 0, every kept one is scaled
 /// by 1 / (1 − p). `x` is (B, N) row-major; the element counter runs over the whole batch.
 pub fn dropout_forward<T: Scalar>(mask: &DropoutMask, x: &mut [T]) {
+    dropout_forward_from(mask, x, 0);
+}
+
+/// [`dropout_forward`] on a part of the batch whose first element is element `first` of the
+/// whole (so threads can mask parts and draw the whole's mask).
+pub fn dropout_forward_from<T: Scalar>(mask: &DropoutMask, x: &mut [T], first: usize) {
     let (scale, counters) = (mask.scale::<T>(), mask.counters());
     for (e, v) in x.iter_mut().enumerate() {
         // `keeps`, with the counters' hash taken once for the whole mask.
-        let kept = hash32(counters ^ e as u32) >> 8 >= mask.threshold;
+        let kept = hash32(counters ^ (first + e) as u32) >> 8 >= mask.threshold;
         *v = if kept { *v * scale } else { T::zero() };
     }
 }

@@ -10,8 +10,9 @@ use super::conv::{
     max_pool2d_forward,
 };
 use super::ops;
-use crate::dropout::{DropoutMask, dropout_backward, dropout_forward};
+use crate::dropout::{DropoutMask, dropout_backward, dropout_forward, dropout_forward_from};
 use crate::network::{Network, Planned};
+use rayon::prelude::*;
 
 /// What a training step's dropout masks are drawn from: the run's seed, the epoch and the step
 /// (a layer's index is its stream). Evaluation passes `None` and drops nothing.
@@ -380,15 +381,34 @@ pub fn forward<'w, T: Scalar>(
                 let (w, b) = (&params[weight..bias], &params[bias..bias + shape.filters]);
                 conv2d_forward_im2col(&shape, cols, w, b, rows, positions, threads);
                 to_channel_major(&shape, positions, rows, out, threads);
-                ops::activation_forward(activation, out);
+                by_images(threads, rows, out, |_, part| {
+                    ops::activation_forward(activation, part)
+                });
             }
             Planned::MaxPool2d { shape } => {
-                max_pool2d_forward_into(&shape, a, rows, out, &mut ws.argmax[l]);
+                let (in_len, out_len) = (shape.in_len(), shape.out_len());
+                let argmax = &mut ws.argmax[l][..out.len()];
+                if threads <= 1 {
+                    max_pool2d_forward_into(&shape, a, rows, out, argmax);
+                } else {
+                    // Whole images per thread: the same values however the batch is split.
+                    let per = images_per_part(threads, rows);
+                    let parts = out
+                        .par_chunks_mut(per * out_len)
+                        .zip(argmax.par_chunks_mut(per * out_len))
+                        .zip(a.par_chunks(per * in_len));
+                    parts.for_each(|((out, argmax), x)| {
+                        max_pool2d_forward_into(&shape, x, x.len() / in_len, out, argmax)
+                    });
+                }
             }
             Planned::Dropout { p, .. } => {
                 out.copy_from_slice(a);
                 if let Some(counters) = &training {
-                    dropout_forward(&mask(counters, l, p), out);
+                    let m = mask(counters, l, p);
+                    by_images(threads, rows, out, |first, part| {
+                        dropout_forward_from(&m, part, first)
+                    });
                 }
             }
             Planned::Dense {
@@ -400,12 +420,57 @@ pub fn forward<'w, T: Scalar>(
             } => {
                 let (w, b) = (&params[weight..bias], &params[bias..bias + fan_out]);
                 gemm::linear_forward_biased(out, a, w, b, rows, fan_in, fan_out, threads);
-                ops::activation_forward(activation, out);
+                by_images(threads, rows, out, |_, part| {
+                    ops::activation_forward(activation, part)
+                });
             }
         }
     }
     let last = net.layers.len() - 1;
     &ws.outputs[last][..rows * net.classes()]
+}
+
+/// Images per part when a batch of `rows` is split across `threads` threads (all of them in
+/// one part on one thread).
+fn images_per_part(threads: usize, rows: usize) -> usize {
+    rows.div_ceil(threads.max(1)).max(1)
+}
+
+/// `f(first element, part)` on the batch `values` (`rows` images of equal length) split into
+/// one part of whole images per thread, in parallel on the current pool: for the element-wise
+/// passes (activations, dropout), which give the same values however the batch is split.
+fn by_images<T: Scalar>(
+    threads: usize,
+    rows: usize,
+    values: &mut [T],
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    if threads <= 1 {
+        return f(0, values);
+    }
+    let part = images_per_part(threads, rows) * (values.len() / rows.max(1)).max(1);
+    values
+        .par_chunks_mut(part)
+        .enumerate()
+        .for_each(|(i, chunk)| f(i * part, chunk));
+}
+
+/// `ops::activation_backward` on the batch split as [`by_images`] splits it.
+fn activation_backward_by_images<T: Scalar>(
+    activation: crate::model::Activation,
+    a: &[T],
+    delta: &mut [T],
+    rows: usize,
+    threads: usize,
+) {
+    if threads <= 1 {
+        return ops::activation_backward(activation, a, delta);
+    }
+    let part = images_per_part(threads, rows) * (delta.len() / rows.max(1)).max(1);
+    delta
+        .par_chunks_mut(part)
+        .zip(a.par_chunks(part))
+        .for_each(|(d, a)| ops::activation_backward(activation, a, d));
 }
 
 /// The backward half of [`loss_and_gradient`], from ∂L/∂logits in `ws.delta` down to the
@@ -445,7 +510,7 @@ fn backward<T: Scalar>(
                 weight,
                 bias,
             } => {
-                ops::activation_backward(activation, a_out, delta);
+                activation_backward_by_images(activation, a_out, delta, rows, threads);
                 let positions = &mut ws.positions[..out_len];
                 to_position_major(&shape, delta, rows, positions, threads);
                 let (dw, db) = grad[weight..bias + shape.filters].split_at_mut(bias - weight);
@@ -459,12 +524,30 @@ fn backward<T: Scalar>(
                 conv2d_backward_input_im2col(&shape, positions, w, rows, dcols, delta_in, threads);
             }
             Planned::MaxPool2d { shape } => {
-                max_pool2d_backward_into(&shape, delta, &ws.argmax[l], rows, delta_in);
+                let (in_len, out_len) = (shape.in_len(), shape.out_len());
+                let argmax = &ws.argmax[l][..delta.len()];
+                if threads <= 1 {
+                    max_pool2d_backward_into(&shape, delta, argmax, rows, delta_in);
+                } else {
+                    let per = images_per_part(threads, rows);
+                    let parts = delta_in
+                        .par_chunks_mut(per * in_len)
+                        .zip(delta.par_chunks(per * out_len))
+                        .zip(argmax.par_chunks(per * out_len));
+                    parts.for_each(|((dx, dz), argmax)| {
+                        max_pool2d_backward_into(&shape, dz, argmax, dx.len() / in_len, dx)
+                    });
+                }
             }
             Planned::Dropout { p, .. } => {
                 delta_in.copy_from_slice(delta);
                 if let Some(counters) = &training {
-                    dropout_backward(&mask(counters, l, p), delta_in);
+                    // The gradient goes through where the value did (dropout's backward is
+                    // its forward on the gradient).
+                    let m = mask(counters, l, p);
+                    by_images(threads, rows, delta_in, |first, part| {
+                        dropout_forward_from(&m, part, first)
+                    });
                 }
             }
             Planned::Dense {
@@ -474,7 +557,7 @@ fn backward<T: Scalar>(
                 weight,
                 bias,
             } => {
-                ops::activation_backward(activation, a_out, delta);
+                activation_backward_by_images(activation, a_out, delta, rows, threads);
                 let (dw, db) = grad[weight..bias + fan_out].split_at_mut(bias - weight);
                 gemm::linear_backward_params(dw, db, delta, a_in, rows, fan_in, fan_out, threads);
                 if l == 0 {
