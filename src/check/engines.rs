@@ -75,27 +75,35 @@ pub fn check_epoch(
     let c = cpu.train_epoch(&order, &hyper).map_err(err)?;
     let g = gpu.train_epoch(&order, &hyper).map_err(err)?;
     let (pc, pg) = (cpu.params().map_err(err)?, gpu.params().map_err(err)?);
-    let max_param = pc
-        .values
-        .iter()
-        .zip(&pg.values)
-        .map(|(a, b)| (a - b).abs() as f64)
-        .fold(0.0, f64::max);
-    let loss_rel = (c.loss_sum - g.loss_sum).abs() / c.loss_sum.abs().max(1e-12);
-    let (cv, gv) = (c.val.unwrap_or_default(), g.val.unwrap_or_default());
-    let val_rel = (cv.loss - gv.loss).abs() / cv.loss.abs().max(1e-12);
-    // 9 steps of f32 training from identical starts: differences are rounding, amplified a
-    // little by each step; an indexing error is O(1).
-    let ratio = (max_param / 1e-4).max(loss_rel / 1e-4).max(val_rel / 1e-4);
-    let norm = pc.values.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
-    let detail = format!(
-        "max |Δparam| {max_param:.2e}, train loss rel {loss_rel:.2e}, val loss rel {val_rel:.2e}"
-    );
-    Ok(EpochCheck {
-        ratio,
-        max_rel_error: (max_param / norm.max(1e-12)).max(loss_rel).max(val_rel),
-        detail,
-    })
+    Ok(EpochCheck::between((&c, &pc.values), (&g, &pg.values)))
+}
+
+impl EpochCheck {
+    /// How far the GPU's epoch `g` and parameters after it are from the CPU's `c`.
+    fn between(
+        (c, pc): (&crate::engine::EpochStats, &[f32]),
+        (g, pg): (&crate::engine::EpochStats, &[f32]),
+    ) -> Self {
+        let max_param = pc
+            .iter()
+            .zip(pg)
+            .map(|(a, b)| (a - b).abs() as f64)
+            .fold(0.0, f64::max);
+        let loss_rel = (c.loss_sum - g.loss_sum).abs() / c.loss_sum.abs().max(1e-12);
+        let (cv, gv) = (c.val.unwrap_or_default(), g.val.unwrap_or_default());
+        let val_rel = (cv.loss - gv.loss).abs() / cv.loss.abs().max(1e-12);
+        // 9 steps of f32 training from identical starts: differences are rounding, amplified
+        // a little by each step; an indexing error is O(1).
+        let ratio = (max_param / 1e-4).max(loss_rel / 1e-4).max(val_rel / 1e-4);
+        let norm = pc.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
+        EpochCheck {
+            ratio,
+            max_rel_error: (max_param / norm.max(1e-12)).max(loss_rel).max(val_rel),
+            detail: format!(
+                "max |Δparam| {max_param:.2e}, train loss rel {loss_rel:.2e}, val loss rel {val_rel:.2e}"
+            ),
+        }
+    }
 }
 
 /// One engine-versus-engine epoch's outcome.
@@ -208,7 +216,7 @@ pub(super) fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
         let params = Params::init_model(Model::Network(Arc::clone(&net)), Init::Xavier, 3);
         let hyper = config.hyper();
         let order = epoch_order(1, 1, data.train.len);
-        let run = || -> Result<(f64, f64, f64, f64), String> {
+        let run = || -> Result<EpochCheck, String> {
             let e = |e: crate::engine::EngineError| e.to_string();
             let mut cpu = NetworkEngine::new(&params, 1, 16).map_err(e)?;
             let mut gpu = GpuEngine::new(ctx.clone(), &params, 16).map_err(|e| e.to_string())?;
@@ -217,28 +225,20 @@ pub(super) fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
             let c = cpu.train_epoch(&order, &hyper).map_err(e)?;
             let g = gpu.train_epoch(&order, &hyper).map_err(e)?;
             let (pc, pg) = (cpu.params().map_err(e)?, gpu.params().map_err(e)?);
-            let max_param = pc
-                .values
-                .iter()
-                .zip(&pg.values)
-                .map(|(a, b)| (a - b).abs() as f64)
-                .fold(0.0, f64::max);
-            let norm = pc.values.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
-            let loss_rel = (c.loss_sum - g.loss_sum).abs() / c.loss_sum.abs().max(1e-12);
-            let (cv, gv) = (c.val.unwrap_or_default(), g.val.unwrap_or_default());
-            let val_rel = (cv.loss - gv.loss).abs() / cv.loss.abs().max(1e-12);
-            Ok((max_param, norm, loss_rel, val_rel))
+            Ok(EpochCheck::between((&c, &pc.values), (&g, &pg.values)))
         };
         match run() {
-            Ok((max_param, norm, loss_rel, val_rel)) => {
-                // As the MLP's epoch check: rounding, amplified a little by each of 9 steps.
-                let ratio = (max_param / 1e-4).max(loss_rel / 1e-4).max(val_rel / 1e-4);
-                let rel = (max_param / norm.max(1e-12)).max(loss_rel).max(val_rel);
-                row.max_rel_error = row.max_rel_error.max(rel);
-                if ratio > row.worst || ratio.is_nan() {
-                    row.worst = if ratio.is_nan() { f64::INFINITY } else { ratio };
+            Ok(c) => {
+                row.max_rel_error = row.max_rel_error.max(c.max_rel_error);
+                if c.ratio > row.worst || c.ratio.is_nan() {
+                    row.worst = if c.ratio.is_nan() {
+                        f64::INFINITY
+                    } else {
+                        c.ratio
+                    };
                     row.detail = format!(
-                        "{optimizer:?} momentum={momentum} l1={l1} l2={l2}: max |Δparam| {max_param:.2e}, train loss rel {loss_rel:.2e}, val loss rel {val_rel:.2e}"
+                        "{optimizer:?} momentum={momentum} l1={l1} l2={l2}: {}",
+                        c.detail
                     );
                 }
             }

@@ -234,11 +234,7 @@ impl CpuEngine {
 
 impl Engine for CpuEngine {
     fn describe(&self) -> String {
-        format!(
-            "cpu ({} thread{})",
-            self.threads,
-            if self.threads == 1 { "" } else { "s" }
-        )
+        super::describe(self.threads)
     }
 
     fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError> {

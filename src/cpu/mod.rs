@@ -109,6 +109,14 @@ pub fn thread_pool(threads: usize) -> (Option<rayon::ThreadPool>, usize) {
     (pool, threads)
 }
 
+/// A CPU engine's `describe`: `cpu (2 threads)`.
+fn describe(threads: usize) -> String {
+    format!(
+        "cpu ({threads} thread{})",
+        if threads == 1 { "" } else { "s" }
+    )
+}
+
 /// A CPU engine's training state, copied out: its parameters, the kept best and the optimiser.
 fn training_state(
     params: &[f32],

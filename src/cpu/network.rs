@@ -402,15 +402,7 @@ pub fn forward<'w, T: Scalar>(
                     });
                 }
             }
-            Planned::Dropout { p, .. } => {
-                out.copy_from_slice(a);
-                if let Some(counters) = &training {
-                    let m = mask(counters, l, p);
-                    by_images(threads, rows, out, |first, part| {
-                        dropout_forward_from(&m, part, first)
-                    });
-                }
-            }
+            Planned::Dropout { p, .. } => dropout_into(a, out, training, (l, p), rows, threads),
             Planned::Dense {
                 fan_in,
                 fan_out,
@@ -453,6 +445,25 @@ fn by_images<T: Scalar>(
         .par_chunks_mut(part)
         .enumerate()
         .for_each(|(i, chunk)| f(i * part, chunk));
+}
+
+/// Layer `layer`'s dropout (probability `p`) of `from` into `to`, the batch of `rows`
+/// images: a copy, masked while training, the batch split as [`by_images`] splits it.
+fn dropout_into<T: Scalar>(
+    from: &[T],
+    to: &mut [T],
+    training: Option<StepCounters>,
+    (layer, p): (usize, f64),
+    rows: usize,
+    threads: usize,
+) {
+    to.copy_from_slice(from);
+    if let Some(counters) = &training {
+        let m = mask(counters, layer, p);
+        by_images(threads, rows, to, |first, part| {
+            dropout_forward_from(&m, part, first)
+        });
+    }
 }
 
 /// `ops::activation_backward` on the batch split as [`by_images`] splits it.
@@ -539,16 +550,10 @@ fn backward<T: Scalar>(
                     });
                 }
             }
+            // The gradient goes through where the value did: dropout's backward is its
+            // forward on the gradient.
             Planned::Dropout { p, .. } => {
-                delta_in.copy_from_slice(delta);
-                if let Some(counters) = &training {
-                    // The gradient goes through where the value did (dropout's backward is
-                    // its forward on the gradient).
-                    let m = mask(counters, l, p);
-                    by_images(threads, rows, delta_in, |first, part| {
-                        dropout_forward_from(&m, part, first)
-                    });
-                }
+                dropout_into(delta, delta_in, training, (l, p), rows, threads)
             }
             Planned::Dense {
                 fan_in,

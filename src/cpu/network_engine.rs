@@ -195,11 +195,7 @@ impl NetworkEngine {
 
 impl Engine for NetworkEngine {
     fn describe(&self) -> String {
-        format!(
-            "cpu ({} thread{})",
-            self.threads,
-            if self.threads == 1 { "" } else { "s" }
-        )
+        super::describe(self.threads)
     }
 
     fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError> {

@@ -48,6 +48,13 @@ enum Dispatch {
     Activation(bool, wgpu::BindGroup, u32),
     /// dropout.wgsl: `len` invocations; its uniform is rewritten with the run's seed.
     Dropout(wgpu::BindGroup, u32),
+    /// A forward dropout: masking (`train`) in a training step, a plain copy (`eval`) when
+    /// evaluating. The only forward pass that differs between the two.
+    ForwardDropout {
+        train: wgpu::BindGroup,
+        eval: wgpu::BindGroup,
+        len: u32,
+    },
     /// matmul.wgsl's matmul over an (m, n) output.
     Matmul(wgpu::BindGroup, u32, u32),
     /// update.wgsl over `len` parameters.
@@ -102,10 +109,9 @@ pub struct NetworkModels {
     /// (models) ModelHyper, and what was last written to it.
     hyper: wgpu::Buffer,
     hyper_host: Vec<ModelHyper>,
-    /// The forward passes while training (dropout on), and while evaluating (dropout off),
-    /// the backward passes and the updates: everything but the gather and the loss.
-    forward_train: Vec<Dispatch>,
-    forward_eval: Vec<Dispatch>,
+    /// The forward passes (dropout on while training, off while evaluating), the backward
+    /// passes and the updates: everything but the gather and the loss.
+    forward: Vec<Dispatch>,
     backward: Vec<Dispatch>,
     dropouts: Vec<DropoutUniform>,
     /// The seed the dropout uniforms hold.
@@ -250,8 +256,7 @@ impl NetworkModels {
         };
         let mut dropouts = Vec::new();
         let work_ms = u(layout.len);
-        let (mut forward_train, mut forward_eval, mut backward) =
-            (Vec::new(), Vec::new(), Vec::new());
+        let (mut forward, mut backward) = (Vec::new(), Vec::new());
         let last = net.layers.len() - 1;
         let mut tensors = Vec::new();
         for (l, layer) in net.layers.iter().enumerate() {
@@ -266,10 +271,10 @@ impl NetworkModels {
             let (out_elems, in_elems) = (u(capacity * out_len), u(capacity * in_len));
             // This layer's backward passes, in order; the layers below it go after them.
             let mut back = Vec::new();
-            // The layer's activation as passes of their own: forward in both passes, its slope
-            // first thing backward.
+            // The layer's activation as passes of their own: forward, and its slope first
+            // thing backward.
             let activation = |act: Activation,
-                              f: [&mut Vec<Dispatch>; 2],
+                              forward: &mut Vec<Dispatch>,
                               back: &mut Vec<Dispatch>,
                               b: &mut Builder<'_>|
              -> Result<(), GpuError> {
@@ -286,10 +291,8 @@ impl NetworkModels {
                     _pad: [0; 2],
                 };
                 let bytes = bytemuck::bytes_of(&p);
-                for pass in f {
-                    let group = b.work_group(&label("activation_forward"), bytes)?;
-                    pass.push(Dispatch::Activation(false, group, out_elems));
-                }
+                let group = b.work_group(&label("activation_forward"), bytes)?;
+                forward.push(Dispatch::Activation(false, group, out_elems));
                 let group = b.work_group(&label("activation_backward"), bytes)?;
                 back.push(Dispatch::Activation(true, group, out_elems));
                 Ok(())
@@ -306,17 +309,12 @@ impl NetworkModels {
                         ..Conv2dParams::new(&shape, 0, offsets.map(u))
                     };
                     let fwd = p([input, weight, bias, output]);
-                    for f in [&mut forward_train, &mut forward_eval] {
+                    {
                         let group =
                             b.work_group(&label("conv2d_forward"), bytemuck::bytes_of(&fwd))?;
-                        f.push(Dispatch::Conv(ConvEntry::Conv2dForward, group, out_elems));
+                        forward.push(Dispatch::Conv(ConvEntry::Conv2dForward, group, out_elems));
                     }
-                    activation(
-                        act,
-                        [&mut forward_train, &mut forward_eval],
-                        &mut back,
-                        &mut b,
-                    )?;
+                    activation(act, &mut forward, &mut back, &mut b)?;
                     let grads = p([input, count + weight, count + bias, delta_out]);
                     let group =
                         b.work_group(&label("conv2d_backward_params"), bytemuck::bytes_of(&grads))?;
@@ -345,10 +343,10 @@ impl NetworkModels {
                         ..Pool2dParams::new(&shape, 0, offsets.map(u))
                     };
                     let fwd = p([input, output, argmax]);
-                    for f in [&mut forward_train, &mut forward_eval] {
+                    {
                         let group =
                             b.work_group(&label("max_pool2d_forward"), bytemuck::bytes_of(&fwd))?;
-                        f.push(Dispatch::Conv(
+                        forward.push(Dispatch::Conv(
                             ConvEntry::MaxPool2dForward,
                             group,
                             out_elems,
@@ -380,16 +378,22 @@ impl NetworkModels {
                         z_off: u(delta_in),
                         ..train
                     };
-                    for (what, params, pass) in [
-                        ("dropout_forward", train, &mut forward_train),
-                        ("dropout_backward", through, &mut back),
-                    ] {
-                        let buffer = uniform_init(&ctx, &label(what), bytemuck::bytes_of(&params))?;
-                        let group =
-                            bind(&ctx, &kernels.work_layout, &label(what), &[&work, &buffer]);
-                        pass.push(Dispatch::Dropout(group, out_elems));
-                        dropouts.push(DropoutUniform { buffer, params });
-                    }
+                    let [train_group, through_group] =
+                        [("dropout_forward", train), ("dropout_backward", through)].map(
+                            |(what, params)| -> Result<wgpu::BindGroup, GpuError> {
+                                let buffer =
+                                    uniform_init(&ctx, &label(what), bytemuck::bytes_of(&params))?;
+                                let group = bind(
+                                    &ctx,
+                                    &kernels.work_layout,
+                                    &label(what),
+                                    &[&work, &buffer],
+                                );
+                                dropouts.push(DropoutUniform { buffer, params });
+                                Ok(group)
+                            },
+                        );
+                    back.push(Dispatch::Dropout(through_group?, out_elems));
                     // Evaluation keeps every value at scale 1: a copy.
                     let keep_all = crate::dropout::DropoutMask::new(0, 0, 0, u(l), 0.0);
                     let eval = DropoutParams {
@@ -397,8 +401,11 @@ impl NetworkModels {
                         per_row: u(out_len),
                         ..DropoutParams::new(&keep_all, 0, work_ms, u(input))
                     };
-                    let group = b.work_group(&label("dropout_eval"), bytemuck::bytes_of(&eval))?;
-                    forward_eval.push(Dispatch::Dropout(group, out_elems));
+                    forward.push(Dispatch::ForwardDropout {
+                        train: train_group?,
+                        eval: b.work_group(&label("dropout_eval"), bytemuck::bytes_of(&eval))?,
+                        len: out_elems,
+                    });
                 }
                 Planned::Dense {
                     fan_in,
@@ -420,16 +427,11 @@ impl NetworkModels {
                         work_ms,
                         ..MatmulParams::forward(&view, false)
                     };
-                    for f in [&mut forward_train, &mut forward_eval] {
+                    {
                         let group = b.matmul_group(&label("forward"), &fwd)?;
-                        f.push(Dispatch::Matmul(group, u(capacity), u(fan_out)));
+                        forward.push(Dispatch::Matmul(group, u(capacity), u(fan_out)));
                     }
-                    activation(
-                        act,
-                        [&mut forward_train, &mut forward_eval],
-                        &mut back,
-                        &mut b,
-                    )?;
+                    activation(act, &mut forward, &mut back, &mut b)?;
                     let grads = MatmulParams {
                         a_off: u(delta_out),
                         b_off: u(input),
@@ -501,8 +503,7 @@ impl NetworkModels {
             second,
             hyper,
             hyper_host,
-            forward_train,
-            forward_eval,
+            forward,
             backward,
             dropouts,
             seed: None,

@@ -21,6 +21,17 @@ use crate::model::{Activation, LayerView, Params, layer_views, param_count};
 /// Rows per forward pass when evaluating a split (at least the batch size).
 const EVAL_ROWS: usize = 1024;
 
+/// Fails unless `model` is one of a pack's `models` (shared with `network::NetworkModels`).
+pub(super) fn check_model(model: usize, models: usize) -> Result<(), EngineError> {
+    if model < models {
+        Ok(())
+    } else {
+        Err(EngineError::Mismatch(format!(
+            "model {model} of a pack of {models}"
+        )))
+    }
+}
+
 fn f32_bytes(v: &[f32]) -> &[u8] {
     bytemuck::cast_slice(v)
 }
@@ -303,14 +314,7 @@ impl PackedModels {
     }
 
     fn check_model(&self, model: usize) -> Result<(), EngineError> {
-        if model < self.models {
-            Ok(())
-        } else {
-            Err(EngineError::Mismatch(format!(
-                "model {model} of a pack of {}",
-                self.models
-            )))
-        }
+        check_model(model, self.models)
     }
 
     /// Model `model`'s slice of a per-model parameter-sized buffer (best, first, second), in

@@ -17,14 +17,7 @@ impl NetworkModels {
     }
 
     fn check_model(&self, model: usize) -> Result<(), EngineError> {
-        if model < self.models {
-            Ok(())
-        } else {
-            Err(EngineError::Mismatch(format!(
-                "model {model} of a pack of {}",
-                self.models
-            )))
-        }
+        crate::gpu::packed::check_model(model, self.models)
     }
 
     /// Byte offsets of model `model`'s parameters in the workspace and in the per-parameter
@@ -41,7 +34,7 @@ impl NetworkModels {
     /// As `encode_step` records a training step: the gather, the forward passes, the loss and
     /// its sums, the backward passes and updates.
     pub fn dispatches_per_step(&self) -> usize {
-        1 + self.forward_train.len() + 2 + self.backward.len()
+        1 + self.forward.len() + 2 + self.backward.len()
     }
 
     /// Loads model `model`'s starting parameters (also as its best so far).
@@ -225,24 +218,26 @@ impl NetworkModels {
         };
         let capacity = u(self.capacity);
         k.encode_gather_batch(pass, &s.gather, step, capacity, u(self.input_len));
-        let forward = if training {
-            &self.forward_train
-        } else {
-            &self.forward_eval
-        };
-        for d in forward {
-            self.encode(pass, d, step);
+        for d in &self.forward {
+            self.encode(pass, d, step, training);
         }
         k.encode_softmax_xent(pass, &s.xent, step, capacity);
         k.encode_batch_stats(pass, &s.xent, step);
         if training {
             for d in &self.backward {
-                self.encode(pass, d, step);
+                self.encode(pass, d, step, true);
             }
         }
     }
 
-    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, d: &Dispatch, step: StepRef<'_>) {
+    /// Records `d`; `training` picks a forward dropout's masking over its copy.
+    fn encode(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        d: &Dispatch,
+        step: StepRef<'_>,
+        training: bool,
+    ) {
         let k = &self.kernels;
         match d {
             Dispatch::Conv(entry, group, len) => {
@@ -252,6 +247,10 @@ impl NetworkModels {
                 k.encode_activation(pass, *backward, group, step, *len)
             }
             Dispatch::Dropout(group, len) => k.encode_dropout_forward(pass, group, step, *len),
+            Dispatch::ForwardDropout { train, eval, len } => {
+                let group = if training { train } else { eval };
+                k.encode_dropout_forward(pass, group, step, *len)
+            }
             Dispatch::Matmul(group, m, n) => k.encode_matmul(pass, group, step, *m, *n),
             Dispatch::Update(group, len) => k.encode_update(pass, group, step, *len),
         }
