@@ -78,6 +78,23 @@ fn activation_slope(a: f32, kind: u32) -> f32 {
     }
 }
 
+// One optimiser step for a parameter w with loss gradient g (its penalty included), of the
+// model `h`: SGD with the paper's momentum rule (5), v ← γ·v − α·g, w ← w + v, returning
+// (w, v); or Adam, m ← β1·m + (1−β1)·g, s ← β2·s + (1−β2)·g², w ← w − α·(m·c1)/(√(s·c2) + ε)
+// with the step's corrections, returning (w, m, s). matmul.wgsl's matmul_update and
+// update.wgsl's update both step through these, so they apply one rule.
+fn momentum_step(h: Model, w: f32, g: f32, v: f32) -> vec2<f32> {
+    let next = h.gamma * v - h.learning_rate * g;
+    return vec2<f32>(w + next, next);
+}
+
+fn adam_step(h: Model, w: f32, g: f32, m: f32, s: f32) -> vec3<f32> {
+    let m1 = h.beta1 * m + (1.0 - h.beta1) * g;
+    let s1 = h.beta2 * s + (1.0 - h.beta2) * g * g;
+    let w1 = w - h.learning_rate * (m1 * step.adam_c1) / (sqrt(s1 * step.adam_c2) + h.epsilon);
+    return vec3<f32>(w1, m1, s1);
+}
+
 // Linear invocation index over a grid that may be 2-D when one dimension would exceed 65535.
 fn linear_index(gid: vec3<u32>, groups: vec3<u32>, width: u32) -> u32 {
     return gid.x + gid.y * groups.x * width;

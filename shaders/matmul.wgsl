@@ -416,17 +416,15 @@ fn matmul_update(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
     let state = model * q.param_ms + index;
     let w = work[at];
     let g = grad + select(h.l1 * sign(w) + h.l2 * w, 0.0, is_bias);
-    let lr = h.learning_rate;
     if h.optimizer == 0u {
-        let v = h.gamma * first[state] - lr * g;
-        first[state] = v;
-        work[at] = w + v;
+        let r = momentum_step(h, w, g, first[state]);
+        work[at] = r.x;
+        first[state] = r.y;
     } else {
-        let m = h.beta1 * first[state] + (1.0 - h.beta1) * g;
-        let s = h.beta2 * second[state] + (1.0 - h.beta2) * g * g;
-        first[state] = m;
-        second[state] = s;
-        work[at] = w - lr * (m * step.adam_c1) / (sqrt(s * step.adam_c2) + h.epsilon);
+        let r = adam_step(h, w, g, first[state], second[state]);
+        work[at] = r.x;
+        first[state] = r.y;
+        second[state] = r.z;
     }
 }
 

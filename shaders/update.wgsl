@@ -1,8 +1,8 @@
 // update.wgsl — update: one optimiser step for `len` parameters at param_off of each model's
 // slice of work, from their loss gradient at grad_off, for parameters whose gradient a kernel
 // wrote (a network's layers, issue 18; the MLP's matmul_update fuses the same step into the
-// weight-gradient product). Each parameter is one invocation's; the expressions and their
-// order are matmul_update's (matmul.wgsl):
+// weight-gradient product). Each parameter is one invocation's; both step through
+// common.wgsl's momentum_step and adam_step:
 //   g = grad + penalised · (λ1·sign(w) + λ2·w)      (weights penalised, biases not)
 //   SGD / momentum (paper rule 5): v ← γ·v − α·g; w ← w + v
 //   Adam: m ← β1·m + (1−β1)·g; s ← β2·s + (1−β2)·g²; w ← w − α·(m·c1) / (√(s·c2) + ε)
@@ -47,16 +47,14 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let state = model * p.param_ms + p.param_off + e;
     let w = work[at];
     let g = work[base + p.grad_off + e] + select(0.0, h.l1 * sign(w) + h.l2 * w, p.penalised == 1u);
-    let lr = h.learning_rate;
     if h.optimizer == 0u {
-        let v = h.gamma * first[state] - lr * g;
-        first[state] = v;
-        work[at] = w + v;
+        let r = momentum_step(h, w, g, first[state]);
+        work[at] = r.x;
+        first[state] = r.y;
     } else {
-        let m = h.beta1 * first[state] + (1.0 - h.beta1) * g;
-        let s = h.beta2 * second[state] + (1.0 - h.beta2) * g * g;
-        first[state] = m;
-        second[state] = s;
-        work[at] = w - lr * (m * step.adam_c1) / (sqrt(s * step.adam_c2) + h.epsilon);
+        let r = adam_step(h, w, g, first[state], second[state]);
+        work[at] = r.x;
+        first[state] = r.y;
+        second[state] = r.z;
     }
 }
