@@ -1,17 +1,19 @@
 //! `cargo bench --bench conv_parts`: the CPU convolution's pieces (issue 18) at batch 128 on
 //! the issue's example network (conv 1→32 on 28×28, conv 32→64 on 14×14, 3×3, padding 1), on
-//! every thread: im2col, the three GEMMs, col2im and the layout changes, each against the
-//! GEMM's rate on large square products on the same threads. Medians after warm-up; compare
-//! figures only within one run (see BENCHMARKS.md). Not yet a training epoch: the CNN does not
-//! train yet; this says what its products would cost and where the time beside them goes.
+//! every thread, channels-last as the training pass runs them: im2col, the three GEMMs,
+//! col2im and the filters' layout change, each against the GEMM's rate on large square
+//! products on the same threads; then the first pooling and a dropout mask, and a whole
+//! training step of the example network. Medians after warm-up; compare figures only within
+//! one run (see BENCHMARKS.md).
 
 use std::hint::black_box;
 
 use wgtrain::bench::{cpu_gemm_peak, gemm_operand as filled, median_secs};
+use wgtrain::cpu::channels_last::{self as cl, filters_to_channels_last};
 use wgtrain::cpu::conv::Conv2d;
 use wgtrain::cpu::im2col::{
     col2im, cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col,
-    conv2d_forward_im2col, im2col, to_channel_major, to_position_major,
+    conv2d_forward_im2col, im2col,
 };
 
 fn report(what: &str, flops: Option<f64>, secs: f64, peak: f64) {
@@ -69,7 +71,7 @@ fn main() {
         let dz = filled(rows * shape.out_len(), 4);
         let mut cols = vec![0f32; cols_len(&shape, rows)];
         let mut dcols = cols.clone();
-        let (mut z, mut z_nchw) = (vec![0f32; dz.len()], vec![0f32; dz.len()]);
+        let mut z = vec![0f32; dz.len()];
         let (mut dw, mut db) = (vec![0f32; w.len()], vec![0f32; b.len()]);
         let mut dx = vec![0f32; x.len()];
         // One GEMM's multiply-adds: positions × (C·K·K) × O.
@@ -86,11 +88,9 @@ fn main() {
         time("forward GEMM (+ bias)", Some(2.0 * macs), &mut || {
             conv2d_forward_im2col(&shape, &cols, &w, &b, rows, &mut z, threads)
         });
-        time("to NCHW", None, &mut || {
-            to_channel_major(&shape, &z, rows, &mut z_nchw, threads)
-        });
-        time("dz to positions", None, &mut || {
-            to_position_major(&shape, &z_nchw, rows, &mut z, threads)
+        let mut w_cl = w.clone();
+        time("filters to channels-last", None, &mut || {
+            filters_to_channels_last(&shape, &w, &mut w_cl)
         });
         time("weight GEMM (+ bias sums)", Some(2.0 * macs), &mut || {
             conv2d_backward_params_im2col(&shape, &z, &cols, rows, &mut dw, &mut db, threads)
@@ -103,7 +103,7 @@ fn main() {
             let secs = median_secs(reps, || col2im(&shape, &dcols, rows, &mut dx, threads));
             report(&format!("{name}: of which col2im"), None, secs, peak.gflops);
         }
-        black_box((&z_nchw, &dw, &db, &dx));
+        black_box((&dz, &dw, &db, &dx, &w_cl));
     }
     println!(
         "\nboth layers, every piece above once: {:.1} ms per batch of {rows}",
@@ -172,21 +172,31 @@ fn whole_step(rows: usize, threads: usize) {
         stride: 2,
     };
     let a = filled(rows * pool1.in_len(), 6);
-    let (z, argmax) = wgtrain::cpu::conv::max_pool2d_forward(&pool1, &a, rows);
+    let (mut z, mut argmax) = (
+        vec![0f32; rows * pool1.out_len()],
+        vec![0u32; rows * pool1.out_len()],
+    );
     let secs = median_secs(9, || {
-        black_box(wgtrain::cpu::conv::max_pool2d_forward(&pool1, &a, rows));
+        cl::max_pool2d_forward(&pool1, black_box(&a), rows, &mut z, &mut argmax)
     });
-    println!("pool1 forward: {:.1} ms", secs * 1e3);
+    println!("pool1 forward (one thread): {:.1} ms", secs * 1e3);
+    let mut da = a.clone();
     let secs = median_secs(9, || {
-        black_box(wgtrain::cpu::conv::max_pool2d_backward(
-            &pool1, &z, &argmax, rows,
-        ));
+        cl::max_pool2d_backward(&pool1, black_box(&z), &argmax, rows, &mut da)
     });
-    println!("pool1 backward: {:.1} ms", secs * 1e3);
+    println!("pool1 backward (one thread): {:.1} ms", secs * 1e3);
     let mask = wgtrain::dropout::DropoutMask::new(1, 1, 1, 4, 0.25);
     let mut d = filled(rows * 64 * 7 * 7, 7);
-    let secs = median_secs(9, || wgtrain::dropout::dropout_forward(&mask, &mut d));
-    println!("dropout over 64·7·7 per image: {:.1} ms", secs * 1e3);
+    let pooled = ImageShape {
+        channels: 64,
+        height: 7,
+        width: 7,
+    };
+    let secs = median_secs(9, || cl::dropout_forward(&mask, &mut d, 0, &pooled));
+    println!(
+        "dropout over 64·7·7 per image, channels-last (one thread): {:.1} ms",
+        secs * 1e3
+    );
     let mut ws = NetworkWorkspace::new(&net, rows);
     let secs = median_secs(9, || {
         black_box(loss_and_gradient(

@@ -91,10 +91,21 @@ pub fn dropout_forward<T: Scalar>(mask: &DropoutMask, x: &mut [T]) {
 /// [`dropout_forward`] on a part of the batch whose first element is element `first` of the
 /// whole (so threads can mask parts and draw the whole's mask).
 pub fn dropout_forward_from<T: Scalar>(mask: &DropoutMask, x: &mut [T], first: usize) {
+    dropout_forward_at(mask, x, |e| first + e);
+}
+
+/// [`dropout_forward`] on values whose element counters are not consecutive: `x[e]` is
+/// element `element(e)` of the whole (a layout other than the mask's, as the CPU path's
+/// channels-last images).
+pub fn dropout_forward_at<T: Scalar>(
+    mask: &DropoutMask,
+    x: &mut [T],
+    element: impl Fn(usize) -> usize,
+) {
     let (scale, counters) = (mask.scale::<T>(), mask.counters());
     for (e, v) in x.iter_mut().enumerate() {
         // `keeps`, with the counters' hash taken once for the whole mask.
-        let kept = hash32(counters ^ (first + e) as u32) >> 8 >= mask.threshold;
+        let kept = hash32(counters ^ element(e) as u32) >> 8 >= mask.threshold;
         *v = if kept { *v * scale } else { T::zero() };
     }
 }

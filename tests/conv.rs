@@ -1,6 +1,7 @@
 //! The convolution, max pooling and dropout references of issue 18 (`cpu::conv`, `dropout`),
 //! against finite differences, against the dense layer they generalise, and (dropout) against
-//! the statistics a mask must have. Nothing trains through them yet.
+//! the statistics a mask must have; and the fast CPU path's channels-last convolution, pooling
+//! and dropout against them.
 
 use wgtrain::cpu::conv::{
     Conv2d, MaxPool2d, conv2d_backward_input, conv2d_backward_params, conv2d_forward,
@@ -8,6 +9,7 @@ use wgtrain::cpu::conv::{
 };
 use wgtrain::cpu::ops::linear_forward_reference;
 use wgtrain::dropout::{DropoutMask, dropout_backward, dropout_forward};
+use wgtrain::network::ImageShape;
 
 use crate::common::{rng, uniform};
 
@@ -280,9 +282,12 @@ fn dropout_masks_drop_about_p_and_change_with_every_counter() {
 
 #[test]
 fn conv2d_on_im2col_and_the_gemm_matches_the_reference() {
+    use wgtrain::cpu::channels_last::{
+        filters_to_channels_first, filters_to_channels_last, to_channels_first, to_channels_last,
+    };
     use wgtrain::cpu::im2col::{
         cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col,
-        conv2d_forward_im2col, im2col, to_channel_major, to_position_major,
+        conv2d_forward_im2col, im2col,
     };
     let mut r = rng(5);
     let rows = 3;
@@ -301,54 +306,172 @@ fn conv2d_on_im2col_and_the_gemm_matches_the_reference() {
         // One thread, or the images split across threads: the same results.
         let threads = 1 + case % 2;
         let what = format!("{shape:?} on {threads} thread(s)");
+        let (input, output) = (image_in(&shape), image_out(&shape));
+        // The references' operands, channels-first, and the fast path's, channels-last.
         let x = uniform(&mut r, rows * shape.in_len());
         let w = uniform(&mut r, shape.weights_len());
         let b = uniform(&mut r, shape.filters);
         let dz = uniform(&mut r, rows * shape.out_len());
+        let mut x_cl = vec![f64::NAN; x.len()];
+        to_channels_last(&input, &x, rows, &mut x_cl, threads);
+        let mut w_cl = vec![f64::NAN; w.len()];
+        filters_to_channels_last(&shape, &w, &mut w_cl);
+        let mut dz_cl = vec![f64::NAN; dz.len()];
+        to_channels_last(&output, &dz, rows, &mut dz_cl, threads);
         let mut cols = vec![f64::NAN; cols_len(&shape, rows)];
-        im2col(&shape, &x, rows, &mut cols, threads);
+        im2col(&shape, &x_cl, rows, &mut cols, threads);
 
-        let mut z_positions = vec![f64::NAN; rows * shape.out_len()];
-        conv2d_forward_im2col(&shape, &cols, &w, &b, rows, &mut z_positions, threads);
-        let mut z = vec![f64::NAN; rows * shape.out_len()];
-        to_channel_major(&shape, &z_positions, rows, &mut z, threads);
+        let mut z_cl = vec![f64::NAN; rows * shape.out_len()];
+        conv2d_forward_im2col(&shape, &cols, &w_cl, &b, rows, &mut z_cl, threads);
+        let mut z = vec![f64::NAN; z_cl.len()];
+        to_channels_first(&output, &z_cl, rows, &mut z, threads);
         assert_close(
             &format!("forward {what}"),
             &z,
             &conv2d_forward(&shape, &x, &w, &b, rows),
         );
 
-        let mut dz_positions = vec![f64::NAN; rows * shape.out_len()];
-        to_position_major(&shape, &dz, rows, &mut dz_positions, threads);
-        let (mut dw, mut db) = (vec![f64::NAN; w.len()], vec![f64::NAN; b.len()]);
-        conv2d_backward_params_im2col(
-            &shape,
-            &dz_positions,
-            &cols,
-            rows,
-            &mut dw,
-            &mut db,
-            threads,
-        );
+        let (mut dw_cl, mut db) = (vec![f64::NAN; w.len()], vec![f64::NAN; b.len()]);
+        conv2d_backward_params_im2col(&shape, &dz_cl, &cols, rows, &mut dw_cl, &mut db, threads);
+        let mut dw = vec![f64::NAN; w.len()];
+        filters_to_channels_first(&shape, &dw_cl, &mut dw);
         let (want_dw, want_db) = conv2d_backward_params(&shape, &dz, &x, rows);
         assert_close(&format!("dw {what}"), &dw, &want_dw);
         assert_close(&format!("db {what}"), &db, &want_db);
 
         let mut dcols = vec![f64::NAN; cols.len()];
+        let mut dx_cl = vec![f64::NAN; x.len()];
+        conv2d_backward_input_im2col(&shape, &dz_cl, &w_cl, rows, &mut dcols, &mut dx_cl, threads);
         let mut dx = vec![f64::NAN; x.len()];
-        conv2d_backward_input_im2col(
-            &shape,
-            &dz_positions,
-            &w,
-            rows,
-            &mut dcols,
-            &mut dx,
-            threads,
-        );
+        to_channels_first(&input, &dx_cl, rows, &mut dx, threads);
         assert_close(
             &format!("dx {what}"),
             &dx,
             &conv2d_backward_input(&shape, &dz, &w, rows),
         );
     }
+}
+
+fn image_in(shape: &Conv2d) -> ImageShape {
+    ImageShape {
+        channels: shape.channels,
+        height: shape.height,
+        width: shape.width,
+    }
+}
+
+fn image_out(shape: &Conv2d) -> ImageShape {
+    ImageShape {
+        channels: shape.filters,
+        height: shape.out_height(),
+        width: shape.out_width(),
+    }
+}
+
+#[test]
+fn max_pool2d_channels_last_takes_the_references_pixels_bit_for_bit() {
+    use wgtrain::cpu::channels_last::{self as cl, to_channels_first, to_channels_last};
+    let mut r = rng(13);
+    let rows = 3;
+    for shape in [
+        MaxPool2d {
+            channels: 3,
+            height: 6,
+            width: 6,
+            window: 2,
+            stride: 2,
+        },
+        MaxPool2d {
+            channels: 2,
+            height: 7,
+            width: 5,
+            window: 2,
+            stride: 2,
+        },
+        MaxPool2d {
+            channels: 4,
+            height: 5,
+            width: 5,
+            window: 3,
+            stride: 1,
+        },
+    ] {
+        let input = ImageShape {
+            channels: shape.channels,
+            height: shape.height,
+            width: shape.width,
+        };
+        let output = ImageShape {
+            height: shape.out_height(),
+            width: shape.out_width(),
+            ..input
+        };
+        // Four levels, so windows tie, and a NaN here and there.
+        let mut x: Vec<f32> = uniform(&mut r, rows * shape.in_len())
+            .iter()
+            .map(|v| (v * 2.0).round() as f32)
+            .collect();
+        for v in x.iter_mut().step_by(17) {
+            *v = f32::NAN;
+        }
+        let dz: Vec<f32> = uniform(&mut r, rows * shape.out_len())
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let (want, want_at) = max_pool2d_forward(&shape, &x, rows);
+        let want_dx = max_pool2d_backward(&shape, &dz, &want_at, rows);
+
+        let mut x_cl = vec![f32::NAN; x.len()];
+        to_channels_last(&input, &x, rows, &mut x_cl, 1);
+        let (mut out_cl, mut at) = (vec![0.0f32; want.len()], vec![0u32; want.len()]);
+        cl::max_pool2d_forward(&shape, &x_cl, rows, &mut out_cl, &mut at);
+        let mut out = vec![0.0f32; want.len()];
+        to_channels_first(&output, &out_cl, rows, &mut out, 1);
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&out), bits(&want), "{shape:?}");
+        // The reference's argmax is an index into the channels-first image, c·H·W + pixel.
+        let plane = shape.out_height() * shape.out_width();
+        for (o, &pixel) in at.iter().enumerate() {
+            let (image, within) = (o / shape.out_len(), o % shape.out_len());
+            let (p, c) = (within / shape.channels, within % shape.channels);
+            let reference = want_at[image * shape.out_len() + c * plane + p];
+            assert_eq!(
+                reference as usize,
+                c * shape.height * shape.width + pixel as usize
+            );
+        }
+
+        let mut dz_cl = vec![0.0f32; dz.len()];
+        to_channels_last(&output, &dz, rows, &mut dz_cl, 1);
+        let mut dx_cl = vec![f32::NAN; x.len()];
+        cl::max_pool2d_backward(&shape, &dz_cl, &at, rows, &mut dx_cl);
+        let mut dx = vec![0.0f32; x.len()];
+        to_channels_first(&input, &dx_cl, rows, &mut dx, 1);
+        assert_eq!(bits(&dx), bits(&want_dx), "{shape:?}");
+    }
+}
+
+#[test]
+fn dropout_on_channels_last_images_draws_the_channels_first_mask() {
+    use wgtrain::cpu::channels_last::{self as cl, to_channels_first, to_channels_last};
+    let shape = ImageShape {
+        channels: 5,
+        height: 3,
+        width: 4,
+    };
+    let rows = 4;
+    let x: Vec<f32> = (0..rows * shape.len()).map(|v| v as f32 + 1.0).collect();
+    let mask = DropoutMask::new(9, 2, 3, 1, 0.5);
+    let mut want = x.clone();
+    dropout_forward(&mask, &mut want);
+    let mut x_cl = vec![0.0f32; x.len()];
+    to_channels_last(&shape, &x, rows, &mut x_cl, 1);
+    // Masked in two parts of whole images, as two threads would.
+    let (first, second) = x_cl.split_at_mut(shape.len());
+    cl::dropout_forward(&mask, first, 0, &shape);
+    cl::dropout_forward(&mask, second, 1, &shape);
+    let mut got = vec![0.0f32; x.len()];
+    to_channels_first(&shape, &x_cl, rows, &mut got, 1);
+    assert_eq!(got, want);
+    assert!(got.contains(&0.0) && got.iter().any(|&v| v != 0.0));
 }

@@ -1,63 +1,43 @@
-//! The fast CPU convolution (issue 18): im2col, then the dense layers' own GEMMs
-//! (`cpu::gemm`), checked against the plain-loop references in `cpu::conv`. Not yet in the
-//! training path.
+//! The fast CPU convolution (issue 18) on channels-last images (`cpu::channels_last`):
+//! im2col, then the dense layers' own GEMMs (`cpu::gemm`), checked against the plain-loop
+//! references in `cpu::conv`.
 //!
-//! Every (image, output position) becomes a row of `cols` holding the C·K·K input values its
-//! window sees (zeros on padding): cols (B·H′·W′, C·K·K). The convolution is then a dense layer
-//! over those rows with the filters (O, C·K·K) as its weights, so
+//! Every (image, output position) becomes a row of `cols` holding the K·K·C input values its
+//! window sees, in (kernel row, kernel column, channel) order, zeros on padding:
+//! cols (B·H′·W′, K·K·C). Each kernel row of a window is one run of K·C contiguous input
+//! values. The convolution is then a dense layer over those rows with the filters in the same
+//! order, (O, K·K·C) (`channels_last::filters_to_channels_last`), as its weights, so
 //! - forward:       Z (B·H′·W′, O) = cols · Wᵀ + b      `gemm::linear_forward`
-//! - weights:       dW (O, C·K·K)  = dZᵀ · cols          `gemm::linear_backward_weight`
+//! - weights:       dW (O, K·K·C)  = dZᵀ · cols          `gemm::linear_backward_weight`
 //! - input:         dcols           = dZ · W             `gemm::linear_backward_input`,
 //!   scattered back onto the pixels each window read (`col2im`);
 //!
-//! with Z and dZ position-major (B, H′, W′, O); `to_position_major` and `to_channel_major`
-//! convert from and to the NCHW layout the references and kernels use.
+//! and Z (B·H′·W′, O) is the output, channels-last, as the next layer reads it.
 
 use super::Scalar;
+use super::channels_last::per_image;
 use super::conv::Conv2d;
 use super::gemm;
 
-/// Length of `cols` for `rows` images: B·H′·W′ rows of C·K·K.
+/// Length of `cols` for `rows` images: B·H′·W′ rows of K·K·C.
 pub fn cols_len(shape: &Conv2d, rows: usize) -> usize {
     shape.positions(rows) * shape.window_len()
 }
 
-/// Runs `f` on each image's (input, output) pair: `input` in chunks of `in_len`, `output` in
-/// chunks of `out_len`, on the current rayon pool's threads when `threads` > 1. Images are
-/// independent, so the result is the same bits either way.
-fn per_image<T: Scalar>(
-    input: &[T],
-    in_len: usize,
-    output: &mut [T],
-    out_len: usize,
-    threads: usize,
-    f: impl Fn(&[T], &mut [T]) + Sync,
-) {
-    use rayon::prelude::*;
-    if threads > 1 {
-        input
-            .par_chunks_exact(in_len)
-            .zip(output.par_chunks_exact_mut(out_len))
-            .for_each(|(a, b)| f(a, b));
-    } else {
-        for (a, b) in input
-            .chunks_exact(in_len)
-            .zip(output.chunks_exact_mut(out_len))
-        {
-            f(a, b);
-        }
-    }
-}
-
-/// cols (B·H′·W′, C·K·K) from x (B, C, H, W); padding reads as 0.
+/// cols (B·H′·W′, K·K·C) from x (B, H, W, C); padding reads as 0.
 pub fn im2col<T: Scalar>(shape: &Conv2d, x: &[T], rows: usize, cols: &mut [T], threads: usize) {
-    let (oh, ow, k) = (shape.out_height(), shape.out_width(), shape.kernel);
+    let (oh, ow, k, c) = (
+        shape.out_height(),
+        shape.out_width(),
+        shape.kernel,
+        shape.channels,
+    );
     let (h, w, pad) = (
         shape.height as isize,
         shape.width as isize,
         shape.padding as isize,
     );
-    let plane = shape.height * shape.width;
+    let run = k * c;
     let image_cols = cols_len(shape, 1);
     let x = &x[..rows * shape.in_len()];
     let cols = &mut cols[..rows * image_cols];
@@ -73,23 +53,21 @@ pub fn im2col<T: Scalar>(shape: &Conv2d, x: &[T], rows: usize, cols: &mut [T], t
                 for xo in 0..ow {
                     let window = windows.next().expect("cols holds a row per position");
                     let col0 = (xo * shape.stride) as isize - pad;
-                    for (c, channel) in image.chunks_exact(plane).enumerate() {
-                        for i in 0..k {
-                            let dst = &mut window[(c * k + i) * k..(c * k + i + 1) * k];
-                            let row = (y * shape.stride + i) as isize - pad;
-                            if row < 0 || row >= h {
-                                dst.fill(T::zero());
-                            } else if col0 >= 0 && col0 + k as isize <= w {
-                                let at = (row * w + col0) as usize;
-                                dst.copy_from_slice(&channel[at..at + k]);
-                            } else {
-                                for (j, d) in dst.iter_mut().enumerate() {
-                                    let col = col0 + j as isize;
-                                    *d = if (0..w).contains(&col) {
-                                        channel[(row * w + col) as usize]
-                                    } else {
-                                        T::zero()
-                                    };
+                    for (i, dst) in window.chunks_exact_mut(run).enumerate() {
+                        let row = (y * shape.stride + i) as isize - pad;
+                        if row < 0 || row >= h {
+                            dst.fill(T::zero());
+                        } else if col0 >= 0 && col0 + k as isize <= w {
+                            let at = (row * w + col0) as usize * c;
+                            dst.copy_from_slice(&image[at..at + run]);
+                        } else {
+                            for (j, dst) in dst.chunks_exact_mut(c).enumerate() {
+                                let col = col0 + j as isize;
+                                if (0..w).contains(&col) {
+                                    let at = (row * w + col) as usize * c;
+                                    dst.copy_from_slice(&image[at..at + c]);
+                                } else {
+                                    dst.fill(T::zero());
                                 }
                             }
                         }
@@ -100,19 +78,29 @@ pub fn im2col<T: Scalar>(shape: &Conv2d, x: &[T], rows: usize, cols: &mut [T], t
     );
 }
 
-/// dx (B, C, H, W) = the sum, over every window value, of its gradient in `dcols` at the pixel
+/// dx (B, H, W, C) = the sum, over every window value, of its gradient in `dcols` at the pixel
 /// it was read from (im2col's adjoint), in im2col's order.
 pub fn col2im<T: Scalar>(shape: &Conv2d, dcols: &[T], rows: usize, dx: &mut [T], threads: usize) {
-    let (oh, ow, k) = (shape.out_height(), shape.out_width(), shape.kernel);
+    let (oh, ow, k, c) = (
+        shape.out_height(),
+        shape.out_width(),
+        shape.kernel,
+        shape.channels,
+    );
     let (h, w, pad) = (
         shape.height as isize,
         shape.width as isize,
         shape.padding as isize,
     );
-    let plane = shape.height * shape.width;
+    let run = k * c;
     let image_cols = cols_len(shape, 1);
     let dcols = &dcols[..rows * image_cols];
     let dx = &mut dx[..rows * shape.in_len()];
+    let add = |to: &mut [T], from: &[T]| {
+        for (d, &g) in to.iter_mut().zip(from) {
+            *d = *d + g;
+        }
+    };
     per_image(
         dcols,
         image_cols,
@@ -126,18 +114,20 @@ pub fn col2im<T: Scalar>(shape: &Conv2d, dcols: &[T], rows: usize, dx: &mut [T],
                 for xo in 0..ow {
                     let window = windows.next().expect("dcols holds a row per position");
                     let col0 = (xo * shape.stride) as isize - pad;
-                    for (c, channel) in image.chunks_exact_mut(plane).enumerate() {
-                        for i in 0..k {
-                            let src = &window[(c * k + i) * k..(c * k + i + 1) * k];
-                            let row = (y * shape.stride + i) as isize - pad;
-                            if row < 0 || row >= h {
-                                continue;
-                            }
-                            for (j, &g) in src.iter().enumerate() {
+                    for (i, src) in window.chunks_exact(run).enumerate() {
+                        let row = (y * shape.stride + i) as isize - pad;
+                        if row < 0 || row >= h {
+                            continue;
+                        }
+                        if col0 >= 0 && col0 + k as isize <= w {
+                            let at = (row * w + col0) as usize * c;
+                            add(&mut image[at..at + run], src);
+                        } else {
+                            for (j, src) in src.chunks_exact(c).enumerate() {
                                 let col = col0 + j as isize;
                                 if (0..w).contains(&col) {
-                                    let at = (row * w + col) as usize;
-                                    channel[at] = channel[at] + g;
+                                    let at = (row * w + col) as usize * c;
+                                    add(&mut image[at..at + c], src);
                                 }
                             }
                         }
@@ -148,57 +138,8 @@ pub fn col2im<T: Scalar>(shape: &Conv2d, dcols: &[T], rows: usize, dx: &mut [T],
     );
 }
 
-/// (B, O, H′, W′) → (B, H′, W′, O).
-pub fn to_position_major<T: Scalar>(
-    shape: &Conv2d,
-    z: &[T],
-    rows: usize,
-    out: &mut [T],
-    threads: usize,
-) {
-    let plane = shape.out_height() * shape.out_width();
-    transpose_images(z, rows, (shape.filters, plane), out, threads);
-}
-
-/// (B, H′, W′, O) → (B, O, H′, W′).
-pub fn to_channel_major<T: Scalar>(
-    shape: &Conv2d,
-    z: &[T],
-    rows: usize,
-    out: &mut [T],
-    threads: usize,
-) {
-    let plane = shape.out_height() * shape.out_width();
-    transpose_images(z, rows, (plane, shape.filters), out, threads);
-}
-
-/// Each of `rows` images of `z`, a (m, n) row-major matrix, written transposed, (n, m), to
-/// `out`.
-fn transpose_images<T: Scalar>(
-    z: &[T],
-    rows: usize,
-    (m, n): (usize, usize),
-    out: &mut [T],
-    threads: usize,
-) {
-    let len = m * n;
-    per_image(
-        &z[..rows * len],
-        len,
-        &mut out[..rows * len],
-        len,
-        threads,
-        |z, out| {
-            for i in 0..m {
-                for j in 0..n {
-                    out[j * m + i] = z[i * n + j];
-                }
-            }
-        },
-    );
-}
-
-/// Forward: z (B, H′, W′, O), position-major, = cols · wᵀ + b, with `cols` from [`im2col`].
+/// Forward: z (B, H′, W′, O) = cols · wᵀ + b, with `cols` from [`im2col`] and the filters
+/// `w` channels-last, (O, K, K, C).
 pub fn conv2d_forward_im2col<T: Scalar>(
     shape: &Conv2d,
     cols: &[T],
@@ -212,7 +153,8 @@ pub fn conv2d_forward_im2col<T: Scalar>(
     gemm::linear_forward_biased(z, cols, w, b, positions, fan_in, shape.filters, threads);
 }
 
-/// Weight and bias gradients from dz (B, H′, W′, O), position-major, and the layer's `cols`.
+/// Weight and bias gradients from dz (B, H′, W′, O) and the layer's `cols`: `dw` channels-last,
+/// (O, K, K, C).
 pub fn conv2d_backward_params_im2col<T: Scalar>(
     shape: &Conv2d,
     dz: &[T],
@@ -226,8 +168,8 @@ pub fn conv2d_backward_params_im2col<T: Scalar>(
     gemm::linear_backward_params(dw, db, dz, cols, positions, fan_in, shape.filters, threads);
 }
 
-/// Input gradient dx (B, C, H, W) from dz (B, H′, W′, O), position-major: dcols = dz · w, then
-/// [`col2im`]. `dcols` is scratch of [`cols_len`].
+/// Input gradient dx (B, H, W, C) from dz (B, H′, W′, O) and the channels-last filters `w`:
+/// dcols = dz · w, then [`col2im`]. `dcols` is scratch of [`cols_len`].
 pub fn conv2d_backward_input_im2col<T: Scalar>(
     shape: &Conv2d,
     dz: &[T],

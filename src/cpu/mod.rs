@@ -1,10 +1,11 @@
 //! The CPU path: reference maths (`ops`), a thin row-major wrapper over the `gemm` crate
 //! (`gemm`), the batched forward/backward pass built on it (`net`), and the engine (`engine`);
-//! for networks of layers, convolution and pooling (`conv`, `im2col`), their pass (`network`)
-//! and engine (`network_engine`).
+//! for networks of layers, convolution and pooling (`conv`, `im2col`), the fast pass's image
+//! layout (`channels_last`), the pass itself (`network`) and engine (`network_engine`).
 //! Everything numeric is generic over [`Scalar`] so the same code runs in f32 for training and
 //! in f64 for the gradient check.
 
+pub mod channels_last;
 pub mod conv;
 pub mod engine;
 pub mod gemm;

@@ -11,7 +11,7 @@ use super::conv::{
 };
 use super::ops;
 use crate::dropout::{DropoutMask, dropout_backward, dropout_forward, dropout_forward_from};
-use crate::network::{Network, Planned};
+use crate::network::{ImageShape, Network, Planned};
 use rayon::prelude::*;
 
 /// What a training step's dropout masks are drawn from: the run's seed, the epoch and the step
@@ -231,15 +231,25 @@ fn backward_reference<T: Scalar>(
 }
 
 /// Buffers for [`loss_and_gradient`] on up to `capacity` images, allocated once: each layer's
-/// output, each convolution's im2col matrix (its weight gradient reads it again), each
-/// pooling's argmax, and shared scratch. A step allocates nothing but what the GEMM does.
+/// output (channels-last, `cpu::channels_last`), each convolution's im2col matrix (its weight
+/// gradient reads it again) and filters in the window's order, each pooling's argmax, a dense
+/// layer's flattened input where it must change layout, and shared scratch. A step allocates
+/// nothing but what the GEMM does.
 pub struct NetworkWorkspace<T> {
     capacity: usize,
+    /// The input channels-last, where that is not the data's own layout.
+    input: Vec<T>,
     outputs: Vec<Vec<T>>,
     cols: Vec<Vec<T>>,
+    /// A convolution's filters (O, K, K, C), refreshed from the parameters each pass.
+    filters: Vec<Vec<T>>,
     argmax: Vec<Vec<u32>>,
-    /// A convolution's output (or its gradient) position-major.
-    positions: Vec<T>,
+    /// A dense layer's input image channels-first, the order its weights read.
+    flat: Vec<Vec<T>>,
+    /// A convolution's weight gradient channels-last, before it goes to the stored order.
+    dfilters: Vec<T>,
+    /// A dense layer's input gradient channels-first, before it goes channels-last.
+    dflat: Vec<T>,
     /// The gradient of a convolution's im2col matrix.
     dcols: Vec<T>,
     /// ∂L/∂(a layer's output), and ∂L/∂(its input) being computed.
@@ -247,40 +257,55 @@ pub struct NetworkWorkspace<T> {
     delta_in: Vec<T>,
 }
 
+/// Per layer, in floats: its im2col matrix, argmax and flattened input per image, and its
+/// channels-last filters (the buffers [`NetworkWorkspace`] holds for it beside its output).
+fn layer_buffers(layer: &Planned, input: &ImageShape) -> (usize, usize, usize, usize) {
+    use super::channels_last::layouts_differ;
+    use super::im2col::cols_len;
+    match layer {
+        Planned::Conv2d { shape, .. } => (cols_len(shape, 1), 0, 0, shape.weights_len()),
+        Planned::MaxPool2d { shape } => (0, shape.out_len(), 0, 0),
+        Planned::Dense { .. } if layouts_differ(input) => (0, 0, input.len(), 0),
+        _ => (0, 0, 0, 0),
+    }
+}
+
 impl<T: Scalar> NetworkWorkspace<T> {
     pub fn new(net: &Network, capacity: usize) -> Self {
-        use super::im2col::cols_len;
-        let mut widest = net.input.len();
-        let (mut positions, mut cols_max) = (0, 0);
-        let mut cols = Vec::with_capacity(net.layers.len());
-        let mut argmax = Vec::with_capacity(net.layers.len());
-        for (layer, out) in net.layers.iter().zip(&net.outputs) {
-            widest = widest.max(out.len());
-            let (c, a) = match layer {
-                Planned::Conv2d { shape, .. } => {
-                    positions = positions.max(capacity * shape.out_len());
-                    cols_max = cols_max.max(cols_len(shape, capacity));
-                    (cols_len(shape, capacity), 0)
-                }
-                Planned::MaxPool2d { shape } => (0, capacity * shape.out_len()),
-                _ => (0, 0),
-            };
-            cols.push(vec![T::zero(); c]);
-            argmax.push(vec![0u32; a]);
+        use super::channels_last::layouts_differ;
+        let zeros = |n: usize| vec![T::zero(); n];
+        let (mut widest, mut dcols, mut dflat, mut dfilters) = (net.input.len(), 0, 0, 0);
+        let (mut cols, mut filters, mut argmax, mut flat) = (vec![], vec![], vec![], vec![]);
+        for (l, layer) in net.layers.iter().enumerate() {
+            widest = widest.max(net.outputs[l].len());
+            let (c, a, f, w) = layer_buffers(layer, &layer_input(net, l));
+            (dcols, dflat, dfilters) = (dcols.max(c), dflat.max(f), dfilters.max(w));
+            cols.push(zeros(capacity * c));
+            argmax.push(vec![0u32; capacity * a]);
+            flat.push(zeros(capacity * f));
+            filters.push(zeros(w));
         }
+        let input = match layouts_differ(&net.input) {
+            true => capacity * net.input.len(),
+            false => 0,
+        };
         NetworkWorkspace {
             capacity,
+            input: zeros(input),
             outputs: net
                 .outputs
                 .iter()
-                .map(|o| vec![T::zero(); capacity * o.len()])
+                .map(|o| zeros(capacity * o.len()))
                 .collect(),
             cols,
+            filters,
             argmax,
-            positions: vec![T::zero(); positions],
-            dcols: vec![T::zero(); cols_max],
-            delta: vec![T::zero(); capacity * widest],
-            delta_in: vec![T::zero(); capacity * widest],
+            flat,
+            dfilters: zeros(dfilters),
+            dflat: zeros(capacity * dflat),
+            dcols: zeros(capacity * dcols),
+            delta: zeros(capacity * widest),
+            delta_in: zeros(capacity * widest),
         }
     }
 
@@ -290,24 +315,37 @@ impl<T: Scalar> NetworkWorkspace<T> {
 
     /// The floats [`NetworkWorkspace::new`] allocates per image of its capacity.
     pub fn floats_per_image(net: &Network) -> usize {
-        use super::im2col::cols_len;
-        let mut widest = net.input.len();
-        let (mut positions, mut cols_max, mut total) = (0, 0, 0);
-        for (layer, out) in net.layers.iter().zip(&net.outputs) {
-            widest = widest.max(out.len());
-            total += out.len();
-            match layer {
-                Planned::Conv2d { shape, .. } => {
-                    positions = positions.max(shape.out_len());
-                    cols_max = cols_max.max(cols_len(shape, 1));
-                    total += cols_len(shape, 1);
-                }
-                // The argmax is u32, as wide as an f32.
-                Planned::MaxPool2d { shape } => total += shape.out_len(),
-                _ => {}
-            }
+        use super::channels_last::layouts_differ;
+        let (mut widest, mut dcols, mut dflat) = (net.input.len(), 0, 0);
+        let mut total = if layouts_differ(&net.input) {
+            net.input.len()
+        } else {
+            0
+        };
+        for (l, layer) in net.layers.iter().enumerate() {
+            widest = widest.max(net.outputs[l].len());
+            // The argmax is u32, as wide as an f32.
+            let (c, a, f, _) = layer_buffers(layer, &layer_input(net, l));
+            (dcols, dflat) = (dcols.max(c), dflat.max(f));
+            total += net.outputs[l].len() + c + a + f;
         }
-        total + positions + cols_max + 2 * widest
+        total + dcols + dflat + 2 * widest
+    }
+
+    /// The floats [`NetworkWorkspace::new`] allocates whatever its capacity: the filters
+    /// channels-last, and one convolution's weight gradient so.
+    pub fn floats_fixed(net: &Network) -> usize {
+        let filters =
+            (0..net.layers.len()).map(|l| layer_buffers(&net.layers[l], &layer_input(net, l)).3);
+        filters.clone().sum::<usize>() + filters.max().unwrap_or(0)
+    }
+}
+
+/// The shape of layer `l`'s input image.
+fn layer_input(net: &Network, l: usize) -> ImageShape {
+    match l {
+        0 => net.input,
+        _ => net.outputs[l - 1],
     }
 }
 
@@ -352,20 +390,27 @@ pub fn forward<'w, T: Scalar>(
     threads: usize,
     ws: &'w mut NetworkWorkspace<T>,
 ) -> &'w [T] {
-    use super::conv::max_pool2d_forward_into;
+    use super::channels_last::{
+        self as cl, filters_to_channels_last, layouts_differ, to_channels_first, to_channels_last,
+    };
     use super::gemm;
-    use super::im2col::{cols_len, conv2d_forward_im2col, im2col, to_channel_major};
+    use super::im2col::{cols_len, conv2d_forward_im2col, im2col};
     assert!(
         rows <= ws.capacity,
         "{rows} rows in a workspace for {}",
         ws.capacity
     );
-    let input_len = rows * net.input.len();
+    let x = &x[..rows * net.input.len()];
+    if layouts_differ(&net.input) {
+        to_channels_last(&net.input, x, rows, &mut ws.input, threads);
+    }
     for (l, layer) in net.layers.iter().enumerate() {
+        let input = layer_input(net, l);
         let (before, after) = ws.outputs.split_at_mut(l);
         let a: &[T] = match l {
-            0 => &x[..input_len],
-            _ => &before[l - 1][..rows * net.outputs[l - 1].len()],
+            0 if layouts_differ(&input) => &ws.input[..x.len()],
+            0 => x,
+            _ => &before[l - 1][..rows * input.len()],
         };
         let out = &mut after[0][..rows * net.outputs[l].len()];
         match *layer {
@@ -377,10 +422,10 @@ pub fn forward<'w, T: Scalar>(
             } => {
                 let cols = &mut ws.cols[l][..cols_len(&shape, rows)];
                 im2col(&shape, a, rows, cols, threads);
-                let positions = &mut ws.positions[..out.len()];
-                let (w, b) = (&params[weight..bias], &params[bias..bias + shape.filters]);
-                conv2d_forward_im2col(&shape, cols, w, b, rows, positions, threads);
-                to_channel_major(&shape, positions, rows, out, threads);
+                let w = &mut ws.filters[l];
+                filters_to_channels_last(&shape, &params[weight..bias], w);
+                let b = &params[bias..bias + shape.filters];
+                conv2d_forward_im2col(&shape, cols, w, b, rows, out, threads);
                 by_images(threads, rows, out, |_, part| {
                     ops::activation_forward(activation, part)
                 });
@@ -389,7 +434,7 @@ pub fn forward<'w, T: Scalar>(
                 let (in_len, out_len) = (shape.in_len(), shape.out_len());
                 let argmax = &mut ws.argmax[l][..out.len()];
                 if threads <= 1 {
-                    max_pool2d_forward_into(&shape, a, rows, out, argmax);
+                    cl::max_pool2d_forward(&shape, a, rows, out, argmax);
                 } else {
                     // Whole images per thread: the same values however the batch is split.
                     let per = images_per_part(threads, rows);
@@ -398,11 +443,13 @@ pub fn forward<'w, T: Scalar>(
                         .zip(argmax.par_chunks_mut(per * out_len))
                         .zip(a.par_chunks(per * in_len));
                     parts.for_each(|((out, argmax), x)| {
-                        max_pool2d_forward_into(&shape, x, x.len() / in_len, out, argmax)
+                        cl::max_pool2d_forward(&shape, x, x.len() / in_len, out, argmax)
                     });
                 }
             }
-            Planned::Dropout { p, .. } => dropout_into(a, out, training, (l, p), rows, threads),
+            Planned::Dropout { p, .. } => {
+                dropout_into(a, out, training, (l, p), &input, rows, threads)
+            }
             Planned::Dense {
                 fan_in,
                 fan_out,
@@ -410,6 +457,13 @@ pub fn forward<'w, T: Scalar>(
                 weight,
                 bias,
             } => {
+                let a = if layouts_differ(&input) {
+                    let flat = &mut ws.flat[l][..a.len()];
+                    to_channels_first(&input, a, rows, flat, threads);
+                    flat
+                } else {
+                    a
+                };
                 let (w, b) = (&params[weight..bias], &params[bias..bias + fan_out]);
                 gemm::linear_forward_biased(out, a, w, b, rows, fan_in, fan_out, threads);
                 by_images(threads, rows, out, |_, part| {
@@ -448,20 +502,27 @@ fn by_images<T: Scalar>(
 }
 
 /// Layer `layer`'s dropout (probability `p`) of `from` into `to`, the batch of `rows`
-/// images: a copy, masked while training, the batch split as [`by_images`] splits it.
+/// channels-last images of `shape`: a copy, masked while training, the batch split as
+/// [`by_images`] splits it.
 fn dropout_into<T: Scalar>(
     from: &[T],
     to: &mut [T],
     training: Option<StepCounters>,
     (layer, p): (usize, f64),
+    shape: &ImageShape,
     rows: usize,
     threads: usize,
 ) {
+    use super::channels_last::{self as cl, layouts_differ};
     to.copy_from_slice(from);
     if let Some(counters) = &training {
         let m = mask(counters, layer, p);
         by_images(threads, rows, to, |first, part| {
-            dropout_forward_from(&m, part, first)
+            if layouts_differ(shape) {
+                cl::dropout_forward(&m, part, first / shape.len(), shape)
+            } else {
+                dropout_forward_from(&m, part, first)
+            }
         });
     }
 }
@@ -497,19 +558,19 @@ fn backward<T: Scalar>(
     threads: usize,
     ws: &mut NetworkWorkspace<T>,
 ) {
-    use super::conv::max_pool2d_backward_into;
+    use super::channels_last::{self as cl, filters_to_channels_first, layouts_differ};
     use super::gemm;
-    use super::im2col::{
-        cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col, to_position_major,
-    };
-    let input_len = rows * net.input.len();
+    use super::im2col::{cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col};
+    let x = &x[..rows * net.input.len()];
     // ws.delta holds ∂L/∂(layer l's output); each layer writes ∂L/∂(its input) to
-    // ws.delta_in, and the two swap.
+    // ws.delta_in, and the two swap. All of them channels-last.
     for (l, layer) in net.layers.iter().enumerate().rev() {
+        let input = layer_input(net, l);
         let out_len = rows * net.outputs[l].len();
         let a_in: &[T] = match l {
-            0 => &x[..input_len],
-            _ => &ws.outputs[l - 1][..rows * net.outputs[l - 1].len()],
+            0 if layouts_differ(&input) => &ws.input[..x.len()],
+            0 => x,
+            _ => &ws.outputs[l - 1][..rows * input.len()],
         };
         let a_out = &ws.outputs[l][..out_len];
         let delta = &mut ws.delta[..out_len];
@@ -522,23 +583,23 @@ fn backward<T: Scalar>(
                 bias,
             } => {
                 activation_backward_by_images(activation, a_out, delta, rows, threads);
-                let positions = &mut ws.positions[..out_len];
-                to_position_major(&shape, delta, rows, positions, threads);
                 let (dw, db) = grad[weight..bias + shape.filters].split_at_mut(bias - weight);
+                let dw_cl = &mut ws.dfilters[..dw.len()];
                 let cols = &ws.cols[l][..cols_len(&shape, rows)];
-                conv2d_backward_params_im2col(&shape, positions, cols, rows, dw, db, threads);
+                conv2d_backward_params_im2col(&shape, delta, cols, rows, dw_cl, db, threads);
+                filters_to_channels_first(&shape, dw_cl, dw);
                 if l == 0 {
                     break;
                 }
                 let dcols = &mut ws.dcols[..cols.len()];
-                let w = &params[weight..bias];
-                conv2d_backward_input_im2col(&shape, positions, w, rows, dcols, delta_in, threads);
+                let w = &ws.filters[l];
+                conv2d_backward_input_im2col(&shape, delta, w, rows, dcols, delta_in, threads);
             }
             Planned::MaxPool2d { shape } => {
                 let (in_len, out_len) = (shape.in_len(), shape.out_len());
                 let argmax = &ws.argmax[l][..delta.len()];
                 if threads <= 1 {
-                    max_pool2d_backward_into(&shape, delta, argmax, rows, delta_in);
+                    cl::max_pool2d_backward(&shape, delta, argmax, rows, delta_in);
                 } else {
                     let per = images_per_part(threads, rows);
                     let parts = delta_in
@@ -546,14 +607,14 @@ fn backward<T: Scalar>(
                         .zip(delta.par_chunks(per * out_len))
                         .zip(argmax.par_chunks(per * out_len));
                     parts.for_each(|((dx, dz), argmax)| {
-                        max_pool2d_backward_into(&shape, dz, argmax, dx.len() / in_len, dx)
+                        cl::max_pool2d_backward(&shape, dz, argmax, dx.len() / in_len, dx)
                     });
                 }
             }
             // The gradient goes through where the value did: dropout's backward is its
             // forward on the gradient.
             Planned::Dropout { p, .. } => {
-                dropout_into(delta, delta_in, training, (l, p), rows, threads)
+                dropout_into(delta, delta_in, training, (l, p), &input, rows, threads)
             }
             Planned::Dense {
                 fan_in,
@@ -563,13 +624,23 @@ fn backward<T: Scalar>(
                 bias,
             } => {
                 activation_backward_by_images(activation, a_out, delta, rows, threads);
+                let a_in = match layouts_differ(&input) {
+                    true => &ws.flat[l][..a_in.len()],
+                    false => a_in,
+                };
                 let (dw, db) = grad[weight..bias + fan_out].split_at_mut(bias - weight);
                 gemm::linear_backward_params(dw, db, delta, a_in, rows, fan_in, fan_out, threads);
                 if l == 0 {
                     break;
                 }
                 let w = &params[weight..bias];
-                gemm::linear_backward_input(delta_in, delta, w, rows, fan_in, fan_out, threads);
+                if layouts_differ(&input) {
+                    let dflat = &mut ws.dflat[..a_in.len()];
+                    gemm::linear_backward_input(dflat, delta, w, rows, fan_in, fan_out, threads);
+                    cl::to_channels_last(&input, dflat, rows, delta_in, threads);
+                } else {
+                    gemm::linear_backward_input(delta_in, delta, w, rows, fan_in, fan_out, threads);
+                }
             }
         }
         std::mem::swap(&mut ws.delta, &mut ws.delta_in);

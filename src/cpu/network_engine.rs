@@ -39,7 +39,7 @@ pub struct NetworkEngine {
 /// parameters, best copy, gradient and two moments, the workspace and the gathered batch.
 pub fn network_engine_bytes(net: &Network, rows: usize) -> u128 {
     let rows = rows.max(MIN_PASS_ROWS) as u128;
-    let params = 5 * net.param_count as u128;
+    let params = 5 * net.param_count as u128 + NetworkWorkspace::<f32>::floats_fixed(net) as u128;
     let per_image = NetworkWorkspace::<f32>::floats_per_image(net) + net.input.len();
     (params + rows * per_image as u128) * std::mem::size_of::<f32>() as u128
 }

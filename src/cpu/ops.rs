@@ -48,11 +48,11 @@ pub fn activation_backward<T: Scalar>(activation: Activation, a: &[T], grad: &mu
             .iter_mut()
             .zip(a)
             .for_each(|(g, &a)| *g = *g * a * (T::one() - a)),
-        Activation::Relu => grad.iter_mut().zip(a).for_each(|(g, &a)| {
-            if a <= T::zero() {
-                *g = T::zero()
-            }
-        }),
+        // A select rather than a conditional store, so it runs in vector lanes.
+        Activation::Relu => grad
+            .iter_mut()
+            .zip(a)
+            .for_each(|(g, &a)| *g = if a <= T::zero() { T::zero() } else { *g }),
     }
 }
 
