@@ -89,11 +89,21 @@ fn main() {
             conv2d_forward_im2col(&shape, &cols, &w, &b, rows, &mut z, threads)
         });
         let mut w_cl = w.clone();
+        let mut partials = Vec::new();
         time("filters to channels-last", None, &mut || {
             filters_to_channels_last(&shape, &w, &mut w_cl)
         });
         time("weight GEMM (+ bias sums)", Some(2.0 * macs), &mut || {
-            conv2d_backward_params_im2col(&shape, &z, &cols, rows, &mut dw, &mut db, threads)
+            conv2d_backward_params_im2col(
+                &shape,
+                &z,
+                &cols,
+                rows,
+                &mut dw,
+                &mut db,
+                &mut partials,
+                threads,
+            )
         });
         if shape.channels > 1 {
             // The first layer's input gradient is never needed.

@@ -332,7 +332,18 @@ fn conv2d_on_im2col_and_the_gemm_matches_the_reference() {
         );
 
         let (mut dw_cl, mut db) = (vec![f64::NAN; w.len()], vec![f64::NAN; b.len()]);
-        conv2d_backward_params_im2col(&shape, &dz_cl, &cols, rows, &mut dw_cl, &mut db, threads);
+        // On two threads the batch's 3 images are cut into parts of 2 and 1.
+        let mut partials = Vec::new();
+        conv2d_backward_params_im2col(
+            &shape,
+            &dz_cl,
+            &cols,
+            rows,
+            &mut dw_cl,
+            &mut db,
+            &mut partials,
+            threads,
+        );
         let mut dw = vec![f64::NAN; w.len()];
         filters_to_channels_first(&shape, &dw_cl, &mut dw);
         let (want_dw, want_db) = conv2d_backward_params(&shape, &dz, &x, rows);

@@ -89,7 +89,11 @@ fn simd_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            return "avx512f";
+            return if cfg!(feature = "avx512") {
+                "avx512f"
+            } else {
+                "avx2+fma; AVX-512 unused, build with --features avx512"
+            };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {

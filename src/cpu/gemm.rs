@@ -126,10 +126,24 @@ pub fn linear_forward_biased<T: Scalar>(
     fan_out: usize,
     threads: usize,
 ) {
-    for row in out[..rows * fan_out].chunks_exact_mut(fan_out) {
-        row.copy_from_slice(b);
-    }
+    fill_rows(&mut out[..rows * fan_out], b);
     linear_forward(out, x, w, rows, fan_in, fan_out, threads);
+}
+
+/// Every row of `out` (whole rows of `row.len()`) set to `row`: the first copied in, then the
+/// rows written so far copied after themselves, doubling, so a convolution's hundred thousand
+/// short rows take a score of large copies rather than a call each.
+fn fill_rows<T: Scalar>(out: &mut [T], row: &[T]) {
+    if out.is_empty() {
+        return;
+    }
+    out[..row.len()].copy_from_slice(row);
+    let mut done = row.len();
+    while done < out.len() {
+        let more = done.min(out.len() - done);
+        out.copy_within(..more, done);
+        done += more;
+    }
 }
 
 /// A dense layer's parameter gradients: dw (O, I) = dzᵀ · a ([`linear_backward_weight`]) and

@@ -155,6 +155,13 @@ pub fn conv2d_forward_im2col<T: Scalar>(
 
 /// Weight and bias gradients from dz (B, H′, W′, O) and the layer's `cols`: `dw` channels-last,
 /// (O, K, K, C).
+///
+/// The product sums over every output position of the batch into a few thousand values,
+/// a shape the GEMM's own threads split badly (they split the output). So with several
+/// threads the batch is cut into one part of whole images per thread, each part's gradient
+/// summed on its own thread into `partials` (grown to fit once), and the parts added in
+/// order: the same values on every run with that many threads.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_params_im2col<T: Scalar>(
     shape: &Conv2d,
     dz: &[T],
@@ -162,10 +169,41 @@ pub fn conv2d_backward_params_im2col<T: Scalar>(
     rows: usize,
     dw: &mut [T],
     db: &mut [T],
+    partials: &mut Vec<T>,
     threads: usize,
 ) {
-    let (positions, fan_in) = (shape.positions(rows), shape.window_len());
-    gemm::linear_backward_params(dw, db, dz, cols, positions, fan_in, shape.filters, threads);
+    use rayon::prelude::*;
+    let (fan_in, filters) = (shape.window_len(), shape.filters);
+    if threads <= 1 || rows < 2 {
+        let positions = shape.positions(rows);
+        return gemm::linear_backward_params(dw, db, dz, cols, positions, fan_in, filters, 1);
+    }
+    let per = rows.div_ceil(threads.min(rows));
+    let parts = rows.div_ceil(per);
+    let len = dw.len() + db.len();
+    if partials.len() < parts * len {
+        partials.resize(parts * len, T::zero());
+    }
+    let (dz_part, cols_part) = (shape.positions(per) * filters, cols_len(shape, per));
+    partials[..parts * len]
+        .par_chunks_mut(len)
+        .zip(dz[..shape.positions(rows) * filters].par_chunks(dz_part))
+        .zip(cols[..cols_len(shape, rows)].par_chunks(cols_part))
+        .for_each(|((partial, dz), cols)| {
+            let (pw, pb) = partial.split_at_mut(dw.len());
+            let positions = dz.len() / filters;
+            gemm::linear_backward_params(pw, pb, dz, cols, positions, fan_in, filters, 1);
+        });
+    for (i, partial) in partials[..parts * len].chunks_exact(len).enumerate() {
+        let (pw, pb) = partial.split_at(dw.len());
+        for (out, part) in [(&mut *dw, pw), (&mut *db, pb)] {
+            if i == 0 {
+                out.copy_from_slice(part);
+            } else {
+                out.iter_mut().zip(part).for_each(|(o, &p)| *o = *o + p);
+            }
+        }
+    }
 }
 
 /// Input gradient dx (B, H, W, C) from dz (B, H′, W′, O) and the channels-last filters `w`:

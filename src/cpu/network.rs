@@ -252,6 +252,8 @@ pub struct NetworkWorkspace<T> {
     dflat: Vec<T>,
     /// The gradient of a convolution's im2col matrix.
     dcols: Vec<T>,
+    /// Each thread's part of a convolution's weight gradient (grown by the first step).
+    partials: Vec<T>,
     /// ∂L/∂(a layer's output), and ∂L/∂(its input) being computed.
     delta: Vec<T>,
     delta_in: Vec<T>,
@@ -304,6 +306,7 @@ impl<T: Scalar> NetworkWorkspace<T> {
             dfilters: zeros(dfilters),
             dflat: zeros(capacity * dflat),
             dcols: zeros(capacity * dcols),
+            partials: Vec::new(),
             delta: zeros(capacity * widest),
             delta_in: zeros(capacity * widest),
         }
@@ -333,7 +336,8 @@ impl<T: Scalar> NetworkWorkspace<T> {
     }
 
     /// The floats [`NetworkWorkspace::new`] allocates whatever its capacity: the filters
-    /// channels-last, and one convolution's weight gradient so.
+    /// channels-last, and one convolution's weight gradient so (a step on several threads
+    /// adds one such gradient per thread).
     pub fn floats_fixed(net: &Network) -> usize {
         let filters =
             (0..net.layers.len()).map(|l| layer_buffers(&net.layers[l], &layer_input(net, l)).3);
@@ -586,7 +590,10 @@ fn backward<T: Scalar>(
                 let (dw, db) = grad[weight..bias + shape.filters].split_at_mut(bias - weight);
                 let dw_cl = &mut ws.dfilters[..dw.len()];
                 let cols = &ws.cols[l][..cols_len(&shape, rows)];
-                conv2d_backward_params_im2col(&shape, delta, cols, rows, dw_cl, db, threads);
+                let partials = &mut ws.partials;
+                conv2d_backward_params_im2col(
+                    &shape, delta, cols, rows, dw_cl, db, partials, threads,
+                );
                 filters_to_channels_first(&shape, dw_cl, dw);
                 if l == 0 {
                     break;
