@@ -4,6 +4,8 @@
 # ratios within one run of this script.
 #   bench/compare.sh [BATCH_SIZES] [THREADS] [DEVICES]
 #   bench/compare.sh cnn [THREADS]     configs/cnn.toml against bench/peers/torch_cnn.py, batch 128
+# EXTRA_BIN=PATH times a second wgtrain build in every round too, after the default one (for
+# example one built with `cargo build --release --features avx512`, copied aside).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = cnn ]; then
@@ -12,7 +14,10 @@ if [ "${1:-}" = cnn ]; then
   [ -x "$bin" ] || cargo build --release --quiet
   for round in 1 2; do
     echo "## round $round"
-    "$bin" bench --config configs/cnn.toml --devices cpu --batch-sizes 128 --threads "$threads" --warmup 1 --epochs 2
+    for b in "$bin" ${EXTRA_BIN:-}; do
+      echo "### $b"
+      "$b" bench --config configs/cnn.toml --devices cpu --batch-sizes 128 --threads "$threads" --warmup 1 --epochs 2
+    done
     if python3 -c 'import torch' 2>/dev/null; then
       python3 bench/peers/torch_cnn.py --bench --warmup 1 --epochs 2 --threads "$threads" | grep '^{'
     fi
@@ -27,7 +32,10 @@ bin=target/release/wgtrain
 export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 for round in 1 2; do
   echo "## round $round"
-  "$bin" bench --devices "$devices" --batch-sizes "$batches" --threads "$threads"
+  for b in "$bin" ${EXTRA_BIN:-}; do
+    echo "### $b"
+    "$b" bench --devices "$devices" --batch-sizes "$batches" --threads "$threads"
+  done
   if python3 -c 'import numpy' 2>/dev/null; then python3 bench/peers/numpy_mlp.py --batch-sizes "$batches" | grep '^|'; fi
   if python3 -c 'import torch' 2>/dev/null; then python3 bench/peers/torch_mlp.py --device cpu --threads "$threads" --batch-sizes "$batches" | grep '^|'; fi
 done

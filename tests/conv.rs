@@ -168,35 +168,29 @@ fn conv2d_shapes_out_of_range_are_refused_naming_the_problem() {
     }
 }
 
+/// Pooling shapes that reach every case: windows tiling the image, a last row and column in
+/// no window (7 × 5 with 2 × 2 windows), and overlapping windows, where one pixel may be the
+/// maximum of several.
+fn pool_shapes() -> [MaxPool2d; 3] {
+    let pool = |channels, height, width, window, stride| MaxPool2d {
+        channels,
+        height,
+        width,
+        window,
+        stride,
+    };
+    [
+        pool(3, 6, 6, 2, 2),
+        pool(2, 7, 5, 2, 2),
+        pool(2, 5, 5, 3, 1),
+    ]
+}
+
 #[test]
 fn max_pool2d_routes_each_gradient_to_the_pixel_its_window_took() {
     let mut r = rng(11);
     let rows = 2;
-    for shape in [
-        MaxPool2d {
-            channels: 3,
-            height: 6,
-            width: 6,
-            window: 2,
-            stride: 2,
-        },
-        // 7 × 5 with 2 × 2 windows: the last row and column are in no window.
-        MaxPool2d {
-            channels: 2,
-            height: 7,
-            width: 5,
-            window: 2,
-            stride: 2,
-        },
-        // Overlapping windows: one pixel may be the maximum of several.
-        MaxPool2d {
-            channels: 1,
-            height: 5,
-            width: 5,
-            window: 3,
-            stride: 1,
-        },
-    ] {
+    for shape in pool_shapes() {
         shape.validate().unwrap();
         let x = uniform(&mut r, rows * shape.in_len());
         let dz = uniform(&mut r, rows * shape.out_len());
@@ -384,29 +378,7 @@ fn max_pool2d_channels_last_takes_the_references_pixels_bit_for_bit() {
     use wgtrain::cpu::channels_last::{self as cl, to_channels_first, to_channels_last};
     let mut r = rng(13);
     let rows = 3;
-    for shape in [
-        MaxPool2d {
-            channels: 3,
-            height: 6,
-            width: 6,
-            window: 2,
-            stride: 2,
-        },
-        MaxPool2d {
-            channels: 2,
-            height: 7,
-            width: 5,
-            window: 2,
-            stride: 2,
-        },
-        MaxPool2d {
-            channels: 4,
-            height: 5,
-            width: 5,
-            window: 3,
-            stride: 1,
-        },
-    ] {
+    for shape in pool_shapes() {
         let input = ImageShape {
             channels: shape.channels,
             height: shape.height,

@@ -98,30 +98,16 @@ fn transpose_images<T: Scalar>(
 }
 
 /// A convolution's filters (O, C, K, K), as stored, → (O, K, K, C), the order of a
-/// channels-last im2col window.
+/// channels-last im2col window: each filter transposed as an image is.
 pub fn filters_to_channels_last<T: Scalar>(shape: &Conv2d, w: &[T], out: &mut [T]) {
-    let (c, kk) = (shape.channels, shape.kernel * shape.kernel);
-    let len = c * kk;
-    for (w, out) in w.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
-        for (ch, taps) in w.chunks_exact(kk).enumerate() {
-            for (tap, &v) in taps.iter().enumerate() {
-                out[tap * c + ch] = v;
-            }
-        }
-    }
+    let taps = shape.kernel * shape.kernel;
+    transpose_images(w, shape.filters, (shape.channels, taps), out, 1);
 }
 
 /// (O, K, K, C) → (O, C, K, K): a weight gradient back into the stored order.
 pub fn filters_to_channels_first<T: Scalar>(shape: &Conv2d, w: &[T], out: &mut [T]) {
-    let (c, kk) = (shape.channels, shape.kernel * shape.kernel);
-    let len = c * kk;
-    for (w, out) in w.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
-        for (tap, channels) in w.chunks_exact(c).enumerate() {
-            for (ch, &v) in channels.iter().enumerate() {
-                out[ch * kk + tap] = v;
-            }
-        }
-    }
+    let taps = shape.kernel * shape.kernel;
+    transpose_images(w, shape.filters, (taps, shape.channels), out, 1);
 }
 
 /// `cpu::conv::max_pool2d_forward` on channels-last images: the same maxima, the same ties

@@ -2,7 +2,8 @@
 //! reference pass (issue 18): each layer through its plain-loop reference (`cpu::conv`,
 //! `cpu::ops`, `dropout`), accumulating in f64, generic over f32 and f64. The fast CPU engine
 //! and the GPU scheduler for such networks are to be held to it; a network of dense layers
-//! alone gives what `cpu::net` gives for its widths (tested).
+//! alone gives what `cpu::net` gives for its widths (tested). Beside it, the fast pass
+//! ([`loss_and_gradient`]) that the CPU engine trains with.
 
 use super::Scalar;
 use super::conv::{
@@ -353,10 +354,11 @@ fn layer_input(net: &Network, l: usize) -> ImageShape {
     }
 }
 
-/// [`loss_and_gradient_reference`] on the fast CPU kernels: convolutions through im2col and
-/// the GEMM (`cpu::im2col`), dense layers through the GEMM (`cpu::gemm`), on `threads`
-/// threads, in `ws`'s buffers; pooling and dropout as in the reference (linear-time already).
-/// The same loss and gradient to rounding (tested against the reference).
+/// [`loss_and_gradient_reference`] on the fast CPU kernels, every image channels-last
+/// (`cpu::channels_last`): convolutions through im2col and the GEMM (`cpu::im2col`), dense
+/// layers through the GEMM (`cpu::gemm`), pooling and dropout over channel vectors, on
+/// `threads` threads, in `ws`'s buffers. The same loss and gradient to rounding (tested
+/// against the reference), the same dropout masks and pooling choices exactly.
 #[allow(clippy::too_many_arguments)]
 pub fn loss_and_gradient<T: Scalar>(
     net: &Network,
