@@ -545,6 +545,58 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "sweep.toml: `grid.learning_rate` lists no values",
     });
+    // See: #19. Bad search specs are refused before any run starts.
+    for (what, file, spec, expect) in [
+        (
+            "a search range that is empty",
+            "search-empty.toml",
+            "trials = 3\n[search]\nmomentum_gamma = { uniform = [0.9, 0.9] }\n",
+            "`search.momentum_gamma`: the range [0.9, 0.9] is empty",
+        ),
+        (
+            "a log-uniform search range that reaches 0",
+            "search-log.toml",
+            "trials = 3\n[search]\nlearning_rate = { log_uniform = [0, 0.1] }\n",
+            "log_uniform's range [0, 0.1] reaches 0: a log scale needs both ends above 0",
+        ),
+        (
+            "a whole-number search range whose low end is above its high end",
+            "search-int.toml",
+            "trials = 3\n[search]\nbatch_size = { int = [256, 32] }\n",
+            "`search.batch_size`: the range [256, 32] is empty",
+        ),
+        (
+            "a number drawn for a key that takes no number",
+            "search-type.toml",
+            "trials = 3\n[search]\nactivation = { uniform = [0.1, 0.5] }\n",
+            "`search.activation` draws decimal numbers, but activation takes a string such as \"tanh\"",
+        ),
+        (
+            "a search without a number of trials",
+            "search-trials.toml",
+            "[search]\nlearning_rate = { uniform = [0.01, 0.1] }\n",
+            "`[search]` needs `trials = N`",
+        ),
+        (
+            "a search beside a grid",
+            "search-grid.toml",
+            "trials = 3\n[grid]\nepochs = [1, 2]\n[search]\nlearning_rate = { uniform = [0.01, 0.1] }\n",
+            "a sweep is a `[grid]`, a list of `[[runs]]` or a `[search]`",
+        ),
+    ] {
+        let path = root.join(file);
+        std::fs::write(&path, spec).unwrap();
+        cases.push(Case {
+            what,
+            args: vec![
+                "sweep".into(),
+                path.display().to_string(),
+                "--out".into(),
+                root.join("sweep-out").display().to_string(),
+            ],
+            expect,
+        });
+    }
     let one_run = root.join("one-run.toml");
     std::fs::write(&one_run, "[grid]\nlearning_rate = [0.1]\n").unwrap();
     // See: #16. Each said "shard 0/1" and trained the whole sweep.

@@ -1,6 +1,6 @@
 //! Sweeps: expansion order and naming, resume, and sharding into one directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use wgtrain::rundir::RunDir;
@@ -554,4 +554,141 @@ fn a_sweep_of_runs_names_its_settings_where_the_swept_keys_do_not_tell_them_apar
     assert_eq!(row("activation=relu")[2], "relu");
     assert_eq!(row("plain")[2], default);
     assert_eq!(row("other")[2], default);
+}
+
+/// A search over every kind of distribution, `trials` trials drawn by `search_seed`.
+fn write_search(dir: &Path, name: &str, trials: usize, search_seed: u64, extra: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "trials = {trials}\nsearch_seed = {search_seed}\n[search]\n\
+             learning_rate = {{ log_uniform = [0.0001, 0.1] }}\n\
+             momentum_gamma = {{ uniform = [0.5, 0.9] }}\n\
+             batch_size = {{ int = [2, 4] }}\n\
+             activation = {{ choice = [\"tanh\", \"relu\", \"sigmoid\"] }}\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_search_draws_the_same_trials_from_the_same_file_each_within_its_distribution() {
+    let tmp = tempfile::tempdir().unwrap();
+    let draws = |name: &str, seed: u64, extra: &str| -> Vec<Vec<(String, String)>> {
+        let path = write_search(tmp.path(), name, 300, seed, extra);
+        expand(&path, &[], 1000)
+            .unwrap()
+            .iter()
+            .map(|run| {
+                assert_eq!(run.id, format!("{}-seed1", run.setting));
+                run.overrides
+                    .iter()
+                    .map(|o| {
+                        let (k, v) = o.split_once('=').unwrap();
+                        (k.to_string(), v.to_string())
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let trials = draws("a.toml", 3, "");
+    assert_eq!(
+        trials,
+        draws("b.toml", 3, ""),
+        "the same file, the same trials"
+    );
+    assert_ne!(
+        trials,
+        draws("c.toml", 4, ""),
+        "another search seed, other trials"
+    );
+    // A key's draws do not depend on the other keys searched.
+    let more = draws("d.toml", 3, "l2 = { log_uniform = [1e-6, 1e-3] }\n");
+    let without = |t: &[Vec<(String, String)>]| -> Vec<Vec<(String, String)>> {
+        t.iter()
+            .map(|kv| kv.iter().filter(|(k, _)| k != "l2").cloned().collect())
+            .collect()
+    };
+    assert_eq!(without(&more), trials);
+
+    let column = |key: &str| -> Vec<String> {
+        trials
+            .iter()
+            .map(|kv| kv.iter().find(|(k, _)| k == key).unwrap().1.clone())
+            .collect()
+    };
+    let numbers =
+        |key: &str| -> Vec<f64> { column(key).iter().map(|v| v.parse().unwrap()).collect() };
+    let gamma = numbers("momentum_gamma");
+    assert!(gamma.iter().all(|v| (0.5..=0.9).contains(v)));
+    assert!(gamma.iter().any(|&v| v < 0.55) && gamma.iter().any(|&v| v > 0.85));
+    // Log-uniform: about a third of the draws in each of the three decades.
+    let rate = numbers("learning_rate");
+    for decade in [1e-4, 1e-3, 1e-2] {
+        let n = rate
+            .iter()
+            .filter(|&&v| (decade..10.0 * decade).contains(&v))
+            .count();
+        assert!(
+            (70..130).contains(&n),
+            "{n} of 300 draws in [{decade}, {})",
+            10.0 * decade
+        );
+    }
+    // Every whole number of the range, both ends included, and every choice.
+    for (key, values) in [
+        ("batch_size", vec!["2", "3", "4"]),
+        ("activation", vec!["tanh", "relu", "sigmoid"]),
+    ] {
+        let drawn = column(key);
+        assert!(
+            drawn.iter().all(|v| values.contains(&v.as_str())),
+            "{key}: {drawn:?}"
+        );
+        for v in values {
+            let n = drawn.iter().filter(|d| *d == v).count();
+            assert!((70..130).contains(&n), "{key} = {v} drawn {n} times of 300");
+        }
+    }
+}
+
+#[test]
+fn a_search_trains_its_trials_and_a_rerun_finds_them_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = write_search(tmp.path(), "search.toml", 4, 1, "");
+    let out = tmp.path().join("out");
+    let first = run_sweep(&sweep, &data, &out, &TINY);
+    assert!(first.contains("trained 4, skipped 0"), "{first}");
+    let rows = rows_without_seconds(&out);
+    let names: Vec<&str> = rows[1..]
+        .iter()
+        .map(|r| r.split(',').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "trial0-seed1",
+            "trial1-seed1",
+            "trial2-seed1",
+            "trial3-seed1"
+        ]
+    );
+    for row in &rows[1..] {
+        for key in [
+            "learning_rate=",
+            "momentum_gamma=",
+            "batch_size=",
+            "activation=",
+        ] {
+            assert!(row.contains(key), "{row}");
+        }
+    }
+    // The file draws the same trials again: every run is found finished as it was asked for.
+    let again = run_sweep(&sweep, &data, &out, &TINY);
+    assert!(again.contains("trained 0, skipped 4 finished"), "{again}");
+    assert_eq!(rows, rows_without_seconds(&out));
 }

@@ -1,7 +1,8 @@
-//! Sweeps: a base config, a list or grid of overrides and a list of seeds, expanded into runs
-//! in a fixed order; each run trains into its own directory under one output directory, so a
-//! rerun skips finished runs and any number of shards (`--shard I/N`, Slurm arrays, Kubernetes
-//! indexed jobs) can share the directory. Results are rebuilt from whatever has finished.
+//! Sweeps: a base config, a list or grid of overrides or a random search (`search`) and a
+//! list of seeds, expanded into runs in a fixed order; each run trains into its own directory
+//! under one output directory, so a rerun skips finished runs and any number of shards
+//! (`--shard I/N`, Slurm arrays, Kubernetes indexed jobs) can share the directory. Results are
+//! rebuilt from whatever has finished.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use crate::rundir::RunDir;
 mod pack;
 mod report;
 mod schedule;
+pub mod search;
 mod shard;
 pub use pack::{PackedRun, gpu_seats, max_pack, pack_groups, pack_key, train_pack};
 pub use report::{RESULTS_HEADER, report};
@@ -37,6 +39,14 @@ struct SweepFile {
     /// Every combination of these values (key → list of values).
     #[serde(default)]
     grid: BTreeMap<String, Vec<toml::Value>>,
+    /// Random search: a distribution per key, drawn `trials` times.
+    #[serde(default)]
+    search: BTreeMap<String, search::Distribution>,
+    /// How many settings a search draws.
+    trials: Option<usize>,
+    /// What a search's draws are computed from (the trials, not the training seeds).
+    #[serde(default)]
+    search_seed: u64,
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -122,11 +132,13 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
         }
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
+    check_search(&file)?;
     let grid_points = file
         .grid
         .values()
         .try_fold(1usize, |n, values| n.checked_mul(values.len()));
     let settings_count = match (file.grid.is_empty(), grid_points) {
+        _ if !file.search.is_empty() => file.trials,
         (true, _) => Some(file.runs.len().max(1)),
         (false, points) => points.and_then(|p| p.checked_add(file.runs.len())),
     };
@@ -177,6 +189,15 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
             set,
         }));
     }
+    if let Some(trials) = file.trials {
+        let width = (trials.max(1) - 1).to_string().len();
+        let drawn = search::draw_trials(&file.search, trials, file.search_seed);
+        settings.extend(drawn.into_iter().enumerate().map(|(i, set)| RunSpec {
+            name: Some(format!("trial{i:0width$}")),
+            config: None,
+            set,
+        }));
+    }
     if settings.is_empty() {
         settings.push(RunSpec {
             name: None,
@@ -186,6 +207,43 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
     }
     if file.seeds.is_empty() {
         return Err(Error::Usage("`seeds` is empty".to_string()));
+    }
+    // Every value a search may draw must suit its key: both ends of each range and every
+    // choice, through the base config as a run would load it.
+    let load_base = |overrides: &[String]| match file.base.as_ref() {
+        Some(p) => TrainConfig::load(&dir.join(p), overrides),
+        None => TrainConfig::from_toml_str("", path, "base", overrides),
+    };
+    let base_values: toml::Table = match file.search.is_empty() {
+        true => toml::Table::new(),
+        false => toml::from_str(&load_base(&[])?.to_toml()).unwrap_or_default(),
+    };
+    for (key, distribution) in &file.search {
+        let numeric = !matches!(distribution, search::Distribution::Choice(_));
+        if let Some((value, kind)) = base_values
+            .get(key)
+            .filter(|v| numeric && !v.is_integer() && !v.is_float())
+            .map(|v| (v, v.type_str()))
+        {
+            return Err(Error::Usage(format!(
+                "`search.{key}` draws {}, but {key} takes {} {kind} such as {value} (hint: `{key} = {{ choice = [...] }}`)",
+                distribution.draws(),
+                if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                },
+            )));
+        }
+        for value in distribution.extremes() {
+            if let Err(e) = load_base(&[format!("{key}={value}")]) {
+                return Err(Error::Usage(format!(
+                    "`search.{key}` draws {}, but {key} = {} does not load: {e}",
+                    distribution.draws(),
+                    value_text(&value)
+                )));
+            }
+        }
     }
     let mut runs = Vec::new();
     for RunSpec {
@@ -245,6 +303,33 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
         )));
     }
     Ok(runs)
+}
+
+/// A search's own mistakes, before anything is expanded: `[search]` without `trials` or the
+/// reverse, no trials, a search beside a grid or a list of runs, and each distribution's
+/// [`search::Distribution::check`].
+fn check_search(file: &SweepFile) -> Result<()> {
+    let usage = |message: &str| Err(Error::Usage(message.to_string()));
+    match (file.search.is_empty(), file.trials) {
+        (true, None) => return Ok(()),
+        (false, None) => {
+            return usage("`[search]` needs `trials = N`, the number of settings to draw from it");
+        }
+        (true, Some(_)) => {
+            return usage("`trials` is set but there is no `[search]` to draw the trials from");
+        }
+        (false, Some(0)) => return usage("`trials = 0` draws nothing: ask for at least 1"),
+        (false, Some(_)) => {}
+    }
+    if !file.grid.is_empty() || !file.runs.is_empty() {
+        return usage(
+            "a sweep is a `[grid]`, a list of `[[runs]]` or a `[search]`: this one has a search and another (hint: make the grid's keys `choice` distributions)",
+        );
+    }
+    for (key, distribution) in &file.search {
+        distribution.check(key).map_err(Error::Usage)?;
+    }
+    Ok(())
 }
 
 /// What a sweep records in each run directory (`sweep_run.json`) for its results table.
