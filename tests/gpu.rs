@@ -485,6 +485,76 @@ fn every_kernel_arrangement_trains_to_the_same_bits() {
 }
 
 #[test]
+fn a_networks_epoch_submitted_in_parts_trains_to_the_same_bits() {
+    use wgtrain::model::{Init, Model};
+    use wgtrain::network::{ImageShape, Layer, Network};
+    let Some(ctx) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 300, 60, 6, 3, true);
+    let data = Arc::new(Dataset::load(dir.path(), 0.2, 1).unwrap());
+    let input = ImageShape {
+        channels: 1,
+        height: 6,
+        width: 6,
+    };
+    let layers = [
+        Layer::Conv2d {
+            filters: 4,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            activation: Activation::Relu,
+        },
+        Layer::MaxPool2d {
+            window: 2,
+            stride: 2,
+        },
+        Layer::Dropout { p: 0.25 },
+        Layer::Dense {
+            units: 3,
+            activation: Activation::None,
+        },
+    ];
+    let net = Network::plan(input, &layers, 3).unwrap();
+    let values = net.init(Init::Pytorch, 1);
+    let params = Params {
+        model: Model::Network(Arc::new(net)),
+        values,
+    };
+    let config = TrainConfig {
+        batch_size: 32,
+        ..TrainConfig::default()
+    };
+    let train = |submit_every: u32| -> (Vec<f32>, usize) {
+        let mut arranged = ctx.clone();
+        arranged.tuning = Tuning {
+            submit_every,
+            ..Tuning::default()
+        };
+        let mut engine = GpuEngine::new(arranged, &params, config.batch_size).unwrap();
+        engine.upload(Arc::clone(&data)).unwrap();
+        for epoch in 1..=2 {
+            engine
+                .train_epoch(&epoch_order(1, epoch, data.train.len), &config.hyper())
+                .unwrap();
+        }
+        (
+            engine.params().unwrap().values,
+            engine.submissions_last_epoch(),
+        )
+    };
+    let (whole, one) = train(0);
+    assert_eq!(one, 1, "an epoch is one submission by default");
+    // 240 training rows at batch 32: 8 steps, submitted 3, 3 and 2 (with validation).
+    let (parts, three) = train(3);
+    assert_eq!(three, 3);
+    assert!(
+        same_bits(&whole, &parts),
+        "submitting in parts changed the weights"
+    );
+}
+
+#[test]
 fn gpu_memory_stays_flat_from_epoch_to_epoch() {
     let Some(ctx) = gpu() else { return };
     let (mut engine, data, config) = tiny_engine_pair(&ctx);

@@ -61,13 +61,9 @@ impl GpuModels {
         }
     }
 
-    /// How many command buffers the last training epoch was submitted in (a network's
-    /// epoch is always one).
+    /// How many command buffers the last training epoch was submitted in.
     pub fn submissions_last_epoch(&self) -> usize {
-        match self {
-            GpuModels::Mlp(m) => m.submissions_last_epoch(),
-            GpuModels::Network(_) => 1,
-        }
+        on_models!(self, m => m.submissions_last_epoch())
     }
 
     pub fn batch_size(&self) -> usize {

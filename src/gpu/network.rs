@@ -3,7 +3,8 @@
 //! the pack of one): the scheduler of conv.wgsl, pool.wgsl, dropout.wgsl, activation.wgsl, matmul.wgsl (dense
 //! layers: forward, input and weight gradients), softmax_xent.wgsl and update.wgsl. The same
 //! rules as the MLP's engine: images resident as bytes, a whole epoch (every step, then the
-//! validation split) in one submission with one read-back, no float atomics (a rerun repeats
+//! validation split) recorded at once with one read-back (submitted in parts where
+//! `Tuning::submit_every` says, as the MLP's epoch is), no float atomics (a rerun repeats
 //! bit for bit), every buffer allocated when the engine is built or the data uploaded.
 //!
 //! A step: gather the batch; each layer forward (a convolution or dense product, then its
@@ -125,6 +126,8 @@ pub struct NetworkModels {
     resident: Option<Resident>,
     /// Optimiser steps taken, per model.
     steps_taken: Vec<u64>,
+    /// Command buffers the last training epoch was submitted in (Tuning::submit_every).
+    submissions: usize,
     /// Elements in the workspace (the kernels' slice stride, one model).
     work_ms: u32,
     _owned: Vec<wgpu::Buffer>,
@@ -509,6 +512,7 @@ impl NetworkModels {
             seed: None,
             resident: None,
             steps_taken: vec![0; k],
+            submissions: 0,
             _owned: owned,
             net,
         })

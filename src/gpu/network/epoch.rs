@@ -431,14 +431,30 @@ impl NetworkModels {
         self.write_uniforms(r, &self.eval_uniforms(val, 0));
         let val_chunks = Self::chunks(val.len, self.capacity);
         let k = self.models;
+        // Every part but the last goes to the device as soon as it is recorded
+        // (Tuning::submit_every, as the MLP's epoch does); the last, the validation pass and
+        // the read-back make the final submission, the one the host waits for.
+        let mut parts = self.ctx.tuning.submission_parts(steps);
+        let last_part = parts.pop().unwrap_or(0..steps);
+        for part in &parts {
+            let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                for step in part.clone() {
+                    self.encode_step(&mut pass, r, (0, step, k), true);
+                }
+            }
+            self.ctx.queue.submit([encoder.finish()]);
+        }
         let stats = self.run_and_read(r, |pass| {
-            for step in 0..steps {
+            for step in last_part {
                 self.encode_step(pass, r, (0, step, k), true);
             }
             for c in 0..val_chunks {
                 self.encode_step(pass, r, (1, val.first_slot + c, k), false);
             }
         })?;
+        self.submissions = parts.len() + 1;
         let mut out: Vec<Option<Result<EpochStats, EngineError>>> =
             jobs.iter().map(|_| None).collect();
         for &(m, _) in &active {
@@ -465,6 +481,11 @@ impl NetworkModels {
             self.steps_taken[m] += steps as u64;
         }
         Ok(out)
+    }
+
+    /// How many command buffers the last training epoch was submitted in.
+    pub fn submissions_last_epoch(&self) -> usize {
+        self.submissions
     }
 
     /// Loss and accuracy of model `model` on a split.
