@@ -99,6 +99,44 @@ fn the_paper_sweep_holds_every_experiment_with_three_seeds() {
 }
 
 #[test]
+fn the_example_search_draws_27_trials_of_the_paper_model() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/sweeps/search.toml");
+    let runs = expand(&path, &[], 100).unwrap();
+    assert_eq!(runs.len(), 27);
+    assert_eq!(
+        (runs[0].id.as_str(), runs[26].id.as_str()),
+        ("trial00-seed1", "trial26-seed1")
+    );
+    for run in &runs {
+        let c = &run.config;
+        assert!(
+            (0.001..=0.3).contains(&c.learning_rate),
+            "{:?}",
+            run.overrides
+        );
+        assert!(
+            (0.5..=0.99).contains(&c.momentum_gamma),
+            "{:?}",
+            run.overrides
+        );
+        assert!(
+            [32, 64, 128, 256].contains(&c.layers[1]),
+            "{:?}",
+            run.overrides
+        );
+    }
+    let activations: std::collections::BTreeSet<_> = runs
+        .iter()
+        .map(|r| format!("{:?}", r.config.activation))
+        .collect();
+    assert_eq!(
+        activations.len(),
+        3,
+        "every activation is drawn: {activations:?}"
+    );
+}
+
+#[test]
 fn shards_split_the_runs_disjointly_and_read_slurm_variables() {
     let shards: Vec<Shard> = (0..3)
         .map(|i| Shard::parse(&format!("{i}/3")).unwrap())
