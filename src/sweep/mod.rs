@@ -208,43 +208,11 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
     if file.seeds.is_empty() {
         return Err(Error::Usage("`seeds` is empty".to_string()));
     }
-    // Every value a search may draw must suit its key: both ends of each range and every
-    // choice, through the base config as a run would load it.
     let load_base = |overrides: &[String]| match file.base.as_ref() {
         Some(p) => TrainConfig::load(&dir.join(p), overrides),
         None => TrainConfig::from_toml_str("", path, "base", overrides),
     };
-    let base_values: toml::Table = match file.search.is_empty() {
-        true => toml::Table::new(),
-        false => toml::from_str(&load_base(&[])?.to_toml()).unwrap_or_default(),
-    };
-    for (key, distribution) in &file.search {
-        let numeric = !matches!(distribution, search::Distribution::Choice(_));
-        if let Some((value, kind)) = base_values
-            .get(key)
-            .filter(|v| numeric && !v.is_integer() && !v.is_float())
-            .map(|v| (v, v.type_str()))
-        {
-            return Err(Error::Usage(format!(
-                "`search.{key}` draws {}, but {key} takes {} {kind} such as {value} (hint: `{key} = {{ choice = [...] }}`)",
-                distribution.draws(),
-                if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
-                    "an"
-                } else {
-                    "a"
-                },
-            )));
-        }
-        for value in distribution.extremes() {
-            if let Err(e) = load_base(&[format!("{key}={value}")]) {
-                return Err(Error::Usage(format!(
-                    "`search.{key}` draws {}, but {key} = {} does not load: {e}",
-                    distribution.draws(),
-                    value_text(&value)
-                )));
-            }
-        }
-    }
+    check_search_values(&file.search, load_base)?;
     let mut runs = Vec::new();
     for RunSpec {
         name,
@@ -328,6 +296,47 @@ fn check_search(file: &SweepFile) -> Result<()> {
     }
     for (key, distribution) in &file.search {
         distribution.check(key).map_err(Error::Usage)?;
+    }
+    Ok(())
+}
+
+/// Every value a search may draw must suit its key: a number for a key that takes one, and
+/// both ends of each range and every choice must load through the base config (`load_base`
+/// applies overrides to it) as a run would.
+fn check_search_values(
+    space: &BTreeMap<String, search::Distribution>,
+    load_base: impl Fn(&[String]) -> std::result::Result<TrainConfig, ConfigError>,
+) -> Result<()> {
+    if space.is_empty() {
+        return Ok(());
+    }
+    let base_values: toml::Table = toml::from_str(&load_base(&[])?.to_toml()).unwrap_or_default();
+    for (key, distribution) in space {
+        let numeric = !matches!(distribution, search::Distribution::Choice(_));
+        if let Some((value, kind)) = base_values
+            .get(key)
+            .filter(|v| numeric && !v.is_integer() && !v.is_float())
+            .map(|v| (v, v.type_str()))
+        {
+            return Err(Error::Usage(format!(
+                "`search.{key}` draws {}, but {key} takes {} {kind} such as {value} (hint: `{key} = {{ choice = [...] }}`)",
+                distribution.draws(),
+                if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                },
+            )));
+        }
+        for value in distribution.extremes() {
+            if let Err(e) = load_base(&[format!("{key}={value}")]) {
+                return Err(Error::Usage(format!(
+                    "`search.{key}` draws {}, but {key} = {} does not load: {e}",
+                    distribution.draws(),
+                    value_text(&value)
+                )));
+            }
+        }
     }
     Ok(())
 }
