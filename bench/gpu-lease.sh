@@ -4,6 +4,9 @@
 # 15 minutes of device time, its start included, and a rerun must still fit):
 #   1. adapters and `check --all-adapters`;
 #   2. `bench` on CPU and GPU with the per-kernel profile and 8 models packed, batch 32/128/1024;
+#   2b. the CNN (#18's GPU targets): configs/cnn.toml's epoch on the GPU against PyTorch eager
+#      CUDA (when torch with CUDA is installed), and one seed trained to early stopping on
+#      the GPU (its summary.json and metrics.csv kept);
 #   3. `wgtrain tune` at batch 128 (every arrangement; the one kept saved in $OUT/tuning.toml),
 #      and bench again starting from it;
 #   4. each tuning knob (gpu::Tuning) against the defaults: the gather in a dispatch of its own
@@ -12,8 +15,8 @@
 #      pipelined tile loop (WGTRAIN_PREFETCH=1), alone and with the k step at 64;
 #   5. the paper sweep packed, then (if time is left) one run at a time.
 # Output: $OUT (or ./gpu-lease-out) holds lease.md (every table, in order), bench.jsonl,
-# tuning.toml and the packed sweep's results.md: four files, inside the device tool's
-# eight-file limit. Copy the
+# tuning.toml, the packed sweep's results.md and the CNN run's summary.json and metrics.csv:
+# six files, inside the device tool's eight-file limit. Copy the
 # tables into BENCHMARKS.md and RESULTS.md with the machine, driver, command and date.
 #   bench/gpu-lease.sh [WGTRAIN_BINARY]
 # Build here and carry the binary stripped (the release profile keeps debug info: ~70 MB):
@@ -65,6 +68,18 @@ step 120 "check, every adapter" "$bin" check --all-adapters
 step 180 "bench: CPU and GPU, per-kernel profile, 8 packed" \
   "$bin" bench --devices cpu,gpu --batch-sizes 32,128,1024 --profile --pack 8 \
   --json "$out/bench.jsonl"
+step 90 "CNN bench: configs/cnn.toml on the GPU, batch 128" \
+  "$bin" bench --config configs/cnn.toml --devices gpu --batch-sizes 128 --warmup 1 --epochs 2
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  step 90 "CNN bench: PyTorch eager CUDA, the same network" \
+    python3 bench/peers/torch_cnn.py --bench --device cuda --warmup 1 --epochs 2
+fi
+cnn=$(mktemp -d)
+step 240 "CNN on the GPU: configs/cnn.toml, seed 1, to early stopping" "$bin" train \
+  --config configs/cnn.toml --device gpu --set seed=1 --out "$cnn/seed1" --quiet
+for f in summary.json metrics.csv; do
+  [ -f "$cnn/seed1/$f" ] && cp "$cnn/seed1/$f" "$out/cnn-seed1-$f"
+done
 # Every arrangement, alternating, two rounds; the one kept goes to $out/tuning.toml, which only
 # the next step reads (the knob-by-knob rounds after it start from the defaults).
 step 90 "tune at batch 128" env WGTRAIN_TUNING_FILE="$out/tuning.toml" \
