@@ -525,3 +525,119 @@ pub fn plot_comparison(dir: &Path, rows: &[ComparisonBar], title: &str) -> Resul
         )
     })
 }
+
+/// validation.png and validation.svg: every run of a sweep's validation loss against its
+/// epochs on one log-scale axis (Optuna's "intermediate values"), the runs in `best` drawn
+/// strong and labelled, every other run light, so a search shows how its trials went.
+pub fn plot_validation(dir: &Path, runs: &[RunCurves], best: &[usize], title: &str) -> Result<()> {
+    register_font();
+    draw_atomic(&dir.join("validation.png"), |p| {
+        draw_validation(
+            BitMapBackend::new(p, (1000, 640)).into_drawing_area(),
+            runs,
+            best,
+            title,
+        )
+    })?;
+    draw_atomic(&dir.join("validation.svg"), |p| {
+        draw_validation(
+            SVGBackend::new(p, (1000, 640)).into_drawing_area(),
+            runs,
+            best,
+            title,
+        )
+    })
+}
+
+fn draw_validation<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    runs: &[RunCurves],
+    best: &[usize],
+    title: &str,
+) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    // A diverged epoch's loss is not finite: its curve stops there.
+    let points = |run: &RunCurves| -> Vec<(f64, f64)> {
+        run.records
+            .iter()
+            .map(|e| (e.epoch as f64, e.val_loss))
+            .take_while(|(_, l)| l.is_finite() && *l > 0.0)
+            .collect()
+    };
+    let all: Vec<(f64, f64)> = runs.iter().flat_map(points).collect();
+    let max_epoch = all.iter().map(|p| p.0).fold(1.0, f64::max);
+    let lo = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let hi = all.iter().map(|p| p.1).fold(0.0, f64::max);
+    let (lo, hi) = if lo < hi { (lo, hi) } else { (0.1, 10.0) };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 24))
+        .margin(18)
+        .x_label_area_size(48)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            1f64..max_epoch.max(2.0),
+            (lo * 0.95..hi * 1.05)
+                .log_scale()
+                .with_key_points(log_ticks(lo * 0.95, hi * 1.05)),
+        )
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("validation loss (log scale)")
+        .y_label_formatter(&|y| format!("{y:.2}"))
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let grey = RGBColor(150, 150, 150).mix(0.45);
+    let mut others = runs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !best.contains(i))
+        .peekable();
+    let labelled_other = others.peek().is_some();
+    for (n, (_, run)) in others.enumerate() {
+        let series = chart
+            .draw_series(LineSeries::new(points(run), grey.stroke_width(1)))
+            .map_err(|e| e.to_string())?;
+        if n == 0 && labelled_other {
+            series
+                .label("every other run")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], grey));
+        }
+    }
+    for (n, &i) in best.iter().enumerate() {
+        let Some(run) = runs.get(i) else { continue };
+        let color = PALETTE[n % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(points(run), color.stroke_width(3)))
+            .map_err(|e| e.to_string())?
+            .label(format!("{} (best setting)", run.label))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Tick values for a log axis from `lo` to `hi`: 1, 1.5, 2, 3, 5 and 7 times each power of
+/// ten in range (plotters' own log ticks are the powers alone, one or none on a loss axis).
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let first = lo.log10().floor() as i32;
+    let last = hi.log10().ceil() as i32;
+    (first..=last)
+        .flat_map(|p| [1.0, 1.5, 2.0, 3.0, 5.0, 7.0].map(|m| m * 10f64.powi(p)))
+        .filter(|v| (lo..=hi).contains(v))
+        .collect()
+}

@@ -200,12 +200,17 @@ fn three_shards_into_one_directory_give_the_same_results_as_one_run_and_reruns_r
             .unwrap()
             .contains("| relu | 0.2 |")
     );
-    assert!(
-        std::fs::read(whole.join("comparison.png"))
-            .unwrap()
-            .starts_with(b"\x89PNG"),
-        "the sweep draws its comparison"
-    );
+    for (plot, what) in [
+        ("comparison.png", "its comparison"),
+        ("validation.png", "every run's validation curve"),
+    ] {
+        assert!(
+            std::fs::read(whole.join(plot))
+                .unwrap()
+                .starts_with(b"\x89PNG"),
+            "the sweep draws {what}"
+        );
+    }
 
     // A rerun skips what finished and redoes a run that was interrupted.
     std::fs::remove_file(whole.join("activation=tanh_learning_rate=0.2-seed2/summary.json"))

@@ -155,6 +155,25 @@ pub fn report(out: &Path) -> Result<usize> {
             "Sweep: test accuracy per setting, best validation loss first",
         )?;
     }
+    // Every run's validation curve, the best setting's runs strong.
+    let curves: Vec<crate::plot::RunCurves> = runs
+        .iter()
+        .map(|r| crate::plot::RunCurves::read(&r.dir))
+        .collect::<Result<_>>()?;
+    let best: Vec<usize> = ranked.first().map_or_else(Vec::new, |s| {
+        (runs.iter().enumerate())
+            .filter(|(_, r)| s.counted.iter().any(|c| c.dir == r.dir))
+            .map(|(i, _)| i)
+            .collect()
+    });
+    if !curves.is_empty() {
+        crate::plot::plot_validation(
+            out,
+            &curves,
+            &best,
+            "Sweep: every run's validation loss by epoch",
+        )?;
+    }
     Ok(runs.len())
 }
 
