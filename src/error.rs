@@ -92,6 +92,9 @@ pub enum Error {
         "interrupted after epoch {epoch}; the run is saved (hint: continue with `wgtrain train --resume {dir}`)"
     )]
     Interrupted { epoch: usize, dir: PathBuf },
+    /// A run stopped at a pruning sweep's rung, saved, to go on if the rung keeps it.
+    #[error("paused after epoch {epoch} at a pruning rung; the run is saved")]
+    Paused { epoch: usize },
     #[error(
         "interrupted; {saved} runs saved mid-way (hint: the same command again goes on: finished runs are skipped, saved ones continue from their last epoch)"
     )]

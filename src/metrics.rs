@@ -111,7 +111,10 @@ impl MetricsWriter {
 pub struct Summary {
     pub name: String,
     pub status: String,
+    /// NaN (null in the file) for a run never evaluated on the test split: a pruned one.
+    #[serde(deserialize_with = "null_as_nan")]
     pub test_accuracy: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub test_loss: f64,
     pub best_epoch: usize,
     /// `None` when no epoch finished (a run that diverged in its first epoch).
@@ -133,6 +136,11 @@ pub struct Summary {
     /// Set when the run finished but its result is suspect (see `run::worse_than_untrained`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+}
+
+/// A number, or NaN where the file says null (serde_json writes a NaN as null).
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 impl Summary {

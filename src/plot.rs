@@ -528,14 +528,20 @@ pub fn plot_comparison(dir: &Path, rows: &[ComparisonBar], title: &str) -> Resul
 
 /// validation.png and validation.svg: every run of a sweep's validation loss against its
 /// epochs on one log-scale axis (Optuna's "intermediate values"), the runs in `best` drawn
-/// strong and labelled, every other run light, so a search shows how its trials went.
-pub fn plot_validation(dir: &Path, runs: &[RunCurves], best: &[usize], title: &str) -> Result<()> {
+/// strong and labelled, every other run light and the `pruned` ones fainter still, so a
+/// search shows how its trials went and where pruning stopped them.
+pub fn plot_validation(
+    dir: &Path,
+    runs: &[RunCurves],
+    (best, pruned): (&[usize], &[usize]),
+    title: &str,
+) -> Result<()> {
     register_font();
     draw_atomic(&dir.join("validation.png"), |p| {
         draw_validation(
             BitMapBackend::new(p, (1000, 640)).into_drawing_area(),
             runs,
-            best,
+            (best, pruned),
             title,
         )
     })?;
@@ -543,7 +549,7 @@ pub fn plot_validation(dir: &Path, runs: &[RunCurves], best: &[usize], title: &s
         draw_validation(
             SVGBackend::new(p, (1000, 640)).into_drawing_area(),
             runs,
-            best,
+            (best, pruned),
             title,
         )
     })
@@ -552,7 +558,7 @@ pub fn plot_validation(dir: &Path, runs: &[RunCurves], best: &[usize], title: &s
 fn draw_validation<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     runs: &[RunCurves],
-    best: &[usize],
+    (best, pruned): (&[usize], &[usize]),
     title: &str,
 ) -> std::result::Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -592,21 +598,23 @@ fn draw_validation<DB: DrawingBackend>(
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(|e| e.to_string())?;
-    let grey = RGBColor(150, 150, 150).mix(0.45);
-    let mut others = runs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !best.contains(i))
-        .peekable();
-    let labelled_other = others.peek().is_some();
-    for (n, (_, run)) in others.enumerate() {
-        let series = chart
-            .draw_series(LineSeries::new(points(run), grey.stroke_width(1)))
-            .map_err(|e| e.to_string())?;
-        if n == 0 && labelled_other {
-            series
-                .label("every other run")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], grey));
+    // Pruned runs first and faintest, then the others, then the best on top.
+    let faint = RGBColor(200, 110, 60).mix(0.3);
+    let grey = RGBColor(150, 150, 150).mix(0.5);
+    for (style, label, of_kind) in [(faint, "pruned", true), (grey, "every other run", false)] {
+        let kind: Vec<&RunCurves> = (runs.iter().enumerate())
+            .filter(|(i, _)| !best.contains(i) && pruned.contains(i) == of_kind)
+            .map(|(_, r)| r)
+            .collect();
+        for (n, run) in kind.iter().enumerate() {
+            let series = chart
+                .draw_series(LineSeries::new(points(run), style.stroke_width(1)))
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                series
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
+            }
         }
     }
     for (n, &i) in best.iter().enumerate() {

@@ -84,7 +84,9 @@ impl<'a> Setting<'a> {
         let mut settings: Vec<Setting<'a>> = Vec::new();
         for r in runs {
             let name = name_of(r);
-            let counted = (!r.summary.diverged).then_some(r);
+            // Diverged and pruned runs stay out of the means (they show as such).
+            let counted = (!r.summary.diverged && r.summary.status != crate::sweep::prune::PRUNED)
+                .then_some(r);
             match settings.iter_mut().find(|s| s.name == name) {
                 Some(s) => {
                     s.runs.push(r);
@@ -121,7 +123,12 @@ impl<'a> Setting<'a> {
 
     /// The seeds counted, and why any were not (`2 (1 diverged, left out)`).
     pub fn seeds_cell(&self) -> String {
-        let diverged = self.runs.len() - self.counted.len();
+        let pruned = self
+            .runs
+            .iter()
+            .filter(|r| r.summary.status == crate::sweep::prune::PRUNED)
+            .count();
+        let diverged = self.runs.len() - self.counted.len() - pruned;
         let warned = self
             .counted
             .iter()
@@ -129,6 +136,7 @@ impl<'a> Setting<'a> {
             .count();
         let notes: Vec<String> = [
             (diverged, "diverged, left out"),
+            (pruned, "pruned"),
             (warned, "worse than untrained"),
         ]
         .iter()

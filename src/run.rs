@@ -33,6 +33,9 @@ pub struct RunOptions {
     /// Datasets already loaded from `data_dir`, by (seed, validation fraction): a sweep reuses
     /// them instead of reading and checking the files for every run.
     pub datasets: Option<Arc<std::sync::Mutex<DatasetCache>>>,
+    /// Stop after this epoch's checkpoint with `Error::Paused` (a pruning sweep's rung),
+    /// unless the run ends there anyway.
+    pub stop_after: Option<usize>,
 }
 
 /// Loaded datasets by (seed, validation-fraction bits).
@@ -210,6 +213,12 @@ pub fn run_training(
             save_model(&dir.model(), &best, &meta)?;
         }
         on_epoch(end.record, end.verdict);
+        let last = end.verdict.stop || end.record.epoch >= config.epochs;
+        if opts.stop_after == Some(end.record.epoch) && !last {
+            return Err(Error::Paused {
+                epoch: end.record.epoch,
+            });
+        }
         if opts
             .interrupt
             .as_ref()

@@ -270,6 +270,7 @@ fn train_in_library(config: &TrainConfig, data: &Path, out: &Path, engine: Engin
         resume: false,
         interrupt: None,
         datasets: None,
+        stop_after: None,
     };
     run_training(config, &opts, |_, _| {}).unwrap()
 }

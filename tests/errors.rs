@@ -545,7 +545,7 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "sweep.toml: `grid.learning_rate` lists no values",
     });
-    // See: #19. Bad search specs are refused before any run starts.
+    // See: #19. Bad search and pruning specs are refused before any run starts.
     for (what, file, spec, expect) in [
         (
             "a search range that is empty",
@@ -576,6 +576,24 @@ fn cases(root: &Path) -> Vec<Case> {
             "search-trials.toml",
             "[search]\nlearning_rate = { uniform = [0.01, 0.1] }\n",
             "`[search]` needs `trials = N`",
+        ),
+        (
+            "a pruning factor below 2",
+            "prune-eta.toml",
+            "[grid]\nlearning_rate = [0.01, 0.1]\n[prune]\nmin_epochs = 1\nmax_epochs = 9\neta = 1\n",
+            "`prune.eta = 1` keeps every setting",
+        ),
+        (
+            "a pruning minimum above its maximum",
+            "prune-range.toml",
+            "[grid]\nlearning_rate = [0.01, 0.1]\n[prune]\nmin_epochs = 10\nmax_epochs = 9\n",
+            "`prune.min_epochs = 10` is above `prune.max_epochs = 9`",
+        ),
+        (
+            "a pruning minimum of no epochs",
+            "prune-zero.toml",
+            "[grid]\nlearning_rate = [0.01, 0.1]\n[prune]\nmin_epochs = 0\nmax_epochs = 9\n",
+            "`prune.min_epochs = 0`: the first rung needs at least one epoch",
         ),
         (
             "a search beside a grid",

@@ -297,6 +297,7 @@ fn sweep(
         pack: Some(1),
         threads: 1,
         interrupt: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        stop_after: None,
     };
     let tally = wgtrain::sweep::train_runs(&mine, &options, &crate::common::SweepLog::default())?;
     wgtrain::sweep::report(out)?;
@@ -647,6 +648,7 @@ fn a_run_trained_over_another_leaves_none_of_the_old_runs_end_behind() {
         resume: false,
         interrupt: Some(stop),
         datasets: None,
+        stop_after: None,
     };
     let stopped = wgtrain::run::run_training(&config, &opts, |_, _| {});
     assert!(matches!(

@@ -46,6 +46,7 @@ fn straight_and_resumed(
             resume,
             interrupt: None,
             datasets: None,
+            stop_after: None,
         };
         run_training(config, &opts, |_, _| {}).unwrap();
     };

@@ -735,3 +735,120 @@ fn a_search_trains_its_trials_and_a_rerun_finds_them_finished() {
     assert!(again.contains("trained 0, skipped 4 finished"), "{again}");
     assert_eq!(rows, rows_without_seconds(&out));
 }
+
+/// A 9-trial search pruned at epochs 1 and 3 of 4 (η = 3), on tiny data.
+fn write_pruned_search(dir: &Path) -> PathBuf {
+    let path = dir.join("pruned.toml");
+    std::fs::write(
+        &path,
+        "trials = 9\n[search]\nlearning_rate = { log_uniform = [0.01, 1.0] }\n\
+         activation = { choice = [\"tanh\", \"relu\", \"sigmoid\"] }\n\
+         [prune]\nmin_epochs = 1\nmax_epochs = 4\neta = 3\n",
+    )
+    .unwrap();
+    path
+}
+
+/// `TINY` without its epochs: a pruning sweep's runs train to its max_epochs.
+const TINY_PRUNED: [&str; 6] = [
+    "--set",
+    "layers=[36, 8, 3]",
+    "--set",
+    "batch_size=16",
+    "--device",
+    "cpu",
+];
+
+#[test]
+fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = write_pruned_search(tmp.path());
+    let out = tmp.path().join("out");
+    let text = run_sweep(&sweep, &data, &out, &TINY_PRUNED);
+    assert!(
+        text.contains("rung at epoch 1: 6 settings pruned"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rung at epoch 3: 2 settings pruned"),
+        "{text}"
+    );
+    assert!(text.contains("8 pruned"), "{text}");
+    // (run, status, epochs run) from results.csv.
+    let rows = rows_without_seconds(&out);
+    let status: Vec<(String, String, usize)> = rows[1..]
+        .iter()
+        .map(|r| {
+            let f: Vec<&str> = r.split(',').collect();
+            let n = f.len();
+            // Overrides hold commas inside quotes: count fields from the end.
+            (f[0].into(), f[n - 8].into(), f[n - 6].parse().unwrap())
+        })
+        .collect();
+    let count = |s: &str, e: usize| status.iter().filter(|r| r.1 == s && r.2 == e).count();
+    assert_eq!(
+        (count("pruned", 1), count("pruned", 3), count("finished", 4)),
+        (6, 2, 1)
+    );
+    // The rung at epoch 1 kept the three best by validation loss at epoch 1.
+    let loss_at = |run: &str, epoch: usize| -> f64 {
+        RunDir::new(out.join(run)).read_metrics(usize::MAX).unwrap()[..epoch]
+            .iter()
+            .map(|e| e.val_loss)
+            .fold(f64::INFINITY, f64::min)
+    };
+    let worst_kept = status
+        .iter()
+        .filter(|r| r.2 > 1)
+        .map(|r| loss_at(&r.0, 1))
+        .fold(0.0, f64::max);
+    let best_pruned = status
+        .iter()
+        .filter(|r| r.2 == 1)
+        .map(|r| loss_at(&r.0, 1))
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        worst_kept <= best_pruned,
+        "{worst_kept} kept, {best_pruned} pruned"
+    );
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("| pruned at epoch 3 (val loss "), "{md}");
+    assert!(md.contains("Epochs trained: 16 of the 36"), "{md}");
+
+    // A rerun decides alike and trains nothing.
+    let again = run_sweep(&sweep, &data, &out, &TINY_PRUNED);
+    assert!(again.contains("trained 0, skipped 9 finished"), "{again}");
+    assert_eq!(rows, rows_without_seconds(&out));
+
+    // Three shards at once, one directory: each waits for the others at each rung.
+    let sharded = tmp.path().join("sharded");
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+                .arg("sweep")
+                .arg(&sweep)
+                .arg("--out")
+                .arg(&sharded)
+                .arg("--data")
+                .arg(&data)
+                .args(["--shard", &format!("{i}/3")])
+                .args(TINY_PRUNED)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert!(
+        wgtrain(&["sweep", "report", sharded.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert_eq!(rows, rows_without_seconds(&sharded));
+}

@@ -343,6 +343,7 @@ fn train(t: &TrainArgs) -> Result<()> {
         resume: resume.is_some(),
         interrupt: Some(interrupt_flag()),
         datasets: None,
+        stop_after: None,
     };
     let data_dir = opts.data_dir.clone().unwrap_or_else(data::default_dir);
     note_software_adapter(&opts.engine, &data_dir, config.val_fraction, &[&config]);

@@ -67,6 +67,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         pack: args.pack,
         threads: args.on.threads,
         interrupt: Arc::clone(&interrupt),
+        stop_after: None,
     };
     let printer = SweepPrinter {
         gpu: matches!(options.engine, EngineKind::Gpu { .. }),
@@ -74,12 +75,19 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         pack_lines: Default::default(),
         run: Default::default(),
     };
-    let tally = sweep::train_runs(&mine_runs, &options, &printer)?;
+    let tally = match runs.first().and_then(|r| r.prune) {
+        Some(prune) => sweep::train_pruned(&runs, &mine_runs, &prune, &options, &printer)?,
+        None => sweep::train_runs(&mine_runs, &options, &printer)?,
+    };
     let (trained, skipped, diverged) = (tally.trained, tally.skipped, tally.diverged);
     let finished = sweep::report(&out)?;
     let in_use = match tally.in_use {
         0 => String::new(),
         n => format!(", {n} left to another process"),
+    };
+    let in_use = match tally.pruned {
+        0 => in_use,
+        n => format!(", {n} pruned{in_use}"),
     };
     println!(
         "trained {trained}, skipped {skipped} finished, {diverged} diverged{in_use}; {finished} finished runs in {} → results.csv, results.md",
@@ -118,6 +126,20 @@ struct SweepPrinter {
 }
 
 impl wgtrain::sweep::SweepObserver for SweepPrinter {
+    fn waiting(&self, short: usize, epoch: usize) {
+        println!("rung at epoch {epoch}: waiting for {short} runs of other shards to reach it");
+    }
+
+    fn rung(&self, epoch: usize, pruned: &[String]) {
+        match pruned.len() {
+            0 => println!("rung at epoch {epoch}: every setting goes on"),
+            n => println!(
+                "rung at epoch {epoch}: {n} settings pruned ({})",
+                listed(pruned.iter().map(String::as_str))
+            ),
+        }
+    }
+
     fn skipped(&self, n: usize, of: usize, run: &wgtrain::sweep::SweepRun) {
         println!("[{n}/{of}] {}: finished earlier, skipped", run.id);
     }

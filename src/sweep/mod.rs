@@ -15,11 +15,13 @@ use crate::error::{Error, Result};
 use crate::rundir::RunDir;
 
 mod pack;
+pub mod prune;
 mod report;
 mod schedule;
 pub mod search;
 mod shard;
 pub use pack::{PackedRun, gpu_seats, max_pack, pack_groups, pack_key, train_pack};
+pub use prune::{Prune, train_pruned};
 pub use report::{RESULTS_HEADER, report};
 pub use schedule::{MAX_AUTO_PACK, SweepObserver, SweepOptions, SweepTally, train_runs};
 pub use shard::{Shard, ShardError};
@@ -47,6 +49,8 @@ struct SweepFile {
     /// What a search's draws are computed from (the trials, not the training seeds).
     #[serde(default)]
     search_seed: u64,
+    /// Successive halving over the settings (`prune::Prune`).
+    prune: Option<Prune>,
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -77,6 +81,8 @@ pub struct SweepRun {
     pub config: TrainConfig,
     /// The setting's overrides, `key=value` with bare strings (for results.csv).
     pub overrides: Vec<String>,
+    /// The sweep's pruning, when it prunes (the same for every run of it).
+    pub prune: Option<Prune>,
 }
 
 fn value_text(v: &toml::Value) -> String {
@@ -133,6 +139,9 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
     check_search(&file)?;
+    if let Some(prune) = &file.prune {
+        prune.check().map_err(Error::Usage)?;
+    }
     let grid_points = file
         .grid
         .values()
@@ -242,7 +251,13 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
         };
         let setting = safe_name(&setting);
         for &seed in &file.seeds {
-            let mut all = overrides.clone();
+            // A pruning sweep's runs train to max_epochs unless told otherwise.
+            let mut all: Vec<String> = file
+                .prune
+                .iter()
+                .map(|p| format!("epochs={}", p.max_epochs))
+                .collect();
+            all.extend(overrides.iter().cloned());
             all.push(format!("name=\"{setting}\""));
             all.extend(extra.iter().cloned());
             all.push(format!("seed={seed}"));
@@ -259,6 +274,7 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
                 seed,
                 config,
                 overrides: shown.clone(),
+                prune: file.prune,
             });
         }
     }

@@ -121,8 +121,8 @@ pub fn gpu_seats(
 /// [`super::resumable_epochs`]); on a GPU only a pack's first epochs agree, so callers pack
 /// only runs that start from scratch. Each run calls `on_epoch` after each of its epochs and
 /// `on_finish` when it ends, from its worker's thread. Once `interrupt` is set, each run stops
-/// after its epoch in progress (saved, `Error::Interrupted`) and no further run starts.
-/// Outcomes of the runs that started come back in the order of `runs`.
+/// after its epoch in progress (saved, `Error::Interrupted`) and no further run starts; with
+/// `stop_after`, each run stops after that epoch (saved, `Error::Paused`). Outcomes of the runs that started come back in the order of `runs`.
 #[allow(clippy::too_many_arguments)]
 pub fn train_pack<'a>(
     runs: &[&'a SweepRun],
@@ -132,6 +132,7 @@ pub fn train_pack<'a>(
     datasets: &Arc<Mutex<DatasetCache>>,
     going_on: &[&str],
     interrupt: Option<Arc<AtomicBool>>,
+    stop_after: Option<usize>,
     on_epoch: impl Fn(&SweepRun, &EpochRecord, Verdict) + Sync,
     on_finish: impl Fn(&SweepRun, &Result<Summary>) + Sync,
 ) -> Result<Vec<PackedRun<'a>>> {
@@ -143,6 +144,7 @@ pub fn train_pack<'a>(
         resume: going_on.contains(&run.id.as_str()),
         interrupt: interrupt.clone(),
         datasets: Some(Arc::clone(datasets)),
+        stop_after,
     };
     let interrupted = || {
         interrupt

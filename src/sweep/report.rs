@@ -99,7 +99,7 @@ pub fn report(out: &Path) -> Result<usize> {
             .unwrap_or_default();
         let s = &r.summary;
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{:.6},{:.6},{},{},{:.3}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.3}\n",
             csv_field(id),
             csv_field(&r.config.name),
             r.config.seed,
@@ -108,8 +108,8 @@ pub fn report(out: &Path) -> Result<usize> {
             s.best_epoch,
             s.epochs_run,
             s.best_val_loss.map_or(String::new(), |l| format!("{l:.6}")),
-            s.test_accuracy,
-            s.test_loss,
+            finite_or_blank(s.test_accuracy),
+            finite_or_blank(s.test_loss),
             s.device,
             csv_field(&match (&s.adapter, &s.backend) {
                 (Some(a), Some(b)) => format!("{a} ({b})"),
@@ -134,6 +134,21 @@ pub fn report(out: &Path) -> Result<usize> {
         out.display(),
         ranked_table(&ranked, &tags)
     );
+    // What pruning saved: the epochs trained against every run trained to its `epochs`.
+    let md = match runs
+        .iter()
+        .any(|r| r.summary.status == super::prune::PRUNED)
+    {
+        true => {
+            let spent: usize = runs.iter().map(|r| r.summary.epochs_run).sum();
+            let full: usize = runs.iter().map(|r| r.config.epochs).sum();
+            format!(
+                "{md}\nEpochs trained: {spent} of the {full} that training every run to its `epochs` would take at most ({:.0}%; early stopping aside).\n",
+                100.0 * spent as f64 / full.max(1) as f64
+            )
+        }
+        false => md,
+    };
     write_atomic(&out.join("results.md"), md.as_bytes())?;
     let bars: Vec<crate::plot::ComparisonBar> = ranked
         .iter()
@@ -166,24 +181,68 @@ pub fn report(out: &Path) -> Result<usize> {
             .map(|(i, _)| i)
             .collect()
     });
+    let pruned: Vec<usize> = (runs.iter().enumerate())
+        .filter(|(_, r)| r.summary.status == super::prune::PRUNED)
+        .map(|(i, _)| i)
+        .collect();
     if !curves.is_empty() {
         crate::plot::plot_validation(
             out,
             &curves,
-            &best,
+            (&best, &pruned),
             "Sweep: every run's validation loss by epoch",
         )?;
     }
     Ok(runs.len())
 }
 
-/// Settings, lowest mean best validation loss first; settings with no counted run last.
+/// Settings, lowest mean best validation loss first; then the pruned, the furthest first
+/// and by the validation loss they reached; settings with no run to count last.
 fn rank(mut settings: Vec<Setting<'_>>) -> Vec<Setting<'_>> {
     settings.sort_by(|a, b| {
-        let key = |s: &Setting| s.mean_val_loss().unwrap_or(f64::INFINITY);
-        key(a).total_cmp(&key(b))
+        let key = |s: &Setting| match (s.mean_val_loss(), pruned_at(s)) {
+            (Some(loss), _) => (0, 0, loss),
+            (None, Some((epoch, loss))) => (1, usize::MAX - epoch, loss),
+            (None, None) => (2, 0, f64::INFINITY),
+        };
+        let (ka, kb) = (key(a), key(b));
+        (ka.0, ka.1).cmp(&(kb.0, kb.1)).then(ka.2.total_cmp(&kb.2))
     });
     settings
+}
+
+/// A pruned setting's epoch reached and mean best validation loss by then; `None` when no
+/// run of it was pruned.
+fn pruned_at(s: &Setting<'_>) -> Option<(usize, f64)> {
+    let pruned: Vec<&RunRecord> = s
+        .runs
+        .iter()
+        .copied()
+        .filter(|r| r.summary.status == super::prune::PRUNED)
+        .collect();
+    let epoch = pruned.iter().map(|r| r.summary.epochs_run).max()?;
+    let losses: Vec<f64> = pruned
+        .iter()
+        .filter_map(|r| r.summary.best_val_loss)
+        .collect();
+    let mean = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+    Some((
+        epoch,
+        if losses.is_empty() {
+            f64::INFINITY
+        } else {
+            mean
+        },
+    ))
+}
+
+/// A figure with six decimals, or nothing for a run that has none (a pruned run's test).
+fn finite_or_blank(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.6}")
+    } else {
+        String::new()
+    }
 }
 
 /// Each run directory's sweep tag, for the runs that carry one.
@@ -262,7 +321,10 @@ fn ranked_table(ranked: &[Setting<'_>], tags: &Tags) -> String {
     );
     for (i, s) in ranked.iter().enumerate() {
         let rank = match (i, s.mean_val_loss()) {
-            (_, None) => "–".to_string(),
+            (_, None) => match pruned_at(s) {
+                Some((epoch, loss)) => format!("pruned at epoch {epoch} (val loss {loss:.4})"),
+                None => "–".to_string(),
+            },
             (0, Some(_)) => "1 (best)".to_string(),
             (i, Some(_)) => (i + 1).to_string(),
         };

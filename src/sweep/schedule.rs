@@ -35,6 +35,8 @@ pub struct SweepOptions {
     pub threads: usize,
     /// Set (by Ctrl-C, say) to stop after the epochs in progress, starting no new run.
     pub interrupt: Arc<AtomicBool>,
+    /// Stop every run after this epoch, saved to go on (a pruning rung); `None`: to the end.
+    pub stop_after: Option<usize>,
 }
 
 /// What a sweep reports as it goes; every method has a do-nothing default.
@@ -55,6 +57,10 @@ pub trait SweepObserver: Sync {
     fn ended(&self, _n: usize, _of: usize, _run: &SweepRun, _outcome: &Result<Summary>) {}
     /// A pack started with [`SweepObserver::pack_started`] has ended.
     fn pack_ended(&self) {}
+    /// A pruning sweep waits for `short` runs (other shards') to reach the rung of `epoch`.
+    fn waiting(&self, _short: usize, _epoch: usize) {}
+    /// The rung of `epoch` has pruned these settings.
+    fn rung(&self, _epoch: usize, _pruned: &[String]) {}
 }
 
 /// Counts of a sweep's runs by how they ended.
@@ -67,6 +73,10 @@ pub struct SweepTally {
     pub interrupted: usize,
     /// Runs another process was training (the same sweep started twice): left to it.
     pub in_use: usize,
+    /// Runs stopped at a pruning rung, saved to go on (see `sweep::prune`).
+    pub paused: usize,
+    /// Runs a pruning rung stopped for good.
+    pub pruned: usize,
 }
 
 impl SweepTally {
@@ -78,6 +88,7 @@ impl SweepTally {
             Err(Error::Train(TrainError::Diverged { .. })) => self.diverged += 1,
             Err(Error::Interrupted { .. }) => self.interrupted += 1,
             Err(Error::RunInUse { .. }) => self.in_use += 1,
+            Err(Error::Paused { .. }) => self.paused += 1,
             Err(e) => {
                 return Err(Error::SweepRun {
                     id: run.id.clone(),
@@ -204,6 +215,7 @@ pub fn train_runs(
                 &datasets,
                 &resumed,
                 Some(Arc::clone(&opts.interrupt)),
+                opts.stop_after,
                 |run, record, verdict| observer.epoch(run, record, verdict),
                 |run, outcome| {
                     let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
@@ -227,6 +239,7 @@ pub fn train_runs(
                 resume: resumed.contains(&run.id.as_str()),
                 interrupt: Some(Arc::clone(&opts.interrupt)),
                 datasets: Some(Arc::clone(&datasets)),
+                stop_after: opts.stop_after,
             };
             crate::error::ensure_dir(&dir, "run directory")?;
             run.write_tag(&dir)?;

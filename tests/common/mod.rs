@@ -221,6 +221,7 @@ pub fn sweep_in_library(
         pack,
         threads,
         interrupt: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        stop_after: None,
     };
     let log = SweepLog::default();
     wgtrain::sweep::train_runs(&mine, &options, &log).unwrap();

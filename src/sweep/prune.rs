@@ -1,0 +1,262 @@
+//! Pruning (issue 19): synchronous successive halving over a sweep's settings. A sweep file's
+//! `[prune]` gives the first rung (`min_epochs`), every run's epochs (`max_epochs`) and the
+//! reduction factor `eta` (3 unless given); the rungs are min_epochs · eta^k below
+//! max_epochs. Every run trains to a rung and stops there, saved; then each setting still in
+//! the contest is scored by the mean, over its seeds, of the best validation loss up to the
+//! rung, and only the best 1/eta (at least one) go on to the next rung, the rest marked
+//! `pruned` with the epoch they reached. The survivors of the last rung train to the end.
+//!
+//! Decisions are made from what the run directories hold (metrics.csv cut at the rung,
+//! summary.json), never from timing or order, so a rerun, a sweep resumed after Ctrl-C and a
+//! sweep split into shards reach the same ones: a shard trains its own runs to a rung, then
+//! waits until every run of the sweep has reached it (or ended), and every shard decides
+//! alike and marks its own runs.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use serde::Deserialize;
+
+use super::{SweepObserver, SweepOptions, SweepRun, SweepTally, resumable_epochs, train_runs};
+use crate::error::Result;
+use crate::metrics::Summary;
+use crate::rundir::RunDir;
+
+/// A sweep file's `[prune]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prune {
+    /// The first rung: every run trains at least this many epochs.
+    pub min_epochs: usize,
+    /// Every run's `epochs`: what a setting that survives every rung trains.
+    pub max_epochs: usize,
+    /// Each rung keeps the best 1/eta of the settings it judges.
+    #[serde(default = "default_eta")]
+    pub eta: usize,
+}
+
+fn default_eta() -> usize {
+    3
+}
+
+impl Prune {
+    /// The spec's own mistakes; the message names the key.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.eta < 2 {
+            return Err(format!(
+                "`prune.eta = {}` keeps every setting: each rung keeps the best 1/eta, so eta must be at least 2",
+                self.eta
+            ));
+        }
+        if self.min_epochs == 0 {
+            return Err("`prune.min_epochs = 0`: the first rung needs at least one epoch".into());
+        }
+        if self.min_epochs > self.max_epochs {
+            return Err(format!(
+                "`prune.min_epochs = {}` is above `prune.max_epochs = {}`: no run would reach the first rung",
+                self.min_epochs, self.max_epochs
+            ));
+        }
+        Ok(())
+    }
+
+    /// The epochs at which settings are judged: min_epochs · eta^k below max_epochs.
+    pub fn rungs(&self) -> Vec<usize> {
+        let mut rungs = Vec::new();
+        let mut rung = self.min_epochs.max(1);
+        while rung < self.max_epochs {
+            rungs.push(rung);
+            rung = rung.saturating_mul(self.eta.max(2));
+        }
+        rungs
+    }
+}
+
+/// What a pruned run's summary says in `status`.
+pub const PRUNED: &str = "pruned";
+
+/// Trains `mine` (this shard's runs of `all`, in sweep order) through `prune`'s rungs and then
+/// to the end, as [`train_runs`] trains, and counts how each ended.
+pub fn train_pruned(
+    all: &[SweepRun],
+    mine: &[&SweepRun],
+    prune: &Prune,
+    opts: &SweepOptions,
+    observer: &dyn SweepObserver,
+) -> Result<SweepTally> {
+    let mut tally = SweepTally::default();
+    let dir = |run: &SweepRun| opts.out.join(&run.id);
+    let interrupted = || opts.interrupt.load(Ordering::SeqCst);
+    for (n, run) in mine.iter().enumerate() {
+        if RunDir::new(dir(run)).is_finished() {
+            tally.skipped += 1;
+            observer.skipped(n + 1, mine.len(), run);
+        }
+    }
+    let stages = prune.rungs().into_iter().map(Some).chain([None]);
+    for rung in stages {
+        // This shard's runs still going and short of the rung train up to it.
+        let live: Vec<&SweepRun> = mine
+            .iter()
+            .copied()
+            .filter(|r| !RunDir::new(dir(r)).is_finished())
+            .filter(|r| rung.is_none_or(|e| epochs_done(r, &dir(r)) < e))
+            .collect();
+        let stage = SweepOptions {
+            out: opts.out.clone(),
+            data_dir: opts.data_dir.clone(),
+            engine: opts.engine.clone(),
+            pack: opts.pack,
+            threads: opts.threads,
+            interrupt: opts.interrupt.clone(),
+            stop_after: rung,
+        };
+        let t = train_runs(&live, &stage, observer)?;
+        tally.trained += t.trained;
+        tally.diverged += t.diverged;
+        tally.interrupted += t.interrupted;
+        tally.in_use += t.in_use;
+        let Some(rung) = rung else { break };
+        if interrupted() {
+            tally.interrupted += t.paused;
+            break;
+        }
+        if !wait_for_rung(all, rung, opts, observer)? {
+            break;
+        }
+        let pruned = decide(all, rung, prune.eta, &opts.out)?;
+        for run in mine.iter().filter(|r| pruned.contains(&r.setting)) {
+            if mark_pruned(run, &dir(run), rung, &opts.engine)? {
+                tally.pruned += 1;
+            }
+        }
+        observer.rung(rung, &pruned);
+    }
+    Ok(tally)
+}
+
+/// Epochs the run in `dir` holds that a sweep can go on from (0: none).
+fn epochs_done(run: &SweepRun, dir: &Path) -> usize {
+    resumable_epochs(dir, &run.config).unwrap_or(0)
+}
+
+/// Waits until every run of the sweep has reached `rung` or ended (other shards train theirs
+/// meanwhile). `false`: interrupted while waiting.
+fn wait_for_rung(
+    all: &[SweepRun],
+    rung: usize,
+    opts: &SweepOptions,
+    observer: &dyn SweepObserver,
+) -> Result<bool> {
+    let mut told = false;
+    loop {
+        let short = all
+            .iter()
+            .filter(|r| {
+                let dir = opts.out.join(&r.id);
+                !RunDir::new(&dir).is_finished() && epochs_done(r, &dir) < rung
+            })
+            .count();
+        if short == 0 {
+            return Ok(true);
+        }
+        if opts.interrupt.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        if !told {
+            observer.waiting(short, rung);
+            told = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// The settings rung `rung` prunes, from the runs' directories: of the settings still in
+/// the contest (none pruned at an earlier rung, and not every run ended by the rung), all but
+/// the best 1/eta (at least one) by the mean over their runs of the best validation loss up
+/// to the rung; ties go to the setting earlier in the sweep.
+pub fn decide(all: &[SweepRun], rung: usize, eta: usize, out: &Path) -> Result<Vec<String>> {
+    // (setting, its runs' best validation loss up to the rung, whether every run had ended).
+    let mut settings: Vec<(&str, Vec<f64>, bool)> = Vec::new();
+    let mut out_of_contest: Vec<&str> = Vec::new();
+    for run in all {
+        let dir = RunDir::new(out.join(&run.id));
+        let summary = Summary::read(&dir.summary()).ok();
+        if summary
+            .as_ref()
+            .is_some_and(|s| s.status == PRUNED && s.epochs_run < rung)
+        {
+            out_of_contest.push(&run.setting);
+        }
+        let ended = summary
+            .as_ref()
+            .is_some_and(|s| s.status != PRUNED && s.epochs_run <= rung);
+        let records = dir.read_metrics(usize::MAX).unwrap_or_default();
+        let best = records
+            .iter()
+            .filter(|e| e.epoch <= rung && e.val_loss.is_finite())
+            .map(|e| e.val_loss)
+            .fold(f64::INFINITY, f64::min);
+        match settings.iter_mut().find(|s| s.0 == run.setting) {
+            Some(s) => {
+                s.1.push(best);
+                s.2 &= ended;
+            }
+            None => settings.push((&run.setting, vec![best], ended)),
+        }
+    }
+    let mut contest: Vec<(usize, &str, f64)> = settings
+        .iter()
+        .enumerate()
+        .filter(|(_, (name, _, ended))| !ended && !out_of_contest.contains(name))
+        .map(|(i, (name, losses, _))| (i, *name, losses.iter().sum::<f64>() / losses.len() as f64))
+        .collect();
+    contest.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)));
+    let keep = (contest.len() / eta.max(2)).max(1);
+    Ok(contest
+        .iter()
+        .skip(keep)
+        .map(|(_, name, _)| name.to_string())
+        .collect())
+}
+
+/// Marks the run in `dir` pruned at `rung` (a summary.json with status `pruned`, the best
+/// validation loss and epoch it reached, and no test figures: a pruned run is never
+/// evaluated). `false`: it had ended already.
+fn mark_pruned(
+    run: &SweepRun,
+    dir: &Path,
+    rung: usize,
+    engine: &crate::engine::EngineKind,
+) -> Result<bool> {
+    let run_dir = RunDir::new(dir);
+    if run_dir.is_finished() {
+        return Ok(false);
+    }
+    let records = run_dir.read_metrics(rung)?;
+    let best = records
+        .iter()
+        .filter(|e| e.val_loss.is_finite())
+        .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss));
+    let summary = Summary {
+        name: run.config.name.clone(),
+        status: PRUNED.into(),
+        test_accuracy: f64::NAN,
+        test_loss: f64::NAN,
+        best_epoch: best.map_or(0, |e| e.epoch),
+        best_val_loss: best.map(|e| e.val_loss),
+        epochs_run: records.len(),
+        stopped_early: true,
+        diverged: false,
+        device: engine.device_name().into(),
+        device_detail: format!("pruned at the rung of epoch {rung}"),
+        adapter: None,
+        backend: None,
+        seed: run.seed,
+        seconds: records.iter().map(|e| e.seconds).sum(),
+        error: None,
+        warning: None,
+    };
+    summary.write(&run_dir.summary())?;
+    Ok(true)
+}
