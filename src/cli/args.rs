@@ -67,7 +67,8 @@ impl GpuArgs {
 pub(super) struct SweepArgs {
     #[command(subcommand)]
     pub(super) action: Option<SweepAction>,
-    /// Sweep file (configs/sweeps/*.toml).
+    /// Sweep file (configs/sweeps/*.toml): a grid, a list of runs or a random search, and
+    /// optionally a [prune] table.
     #[arg(value_name = "FILE")]
     pub(super) file: Option<PathBuf>,
     /// Output directory [default: runs/sweep-<file name>].
@@ -261,7 +262,8 @@ pub(super) enum Command {
         #[arg(long)]
         epsilon: Option<f64>,
     },
-    /// Train every run of a sweep file (resumable, shardable), then write results.csv and results.md.
+    /// Train every run of a sweep file (a grid, runs or a random search; pruned if it says so;
+    /// resumable, shardable), then write results.csv and results.md.
     Sweep(SweepArgs),
     /// Time training epochs on each device (default: the paper's momentum experiment).
     Bench(BenchArgs),
