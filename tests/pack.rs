@@ -305,3 +305,39 @@ patience = 1
     assert_eq!(rows.len(), 1 + 8, "the header and eight runs");
     assert_eq!(rows, rows_without_seconds(&alone));
 }
+
+#[test]
+fn a_pruned_search_on_a_gpu_packs_each_rungs_survivors_to_the_same_bits_as_alone() {
+    if gpu().is_none() {
+        return crate::common::skip("a GPU adapter", "WGTRAIN_REQUIRE_GPU");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = tmp.path().join("pruned.toml");
+    std::fs::write(
+        &sweep,
+        "trials = 9\n[search]\nlearning_rate = { log_uniform = [0.01, 1.0] }\n\
+         activation = { choice = [\"tanh\", \"relu\", \"sigmoid\"] }\n\
+         [prune]\nmin_epochs = 1\nmax_epochs = 4\n",
+    )
+    .unwrap();
+    let sets = ["layers=[36, 8, 3]", "batch_size=16"];
+    let (packed, alone) = (tmp.path().join("packed"), tmp.path().join("alone"));
+    let log = sweep_on_gpu(&sweep, &data, &packed, 32, &sets);
+    // All nine at the first rung, then the three that went on, together.
+    assert!(log.contains("pack of 9 runs"), "{log}");
+    assert!(log.contains("pack of 3 runs"), "{log}");
+    sweep_on_gpu(&sweep, &data, &alone, 1, &sets);
+    let rows = rows_without_seconds(&packed);
+    assert_eq!(rows, rows_without_seconds(&alone));
+    assert_eq!(rows.iter().filter(|r| r.contains(",pruned,")).count(), 8);
+    for row in &rows[1..] {
+        let run = row.split(',').next().unwrap();
+        let file = |dir: &Path| std::fs::read(dir.join(run).join("last.safetensors")).unwrap();
+        assert!(
+            file(&packed) == file(&alone),
+            "{run}: packed and alone differ"
+        );
+    }
+}

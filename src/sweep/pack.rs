@@ -118,8 +118,8 @@ pub fn gpu_seats(
 /// `engines` (seats of one GPU pack, one per run; or CPU engines sharing the cores, fewer than
 /// the runs), each taking the next run as soon as its last one ends. The runs whose ids are in
 /// `going_on` continue from their checkpoints (the caller decides, with
-/// [`super::resumable_epochs`]); on a GPU only a pack's first epochs agree, so callers pack
-/// only runs that start from scratch. Each run calls `on_epoch` after each of its epochs and
+/// [`super::resumable_epochs`]); on a GPU a pack's models share their step count, so callers
+/// pack only runs that start from the same epoch. Each run calls `on_epoch` after each of its epochs and
 /// `on_finish` when it ends, from its worker's thread. Once `interrupt` is set, each run stops
 /// after its epoch in progress (saved, `Error::Interrupted`) and no further run starts; with
 /// `stop_after`, each run stops after that epoch (saved, `Error::Paused`). Outcomes of the runs that started come back in the order of `runs`.

@@ -146,19 +146,29 @@ pub fn train_runs(
     let cpu_pack = pack_size_on_cpu(&opts.engine, opts.pack, cores);
     let mut packs: Vec<Vec<&SweepRun>> = match (&opts.engine, opts.pack) {
         (_, Some(1)) => todo.iter().map(|&r| vec![r]).collect(),
-        // Packed models share their step count, so a run going on from a checkpoint trains
-        // alone (the same bits as packed: packing changes no arithmetic).
+        // Packed models share their step count, so runs pack with runs at the same epoch:
+        // fresh ones together, and runs going on from a checkpoint with those going on from
+        // the same epoch (a pruning rung's survivors; the same bits as alone: packing
+        // changes no arithmetic).
         (EngineKind::Gpu { context }, pack) => {
-            let (going_on, fresh): (Vec<_>, Vec<_>) = todo
-                .iter()
-                .copied()
-                .partition(|r| resumed.contains(&r.id.as_str()));
-            let mut packs = pack_groups(&fresh, |r| {
-                let fits = max_pack(context, &r.config, &opts.data_dir, MAX_AUTO_PACK);
-                pack.map_or(fits, |k| k.min(fits))
-            });
-            packs.extend(going_on.into_iter().map(|r| vec![r]));
-            packs
+            let mut by_epoch: std::collections::BTreeMap<usize, Vec<&SweepRun>> =
+                Default::default();
+            for &r in &todo {
+                let epochs = match resumed.contains(&r.id.as_str()) {
+                    true => resumable_epochs(&opts.out.join(&r.id), &r.config).unwrap_or(0),
+                    false => 0,
+                };
+                by_epoch.entry(epochs).or_default().push(r);
+            }
+            by_epoch
+                .values()
+                .flat_map(|group| {
+                    pack_groups(group, |r| {
+                        let fits = max_pack(context, &r.config, &opts.data_dir, MAX_AUTO_PACK);
+                        pack.map_or(fits, |k| k.min(fits))
+                    })
+                })
+                .collect()
         }
         // On the CPU all runs form one queue that `cpu_pack` workers drain.
         (_, _) if cpu_pack.is_some() => vec![todo.clone()],

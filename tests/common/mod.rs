@@ -224,7 +224,11 @@ pub fn sweep_in_library(
         stop_after: None,
     };
     let log = SweepLog::default();
-    wgtrain::sweep::train_runs(&mine, &options, &log).unwrap();
+    match runs.first().and_then(|r| r.prune) {
+        Some(prune) => wgtrain::sweep::train_pruned(&runs, &mine, &prune, &options, &log),
+        None => wgtrain::sweep::train_runs(&mine, &options, &log),
+    }
+    .unwrap();
     wgtrain::sweep::report(out).unwrap();
     log.0.into_inner().unwrap()
 }
