@@ -151,31 +151,20 @@ fn shards_split_the_runs_disjointly_and_read_slurm_variables() {
     );
 }
 
-#[test]
-fn three_shards_into_one_directory_give_the_same_results_as_one_run_and_reruns_resume() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_dataset(&data, 120, 30, 6, 3, true);
-    let sweep = write_sweep(tmp.path());
-    let (whole, sharded) = (tmp.path().join("whole"), tmp.path().join("sharded"));
-    run_sweep(&sweep, &data, &whole, &TINY);
-    // Three processes at once, one directory.
+/// Runs `sweep` as three processes at once, shards 0/3, 1/3 and 2/3 into `out`, checks each
+/// succeeded, then rebuilds the report from the shared directory.
+fn sweep_in_three_shards(sweep: &Path, data: &Path, out: &Path, args: &[&str]) {
     let children: Vec<_> = (0..3)
         .map(|i| {
-            let shard = format!("{i}/3");
-            let mut args = vec![
-                "sweep".to_string(),
-                sweep.display().to_string(),
-                "--out".into(),
-                sharded.display().to_string(),
-                "--data".into(),
-                data.display().to_string(),
-                "--shard".into(),
-                shard,
-            ];
-            args.extend(TINY.iter().map(|s| s.to_string()));
             Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-                .args(&args)
+                .arg("sweep")
+                .arg(sweep)
+                .arg("--out")
+                .arg(out)
+                .arg("--data")
+                .arg(data)
+                .args(["--shard", &format!("{i}/3")])
+                .args(args)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -186,12 +175,24 @@ fn three_shards_into_one_directory_give_the_same_results_as_one_run_and_reruns_r
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    let report = wgtrain(&["sweep", "report", sharded.to_str().unwrap()]);
+    let report = wgtrain(&["sweep", "report", out.to_str().unwrap()]);
     assert!(
         report.status.success(),
         "{}",
         String::from_utf8_lossy(&report.stderr)
     );
+}
+
+#[test]
+fn three_shards_into_one_directory_give_the_same_results_as_one_run_and_reruns_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = write_sweep(tmp.path());
+    let (whole, sharded) = (tmp.path().join("whole"), tmp.path().join("sharded"));
+    run_sweep(&sweep, &data, &whole, &TINY);
+    // Three processes at once, one directory.
+    sweep_in_three_shards(&sweep, &data, &sharded, &TINY);
     let rows = rows_without_seconds(&whole);
     assert_eq!(rows.len(), 9, "header + 8 runs");
     assert_eq!(rows, rows_without_seconds(&sharded));
@@ -824,31 +825,6 @@ fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree
 
     // Three shards at once, one directory: each waits for the others at each rung.
     let sharded = tmp.path().join("sharded");
-    let children: Vec<_> = (0..3)
-        .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-                .arg("sweep")
-                .arg(&sweep)
-                .arg("--out")
-                .arg(&sharded)
-                .arg("--data")
-                .arg(&data)
-                .args(["--shard", &format!("{i}/3")])
-                .args(TINY_PRUNED)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
-    }
-    assert!(
-        wgtrain(&["sweep", "report", sharded.to_str().unwrap()])
-            .status
-            .success()
-    );
+    sweep_in_three_shards(&sweep, &data, &sharded, &TINY_PRUNED);
     assert_eq!(rows, rows_without_seconds(&sharded));
 }
