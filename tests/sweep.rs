@@ -828,3 +828,63 @@ fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree
     sweep_in_three_shards(&sweep, &data, &sharded, &TINY_PRUNED);
     assert_eq!(rows, rows_without_seconds(&sharded));
 }
+
+#[test]
+fn a_pruning_sweep_stopped_with_ctrl_c_past_a_rung_goes_on_to_the_same_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 60, 6, 3, true);
+    let sweep = tmp.path().join("pruned-grid.toml");
+    std::fs::write(
+        &sweep,
+        "[grid]\nlearning_rate = [0.02, 0.05, 0.1]\n[prune]\nmin_epochs = 2\nmax_epochs = 3000\n",
+    )
+    .unwrap();
+    let args = [
+        "--device",
+        "cpu",
+        "--set",
+        "layers=[36, 64, 3]",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "early_stopping=false",
+    ];
+    let (whole, part) = (tmp.path().join("whole"), tmp.path().join("part"));
+    run_sweep(&sweep, &data, &whole, &args);
+    let child = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .arg("sweep")
+        .arg(&sweep)
+        .arg("--out")
+        .arg(&part)
+        .arg("--data")
+        .arg(&data)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stop it once the first rung has pruned (a pruned run's summary.json is written then):
+    // the survivor is training on towards its next rung.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let pruned_yet = || {
+        std::fs::read_dir(&part).is_ok_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| RunDir::new(e.path()).summary().exists())
+        })
+    };
+    while !pruned_yet() {
+        assert!(std::time::Instant::now() < deadline, "no rung was passed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let again = run_sweep(&sweep, &data, &part, &args);
+    assert!(again.contains("going on from there"), "{again}");
+    assert_eq!(rows_without_seconds(&whole), rows_without_seconds(&part));
+}
