@@ -6,7 +6,9 @@ use std::process::Command;
 use wgtrain::rundir::RunDir;
 use wgtrain::sweep::{Shard, expand};
 
-use crate::common::{interrupt_after_epochs, stderr, sweep_in_library, wgtrain, write_dataset};
+use crate::common::{
+    interrupt, interrupt_after_epochs, stderr, sweep_in_library, wgtrain, write_dataset,
+};
 
 fn write_sweep(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("grid.toml");
@@ -32,15 +34,8 @@ const TINY: [&str; 8] = [
 /// Runs `wgtrain sweep SWEEP --out OUT --data DATA ARGS...`, checks it succeeded, and returns
 /// what it printed (stdout, then stderr).
 pub fn run_sweep(sweep: &Path, data: &Path, out: &Path, args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .arg("sweep")
-        .arg(sweep)
-        .arg("--out")
-        .arg(out)
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
+    let o = spawn_sweep(sweep, data, out, args)
+        .wait_with_output()
         .expect("run wgtrain");
     let text = format!(
         "{}{}",
@@ -49,6 +44,22 @@ pub fn run_sweep(sweep: &Path, data: &Path, out: &Path, args: &[&str]) -> String
     );
     assert!(o.status.success(), "{text}");
     text
+}
+
+/// Starts `wgtrain sweep SWEEP --out OUT --data DATA ARGS...` with its output captured.
+fn spawn_sweep(sweep: &Path, data: &Path, out: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .arg("sweep")
+        .arg(sweep)
+        .arg("--out")
+        .arg(out)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// results.csv without the seconds column (the only thing that differs between two runs).
@@ -156,19 +167,8 @@ fn shards_split_the_runs_disjointly_and_read_slurm_variables() {
 fn sweep_in_three_shards(sweep: &Path, data: &Path, out: &Path, args: &[&str]) {
     let children: Vec<_> = (0..3)
         .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-                .arg("sweep")
-                .arg(sweep)
-                .arg("--out")
-                .arg(out)
-                .arg("--data")
-                .arg(data)
-                .args(["--shard", &format!("{i}/3")])
-                .args(args)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            let shard = format!("{i}/3");
+            spawn_sweep(sweep, data, out, &[&["--shard", &shard], args].concat())
         })
         .collect();
     for c in children {
@@ -282,18 +282,7 @@ fn stop_and_go_on(extra: &[&str], saved_runs: usize) {
     run_sweep(&sweep, &data, &whole, &args);
 
     let first = part.join("learning_rate=0.05-seed1");
-    let child = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .arg("sweep")
-        .arg(&sweep)
-        .arg("--out")
-        .arg(&part)
-        .arg("--data")
-        .arg(&data)
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_sweep(&sweep, &data, &part, &args);
     let o = interrupt_after_epochs(child, &RunDir::new(&first).metrics(), 2);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{err}");
@@ -852,18 +841,7 @@ fn a_pruning_sweep_stopped_with_ctrl_c_past_a_rung_goes_on_to_the_same_results()
     ];
     let (whole, part) = (tmp.path().join("whole"), tmp.path().join("part"));
     run_sweep(&sweep, &data, &whole, &args);
-    let child = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .arg("sweep")
-        .arg(&sweep)
-        .arg("--out")
-        .arg(&part)
-        .arg("--data")
-        .arg(&data)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_sweep(&sweep, &data, &part, &args);
     // Stop it once the first rung has pruned (a pruned run's summary.json is written then):
     // the survivor is training on towards its next rung.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -877,12 +855,7 @@ fn a_pruning_sweep_stopped_with_ctrl_c_past_a_rung_goes_on_to_the_same_results()
         assert!(std::time::Instant::now() < deadline, "no rung was passed");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let o = child.wait_with_output().unwrap();
+    let o = interrupt(child);
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     let again = run_sweep(&sweep, &data, &part, &args);
     assert!(again.contains("going on from there"), "{again}");

@@ -154,22 +154,14 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
         ] {
             row.cases += 1;
             match check_epoch(ctx, activation, momentum, l1, l2, opt, widths) {
-                Ok(c) => {
-                    row.max_rel_error = row.max_rel_error.max(c.max_rel_error);
-                    if c.ratio > row.worst || c.ratio.is_nan() {
-                        row.worst = if c.ratio.is_nan() {
-                            f64::INFINITY
-                        } else {
-                            c.ratio
-                        };
-                        row.detail = format!(
-                            "{} momentum={momentum} l1={l1} l2={l2} {opt:?} {widths:?} {:?}: {}",
-                            activation.name(),
-                            ctx.tuning,
-                            c.detail
-                        );
-                    }
-                }
+                Ok(c) => row.note(c.ratio, c.max_rel_error, || {
+                    format!(
+                        "{} momentum={momentum} l1={l1} l2={l2} {opt:?} {widths:?} {:?}: {}",
+                        activation.name(),
+                        ctx.tuning,
+                        c.detail
+                    )
+                }),
                 Err(e) => row.error = Some(e.to_string()),
             }
         }
@@ -228,20 +220,12 @@ pub(super) fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
             Ok(EpochCheck::between((&c, &pc.values), (&g, &pg.values)))
         };
         match run() {
-            Ok(c) => {
-                row.max_rel_error = row.max_rel_error.max(c.max_rel_error);
-                if c.ratio > row.worst || c.ratio.is_nan() {
-                    row.worst = if c.ratio.is_nan() {
-                        f64::INFINITY
-                    } else {
-                        c.ratio
-                    };
-                    row.detail = format!(
-                        "{optimizer:?} momentum={momentum} l1={l1} l2={l2}: {}",
-                        c.detail
-                    );
-                }
-            }
+            Ok(c) => row.note(c.ratio, c.max_rel_error, || {
+                format!(
+                    "{optimizer:?} momentum={momentum} l1={l1} l2={l2}: {}",
+                    c.detail
+                )
+            }),
             Err(e) => row.error = Some(e),
         }
     }
@@ -451,14 +435,13 @@ pub fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, GpuError> {
             // arithmetic, so anything beyond a rounding is a model reading another's slice.
             let ratio = (diff / 1e-6).max(loss_rel / 1e-6);
             let norm = pa.values.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
-            row.max_rel_error = row.max_rel_error.max(diff / norm.max(1e-12)).max(loss_rel);
-            if ratio > row.worst || ratio.is_nan() {
-                row.worst = if ratio.is_nan() { f64::INFINITY } else { ratio };
-                row.detail = format!(
+            let rel = (diff / norm.max(1e-12)).max(loss_rel);
+            row.note(ratio, rel, || {
+                format!(
                     "model {m} ({}) epoch {epoch}: max |Δparam| {diff:.2e}, train loss rel {loss_rel:.2e}",
                     models[m].0.activation.name()
-                );
-            }
+                )
+            });
         }
     }
     Ok(row)

@@ -188,6 +188,16 @@ impl CheckRow {
     pub fn passed(&self) -> bool {
         self.error.is_none() && self.worst <= 1.0
     }
+
+    /// Counts a case whose error is `ratio` of its tolerance (NaN counts as infinite) and
+    /// `rel` relative: the worst case so far keeps its `detail()`.
+    pub fn note(&mut self, ratio: f64, rel: f64, detail: impl FnOnce() -> String) {
+        self.max_rel_error = self.max_rel_error.max(rel);
+        if ratio > self.worst || ratio.is_nan() {
+            self.worst = if ratio.is_nan() { f64::INFINITY } else { ratio };
+            self.detail = detail();
+        }
+    }
 }
 
 /// Accumulates the worst (error / tolerance) over many cases.

@@ -99,17 +99,11 @@ pub fn train_pruned(
         let live: Vec<&SweepRun> = mine
             .iter()
             .copied()
-            .filter(|r| !RunDir::new(dir(r)).is_finished())
-            .filter(|r| rung.is_none_or(|e| epochs_done(r, &dir(r)) < e))
+            .filter(|r| short_of(r, &opts.out, rung))
             .collect();
         let stage = SweepOptions {
-            out: opts.out.clone(),
-            data_dir: opts.data_dir.clone(),
-            engine: opts.engine.clone(),
-            pack: opts.pack,
-            threads: opts.threads,
-            interrupt: opts.interrupt.clone(),
             stop_after: rung,
+            ..opts.clone()
         };
         let t = train_runs(&live, &stage, observer)?;
         tally.trained += t.trained;
@@ -135,9 +129,12 @@ pub fn train_pruned(
     Ok(tally)
 }
 
-/// Epochs the run in `dir` holds that a sweep can go on from (0: none).
-fn epochs_done(run: &SweepRun, dir: &Path) -> usize {
-    resumable_epochs(dir, &run.config).unwrap_or(0)
+/// Whether `run` (its directory under `out`) is still going and short of the rung of epoch
+/// `rung` (`None`: the end).
+fn short_of(run: &SweepRun, out: &Path, rung: Option<usize>) -> bool {
+    let dir = out.join(&run.id);
+    !RunDir::new(&dir).is_finished()
+        && rung.is_none_or(|e| resumable_epochs(&dir, &run.config).unwrap_or(0) < e)
 }
 
 /// Waits until every run of the sweep has reached `rung` or ended (other shards train theirs
@@ -152,10 +149,7 @@ fn wait_for_rung(
     loop {
         let short = all
             .iter()
-            .filter(|r| {
-                let dir = opts.out.join(&r.id);
-                !RunDir::new(&dir).is_finished() && epochs_done(r, &dir) < rung
-            })
+            .filter(|r| short_of(r, &opts.out, Some(rung)))
             .count();
         if short == 0 {
             return Ok(true);

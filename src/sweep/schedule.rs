@@ -22,6 +22,7 @@ use crate::train::{EpochRecord, TrainError, Verdict};
 pub const MAX_AUTO_PACK: usize = 32;
 
 /// Where and how a sweep's runs train.
+#[derive(Clone)]
 pub struct SweepOptions {
     /// The sweep's output directory (one run directory per run inside).
     pub out: PathBuf,
@@ -121,8 +122,9 @@ pub fn train_runs(
     let datasets = Arc::new(Mutex::new(DatasetCache::new()));
     let mut todo = Vec::new();
     // Runs that a stopped sweep left mid-way go on from their last epoch (as `train
-    // --resume` would, to the same bits) rather than from the start.
-    let mut resumed = Vec::new();
+    // --resume` would, to the same bits) rather than from the start: each with that epoch
+    // (GPU packs group runs by it).
+    let mut from_epoch = std::collections::HashMap::new();
     for (n, run) in runs.iter().enumerate() {
         let dir = opts.out.join(&run.id);
         if is_finished_as(&dir, &run.config)? {
@@ -131,11 +133,12 @@ pub fn train_runs(
         } else {
             if let Some(epochs) = resumable_epochs(&dir, &run.config) {
                 observer.going_on(n + 1, runs.len(), run, epochs);
-                resumed.push(run.id.as_str());
+                from_epoch.insert(run.id.as_str(), epochs);
             }
             todo.push(*run);
         }
     }
+    let resumed: Vec<&str> = from_epoch.keys().copied().collect();
     // On a GPU, runs of one shape train packed in the same dispatches; on the CPU, runs train
     // side by side on a share of the cores each (one thread each unless `pack` says fewer
     // runs), which beats one run on every core at small batches. `pack` 1: one at a time.
@@ -154,10 +157,7 @@ pub fn train_runs(
             let mut by_epoch: std::collections::BTreeMap<usize, Vec<&SweepRun>> =
                 Default::default();
             for &r in &todo {
-                let epochs = match resumed.contains(&r.id.as_str()) {
-                    true => resumable_epochs(&opts.out.join(&r.id), &r.config).unwrap_or(0),
-                    false => 0,
-                };
+                let epochs = from_epoch.get(r.id.as_str()).copied().unwrap_or(0);
                 by_epoch.entry(epochs).or_default().push(r);
             }
             by_epoch

@@ -153,6 +153,11 @@ pub fn interrupt_after_epochs(
     epochs: usize,
 ) -> std::process::Output {
     wait_for_epochs(metrics, epochs);
+    interrupt(child)
+}
+
+/// Sends `child` SIGINT (what Ctrl-C sends) and waits for it to exit.
+pub fn interrupt(child: std::process::Child) -> std::process::Output {
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
