@@ -16,5 +16,6 @@ mod integrity;
 mod network;
 mod pack;
 mod resume;
+mod slurm;
 mod sweep;
 mod train;

@@ -279,8 +279,10 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
     Ok(tally.verdict()?)
 }
 
-/// A flag the first Ctrl-C sets (training then stops after the epoch in progress, with its
-/// checkpoint written); a second Ctrl-C exits at once, the last checkpoint still intact.
+/// A flag the first Ctrl-C, SIGTERM or SIGHUP sets (training then stops after the epoch in
+/// progress, with its checkpoint written); a second one exits at once, the last checkpoint
+/// still intact. SIGTERM is how Slurm (preemption, requeue, time limit) and Kubernetes stop a
+/// task, so a requeued task goes on from the epoch it was in, not the one before.
 fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let flag = std::sync::Arc::new(AtomicBool::new(false));
@@ -289,7 +291,9 @@ fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
         if seen.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\ninterrupt: finishing this epoch and saving (Ctrl-C again to quit now)");
+        eprintln!(
+            "\ninterrupt: finishing this epoch and saving (Ctrl-C or SIGTERM again to quit now)"
+        );
     });
     if let Err(e) = installed {
         eprintln!("note: Ctrl-C will stop training without a final save ({e})");
