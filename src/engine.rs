@@ -173,7 +173,7 @@ impl EngineKind {
     /// Resolves `device` on the adapter `adapter` names (its `allow_software` is set here),
     /// with `threads` for the CPU. `Auto` falls back to the CPU when no GPU opens, and says
     /// why; a mistyped setting (a tuning variable, the tuning file) is the user's to fix,
-    /// never a reason to train elsewhere.
+    /// and a GPU a scheduler assigned must be found: neither is a reason to train elsewhere.
     pub fn choose(
         device: DeviceChoice,
         adapter: &crate::gpu::AdapterChoice,
@@ -195,7 +195,13 @@ impl EngineKind {
             DeviceChoice::Gpu => Ok(chosen(gpu(true)?, None)),
             DeviceChoice::Auto => match gpu(adapter.adapter.is_some()) {
                 Ok(kind) => Ok(chosen(kind, None)),
-                Err(e @ (GpuError::BadSetting { .. } | GpuError::TuningFile { .. })) => Err(e),
+                // A GPU the scheduler gave this task and wgpu cannot find is no reason to
+                // train on the CPU either: the task asked for a GPU.
+                Err(
+                    e @ (GpuError::BadSetting { .. }
+                    | GpuError::TuningFile { .. }
+                    | GpuError::AssignedGpuMissing { .. }),
+                ) => Err(e),
                 Err(e) => Ok(chosen(EngineKind::Cpu { threads }, Some(e))),
             },
         }

@@ -129,6 +129,15 @@ pub struct Summary {
     pub adapter: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// GPU runs: the adapter's index in `wgtrain devices`, its PCI bus id where the backend
+    /// reports one, and what chose it (`--adapter 1`, `CUDA_VISIBLE_DEVICES=1`; absent where
+    /// wgtrain took the best adapter it found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_index: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_pci_bus_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_chosen_by: Option<String>,
     pub seed: u64,
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

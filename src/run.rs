@@ -267,6 +267,13 @@ pub fn run_training(
         device_detail: engine.describe(),
         adapter: opts.engine.adapter().map(|a| a.name.clone()),
         backend: opts.engine.adapter().map(|a| a.backend.clone()),
+        adapter_index: opts.engine.adapter().map(|a| a.index),
+        adapter_pci_bus_id: opts
+            .engine
+            .adapter()
+            .map(|a| a.pci_bus_id.clone())
+            .filter(|id| !id.is_empty()),
+        adapter_chosen_by: opts.engine.adapter().and_then(|a| a.chosen_by.clone()),
         seed: config.seed,
         // A run of a GPU pack counts its share of the packed epochs, not the others' time.
         seconds: (start.elapsed().as_secs_f64() - outcome.other_runs_secs).max(0.0),

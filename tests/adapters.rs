@@ -33,6 +33,8 @@ fn adapter(index: usize, name: &str, backend: &str) -> AdapterSummary {
         max_compute_invocations_per_workgroup: 1024,
         timestamp_queries: false,
         software: true,
+        pci_bus_id: String::new(),
+        chosen_by: None,
     }
 }
 
@@ -359,5 +361,167 @@ fn a_long_run_on_a_software_adapter_says_so_before_it_starts() {
         );
     } else {
         assert!(!first.contains("software adapter"), "{first}");
+    }
+}
+
+/// A GPU as `wgtrain devices` lists it: a real one, with the PCI bus id Vulkan reports.
+fn gpu_at(index: usize, name: &str, backend: &str, bus: &str) -> AdapterSummary {
+    AdapterSummary {
+        device_type: "DiscreteGpu".into(),
+        software: false,
+        pci_bus_id: bus.into(),
+        ..adapter(index, name, backend)
+    }
+}
+
+#[test]
+fn a_gpu_a_scheduler_assigned_is_the_adapter_at_its_place_in_pci_bus_order() {
+    use wgtrain::gpu::AssignedGpus;
+    // A node of four GPUs that Vulkan lists out of bus order, their GL twin and lavapipe.
+    let node = [
+        gpu_at(0, "GPU at 41", "vulkan", "0000:41:00.0"),
+        gpu_at(1, "GPU at 01", "vulkan", "0000:01:00.0"),
+        gpu_at(2, "GPU at c1", "vulkan", "0000:c1:00.0"),
+        gpu_at(3, "GPU at 81", "vulkan", "0000:81:00.0"),
+        adapter(4, "llvmpipe (LLVM 15.0.6, 256 bits)", "vulkan"),
+        gpu_at(5, "GPU at 01", "gl", ""),
+    ];
+    let assigned = |vars: &[(&str, &str)]| {
+        AssignedGpus::from_vars(|k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        })
+    };
+    let on = |vars: &[(&str, &str)], adapters: &[AdapterSummary]| {
+        let gpus = assigned(vars).unwrap().expect("a GPU is assigned");
+        gpus.resolve(adapters).map(|i| adapters[i].name.clone())
+    };
+    for (vars, name) in [
+        (&[("CUDA_VISIBLE_DEVICES", "0")][..], "GPU at 01"),
+        (&[("CUDA_VISIBLE_DEVICES", "2")], "GPU at 81"),
+        (&[("CUDA_VISIBLE_DEVICES", "3,1")], "GPU at c1"),
+        (&[("ROCR_VISIBLE_DEVICES", "1")], "GPU at 41"),
+        (&[("SLURM_JOB_GPUS", "1")], "GPU at 41"),
+        // CUDA_VISIBLE_DEVICES is read before Slurm's own variable, and an empty one skipped.
+        (
+            &[("SLURM_JOB_GPUS", "3"), ("CUDA_VISIBLE_DEVICES", "2")],
+            "GPU at 81",
+        ),
+        (
+            &[("CUDA_VISIBLE_DEVICES", " "), ("SLURM_JOB_GPUS", "3")],
+            "GPU at c1",
+        ),
+    ] {
+        assert_eq!(on(vars, &node).unwrap(), name, "{vars:?}");
+    }
+    // A cgroup shows the task only its GPU: Slurm's node-wide index 3 is the one shown.
+    let constrained = [gpu_at(0, "GPU at c1", "vulkan", "0000:c1:00.0")];
+    assert_eq!(
+        on(&[("SLURM_JOB_GPUS", "3")], &constrained).unwrap(),
+        "GPU at c1"
+    );
+    // Without bus ids, the backend's own order.
+    let no_bus: Vec<AdapterSummary> = node
+        .iter()
+        .map(|s| AdapterSummary {
+            pci_bus_id: String::new(),
+            ..s.clone()
+        })
+        .collect();
+    assert_eq!(
+        on(&[("CUDA_VISIBLE_DEVICES", "2")], &no_bus).unwrap(),
+        "GPU at c1"
+    );
+
+    // No variable: nothing assigned. A GPU beyond the node's, or none but software ones: an
+    // error naming the variable and what there is. An index that is not one: an error.
+    assert_eq!(assigned(&[]).unwrap(), None);
+    let e = on(&[("CUDA_VISIBLE_DEVICES", "4")], &node)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("CUDA_VISIBLE_DEVICES=4 gives this process GPU 4, but wgpu finds 4 GPUs on vulkan: 0: GPU at 01, 1: GPU at 41"),
+        "{e}"
+    );
+    let e = on(&[("SLURM_JOB_GPUS", "0")], &node[4..5])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "SLURM_JOB_GPUS=0 gives this process GPU 0, but wgpu finds no GPU (found only llvmpipe"
+        ),
+        "{e}"
+    );
+    for bad in ["GPU-8f6c1b2e-3f1d", "NoDevFiles", "-1"] {
+        let e = assigned(&[("CUDA_VISIBLE_DEVICES", bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("CUDA_VISIBLE_DEVICES must be GPU indices") && e.contains(bad),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn a_run_says_which_adapter_it_trained_on_and_what_chose_it() {
+    let rows = devices();
+    if rows.is_empty() {
+        crate::common::skip("no GPU adapter listed", "WGTRAIN_REQUIRE_GPU");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 64, 16, 4, 3, true);
+    let train = |out: &str, device: &str, extra: &[&str], cuda: &str| {
+        let out = tmp.path().join(out);
+        let mut args = vec!["train", "--quiet", "--device", device, "--data"];
+        args.push(data.to_str().unwrap());
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(TINY);
+        args.extend(extra);
+        let o = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+            .args(&args)
+            .env("CUDA_VISIBLE_DEVICES", cuda)
+            .output()
+            .unwrap();
+        let summary = o
+            .status
+            .success()
+            .then(|| Summary::read(&RunDir::new(&out).summary()).unwrap());
+        (summary, stderr(&o))
+    };
+    // --adapter wins over the scheduler's variable, and the summary says which adapter.
+    let (summary, err) = train("named", "gpu", &["--adapter", "0"], "5");
+    let summary = summary.unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(summary.adapter.as_deref(), Some(rows[0].name.as_str()));
+    assert_eq!(summary.adapter_index, Some(0));
+    assert_eq!(summary.adapter_chosen_by.as_deref(), Some("--adapter 0"));
+    // The CPU reads no GPU variable.
+    let (summary, err) = train("cpu", "cpu", &[], "GPU-8f6c1b2e");
+    assert_eq!(summary.unwrap_or_else(|| panic!("{err}")).device, "cpu");
+    // GPU 0 assigned: trained on the node's first real GPU, or, where wgpu finds only
+    // software adapters (CI), a clear error, also with --device auto: never another adapter,
+    // never the CPU in its place.
+    let gpus: Vec<&Listed> = rows.iter().filter(|r| !r.software).collect();
+    for device in ["gpu", "auto"] {
+        let (summary, err) = train(&format!("assigned-{device}"), device, &[], "0");
+        match (summary, gpus.is_empty()) {
+            (Some(s), false) => {
+                assert_eq!(
+                    s.adapter_chosen_by.as_deref(),
+                    Some("CUDA_VISIBLE_DEVICES=0")
+                );
+                assert!(gpus.iter().any(|g| Some(&g.name) == s.adapter.as_ref()));
+            }
+            (None, true) => assert!(
+                err.contains(
+                    "CUDA_VISIBLE_DEVICES=0 gives this process GPU 0, but wgpu finds no GPU"
+                ) && err.lines().count() == 1,
+                "{err}"
+            ),
+            (summary, _) => panic!("{device}: {summary:?} {err}"),
+        }
     }
 }

@@ -647,6 +647,25 @@ fn cases(root: &Path) -> Vec<Case> {
         }
         cases.push(Case { what, args, expect });
     }
+    // See: #20. wgpu reads none of the variables Slurm's --gres sets: every task of an array
+    // trained on the node's first GPU.
+    for (what, assigned, expect) in [
+        (
+            "a GPU a scheduler assigned that wgpu does not find (`--device auto`)",
+            "CUDA_VISIBLE_DEVICES=7",
+            "CUDA_VISIBLE_DEVICES=7 gives this process GPU 7, but wgpu finds",
+        ),
+        (
+            "a GPU assigned by UUID",
+            "CUDA_VISIBLE_DEVICES=GPU-8f6c1b2e",
+            "CUDA_VISIBLE_DEVICES must be GPU indices such as 0 or 0,1",
+        ),
+    ] {
+        let mut args = train(&good, &out, &[]);
+        args[2] = "auto".into();
+        args.insert(0, assigned.into());
+        cases.push(Case { what, args, expect });
+    }
     // See: #16. A grid of 10⁶ printed a 108 MB line and made 23,551 run directories.
     let huge = root.join("huge.toml");
     let axis: Vec<String> = (1..=10).map(|i| format!("0.{i:02}")).collect();

@@ -67,6 +67,8 @@ fn adapter_named(name: &str, driver: &str) -> wgtrain::gpu::AdapterSummary {
         max_compute_invocations_per_workgroup: 256,
         timestamp_queries: true,
         software: false,
+        pci_bus_id: String::new(),
+        chosen_by: None,
     }
 }
 

@@ -1,8 +1,10 @@
 //! The wgpu device layer: instance, adapter choice (by backend, index or name; wgpu's
-//! WGPU_BACKEND / WGPU_ADAPTER_NAME honoured), device with the limits we need, error scopes.
+//! WGPU_BACKEND / WGPU_ADAPTER_NAME honoured; else the GPU a scheduler assigned, `assigned`),
+//! device with the limits we need, error scopes.
 
 use std::sync::Arc;
 
+use super::assigned::AssignedGpus;
 use super::tuning::{Tuning, TuningFile, TuningOverrides};
 
 /// Errors from the GPU layer; each names what failed and, where known, what to do.
@@ -23,6 +25,15 @@ pub enum GpuError {
         "the only adapters here are software ones ({found}), which run GPU kernels on the CPU far slower than the CPU path (hint: --device gpu uses one anyway, to check the GPU path)"
     )]
     OnlySoftware { found: String },
+    #[error(
+        "{assigned} gives this process GPU {id}, but wgpu finds {found} (hint: install the GPU's Vulkan driver where the task runs, name an adapter with --adapter, or train with --device cpu)"
+    )]
+    AssignedGpuMissing {
+        /// `CUDA_VISIBLE_DEVICES=1`.
+        assigned: String,
+        id: usize,
+        found: String,
+    },
     #[error("unknown backend {0:?} (expected vulkan, metal, dx12 or gl)")]
     UnknownBackend(String),
     #[error("adapter {adapter}: {limit} is {available}, wgtrain needs {needed}")]
@@ -82,6 +93,11 @@ pub struct AdapterSummary {
     pub max_compute_invocations_per_workgroup: u32,
     pub timestamp_queries: bool,
     pub software: bool,
+    /// `0000:01:00.0` where the backend reports it (Vulkan, DX12), else empty.
+    pub pci_bus_id: String,
+    /// What named this adapter when it was opened (`--adapter 1`, `CUDA_VISIBLE_DEVICES=1`);
+    /// `None` where wgtrain chose it (the best it found) or it was only listed.
+    pub chosen_by: Option<String>,
 }
 
 fn parse_backends(backend: Option<&str>) -> Result<wgpu::Backends, GpuError> {
@@ -157,6 +173,8 @@ pub fn list_adapters(
                 max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
                 timestamp_queries: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
                 software: is_software(&info),
+                pci_bus_id: info.device_pci_bus_id.clone(),
+                chosen_by: None,
             };
             (summary, adapter)
         })
@@ -335,15 +353,23 @@ impl GpuContext {
         let tuned = TuningFile::load_configured()?;
         let mut adapters = list_adapters(choice.backend.as_deref())?;
         let summaries: Vec<AdapterSummary> = adapters.iter().map(|(s, _)| s.clone()).collect();
-        let query = choice
-            .adapter
-            .clone()
-            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
-        let picked = match &query {
-            Some(q) => resolve_adapter(q, &summaries)?,
-            None => best_adapter(&summaries, choice)?,
+        // Named by the user, else by a scheduler (the GPU a Slurm task was given), else the
+        // best there is.
+        let named = match &choice.adapter {
+            Some(q) => Some((q.clone(), format!("--adapter {q}"))),
+            None => std::env::var("WGPU_ADAPTER_NAME")
+                .ok()
+                .map(|q| (q.clone(), format!("WGPU_ADAPTER_NAME={q}"))),
         };
-        let (summary, adapter) = adapters.swap_remove(picked);
+        let (picked, chosen_by) = match named {
+            Some((q, by)) => (resolve_adapter(&q, &summaries)?, Some(by)),
+            None => match AssignedGpus::from_env()? {
+                Some(assigned) => (assigned.resolve(&summaries)?, Some(assigned.to_string())),
+                None => (best_adapter(&summaries, choice)?, None),
+            },
+        };
+        let (mut summary, adapter) = adapters.swap_remove(picked);
+        summary.chosen_by = chosen_by;
         let tuning = tuned.tuning_for(&summary, &overrides);
         let mut limits = adapter.limits();
         // WGTRAIN_GPU_MAX_STORAGE_BINDING caps the largest storage binding wgtrain will use, so a

@@ -4,6 +4,7 @@
 //! scheduler that records whole epochs for K models at once, `engine` the single-model engine
 //! over it.
 
+pub mod assigned;
 pub mod buffers;
 pub mod context;
 pub mod engine;
@@ -16,6 +17,7 @@ pub mod shaders;
 pub mod tuning;
 pub mod workspace;
 
+pub use assigned::{ASSIGNMENT_VARIABLES, AssignedGpus};
 pub use context::{
     AdapterChoice, AdapterSummary, GpuContext, GpuError, KNOWN_ADAPTERS, list_adapters,
     resolve_adapter,
