@@ -42,7 +42,7 @@ fn slurm_command(program: &str, args: &[&str]) -> String {
 
 /// A sweep of `settings × 2 seeds` runs of a small MLP trained for `epochs` epochs on a
 /// synthetic set of `images` `side`×`side` images, in `dir`: (sweep file, data directory).
-fn small_sweep(dir: &Path, images: usize, side: usize, epochs: usize) -> (PathBuf, PathBuf) {
+pub fn small_sweep(dir: &Path, images: usize, side: usize, epochs: usize) -> (PathBuf, PathBuf) {
     let data = dir.join("data");
     write_dataset(&data, images, images / 4, side, 4, true);
     let base = std::fs::read_to_string(
@@ -139,27 +139,25 @@ impl Array {
             );
         }
     }
+}
 
-    /// The ids of the runs task `task` trained or found finished, from the "[k/n] RUN: …" lines
-    /// of its log, and the shard its first line says it took ("this process takes K (shard
-    /// I/N)").
-    fn taken(&self, task: usize) -> (String, BTreeSet<String>) {
-        let log = self.log(task);
-        let shard = log
-            .split("(shard ")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .unwrap_or_else(|| panic!("task {task} names no shard:\n{log}"))
-            .to_string();
-        let runs = log
-            .lines()
-            .filter_map(|l| l.strip_prefix('['))
-            .filter_map(|l| l.split_once("] "))
-            .filter_map(|(_, rest)| rest.split_once(": "))
-            .map(|(run, _)| run.to_string())
-            .collect();
-        (shard, runs)
-    }
+/// The shard a sweep's output says it took ("this process takes K (shard I/N)") and the ids of
+/// the runs it trained or found finished, from its "[k/n] RUN: …" lines.
+pub fn runs_taken(log: &str) -> (String, BTreeSet<String>) {
+    let shard = log
+        .split("(shard ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("the sweep names no shard:\n{log}"))
+        .to_string();
+    let runs = log
+        .lines()
+        .filter_map(|l| l.strip_prefix('['))
+        .filter_map(|l| l.split_once("] "))
+        .filter_map(|(_, rest)| rest.split_once(": "))
+        .map(|(run, _)| run.to_string())
+        .collect();
+    (shard, runs)
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -172,7 +170,7 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 /// The run ids of `whole`'s results.csv (the sweep's fixed order) whose place `i` satisfies
 /// `i % count == index`: what shard `index` of `count` should train.
-fn shard_runs(whole: &Path, index: usize, count: usize) -> BTreeSet<String> {
+pub fn shard_runs(whole: &Path, index: usize, count: usize) -> BTreeSet<String> {
     rows_without_seconds(whole)
         .iter()
         .skip(1)
@@ -187,7 +185,7 @@ fn shard_runs(whole: &Path, index: usize, count: usize) -> BTreeSet<String> {
 /// requeued, slurmstepd's notice of it).
 fn check_tasks(array: &Array, whole: &Path, tasks: &[usize]) {
     for (index, &task) in tasks.iter().enumerate() {
-        let (shard, runs) = array.taken(task);
+        let (shard, runs) = runs_taken(&array.log(task));
         assert_eq!(shard, format!("{index}/{}", tasks.len()), "task {task}");
         assert_eq!(
             runs,

@@ -13,6 +13,7 @@ mod errors;
 mod gpu;
 mod gradcheck;
 mod integrity;
+mod kubernetes;
 mod network;
 mod pack;
 mod resume;
