@@ -160,6 +160,18 @@ pub fn runs_taken(log: &str) -> (String, BTreeSet<String>) {
     (shard, runs)
 }
 
+/// Merges the shards' runs in `sharded` (`wgtrain sweep report`) and checks the results equal
+/// the sweep's run on one machine in `whole`, seconds aside.
+pub fn assert_merged_results_equal(sharded: &Path, whole: &Path) {
+    let report = crate::common::wgtrain(&["sweep", "report", sharded.to_str().unwrap()]);
+    assert!(
+        report.status.success(),
+        "{}",
+        crate::common::stderr(&report)
+    );
+    assert_eq!(rows_without_seconds(whole), rows_without_seconds(sharded));
+}
+
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
@@ -228,13 +240,7 @@ fn an_array_with_a_step_trains_each_tasks_slice_on_the_gpu_and_merges_into_the_u
     run_sweep(&sweep, &data, &whole, &["--device", "gpu"]);
     array.wait(&[0, 2, 4]);
     check_tasks(&array, &whole, &[0, 2, 4]);
-    let report = crate::common::wgtrain(&["sweep", "report", sharded.to_str().unwrap()]);
-    assert!(
-        report.status.success(),
-        "{}",
-        crate::common::stderr(&report)
-    );
-    assert_eq!(rows_without_seconds(&whole), rows_without_seconds(&sharded));
+    assert_merged_results_equal(&sharded, &whole);
 }
 
 #[test]
@@ -291,13 +297,7 @@ fn a_throttled_array_runs_two_tasks_at_once_and_a_requeued_task_goes_on_from_its
             && attempts[1].contains("going on from there"),
         "the second attempt went on from the checkpoint:\n{requeued}"
     );
-    let report = crate::common::wgtrain(&["sweep", "report", sharded.to_str().unwrap()]);
-    assert!(
-        report.status.success(),
-        "{}",
-        crate::common::stderr(&report)
-    );
-    assert_eq!(rows_without_seconds(&whole), rows_without_seconds(&sharded));
+    assert_merged_results_equal(&sharded, &whole);
 
     // `%2`: never more than two tasks at once (Slurm's job completion log: whole seconds, so
     // a task that starts in the second another ended does not count as overlapping it).
