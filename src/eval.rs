@@ -72,6 +72,7 @@ pub fn evaluate_model(model: &Path, data_dir: &Path, threads: usize) -> Result<E
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    #[cfg(not(target_arch = "wasm32"))]
     crate::plot::plot_confusion(
         plot_dir,
         &counts,

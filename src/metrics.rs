@@ -24,8 +24,8 @@ pub struct UtcTime {
 impl UtcTime {
     /// Now (the Unix epoch if the clock reads earlier).
     pub fn now() -> Self {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+        let secs = web_time::SystemTime::now()
+            .duration_since(web_time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         Self::from_unix_secs(secs)
     }
@@ -105,6 +105,9 @@ impl MetricsWriter {
         ));
     }
 }
+
+/// What a run a pruning sweep stopped at a rung says in its summary's `status`.
+pub const PRUNED: &str = "pruned";
 
 /// `summary.json`: the run's outcome. Accuracies are fractions in [0, 1].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -85,8 +85,8 @@ impl<'a> Setting<'a> {
         for r in runs {
             let name = name_of(r);
             // Diverged and pruned runs stay out of the means (they show as such).
-            let counted = (!r.summary.diverged && r.summary.status != crate::sweep::prune::PRUNED)
-                .then_some(r);
+            let counted =
+                (!r.summary.diverged && r.summary.status != crate::metrics::PRUNED).then_some(r);
             match settings.iter_mut().find(|s| s.name == name) {
                 Some(s) => {
                     s.runs.push(r);
@@ -126,7 +126,7 @@ impl<'a> Setting<'a> {
         let pruned = self
             .runs
             .iter()
-            .filter(|r| r.summary.status == crate::sweep::prune::PRUNED)
+            .filter(|r| r.summary.status == crate::metrics::PRUNED)
             .count();
         let diverged = self.runs.len() - self.counted.len() - pruned;
         let warned = self

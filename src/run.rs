@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use web_time::Instant;
 
 use crate::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::checkpoint::{save_model, write_atomic};
@@ -239,6 +239,7 @@ pub fn run_training(
     if outcome.best_epoch > 0 {
         save_model(&dir.model(), &outcome.best_params, &model_meta)?;
     }
+    #[cfg(not(target_arch = "wasm32"))]
     crate::plot::plot_run_curves(
         &opts.out,
         &[crate::plot::RunCurves {

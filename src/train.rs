@@ -1,7 +1,7 @@
 //! The only training loop: seeded epochs over an [`Engine`], early stopping, and keeping the
 //! best-validation weights. Knows no files and no wgpu; callers observe each epoch.
 
-use std::time::Instant;
+use web_time::Instant;
 
 use crate::config::{EarlyStoppingRule, TrainConfig};
 use crate::data::{SplitName, epoch_order};

@@ -6,7 +6,7 @@ mod plan;
 pub use plan::{BenchObserver, BenchPlan, GEMM_PEAK_RUNS, GEMM_PEAK_SIZES, run_bench};
 
 use std::sync::Arc;
-use std::time::Instant;
+use web_time::Instant;
 
 use serde::Serialize;
 
@@ -258,7 +258,7 @@ pub fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
     }
     let mut times: Vec<f64> = (0..reps)
         .map(|_| {
-            let start = std::time::Instant::now();
+            let start = Instant::now();
             f();
             start.elapsed().as_secs_f64()
         })

@@ -12,7 +12,7 @@ const IDX_TYPE_U8: u8 = 0x08;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Refuse headers that promise more than this many items, so a corrupt header cannot make us
 /// allocate absurd amounts of memory before the length check catches it.
-const MAX_IDX_BYTES: usize = 1 << 32;
+const MAX_IDX_BYTES: u64 = 1 << 32;
 
 /// A decoded IDX array of u8 items.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +204,7 @@ fn parse_dims(raw: &[u8], path: &Path) -> Result<(Vec<usize>, usize, usize), Dat
     let items = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= MAX_IDX_BYTES)
+        .filter(|&n| n as u64 <= MAX_IDX_BYTES)
         .ok_or_else(|| DataError::Header {
             path: path_buf(),
             message: format!("dimensions {dims:?} describe more than {MAX_IDX_BYTES} bytes"),

@@ -163,7 +163,7 @@ impl PackSeat {
                 _ => None,
             })
             .collect();
-        let started = std::time::Instant::now();
+        let started = web_time::Instant::now();
         let models = jobs.iter().flatten().count().max(1) as f64;
         let results = match state.models.train_epoch(&jobs) {
             Ok(mut r) => {

@@ -72,8 +72,7 @@ impl Prune {
     }
 }
 
-/// What a pruned run's summary says in `status`.
-pub const PRUNED: &str = "pruned";
+pub use crate::metrics::PRUNED;
 
 /// Trains `mine` (this shard's runs of `all`, in sweep order) through `prune`'s rungs and then
 /// to the end, as [`train_runs`] trains, and counts how each ended.

@@ -130,7 +130,7 @@ impl PackedModels {
     /// submitted: the buffer is dropped).
     fn record_secs_per_step(&self, plan: &EpochPlan) -> Result<f64, EngineError> {
         let steps = plan.uniforms.len().max(1);
-        let started = std::time::Instant::now();
+        let started = web_time::Instant::now();
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
