@@ -131,6 +131,19 @@ impl RunDir {
         Err(in_use())
     }
 
+    /// Whether another process holds the directory's lock (is training the run) right now.
+    /// Probing takes the lock for an instant; a process that asks for it in that instant is
+    /// told the run is in use, as if this one were training it.
+    pub fn in_use(&self) -> bool {
+        let Ok(file) = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.path.join(LOCK))
+        else {
+            return false;
+        };
+        matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+    }
+
     /// Lets go of `lock` ([`RunDir::lock`]'s) and removes the lock file, which an ended run
     /// has no use for: a finished run directory holds its results and nothing else. Removing
     /// it is a courtesy: where it fails the empty file stays, and the run's result stands.

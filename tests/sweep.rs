@@ -816,6 +816,42 @@ fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree
     let sharded = tmp.path().join("sharded");
     sweep_in_three_shards(&sweep, &data, &sharded, &TINY_PRUNED);
     assert_eq!(rows, rows_without_seconds(&sharded));
+
+    // Three shards one after another (a Slurm array throttled to one task at a time): the
+    // first trains the others' runs to each rung rather than wait for shards that cannot
+    // start before it ends; the later ones find every run finished or pruned.
+    let waves = tmp.path().join("waves");
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        let mut child = spawn_sweep(
+            &sweep,
+            &data,
+            &waves,
+            &[&["--shard", &shard], &TINY_PRUNED[..]].concat(),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "shard {shard} alone waited for the others: {}",
+                    stderr(&child.wait_with_output().unwrap())
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{text}{}", stderr(&o));
+        assert_eq!(
+            text.contains("runs of other shards to it (no process is training them)"),
+            i == 0,
+            "{text}"
+        );
+    }
+    let report = wgtrain(&["sweep", "report", waves.to_str().unwrap()]);
+    assert!(report.status.success(), "{}", stderr(&report));
+    assert_eq!(rows, rows_without_seconds(&waves));
 }
 
 #[test]

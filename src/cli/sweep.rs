@@ -130,6 +130,12 @@ impl wgtrain::sweep::SweepObserver for SweepPrinter {
         println!("rung at epoch {epoch}: waiting for {short} runs of other shards to reach it");
     }
 
+    fn taking_over(&self, runs: usize, epoch: usize) {
+        println!(
+            "rung at epoch {epoch}: training {runs} runs of other shards to it (no process is training them)"
+        );
+    }
+
     fn rung(&self, epoch: usize, pruned: &[String]) {
         match pruned.len() {
             0 => println!("rung at epoch {epoch}: every setting goes on"),

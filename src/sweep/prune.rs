@@ -114,15 +114,25 @@ pub fn train_pruned(
             tally.interrupted += t.paused;
             break;
         }
-        if !wait_for_rung(all, rung, opts, observer)? {
+        if !wait_for_rung(all, rung, &stage, observer, &mut tally)? {
             break;
         }
         let pruned = decide(all, rung, prune.eta, &opts.out)?;
-        for run in mine.iter().filter(|r| pruned.contains(&r.setting)) {
-            if mark_pruned(run, &dir(run), rung, &opts.engine)? {
-                tally.pruned += 1;
-            }
+        // Every run of a pruned setting is marked, other shards' too: a shard that trains
+        // others' runs to a later rung must find these ended, whether or not their own
+        // shard has started (it decides alike and finds them marked).
+        for run in all.iter().filter(|r| pruned.contains(&r.setting)) {
+            mark_pruned(run, &dir(run), rung, &opts.engine)?;
         }
+        tally.pruned += mine
+            .iter()
+            .filter(|r| pruned.contains(&r.setting))
+            .filter(|r| {
+                RunDir::new(dir(r))
+                    .read_summary()
+                    .is_ok_and(|s| s.status == PRUNED && s.epochs_run == rung)
+            })
+            .count();
         observer.rung(rung, &pruned);
     }
     Ok(tally)
@@ -136,28 +146,47 @@ fn short_of(run: &SweepRun, out: &Path, rung: Option<usize>) -> bool {
         && rung.is_none_or(|e| resumable_epochs(&dir, &run.config).unwrap_or(0) < e)
 }
 
-/// Waits until every run of the sweep has reached `rung` or ended (other shards train theirs
-/// meanwhile). `false`: interrupted while waiting.
+/// Waits until every run of the sweep has reached `rung` or ended, while other shards train
+/// theirs. Runs short of the rung that no process is training (their shard has not started,
+/// as in a Slurm array throttled below its size or a cluster short of slots, or it died)
+/// this process trains to the rung itself (`stage` stops there): a shard never waits for one
+/// that cannot start until it does, and whoever trains a run, it trains to the same numbers.
+/// `false`: interrupted.
 fn wait_for_rung(
     all: &[SweepRun],
     rung: usize,
-    opts: &SweepOptions,
+    stage: &SweepOptions,
     observer: &dyn SweepObserver,
+    tally: &mut SweepTally,
 ) -> Result<bool> {
     let mut told = false;
     loop {
-        let short = all
+        let short: Vec<&SweepRun> = all
             .iter()
-            .filter(|r| short_of(r, &opts.out, Some(rung)))
-            .count();
-        if short == 0 {
+            .filter(|r| short_of(r, &stage.out, Some(rung)))
+            .collect();
+        if short.is_empty() {
             return Ok(true);
         }
-        if opts.interrupt.load(Ordering::SeqCst) {
+        if stage.interrupt.load(Ordering::SeqCst) {
             return Ok(false);
         }
+        let idle: Vec<&SweepRun> = short
+            .iter()
+            .copied()
+            .filter(|r| !RunDir::new(stage.out.join(&r.id)).in_use())
+            .collect();
+        if !idle.is_empty() {
+            observer.taking_over(idle.len(), rung);
+            let t = train_runs(&idle, stage, observer)?;
+            tally.trained += t.trained;
+            tally.diverged += t.diverged;
+            tally.interrupted += t.interrupted;
+            tally.in_use += t.in_use;
+            continue;
+        }
         if !told {
-            observer.waiting(short, rung);
+            observer.waiting(short.len(), rung);
             told = true;
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
@@ -215,16 +244,17 @@ pub fn decide(all: &[SweepRun], rung: usize, eta: usize, out: &Path) -> Result<V
 
 /// Marks the run in `dir` pruned at `rung` (a summary.json with status `pruned`, the best
 /// validation loss and epoch it reached, and no test figures: a pruned run is never
-/// evaluated). `false`: it had ended already.
+/// evaluated). A run that has ended already (finished, or marked by another shard) is left
+/// as it is.
 fn mark_pruned(
     run: &SweepRun,
     dir: &Path,
     rung: usize,
     engine: &crate::engine::EngineKind,
-) -> Result<bool> {
+) -> Result<()> {
     let run_dir = RunDir::new(dir);
     if run_dir.is_finished() {
-        return Ok(false);
+        return Ok(());
     }
     let records = run_dir.read_metrics(rung)?;
     let best = records
@@ -254,5 +284,5 @@ fn mark_pruned(
         warning: None,
     };
     summary.write(&run_dir.summary())?;
-    Ok(true)
+    Ok(())
 }

@@ -60,6 +60,9 @@ pub trait SweepObserver: Sync {
     fn pack_ended(&self) {}
     /// A pruning sweep waits for `short` runs (other shards') to reach the rung of `epoch`.
     fn waiting(&self, _short: usize, _epoch: usize) {}
+    /// A pruning sweep trains `runs` runs of other shards to the rung of `epoch`: no process
+    /// was training them.
+    fn taking_over(&self, _runs: usize, _epoch: usize) {}
     /// The rung of `epoch` has pruned these settings.
     fn rung(&self, _epoch: usize, _pruned: &[String]) {}
 }
