@@ -765,7 +765,10 @@ fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree
         text.contains("rung at epoch 3: 2 settings pruned"),
         "{text}"
     );
-    assert!(text.contains("8 pruned"), "{text}");
+    assert!(
+        text.contains("8 pruned; 1 finished and 8 pruned runs in"),
+        "{text}"
+    );
     // (run, status, epochs run) from results.csv.
     let rows = rows_without_seconds(&out);
     let status: Vec<(String, String, usize)> = rows[1..]
@@ -806,6 +809,7 @@ fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(md.contains("| pruned at epoch 3 (val loss "), "{md}");
     assert!(md.contains("Epochs trained: 16 of the 36"), "{md}");
+    assert!(md.contains("1 finished and 8 pruned runs in"), "{md}");
 
     // A rerun decides alike and trains nothing.
     let again = run_sweep(&sweep, &data, &out, &TINY_PRUNED);

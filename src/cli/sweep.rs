@@ -7,9 +7,9 @@ use super::*;
 pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     use wgtrain::sweep::{self, Shard};
     if let Some(SweepAction::Report { dir }) = &args.action {
-        let n = sweep::report(dir)?;
+        let reported = sweep::report(dir)?;
         println!(
-            "{n} finished runs → {} and {}",
+            "{reported} → {} and {}",
             dir.join("results.csv").display(),
             dir.join("results.md").display()
         );
@@ -80,7 +80,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         None => sweep::train_runs(&mine_runs, &options, &printer)?,
     };
     let (trained, skipped, diverged) = (tally.trained, tally.skipped, tally.diverged);
-    let finished = sweep::report(&out)?;
+    let reported = sweep::report(&out)?;
     let in_use = match tally.in_use {
         0 => String::new(),
         n => format!(", {n} left to another process"),
@@ -90,7 +90,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         n => format!(", {n} pruned{in_use}"),
     };
     println!(
-        "trained {trained}, skipped {skipped} finished, {diverged} diverged{in_use}; {finished} finished runs in {} → results.csv, results.md",
+        "trained {trained}, skipped {skipped} finished, {diverged} diverged{in_use}; {reported} in {} → results.csv, results.md",
         out.display()
     );
     if interrupt.load(std::sync::atomic::Ordering::SeqCst) {

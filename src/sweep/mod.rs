@@ -22,7 +22,7 @@ pub mod search;
 mod shard;
 pub use pack::{PackedRun, gpu_seats, max_pack, pack_groups, pack_key, train_pack};
 pub use prune::{Prune, train_pruned};
-pub use report::{RESULTS_HEADER, report};
+pub use report::{RESULTS_HEADER, ReportedRuns, report};
 pub use schedule::{MAX_AUTO_PACK, SweepObserver, SweepOptions, SweepTally, train_runs};
 pub use shard::{Shard, ShardError};
 

@@ -59,9 +59,27 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Rebuilds results.csv and results.md in `out` from every finished run directory in it.
-/// Returns how many runs it found.
-pub fn report(out: &Path) -> Result<usize> {
+/// The runs a report covers: every run that ended, and of those the ones a pruning rung
+/// stopped (not finished, though ended: they are never counted as finished).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedRuns {
+    pub ended: usize,
+    pub pruned: usize,
+}
+
+impl std::fmt::Display for ReportedRuns {
+    /// `9 finished runs`, or `1 finished and 8 pruned runs`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pruned {
+            0 => write!(f, "{} finished runs", self.ended),
+            p => write!(f, "{} finished and {p} pruned runs", self.ended - p),
+        }
+    }
+}
+
+/// Rebuilds results.csv and results.md in `out` from every run directory in it that ended
+/// (finished, diverged or pruned). Returns how many it found, and how many were pruned.
+pub fn report(out: &Path) -> Result<ReportedRuns> {
     crate::error::refuse_non_directory(out, "sweep directory")?;
     if !holds_sweep(out) {
         return Err(Error::NotASweep {
@@ -126,19 +144,22 @@ pub fn report(out: &Path) -> Result<usize> {
             .map_or_else(|| r.config.name.clone(), |t| t.setting.clone())
     });
     let ranked = rank(settings);
+    let reported = ReportedRuns {
+        ended: runs.len(),
+        pruned: runs
+            .iter()
+            .filter(|r| r.summary.status == super::prune::PRUNED)
+            .count(),
+    };
     let md = format!(
-        "{RESULTS_TITLE}\n\n{} finished runs in {}, settings ranked by mean best validation loss (the \
+        "{RESULTS_TITLE}\n\n{reported} in {}, settings ranked by mean best validation loss (the \
          figure to choose by; the test figures beside it never choose). Mean ± sample std over \
          seeds, \"± —\" where one seed gives no spread.\n\n{}",
-        runs.len(),
         out.display(),
         ranked_table(&ranked, &tags)
     );
     // What pruning saved: the epochs trained against every run trained to its `epochs`.
-    let md = match runs
-        .iter()
-        .any(|r| r.summary.status == super::prune::PRUNED)
-    {
+    let md = match reported.pruned > 0 {
         true => {
             let spent: usize = runs.iter().map(|r| r.summary.epochs_run).sum();
             let full: usize = runs.iter().map(|r| r.config.epochs).sum();
@@ -193,7 +214,7 @@ pub fn report(out: &Path) -> Result<usize> {
             "Sweep: every run's validation loss by epoch",
         )?;
     }
-    Ok(runs.len())
+    Ok(reported)
 }
 
 /// Settings, lowest mean best validation loss first; then the pruned, the furthest first
