@@ -415,10 +415,23 @@ fn a_gpu_a_scheduler_assigned_is_the_adapter_at_its_place_in_pci_bus_order() {
     ] {
         assert_eq!(on(vars, &node).unwrap(), name, "{vars:?}");
     }
-    // A cgroup shows the task only its GPU: Slurm's node-wide index 3 is the one shown.
+    // A cgroup shows the task only its GPUs: Slurm's node-wide indices name them in order.
     let constrained = [gpu_at(0, "GPU at c1", "vulkan", "0000:c1:00.0")];
     assert_eq!(
         on(&[("SLURM_JOB_GPUS", "3")], &constrained).unwrap(),
+        "GPU at c1"
+    );
+    let two = [node[0].clone(), node[2].clone()]; // GPUs 1 and 3 of the node
+    for (ids, name) in [
+        ("1,3", "GPU at 41"),
+        ("3,1", "GPU at c1"),
+        ("0,1", "GPU at 41"),
+    ] {
+        assert_eq!(on(&[("SLURM_JOB_GPUS", ids)], &two).unwrap(), name, "{ids}");
+    }
+    // A task given every GPU of the node, listed out of order: its first is the first listed.
+    assert_eq!(
+        on(&[("CUDA_VISIBLE_DEVICES", "3,2,1,0")], &node).unwrap(),
         "GPU at c1"
     );
     // Without bus ids, the backend's own order.

@@ -61,11 +61,13 @@ impl AssignedGpus {
         Ok(None)
     }
 
-    /// The position in `adapters` (`wgtrain devices`' list) of the assigned GPU. Indices count
-    /// the node's GPUs in PCI bus order (as Slurm and `CUDA_DEVICE_ORDER=PCI_BUS_ID` do) on
-    /// the first backend that has any (Vulkan before GL); software adapters never count. Where
-    /// the node shows exactly as many GPUs as were assigned (a cgroup hides the others, and
-    /// `SLURM_JOB_GPUS` still gives node-wide indices), the first shown is the task's.
+    /// The position in `adapters` (`wgtrain devices`' list) of the first assigned GPU. The
+    /// node's GPUs count in PCI bus order (as Slurm and `CUDA_DEVICE_ORDER=PCI_BUS_ID` do) on
+    /// the first backend that has any (Vulkan before GL); software adapters never count.
+    /// Where the node shows exactly as many GPUs as were assigned, they are the task's own (a
+    /// cgroup hides the others, while `SLURM_JOB_GPUS` still gives node-wide indices; or the
+    /// task has every GPU), in the order of their indices: the first listed is the one at its
+    /// rank among them. Where it shows more, the first index is the GPU's place among them.
     pub fn resolve(&self, adapters: &[AdapterSummary]) -> Result<usize, GpuError> {
         let backend = adapters.iter().find(|s| !s.software).map(|s| &s.backend);
         let mut gpus: Vec<usize> = (0..adapters.len())
@@ -75,12 +77,10 @@ impl AssignedGpus {
             gpus.sort_by(|&a, &b| adapters[a].pci_bus_id.cmp(&adapters[b].pci_bus_id));
         }
         let first = self.ids[0];
-        let place = if first < gpus.len() {
-            Some(first)
-        } else if self.ids.len() == gpus.len() {
-            Some(0)
+        let place = if self.ids.len() == gpus.len() {
+            Some(self.ids.iter().filter(|&&id| id < first).count())
         } else {
-            None
+            Some(first).filter(|&i| i < gpus.len() && self.ids.len() < gpus.len())
         };
         place.map(|p| gpus[p]).ok_or_else(|| {
             let found = match gpus.len() {
