@@ -518,6 +518,24 @@ fn a_run_says_which_adapter_it_trained_on_and_what_chose_it() {
     // software adapters (CI), a clear error, also with --device auto: never another adapter,
     // never the CPU in its place.
     let gpus: Vec<&Listed> = rows.iter().filter(|r| !r.software).collect();
+    // `devices` says which adapter that is, or why there is none.
+    let listed = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .arg("devices")
+        .env("CUDA_VISIBLE_DEVICES", "0")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&listed.stdout),
+        stderr(&listed)
+    );
+    assert_eq!(listed.status.success(), !gpus.is_empty(), "{said}");
+    assert!(
+        said.contains("CUDA_VISIBLE_DEVICES=0: this process trains on adapter")
+            || said
+                .contains("CUDA_VISIBLE_DEVICES=0 gives this process GPU 0, but wgpu finds no GPU"),
+        "{said}"
+    );
     for device in ["gpu", "auto"] {
         let (summary, err) = train(&format!("assigned-{device}"), device, &[], "0");
         match (summary, gpus.is_empty()) {

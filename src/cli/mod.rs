@@ -211,21 +211,27 @@ fn devices(backend: Option<&str>) -> Result<()> {
     // What a GPU run on each adapter would start from: `wgtrain tune`'s choice, if any.
     let tuned = wgtrain::gpu::TuningFile::load_configured()?;
     println!(
-        "| index | name | backend | type | driver | max storage binding (bytes) | max workgroup storage (bytes) | max invocations/workgroup | timestamps | tuning |"
+        "| index | name | backend | type | driver | PCI bus | max storage binding (bytes) | max workgroup storage (bytes) | max invocations/workgroup | timestamps | tuning |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let summaries: Vec<_> = adapters.iter().map(|(s, _)| s.clone()).collect();
     for (s, _) in adapters {
         let tuning = match tuned.find(&s) {
             Some(t) => format!("tuned: {}", t.label()),
             None => "defaults".to_string(),
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.index,
             s.name,
             s.backend,
             s.device_type,
             s.driver,
+            if s.pci_bus_id.is_empty() {
+                "—"
+            } else {
+                &s.pci_bus_id
+            },
             s.max_storage_buffer_binding_size,
             s.max_compute_workgroup_storage_size,
             s.max_compute_invocations_per_workgroup,
@@ -236,6 +242,14 @@ fn devices(backend: Option<&str>) -> Result<()> {
     println!(
         "\nchoose one with --adapter INDEX, NAME (or part of it), BACKEND:NAME or BACKEND:INDEX (vulkan:llvmpipe, gl:1), or lavapipe, swiftshader, warp"
     );
+    // On a scheduler's node: which of these the GPU it assigned is (docs/cluster.md).
+    if let Some(assigned) = wgtrain::gpu::AssignedGpus::from_env()? {
+        let index = assigned.resolve(&summaries)?;
+        println!(
+            "{assigned}: this process trains on adapter {} unless --adapter names another",
+            summaries[index].index
+        );
+    }
     Ok(())
 }
 
