@@ -105,10 +105,7 @@ pub fn train_pruned(
             ..opts.clone()
         };
         let t = train_runs(&live, &stage, observer)?;
-        tally.trained += t.trained;
-        tally.diverged += t.diverged;
-        tally.interrupted += t.interrupted;
-        tally.in_use += t.in_use;
+        tally.add_stage(&t);
         let Some(rung) = rung else { break };
         if interrupted() {
             tally.interrupted += t.paused;
@@ -178,11 +175,7 @@ fn wait_for_rung(
             .collect();
         if !idle.is_empty() {
             observer.taking_over(idle.len(), rung);
-            let t = train_runs(&idle, stage, observer)?;
-            tally.trained += t.trained;
-            tally.diverged += t.diverged;
-            tally.interrupted += t.interrupted;
-            tally.in_use += t.in_use;
+            tally.add_stage(&train_runs(&idle, stage, observer)?);
             continue;
         }
         if !told {

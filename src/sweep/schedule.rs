@@ -84,6 +84,15 @@ pub struct SweepTally {
 }
 
 impl SweepTally {
+    /// Adds what one stage of a pruning sweep trained (runs paused at its rung are counted
+    /// by the caller, which knows whether they were interrupted).
+    pub(super) fn add_stage(&mut self, stage: &SweepTally) {
+        self.trained += stage.trained;
+        self.diverged += stage.diverged;
+        self.interrupted += stage.interrupted;
+        self.in_use += stage.in_use;
+    }
+
     /// Counts a run's outcome; an error other than divergence, interruption or a run in use
     /// ends the sweep.
     fn add(&mut self, run: &SweepRun, outcome: Result<Summary>) -> Result<()> {
