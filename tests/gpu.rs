@@ -432,6 +432,36 @@ fn two_gpu_runs_with_the_same_seed_give_bit_identical_weights() {
     assert!(same_bits(&a, &b), "weights differ between identical runs");
 }
 
+/// The awaitable calls a browser's page drives (`train_epoch_async`, `evaluate_async`,
+/// `params_async`: their read-back awaited, not waited for) train and measure what the engine
+/// trait's calls do, bit for bit.
+#[test]
+fn an_awaited_gpu_epoch_equals_one_waited_for() {
+    use wgtrain::data::SplitName;
+    let Some(ctx) = gpu() else { return };
+    let (mut awaited, data, config) = tiny_engine_pair(&ctx);
+    let order = |epoch| epoch_order(1, epoch, data.train.len);
+    let (values, test) = pollster::block_on(async {
+        for epoch in 1..=3 {
+            awaited
+                .train_epoch_async(&order(epoch), &config.hyper())
+                .await
+                .unwrap();
+        }
+        (
+            awaited.params_async().await.unwrap().values,
+            awaited.evaluate_async(SplitName::Test).await.unwrap(),
+        )
+    });
+    let (mut waited, _, _) = tiny_engine_pair(&ctx);
+    for epoch in 1..=3 {
+        waited.train_epoch(&order(epoch), &config.hyper()).unwrap();
+    }
+    assert!(same_bits(&values, &waited.params().unwrap().values));
+    assert_eq!(test, waited.evaluate(SplitName::Test).unwrap());
+    assert!(test.samples > 0 && test.loss.is_finite());
+}
+
 /// The tuning knobs (gather fusion, matmul's k step, steps per submission, the tile loop's
 /// form) may change speed, never results: every arrangement trains to the same bits. The tiny network's first layer
 /// has k = 36, so the k step's masked tail differs between 16 (three passes) and 64 (one); its

@@ -1,7 +1,7 @@
 //! Labelled buffer creation (checked against the adapter's limits, inside error scopes) and
 //! the one read-back helper.
 
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
@@ -137,41 +137,111 @@ pub fn staging(ctx: &GpuContext, label: &str, bytes: u64) -> Result<wgpu::Buffer
 }
 
 /// Submits `encoder` (which must end by copying `bytes` into `staging` at offset 0), waits for
-/// it, and returns the bytes. The one place the host waits on the device.
+/// it, and returns the bytes: [`submit_for_read`], awaited where it stands. The one place the
+/// host waits on the device natively.
 pub fn submit_and_read(
     ctx: &GpuContext,
     encoder: wgpu::CommandEncoder,
     staging: &wgpu::Buffer,
     bytes: u64,
 ) -> Result<Vec<u8>, GpuError> {
-    // A lost device explains any failure below better than the failure itself.
-    let device_err = |what: &str, message: String| match ctx.check_lost() {
-        Err(lost) => lost,
-        Ok(()) => GpuError::Device {
-            what: what.to_string(),
-            message,
-        },
-    };
+    pollster::block_on(submit_for_read(ctx, encoder, staging, bytes)?)
+}
+
+/// Submits `encoder` (which must end by copying `bytes` into `staging` at offset 0) and asks
+/// for `staging` mapped: awaiting the [`PendingRead`] gives the bytes. Natively the await
+/// waits for the device where it stands; in a browser, where nothing may block and WebGPU maps
+/// a buffer only when the page's event loop turns, it yields until the mapping is there.
+pub fn submit_for_read<'a>(
+    ctx: &'a GpuContext,
+    encoder: wgpu::CommandEncoder,
+    staging: &'a wgpu::Buffer,
+    bytes: u64,
+) -> Result<PendingRead<'a>, GpuError> {
     ctx.check_lost()?;
     ctx.queue.submit([encoder.finish()]);
-    let slice = staging.slice(..bytes);
-    let (tx, rx) = mpsc::channel();
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| device_err("waiting for the GPU", e.to_string()))?;
-    rx.recv()
-        .map_err(|e| device_err("read-back", e.to_string()))?
-        .map_err(|e| device_err("read-back", e.to_string()))?;
-    let out = slice
-        .get_mapped_range()
-        .map_err(|e| device_err("read-back", e.to_string()))?
-        .to_vec();
-    staging.unmap();
-    ctx.check_lost()?;
-    Ok(out)
+    let mapping = Arc::new(Mutex::new(Mapping::default()));
+    let done = Arc::clone(&mapping);
+    staging
+        .slice(..bytes)
+        .map_async(wgpu::MapMode::Read, move |result| {
+            if let Ok(mut m) = done.lock() {
+                m.result = Some(result);
+                if let Some(waker) = m.waker.take() {
+                    waker.wake();
+                }
+            }
+        });
+    Ok(PendingRead {
+        ctx,
+        staging,
+        bytes,
+        mapping,
+    })
+}
+
+/// A read-back submitted by [`submit_for_read`], its bytes not yet mapped.
+pub struct PendingRead<'a> {
+    ctx: &'a GpuContext,
+    staging: &'a wgpu::Buffer,
+    bytes: u64,
+    mapping: Arc<Mutex<Mapping>>,
+}
+
+/// What the map callback leaves for the [`PendingRead`] that waits on it.
+#[derive(Default)]
+struct Mapping {
+    result: Option<Result<(), wgpu::BufferAsyncError>>,
+    waker: Option<std::task::Waker>,
+}
+
+impl PendingRead<'_> {
+    /// A lost device explains any failure better than the failure itself.
+    fn failed(&self, what: &str, message: String) -> GpuError {
+        match self.ctx.check_lost() {
+            Err(lost) => lost,
+            Ok(()) => GpuError::Device {
+                what: what.to_string(),
+                message,
+            },
+        }
+    }
+}
+
+impl std::future::Future for PendingRead<'_> {
+    type Output = Result<Vec<u8>, GpuError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        // Natively nothing else turns the device's callbacks: wait for it here.
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Err(e) = self.ctx.device.poll(wgpu::PollType::wait_indefinitely()) {
+            return Poll::Ready(Err(self.failed("waiting for the GPU", e.to_string())));
+        }
+        let result = match self.mapping.lock() {
+            Ok(mut m) => match m.result.take() {
+                Some(result) => result,
+                None => {
+                    m.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            },
+            Err(e) => return Poll::Ready(Err(self.failed("read-back", e.to_string()))),
+        };
+        if let Err(e) = result {
+            return Poll::Ready(Err(self.failed("read-back", e.to_string())));
+        }
+        let slice = self.staging.slice(..self.bytes);
+        let out = match slice.get_mapped_range() {
+            Ok(range) => range.to_vec(),
+            Err(e) => return Poll::Ready(Err(self.failed("read-back", e.to_string()))),
+        };
+        self.staging.unmap();
+        Poll::Ready(self.ctx.check_lost().map(|()| out))
+    }
 }
 
 /// A bind group of whole buffers at bindings 0, 1, 2, … in order.

@@ -33,6 +33,30 @@ impl GpuEngine {
     pub fn submissions_last_epoch(&self) -> usize {
         self.models.submissions_last_epoch()
     }
+
+    /// [`Engine::train_epoch`], awaiting the epoch's one read-back where the trait's method
+    /// waits for it: a browser's page, where nothing may block, awaits this.
+    pub async fn train_epoch_async(
+        &mut self,
+        order: &[u32],
+        hyper: &Hyper,
+    ) -> Result<EpochStats, EngineError> {
+        let mut out = self
+            .models
+            .train_epoch_async(&[Some(EpochJob { order, hyper })])
+            .await?;
+        out.pop().flatten().unwrap_or(Err(EngineError::NoData))
+    }
+
+    /// [`Engine::evaluate`], awaiting its read-back.
+    pub async fn evaluate_async(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
+        self.models.evaluate_async(0, split).await
+    }
+
+    /// [`Engine::params`], awaiting its read-back.
+    pub async fn params_async(&self) -> Result<Params, EngineError> {
+        self.models.params_async(0).await
+    }
 }
 
 impl Engine for GpuEngine {
@@ -49,18 +73,15 @@ impl Engine for GpuEngine {
     }
 
     fn train_epoch(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError> {
-        let mut out = self
-            .models
-            .train_epoch(&[Some(EpochJob { order, hyper })])?;
-        out.pop().flatten().unwrap_or(Err(EngineError::NoData))
+        pollster::block_on(self.train_epoch_async(order, hyper))
     }
 
     fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
-        self.models.evaluate(0, split)
+        pollster::block_on(self.evaluate_async(split))
     }
 
     fn params(&self) -> Result<Params, EngineError> {
-        self.models.params(0)
+        pollster::block_on(self.params_async())
     }
 
     fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {

@@ -81,6 +81,28 @@ impl GpuModels {
         on_models!(self, m => m.train_epoch(jobs))
     }
 
+    /// [`GpuModels::train_epoch`], awaiting its read-back (in a browser nothing may wait).
+    pub async fn train_epoch_async(
+        &mut self,
+        jobs: &[Option<EpochJob<'_>>],
+    ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
+        on_models!(self, m => m.train_epoch_async(jobs).await)
+    }
+
+    /// [`GpuModels::evaluate`], awaiting its read-back.
+    pub async fn evaluate_async(
+        &mut self,
+        model: usize,
+        split: SplitName,
+    ) -> Result<EvalStats, EngineError> {
+        on_models!(self, m => m.evaluate_async(model, split).await)
+    }
+
+    /// [`GpuModels::params`], awaiting its read-back.
+    pub async fn params_async(&self, model: usize) -> Result<Params, EngineError> {
+        on_models!(self, m => m.params_async(model).await)
+    }
+
     pub fn upload(&mut self, model: usize, data: &Dataset) -> Result<(), EngineError> {
         on_models!(self, m => m.upload(model, data))
     }

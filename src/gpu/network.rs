@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 mod epoch;
 
-use super::buffers::{bind, staging, storage_init, storage_zeroed, submit_and_read, uniform_init};
+use super::buffers::{bind, staging, storage_init, storage_zeroed, submit_for_read, uniform_init};
 use super::context::{GpuContext, GpuError};
 use super::kernels::{
     ActivationParams, Conv2dParams, ConvEntry, DropoutParams, GatherParams, Kernels,

@@ -5,7 +5,9 @@
 //! lists into it, so models split with different seeds share one copy. One command buffer and
 //! one read-back per epoch for all K. A single-model engine is the K = 1 case (`GpuEngine`).
 
-use super::buffers::{bind, staging, storage_init, storage_zeroed, submit_and_read, uniform_init};
+use super::buffers::{
+    bind, staging, storage_init, storage_zeroed, submit_and_read, submit_for_read, uniform_init,
+};
 use super::context::{GpuContext, GpuError};
 use super::kernels::{
     GatherParams, Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS,

@@ -287,7 +287,7 @@ impl NetworkModels {
 
     /// Records `record`, copies the stats to staging, submits, and returns each model's
     /// (loss sum, correct) per slot.
-    fn run_and_read(
+    async fn run_and_read(
         &self,
         r: &Resident,
         record: impl FnOnce(&mut wgpu::ComputePass<'_>),
@@ -299,9 +299,12 @@ impl NetworkModels {
         }
         let bytes = r.stats.size();
         encoder.copy_buffer_to_buffer(&r.stats, 0, &r.staging, 0, bytes);
-        let raw = self.ctx.scoped("network epoch", || {
-            submit_and_read(&self.ctx, encoder, &r.staging, bytes)
-        })??;
+        let raw = self
+            .ctx
+            .scoped("network epoch", || {
+                submit_for_read(&self.ctx, encoder, &r.staging, bytes)
+            })??
+            .await?;
         let values: &[f32] = bytemuck::cast_slice(&raw);
         Ok(values
             .chunks_exact(2 * r.slots)
@@ -332,6 +335,15 @@ impl NetworkModels {
     /// are. The jobs must share what the step uniforms hold: the order, the batch, the
     /// gradient's reduction, the optimiser and Adam's betas, the seed, and the step count.
     pub fn train_epoch(
+        &mut self,
+        jobs: &[Option<EpochJob<'_>>],
+    ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
+        pollster::block_on(self.train_epoch_async(jobs))
+    }
+
+    /// [`NetworkModels::train_epoch`], awaiting its read-back rather than waiting for it (see
+    /// `buffers::submit_for_read`).
+    pub async fn train_epoch_async(
         &mut self,
         jobs: &[Option<EpochJob<'_>>],
     ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
@@ -446,14 +458,16 @@ impl NetworkModels {
             }
             self.ctx.queue.submit([encoder.finish()]);
         }
-        let stats = self.run_and_read(r, |pass| {
-            for step in last_part {
-                self.encode_step(pass, r, (0, step, k), true);
-            }
-            for c in 0..val_chunks {
-                self.encode_step(pass, r, (1, val.first_slot + c, k), false);
-            }
-        })?;
+        let stats = self
+            .run_and_read(r, |pass| {
+                for step in last_part {
+                    self.encode_step(pass, r, (0, step, k), true);
+                }
+                for c in 0..val_chunks {
+                    self.encode_step(pass, r, (1, val.first_slot + c, k), false);
+                }
+            })
+            .await?;
         self.submissions = parts.len() + 1;
         let mut out: Vec<Option<Result<EpochStats, EngineError>>> =
             jobs.iter().map(|_| None).collect();
@@ -490,6 +504,15 @@ impl NetworkModels {
 
     /// Loss and accuracy of model `model` on a split.
     pub fn evaluate(&mut self, model: usize, split: SplitName) -> Result<EvalStats, EngineError> {
+        pollster::block_on(self.evaluate_async(model, split))
+    }
+
+    /// [`NetworkModels::evaluate`], awaiting its read-back.
+    pub async fn evaluate_async(
+        &mut self,
+        model: usize,
+        split: SplitName,
+    ) -> Result<EvalStats, EngineError> {
         self.check_model(model)?;
         let r = self.resident.as_ref().ok_or(EngineError::NoData)?;
         let index = match split {
@@ -508,23 +531,28 @@ impl NetworkModels {
         }
         let uniforms = self.eval_uniforms(s, model);
         self.write_uniforms(r, &uniforms);
-        let stats = self.run_and_read(r, |pass| {
-            for (slot, _) in &uniforms {
-                self.encode_step(pass, r, (index, *slot, 1), false);
-            }
-        })?;
+        let stats = self
+            .run_and_read(r, |pass| {
+                for (slot, _) in &uniforms {
+                    self.encode_step(pass, r, (index, *slot, 1), false);
+                }
+            })
+            .await?;
         Ok(Self::evaluation(&stats[model], s, self.capacity))
     }
 
     /// Reads the `count` floats at each (buffer, byte offset) in one submission.
-    fn read_slices(&self, slices: &[(&wgpu::Buffer, u64)]) -> Result<Vec<Vec<f32>>, GpuError> {
+    async fn read_slices(
+        &self,
+        slices: &[(&wgpu::Buffer, u64)],
+    ) -> Result<Vec<Vec<f32>>, GpuError> {
         let bytes = 4 * self.count as u64;
         let out = staging(&self.ctx, "network_state", bytes * slices.len() as u64)?;
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         for (i, (b, at)) in slices.iter().enumerate() {
             encoder.copy_buffer_to_buffer(b, *at, &out, i as u64 * bytes, bytes);
         }
-        let raw = submit_and_read(&self.ctx, encoder, &out, bytes * slices.len() as u64)?;
+        let raw = submit_for_read(&self.ctx, encoder, &out, bytes * slices.len() as u64)?.await?;
         Ok(raw
             .chunks_exact(bytes as usize)
             .map(|c| bytemuck::cast_slice(c).to_vec())
@@ -539,9 +567,14 @@ impl NetworkModels {
 
     /// A copy of model `model`'s parameters.
     pub fn params(&self, model: usize) -> Result<Params, EngineError> {
+        pollster::block_on(self.params_async(model))
+    }
+
+    /// [`NetworkModels::params`], awaiting its read-back.
+    pub async fn params_async(&self, model: usize) -> Result<Params, EngineError> {
         self.check_model(model)?;
         let (work_at, _, _) = self.offsets(model);
-        let mut read = self.read_slices(&[(&self.work, work_at)])?;
+        let mut read = self.read_slices(&[(&self.work, work_at)]).await?;
         Ok(Params {
             model: self.model(),
             values: read.pop().unwrap_or_default(),
@@ -568,14 +601,13 @@ impl NetworkModels {
     pub fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
         self.check_model(model)?;
         let (work_at, at, _) = self.offsets(model);
-        let mut v = self
-            .read_slices(&[
-                (&self.work, work_at),
-                (&self.best, at),
-                (&self.first, at),
-                (&self.second, at),
-            ])?
-            .into_iter();
+        let mut v = pollster::block_on(self.read_slices(&[
+            (&self.work, work_at),
+            (&self.best, at),
+            (&self.first, at),
+            (&self.second, at),
+        ]))?
+        .into_iter();
         let mut next = || v.next().unwrap_or_default();
         Ok(TrainingState {
             params: next(),

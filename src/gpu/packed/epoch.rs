@@ -216,7 +216,7 @@ impl PackedModels {
 
     /// Submits `encoder` after copying the stats of models `0..models`, and returns them as
     /// (loss sum, correct) pairs, `slots` per model.
-    fn read_stats(
+    async fn read_stats(
         &self,
         r: &Resident,
         mut encoder: wgpu::CommandEncoder,
@@ -224,7 +224,7 @@ impl PackedModels {
     ) -> Result<Vec<(f64, f64)>, GpuError> {
         let bytes = (models * r.slots * 8) as u64;
         encoder.copy_buffer_to_buffer(&r.stats, 0, &r.staging, 0, bytes);
-        let raw = submit_and_read(&self.ctx, encoder, &r.staging, bytes)?;
+        let raw = submit_for_read(&self.ctx, encoder, &r.staging, bytes)?.await?;
         let values: &[f32] = bytemuck::cast_slice(&raw);
         Ok(values
             .chunks_exact(2)
@@ -365,6 +365,15 @@ impl PackedModels {
         &mut self,
         jobs: &[Option<EpochJob<'_>>],
     ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
+        pollster::block_on(self.train_epoch_async(jobs))
+    }
+
+    /// [`PackedModels::train_epoch`], awaiting its read-back rather than waiting for it (see
+    /// `buffers::submit_for_read`).
+    pub async fn train_epoch_async(
+        &mut self,
+        jobs: &[Option<EpochJob<'_>>],
+    ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
         let plan = self.prepare_epoch(jobs)?;
         let mut out: Vec<Option<Result<EpochStats, EngineError>>> =
             jobs.iter().map(|_| None).collect();
@@ -405,7 +414,7 @@ impl PackedModels {
                 self.encode_forward(&mut pass, val, at, u.rows, true, &mut no_marks);
             }
         }
-        let pairs = self.read_stats(r, encoder, plan.models)?;
+        let pairs = self.read_stats(r, encoder, plan.models).await?;
         for &m in &plan.active {
             let own = &pairs[m * r.slots..(m + 1) * r.slots];
             let mut stats = EpochStats {
@@ -440,6 +449,15 @@ impl PackedModels {
 
     /// Loss and accuracy of model `model` on a split (one model's dispatches only).
     pub fn evaluate(&mut self, model: usize, split: SplitName) -> Result<EvalStats, EngineError> {
+        pollster::block_on(self.evaluate_async(model, split))
+    }
+
+    /// [`PackedModels::evaluate`], awaiting its read-back.
+    pub async fn evaluate_async(
+        &mut self,
+        model: usize,
+        split: SplitName,
+    ) -> Result<EvalStats, EngineError> {
         self.check_model(model)?;
         let r = self.resident()?;
         let s = &r.splits[match split {
@@ -472,14 +490,17 @@ impl PackedModels {
                 self.encode_forward(&mut pass, s, at, u.rows, true, &mut no_marks);
             }
         }
-        let pairs = self.read_stats(r, encoder, model + 1)?;
+        let pairs = self.read_stats(r, encoder, model + 1).await?;
         let own = &pairs[model * r.slots + s.first_slot..][..uniforms.len()];
         Ok(Self::eval_stats(own, s.len))
     }
 
     /// Reads `parts` (buffer, byte offset, bytes) back through the staging buffer, one after
     /// another.
-    fn read_slices(&self, parts: &[(&wgpu::Buffer, u64, u64)]) -> Result<Vec<f32>, EngineError> {
+    async fn read_slices(
+        &self,
+        parts: &[(&wgpu::Buffer, u64, u64)],
+    ) -> Result<Vec<f32>, EngineError> {
         let total: u64 = parts.iter().map(|p| p.2).sum();
         let fresh;
         let staging_buf = match &self.resident {
@@ -495,15 +516,20 @@ impl PackedModels {
             encoder.copy_buffer_to_buffer(buffer, offset, staging_buf, at, bytes);
             at += bytes;
         }
-        let raw = submit_and_read(&self.ctx, encoder, staging_buf, total)?;
+        let raw = submit_for_read(&self.ctx, encoder, staging_buf, total)?.await?;
         Ok(bytemuck::cast_slice(&raw).to_vec())
     }
 
     /// A copy of model `model`'s parameters.
     pub fn params(&self, model: usize) -> Result<Params, EngineError> {
+        pollster::block_on(self.params_async(model))
+    }
+
+    /// [`PackedModels::params`], awaiting its read-back.
+    pub async fn params_async(&self, model: usize) -> Result<Params, EngineError> {
         self.check_model(model)?;
         let (at, bytes) = self.params_at(model);
-        let values = self.read_slices(&[(&self.work, at, bytes)])?;
+        let values = self.read_slices(&[(&self.work, at, bytes)]).await?;
         Ok(Params {
             model: crate::model::Model::Mlp {
                 widths: self.widths.clone(),
@@ -549,12 +575,12 @@ impl PackedModels {
     pub fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
         self.check_model(model)?;
         let (at, bytes) = self.slice_of(model);
-        let values = self.read_slices(&[
+        let values = pollster::block_on(self.read_slices(&[
             (&self.work, self.params_at(model).0, bytes),
             (&self.best, at, bytes),
             (&self.first, at, bytes),
             (&self.second, at, bytes),
-        ])?;
+        ]))?;
         let n = self.count;
         Ok(TrainingState {
             params: values[..n].to_vec(),
