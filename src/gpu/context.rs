@@ -150,9 +150,16 @@ fn is_software(info: &wgpu::AdapterInfo) -> bool {
 pub fn list_adapters(
     backend: Option<&str>,
 ) -> Result<Vec<(AdapterSummary, wgpu::Adapter)>, GpuError> {
+    pollster::block_on(list_adapters_async(backend))
+}
+
+/// [`list_adapters`], awaiting wgpu's enumeration (in a browser nothing may wait for it).
+pub async fn list_adapters_async(
+    backend: Option<&str>,
+) -> Result<Vec<(AdapterSummary, wgpu::Adapter)>, GpuError> {
     let wanted = parse_backends(backend)?;
     let every = parse_backends(None)?;
-    let adapters = pollster::block_on(instance(every).enumerate_adapters(every));
+    let adapters = instance(every).enumerate_adapters(every).await;
     Ok(adapters
         .into_iter()
         .enumerate()
@@ -334,6 +341,12 @@ impl GpuContext {
     /// Opens the adapter `choice` picks. Real GPUs come before software ones; a software
     /// adapter is taken only when `allow_software` is set.
     pub fn open(choice: &AdapterChoice) -> Result<Self, GpuError> {
+        pollster::block_on(Self::open_async(choice))
+    }
+
+    /// [`GpuContext::open`], awaiting wgpu's adapter list and device (in a browser nothing may
+    /// wait for them).
+    pub async fn open_async(choice: &AdapterChoice) -> Result<Self, GpuError> {
         // A mistyped setting or a broken tuning file is reported first, whatever adapters there
         // are.
         let overrides = TuningOverrides::from_env()?;
@@ -351,7 +364,7 @@ impl GpuContext {
             Err(_) => None,
         };
         let tuned = TuningFile::load_configured()?;
-        let mut adapters = list_adapters(choice.backend.as_deref())?;
+        let mut adapters = list_adapters_async(choice.backend.as_deref()).await?;
         let summaries: Vec<AdapterSummary> = adapters.iter().map(|(s, _)| s.clone()).collect();
         // Named by the user, else by a scheduler (the GPU a Slurm task was given), else the
         // best there is.
@@ -416,12 +429,14 @@ impl GpuContext {
             required_limits: limits.clone(),
             ..Default::default()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-            GpuError::RequestDevice {
-                adapter: summary.name.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let (device, queue) =
+            adapter
+                .request_device(&desc)
+                .await
+                .map_err(|e| GpuError::RequestDevice {
+                    adapter: summary.name.clone(),
+                    message: e.to_string(),
+                })?;
         // The default handler panics; errors we care about are caught with scopes, and any
         // other is reported on stderr rather than aborting the process.
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| eprintln!("wgpu: {e}")));

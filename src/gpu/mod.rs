@@ -20,7 +20,7 @@ pub mod workspace;
 pub use assigned::{ASSIGNMENT_VARIABLES, AssignedGpus};
 pub use context::{
     AdapterChoice, AdapterSummary, GpuContext, GpuError, KNOWN_ADAPTERS, list_adapters,
-    resolve_adapter,
+    list_adapters_async, resolve_adapter,
 };
 pub use engine::GpuEngine;
 pub use models::GpuModels;
