@@ -7,8 +7,8 @@
 use std::process::Command;
 
 use crate::common::skip;
-use crate::slurm::{assert_merged_results_equal, runs_taken, shard_runs, small_sweep};
-use crate::sweep::run_sweep;
+use crate::slurm::{runs_taken, shard_runs, small_sweep};
+use crate::sweep::{assert_merged_results_equal, run_sweep};
 
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/k8s-paper-sweep.yaml");
 

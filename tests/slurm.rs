@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{skip, write_dataset};
-use crate::sweep::{rows_without_seconds, run_sweep};
+use crate::sweep::{assert_merged_results_equal, rows_without_seconds, run_sweep};
 
 /// Whether a Slurm answers (`sinfo`, with the environment's SLURM_CONF); skips the test, or
 /// fails it under WGTRAIN_REQUIRE_SLURM=1, if not.
@@ -158,18 +158,6 @@ pub fn runs_taken(log: &str) -> (String, BTreeSet<String>) {
         .map(|(run, _)| run.to_string())
         .collect();
     (shard, runs)
-}
-
-/// Merges the shards' runs in `sharded` (`wgtrain sweep report`) and checks the results equal
-/// the sweep's run on one machine in `whole`, seconds aside.
-pub fn assert_merged_results_equal(sharded: &Path, whole: &Path) {
-    let report = crate::common::wgtrain(&["sweep", "report", sharded.to_str().unwrap()]);
-    assert!(
-        report.status.success(),
-        "{}",
-        crate::common::stderr(&report)
-    );
-    assert_eq!(rows_without_seconds(whole), rows_without_seconds(sharded));
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {

@@ -62,6 +62,18 @@ fn spawn_sweep(sweep: &Path, data: &Path, out: &Path, args: &[&str]) -> std::pro
         .unwrap()
 }
 
+/// Merges the shards' runs in `sharded` (`wgtrain sweep report`) and checks the results equal
+/// the sweep's run on one machine in `whole`, seconds aside.
+pub fn assert_merged_results_equal(sharded: &Path, whole: &Path) {
+    let report = crate::common::wgtrain(&["sweep", "report", sharded.to_str().unwrap()]);
+    assert!(
+        report.status.success(),
+        "{}",
+        crate::common::stderr(&report)
+    );
+    assert_eq!(rows_without_seconds(whole), rows_without_seconds(sharded));
+}
+
 /// results.csv without the seconds column (the only thing that differs between two runs).
 pub fn rows_without_seconds(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("results.csv"))
@@ -853,9 +865,7 @@ fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree
             "{text}"
         );
     }
-    let report = wgtrain(&["sweep", "report", waves.to_str().unwrap()]);
-    assert!(report.status.success(), "{}", stderr(&report));
-    assert_eq!(rows, rows_without_seconds(&waves));
+    assert_merged_results_equal(&waves, &out);
 }
 
 #[test]

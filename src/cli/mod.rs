@@ -214,9 +214,8 @@ fn devices(backend: Option<&str>) -> Result<()> {
         "| index | name | backend | type | driver | PCI bus | max storage binding (bytes) | max workgroup storage (bytes) | max invocations/workgroup | timestamps | tuning |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let summaries: Vec<_> = adapters.iter().map(|(s, _)| s.clone()).collect();
-    for (s, _) in adapters {
-        let tuning = match tuned.find(&s) {
+    for (s, _) in &adapters {
+        let tuning = match tuned.find(s) {
             Some(t) => format!("tuned: {}", t.label()),
             None => "defaults".to_string(),
         };
@@ -244,6 +243,7 @@ fn devices(backend: Option<&str>) -> Result<()> {
     );
     // On a scheduler's node: which of these the GPU it assigned is (docs/cluster.md).
     if let Some(assigned) = wgtrain::gpu::AssignedGpus::from_env()? {
+        let summaries: Vec<_> = adapters.into_iter().map(|(s, _)| s).collect();
         let index = assigned.resolve(&summaries)?;
         println!(
             "{assigned}: this process trains on adapter {} unless --adapter names another",
