@@ -123,6 +123,53 @@ pub trait Engine {
     }
 }
 
+/// The calls the training loop makes, as futures: a GPU engine in a browser awaits its
+/// read-backs here, where the [`Engine`] trait's methods would wait for them (which a page
+/// cannot). Every [`Engine`] is one, its futures ready at once, so there is one loop.
+#[allow(async_fn_in_trait)] // used where it is made, never sent between threads
+pub trait AwaitedEngine {
+    async fn train_epoch(
+        &mut self,
+        order: &[u32],
+        hyper: &Hyper,
+    ) -> Result<EpochStats, EngineError>;
+    async fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError>;
+    async fn params(&self) -> Result<Params, EngineError>;
+    async fn training_state(&self) -> Result<TrainingState, EngineError>;
+    fn keep_best(&mut self) -> Result<(), EngineError>;
+    fn restore_best(&mut self) -> Result<(), EngineError>;
+}
+
+impl AwaitedEngine for dyn Engine + '_ {
+    async fn train_epoch(
+        &mut self,
+        order: &[u32],
+        hyper: &Hyper,
+    ) -> Result<EpochStats, EngineError> {
+        Engine::train_epoch(self, order, hyper)
+    }
+
+    async fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
+        Engine::evaluate(self, split)
+    }
+
+    async fn params(&self) -> Result<Params, EngineError> {
+        Engine::params(self)
+    }
+
+    async fn training_state(&self) -> Result<TrainingState, EngineError> {
+        Engine::training_state(self)
+    }
+
+    fn keep_best(&mut self) -> Result<(), EngineError> {
+        Engine::keep_best(self)
+    }
+
+    fn restore_best(&mut self) -> Result<(), EngineError> {
+        Engine::restore_best(self)
+    }
+}
+
 /// An engine's full training state (flat vectors laid out like the parameters).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingState {

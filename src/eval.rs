@@ -32,6 +32,26 @@ impl EvalReport {
     }
 }
 
+/// The confusion matrix of `params` on the images `pixels` (raw bytes, as in the IDX file)
+/// labelled `labels`, on the CPU: `counts[true class][predicted class]`.
+pub fn confusion_counts(
+    params: &crate::model::Params,
+    pixels: &[u8],
+    labels: &[u8],
+) -> Vec<Vec<usize>> {
+    let classes = params.model.classes();
+    let probabilities = crate::predict::probabilities(params, pixels);
+    let mut counts = vec![vec![0usize; classes]; classes];
+    for (p, &label) in probabilities.iter().zip(labels) {
+        let predicted = p
+            .iter()
+            .enumerate()
+            .fold(0, |best, (c, &v)| if v > p[best] { c } else { best });
+        counts[label as usize][predicted] += 1;
+    }
+    counts
+}
+
 /// Evaluates the model file `model` on the test split of `data_dir` on the CPU (`threads`, 0
 /// for one per core), and draws the confusion matrix beside the model.
 pub fn evaluate_model(model: &Path, data_dir: &Path, threads: usize) -> Result<EvalReport> {
@@ -58,15 +78,7 @@ pub fn evaluate_model(model: &Path, data_dir: &Path, threads: usize) -> Result<E
     };
     engine.upload(Arc::new(dataset))?;
     let stats = engine.evaluate(SplitName::Test)?;
-    let probabilities = crate::predict::probabilities(&params, &raw.pixels);
-    let mut counts = vec![vec![0usize; classes]; classes];
-    for (p, &label) in probabilities.iter().zip(&raw.labels) {
-        let predicted = p
-            .iter()
-            .enumerate()
-            .fold(0, |best, (c, &v)| if v > p[best] { c } else { best });
-        counts[label as usize][predicted] += 1;
-    }
+    let counts = confusion_counts(&params, &raw.pixels, &raw.labels);
     let names = crate::predict::class_names(classes, None)?;
     let plot_dir = model
         .parent()

@@ -19,6 +19,7 @@ pub mod gradcheck;
 pub mod metrics;
 pub mod model;
 pub mod network;
+pub mod page;
 // Drawing into files and sweeps of run directories are the native program's; in a browser
 // the page draws and there is one run.
 #[cfg(not(target_arch = "wasm32"))]
@@ -27,6 +28,8 @@ pub mod predict;
 pub mod report;
 pub mod run;
 pub mod rundir;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod serve;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sweep;
 pub mod train;

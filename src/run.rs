@@ -249,38 +249,17 @@ pub fn run_training(
         }],
         &config.name,
     )?;
-    let summary = Summary {
-        name: config.name.clone(),
-        status: if outcome.diverged.is_some() {
-            "diverged"
-        } else {
-            "finished"
-        }
-        .into(),
-        test_accuracy: test.accuracy,
-        test_loss: test.loss,
-        best_epoch: outcome.best_epoch,
-        best_val_loss: Some(outcome.best_val_loss).filter(|l| l.is_finite()),
-        epochs_run: outcome.records.len(),
-        stopped_early: outcome.stopped_early,
-        diverged: outcome.diverged.is_some(),
-        device: opts.engine.device_name().into(),
-        device_detail: engine.describe(),
-        adapter: opts.engine.adapter().map(|a| a.name.clone()),
-        backend: opts.engine.adapter().map(|a| a.backend.clone()),
-        adapter_index: opts.engine.adapter().map(|a| a.index),
-        adapter_pci_bus_id: opts
-            .engine
-            .adapter()
-            .map(|a| a.pci_bus_id.clone())
-            .filter(|id| !id.is_empty()),
-        adapter_chosen_by: opts.engine.adapter().and_then(|a| a.chosen_by.clone()),
-        seed: config.seed,
-        // A run of a GPU pack counts its share of the packed epochs, not the others' time.
-        seconds: (start.elapsed().as_secs_f64() - outcome.other_runs_secs).max(0.0),
-        error: outcome.diverged.as_ref().map(ToString::to_string),
-        warning: worse_than_untrained(&outcome, config.learning_rate),
-    };
+    // A run of a GPU pack counts its share of the packed epochs, not the others' time.
+    let seconds = (start.elapsed().as_secs_f64() - outcome.other_runs_secs).max(0.0);
+    let device = opts.engine.device_name().to_string();
+    let summary = summarize(
+        config,
+        &outcome,
+        test,
+        (device, engine.describe()),
+        opts.engine.adapter(),
+        seconds,
+    );
     summary.write(&dir.summary())?;
     dir.unlock(lock);
     match outcome.diverged {
@@ -315,6 +294,48 @@ pub fn run_training_or_cpu(
         ..opts.clone()
     };
     run_training(config, &on_cpu, on_epoch)
+}
+
+/// What `summary.json` says of a trained run evaluated on the test split as `test`: on
+/// `device` (`cpu`, `gpu`; the line naming it in detail), on `adapter` for a GPU, taking
+/// `seconds`. A browser page's summary is the same.
+pub fn summarize(
+    config: &TrainConfig,
+    outcome: &crate::train::TrainOutcome,
+    test: crate::engine::EvalStats,
+    (device, device_detail): (String, String),
+    adapter: Option<&crate::gpu::AdapterSummary>,
+    seconds: f64,
+) -> Summary {
+    Summary {
+        name: config.name.clone(),
+        status: if outcome.diverged.is_some() {
+            "diverged"
+        } else {
+            "finished"
+        }
+        .into(),
+        test_accuracy: test.accuracy,
+        test_loss: test.loss,
+        best_epoch: outcome.best_epoch,
+        best_val_loss: Some(outcome.best_val_loss).filter(|l| l.is_finite()),
+        epochs_run: outcome.records.len(),
+        stopped_early: outcome.stopped_early,
+        diverged: outcome.diverged.is_some(),
+        device,
+        device_detail,
+        adapter: adapter.map(|a| a.name.clone()),
+        backend: adapter.map(|a| a.backend.clone()),
+        adapter_index: adapter.map(|a| a.index),
+        adapter_pci_bus_id: adapter
+            .map(|a| a.pci_bus_id.clone())
+            .filter(|id| !id.is_empty()),
+        adapter_chosen_by: adapter.and_then(|a| a.chosen_by.clone()),
+        seed: config.seed,
+        seconds,
+        error: outcome.diverged.as_ref().map(ToString::to_string),
+        warning: worse_than_untrained(outcome, config.learning_rate),
+    }
 }
 
 /// A warning for a run that ended, undiverged, with a best validation loss above the untrained

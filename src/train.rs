@@ -5,7 +5,7 @@ use web_time::Instant;
 
 use crate::config::{EarlyStoppingRule, TrainConfig};
 use crate::data::{SplitName, epoch_order};
-use crate::engine::{Engine, EngineError, TrainingState};
+use crate::engine::{AwaitedEngine, Engine, EngineError, TrainingState};
 use crate::model::{MAX_PARAMETER_MAGNITUDE, Model, Params, first_unusable};
 
 /// Errors that end training.
@@ -179,9 +179,21 @@ pub struct TrainOutcome {
 
 /// Trains `engine` (already holding initial parameters and the uploaded dataset of `train_rows`
 /// training rows) as `config` says, calling `on_epoch` after each epoch. Leaves the
-/// best-validation weights in the engine.
+/// best-validation weights in the engine. [`train_async`], waited for.
 pub fn train(
     engine: &mut dyn Engine,
+    train_rows: usize,
+    config: &TrainConfig,
+    resume: Option<ResumeFrom>,
+    on_epoch: impl FnMut(EpochEnd<'_>) -> Result<(), crate::Error>,
+) -> Result<TrainOutcome, crate::Error> {
+    pollster::block_on(train_async(engine, train_rows, config, resume, on_epoch))
+}
+
+/// [`train`] over an engine whose read-backs are awaited (a browser page's GPU engine): the
+/// one training loop.
+pub async fn train_async<E: AwaitedEngine + ?Sized>(
+    engine: &mut E,
     train_rows: usize,
     config: &TrainConfig,
     resume: Option<ResumeFrom>,
@@ -189,7 +201,7 @@ pub fn train(
 ) -> Result<TrainOutcome, crate::Error> {
     let hyper = config.hyper();
     // Names the tensor a diverged run broke in (read once: on a GPU it is a read-back).
-    let model = engine.params().map_err(TrainError::from)?.model;
+    let model = engine.params().await.map_err(TrainError::from)?.model;
     let (first_epoch, mut stopping, mut records, untrained_val_loss) = match resume {
         // The engine already holds the checkpoint's parameters, best and optimiser state.
         Some(r) => {
@@ -209,7 +221,10 @@ pub fn train(
             );
             // The yardstick a finished run is held to: training that ends worse than it
             // started did not work, however finite its numbers.
-            let untrained = engine.evaluate(SplitName::Val).map_err(TrainError::from)?;
+            let untrained = engine
+                .evaluate(SplitName::Val)
+                .await
+                .map_err(TrainError::from)?;
             (1, stopping, Vec::new(), Some(untrained.loss))
         }
     };
@@ -229,7 +244,7 @@ pub fn train(
     for epoch in first_epoch..=last_epoch {
         let start = Instant::now();
         let order = epoch_order(config.seed, epoch, train_rows);
-        let stats = match engine.train_epoch(&order, &hyper) {
+        let stats = match engine.train_epoch(&order, &hyper).await {
             Ok(s) => {
                 if let Some(share) = s.shared_secs {
                     other_runs_secs += (start.elapsed().as_secs_f64() - share).max(0.0);
@@ -249,7 +264,10 @@ pub fn train(
         };
         let val = match stats.val {
             Some(v) => v,
-            None => engine.evaluate(SplitName::Val).map_err(TrainError::from)?,
+            None => engine
+                .evaluate(SplitName::Val)
+                .await
+                .map_err(TrainError::from)?,
         };
         if !val.loss.is_finite() {
             diverged = Some(TrainError::Diverged {
@@ -264,7 +282,7 @@ pub fn train(
         // inputs to finite values, so NaN weights can give a finite loss, and the GPU may
         // hold huge finite weights where the CPU holds NaN. Every value is checked before
         // anything of this epoch is kept or written.
-        let mut state = engine.training_state().map_err(TrainError::from)?;
+        let mut state = engine.training_state().await.map_err(TrainError::from)?;
         if let Some(what) = unusable_state(&model, &state) {
             diverged = Some(TrainError::Diverged {
                 what,
@@ -304,7 +322,7 @@ pub fn train(
         }
     }
     engine.restore_best().map_err(TrainError::from)?;
-    let best_params = engine.params().map_err(TrainError::from)?;
+    let best_params = engine.params().await.map_err(TrainError::from)?;
     Ok(TrainOutcome {
         records,
         best_epoch: stopping.best_epoch(),

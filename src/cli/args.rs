@@ -284,6 +284,19 @@ pub(super) enum Command {
         #[command(flatten)]
         gpu: GpuArgs,
     },
+    /// Serve the page that trains in a browser tab on its WebGPU adapter (build it once with
+    /// web/build.sh).
+    Web {
+        /// Directory holding the four MNIST-style IDX files [default: data/fashion-mnist].
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Address to listen on; other machines reach the page only if this is not loopback.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Port to listen on (0: any free one; the address is printed).
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+    },
     /// Draw accuracy and loss curves of one or more runs (overlaid) as PNG and SVG.
     Plot {
         /// Run directories (each with metrics.csv; finished or not).

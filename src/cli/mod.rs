@@ -56,7 +56,22 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check { all_adapters, gpu } => check(all_adapters, &gpu),
         Command::Table { runs } => table(&runs),
         Command::Plot { runs, out } => plot(&runs, out),
+        Command::Web { data, host, port } => web(data, host, port),
     }
+}
+
+/// `wgtrain web`: checks the page and data, prints where the page is, and serves it.
+fn web(data: Option<PathBuf>, host: std::net::IpAddr, port: u16) -> Result<()> {
+    use wgtrain::serve::{PageServer, Site};
+    let data_dir = data.unwrap_or_else(data::default_dir);
+    let server = PageServer::bind((host, port).into(), Site::in_source_tree(data_dir.clone()))?;
+    let url = server.url();
+    println!(
+        "serving the page on {url} (data: {}; Ctrl-C stops)",
+        data_dir.display()
+    );
+    println!("  train without a click: {url}?config=momentum&epochs=5&autorun=1");
+    server.serve()
 }
 
 /// A `--threads` value, refused above [`wgtrain::cpu::MAX_THREADS`] rather than clamped, so

@@ -112,6 +112,8 @@ pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
 pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
 pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+/// The four files of an MNIST-style directory, in the order [`Dataset::from_bytes`] takes them.
+pub const FILES: [&str; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
 
 /// Images and labels of one IDX pair, as read from disk.
 #[derive(Debug, Clone)]
@@ -203,6 +205,37 @@ pub fn read_pair(dir: &Path, images: &str, labels: &str) -> Result<RawImages, Da
     let labels_path = locate(dir, labels);
     let (img, images_sha256) = read_checked(&images_path)?;
     let (lab, labels_sha256) = read_checked(&labels_path)?;
+    pair_of(
+        (img, images_path, images_sha256),
+        (lab, labels_path, labels_sha256),
+    )
+}
+
+/// One images/labels pair from the bytes of its two IDX files (gzipped or not), as a browser
+/// page fetched them, checked as [`read_pair`] checks files; `images` and `labels` name them
+/// in errors. No checksum list is consulted: the server that sent them checked them.
+pub fn pair_from_bytes(
+    images: &str,
+    image_bytes: &[u8],
+    labels: &str,
+    label_bytes: &[u8],
+) -> Result<RawImages, DataError> {
+    let parsed = |name: &str, bytes: &[u8]| {
+        let path = PathBuf::from(name);
+        Ok::<_, DataError>((
+            idx::parse_idx(bytes, &path)?,
+            path,
+            checksum::sha256_hex(bytes),
+        ))
+    };
+    pair_of(parsed(images, image_bytes)?, parsed(labels, label_bytes)?)
+}
+
+/// The checked pair of parsed images and labels, each with its path and SHA-256.
+fn pair_of(
+    (img, images_path, images_sha256): (idx::IdxArray, PathBuf, String),
+    (lab, labels_path, labels_sha256): (idx::IdxArray, PathBuf, String),
+) -> Result<RawImages, DataError> {
     if img.dims.len() != 3 {
         return Err(DataError::BadRank {
             path: images_path,
@@ -413,6 +446,14 @@ impl Dataset {
         })
     }
 
+    /// [`Dataset::load`] from the bytes of the four files, in the order of [`FILES`] (what a
+    /// browser page fetched).
+    pub fn from_bytes(files: [&[u8]; 4], val_fraction: f64, seed: u64) -> Result<Self, DataError> {
+        let train = pair_from_bytes(TRAIN_IMAGES, files[0], TRAIN_LABELS, files[1])?;
+        let test = pair_from_bytes(TEST_IMAGES, files[2], TEST_LABELS, files[3])?;
+        Self::from_raw(&train, &test, val_fraction, seed)
+    }
+
     /// Loads and preprocesses an MNIST-style directory.
     pub fn load(dir: &Path, val_fraction: f64, seed: u64) -> Result<Self, DataError> {
         let train = read_pair(dir, TRAIN_IMAGES, TRAIN_LABELS)?;
@@ -434,7 +475,7 @@ pub fn load_test_split(dir: &Path) -> Result<(Split, RawImages), DataError> {
 /// checks it against what its runs trained on before it trains any).
 pub fn identity_of_dir(dir: &Path) -> Result<DataIdentity, DataError> {
     let mut identity = DataIdentity::in_dir(dir);
-    for name in [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS] {
+    for name in FILES {
         let path = locate(dir, name);
         let digest = checksum::sha256_hex(&idx::read_file(&path)?);
         identity.add(&path, digest);

@@ -151,13 +151,14 @@ pub fn submit_and_read(
 /// Submits `encoder` (which must end by copying `bytes` into `staging` at offset 0) and asks
 /// for `staging` mapped: awaiting the [`PendingRead`] gives the bytes. Natively the await
 /// waits for the device where it stands; in a browser, where nothing may block and WebGPU maps
-/// a buffer only when the page's event loop turns, it yields until the mapping is there.
+/// a buffer only when the page's event loop turns, it yields until the mapping is there, and
+/// then hears the error scopes left unheard until now ([`GpuContext::settle`]).
 pub fn submit_for_read<'a>(
     ctx: &'a GpuContext,
     encoder: wgpu::CommandEncoder,
     staging: &'a wgpu::Buffer,
     bytes: u64,
-) -> Result<PendingRead<'a>, GpuError> {
+) -> Result<impl Future<Output = Result<Vec<u8>, GpuError>> + 'a, GpuError> {
     ctx.check_lost()?;
     ctx.queue.submit([encoder.finish()]);
     let mapping = Arc::new(Mutex::new(Mapping::default()));
@@ -172,16 +173,21 @@ pub fn submit_for_read<'a>(
                 }
             }
         });
-    Ok(PendingRead {
+    let pending = PendingRead {
         ctx,
         staging,
         bytes,
         mapping,
+    };
+    Ok(async move {
+        let out = pending.await?;
+        ctx.settle().await?;
+        Ok(out)
     })
 }
 
 /// A read-back submitted by [`submit_for_read`], its bytes not yet mapped.
-pub struct PendingRead<'a> {
+struct PendingRead<'a> {
     ctx: &'a GpuContext,
     staging: &'a wgpu::Buffer,
     bytes: u64,

@@ -319,7 +319,15 @@ pub struct GpuContext {
     pub tuning: Tuning,
     /// Set by wgpu's device-lost callback: why the device went away.
     lost: Arc<std::sync::Mutex<Option<String>>>,
+    /// In a browser: the verdicts of error scopes popped but not yet heard (nothing may wait
+    /// for them where they are popped); [`GpuContext::settle`] awaits them.
+    #[cfg(target_arch = "wasm32")]
+    unheard_scopes: Arc<std::sync::Mutex<Vec<ScopeVerdict>>>,
 }
+
+/// What an error scope caught, once its pop resolves: `Err` names the work that failed.
+#[cfg(target_arch = "wasm32")]
+type ScopeVerdict = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), GpuError>>>>;
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -454,27 +462,58 @@ impl GpuContext {
             limits,
             tuning,
             lost,
+            #[cfg(target_arch = "wasm32")]
+            unheard_scopes: Default::default(),
         })
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and reports what they caught.
+    /// Natively it waits for their verdict here; in a browser, where nothing may wait, the
+    /// verdict is heard by the next [`GpuContext::settle`] (every awaited read-back of an
+    /// engine settles first), so an error still ends the work, one await later.
     pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let value = f();
-        let v = pollster::block_on(validation.pop());
-        let o = pollster::block_on(oom.pop());
-        match (o, v) {
-            (Some(e), _) => Err(GpuError::Device {
-                what: what.to_string(),
-                message: format!("out of memory: {e}"),
-            }),
-            (None, Some(e)) => Err(GpuError::Device {
-                what: what.to_string(),
-                message: e.to_string(),
-            }),
-            (None, None) => Ok(value),
+        // Scopes pop in reverse order, at the call; only their verdicts are awaited.
+        let (validation, oom) = (validation.pop(), oom.pop());
+        let what = what.to_string();
+        let verdict = async move {
+            match (oom.await, validation.await) {
+                (Some(e), _) => Err(GpuError::Device {
+                    what,
+                    message: format!("out of memory: {e}"),
+                }),
+                (None, Some(e)) => Err(GpuError::Device {
+                    what,
+                    message: e.to_string(),
+                }),
+                (None, None) => Ok(()),
+            }
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        pollster::block_on(verdict)?;
+        #[cfg(target_arch = "wasm32")]
+        if let Ok(mut unheard) = self.unheard_scopes.lock() {
+            unheard.push(Box::pin(verdict));
         }
+        Ok(value)
+    }
+
+    /// Awaits the verdict of every error scope [`GpuContext::scoped`] left unheard (in a
+    /// browser; natively there are none): the first error, else whether the device was lost.
+    pub async fn settle(&self) -> Result<(), GpuError> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let unheard = match self.unheard_scopes.lock() {
+                Ok(mut unheard) => std::mem::take(&mut *unheard),
+                Err(_) => Vec::new(),
+            };
+            for verdict in unheard {
+                verdict.await?;
+            }
+        }
+        self.check_lost()
     }
 
     /// `Err(DeviceLost)` once wgpu has reported the device lost.

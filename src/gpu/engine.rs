@@ -57,6 +57,42 @@ impl GpuEngine {
     pub async fn params_async(&self) -> Result<Params, EngineError> {
         self.models.params_async(0).await
     }
+
+    /// [`Engine::training_state`], awaiting its read-back.
+    pub async fn training_state_async(&self) -> Result<TrainingState, EngineError> {
+        self.models.training_state_async(0).await
+    }
+}
+
+/// The training loop's calls, awaited: how a page trains on the GPU without blocking.
+impl crate::engine::AwaitedEngine for GpuEngine {
+    async fn train_epoch(
+        &mut self,
+        order: &[u32],
+        hyper: &Hyper,
+    ) -> Result<EpochStats, EngineError> {
+        self.train_epoch_async(order, hyper).await
+    }
+
+    async fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
+        self.evaluate_async(split).await
+    }
+
+    async fn params(&self) -> Result<Params, EngineError> {
+        self.params_async().await
+    }
+
+    async fn training_state(&self) -> Result<TrainingState, EngineError> {
+        self.training_state_async().await
+    }
+
+    fn keep_best(&mut self) -> Result<(), EngineError> {
+        Engine::keep_best(self)
+    }
+
+    fn restore_best(&mut self) -> Result<(), EngineError> {
+        Engine::restore_best(self)
+    }
 }
 
 impl Engine for GpuEngine {
@@ -97,7 +133,7 @@ impl Engine for GpuEngine {
     }
 
     fn training_state(&self) -> Result<TrainingState, EngineError> {
-        self.models.training_state(0)
+        pollster::block_on(self.training_state_async())
     }
 
     fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {

@@ -103,6 +103,11 @@ impl GpuModels {
         on_models!(self, m => m.params_async(model).await)
     }
 
+    /// [`GpuModels::training_state`], awaiting its read-back.
+    pub async fn training_state_async(&self, model: usize) -> Result<TrainingState, EngineError> {
+        on_models!(self, m => m.training_state_async(model).await)
+    }
+
     pub fn upload(&mut self, model: usize, data: &Dataset) -> Result<(), EngineError> {
         on_models!(self, m => m.upload(model, data))
     }

@@ -599,15 +599,22 @@ impl NetworkModels {
 
     /// Model `model`'s parameters, best, optimiser moments and step count.
     pub fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
+        pollster::block_on(self.training_state_async(model))
+    }
+
+    /// [`NetworkModels::training_state`], awaiting its read-back.
+    pub async fn training_state_async(&self, model: usize) -> Result<TrainingState, EngineError> {
         self.check_model(model)?;
         let (work_at, at, _) = self.offsets(model);
-        let mut v = pollster::block_on(self.read_slices(&[
-            (&self.work, work_at),
-            (&self.best, at),
-            (&self.first, at),
-            (&self.second, at),
-        ]))?
-        .into_iter();
+        let mut v = self
+            .read_slices(&[
+                (&self.work, work_at),
+                (&self.best, at),
+                (&self.first, at),
+                (&self.second, at),
+            ])
+            .await?
+            .into_iter();
         let mut next = || v.next().unwrap_or_default();
         Ok(TrainingState {
             params: next(),

@@ -573,14 +573,21 @@ impl PackedModels {
 
     /// Model `model`'s parameters, best, optimiser moments and step count.
     pub fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
+        pollster::block_on(self.training_state_async(model))
+    }
+
+    /// [`PackedModels::training_state`], awaiting its read-back.
+    pub async fn training_state_async(&self, model: usize) -> Result<TrainingState, EngineError> {
         self.check_model(model)?;
         let (at, bytes) = self.slice_of(model);
-        let values = pollster::block_on(self.read_slices(&[
-            (&self.work, self.params_at(model).0, bytes),
-            (&self.best, at, bytes),
-            (&self.first, at, bytes),
-            (&self.second, at, bytes),
-        ]))?;
+        let values = self
+            .read_slices(&[
+                (&self.work, self.params_at(model).0, bytes),
+                (&self.best, at, bytes),
+                (&self.first, at, bytes),
+                (&self.second, at, bytes),
+            ])
+            .await?;
         let n = self.count;
         Ok(TrainingState {
             params: values[..n].to_vec(),

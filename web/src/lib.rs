@@ -1,0 +1,145 @@
+//! The page's bindings: the wgtrain library, callable from `web/page.js`. Nothing is decided
+//! here that the library decides natively; this file turns JavaScript values into library
+//! calls and results into JSON the page shows (the keys of `summary.json`).
+
+use std::sync::Arc;
+
+use wasm_bindgen::prelude::*;
+use wgtrain::config::TrainConfig;
+use wgtrain::data::Dataset;
+use wgtrain::engine::{Engine, EngineKind};
+use wgtrain::gpu::{AdapterChoice, AdapterSummary, GpuContext, GpuEngine};
+use wgtrain::page::{InMemoryRun, initial_params, train_in_memory};
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(message: &str);
+}
+
+/// A panic says what it was on the console (the default is an opaque "unreachable").
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        console_error(&format!("wgtrain panicked: {info}"))
+    }));
+}
+
+fn js_error(e: impl std::fmt::Display) -> JsValue {
+    JsValue::from_str(&e.to_string())
+}
+
+/// The browser's WebGPU adapter, opened. Browsers may withhold its name; the page then says
+/// so rather than showing nothing.
+async fn open_adapter() -> Result<GpuContext, JsValue> {
+    let choice = AdapterChoice {
+        allow_software: true,
+        ..Default::default()
+    };
+    let mut ctx = GpuContext::open_async(&choice).await.map_err(js_error)?;
+    if ctx.info.name.trim().is_empty() {
+        ctx.info = Arc::new(AdapterSummary {
+            name: "WebGPU adapter (the browser gives no name)".into(),
+            ..(*ctx.info).clone()
+        });
+    }
+    Ok(ctx)
+}
+
+/// The adapter the page trains on, in one line, as `wgtrain devices` would name it.
+#[wasm_bindgen]
+pub async fn adapter() -> Result<String, JsValue> {
+    Ok(open_adapter().await?.describe())
+}
+
+/// A finished run: its summary (JSON with `summary.json`'s keys), the best model's
+/// safetensors bytes, and the test confusion matrix (JSON: `counts`, `names`).
+#[wasm_bindgen]
+pub struct Trained {
+    run: InMemoryRun,
+}
+
+#[wasm_bindgen]
+impl Trained {
+    #[wasm_bindgen(getter)]
+    pub fn summary(&self) -> String {
+        serde_json::to_string(&self.run.summary).unwrap_or_default()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn model(&self) -> Vec<u8> {
+        self.run.model_safetensors.clone()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn confusion(&self) -> String {
+        let names =
+            wgtrain::predict::class_names(self.run.confusion.len(), None).unwrap_or_default();
+        serde_json::json!({ "counts": self.run.confusion, "names": names }).to_string()
+    }
+}
+
+/// Trains the config `config_toml` (named `name`, with `key=value` `overrides` as `--set`
+/// takes them) on `device` (`gpu`: the browser's adapter; `cpu`: the CPU path, one thread)
+/// with the four IDX files' bytes, calling `on_epoch` with each epoch's row as JSON.
+#[wasm_bindgen]
+#[allow(clippy::too_many_arguments)] // the four files are the page's four fetches
+pub async fn train(
+    config_toml: String,
+    name: String,
+    overrides: Vec<String>,
+    device: String,
+    train_images: Vec<u8>,
+    train_labels: Vec<u8>,
+    test_images: Vec<u8>,
+    test_labels: Vec<u8>,
+    on_epoch: js_sys::Function,
+) -> Result<Trained, JsValue> {
+    let path = std::path::PathBuf::from(format!("{name}.toml"));
+    let config =
+        TrainConfig::from_toml_str(&config_toml, &path, &name, &overrides).map_err(js_error)?;
+    let files = [&train_images[..], &train_labels, &test_images, &test_labels];
+    let data =
+        Arc::new(Dataset::from_bytes(files, config.val_fraction, config.seed).map_err(js_error)?);
+    let params = initial_params(&config, &data).map_err(js_error)?;
+    let report = |record: &wgtrain::train::EpochRecord| {
+        let row = serde_json::json!({
+            "epoch": record.epoch,
+            "train_loss": record.train_loss,
+            "train_accuracy": record.train_accuracy,
+            "val_loss": record.val_loss,
+            "val_accuracy": record.val_accuracy,
+            "seconds": record.seconds,
+        });
+        let _ = on_epoch.call1(&JsValue::NULL, &JsValue::from_str(&row.to_string()));
+    };
+    let run = match device.as_str() {
+        "gpu" => {
+            let ctx = open_adapter().await?;
+            let adapter = Arc::clone(&ctx.info);
+            let described = (ctx.describe(), ctx.describe());
+            let mut engine = GpuEngine::new(ctx, &params, config.batch_size).map_err(js_error)?;
+            engine.upload(Arc::clone(&data)).map_err(js_error)?;
+            train_in_memory(
+                &mut engine,
+                &config,
+                data,
+                (described, Some(&adapter)),
+                report,
+            )
+            .await
+        }
+        "cpu" => {
+            let mut engine = EngineKind::Cpu { threads: 1 }
+                .build(&params, config.batch_size)
+                .map_err(js_error)?;
+            engine.upload(Arc::clone(&data)).map_err(js_error)?;
+            let described = ("cpu".to_string(), engine.describe());
+            train_in_memory(engine.as_mut(), &config, data, (described, None), report).await
+        }
+        other => return Err(js_error(format!("device {other:?}: expected gpu or cpu"))),
+    };
+    Ok(Trained {
+        run: run.map_err(js_error)?,
+    })
+}
