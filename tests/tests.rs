@@ -20,3 +20,4 @@ mod resume;
 mod slurm;
 mod sweep;
 mod train;
+mod web;

@@ -40,6 +40,21 @@ pub fn check_epoch(
     optimizer: Optimizer,
     widths: &[usize],
 ) -> Result<EpochCheck, GpuError> {
+    pollster::block_on(check_epoch_async(
+        ctx, activation, momentum, l1, l2, optimizer, widths,
+    ))
+}
+
+/// [`check_epoch`], awaiting the GPU's read-backs.
+async fn check_epoch_async(
+    ctx: &GpuContext,
+    activation: Activation,
+    momentum: bool,
+    l1: f64,
+    l2: f64,
+    optimizer: Optimizer,
+    widths: &[usize],
+) -> Result<EpochCheck, GpuError> {
     let (features, classes) = (37, widths.last().copied().unwrap_or(0));
     if widths.first() != Some(&features) {
         return Err(GpuError::Device {
@@ -73,8 +88,11 @@ pub fn check_epoch(
     cpu.upload(Arc::clone(&data)).map_err(err)?;
     gpu.upload(Arc::clone(&data)).map_err(err)?;
     let c = cpu.train_epoch(&order, &hyper).map_err(err)?;
-    let g = gpu.train_epoch(&order, &hyper).map_err(err)?;
-    let (pc, pg) = (cpu.params().map_err(err)?, gpu.params().map_err(err)?);
+    let g = gpu.train_epoch_async(&order, &hyper).await.map_err(err)?;
+    let (pc, pg) = (
+        cpu.params().map_err(err)?,
+        gpu.params_async().await.map_err(err)?,
+    );
     Ok(EpochCheck::between((&c, &pc.values), (&g, &pg.values)))
 }
 
@@ -116,7 +134,7 @@ pub struct EpochCheck {
     pub detail: String,
 }
 
-pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
+pub(super) async fn check_epochs(ctx: &GpuContext) -> CheckRow {
     let mut row = CheckRow {
         check: "training epoch vs CPU engine".into(),
         cases: 0,
@@ -153,7 +171,7 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
             ),
         ] {
             row.cases += 1;
-            match check_epoch(ctx, activation, momentum, l1, l2, opt, widths) {
+            match check_epoch_async(ctx, activation, momentum, l1, l2, opt, widths).await {
                 Ok(c) => row.note(c.ratio, c.max_rel_error, || {
                     format!(
                         "{} momentum={momentum} l1={l1} l2={l2} {opt:?} {widths:?} {:?}: {}",
@@ -173,7 +191,7 @@ pub(super) fn check_epochs(ctx: &GpuContext) -> CheckRow {
 /// convolution, dropout, dense layers; tanh, ReLU, sigmoid) on the GPU network engine against
 /// the CPU's, same data, init, order and dropout masks: SGD with momentum and both penalties,
 /// and Adam.
-pub(super) fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
+pub(super) async fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
     use crate::cpu::NetworkEngine;
     let mut row = CheckRow {
         check: "network epoch vs CPU engine".into(),
@@ -208,18 +226,21 @@ pub(super) fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
         let params = Params::init_model(Model::Network(Arc::clone(&net)), Init::Xavier, 3);
         let hyper = config.hyper();
         let order = epoch_order(1, 1, data.train.len);
-        let run = || -> Result<EpochCheck, String> {
+        let run = async {
             let e = |e: crate::engine::EngineError| e.to_string();
             let mut cpu = NetworkEngine::new(&params, 1, 16).map_err(e)?;
             let mut gpu = GpuEngine::new(ctx.clone(), &params, 16).map_err(|e| e.to_string())?;
             cpu.upload(Arc::clone(&data)).map_err(e)?;
             gpu.upload(Arc::clone(&data)).map_err(e)?;
             let c = cpu.train_epoch(&order, &hyper).map_err(e)?;
-            let g = gpu.train_epoch(&order, &hyper).map_err(e)?;
-            let (pc, pg) = (cpu.params().map_err(e)?, gpu.params().map_err(e)?);
-            Ok(EpochCheck::between((&c, &pc.values), (&g, &pg.values)))
+            let g = gpu.train_epoch_async(&order, &hyper).await.map_err(e)?;
+            let (pc, pg) = (
+                cpu.params().map_err(e)?,
+                gpu.params_async().await.map_err(e)?,
+            );
+            Ok::<_, String>(EpochCheck::between((&c, &pc.values), (&g, &pg.values)))
         };
-        match run() {
+        match run.await {
             Ok(c) => row.note(c.ratio, c.max_rel_error, || {
                 format!(
                     "{optimizer:?} momentum={momentum} l1={l1} l2={l2}: {}",
@@ -275,7 +296,7 @@ fn check_network() -> Result<(Arc<crate::network::Network>, Arc<Dataset>), Strin
 /// Two epochs of three networks that differ in learning rate, momentum, penalty and init,
 /// trained packed (`NetworkModels`, in the same dispatches), against each trained alone:
 /// bit for bit, a model that sits out the second epoch untouched.
-pub(super) fn check_packed_network_epoch(ctx: &GpuContext) -> Result<CheckRow, String> {
+pub(super) async fn check_packed_network_epoch(ctx: &GpuContext) -> Result<CheckRow, String> {
     use crate::gpu::NetworkModels;
     use crate::gpu::packed::EpochJob;
     let e = |e: crate::engine::EngineError| e.to_string();
@@ -328,12 +349,16 @@ pub(super) fn check_packed_network_epoch(ctx: &GpuContext) -> Result<CheckRow, S
                 })
             })
             .collect();
-        pack.train_epoch(&jobs).map_err(e)?;
+        pack.train_epoch_async(&jobs).await.map_err(e)?;
         for (m, job) in jobs.iter().enumerate() {
             if job.is_some() {
-                alone[m].train_epoch(&order, &hypers[m]).map_err(e)?;
+                alone[m]
+                    .train_epoch_async(&order, &hypers[m])
+                    .await
+                    .map_err(e)?;
             }
-            let (pa, pp) = (alone[m].params().map_err(e)?, pack.params(m).map_err(e)?);
+            let pa = alone[m].params_async().await.map_err(e)?;
+            let pp = pack.params_async(m).await.map_err(e)?;
             if let Some(i) = pa
                 .values
                 .iter()
@@ -357,6 +382,11 @@ pub(super) fn check_packed_network_epoch(ctx: &GpuContext) -> Result<CheckRow, S
 /// Two epochs of three models that differ in activation, init, learning rate, momentum and
 /// penalty, trained packed (in the same dispatches), against each trained alone.
 pub fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, GpuError> {
+    pollster::block_on(check_packed_epoch_async(ctx))
+}
+
+/// [`check_packed_epoch`], awaiting the GPU's read-backs.
+pub(super) async fn check_packed_epoch_async(ctx: &GpuContext) -> Result<CheckRow, GpuError> {
     use crate::gpu::{PackedModels, packed::EpochJob};
     let (features, classes) = (37, 5);
     let widths = [features, 17, classes];
@@ -414,16 +444,17 @@ pub fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, GpuError> {
             .zip(&hypers)
             .map(|(order, hyper)| Some(EpochJob { order, hyper }))
             .collect();
-        let packed = pack.train_epoch(&jobs).map_err(err)?;
+        let packed = pack.train_epoch_async(&jobs).await.map_err(err)?;
         for (m, result) in packed.into_iter().enumerate() {
             let got = result
                 .ok_or(err(crate::engine::EngineError::NoData))?
                 .map_err(err)?;
-            let want = alone[m].train_epoch(&orders[m], &hypers[m]).map_err(err)?;
-            let (pa, pp) = (
-                alone[m].params().map_err(err)?,
-                pack.params(m).map_err(err)?,
-            );
+            let want = alone[m]
+                .train_epoch_async(&orders[m], &hypers[m])
+                .await
+                .map_err(err)?;
+            let pa = alone[m].params_async().await.map_err(err)?;
+            let pp = pack.params_async(m).await.map_err(err)?;
             let diff = pa
                 .values
                 .iter()

@@ -5,7 +5,7 @@
 use super::*;
 use crate::cpu::ops::MatmulMode::{Forward, InputGrad, WeightGrad};
 
-pub(super) fn check_gather_batch(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+pub(super) async fn check_gather_batch(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     for (case, &features) in SIZES.iter().enumerate() {
         let mut rng = ChaCha8Rng::seed_from_u64(case as u64);
@@ -57,9 +57,11 @@ pub(super) fn check_gather_batch(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             rows: rows as u32,
             ..Default::default()
         };
-        let got = rig.run(step, &x, |k, pass, s| {
-            k.encode_gather_batch(pass, &group, s, rows as u32, features as u32)
-        })?[x_off..]
+        let got = rig
+            .run(step, &x, |k, pass, s| {
+                k.encode_gather_batch(pass, &group, s, rows as u32, features as u32)
+            })
+            .await?[x_off..]
             .to_vec();
         let name = format!("{rows}×{features}");
         // f32 (p − mean)·inv_std against the f64 z-score rounded once: a few ulp of |z| ≤ ~30.
@@ -74,7 +76,7 @@ pub(super) fn check_gather_batch(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
 /// dropout.wgsl against `dropout::dropout_forward` in f32: the same mask and the same f32
 /// product, so the same bits (the tolerance is the smallest positive f64: any difference
 /// fails). Seeds with both halves set, several probabilities, each size of [`SIZES`].
-pub(super) fn check_dropout_forward(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+pub(super) async fn check_dropout_forward(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     for (case, &len) in SIZES.iter().enumerate() {
         let mut rng = ChaCha8Rng::seed_from_u64(case as u64);
@@ -103,9 +105,11 @@ pub(super) fn check_dropout_forward(rig: &Rig<'_>) -> Result<CheckRow, GpuError>
                 "dropout",
                 &[&buffer, &p_buf],
             );
-            let got = rig.run(StepUniform::default(), &buffer, |k, pass, s| {
-                k.encode_dropout_forward(pass, &group, s, len as u32)
-            })?[x_off..]
+            let got = rig
+                .run(StepUniform::default(), &buffer, |k, pass, s| {
+                    k.encode_dropout_forward(pass, &group, s, len as u32)
+                })
+                .await?[x_off..]
                 .to_vec();
             let name = format!("{len} elements, p = {p}");
             worst.compare(&name, &got[..len], &f64s(&want32), |_, _| f64::MIN_POSITIVE);
@@ -130,7 +134,7 @@ const CONV_SHAPES: [[usize; 7]; 6] = [
 /// One conv.wgsl entry point against its CPU twin (`cpu::conv`, f64), on [`CONV_SHAPES`] with
 /// three images each: the dot-product bound over the terms each output sums, from the twin run
 /// on the operands' magnitudes.
-pub(super) fn check_conv2d(rig: &Rig<'_>, entry: ConvEntry) -> Result<CheckRow, GpuError> {
+pub(super) async fn check_conv2d(rig: &Rig<'_>, entry: ConvEntry) -> Result<CheckRow, GpuError> {
     use crate::cpu::conv::{Conv2d, conv2d_backward_input, conv2d_backward_params, conv2d_forward};
     let rows = 3;
     let mut worst = Worst::default();
@@ -201,9 +205,11 @@ pub(super) fn check_conv2d(rig: &Rig<'_>, entry: ConvEntry) -> Result<CheckRow, 
         let params = Conv2dParams::new(&shape, rows as u32, offsets);
         let p = uniform_init(rig.ctx, "conv2d", bytemuck::bytes_of(&params))?;
         let group = bind(rig.ctx, &rig.kernels.work_layout, "conv2d", &[&buffer, &p]);
-        let got = rig.run(StepUniform::default(), &buffer, |k, pass, s| {
-            k.encode_conv_family(pass, entry, &group, s, want.len() as u32)
-        })?[out_at..]
+        let got = rig
+            .run(StepUniform::default(), &buffer, |k, pass, s| {
+                k.encode_conv_family(pass, entry, &group, s, want.len() as u32)
+            })
+            .await?[out_at..]
             .to_vec();
         let name = format!(
             "{rows}×{channels}×{height}×{width} → {filters}, {kernel}×{kernel} / {stride}, pad {padding}"
@@ -219,7 +225,10 @@ pub(super) fn check_conv2d(rig: &Rig<'_>, entry: ConvEntry) -> Result<CheckRow, 
 /// One pool.wgsl entry point against its CPU twin in f32 (`cpu::conv`): the same comparisons
 /// and sums in the same order, so the same bits. Distinct random inputs (no NaN: WGSL may fold
 /// NaN comparisons), non-overlapping and overlapping windows, edges no window reaches.
-pub(super) fn check_max_pool2d(rig: &Rig<'_>, entry: ConvEntry) -> Result<CheckRow, GpuError> {
+pub(super) async fn check_max_pool2d(
+    rig: &Rig<'_>,
+    entry: ConvEntry,
+) -> Result<CheckRow, GpuError> {
     use crate::cpu::conv::{MaxPool2d, max_pool2d_backward, max_pool2d_forward};
     let rows = 3;
     let mut worst = Worst::default();
@@ -272,9 +281,11 @@ pub(super) fn check_max_pool2d(rig: &Rig<'_>, entry: ConvEntry) -> Result<CheckR
         } else {
             rows * shape.in_len()
         };
-        let got = rig.run(StepUniform::default(), &buffer, |k, pass, s| {
-            k.encode_conv_family(pass, entry, &group, s, invocations as u32)
-        })?[out_at as usize..]
+        let got = rig
+            .run(StepUniform::default(), &buffer, |k, pass, s| {
+                k.encode_conv_family(pass, entry, &group, s, invocations as u32)
+            })
+            .await?[out_at as usize..]
             .to_vec();
         let name = format!("{rows}×{channels}×{height}×{width}, {window}×{window} / {stride}");
         worst.compare(&name, &got[..want.len()], &want, |_, _| f64::MIN_POSITIVE);
@@ -287,7 +298,7 @@ pub(super) fn check_max_pool2d(rig: &Rig<'_>, entry: ConvEntry) -> Result<CheckR
 /// B and aux are laid out in one workspace after the output; `params`' offsets are relative
 /// to their own operand (the bias to B's, or with a bias column to C's).
 #[allow(clippy::too_many_arguments)]
-fn run_matmul(
+async fn run_matmul(
     rig: &Rig<'_>,
     a: &[f32],
     b: &[f32],
@@ -324,14 +335,16 @@ fn run_matmul(
         &[],
     );
     let m = if params.rows_dim == 1 { rows } else { params.m };
-    let got = rig.run(
-        StepUniform {
-            rows,
-            ..Default::default()
-        },
-        &work,
-        |k, pass, s| k.encode_matmul(pass, &group, s, m, params.n + params.bias_column),
-    )?;
+    let got = rig
+        .run(
+            StepUniform {
+                rows,
+                ..Default::default()
+            },
+            &work,
+            |k, pass, s| k.encode_matmul(pass, &group, s, m, params.n + params.bias_column),
+        )
+        .await?;
     Ok(got[c_at as usize..][..out_len + SENTINEL].to_vec())
 }
 
@@ -356,7 +369,7 @@ fn slope_at_output(y: f64, act: Activation) -> f64 {
     }
 }
 
-pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
+pub(super) async fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
     let (mut fwd, mut wgrad, mut igrad) = (Worst::default(), Worst::default(), Worst::default());
     let shapes: Vec<(usize, usize, usize)> = SIZES
         .iter()
@@ -393,7 +406,8 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             act,
             rows as u32,
             rows * fan_out,
-        )?;
+        )
+        .await?;
         let (x64, w64, bias) = (f64s(&x), f64s(w), f64s(&wbuf[b_off..b_off + fan_out]));
         let want = ops::matmul(Forward(act), &x64, &w64, &bias, rows, fan_in, fan_out);
         let zeros = vec![0.0; fan_out];
@@ -427,7 +441,8 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             Activation::None,
             rows as u32,
             fan_out * fan_in + fan_out,
-        )?;
+        )
+        .await?;
         let out_len = fan_out * fan_in + fan_out;
         let dz64 = f64s(&dz);
         let want = ops::matmul(WeightGrad, &dz64, &x64, &[], rows, fan_in, fan_out);
@@ -459,7 +474,8 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
             act,
             rows as u32,
             rows * fan_in,
-        )?;
+        )
+        .await?;
         let want = ops::matmul(
             InputGrad(act),
             &dz64,
@@ -503,7 +519,7 @@ pub(super) fn check_matmul(rig: &Rig<'_>) -> Result<Vec<CheckRow>, GpuError> {
     ])
 }
 
-pub(super) fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+pub(super) async fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     for (case, &rows) in SIZES.iter().enumerate() {
         let mut rng = ChaCha8Rng::seed_from_u64(200 + case as u64);
@@ -550,12 +566,14 @@ pub(super) fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             scale,
             ..Default::default()
         };
-        let got_dz = rig.run(step, &work, |k, pass, s| {
-            k.encode_softmax_xent(pass, &group, s, rows as u32);
-            k.encode_batch_stats(pass, &group, s);
-        })?[dz_off..][..rows * classes + SENTINEL]
+        let got_dz = rig
+            .run(step, &work, |k, pass, s| {
+                k.encode_softmax_xent(pass, &group, s, rows as u32);
+                k.encode_batch_stats(pass, &group, s);
+            })
+            .await?[dz_off..][..rows * classes + SENTINEL]
             .to_vec();
-        let got_stats = rig.run(step, &stats, |_, _, _| {})?;
+        let got_stats = rig.run(step, &stats, |_, _, _| {}).await?;
         // Reference in f64 on the rows in index order.
         let row_labels: Vec<u8> = indices.iter().map(|&i| labels[i as usize] as u8).collect();
         let logits64: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
@@ -592,7 +610,7 @@ pub(super) fn check_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
 /// larger flat vector, against `ops::matmul_update` in f64. The tolerance
 /// carries the gradient's own bound through the optimiser (the update evaluated at g ± that
 /// bound), plus the update's roundings.
-pub(super) fn check_matmul_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+pub(super) async fn check_matmul_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     for (case, (optimizer, gamma, l1, l2)) in [
         (Optimizer::Sgd, 0.0, 0.0, 0.0),
@@ -748,9 +766,11 @@ pub(super) fn check_matmul_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             adam_c2: c2 as f32,
             ..Default::default()
         };
-        let got = rig.run(step, &work, |k, pass, s| {
-            k.encode_matmul_update(pass, &group, s, table.tiles)
-        })?;
+        let got = rig
+            .run(step, &work, |k, pass, s| {
+                k.encode_matmul_update(pass, &group, s, table.tiles)
+            })
+            .await?;
         let name = format!("{rows}×5→{fan_in}→{fan_out} {optimizer:?} γ={gamma} λ1={l1} λ2={l2}");
         // Several roundings, and FMA contraction may differ: 4 ulp of the larger of old and new.
         let first_updated = updated[0].weight;
@@ -769,7 +789,7 @@ pub(super) fn check_matmul_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             |_, _| f64::MIN_POSITIVE, // exactly: any change fails
         );
         worst.untouched(&name, &got[count..count + SENTINEL]);
-        let got_stats = rig.run(step, &stats, |_, _, _| {})?;
+        let got_stats = rig.run(step, &stats, |_, _, _| {}).await?;
         worst.compare(
             &format!("{name} batch sums"),
             &got_stats[2..4],
@@ -790,7 +810,7 @@ pub(super) fn check_matmul_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
 /// carries into the gradient (|Δp| ≤ 2B) and the loss (≤ 2B); the arg-max may differ only
 /// where the top two logits are within 2B; dz's tolerance carries through w into the input
 /// gradient, beside that product's own bound.
-pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+pub(super) async fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     let cases = [
         (1, 7, 10),
@@ -935,9 +955,11 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
             scale,
             ..Default::default()
         };
-        let got = rig.run(step, &work, |k, pass, s| {
-            k.encode_matmul_softmax_xent(pass, &group, s, rows as u32)
-        })?;
+        let got = rig
+            .run(step, &work, |k, pass, s| {
+                k.encode_matmul_softmax_xent(pass, &group, s, rows as u32)
+            })
+            .await?;
         let got_dz = &got[dz_at..][..rows * classes + SENTINEL];
         let got_loss = &got[row_loss_at..][..2 * capacity + SENTINEL];
         let got_dh = &got[dh_at..][..rows * fan_in + SENTINEL];
@@ -978,7 +1000,7 @@ pub(super) fn check_matmul_softmax_xent(rig: &Rig<'_>) -> Result<CheckRow, GpuEr
 /// matmul_gather: the first layer's forward pass with its rows gathered from byte images and
 /// z-scored in the tile loads, against `ops::matmul_gather`; the batch it stores for the
 /// weight gradient is checked against `ops::gather_batch`.
-pub(super) fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+pub(super) async fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     for (case, &(rows, features, fan_out)) in
         [(1, 7, 3), (33, 129, 17), (129, 784, 128), (7, 1, 33)]
@@ -1058,9 +1080,11 @@ pub(super) fn check_matmul_gather(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
             rows: rows as u32,
             ..Default::default()
         };
-        let all = rig.run(step, &work, |k, pass, s| {
-            k.encode_matmul_gather(pass, &group, s, rows as u32, fan_out as u32)
-        })?;
+        let all = rig
+            .run(step, &work, |k, pass, s| {
+                k.encode_matmul_gather(pass, &group, s, rows as u32, fan_out as u32)
+            })
+            .await?;
         let got = &all[out_at..][..rows * fan_out + SENTINEL];
         let got_x = &all[x_at..][..rows * features + SENTINEL];
         let name = format!("{rows}×{features}→{fan_out} {}", act.name());

@@ -8,7 +8,7 @@ use crate::gpu::kernels::{ActivationParams, UpdateParams, activation_code};
 /// activation.wgsl's `activation_forward` (or with `backward` its `activation_backward`)
 /// against the f64 twin, for every activation, on each size of [`SIZES`], once over the
 /// uniform's `len` and once over the step's rows × `per_row`.
-pub(super) fn check_activation(rig: &Rig<'_>, backward: bool) -> Result<CheckRow, GpuError> {
+pub(super) async fn check_activation(rig: &Rig<'_>, backward: bool) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     for (case, &len) in SIZES.iter().enumerate() {
         for (a, &activation) in ACTIVATIONS.iter().enumerate() {
@@ -58,9 +58,11 @@ pub(super) fn check_activation(rig: &Rig<'_>, backward: bool) -> Result<CheckRow
                 rows: rows as u32,
                 ..Default::default()
             };
-            let got = rig.run(step, &buffer, |k, pass, s| {
-                k.encode_activation(pass, backward, &group, s, len as u32)
-            })?;
+            let got = rig
+                .run(step, &buffer, |k, pass, s| {
+                    k.encode_activation(pass, backward, &group, s, len as u32)
+                })
+                .await?;
             let out = if backward { g_off } else { x_off };
             let name = format!("{len} elements, {}", activation.name());
             // One f32 evaluation against f64: a few ulp of the value, and of 1 for the
@@ -81,7 +83,7 @@ pub(super) fn check_activation(rig: &Rig<'_>, backward: bool) -> Result<CheckRow
 
 /// update.wgsl against `ops::update` in f64: SGD, momentum with both penalties, Adam, on
 /// weights (penalised) and biases (not), the moments after two earlier steps.
-pub(super) fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
+pub(super) async fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();
     for (case, (optimizer, gamma, l1, l2)) in [
         (Optimizer::Sgd, 0.0, 0.0, 0.0),
@@ -172,9 +174,11 @@ pub(super) fn check_update(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
                 adam_c2: c2 as f32,
                 ..Default::default()
             };
-            let got = rig.run(step, &buffer, |k, pass, s| {
-                k.encode_update(pass, &group, s, len as u32)
-            })?;
+            let got = rig
+                .run(step, &buffer, |k, pass, s| {
+                    k.encode_update(pass, &group, s, len as u32)
+                })
+                .await?;
             let kind = if penalised { "weights" } else { "biases" };
             let name = format!("{len} {kind}, {optimizer:?} γ={gamma} λ1={l1} λ2={l2}");
             // A few roundings, and FMA contraction may differ: 8 ulp of the larger of the old

@@ -13,7 +13,7 @@ use crate::config::{GradientReduction, Hyper, Optimizer, TrainConfig};
 use crate::cpu::{CpuEngine, ops};
 use crate::data::{Dataset, Split, epoch_order};
 use crate::engine::Engine;
-use crate::gpu::buffers::{bind, staging, storage_init, submit_and_read, uniform_init};
+use crate::gpu::buffers::{bind, staging, storage_init, submit_for_read, uniform_init};
 use crate::gpu::kernels::{
     Conv2dParams, ConvEntry, DropoutParams, GatherParams, Kernels, MATMUL_BINDINGS,
     MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS, MATMUL_XENT_BINDINGS, MatmulParams, ModelHyper,
@@ -307,7 +307,7 @@ impl<'a> Rig<'a> {
     }
 
     /// Runs `encode` with the step uniform set to `step`, then reads `buffer` back whole.
-    fn run(
+    async fn run(
         &self,
         step: StepUniform,
         buffer: &wgpu::Buffer,
@@ -328,9 +328,12 @@ impl<'a> Rig<'a> {
             encode(&self.kernels, &mut pass, step);
         }
         encoder.copy_buffer_to_buffer(buffer, 0, &out, 0, buffer.size());
-        let raw = self.ctx.scoped("check", || {
-            submit_and_read(self.ctx, encoder, &out, buffer.size())
-        })??;
+        let raw = self
+            .ctx
+            .scoped("check", || {
+                submit_for_read(self.ctx, encoder, &out, buffer.size())
+            })??
+            .await?;
         Ok(bytemuck::cast_slice(&raw).to_vec())
     }
 }
@@ -437,51 +440,70 @@ fn cannot_run(name: &str, e: impl std::fmt::Display) -> CheckRow {
 /// The check of one WGSL entry point (a name of [`KERNELS`]) on one adapter: its rows.
 pub fn run_kernel(ctx: &GpuContext, kernel: &str) -> Vec<CheckRow> {
     match Rig::new(ctx) {
-        Ok(rig) => kernel_rows(&rig, kernel),
+        Ok(rig) => pollster::block_on(kernel_rows(&rig, kernel)),
         Err(e) => vec![cannot_run("build pipelines", e)],
     }
 }
 
-fn kernel_rows(rig: &Rig<'_>, kernel: &str) -> Vec<CheckRow> {
+async fn kernel_rows(rig: &Rig<'_>, kernel: &str) -> Vec<CheckRow> {
     let one = |r: Result<CheckRow, GpuError>| vec![r.unwrap_or_else(|e| cannot_run(kernel, e))];
     match kernel {
-        "gather_batch" => one(check_gather_batch(rig)),
-        "activation_forward" => one(check_activation(rig, false)),
-        "activation_backward" => one(check_activation(rig, true)),
-        "dropout_forward" => one(check_dropout_forward(rig)),
-        "conv2d_forward" => one(check_conv2d(rig, ConvEntry::Conv2dForward)),
-        "conv2d_backward_input" => one(check_conv2d(rig, ConvEntry::Conv2dBackwardInput)),
-        "conv2d_backward_params" => one(check_conv2d(rig, ConvEntry::Conv2dBackwardParams)),
-        "max_pool2d_forward" => one(check_max_pool2d(rig, ConvEntry::MaxPool2dForward)),
-        "max_pool2d_backward" => one(check_max_pool2d(rig, ConvEntry::MaxPool2dBackward)),
-        "update" => one(check_update(rig)),
-        "matmul" => check_matmul(rig).unwrap_or_else(|e| vec![cannot_run(kernel, e)]),
-        "softmax_xent" => one(check_softmax_xent(rig)),
-        "matmul_gather" => one(check_matmul_gather(rig)),
-        "matmul_softmax_xent" => one(check_matmul_softmax_xent(rig)),
-        "matmul_update" => one(check_matmul_update(rig)),
+        "gather_batch" => one(check_gather_batch(rig).await),
+        "activation_forward" => one(check_activation(rig, false).await),
+        "activation_backward" => one(check_activation(rig, true).await),
+        "dropout_forward" => one(check_dropout_forward(rig).await),
+        "conv2d_forward" => one(check_conv2d(rig, ConvEntry::Conv2dForward).await),
+        "conv2d_backward_input" => one(check_conv2d(rig, ConvEntry::Conv2dBackwardInput).await),
+        "conv2d_backward_params" => one(check_conv2d(rig, ConvEntry::Conv2dBackwardParams).await),
+        "max_pool2d_forward" => one(check_max_pool2d(rig, ConvEntry::MaxPool2dForward).await),
+        "max_pool2d_backward" => one(check_max_pool2d(rig, ConvEntry::MaxPool2dBackward).await),
+        "update" => one(check_update(rig).await),
+        "matmul" => check_matmul(rig)
+            .await
+            .unwrap_or_else(|e| vec![cannot_run(kernel, e)]),
+        "softmax_xent" => one(check_softmax_xent(rig).await),
+        "matmul_gather" => one(check_matmul_gather(rig).await),
+        "matmul_softmax_xent" => one(check_matmul_softmax_xent(rig).await),
+        "matmul_update" => one(check_matmul_update(rig).await),
         other => vec![cannot_run(other, "no such kernel check")],
     }
 }
 
 /// Every check on one adapter, in table order: each kernel, then whole epochs.
 pub fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
+    pollster::block_on(run_all_async(ctx))
+}
+
+/// [`run_all`], awaiting every read-back (a browser page runs the same table this way).
+pub async fn run_all_async(ctx: &GpuContext) -> Vec<CheckRow> {
     let rig = match Rig::new(ctx) {
         Ok(r) => r,
         Err(e) => return vec![cannot_run("build pipelines", e)],
     };
-    let mut rows: Vec<CheckRow> = KERNELS.iter().flat_map(|k| kernel_rows(&rig, k)).collect();
-    rows.extend(run_engines(ctx));
+    let mut rows = Vec::new();
+    for kernel in KERNELS {
+        rows.extend(kernel_rows(&rig, kernel).await);
+    }
+    rows.extend(run_engines_async(ctx).await);
     rows
 }
 
 /// The whole-epoch checks: the GPU engine against the CPU engine, and packed models against
 /// each trained alone.
 pub fn run_engines(ctx: &GpuContext) -> Vec<CheckRow> {
+    pollster::block_on(run_engines_async(ctx))
+}
+
+/// [`run_engines`], awaiting every read-back.
+pub async fn run_engines_async(ctx: &GpuContext) -> Vec<CheckRow> {
     vec![
-        check_epochs(ctx),
-        check_network_epoch(ctx),
-        check_packed_network_epoch(ctx).unwrap_or_else(|e| cannot_run("packed network epoch", e)),
-        check_packed_epoch(ctx).unwrap_or_else(|e| cannot_run("packed epoch", e)),
+        check_epochs(ctx).await,
+        check_network_epoch(ctx).await,
+        check_packed_network_epoch(ctx)
+            .await
+            .unwrap_or_else(|e| cannot_run("packed network epoch", e)),
+        engines::check_packed_epoch_async(ctx)
+            .await
+            .unwrap_or_else(|e| cannot_run("packed epoch", e)),
     ]
 }

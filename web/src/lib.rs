@@ -143,3 +143,39 @@ pub async fn train(
         run: run.map_err(js_error)?,
     })
 }
+
+/// Every kernel check and whole-epoch check of `wgtrain check`, on the browser's adapter
+/// against the CPU reference in the page: JSON with the adapter, the verdict line
+/// `wgtrain check` prints, whether every row passed, and the rows.
+#[wasm_bindgen]
+pub async fn check() -> Result<String, JsValue> {
+    use wgtrain::check::{CheckTally, RowOutcome, run_all_async};
+    let ctx = open_adapter().await?;
+    let rows = run_all_async(&ctx).await;
+    let mut tally = CheckTally::default();
+    tally.opened();
+    for row in &rows {
+        tally.count(&ctx.info.name, row);
+    }
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "check": row.check,
+                "cases": row.cases,
+                "worst": row.worst,
+                "max_rel_error": row.max_rel_error,
+                "passed": row.outcome() == RowOutcome::Pass,
+                "detail": row.detail,
+                "error": row.error,
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "adapter": ctx.describe(),
+        "verdict": tally.summary(),
+        "passed": tally.failures == 0 && tally.unrunnable.is_empty(),
+        "rows": rows,
+    })
+    .to_string())
+}
