@@ -149,7 +149,7 @@ impl RunDir {
     /// it is a courtesy: where it fails the empty file stays, and the run's result stands.
     pub fn unlock(&self, lock: std::fs::File) {
         let _ = std::fs::remove_file(self.path.join(LOCK));
-        drop(lock);
+        let _ = lock.unlock();
     }
 
     /// Removes what marks the end of a run that was here before (summary, checkpoint, model),

@@ -373,14 +373,8 @@ fn the_page_trains_in_chromium_as_the_native_cpu_path_does_and_passes_every_chec
     fashion_mnist_slice(dir.path(), 6000, 1000);
     let (_server, url) = serve(dir.path());
 
-    // One epoch of the paper's [784, 128, 10] momentum network on the browser's adapter.
-    let page = page_reports(
-        &browser,
-        &format!("{url}?config=momentum&epochs=1&autorun=1"),
-        "summary",
-    );
-    assert!(page.get("error").is_none(), "the page failed: {page}");
-    let page: Summary = serde_json::from_value(page).unwrap();
+    // One epoch of the paper's [784, 128, 10] momentum network on the browser's adapter, and
+    // on the CPU path in the page (wasm, one thread), each against the native CPU path.
     let out = dir.path().join("native");
     let o = wgtrain(&[
         "train",
@@ -401,25 +395,41 @@ fn the_page_trains_in_chromium_as_the_native_cpu_path_does_and_passes_every_chec
     ]);
     assert!(o.status.success(), "{}", crate::common::stderr(&o));
     let native = Summary::read(&out.join("summary.json")).unwrap();
-    assert_eq!((page.status.as_str(), page.epochs_run), ("finished", 1));
-    assert!(
-        (page.test_accuracy - native.test_accuracy).abs() <= 0.003,
-        "test accuracy {} in the page, {} natively",
-        page.test_accuracy,
-        native.test_accuracy
-    );
-    let loss_rel = (page.test_loss - native.test_loss).abs() / native.test_loss;
-    assert!(
-        loss_rel <= 1e-3,
-        "test loss {} in the page, {} natively",
-        page.test_loss,
-        native.test_loss
-    );
-    assert_eq!(page.backend.as_deref(), Some("browserwebgpu"), "{page:?}");
-    assert!(
-        page.device.contains("browserwebgpu"),
-        "device names the adapter: {page:?}"
-    );
+    for device in ["gpu", "cpu"] {
+        let page = page_reports(
+            &browser,
+            &format!("{url}?config=momentum&epochs=1&device={device}&autorun=1"),
+            "summary",
+        );
+        assert!(
+            page.get("error").is_none(),
+            "the page failed on the {device}: {page}"
+        );
+        let page: Summary = serde_json::from_value(page).unwrap();
+        assert_eq!((page.status.as_str(), page.epochs_run), ("finished", 1));
+        assert!(
+            (page.test_accuracy - native.test_accuracy).abs() <= 0.003,
+            "test accuracy {} in the page on the {device}, {} natively",
+            page.test_accuracy,
+            native.test_accuracy
+        );
+        let loss_rel = (page.test_loss - native.test_loss).abs() / native.test_loss;
+        assert!(
+            loss_rel <= 1e-3,
+            "test loss {} in the page on the {device}, {} natively",
+            page.test_loss,
+            native.test_loss
+        );
+        if device == "gpu" {
+            assert_eq!(page.backend.as_deref(), Some("browserwebgpu"), "{page:?}");
+            assert!(
+                page.device.contains("browserwebgpu"),
+                "device names the adapter: {page:?}"
+            );
+        } else {
+            assert_eq!((page.device.as_str(), page.adapter.as_ref()), ("cpu", None));
+        }
+    }
 
     // `check` in the page: the native table's rows, every one passing on SwiftShader.
     let check = page_reports(&browser, &format!("{url}?check=1"), "check");

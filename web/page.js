@@ -2,6 +2,7 @@
 // wasm bindings (web/src/lib.rs) and draws what comes back. The URL contract the tests read:
 //   ?config=NAME&epochs=N&device=gpu|cpu&set=KEY=VALUE…&autorun=1  trains without a click and
 //     puts the summary JSON (summary.json's keys) in #summary, logging `wgtrain summary {…}`;
+//     Each epoch's row is logged as `wgtrain epoch {…}` (metrics.csv's columns) on the way;
 //   ?check=1  runs every kernel check and puts the rows in #check, logging `wgtrain check {…}`.
 // On failure the element holds {"error": "…"} and the console line says the same.
 import init, * as wgtrain from './pkg/wgtrain_web.js';
@@ -81,6 +82,7 @@ async function train() {
     status(`Training ${name} on the ${device}…`);
     const trained = await wgtrain.train($('config-text').value, name, overrides, device, ...data,
       (json) => {
+        console.log(`wgtrain epoch ${json}`);
         const r = JSON.parse(json);
         records.push(r);
         status(`epoch ${r.epoch}: validation accuracy ${(100 * r.val_accuracy).toFixed(2)}%, loss ${r.val_loss.toFixed(4)} (${r.seconds.toFixed(1)} s)`);

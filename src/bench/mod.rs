@@ -122,18 +122,27 @@ pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
     model.epoch_flops(rows)
 }
 
-/// What a software adapter computes of the kernels per CPU core, in GFLOP/s: lavapipe on two
-/// cores of an AMD EPYC trained the paper's momentum model at 0.84 GFLOP/s, 109× below the CPU
-/// path beside it (BENCHMARKS.md, 2026-12-02, evening). Only for the estimate given before a
-/// long run on a software adapter, which says "roughly".
-pub const SOFTWARE_ADAPTER_GFLOPS_PER_CORE: f64 = 0.42;
+/// What a software adapter computes of the kernels per CPU core, in GFLOP/s, by the adapter's
+/// name: lavapipe on two cores of an AMD EPYC trained the paper's momentum model at
+/// 0.84 GFLOP/s, 109× below the CPU path beside it (BENCHMARKS.md, 2026-12-02, evening);
+/// SwiftShader (Chromium's, through Vulkan) at about 0.13 GFLOP/s there, 157 s an epoch
+/// (2026-12-03, #21). Others are taken to be like lavapipe. Only for the estimate given before
+/// a long run on a software adapter, which says "roughly".
+pub fn software_adapter_gflops_per_core(adapter: &str) -> f64 {
+    if adapter.to_ascii_lowercase().contains("swiftshader") {
+        0.065
+    } else {
+        0.42
+    }
+}
 
-/// Roughly how many seconds `runs` (their configs) take on a software adapter on this
-/// machine's cores, with the models and training rows the images file in `data_dir` declares
-/// (less the `val_fraction` held out); `None` where the file cannot say (the run's own load
-/// reports why).
+/// Roughly how many seconds `runs` (their configs) take on the software adapter named
+/// `adapter` on this machine's cores, with the models and training rows the images file in
+/// `data_dir` declares (less the `val_fraction` held out); `None` where the file cannot say
+/// (the run's own load reports why).
 pub fn software_adapter_secs(
     runs: &[&TrainConfig],
+    adapter: &str,
     data_dir: &std::path::Path,
     val_fraction: f64,
 ) -> Option<f64> {
@@ -145,7 +154,7 @@ pub fn software_adapter_secs(
         let model = crate::run::declared_model(config, data_dir)?;
         flops += config.epochs as f64 * model.epoch_flops(rows as usize);
     }
-    Some(flops / (SOFTWARE_ADAPTER_GFLOPS_PER_CORE * 1e9 * cores))
+    Some(flops / (software_adapter_gflops_per_core(adapter) * 1e9 * cores))
 }
 
 /// The practical f32 GEMM peak of this CPU: the CPU path's own GEMM (the `gemm` crate) on

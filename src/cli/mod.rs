@@ -118,7 +118,12 @@ fn note_software_adapter(
     if !context.info.software {
         return;
     }
-    let how_long = match wgtrain::bench::software_adapter_secs(runs, data_dir, val_fraction) {
+    let how_long = match wgtrain::bench::software_adapter_secs(
+        runs,
+        &context.info.name,
+        data_dir,
+        val_fraction,
+    ) {
         Some(s) if s < 60.0 => return,
         Some(s) => format!(
             "; {} may take up to roughly {} here",

@@ -62,6 +62,9 @@ fn poisoned() -> EngineError {
 impl GpuPack {
     /// A pack of `models` models of `model`'s shape trained at `batch_size`: one seat per
     /// model.
+    // wgpu's handles are Send and Sync natively, where seats go to threads; in a browser
+    // (one thread) they are neither, and nothing sends them.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn seats(
         ctx: GpuContext,
         model: &Model,

@@ -5,16 +5,64 @@
 use std::sync::Arc;
 
 use wasm_bindgen::prelude::*;
+use wgtrain::config::Hyper;
 use wgtrain::config::TrainConfig;
 use wgtrain::data::Dataset;
-use wgtrain::engine::{Engine, EngineKind};
+use wgtrain::data::SplitName;
+use wgtrain::engine::{
+    AwaitedEngine, Engine, EngineError, EngineKind, EpochStats, EvalStats, TrainingState,
+};
 use wgtrain::gpu::{AdapterChoice, AdapterSummary, GpuContext, GpuEngine};
+use wgtrain::model::Params;
 use wgtrain::page::{InMemoryRun, initial_params, train_in_memory};
 
 #[wasm_bindgen]
 extern "C" {
     #[wasm_bindgen(js_namespace = console, js_name = error)]
     fn console_error(message: &str);
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(then: &js_sys::Function, milliseconds: i32);
+}
+
+/// Resolves on the event loop's next turn, after the page has drawn what changed.
+async fn next_turn() {
+    let turn = js_sys::Promise::new(&mut |resolve, _| set_timeout(&resolve, 0));
+    let _ = wasm_bindgen_futures::JsFuture::from(turn).await;
+}
+
+/// The CPU engine in a page. Its futures are ready at once, so without a turn of the event
+/// loop between epochs the tab would freeze, curves undrawn, for the whole run.
+struct YieldingEachEpoch(Box<dyn Engine>);
+
+impl AwaitedEngine for YieldingEachEpoch {
+    async fn train_epoch(
+        &mut self,
+        order: &[u32],
+        hyper: &Hyper,
+    ) -> Result<EpochStats, EngineError> {
+        next_turn().await;
+        self.0.train_epoch(order, hyper)
+    }
+
+    async fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
+        self.0.evaluate(split)
+    }
+
+    async fn params(&self) -> Result<Params, EngineError> {
+        self.0.params()
+    }
+
+    async fn training_state(&self) -> Result<TrainingState, EngineError> {
+        self.0.training_state()
+    }
+
+    fn keep_best(&mut self) -> Result<(), EngineError> {
+        self.0.keep_best()
+    }
+
+    fn restore_best(&mut self) -> Result<(), EngineError> {
+        self.0.restore_best()
+    }
 }
 
 /// A panic says what it was on the console (the default is an opaque "unreachable").
@@ -135,7 +183,8 @@ pub async fn train(
                 .map_err(js_error)?;
             engine.upload(Arc::clone(&data)).map_err(js_error)?;
             let described = ("cpu".to_string(), engine.describe());
-            train_in_memory(engine.as_mut(), &config, data, (described, None), report).await
+            let mut engine = YieldingEachEpoch(engine);
+            train_in_memory(&mut engine, &config, data, (described, None), report).await
         }
         other => return Err(js_error(format!("device {other:?}: expected gpu or cpu"))),
     };
