@@ -70,24 +70,16 @@ pub struct MetricsWriter {
 
 impl MetricsWriter {
     pub fn create(path: &Path) -> Result<Self> {
-        let writer = MetricsWriter {
-            text: format!("{METRICS_HEADER}\n"),
-            path: path.to_path_buf(),
-        };
-        write_atomic(path, writer.text.as_bytes())?;
-        Ok(writer)
+        Self::resume(path, &[])
     }
 
     /// Continues a run's metrics.csv after its first `records.len()` epochs (rows beyond them,
     /// written after the checkpoint a resume starts from, are dropped).
     pub fn resume(path: &Path, records: &[EpochRecord]) -> Result<Self> {
-        let mut writer = MetricsWriter {
-            text: format!("{METRICS_HEADER}\n"),
+        let writer = MetricsWriter {
+            text: metrics_csv(records),
             path: path.to_path_buf(),
         };
-        for r in records {
-            writer.push(r);
-        }
         write_atomic(path, writer.text.as_bytes())?;
         Ok(writer)
     }
@@ -99,11 +91,22 @@ impl MetricsWriter {
     }
 
     fn push(&mut self, r: &EpochRecord) {
-        self.text.push_str(&format!(
-            "{},{:.6},{:.6},{:.6},{:.6},{:.3}\n",
-            r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy, r.seconds
-        ));
+        self.text.push_str(&metrics_row(r));
     }
+}
+
+/// One row of `metrics.csv`, with its newline.
+fn metrics_row(r: &EpochRecord) -> String {
+    format!(
+        "{},{:.6},{:.6},{:.6},{:.6},{:.3}\n",
+        r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy, r.seconds
+    )
+}
+
+/// The whole text of `metrics.csv` for `records` (what a browser page offers for download).
+pub fn metrics_csv(records: &[EpochRecord]) -> String {
+    let rows: String = records.iter().map(metrics_row).collect();
+    format!("{METRICS_HEADER}\n{rows}")
 }
 
 /// What a run a pruning sweep stopped at a rung says in its summary's `status`.

@@ -128,6 +128,17 @@ fn an_in_memory_run_on_the_cpu_equals_wgtrain_train() {
     // The model it hands over is the best epoch's, as model.safetensors holds it.
     let saved = std::fs::read(dir.path().join("run-cpu").join("model.safetensors")).unwrap();
     assert_eq!(run.model_safetensors, saved);
+    // metrics.csv as the page offers it: the binary's, seconds aside.
+    let without_seconds = |csv: &str| -> Vec<String> {
+        csv.lines()
+            .map(|l| l.rsplit_once(',').map_or(l, |(rest, _)| rest).to_string())
+            .collect()
+    };
+    let written = std::fs::read_to_string(dir.path().join("run-cpu/metrics.csv")).unwrap();
+    assert_eq!(
+        without_seconds(&wgtrain::metrics::metrics_csv(&run.records)),
+        without_seconds(&written)
+    );
     let counted: usize = run.confusion.iter().flatten().sum();
     let correct: usize = (0..4).map(|c| run.confusion[c][c]).sum();
     assert_eq!(counted, data.test.len);
@@ -284,6 +295,19 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The Chromium to open the page in, when there is one and the page is built; else the test
+/// skips (or, under `WGTRAIN_REQUIRE_BROWSER=1`, fails).
+fn browser_and_page() -> Option<PathBuf> {
+    let Some(browser) = chromium() else {
+        skip(
+            "no chromium on PATH (apt-get install chromium)",
+            "WGTRAIN_REQUIRE_BROWSER",
+        );
+        return None;
+    };
+    page_built().then_some(browser)
+}
+
 /// Opens `url` in headless Chromium with WebGPU on SwiftShader and returns the JSON of the
 /// first console line `wgtrain <word> {…}` (the page's contract), then closes the browser.
 fn page_reports(browser: &Path, url: &str, word: &str) -> serde_json::Value {
@@ -359,16 +383,9 @@ fn fashion_mnist_slice(dir: &Path, train: usize, test: usize) {
 
 #[test]
 fn the_page_trains_in_chromium_as_the_native_cpu_path_does_and_passes_every_check() {
-    let Some(browser) = chromium() else {
-        skip(
-            "no chromium on PATH (apt-get install chromium)",
-            "WGTRAIN_REQUIRE_BROWSER",
-        );
+    let Some(browser) = browser_and_page() else {
         return;
     };
-    if !page_built() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     fashion_mnist_slice(dir.path(), 6000, 1000);
     let (_server, url) = serve(dir.path());
@@ -446,16 +463,9 @@ fn the_page_trains_in_chromium_as_the_native_cpu_path_does_and_passes_every_chec
 
 #[test]
 fn the_page_reports_a_config_it_cannot_train_as_an_error() {
-    let Some(browser) = chromium() else {
-        skip(
-            "no chromium on PATH (apt-get install chromium)",
-            "WGTRAIN_REQUIRE_BROWSER",
-        );
+    let Some(browser) = browser_and_page() else {
         return;
     };
-    if !page_built() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     write_dataset(dir.path(), 60, 20, 8, 3, true);
     // The 8×8 data does not fit the paper's 784 inputs: the library's error, in the element.

@@ -96,6 +96,9 @@ async function train() {
     const summary = JSON.parse(trained.summary);
     $('test-accuracy').textContent = `${(100 * summary.test_accuracy).toFixed(2)}% (loss ${summary.test_loss.toFixed(4)})`;
     $('download').href = URL.createObjectURL(new Blob([trained.model]));
+    $('download-metrics').href = URL.createObjectURL(new Blob([trained.metrics], { type: 'text/csv' }));
+    $('download-summary').href = URL.createObjectURL(
+      new Blob([JSON.stringify(summary, null, 2) + '\n'], { type: 'application/json' }));
     drawConfusion(trained.confusion);
     $('result').hidden = false;
     status(`Finished: ${summary.epochs_run} epochs in ${summary.seconds.toFixed(1)} s on ${summary.device}.`);

@@ -149,7 +149,7 @@ pub fn submit_and_read(
 }
 
 /// Submits `encoder` (which must end by copying `bytes` into `staging` at offset 0) and asks
-/// for `staging` mapped: awaiting the [`PendingRead`] gives the bytes. Natively the await
+/// for `staging` mapped: awaiting what it returns gives the bytes. Natively the await
 /// waits for the device where it stands; in a browser, where nothing may block and WebGPU maps
 /// a buffer only when the page's event loop turns, it yields until the mapping is there, and
 /// then hears the error scopes left unheard until now ([`GpuContext::settle`]).

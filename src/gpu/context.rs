@@ -469,8 +469,8 @@ impl GpuContext {
 
     /// Runs `f` inside validation and out-of-memory error scopes and reports what they caught.
     /// Natively it waits for their verdict here; in a browser, where nothing may wait, the
-    /// verdict is heard by the next [`GpuContext::settle`] (every awaited read-back of an
-    /// engine settles first), so an error still ends the work, one await later.
+    /// verdict is heard by the next [`GpuContext::settle`] (every read-back settles once its
+    /// bytes are there), so an error still ends the work, one await later.
     pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);

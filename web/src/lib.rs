@@ -100,8 +100,8 @@ pub async fn adapter() -> Result<String, JsValue> {
     Ok(open_adapter().await?.describe())
 }
 
-/// A finished run: its summary (JSON with `summary.json`'s keys), the best model's
-/// safetensors bytes, and the test confusion matrix (JSON: `counts`, `names`).
+/// A finished run: its summary (JSON with `summary.json`'s keys), metrics.csv, the best
+/// model's safetensors bytes, and the test confusion matrix (JSON: `counts`, `names`).
 #[wasm_bindgen]
 pub struct Trained {
     run: InMemoryRun,
@@ -112,6 +112,12 @@ impl Trained {
     #[wasm_bindgen(getter)]
     pub fn summary(&self) -> String {
         serde_json::to_string(&self.run.summary).unwrap_or_default()
+    }
+
+    /// metrics.csv as `wgtrain train` writes it.
+    #[wasm_bindgen(getter)]
+    pub fn metrics(&self) -> String {
+        wgtrain::metrics::metrics_csv(&self.run.records)
     }
 
     #[wasm_bindgen(getter)]
@@ -164,10 +170,10 @@ pub async fn train(
     let run = match device.as_str() {
         "gpu" => {
             let ctx = open_adapter().await?;
-            let adapter = Arc::clone(&ctx.info);
-            let described = (ctx.describe(), ctx.describe());
+            let (adapter, device) = (Arc::clone(&ctx.info), ctx.describe());
             let mut engine = GpuEngine::new(ctx, &params, config.batch_size).map_err(js_error)?;
             engine.upload(Arc::clone(&data)).map_err(js_error)?;
+            let described = (device, engine.describe());
             train_in_memory(
                 &mut engine,
                 &config,
