@@ -14,10 +14,11 @@ pub enum ServeError {
         "the page is not built: {missing} is missing (hint: run web/build.sh once, then wgtrain web)"
     )]
     NotBuilt { missing: PathBuf },
-    #[error("cannot listen on {address}: {source} (hint: choose another --port, or 0 for any)")]
+    #[error("cannot listen on {address}: {reason} (hint: choose another --port, or 0 for any)")]
     Listen {
         address: String,
-        source: std::io::Error,
+        // Not `source`: the message says it once, and `error: {:#}` would say it again.
+        reason: std::io::Error,
     },
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
@@ -60,19 +61,19 @@ impl Site {
         }
     }
 
-    /// Checks, before anything is served, that the page is built and that the data is four
-    /// readable IDX files of matching images and labels (checksums too, where listed), so a
-    /// problem is an error here rather than a page that fails later.
+    /// Checks, before anything is served, that the data is four readable IDX files of
+    /// matching images and labels (checksums too, where listed) and that the page is built,
+    /// so a problem is an error here rather than a page that fails later.
     pub fn check(&self) -> Result<(), ServeError> {
+        use crate::data::{TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_pair};
+        read_pair(&self.data_dir, TRAIN_IMAGES, TRAIN_LABELS)?;
+        read_pair(&self.data_dir, TEST_IMAGES, TEST_LABELS)?;
         for (file, _) in PAGE_FILES {
             let path = self.web_dir.join(file);
             if !path.is_file() {
                 return Err(ServeError::NotBuilt { missing: path });
             }
         }
-        use crate::data::{TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_pair};
-        read_pair(&self.data_dir, TRAIN_IMAGES, TRAIN_LABELS)?;
-        read_pair(&self.data_dir, TEST_IMAGES, TEST_LABELS)?;
         Ok(())
     }
 
@@ -144,9 +145,9 @@ impl PageServer {
     /// Checks `site` ([`Site::check`]) and listens on `address` (port 0: any free one).
     pub fn bind(address: SocketAddr, site: Site) -> Result<Self, ServeError> {
         site.check()?;
-        let listener = TcpListener::bind(address).map_err(|source| ServeError::Listen {
+        let listener = TcpListener::bind(address).map_err(|reason| ServeError::Listen {
             address: address.to_string(),
-            source,
+            reason,
         })?;
         Ok(PageServer { listener, site })
     }

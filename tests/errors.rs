@@ -746,6 +746,20 @@ fn cases(root: &Path) -> Vec<Case> {
             expect,
         });
     }
+    // See: #21. `wgtrain web` checks the data before serving a page that would fail on it.
+    let no_labels = dataset(root, "web-no-labels");
+    std::fs::remove_file(no_labels.join("t10k-labels-idx1-ubyte")).unwrap();
+    cases.push(Case {
+        what: "a data directory missing a file, served to the page",
+        args: vec![
+            "web".into(),
+            "--port".into(),
+            "0".into(),
+            "--data".into(),
+            no_labels.display().to_string(),
+        ],
+        expect: "t10k-labels-idx1-ubyte not found",
+    });
     let broken = root.join("broken.toml");
     std::fs::write(&broken, "layers = [784, 10\nepochs = 3\n").unwrap();
     cases.push(Case {
