@@ -46,17 +46,10 @@ impl Site {
     /// The page, configs and data beside this source tree (or under the working directory),
     /// with the data in `data_dir`.
     pub fn in_source_tree(data_dir: PathBuf) -> Site {
-        let root = |name: &str| {
-            let local = PathBuf::from(name);
-            if local.is_dir() {
-                local
-            } else {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
-            }
-        };
+        use crate::data::in_working_or_source_tree;
         Site {
-            web_dir: root("web"),
-            configs_dir: root("configs"),
+            web_dir: in_working_or_source_tree(Path::new("web")),
+            configs_dir: in_working_or_source_tree(Path::new("configs")),
             data_dir,
         }
     }

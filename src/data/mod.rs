@@ -486,12 +486,15 @@ pub fn identity_of_dir(dir: &Path) -> Result<DataIdentity, DataError> {
 /// The vendored Fashion-MNIST directory: `data/fashion-mnist` under the working directory when
 /// it is there, else the one in the source tree this binary was built from.
 pub fn default_dir() -> PathBuf {
-    let local = PathBuf::from("data").join("fashion-mnist");
-    if local.is_dir() {
-        local
+    in_working_or_source_tree(&Path::new("data").join("fashion-mnist"))
+}
+
+/// The directory `relative` under the working directory when it is there, else the one in the
+/// source tree this binary was built from (the vendored data, configs, the page).
+pub fn in_working_or_source_tree(relative: &Path) -> PathBuf {
+    if relative.is_dir() {
+        relative.to_path_buf()
     } else {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("data")
-            .join("fashion-mnist")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
     }
 }

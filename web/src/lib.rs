@@ -184,11 +184,10 @@ pub async fn train(
             .await
         }
         "cpu" => {
-            let mut engine = EngineKind::Cpu { threads: 1 }
-                .build(&params, config.batch_size)
-                .map_err(js_error)?;
+            let kind = EngineKind::Cpu { threads: 1 };
+            let mut engine = kind.build(&params, config.batch_size).map_err(js_error)?;
             engine.upload(Arc::clone(&data)).map_err(js_error)?;
-            let described = ("cpu".to_string(), engine.describe());
+            let described = (kind.device_name().to_string(), engine.describe());
             let mut engine = YieldingEachEpoch(engine);
             train_in_memory(&mut engine, &config, data, (described, None), report).await
         }
