@@ -198,6 +198,20 @@ const ALIASES: &[(&str, &str)] = &[
     ("batch", "batch_size"),
 ];
 
+/// A TOML error as one line, `line N: what` (toml's Display draws the line with a caret over
+/// several; our errors are one line). N counts the newlines before the error, so an error at
+/// the start of a line names that line, not the one before.
+pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    match e.span() {
+        Some(span) => format!(
+            "line {}: {message}",
+            text[..span.start.min(text.len())].matches('\n').count() + 1
+        ),
+        None => message.to_string(),
+    }
+}
+
 fn suggestion(key: &str) -> String {
     let lower = key.to_ascii_lowercase();
     if let Some((_, to)) = ALIASES.iter().find(|(from, _)| *from == lower) {
@@ -273,15 +287,7 @@ impl TrainConfig {
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
                     path: path.to_path_buf(),
-                    // toml's Display draws the line with a caret; one line suits our errors.
-                    message: match e.span() {
-                        Some(span) => format!(
-                            "line {}: {}",
-                            text[..span.start].lines().count().max(1),
-                            e.message().trim()
-                        ),
-                        None => e.message().trim().to_string(),
-                    },
+                    message: toml_error_line(text, &e),
                 })?;
         table
             .entry("name")

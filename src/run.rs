@@ -124,11 +124,31 @@ pub fn run_training(
                 c.epochs_done, config.epochs, c.epochs_done
             )));
         }
+        // Already at the epoch to stop after: another shard of a pruning sweep took this run
+        // to its rung after this process listed it (a waiting shard trains the runs no
+        // process holds); training on would carry it past the rung before the rung judged it.
+        if opts.stop_after.is_some_and(|stop| c.epochs_done >= stop) {
+            return Err(Error::Paused {
+                epoch: c.epochs_done,
+            });
+        }
         Some(c)
     } else {
         if !opts.force && dir.holds_run() {
             return Err(Error::RunExists {
                 path: opts.out.clone(),
+            });
+        }
+        // Listed to start afresh, but another shard has begun it since, as above: it stays
+        // where that shard left it, for whoever goes on with it, not trained again from the
+        // start (which could take it back below a rung another shard has judged).
+        if opts.stop_after.is_some()
+            && dir.written_config().is_some_and(|c| c == config.to_toml())
+            && let Ok(c) = load_checkpoint(&checkpoint_path)
+            && config.describes(&c.model)
+        {
+            return Err(Error::Paused {
+                epoch: c.epochs_done,
             });
         }
         None

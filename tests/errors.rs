@@ -595,6 +595,25 @@ fn cases(root: &Path) -> Vec<Case> {
             "[grid]\nlearning_rate = [0.01, 0.1]\n[prune]\nmin_epochs = 0\nmax_epochs = 9\n",
             "`prune.min_epochs = 0`: the first rung needs at least one epoch",
         ),
+        // Each trained seed 1 under a heading that named another, silently.
+        (
+            "a sweep setting that sets the seed",
+            "seed-grid.toml",
+            "[grid]\nseed = [3, 4]\n",
+            "`grid.seed`: a sweep trains each setting with every seed of its `seeds`",
+        ),
+        (
+            "a seed listed twice",
+            "seeds-twice.toml",
+            "seeds = [1, 2, 1]\n[grid]\nlearning_rate = [0.1]\n",
+            "`seeds` lists 1 twice",
+        ),
+        (
+            "a search distribution that is not one of the four forms",
+            "search-form.toml",
+            "trials = 3\n[search]\nlearning_rate = { uniform = [0.001, 0.1], log = true }\n",
+            "line 3: a distribution is one of `{ uniform = [low, high] }`",
+        ),
         (
             "a search beside a grid",
             "search-grid.toml",
@@ -617,6 +636,18 @@ fn cases(root: &Path) -> Vec<Case> {
     }
     let one_run = root.join("one-run.toml");
     std::fs::write(&one_run, "[grid]\nlearning_rate = [0.1]\n").unwrap();
+    cases.push(Case {
+        what: "a seed given to every run of a sweep with --set",
+        args: vec![
+            "sweep".into(),
+            one_run.display().to_string(),
+            "--out".into(),
+            root.join("sweep-out").display().to_string(),
+            "--set".into(),
+            "seed=4".into(),
+        ],
+        expect: "--set seed=4: a sweep trains each setting with every seed of its `seeds`",
+    });
     // See: #16. Each said "shard 0/1" and trained the whole sweep.
     for (what, env, expect) in [
         (
@@ -769,7 +800,20 @@ fn cases(root: &Path) -> Vec<Case> {
             "--config".into(),
             broken.display().to_string(),
         ],
-        expect: "line 1",
+        // toml's own display puts its caret on line 2, where `epochs` came instead of a comma.
+        expect: "line 2: missing comma",
+    });
+    // See: an error at the start of a line was said to be on the line before.
+    let twice = root.join("twice.toml");
+    std::fs::write(&twice, "epochs = 2\nepochs = 3\n").unwrap();
+    cases.push(Case {
+        what: "a config file that gives a key twice",
+        args: vec![
+            "train".into(),
+            "--config".into(),
+            twice.display().to_string(),
+        ],
+        expect: "line 2: duplicate key",
     });
     cases.push(Case {
         what: "a config file that is not there",

@@ -109,6 +109,65 @@ fn two_epochs_then_resume_to_five_equals_five_straight_on_the_gpu() {
     assert_eq!(a.state, b.state);
 }
 
+/// See: a pruned sweep sharded three ways now and then finished a run its rung pruned: one
+/// shard took the run to the rung (the owner was busy) while the owner, which had listed it
+/// to go on, then resumed it "to the rung" from the rung, trained past it to the end. Its
+/// sibling: a run listed to start afresh that another shard has begun is left where it is.
+#[test]
+fn a_run_resumed_to_the_rung_it_has_reached_stops_there_without_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let config = TrainConfig::from_toml_str(
+        "",
+        Path::new("(built-in default)"),
+        "momentum",
+        &[
+            "layers=[36, 8, 3]".into(),
+            "batch_size=16".into(),
+            "epochs=4".into(),
+        ],
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let to_rung = |resume: bool| {
+        let opts = RunOptions {
+            out: out.clone(),
+            force: true,
+            data_dir: Some(data.clone()),
+            engine: EngineKind::Cpu { threads: 1 },
+            resume,
+            interrupt: None,
+            datasets: None,
+            stop_after: Some(2),
+        };
+        let mut trained = 0;
+        let outcome = run_training(&config, &opts, |_, _| trained += 1);
+        (outcome, trained)
+    };
+    let (outcome, trained) = to_rung(false);
+    assert!(matches!(outcome, Err(wgtrain::Error::Paused { epoch: 2 })));
+    assert_eq!(trained, 2);
+    let before = metrics(&out);
+    assert_eq!(before.len(), 3, "a header and two epochs");
+    for resume in [true, false] {
+        let (outcome, trained) = to_rung(resume);
+        assert!(
+            matches!(outcome, Err(wgtrain::Error::Paused { epoch: 2 })),
+            "resume {resume}: {outcome:?}"
+        );
+        assert_eq!(trained, 0, "resume {resume}: trained again");
+    }
+    assert_eq!(metrics(&out), before, "nothing trained past the rung");
+    assert!(!RunDir::new(&out).is_finished());
+    assert_eq!(
+        load_checkpoint(&RunDir::new(&out).checkpoint())
+            .unwrap()
+            .epochs_done,
+        2
+    );
+}
+
 #[test]
 fn resume_refuses_a_directory_without_a_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();

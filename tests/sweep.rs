@@ -823,6 +823,19 @@ fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree
     assert!(md.contains("Epochs trained: 16 of the 36"), "{md}");
     assert!(md.contains("1 finished and 8 pruned runs in"), "{md}");
 
+    // The bound a software adapter's note goes by: with one model shape and no early stop,
+    // successive halving spends exactly its most, the 16 epochs results.md counts.
+    let extra = ["layers=[36, 8, 3]".to_string(), "batch_size=16".to_string()];
+    let runs = expand(&sweep, &extra, 1000).unwrap();
+    let refs: Vec<&wgtrain::sweep::SweepRun> = runs.iter().collect();
+    let epoch = wgtrain::bench::config_epoch_flops(&runs[0].config, &data).unwrap();
+    let most = wgtrain::sweep::most_flops(&refs, &data).unwrap();
+    assert!(
+        (most / epoch - 16.0).abs() < 1e-9,
+        "{} epochs",
+        most / epoch
+    );
+
     // A rerun decides alike and trains nothing.
     let again = run_sweep(&sweep, &data, &out, &TINY_PRUNED);
     assert!(again.contains("trained 0, skipped 9 finished"), "{again}");
@@ -866,6 +879,27 @@ fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree
         );
     }
     assert_merged_results_equal(&waves, &out);
+}
+
+#[test]
+fn the_most_a_pruned_sweep_spends_keeps_the_costliest_settings_at_each_rung() {
+    let prune = wgtrain::sweep::Prune {
+        min_epochs: 3,
+        max_epochs: 100,
+        eta: 3,
+    };
+    // configs/sweeps/search.toml's shape: 27 settings to 3 epochs, 9 on to 9, 3 to 27, one to
+    // 81 and on to 100.
+    assert_eq!(prune.most_cost(&[(1.0, 100); 27]), 262.0);
+    // One costly setting among cheap ones is taken to be the one that goes on.
+    assert_eq!(
+        prune.most_cost(&[(1.0, 100), (10.0, 100), (1.0, 100)]),
+        10.0 * 100.0 + 2.0 * 3.0
+    );
+    // A setting that trains fewer epochs than the first rung spends only those.
+    assert_eq!(prune.most_cost(&[(1.0, 2), (1.0, 100)]), 2.0 + 100.0);
+    // Without pruning every epoch of every setting would be spent: the bound is below.
+    assert!(prune.most_cost(&[(1.0, 100); 27]) < 2700.0);
 }
 
 #[test]

@@ -136,25 +136,21 @@ pub fn software_adapter_gflops_per_core(adapter: &str) -> f64 {
     }
 }
 
-/// Roughly how many seconds `runs` (their configs) take on the software adapter named
-/// `adapter` on this machine's cores, with the models and training rows the images file in
-/// `data_dir` declares (less the `val_fraction` held out); `None` where the file cannot say
+/// The arithmetic of one training epoch of `config` (its model on the training rows the images
+/// file in `data_dir` declares, less its validation share); `None` where the file cannot say
 /// (the run's own load reports why).
-pub fn software_adapter_secs(
-    runs: &[&TrainConfig],
-    adapter: &str,
-    data_dir: &std::path::Path,
-    val_fraction: f64,
-) -> Option<f64> {
+pub fn config_epoch_flops(config: &TrainConfig, data_dir: &std::path::Path) -> Option<f64> {
     let images = crate::data::locate(data_dir, crate::data::TRAIN_IMAGES);
-    let rows = crate::data::idx::declared_items(&images)? as f64 * (1.0 - val_fraction);
+    let rows = crate::data::idx::declared_items(&images)? as f64 * (1.0 - config.val_fraction);
+    let model = crate::run::declared_model(config, data_dir)?;
+    Some(model.epoch_flops(rows as usize))
+}
+
+/// Roughly how many seconds `flops` of training take on the software adapter named `adapter`,
+/// on this machine's cores.
+pub fn software_adapter_secs(flops: f64, adapter: &str) -> f64 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let mut flops = 0.0;
-    for config in runs {
-        let model = crate::run::declared_model(config, data_dir)?;
-        flops += config.epochs as f64 * model.epoch_flops(rows as usize);
-    }
-    Some(flops / (software_adapter_gflops_per_core(adapter) * 1e9 * cores))
+    flops / (software_adapter_gflops_per_core(adapter) * 1e9 * cores)
 }
 
 /// The practical f32 GEMM peak of this CPU: the CPU path's own GEMM (the `gemm` crate) on

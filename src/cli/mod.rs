@@ -104,33 +104,25 @@ fn engine_kind(on: &DeviceArgs) -> Result<EngineKind> {
 }
 
 /// Before a long run on a software adapter (lavapipe, llvmpipe, SwiftShader, WARP), says what
-/// it is for and roughly how long `runs` will take there; a run estimated under a minute goes
+/// it is for and roughly how long `runs` runs, the most arithmetic they can take (`flops`,
+/// `None` where that cannot be said), will take there; work estimated under a minute goes
 /// without a note.
-fn note_software_adapter(
-    engine: &EngineKind,
-    data_dir: &Path,
-    val_fraction: f64,
-    runs: &[&wgtrain::config::TrainConfig],
-) {
+fn note_software_adapter(engine: &EngineKind, runs: usize, flops: Option<f64>) {
     let EngineKind::Gpu { context } = engine else {
         return;
     };
     if !context.info.software {
         return;
     }
-    let how_long = match wgtrain::bench::software_adapter_secs(
-        runs,
-        &context.info.name,
-        data_dir,
-        val_fraction,
-    ) {
+    let how_long = match flops.map(|f| wgtrain::bench::software_adapter_secs(f, &context.info.name))
+    {
         Some(s) if s < 60.0 => return,
         Some(s) => format!(
             "; {} may take up to roughly {} here",
-            if runs.len() == 1 {
+            if runs == 1 {
                 "this run".to_string()
             } else {
-                format!("these {} runs", runs.len())
+                format!("these {runs} runs")
             },
             duration_words(s)
         ),
@@ -384,7 +376,9 @@ fn train(t: &TrainArgs) -> Result<()> {
         stop_after: None,
     };
     let data_dir = opts.data_dir.clone().unwrap_or_else(data::default_dir);
-    note_software_adapter(&opts.engine, &data_dir, config.val_fraction, &[&config]);
+    let flops =
+        wgtrain::bench::config_epoch_flops(&config, &data_dir).map(|f| f * config.epochs as f64);
+    note_software_adapter(&opts.engine, 1, flops);
     if !quiet
         && resume.is_none()
         && let Some(Model::Network(net)) = wgtrain::run::declared_model(&config, &data_dir)

@@ -43,9 +43,9 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         .filter(|(i, _)| shard.takes(*i))
         .collect();
     println!(
-        "sweep {}: {} runs, this process takes {} (shard {}/{}) → {}",
+        "sweep {}: {}, this process takes {} (shard {}/{}) → {}",
         file.display(),
-        runs.len(),
+        sweep::runs_text(runs.len()),
         mine.len(),
         shard.index,
         shard.count,
@@ -54,10 +54,9 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     let mine_runs: Vec<&sweep::SweepRun> = mine.iter().map(|(_, r)| *r).collect();
     let engine = engine_kind(&args.on)?;
     let data_dir = sweep::prepare_out(&out, args.data.clone(), &mine_runs)?;
-    if let Some(first) = mine_runs.first() {
-        let work: Vec<&wgtrain::config::TrainConfig> =
-            mine_runs.iter().map(|r| &r.config).collect();
-        note_software_adapter(&engine, &data_dir, first.config.val_fraction, &work);
+    if !mine_runs.is_empty() {
+        let flops = sweep::most_flops(&mine_runs, &data_dir);
+        note_software_adapter(&engine, mine_runs.len(), flops);
     }
     let interrupt = interrupt_flag();
     let options = sweep::SweepOptions {

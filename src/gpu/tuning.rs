@@ -290,20 +290,8 @@ impl TuningFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TuningFile::default()),
             Err(e) => return Err(Self::error(path, e)),
         };
-        let file: TuningFile = toml::from_str(&text).map_err(|e| {
-            // toml's Display draws the line with a caret; one line suits our errors.
-            let message = e.message().trim();
-            match e.span() {
-                Some(span) => Self::error(
-                    path,
-                    format!(
-                        "line {}: {message}",
-                        text[..span.start].lines().count().max(1)
-                    ),
-                ),
-                None => Self::error(path, message),
-            }
-        })?;
+        let file: TuningFile = toml::from_str(&text)
+            .map_err(|e| Self::error(path, crate::config::toml_error_line(&text, &e)))?;
         for entry in &file.adapter {
             entry
                 .tuning()

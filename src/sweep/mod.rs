@@ -105,6 +105,37 @@ fn safe_name(s: &str) -> String {
         .collect()
 }
 
+/// The most arithmetic `runs` can take (every epoch of each; for a pruning sweep, the bound of
+/// its successive halving over their settings: [`Prune::most_cost`]), with the models and
+/// training rows the data in `data_dir` declares; `None` where it cannot say.
+pub fn most_flops(runs: &[&SweepRun], data_dir: &Path) -> Option<f64> {
+    // (setting, its cost per epoch, its runs' epochs)
+    let mut settings: Vec<(&str, f64, usize)> = Vec::new();
+    for run in runs {
+        let flops = crate::bench::config_epoch_flops(&run.config, data_dir)?;
+        match settings.iter_mut().find(|s| s.0 == run.setting) {
+            Some(s) => {
+                s.1 += flops;
+                s.2 = s.2.max(run.config.epochs);
+            }
+            None => settings.push((&run.setting, flops, run.config.epochs)),
+        }
+    }
+    let settings: Vec<(f64, usize)> = settings.iter().map(|s| (s.1, s.2)).collect();
+    Some(match runs.first().and_then(|r| r.prune) {
+        Some(prune) => prune.most_cost(&settings),
+        None => settings
+            .iter()
+            .map(|&(cost, epochs)| cost * epochs as f64)
+            .sum(),
+    })
+}
+
+/// `1 run`, `3 runs`.
+pub fn runs_text(n: usize) -> String {
+    format!("{n} run{}", if n == 1 { "" } else { "s" })
+}
+
 /// How many runs a sweep may make unless `--max-runs` allows more: enough for any grid a
 /// person means to train, few enough that a typo in a grid (a 10⁶-point product) is refused
 /// before it makes a single run directory.
@@ -115,10 +146,7 @@ pub const DEFAULT_MAX_RUNS: usize = 1000;
 /// `max_runs` runs is refused before any is built. Errors about the sweep file's own contents
 /// do not repeat its path: the caller names the file (`sweep FILE: …`).
 pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<SweepRun>> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Usage(e.to_string()))?;
     let file: SweepFile = toml::from_str(&text).map_err(|e| {
         // A training config given where a sweep file goes: say so, not "unknown field".
         let config_key = toml::from_str::<toml::Table>(&text).ok().and_then(|t| {
@@ -126,19 +154,18 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
                 .find(|k| crate::config::KEYS.contains(&k.as_str()))
                 .cloned()
         });
-        ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: match config_key {
-                Some(key) => format!(
-                    "`{key}` is a config key: this is a training config, not a sweep file (hint: `wgtrain train --config {}`, or name it as `base = \"...\"` in a sweep file)",
-                    path.display()
-                ),
-                None => e.message().trim().to_string(),
-            },
-        }
+        // The caller names the file; the message names the line.
+        Error::Usage(match config_key {
+            Some(key) => format!(
+                "`{key}` is a config key: this is a training config, not a sweep file (hint: `wgtrain train --config {}`, or name it as `base = \"...\"` in a sweep file)",
+                path.display()
+            ),
+            None => crate::config::toml_error_line(&text, &e),
+        })
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
     check_search(&file)?;
+    check_sweep_keys(&file, extra)?;
     if let Some(prune) = &file.prune {
         prune.check().map_err(Error::Usage)?;
     }
@@ -287,6 +314,53 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
         )));
     }
     Ok(runs)
+}
+
+/// `seed` and `name` are the sweep's own: it trains every setting with each of `seeds` and
+/// names each run after its setting, overriding whatever a setting or `--set` gives them, so
+/// one that tries is refused (it would train seed 1 under a heading that says seed 3). A seed
+/// listed twice would make two runs of one directory.
+fn check_sweep_keys(file: &SweepFile, extra: &[String]) -> Result<()> {
+    let set_keys = file.runs.iter().flat_map(|r| {
+        r.set
+            .keys()
+            .map(|k| (format!("a `[[runs]]` entry's `set.{k}`"), k.as_str()))
+    });
+    let where_set = file
+        .grid
+        .keys()
+        .map(|k| (format!("`grid.{k}`"), k.as_str()))
+        .chain(
+            file.search
+                .keys()
+                .map(|k| (format!("`search.{k}`"), k.as_str())),
+        )
+        .chain(set_keys)
+        .chain(extra.iter().map(|arg| {
+            let key = arg.split_once('=').map_or(arg.as_str(), |(k, _)| k).trim();
+            (format!("--set {arg}"), key)
+        }));
+    for (place, key) in where_set {
+        let why = match key {
+            "seed" => {
+                "a sweep trains each setting with every seed of its `seeds` (hint: `seeds = [1, 2, 3]` in the sweep file)"
+            }
+            "name" => {
+                "a sweep names each run after its setting (hint: a `[[runs]]` entry's own `name = \"...\"`)"
+            }
+            _ => continue,
+        };
+        return Err(Error::Usage(format!("{place}: {why}")));
+    }
+    let mut seeds = file.seeds.clone();
+    seeds.sort_unstable();
+    if let Some(w) = seeds.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::Usage(format!(
+            "`seeds` lists {} twice: each seed trains each setting once",
+            w[0]
+        )));
+    }
+    Ok(())
 }
 
 /// A search's own mistakes, before anything is expanded: `[search]` without `trials` or the

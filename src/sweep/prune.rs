@@ -70,6 +70,29 @@ impl Prune {
         }
         rungs
     }
+
+    /// The most that successive halving can spend on `settings`, each given as (its cost per
+    /// epoch, all its runs together; its runs' `epochs`): every setting to the first rung, then
+    /// after each rung the best 1/eta (at least one) on to the next, those taken here to be the
+    /// costliest, so the figure bounds the sweep whatever its results. Settings that stop early
+    /// only leave fewer to go on.
+    pub fn most_cost(&self, settings: &[(f64, usize)]) -> f64 {
+        let mut total = 0.0;
+        let mut going_on = settings.len();
+        let mut done = 0;
+        // The last stage takes each setting to its own epochs.
+        for end in self.rungs().into_iter().chain([usize::MAX]) {
+            let mut stage: Vec<f64> = settings
+                .iter()
+                .map(|&(cost, epochs)| cost * (end.min(epochs) - done.min(epochs)) as f64)
+                .collect();
+            stage.sort_by(|a, b| b.total_cmp(a));
+            total += stage.iter().take(going_on).sum::<f64>();
+            done = end;
+            going_on = (going_on / self.eta.max(2)).max(1);
+        }
+        total
+    }
 }
 
 pub use crate::metrics::PRUNED;

@@ -68,10 +68,15 @@ pub struct ReportedRuns {
 }
 
 impl std::fmt::Display for ReportedRuns {
-    /// `9 finished runs`, or `1 finished and 8 pruned runs`.
+    /// `9 finished runs`, `1 finished run`, or `1 finished and 8 pruned runs`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.pruned {
-            0 => write!(f, "{} finished runs", self.ended),
+            0 => write!(
+                f,
+                "{} finished run{}",
+                self.ended,
+                if self.ended == 1 { "" } else { "s" }
+            ),
             p => write!(f, "{} finished and {p} pruned runs", self.ended - p),
         }
     }

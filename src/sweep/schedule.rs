@@ -220,8 +220,9 @@ pub fn train_runs(
                     (
                         vec![EngineKind::Cpu { threads }; workers.min(pack.len())],
                         format!(
-                            "{} runs, {workers} at a time side by side on the CPU, {threads} thread{} each",
-                            pack.len(),
+                            "{}, {} at a time side by side on the CPU, {threads} thread{} each",
+                            super::runs_text(pack.len()),
+                            workers.min(pack.len()),
                             if threads == 1 { "" } else { "s" }
                         ),
                     )

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 /// How one key's values are drawn.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "toml::Value")]
 pub enum Distribution {
     /// Uniform on [low, high).
     Uniform([f64; 2]),
@@ -31,6 +31,77 @@ pub enum Distribution {
     Int([i64; 2]),
     /// One of the values, each equally likely.
     Choice(Vec<toml::Value>),
+}
+
+/// The forms a distribution takes, for errors.
+const FORMS: &str = "`{ uniform = [low, high] }`, `{ log_uniform = [low, high] }`, `{ int = [low, high] }` or `{ choice = [value, ...] }`";
+
+/// A distribution as written: a table of exactly one of the four kinds (serde's own enum
+/// errors say "wanted exactly 1 element" and name no form).
+impl TryFrom<toml::Value> for Distribution {
+    type Error = String;
+
+    fn try_from(written: toml::Value) -> Result<Self, String> {
+        let toml::Value::Table(table) = written else {
+            return Err(format!(
+                "a distribution is one of {FORMS}, not {written} (hint: a fixed value goes in the base config, or `{{ choice = [{written}] }}`)"
+            ));
+        };
+        let kinds: Vec<&String> = table.keys().collect();
+        let [kind] = kinds[..] else {
+            return Err(format!(
+                "a distribution is one of {FORMS}; this one has {}",
+                match kinds.len() {
+                    0 => "no kind".to_string(),
+                    _ => format!(
+                        "{} keys ({})",
+                        kinds.len(),
+                        kinds
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }
+            ));
+        };
+        let value = table[kind].clone();
+        let takes = |what: &str, e: toml::de::Error| {
+            format!(
+                "`{kind}` takes {what}, not {value} ({})",
+                e.message().trim()
+            )
+        };
+        match kind.as_str() {
+            "uniform" => Ok(Distribution::Uniform(
+                value
+                    .clone()
+                    .try_into()
+                    .map_err(|e| takes("[low, high]", e))?,
+            )),
+            "log_uniform" => Ok(Distribution::LogUniform(
+                value
+                    .clone()
+                    .try_into()
+                    .map_err(|e| takes("[low, high]", e))?,
+            )),
+            "int" => Ok(Distribution::Int(
+                value
+                    .clone()
+                    .try_into()
+                    .map_err(|e| takes("[low, high] as whole numbers", e))?,
+            )),
+            "choice" => Ok(Distribution::Choice(
+                value
+                    .clone()
+                    .try_into()
+                    .map_err(|e| takes("a list of values", e))?,
+            )),
+            other => Err(format!(
+                "`{other}` is not a distribution: use one of {FORMS}"
+            )),
+        }
+    }
 }
 
 impl Distribution {
