@@ -63,6 +63,14 @@ pub enum Error {
     )]
     ConfigChanged { run: PathBuf, difference: String },
     #[error(
+        "sweep {path} was judged by {was}, and the sweep file now says {now}: its runs were pruned (or not) by other rungs than the file's (hint: a changed sweep goes in another --out)"
+    )]
+    PruneChanged {
+        path: PathBuf,
+        was: String,
+        now: String,
+    },
+    #[error(
         "the sweep makes {runs} runs ({settings} settings × {seeds} seeds), more than the {max_runs} allowed (hint: trim the grid, or pass --max-runs N to allow more)"
     )]
     SweepTooLarge {

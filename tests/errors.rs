@@ -636,6 +636,43 @@ fn cases(root: &Path) -> Vec<Case> {
     }
     let one_run = root.join("one-run.toml");
     std::fs::write(&one_run, "[grid]\nlearning_rate = [0.1]\n").unwrap();
+    // See: a rerun with another [prune] kept the old rungs' verdicts under the new file's name.
+    let pruned_out = root.join("pruned-sweep");
+    let prune_spec = |eta: usize| {
+        format!(
+            "[grid]\nlearning_rate = [0.01, 0.1, 0.3]\n[prune]\nmin_epochs = 1\nmax_epochs = 2\neta = {eta}\n"
+        )
+    };
+    let (pruned_file, changed_file) = (root.join("pruned.toml"), root.join("pruned-eta2.toml"));
+    std::fs::write(&pruned_file, prune_spec(3)).unwrap();
+    std::fs::write(&changed_file, prune_spec(2)).unwrap();
+    let sweep_args = |file: &Path| -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "sweep".into(),
+            file.display().to_string(),
+            "--out".into(),
+            pruned_out.display().to_string(),
+            "--device".into(),
+            "cpu".into(),
+            "--data".into(),
+            good.display().to_string(),
+        ];
+        // TINY's model and batch; the sweep's [prune] sets the epochs.
+        for pair in TINY.chunks(2).filter(|p| !p[1].starts_with("epochs=")) {
+            a.extend(pair.iter().map(|s| s.to_string()));
+        }
+        a
+    };
+    let pruned = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(sweep_args(&pruned_file))
+        .output()
+        .unwrap();
+    assert!(pruned.status.success(), "{pruned:?}");
+    cases.push(Case {
+        what: "a pruned sweep rerun into its directory with another `[prune]`",
+        args: sweep_args(&changed_file),
+        expect: "was judged by [prune] min_epochs = 1, max_epochs = 2, eta = 3, and the sweep file now says [prune] min_epochs = 1, max_epochs = 2, eta = 2",
+    });
     cases.push(Case {
         what: "a seed given to every run of a sweep with --set",
         args: vec![

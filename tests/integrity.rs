@@ -289,7 +289,8 @@ fn sweep(
 ) -> wgtrain::Result<SweepTally> {
     let runs = wgtrain::sweep::expand(file, sets, wgtrain::sweep::DEFAULT_MAX_RUNS)?;
     let mine: Vec<&wgtrain::sweep::SweepRun> = runs.iter().collect();
-    let data_dir = wgtrain::sweep::prepare_out(out, data.map(Path::to_path_buf), &mine)?;
+    let prune = runs.first().and_then(|r| r.prune);
+    let data_dir = wgtrain::sweep::prepare_out(out, data.map(Path::to_path_buf), &mine, prune)?;
     let options = wgtrain::sweep::SweepOptions {
         out: out.to_path_buf(),
         data_dir,

@@ -836,10 +836,40 @@ fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree
         most / epoch
     );
 
-    // A rerun decides alike and trains nothing.
+    // A rerun decides alike and trains nothing (nor counts the pruned runs as pruned again).
     let again = run_sweep(&sweep, &data, &out, &TINY_PRUNED);
-    assert!(again.contains("trained 0, skipped 9 finished"), "{again}");
+    assert!(
+        again.contains("trained 0, skipped 9 finished, 0 diverged; 1 finished and 8 pruned runs"),
+        "{again}"
+    );
     assert_eq!(rows, rows_without_seconds(&out));
+    // The same sweep with another [prune] (or none) is another sweep: refused, not mixed in.
+    for (name, changed) in [
+        ("eta2.toml", "eta = 3", "eta = 2"),
+        (
+            "unpruned.toml",
+            "[prune]\nmin_epochs = 1\nmax_epochs = 4\neta = 3\n",
+            "",
+        ),
+    ]
+    .map(|(name, from, to)| {
+        let text = std::fs::read_to_string(&sweep).unwrap();
+        assert!(text.contains(from));
+        (name, text.replace(from, to))
+    }) {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, changed).unwrap();
+        let o = spawn_sweep(&path, &data, &out, &TINY_PRUNED)
+            .wait_with_output()
+            .unwrap();
+        assert!(!o.status.success(), "{name}");
+        assert!(
+            stderr(&o).contains("was judged by [prune] min_epochs = 1, max_epochs = 4, eta = 3"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(rows, rows_without_seconds(&out), "nothing was written");
 
     // Three shards at once, one directory: each waits for the others at each rung.
     let sharded = tmp.path().join("sharded");

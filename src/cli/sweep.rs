@@ -53,7 +53,8 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     );
     let mine_runs: Vec<&sweep::SweepRun> = mine.iter().map(|(_, r)| *r).collect();
     let engine = engine_kind(&args.on)?;
-    let data_dir = sweep::prepare_out(&out, args.data.clone(), &mine_runs)?;
+    let prune = runs.first().and_then(|r| r.prune);
+    let data_dir = sweep::prepare_out(&out, args.data.clone(), &mine_runs, prune)?;
     if !mine_runs.is_empty() {
         let flops = sweep::most_flops(&mine_runs, &data_dir);
         note_software_adapter(&engine, mine_runs.len(), flops);
@@ -74,7 +75,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         pack_lines: Default::default(),
         run: Default::default(),
     };
-    let tally = match runs.first().and_then(|r| r.prune) {
+    let tally = match prune {
         Some(prune) => sweep::train_pruned(&runs, &mine_runs, &prune, &options, &printer)?,
         None => sweep::train_runs(&mine_runs, &options, &printer)?,
     };

@@ -506,17 +506,39 @@ pub const SWEEP_FILE: &str = "sweep.json";
 #[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 struct SweepRecord {
     data: crate::data::DataIdentity,
+    /// The pruning its runs were judged by (absent: none, or a sweep.json written before
+    /// wgtrain recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prune: Option<Prune>,
 }
 
 /// Makes `out` a sweep directory training on the data in `data` (`None`: the directory the
 /// sweep recorded when it first ran, else the vendored data) and returns that directory. A
 /// sweep goes on only with the data it started with: a rerun given other data (or whose data
 /// changed on disk) is refused, as is a run directory of it that trained on other data, so a
-/// results table never mixes two datasets.
-pub fn prepare_out(out: &Path, data: Option<PathBuf>, runs: &[&SweepRun]) -> Result<PathBuf> {
+/// results table never mixes two datasets. Likewise its pruning (`prune`, the sweep file's):
+/// runs pruned by one `[prune]` are not the runs another would have pruned.
+pub fn prepare_out(
+    out: &Path,
+    data: Option<PathBuf>,
+    runs: &[&SweepRun],
+    prune: Option<Prune>,
+) -> Result<PathBuf> {
     crate::error::refuse_non_directory(out, "sweep directory")?;
     let record_path = out.join(SWEEP_FILE);
     let recorded: Option<SweepRecord> = crate::metrics::read_json_if_present(&record_path)?;
+    // A sweep.json without a record of pruning may predate it: refused only once runs began.
+    if let Some(r) = &recorded
+        && r.prune != prune
+        && (r.prune.is_some() || holds_sweep_runs(out))
+    {
+        let judged = |p: Option<Prune>| p.map_or("no pruning".to_string(), |p| p.to_string());
+        return Err(Error::PruneChanged {
+            path: out.to_path_buf(),
+            was: judged(r.prune),
+            now: judged(prune),
+        });
+    }
     let dir = match (data, &recorded) {
         (Some(d), _) => d,
         (None, Some(r)) => r.data.dir.clone(),
@@ -542,6 +564,21 @@ pub fn prepare_out(out: &Path, data: Option<PathBuf>, runs: &[&SweepRun]) -> Res
         }
     }
     crate::error::ensure_dir(out, "sweep directory")?;
-    crate::metrics::write_json(&record_path, &SweepRecord { data: identity })?;
+    crate::metrics::write_json(
+        &record_path,
+        &SweepRecord {
+            data: identity,
+            prune,
+        },
+    )?;
     Ok(dir)
+}
+
+/// Whether any run of a sweep has started in `dir` (each writes its tag first).
+pub(crate) fn holds_sweep_runs(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .any(|e| RunDir::new(e.path()).sweep_tag().is_file())
+    })
 }

@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{SweepObserver, SweepOptions, SweepRun, SweepTally, resumable_epochs, train_runs};
 use crate::error::Result;
@@ -23,7 +23,7 @@ use crate::metrics::Summary;
 use crate::rundir::RunDir;
 
 /// A sweep file's `[prune]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prune {
     /// The first rung: every run trains at least this many epochs.
@@ -37,6 +37,17 @@ pub struct Prune {
 
 fn default_eta() -> usize {
     3
+}
+
+impl std::fmt::Display for Prune {
+    /// As the sweep file writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "[prune] min_epochs = {}, max_epochs = {}, eta = {}",
+            self.min_epochs, self.max_epochs, self.eta
+        )
+    }
 }
 
 impl Prune {
@@ -109,9 +120,12 @@ pub fn train_pruned(
     let mut tally = SweepTally::default();
     let dir = |run: &SweepRun| opts.out.join(&run.id);
     let interrupted = || opts.interrupt.load(Ordering::SeqCst);
+    // Runs that ended before this call (a rerun's) are skipped, not counted pruned again.
+    let mut ended_before: Vec<&str> = Vec::new();
     for (n, run) in mine.iter().enumerate() {
         if RunDir::new(dir(run)).is_finished() {
             tally.skipped += 1;
+            ended_before.push(&run.id);
             observer.skipped(n + 1, mine.len(), run);
         }
     }
@@ -146,7 +160,7 @@ pub fn train_pruned(
         }
         tally.pruned += mine
             .iter()
-            .filter(|r| pruned.contains(&r.setting))
+            .filter(|r| pruned.contains(&r.setting) && !ended_before.contains(&r.id.as_str()))
             .filter(|r| {
                 RunDir::new(dir(r))
                     .read_summary()

@@ -218,7 +218,9 @@ pub fn sweep_in_library(
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     let runs = wgtrain::sweep::expand(sweep, &sets, wgtrain::sweep::DEFAULT_MAX_RUNS).unwrap();
     let mine: Vec<&wgtrain::sweep::SweepRun> = runs.iter().collect();
-    let data_dir = wgtrain::sweep::prepare_out(out, Some(data.to_path_buf()), &mine).unwrap();
+    let prune = runs.first().and_then(|r| r.prune);
+    let data_dir =
+        wgtrain::sweep::prepare_out(out, Some(data.to_path_buf()), &mine, prune).unwrap();
     let options = wgtrain::sweep::SweepOptions {
         out: out.to_path_buf(),
         data_dir,
