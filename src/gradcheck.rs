@@ -284,6 +284,11 @@ pub fn default_epsilon(config: &crate::config::TrainConfig) -> f64 {
     }
 }
 
+/// The widest finite-difference step [`check_config`] takes: its pass mark is ε², so a step of
+/// 1 or more passes any gradient at all (ε = 1e10 "passed" with differences ≤ 1e20), and past
+/// 0.1 the mark (1e-2) no longer tells a right gradient from a wrong one.
+pub const MAX_EPSILON: f64 = 0.1;
+
 /// What [`check_config`] found: the table and the verdict's terms.
 #[derive(Debug, Clone)]
 pub struct GradcheckReport {
@@ -317,8 +322,9 @@ impl GradcheckReport {
 
 /// The gradient check of `config`'s network at its initial parameters, on the first
 /// `samples` training images of `data_dir`, `per_layer` weights (and a bias) per layer, with
-/// finite-difference step `epsilon`. Refuses, before reading any data, a network whose f32
-/// and f64 parameters and f64 gradient do not fit in memory.
+/// finite-difference step `epsilon`. Refuses, before reading any data, no samples, a step
+/// outside (0, [`MAX_EPSILON`]], and a network whose f32 and f64 parameters and f64 gradient
+/// do not fit in memory.
 pub fn check_config(
     config: &crate::config::TrainConfig,
     data_dir: &std::path::Path,
@@ -327,6 +333,16 @@ pub fn check_config(
     epsilon: f64,
 ) -> crate::Result<GradcheckReport> {
     use crate::data;
+    if samples == 0 {
+        return Err(crate::Error::Usage(
+            "--samples must be at least 1".to_string(),
+        ));
+    }
+    if !(epsilon > 0.0 && epsilon <= MAX_EPSILON) {
+        return Err(crate::Error::Usage(format!(
+            "--epsilon {epsilon:e}: the step must be above 0 and at most {MAX_EPSILON} (the check passes when every difference is ≤ ε², which a wider step makes pass anything)"
+        )));
+    }
     let parameters = crate::model::param_count_u128(&config.layers);
     let needed = parameters.saturating_mul(4 + 8 + 8);
     if let Some(free) = crate::cpu::available_memory_bytes()

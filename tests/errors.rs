@@ -852,6 +852,20 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "line 2: duplicate key",
     });
+    // See: `--epsilon 1e10` "passed: all 6 differences ≤ 1e20".
+    cases.push(Case {
+        what: "a gradient-check step so wide its ε² mark passes anything",
+        args: vec![
+            "gradcheck".into(),
+            "--data".into(),
+            good.display().to_string(),
+            "--set".into(),
+            "layers=[36, 8, 3]".into(),
+            "--epsilon".into(),
+            "1e10".into(),
+        ],
+        expect: "--epsilon 1e10: the step must be above 0 and at most 0.1",
+    });
     cases.push(Case {
         what: "a config file that is not there",
         args: vec![

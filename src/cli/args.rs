@@ -256,9 +256,9 @@ pub(super) enum Command {
         /// Weights checked per layer (plus one bias).
         #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = whole_number)]
         per_layer: usize,
-        /// Finite-difference step; the check passes when every |difference| ≤ ε² [default: the
-        /// paper's 1e-2; 1e-4 for a `network`, whose ReLU and max-pooling kinks a wider
-        /// stencil crosses].
+        /// Finite-difference step, above 0 and at most 0.1; the check passes when every
+        /// |difference| ≤ ε² [default: the paper's 1e-2; 1e-4 for a `network`, whose ReLU and
+        /// max-pooling kinks a wider stencil crosses].
         #[arg(long)]
         epsilon: Option<f64>,
     },
