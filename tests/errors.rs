@@ -852,6 +852,20 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "line 2: duplicate key",
     });
+    // See: the bench ran to the end, then could not write its JSON.
+    cases.push(Case {
+        what: "a bench JSON file in a directory that does not exist",
+        args: vec![
+            "bench".into(),
+            "--devices".into(),
+            "cpu".into(),
+            "--data".into(),
+            good.display().to_string(),
+            "--json".into(),
+            root.join("no-such-dir/bench.json").display().to_string(),
+        ],
+        expect: "no-such-dir/bench.json: its directory",
+    });
     // See: `--epsilon 1e10` "passed: all 6 differences ≤ 1e20".
     cases.push(Case {
         what: "a gradient-check step so wide its ε² mark passes anything",
