@@ -86,6 +86,18 @@ pub fn declared_model(config: &TrainConfig, data_dir: &Path) -> Option<crate::mo
     config.model_for((height, width), classes).ok()
 }
 
+/// The model `config` trains on `image_size` images of `classes` classes with `train_rows`
+/// training rows, or why the data cannot train it (every run's check before it trains).
+pub fn model_fitting(
+    config: &TrainConfig,
+    image_size: (usize, usize),
+    classes: usize,
+    train_rows: usize,
+) -> Result<crate::model::Model> {
+    config.check_against_data(image_size.0 * image_size.1, classes, train_rows)?;
+    Ok(config.model_for(image_size, classes)?)
+}
+
 /// Runs `config` as `opts` says, calling `on_epoch` after every epoch (for progress display).
 pub fn run_training(
     config: &TrainConfig,
@@ -175,8 +187,7 @@ pub fn run_training(
             difference,
         });
     }
-    config.check_against_data(data.features, data.classes, data.train.len)?;
-    let model = config.model_for(data.image_size, data.classes)?;
+    let model = model_fitting(config, data.image_size, data.classes, data.train.len)?;
     opts.engine.check_model_memory(&model, config.batch_size)?;
     let params = Params::init_model(model.clone(), config.init, config.seed);
     let mut engine = opts.engine.build(&params, config.batch_size)?;

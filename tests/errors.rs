@@ -636,6 +636,27 @@ fn cases(root: &Path) -> Vec<Case> {
     }
     let one_run = root.join("one-run.toml");
     std::fs::write(&one_run, "[grid]\nlearning_rate = [0.1]\n").unwrap();
+    // See: the sweep trained the settings before the bad one, then ended midway.
+    let unfit = root.join("unfit.toml");
+    std::fs::write(
+        &unfit,
+        "[grid]\nlayers = [[36, 8, 3], [784, 8, 3]]\nepochs = [1]\nbatch_size = [8]\n",
+    )
+    .unwrap();
+    cases.push(Case {
+        what: "a sweep setting the data cannot train",
+        args: vec![
+            "sweep".into(),
+            unfit.display().to_string(),
+            "--out".into(),
+            root.join("unfit-out").display().to_string(),
+            "--device".into(),
+            "cpu".into(),
+            "--data".into(),
+            good.display().to_string(),
+        ],
+        expect: "layers = [784, 8, 3]: the input width must equal the data's 36 pixels per image",
+    });
     // See: a rerun with another [prune] kept the old rungs' verdicts under the new file's name.
     let pruned_out = root.join("pruned-sweep");
     let prune_spec = |eta: usize| {

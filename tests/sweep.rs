@@ -399,6 +399,9 @@ fn runs_side_by_side_that_do_not_fit_in_memory_together_are_a_clear_error() {
         "2",
         "--set",
         &layers,
+        // A batch the 96 training rows hold (the data's fit is checked first).
+        "--set",
+        "batch_size=16",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -909,6 +912,44 @@ fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree
         );
     }
     assert_merged_results_equal(&waves, &out);
+}
+
+/// See: a search whose `layers` choice included another input width trained the trials before
+/// the first such one, then ended midway (on a real sweep, hours in).
+#[test]
+fn a_sweep_with_a_setting_the_data_cannot_train_is_refused_before_any_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = tmp.path().join("unfit.toml");
+    std::fs::write(
+        &sweep,
+        "trials = 6\n[search]\nlayers = { choice = [[36, 8, 3], [64, 8, 3]] }\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = spawn_sweep(
+        &sweep,
+        &data,
+        &out,
+        &[
+            "--set",
+            "epochs=1",
+            "--set",
+            "batch_size=16",
+            "--device",
+            "cpu",
+        ],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("[64, 8, 3]: the input width must equal the data's 36 pixels"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists(), "nothing trained, nothing written");
 }
 
 #[test]

@@ -54,7 +54,12 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     let mine_runs: Vec<&sweep::SweepRun> = mine.iter().map(|(_, r)| *r).collect();
     let engine = engine_kind(&args.on)?;
     let prune = runs.first().and_then(|r| r.prune);
-    let data_dir = sweep::prepare_out(&out, args.data.clone(), &mine_runs, prune)?;
+    // A pruning shard may train any run of the sweep to a rung (one no process holds).
+    let may_train: Vec<&sweep::SweepRun> = match prune {
+        Some(_) => runs.iter().collect(),
+        None => mine_runs.clone(),
+    };
+    let data_dir = sweep::prepare_out(&out, args.data.clone(), &may_train, prune)?;
     if !mine_runs.is_empty() {
         let flops = sweep::most_flops(&mine_runs, &data_dir);
         note_software_adapter(&engine, mine_runs.len(), flops);

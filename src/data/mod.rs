@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub use batches::epoch_order;
 pub use identity::DataIdentity;
-pub use prep::{one_hot, split_indices, zscore_images};
+pub use prep::{one_hot, split_indices, split_sizes, zscore_images};
 
 /// Errors from reading and checking dataset files. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

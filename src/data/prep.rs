@@ -9,16 +9,20 @@ use super::batches::{STREAM_SPLIT, rng_for};
 /// so a blank image becomes all zeros instead of NaN.
 const MIN_STD: f64 = 1e-8;
 
-/// Splits `0..n` into (train, validation) row indices after a seeded shuffle; the validation
-/// set gets `round(n × val_fraction)` rows. `None` when either side would be empty.
-pub fn split_indices(n: usize, val_fraction: f64, seed: u64) -> Option<(Vec<usize>, Vec<usize>)> {
+/// The (train, validation) sizes [`split_indices`] makes of `n` rows; `None` when either
+/// would be empty.
+pub fn split_sizes(n: usize, val_fraction: f64) -> Option<(usize, usize)> {
     if !(val_fraction > 0.0 && val_fraction < 1.0) {
         return None;
     }
     let n_val = (n as f64 * val_fraction).round() as usize;
-    if n_val == 0 || n_val >= n {
-        return None;
-    }
+    (n_val > 0 && n_val < n).then_some((n - n_val, n_val))
+}
+
+/// Splits `0..n` into (train, validation) row indices after a seeded shuffle; the validation
+/// set gets `round(n × val_fraction)` rows. `None` when either side would be empty.
+pub fn split_indices(n: usize, val_fraction: f64, seed: u64) -> Option<(Vec<usize>, Vec<usize>)> {
+    let (_, n_val) = split_sizes(n, val_fraction)?;
     let mut rows: Vec<usize> = (0..n).collect();
     rows.shuffle(&mut rng_for(seed, STREAM_SPLIT));
     let val = rows.split_off(n - n_val);

@@ -517,7 +517,9 @@ struct SweepRecord {
 /// sweep goes on only with the data it started with: a rerun given other data (or whose data
 /// changed on disk) is refused, as is a run directory of it that trained on other data, so a
 /// results table never mixes two datasets. Likewise its pruning (`prune`, the sweep file's):
-/// runs pruned by one `[prune]` are not the runs another would have pruned.
+/// runs pruned by one `[prune]` are not the runs another would have pruned. `runs` are the
+/// runs this process may train (a shard's; every run of a pruning sweep), each checked
+/// against the data before any starts.
 pub fn prepare_out(
     out: &Path,
     data: Option<PathBuf>,
@@ -563,6 +565,7 @@ pub fn prepare_out(
             changed(format!("run {}", run_dir.display()), &was)?;
         }
     }
+    check_runs_fit(runs, &dir)?;
     crate::error::ensure_dir(out, "sweep directory")?;
     crate::metrics::write_json(
         &record_path,
@@ -572,6 +575,33 @@ pub fn prepare_out(
         },
     )?;
     Ok(dir)
+}
+
+/// Every run's config against the data in `dir` (the checks each run makes before it trains),
+/// before any run starts: a setting the data cannot train (a search's `layers` choice of
+/// another input width, a batch larger than the training split) ended the sweep midway,
+/// after the runs before it had trained.
+fn check_runs_fit(runs: &[&SweepRun], dir: &Path) -> Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let train = crate::data::read_pair(dir, crate::data::TRAIN_IMAGES, crate::data::TRAIN_LABELS)?;
+    let classes = train.checked_classes()?;
+    for run in runs {
+        let val_fraction = run.config.val_fraction;
+        let (train_rows, _) = crate::data::split_sizes(train.count, val_fraction).ok_or(
+            crate::data::DataError::SplitTooSmall {
+                count: train.count,
+                val_fraction,
+            },
+        )?;
+        crate::run::model_fitting(&run.config, (train.rows, train.cols), classes, train_rows)
+            .map_err(|e| Error::SweepRun {
+                id: run.id.clone(),
+                source: Box::new(e),
+            })?;
+    }
+    Ok(())
 }
 
 /// Whether any run of a sweep has started in `dir` (each writes its tag first).
