@@ -39,6 +39,21 @@ pub fn class_names(classes: usize, custom: Option<&str>) -> Result<Vec<String>> 
                     names.len()
                 )));
             }
+            // An empty or repeated name would print a prediction no one can read back.
+            if let Some(i) = names.iter().position(|n| n.is_empty()) {
+                return Err(Error::Usage(format!(
+                    "--class-names: the name of class {i} is empty"
+                )));
+            }
+            if let Some((i, n)) = names
+                .iter()
+                .enumerate()
+                .find(|(i, n)| names[..*i].contains(n))
+            {
+                return Err(Error::Usage(format!(
+                    "--class-names: {n:?} names class {i} and an earlier one"
+                )));
+            }
             names
         }
         None if classes == FASHION_CLASSES.len() => {

@@ -731,6 +731,22 @@ fn a_saved_model_gives_the_same_test_figures_in_numpy() {
 }
 
 #[test]
+fn class_names_name_every_class_once() {
+    use wgtrain::predict::class_names;
+    assert_eq!(class_names(3, Some("a, b ,c")).unwrap(), ["a", "b", "c"]);
+    assert_eq!(class_names(3, None).unwrap(), ["0", "1", "2"]);
+    assert_eq!(class_names(10, None).unwrap()[9], "Ankle boot");
+    for (list, says) in [
+        ("a,b", "gives 2 names, the model has 3 classes"),
+        ("a,,c", "the name of class 1 is empty"),
+        ("a,b,a", "\"a\" names class 2 and an earlier one"),
+    ] {
+        let e = class_names(3, Some(list)).unwrap_err().to_string();
+        assert!(e.contains(says), "{list}: {e}");
+    }
+}
+
+#[test]
 fn predict_classifies_a_png_of_a_garment_and_every_image_of_an_idx_file() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");

@@ -835,6 +835,19 @@ fn cases(root: &Path) -> Vec<Case> {
             expect,
         });
     }
+    // See: `--class-names a,,c` printed a prediction with a blank class name.
+    cases.push(Case {
+        what: "a class name left empty",
+        args: vec![
+            "predict".into(),
+            "--model".into(),
+            model.display().to_string(),
+            half.display().to_string(),
+            "--class-names".into(),
+            "shirt,,boot".into(),
+        ],
+        expect: "--class-names: the name of class 1 is empty",
+    });
     // See: #21. `wgtrain web` checks the data before serving a page that would fail on it.
     let no_labels = dataset(root, "web-no-labels");
     std::fs::remove_file(no_labels.join("t10k-labels-idx1-ubyte")).unwrap();
