@@ -594,6 +594,26 @@ impl TrainConfig {
     /// The resolved config as TOML, as written into every run directory. A config with a
     /// `network` leaves out `layers` and `activation`, which it does not use (and which
     /// reading it back would refuse beside `network`).
+    /// The keys whose values differ between `self` and `other`, other than those in `except`,
+    /// each as `key = a / b` (in key order).
+    pub fn differences(&self, other: &TrainConfig, except: &[&str]) -> Vec<String> {
+        let table = |c: &TrainConfig| -> toml::Table {
+            toml::Value::try_from(c)
+                .ok()
+                .and_then(|v| v.as_table().cloned())
+                .unwrap_or_default()
+        };
+        let (a, b) = (table(self), table(other));
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let shown = |v: Option<&toml::Value>| v.map_or("(none)".to_string(), |v| v.to_string());
+        keys.into_iter()
+            .filter(|k| !except.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+            .map(|k| format!("{k} = {} / {}", shown(a.get(k)), shown(b.get(k))))
+            .collect()
+    }
+
     pub fn to_toml(&self) -> String {
         let table = toml::Value::try_from(self).map(|mut v| {
             if self.network.is_some()

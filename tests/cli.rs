@@ -257,6 +257,35 @@ fn table_summarises_runs_beside_the_papers_figures() {
         .find(|l| l.starts_with("| toy |"))
         .expect(&stdout);
     assert!(row.contains("90.00%") && row.contains("| 2 |"), "{row}");
+
+    // See: a row averaged as seeds runs of one name with other learning rates (89% ± 19 of a
+    // run at 0.001 and two at 0.3), and counted one seed twice.
+    let other = tmp.path().join("other-rate");
+    let o = train_tiny(
+        &data,
+        &other,
+        &[
+            "--seed",
+            "3",
+            "--set",
+            "name=toy",
+            "--set",
+            "learning_rate=0.3",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (mixed, says) in [
+        (
+            other.to_str().unwrap(),
+            "but their configs differ (learning_rate = ",
+        ),
+        (dirs[0].as_str(), "with seed 1: a row counts each seed once"),
+    ] {
+        let o = wgtrain(&["table", &dirs[0], &dirs[1], mixed]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+        assert!(o.stdout.is_empty());
+    }
 }
 
 /// A run of `config` on `engine` into `out`, with its data in `data`, through the library

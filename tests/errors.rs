@@ -371,6 +371,16 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "the run has 2 epochs done, more than epochs = 1",
     });
+    // See: a table row counted a run given twice as two seeds of its experiment.
+    cases.push(Case {
+        what: "a table given one run twice (or two runs of one name and seed)",
+        args: vec![
+            "table".into(),
+            done.display().to_string(),
+            done.display().to_string(),
+        ],
+        expect: "are both experiment \"momentum\" with seed 1: a row counts each seed once",
+    });
     // See: #16. A resumed run went on with whatever --data said (or the default), silently.
     let other = dataset(root, "other");
     let p = other.join("train-labels-idx1-ubyte");

@@ -562,6 +562,7 @@ fn table(runs: &[PathBuf]) -> Result<()> {
     if records.is_empty() {
         bail!("no finished run among the {} given", runs.len());
     }
+    report::check_experiments(&records)?;
     print!("{}", report::markdown_table(&records));
     Ok(())
 }
