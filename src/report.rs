@@ -64,7 +64,7 @@ pub fn check_experiments(runs: &[RunRecord]) -> Result<()> {
                 .differences(&later.config, &["seed", "name", "paper"]);
             if !differences.is_empty() {
                 return Err(Error::Usage(format!(
-                    "{both} but their configs differ ({}): a row averages the seeds of one config (hint: give each config its own name, --set name=\"...\")",
+                    "{both} but their configs differ ({}): a row averages the seeds of one config (hint: give each config its own name)",
                     differences.join(", ")
                 )));
             }

@@ -914,6 +914,41 @@ fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree
     assert_merged_results_equal(&waves, &out);
 }
 
+/// See: a run copied in from another sweep whose setting had the same name averaged into the
+/// setting's row as another seed, though it trained at another learning rate.
+#[test]
+fn a_sweep_report_refuses_a_setting_whose_runs_differ_in_more_than_their_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let (first, second) = (
+        tmp.path().join("first.toml"),
+        tmp.path().join("second.toml"),
+    );
+    std::fs::write(&first, "[[runs]]\nname = \"a\"\n").unwrap();
+    std::fs::write(
+        &second,
+        "seeds = [2]\n[[runs]]\nname = \"a\"\nset = { learning_rate = 0.3 }\n",
+    )
+    .unwrap();
+    let (out, other) = (tmp.path().join("out"), tmp.path().join("other"));
+    run_sweep(&first, &data, &out, &TINY);
+    run_sweep(&second, &data, &other, &TINY);
+    let copy = out.join("a-seed2");
+    std::fs::create_dir(&copy).unwrap();
+    for f in std::fs::read_dir(other.join("a-seed2")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+    }
+    let o = wgtrain(&["sweep", "report", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("but their configs differ (learning_rate = 0.01 / 0.3)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// See: a search whose `layers` choice included another input width trained the trials before
 /// the first such one, then ended midway (on a real sweep, hours in).
 #[test]

@@ -104,6 +104,8 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
     // Sweep order when the runs carry their tags, else by name.
     dirs.sort_by_key(|d| (tags.get(d).map_or(usize::MAX, |t| t.index), d.clone()));
     let runs: Vec<RunRecord> = dirs.iter().map(|d| read_run(d)).collect::<Result<_>>()?;
+    // Runs copied in from another sweep whose settings share names would average as seeds.
+    crate::report::check_experiments(&runs)?;
     let mut csv = format!("{RESULTS_HEADER}\n");
     for r in &runs {
         let id = r
