@@ -65,38 +65,25 @@ impl TryFrom<toml::Value> for Distribution {
                 }
             ));
         };
-        let value = table[kind].clone();
-        let takes = |what: &str, e: toml::de::Error| {
-            format!(
-                "`{kind}` takes {what}, not {value} ({})",
-                e.message().trim()
-            )
-        };
+        // The value as the kind takes it, or what it takes.
+        fn parsed<T: serde::de::DeserializeOwned>(
+            kind: &str,
+            value: &toml::Value,
+            what: &str,
+        ) -> Result<T, String> {
+            value.clone().try_into().map_err(|e: toml::de::Error| {
+                format!(
+                    "`{kind}` takes {what}, not {value} ({})",
+                    e.message().trim()
+                )
+            })
+        }
+        let value = &table[kind];
         match kind.as_str() {
-            "uniform" => Ok(Distribution::Uniform(
-                value
-                    .clone()
-                    .try_into()
-                    .map_err(|e| takes("[low, high]", e))?,
-            )),
-            "log_uniform" => Ok(Distribution::LogUniform(
-                value
-                    .clone()
-                    .try_into()
-                    .map_err(|e| takes("[low, high]", e))?,
-            )),
-            "int" => Ok(Distribution::Int(
-                value
-                    .clone()
-                    .try_into()
-                    .map_err(|e| takes("[low, high] as whole numbers", e))?,
-            )),
-            "choice" => Ok(Distribution::Choice(
-                value
-                    .clone()
-                    .try_into()
-                    .map_err(|e| takes("a list of values", e))?,
-            )),
+            "uniform" => parsed(kind, value, "[low, high]").map(Distribution::Uniform),
+            "log_uniform" => parsed(kind, value, "[low, high]").map(Distribution::LogUniform),
+            "int" => parsed(kind, value, "[low, high] as whole numbers").map(Distribution::Int),
+            "choice" => parsed(kind, value, "a list of values").map(Distribution::Choice),
             other => Err(format!(
                 "`{other}` is not a distribution: use one of {FORMS}"
             )),
