@@ -591,9 +591,6 @@ impl TrainConfig {
         }
     }
 
-    /// The resolved config as TOML, as written into every run directory. A config with a
-    /// `network` leaves out `layers` and `activation`, which it does not use (and which
-    /// reading it back would refuse beside `network`).
     /// The keys whose values differ between `self` and `other`, other than those in `except`,
     /// each as `key = a / b` (in key order).
     pub fn differences(&self, other: &TrainConfig, except: &[&str]) -> Vec<String> {
@@ -614,6 +611,9 @@ impl TrainConfig {
             .collect()
     }
 
+    /// The resolved config as TOML, as written into every run directory. A config with a
+    /// `network` leaves out `layers` and `activation`, which it does not use (and which
+    /// reading it back would refuse beside `network`).
     pub fn to_toml(&self) -> String {
         let table = toml::Value::try_from(self).map(|mut v| {
             if self.network.is_some()
