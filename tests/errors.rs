@@ -625,6 +625,12 @@ fn cases(root: &Path) -> Vec<Case> {
             "line 3: a distribution is one of `{ uniform = [low, high] }`",
         ),
         (
+            "more Hyperband brackets than rungs to start them at",
+            "prune-brackets.toml",
+            "[grid]\nlearning_rate = [0.01, 0.1]\n[prune]\nmin_epochs = 1\nmax_epochs = 9\nbrackets = 4\n",
+            "`prune.brackets = 4`: between min_epochs = 1 and max_epochs = 9 with eta = 3 there are 1 to 3 brackets",
+        ),
+        (
             "a search beside a grid",
             "search-grid.toml",
             "trials = 3\n[grid]\nepochs = [1, 2]\n[search]\nlearning_rate = { uniform = [0.01, 0.1] }\n",

@@ -993,6 +993,7 @@ fn the_most_a_pruned_sweep_spends_keeps_the_costliest_settings_at_each_rung() {
         min_epochs: 3,
         max_epochs: 100,
         eta: 3,
+        brackets: 1,
     };
     // configs/sweeps/search.toml's shape: 27 settings to 3 epochs, 9 on to 9, 3 to 27, one to
     // 81 and on to 100.
@@ -1006,6 +1007,111 @@ fn the_most_a_pruned_sweep_spends_keeps_the_costliest_settings_at_each_rung() {
     assert_eq!(prune.most_cost(&[(1.0, 2), (1.0, 100)]), 2.0 + 100.0);
     // Without pruning every epoch of every setting would be spent: the bound is below.
     assert!(prune.most_cost(&[(1.0, 100); 27]) < 2700.0);
+}
+
+#[test]
+fn hyperband_deals_settings_among_its_brackets_in_proportion_and_in_turn() {
+    let prune = |brackets: usize| wgtrain::sweep::Prune {
+        min_epochs: 3,
+        max_epochs: 100,
+        eta: 3,
+        brackets,
+    };
+    assert_eq!(prune(1).brackets_for(27), vec![0; 27]);
+    // Five brackets from epochs 3, 9, 27, 81 and none: weights 3^s / (s + 1) for s = 4..0
+    // rungs, 16.2 : 6.75 : 3 : 1.5 : 1.
+    let dealt = prune(5).brackets_for(27);
+    let count = |b: usize| dealt.iter().filter(|&&d| d == b).count();
+    assert_eq!((0..5).map(count).collect::<Vec<_>>(), [15, 6, 3, 2, 1]);
+    assert_eq!(&dealt[..3], [0, 1, 0], "dealt in turn, not in blocks");
+    assert_eq!(dealt, prune(5).brackets_for(27), "the same every time");
+    assert_eq!(
+        (0..5)
+            .map(|b| prune(5).bracket(b).rungs())
+            .collect::<Vec<_>>(),
+        [
+            vec![3, 9, 27, 81],
+            vec![9, 27, 81],
+            vec![27, 81],
+            vec![81],
+            vec![]
+        ]
+    );
+    assert!(prune(5).check().is_ok());
+    for wrong in [0, 6] {
+        let e = prune(wrong).check().unwrap_err();
+        assert!(
+            e.contains("there are 1 to 5 brackets (from epoch 3, from epoch 9, from epoch 27, from epoch 81, none pruned)"),
+            "{e}"
+        );
+    }
+}
+
+/// A 9-trial search in two Hyperband brackets: bracket 0 (6 settings) judged at epochs 1 and
+/// 3, bracket 1 (3 settings) only at 3, each among its own.
+#[test]
+fn hyperband_brackets_judge_their_own_settings_at_their_own_rungs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = write_pruned_search(tmp.path());
+    let text = std::fs::read_to_string(&sweep).unwrap();
+    std::fs::write(&sweep, format!("{text}brackets = 2\n")).unwrap();
+    let out = tmp.path().join("out");
+    run_sweep(&sweep, &data, &out, &TINY_PRUNED);
+    let extra = ["layers=[36, 8, 3]".to_string(), "batch_size=16".to_string()];
+    let runs = expand(&sweep, &extra, 1000).unwrap();
+    let bracket_of = |id: &str| runs.iter().find(|r| r.id == id).unwrap().bracket;
+    assert_eq!(runs.iter().filter(|r| r.bracket == 1).count(), 3);
+    // (bracket, status, epochs run) of every run, from results.csv.
+    let rows = rows_without_seconds(&out);
+    let ended: Vec<(usize, String, usize)> = rows[1..]
+        .iter()
+        .map(|r| {
+            let f: Vec<&str> = r.split(',').collect();
+            let n = f.len();
+            (bracket_of(f[0]), f[n - 8].into(), f[n - 6].parse().unwrap())
+        })
+        .collect();
+    let count = |b: usize, s: &str, e: usize| {
+        ended
+            .iter()
+            .filter(|r| r.0 == b && r.1 == s && r.2 == e)
+            .count()
+    };
+    // Bracket 0: 6 → 2 at epoch 1 → 1 at epoch 3; bracket 1: 3 → 1 at epoch 3, never judged
+    // at epoch 1.
+    assert_eq!(
+        (
+            count(0, "pruned", 1),
+            count(0, "pruned", 3),
+            count(0, "finished", 4)
+        ),
+        (4, 1, 1)
+    );
+    assert_eq!(
+        (
+            count(1, "pruned", 1),
+            count(1, "pruned", 3),
+            count(1, "finished", 4)
+        ),
+        (0, 2, 1)
+    );
+    // The bound the note goes by is what it spent: 6 + 2·2 + 1 and 3·3 + 1 epochs.
+    let refs: Vec<&wgtrain::sweep::SweepRun> = runs.iter().collect();
+    let epoch = wgtrain::bench::config_epoch_flops(&runs[0].config, &data).unwrap();
+    let most = wgtrain::sweep::most_flops(&refs, &data).unwrap();
+    assert!(
+        (most / epoch - 21.0).abs() < 1e-9,
+        "{} epochs",
+        most / epoch
+    );
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("Epochs trained: 21 of the 36"), "{md}");
+    // Three shards at once decide alike.
+    let sharded = tmp.path().join("sharded");
+    sweep_in_three_shards(&sweep, &data, &sharded, &TINY_PRUNED);
+    assert_eq!(rows, rows_without_seconds(&sharded));
 }
 
 #[test]

@@ -83,6 +83,8 @@ pub struct SweepRun {
     pub overrides: Vec<String>,
     /// The sweep's pruning, when it prunes (the same for every run of it).
     pub prune: Option<Prune>,
+    /// Its setting's Hyperband bracket ([`Prune::brackets_for`]; 0 without brackets).
+    pub bracket: usize,
 }
 
 fn value_text(v: &toml::Value) -> String {
@@ -109,22 +111,31 @@ fn safe_name(s: &str) -> String {
 /// its successive halving over their settings: [`Prune::most_cost`]), with the models and
 /// training rows the data in `data_dir` declares; `None` where it cannot say.
 pub fn most_flops(runs: &[&SweepRun], data_dir: &Path) -> Option<f64> {
-    // (setting, its cost per epoch, its runs' epochs)
-    let mut settings: Vec<(&str, f64, usize)> = Vec::new();
+    // (setting, its bracket, its cost per epoch, its runs' epochs)
+    let mut settings: Vec<(&str, usize, f64, usize)> = Vec::new();
     for run in runs {
         let flops = crate::bench::config_epoch_flops(&run.config, data_dir)?;
         match settings.iter_mut().find(|s| s.0 == run.setting) {
             Some(s) => {
-                s.1 += flops;
-                s.2 = s.2.max(run.config.epochs);
+                s.2 += flops;
+                s.3 = s.3.max(run.config.epochs);
             }
-            None => settings.push((&run.setting, flops, run.config.epochs)),
+            None => settings.push((&run.setting, run.bracket, flops, run.config.epochs)),
         }
     }
-    let settings: Vec<(f64, usize)> = settings.iter().map(|s| (s.1, s.2)).collect();
+    let in_bracket = |b: usize| -> Vec<(f64, usize)> {
+        settings
+            .iter()
+            .filter(|s| s.1 == b)
+            .map(|s| (s.2, s.3))
+            .collect()
+    };
     Some(match runs.first().and_then(|r| r.prune) {
-        Some(prune) => prune.most_cost(&settings),
-        None => settings
+        // Each bracket is successive halving of its own.
+        Some(prune) => (0..prune.brackets.max(1))
+            .map(|b| prune.bracket(b).most_cost(&in_bracket(b)))
+            .sum(),
+        None => in_bracket(0)
             .iter()
             .map(|&(cost, epochs)| cost * epochs as f64)
             .sum(),
@@ -249,12 +260,19 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
         None => TrainConfig::from_toml_str("", path, "base", overrides),
     };
     check_search_values(&file.search, load_base)?;
+    let brackets = file.prune.map_or_else(
+        || vec![0; settings.len()],
+        |p| p.brackets_for(settings.len()),
+    );
     let mut runs = Vec::new();
-    for RunSpec {
-        name,
-        config: config_path,
-        set: sets,
-    } in settings
+    for (
+        RunSpec {
+            name,
+            config: config_path,
+            set: sets,
+        },
+        bracket,
+    ) in settings.into_iter().zip(brackets)
     {
         // Applied as TOML (strings quoted); shown bare in results.csv.
         let overrides: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -302,6 +320,7 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
                 config,
                 overrides: shown.clone(),
                 prune: file.prune,
+                bracket,
             });
         }
     }

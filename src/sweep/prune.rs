@@ -6,6 +6,14 @@
 //! rung, and only the best 1/eta (at least one) go on to the next rung, the rest marked
 //! `pruned` with the epoch they reached. The survivors of the last rung train to the end.
 //!
+//! Hyperband (`brackets = K`): the settings are dealt among K brackets, each successive
+//! halving of its own over its share, bracket b starting at min_epochs · eta^b (so the last
+//! may train every setting of its share to the end). Bracket b's rungs are rungs of bracket 0,
+//! so the stages stay bracket 0's: at each rung every run reaches it, and each bracket that
+//! judges there judges its own settings only. Shares follow Hyperband's eta^s / (s + 1) for
+//! a bracket of s rungs, dealt in turn (a smooth weighted round robin), so a grid's neighbours
+//! land in different brackets.
+//!
 //! Decisions are made from what the run directories hold (metrics.csv cut at the rung,
 //! summary.json), never from timing or order, so a rerun, a sweep resumed after Ctrl-C and a
 //! sweep split into shards reach the same ones: a shard trains its own runs to a rung, then
@@ -33,10 +41,17 @@ pub struct Prune {
     /// Each rung keeps the best 1/eta of the settings it judges.
     #[serde(default = "default_eta")]
     pub eta: usize,
+    /// Hyperband's brackets (1: plain successive halving).
+    #[serde(default = "one_bracket")]
+    pub brackets: usize,
 }
 
 fn default_eta() -> usize {
     3
+}
+
+fn one_bracket() -> usize {
+    1
 }
 
 impl std::fmt::Display for Prune {
@@ -46,7 +61,11 @@ impl std::fmt::Display for Prune {
             f,
             "[prune] min_epochs = {}, max_epochs = {}, eta = {}",
             self.min_epochs, self.max_epochs, self.eta
-        )
+        )?;
+        match self.brackets {
+            1 => Ok(()),
+            k => write!(f, ", brackets = {k}"),
+        }
     }
 }
 
@@ -68,7 +87,67 @@ impl Prune {
                 self.min_epochs, self.max_epochs
             ));
         }
+        // Bracket b starts at min_epochs · eta^b: one bracket per rung, and one with none.
+        let most = self.rungs().len() + 1;
+        if self.brackets == 0 || self.brackets > most {
+            let firsts: Vec<String> = (0..most)
+                .map(|b| match self.bracket(b).rungs().first() {
+                    Some(r) => format!("from epoch {r}"),
+                    None => "none pruned".to_string(),
+                })
+                .collect();
+            return Err(format!(
+                "`prune.brackets = {}`: between min_epochs = {} and max_epochs = {} with eta = {} there are 1 to {most} brackets ({})",
+                self.brackets,
+                self.min_epochs,
+                self.max_epochs,
+                self.eta,
+                firsts.join(", ")
+            ));
+        }
         Ok(())
+    }
+
+    /// Bracket `b` of Hyperband's: successive halving from min_epochs · eta^b.
+    pub fn bracket(&self, b: usize) -> Prune {
+        let factor = u32::try_from(b)
+            .ok()
+            .and_then(|b| self.eta.max(2).checked_pow(b))
+            .unwrap_or(usize::MAX);
+        Prune {
+            min_epochs: self.min_epochs.saturating_mul(factor),
+            brackets: 1,
+            ..*self
+        }
+    }
+
+    /// The bracket of each of `settings` settings, in sweep order: shares in proportion to
+    /// eta^s / (s + 1) for a bracket of s rungs (Hyperband's), dealt by a smooth weighted round
+    /// robin (each turn every bracket gains its weight; the richest, the first on a tie, takes
+    /// the setting and pays the total). Integer powers and IEEE sums only: the same on every
+    /// machine.
+    pub fn brackets_for(&self, settings: usize) -> Vec<usize> {
+        let k = self.brackets.max(1);
+        let weights: Vec<f64> = (0..k)
+            .map(|b| {
+                let s = self.bracket(b).rungs().len();
+                let power = (self.eta as u64).saturating_pow(s as u32);
+                power as f64 / (s as f64 + 1.0)
+            })
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut credit = vec![0.0; k];
+        (0..settings)
+            .map(|_| {
+                for (c, w) in credit.iter_mut().zip(&weights) {
+                    *c += w;
+                }
+                let chosen =
+                    (0..k).fold(0, |best, b| if credit[b] > credit[best] { b } else { best });
+                credit[chosen] -= total;
+                chosen
+            })
+            .collect()
     }
 
     /// The epochs at which settings are judged: min_epochs · eta^k below max_epochs.
@@ -151,7 +230,7 @@ pub fn train_pruned(
         if !wait_for_rung(all, rung, &stage, observer, &mut tally)? {
             break;
         }
-        let pruned = decide(all, rung, prune.eta, &opts.out)?;
+        let pruned = decide(all, rung, prune, &opts.out)?;
         // Every run of a pruned setting is marked, other shards' too: a shard that trains
         // others' runs to a later rung must find these ended, whether or not their own
         // shard has started (it decides alike and finds them marked).
@@ -226,12 +305,24 @@ fn wait_for_rung(
 /// The settings rung `rung` prunes, from the runs' directories: of the settings still in
 /// the contest (none pruned at an earlier rung, and not every run ended by the rung), all but
 /// the best 1/eta (at least one) by the mean over their runs of the best validation loss up
-/// to the rung; ties go to the setting earlier in the sweep.
-pub fn decide(all: &[SweepRun], rung: usize, eta: usize, out: &Path) -> Result<Vec<String>> {
+/// to the rung; ties go to the setting earlier in the sweep. With Hyperband's brackets, each
+/// bracket that judges at `rung` does so among its own settings.
+pub fn decide(all: &[SweepRun], rung: usize, prune: &Prune, out: &Path) -> Result<Vec<String>> {
+    let mut pruned = Vec::new();
+    // Each bracket that judges at this rung judges its own settings.
+    for b in (0..prune.brackets.max(1)).filter(|&b| prune.bracket(b).rungs().contains(&rung)) {
+        let members: Vec<&SweepRun> = all.iter().filter(|r| r.bracket == b).collect();
+        pruned.extend(decide_among(&members, rung, prune.eta, out)?);
+    }
+    Ok(pruned)
+}
+
+/// [`decide`] within one bracket.
+fn decide_among(runs: &[&SweepRun], rung: usize, eta: usize, out: &Path) -> Result<Vec<String>> {
     // (setting, its runs' best validation loss up to the rung, whether every run had ended).
     let mut settings: Vec<(&str, Vec<f64>, bool)> = Vec::new();
     let mut out_of_contest: Vec<&str> = Vec::new();
-    for run in all {
+    for run in runs {
         let dir = RunDir::new(out.join(&run.id));
         let summary = Summary::read(&dir.summary()).ok();
         if summary
