@@ -873,6 +873,18 @@ fn a_pruned_search_keeps_the_best_third_at_each_rung_and_reruns_and_shards_agree
         );
     }
     assert_eq!(rows, rows_without_seconds(&out), "nothing was written");
+    // A sweep.json from before the record (a sweep pruning, maybe mid-way, when wgtrain was
+    // upgraded) goes on as its file says, and is recorded from then on.
+    let record_path = out.join("sweep.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    let fields = record.as_object_mut().unwrap();
+    assert!(fields.remove("prune").is_some() && fields.remove("prune_recorded").is_some());
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    let again = run_sweep(&sweep, &data, &out, &TINY_PRUNED);
+    assert!(again.contains("trained 0, skipped 9 finished"), "{again}");
+    let record = std::fs::read_to_string(&record_path).unwrap();
+    assert!(record.contains("\"prune_recorded\": true"), "{record}");
 
     // Three shards at once, one directory: each waits for the others at each rung.
     let sharded = tmp.path().join("sharded");

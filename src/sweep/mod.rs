@@ -525,10 +525,13 @@ pub const SWEEP_FILE: &str = "sweep.json";
 #[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 struct SweepRecord {
     data: crate::data::DataIdentity,
-    /// The pruning its runs were judged by (absent: none, or a sweep.json written before
-    /// wgtrain recorded it).
+    /// The pruning its runs were judged by (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     prune: Option<Prune>,
+    /// Whether `prune` is recorded: false in a sweep.json written before wgtrain recorded
+    /// it, whose sweep (pruned or not, in progress or not) is taken as its file now says.
+    #[serde(default)]
+    prune_recorded: bool,
 }
 
 /// Makes `out` a sweep directory training on the data in `data` (`None`: the directory the
@@ -548,10 +551,9 @@ pub fn prepare_out(
     crate::error::refuse_non_directory(out, "sweep directory")?;
     let record_path = out.join(SWEEP_FILE);
     let recorded: Option<SweepRecord> = crate::metrics::read_json_if_present(&record_path)?;
-    // A sweep.json without a record of pruning may predate it: refused only once runs began.
     if let Some(r) = &recorded
+        && r.prune_recorded
         && r.prune != prune
-        && (r.prune.is_some() || holds_sweep_runs(out))
     {
         let judged = |p: Option<Prune>| p.map_or("no pruning".to_string(), |p| p.to_string());
         return Err(Error::PruneChanged {
@@ -591,6 +593,7 @@ pub fn prepare_out(
         &SweepRecord {
             data: identity,
             prune,
+            prune_recorded: true,
         },
     )?;
     Ok(dir)
