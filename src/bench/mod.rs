@@ -141,9 +141,10 @@ pub fn software_adapter_gflops_per_core(adapter: &str) -> f64 {
 /// (the run's own load reports why).
 pub fn config_epoch_flops(config: &TrainConfig, data_dir: &std::path::Path) -> Option<f64> {
     let images = crate::data::locate(data_dir, crate::data::TRAIN_IMAGES);
-    let rows = crate::data::idx::declared_items(&images)? as f64 * (1.0 - config.val_fraction);
+    let declared = crate::data::idx::declared_items(&images)?;
+    let (rows, _) = crate::data::split_sizes(declared, config.val_fraction)?;
     let model = crate::run::declared_model(config, data_dir)?;
-    Some(model.epoch_flops(rows as usize))
+    Some(model.epoch_flops(rows))
 }
 
 /// Roughly how many seconds `flops` of training take on the software adapter named `adapter`,

@@ -25,19 +25,20 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
     let threads = super::threads_flag(threads)?;
     // Before any timing: a JSON file that cannot be written would fail only at the end.
     if let Some(path) = &json {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if path.is_dir() || dir.is_some_and(|d| !d.is_dir()) {
+        if path.is_dir() {
             bail!(
-                "--json {}: {}",
+                "--json {}: is a directory (hint: name a file in it)",
+                path.display()
+            );
+        }
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+        {
+            bail!(
+                "--json {}: its directory {} does not exist",
                 path.display(),
-                if path.is_dir() {
-                    "is a directory (hint: name a file in it)".to_string()
-                } else {
-                    format!(
-                        "its directory {} does not exist",
-                        dir.unwrap_or(path).display()
-                    )
-                }
+                dir.display()
             );
         }
     }

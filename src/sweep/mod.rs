@@ -135,9 +135,9 @@ pub fn most_flops(runs: &[&SweepRun], data_dir: &Path) -> Option<f64> {
         Some(prune) => (0..prune.brackets.max(1))
             .map(|b| prune.bracket(b).most_cost(&in_bracket(b)))
             .sum(),
-        None => in_bracket(0)
+        None => settings
             .iter()
-            .map(|&(cost, epochs)| cost * epochs as f64)
+            .map(|&(_, _, cost, epochs)| cost * epochs as f64)
             .sum(),
     })
 }
@@ -624,13 +624,4 @@ fn check_runs_fit(runs: &[&SweepRun], dir: &Path) -> Result<()> {
             })?;
     }
     Ok(())
-}
-
-/// Whether any run of a sweep has started in `dir` (each writes its tag first).
-pub(crate) fn holds_sweep_runs(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .filter_map(|e| e.ok())
-            .any(|e| RunDir::new(e.path()).sweep_tag().is_file())
-    })
 }

@@ -12,7 +12,12 @@ use crate::rundir::RunDir;
 /// Whether `dir` holds a sweep: its `sweep.json`, or (from before sweeps wrote one) a run
 /// directory a sweep tagged.
 fn holds_sweep(dir: &Path) -> bool {
-    dir.join(SWEEP_FILE).is_file() || super::holds_sweep_runs(dir)
+    dir.join(SWEEP_FILE).is_file()
+        || std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| RunDir::new(e.path()).sweep_tag().is_file())
+        })
 }
 
 /// Fails unless `path` is absent or begins as wgtrain writes it (`first_line`): a report
