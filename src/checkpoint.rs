@@ -221,6 +221,16 @@ fn model_from_metadata(info: &std::collections::HashMap<String, String>) -> Resu
     if widths.len() < 2 || widths.contains(&0) {
         return Err(format!("metadata \"layers\" = {widths:?} is not a network"));
     }
+    let params = crate::model::param_count_u128(&widths);
+    if params > crate::network::MAX_COUNT
+        || widths
+            .iter()
+            .any(|&w| w as u128 > crate::network::MAX_COUNT)
+    {
+        return Err(format!(
+            "metadata \"layers\" = {widths:?} declares {params} parameters, more than any model can have"
+        ));
+    }
     let activation = info
         .get("activation")
         .and_then(|a| Activation::parse(a))
@@ -256,7 +266,7 @@ pub fn save_model(
 
 /// Reads a model written by [`save_model`], checking every tensor's name, shape and dtype.
 pub fn load_model(path: &Path) -> Result<Params, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+    let bytes = crate::files::read(path).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -273,6 +283,15 @@ fn params_from_bytes(bytes: &[u8], path: &Path, kind: FileKind) -> Result<Params
         safetensors::SafeTensors::read_metadata(bytes).map_err(|e| kind.unreadable(path, e))?;
     let info = meta.metadata().clone().unwrap_or_default();
     let model = model_from_metadata(&info).map_err(bad)?;
+    // Before anything is allocated for them: a few bytes of metadata may declare billions.
+    let declared = model.param_count() as u128 * 4;
+    if declared > bytes.len() as u128 {
+        return Err(bad(format!(
+            "its metadata declares {} parameters ({declared} bytes), more than the file's {} bytes hold",
+            model.param_count(),
+            bytes.len()
+        )));
+    }
     let tensors =
         safetensors::SafeTensors::deserialize(bytes).map_err(|e| kind.unreadable(path, e))?;
     let mut values = vec![0.0f32; model.param_count()];
@@ -311,6 +330,7 @@ pub fn save_checkpoint(
     epochs_done: usize,
     stopping: &crate::train::EarlyStopping,
     untrained_val_loss: Option<f64>,
+    legs: &[Leg],
 ) -> Result<(), CheckpointError> {
     let bad = |message: String| CheckpointError::Format {
         path: path.to_path_buf(),
@@ -340,8 +360,54 @@ pub fn save_checkpoint(
     if let Some(loss) = untrained_val_loss {
         meta.push(("untrained_val_loss", loss.to_string()));
     }
+    if !legs.is_empty() {
+        meta.push((
+            "legs",
+            serde_json::to_string(legs).map_err(|e| bad(e.to_string()))?,
+        ));
+    }
     let bytes = encode(&params, &flat, &meta).map_err(bad)?;
     write_atomic(path, &bytes)
+}
+
+/// Epochs `first_epoch..=last_epoch` of a run, trained on `device` (the engine's own
+/// description: `cpu (2 threads)`, or the adapter). A run resumed elsewhere has several: the
+/// CPU path's sums depend on its thread count, and the GPU's differ from the CPU's, so such
+/// a run is not bit for bit the one an uninterrupted run would be.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Leg {
+    pub first_epoch: usize,
+    pub last_epoch: usize,
+    pub device: String,
+}
+
+impl Leg {
+    /// `legs` with epoch `epoch` trained on `device` added: the last leg extended when it
+    /// is the same device's and ends the epoch before, else a new leg.
+    pub fn extend(legs: &mut Vec<Leg>, epoch: usize, device: &str) {
+        match legs.last_mut() {
+            Some(leg) if leg.device == device && leg.last_epoch + 1 == epoch => {
+                leg.last_epoch = epoch;
+            }
+            _ => legs.push(Leg {
+                first_epoch: epoch,
+                last_epoch: epoch,
+                device: device.to_string(),
+            }),
+        }
+    }
+
+    /// "epochs 1–9 on cpu (1 thread), 10–12 on cpu (2 threads)".
+    pub fn describe(legs: &[Leg]) -> String {
+        let parts: Vec<String> = legs
+            .iter()
+            .map(|l| match l.first_epoch == l.last_epoch {
+                true => format!("{} on {}", l.first_epoch, l.device),
+                false => format!("{}–{} on {}", l.first_epoch, l.last_epoch, l.device),
+            })
+            .collect();
+        format!("epochs {}", parts.join(", "))
+    }
 }
 
 /// What [`load_checkpoint`] returns.
@@ -353,6 +419,8 @@ pub struct Checkpoint {
     pub stopping: crate::train::EarlyStopping,
     /// The run's untrained validation loss (absent from checkpoints that predate it).
     pub untrained_val_loss: Option<f64>,
+    /// What trained its epochs (empty in checkpoints that predate the record).
+    pub legs: Vec<Leg>,
 }
 
 /// Reads a checkpoint written by [`save_checkpoint`].
@@ -361,7 +429,7 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
         path: path.to_path_buf(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+    let bytes = crate::files::read(path).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -419,5 +487,10 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
         epochs_done: number("epochs_done")? as usize,
         stopping,
         untrained_val_loss: info.get("untrained_val_loss").and_then(|v| v.parse().ok()),
+        legs: match info.get("legs") {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|_| bad("metadata has an unreadable \"legs\"".into()))?,
+            None => Vec::new(),
+        },
     })
 }

@@ -264,7 +264,7 @@ fn parse_override_value(raw: &str) -> Option<toml::Value> {
 impl TrainConfig {
     /// Reads `path`, applies `overrides` (`key=value`), checks keys and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = crate::files::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -608,6 +608,26 @@ impl TrainConfig {
         keys.into_iter()
             .filter(|k| !except.contains(&k.as_str()) && a.get(*k) != b.get(*k))
             .map(|k| format!("{k} = {} / {}", shown(a.get(k)), shown(b.get(k))))
+            .collect()
+    }
+
+    /// The keys of `started` (the config a run began with) that this config changes and a
+    /// resume may not: `seed` and `val_fraction` make the train/validation split, and `seed`
+    /// and `init` the initial weights, so changing them mid-run would validate on rows
+    /// already trained on, and the run's files would claim the new values for all of it.
+    pub fn fixed_key_changes(&self, started: &TrainConfig) -> Vec<String> {
+        const FIXED: [&str; 3] = ["init", "seed", "val_fraction"];
+        // `differences` says "key = was / now".
+        started
+            .differences(self, &[])
+            .into_iter()
+            .filter_map(|d| {
+                let (key, values) = d.split_once(" = ")?;
+                let (was, now) = values.split_once(" / ")?;
+                FIXED
+                    .contains(&key)
+                    .then(|| format!("{key} from {was} to {now}"))
+            })
             .collect()
     }
 

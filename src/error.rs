@@ -30,6 +30,16 @@ pub enum Error {
     )]
     RunExists { path: PathBuf },
     #[error(
+        "{what} {path} holds files wgtrain did not write ({names}) (hint: choose a new or empty directory{force})"
+    )]
+    ForeignFiles {
+        what: &'static str,
+        path: PathBuf,
+        names: String,
+        /// How to write beside them anyway, where the command can (`, or --force …`).
+        force: &'static str,
+    },
+    #[error(
         "run directory {path} is in use by another wgtrain process (hint: wait for it to end, or choose another --out)"
     )]
     RunInUse { path: PathBuf },

@@ -20,8 +20,9 @@ pub struct EvalReport {
     pub counts: Vec<Vec<usize>>,
     /// Class names, in label order.
     pub names: Vec<String>,
-    /// Where the confusion picture was drawn (`confusion.png`, beside the model).
-    pub confusion_png: PathBuf,
+    /// Where the confusion picture was drawn (`confusion.png`, beside the model), or why it
+    /// was not.
+    pub confusion_png: std::result::Result<PathBuf, String>,
 }
 
 impl EvalReport {
@@ -65,7 +66,7 @@ pub fn evaluate_model(model: &Path, data_dir: &Path, threads: usize) -> Result<E
             raw.images_path.display(),
         ))
     })?;
-    raw.check_labels(classes)?;
+    raw.check_labels(classes, "the model")?;
     let mut engine = EngineKind::Cpu { threads }.build(&params, EVAL_ROWS)?;
     let dataset = Dataset {
         features: raw.features(),
@@ -84,20 +85,34 @@ pub fn evaluate_model(model: &Path, data_dir: &Path, threads: usize) -> Result<E
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    #[cfg(not(target_arch = "wasm32"))]
-    crate::plot::plot_confusion(
-        plot_dir,
-        &counts,
-        &names,
-        &format!(
-            "Confusion matrix, test set ({:.2}% correct)",
-            100.0 * stats.accuracy
-        ),
-    )?;
+    // Beside a model that is not in a run directory, a confusion picture already there may
+    // be the user's own: it is left as it is.
+    let confusion_png = plot_dir.join("confusion.png");
+    let pictures = [confusion_png.clone(), plot_dir.join("confusion.svg")];
+    let confusion_png = if crate::rundir::RunDir::new(plot_dir).holds_run()
+        || !pictures.iter().any(|p| p.exists())
+    {
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::plot::plot_confusion(
+            plot_dir,
+            &counts,
+            &names,
+            &format!(
+                "Confusion matrix, test set ({:.2}% correct)",
+                100.0 * stats.accuracy
+            ),
+        )?;
+        Ok(confusion_png)
+    } else {
+        Err(format!(
+            "not drawn: {} is not a run directory, and its confusion picture may be yours",
+            plot_dir.display()
+        ))
+    };
     Ok(EvalReport {
         stats,
         counts,
         names,
-        confusion_png: plot_dir.join("confusion.png"),
+        confusion_png,
     })
 }

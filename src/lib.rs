@@ -14,6 +14,7 @@ pub mod dropout;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod files;
 pub mod gpu;
 pub mod gradcheck;
 pub mod metrics;

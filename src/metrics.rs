@@ -151,6 +151,10 @@ pub struct Summary {
     /// Set when the run finished but its result is suspect (see `run::worse_than_untrained`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// What trained which epochs: one leg, or several for a run resumed on another device or
+    /// thread count (`device_detail` names the last in full).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legs: Vec<crate::checkpoint::Leg>,
 }
 
 /// A number, or NaN where the file says null (serde_json writes a NaN as null).
@@ -178,13 +182,13 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 
 /// The JSON file at `path`; unreadable or malformed, an error naming it.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::files::read_to_string(path).map_err(|e| Error::io(path, e))?;
     parse_json(path, &text)
 }
 
 /// [`read_json`], or `None` where there is no file (a record older versions did not write).
 pub fn read_json_if_present<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    match std::fs::read_to_string(path) {
+    match crate::files::read_to_string(path) {
         Ok(text) => parse_json(path, &text).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path, e)),

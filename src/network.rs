@@ -274,10 +274,29 @@ pub struct Network {
     pub param_count: usize,
 }
 
+/// The most parameters a network may have, and the most values per image any of its layers
+/// may give: the GPU kernels address them with 32-bit offsets, and counts this size stay far
+/// from overflowing wherever they are multiplied later.
+pub const MAX_COUNT: u128 = u32::MAX as u128;
+
+/// The values of `shape` (C·H·W), or why there are too many.
+fn bounded_len(shape: ImageShape) -> Result<usize, String> {
+    let len = shape.channels as u128 * shape.height as u128 * shape.width as u128;
+    if len > MAX_COUNT {
+        return Err(format!(
+            "{}×{}×{} = {len} values per image, more than the {MAX_COUNT} the GPU kernels' 32-bit offsets can address",
+            shape.channels, shape.height, shape.width
+        ));
+    }
+    Ok(len as usize)
+}
+
 impl Network {
     /// Plans `layers` on images of `input`, for `classes` classes. Every mismatch is an error
-    /// naming the layer (numbered from 1) before any work starts.
+    /// naming the layer (numbered from 1) before any work starts, and so is a count too large
+    /// to address ([`MAX_COUNT`]): every count is taken in arithmetic that cannot overflow.
     pub fn plan(input: ImageShape, layers: &[Layer], classes: usize) -> Result<Network, String> {
+        bounded_len(input).map_err(|why| format!("the input: {why}"))?;
         let mut planned = Vec::with_capacity(layers.len());
         let mut outputs = Vec::with_capacity(layers.len());
         let mut shape = input;
@@ -285,6 +304,16 @@ impl Network {
         for (n, layer) in layers.iter().enumerate() {
             let name = || format!("layer {} ({})", n + 1, describe(layer));
             let fail = |why: String| format!("{}: {why}", name());
+            // The parameters so far with `more` added, within [`MAX_COUNT`].
+            let add_params = |params: usize, more: u128| {
+                let total = params as u128 + more;
+                if total > MAX_COUNT {
+                    return Err(fail(format!(
+                        "the network's parameters reach {total}, more than the {MAX_COUNT} the GPU kernels' 32-bit offsets can address"
+                    )));
+                }
+                Ok(total as usize)
+            };
             let (step, out) = match *layer {
                 Layer::Conv2d {
                     filters,
@@ -304,12 +333,15 @@ impl Network {
                     };
                     conv.validate().map_err(fail)?;
                     let weight = params;
-                    params += conv.weights_len() + filters;
+                    let window = [shape.channels, kernel, kernel, filters];
+                    let weights = window.iter().map(|&d| d as u128).product::<u128>();
+                    params = add_params(params, weights + filters as u128)?;
                     let out = ImageShape {
                         channels: filters,
                         height: conv.out_height(),
                         width: conv.out_width(),
                     };
+                    bounded_len(out).map_err(fail)?;
                     let step = Planned::Conv2d {
                         shape: conv,
                         activation,
@@ -350,7 +382,8 @@ impl Network {
                     }
                     let fan_in = shape.len();
                     let weight = params;
-                    params += fan_in * units + units;
+                    params = add_params(params, (fan_in as u128 + 1) * units as u128)?;
+                    bounded_len(ImageShape::flat(units)).map_err(fail)?;
                     let step = Planned::Dense {
                         fan_in,
                         fan_out: units,

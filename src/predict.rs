@@ -274,7 +274,7 @@ pub fn predict_files(params: &Params, files: &[PathBuf], k: usize) -> Result<Vec
     };
     let mut out = Vec::new();
     for file in files {
-        let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+        let bytes = crate::files::read(file).map_err(|e| Error::io(file, e))?;
         let is_idx = bytes.starts_with(&[0x1f, 0x8b]) || bytes.starts_with(&[0, 0, 0x08]);
         if is_idx {
             let array = idx::parse_idx(&bytes, file)?;
@@ -282,6 +282,12 @@ pub fn predict_files(params: &Params, files: &[PathBuf], k: usize) -> Result<Vec
             if array.dims.len() < 2 {
                 return Err(Error::Usage(format!(
                     "{}: an IDX file of rank 1 holds labels, not images (pass the images file)",
+                    file.display()
+                )));
+            }
+            if array.dims[0] == 0 {
+                return Err(Error::Usage(format!(
+                    "{}: the IDX file holds no images (its header declares 0 items)",
                     file.display()
                 )));
             }

@@ -32,6 +32,17 @@ pub fn read_run(dir: &Path) -> Result<RunRecord> {
 /// the sweep's results and plots); a directory that is not a run fails as it reads.
 pub fn read_finished(dirs: &[PathBuf]) -> Result<(Vec<RunRecord>, Vec<PathBuf>)> {
     let dirs: Vec<&PathBuf> = dirs.iter().filter(|d| !d.is_file()).collect();
+    if let Some(sweep) = dirs
+        .iter()
+        .find(|d| d.join(crate::rundir::SWEEP_RECORD).is_file())
+    {
+        return Err(Error::Usage(format!(
+            "{} is a sweep directory, not a run (hint: `wgtrain sweep report {}` tables a sweep; `wgtrain table {}/*` its runs)",
+            sweep.display(),
+            sweep.display(),
+            sweep.display()
+        )));
+    }
     let (finished, unfinished): (Vec<&PathBuf>, Vec<&PathBuf>) = dirs.iter().partition(|d| {
         let run = crate::rundir::RunDir::new(d);
         run.summary().exists() || !run.has_metrics()

@@ -107,6 +107,23 @@ pub fn run_training(
     let start = Instant::now();
     let dir = RunDir::new(&opts.out);
     crate::error::refuse_non_directory(&opts.out, "run directory")?;
+    // Refused before the lock is taken: a refusal leaves the directory as it was.
+    if !opts.resume {
+        if !opts.force && dir.holds_run() {
+            return Err(Error::RunExists {
+                path: opts.out.clone(),
+            });
+        }
+        dir.refuse_foreign_files(opts.force)?;
+    } else if let Ok(started) = dir.read_config() {
+        let changes = config.fixed_key_changes(&started);
+        if !changes.is_empty() {
+            return Err(Error::Usage(format!(
+                "a resume cannot change {} (they fix the data split and the initial weights for the whole run) (hint: start a new run with --out, e.g. with --seed or --set)",
+                changes.join(", ")
+            )));
+        }
+    }
     // Lock before reading anything of a run already there (a resume's checkpoint), so a
     // second process is turned away before it acts on files the first is rewriting.
     let early_lock = if opts.out.is_dir() {
@@ -136,6 +153,21 @@ pub fn run_training(
                 c.epochs_done, config.epochs, c.epochs_done
             )));
         }
+        // A run with nothing left to train (a finished run resumed to the same end, say) is
+        // left as it is: resuming it changes no file.
+        let stopping = c.stopping.clone().with_settings(
+            config.early_stopping_rule,
+            config.patience,
+            config.early_stopping,
+        );
+        let nothing_left = c.epochs_done >= config.epochs
+            || (c.epochs_done > 0 && stopping.stops_after(c.epochs_done));
+        if nothing_left && let Ok(summary) = dir.read_summary() {
+            if let Some(lock) = early_lock {
+                dir.unlock(lock);
+            }
+            return Ok(summary);
+        }
         // Already at the epoch to stop after: another shard of a pruning sweep took this run
         // to its rung after this process listed it (a waiting shard trains the runs no
         // process holds); training on would carry it past the rung before the rung judged it.
@@ -146,11 +178,6 @@ pub fn run_training(
         }
         Some(c)
     } else {
-        if !opts.force && dir.holds_run() {
-            return Err(Error::RunExists {
-                path: opts.out.clone(),
-            });
-        }
         // Listed to start afresh, but another shard has begun it since, as above: it stays
         // where that shard left it, for whoever goes on with it, not trained again from the
         // start (which could take it back below a rung another shard has judged).
@@ -192,6 +219,18 @@ pub fn run_training(
     let params = Params::init_model(model.clone(), config.init, config.seed);
     let mut engine = opts.engine.build(&params, config.batch_size)?;
     engine.upload(Arc::clone(&data))?;
+    let device = engine.describe();
+    let leg_device = sums_on(&opts.engine, &device);
+    let mut legs = match &checkpoint {
+        // A checkpoint from before legs were recorded: its epochs' device is not known.
+        Some(c) if c.legs.is_empty() && c.epochs_done > 0 => vec![crate::checkpoint::Leg {
+            first_epoch: 1,
+            last_epoch: c.epochs_done,
+            device: "(not recorded)".into(),
+        }],
+        Some(c) => c.legs.clone(),
+        None => Vec::new(),
+    };
     let resume = match checkpoint {
         Some(c) => {
             engine.set_training_state(&c.state)?;
@@ -223,6 +262,7 @@ pub fn run_training(
     };
     let outcome = train(engine.as_mut(), data.train.len, config, resume, |end| {
         metrics.append(end.record)?;
+        crate::checkpoint::Leg::extend(&mut legs, end.record.epoch, &leg_device);
         // Every epoch: the state to continue from, and the best model so far.
         save_checkpoint(
             &checkpoint_path,
@@ -231,6 +271,7 @@ pub fn run_training(
             end.record.epoch,
             end.stopping,
             end.untrained_val_loss,
+            &legs,
         )?;
         if end.verdict.improved {
             let best = Params {
@@ -282,20 +323,30 @@ pub fn run_training(
     )?;
     // A run of a GPU pack counts its share of the packed epochs, not the others' time.
     let seconds = (start.elapsed().as_secs_f64() - outcome.other_runs_secs).max(0.0);
-    let device = opts.engine.device_name().to_string();
-    let summary = summarize(
+    let mut summary = summarize(
         config,
         &outcome,
         test,
-        (device, engine.describe()),
+        (opts.engine.device_name().to_string(), device),
         opts.engine.adapter(),
         seconds,
     );
+    summary.legs = legs;
     summary.write(&dir.summary())?;
     dir.unlock(lock);
     match outcome.diverged {
         Some(e) => Err(Error::Train(e)),
         None => Ok(summary),
+    }
+}
+
+/// What decides how a run's sums round, for its [`crate::checkpoint::Leg`]s: on the CPU the
+/// engine's thread count (`described`), on a GPU the adapter alone (a run packed with others
+/// trains to the same bits as alone).
+fn sums_on(engine: &EngineKind, described: &str) -> String {
+    match engine.adapter() {
+        Some(a) => format!("{} ({})", a.name, a.backend),
+        None => described.to_string(),
     }
 }
 
@@ -366,6 +417,7 @@ pub fn summarize(
         seconds,
         error: outcome.diverged.as_ref().map(ToString::to_string),
         warning: worse_than_untrained(outcome, config.learning_rate),
+        legs: Vec::new(),
     }
 }
 

@@ -24,8 +24,58 @@ const CHECKPOINT: &str = "last.safetensors";
 const LOCK: &str = ".lock";
 /// The data the run trained on ([`DataIdentity`]).
 const DATA: &str = "data.json";
+/// A sweep directory's record of itself (its data, its pruning), beside its runs.
+pub const SWEEP_RECORD: &str = "sweep.json";
 /// A sweep's record of the run's place in it.
 const SWEEP_TAG: &str = "sweep_run.json";
+/// Every name a run writes in its directory: the files above, the curves `plot` draws and
+/// the confusion matrix `eval` draws beside the model.
+const RUN_FILES: [&str; 14] = [
+    CONFIG,
+    METRICS,
+    SUMMARY,
+    MODEL,
+    CHECKPOINT,
+    LOCK,
+    DATA,
+    SWEEP_TAG,
+    "accuracy.png",
+    "accuracy.svg",
+    "loss.png",
+    "loss.svg",
+    "confusion.png",
+    "confusion.svg",
+];
+
+/// The entries of `dir` that wgtrain did not write, by name, sorted: every entry but
+/// `ours` and the temporary files of an interrupted atomic write (`.NAME.tmp-PID`,
+/// `.tmp-PID-NAME`). A directory that cannot be listed (or does not exist) has none.
+pub fn foreign_entries(dir: &Path, ours: impl Fn(&str) -> bool) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            let temporary =
+                name.starts_with(".tmp-") || (name.starts_with('.') && name.contains(".tmp-"));
+            !temporary && !ours(name)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// `names` for a message: the first few, and how many more.
+pub fn list_names(names: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
+}
 
 /// A run directory (which need not exist yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +123,35 @@ impl RunDir {
             .any(|f| self.path.join(f).exists())
     }
 
+    /// Refuses a directory that holds what a run did not write (unless `force`: then the run
+    /// writes its files beside them, replacing only its own names). In a directory that holds
+    /// no run, every file counts as the user's, even one named like a run's picture.
+    pub fn refuse_foreign_files(&self, force: bool) -> Result<()> {
+        if force {
+            return Ok(());
+        }
+        let holds_run = self.holds_run();
+        let foreign = foreign_entries(&self.path, |name| {
+            name == LOCK || name == SWEEP_TAG || (holds_run && RUN_FILES.contains(&name))
+        });
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        Err(Error::ForeignFiles {
+            what: "run directory",
+            path: self.path.clone(),
+            names: list_names(&foreign),
+            force: ", or --force to write the run beside them: only wgtrain's own files are replaced",
+        })
+    }
+
+    /// Whether it is a directory holding nothing but what runs write (a run begun, or one
+    /// another process is starting: perhaps only its lock or its sweep tag yet).
+    pub fn holds_only_run_files(&self) -> bool {
+        self.path.is_dir()
+            && foreign_entries(&self.path, |name| RUN_FILES.contains(&name)).is_empty()
+    }
+
     /// Whether it holds a finished run (a readable summary, finished or diverged).
     pub fn is_finished(&self) -> bool {
         Summary::read(&self.summary()).is_ok()
@@ -85,7 +164,7 @@ impl RunDir {
 
     /// The config.toml the run wrote, as text (`None` when there is none).
     pub fn written_config(&self) -> Option<String> {
-        std::fs::read_to_string(self.config()).ok()
+        crate::files::read_to_string(self.config()).ok()
     }
 
     /// The run's config, as it wrote it.
@@ -208,7 +287,7 @@ impl RunDir {
 
 /// The first `epochs` rows of the metrics.csv at `path`.
 fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochRecord>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::files::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let bad = |line: usize| {
         Error::io(
             path,

@@ -1,11 +1,26 @@
 //! `wgtrain web`: serves the page (`web/index.html`, its script and the wasm that
 //! `web/build.sh` makes), the configs and a data directory's four IDX files over plain
 //! HTTP/1.1 on a local address. Only those files are reachable: a request names a route, not
-//! a path, so nothing else on the machine can be read through it.
+//! a path, so nothing else on the machine can be read through it. HTTP itself is hyper's
+//! (parsing, keep-alive, bodies); what is here is what to answer, and the bounds that keep
+//! any local client from crashing or bloating the server: a header timeout, a bound on the
+//! head's size and on connections, files streamed a chunk at a time, and on loopback only
+//! requests that name this server.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Frame, SizeHint};
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::io::AsyncRead;
 
 /// Why the page cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +35,8 @@ pub enum ServeError {
         // Not `source`: the message says it once, and `error: {:#}` would say it again.
         reason: std::io::Error,
     },
+    #[error("cannot start the server's runtime: {0}")]
+    Runtime(std::io::Error),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
 }
@@ -86,51 +103,72 @@ impl Site {
         names
     }
 
-    /// The body and content type for the request path `route` (its query dropped), or `None`
-    /// for a route that is not one of the site's.
-    fn respond(&self, route: &str) -> Option<(Vec<u8>, &'static str)> {
+    /// The reply for the request path `route` (its query dropped), or `None` for a route
+    /// that is not one of the site's.
+    fn route(&self, route: &str) -> Option<Reply> {
         let route = route.split('?').next().unwrap_or_default();
-        let file = |path: PathBuf, kind| std::fs::read(path).ok().map(|body| (body, kind));
         if route == "/" {
-            return file(self.web_dir.join("index.html"), PAGE_FILES[0].1);
+            return Some(Reply::File(
+                self.web_dir.join("index.html"),
+                PAGE_FILES[0].1,
+            ));
         }
         if let Some((name, kind)) = PAGE_FILES
             .iter()
             .find(|(name, _)| route == format!("/{name}"))
         {
-            return file(self.web_dir.join(name), kind);
+            return Some(Reply::File(self.web_dir.join(name), kind));
         }
         if route == "/configs/index.json" {
             let names = serde_json::to_vec(&self.config_names()).ok()?;
-            return Some((names, "application/json"));
+            return Some(Reply::Bytes(names, "application/json"));
         }
         if let Some(name) = route
             .strip_prefix("/configs/")
             .and_then(|n| n.strip_suffix(".toml"))
         {
             return self.config_names().iter().any(|n| n == name).then(|| {
-                file(
+                Reply::File(
                     self.configs_dir.join(format!("{name}.toml")),
                     "text/plain; charset=utf-8",
                 )
-            })?;
+            });
         }
         if let Some(name) = route.strip_prefix("/data/") {
             // The four files by their plain names; gzipped or not, as the directory holds them.
             return crate::data::FILES.contains(&name).then(|| {
-                file(
+                Reply::File(
                     crate::data::locate(&self.data_dir, name),
                     "application/octet-stream",
                 )
-            })?;
+            });
         }
         None
     }
 }
 
+/// What a route answers with: a file, streamed from disk, or a few bytes made here.
+enum Reply {
+    File(PathBuf, &'static str),
+    Bytes(Vec<u8>, &'static str),
+}
+
+/// The most connections served at once; more wait in the listen backlog until one ends.
+pub const MAX_CONNECTIONS: usize = 512;
+/// How long a client may take to send a request's head, and how long a connection may stay
+/// idle between requests, before it is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most a connection may take, however busy: a client that stops reading a response
+/// holds its connection (and one chunk of the file) no longer than this.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+/// The largest request head (request line and headers) read; a longer one is refused.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// How much of a file a response holds in memory at once.
+const CHUNK_BYTES: usize = 64 * 1024;
+
 /// A listening server: [`PageServer::url`] to open, [`PageServer::serve`] to answer.
 pub struct PageServer {
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     site: Site,
 }
 
@@ -138,10 +176,12 @@ impl PageServer {
     /// Checks `site` ([`Site::check`]) and listens on `address` (port 0: any free one).
     pub fn bind(address: SocketAddr, site: Site) -> Result<Self, ServeError> {
         site.check()?;
-        let listener = TcpListener::bind(address).map_err(|reason| ServeError::Listen {
+        let listen = |reason| ServeError::Listen {
             address: address.to_string(),
             reason,
-        })?;
+        };
+        let listener = std::net::TcpListener::bind(address).map_err(listen)?;
+        listener.set_nonblocking(true).map_err(listen)?;
         Ok(PageServer { listener, site })
     }
 
@@ -153,63 +193,190 @@ impl PageServer {
         }
     }
 
-    /// Answers requests until the process ends, each connection on its own thread (a page
-    /// fetches its four data files at once).
-    pub fn serve(self) -> ! {
-        let site = std::sync::Arc::new(self.site);
+    /// Answers requests until the process ends: each connection a task on a small runtime
+    /// (a page fetches its four data files at once), at most [`MAX_CONNECTIONS`] at a time.
+    pub fn serve(self) -> Result<(), ServeError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(ServeError::Runtime)?;
+        runtime.block_on(self.accept())
+    }
+
+    async fn accept(self) -> Result<(), ServeError> {
+        let address = self.url();
+        let listener = tokio::net::TcpListener::from_std(self.listener)
+            .map_err(|reason| ServeError::Listen { address, reason })?;
+        let site = Arc::new(self.site);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
-            if let Ok((stream, _)) = self.listener.accept() {
-                let site = std::sync::Arc::clone(&site);
-                std::thread::spawn(move || {
-                    let _ = answer(&site, stream);
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                unreachable!("the semaphore is never closed")
+            };
+            let (stream, local) = match listener.accept().await {
+                Ok((stream, _)) => match stream.local_addr() {
+                    Ok(local) => (stream, local),
+                    Err(_) => continue,
+                },
+                // Out of file descriptors, say: wait for connections to end rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let site = Arc::clone(&site);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let site = Arc::clone(&site);
+                    async move { Ok::<_, Infallible>(answer(&site, local, &request).await) }
                 });
-            }
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+                drop(slot);
+            });
         }
     }
 }
 
-/// Answers the requests on one connection (GET and HEAD; keep-alive as HTTP/1.1 says).
-fn answer(site: &Site, stream: TcpStream) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
-    loop {
-        let mut request = String::new();
-        if reader.read_line(&mut request)? == 0 {
-            return Ok(());
-        }
-        let mut close = false;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-                break;
-            }
-            close |= header.to_ascii_lowercase().starts_with("connection: close");
-        }
-        let mut words = request.split_whitespace();
-        let (method, route) = (
-            words.next().unwrap_or_default(),
-            words.next().unwrap_or("/"),
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// The response to one request: GET and HEAD of the site's routes, for the address served.
+async fn answer<B>(site: &Site, local: SocketAddr, request: &Request<B>) -> Response<Body> {
+    if local.ip().is_loopback() && !names_this_server(request.headers().get(HOST), local) {
+        // A page on another site that renamed itself to 127.0.0.1 (DNS rebinding) sends its
+        // own name: it must not read the data through the user's browser.
+        return plain(
+            StatusCode::FORBIDDEN,
+            "forbidden: the Host header names another server\n",
         );
-        let (status, body, kind) = match (method, site.respond(route)) {
-            ("GET" | "HEAD", Some((body, kind))) => ("200 OK", body, kind),
-            ("GET" | "HEAD", None) => ("404 Not Found", b"not found\n".to_vec(), "text/plain"),
-            _ => (
-                "405 Method Not Allowed",
-                b"GET only\n".to_vec(),
-                "text/plain",
-            ),
-        };
-        write!(
-            out,
-            "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\r\n",
-            body.len()
-        )?;
-        if method != "HEAD" {
-            out.write_all(&body)?;
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let reply = site.route(request.uri().path());
+    let (body, kind, length) = match reply {
+        None => return plain(StatusCode::NOT_FOUND, "not found\n"),
+        Some(Reply::Bytes(bytes, kind)) => {
+            let length = bytes.len() as u64;
+            (full(bytes), kind, length)
         }
-        out.flush()?;
-        if close {
-            return Ok(());
+        Some(Reply::File(path, kind)) => match FileBody::open(&path).await {
+            Ok(file) => {
+                let length = file.remaining;
+                (file.boxed(), kind, length)
+            }
+            Err(_) => return plain(StatusCode::NOT_FOUND, "not found\n"),
+        },
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Whether `host` (a request's Host header) names the server listening on `local`: its
+/// address or `localhost`, with its port (or none, for port 80).
+fn names_this_server(host: Option<&HeaderValue>, local: SocketAddr) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => (name, port.parse::<u16>().ok()),
+        _ => (host, Some(80)),
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let named = name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip == local.ip());
+    named && port == Some(local.port())
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+    response
+}
+
+/// A file sent a chunk at a time, as the client reads it: one chunk in memory however large
+/// the file and however slowly it is read.
+struct FileBody {
+    file: tokio::fs::File,
+    chunk: Box<[u8]>,
+    remaining: u64,
+}
+
+impl FileBody {
+    /// The regular file at `path` (a route names a file; anything else is not served).
+    async fn open(path: &Path) -> std::io::Result<Self> {
+        let file = tokio::fs::File::open(path).await?;
+        let metadata = file.metadata().await?;
+        if !metadata.is_file() {
+            return Err(std::io::ErrorKind::InvalidInput.into());
         }
+        Ok(FileBody {
+            file,
+            chunk: vec![0; CHUNK_BYTES].into_boxed_slice(),
+            remaining: metadata.len(),
+        })
+    }
+}
+
+impl hyper::body::Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let wanted = this
+            .chunk
+            .len()
+            .min(usize::try_from(this.remaining).unwrap_or(usize::MAX));
+        let mut buffer = tokio::io::ReadBuf::new(&mut this.chunk[..wanted]);
+        match Pin::new(&mut this.file).poll_read(cx, &mut buffer) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            // The file shrank since its length was sent: end here, short, rather than pad.
+            Poll::Ready(Ok(())) if buffer.filled().is_empty() => {
+                Poll::Ready(Some(Err(std::io::ErrorKind::UnexpectedEof.into())))
+            }
+            Poll::Ready(Ok(())) => {
+                let read = buffer.filled();
+                this.remaining -= read.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(read)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
     }
 }

@@ -930,6 +930,7 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "--epsilon 1e10: the step must be above 0 and at most 0.1",
     });
+    cases.extend(nothing_lost_cases(root, &good, &done));
     cases.push(Case {
         what: "a config file that is not there",
         args: vec![
@@ -1015,4 +1016,217 @@ fn every_bad_input_exits_1_with_a_message_and_docs_errors_md_is_current() {
         current == table,
         "docs/errors.md is stale: rerun with WGTRAIN_BLESS=1 and commit it"
     );
+}
+
+/// Arguments as owned strings.
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// A safetensors file holding no tensor and `metadata` (JSON object text) as its metadata.
+fn bare_safetensors(path: &Path, metadata: &str) {
+    let header = format!("{{\"__metadata__\":{metadata}}}");
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// What a user names that wgtrain must not write over, read wrongly or count wrongly: outputs,
+/// directories of the user's files, files that are not regular files, sizes that overflow,
+/// resumes that would change what a run is.
+fn nothing_lost_cases(root: &Path, good: &Path, done: &Path) -> Vec<Case> {
+    let path = |p: &Path| p.display().to_string();
+    let mut cases = Vec::new();
+    // See: `train --out DIR` wrote over the user's own accuracy.png and notes.
+    let mine = root.join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "mine").unwrap();
+    cases.push(Case {
+        what: "a run directory holding the user's own files",
+        args: train(good, &mine, &[]),
+        expect: "mine holds files wgtrain did not write (notes.txt) (hint: choose a new or empty directory, or --force",
+    });
+    let sweep_file = root.join("lost-sweep.toml");
+    std::fs::write(&sweep_file, "[grid]\nlearning_rate = [0.1]\n").unwrap();
+    cases.push(Case {
+        what: "a sweep directory holding the user's own files",
+        args: args(&[
+            "sweep",
+            &path(&sweep_file),
+            "--data",
+            &path(good),
+            "--out",
+            &path(&mine),
+        ]),
+        expect: "sweep directory",
+    });
+    // See: `bench --json /dev/full` (as root) turned the device into a regular file and
+    // exited 0. Written through now, as a shell's `>` writes: the device says it is full.
+    if Path::new("/dev/full").exists() {
+        cases.push(Case {
+            what: "a bench JSON file on a device that takes nothing",
+            args: args(&[
+                "bench",
+                "--devices",
+                "cpu",
+                "--data",
+                &path(good),
+                "--set",
+                "layers=[36, 8, 3]",
+                "--set",
+                "batch_size=8",
+                "--warmup",
+                "0",
+                "--epochs",
+                "1",
+                "--json",
+                "/dev/full",
+            ]),
+            expect: "--json /dev/full: No space left on device",
+        });
+    }
+    // See: a FIFO as a data file blocked forever; /dev/zero was read until memory ran out.
+    let fifo_data = dataset(root, "fifo");
+    let fifo = fifo_data.join("train-labels-idx1-ubyte");
+    std::fs::remove_file(&fifo).unwrap();
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    cases.push(Case {
+        what: "a data file that is a named pipe",
+        args: train(&fifo_data, &root.join("fifo-run"), &[]),
+        expect: "train-labels-idx1-ubyte: is a named pipe (FIFO), not a regular file",
+    });
+    cases.push(Case {
+        what: "a config file that is a device",
+        args: args(&["train", "--config", "/dev/zero"]),
+        expect: "/dev/zero: is a device, not a regular file",
+    });
+    // See: a dense layer of 3526583425856237809 units panicked (slice index) in gradcheck,
+    // and train said "(7 parameters)": the count had wrapped.
+    cases.push(Case {
+        what: "a network whose parameters overflow a count",
+        args: args(&[
+            "gradcheck",
+            "--data",
+            &path(good),
+            "--set",
+            "network=[{dense=3526583425856237809},{dense=3}]",
+        ]),
+        expect: "the network's parameters reach 130483586756680798933, more than the 4294967295",
+    });
+    // See: eval and predict on a model whose metadata declares such a network panicked with
+    // "capacity overflow".
+    let huge = root.join("huge.safetensors");
+    bare_safetensors(
+        &huge,
+        r#"{"layers":"[36, 9000000000000000000, 3]","activation":"tanh"}"#,
+    );
+    cases.push(Case {
+        what: "a model file whose metadata declares more parameters than any model has",
+        args: args(&["eval", "--model", &path(&huge), "--data", &path(good)]),
+        expect: "declares 360000000000000000003 parameters, more than any model can have",
+    });
+    let large = root.join("large.safetensors");
+    bare_safetensors(
+        &large,
+        r#"{"layers":"[36, 100000000, 3]","activation":"tanh"}"#,
+    );
+    cases.push(Case {
+        what: "a model file whose metadata declares more parameters than it holds",
+        args: args(&["predict", "--model", &path(&large), &path(&large)]),
+        expect: "more than the file's",
+    });
+    // See: `train --resume RUN --set seed=7` re-split train/validation mid-run.
+    cases.push(Case {
+        what: "a resume that changes the seed (the split and the first weights)",
+        args: args(&[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &path(good),
+            "--resume",
+            &path(done),
+            "--set",
+            "seed=7",
+            "--set",
+            "epochs=3",
+        ]),
+        expect: "a resume cannot change seed from 1 to 7",
+    });
+    // See: predict on an IDX file of 0 images printed nothing and exited 0.
+    let empty = root.join("empty-idx");
+    std::fs::create_dir(&empty).unwrap();
+    write_idx(&empty, "none-idx3-ubyte", &[0, 6, 6], &[], false);
+    cases.push(Case {
+        what: "an IDX images file of no images to predict",
+        args: args(&[
+            "predict",
+            "--model",
+            &path(&RunDir::new(done).model()),
+            &path(&empty.join("none-idx3-ubyte")),
+        ]),
+        expect: "the IDX file holds no images",
+    });
+    // See: 1×1 images z-scored to all zeros, and the warning blamed the learning rate.
+    let dots = root.join("dots");
+    write_dataset(&dots, 60, 20, 1, 3, false);
+    cases.push(Case {
+        what: "images of one pixel (nothing left after the per-image z-score)",
+        args: args(&[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &path(&dots),
+            "--out",
+            &path(&root.join("dots-run")),
+            "--set",
+            "layers=[1, 3]",
+        ]),
+        expect: "every image of 1×1 pixels is one value throughout",
+    });
+    // See: `table SWEEP_DIR` said "config.toml: No such file" with no hint.
+    let sweep_dir = root.join("a-sweep");
+    std::fs::create_dir(&sweep_dir).unwrap();
+    std::fs::write(sweep_dir.join("sweep.json"), "{}").unwrap();
+    cases.push(Case {
+        what: "a results table of a sweep directory",
+        args: args(&["table", &path(&sweep_dir)]),
+        expect: "a-sweep is a sweep directory, not a run (hint: `wgtrain sweep report",
+    });
+    // See: eval on labels beyond the model's classes blamed "the training labels".
+    let four = root.join("four-classes");
+    write_dataset(&four, 60, 20, 6, 4, false);
+    cases.push(Case {
+        what: "evaluation data with more classes than the model",
+        args: args(&[
+            "eval",
+            "--model",
+            &path(&RunDir::new(done).model()),
+            "--data",
+            &path(&four),
+        ]),
+        expect: "classes of the model",
+    });
+    // See: `trials = 1000000000` with a large --max-runs aborted allocating 24 GB.
+    let billion = root.join("billion.toml");
+    std::fs::write(
+        &billion,
+        "trials = 1000000000\n[search]\nlearning_rate = { log_uniform = [0.001, 0.1] }\n",
+    )
+    .unwrap();
+    cases.push(Case {
+        what: "a search of more trials than memory can plan",
+        args: args(&[
+            "sweep",
+            &path(&billion),
+            "--max-runs",
+            "2000000000",
+            "--out",
+            &path(&root.join("billion-out")),
+        ]),
+        expect: "1000000000 runs would take about 3815 GiB of memory to plan",
+    });
+    cases
 }

@@ -381,3 +381,137 @@ fn a_run_early_stopping_ended_stays_ended_on_resume_unless_its_settings_let_it_g
     assert_eq!(resumed[..rows.len()], rows[..]);
     assert_eq!(summary(&run)["stopped_early"], false);
 }
+
+/// Every file of `dir` with its bytes and modification time.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+                e.metadata().unwrap().modified().unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// `wgtrain train` on a small set in `data` with `extra` arguments: its output.
+fn train_small(data: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "train",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--data",
+        data.to_str().unwrap(),
+        "--set",
+        "layers=[36, 10, 3]",
+        "--set",
+        "batch_size=16",
+    ];
+    args.extend_from_slice(extra);
+    wgtrain(&args)
+}
+
+#[test]
+fn a_resume_may_not_change_the_split_or_the_first_weights_and_one_with_nothing_to_train_changes_no_file()
+ {
+    // See: `--resume RUN --set seed=7` re-split train/validation mid-run (validating on rows
+    // already trained on) and rewrote config.toml and summary.json to claim seed 7 throughout.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 60, 6, 3, true);
+    let run = tmp.path().join("run");
+    let r = run.to_str().unwrap();
+    let o = train_small(&data, &["--out", r, "--set", "epochs=2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = snapshot(&run);
+    for (set, key) in [
+        ("seed=7", "seed from 1 to 7"),
+        ("val_fraction=0.3", "val_fraction"),
+        ("init=\"he\"", "init"),
+    ] {
+        let o = train_small(&data, &["--resume", r, "--set", set, "--set", "epochs=4"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{set}: {err}");
+        assert!(
+            err.contains("a resume cannot change") && err.contains(key),
+            "{set}: {err}"
+        );
+        assert_eq!(snapshot(&run), before, "{set} changed the run's files");
+    }
+    // The finished run resumed to the end it has: nothing to train, no file touched.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let o = train_small(&data, &["--resume", r]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("nothing left to train"), "{err}");
+    assert_eq!(snapshot(&run), before);
+    // A key that is a hyperparameter still goes on from the resumed epoch.
+    let o = train_small(
+        &data,
+        &[
+            "--resume",
+            r,
+            "--set",
+            "epochs=3",
+            "--set",
+            "learning_rate=0.05",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(metrics(&run).len(), 4);
+}
+
+#[test]
+fn a_run_resumed_on_another_thread_count_records_each_leg_and_says_so() {
+    // See: a resume on another thread count or device gave other numbers without a word,
+    // and summary.json named only the last leg's device.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 60, 6, 3, true);
+    let run = tmp.path().join("run");
+    let r = run.to_str().unwrap();
+    let o = train_small(&data, &["--out", r, "--threads", "1", "--set", "epochs=2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let legs = |dir: &Path| -> Vec<wgtrain::checkpoint::Leg> {
+        RunDir::new(dir).read_summary().unwrap().legs
+    };
+    let one = legs(&run);
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert_eq!((one[0].first_epoch, one[0].last_epoch), (1, 2));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("note:"));
+    let o = train_small(
+        &data,
+        &["--resume", r, "--threads", "2", "--set", "epochs=3"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let two = legs(&run);
+    assert_eq!(two.len(), 2, "{two:?}");
+    assert_eq!(two[0], one[0]);
+    assert_eq!((two[1].first_epoch, two[1].last_epoch), (3, 3));
+    assert_ne!(two[0].device, two[1].device);
+    assert_eq!(
+        RunDir::new(&run).read_summary().unwrap().device_detail,
+        two[1].device,
+        "on the CPU a leg is named as the engine names itself"
+    );
+    assert!(
+        err.contains("note:") && err.contains(&format!("1–2 on {}", two[0].device)),
+        "{err}"
+    );
+    // Resumed on the same thread count, the last leg grows.
+    let o = train_small(
+        &data,
+        &["--resume", r, "--threads", "2", "--set", "epochs=4"],
+    );
+    assert!(o.status.success());
+    let three = legs(&run);
+    assert_eq!(three.len(), 2, "{three:?}");
+    assert_eq!(three[1].last_epoch, 4);
+}

@@ -1169,3 +1169,107 @@ fn a_pruning_sweep_stopped_with_ctrl_c_past_a_rung_goes_on_to_the_same_results()
     assert!(again.contains("going on from there"), "{again}");
     assert_eq!(rows_without_seconds(&whole), rows_without_seconds(&part));
 }
+
+#[test]
+fn a_run_whose_summary_cannot_be_read_is_named_in_the_report_and_its_setting_is_incomplete() {
+    // See: a corrupt summary.json in one run of a sweep dropped it silently: the tally said
+    // "1 finished", results.csv lacked the run, and its setting averaged the other seed.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = tmp.path().join("s.toml");
+    std::fs::write(
+        &sweep,
+        "seeds = [1, 2]\n[grid]\nlearning_rate = [0.05, 0.2]\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    run_sweep(&sweep, &data, &out, &TINY);
+    let damaged = "learning_rate=0.05-seed2";
+    std::fs::write(RunDir::new(out.join(damaged)).summary(), "{ not json").unwrap();
+    let o = wgtrain(&["sweep", "report", out.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        said.contains("3 finished and 1 unreadable runs") && said.contains(damaged),
+        "{said}"
+    );
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with(damaged))
+        .unwrap_or_else(|| panic!("no row for {damaged}: {csv}"));
+    assert!(row.contains(",unreadable,"), "{row}");
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains(damaged), "{md}");
+    let rows = results_table(&out);
+    let row = rows.iter().find(|r| r.iter().any(|c| c == "0.05")).unwrap();
+    assert!(
+        row.last().unwrap().contains("incomplete: 1 unreadable"),
+        "{row:?}"
+    );
+}
+
+#[test]
+fn diverged_runs_are_counted_apart_from_finished_ones_with_no_test_figures() {
+    // See: the tally counted a diverged run as finished, and results.csv gave it a test
+    // accuracy (of weights that had broken).
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = tmp.path().join("s.toml");
+    std::fs::write(&sweep, "[grid]\nlearning_rate = [0.05, 1e30]\n").unwrap();
+    let out = tmp.path().join("out");
+    let o = spawn_sweep(&sweep, &data, &out, &TINY)
+        .wait_with_output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("1 finished and 1 diverged runs"), "{said}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let row = csv.lines().find(|l| l.contains(",diverged,")).unwrap();
+    let fields: Vec<&str> = row.split(',').collect();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let at = |name: &str| fields[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!((at("test_accuracy"), at("test_loss")), ("", ""), "{row}");
+}
+
+#[test]
+fn settings_too_long_for_a_directory_name_get_a_short_one_of_their_own() {
+    // See: a grid over `network` made run-directory names over 255 bytes; the sweep trained
+    // other runs, then failed with "File name too long".
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 120, 30, 6, 3, true);
+    let sweep = tmp.path().join("s.toml");
+    let net = |units: usize| {
+        let hidden = vec![format!("{{ dense = {units}, activation = \"relu\" }}"); 6].join(", ");
+        format!("[{hidden}, {{ dense = 3 }}]")
+    };
+    std::fs::write(
+        &sweep,
+        format!("[grid]\nnetwork = [{}, {}]\n", net(4), net(5)),
+    )
+    .unwrap();
+    let runs = expand(&sweep, &[], 10).unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in &runs {
+        assert!(run.id.len() < 128, "{}", run.id);
+        assert!(run.id.starts_with("network="), "{}", run.id);
+    }
+    assert_ne!(runs[0].id, runs[1].id);
+    let out = tmp.path().join("out");
+    let log = run_sweep(
+        &sweep,
+        &data,
+        &out,
+        &[
+            "--set",
+            "epochs=1",
+            "--set",
+            "batch_size=16",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(log.contains("2 finished runs"), "{log}");
+}

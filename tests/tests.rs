@@ -15,6 +15,7 @@ mod gradcheck;
 mod integrity;
 mod kubernetes;
 mod network;
+mod outputs;
 mod pack;
 mod resume;
 mod slurm;

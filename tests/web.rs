@@ -216,12 +216,20 @@ fn page_built() -> bool {
 /// GET `path` from the server at `url`: (status line, body).
 fn get(url: &str, path: &str) -> (String, Vec<u8>) {
     let address = url.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    exchange(
+        address,
+        &format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"),
     )
-    .unwrap();
+}
+
+/// Sends `request` (raw bytes, which should close the connection) to the server at `address`
+/// and reads to the end: (first status line, everything after the first head).
+fn exchange(address: &str, request: &str) -> (String, Vec<u8>) {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
     let split = response
@@ -231,6 +239,17 @@ fn get(url: &str, path: &str) -> (String, Vec<u8>) {
     let head = String::from_utf8_lossy(&response[..split]).to_string();
     let status = head.lines().next().unwrap_or_default().to_string();
     (status, response[split + 4..].to_vec())
+}
+
+/// The resident memory of process `pid`, in MiB (from /proc: Linux).
+fn resident_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib / 1024.0
 }
 
 #[test]
@@ -263,6 +282,106 @@ fn wgtrain_web_serves_the_page_configs_and_data_and_nothing_else() {
         let (status, _) = get(&url, path);
         assert!(status.contains("404"), "{path}: {status}");
     }
+}
+
+#[test]
+fn wgtrain_web_outlasts_clients_that_stall_flood_or_name_another_host() {
+    if !page_built() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A 16 MB training-images file: large beside the memory bound below, if it were read whole
+    // for each client.
+    write_dataset(dir.path(), 20_000, 20, 28, 3, false);
+    let (server, url) = serve(dir.path());
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let connect = || {
+        let s = std::net::TcpStream::connect(address).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    };
+    // 200 connections that send half a request and then nothing.
+    let half_open: Vec<_> = (0..200)
+        .map(|_| {
+            let mut s = connect();
+            write!(s, "GET / HTTP/1.1\r\nHost: {address}\r\nUser-Ag").unwrap();
+            s
+        })
+        .collect();
+    // 30 clients that ask for the largest file and never read it.
+    let not_reading: Vec<_> = (0..30)
+        .map(|_| {
+            let mut s = connect();
+            write!(
+                s,
+                "GET /data/train-images-idx3-ubyte HTTP/1.1\r\nHost: {address}\r\n\r\n"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    // A request line that never ends: refused once it outgrows the bound on a request's head,
+    // not read into memory to the end.
+    let mut endless = connect();
+    endless.write_all(b"GET /").unwrap();
+    let mut sent_mib = 0;
+    while sent_mib < 200 && endless.write_all(&[b'a'; 1 << 20]).is_ok() {
+        sent_mib += 1;
+    }
+    assert!(sent_mib < 200, "the server read a 200 MiB request line");
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let (status, _) = get(&url, "/configs/index.json");
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "a normal request beside 230 stalled clients took {:?}",
+        start.elapsed()
+    );
+    let resident = resident_mib(server.0.id());
+    assert!(resident < 100.0, "the server holds {resident:.0} MiB");
+    // A page on another site that renamed itself to 127.0.0.1 sends its own Host.
+    for host in [
+        "evil.example",
+        "evil.example:80",
+        "127.0.0.1:1",
+        "localhost.evil.example",
+    ] {
+        let (status, body) = exchange(
+            address,
+            &format!(
+                "GET /data/train-labels-idx1-ubyte HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert!(status.contains("403"), "Host {host}: {status}");
+        assert!(body.len() < 100, "Host {host}: {} bytes", body.len());
+    }
+    let port = address.rsplit_once(':').unwrap().1;
+    let (status, _) = exchange(
+        address,
+        &format!("GET / HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: Close\r\n\r\n"),
+    );
+    assert!(status.contains("200"), "{status}");
+    // A POST's body is its body, not a second request; HTTP/1.0 ends after one answer.
+    let smuggled = format!("GET /configs/index.json HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    let (status, rest) = exchange(
+        address,
+        &format!(
+            "POST / HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{smuggled}",
+            smuggled.len()
+        ),
+    );
+    assert!(status.contains("405"), "{status}");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("200 OK"),
+        "answered the body as a request"
+    );
+    let (status, _) = exchange(
+        address,
+        &format!("GET / HTTP/1.0\r\nHost: {address}\r\n\r\n"),
+    );
+    assert!(status.contains("200"), "{status}");
+    drop((half_open, not_reading));
 }
 
 #[test]

@@ -24,23 +24,8 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
     }
     let threads = super::threads_flag(threads)?;
     // Before any timing: a JSON file that cannot be written would fail only at the end.
-    if let Some(path) = &json {
-        if path.is_dir() {
-            bail!(
-                "--json {}: is a directory (hint: name a file in it)",
-                path.display()
-            );
-        }
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
-        {
-            bail!(
-                "--json {}: its directory {} does not exist",
-                path.display(),
-                dir.display()
-            );
-        }
+    if let Some(problem) = json.as_deref().and_then(wgtrain::files::output_problem) {
+        bail!("--json {}: {problem}", json.unwrap_or_default().display());
     }
     let config = args.load()?;
     let batches: Vec<usize> = match batch_sizes.as_deref() {
@@ -88,7 +73,8 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
     )?;
     if let Some(path) = json {
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        wgtrain::checkpoint::write_atomic(&path, text.as_bytes())?;
+        wgtrain::files::write_through(&path, text.as_bytes())
+            .with_context(|| format!("--json {}", path.display()))?;
     }
     Ok(())
 }

@@ -71,7 +71,7 @@ fn web(data: Option<PathBuf>, host: std::net::IpAddr, port: u16) -> Result<()> {
         data_dir.display()
     );
     println!("  train without a click: {url}?config=momentum&epochs=5&autorun=1");
-    server.serve()
+    Ok(server.serve()?)
 }
 
 /// A `--threads` value, refused above [`wgtrain::cpu::MAX_THREADS`] rather than clamped, so
@@ -308,13 +308,15 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
 /// A flag the first Ctrl-C, SIGTERM or SIGHUP sets (training then stops after the epoch in
 /// progress, with its checkpoint written); a second one exits at once, the last checkpoint
 /// still intact. SIGTERM is how Slurm (preemption, requeue, time limit) and Kubernetes stop a
-/// task, so a requeued task goes on from the epoch it was in, not the one before.
+/// task, so a requeued task goes on from the epoch it was in, not the one before. While the
+/// process is reading a user's file (a slow disk, a network mount), the first one exits at
+/// once: there is nothing to save yet, and the read may never end.
 fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let flag = std::sync::Arc::new(AtomicBool::new(false));
     let seen = std::sync::Arc::clone(&flag);
     let installed = ctrlc::set_handler(move || {
-        if seen.swap(true, Ordering::SeqCst) {
+        if seen.swap(true, Ordering::SeqCst) || wgtrain::files::reading_input() {
             std::process::exit(130);
         }
         eprintln!(
@@ -406,6 +408,13 @@ fn train(t: &TrainArgs) -> Result<()> {
     if let Some(warning) = &summary.warning {
         eprintln!("warning: {warning}");
     }
+    if summary.legs.windows(2).any(|w| w[0].device != w[1].device) {
+        eprintln!(
+            "note: {} trained {}: sums on another device or thread count round differently, so the run differs from one trained on one throughout (summary.json lists each leg)",
+            out.display(),
+            wgtrain::checkpoint::Leg::describe(&summary.legs)
+        );
+    }
     if resume.is_some() && trained.get() == 0 {
         eprintln!(
             "note: {} had nothing left to train ({} epochs done{}); --set epochs=N goes further{}",
@@ -464,7 +473,10 @@ fn eval(model: &Path, data_dir: Option<PathBuf>, json: bool, threads: usize) -> 
             let (accuracy, total) = report.class_accuracy(c);
             println!("  {name:<12} {:6.2}% of {}", 100.0 * accuracy, total.max(1));
         }
-        println!("confusion matrix: {}", report.confusion_png.display());
+        match &report.confusion_png {
+            Ok(path) => println!("confusion matrix: {}", path.display()),
+            Err(why) => println!("confusion matrix: {why}"),
+        }
     }
     Ok(())
 }

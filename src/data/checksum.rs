@@ -66,7 +66,7 @@ pub fn verify_digest(path: &Path, found: &str) -> Result<(), DataError> {
     };
     let mut expected: Vec<(String, String)> = Vec::new();
     let list_path = dir.join(CHECKSUM_LIST);
-    match std::fs::read_to_string(&list_path) {
+    match crate::files::read_to_string(&list_path) {
         Ok(text) => expected.extend(parse_list(&text, &list_path)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {

@@ -25,7 +25,7 @@ pub struct IdxArray {
 
 /// A data file's bytes; a missing file is [`DataError::Missing`].
 pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| {
+    crate::files::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             DataError::Missing {
                 path: path.to_path_buf(),
@@ -49,7 +49,7 @@ pub fn declared_items(path: &Path) -> Option<usize> {
 /// Every dimension an IDX file's header declares (`[60000, 28, 28]`), read from the first
 /// bytes alone, as [`declared_items`] reads the first.
 pub fn declared_dims(path: &Path) -> Option<Vec<usize>> {
-    let mut file = std::fs::File::open(path).ok()?;
+    let mut file = crate::files::open(path).ok()?;
     let mut start = [0u8; 2];
     file.read_exact(&mut start).ok()?;
     let file = std::io::Cursor::new(start).chain(file);

@@ -54,6 +54,11 @@ pub enum DataError {
     },
     #[error("idx file {path}: {message}")]
     Header { path: PathBuf, message: String },
+    #[error(
+        "{path}: every image of {}×{} pixels is one value throughout, which the per-image z-score makes all zeros: nothing to learn from (hint: images of at least 2 pixels that vary)",
+        size.0, size.1
+    )]
+    NothingToLearn { path: PathBuf, size: (usize, usize) },
     #[error("{images} holds {image_count} images but {labels} holds {label_count} labels")]
     CountMismatch {
         images: PathBuf,
@@ -61,14 +66,14 @@ pub enum DataError {
         labels: PathBuf,
         label_count: usize,
     },
-    #[error(
-        "{path}: label {label} at item {index} is outside the {classes} classes of the training labels"
-    )]
+    #[error("{path}: label {label} at item {index} is outside the {classes} classes of {whose}")]
     LabelOutOfRange {
         path: PathBuf,
         index: usize,
         label: u8,
         classes: usize,
+        /// Where the classes come from: "the training labels", "the model".
+        whose: &'static str,
     },
     #[error(
         "{path}: label {label} at item {index}, but no label {missing} occurs (classes are numbered 0 to K−1 without gaps) (hint: a corrupt label, or labels that need renumbering)"
@@ -174,8 +179,8 @@ impl RawImages {
         })
     }
 
-    /// Fails on the first label that is not below `classes`.
-    pub fn check_labels(&self, classes: usize) -> Result<(), DataError> {
+    /// Fails on the first label that is not below `classes` (which are `whose`: "the model").
+    pub fn check_labels(&self, classes: usize, whose: &'static str) -> Result<(), DataError> {
         match self
             .labels
             .iter()
@@ -187,6 +192,7 @@ impl RawImages {
                 index,
                 label,
                 classes,
+                whose,
             }),
             None => Ok(()),
         }
@@ -422,7 +428,21 @@ impl Dataset {
             });
         }
         let classes = train.checked_classes()?;
-        test.check_labels(classes)?;
+        test.check_labels(classes, "the training labels")?;
+        // Each image is z-scored on its own: one that is a single value (a 1×1 image, or a
+        // blank one) becomes all zeros. Training on nothing but those "learns" only the class
+        // frequencies, and would end with a warning that blames the learning rate.
+        let features = train.features().max(1);
+        if train
+            .pixels
+            .chunks(features)
+            .all(|image| image.iter().all(|&p| p == image[0]))
+        {
+            return Err(DataError::NothingToLearn {
+                path: train.images_path.clone(),
+                size: (train.rows, train.cols),
+            });
+        }
         let (train_rows, val_rows) =
             split_indices(train.count, val_fraction, seed).ok_or(DataError::SplitTooSmall {
                 count: train.count,

@@ -283,11 +283,16 @@ impl TuningFile {
         }
     }
 
-    /// The file at `path`; an empty one when it does not exist.
+    /// The file at `path`; an empty one when it does not exist, nor can (a cache directory
+    /// such as `XDG_CACHE_HOME=/dev/null` that is not a directory: the file is a cache of
+    /// speed measurements, and without it every arrangement trains to the same bits).
     pub fn load(path: &Path) -> Result<TuningFile, GpuError> {
-        let text = match std::fs::read_to_string(path) {
+        use std::io::ErrorKind::{NotADirectory, NotFound};
+        let text = match crate::files::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TuningFile::default()),
+            Err(e) if matches!(e.kind(), NotFound | NotADirectory) => {
+                return Ok(TuningFile::default());
+            }
             Err(e) => return Err(Self::error(path, e)),
         };
         let file: TuningFile = toml::from_str(&text)

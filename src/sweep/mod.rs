@@ -96,7 +96,8 @@ fn value_text(v: &toml::Value) -> String {
 
 /// A name safe as a directory name: letters, digits, `.`, `-`, `_`, `=`; others become `_`.
 fn safe_name(s: &str) -> String {
-    s.chars()
+    let safe: String = s
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || ".-_=".contains(c) {
                 c
@@ -104,8 +105,26 @@ fn safe_name(s: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    if safe.len() <= MAX_SETTING_BYTES {
+        return safe;
+    }
+    // A readable start and a short hash of the whole setting: settings that share the start
+    // still get directories of their own.
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(s.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hash}", &safe[..MAX_SETTING_BYTES - hash.len() - 1])
 }
+
+/// The longest name a setting takes (ASCII, after [`safe_name`]): with `-seed<N>` (at most 24
+/// bytes more) a run's directory name stays well inside the 255 bytes a filesystem allows.
+const MAX_SETTING_BYTES: usize = 96;
+
+/// About what one run takes in memory while a sweep is planned (its config, overrides and
+/// names): a sweep whose runs would not fit in the memory available is refused before any
+/// is made.
+const PLANNED_RUN_BYTES: u128 = 4096;
 
 /// The most arithmetic `runs` can take (every epoch of each; for a pruning sweep, the bound of
 /// its successive halving over their settings: [`Prune::most_cost`]), with the models and
@@ -113,14 +132,20 @@ fn safe_name(s: &str) -> String {
 pub fn most_flops(runs: &[&SweepRun], data_dir: &Path) -> Option<f64> {
     // (setting, its bracket, its cost per epoch, its runs' epochs)
     let mut settings: Vec<(&str, usize, f64, usize)> = Vec::new();
+    // Each setting's place in `settings`: a search of many trials stays linear.
+    let mut places: std::collections::HashMap<&str, usize> = Default::default();
     for run in runs {
         let flops = crate::bench::config_epoch_flops(&run.config, data_dir)?;
-        match settings.iter_mut().find(|s| s.0 == run.setting) {
-            Some(s) => {
+        match places.get(run.setting.as_str()) {
+            Some(&i) => {
+                let s = &mut settings[i];
                 s.2 += flops;
                 s.3 = s.3.max(run.config.epochs);
             }
-            None => settings.push((&run.setting, run.bracket, flops, run.config.epochs)),
+            None => {
+                places.insert(&run.setting, settings.len());
+                settings.push((&run.setting, run.bracket, flops, run.config.epochs));
+            }
         }
     }
     let in_bracket = |b: usize| -> Vec<(f64, usize)> {
@@ -157,7 +182,7 @@ pub const DEFAULT_MAX_RUNS: usize = 1000;
 /// `max_runs` runs is refused before any is built. Errors about the sweep file's own contents
 /// do not repeat its path: the caller names the file (`sweep FILE: …`).
 pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<SweepRun>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Usage(e.to_string()))?;
+    let text = crate::files::read_to_string(path).map_err(|e| Error::Usage(e.to_string()))?;
     let file: SweepFile = toml::from_str(&text).map_err(|e| {
         // A training config given where a sweep file goes: say so, not "unknown field".
         let config_key = toml::from_str::<toml::Table>(&text).ok().and_then(|t| {
@@ -210,6 +235,14 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
             seeds: file.seeds.len(),
             max_runs,
         });
+    }
+    if let (Some(total), Some(available)) = (total, crate::cpu::available_memory_bytes())
+        && total as u128 * PLANNED_RUN_BYTES > available as u128
+    {
+        return Err(Error::Usage(format!(
+            "{total} runs would take about {:.0} GiB of memory to plan, more than this machine has available (hint: fewer trials, or a sweep in parts)",
+            (total as u128 * PLANNED_RUN_BYTES) as f64 / (1u64 << 30) as f64,
+        )));
     }
     let mut settings: Vec<RunSpec> = file.runs.clone();
     if !file.grid.is_empty() {
@@ -475,7 +508,7 @@ impl SweepRun {
 }
 
 pub(crate) fn read_tag(dir: &Path) -> Option<RunTag> {
-    serde_json::from_str(&std::fs::read_to_string(RunDir::new(dir).sweep_tag()).ok()?).ok()
+    serde_json::from_str(&crate::files::read_to_string(RunDir::new(dir).sweep_tag()).ok()?).ok()
 }
 
 /// Whether `dir` holds a finished run of exactly `config`. A run that finished with another
@@ -487,7 +520,8 @@ pub fn is_finished_as(dir: &Path, config: &TrainConfig) -> Result<bool> {
     if !run.is_finished() {
         return Ok(false);
     }
-    let written = std::fs::read_to_string(run.config()).map_err(|e| Error::io(run.config(), e))?;
+    let written =
+        crate::files::read_to_string(run.config()).map_err(|e| Error::io(run.config(), e))?;
     let wanted = config.to_toml();
     match written
         .lines()
@@ -519,7 +553,7 @@ pub fn resumable_epochs(dir: &Path, config: &TrainConfig) -> Option<usize> {
 }
 
 /// The file that marks a directory as a sweep's and records the data its runs train on.
-pub const SWEEP_FILE: &str = "sweep.json";
+pub const SWEEP_FILE: &str = crate::rundir::SWEEP_RECORD;
 
 /// What `sweep.json` holds.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
@@ -532,6 +566,34 @@ struct SweepRecord {
     /// it, whose sweep (pruned or not, in progress or not) is taken as its file now says.
     #[serde(default)]
     prune_recorded: bool,
+}
+
+/// The names a sweep writes in its directory beside its runs' directories.
+const SWEEP_OUTPUTS: [&str; 7] = [
+    SWEEP_FILE,
+    "results.csv",
+    "results.md",
+    "comparison.png",
+    "comparison.svg",
+    "validation.png",
+    "validation.svg",
+];
+
+/// Refuses a directory, not yet a sweep's, that holds what a sweep did not write: a sweep
+/// there would write its results and run directories among the user's files.
+fn refuse_foreign_files(out: &Path) -> Result<()> {
+    let foreign = crate::rundir::foreign_entries(out, |name| {
+        SWEEP_OUTPUTS.contains(&name) || RunDir::new(out.join(name)).holds_only_run_files()
+    });
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(Error::ForeignFiles {
+        what: "sweep directory",
+        path: out.to_path_buf(),
+        names: crate::rundir::list_names(&foreign),
+        force: "",
+    })
 }
 
 /// Makes `out` a sweep directory training on the data in `data` (`None`: the directory the
@@ -551,6 +613,9 @@ pub fn prepare_out(
     crate::error::refuse_non_directory(out, "sweep directory")?;
     let record_path = out.join(SWEEP_FILE);
     let recorded: Option<SweepRecord> = crate::metrics::read_json_if_present(&record_path)?;
+    if recorded.is_none() {
+        refuse_foreign_files(out)?;
+    }
     if let Some(r) = &recorded
         && r.prune_recorded
         && r.prune != prune

@@ -403,6 +403,7 @@ fn mark_pruned(
         seconds: records.iter().map(|e| e.seconds).sum(),
         error: None,
         warning: None,
+        legs: Vec::new(),
     };
     summary.write(&run_dir.summary())?;
     Ok(())

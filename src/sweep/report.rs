@@ -23,7 +23,7 @@ fn holds_sweep(dir: &Path) -> bool {
 /// Fails unless `path` is absent or begins as wgtrain writes it (`first_line`): a report
 /// never replaces a file it did not write.
 fn check_ours(path: &Path, first_lines: &[&str]) -> Result<()> {
-    match std::fs::read_to_string(path) {
+    match crate::files::read_to_string(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Ok(text)
             if text
@@ -60,25 +60,46 @@ fn csv_field(s: &str) -> String {
 }
 
 /// The runs a report covers: every run that ended, and of those the ones a pruning rung
-/// stopped (not finished, though ended: they are never counted as finished).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// stopped and the ones that diverged (ended, though never counted as finished); beside
+/// them the runs whose files cannot be read, by name with the reason, left out of the
+/// figures but never out of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportedRuns {
     pub ended: usize,
     pub pruned: usize,
+    pub diverged: usize,
+    pub unreadable: Vec<(String, String)>,
 }
 
 impl std::fmt::Display for ReportedRuns {
-    /// `9 finished runs`, `1 finished run`, or `1 finished and 8 pruned runs`.
+    /// `9 finished runs`, `1 finished run`, `1 finished and 8 pruned runs`, or `1 finished,
+    /// 1 diverged and 1 unreadable runs (r3: …)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.pruned {
-            0 => write!(
-                f,
-                "{} finished run{}",
-                self.ended,
-                if self.ended == 1 { "" } else { "s" }
-            ),
-            p => write!(f, "{} finished and {p} pruned runs", self.ended - p),
+        let finished = self.ended - self.pruned - self.diverged;
+        let mut parts = vec![format!("{finished} finished")];
+        for (n, what) in [
+            (self.diverged, "diverged"),
+            (self.pruned, "pruned"),
+            (self.unreadable.len(), "unreadable"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
         }
+        let last = parts.pop().unwrap_or_default();
+        let all = match parts.is_empty() {
+            true => last,
+            false => format!("{} and {last}", parts.join(", ")),
+        };
+        let total = self.ended + self.unreadable.len();
+        write!(f, "{all} run{}", if total == 1 { "" } else { "s" })?;
+        if !self.unreadable.is_empty() {
+            let named: Vec<String> = (self.unreadable.iter())
+                .map(|(run, why)| format!("{run}: {why}"))
+                .collect();
+            write!(f, " ({})", named.join("; "))?;
+        }
+        Ok(())
     }
 }
 
@@ -99,7 +120,7 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
         .map_err(|e| Error::io(out, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && RunDir::new(p).is_finished())
+        .filter(|p| p.is_dir() && RunDir::new(p).summary().exists())
         .collect();
     // Each run's sweep tag, read once: its place in the sweep, its setting, its overrides.
     let tags: Tags = dirs
@@ -108,16 +129,24 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
         .collect();
     // Sweep order when the runs carry their tags, else by name.
     dirs.sort_by_key(|d| (tags.get(d).map_or(usize::MAX, |t| t.index), d.clone()));
-    let runs: Vec<RunRecord> = dirs.iter().map(|d| read_run(d)).collect::<Result<_>>()?;
+    // A run that ended but whose files cannot be read is named, never dropped unseen.
+    let mut runs: Vec<RunRecord> = Vec::new();
+    let mut unreadable: Vec<&PathBuf> = Vec::new();
+    let mut why_unreadable: Vec<(String, String)> = Vec::new();
+    for dir in &dirs {
+        match read_run(dir) {
+            Ok(run) => runs.push(run),
+            Err(e) => {
+                why_unreadable.push((file_name(dir).to_string(), e.to_string()));
+                unreadable.push(dir);
+            }
+        }
+    }
     // Runs copied in from another sweep whose settings share names would average as seeds.
     crate::report::check_experiments(&runs)?;
     let mut csv = format!("{RESULTS_HEADER}\n");
     for r in &runs {
-        let id = r
-            .dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let id = file_name(&r.dir);
         let overrides = tags
             .get(&r.dir)
             .map(|t| t.overrides.join(";"))
@@ -133,8 +162,13 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
             s.best_epoch,
             s.epochs_run,
             s.best_val_loss.map_or(String::new(), |l| format!("{l:.6}")),
-            finite_or_blank(s.test_accuracy),
-            finite_or_blank(s.test_loss),
+            // A diverged run's test figures measure broken weights: no result to read.
+            finite_or_blank(if s.diverged {
+                f64::NAN
+            } else {
+                s.test_accuracy
+            }),
+            finite_or_blank(if s.diverged { f64::NAN } else { s.test_loss }),
             s.device,
             csv_field(&match (&s.adapter, &s.backend) {
                 (Some(a), Some(b)) => format!("{a} ({b})"),
@@ -142,6 +176,16 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
                 _ => String::new(),
             }),
             s.seconds
+        ));
+    }
+    for dir in &unreadable {
+        let tag = tags.get(*dir);
+        csv.push_str(&format!(
+            "{},{},{},{},{UNREADABLE},,,,,,,,\n",
+            csv_field(file_name(dir)),
+            csv_field(tag.map_or("", |t| t.setting.as_str())),
+            tag.map_or(String::new(), |t| t.seed.to_string()),
+            csv_field(&tag.map_or(String::new(), |t| t.overrides.join(";"))),
         ));
     }
     write_atomic(&out.join("results.csv"), csv.as_bytes())?;
@@ -157,19 +201,42 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
             .iter()
             .filter(|r| r.summary.status == super::prune::PRUNED)
             .count(),
+        diverged: runs.iter().filter(|r| r.summary.diverged).count(),
+        unreadable: why_unreadable,
     };
+    // Each setting with a run that cannot be read: its row averages fewer seeds than it has.
+    let incomplete: Vec<(String, String)> = unreadable
+        .iter()
+        .map(|d| {
+            let setting = tags.get(*d).map_or_else(String::new, |t| t.setting.clone());
+            (setting, file_name(d).to_string())
+        })
+        .collect();
     let md = format!(
         "{RESULTS_TITLE}\n\n{reported} in {}, settings ranked by mean best validation loss (the \
          figure to choose by; the test figures beside it never choose). Mean ± sample std over \
          seeds, \"± —\" where one seed gives no spread.\n\n{}",
         out.display(),
-        ranked_table(&ranked, &tags)
+        ranked_table(&ranked, &tags, &incomplete)
     );
+    let md = match reported.unreadable.is_empty() {
+        true => md,
+        false => {
+            let lines: Vec<String> = (reported.unreadable.iter())
+                .map(|(run, why)| format!("- {run}: {why}"))
+                .collect();
+            format!(
+                "{md}\nRuns whose files cannot be read, left out of the figures above (their settings' rows say incomplete):\n\n{}\n",
+                lines.join("\n")
+            )
+        }
+    };
     // What pruning saved: the epochs trained against every run trained to its `epochs`.
     let md = match reported.pruned > 0 {
         true => {
-            let spent: usize = runs.iter().map(|r| r.summary.epochs_run).sum();
-            let full: usize = runs.iter().map(|r| r.config.epochs).sum();
+            // Counted wide: a run's `epochs` may be as large as a config holds.
+            let spent: u128 = runs.iter().map(|r| r.summary.epochs_run as u128).sum();
+            let full: u128 = runs.iter().map(|r| r.config.epochs as u128).sum();
             format!(
                 "{md}\nEpochs trained: {spent} of the {full} that training every run to its `epochs` would take at most ({:.0}%; early stopping aside).\n",
                 100.0 * spent as f64 / full.max(1) as f64
@@ -264,6 +331,14 @@ fn pruned_at(s: &Setting<'_>) -> Option<(usize, f64)> {
     ))
 }
 
+/// results.csv's status for a run whose files cannot be read.
+const UNREADABLE: &str = "unreadable";
+
+/// The last part of a run directory's path: its id in the sweep.
+fn file_name(dir: &Path) -> &str {
+    dir.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+}
+
 /// A figure with six decimals, or nothing for a run that has none (a pruned run's test).
 fn finite_or_blank(v: f64) -> String {
     if v.is_finite() {
@@ -297,7 +372,8 @@ fn config_value(config: &crate::config::TrainConfig, key: &str) -> Option<String
 /// results.md's table: a rank (the best marked), a column per swept key (and the setting's
 /// name where the keys alone do not tell settings apart: `[[runs]]` of other config files),
 /// validation loss, the test figures, the paper's where a config carries them.
-fn ranked_table(ranked: &[Setting<'_>], tags: &Tags) -> String {
+/// `incomplete` holds (setting, run) for each run whose files cannot be read.
+fn ranked_table(ranked: &[Setting<'_>], tags: &Tags, incomplete: &[(String, String)]) -> String {
     let swept: Vec<Vec<(String, String)>> = ranked
         .iter()
         .map(|s| swept_values(s.runs[0], tags))
@@ -372,7 +448,15 @@ fn ranked_table(ranked: &[Setting<'_>], tags: &Tags) -> String {
             row.push_str(&paper_cells(s.paper()));
             row.push_str(&delta_cells(s.paper(), &acc, &loss));
         }
-        row.push_str(&format!(" {} | {} |\n", s.best_epochs(), s.seeds_cell()));
+        let missing = incomplete
+            .iter()
+            .filter(|(setting, _)| *setting == s.name)
+            .count();
+        let seeds = match missing {
+            0 => s.seeds_cell(),
+            n => format!("{} (incomplete: {n} unreadable)", s.seeds_cell()),
+        };
+        row.push_str(&format!(" {} | {seeds} |\n", s.best_epochs()));
         table.push_str(&row);
     }
     table

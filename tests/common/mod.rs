@@ -273,6 +273,7 @@ pub fn run_record(
             seconds: 0.0,
             error: None,
             warning: warning.then(|| "worse".to_string()),
+            legs: Vec::new(),
         },
         config,
     }
