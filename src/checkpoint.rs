@@ -379,31 +379,45 @@ pub struct Leg {
     pub first_epoch: usize,
     pub last_epoch: usize,
     pub device: String,
+    /// The hyperparameters a resume changed from this leg on ("optimizer from \"sgd\" to
+    /// \"adam\""): config.toml holds the latest values, this says since when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
 }
 
 impl Leg {
     /// `legs` with epoch `epoch` trained on `device` added: the last leg extended when it
-    /// is the same device's and ends the epoch before, else a new leg.
-    pub fn extend(legs: &mut Vec<Leg>, epoch: usize, device: &str) {
+    /// is the same device's, ends the epoch before and nothing `changed`, else a new leg.
+    pub fn extend(legs: &mut Vec<Leg>, epoch: usize, device: &str, changed: Vec<String>) {
         match legs.last_mut() {
-            Some(leg) if leg.device == device && leg.last_epoch + 1 == epoch => {
+            Some(leg)
+                if leg.device == device && leg.last_epoch + 1 == epoch && changed.is_empty() =>
+            {
                 leg.last_epoch = epoch;
             }
             _ => legs.push(Leg {
                 first_epoch: epoch,
                 last_epoch: epoch,
                 device: device.to_string(),
+                changed,
             }),
         }
     }
 
-    /// "epochs 1–9 on cpu (1 thread), 10–12 on cpu (2 threads)".
+    /// "epochs 1–9 on cpu (1 thread), 10–12 on cpu (2 threads) with momentum from true to
+    /// false".
     pub fn describe(legs: &[Leg]) -> String {
         let parts: Vec<String> = legs
             .iter()
-            .map(|l| match l.first_epoch == l.last_epoch {
-                true => format!("{} on {}", l.first_epoch, l.device),
-                false => format!("{}–{} on {}", l.first_epoch, l.last_epoch, l.device),
+            .map(|l| {
+                let epochs = match l.first_epoch == l.last_epoch {
+                    true => l.first_epoch.to_string(),
+                    false => format!("{}–{}", l.first_epoch, l.last_epoch),
+                };
+                match l.changed.is_empty() {
+                    true => format!("{epochs} on {}", l.device),
+                    false => format!("{epochs} on {} with {}", l.device, l.changed.join(", ")),
+                }
             })
             .collect();
         format!("epochs {}", parts.join(", "))
@@ -421,6 +435,22 @@ pub struct Checkpoint {
     pub untrained_val_loss: Option<f64>,
     /// What trained its epochs (empty in checkpoints that predate the record).
     pub legs: Vec<Leg>,
+}
+
+impl Checkpoint {
+    /// The legs that trained its epochs; one of an unknown device for a checkpoint from
+    /// before legs were recorded.
+    pub fn legs_so_far(&self) -> Vec<Leg> {
+        if self.legs.is_empty() && self.epochs_done > 0 {
+            return vec![Leg {
+                first_epoch: 1,
+                last_epoch: self.epochs_done,
+                device: "(not recorded)".into(),
+                changed: Vec::new(),
+            }];
+        }
+        self.legs.clone()
+    }
 }
 
 /// Reads a checkpoint written by [`save_checkpoint`].

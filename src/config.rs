@@ -611,24 +611,34 @@ impl TrainConfig {
             .collect()
     }
 
-    /// The keys of `started` (the config a run began with) that this config changes and a
-    /// resume may not: `seed` and `val_fraction` make the train/validation split, and `seed`
-    /// and `init` the initial weights, so changing them mid-run would validate on rows
-    /// already trained on, and the run's files would claim the new values for all of it.
-    pub fn fixed_key_changes(&self, started: &TrainConfig) -> Vec<String> {
+    /// What this config, resuming a run, changes of `started` (the config the run was
+    /// trained with so far), each as "key from was to now": the keys a resume may not change,
+    /// then the rest. `seed` and `val_fraction` make the train/validation split, and `seed`
+    /// and `init` the initial weights: changed mid-run, validation would hold rows already
+    /// trained on, and the run's files would claim the new values for all of it. The rest
+    /// are hyperparameters, which apply from the resumed epoch on; `epochs` (how far to go)
+    /// and `name` are neither.
+    pub fn resume_changes(&self, started: &TrainConfig) -> (Vec<String>, Vec<String>) {
         const FIXED: [&str; 3] = ["init", "seed", "val_fraction"];
         // `differences` says "key = was / now".
-        started
-            .differences(self, &[])
+        let changes = started.differences(self, &["epochs", "name"]);
+        let (fixed, rest): (Vec<String>, Vec<String>) = changes
             .into_iter()
-            .filter_map(|d| {
-                let (key, values) = d.split_once(" = ")?;
-                let (was, now) = values.split_once(" / ")?;
-                FIXED
-                    .contains(&key)
-                    .then(|| format!("{key} from {was} to {now}"))
-            })
-            .collect()
+            .partition(|d| FIXED.iter().any(|k| d.starts_with(&format!("{k} = "))));
+        let worded = |list: Vec<String>| -> Vec<String> {
+            list.into_iter()
+                .map(|d| {
+                    match d
+                        .split_once(" = ")
+                        .and_then(|(k, v)| Some((k, v.split_once(" / ")?)))
+                    {
+                        Some((key, (was, now))) => format!("{key} from {was} to {now}"),
+                        None => d,
+                    }
+                })
+                .collect()
+        };
+        (worded(fixed), worded(rest))
     }
 
     /// The resolved config as TOML, as written into every run directory. A config with a

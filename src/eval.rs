@@ -85,11 +85,12 @@ pub fn evaluate_model(model: &Path, data_dir: &Path, threads: usize) -> Result<E
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // Beside a model that is not in a run directory, a confusion picture already there may
-    // be the user's own: it is left as it is.
+    // Beside a model that is not in a run directory (one whose epochs are recorded: a model
+    // copied elsewhere keeps its name), a confusion picture already there may be the user's
+    // own: it is left as it is.
     let confusion_png = plot_dir.join("confusion.png");
     let pictures = [confusion_png.clone(), plot_dir.join("confusion.svg")];
-    let confusion_png = if crate::rundir::RunDir::new(plot_dir).holds_run()
+    let confusion_png = if crate::rundir::RunDir::new(plot_dir).has_metrics()
         || !pictures.iter().any(|p| p.exists())
     {
         #[cfg(not(target_arch = "wasm32"))]

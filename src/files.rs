@@ -4,7 +4,7 @@
 //! a pipe), never replaced by another file. Run files inside a directory wgtrain owns are
 //! written atomically instead (`checkpoint::write_atomic`).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -37,7 +37,11 @@ impl Drop for Reading {
 /// Fails, saying what is there, unless `path` is a regular file (after following symlinks).
 /// A missing path is `NotFound`, as opening it would say.
 pub fn require_regular(path: &Path) -> std::io::Result<()> {
-    let file_type = std::fs::metadata(path)?.file_type();
+    regular(std::fs::metadata(path)?.file_type())
+}
+
+/// Fails, saying what it is, unless `file_type` is a regular file's.
+fn regular(file_type: std::fs::FileType) -> std::io::Result<()> {
     if file_type.is_file() {
         return Ok(());
     }
@@ -71,26 +75,37 @@ fn kind_of(file_type: &std::fs::FileType) -> &'static str {
 
 /// The bytes of the regular file at `path`.
 pub fn read(path: impl AsRef<Path>) -> std::io::Result<Vec<u8>> {
-    let path = path.as_ref();
     let _reading = Reading::start();
-    require_regular(path)?;
-    std::fs::read(path)
+    let mut bytes = Vec::new();
+    open(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The text of the regular file at `path`.
 pub fn read_to_string(path: impl AsRef<Path>) -> std::io::Result<String> {
-    let path = path.as_ref();
     let _reading = Reading::start();
-    require_regular(path)?;
-    std::fs::read_to_string(path)
+    let mut text = String::new();
+    open(path)?.read_to_string(&mut text)?;
+    Ok(text)
 }
 
-/// The regular file at `path`, opened for reading.
+/// The regular file at `path`, opened for reading. Opened without waiting (a FIFO put there
+/// between the look and the open would otherwise block the open), and what was opened is
+/// checked again.
 pub fn open(path: impl AsRef<Path>) -> std::io::Result<std::fs::File> {
     let path = path.as_ref();
     let _reading = Reading::start();
     require_regular(path)?;
-    std::fs::File::open(path)
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    regular(file.metadata()?.file_type())?;
+    Ok(file)
 }
 
 /// Why an output file the user names cannot be written, checked before any work (so a long
@@ -101,19 +116,27 @@ pub fn output_problem(path: &Path) -> Option<String> {
         return Some("is a directory (hint: name a file in it)".into());
     }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
-    (!dir.is_dir()).then(|| format!("its directory {} does not exist", dir.display()))
+    match dir.exists() {
+        true => (!dir.is_dir()).then(|| format!("{} is not a directory", dir.display())),
+        false => Some(format!("its directory {} does not exist", dir.display())),
+    }
 }
 
-/// Writes `bytes` to the output the user named at `path` as a shell's `>` would: created or
-/// truncated and written in place, through a symlink to its target, into a device or a pipe.
-/// Nothing at `path` is ever replaced by a new file, so a device stays a device and a symlink
-/// a symlink; a write that fails (a full disk, `/dev/full`) is an error.
-pub fn write_through(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
+/// Opens the output the user named at `path` as a shell's `>` does, before the work that
+/// fills it (so a path that cannot be written fails first): created or truncated in place,
+/// through a symlink to its target, a device or a pipe as it is. Nothing at `path` is ever
+/// replaced by a new file, so a device stays a device and a symlink a symlink.
+pub fn create_output(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(path)?;
+        .open(path)
+}
+
+/// Writes `bytes` to an output [`create_output`] opened; a write that fails (a full disk,
+/// `/dev/full`) is an error.
+pub fn write_output(mut file: std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)?;
     file.flush()
 }

@@ -281,14 +281,19 @@ pub const MAX_COUNT: u128 = u32::MAX as u128;
 
 /// The values of `shape` (C·H·W), or why there are too many.
 fn bounded_len(shape: ImageShape) -> Result<usize, String> {
-    let len = shape.channels as u128 * shape.height as u128 * shape.width as u128;
-    if len > MAX_COUNT {
-        return Err(format!(
-            "{}×{}×{} = {len} values per image, more than the {MAX_COUNT} the GPU kernels' 32-bit offsets can address",
-            shape.channels, shape.height, shape.width
-        ));
+    let len = (shape.channels as u128)
+        .checked_mul(shape.height as u128)
+        .and_then(|n| n.checked_mul(shape.width as u128));
+    match len {
+        Some(len) if len <= MAX_COUNT => Ok(len as usize),
+        _ => Err(format!(
+            "{}×{}×{} = {} values per image, more than the {MAX_COUNT} any layer may give (on every device: the GPU kernels address values with 32-bit offsets)",
+            shape.channels,
+            shape.height,
+            shape.width,
+            len.map_or_else(|| "over 2^128".to_string(), |n| n.to_string())
+        )),
     }
-    Ok(len as usize)
 }
 
 impl Network {
@@ -306,10 +311,10 @@ impl Network {
             let fail = |why: String| format!("{}: {why}", name());
             // The parameters so far with `more` added, within [`MAX_COUNT`].
             let add_params = |params: usize, more: u128| {
-                let total = params as u128 + more;
+                let total = (params as u128).saturating_add(more);
                 if total > MAX_COUNT {
                     return Err(fail(format!(
-                        "the network's parameters reach {total}, more than the {MAX_COUNT} the GPU kernels' 32-bit offsets can address"
+                        "the network's parameters reach {total}, more than the {MAX_COUNT} a network may have (on every device: the GPU kernels address them with 32-bit offsets)"
                     )));
                 }
                 Ok(total as usize)
@@ -334,8 +339,8 @@ impl Network {
                     conv.validate().map_err(fail)?;
                     let weight = params;
                     let window = [shape.channels, kernel, kernel, filters];
-                    let weights = window.iter().map(|&d| d as u128).product::<u128>();
-                    params = add_params(params, weights + filters as u128)?;
+                    let weights = (window.iter()).fold(1u128, |n, &d| n.saturating_mul(d as u128));
+                    params = add_params(params, weights.saturating_add(filters as u128))?;
                     let out = ImageShape {
                         channels: filters,
                         height: conv.out_height(),
@@ -382,7 +387,8 @@ impl Network {
                     }
                     let fan_in = shape.len();
                     let weight = params;
-                    params = add_params(params, (fan_in as u128 + 1) * units as u128)?;
+                    params =
+                        add_params(params, (fan_in as u128 + 1).saturating_mul(units as u128))?;
                     bounded_len(ImageShape::flat(units)).map_err(fail)?;
                     let step = Planned::Dense {
                         fan_in,

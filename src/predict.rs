@@ -110,6 +110,82 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
+/// Whether the scans of JPEG `bytes` (their start-of-scan headers, walked marker by marker)
+/// bring every coefficient of every component to full precision: a sequential frame needs
+/// each component in a scan; a progressive one (SOF2) each component's coefficients 0..=63
+/// in a scan whose successive approximation ends at bit 0. A progressive file cut short and
+/// given an end-of-image marker by hand lacks its later scans, and a decoder would draw what
+/// the first ones give, a blur, and answer for it.
+fn jpeg_scans_are_complete(bytes: &[u8]) -> bool {
+    // Per component id: the coefficients brought to bit 0 (bit k for coefficient k).
+    let mut components: Vec<(u8, u64)> = Vec::new();
+    let mut progressive = false;
+    let mut at = 2; // past SOI
+    while at + 4 <= bytes.len() {
+        if bytes[at] != 0xFF {
+            return false;
+        }
+        let marker = bytes[at + 1];
+        match marker {
+            0xD9 => break,
+            // Fill bytes, and markers without a length.
+            0xFF | 0x01 | 0xD0..=0xD7 => {
+                at += if marker == 0xFF { 1 } else { 2 };
+                continue;
+            }
+            _ => {}
+        }
+        let length = u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]) as usize;
+        let Some(segment) = bytes.get(at + 4..at + 2 + length) else {
+            return false;
+        };
+        match marker {
+            // Start of frame: its components (id, sampling, table) after precision and size.
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                progressive = matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE);
+                let count = segment.get(5).copied().unwrap_or(0) as usize;
+                components = (0..count)
+                    .filter_map(|i| segment.get(6 + 3 * i).map(|&id| (id, 0)))
+                    .collect();
+            }
+            0xDA => {
+                let count = segment.first().copied().unwrap_or(0) as usize;
+                let ids = segment.get(1..1 + 2 * count).unwrap_or_default();
+                let tail = segment.get(1 + 2 * count..).unwrap_or_default();
+                let [start, end, approximation] = [0, 1, 2].map(|i| tail.get(i).copied());
+                let (Some(start), Some(end), Some(approximation)) = (start, end, approximation)
+                else {
+                    return false;
+                };
+                let (start, end) = match progressive {
+                    true => (start.min(63), end.min(63)),
+                    false => (0, 63),
+                };
+                if approximation & 0x0F == 0 && start <= end {
+                    let band = (start..=end).fold(0u64, |m, k| m | 1 << k);
+                    for id in ids.iter().step_by(2) {
+                        if let Some(c) = components.iter_mut().find(|(c, _)| c == id) {
+                            c.1 |= band;
+                        }
+                    }
+                }
+                // The entropy-coded data runs to the next marker that is not a stuffed 00 or
+                // a restart marker.
+                at += 2 + length;
+                let ends_scan =
+                    |at: usize| bytes[at] == 0xFF && !matches!(bytes[at + 1], 0x00 | 0xD0..=0xD7);
+                while at + 1 < bytes.len() && !ends_scan(at) {
+                    at += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        at += 2 + length;
+    }
+    !components.is_empty() && components.iter().all(|&(_, done)| done == u64::MAX)
+}
+
 /// A picture (the file `path`'s `bytes`) as `side × side` bytes, dark background, object
 /// centred. Transparent pixels count as white, as a viewer shows them.
 pub fn picture_to_frame(path: &Path, bytes: &[u8], side: usize) -> Result<Vec<u8>> {
@@ -119,10 +195,18 @@ pub fn picture_to_frame(path: &Path, bytes: &[u8], side: usize) -> Result<Vec<u8
             .with_guessed_format()
             .map_err(|e| Error::io(path, e))
     };
-    if reader()?.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
-        return Err(bad(
-            "the JPEG is truncated or corrupt (no end-of-image marker after its data)".into(),
-        ));
+    if reader()?.format() == Some(image::ImageFormat::Jpeg) {
+        if !jpeg_is_complete(bytes) {
+            return Err(bad(
+                "the JPEG is truncated or corrupt (no end-of-image marker after its data)".into(),
+            ));
+        }
+        if !jpeg_scans_are_complete(bytes) {
+            return Err(bad(
+                "the JPEG is truncated or corrupt (its scans leave part of the picture undecoded)"
+                    .into(),
+            ));
+        }
     }
     let (w, h) = reader()?
         .into_dimensions()

@@ -107,23 +107,8 @@ pub fn run_training(
     let start = Instant::now();
     let dir = RunDir::new(&opts.out);
     crate::error::refuse_non_directory(&opts.out, "run directory")?;
-    // Refused before the lock is taken: a refusal leaves the directory as it was.
-    if !opts.resume {
-        if !opts.force && dir.holds_run() {
-            return Err(Error::RunExists {
-                path: opts.out.clone(),
-            });
-        }
-        dir.refuse_foreign_files(opts.force)?;
-    } else if let Ok(started) = dir.read_config() {
-        let changes = config.fixed_key_changes(&started);
-        if !changes.is_empty() {
-            return Err(Error::Usage(format!(
-                "a resume cannot change {} (they fix the data split and the initial weights for the whole run) (hint: start a new run with --out, e.g. with --seed or --set)",
-                changes.join(", ")
-            )));
-        }
-    }
+    // The hyperparameters a resume changes, recorded with the epochs they train.
+    let mut changed = refuse_before_lock(config, opts, &dir)?;
     // Lock before reading anything of a run already there (a resume's checkpoint), so a
     // second process is turned away before it acts on files the first is rewriting.
     let early_lock = if opts.out.is_dir() {
@@ -155,17 +140,9 @@ pub fn run_training(
         }
         // A run with nothing left to train (a finished run resumed to the same end, say) is
         // left as it is: resuming it changes no file.
-        let stopping = c.stopping.clone().with_settings(
-            config.early_stopping_rule,
-            config.patience,
-            config.early_stopping,
-        );
-        let nothing_left = c.epochs_done >= config.epochs
-            || (c.epochs_done > 0 && stopping.stops_after(c.epochs_done));
-        if nothing_left && let Ok(summary) = dir.read_summary() {
-            if let Some(lock) = early_lock {
-                dir.unlock(lock);
-            }
+        if nothing_left(config, &c)
+            && let Ok(summary) = dir.read_summary()
+        {
             return Ok(summary);
         }
         // Already at the epoch to stop after: another shard of a pruning sweep took this run
@@ -221,16 +198,9 @@ pub fn run_training(
     engine.upload(Arc::clone(&data))?;
     let device = engine.describe();
     let leg_device = sums_on(&opts.engine, &device);
-    let mut legs = match &checkpoint {
-        // A checkpoint from before legs were recorded: its epochs' device is not known.
-        Some(c) if c.legs.is_empty() && c.epochs_done > 0 => vec![crate::checkpoint::Leg {
-            first_epoch: 1,
-            last_epoch: c.epochs_done,
-            device: "(not recorded)".into(),
-        }],
-        Some(c) => c.legs.clone(),
-        None => Vec::new(),
-    };
+    let mut legs = checkpoint
+        .as_ref()
+        .map_or_else(Vec::new, crate::checkpoint::Checkpoint::legs_so_far);
     let resume = match checkpoint {
         Some(c) => {
             engine.set_training_state(&c.state)?;
@@ -262,7 +232,8 @@ pub fn run_training(
     };
     let outcome = train(engine.as_mut(), data.train.len, config, resume, |end| {
         metrics.append(end.record)?;
-        crate::checkpoint::Leg::extend(&mut legs, end.record.epoch, &leg_device);
+        let changed = std::mem::take(&mut changed);
+        crate::checkpoint::Leg::extend(&mut legs, end.record.epoch, &leg_device, changed);
         // Every epoch: the state to continue from, and the best model so far.
         save_checkpoint(
             &checkpoint_path,
@@ -333,11 +304,55 @@ pub fn run_training(
     );
     summary.legs = legs;
     summary.write(&dir.summary())?;
-    dir.unlock(lock);
+    drop(lock);
     match outcome.diverged {
         Some(e) => Err(Error::Train(e)),
         None => Ok(summary),
     }
+}
+
+/// Refusals that read only what is already there, made before the run directory is locked
+/// so that a refused command changes nothing: a new run into a directory holding a run
+/// (unless `force`) or the user's files, and a resume that would change the keys that make
+/// the run what it is ([`TrainConfig::resume_changes`]). Returns what a resume changes that
+/// it may (hyperparameters).
+fn refuse_before_lock(
+    config: &TrainConfig,
+    opts: &RunOptions,
+    dir: &RunDir,
+) -> Result<Vec<String>> {
+    if !opts.resume {
+        if !opts.force && dir.holds_run() {
+            return Err(Error::RunExists {
+                path: opts.out.clone(),
+            });
+        }
+        dir.refuse_foreign_files(opts.force)?;
+        return Ok(Vec::new());
+    }
+    let Ok(started) = dir.read_config() else {
+        return Ok(Vec::new());
+    };
+    let (fixed, hyperparameters) = config.resume_changes(&started);
+    if !fixed.is_empty() {
+        return Err(Error::Usage(format!(
+            "a resume cannot change {} (they fix the data split and the initial weights for the whole run) (hint: start a new run with --out, e.g. with --seed or --set)",
+            fixed.join(", ")
+        )));
+    }
+    Ok(hyperparameters)
+}
+
+/// Whether a run resumed from `checkpoint` with `config` has no epoch left to train: it has
+/// its epochs, or early stopping (as `config` now sets it) has ended it.
+fn nothing_left(config: &TrainConfig, checkpoint: &crate::checkpoint::Checkpoint) -> bool {
+    let stopping = checkpoint.stopping.clone().with_settings(
+        config.early_stopping_rule,
+        config.patience,
+        config.early_stopping,
+    );
+    checkpoint.epochs_done >= config.epochs
+        || (checkpoint.epochs_done > 0 && stopping.stops_after(checkpoint.epochs_done))
 }
 
 /// What decides how a run's sums round, for its [`crate::checkpoint::Leg`]s: on the CPU the

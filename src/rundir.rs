@@ -181,17 +181,17 @@ impl RunDir {
         Summary::read(&self.summary())
     }
 
-    /// Takes the directory's lock for as long as the returned file lives: a second process
-    /// training into the same directory (the same sweep started twice, `--resume` of a run
-    /// still going) would interleave its epochs with this one's. The OS drops the lock when
-    /// the process ends, however it ends. Where the filesystem cannot lock, the run goes on
-    /// unguarded.
-    pub fn lock(&self) -> Result<std::fs::File> {
+    /// Takes the directory's lock for as long as the returned [`RunLock`] lives: a second
+    /// process training into the same directory (the same sweep started twice, `--resume` of
+    /// a run still going) would interleave its epochs with this one's. The OS drops the lock
+    /// when the process ends, however it ends. Where the filesystem cannot lock, the run goes
+    /// on unguarded.
+    pub fn lock(&self) -> Result<RunLock> {
         let path = self.path.join(LOCK);
         let in_use = || Error::RunInUse {
             path: self.path.clone(),
         };
-        // A run that ends removes its lock file ([`RunDir::unlock`]); a process that had opened
+        // A run that ends removes its lock file ([`RunLock`]'s drop); a process that had opened
         // that file just before holds a lock on nothing, so it opens the path again.
         for _ in 0..3 {
             let file = std::fs::OpenOptions::new()
@@ -200,11 +200,13 @@ impl RunDir {
                 .write(true)
                 .open(&path)
                 .map_err(|e| Error::io(&path, e))?;
-            match file.try_lock() {
+            let held = match file.try_lock() {
                 Err(std::fs::TryLockError::WouldBlock) => return Err(in_use()),
-                Err(std::fs::TryLockError::Error(_)) => return Ok(file),
-                Ok(()) if still_at(&file, &path) => return Ok(file),
-                Ok(()) => continue,
+                Err(std::fs::TryLockError::Error(_)) => true,
+                Ok(()) => still_at(&file, &path),
+            };
+            if held {
+                return Ok(RunLock { file, path });
             }
         }
         Err(in_use())
@@ -221,14 +223,6 @@ impl RunDir {
             return false;
         };
         matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
-    }
-
-    /// Lets go of `lock` ([`RunDir::lock`]'s) and removes the lock file, which an ended run
-    /// has no use for: a finished run directory holds its results and nothing else. Removing
-    /// it is a courtesy: where it fails the empty file stays, and the run's result stands.
-    pub fn unlock(&self, lock: std::fs::File) {
-        let _ = std::fs::remove_file(self.path.join(LOCK));
-        let _ = lock.unlock();
     }
 
     /// Removes what marks the end of a run that was here before (summary, checkpoint, model),
@@ -282,6 +276,24 @@ impl RunDir {
             });
         }
         Ok(records)
+    }
+}
+
+/// A run directory's lock ([`RunDir::lock`]), held while this lives. Dropped, however the
+/// run ended (finished, refused, interrupted), it removes the lock file, which an ended run
+/// has no use for, and lets go: a run directory holds its results and nothing else, and a
+/// refused command leaves none behind. Removing it is a courtesy: where it fails the empty
+/// file stays, and the run's result stands.
+#[derive(Debug)]
+pub struct RunLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
     }
 }
 

@@ -153,8 +153,9 @@ enum Reply {
     Bytes(Vec<u8>, &'static str),
 }
 
-/// The most connections served at once; more wait in the listen backlog until one ends.
-pub const MAX_CONNECTIONS: usize = 512;
+/// The most connections served at once; one more is answered 503 at once and closed (a
+/// client holding hundreds of idle connections then costs others an error, not a hang).
+pub const MAX_CONNECTIONS: usize = 256;
 /// How long a client may take to send a request's head, and how long a connection may stay
 /// idle between requests, before it is closed.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -164,7 +165,10 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 /// The largest request head (request line and headers) read; a longer one is refused.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// How much of a file a response holds in memory at once.
-const CHUNK_BYTES: usize = 64 * 1024;
+const CHUNK_BYTES: usize = 16 * 1024;
+/// Threads that read files for responses (tokio's blocking pool): each may keep memory of
+/// its own, so they are few.
+const FILE_THREADS: usize = 4;
 
 /// A listening server: [`PageServer::url`] to open, [`PageServer::serve`] to answer.
 pub struct PageServer {
@@ -198,6 +202,7 @@ impl PageServer {
     pub fn serve(self) -> Result<(), ServeError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .max_blocking_threads(FILE_THREADS)
             .enable_all()
             .build()
             .map_err(ServeError::Runtime)?;
@@ -211,9 +216,6 @@ impl PageServer {
         let site = Arc::new(self.site);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                unreachable!("the semaphore is never closed")
-            };
             let (stream, local) = match listener.accept().await {
                 Ok((stream, _)) => match stream.local_addr() {
                     Ok(local) => (stream, local),
@@ -224,6 +226,10 @@ impl PageServer {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                tokio::spawn(refuse_busy(stream));
+                continue;
             };
             let site = Arc::clone(&site);
             tokio::spawn(async move {
@@ -241,6 +247,22 @@ impl PageServer {
             });
         }
     }
+}
+
+/// Answers a connection past [`MAX_CONNECTIONS`] with 503 and closes it: a second at
+/// most for a client that does not take the answer.
+async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 36\r\nConnection: close\r\nRetry-After: 10\r\n\r\nbusy: too many connections are open\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(BUSY).await;
+        let _ = stream.shutdown().await;
+        // Read what the client sent until it closes: closing with its request unread would
+        // reset the connection, and the client might lose the answer.
+        let mut sink = [0u8; 1024];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -316,25 +338,29 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     response
 }
 
-/// A file sent a chunk at a time, as the client reads it: one chunk in memory however large
-/// the file and however slowly it is read.
+/// A file sent a chunk at a time, as the client reads it: a chunk or two in memory however
+/// large the file and however slowly it is read.
 struct FileBody {
     file: tokio::fs::File,
-    chunk: Box<[u8]>,
     remaining: u64,
 }
 
 impl FileBody {
     /// The regular file at `path` (a route names a file; anything else is not served).
+    /// Opened without waiting: a FIFO put in a data file's place since the server started
+    /// is not a regular file, and must not hold a thread until a writer comes.
     async fn open(path: &Path) -> std::io::Result<Self> {
-        let file = tokio::fs::File::open(path).await?;
+        let mut options = tokio::fs::OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        options.custom_flags(libc::O_NONBLOCK);
+        let file = options.open(path).await?;
         let metadata = file.metadata().await?;
         if !metadata.is_file() {
             return Err(std::io::ErrorKind::InvalidInput.into());
         }
         Ok(FileBody {
             file,
-            chunk: vec![0; CHUNK_BYTES].into_boxed_slice(),
             remaining: metadata.len(),
         })
     }
@@ -352,11 +378,9 @@ impl hyper::body::Body for FileBody {
         if this.remaining == 0 {
             return Poll::Ready(None);
         }
-        let wanted = this
-            .chunk
-            .len()
-            .min(usize::try_from(this.remaining).unwrap_or(usize::MAX));
-        let mut buffer = tokio::io::ReadBuf::new(&mut this.chunk[..wanted]);
+        let wanted = CHUNK_BYTES.min(usize::try_from(this.remaining).unwrap_or(usize::MAX));
+        let mut chunk = [0u8; CHUNK_BYTES];
+        let mut buffer = tokio::io::ReadBuf::new(&mut chunk[..wanted]);
         match Pin::new(&mut this.file).poll_read(cx, &mut buffer) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),

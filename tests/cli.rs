@@ -860,6 +860,17 @@ fn predict_classifies_a_png_of_a_garment_and_every_image_of_an_idx_file() {
         assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     }
 
+    // A progressive JPEG (every scan there: Pillow's, 32×32) is a picture like any other.
+    let progressive =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pictures/progressive-32.jpg");
+    let o = wgtrain(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        progressive.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
     let junk = tmp.path().join("junk.png");
     std::fs::write(&junk, b"not a picture").unwrap();
     assert_clean_failure(

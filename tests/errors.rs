@@ -832,8 +832,23 @@ fn cases(root: &Path) -> Vec<Case> {
     std::fs::write(&half, &jpeg[..jpeg.len() / 2]).unwrap();
     let huge_jpeg = root.join("huge.jpg");
     std::fs::write(&huge_jpeg, with_declared_size(&jpeg, 16000, 10000)).unwrap();
+    // See: a progressive JPEG cut short, with an end-of-image marker appended by hand, was
+    // predicted from the blur its first scans give.
+    let progressive = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pictures/progressive-32.jpg"),
+    )
+    .unwrap();
+    let cut = root.join("cut-progressive.jpg");
+    let mut cut_bytes = progressive[..progressive.len() / 2].to_vec();
+    cut_bytes.extend_from_slice(&[0xFF, 0xD9]);
+    std::fs::write(&cut, cut_bytes).unwrap();
     for (what, file, expect) in [
         ("half a JPEG", &half, "the JPEG is truncated or corrupt"),
+        (
+            "a progressive JPEG cut short, with an end-of-image marker added",
+            &cut,
+            "its scans leave part of the picture undecoded",
+        ),
         (
             "a small JPEG that declares 16000 × 10000 pixels",
             &huge_jpeg,
@@ -1125,6 +1140,17 @@ fn nothing_lost_cases(root: &Path, good: &Path, done: &Path) -> Vec<Case> {
         what: "a model file whose metadata declares more parameters than any model has",
         args: args(&["eval", "--model", &path(&huge), "--data", &path(good)]),
         expect: "declares 360000000000000000003 parameters, more than any model can have",
+    });
+    // C·H·W past even 128 bits.
+    let wide = root.join("wide.safetensors");
+    bare_safetensors(
+        &wide,
+        r#"{"input":"[8796093022208, 8796093022208, 8796093022208]","network":"[{\"dense\": 3}]"}"#,
+    );
+    cases.push(Case {
+        what: "a model file whose metadata declares images too large to count",
+        args: args(&["eval", "--model", &path(&wide), "--data", &path(good)]),
+        expect: "values per image, more than the 4294967295 any layer may give",
     });
     let large = root.join("large.safetensors");
     bare_safetensors(

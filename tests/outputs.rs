@@ -53,6 +53,18 @@ fn bench_json_is_written_through_a_symlink_and_into_a_device_never_replacing_the
         !written.contains("old") && written.lines().count() >= 1,
         "{written}"
     );
+    // A path that cannot be opened for writing (a dangling symlink into a missing directory)
+    // fails before anything is timed, as `>` fails before the command runs.
+    let dangling = tmp.path().join("dangling.jsonl");
+    std::os::unix::fs::symlink(tmp.path().join("no-such-dir/x.jsonl"), &dangling).unwrap();
+    let o = bench_into(&data, &dangling);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("dangling.jsonl"), "{}", stderr(&o));
+    assert!(
+        o.stdout.is_empty(),
+        "it timed first: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     // Into devices of the test's own (made where mknod may, as root: CI), so that a
     // regression replaces nothing of the machine's: a null device takes the rows and stays a
     // device; a full one (ENOSPC on every write) is an error, and stays a device.
@@ -172,6 +184,10 @@ fn a_sweep_directory_holding_the_users_files_is_refused_before_any_run() {
     let out = tmp.path().join("documents");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("thesis.tex"), "mine").unwrap();
+    // Named as a sweep names its picture, but not beside any sweep's runs: the user's.
+    let pictures = tmp.path().join("pictures");
+    std::fs::create_dir(&pictures).unwrap();
+    std::fs::write(pictures.join("comparison.png"), "mine").unwrap();
     let sweep = |out: &Path| {
         wgtrain(&[
             "sweep",
@@ -184,10 +200,13 @@ fn a_sweep_directory_holding_the_users_files_is_refused_before_any_run() {
             out.to_str().unwrap(),
         ])
     };
-    let o = sweep(&out);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("thesis.tex"), "{}", stderr(&o));
-    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    for (dir, name) in [(&out, "thesis.tex"), (&pictures, "comparison.png")] {
+        let o = sweep(dir);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains(name), "{}", stderr(&o));
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
+        assert_eq!(std::fs::read_to_string(dir.join(name)).unwrap(), "mine");
+    }
     // Its own directory, rerun, is still its own.
     let own = tmp.path().join("sweep");
     assert!(sweep(&own).status.success());
@@ -256,12 +275,17 @@ fn eval_leaves_a_confusion_picture_outside_a_run_directory_as_it_is() {
     let o = eval(&run.join("model.safetensors"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(run.join("confusion.png").is_file());
-    // Copied among the user's files beside a picture of theirs, it does not.
+    // Copied, under its own name, among the user's files beside a picture of theirs, it
+    // does not.
     let mine = tmp.path().join("mine");
     std::fs::create_dir(&mine).unwrap();
-    std::fs::copy(run.join("model.safetensors"), mine.join("m.safetensors")).unwrap();
+    std::fs::copy(
+        run.join("model.safetensors"),
+        mine.join("model.safetensors"),
+    )
+    .unwrap();
     std::fs::write(mine.join("confusion.png"), "my picture").unwrap();
-    let o = eval(&mine.join("m.safetensors"));
+    let o = eval(&mine.join("model.safetensors"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(mine.join("confusion.png")).unwrap(),

@@ -430,18 +430,17 @@ fn a_resume_may_not_change_the_split_or_the_first_weights_and_one_with_nothing_t
     let o = train_small(&data, &["--out", r, "--set", "epochs=2"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let before = snapshot(&run);
-    for (set, key) in [
-        ("seed=7", "seed from 1 to 7"),
-        ("val_fraction=0.3", "val_fraction"),
-        ("init=\"he\"", "init"),
+    for (set, refusal) in [
+        ("seed=7", "a resume cannot change seed from 1 to 7"),
+        ("val_fraction=0.3", "a resume cannot change val_fraction"),
+        ("init=\"he\"", "a resume cannot change init"),
+        // Refused once the checkpoint is read: the lock taken for it goes with the refusal.
+        ("epochs=1", "more than epochs = 1"),
     ] {
-        let o = train_small(&data, &["--resume", r, "--set", set, "--set", "epochs=4"]);
+        let o = train_small(&data, &["--resume", r, "--set", "epochs=4", "--set", set]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{set}: {err}");
-        assert!(
-            err.contains("a resume cannot change") && err.contains(key),
-            "{set}: {err}"
-        );
+        assert!(err.contains(refusal), "{set}: {err}");
         assert_eq!(snapshot(&run), before, "{set} changed the run's files");
     }
     // The finished run resumed to the end it has: nothing to train, no file touched.
@@ -451,7 +450,8 @@ fn a_resume_may_not_change_the_split_or_the_first_weights_and_one_with_nothing_t
     assert!(o.status.success(), "{err}");
     assert!(err.contains("nothing left to train"), "{err}");
     assert_eq!(snapshot(&run), before);
-    // A key that is a hyperparameter still goes on from the resumed epoch.
+    // A key that is a hyperparameter still goes on from the resumed epoch, and the run's
+    // legs say since when (config.toml holds the latest value).
     let o = train_small(
         &data,
         &[
@@ -463,8 +463,17 @@ fn a_resume_may_not_change_the_split_or_the_first_weights_and_one_with_nothing_t
             "learning_rate=0.05",
         ],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
     assert_eq!(metrics(&run).len(), 4);
+    let legs = RunDir::new(&run).read_summary().unwrap().legs;
+    assert_eq!(legs.len(), 2, "{legs:?}");
+    assert_eq!(legs[1].first_epoch, 3);
+    assert_eq!(legs[1].changed, ["learning_rate from 0.01 to 0.05"]);
+    assert!(
+        err.contains("3 on") && err.contains("learning_rate from 0.01 to 0.05"),
+        "{err}"
+    );
 }
 
 #[test]

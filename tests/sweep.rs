@@ -1208,6 +1208,24 @@ fn a_run_whose_summary_cannot_be_read_is_named_in_the_report_and_its_setting_is_
         row.last().unwrap().contains("incomplete: 1 unreadable"),
         "{row:?}"
     );
+    // A setting none of whose runs can be read keeps a row that says so.
+    for seed in [1, 2] {
+        let dir = out.join(format!("learning_rate=0.2-seed{seed}"));
+        std::fs::write(RunDir::new(dir).config(), "learning_rate = [").unwrap();
+    }
+    let o = wgtrain(&["sweep", "report", out.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("1 finished and 3 unreadable runs"), "{said}");
+    let rows = results_table(&out);
+    let row = rows
+        .iter()
+        .find(|r| r.iter().any(|c| c == "0.2"))
+        .unwrap_or_else(|| panic!("no row for the unreadable setting: {rows:?}"));
+    assert!(row[0].contains("unreadable"), "{row:?}");
+    assert!(
+        row.last().unwrap().contains("0 (incomplete: 2 unreadable)"),
+        "{row:?}"
+    );
 }
 
 #[test]

@@ -381,7 +381,31 @@ fn wgtrain_web_outlasts_clients_that_stall_flood_or_name_another_host() {
         &format!("GET / HTTP/1.0\r\nHost: {address}\r\n\r\n"),
     );
     assert!(status.contains("200"), "{status}");
-    drop((half_open, not_reading));
+    // A data file turned into a FIFO since the server started is not served, and holds
+    // nothing up (opened without waiting for a writer).
+    #[cfg(unix)]
+    {
+        let labels = dir.path().join("train-labels-idx1-ubyte");
+        std::fs::remove_file(&labels).unwrap();
+        let made = Command::new("mkfifo").arg(&labels).status().unwrap();
+        assert!(made.success());
+        let (status, _) = get(&url, "/data/train-labels-idx1-ubyte");
+        assert!(status.contains("404"), "{status}");
+    }
+    // Past the bound on connections, a client is told at once, not left to hang.
+    let full: Vec<_> = (0..wgtrain::serve::MAX_CONNECTIONS)
+        .map(|_| connect())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let (status, _) = get(&url, "/");
+    assert!(status.contains("503"), "{status}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    drop((half_open, not_reading, full));
 }
 
 #[test]

@@ -23,7 +23,9 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
         bail!("--pack must be at least 1");
     }
     let threads = super::threads_flag(threads)?;
-    // Before any timing: a JSON file that cannot be written would fail only at the end.
+    // Before anything: a JSON path that is a directory, or in none, said in words; the file
+    // itself is opened (as a shell's `>` opens it) just before timing, so that one that
+    // cannot be written fails first, not after every measurement.
     if let Some(problem) = json.as_deref().and_then(wgtrain::files::output_problem) {
         bail!("--json {}: {problem}", json.unwrap_or_default().display());
     }
@@ -62,6 +64,13 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
         profile,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
+    let json = json
+        .map(|path| {
+            let file = wgtrain::files::create_output(&path)
+                .with_context(|| format!("--json {}", path.display()))?;
+            Ok::<_, anyhow::Error>((path, file))
+        })
+        .transpose()?;
     let lines = wgtrain::bench::run_bench(
         &plan,
         &BenchPrinter {
@@ -71,9 +80,9 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
             epochs,
         },
     )?;
-    if let Some(path) = json {
+    if let Some((path, file)) = json {
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        wgtrain::files::write_through(&path, text.as_bytes())
+        wgtrain::files::write_output(file, text.as_bytes())
             .with_context(|| format!("--json {}", path.display()))?;
     }
     Ok(())

@@ -414,6 +414,12 @@ fn train(t: &TrainArgs) -> Result<()> {
             out.display(),
             wgtrain::checkpoint::Leg::describe(&summary.legs)
         );
+    } else if summary.legs.iter().any(|l| !l.changed.is_empty()) {
+        eprintln!(
+            "note: {} trained {} (config.toml holds the latest values; summary.json lists each leg)",
+            out.display(),
+            wgtrain::checkpoint::Leg::describe(&summary.legs)
+        );
     }
     if resume.is_some() && trained.get() == 0 {
         eprintln!(

@@ -579,11 +579,16 @@ const SWEEP_OUTPUTS: [&str; 7] = [
     "validation.svg",
 ];
 
-/// Refuses a directory, not yet a sweep's, that holds what a sweep did not write: a sweep
-/// there would write its results and run directories among the user's files.
+/// Refuses a directory without a sweep record that holds what a sweep did not write: a sweep
+/// there would write its results and run directories among the user's files. Its results
+/// and pictures count as a sweep's only beside run directories a sweep tagged (a sweep from
+/// before sweeps recorded themselves); elsewhere a `results.md` or a `comparison.png` is the
+/// user's, like any file.
 fn refuse_foreign_files(out: &Path) -> Result<()> {
+    let tagged = report::holds_sweep(out);
     let foreign = crate::rundir::foreign_entries(out, |name| {
-        SWEEP_OUTPUTS.contains(&name) || RunDir::new(out.join(name)).holds_only_run_files()
+        (tagged && SWEEP_OUTPUTS.contains(&name))
+            || RunDir::new(out.join(name)).holds_only_run_files()
     });
     if foreign.is_empty() {
         return Ok(());

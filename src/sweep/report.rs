@@ -11,7 +11,7 @@ use crate::rundir::RunDir;
 
 /// Whether `dir` holds a sweep: its `sweep.json`, or (from before sweeps wrote one) a run
 /// directory a sweep tagged.
-fn holds_sweep(dir: &Path) -> bool {
+pub(super) fn holds_sweep(dir: &Path) -> bool {
     dir.join(SWEEP_FILE).is_file()
         || std::fs::read_dir(dir).is_ok_and(|entries| {
             entries
@@ -204,12 +204,16 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
         diverged: runs.iter().filter(|r| r.summary.diverged).count(),
         unreadable: why_unreadable,
     };
-    // Each setting with a run that cannot be read: its row averages fewer seeds than it has.
-    let incomplete: Vec<(String, String)> = unreadable
+    // Each run that cannot be read, by its setting: that setting's row averages fewer seeds
+    // than it has (or has none to average).
+    let incomplete: Vec<Unreadable> = unreadable
         .iter()
         .map(|d| {
-            let setting = tags.get(*d).map_or_else(String::new, |t| t.setting.clone());
-            (setting, file_name(d).to_string())
+            let tag = tags.get(*d);
+            Unreadable {
+                setting: tag.map_or_else(|| file_name(d).to_string(), |t| t.setting.clone()),
+                swept: tag_values(tag),
+            }
         })
         .collect();
     let md = format!(
@@ -351,10 +355,20 @@ fn finite_or_blank(v: f64) -> String {
 /// Each run directory's sweep tag, for the runs that carry one.
 type Tags = std::collections::HashMap<PathBuf, super::RunTag>;
 
+/// A run whose files cannot be read: its setting, and the values its sweep tag says it swept.
+struct Unreadable {
+    setting: String,
+    swept: Vec<(String, String)>,
+}
+
 /// `key=value` overrides of a run's sweep tag, split.
 fn swept_values(r: &RunRecord, tags: &Tags) -> Vec<(String, String)> {
-    tags.get(&r.dir)
-        .map_or(&[][..], |t| &t.overrides)
+    tag_values(tags.get(&r.dir))
+}
+
+/// `key=value` overrides of a sweep tag, split.
+fn tag_values(tag: Option<&super::RunTag>) -> Vec<(String, String)> {
+    tag.map_or(&[][..], |t| &t.overrides)
         .iter()
         .filter_map(|o| {
             o.split_once('=')
@@ -372,14 +386,16 @@ fn config_value(config: &crate::config::TrainConfig, key: &str) -> Option<String
 /// results.md's table: a rank (the best marked), a column per swept key (and the setting's
 /// name where the keys alone do not tell settings apart: `[[runs]]` of other config files),
 /// validation loss, the test figures, the paper's where a config carries them.
-/// `incomplete` holds (setting, run) for each run whose files cannot be read.
-fn ranked_table(ranked: &[Setting<'_>], tags: &Tags, incomplete: &[(String, String)]) -> String {
+/// `incomplete` holds each run whose files cannot be read: its setting's row says so, and a
+/// setting with no run left to read still has a row.
+fn ranked_table(ranked: &[Setting<'_>], tags: &Tags, incomplete: &[Unreadable]) -> String {
     let swept: Vec<Vec<(String, String)>> = ranked
         .iter()
         .map(|s| swept_values(s.runs[0], tags))
         .collect();
     let mut keys: Vec<String> = Vec::new();
-    for (k, _) in swept.iter().flatten() {
+    let unread_swept = incomplete.iter().flat_map(|u| &u.swept);
+    for (k, _) in swept.iter().flatten().chain(unread_swept) {
         if !keys.contains(k) {
             keys.push(k.clone());
         }
@@ -448,16 +464,38 @@ fn ranked_table(ranked: &[Setting<'_>], tags: &Tags, incomplete: &[(String, Stri
             row.push_str(&paper_cells(s.paper()));
             row.push_str(&delta_cells(s.paper(), &acc, &loss));
         }
-        let missing = incomplete
-            .iter()
-            .filter(|(setting, _)| *setting == s.name)
-            .count();
+        let missing = incomplete.iter().filter(|u| u.setting == s.name).count();
         let seeds = match missing {
             0 => s.seeds_cell(),
             n => format!("{} (incomplete: {n} unreadable)", s.seeds_cell()),
         };
         row.push_str(&format!(" {} | {seeds} |\n", s.best_epochs()));
         table.push_str(&row);
+    }
+    // Settings none of whose runs can be read: a row that says so, with no figures.
+    let mut unread: Vec<&Unreadable> = Vec::new();
+    for u in incomplete {
+        if !ranked.iter().any(|s| s.name == u.setting)
+            && !unread.iter().any(|v| v.setting == u.setting)
+        {
+            unread.push(u);
+        }
+    }
+    for u in unread {
+        let mut cells = vec!["– (unreadable)".to_string()];
+        if named {
+            cells.push(u.setting.clone());
+        }
+        cells.extend(keys.iter().map(|k| {
+            (u.swept.iter())
+                .find(|(key, _)| key == k)
+                .map_or_else(|| "–".to_string(), |(_, v)| v.clone())
+        }));
+        let figures = 3 + if with_paper { 4 } else { 0 } + 1;
+        cells.extend(std::iter::repeat_n("–".to_string(), figures));
+        let runs = incomplete.iter().filter(|v| v.setting == u.setting).count();
+        cells.push(format!("0 (incomplete: {runs} unreadable)"));
+        table.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     table
 }
