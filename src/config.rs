@@ -243,20 +243,34 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Parses the value side of `--set key=value` as TOML, falling back to a bare string
-/// (`--set activation=relu` needs no quotes). `None` for a whole number TOML cannot hold
-/// (beyond 64-bit signed), which would otherwise fall back to a string and be reported as
-/// one ("invalid type: string").
-fn parse_override_value(raw: &str) -> Option<toml::Value> {
+/// (`--set activation=relu` needs no quotes). An error, saying why, for a whole number TOML
+/// cannot hold (beyond 64-bit signed) and for an array or table TOML cannot read, which
+/// would otherwise fall back to a string and be reported as one ("invalid type: string").
+fn parse_override_value(raw: &str) -> Result<toml::Value, String> {
+    const RANGE: &str =
+        "out of range (TOML integers are 64-bit signed, at most 9223372036854775807)";
     match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => Some(
-            t.remove("v")
-                .unwrap_or_else(|| toml::Value::String(raw.to_string())),
-        ),
+        Ok(mut t) => Ok(t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()))),
+        // An array or a table that TOML cannot read is not meant as a string: say why.
+        Err(e) if raw.starts_with(['[', '{']) => {
+            let why = e.message().lines().next().unwrap_or_default().to_string();
+            Err(
+                match why.contains("too large") || why.contains("out of range") {
+                    true => format!("a number in it is {RANGE}"),
+                    false => format!("not a TOML value ({why})"),
+                },
+            )
+        }
         Err(_) => {
             let digits = raw.strip_prefix(['+', '-']).unwrap_or(raw);
             let whole =
                 !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_');
-            (!whole).then(|| toml::Value::String(raw.to_string()))
+            match whole {
+                true => Err(RANGE.to_string()),
+                false => Ok(toml::Value::String(raw.to_string())),
+            }
         }
     }
 }
@@ -299,14 +313,9 @@ impl TrainConfig {
                 .split_once('=')
                 .ok_or_else(|| ConfigError::BadOverride { arg: arg.clone() })?;
             overrides_paper |= key.trim() == "paper";
-            let value = parse_override_value(value.trim()).ok_or_else(|| ConfigError::Parse {
+            let value = parse_override_value(value.trim()).map_err(|why| ConfigError::Parse {
                 path: path.to_path_buf(),
-                message: format!(
-                    "{} = {}: out of range (TOML integers are 64-bit signed, at most {})",
-                    key.trim(),
-                    value.trim(),
-                    i64::MAX
-                ),
+                message: format!("{} = {}: {why}", key.trim(), value.trim()),
             })?;
             table.insert(key.trim().to_string(), value);
         }

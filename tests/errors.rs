@@ -1111,6 +1111,21 @@ fn nothing_lost_cases(root: &Path, good: &Path, done: &Path) -> Vec<Case> {
         args: train(&fifo_data, &root.join("fifo-run"), &[]),
         expect: "train-labels-idx1-ubyte: is a named pipe (FIFO), not a regular file",
     });
+    // See: an array holding a number past 64 bits was taken for a string ("invalid type:
+    // string, expected a sequence").
+    cases.push(Case {
+        what: "a list in --set holding a number TOML cannot hold",
+        args: args(&[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &path(good),
+            "--set",
+            "layers=[36, 18446744073709551615, 3]",
+        ]),
+        expect: "layers = [36, 18446744073709551615, 3]: a number in it is out of range",
+    });
     cases.push(Case {
         what: "a config file that is a device",
         args: args(&["train", "--config", "/dev/zero"]),
