@@ -269,7 +269,7 @@ type Body = BoxBody<Bytes, std::io::Error>;
 
 /// The response to one request: GET and HEAD of the site's routes, for the address served.
 async fn answer<B>(site: &Site, local: SocketAddr, request: &Request<B>) -> Response<Body> {
-    if local.ip().is_loopback() && !names_this_server(request.headers().get(HOST), local) {
+    if local.ip().is_loopback() && !names_this_server(request, local) {
         // A page on another site that renamed itself to 127.0.0.1 (DNS rebinding) sends its
         // own name: it must not read the data through the user's browser.
         return plain(
@@ -307,12 +307,27 @@ async fn answer<B>(site: &Site, local: SocketAddr, request: &Request<B>) -> Resp
     response
 }
 
-/// Whether `host` (a request's Host header) names the server listening on `local`: its
-/// address or `localhost`, with its port (or none, for port 80).
-fn names_this_server(host: Option<&HeaderValue>, local: SocketAddr) -> bool {
-    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+/// Whether `request` names the server listening on `local`: one Host header, and the
+/// authority of an absolute request target if it has one, each naming its address or
+/// `localhost`, with its port (or none, for port 80).
+fn names_this_server<B>(request: &Request<B>, local: SocketAddr) -> bool {
+    let mut hosts = request.headers().get_all(HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
         return false;
     };
+    let target = request.uri().authority().map(|a| a.as_str());
+    [host.to_str().ok(), target]
+        .into_iter()
+        .enumerate()
+        .all(|(i, name)| match name {
+            Some(name) => names_address(name, local),
+            // The Host header must be there; the target's authority only may be.
+            None => i == 1,
+        })
+}
+
+/// Whether `host` (`name[:port]`) is `local`'s address or `localhost` with its port.
+fn names_address(host: &str, local: SocketAddr) -> bool {
     let (name, port) = match host.rsplit_once(':') {
         Some((name, port)) if !port.contains(']') => (name, port.parse::<u16>().ok()),
         _ => (host, Some(80)),

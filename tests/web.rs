@@ -356,6 +356,21 @@ fn wgtrain_web_outlasts_clients_that_stall_flood_or_name_another_host() {
         assert!(status.contains("403"), "Host {host}: {status}");
         assert!(body.len() < 100, "Host {host}: {} bytes", body.len());
     }
+    // Two Host headers, the first this server's; an absolute target naming another.
+    for request in [
+        format!(
+            "GET / HTTP/1.1\r\nHost: {address}\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+        ),
+        format!(
+            "GET http://evil.example/ HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        ),
+    ] {
+        let (status, _) = exchange(address, &request);
+        assert!(
+            status.contains("403") || status.contains("400"),
+            "{request:?}: {status}"
+        );
+    }
     let port = address.rsplit_once(':').unwrap().1;
     let (status, _) = exchange(
         address,
