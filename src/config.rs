@@ -26,6 +26,8 @@ pub enum ConfigError {
     },
     #[error("--set {arg}: expected key=value")]
     BadOverride { arg: String },
+    #[error("--set {arg}: {why}")]
+    BadSetValue { arg: String, why: String },
     #[error("config {path}: {key} = {value}: {reason}")]
     Invalid {
         path: PathBuf,
@@ -313,10 +315,11 @@ impl TrainConfig {
                 .split_once('=')
                 .ok_or_else(|| ConfigError::BadOverride { arg: arg.clone() })?;
             overrides_paper |= key.trim() == "paper";
-            let value = parse_override_value(value.trim()).map_err(|why| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: format!("{} = {}: {why}", key.trim(), value.trim()),
-            })?;
+            let value =
+                parse_override_value(value.trim()).map_err(|why| ConfigError::BadSetValue {
+                    arg: arg.clone(),
+                    why,
+                })?;
             table.insert(key.trim().to_string(), value);
         }
         for key in table.keys() {
@@ -625,12 +628,12 @@ impl TrainConfig {
     /// then the rest. `seed` and `val_fraction` make the train/validation split, and `seed`
     /// and `init` the initial weights: changed mid-run, validation would hold rows already
     /// trained on, and the run's files would claim the new values for all of it. The rest
-    /// are hyperparameters, which apply from the resumed epoch on; `epochs` (how far to go)
-    /// and `name` are neither.
+    /// are hyperparameters (and `name`), which apply from the resumed epoch on; `epochs` (how
+    /// far to go) is neither.
     pub fn resume_changes(&self, started: &TrainConfig) -> (Vec<String>, Vec<String>) {
         const FIXED: [&str; 3] = ["init", "seed", "val_fraction"];
         // `differences` says "key = was / now".
-        let changes = started.differences(self, &["epochs", "name"]);
+        let changes = started.differences(self, &["epochs"]);
         let (fixed, rest): (Vec<String>, Vec<String>) = changes
             .into_iter()
             .partition(|d| FIXED.iter().any(|k| d.starts_with(&format!("{k} = "))));

@@ -114,7 +114,8 @@ pub enum Error {
     #[error("paused after epoch {epoch} at a pruning rung; the run is saved")]
     Paused { epoch: usize },
     #[error(
-        "interrupted; {saved} runs saved mid-way (hint: the same command again goes on: finished runs are skipped, saved ones continue from their last epoch)"
+        "interrupted; {saved} run{} saved mid-way (hint: the same command again goes on: finished runs are skipped, saved ones continue from their last epoch)",
+        if *saved == 1 { "" } else { "s" }
     )]
     SweepInterrupted { saved: usize },
 }

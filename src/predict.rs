@@ -113,9 +113,10 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 /// Whether the scans of JPEG `bytes` (their start-of-scan headers, walked marker by marker)
 /// bring every coefficient of every component to full precision: a sequential frame needs
 /// each component in a scan; a progressive one (SOF2) each component's coefficients 0..=63
-/// in a scan whose successive approximation ends at bit 0. A progressive file cut short and
-/// given an end-of-image marker by hand lacks its later scans, and a decoder would draw what
-/// the first ones give, a blur, and answer for it.
+/// in a scan whose successive approximation ends at bit 0; and every scan some coded data. A
+/// progressive file cut short and given an end-of-image marker by hand lacks its later
+/// scans (or a baseline one its data), and a decoder would draw what is there, a blur or
+/// grey, and answer for it.
 fn jpeg_scans_are_complete(bytes: &[u8]) -> bool {
     // Per component id: the coefficients brought to bit 0 (bit k for coefficient k).
     let mut components: Vec<(u8, u64)> = Vec::new();
@@ -174,8 +175,13 @@ fn jpeg_scans_are_complete(bytes: &[u8]) -> bool {
                 at += 2 + length;
                 let ends_scan =
                     |at: usize| bytes[at] == 0xFF && !matches!(bytes[at + 1], 0x00 | 0xD0..=0xD7);
+                let data = at;
                 while at + 1 < bytes.len() && !ends_scan(at) {
                     at += 1;
+                }
+                // Every scan codes at least one block: one with no data was cut away.
+                if at == data {
+                    return false;
                 }
                 continue;
             }

@@ -334,7 +334,7 @@ fn cases(root: &Path) -> Vec<Case> {
     cases.push(Case {
         what: "a number too large for a config file (a seed past 2^63 − 1)",
         args: train(&good, &out, &["--set", "seed=9223372036854775808"]),
-        expect: "seed = 9223372036854775808: out of range (TOML integers are 64-bit signed",
+        expect: "--set seed=9223372036854775808: out of range (TOML integers are 64-bit signed",
     });
     cases.push(Case {
         what: "a thread count no machine has (a typo)",
@@ -842,11 +842,23 @@ fn cases(root: &Path) -> Vec<Case> {
     let mut cut_bytes = progressive[..progressive.len() / 2].to_vec();
     cut_bytes.extend_from_slice(&[0xFF, 0xD9]);
     std::fs::write(&cut, cut_bytes).unwrap();
+    // A baseline one cut right after its scan header, likewise closed by hand.
+    let headers_only = root.join("headers-only.jpg");
+    let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    let sos_end = sos + 2 + u16::from_be_bytes([jpeg[sos + 2], jpeg[sos + 3]]) as usize;
+    let mut headers = jpeg[..sos_end].to_vec();
+    headers.extend_from_slice(&[0xFF, 0xD9]);
+    std::fs::write(&headers_only, headers).unwrap();
     for (what, file, expect) in [
         ("half a JPEG", &half, "the JPEG is truncated or corrupt"),
         (
             "a progressive JPEG cut short, with an end-of-image marker added",
             &cut,
+            "its scans leave part of the picture undecoded",
+        ),
+        (
+            "a JPEG of headers alone, with an end-of-image marker added",
+            &headers_only,
             "its scans leave part of the picture undecoded",
         ),
         (
@@ -1124,7 +1136,7 @@ fn nothing_lost_cases(root: &Path, good: &Path, done: &Path) -> Vec<Case> {
             "--set",
             "layers=[36, 18446744073709551615, 3]",
         ]),
-        expect: "layers = [36, 18446744073709551615, 3]: a number in it is out of range",
+        expect: "--set layers=[36, 18446744073709551615, 3]: a number in it is out of range",
     });
     cases.push(Case {
         what: "a config file that is a device",

@@ -1208,6 +1208,29 @@ fn a_run_whose_summary_cannot_be_read_is_named_in_the_report_and_its_setting_is_
         row.last().unwrap().contains("incomplete: 1 unreadable"),
         "{row:?}"
     );
+    // A run begun and not ended (its summary not yet written) is named too, not left out.
+    let unfinished = "learning_rate=0.05-seed1";
+    std::fs::remove_file(RunDir::new(out.join(unfinished)).summary()).unwrap();
+    let o = wgtrain(&["sweep", "report", out.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("2 finished, 1 unfinished and 1 unreadable runs"),
+        "{said}"
+    );
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with(unfinished) && l.contains(",unfinished,")),
+        "{csv}"
+    );
+    let rows = results_table(&out);
+    let row = rows.iter().find(|r| r.iter().any(|c| c == "0.05")).unwrap();
+    assert!(
+        row.last()
+            .unwrap()
+            .contains("0 (incomplete: 1 unfinished, 1 unreadable)"),
+        "{row:?}"
+    );
     // A setting none of whose runs can be read keeps a row that says so.
     for seed in [1, 2] {
         let dir = out.join(format!("learning_rate=0.2-seed{seed}"));
@@ -1215,7 +1238,10 @@ fn a_run_whose_summary_cannot_be_read_is_named_in_the_report_and_its_setting_is_
     }
     let o = wgtrain(&["sweep", "report", out.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&o.stdout);
-    assert!(said.contains("1 finished and 3 unreadable runs"), "{said}");
+    assert!(
+        said.contains("1 unfinished and 3 unreadable runs"),
+        "{said}"
+    );
     let rows = results_table(&out);
     let row = rows
         .iter()

@@ -61,13 +61,14 @@ fn csv_field(s: &str) -> String {
 
 /// The runs a report covers: every run that ended, and of those the ones a pruning rung
 /// stopped and the ones that diverged (ended, though never counted as finished); beside
-/// them the runs whose files cannot be read, by name with the reason, left out of the
-/// figures but never out of the report.
+/// them the runs begun but not ended (interrupted, or training now) and the runs whose files
+/// cannot be read, by name with the reason: left out of the figures, never out of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportedRuns {
     pub ended: usize,
     pub pruned: usize,
     pub diverged: usize,
+    pub unfinished: usize,
     pub unreadable: Vec<(String, String)>,
 }
 
@@ -80,6 +81,7 @@ impl std::fmt::Display for ReportedRuns {
         for (n, what) in [
             (self.diverged, "diverged"),
             (self.pruned, "pruned"),
+            (self.unfinished, "unfinished"),
             (self.unreadable.len(), "unreadable"),
         ] {
             if n > 0 {
@@ -91,7 +93,7 @@ impl std::fmt::Display for ReportedRuns {
             true => last,
             false => format!("{} and {last}", parts.join(", ")),
         };
-        let total = self.ended + self.unreadable.len();
+        let total = self.ended + self.unfinished + self.unreadable.len();
         write!(f, "{all} run{}", if total == 1 { "" } else { "s" })?;
         if !self.unreadable.is_empty() {
             let named: Vec<String> = (self.unreadable.iter())
@@ -120,7 +122,10 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
         .map_err(|e| Error::io(out, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && RunDir::new(p).summary().exists())
+        .filter(|p| {
+            let run = RunDir::new(p);
+            run.summary().exists() || run.has_metrics() || run.sweep_tag().is_file()
+        })
         .collect();
     // Each run's sweep tag, read once: its place in the sweep, its setting, its overrides.
     let tags: Tags = dirs
@@ -129,18 +134,33 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
         .collect();
     // Sweep order when the runs carry their tags, else by name.
     dirs.sort_by_key(|d| (tags.get(d).map_or(usize::MAX, |t| t.index), d.clone()));
-    // A run that ended but whose files cannot be read is named, never dropped unseen.
+    // A run not ended, or ended but with files that cannot be read, is named, never
+    // dropped unseen.
     let mut runs: Vec<RunRecord> = Vec::new();
-    let mut unreadable: Vec<&PathBuf> = Vec::new();
+    let mut absent: Vec<Absent> = Vec::new();
     let mut why_unreadable: Vec<(String, String)> = Vec::new();
     for dir in &dirs {
-        match read_run(dir) {
-            Ok(run) => runs.push(run),
-            Err(e) => {
-                why_unreadable.push((file_name(dir).to_string(), e.to_string()));
-                unreadable.push(dir);
-            }
-        }
+        let state = match RunDir::new(dir).summary().exists() {
+            false => UNFINISHED,
+            true => match read_run(dir) {
+                Ok(run) => {
+                    runs.push(run);
+                    continue;
+                }
+                Err(e) => {
+                    why_unreadable.push((file_name(dir).to_string(), e.to_string()));
+                    UNREADABLE
+                }
+            },
+        };
+        let tag = tags.get(dir);
+        absent.push(Absent {
+            run: file_name(dir).to_string(),
+            setting: tag.map_or_else(|| file_name(dir).to_string(), |t| t.setting.clone()),
+            seed: tag.map(|t| t.seed),
+            overrides: tag.map_or_else(Vec::new, |t| t.overrides.clone()),
+            state,
+        });
     }
     // Runs copied in from another sweep whose settings share names would average as seeds.
     crate::report::check_experiments(&runs)?;
@@ -178,14 +198,14 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
             s.seconds
         ));
     }
-    for dir in &unreadable {
-        let tag = tags.get(*dir);
+    for a in &absent {
         csv.push_str(&format!(
-            "{},{},{},{},{UNREADABLE},,,,,,,,\n",
-            csv_field(file_name(dir)),
-            csv_field(tag.map_or("", |t| t.setting.as_str())),
-            tag.map_or(String::new(), |t| t.seed.to_string()),
-            csv_field(&tag.map_or(String::new(), |t| t.overrides.join(";"))),
+            "{},{},{},{},{},,,,,,,,\n",
+            csv_field(&a.run),
+            csv_field(&a.setting),
+            a.seed.map_or(String::new(), |s| s.to_string()),
+            csv_field(&a.overrides.join(";")),
+            a.state,
         ));
     }
     write_atomic(&out.join("results.csv"), csv.as_bytes())?;
@@ -202,35 +222,29 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
             .filter(|r| r.summary.status == super::prune::PRUNED)
             .count(),
         diverged: runs.iter().filter(|r| r.summary.diverged).count(),
+        unfinished: absent.iter().filter(|a| a.state == UNFINISHED).count(),
         unreadable: why_unreadable,
     };
-    // Each run that cannot be read, by its setting: that setting's row averages fewer seeds
-    // than it has (or has none to average).
-    let incomplete: Vec<Unreadable> = unreadable
-        .iter()
-        .map(|d| {
-            let tag = tags.get(*d);
-            Unreadable {
-                setting: tag.map_or_else(|| file_name(d).to_string(), |t| t.setting.clone()),
-                swept: tag_values(tag),
-            }
-        })
-        .collect();
     let md = format!(
         "{RESULTS_TITLE}\n\n{reported} in {}, settings ranked by mean best validation loss (the \
          figure to choose by; the test figures beside it never choose). Mean ± sample std over \
          seeds, \"± —\" where one seed gives no spread.\n\n{}",
         out.display(),
-        ranked_table(&ranked, &tags, &incomplete)
+        ranked_table(&ranked, &tags, &absent)
     );
-    let md = match reported.unreadable.is_empty() {
+    let md = match reported.unreadable.is_empty() && reported.unfinished == 0 {
         true => md,
         false => {
-            let lines: Vec<String> = (reported.unreadable.iter())
-                .map(|(run, why)| format!("- {run}: {why}"))
+            let lines: Vec<String> = (absent.iter())
+                .map(|a| {
+                    let why = (reported.unreadable.iter())
+                        .find(|(run, _)| *run == a.run)
+                        .map_or("not finished (interrupted, or training now)", |(_, w)| w);
+                    format!("- {}: {why}", a.run)
+                })
                 .collect();
             format!(
-                "{md}\nRuns whose files cannot be read, left out of the figures above (their settings' rows say incomplete):\n\n{}\n",
+                "{md}\nRuns left out of the figures above, unfinished or unreadable (their settings' rows say incomplete):\n\n{}\n",
                 lines.join("\n")
             )
         }
@@ -337,6 +351,8 @@ fn pruned_at(s: &Setting<'_>) -> Option<(usize, f64)> {
 
 /// results.csv's status for a run whose files cannot be read.
 const UNREADABLE: &str = "unreadable";
+/// results.csv's status for a run begun but not ended (interrupted, or training now).
+const UNFINISHED: &str = "unfinished";
 
 /// The last part of a run directory's path: its id in the sweep.
 fn file_name(dir: &Path) -> &str {
@@ -355,20 +371,32 @@ fn finite_or_blank(v: f64) -> String {
 /// Each run directory's sweep tag, for the runs that carry one.
 type Tags = std::collections::HashMap<PathBuf, super::RunTag>;
 
-/// A run whose files cannot be read: its setting, and the values its sweep tag says it swept.
-struct Unreadable {
+/// A run in the sweep's directory with no result to count: [`UNFINISHED`] or [`UNREADABLE`],
+/// with what its sweep tag says of it.
+struct Absent {
+    run: String,
     setting: String,
-    swept: Vec<(String, String)>,
+    seed: Option<u64>,
+    /// `key=value`, as the tag holds them.
+    overrides: Vec<String>,
+    state: &'static str,
+}
+
+impl Absent {
+    /// Its swept values, split.
+    fn swept(&self) -> Vec<(String, String)> {
+        split_overrides(&self.overrides)
+    }
 }
 
 /// `key=value` overrides of a run's sweep tag, split.
 fn swept_values(r: &RunRecord, tags: &Tags) -> Vec<(String, String)> {
-    tag_values(tags.get(&r.dir))
+    split_overrides(tags.get(&r.dir).map_or(&[][..], |t| &t.overrides))
 }
 
-/// `key=value` overrides of a sweep tag, split.
-fn tag_values(tag: Option<&super::RunTag>) -> Vec<(String, String)> {
-    tag.map_or(&[][..], |t| &t.overrides)
+/// `key=value` overrides, split.
+fn split_overrides(overrides: &[String]) -> Vec<(String, String)> {
+    overrides
         .iter()
         .filter_map(|o| {
             o.split_once('=')
@@ -386,16 +414,16 @@ fn config_value(config: &crate::config::TrainConfig, key: &str) -> Option<String
 /// results.md's table: a rank (the best marked), a column per swept key (and the setting's
 /// name where the keys alone do not tell settings apart: `[[runs]]` of other config files),
 /// validation loss, the test figures, the paper's where a config carries them.
-/// `incomplete` holds each run whose files cannot be read: its setting's row says so, and a
-/// setting with no run left to read still has a row.
-fn ranked_table(ranked: &[Setting<'_>], tags: &Tags, incomplete: &[Unreadable]) -> String {
+/// `absent` holds each run with no result to count (unfinished, unreadable): its setting's
+/// row says so, and a setting with no result at all still has a row.
+fn ranked_table(ranked: &[Setting<'_>], tags: &Tags, absent: &[Absent]) -> String {
     let swept: Vec<Vec<(String, String)>> = ranked
         .iter()
         .map(|s| swept_values(s.runs[0], tags))
         .collect();
     let mut keys: Vec<String> = Vec::new();
-    let unread_swept = incomplete.iter().flat_map(|u| &u.swept);
-    for (k, _) in swept.iter().flatten().chain(unread_swept) {
+    let absent_swept: Vec<(String, String)> = absent.iter().flat_map(Absent::swept).collect();
+    for (k, _) in swept.iter().flatten().chain(&absent_swept) {
         if !keys.contains(k) {
             keys.push(k.clone());
         }
@@ -464,38 +492,52 @@ fn ranked_table(ranked: &[Setting<'_>], tags: &Tags, incomplete: &[Unreadable]) 
             row.push_str(&paper_cells(s.paper()));
             row.push_str(&delta_cells(s.paper(), &acc, &loss));
         }
-        let missing = incomplete.iter().filter(|u| u.setting == s.name).count();
-        let seeds = match missing {
-            0 => s.seeds_cell(),
-            n => format!("{} (incomplete: {n} unreadable)", s.seeds_cell()),
+        let seeds = match incomplete(absent, &s.name) {
+            None => s.seeds_cell(),
+            Some(why) => format!("{} (incomplete: {why})", s.seeds_cell()),
         };
         row.push_str(&format!(" {} | {seeds} |\n", s.best_epochs()));
         table.push_str(&row);
     }
-    // Settings none of whose runs can be read: a row that says so, with no figures.
-    let mut unread: Vec<&Unreadable> = Vec::new();
-    for u in incomplete {
-        if !ranked.iter().any(|s| s.name == u.setting)
-            && !unread.iter().any(|v| v.setting == u.setting)
+    // Settings with no result to count: a row that says why, with no figures.
+    let mut without: Vec<&Absent> = Vec::new();
+    for a in absent {
+        if !ranked.iter().any(|s| s.name == a.setting)
+            && !without.iter().any(|w| w.setting == a.setting)
         {
-            unread.push(u);
+            without.push(a);
         }
     }
-    for u in unread {
-        let mut cells = vec!["– (unreadable)".to_string()];
+    for a in without {
+        let why = incomplete(absent, &a.setting).unwrap_or_default();
+        let mut cells = vec![format!("– ({why})")];
         if named {
-            cells.push(u.setting.clone());
+            cells.push(a.setting.clone());
         }
+        let swept = a.swept();
         cells.extend(keys.iter().map(|k| {
-            (u.swept.iter())
+            (swept.iter())
                 .find(|(key, _)| key == k)
                 .map_or_else(|| "–".to_string(), |(_, v)| v.clone())
         }));
         let figures = 3 + if with_paper { 4 } else { 0 } + 1;
         cells.extend(std::iter::repeat_n("–".to_string(), figures));
-        let runs = incomplete.iter().filter(|v| v.setting == u.setting).count();
-        cells.push(format!("0 (incomplete: {runs} unreadable)"));
+        cells.push(format!("0 (incomplete: {why})"));
         table.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     table
+}
+
+/// What `setting` lacks among `absent` ("1 unfinished, 2 unreadable"); `None` for nothing.
+fn incomplete(absent: &[Absent], setting: &str) -> Option<String> {
+    let parts: Vec<String> = [UNFINISHED, UNREADABLE]
+        .iter()
+        .filter_map(|state| {
+            let n = (absent.iter())
+                .filter(|a| a.setting == setting && a.state == *state)
+                .count();
+            (n > 0).then(|| format!("{n} {state}"))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
