@@ -299,7 +299,10 @@ fn stop_and_go_on(extra: &[&str], saved_runs: usize) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{err}");
     assert!(
-        err.contains(&format!("{saved_runs} runs saved mid-way")),
+        err.contains(&format!(
+            "{saved_runs} run{} saved mid-way",
+            if saved_runs == 1 { "" } else { "s" }
+        )),
         "{err}"
     );
     let saved = wgtrain::checkpoint::load_checkpoint(&RunDir::new(&first).checkpoint()).unwrap();
