@@ -1,5 +1,6 @@
-//! A sweep's reports: results.csv (one row per finished run) and results.md (mean ± std per
-//! setting), rebuilt from the run directories, never over a file wgtrain did not write.
+//! A sweep's reports: results.csv (one row per run: ended, unfinished or unreadable) and
+//! results.md (mean ± std per setting, each setting's missing runs said), rebuilt from the
+//! run directories, never over a file wgtrain did not write.
 
 use std::path::{Path, PathBuf};
 
@@ -76,7 +77,7 @@ impl std::fmt::Display for ReportedRuns {
     /// `9 finished runs`, `1 finished run`, `1 finished and 8 pruned runs`, or `1 finished,
     /// 1 diverged and 1 unreadable runs (r3: …)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let finished = self.ended - self.pruned - self.diverged;
+        let finished = self.ended.saturating_sub(self.pruned + self.diverged);
         let mut parts = vec![format!("{finished} finished")];
         for (n, what) in [
             (self.diverged, "diverged"),
@@ -106,7 +107,8 @@ impl std::fmt::Display for ReportedRuns {
 }
 
 /// Rebuilds results.csv and results.md in `out` from every run directory in it that ended
-/// (finished, diverged or pruned). Returns how many it found, and how many were pruned.
+/// (finished, diverged or pruned), naming beside them the runs not ended or unreadable.
+/// Returns what it found.
 pub fn report(out: &Path) -> Result<ReportedRuns> {
     crate::error::refuse_non_directory(out, "sweep directory")?;
     if !holds_sweep(out) {
