@@ -36,7 +36,7 @@ impl Drop for Reading {
 
 /// Fails, saying what is there, unless `path` is a regular file (after following symlinks).
 /// A missing path is `NotFound`, as opening it would say.
-pub fn require_regular(path: &Path) -> std::io::Result<()> {
+fn require_regular(path: &Path) -> std::io::Result<()> {
     regular(std::fs::metadata(path)?.file_type())
 }
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::common::{stderr, wgtrain, write_dataset};
+use crate::common::{stderr, train_small, wgtrain, write_dataset};
 
 /// `wgtrain bench` of a tiny MLP on the CPU, its JSON rows written to `json`.
 fn bench_into(data: &Path, json: &Path) -> std::process::Output {
@@ -105,22 +105,9 @@ fn bench_json_is_written_through_a_symlink_and_into_a_device_never_replacing_the
 
 /// `wgtrain train` of a tiny MLP for one epoch on the CPU into `out`, with `extra` arguments.
 fn train_into(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "train",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--set",
-        "layers=[36, 10, 3]",
-        "--set",
-        "epochs=1",
-    ];
+    let mut args = vec!["--out", out.to_str().unwrap(), "--set", "epochs=1"];
     args.extend_from_slice(extra);
-    wgtrain(&args)
+    train_small(data, &args)
 }
 
 #[test]

@@ -10,7 +10,7 @@ use wgtrain::engine::EngineKind;
 use wgtrain::run::{RunOptions, run_training};
 use wgtrain::rundir::RunDir;
 
-use crate::common::{interrupt_after_epochs, wait_for_epochs, wgtrain, write_dataset};
+use crate::common::{interrupt_after_epochs, train_small, wait_for_epochs, wgtrain, write_dataset};
 
 /// metrics.csv without the seconds column.
 fn metrics(dir: &Path) -> Vec<String> {
@@ -283,18 +283,8 @@ fn a_run_early_stopping_ended_stays_ended_on_resume_unless_its_settings_let_it_g
     let run = tmp.path().join("run");
     let train = |extra: &[&str]| {
         let mut args = vec![
-            "train",
-            "--device",
-            "cpu",
             "--threads",
             "1",
-            "--data",
-            data.to_str().unwrap(),
-            "--quiet",
-            "--set",
-            "layers=[36, 10, 3]",
-            "--set",
-            "batch_size=16",
             "--set",
             "learning_rate=0.3",
             "--set",
@@ -303,7 +293,7 @@ fn a_run_early_stopping_ended_stays_ended_on_resume_unless_its_settings_let_it_g
             "patience=1",
         ];
         args.extend_from_slice(extra);
-        let o = wgtrain(&args);
+        let o = train_small(&data, &args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
@@ -397,24 +387,6 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
         .collect();
     files.sort();
     files
-}
-
-/// `wgtrain train` on a small set in `data` with `extra` arguments: its output.
-fn train_small(data: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "train",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--data",
-        data.to_str().unwrap(),
-        "--set",
-        "layers=[36, 10, 3]",
-        "--set",
-        "batch_size=16",
-    ];
-    args.extend_from_slice(extra);
-    wgtrain(&args)
 }
 
 #[test]

@@ -94,6 +94,25 @@ pub fn wgtrain(args: &[&str]) -> std::process::Output {
         .expect("run wgtrain")
 }
 
+/// `wgtrain train` on the CPU, quietly, of a small MLP ([36, 10, 3], batches of 16) on the
+/// set in `data`, with `extra` arguments after: its output.
+pub fn train_small(data: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "train",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--data",
+        data.to_str().unwrap(),
+        "--set",
+        "layers=[36, 10, 3]",
+        "--set",
+        "batch_size=16",
+    ];
+    args.extend_from_slice(extra);
+    wgtrain(&args)
+}
+
 /// What a run of the binary wrote to stderr.
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
