@@ -1,4 +1,4 @@
-// conv.wgsl — 2-D convolution (issue 18), NCHW, one invocation
+// conv.wgsl — 2-D convolution, NCHW, one invocation
 // per output element, summing in a fixed order (no atomics: the same bits on every rerun).
 // Shapes and offsets in Conv2dParams (rows = 0: the step's rows, so one uniform serves a short
 // last batch); every operand lives in `work` at its offset in the model's slice (model·work_ms

@@ -1,4 +1,4 @@
-// pool.wgsl — 2-D max pooling (issue 18), NCHW, no padding.
+// pool.wgsl — 2-D max pooling, NCHW, no padding.
 // Shapes and offsets in Pool2dParams (rows = 0: the step's rows); every operand lives in
 // `work` at its offset in the model's slice (model·work_ms on):
 //   x (rows, C, H, W) at x_off · z (rows, C, H′, W′) at z_off · argmax (rows, C, H′, W′) at

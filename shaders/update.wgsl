@@ -1,6 +1,6 @@
 // update.wgsl — update: one optimiser step for `len` parameters at param_off of each model's
 // slice of work, from their loss gradient at grad_off, for parameters whose gradient a kernel
-// wrote (a network's layers, issue 18; the MLP's matmul_update fuses the same step into the
+// wrote (a network's layers; the MLP's matmul_update fuses the same step into the
 // weight-gradient product). Each parameter is one invocation's; both step through
 // common.wgsl's momentum_step and adam_step:
 //   g = grad + penalised · (λ1·sign(w) + λ2·w)      (weights penalised, biases not)

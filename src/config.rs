@@ -95,7 +95,7 @@ pub struct TrainConfig {
     /// Layer widths, input first, classes last: `[784, 10]` is softmax regression.
     pub layers: Vec<usize>,
     pub activation: Activation,
-    /// A network of layers instead of `layers` and `activation` (issue 18): convolutions,
+    /// A network of layers instead of `layers` and `activation`: convolutions,
     /// pooling, dropout and dense layers, each with its activation (see [`LayerSpec`]).
     pub network: Option<Vec<LayerSpec>>,
     pub learning_rate: f64,

@@ -1,4 +1,4 @@
-//! Dropout masks from a counter-based generator (issue 18): whether element `e` of layer `l`
+//! Dropout masks from a counter-based generator: whether element `e` of layer `l`
 //! is kept at step `s` of epoch `t` is a pure function of (seed, t, s, l, e), evaluated in u32
 //! arithmetic only (wrapping multiplies, shifts, xors) so that Rust and WGSL, which has no
 //! 64-bit integers, compute the same bits. No generator state is carried from step to step, so

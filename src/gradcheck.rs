@@ -167,7 +167,7 @@ pub fn gradient_check(
         .collect()
 }
 
-/// The paper's Table 3 for a network of layers (issue 18): `per_tensor` entries of every weight
+/// The paper's Table 3 for a network of layers: `per_tensor` entries of every weight
 /// tensor and one of every bias, seeded, each a central difference of step `epsilon` of
 /// `objective` (cross-entropy plus penalty) against the reference backprop of
 /// `cpu::network`, with the dropout masks of `counters` held fixed (so dropout layers are

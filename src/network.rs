@@ -1,4 +1,4 @@
-//! A model as a list of layers (issue 18): convolutions, max pooling, dropout and dense layers,
+//! A model as a list of layers: convolutions, max pooling, dropout and dense layers,
 //! each with its own activation, planned against the input's shape into per-layer output shapes
 //! and one flat parameter vector. A config's `network = [...]` is read into [`LayerSpec`]s,
 //! checked into [`Layer`]s and planned here; `cpu::network` computes a planned network's loss

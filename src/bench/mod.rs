@@ -16,9 +16,9 @@ use crate::engine::{EngineError, EngineKind};
 use crate::model::Params;
 
 /// Where and when a benchmark ran, printed above its table and written into every `--json`
-/// line, so that a figure carries its machine wherever it is copied (issue 4: every figure
-/// with its machine, adapter, driver, command and date; the adapter and driver are in each
-/// GPU row).
+/// line, so that a figure carries its machine wherever it is copied: with it
+/// and each GPU row's adapter and driver, every figure has its machine, adapter, driver,
+/// command and date.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
     /// UTC, `YYYY-MM-DD`.
@@ -126,8 +126,8 @@ pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
 /// name: lavapipe on two cores of an AMD EPYC trained the paper's momentum model at
 /// 0.84 GFLOP/s, 109× below the CPU path beside it (BENCHMARKS.md, 2026-12-02, evening);
 /// SwiftShader (Chromium's, through Vulkan) at about 0.13 GFLOP/s there, 157 s an epoch
-/// (2026-12-03, #21). Others are taken to be like lavapipe. Only for the estimate given before
-/// a long run on a software adapter, which says "roughly".
+/// (2026-12-03, the browser page's measurement). Others are taken to be like lavapipe. Only
+/// for the estimate given before a long run on a software adapter, which says "roughly".
 pub fn software_adapter_gflops_per_core(adapter: &str) -> f64 {
     if adapter.to_ascii_lowercase().contains("swiftshader") {
         0.065

@@ -1,4 +1,4 @@
-//! The kernels a network of layers adds to the MLP's (issue 18), each against its CPU twin of
+//! The kernels a network of layers adds to the MLP's, each against its CPU twin of
 //! the same name: activation.wgsl's passes (`cpu::ops::activation_forward`,
 //! `activation_backward`) and update.wgsl (`cpu::ops::update`).
 

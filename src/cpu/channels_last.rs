@@ -1,4 +1,4 @@
-//! The fast CPU path's image layout (issue 18): channels-last, (B, H, W, C), as oneDNN and
+//! The fast CPU path's image layout: channels-last, (B, H, W, C), as oneDNN and
 //! PyTorch's `channels_last` keep it. A convolution's window then reads K runs of K·C
 //! contiguous values (`cpu::im2col`), its GEMM writes its output already in this layout, and
 //! pooling, activations and dropout run over contiguous channel vectors: no transposes between

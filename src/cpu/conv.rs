@@ -1,4 +1,4 @@
-//! 2-D convolution and max pooling, the reference maths (issue 18): plain loops accumulating in
+//! 2-D convolution and max pooling, the reference maths: plain loops accumulating in
 //! f64, generic over f32 and f64 like `cpu::ops`, the spec a fast path is to be checked against,
 //! and the CPU twins of conv.wgsl's and pool.wgsl's entry points of the same names (`wgtrain
 //! check` compares them). Nothing trains through them yet: the model is still a list of dense

@@ -1,4 +1,4 @@
-//! The fast CPU convolution (issue 18) on channels-last images (`cpu::channels_last`):
+//! The fast CPU convolution on channels-last images (`cpu::channels_last`):
 //! im2col, then the dense layers' own GEMMs (`cpu::gemm`), checked against the plain-loop
 //! references in `cpu::conv`.
 //!

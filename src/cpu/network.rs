@@ -1,5 +1,5 @@
 //! A planned network's (`crate::network::Network`) loss and gradient for one mini-batch, the
-//! reference pass (issue 18): each layer through its plain-loop reference (`cpu::conv`,
+//! reference pass: each layer through its plain-loop reference (`cpu::conv`,
 //! `cpu::ops`, `dropout`), accumulating in f64, generic over f32 and f64. The fast CPU engine
 //! and the GPU scheduler for such networks are to be held to it; a network of dense layers
 //! alone gives what `cpu::net` gives for its widths (tested). Beside it, the fast pass

@@ -1,5 +1,5 @@
 //! `NetworkEngine`: the [`Engine`] on the CPU for a network of layers (convolutions, pooling,
-//! dropout, dense; issue 18), f32. A step runs the whole mini-batch through
+//! dropout, dense), f32. A step runs the whole mini-batch through
 //! [`network::loss_and_gradient`] (im2col and the GEMM, each on every thread) in one workspace
 //! allocated when the engine is built, then the same update as the MLP engine. Results repeat
 //! bit for bit for a given thread count.

@@ -1,4 +1,4 @@
-//! `NetworkModels`: K networks of layers of one shape (issue 18) resident side by side on one
+//! `NetworkModels`: K networks of layers of one shape resident side by side on one
 //! device and trained in the same dispatches (the model is each dispatch's z; `GpuEngine` is
 //! the pack of one): the scheduler of conv.wgsl, pool.wgsl, dropout.wgsl, activation.wgsl, matmul.wgsl (dense
 //! layers: forward, input and weight gradients), softmax_xent.wgsl and update.wgsl. The same

@@ -1,4 +1,4 @@
-//! Pruning (issue 19): synchronous successive halving over a sweep's settings. A sweep file's
+//! Pruning: synchronous successive halving over a sweep's settings. A sweep file's
 //! `[prune]` gives the first rung (`min_epochs`), every run's epochs (`max_epochs`) and the
 //! reduction factor `eta` (3 unless given); the rungs are min_epochs · eta^k below
 //! max_epochs. Every run trains to a rung and stops there, saved; then each setting still in

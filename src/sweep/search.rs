@@ -1,4 +1,4 @@
-//! Random search (issue 19): a sweep file's `[search]` gives a distribution per config key and
+//! Random search: a sweep file's `[search]` gives a distribution per config key and
 //! `trials` the number of settings drawn from them, by `search_seed`:
 //!
 //! ```toml
