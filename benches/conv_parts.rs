@@ -10,11 +10,11 @@ use std::hint::black_box;
 
 use wgtrain::bench::{cpu_gemm_peak, gemm_operand as filled, median_secs};
 use wgtrain::cpu::channels_last::{self as cl, filters_to_channels_last};
-use wgtrain::cpu::conv::Conv2d;
 use wgtrain::cpu::im2col::{
     col2im, cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col,
     conv2d_forward_im2col, im2col,
 };
+use wgtrain::model::Conv2d;
 
 fn report(what: &str, flops: Option<f64>, secs: f64, peak: f64) {
     let (gflops, share) = match flops {
@@ -123,12 +123,12 @@ fn main() {
 }
 
 /// One training step of the whole example network (forward, loss, backward, dropout on) through
-/// `cpu::network::loss_and_gradient`, and what 375 of them (an epoch of Fashion-MNIST's 48,000
+/// `cpu::layers::loss_and_gradient`, and what 375 of them (an epoch of Fashion-MNIST's 48,000
 /// training images) would take.
 fn whole_step(rows: usize, threads: usize) {
-    use wgtrain::cpu::network::{NetworkWorkspace, StepCounters, loss_and_gradient};
+    use wgtrain::cpu::layers::{LayersWorkspace, StepCounters, loss_and_gradient};
     use wgtrain::model::{Activation, Init};
-    use wgtrain::network::{ImageShape, Layer, Network};
+    use wgtrain::model::{ImageShape, Layer, Network};
     let conv = |filters| Layer::Conv2d {
         filters,
         kernel: 3,
@@ -174,7 +174,7 @@ fn whole_step(rows: usize, threads: usize) {
     let scale = 1.0 / rows as f32;
     // The pieces beside the convolutions: the first pooling (32×28×28 → 14×14) both ways, and
     // the first dropout's mask over 64·7·7 values per image.
-    let pool1 = wgtrain::cpu::conv::MaxPool2d {
+    let pool1 = wgtrain::model::MaxPool2d {
         channels: 32,
         height: 28,
         width: 28,
@@ -195,7 +195,7 @@ fn whole_step(rows: usize, threads: usize) {
         cl::max_pool2d_backward(&pool1, black_box(&z), &argmax, rows, &mut da)
     });
     println!("pool1 backward (one thread): {:.1} ms", secs * 1e3);
-    let mask = wgtrain::dropout::DropoutMask::new(1, 1, 1, 4, 0.25);
+    let mask = wgtrain::model::dropout::DropoutMask::new(1, 1, 1, 4, 0.25);
     let mut d = filled(rows * 64 * 7 * 7, 7);
     let pooled = ImageShape {
         channels: 64,
@@ -207,7 +207,7 @@ fn whole_step(rows: usize, threads: usize) {
         "dropout over 64·7·7 per image, channels-last (one thread): {:.1} ms",
         secs * 1e3
     );
-    let mut ws = NetworkWorkspace::new(&net, rows);
+    let mut ws = LayersWorkspace::new(&net, rows);
     let secs = median_secs(9, || {
         black_box(loss_and_gradient(
             &net,

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wgtrain::bench::{cpu_gemm_peak, gemm_operand as filled, median_secs};
 use wgtrain::config::TrainConfig;
-use wgtrain::cpu::net::{self, Shape, Workspace};
+use wgtrain::cpu::dense::{self, Shape, Workspace};
 use wgtrain::cpu::{CpuEngine, gemm};
 use wgtrain::data::{Dataset, batches::epoch_order};
 use wgtrain::engine::Engine;
@@ -153,7 +153,7 @@ fn main() {
 
     // The whole shard step: the products above plus bias, tanh, softmax and their gradients.
     let widths = [fan_in, hidden, classes];
-    let params = Params::init(&widths, Activation::Tanh, Init::Paper, 1);
+    let params = Params::init(&widths, Activation::Tanh, Init::Paper, 1).unwrap();
     let layers = params.model.layer_views();
     let shape = Shape {
         layers: &layers,
@@ -167,7 +167,7 @@ fn main() {
         + flops(rows, classes, hidden) * 2.0
         + flops(rows, hidden, classes);
     let mut shard_step = || {
-        let result = net::loss_and_gradient_scaled(
+        let result = dense::loss_and_gradient_scaled(
             shape,
             &params.values,
             &x,
@@ -210,12 +210,12 @@ fn engine_steps(peak_one_thread: f64) -> Vec<(String, f64)> {
     )
     .expect("Fashion-MNIST in data/fashion-mnist");
     let data = Arc::new(wgtrain::bench::training_only(data));
-    let params = Params::init(&config.layers, config.activation, config.init, config.seed);
+    let params = Params::init(&config.layers, config.activation, config.init, config.seed).unwrap();
     let order = epoch_order(config.seed, 1, data.train.len);
     let chunk = STEPS * hyper.batch_size;
     let flops = wgtrain::bench::epoch_flops(&config.layers, chunk);
     for threads in [1, 2] {
-        let mut engine = CpuEngine::new(&params, threads).unwrap();
+        let mut engine = CpuEngine::new(&params, threads, hyper.batch_size).unwrap();
         engine.upload(Arc::clone(&data)).expect("upload");
         let mut chunks = order.chunks_exact(chunk).cycle();
         let secs = median_secs(121, || {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::Dtype;
 
-use crate::model::{Activation, Model, Params, first_unusable};
-use crate::network::{ImageShape, LayerSpec, Network, layers_of};
+use crate::model::{Activation, Network, Params, first_unusable};
+use crate::model::{ImageShape, LayerSpec, layers_of};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -74,7 +74,7 @@ impl FileKind {
     fn check_finite(
         self,
         path: &Path,
-        model: &Model,
+        model: &Network,
         values: &[f32],
     ) -> Result<(), CheckpointError> {
         match first_unusable(model, values, false) {
@@ -171,28 +171,29 @@ fn encode(
     Ok(bytes)
 }
 
-/// The metadata that says what `model` is: an MLP's `layers` (JSON list of widths) and
-/// `activation`, as every model file before networks had; a network's `network` (JSON list of
-/// its layers as a config writes them, every key given) and `input` ([C, H, W]).
-fn model_metadata(model: &Model) -> Result<Vec<(String, String)>, String> {
-    Ok(match model {
-        Model::Mlp { widths, activation } => vec![
-            ("layers".into(), json(widths)?),
+/// The metadata that says what `model` is: for a network a `layers` list declares, its
+/// `layers` (JSON list of widths) and `activation`, as every model file before networks of other
+/// layers had; for any other, its `network` (JSON list of its layers as a config writes them,
+/// every key given) and `input` ([C, H, W]).
+fn model_metadata(model: &Network) -> Result<Vec<(String, String)>, String> {
+    if let Some((widths, activation)) = model.declared_widths() {
+        return Ok(vec![
+            ("layers".into(), json(&widths)?),
             ("activation".into(), activation.name().into()),
-        ],
-        Model::Network(net) => {
-            let specs: Vec<LayerSpec> = net.spec.iter().map(|l| l.spec()).collect();
-            let input = [net.input.channels, net.input.height, net.input.width];
-            vec![
-                ("network".into(), json(&specs)?),
-                ("input".into(), json(&input)?),
-            ]
-        }
-    })
+        ]);
+    }
+    let specs: Vec<LayerSpec> = model.spec.iter().map(|l| l.spec()).collect();
+    let input = [model.input.channels, model.input.height, model.input.width];
+    Ok(vec![
+        ("network".into(), json(&specs)?),
+        ("input".into(), json(&input)?),
+    ])
 }
 
 /// The model [`model_metadata`] described; the message says what is missing or wrong.
-fn model_from_metadata(info: &std::collections::HashMap<String, String>) -> Result<Model, String> {
+fn model_from_metadata(
+    info: &std::collections::HashMap<String, String>,
+) -> Result<Network, String> {
     if let Some(network) = info.get("network") {
         let specs: Vec<LayerSpec> =
             serde_json::from_str(network).map_err(|e| format!("metadata \"network\": {e}"))?;
@@ -202,7 +203,7 @@ fn model_from_metadata(info: &std::collections::HashMap<String, String>) -> Resu
             .ok_or("metadata lacks a readable \"input\" [C, H, W]")?;
         let layers = layers_of(&specs).map_err(|e| format!("metadata \"network\": {e}"))?;
         let classes = match layers.last() {
-            Some(crate::network::Layer::Dense { units, .. }) => *units,
+            Some(crate::model::Layer::Dense { units, .. }) => *units,
             _ => 0,
         };
         let input = ImageShape {
@@ -210,9 +211,8 @@ fn model_from_metadata(info: &std::collections::HashMap<String, String>) -> Resu
             height: input[1],
             width: input[2],
         };
-        let net = Network::plan(input, &layers, classes)
-            .map_err(|e| format!("metadata \"network\": {e}"))?;
-        return Ok(Model::Network(std::sync::Arc::new(net)));
+        return Network::plan(input, &layers, classes)
+            .map_err(|e| format!("metadata \"network\": {e}"));
     }
     let widths: Vec<usize> = info
         .get("layers")
@@ -222,10 +222,8 @@ fn model_from_metadata(info: &std::collections::HashMap<String, String>) -> Resu
         return Err(format!("metadata \"layers\" = {widths:?} is not a network"));
     }
     let params = crate::model::param_count_u128(&widths);
-    if params > crate::network::MAX_COUNT
-        || widths
-            .iter()
-            .any(|&w| w as u128 > crate::network::MAX_COUNT)
+    if params > crate::model::MAX_COUNT
+        || widths.iter().any(|&w| w as u128 > crate::model::MAX_COUNT)
     {
         return Err(format!(
             "metadata \"layers\" = {widths:?} declares {params} parameters, more than any model can have"
@@ -235,7 +233,7 @@ fn model_from_metadata(info: &std::collections::HashMap<String, String>) -> Resu
         .get("activation")
         .and_then(|a| Activation::parse(a))
         .ok_or("metadata lacks a known \"activation\"")?;
-    Ok(Model::Mlp { widths, activation })
+    Network::dense(&widths, activation).map_err(|e| format!("metadata \"layers\": {e}"))
 }
 
 /// `value` as JSON.
@@ -282,19 +280,19 @@ fn params_from_bytes(bytes: &[u8], path: &Path, kind: FileKind) -> Result<Params
     let (_, meta) =
         safetensors::SafeTensors::read_metadata(bytes).map_err(|e| kind.unreadable(path, e))?;
     let info = meta.metadata().clone().unwrap_or_default();
-    let model = model_from_metadata(&info).map_err(bad)?;
+    let model = std::sync::Arc::new(model_from_metadata(&info).map_err(bad)?);
     // Before anything is allocated for them: a few bytes of metadata may declare billions.
-    let declared = model.param_count() as u128 * 4;
+    let declared = model.param_count as u128 * 4;
     if declared > bytes.len() as u128 {
         return Err(bad(format!(
             "its metadata declares {} parameters ({declared} bytes), more than the file's {} bytes hold",
-            model.param_count(),
+            model.param_count,
             bytes.len()
         )));
     }
     let tensors =
         safetensors::SafeTensors::deserialize(bytes).map_err(|e| kind.unreadable(path, e))?;
-    let mut values = vec![0.0f32; model.param_count()];
+    let mut values = vec![0.0f32; model.param_count];
     for tensor in model.tensors() {
         let name = &tensor.name;
         let t = tensors
@@ -325,7 +323,7 @@ const CHECKPOINT_FORMAT: &str = "wgtrain-checkpoint-1";
 /// RNG state: each epoch's order is a function of (seed, epoch) alone.
 pub fn save_checkpoint(
     path: &Path,
-    model: &Model,
+    model: &std::sync::Arc<Network>,
     state: &crate::engine::TrainingState,
     epochs_done: usize,
     stopping: &crate::train::EarlyStopping,
@@ -340,7 +338,7 @@ pub fn save_checkpoint(
         FileKind::Checkpoint.check_finite(path, model, values)?;
     }
     let params = Params {
-        model: model.clone(),
+        model: std::sync::Arc::clone(model),
         values: state.params.clone(),
     };
     let flat: [(&str, &[f32]); 3] = [
@@ -427,7 +425,7 @@ impl Leg {
 /// What [`load_checkpoint`] returns.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
-    pub model: Model,
+    pub model: std::sync::Arc<Network>,
     pub state: crate::engine::TrainingState,
     pub epochs_done: usize,
     pub stopping: crate::train::EarlyStopping,

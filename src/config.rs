@@ -2,11 +2,11 @@
 //! `--set key=value`, and validated before any data is read or any work starts.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Activation, Init, Model};
-use crate::network::{ImageShape, LayerSpec, Network, layers_of};
+use crate::model::{Activation, ImageShape, Init, LayerSpec, Network, layers_of};
 
 /// Errors in configs and overrides; each names the key and the file.
 #[derive(Debug, thiserror::Error)]
@@ -525,21 +525,26 @@ impl TrainConfig {
     }
 
     /// The model this config trains on images of `image` = (height, width) in `classes`
-    /// classes: its MLP, or its network planned on them (an error names the layer that does
-    /// not fit). Parameter counts beyond what the GPU's 32-bit offsets address are refused.
-    pub fn model_for(&self, image: (usize, usize), classes: usize) -> Result<Model, ConfigError> {
-        let Some(specs) = &self.network else {
-            return Ok(Model::Mlp {
-                widths: self.layers.clone(),
-                activation: self.activation,
-            });
-        };
-        let bad = |reason: String| ConfigError::Invalid {
+    /// classes: the network of its `layers` and `activation`, or its `network` planned on the
+    /// images (an error names the layer that does not fit). Parameter counts beyond what the
+    /// GPU's 32-bit offsets address are refused.
+    pub fn model_for(
+        &self,
+        image: (usize, usize),
+        classes: usize,
+    ) -> Result<Arc<Network>, ConfigError> {
+        let bad = |key: &'static str, value: String, reason: String| ConfigError::Invalid {
             path: PathBuf::from("(resolved config)"),
-            key: "network",
-            value: "[...]".into(),
+            key,
+            value,
             reason,
         };
+        let Some(specs) = &self.network else {
+            let net = Network::dense(&self.layers, self.activation)
+                .map_err(|e| bad("layers", format!("{:?}", self.layers), e))?;
+            return Ok(Arc::new(net));
+        };
+        let bad = |reason: String| bad("network", "[...]".into(), reason);
         let layers = layers_of(specs).map_err(bad)?;
         let input = ImageShape {
             channels: 1,
@@ -559,7 +564,7 @@ impl TrainConfig {
                 u32::MAX
             )));
         }
-        Ok(Model::Network(std::sync::Arc::new(net)))
+        Ok(Arc::new(net))
     }
 
     /// The MLP's widths, for work that takes dense networks only so far (`tune`, and
@@ -584,23 +589,20 @@ impl TrainConfig {
     pub fn model_words(&self) -> String {
         match layers_of(self.network.as_deref().unwrap_or_default()) {
             Ok(layers) if self.network.is_some() => {
-                let short: Vec<String> = layers.iter().map(crate::network::short).collect();
+                let short: Vec<String> = layers.iter().map(crate::model::layer::short).collect();
                 format!("network {}", short.join(" → "))
             }
             _ => format!("layers {:?}, {}", self.layers, self.activation.name()),
         }
     }
 
-    /// Whether `model` (a checkpoint's) is the one this config trains: the same widths and
-    /// activation, or the same layers.
-    pub fn describes(&self, model: &Model) -> bool {
-        match (model, &self.network) {
-            (Model::Mlp { widths, activation }, None) => {
-                *widths == self.layers && *activation == self.activation
-            }
-            (Model::Network(net), Some(specs)) => layers_of(specs).is_ok_and(|l| l == net.spec),
-            _ => false,
-        }
+    /// Whether `model` (a checkpoint's) is the one this config trains: the same layers on
+    /// inputs of the same size (`layers = [...]` and the `network` of those dense layers on
+    /// flat inputs are one model).
+    pub fn describes(&self, model: &Network) -> bool {
+        let image = (model.input.height, model.input.width);
+        self.model_for(image, model.classes())
+            .is_ok_and(|ours| ours.spec == model.spec && ours.inputs() == model.inputs())
     }
 
     /// The keys whose values differ between `self` and `other`, other than those in `except`,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::Hyper;
 use crate::data::{Dataset, SplitName};
-use crate::model::{Model, Params};
+use crate::model::{Network, Params};
 
 /// Errors an engine reports.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub enum EngineError {
 
 impl EngineError {
     /// Data whose images or classes are not what the engine's `model` takes.
-    pub fn data_mismatch(model: &Model, data: &Dataset) -> Self {
+    pub fn data_mismatch(model: &Network, data: &Dataset) -> Self {
         EngineError::ShapeMismatch {
             expected: model.describe(),
             found: format!(
@@ -59,7 +59,7 @@ impl EngineError {
     }
 
     /// Parameters of another model than the engine's `model`.
-    pub fn params_mismatch(model: &Model, params: &Params) -> Self {
+    pub fn params_mismatch(model: &Network, params: &Params) -> Self {
         EngineError::ShapeMismatch {
             expected: model.describe(),
             found: format!("parameters of {}", params.model.describe()),
@@ -269,52 +269,26 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
-    /// Fails, before anything is allocated, when a network of `widths` cannot fit this machine's
-    /// memory: what the engine holds (on the CPU) or the host's copies of the parameters (the
-    /// caller's, and the checkpoint's four: parameters, best, two moments), against the memory
-    /// the OS reports available ([`crate::cpu::available_memory_bytes`]: a container's limit
-    /// counts). Without this, an absurd config (`layers = [784, 100000000, 10]`)
-    /// aborts in the allocator or is killed by the OOM killer instead of getting an error.
-    /// Where the OS reports nothing, nothing is checked. (A GPU engine checks its device's
-    /// limits itself when it is built.)
-    pub fn check_memory(&self, widths: &[usize]) -> Result<(), EngineError> {
-        self.check_memory_within(widths, crate::cpu::available_memory_bytes())
+    /// Fails, before anything is allocated, when `model` trained at `batch_size` rows a step
+    /// cannot fit this machine's memory: what the engine holds (on the CPU) and the host's
+    /// copies of the parameters (the caller's, and the checkpoint's four: parameters, best, two
+    /// moments), against the memory the OS reports available
+    /// ([`crate::cpu::available_memory_bytes`]: a container's limit counts). Without this, an
+    /// absurd config (`layers = [784, 1000000, 10]`) aborts in the allocator or is killed by
+    /// the OOM killer instead of getting an error. Where the OS reports nothing, nothing is
+    /// checked. (A GPU engine checks its device's limits itself when it is built.)
+    pub fn check_memory(&self, model: &Network, batch_size: usize) -> Result<(), EngineError> {
+        self.check_memory_within(model, batch_size, crate::cpu::available_memory_bytes())
     }
 
-    /// [`EngineKind::check_memory`] for any model, trained at `batch_size` rows a step.
-    pub fn check_model_memory(&self, model: &Model, batch_size: usize) -> Result<(), EngineError> {
-        match model {
-            Model::Mlp { widths, .. } => self.check_memory(widths),
-            Model::Network(net) => self.refuse_beyond(
-                format!("network {}", net.describe()),
-                net.param_count as u128,
-                self.model_memory_needed(model, batch_size),
-                crate::cpu::available_memory_bytes(),
-            ),
-        }
-    }
-
-    /// [`EngineKind::memory_needed`] for any model, trained at `batch_size` rows a step.
-    pub fn model_memory_needed(&self, model: &Model, batch_size: usize) -> u128 {
-        match (model, self) {
-            (Model::Mlp { widths, .. }, _) => self.memory_needed(widths),
-            (Model::Network(net), EngineKind::Cpu { .. }) => {
-                let host_copies = 5 * 4 * net.param_count as u128;
-                host_copies + crate::cpu::network_engine_bytes(net, batch_size)
-            }
-            (Model::Network(net), _) => 5 * 4 * net.param_count as u128,
-        }
-    }
-
-    /// Bytes of host memory a run of `widths` on this engine certainly holds: the host copies
+    /// Bytes of host memory a run of `model` on this engine certainly holds: the host copies
     /// of the parameters (and best, velocity, Adam moments) and, on the CPU, the engine's own.
-    pub fn memory_needed(&self, widths: &[usize]) -> u128 {
-        let params = crate::model::param_count_u128(widths);
-        let host_copies = params.saturating_mul(5 * std::mem::size_of::<f32>() as u128);
+    pub fn memory_needed(&self, model: &Network, batch_size: usize) -> u128 {
+        let host_copies = 5 * std::mem::size_of::<f32>() as u128 * model.param_count as u128;
         match self {
             EngineKind::Cpu { threads } => {
                 let threads = crate::cpu::resolve_threads(*threads);
-                host_copies.saturating_add(crate::cpu::engine_bytes(widths, threads))
+                host_copies.saturating_add(crate::cpu::engine_bytes_for(model, threads, batch_size))
             }
             EngineKind::Gpu { .. } | EngineKind::GpuSeat { .. } => host_copies,
         }
@@ -323,13 +297,14 @@ impl EngineKind {
     /// [`EngineKind::check_memory`] against `available` bytes (`None`: unknown, no check).
     pub fn check_memory_within(
         &self,
-        widths: &[usize],
+        model: &Network,
+        batch_size: usize,
         available: Option<u64>,
     ) -> Result<(), EngineError> {
         self.refuse_beyond(
-            format!("layers {widths:?}"),
-            crate::model::param_count_u128(widths),
-            self.memory_needed(widths),
+            model.describe(),
+            model.param_count as u128,
+            self.memory_needed(model, batch_size),
             available,
         )
     }
@@ -366,12 +341,9 @@ impl EngineKind {
         batch_size: usize,
     ) -> Result<Box<dyn Engine>, EngineError> {
         match self {
-            EngineKind::Cpu { threads } => match &params.model {
-                Model::Mlp { .. } => Ok(Box::new(crate::cpu::CpuEngine::new(params, *threads)?)),
-                Model::Network(_) => Ok(Box::new(crate::cpu::NetworkEngine::new(
-                    params, *threads, batch_size,
-                )?)),
-            },
+            EngineKind::Cpu { threads } => Ok(Box::new(crate::cpu::CpuEngine::new(
+                params, *threads, batch_size,
+            )?)),
             EngineKind::Gpu { context } => Ok(Box::new(crate::gpu::GpuEngine::new(
                 (**context).clone(),
                 params,

@@ -4,13 +4,10 @@
 use rand::RngExt;
 
 use crate::config::GradientReduction;
-use crate::cpu::net::{self, Shape, Workspace};
+use crate::cpu::dense::{self, Shape, Workspace};
 use crate::cpu::ops;
-use crate::data::batches::rng_for;
-use crate::model::{LayerView, Model, Params};
-
-/// ChaCha stream for choosing which parameters to check.
-const STREAM_GRADCHECK: u64 = 3;
+use crate::model::rng::{STREAM_GRADCHECK, rng_for};
+use crate::model::{LayerView, Params};
 
 /// One checked parameter: a row of the paper's Table 3.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,14 +48,14 @@ impl Objective<'_> {
 
     /// Loss (mean or summed cross-entropy) plus penalty.
     pub fn value(&self, shape: Shape<'_>, params: &[f64], ws: &mut Workspace<f64>) -> f64 {
-        let (loss_sum, _) = net::evaluate(shape, params, self.input, self.labels, ws);
+        let (loss_sum, _) = dense::evaluate(shape, params, self.input, self.labels, ws);
         loss_sum * self.scale() + ops::penalty(params, shape.layers, self.l1, self.l2)
     }
 
     /// Backprop gradient of [`Objective::value`].
     pub fn gradient(&self, shape: Shape<'_>, params: &[f64], ws: &mut Workspace<f64>) -> Vec<f64> {
         let mut grad = vec![0.0; params.len()];
-        net::loss_and_gradient(
+        dense::loss_and_gradient(
             shape,
             params,
             self.input,
@@ -99,8 +96,8 @@ fn pick_parameters(layers: &[LayerView], per_layer: usize, seed: u64) -> Vec<(us
 }
 
 /// Checks `per_layer` weights and a bias of every layer of `params` with central differences of
-/// step `epsilon`; a network of layers goes to [`gradient_check_network`], with the dropout
-/// masks of the run's first step.
+/// step `epsilon` on the fused dense passes; a network of other layers goes to
+/// [`gradient_check_network`], with the dropout masks of the run's first step.
 pub fn gradient_check(
     params: &Params,
     objective: &Objective<'_>,
@@ -108,11 +105,12 @@ pub fn gradient_check(
     epsilon: f64,
     seed: u64,
 ) -> Vec<GradRow> {
-    let activation = match &params.model {
-        Model::Mlp { activation, .. } => *activation,
-        Model::Network(net) => {
+    let activation = match params.model.dense_stack() {
+        Some((_, activation)) => activation,
+        None => {
+            let net = &params.model;
             let values: Vec<f64> = params.values.iter().map(|&v| v as f64).collect();
-            let counters = crate::cpu::network::StepCounters {
+            let counters = crate::cpu::layers::StepCounters {
                 seed,
                 epoch: 0,
                 step: 1,
@@ -170,19 +168,19 @@ pub fn gradient_check(
 /// The paper's Table 3 for a network of layers: `per_tensor` entries of every weight
 /// tensor and one of every bias, seeded, each a central difference of step `epsilon` of
 /// `objective` (cross-entropy plus penalty) against the reference backprop of
-/// `cpu::network`, with the dropout masks of `counters` held fixed (so dropout layers are
+/// `cpu::layers`, with the dropout masks of `counters` held fixed (so dropout layers are
 /// checked too). An entry whose stencil w ± ε moves any ReLU or max pooling across its kink
-/// ([`crate::cpu::network::kink_pattern`]) is not differentiable there in the sense a finite
+/// ([`crate::cpu::layers::kink_pattern`]) is not differentiable there in the sense a finite
 /// difference measures, so another entry of the tensor is drawn instead (up to
 /// [`KINK_REDRAWS`] times; then the last one drawn is checked anyway).
 pub fn gradient_check_network(
-    net: &crate::network::Network,
+    net: &crate::model::Network,
     params: &[f64],
     objective: &Objective<'_>,
-    counters: Option<crate::cpu::network::StepCounters>,
+    counters: Option<crate::cpu::layers::StepCounters>,
     (per_tensor, epsilon, seed): (usize, f64, u64),
 ) -> Vec<GradRow> {
-    use crate::cpu::network::loss_and_gradient_reference;
+    use crate::cpu::layers::loss_and_gradient_reference;
     let (input, labels) = (objective.input, objective.labels);
     let (rows, scale) = (objective.rows(), objective.scale());
     let views = net.layer_views();
@@ -193,7 +191,7 @@ pub fn gradient_check_network(
         sum * scale + penalty(p)
     };
     let mut rng = rng_for(seed, STREAM_GRADCHECK);
-    let pattern = |p: &[f64]| crate::cpu::network::kink_pattern(net, p, input, rows, counters);
+    let pattern = |p: &[f64]| crate::cpu::layers::kink_pattern(net, p, input, rows, counters);
     let smooth_at = |index: usize| {
         let mut p = params.to_vec();
         let at = pattern(&p);

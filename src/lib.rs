@@ -1,4 +1,4 @@
-//! wgtrain: a trainer for fully-connected networks that reproduces the Fashion-MNIST paper.
+//! wgtrain: a trainer for small neural networks that reproduces the Fashion-MNIST paper.
 //!
 //! Data flows one way: files → [`data`] (IDX, split, z-score) → [`engine::Engine::upload`] →
 //! per epoch [`data::epoch_order`] → `Engine::train_epoch` → [`train`] (early stopping, best
@@ -10,7 +10,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod cpu;
 pub mod data;
-pub mod dropout;
 pub mod engine;
 pub mod error;
 pub mod eval;
@@ -19,7 +18,6 @@ pub mod gpu;
 pub mod gradcheck;
 pub mod metrics;
 pub mod model;
-pub mod network;
 pub mod page;
 // Drawing into files and sweeps of run directories are the native program's; in a browser
 // the page draws and there is one run.

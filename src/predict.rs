@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cpu::net::{self, Shape, Workspace};
-use crate::cpu::network::{NetworkWorkspace, forward};
+use crate::cpu::dense::{self, Shape, Workspace};
+use crate::cpu::layers::{LayersWorkspace, forward};
 use crate::data::{idx, prep::zscore_images};
 use crate::error::{Error, Result};
-use crate::model::{Model, Params};
+use crate::model::{Network, Params};
 
 /// Images per forward pass of a network of layers.
 const PASS_ROWS: usize = 256;
@@ -289,19 +289,24 @@ pub fn picture_to_frame(path: &Path, bytes: &[u8], side: usize) -> Result<Vec<u8
 }
 
 /// Whether images of `dims` (an IDX file's dimensions after the count: `[rows, cols]`) are
-/// what `model` takes: an MLP any image of its input width, a network images of its planned
-/// height and width. The error says what the model takes.
-pub fn check_images(model: &Model, dims: &[usize]) -> std::result::Result<(), String> {
+/// what `model` takes: a model on flat inputs (`layers = [...]`) any image of its input width,
+/// one planned on images images of its height and width. The error says what the model takes.
+pub fn check_images(model: &Network, dims: &[usize]) -> std::result::Result<(), String> {
     let pixels: usize = dims.iter().product();
-    match model {
-        Model::Mlp { widths, .. } if pixels != widths[0] => {
-            Err(format!("images of {} pixels", widths[0]))
+    let (height, width) = (model.input.height, model.input.width);
+    if flat_input(model) {
+        if pixels != model.inputs() {
+            return Err(format!("images of {} pixels", model.inputs()));
         }
-        Model::Network(net) if dims != [net.input.height, net.input.width] => {
-            Err(format!("{}×{} images", net.input.height, net.input.width))
-        }
-        _ => Ok(()),
+    } else if dims != [height, width] {
+        return Err(format!("{height}×{width} images"));
     }
+    Ok(())
+}
+
+/// Whether `model` takes flat vectors (planned from `layers = [...]`) rather than images.
+fn flat_input(model: &Network) -> bool {
+    model.input.height == 1 && model.input.width == 1
 }
 
 /// Softmax probabilities of `params` for each image (raw bytes, `features` each).
@@ -310,22 +315,23 @@ pub fn probabilities(params: &Params, pixels: &[u8]) -> Vec<Vec<f64>> {
     let classes = params.model.classes();
     let images = zscore_images(pixels, features);
     let rows = pixels.len() / features.max(1);
-    let logits: Vec<f32> = match &params.model {
-        Model::Mlp { activation, .. } => {
-            let layers = params.model.layer_views();
+    let network = &params.model;
+    let logits: Vec<f32> = match network.dense_stack() {
+        Some((_, activation)) => {
+            let layers = network.layer_views();
             let shape = Shape {
                 layers: &layers,
-                activation: *activation,
+                activation,
                 threads: 1,
             };
             let mut ws = Workspace::new(&layers, rows.max(1));
-            net::forward(shape, &params.values, &images, rows, &mut ws);
+            dense::forward(shape, &params.values, &images, rows, &mut ws);
             ws.logits(rows, classes).to_vec()
         }
-        Model::Network(network) => {
+        None => {
             // In passes of a few hundred rows: a network's workspace per image is large.
             let pass = rows.clamp(1, PASS_ROWS);
-            let mut ws = NetworkWorkspace::new(network, pass);
+            let mut ws = LayersWorkspace::new(network, pass);
             let threads = crate::cpu::resolve_threads(0);
             let mut logits = Vec::with_capacity(rows * classes);
             for chunk in images.chunks(pass * features) {
@@ -357,10 +363,13 @@ fn top(p: &[f64], k: usize) -> Vec<(usize, f64)> {
 /// Classifies each file: an IDX images file (every item) or a PNG/JPEG picture.
 pub fn predict_files(params: &Params, files: &[PathBuf], k: usize) -> Result<Vec<Prediction>> {
     let features = params.model.inputs();
-    let side = match &params.model {
-        Model::Network(net) if net.input.height == net.input.width => net.input.height,
-        Model::Network(_) => 0,
-        Model::Mlp { .. } => (features as f64).sqrt().round() as usize,
+    let net = &params.model;
+    let side = if flat_input(net) {
+        (features as f64).sqrt().round() as usize
+    } else if net.input.height == net.input.width {
+        net.input.height
+    } else {
+        0
     };
     let mut out = Vec::new();
     for file in files {

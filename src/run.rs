@@ -70,15 +70,15 @@ fn dataset_in(config: &TrainConfig, opts: &RunOptions, dir: &Path) -> Result<Arc
 /// The model `config` will train on the data in `data_dir`, planned from the training images'
 /// header alone (for a summary printed before the data loads); `None` where the header cannot
 /// say or the model does not fit (the run itself then reports why).
-pub fn declared_model(config: &TrainConfig, data_dir: &Path) -> Option<crate::model::Model> {
+pub fn declared_model(config: &TrainConfig, data_dir: &Path) -> Option<Arc<crate::model::Network>> {
     let images = crate::data::locate(data_dir, crate::data::TRAIN_IMAGES);
     let dims = crate::data::idx::declared_dims(&images)?;
     let (&height, &width) = (dims.get(1)?, dims.get(2).unwrap_or(&1));
     // Classes are the labels' largest value, which needs the whole file: take the model's own
     // (the run checks it against the labels).
     let classes = match &config.network {
-        Some(specs) => match crate::network::layers_of(specs).ok()?.last()? {
-            crate::network::Layer::Dense { units, .. } => *units,
+        Some(specs) => match crate::model::layers_of(specs).ok()?.last()? {
+            crate::model::Layer::Dense { units, .. } => *units,
             _ => return None,
         },
         None => *config.layers.last()?,
@@ -93,7 +93,7 @@ pub fn model_fitting(
     image_size: (usize, usize),
     classes: usize,
     train_rows: usize,
-) -> Result<crate::model::Model> {
+) -> Result<Arc<crate::model::Network>> {
     config.check_against_data(image_size.0 * image_size.1, classes, train_rows)?;
     Ok(config.model_for(image_size, classes)?)
 }
@@ -192,7 +192,7 @@ pub fn run_training(
         });
     }
     let model = model_fitting(config, data.image_size, data.classes, data.train.len)?;
-    opts.engine.check_model_memory(&model, config.batch_size)?;
+    opts.engine.check_memory(&model, config.batch_size)?;
     let params = Params::init_model(model.clone(), config.init, config.seed);
     let mut engine = opts.engine.build(&params, config.batch_size)?;
     engine.upload(Arc::clone(&data))?;

@@ -6,7 +6,7 @@ use web_time::Instant;
 use crate::config::{EarlyStoppingRule, TrainConfig};
 use crate::data::{SplitName, epoch_order};
 use crate::engine::{AwaitedEngine, Engine, EngineError, TrainingState};
-use crate::model::{MAX_PARAMETER_MAGNITUDE, Model, Params, first_unusable};
+use crate::model::{MAX_PARAMETER_MAGNITUDE, Network, Params, first_unusable};
 
 /// Errors that end training.
 #[derive(Debug, thiserror::Error)]
@@ -351,7 +351,7 @@ pub fn tenth_of(learning_rate: f64) -> String {
 /// What makes a training state unusable, in words, or `None`: a non-finite parameter or one
 /// past [`MAX_PARAMETER_MAGNITUDE`], or a non-finite optimiser buffer (the next step would
 /// carry it into the parameters; its size alone says nothing: Adam's second moment squares).
-fn unusable_state(model: &Model, state: &TrainingState) -> Option<String> {
+fn unusable_state(model: &Network, state: &TrainingState) -> Option<String> {
     if let Some((tensor, value)) = first_unusable(model, &state.params, true) {
         return Some(if value.is_finite() {
             format!(

@@ -85,7 +85,7 @@ fn train_writes_the_run_directory_contract_and_eval_agrees() {
     assert!((0.0..=1.0).contains(&summary.test_accuracy));
 
     let model = load_model(&RunDir::new(&out).model()).unwrap();
-    assert_eq!(model.model.mlp().unwrap().0, [36, 10, 3]);
+    assert_eq!(model.model.declared_widths().unwrap().0, [36, 10, 3]);
     let named = model.named_tensors();
     assert_eq!(named[0].0, "fc1.weight");
     assert_eq!(

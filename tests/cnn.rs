@@ -1,15 +1,15 @@
-//! Training networks of layers (issue 18): the `network` config key and its errors, the CPU
-//! network engine against the MLP engine it generalises, and a small convolutional network
+//! Training networks of layers: the `network` config key and its errors, the CPU engine's
+//! layers path against the fused dense path it generalises, and a small convolutional network
 //! through the binary: train, model file, eval, predict, exact resume, gradcheck, and the GPU
 //! path's refusal.
 
 use std::sync::Arc;
 
 use wgtrain::config::{ConfigError, TrainConfig};
-use wgtrain::cpu::{CpuEngine, NetworkEngine};
+use wgtrain::cpu::{CpuEngine, CpuPath};
 use wgtrain::data::{Dataset, epoch_order};
 use wgtrain::engine::Engine;
-use wgtrain::model::{Activation, Init, Model, Params};
+use wgtrain::model::{Activation, Init, Params};
 use wgtrain::rundir::RunDir;
 
 use crate::common::{stderr, wgtrain, write_dataset};
@@ -38,9 +38,11 @@ early_stopping = false
 #[test]
 fn network_entries_take_pytorchs_defaults_and_plan_against_the_images() {
     let config = from_str(SMALL_CNN, &[]).unwrap();
-    let Model::Network(net) = config.model_for((8, 8), 4).unwrap() else {
-        panic!("a network config gives a network");
-    };
+    let net = config.model_for((8, 8), 4).unwrap();
+    assert!(
+        net.declared_widths().is_none(),
+        "a network config is planned on the images"
+    );
     // conv 4 (3×3, stride 1, padding 1) keeps 8×8; the pool's stride is its window.
     let shapes: Vec<(usize, usize, usize)> = net
         .outputs
@@ -104,11 +106,11 @@ fn a_network_config_round_trips_through_the_run_directorys_toml() {
     assert_eq!(back, config);
 }
 
-/// A dense-only network trains on the network engine exactly as the MLP of its widths trains
-/// on the MLP engine: same initial draws, same data order, same update (to f32 rounding of
-/// the two GEMM paths).
+/// A dense-only network trains on the CPU engine's layers path exactly as the network of its
+/// widths trains on the fused dense path: same initial draws, same data order, same update
+/// (to f32 rounding of the two GEMM paths).
 #[test]
-fn the_network_engine_trains_a_dense_network_as_the_mlp_engine_trains_its_widths() {
+fn the_layers_path_trains_a_dense_network_as_the_fused_dense_path_trains_its_widths() {
     let dir = tempfile::tempdir().unwrap();
     write_dataset(dir.path(), 200, 40, 6, 3, false);
     let data = Arc::new(Dataset::load(dir.path(), 0.2, 1).unwrap());
@@ -120,10 +122,13 @@ batch_size = 32
     let config = from_str(text, &[]).unwrap();
     let model = config.model_for(data.image_size, data.classes).unwrap();
     let network = Params::init_model(model, Init::Xavier, 5);
-    let mlp = Params::init(&[36, 10, 3], Activation::Tanh, Init::Xavier, 5);
+    let mlp = Params::init(&[36, 10, 3], Activation::Tanh, Init::Xavier, 5).unwrap();
     assert_eq!(network.values, mlp.values, "the same initial draws");
-    let mut a = NetworkEngine::new(&network, 1, 32).unwrap();
-    let mut b = CpuEngine::new(&mlp, 1).unwrap();
+    // The network of dense layers planned on images takes the fused dense path as the widths'
+    // network does; forced through the layers path, it trains the same to f32 rounding.
+    assert_eq!(CpuPath::for_network(&network.model), CpuPath::FusedDense);
+    let mut a = CpuEngine::on_path(&network, 1, 32, CpuPath::Layers).unwrap();
+    let mut b = CpuEngine::new(&mlp, 1, 32).unwrap();
     a.upload(Arc::clone(&data)).unwrap();
     b.upload(Arc::clone(&data)).unwrap();
     let hyper = config.hyper();

@@ -4,12 +4,14 @@
 //! and dropout against them.
 
 use wgtrain::cpu::conv::{
-    Conv2d, MaxPool2d, conv2d_backward_input, conv2d_backward_params, conv2d_forward,
-    max_pool2d_backward, max_pool2d_forward,
+    conv2d_backward_input, conv2d_backward_params, conv2d_forward, max_pool2d_backward,
+    max_pool2d_forward,
 };
+use wgtrain::cpu::dropout::{dropout_backward, dropout_forward};
 use wgtrain::cpu::ops::linear_forward_reference;
-use wgtrain::dropout::{DropoutMask, dropout_backward, dropout_forward};
-use wgtrain::network::ImageShape;
+use wgtrain::model::ImageShape;
+use wgtrain::model::dropout::DropoutMask;
+use wgtrain::model::{Conv2d, MaxPool2d};
 
 use crate::common::{rng, uniform};
 
@@ -259,7 +261,7 @@ fn dropout_masks_drop_about_p_and_change_with_every_counter() {
     // goes through where the value did, scaled alike.
     let none = DropoutMask::new(42, 3, 17, 1, 0.0);
     assert!((0..1000).all(|e| none.keeps(e)));
-    assert_eq!(none.scale::<f32>(), 1.0);
+    assert_eq!(none.scale_f32(), 1.0);
     let mut x: Vec<f64> = (0..1000).map(|i| i as f64 + 1.0).collect();
     let mut g = x.clone();
     dropout_forward(&base, &mut x);

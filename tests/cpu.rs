@@ -1,11 +1,13 @@
 //! The fast CPU path (gemm) against the reference loops, and single optimiser steps against
 //! values computed by hand.
 
+use std::sync::Arc;
+
 use wgtrain::config::{GradientReduction, Hyper, Optimizer, TrainConfig};
+use wgtrain::cpu::dense::{Shape, Workspace, loss_and_gradient};
 use wgtrain::cpu::gemm::{linear_backward_input, linear_backward_weight, linear_forward};
-use wgtrain::cpu::net::{Shape, Workspace, loss_and_gradient};
 use wgtrain::cpu::ops::{self, OptimizerState};
-use wgtrain::model::{Activation, Init, Params, layer_views};
+use wgtrain::model::{Activation, Init, Network, Params, layer_views};
 
 use crate::common::{rng, uniform};
 
@@ -137,7 +139,7 @@ fn hyper(optimizer: Optimizer, lr: f64, gamma: f64, l1: f64, l2: f64) -> Hyper {
 fn tiny_case() -> (Params, Vec<f32>, Vec<u8>, Vec<f64>) {
     let params = Params {
         values: vec![0.5, -1.0, 0.25, 0.5, 0.1, -0.2],
-        ..Params::zeros(&[2, 2], Activation::None)
+        ..Params::zeros(Arc::new(Network::dense(&[2, 2], Activation::None).unwrap()))
     };
     let x = vec![1.0f32, 2.0];
     let p0 = 1.0 / (1.0 + (1.05f64 + 1.4).exp());
@@ -159,7 +161,7 @@ fn gradient_of(params: &Params, x: &[f32], labels: &[u8]) -> Vec<f32> {
     let mut grad = vec![f32::NAN; params.values.len()];
     let shape = Shape {
         layers: &layers,
-        activation: params.model.mlp().unwrap().1,
+        activation: params.model.dense_stack().unwrap().1,
         threads: 1,
     };
     loss_and_gradient(
@@ -265,7 +267,7 @@ fn adam_step_matches_its_definition() {
 #[test]
 fn f32_training_gradient_matches_f64_gradient() {
     for act in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
-        let params = Params::init(&[30, 17, 5], act, Init::Xavier, 4);
+        let params = Params::init(&[30, 17, 5], act, Init::Xavier, 4).unwrap();
         let mut r = rng(9);
         let rows = 13;
         let x64 = uniform(&mut r, rows * 30);
@@ -359,8 +361,10 @@ fn a_network_larger_than_free_memory_is_refused_before_anything_is_allocated() {
     let cpu = EngineKind::Cpu { threads: 2 };
     let gb = 1_000_000_000u64;
     // [784, 1e6, 10]: 795 million parameters, 3.18 GB per f32 copy.
-    let wide = [784, 1_000_000, 10];
-    match cpu.check_memory_within(&wide, Some(8 * gb)) {
+    let wide = Network::dense(&[784, 1_000_000, 10], Activation::Tanh).unwrap();
+    let within =
+        |kind: &EngineKind, net: &Network, gb: Option<u64>| kind.check_memory_within(net, 128, gb);
+    match within(&cpu, &wide, Some(8 * gb)) {
         Err(e @ EngineError::OutOfMemory { .. }) => {
             let text = e.to_string();
             assert!(text.contains("795000010 parameters"), "{text}");
@@ -371,17 +375,15 @@ fn a_network_larger_than_free_memory_is_refused_before_anything_is_allocated() {
     }
     // Five host copies, the engine's four, and per thread a gradient and 512 rows of
     // activations and deltas (4.1 GB): 43.2 GB on two threads.
-    assert!(cpu.check_memory_within(&wide, Some(40 * gb)).is_err());
-    assert!(cpu.check_memory_within(&wide, Some(60 * gb)).is_ok());
+    assert!(within(&cpu, &wide, Some(40 * gb)).is_err());
+    assert!(within(&cpu, &wide, Some(60 * gb)).is_ok());
     // More threads, more gradients: what fits two threads does not fit sixteen.
     let many = EngineKind::Cpu { threads: 16 };
-    assert!(many.check_memory_within(&wide, Some(60 * gb)).is_err());
+    assert!(within(&many, &wide, Some(60 * gb)).is_err());
     // The paper's network fits in a few megabytes; unknown free memory checks nothing.
-    assert!(
-        cpu.check_memory_within(&[784, 128, 10], Some(gb / 10))
-            .is_ok()
-    );
-    assert!(cpu.check_memory_within(&wide, None).is_ok());
+    let paper = Network::dense(&[784, 128, 10], Activation::Tanh).unwrap();
+    assert!(within(&cpu, &paper, Some(gb / 10)).is_ok());
+    assert!(within(&cpu, &wide, None).is_ok());
 }
 
 #[test]
@@ -394,6 +396,6 @@ fn free_memory_is_known_on_linux_and_counts_sizes_no_wider_than_u128() {
     let huge = [usize::MAX, usize::MAX, usize::MAX];
     assert_eq!(wgtrain::model::param_count_u128(&huge), u128::MAX);
     assert_eq!(wgtrain::cpu::engine_bytes(&huge, 8), u128::MAX);
-    let cpu = wgtrain::engine::EngineKind::Cpu { threads: 1 };
-    assert!(cpu.check_memory_within(&huge, Some(u64::MAX)).is_err());
+    // Such a network is not planned at all: no count of it is ever taken.
+    assert!(Network::dense(&huge, Activation::Tanh).is_err());
 }

@@ -392,7 +392,7 @@ fn tiny_engine_pair(ctx: &wgtrain::gpu::GpuContext) -> (GpuEngine, Arc<Dataset>,
         batch_size: 32,
         ..TrainConfig::default()
     };
-    let params = Params::init(&config.layers, config.activation, config.init, 1);
+    let params = Params::init(&config.layers, config.activation, config.init, 1).unwrap();
     let mut engine = GpuEngine::new(ctx.clone(), &params, config.batch_size).unwrap();
     engine.upload(Arc::clone(&data)).unwrap();
     (engine, data, config)
@@ -480,7 +480,7 @@ fn a_gpu_run_never_builds_the_f32_images_the_cpu_path_reads() {
     for split in [&data.train, &data.val, &data.test] {
         assert!(!split.images_made());
     }
-    let mut cpu = CpuEngine::new(&engine.params().unwrap(), 1).unwrap();
+    let mut cpu = CpuEngine::new(&engine.params().unwrap(), 1, 32).unwrap();
     cpu.upload(Arc::clone(&data)).unwrap();
     assert!(data.train.images_made() && data.val.images_made());
 }
@@ -518,8 +518,8 @@ fn every_kernel_arrangement_trains_to_the_same_bits() {
 
 #[test]
 fn a_networks_epoch_submitted_in_parts_trains_to_the_same_bits() {
-    use wgtrain::model::{Init, Model};
-    use wgtrain::network::{ImageShape, Layer, Network};
+    use wgtrain::model::Init;
+    use wgtrain::model::{ImageShape, Layer, Network};
     let Some(ctx) = gpu() else { return };
     let dir = tempfile::tempdir().unwrap();
     write_dataset(dir.path(), 300, 60, 6, 3, true);
@@ -550,7 +550,7 @@ fn a_networks_epoch_submitted_in_parts_trains_to_the_same_bits() {
     let net = Network::plan(input, &layers, 3).unwrap();
     let values = net.init(Init::Pytorch, 1);
     let params = Params {
-        model: Model::Network(Arc::new(net)),
+        model: Arc::new(net),
         values,
     };
     let config = TrainConfig {
@@ -626,8 +626,8 @@ fn gpu_epoch_on_fashion_mnist_matches_the_cpu_epoch() {
     )
     .unwrap();
     let data = Arc::new(Dataset::load(&fashion_mnist(), config.val_fraction, config.seed).unwrap());
-    let params = Params::init(&config.layers, config.activation, config.init, config.seed);
-    let mut cpu = CpuEngine::new(&params, 0).unwrap();
+    let params = Params::init(&config.layers, config.activation, config.init, config.seed).unwrap();
+    let mut cpu = CpuEngine::new(&params, 0, config.batch_size).unwrap();
     let mut gpu = GpuEngine::new(ctx.clone(), &params, config.batch_size).unwrap();
     cpu.upload(Arc::clone(&data)).unwrap();
     gpu.upload(Arc::clone(&data)).unwrap();
@@ -704,7 +704,8 @@ fn a_profile_times_every_kernel_family_of_a_step() {
         batch_size: 32,
         ..TrainConfig::default()
     };
-    let models = wgtrain::gpu::PackedModels::new(ctx.clone(), &config.layers, 32, 1).unwrap();
+    let model = config.model_for(data.image_size, data.classes).unwrap();
+    let models = wgtrain::gpu::PackedModels::new(ctx.clone(), &model, 32, 1).unwrap();
     if !models.can_profile() {
         let e = wgtrain::bench::profile_gpu(&ctx, &config, &data, 32)
             .unwrap_err()

@@ -20,7 +20,7 @@ fn check(
     let input = uniform(&mut r, rows * widths[0]);
     let classes = *widths.last().unwrap();
     let labels: Vec<u8> = (0..rows).map(|i| (i % classes) as u8).collect();
-    let params = Params::init(widths, act, init, 5);
+    let params = Params::init(widths, act, init, 5).unwrap();
     let objective = Objective {
         input: &input,
         labels: &labels,
@@ -74,7 +74,7 @@ fn papers_epsilon_passes_on_the_papers_init_with_l1() {
         let mut r = rng(2);
         let input = uniform(&mut r, 4 * 12);
         let labels = [0u8, 1, 2, 1];
-        let params = Params::init(&[12, 8, 3], act, Init::Paper, 1);
+        let params = Params::init(&[12, 8, 3], act, Init::Paper, 1).unwrap();
         let objective = Objective {
             input: &input,
             labels: &labels,
@@ -95,7 +95,7 @@ fn gradient_check_detects_a_wrong_objective() {
     let mut r = rng(8);
     let input = uniform(&mut r, 5 * 6);
     let labels = [0u8, 1, 2, 0, 1];
-    let params = Params::init(&[6, 4, 3], Activation::Tanh, Init::Xavier, 2);
+    let params = Params::init(&[6, 4, 3], Activation::Tanh, Init::Xavier, 2).unwrap();
     let mean = Objective {
         input: &input,
         labels: &labels,

@@ -135,7 +135,8 @@ fn cpu_and_gpu_agree_on_which_runs_diverge() {
                     Arc::new(Dataset::load(tmp.path(), config.val_fraction, config.seed).unwrap());
                 let diverged = |kind: &EngineKind| {
                     let params =
-                        Params::init(&config.layers, config.activation, config.init, config.seed);
+                        Params::init(&config.layers, config.activation, config.init, config.seed)
+                            .unwrap();
                     let mut engine = kind.build(&params, config.batch_size).unwrap();
                     engine.upload(Arc::clone(&data)).unwrap();
                     let outcome = wgtrain::train::train(

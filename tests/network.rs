@@ -1,12 +1,12 @@
-//! Networks as lists of layers (issue 18): planning against the input's shape (errors naming
-//! the layer), the torchinfo-style summary, and the reference loss and gradient
-//! (`cpu::network`) against finite differences and against the MLP path it generalises.
+//! Networks as lists of layers: planning against the input's shape (errors naming the layer),
+//! the torchinfo-style summary, and the reference loss and gradient (`cpu::layers`) against
+//! finite differences and against the fused dense pass it generalises.
 
 use wgtrain::config::GradientReduction;
-use wgtrain::cpu::net::{Shape, Workspace, loss_and_gradient};
-use wgtrain::cpu::network::{StepCounters, loss_and_gradient_reference};
+use wgtrain::cpu::dense::{Shape, Workspace, loss_and_gradient};
+use wgtrain::cpu::layers::{StepCounters, loss_and_gradient_reference};
 use wgtrain::model::{Activation, layer_views, param_count};
-use wgtrain::network::{ImageShape, Layer, Network};
+use wgtrain::model::{ImageShape, Layer, Network};
 
 use crate::common::{rng, uniform};
 
@@ -354,7 +354,7 @@ fn a_network_starts_where_the_mlp_of_its_widths_does_and_conv_fans_count_the_tap
     let layers = [dense(10, Activation::Tanh), dense(3, Activation::None)];
     let net = Network::plan(IMAGE, &layers, 3).unwrap();
     for init in [Init::Paper, Init::Xavier, Init::He, Init::Pytorch] {
-        let mlp = Params::init(&[36, 10, 3], Activation::Tanh, init, 11);
+        let mlp = Params::init(&[36, 10, 3], Activation::Tanh, init, 11).unwrap();
         assert_eq!(net.init(init, 11), mlp.values, "{init:?}");
     }
     // nn.Conv2d's default: U(±1/√(C·K·K)) for weights and biases; He: N(0, 2/(C·K·K)).
@@ -379,7 +379,7 @@ fn a_network_starts_where_the_mlp_of_its_widths_does_and_conv_fans_count_the_tap
 
 #[test]
 fn the_fast_cpu_pass_gives_the_reference_loss_and_gradient() {
-    use wgtrain::cpu::network::{NetworkWorkspace, loss_and_gradient};
+    use wgtrain::cpu::layers::{LayersWorkspace, loss_and_gradient};
     let cases = [every_kind(), example_network(3)];
     let counters = Some(StepCounters {
         seed: 1,
@@ -408,7 +408,7 @@ fn the_fast_cpu_pass_gives_the_reference_loss_and_gradient() {
         );
         // f64: the same sums in another order. The workspace is larger than the batch and
         // dirty from a step on other images: nothing of that may leak into this one.
-        let mut ws = NetworkWorkspace::new(&net, 8);
+        let mut ws = LayersWorkspace::new(&net, 8);
         let other: Vec<f64> = x.iter().rev().copied().collect();
         let mut scratch = vec![0.0; params.len()];
         loss_and_gradient(
@@ -458,7 +458,7 @@ fn the_fast_cpu_pass_gives_the_reference_loss_and_gradient() {
             counters,
             Some(&mut got32),
             2,
-            &mut NetworkWorkspace::new(&net, rows),
+            &mut LayersWorkspace::new(&net, rows),
         );
         assert!((loss32 - want_loss).abs() < 1e-4 * want_loss.abs());
         for (i, (g, w)) in got32.iter().zip(&want).enumerate() {
@@ -475,7 +475,7 @@ fn the_fast_cpu_pass_gives_the_reference_loss_and_gradient() {
 /// stencil does change which side of a kink the network is on, an unmarked one's does not.
 #[test]
 fn gradcheck_marks_entries_whose_stencil_straddles_a_kink() {
-    use wgtrain::cpu::network::kink_pattern;
+    use wgtrain::cpu::layers::kink_pattern;
     let (input, layers) = every_kind();
     let net = Network::plan(input, &layers, 3).unwrap();
     let mut r = rng(6);

@@ -44,7 +44,7 @@ fn three_models() -> Vec<(TrainConfig, Params)> {
             init: Init::Xavier,
             ..TrainConfig::default()
         };
-        let params = Params::init(&config.layers, activation, config.init, seed);
+        let params = Params::init(&config.layers, activation, config.init, seed).unwrap();
         (config, params)
     })
     .collect()
@@ -68,7 +68,7 @@ fn packed_models_train_as_if_alone_and_a_model_left_out_is_untouched() {
         .iter()
         .map(|(c, _)| Arc::new(Dataset::load(dir.path(), 0.2, c.seed).unwrap()))
         .collect();
-    let mut pack = PackedModels::new(ctx.clone(), &[36, 12, 3], 32, 3).unwrap();
+    let mut pack = PackedModels::new(ctx.clone(), &models[0].1.model, 32, 3).unwrap();
     for (m, (_, params)) in models.iter().enumerate() {
         pack.init_model(m, params).unwrap();
         pack.upload(m, &data[m]).unwrap();
@@ -136,8 +136,8 @@ fn models_that_cannot_share_steps_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     write_dataset(dir.path(), 100, 20, 6, 3, true);
     let data = Dataset::load(dir.path(), 0.2, 1).unwrap();
-    let mut pack = PackedModels::new(ctx, &[36, 12, 3], 32, 2).unwrap();
-    let params = Params::init(&[36, 12, 3], Activation::Tanh, Init::Xavier, 1);
+    let params = Params::init(&[36, 12, 3], Activation::Tanh, Init::Xavier, 1).unwrap();
+    let mut pack = PackedModels::new(ctx, &params.model, 32, 2).unwrap();
     for m in 0..2 {
         pack.init_model(m, &params).unwrap();
         pack.upload(m, &data).unwrap();

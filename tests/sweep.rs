@@ -370,7 +370,12 @@ fn runs_side_by_side_that_do_not_fit_in_memory_together_are_a_clear_error() {
         return;
     };
     // The widest hidden layer whose run needs at most 60% of what is free.
-    let needed = |h: usize| EngineKind::Cpu { threads: 1 }.memory_needed(&[36, h, 3]);
+    let needed = |h: usize| {
+        let net = wgtrain::model::Network::dense(&[36, h, 3], wgtrain::model::Activation::Tanh);
+        net.map_or(u128::MAX, |net| {
+            EngineKind::Cpu { threads: 1 }.memory_needed(&net, 32)
+        })
+    };
     let (mut lo, mut hi) = (1usize, 1usize << 40);
     while lo + 1 < hi {
         let mid = lo + (hi - lo) / 2;

@@ -62,8 +62,9 @@ fn tiny_setup(sets: &[&str]) -> (TrainConfig, Arc<Dataset>, Box<dyn Engine>) {
     ]);
     let config = TrainConfig::from_toml_str("", Path::new("t"), "tiny", &sets).unwrap();
     let data = Arc::new(Dataset::load(dir.path(), config.val_fraction, config.seed).unwrap());
-    let params = Params::init(&config.layers, config.activation, config.init, config.seed);
-    let mut engine: Box<dyn Engine> = Box::new(CpuEngine::new(&params, 2).unwrap());
+    let params = Params::init(&config.layers, config.activation, config.init, config.seed).unwrap();
+    let mut engine: Box<dyn Engine> =
+        Box::new(CpuEngine::new(&params, 2, config.batch_size).unwrap());
     engine.upload(Arc::clone(&data)).unwrap();
     (config, data, engine)
 }

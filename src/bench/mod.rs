@@ -115,11 +115,8 @@ fn simd_level() -> &'static str {
 /// products and the input-gradient products of every layer but the first (which backprop does
 /// not need), 2 FLOPs per multiply-add. Element-wise work is not counted.
 pub fn epoch_flops(widths: &[usize], rows: usize) -> f64 {
-    let model = crate::model::Model::Mlp {
-        widths: widths.to_vec(),
-        activation: crate::model::Activation::None,
-    };
-    model.epoch_flops(rows)
+    crate::model::Network::dense(widths, crate::model::Activation::None)
+        .map_or(0.0, |model| model.epoch_flops(rows))
 }
 
 /// What a software adapter computes of the kernels per CPU core, in GFLOP/s, by the adapter's
@@ -292,7 +289,7 @@ pub fn bench_one(
     let model = config
         .model_for(data.image_size, data.classes)
         .map_err(config_error)?;
-    kind.check_model_memory(&model, batch_size)?;
+    kind.check_memory(&model, batch_size)?;
     let flops = model.epoch_flops(data.train.len);
     let params = Params::init_model(model, config.init, config.seed);
     let mut engine = kind.build(&params, batch_size)?;
@@ -391,12 +388,13 @@ pub fn bench_pack(
     config.batch_size = batch_size;
     let hyper = config.hyper();
     let seeds: Vec<u64> = (1..=models as u64).collect();
-    let widths = config.dense_widths("a GPU pack").map_err(config_error)?;
+    config.dense_widths("a GPU pack").map_err(config_error)?;
+    let model = (config.model_for(data.image_size, data.classes)).map_err(config_error)?;
     let inits: Vec<Params> = seeds
         .iter()
-        .map(|&s| Params::init(widths, config.activation, config.init, s))
+        .map(|&s| Params::init_model(Arc::clone(&model), config.init, s))
         .collect();
-    let mut pack = PackedModels::new(ctx.clone(), widths, batch_size, models)?;
+    let mut pack = PackedModels::new(ctx.clone(), &model, batch_size, models)?;
     let mut alone = Vec::with_capacity(models);
     for (m, params) in inits.iter().enumerate() {
         pack.init_model(m, params)?;
@@ -455,11 +453,12 @@ pub fn profile_gpu(
     let mut config = config.clone();
     config.batch_size = batch_size;
     let hyper = config.hyper();
-    let widths = config
+    config
         .dense_widths("the GPU profile")
         .map_err(config_error)?;
-    let params = Params::init(widths, config.activation, config.init, config.seed);
-    let mut models = PackedModels::new(ctx.clone(), widths, batch_size, 1)?;
+    let model = (config.model_for(data.image_size, data.classes)).map_err(config_error)?;
+    let params = Params::init_model(Arc::clone(&model), config.init, config.seed);
+    let mut models = PackedModels::new(ctx.clone(), &model, batch_size, 1)?;
     if !models.can_profile() {
         return Err(EngineError::Unsupported {
             adapter: ctx.info.name.clone(),
@@ -505,11 +504,12 @@ pub fn bench_cpu_pack(
         seeds
             .iter()
             .map(|&s| {
-                let widths = config
+                config
                     .dense_widths("the CPU pack bench")
                     .map_err(config_error)?;
-                let params = Params::init(widths, config.activation, config.init, s);
-                let mut engine = CpuEngine::new(&params, threads)?;
+                let model = config.model_for(data.image_size, data.classes);
+                let params = Params::init_model(model.map_err(config_error)?, config.init, s);
+                let mut engine = CpuEngine::new(&params, threads, batch_size)?;
                 engine.upload(Arc::clone(data))?;
                 Ok(engine)
             })

@@ -85,7 +85,7 @@ pub fn run_bench(
     // Before the GEMM peak is timed: a network that cannot fit fails at once.
     for kind in plan.kinds {
         for &b in plan.batches {
-            kind.check_model_memory(&model, b)?;
+            kind.check_memory(&model, b)?;
         }
     }
     let data = Arc::new(training_only(data));

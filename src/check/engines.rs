@@ -76,14 +76,15 @@ async fn check_epoch_async(
         init: Init::Xavier,
         ..TrainConfig::default()
     };
-    let params = Params::init(widths, activation, config.init, 3);
-    let err = |e: crate::engine::EngineError| GpuError::Device {
+    let device_error = |message: String| GpuError::Device {
         what: "engine check".into(),
-        message: e.to_string(),
+        message,
     };
+    let params = Params::init(widths, activation, config.init, 3).map_err(device_error)?;
+    let err = |e: crate::engine::EngineError| device_error(e.to_string());
     let hyper = config.hyper();
     let order = epoch_order(1, 1, data.train.len);
-    let mut cpu = CpuEngine::new(&params, 1).map_err(err)?;
+    let mut cpu = CpuEngine::new(&params, 1, config.batch_size).map_err(err)?;
     let mut gpu = GpuEngine::new(ctx.clone(), &params, config.batch_size)?;
     cpu.upload(Arc::clone(&data)).map_err(err)?;
     gpu.upload(Arc::clone(&data)).map_err(err)?;
@@ -192,7 +193,6 @@ pub(super) async fn check_epochs(ctx: &GpuContext) -> CheckRow {
 /// the CPU's, same data, init, order and dropout masks: SGD with momentum and both penalties,
 /// and Adam.
 pub(super) async fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
-    use crate::cpu::NetworkEngine;
     let mut row = CheckRow {
         check: "network epoch vs CPU engine".into(),
         cases: 0,
@@ -223,12 +223,12 @@ pub(super) async fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
             seed: 5,
             ..TrainConfig::default()
         };
-        let params = Params::init_model(Model::Network(Arc::clone(&net)), Init::Xavier, 3);
+        let params = Params::init_model(Arc::clone(&net), Init::Xavier, 3);
         let hyper = config.hyper();
         let order = epoch_order(1, 1, data.train.len);
         let run = async {
             let e = |e: crate::engine::EngineError| e.to_string();
-            let mut cpu = NetworkEngine::new(&params, 1, 16).map_err(e)?;
+            let mut cpu = CpuEngine::new(&params, 1, 16).map_err(e)?;
             let mut gpu = GpuEngine::new(ctx.clone(), &params, 16).map_err(|e| e.to_string())?;
             cpu.upload(Arc::clone(&data)).map_err(e)?;
             gpu.upload(Arc::clone(&data)).map_err(e)?;
@@ -256,8 +256,8 @@ pub(super) async fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
 /// The network the network checks train (a padded convolution, pooling, a strided
 /// convolution, dropout, dense layers; tanh, ReLU, sigmoid) and its data: 6×6 images, 3
 /// classes.
-fn check_network() -> Result<(Arc<crate::network::Network>, Arc<Dataset>), String> {
-    use crate::network::{ImageShape, Layer, Network};
+fn check_network() -> Result<(Arc<crate::model::Network>, Arc<Dataset>), String> {
+    use crate::model::{ImageShape, Layer, Network};
     let conv = |filters, stride, activation| Layer::Conv2d {
         filters,
         kernel: 3,
@@ -302,7 +302,7 @@ pub(super) async fn check_packed_network_epoch(ctx: &GpuContext) -> Result<Check
     let e = |e: crate::engine::EngineError| e.to_string();
     let g = |e: GpuError| e.to_string();
     let (net, data) = check_network()?;
-    let model = Model::Network(Arc::clone(&net));
+    let model = Arc::clone(&net);
     let settings = [
         (0.05, true, 0.0, Init::Xavier),
         (0.1, false, 1e-3, Init::Pytorch),
@@ -414,10 +414,14 @@ pub(super) async fn check_packed_epoch_async(ctx: &GpuContext) -> Result<CheckRo
             ..TrainConfig::default()
         };
         let params = Params::init(&widths, activation, config.init, 10 + m as u64);
-        (config, params)
+        params.map(|params| (config, params))
     })
-    .collect();
-    let mut pack = PackedModels::new(ctx.clone(), &widths, 16, models.len())?;
+    .collect::<Result<_, String>>()
+    .map_err(|message| GpuError::Device {
+        what: "packed check".into(),
+        message,
+    })?;
+    let mut pack = PackedModels::new(ctx.clone(), &models[0].1.model, 16, models.len())?;
     let mut alone = Vec::new();
     for (m, (_, params)) in models.iter().enumerate() {
         pack.init_model(m, params).map_err(err)?;

@@ -81,7 +81,7 @@ pub(super) async fn check_dropout_forward(rig: &Rig<'_>) -> Result<CheckRow, Gpu
     for (case, &len) in SIZES.iter().enumerate() {
         let mut rng = ChaCha8Rng::seed_from_u64(case as u64);
         for p in [0.0, 0.25, 0.5, 0.9] {
-            let mask = crate::dropout::DropoutMask::new(
+            let mask = crate::model::dropout::DropoutMask::new(
                 rng.random::<u64>() | (1 << 63),
                 rng.random_range(1..100),
                 rng.random_range(0..1000),
@@ -90,7 +90,7 @@ pub(super) async fn check_dropout_forward(rig: &Rig<'_>) -> Result<CheckRow, Gpu
             );
             let x = uniform_f32(&mut rng, len, 3.0);
             let mut want32 = x.clone();
-            crate::dropout::dropout_forward(&mask, &mut want32);
+            crate::cpu::dropout::dropout_forward(&mask, &mut want32);
             // x one slot into the workspace (a kernel ignoring x_off fails), the sentinel after.
             let mut work = Work::default();
             let x_off = work.input(&[f32::NAN]) + 1;
@@ -135,7 +135,8 @@ const CONV_SHAPES: [[usize; 7]; 6] = [
 /// three images each: the dot-product bound over the terms each output sums, from the twin run
 /// on the operands' magnitudes.
 pub(super) async fn check_conv2d(rig: &Rig<'_>, entry: ConvEntry) -> Result<CheckRow, GpuError> {
-    use crate::cpu::conv::{Conv2d, conv2d_backward_input, conv2d_backward_params, conv2d_forward};
+    use crate::cpu::conv::{conv2d_backward_input, conv2d_backward_params, conv2d_forward};
+    use crate::model::Conv2d;
     let rows = 3;
     let mut worst = Worst::default();
     for (case, &[channels, height, width, filters, kernel, stride, padding]) in
@@ -229,7 +230,8 @@ pub(super) async fn check_max_pool2d(
     rig: &Rig<'_>,
     entry: ConvEntry,
 ) -> Result<CheckRow, GpuError> {
-    use crate::cpu::conv::{MaxPool2d, max_pool2d_backward, max_pool2d_forward};
+    use crate::cpu::conv::{max_pool2d_backward, max_pool2d_forward};
+    use crate::model::MaxPool2d;
     let rows = 3;
     let mut worst = Worst::default();
     for (case, &[channels, height, width, window, stride]) in [

@@ -20,7 +20,7 @@ use crate::gpu::kernels::{
     Pool2dParams, STEP_STRIDE, StepRef, StepUniform, XentParams, matmul_bind_group, update_tables,
 };
 use crate::gpu::{GpuContext, GpuEngine, GpuError};
-use crate::model::{Activation, Init, LayerView, Model, Params, layer_views};
+use crate::model::{Activation, Init, LayerView, Params, layer_views};
 
 mod engines;
 mod kernels;

@@ -9,7 +9,6 @@ use anyhow::{Context, Result, bail};
 use wgtrain::data;
 use wgtrain::engine::{DeviceChoice, EngineKind};
 use wgtrain::gpu::{GpuContext, list_adapters};
-use wgtrain::model::Model;
 use wgtrain::run::{RunOptions, run_training};
 use wgtrain::train::{EpochRecord, Verdict};
 use wgtrain::{checkpoint, report};
@@ -383,7 +382,8 @@ fn train(t: &TrainArgs) -> Result<()> {
     note_software_adapter(&opts.engine, 1, flops);
     if !quiet
         && resume.is_none()
-        && let Some(Model::Network(net)) = wgtrain::run::declared_model(&config, &data_dir)
+        && let Some(net) = wgtrain::run::declared_model(&config, &data_dir)
+        && net.declared_widths().is_none()
     {
         println!("{}:\n{}", config.name, net.summary());
     }

@@ -10,9 +10,9 @@
 //! its gradient, and a dropout mask's counters (computed in channels-first order).
 
 use super::Scalar;
-use super::conv::{Conv2d, MaxPool2d};
-use crate::dropout::{DropoutMask, dropout_forward_at};
-use crate::network::ImageShape;
+use super::dropout::dropout_forward_at;
+use crate::model::dropout::DropoutMask;
+use crate::model::{Conv2d, ImageShape, MaxPool2d};
 
 /// Whether the channels-first and channels-last layouts of an image of `shape` differ: not
 /// for one channel, nor for a 1×1 image (a dense layer's output).

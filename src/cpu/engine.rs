@@ -1,29 +1,70 @@
-//! `CpuEngine`: the [`Engine`] on the CPU, f32, on the fast GEMM. Each mini-batch is split into
-//! one contiguous shard per thread; shards run forward and backward in parallel (each product
-//! on one thread, which at these sizes beats splitting every product), and their gradients are
-//! summed in shard order before the update. Results depend on the thread count only through
-//! that summation order, and repeat bit for bit for a given count.
+//! `CpuEngine`: the [`Engine`] on the CPU, f32, for any network. It holds the parameters, the
+//! kept best and the optimiser, and runs one epoch loop; how a step computes the loss and
+//! gradient is its [`CpuPath`], chosen from the network when the engine is built:
+//!
+//! - **fused dense** (a network of dense layers with one hidden activation, the paper's MLP):
+//!   each mini-batch is split into one contiguous shard per thread; shards run forward and
+//!   backward in parallel ([`dense`], each product on one thread, which at these sizes beats
+//!   splitting every product), and their gradients are summed in shard order inside the
+//!   update. Results depend on the thread count only through that summation order.
+//! - **layers** (any network): the whole mini-batch goes through [`layers::loss_and_gradient`]
+//!   (im2col and the GEMM, each on every thread) in one workspace allocated when the engine is
+//!   built, then the update.
+//!
+//! Either way results repeat bit for bit for a given thread count.
 
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::net::{self, Shape, Workspace};
+use super::dense::{self, Shape, Workspace};
+use super::layers::{self, LayersWorkspace, StepCounters};
 use super::ops::{self, OptimizerState};
 use crate::config::{GradientReduction, Hyper};
-use crate::data::{Dataset, SplitName};
+use crate::data::{Dataset, Split, SplitName};
 use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};
-use crate::model::{Activation, LayerView, Model, Params};
+use crate::model::{Activation, LayerView, Network, Params};
 
-/// Rows per forward pass when evaluating a split (per shard).
+/// Rows per forward pass when the fused dense path evaluates a split (per shard).
 const EVAL_ROWS: usize = 512;
-/// Fewest rows of a mini-batch worth giving a thread of its own.
+/// Fewest rows of a mini-batch worth giving a thread of its own on the fused dense path.
 const MIN_SHARD_ROWS: usize = 64;
+/// Fewest rows a pass of the layers path is sized for, so evaluating a split takes few passes
+/// even when the mini-batch is small.
+const MIN_PASS_ROWS: usize = 128;
 
-/// Bytes a `CpuEngine` holds for a network of `widths` on `threads` threads, at the least: the
-/// parameters, the best copy and two optimiser moments, and per thread a gradient and the
-/// evaluation buffers (activations and deltas for [`EVAL_ROWS`] rows). Saturates instead of
-/// overflowing, so an absurd network gives a huge number, never a wrapped small one.
+/// How a CPU engine computes a step's loss and gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuPath {
+    /// Shards of the mini-batch through the fused dense passes, one per thread.
+    FusedDense,
+    /// The whole mini-batch through the network layer by layer, every product on every thread.
+    Layers,
+}
+
+impl CpuPath {
+    /// The fastest path that trains `net`.
+    pub fn for_network(net: &Network) -> Self {
+        match net.dense_stack() {
+            Some(_) => CpuPath::FusedDense,
+            None => CpuPath::Layers,
+        }
+    }
+}
+
+/// Bytes a CPU engine for `net` holds on `threads` threads with mini-batches of `batch_size`
+/// rows, at the least. Saturates instead of overflowing.
+pub fn engine_bytes_for(net: &Network, threads: usize, batch_size: usize) -> u128 {
+    match net.dense_stack() {
+        Some((widths, _)) => engine_bytes(&widths, threads),
+        None => layers_engine_bytes(net, batch_size),
+    }
+}
+
+/// Bytes the fused dense path holds for a network of `widths` on `threads` threads, at the
+/// least: the parameters, the best copy and two optimiser moments, and per thread a gradient
+/// and the evaluation buffers (activations and deltas for [`EVAL_ROWS`] rows). Saturates
+/// instead of overflowing, so an absurd network gives a huge number, never a wrapped small one.
 pub fn engine_bytes(widths: &[usize], threads: usize) -> u128 {
     let params = crate::model::param_count_u128(widths);
     let activations: u128 = widths.iter().skip(1).map(|&w| w as u128).sum();
@@ -34,7 +75,44 @@ pub fn engine_bytes(widths: &[usize], threads: usize) -> u128 {
     floats.saturating_mul(std::mem::size_of::<f32>() as u128)
 }
 
-/// One thread's buffers.
+/// Bytes the layers path holds for `net` with passes of `rows` rows, at the least: the
+/// parameters, best copy, gradient and two moments, the workspace and the gathered batch.
+fn layers_engine_bytes(net: &Network, rows: usize) -> u128 {
+    let rows = rows.max(MIN_PASS_ROWS) as u128;
+    let params = 5 * net.param_count as u128 + LayersWorkspace::<f32>::floats_fixed(net) as u128;
+    let per_image = LayersWorkspace::<f32>::floats_per_image(net) + net.input.len();
+    (params + rows * per_image as u128) * std::mem::size_of::<f32>() as u128
+}
+
+pub struct CpuEngine {
+    net: Arc<Network>,
+    /// Where each layer's weights and biases sit (the update penalises weights only).
+    views: Vec<LayerView>,
+    params: Vec<f32>,
+    best: Vec<f32>,
+    state: OptimizerState<f32>,
+    path: Path,
+    /// `None` when one thread is asked for (or a pool could not be made).
+    pool: Option<rayon::ThreadPool>,
+    data: Option<Arc<Dataset>>,
+    threads: usize,
+}
+
+/// A path's own buffers.
+enum Path {
+    FusedDense(DensePath),
+    Layers(Box<LayersPath>),
+}
+
+/// The fused dense path: one shard of buffers per thread.
+struct DensePath {
+    activation: Activation,
+    shards: Vec<Shard>,
+    /// Shards the current epoch's batches are split into.
+    active: usize,
+}
+
+/// One thread's buffers on the fused dense path.
 struct Shard {
     workspace: Workspace<f32>,
     grad: Vec<f32>,
@@ -58,18 +136,13 @@ impl Shard {
     }
 }
 
-pub struct CpuEngine {
-    widths: Vec<usize>,
-    activation: Activation,
-    layers: Vec<LayerView>,
-    params: Vec<f32>,
-    best: Vec<f32>,
-    state: OptimizerState<f32>,
-    shards: Vec<Shard>,
-    /// `None` when one thread is asked for (or a pool could not be made): shards run in turn.
-    pool: Option<rayon::ThreadPool>,
-    data: Option<Arc<Dataset>>,
-    threads: usize,
+/// The layers path: one workspace for the whole mini-batch.
+struct LayersPath {
+    grad: Vec<f32>,
+    workspace: LayersWorkspace<f32>,
+    /// (rows, C·H·W) of the mini-batch being stepped, gathered by index, and its labels.
+    images: Vec<f32>,
+    labels: Vec<u8>,
 }
 
 /// The `i`-th of `n` contiguous, near-equal parts of `0..len`.
@@ -78,58 +151,92 @@ fn part(len: usize, n: usize, i: usize) -> std::ops::Range<usize> {
 }
 
 impl CpuEngine {
-    /// An engine holding `params` of an MLP; `threads = 0` means one per core. (A network of
-    /// layers trains on [`super::NetworkEngine`].)
-    pub fn new(params: &Params, threads: usize) -> Result<Self, EngineError> {
-        let (widths, activation) = params.model.mlp().ok_or_else(|| {
-            EngineError::Mismatch(format!(
-                "the MLP engine cannot train {}",
-                params.model.describe()
-            ))
-        })?;
+    /// An engine holding `params`, stepping mini-batches of up to `batch_size` rows on the
+    /// fastest path for the network; `threads = 0` means one per core.
+    pub fn new(params: &Params, threads: usize, batch_size: usize) -> Result<Self, EngineError> {
+        Self::on_path(
+            params,
+            threads,
+            batch_size,
+            CpuPath::for_network(&params.model),
+        )
+    }
+
+    /// [`CpuEngine::new`] on a path of the caller's choosing (to compare the two): the fused
+    /// dense path takes only networks [`Network::dense_stack`] accepts.
+    pub fn on_path(
+        params: &Params,
+        threads: usize,
+        batch_size: usize,
+        path: CpuPath,
+    ) -> Result<Self, EngineError> {
+        let net = Arc::clone(&params.model);
         let (pool, threads) = super::thread_pool(threads);
-        let layers = params.model.layer_views();
+        let views = net.layer_views();
         let count = params.values.len();
+        let path = match path {
+            CpuPath::FusedDense => {
+                let (_, activation) = net.dense_stack().ok_or_else(|| {
+                    EngineError::Mismatch(format!(
+                        "the fused dense path cannot train {}",
+                        net.describe()
+                    ))
+                })?;
+                Path::FusedDense(DensePath {
+                    activation,
+                    shards: (0..threads)
+                        .map(|_| Shard::new(&views, count, EVAL_ROWS))
+                        .collect(),
+                    active: 1,
+                })
+            }
+            CpuPath::Layers => {
+                let rows = batch_size.max(MIN_PASS_ROWS);
+                Path::Layers(Box::new(LayersPath {
+                    grad: vec![0.0; count],
+                    workspace: LayersWorkspace::new(&net, rows),
+                    images: vec![0.0; rows * net.input.len()],
+                    labels: vec![0; rows],
+                }))
+            }
+        };
         Ok(CpuEngine {
-            widths: widths.to_vec(),
-            activation,
-            shards: (0..threads)
-                .map(|_| Shard::new(&layers, count, EVAL_ROWS))
-                .collect(),
-            layers,
+            net,
+            views,
             params: params.values.clone(),
             best: params.values.clone(),
             state: OptimizerState::new(count),
+            path,
             pool,
             data: None,
             threads,
         })
     }
 
-    fn model(&self) -> Model {
-        Model::Mlp {
-            widths: self.widths.clone(),
-            activation: self.activation,
+    /// Runs `f` on the engine's pool: rayon's work then stays on the engine's threads, and
+    /// shard work is forked from a worker whose siblings are still awake instead of being
+    /// injected (and the pool woken) anew at every step, which cost as much as the step itself
+    /// at batch 128.
+    fn on_pool<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
+        match self.pool.take() {
+            Some(pool) => {
+                let result = pool.install(|| f(self));
+                self.pool = Some(pool);
+                result
+            }
+            None => f(self),
         }
     }
 
-    /// Every step of one epoch (no validation). Shards run in parallel on the current rayon
-    /// pool when there is more than one.
+    /// Every step of one epoch (no validation).
     fn epoch_steps(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError> {
         let data = self.data.clone().ok_or(EngineError::NoData)?;
-        let features = data.features;
         let batch = hyper.batch_size.max(1);
-        // Small batches stay on fewer threads: below MIN_SHARD_ROWS rows a shard's work is
-        // shorter than waking a sibling thread (measured: 2 threads at batch 32 were slower).
-        let n_shards = self.shards.len().min((batch / MIN_SHARD_ROWS).max(1));
-        let shard_rows = batch.div_ceil(n_shards);
-        for shard in &mut self.shards {
-            if shard.workspace.capacity() < shard_rows {
-                shard.workspace = Workspace::new(&self.layers, shard_rows);
-            }
-            shard.images.resize(shard_rows * features, 0.0);
-            shard.labels.resize(shard_rows, 0);
+        match &mut self.path {
+            Path::FusedDense(path) => path.prepare(batch, &self.views, data.features),
+            Path::Layers(path) => path.prepare(batch)?,
         }
+        let dropout = self.net.has_dropout();
         let mut stats = EpochStats::default();
         for (step, indices) in order.chunks(batch).enumerate() {
             let rows = indices.len();
@@ -137,71 +244,43 @@ impl CpuEngine {
                 GradientReduction::Mean => 1.0 / rows as f32,
                 GradientReduction::Sum => 1.0,
             };
-            let (layers, activation, params) = (&self.layers, self.activation, &self.params);
-            let shape = Shape {
-                layers,
-                activation,
-                threads: 1,
+            let (loss_sum, correct) = match &mut self.path {
+                Path::FusedDense(path) => {
+                    path.step(&self.views, &self.params, &data.train, indices, scale)
+                }
+                Path::Layers(path) => {
+                    // The masks' counters: the run's seed and the optimiser's step about to be
+                    // taken, which a checkpoint keeps, so a resumed run draws the masks it
+                    // would have drawn. The 64-bit step fills the generator's two 32-bit
+                    // counter words (epoch, step).
+                    let t = self.state.step + 1;
+                    let counters = dropout.then_some(StepCounters {
+                        seed: hyper.seed,
+                        epoch: (t >> 32) as u32,
+                        step: t as u32,
+                    });
+                    let indices = indices.iter().map(|&i| i as usize);
+                    path.gather(&self.net, &data.train, indices);
+                    path.step(&self.net, &self.params, rows, scale, counters, self.threads)
+                }
             };
-            let train = &data.train;
-            let step_shard = |(i, s): (usize, &mut Shard)| {
-                s.result = shard_step(
-                    s,
-                    shape,
-                    params,
-                    train,
-                    &indices[part(rows, n_shards, i)],
-                    scale,
-                );
-            };
-            let active = &mut self.shards[..n_shards];
-            if n_shards > 1 {
-                active.par_iter_mut().enumerate().for_each(step_shard);
-            } else {
-                active.iter_mut().enumerate().for_each(step_shard);
-            }
-            let (loss_sum, correct) = active
-                .iter()
-                .fold((0.0, 0), |(l, c), s| (l + s.result.0, c + s.result.1));
             if !loss_sum.is_finite() {
                 return Err(EngineError::NonFiniteLoss {
                     step: step + 1,
                     value: loss_sum,
                 });
             }
-            if n_shards == 1 {
-                ops::update(
+            match &mut self.path {
+                Path::FusedDense(path) => {
+                    path.update(&mut self.params, &mut self.state, &self.views, hyper)
+                }
+                Path::Layers(path) => ops::update(
                     &mut self.params,
-                    &self.shards[0].grad,
+                    &path.grad,
                     &mut self.state,
-                    &self.layers,
+                    &self.views,
                     hyper,
-                );
-            } else {
-                // Sum the shards' gradients and update, both split by parameter range across
-                // the threads: every element is summed in shard order, so runs repeat bit for
-                // bit, and no thread idles (and falls asleep) through a serial update.
-                self.state.step += 1;
-                let t = self.state.step;
-                let chunk = self.params.len().div_ceil(n_shards);
-                let (first_shard, others) = self.shards[..n_shards].split_at_mut(1);
-                let layers = &self.layers;
-                self.params
-                    .par_chunks_mut(chunk)
-                    .zip(first_shard[0].grad.par_chunks_mut(chunk))
-                    .zip(self.state.first.par_chunks_mut(chunk))
-                    .zip(self.state.second.par_chunks_mut(chunk))
-                    .enumerate()
-                    .for_each(|(k, (((w, g), f), s))| {
-                        let offset = k * chunk;
-                        for other in others.iter() {
-                            let len = g.len();
-                            g.iter_mut()
-                                .zip(&other.grad[offset..offset + len])
-                                .for_each(|(a, b)| *a += b);
-                        }
-                        ops::update_range(w, g, f, s, offset, t, layers, hyper);
-                    });
+                ),
             }
             stats.loss_sum += loss_sum;
             stats.correct += correct;
@@ -211,35 +290,237 @@ impl CpuEngine {
         Ok(stats)
     }
 
-    /// Runs `f` on every shard (in parallel when there is a pool) and returns the results in
-    /// shard order.
-    fn each_shard<R: Send>(&mut self, f: impl Fn(usize, &mut Shard) -> R + Sync) -> Vec<R> {
-        match &self.pool {
-            Some(pool) => pool.install(|| {
-                self.shards
-                    .par_iter_mut()
-                    .enumerate()
-                    .map(|(i, s)| f(i, s))
-                    .collect()
-            }),
-            None => self
-                .shards
-                .iter_mut()
-                .enumerate()
-                .map(|(i, s)| f(i, s))
-                .collect(),
+    /// Loss and accuracy over `split`, on the engine's pool.
+    fn evaluate_split(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
+        let data = self.data.clone().ok_or(EngineError::NoData)?;
+        let split = data.split(split);
+        let parallel = self.pool.is_some();
+        let (loss_sum, correct) = match &mut self.path {
+            Path::FusedDense(path) => path.evaluate(&self.views, &self.params, split, parallel),
+            Path::Layers(path) => path.evaluate(&self.net, &self.params, split, self.threads),
+        };
+        let n = split.len.max(1) as f64;
+        Ok(EvalStats {
+            loss: loss_sum / n,
+            accuracy: correct as f64 / n,
+            samples: split.len,
+        })
+    }
+}
+
+impl DensePath {
+    /// Sizes the shards for mini-batches of `batch` rows of `features` values.
+    fn prepare(&mut self, batch: usize, views: &[LayerView], features: usize) {
+        // Small batches stay on fewer threads: below MIN_SHARD_ROWS rows a shard's work is
+        // shorter than waking a sibling thread (measured: 2 threads at batch 32 were slower).
+        self.active = self.shards.len().min((batch / MIN_SHARD_ROWS).max(1));
+        let shard_rows = batch.div_ceil(self.active);
+        for shard in &mut self.shards {
+            if shard.workspace.capacity() < shard_rows {
+                shard.workspace = Workspace::new(views, shard_rows);
+            }
+            shard.images.resize(shard_rows * features, 0.0);
+            shard.labels.resize(shard_rows, 0);
         }
+    }
+
+    fn shape<'a>(&self, views: &'a [LayerView]) -> Shape<'a> {
+        Shape {
+            layers: views,
+            activation: self.activation,
+            threads: 1,
+        }
+    }
+
+    /// Forward and backward on the rows `indices` of `train`, one shard per active thread:
+    /// the (loss sum, correct) of the mini-batch.
+    fn step(
+        &mut self,
+        views: &[LayerView],
+        params: &[f32],
+        train: &Split,
+        indices: &[u32],
+        scale: f32,
+    ) -> (f64, usize) {
+        let (rows, active, shape) = (indices.len(), self.active, self.shape(views));
+        let step_shard = |(i, s): (usize, &mut Shard)| {
+            s.result = shard_step(
+                s,
+                shape,
+                params,
+                train,
+                &indices[part(rows, active, i)],
+                scale,
+            );
+        };
+        let shards = &mut self.shards[..active];
+        if active > 1 {
+            shards.par_iter_mut().enumerate().for_each(step_shard);
+        } else {
+            shards.iter_mut().enumerate().for_each(step_shard);
+        }
+        (shards.iter()).fold((0.0, 0), |(l, c), s| (l + s.result.0, c + s.result.1))
+    }
+
+    /// The update with the shards' gradients summed.
+    fn update(
+        &mut self,
+        params: &mut [f32],
+        state: &mut OptimizerState<f32>,
+        views: &[LayerView],
+        hyper: &Hyper,
+    ) {
+        let active = self.active;
+        if active == 1 {
+            ops::update(params, &self.shards[0].grad, state, views, hyper);
+            return;
+        }
+        // Sum the shards' gradients and update, both split by parameter range across the
+        // threads: every element is summed in shard order, so runs repeat bit for bit, and no
+        // thread idles (and falls asleep) through a serial update.
+        state.step += 1;
+        let t = state.step;
+        let chunk = params.len().div_ceil(active);
+        let (first_shard, others) = self.shards[..active].split_at_mut(1);
+        params
+            .par_chunks_mut(chunk)
+            .zip(first_shard[0].grad.par_chunks_mut(chunk))
+            .zip(state.first.par_chunks_mut(chunk))
+            .zip(state.second.par_chunks_mut(chunk))
+            .enumerate()
+            .for_each(|(k, (((w, g), f), s))| {
+                let offset = k * chunk;
+                for other in others.iter() {
+                    let len = g.len();
+                    g.iter_mut()
+                        .zip(&other.grad[offset..offset + len])
+                        .for_each(|(a, b)| *a += b);
+                }
+                ops::update_range(w, g, f, s, offset, t, views, hyper);
+            });
+    }
+
+    /// (loss sum, correct) over `split`, one contiguous part per shard, summed in shard order.
+    fn evaluate(
+        &mut self,
+        views: &[LayerView],
+        params: &[f32],
+        split: &Split,
+        parallel: bool,
+    ) -> (f64, usize) {
+        let (n, shape) = (self.shards.len(), self.shape(views));
+        let features = views[0].fan_in;
+        let eval = |(i, s): (usize, &mut Shard)| {
+            let rows = part(split.len, n, i);
+            dense::evaluate(
+                shape,
+                params,
+                &split.images()[rows.start * features..rows.end * features],
+                &split.labels[rows],
+                &mut s.workspace,
+            )
+        };
+        let results: Vec<(f64, usize)> = if parallel {
+            self.shards.par_iter_mut().enumerate().map(eval).collect()
+        } else {
+            self.shards.iter_mut().enumerate().map(eval).collect()
+        };
+        results
+            .iter()
+            .fold((0.0, 0), |(l, c), r| (l + r.0, c + r.1))
+    }
+}
+
+impl LayersPath {
+    /// Refuses mini-batches larger than the workspace.
+    fn prepare(&self, batch: usize) -> Result<(), EngineError> {
+        if batch > self.workspace.capacity() {
+            return Err(EngineError::Mismatch(format!(
+                "batch_size {batch} is larger than the {} rows the engine was built for",
+                self.workspace.capacity()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies the rows `indices` of `split` (z-scored images) into the batch buffers.
+    fn gather(&mut self, net: &Network, split: &Split, indices: impl Iterator<Item = usize>) {
+        let len = net.input.len();
+        let images = split.images();
+        for (r, i) in indices.enumerate() {
+            self.images[r * len..(r + 1) * len].copy_from_slice(&images[i * len..(i + 1) * len]);
+            self.labels[r] = split.labels[i];
+        }
+    }
+
+    /// Forward and backward on the `rows` gathered rows.
+    fn step(
+        &mut self,
+        net: &Network,
+        params: &[f32],
+        rows: usize,
+        scale: f32,
+        counters: Option<StepCounters>,
+        threads: usize,
+    ) -> (f64, usize) {
+        layers::loss_and_gradient(
+            net,
+            params,
+            &self.images,
+            &self.labels,
+            rows,
+            scale,
+            counters,
+            Some(&mut self.grad),
+            threads,
+            &mut self.workspace,
+        )
+    }
+
+    /// (loss sum, correct) over `split`, a workspace's rows at a time.
+    fn evaluate(
+        &mut self,
+        net: &Network,
+        params: &[f32],
+        split: &Split,
+        threads: usize,
+    ) -> (f64, usize) {
+        let rows_per_pass = self.workspace.capacity();
+        let (mut loss_sum, mut correct) = (0.0, 0);
+        for start in (0..split.len).step_by(rows_per_pass) {
+            let end = (start + rows_per_pass).min(split.len);
+            self.gather(net, split, start..end);
+            let (loss, right) = layers::loss_and_gradient(
+                net,
+                params,
+                &self.images,
+                &self.labels,
+                end - start,
+                1.0,
+                None,
+                None,
+                threads,
+                &mut self.workspace,
+            );
+            loss_sum += loss;
+            correct += right;
+        }
+        (loss_sum, correct)
     }
 }
 
 impl Engine for CpuEngine {
     fn describe(&self) -> String {
-        super::describe(self.threads)
+        let threads = self.threads;
+        format!(
+            "cpu ({threads} thread{})",
+            if threads == 1 { "" } else { "s" }
+        )
     }
 
     fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError> {
-        if data.features != self.widths[0] || data.classes != *self.widths.last().unwrap_or(&0) {
-            return Err(EngineError::data_mismatch(&self.model(), &data));
+        if data.features != self.net.inputs() || data.classes != self.net.classes() {
+            return Err(EngineError::data_mismatch(&self.net, &data));
         }
         // The f32 images are made on first use; make the ones every epoch reads now, not in
         // the middle of the first step.
@@ -251,68 +532,29 @@ impl Engine for CpuEngine {
     }
 
     fn train_epoch(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError> {
-        // The whole epoch runs inside the pool: shard work is then forked from a worker thread
-        // whose siblings are still awake, instead of being injected (and the pool woken) anew
-        // at every step, which cost as much as the step itself at batch 128.
-        let mut stats = match self.pool.take() {
-            Some(pool) => {
-                let result = pool.install(|| self.epoch_steps(order, hyper));
-                self.pool = Some(pool);
-                result?
-            }
-            None => self.epoch_steps(order, hyper)?,
-        };
-        stats.val = Some(self.evaluate(SplitName::Val)?);
-        Ok(stats)
+        self.on_pool(|engine| {
+            let mut stats = engine.epoch_steps(order, hyper)?;
+            stats.val = Some(engine.evaluate_split(SplitName::Val)?);
+            Ok(stats)
+        })
     }
 
     fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
-        let data = self.data.clone().ok_or(EngineError::NoData)?;
-        let split = data.split(split);
-        let features = data.features;
-        let n_shards = self.shards.len();
-        let (layers, activation) = (self.layers.clone(), self.activation);
-        let params = std::mem::take(&mut self.params);
-        let results = self.each_shard(|i, s| {
-            let rows = part(split.len, n_shards, i);
-            let shape = Shape {
-                layers: &layers,
-                activation,
-                threads: 1,
-            };
-            net::evaluate(
-                shape,
-                &params,
-                &split.images()[rows.start * features..rows.end * features],
-                &split.labels[rows],
-                &mut s.workspace,
-            )
-        });
-        self.params = params;
-        let (loss_sum, correct) = results
-            .iter()
-            .fold((0.0, 0), |(l, c), r| (l + r.0, c + r.1));
-        let n = split.len.max(1) as f64;
-        Ok(EvalStats {
-            loss: loss_sum / n,
-            accuracy: correct as f64 / n,
-            samples: split.len,
-        })
+        self.on_pool(|engine| engine.evaluate_split(split))
     }
 
     fn params(&self) -> Result<Params, EngineError> {
         Ok(Params {
-            model: self.model(),
+            model: Arc::clone(&self.net),
             values: self.params.clone(),
         })
     }
 
     fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {
-        let Some((_, activation)) = params.model.mlp().filter(|(w, _)| *w == self.widths) else {
-            return Err(EngineError::params_mismatch(&self.model(), params));
-        };
+        if params.model != self.net {
+            return Err(EngineError::params_mismatch(&self.net, params));
+        }
         self.params.copy_from_slice(&params.values);
-        self.activation = activation;
         self.state = OptimizerState::new(self.params.len());
         Ok(())
     }
@@ -328,11 +570,23 @@ impl Engine for CpuEngine {
     }
 
     fn training_state(&self) -> Result<TrainingState, EngineError> {
-        Ok(super::training_state(&self.params, &self.best, &self.state))
+        Ok(TrainingState {
+            params: self.params.clone(),
+            best: self.best.clone(),
+            first: self.state.first.clone(),
+            second: self.state.second.clone(),
+            step: self.state.step,
+        })
     }
 
-    fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {
-        super::set_training_state(state, &mut self.params, &mut self.best, &mut self.state)
+    fn set_training_state(&mut self, from: &TrainingState) -> Result<(), EngineError> {
+        from.check_len(self.params.len())?;
+        self.params.copy_from_slice(&from.params);
+        self.best.copy_from_slice(&from.best);
+        self.state.first.copy_from_slice(&from.first);
+        self.state.second.copy_from_slice(&from.second);
+        self.state.step = from.step;
+        Ok(())
     }
 }
 
@@ -342,7 +596,7 @@ fn shard_step(
     shard: &mut Shard,
     shape: Shape<'_>,
     params: &[f32],
-    train: &crate::data::Split,
+    train: &Split,
     indices: &[u32],
     scale: f32,
 ) -> (f64, usize) {
@@ -358,7 +612,7 @@ fn shard_step(
             .copy_from_slice(&images[i * features..(i + 1) * features]);
         shard.labels[r] = train.labels[i];
     }
-    net::loss_and_gradient_scaled(
+    dense::loss_and_gradient_scaled(
         shape,
         params,
         &shard.images,

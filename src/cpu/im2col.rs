@@ -16,8 +16,8 @@
 
 use super::Scalar;
 use super::channels_last::per_image;
-use super::conv::Conv2d;
 use super::gemm;
+use crate::model::Conv2d;
 
 /// Length of `cols` for `rows` images: B·H′·W′ rows of K·K·C.
 pub fn cols_len(shape: &Conv2d, rows: usize) -> usize {

@@ -1,22 +1,22 @@
-//! The CPU path: reference maths (`ops`), a thin row-major wrapper over the `gemm` crate
-//! (`gemm`), the batched forward/backward pass built on it (`net`), and the engine (`engine`);
-//! for networks of layers, convolution and pooling (`conv`, `im2col`), the fast pass's image
-//! layout (`channels_last`), the pass itself (`network`) and engine (`network_engine`).
+//! The CPU path: reference maths (`ops`, and for convolution, pooling and dropout `conv` and
+//! `dropout`), a thin row-major wrapper over the `gemm` crate (`gemm`), the two fast passes
+//! built on it — the fused pass of a network of dense layers (`dense`) and the layer-by-layer
+//! pass of any network (`layers`, with `im2col` and the channels-last image layout
+//! `channels_last`) — and the one engine that runs either (`engine`).
 //! Everything numeric is generic over [`Scalar`] so the same code runs in f32 for training and
 //! in f64 for the gradient check.
 
 pub mod channels_last;
 pub mod conv;
+pub mod dense;
+pub mod dropout;
 pub mod engine;
 pub mod gemm;
 pub mod im2col;
-pub mod net;
-pub mod network;
-pub mod network_engine;
+pub mod layers;
 pub mod ops;
 
-pub use engine::{CpuEngine, engine_bytes};
-pub use network_engine::{NetworkEngine, network_engine_bytes};
+pub use engine::{CpuEngine, CpuPath, engine_bytes, engine_bytes_for};
 
 /// The memory a new allocation can have without swapping or meeting the OOM killer: the
 /// machine's `MemAvailable` (/proc/meminfo), or less where a container's memory limit leaves
@@ -108,45 +108,6 @@ pub fn thread_pool(threads: usize) -> (Option<rayon::ThreadPool>, usize) {
         .flatten();
     let threads = if pool.is_some() { threads } else { 1 };
     (pool, threads)
-}
-
-/// A CPU engine's `describe`: `cpu (2 threads)`.
-fn describe(threads: usize) -> String {
-    format!(
-        "cpu ({threads} thread{})",
-        if threads == 1 { "" } else { "s" }
-    )
-}
-
-/// A CPU engine's training state, copied out: its parameters, the kept best and the optimiser.
-fn training_state(
-    params: &[f32],
-    best: &[f32],
-    state: &ops::OptimizerState<f32>,
-) -> crate::engine::TrainingState {
-    crate::engine::TrainingState {
-        params: params.to_vec(),
-        best: best.to_vec(),
-        first: state.first.clone(),
-        second: state.second.clone(),
-        step: state.step,
-    }
-}
-
-/// Restores what [`training_state`] copied out into a CPU engine's buffers (of one length).
-fn set_training_state(
-    from: &crate::engine::TrainingState,
-    params: &mut [f32],
-    best: &mut [f32],
-    state: &mut ops::OptimizerState<f32>,
-) -> Result<(), crate::engine::EngineError> {
-    from.check_len(params.len())?;
-    params.copy_from_slice(&from.params);
-    best.copy_from_slice(&from.best);
-    state.first.copy_from_slice(&from.first);
-    state.second.copy_from_slice(&from.second);
-    state.step = from.step;
-    Ok(())
 }
 
 /// The float types the CPU path runs in: f32 (training) and f64 (gradient check, references).

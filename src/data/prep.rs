@@ -3,7 +3,7 @@
 
 use rand::seq::SliceRandom;
 
-use super::batches::{STREAM_SPLIT, rng_for};
+use crate::model::rng::{STREAM_SPLIT, rng_for};
 
 /// Below this standard deviation an image counts as constant: it is centred but not scaled,
 /// so a blank image becomes all zeros instead of NaN.

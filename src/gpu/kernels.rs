@@ -111,7 +111,7 @@ pub struct GatherParams {
 }
 
 /// Twin of `DropoutParams` in dropout.wgsl: one layer's mask at one step (see
-/// [`crate::dropout::DropoutMask`], whose fields these are, the seed split in halves).
+/// [`crate::model::dropout::DropoutMask`], whose fields these are, the seed split in halves).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
 pub struct DropoutParams {
@@ -140,7 +140,12 @@ pub struct DropoutParams {
 
 impl DropoutParams {
     /// The uniform for `mask` over `len` elements at `x_off`, in place.
-    pub fn new(mask: &crate::dropout::DropoutMask, len: u32, work_ms: u32, x_off: u32) -> Self {
+    pub fn new(
+        mask: &crate::model::dropout::DropoutMask,
+        len: u32,
+        work_ms: u32,
+        x_off: u32,
+    ) -> Self {
         DropoutParams {
             seed_lo: mask.seed as u32,
             seed_hi: (mask.seed >> 32) as u32,
@@ -148,7 +153,7 @@ impl DropoutParams {
             step: mask.step,
             layer: mask.layer,
             threshold: mask.threshold,
-            scale: mask.scale::<f32>(),
+            scale: mask.scale_f32(),
             len,
             work_ms,
             x_off,
@@ -215,7 +220,7 @@ pub struct Conv2dParams {
 
 impl Conv2dParams {
     /// `shape` over `rows` images with its operands at these offsets.
-    pub fn new(shape: &crate::cpu::conv::Conv2d, rows: u32, offsets: [u32; 4]) -> Self {
+    pub fn new(shape: &crate::model::Conv2d, rows: u32, offsets: [u32; 4]) -> Self {
         let [x_off, w_off, b_off, z_off] = offsets;
         Conv2dParams {
             channels: shape.channels as u32,
@@ -259,7 +264,7 @@ pub struct Pool2dParams {
 
 impl Pool2dParams {
     /// `shape` over `rows` images with x, z and argmax at these offsets.
-    pub fn new(shape: &crate::cpu::conv::MaxPool2d, rows: u32, offsets: [u32; 3]) -> Self {
+    pub fn new(shape: &crate::model::MaxPool2d, rows: u32, offsets: [u32; 3]) -> Self {
         let [x_off, z_off, arg_off] = offsets;
         Pool2dParams {
             channels: shape.channels as u32,

@@ -1,6 +1,8 @@
-//! [`GpuModels`]: the models a GPU engine (a pack of one) or a pack of runs trains, MLPs
-//! ([`PackedModels`]) or networks of layers ([`NetworkModels`]), behind the per-model calls
-//! both answer.
+//! [`GpuModels`]: the models a GPU engine (a pack of one) or a pack of runs trains, behind the
+//! per-model calls both of the GPU's schedules answer: a network of dense layers with one
+//! hidden activation on the fused dense kernels ([`PackedModels`]: `matmul_gather`,
+//! `matmul_softmax_xent`, `matmul_update`, 3 dispatches a step for the paper's MLP), any other
+//! network layer by layer ([`NetworkModels`]).
 
 use std::sync::Arc;
 
@@ -9,21 +11,20 @@ use super::network::NetworkModels;
 use super::packed::{EpochJob, PackedModels};
 use crate::data::{Dataset, SplitName};
 use crate::engine::{EngineError, EpochStats, EvalStats, TrainingState};
-use crate::model::{Model, Params};
+use crate::model::{Network, Params};
 
-/// The models a GPU engine or pack trains: MLPs (`PackedModels`) or networks of layers
-/// (`NetworkModels`), which answer the same per-model calls.
+/// The models a GPU engine or pack trains, on the schedule their network takes.
 pub enum GpuModels {
-    Mlp(Box<PackedModels>),
-    Network(Box<NetworkModels>),
+    Dense(Box<PackedModels>),
+    Layers(Box<NetworkModels>),
 }
 
 /// `$call` on whichever models a pack holds.
 macro_rules! on_models {
     ($models:expr, $m:ident => $call:expr) => {
         match $models {
-            GpuModels::Mlp($m) => $call,
-            GpuModels::Network($m) => $call,
+            GpuModels::Dense($m) => $call,
+            GpuModels::Layers($m) => $call,
         }
     };
 }
@@ -32,17 +33,17 @@ impl GpuModels {
     /// `models` models of `model`'s shape trained at up to `batch_size` rows a step.
     pub fn new(
         ctx: GpuContext,
-        model: &Model,
+        model: &Arc<Network>,
         batch_size: usize,
         models: usize,
     ) -> Result<Self, GpuError> {
-        Ok(match model {
-            Model::Mlp { widths, .. } => GpuModels::Mlp(Box::new(PackedModels::new(
-                ctx, widths, batch_size, models,
-            )?)),
-            Model::Network(net) => GpuModels::Network(Box::new(NetworkModels::new(
+        Ok(match model.dense_stack() {
+            Some(_) => {
+                GpuModels::Dense(Box::new(PackedModels::new(ctx, model, batch_size, models)?))
+            }
+            None => GpuModels::Layers(Box::new(NetworkModels::new(
                 ctx,
-                Arc::clone(net),
+                Arc::clone(model),
                 batch_size,
                 models,
             )?)),
@@ -56,8 +57,8 @@ impl GpuModels {
     /// The compute dispatches one training step records.
     pub fn dispatches_per_step(&self) -> Option<usize> {
         match self {
-            GpuModels::Mlp(m) => m.dispatches_per_step().ok(),
-            GpuModels::Network(m) => Some(m.dispatches_per_step()),
+            GpuModels::Dense(m) => m.dispatches_per_step().ok(),
+            GpuModels::Layers(m) => Some(m.dispatches_per_step()),
         }
     }
 

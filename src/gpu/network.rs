@@ -9,7 +9,7 @@
 //!
 //! A step: gather the batch; each layer forward (a convolution or dense product, then its
 //! activation as a pass of its own; pooling keeps its argmax; dropout masks with the step
-//! uniform's counters, the optimiser step, as `cpu::NetworkEngine` draws them); softmax
+//! uniform's counters, the optimiser step, as the CPU engine's layers path draws them); softmax
 //! cross-entropy and the batch's sums; each layer backward into a gradient region beside the
 //! parameters; then one update per tensor.
 //!
@@ -38,8 +38,8 @@ use super::packed::EpochJob;
 use crate::config::GradientReduction;
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
 use crate::engine::{EngineError, EpochStats, EvalStats, TrainingState};
-use crate::model::{Activation, LayerView, Model, Params};
-use crate::network::{Network, Planned};
+use crate::model::Planned;
+use crate::model::{Activation, LayerView, Network, Params};
 
 /// One dispatch of a step, built once: which kernel, its bind group and its grid's size.
 enum Dispatch {
@@ -368,7 +368,7 @@ impl NetworkModels {
                 }
                 Planned::Dropout { p, .. } => {
                     // The seed is the run's, written with each epoch (`train_epoch`).
-                    let mask = crate::dropout::DropoutMask::new(0, 0, 0, u(l), p);
+                    let mask = crate::model::dropout::DropoutMask::new(0, 0, 0, u(l), p);
                     let train = DropoutParams {
                         z_off: u(output),
                         from_step: 1,
@@ -398,7 +398,7 @@ impl NetworkModels {
                         );
                     back.push(Dispatch::Dropout(through_group?, out_elems));
                     // Evaluation keeps every value at scale 1: a copy.
-                    let keep_all = crate::dropout::DropoutMask::new(0, 0, 0, u(l), 0.0);
+                    let keep_all = crate::model::dropout::DropoutMask::new(0, 0, 0, u(l), 0.0);
                     let eval = DropoutParams {
                         z_off: u(output),
                         per_row: u(out_len),

@@ -14,7 +14,7 @@ use super::packed::EpochJob;
 use crate::config::Hyper;
 use crate::data::{Dataset, SplitName};
 use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};
-use crate::model::{Model, Params};
+use crate::model::{Network, Params};
 
 /// Where a seat's run is between epochs.
 enum Seat {
@@ -67,7 +67,7 @@ impl GpuPack {
     #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn seats(
         ctx: GpuContext,
-        model: &Model,
+        model: &Arc<Network>,
         batch_size: usize,
         models: usize,
     ) -> Result<Vec<Arc<PackSeat>>, GpuError> {

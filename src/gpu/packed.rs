@@ -18,7 +18,9 @@ use super::workspace::WorkLayout;
 use crate::config::{GradientReduction, Hyper, Optimizer};
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
 use crate::engine::{EngineError, EpochStats, EvalStats, TrainingState};
-use crate::model::{Activation, LayerView, Params, layer_views, param_count};
+use std::sync::Arc;
+
+use crate::model::{Activation, LayerView, Network, Params, layer_views, param_count};
 
 /// Rows per forward pass when evaluating a split (at least the batch size).
 const EVAL_ROWS: usize = 1024;
@@ -113,6 +115,8 @@ pub struct PackedModels {
     ctx: GpuContext,
     kernels: Kernels,
     widths: Vec<usize>,
+    /// Per model: the network its parameters came with (the pack's until they come).
+    nets: Vec<Arc<Network>>,
     layers: Vec<LayerView>,
     models: usize,
     /// Parameters per model.
@@ -170,10 +174,17 @@ impl PackedModels {
     /// [`PackedModels::init_model`].
     pub fn new(
         ctx: GpuContext,
-        widths: &[usize],
+        net: &Arc<Network>,
         batch_size: usize,
         models: usize,
     ) -> Result<Self, GpuError> {
+        let Some((widths, _)) = net.dense_stack() else {
+            return Err(GpuError::Device {
+                what: "planning a pack of dense networks".into(),
+                message: format!("{} is not a network of dense layers", net.describe()),
+            });
+        };
+        let widths = &widths[..];
         let kernels = Kernels::new(&ctx)?;
         let layers = layer_views(widths);
         let count = param_count(widths);
@@ -274,6 +285,7 @@ impl PackedModels {
         }
         Ok(PackedModels {
             widths: widths.to_vec(),
+            nets: vec![Arc::clone(net); k],
             layers,
             models: k,
             count,
@@ -353,13 +365,11 @@ impl PackedModels {
     /// Replaces model `model`'s parameters and activation and resets its optimiser state.
     pub fn set_params(&mut self, model: usize, params: &Params) -> Result<(), EngineError> {
         self.check_model(model)?;
-        let Some((_, activation)) = params.model.mlp().filter(|(w, _)| *w == self.widths) else {
-            let own = crate::model::Model::Mlp {
-                widths: self.widths.clone(),
-                activation: self.activation_of(model),
-            };
-            return Err(EngineError::params_mismatch(&own, params));
+        let stack = params.model.dense_stack();
+        let Some((_, activation)) = stack.filter(|(w, _)| *w == self.widths) else {
+            return Err(EngineError::params_mismatch(&self.nets[model], params));
         };
+        self.nets[model] = Arc::clone(&params.model);
         let (at, _) = self.slice_of(model);
         let q = &self.ctx.queue;
         q.write_buffer(

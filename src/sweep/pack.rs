@@ -12,6 +12,7 @@ use crate::engine::EngineKind;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuPack};
 use crate::metrics::Summary;
+use crate::model::Network;
 use crate::run::{DatasetCache, RunOptions, dataset_for, run_training};
 use crate::train::{EpochRecord, Verdict};
 
@@ -41,12 +42,14 @@ pub fn pack_key(config: &TrainConfig) -> String {
 fn pack_model(
     config: &TrainConfig,
     data_dir: &Path,
-) -> std::result::Result<crate::model::Model, crate::gpu::GpuError> {
+) -> std::result::Result<Arc<Network>, crate::gpu::GpuError> {
     match &config.network {
-        None => Ok(crate::model::Model::Mlp {
-            widths: config.layers.clone(),
-            activation: config.activation,
-        }),
+        None => Network::dense(&config.layers, config.activation)
+            .map(Arc::new)
+            .map_err(|message| crate::gpu::GpuError::Device {
+                what: format!("planning {}'s layers", config.name),
+                message,
+            }),
         Some(_) => crate::run::declared_model(config, data_dir).ok_or_else(|| {
             crate::gpu::GpuError::Device {
                 what: format!("planning {}'s network", config.name),
@@ -59,11 +62,15 @@ fn pack_model(
 /// How many runs of `config` one GPU pack on `ctx` holds (the adapter's buffer limits), at
 /// most `cap`.
 pub fn max_pack(ctx: &GpuContext, config: &TrainConfig, data_dir: &Path, cap: usize) -> usize {
+    let dense = |widths: &[usize]| {
+        crate::gpu::PackedModels::max_models(ctx, widths, config.batch_size, cap)
+    };
     match pack_model(config, data_dir) {
-        Ok(crate::model::Model::Network(net)) => {
-            crate::gpu::NetworkModels::max_models(ctx, &net, config.batch_size, cap)
-        }
-        _ => crate::gpu::PackedModels::max_models(ctx, &config.layers, config.batch_size, cap),
+        Ok(net) => match net.dense_stack() {
+            Some((widths, _)) => dense(&widths),
+            None => crate::gpu::NetworkModels::max_models(ctx, &net, config.batch_size, cap),
+        },
+        Err(_) => dense(&config.layers),
     }
 }
 

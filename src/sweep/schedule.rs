@@ -288,9 +288,9 @@ fn check_cpu_pack_memory(
     let cpu = EngineKind::Cpu { threads };
     let needed = pack
         .iter()
-        .map(|r| match crate::run::declared_model(&r.config, data_dir) {
-            Some(model) => cpu.model_memory_needed(&model, r.config.batch_size),
-            None => cpu.memory_needed(&r.config.layers),
+        .filter_map(|r| {
+            let model = crate::run::declared_model(&r.config, data_dir)?;
+            Some(cpu.memory_needed(&model, r.config.batch_size))
         })
         .max()
         .unwrap_or(0)

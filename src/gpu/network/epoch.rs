@@ -12,10 +12,6 @@ impl NetworkModels {
         self.ctx.describe()
     }
 
-    fn model(&self) -> Model {
-        Model::Network(Arc::clone(&self.net))
-    }
-
     fn check_model(&self, model: usize) -> Result<(), EngineError> {
         crate::gpu::packed::check_model(model, self.models)
     }
@@ -50,8 +46,8 @@ impl NetworkModels {
     /// Replaces model `model`'s parameters and resets its optimiser state.
     pub fn set_params(&mut self, model: usize, params: &Params) -> Result<(), EngineError> {
         self.check_model(model)?;
-        if params.model != self.model() {
-            return Err(EngineError::params_mismatch(&self.model(), params));
+        if params.model != self.net {
+            return Err(EngineError::params_mismatch(&self.net, params));
         }
         let (work_at, at, bytes) = self.offsets(model);
         let q = &self.ctx.queue;
@@ -68,7 +64,7 @@ impl NetworkModels {
     pub fn upload(&mut self, model: usize, data: &Dataset) -> Result<(), EngineError> {
         self.check_model(model)?;
         if data.features != self.input_len || data.classes != self.net.classes() {
-            return Err(EngineError::data_mismatch(&self.model(), data));
+            return Err(EngineError::data_mismatch(&self.net, data));
         }
         if let Some(r) = &self.resident {
             let same = |s: &SplitOnDevice, split: &Split| {
@@ -576,7 +572,7 @@ impl NetworkModels {
         let (work_at, _, _) = self.offsets(model);
         let mut read = self.read_slices(&[(&self.work, work_at)]).await?;
         Ok(Params {
-            model: self.model(),
+            model: Arc::clone(&self.net),
             values: read.pop().unwrap_or_default(),
         })
     }

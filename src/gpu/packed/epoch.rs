@@ -531,10 +531,7 @@ impl PackedModels {
         let (at, bytes) = self.params_at(model);
         let values = self.read_slices(&[(&self.work, at, bytes)]).await?;
         Ok(Params {
-            model: crate::model::Model::Mlp {
-                widths: self.widths.clone(),
-                activation: self.activation_of(model),
-            },
+            model: Arc::clone(&self.nets[model]),
             values,
         })
     }

@@ -187,11 +187,7 @@ impl PackedModels {
         self.check_model(model)?;
         let features = self.widths[0];
         if data.features != features || data.classes != self.classes() {
-            let own = crate::model::Model::Mlp {
-                widths: self.widths.clone(),
-                activation: self.activation_of(model),
-            };
-            return Err(EngineError::data_mismatch(&own, data));
+            return Err(EngineError::data_mismatch(&self.nets[model], data));
         }
         // The first upload builds the pools from this very dataset; later ones must match them.
         let first = self.resident.is_none();

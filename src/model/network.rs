@@ -1,239 +1,70 @@
-//! A model as a list of layers: convolutions, max pooling, dropout and dense layers,
-//! each with its own activation, planned against the input's shape into per-layer output shapes
-//! and one flat parameter vector. A config's `network = [...]` is read into [`LayerSpec`]s,
-//! checked into [`Layer`]s and planned here; `cpu::network` computes a planned network's loss
-//! and gradient.
+//! A model: a network, a list of layers (convolutions, max pooling, dropout and dense layers,
+//! each with its own activation) planned against the input's shape into per-layer output
+//! shapes and one flat parameter vector. A config's `network = [...]` is read into
+//! [`LayerSpec`]s, checked into [`Layer`]s and planned here; its `layers = [784, 128, 10]` with
+//! `activation` is a network of dense layers ([`Network::dense`]). The backends compute a
+//! planned network's loss and gradient.
 //!
 //! Parameter layout, layer after layer: a convolution's `conv{n}.weight` (O, C, K, K) then
 //! `conv{n}.bias` (O); a dense layer's `fc{n}.weight` (O, I) then `fc{n}.bias` (O), numbered
-//! from 1 within each kind, as PyTorch's `nn.Conv2d` and `nn.Linear` name and lay them out. A
-//! network of dense layers alone is laid out exactly as `model::layer_views` lays out its
-//! widths. Between a convolution (or pooling) and a dense layer the (C, H, W) values of each
-//! image are flattened in that order, as `x.flatten(1)` does.
+//! from 1 within each kind, as PyTorch's `nn.Conv2d` and `nn.Linear` name and lay them out.
+//! Between a convolution (or pooling) and a dense layer the (C, H, W) values of each image are
+//! flattened in that order, as `x.flatten(1)` does.
 
-use serde::{Deserialize, Serialize};
+use super::init::{Init, init_layer};
+use super::layer::{Activation, Layer, describe, short};
+use super::rng::{STREAM_INIT, rng_for};
+use super::shape::{Conv2d, ImageShape, MaxPool2d, Tensor};
 
-use crate::cpu::conv::{Conv2d, MaxPool2d};
-use crate::model::{Activation, LayerView};
-
-/// One entry of a config's `network` list, as written: exactly one of `conv`, `max_pool`,
-/// `dropout` and `dense` says what the layer is, the other keys refine it.
-///
-/// ```toml
-/// network = [
-///   { conv = 32, kernel = 3, padding = 1, activation = "relu" },
-///   { max_pool = 2 },
-///   { dropout = 0.25 },
-///   { dense = 10 },
-/// ]
-/// ```
-/// Defaults follow PyTorch's layers: `kernel = 3` (PyTorch has no default: 3 is the common
-/// one), `stride = 1`, `padding = 0` for a convolution; a pooling's `stride` is its window;
-/// `activation = "none"` (as `nn.Linear` and Keras' `Dense` apply none).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LayerSpec {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub conv: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_pool: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dropout: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dense: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stride: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub padding: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub activation: Option<Activation>,
+/// Where one layer's tensors sit in the flat parameter vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerView {
+    pub fan_in: usize,
+    pub fan_out: usize,
+    /// Offset of the (O, I) weight matrix.
+    pub weight: usize,
+    /// Offset of the (O) bias vector.
+    pub bias: usize,
 }
 
-impl LayerSpec {
-    /// The layer this entry describes; the message says what is wrong with it (the caller
-    /// names the layer).
-    pub fn layer(&self) -> Result<Layer, String> {
-        let kinds = [
-            self.conv.map(|_| "conv"),
-            self.max_pool.map(|_| "max_pool"),
-            self.dropout.map(|_| "dropout"),
-            self.dense.map(|_| "dense"),
-        ];
-        let named: Vec<&str> = kinds.into_iter().flatten().collect();
-        let kind = match named.as_slice() {
-            [one] => *one,
-            [] => return Err("says none of conv, max_pool, dropout, dense".into()),
-            many => return Err(format!("says both {} and {}", many[0], many[1])),
-        };
-        // Keys that mean nothing for this kind are mistakes, not silently ignored.
-        let allowed: &[&str] = match kind {
-            "conv" => &["kernel", "stride", "padding", "activation"],
-            "max_pool" => &["stride"],
-            "dense" => &["activation"],
-            _ => &[],
-        };
-        for (key, given) in [
-            ("kernel", self.kernel.is_some()),
-            ("stride", self.stride.is_some()),
-            ("padding", self.padding.is_some()),
-            ("activation", self.activation.is_some()),
-        ] {
-            if given && !allowed.contains(&key) {
-                return Err(format!("{kind} takes no {key}"));
-            }
-        }
-        let activation = self.activation.unwrap_or(Activation::None);
-        Ok(match kind {
-            "conv" => Layer::Conv2d {
-                filters: self.conv.unwrap_or(0),
-                kernel: self.kernel.unwrap_or(3),
-                stride: self.stride.unwrap_or(1),
-                padding: self.padding.unwrap_or(0),
-                activation,
-            },
-            "max_pool" => {
-                let window = self.max_pool.unwrap_or(0);
-                Layer::MaxPool2d {
-                    window,
-                    stride: self.stride.unwrap_or(window),
-                }
-            }
-            "dropout" => Layer::Dropout {
-                p: self.dropout.unwrap_or(0.0),
-            },
-            _ => Layer::Dense {
-                units: self.dense.unwrap_or(0),
-                activation,
-            },
+impl LayerView {
+    pub fn weight_len(&self) -> usize {
+        self.fan_in * self.fan_out
+    }
+    pub fn end(&self) -> usize {
+        self.bias + self.fan_out
+    }
+}
+
+/// Views for every layer of `widths` (e.g. `[784, 128, 10]` gives two layers).
+pub fn layer_views(widths: &[usize]) -> Vec<LayerView> {
+    let mut offset = 0;
+    widths
+        .windows(2)
+        .map(|w| {
+            let view = LayerView {
+                fan_in: w[0],
+                fan_out: w[1],
+                weight: offset,
+                bias: offset + w[0] * w[1],
+            };
+            offset = view.end();
+            view
         })
-    }
-}
-
-impl Layer {
-    /// This layer as a config writes it (every key given, so a model file reads the same
-    /// whatever the defaults become).
-    pub fn spec(&self) -> LayerSpec {
-        match *self {
-            Layer::Conv2d {
-                filters,
-                kernel,
-                stride,
-                padding,
-                activation,
-            } => LayerSpec {
-                conv: Some(filters),
-                kernel: Some(kernel),
-                stride: Some(stride),
-                padding: Some(padding),
-                activation: Some(activation),
-                ..LayerSpec::default()
-            },
-            Layer::MaxPool2d { window, stride } => LayerSpec {
-                max_pool: Some(window),
-                stride: Some(stride),
-                ..LayerSpec::default()
-            },
-            Layer::Dropout { p } => LayerSpec {
-                dropout: Some(p),
-                ..LayerSpec::default()
-            },
-            Layer::Dense { units, activation } => LayerSpec {
-                dense: Some(units),
-                activation: Some(activation),
-                ..LayerSpec::default()
-            },
-        }
-    }
-}
-
-/// The layers of a config's `network` list; the error names the first bad entry.
-pub fn layers_of(specs: &[LayerSpec]) -> Result<Vec<Layer>, String> {
-    specs
-        .iter()
-        .enumerate()
-        .map(|(n, spec)| spec.layer().map_err(|e| format!("layer {}: {e}", n + 1)))
         .collect()
 }
 
-/// One layer as a config describes it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Layer {
-    /// `filters` kernels of `kernel` × `kernel`, `stride` 1 or 2, `padding` zeros each side.
-    Conv2d {
-        filters: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        activation: Activation,
-    },
-    /// `window` × `window` max pooling every `stride` pixels.
-    MaxPool2d { window: usize, stride: usize },
-    /// Inverted dropout with probability `p` while training; nothing at evaluation.
-    Dropout { p: f64 },
-    /// A fully-connected layer of `units` outputs.
-    Dense {
-        units: usize,
-        activation: Activation,
-    },
+/// Total parameter count of a network with these widths.
+pub fn param_count(widths: &[usize]) -> usize {
+    layer_views(widths).last().map_or(0, LayerView::end)
 }
 
-/// The shape of one image: channels × height × width (a flat vector is N × 1 × 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImageShape {
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
-}
-
-impl ImageShape {
-    pub fn len(&self) -> usize {
-        self.channels * self.height * self.width
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn flat(len: usize) -> Self {
-        ImageShape {
-            channels: len,
-            height: 1,
-            width: 1,
-        }
-    }
-}
-
-/// One parameter tensor of a planned network: its name, where it starts in the flat vector,
-/// and its dimensions (row-major).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tensor {
-    pub name: String,
-    pub offset: usize,
-    pub dims: Vec<usize>,
-}
-
-impl Tensor {
-    pub fn len(&self) -> usize {
-        self.dims.iter().product()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// `fc1.weight[17, 402]`: the name of element `i` (row-major) of this tensor.
-    pub fn element_name(&self, i: usize) -> String {
-        let mut index = Vec::with_capacity(self.dims.len());
-        let mut rest = i;
-        for &d in self.dims.iter().rev() {
-            index.push((rest % d).to_string());
-            rest /= d;
-        }
-        index.reverse();
-        format!("{}[{}]", self.name, index.join(", "))
-    }
+/// [`param_count`] in arithmetic that cannot overflow (it saturates), for checking a config
+/// before anything is allocated (`param_count` of `[1 << 40, 1 << 40, 10]` would wrap).
+pub fn param_count_u128(widths: &[usize]) -> u128 {
+    widths.windows(2).fold(0u128, |sum, w| {
+        sum.saturating_add((w[0] as u128 + 1).saturating_mul(w[1] as u128))
+    })
 }
 
 /// One layer, planned: its operation with every shape known, and where its parameters are.
@@ -483,13 +314,12 @@ impl Network {
         tensors
     }
 
-    /// Seeded initial parameters, drawn layer after layer from the same stream and by the same
-    /// rule (`model::init_layer`) as `Params::init`: a network of dense layers alone starts
-    /// exactly where the MLP of its widths does. A convolution's fan-in is C·K·K and its
-    /// fan-out O·K·K, as PyTorch counts them.
-    pub fn init(&self, init: crate::model::Init, seed: u64) -> Vec<f32> {
+    /// Seeded initial parameters, drawn layer after layer from one stream by one rule
+    /// ([`init_layer`]). A convolution's fan-in is C·K·K and its fan-out O·K·K, as PyTorch
+    /// counts them.
+    pub fn init(&self, init: Init, seed: u64) -> Vec<f32> {
         let mut values = vec![0.0f32; self.param_count];
-        let mut rng = crate::data::batches::rng_for(seed, crate::data::batches::STREAM_INIT);
+        let mut rng = rng_for(seed, STREAM_INIT);
         for layer in &self.layers {
             let (weight, bias, outputs, fans) = match *layer {
                 Planned::Conv2d {
@@ -512,13 +342,13 @@ impl Network {
                 _ => continue,
             };
             let (weights, rest) = values[weight..bias + outputs].split_at_mut(bias - weight);
-            crate::model::init_layer(weights, rest, fans, init, &mut rng);
+            init_layer(weights, rest, fans, init, &mut rng);
         }
         values
     }
 
-    /// Where each layer with parameters keeps its weights and bias, as the MLP's views say it
-    /// (a convolution's fan-in is C·K·K, its fan-out O): what the optimiser's update and the
+    /// Where each layer with parameters keeps its weights and bias (a convolution's fan-in is
+    /// C·K·K, its fan-out O): what the optimiser's update and the
     /// L1/L2 penalty read, which weigh weights and leave biases.
     pub fn layer_views(&self) -> Vec<LayerView> {
         self.layers
@@ -559,9 +389,102 @@ impl Network {
             .any(|l| matches!(l, Planned::Dropout { p, .. } if *p > 0.0))
     }
 
-    /// One line: `conv 32 → max pool 2 → dense 10` (for errors and reports).
+    /// One line for messages: `layers [784, 128, 10], tanh` for what a `layers` list declares,
+    /// else `network conv 32 3×3 relu → pool 2 → dense 10`.
     pub fn describe(&self) -> String {
+        match self.declared_widths() {
+            Some((widths, activation)) => format!("layers {widths:?}, {}", activation.name()),
+            None => format!("network {}", self.layers_in_short()),
+        }
+    }
+
+    /// `conv 32 3×3 relu → pool 2 → dense 10`.
+    pub fn layers_in_short(&self) -> String {
         self.spec.iter().map(short).collect::<Vec<_>>().join(" → ")
+    }
+
+    /// The network a config's `layers = widths` and `activation` declare: dense layers of
+    /// `widths[1..]` units on flat inputs of `widths[0]` values, `activation` after every
+    /// hidden one, the last giving the logits. Laid out as [`layer_views`] lays out `widths`.
+    pub fn dense(widths: &[usize], activation: Activation) -> Result<Network, String> {
+        let Some((&inputs, units)) = widths.split_first() else {
+            return Err("a network needs an input width".into());
+        };
+        let layers: Vec<Layer> = units
+            .iter()
+            .enumerate()
+            .map(|(l, &units)| Layer::Dense {
+                units,
+                activation: if l + 1 < widths.len() - 1 {
+                    activation
+                } else {
+                    Activation::None
+                },
+            })
+            .collect();
+        Network::plan(
+            ImageShape::flat(inputs),
+            &layers,
+            *widths.last().unwrap_or(&0),
+        )
+    }
+
+    /// The widths (input first) and hidden activation when every layer is dense, with one
+    /// activation after every hidden layer: such a network trains on each backend's fused
+    /// dense path. A network of one layer has no hidden activation: `none`.
+    pub fn dense_stack(&self) -> Option<(Vec<usize>, Activation)> {
+        let mut widths = vec![self.input.len()];
+        let mut hidden = None;
+        let last = self.layers.len().checked_sub(1)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let Planned::Dense {
+                fan_out,
+                activation,
+                ..
+            } = *layer
+            else {
+                return None;
+            };
+            widths.push(fan_out);
+            if l < last && *hidden.get_or_insert(activation) != activation {
+                return None;
+            }
+        }
+        Some((widths, hidden.unwrap_or(Activation::None)))
+    }
+
+    /// [`Network::dense_stack`] for a network on flat inputs: what a `layers` list declares,
+    /// and how a model file and the messages write it.
+    pub fn declared_widths(&self) -> Option<(Vec<usize>, Activation)> {
+        let flat = self.input.height == 1 && self.input.width == 1;
+        self.dense_stack().filter(|_| flat)
+    }
+
+    /// Values per input image.
+    pub fn inputs(&self) -> usize {
+        self.input.len()
+    }
+
+    /// FLOPs of one training epoch over `rows` rows: the forward products, the weight-gradient
+    /// products and the input-gradient products of every layer but the first (which backprop
+    /// does not need), 2 FLOPs per multiply-add; a convolution's products are its im2col
+    /// GEMMs (positions × filters × C·K·K). Element-wise work (activations, pooling, dropout)
+    /// is not counted.
+    pub fn epoch_flops(&self, rows: usize) -> f64 {
+        let macs: Vec<f64> = (self.layers.iter())
+            .filter_map(|layer| match *layer {
+                Planned::Conv2d { shape, .. } => {
+                    Some((shape.out_len() * shape.window_len()) as f64)
+                }
+                Planned::Dense {
+                    fan_in, fan_out, ..
+                } => Some((fan_in * fan_out) as f64),
+                _ => None,
+            })
+            .collect();
+        let forward: f64 = macs.iter().sum();
+        let input_grads: f64 = macs.iter().skip(1).sum();
+        2.0 * rows as f64 * (2.0 * forward + input_grads)
     }
 
     /// The classes the last layer scores.
@@ -597,43 +520,5 @@ impl Network {
         }
         out.push_str(&format!("\n{} parameters\n", self.param_count));
         out
-    }
-}
-
-/// `conv 32 3×3 relu`, `pool 2`, `dropout 0.25`, `dense 10`: a layer in a few characters.
-pub fn short(layer: &Layer) -> String {
-    let act = |a: Activation| match a {
-        Activation::None => String::new(),
-        a => format!(" {}", a.name()),
-    };
-    match *layer {
-        Layer::Conv2d {
-            filters,
-            kernel,
-            activation,
-            ..
-        } => format!("conv {filters} {kernel}×{kernel}{}", act(activation)),
-        Layer::MaxPool2d { window, .. } => format!("pool {window}"),
-        Layer::Dropout { p } => format!("dropout {p}"),
-        Layer::Dense { units, activation } => format!("dense {units}{}", act(activation)),
-    }
-}
-
-/// `conv 32, 3×3, stride 1, pad 1, relu`, `max pool 2×2 / 2`, `dropout 0.25`, `dense 128, relu`.
-pub fn describe(layer: &Layer) -> String {
-    match *layer {
-        Layer::Conv2d {
-            filters,
-            kernel,
-            stride,
-            padding,
-            activation,
-        } => format!(
-            "conv {filters}, {kernel}×{kernel}, stride {stride}, pad {padding}, {}",
-            activation.name()
-        ),
-        Layer::MaxPool2d { window, stride } => format!("max pool {window}×{window} / {stride}"),
-        Layer::Dropout { p } => format!("dropout {p}"),
-        Layer::Dense { units, activation } => format!("dense {units}, {}", activation.name()),
     }
 }

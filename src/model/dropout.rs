@@ -4,10 +4,6 @@
 //! 64-bit integers, compute the same bits. No generator state is carried from step to step, so
 //! a resumed run and a GPU pack draw the same masks as one run from the start, and the CPU
 //! and the GPU agree with dropout on as closely as without it.
-//!
-//! Nothing trains through dropout yet; the model is still a list of dense widths.
-
-use crate::cpu::Scalar;
 
 /// Chris Wellons' `lowbias32` integer hash (a 32-bit finaliser with a bias of about 0.17 per
 /// mille across output bits): the mixing step, applied once per counter word.
@@ -67,51 +63,18 @@ impl DropoutMask {
     }
 
     /// [`counters_hash`] of this mask's counters.
-    fn counters(&self) -> u32 {
+    pub fn counters(&self) -> u32 {
         counters_hash(self.seed, self.epoch, self.step, self.layer)
+    }
+
+    /// What a kept element is multiplied by in f32: 1 / (1 − p), as the CPU path computes it
+    /// in f32 (the kernels' uniform).
+    pub fn scale_f32(&self) -> f32 {
+        1.0 / (1.0 - self.p() as f32)
     }
 
     /// Whether element `element` is kept.
     pub fn keeps(&self, element: u32) -> bool {
         dropout_bits(self.seed, self.epoch, self.step, self.layer, element) >> 8 >= self.threshold
     }
-
-    /// What a kept element is multiplied by: 1 / (1 − p), in the precision `T` computes in.
-    pub fn scale<T: Scalar>(&self) -> T {
-        T::one() / (T::one() - T::from_f64(self.p()))
-    }
-}
-
-/// Dropout forward in place: every element the mask drops becomes 0, every kept one is scaled
-/// by 1 / (1 − p). `x` is (B, N) row-major; the element counter runs over the whole batch.
-pub fn dropout_forward<T: Scalar>(mask: &DropoutMask, x: &mut [T]) {
-    dropout_forward_from(mask, x, 0);
-}
-
-/// [`dropout_forward`] on a part of the batch whose first element is element `first` of the
-/// whole (so threads can mask parts and draw the whole's mask).
-pub fn dropout_forward_from<T: Scalar>(mask: &DropoutMask, x: &mut [T], first: usize) {
-    dropout_forward_at(mask, x, |e| first + e);
-}
-
-/// [`dropout_forward`] on values whose element counters are not consecutive: `x[e]` is
-/// element `element(e)` of the whole (a layout other than the mask's, as the CPU path's
-/// channels-last images).
-pub fn dropout_forward_at<T: Scalar>(
-    mask: &DropoutMask,
-    x: &mut [T],
-    element: impl Fn(usize) -> usize,
-) {
-    let (scale, counters) = (mask.scale::<T>(), mask.counters());
-    for (e, v) in x.iter_mut().enumerate() {
-        // `keeps`, with the counters' hash taken once for the whole mask.
-        let kept = hash32(counters ^ element(e) as u32) >> 8 >= mask.threshold;
-        *v = if kept { *v * scale } else { T::zero() };
-    }
-}
-
-/// Dropout backward in place: the gradient goes through exactly where the forward pass let
-/// the value through, with the same scale (the same function, applied to the gradient).
-pub fn dropout_backward<T: Scalar>(mask: &DropoutMask, grad: &mut [T]) {
-    dropout_forward(mask, grad);
 }

@@ -1,18 +1,19 @@
-//! A planned network's (`crate::network::Network`) loss and gradient for one mini-batch, the
+//! A planned network's (`crate::model::Network`) loss and gradient for one mini-batch, the
 //! reference pass: each layer through its plain-loop reference (`cpu::conv`,
-//! `cpu::ops`, `dropout`), accumulating in f64, generic over f32 and f64. The fast CPU engine
-//! and the GPU scheduler for such networks are to be held to it; a network of dense layers
-//! alone gives what `cpu::net` gives for its widths (tested). Beside it, the fast pass
-//! ([`loss_and_gradient`]) that the CPU engine trains with.
+//! `cpu::ops`, `cpu::dropout`), accumulating in f64, generic over f32 and f64. The fast CPU
+//! passes and the GPU scheduler for such networks are held to it; a network of dense layers
+//! alone gives what `cpu::dense` gives for its widths (tested). Beside it, the fast
+//! layer-by-layer pass ([`loss_and_gradient`]) that the CPU engine's layers path trains with.
 
 use super::Scalar;
 use super::conv::{
     conv2d_backward_input, conv2d_backward_params, conv2d_forward, max_pool2d_backward,
     max_pool2d_forward,
 };
+use super::dropout::{dropout_backward, dropout_forward, dropout_forward_from};
 use super::ops;
-use crate::dropout::{DropoutMask, dropout_backward, dropout_forward, dropout_forward_from};
-use crate::network::{ImageShape, Network, Planned};
+use crate::model::dropout::DropoutMask;
+use crate::model::{ImageShape, Network, Planned};
 use rayon::prelude::*;
 
 /// What a training step's dropout masks are drawn from: the run's seed, the epoch and the step
@@ -236,7 +237,7 @@ fn backward_reference<T: Scalar>(
 /// gradient reads it again) and filters in the window's order, each pooling's argmax, a dense
 /// layer's flattened input where it must change layout, and shared scratch. A step allocates
 /// nothing but what the GEMM does.
-pub struct NetworkWorkspace<T> {
+pub struct LayersWorkspace<T> {
     capacity: usize,
     /// The input channels-last, where that is not the data's own layout.
     input: Vec<T>,
@@ -261,7 +262,7 @@ pub struct NetworkWorkspace<T> {
 }
 
 /// Per layer, in floats: its im2col matrix, argmax and flattened input per image, and its
-/// channels-last filters (the buffers [`NetworkWorkspace`] holds for it beside its output).
+/// channels-last filters (the buffers [`LayersWorkspace`] holds for it beside its output).
 fn layer_buffers(layer: &Planned, input: &ImageShape) -> (usize, usize, usize, usize) {
     use super::channels_last::layouts_differ;
     use super::im2col::cols_len;
@@ -273,7 +274,7 @@ fn layer_buffers(layer: &Planned, input: &ImageShape) -> (usize, usize, usize, u
     }
 }
 
-impl<T: Scalar> NetworkWorkspace<T> {
+impl<T: Scalar> LayersWorkspace<T> {
     pub fn new(net: &Network, capacity: usize) -> Self {
         use super::channels_last::layouts_differ;
         let zeros = |n: usize| vec![T::zero(); n];
@@ -292,7 +293,7 @@ impl<T: Scalar> NetworkWorkspace<T> {
             true => capacity * net.input.len(),
             false => 0,
         };
-        NetworkWorkspace {
+        LayersWorkspace {
             capacity,
             input: zeros(input),
             outputs: net
@@ -317,7 +318,7 @@ impl<T: Scalar> NetworkWorkspace<T> {
         self.capacity
     }
 
-    /// The floats [`NetworkWorkspace::new`] allocates per image of its capacity.
+    /// The floats [`LayersWorkspace::new`] allocates per image of its capacity.
     pub fn floats_per_image(net: &Network) -> usize {
         use super::channels_last::layouts_differ;
         let (mut widest, mut dcols, mut dflat) = (net.input.len(), 0, 0);
@@ -336,7 +337,7 @@ impl<T: Scalar> NetworkWorkspace<T> {
         total + dcols + dflat + 2 * widest
     }
 
-    /// The floats [`NetworkWorkspace::new`] allocates whatever its capacity: the filters
+    /// The floats [`LayersWorkspace::new`] allocates whatever its capacity: the filters
     /// channels-last, and one convolution's weight gradient so (a step on several threads
     /// adds one such gradient per thread).
     pub fn floats_fixed(net: &Network) -> usize {
@@ -370,7 +371,7 @@ pub fn loss_and_gradient<T: Scalar>(
     training: Option<StepCounters>,
     grad: Option<&mut [T]>,
     threads: usize,
-    ws: &mut NetworkWorkspace<T>,
+    ws: &mut LayersWorkspace<T>,
 ) -> (f64, usize) {
     forward(net, params, x, rows, training, threads, ws);
     let classes = net.classes();
@@ -394,7 +395,7 @@ pub fn forward<'w, T: Scalar>(
     rows: usize,
     training: Option<StepCounters>,
     threads: usize,
-    ws: &'w mut NetworkWorkspace<T>,
+    ws: &'w mut LayersWorkspace<T>,
 ) -> &'w [T] {
     use super::channels_last::{
         self as cl, filters_to_channels_last, layouts_differ, to_channels_first, to_channels_last,
@@ -562,7 +563,7 @@ fn backward<T: Scalar>(
     training: Option<StepCounters>,
     grad: &mut [T],
     threads: usize,
-    ws: &mut NetworkWorkspace<T>,
+    ws: &mut LayersWorkspace<T>,
 ) {
     use super::channels_last::{self as cl, filters_to_channels_first, layouts_differ};
     use super::gemm;
