@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::checkpoint::load_model;
 use crate::data::{self, Dataset, SplitName};
-use crate::engine::{EngineKind, EvalStats};
+use crate::device::EngineKind;
+use crate::engine::EvalStats;
 use crate::error::{Error, Result};
 
 /// Rows per pass through a network of layers when evaluating (the MLP engine sizes its own).

@@ -343,7 +343,7 @@ pub fn check_config(
     }
     let parameters = crate::model::param_count_u128(&config.layers);
     let needed = parameters.saturating_mul(4 + 8 + 8);
-    if let Some(free) = crate::cpu::available_memory_bytes()
+    if let Some(free) = crate::host::available_memory_bytes()
         && needed > u128::from(free)
         && config.network.is_none()
     {

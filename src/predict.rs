@@ -332,7 +332,7 @@ pub fn probabilities(params: &Params, pixels: &[u8]) -> Vec<Vec<f64>> {
             // In passes of a few hundred rows: a network's workspace per image is large.
             let pass = rows.clamp(1, PASS_ROWS);
             let mut ws = LayersWorkspace::new(network, pass);
-            let threads = crate::cpu::resolve_threads(0);
+            let threads = crate::host::resolve_threads(0);
             let mut logits = Vec::with_capacity(rows * classes);
             for chunk in images.chunks(pass * features) {
                 let n = chunk.len() / features;

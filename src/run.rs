@@ -9,7 +9,7 @@ use crate::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::checkpoint::{save_model, write_atomic};
 use crate::config::TrainConfig;
 use crate::data::{Dataset, SplitName};
-use crate::engine::EngineKind;
+use crate::device::EngineKind;
 use crate::error::{Error, Result};
 use crate::metrics::{MetricsWriter, Summary};
 use crate::model::Params;

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::bench::{bench_one, median};
 use crate::config::TrainConfig;
 use crate::data::Dataset;
-use crate::engine::{EngineError, EngineKind};
+use crate::device::EngineKind;
+use crate::engine::EngineError;
 use crate::gpu::{GpuContext, Tuning};
 
 /// The least gain over the defaults worth switching for, whatever the rounds' spread.

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use wgtrain::checkpoint::load_model;
 use wgtrain::config::TrainConfig;
-use wgtrain::engine::EngineKind;
+use wgtrain::device::EngineKind;
 use wgtrain::metrics::{METRICS_HEADER, Summary};
 use wgtrain::run::{RunOptions, run_training};
 use wgtrain::rundir::RunDir;
@@ -203,7 +203,7 @@ fn gradcheck_of_a_network_larger_than_memory_is_a_clear_error() {
     // See: gradcheck built f64 copies of any network the config allowed, with no memory check
     // (4 billion parameters are 80 GB in f32 + f64 + an f64 gradient).
     let gb = 1_000_000_000;
-    if wgtrain::cpu::available_memory_bytes().is_none_or(|free| free > 64 * gb) {
+    if wgtrain::host::available_memory_bytes().is_none_or(|free| free > 64 * gb) {
         eprintln!("skipped: this machine may hold 4 billion parameters");
         return;
     }

@@ -347,7 +347,7 @@ fn gemm_peak_reports_the_fastest_of_the_sizes_it_timed() {
 
 #[test]
 fn a_thread_count_past_the_limit_is_clamped_and_zero_means_every_core() {
-    use wgtrain::cpu::{MAX_THREADS, resolve_threads};
+    use wgtrain::host::{MAX_THREADS, resolve_threads};
     assert_eq!(resolve_threads(3), 3);
     assert_eq!(resolve_threads(MAX_THREADS), MAX_THREADS);
     assert_eq!(resolve_threads(100_000), MAX_THREADS);
@@ -357,7 +357,8 @@ fn a_thread_count_past_the_limit_is_clamped_and_zero_means_every_core() {
 
 #[test]
 fn a_network_larger_than_free_memory_is_refused_before_anything_is_allocated() {
-    use wgtrain::engine::{EngineError, EngineKind};
+    use wgtrain::device::EngineKind;
+    use wgtrain::engine::EngineError;
     let cpu = EngineKind::Cpu { threads: 2 };
     let gb = 1_000_000_000u64;
     // [784, 1e6, 10]: 795 million parameters, 3.18 GB per f32 copy.
@@ -389,7 +390,7 @@ fn a_network_larger_than_free_memory_is_refused_before_anything_is_allocated() {
 #[test]
 fn free_memory_is_known_on_linux_and_counts_sizes_no_wider_than_u128() {
     if cfg!(target_os = "linux") {
-        let free = wgtrain::cpu::available_memory_bytes().expect("/proc/meminfo");
+        let free = wgtrain::host::available_memory_bytes().expect("/proc/meminfo");
         assert!(free > 0);
     }
     // Widths near usize::MAX saturate instead of wrapping to a small count.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use wgtrain::config::TrainConfig;
 use wgtrain::data::Dataset;
-use wgtrain::engine::EngineKind;
+use wgtrain::device::EngineKind;
 use wgtrain::metrics::Summary;
 use wgtrain::model::Params;
 use wgtrain::rundir::RunDir;

@@ -17,7 +17,7 @@ use crate::sweep::rows_without_seconds;
 
 /// The sweep file `sweep` (with `sets`) on the GPU into `out`, packs of at most `pack`.
 fn sweep_on_gpu(sweep: &Path, data: &Path, out: &Path, pack: usize, sets: &[&str]) -> String {
-    let engine = wgtrain::engine::EngineKind::Gpu {
+    let engine = wgtrain::device::EngineKind::Gpu {
         context: Box::new(gpu().expect("the caller checked")),
     };
     sweep_in_library(sweep, data, out, engine, Some(pack), sets)

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use wgtrain::checkpoint::{load_checkpoint, load_model};
 use wgtrain::config::TrainConfig;
-use wgtrain::engine::EngineKind;
+use wgtrain::device::EngineKind;
 use wgtrain::run::{RunOptions, run_training};
 use wgtrain::rundir::RunDir;
 

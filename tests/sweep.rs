@@ -240,7 +240,7 @@ fn runs_side_by_side_on_the_cpu_give_what_one_at_a_time_gives() {
     write_dataset(&data, 120, 30, 6, 3, true);
     let sweep = write_sweep(tmp.path());
     let run = |out: &Path, threads: usize, pack: usize| {
-        let engine = wgtrain::engine::EngineKind::Cpu { threads };
+        let engine = wgtrain::device::EngineKind::Cpu { threads };
         let sets = ["layers=[36, 8, 3]", "epochs=2", "batch_size=16"];
         sweep_in_library(&sweep, &data, out, engine, Some(pack), &sets)
     };
@@ -364,8 +364,8 @@ fn stop_and_go_on(extra: &[&str], saved_runs: usize) {
 fn runs_side_by_side_that_do_not_fit_in_memory_together_are_a_clear_error() {
     // See: each run checked free memory alone as it started, and side by side they start at
     // once, so two runs of 60% of memory each passed and met the OOM killer.
-    use wgtrain::engine::EngineKind;
-    let Some(free) = wgtrain::cpu::available_memory_bytes() else {
+    use wgtrain::device::EngineKind;
+    let Some(free) = wgtrain::host::available_memory_bytes() else {
         eprintln!("skipped: this OS reports no free memory");
         return;
     };

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crate::common::{fashion_mnist, gpu, skip, wgtrain, write_dataset, write_idx};
 use wgtrain::config::TrainConfig;
 use wgtrain::data::{Dataset, FILES, locate};
-use wgtrain::engine::{Engine, EngineKind};
+use wgtrain::device::EngineKind;
+use wgtrain::engine::Engine;
 use wgtrain::metrics::Summary;
 use wgtrain::page::{initial_params, train_in_memory};
 

@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::config::TrainConfig;
 use crate::data::{Dataset, epoch_order};
-use crate::engine::{EngineError, EngineKind};
+use crate::device::EngineKind;
+use crate::engine::EngineError;
 use crate::model::Params;
 
 /// Where and when a benchmark ran, printed above its table and written into every `--json`
@@ -497,7 +498,7 @@ pub fn bench_cpu_pack(
     let mut config = config.clone();
     config.batch_size = batch_size;
     let hyper = config.hyper();
-    let threads = crate::cpu::resolve_threads(threads);
+    let threads = crate::host::resolve_threads(threads);
     let share = (threads / models).max(1);
     let seeds: Vec<u64> = (1..=models as u64).collect();
     let build = |threads: usize| -> Result<Vec<CpuEngine>, EngineError> {

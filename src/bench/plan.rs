@@ -11,7 +11,8 @@ use super::{
 };
 use crate::config::TrainConfig;
 use crate::data::Dataset;
-use crate::engine::{EngineError, EngineKind};
+use crate::device::EngineKind;
+use crate::engine::EngineError;
 use crate::error::{Error, Result};
 use crate::gpu::packed::StepProfile;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 
 use wgtrain::data;
-use wgtrain::engine::{DeviceChoice, EngineKind};
+use wgtrain::device::{DeviceChoice, EngineKind};
 use wgtrain::gpu::{GpuContext, list_adapters};
 use wgtrain::run::{RunOptions, run_training};
 use wgtrain::train::{EpochRecord, Verdict};
@@ -73,10 +73,10 @@ fn web(data: Option<PathBuf>, host: std::net::IpAddr, port: u16) -> Result<()> {
     Ok(server.serve()?)
 }
 
-/// A `--threads` value, refused above [`wgtrain::cpu::MAX_THREADS`] rather than clamped, so
+/// A `--threads` value, refused above [`wgtrain::host::MAX_THREADS`] rather than clamped, so
 /// that a typo fails where the user can see it.
 fn threads_flag(threads: usize) -> Result<usize> {
-    let most = wgtrain::cpu::MAX_THREADS;
+    let most = wgtrain::host::MAX_THREADS;
     if threads > most {
         bail!("--threads {threads}: at most {most} (0 means one per core)");
     }

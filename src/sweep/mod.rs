@@ -236,7 +236,7 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
             max_runs,
         });
     }
-    if let (Some(total), Some(available)) = (total, crate::cpu::available_memory_bytes())
+    if let (Some(total), Some(available)) = (total, crate::host::available_memory_bytes())
         && total as u128 * PLANNED_RUN_BYTES > available as u128
     {
         return Err(Error::Usage(format!(

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::SweepRun;
 use crate::config::TrainConfig;
-use crate::engine::EngineKind;
+use crate::device::EngineKind;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuPack};
 use crate::metrics::Summary;

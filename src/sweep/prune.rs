@@ -371,7 +371,7 @@ fn mark_pruned(
     run: &SweepRun,
     dir: &Path,
     rung: usize,
-    engine: &crate::engine::EngineKind,
+    engine: &crate::device::EngineKind,
 ) -> Result<()> {
     let run_dir = RunDir::new(dir);
     if run_dir.is_finished() {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use super::{
     SweepRun, gpu_seats, is_finished_as, max_pack, pack_groups, resumable_epochs, train_pack,
 };
-use crate::engine::EngineKind;
+use crate::device::EngineKind;
 use crate::error::{Error, Result};
 use crate::metrics::Summary;
 use crate::run::{DatasetCache, RunOptions, run_training};
@@ -154,7 +154,7 @@ pub fn train_runs(
     // On a GPU, runs of one shape train packed in the same dispatches; on the CPU, runs train
     // side by side on a share of the cores each (one thread each unless `pack` says fewer
     // runs), which beats one run on every core at small batches. `pack` 1: one at a time.
-    let cores = crate::cpu::resolve_threads(opts.threads);
+    let cores = crate::host::resolve_threads(opts.threads);
     // Every CPU run of a sweep gets the same share of the cores, however many runs are left:
     // CPU results repeat bit for bit only for one thread count, and a shard must give what
     // the unsharded sweep gives.
@@ -295,7 +295,7 @@ fn check_cpu_pack_memory(
         .max()
         .unwrap_or(0)
         .saturating_mul(side_by_side);
-    match crate::cpu::available_memory_bytes() {
+    match crate::host::available_memory_bytes() {
         Some(free) if side_by_side > 1 && needed > u128::from(free) => Err(Error::Usage(format!(
             "{side_by_side} runs side by side need at least {:.1} GB of memory, and {:.1} GB is available (hint: --pack 1 trains one at a time)",
             needed as f64 / 1e9,

@@ -226,12 +226,12 @@ pub fn sweep_in_library(
     sweep: &Path,
     data: &Path,
     out: &Path,
-    engine: wgtrain::engine::EngineKind,
+    engine: wgtrain::device::EngineKind,
     pack: Option<usize>,
     sets: &[&str],
 ) -> String {
     let threads = match &engine {
-        wgtrain::engine::EngineKind::Cpu { threads } => *threads,
+        wgtrain::device::EngineKind::Cpu { threads } => *threads,
         _ => 0,
     };
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();

@@ -9,9 +9,8 @@ use wgtrain::config::Hyper;
 use wgtrain::config::TrainConfig;
 use wgtrain::data::Dataset;
 use wgtrain::data::SplitName;
-use wgtrain::engine::{
-    AwaitedEngine, Engine, EngineError, EngineKind, EpochStats, EvalStats, TrainingState,
-};
+use wgtrain::device::EngineKind;
+use wgtrain::engine::{AwaitedEngine, Engine, EngineError, EpochStats, EvalStats, TrainingState};
 use wgtrain::gpu::{AdapterChoice, AdapterSummary, GpuContext, GpuEngine};
 use wgtrain::model::Params;
 use wgtrain::page::{InMemoryRun, initial_params, train_in_memory};
