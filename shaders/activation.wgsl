@@ -10,7 +10,7 @@
 // (check/kernels.rs::check_activation).
 // Bindings (group 0):
 //   0 work    read_write  f32: the operands above
-//   1 p       uniform     ActivationParams (Rust: kernels.rs::ActivationParams)
+//   1 p       uniform     ActivationParams (Rust: uniforms.rs::ActivationParams)
 // Dispatch: one invocation per element, 256 per workgroup, grid from kernels.rs::grid, models
 // along z.
 

@@ -8,7 +8,7 @@
 //   1 stats   read        vec2<f32> per image: (mean, 1 / std), std = 1 when the image is constant
 //   2 indices read        u32 rows of the image pool, per model (models, split length)
 //   3 work    read_write  f32: x (capacity, features) at x_off of each model's slice
-//   4 params  uniform     GatherParams (Rust: kernels.rs::GatherParams)
+//   4 params  uniform     GatherParams (Rust: uniforms.rs::GatherParams)
 // Dispatch: one invocation per element of x, 256 per workgroup, grid from kernels.rs::grid,
 // models along z.
 // Images stay as bytes on the device: 48,000 × 784 f32 would be 150 MB, over lavapipe's

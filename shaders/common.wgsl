@@ -1,6 +1,6 @@
 // common.wgsl — prepended to every kernel file by src/gpu/shaders.rs.
-// The per-step uniform (Rust twin: src/gpu/kernels.rs::StepUniform), the per-model
-// hyperparameters (Rust twin: kernels.rs::ModelHyper) and the activations.
+// The per-step uniform (Rust twin: src/gpu/uniforms.rs::StepUniform), the per-model
+// hyperparameters (Rust twin: uniforms.rs::ModelHyper) and the activations.
 // The step uniform is bound at group(1) with a dynamic offset: one 256-byte slot per
 // mini-batch (or evaluation chunk), written once per epoch, so a whole epoch is recorded
 // without the host touching anything between steps.

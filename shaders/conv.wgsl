@@ -14,7 +14,7 @@
 // Tests: tests/gpu.rs::conv2d_*_matches_the_cpu_reference (check/kernels.rs::check_conv2d).
 // Bindings (group 0):
 //   0 work    read_write  f32: the operands above
-//   1 p       uniform     Conv2dParams (Rust: kernels.rs::Conv2dParams)
+//   1 p       uniform     Conv2dParams (Rust: uniforms.rs::Conv2dParams)
 // Dispatch: one invocation per output element, 256 per workgroup, grid from kernels.rs::grid,
 // models along z.
 

@@ -11,7 +11,7 @@
 // Test: tests/gpu.rs::dropout_forward_matches_the_cpu_reference.
 // Bindings (group 0):
 //   0 work    read_write  f32: x (len) at x_off, z at z_off, of each model's slice (model·work_ms on)
-//   1 params  uniform     DropoutParams (Rust: kernels.rs::DropoutParams)
+//   1 params  uniform     DropoutParams (Rust: uniforms.rs::DropoutParams)
 // Dispatch: one invocation per element, 256 per workgroup, grid from kernels.rs::grid, models
 // along z.
 

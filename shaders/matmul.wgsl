@@ -56,7 +56,7 @@
 // Bindings (group 0):
 //   0 work        read_write  f32: every model's parameters, batch, activations, deltas, row losses
 //   1 models      read        Model per model (common.wgsl)
-//   2 p           uniform     MatmulParams (Rust: kernels.rs::MatmulParams); not matmul_update
+//   2 p           uniform     MatmulParams (Rust: uniforms.rs::MatmulParams); not matmul_update
 //   3 layers      uniform     MatmulParams per layer (matmul_update)
 //   4 first       read_write  f32 per parameter (matmul_update: velocity, or Adam's m)
 //   5 second      read_write  f32 per parameter (matmul_update: Adam's s)

@@ -12,7 +12,7 @@
 // Tests: tests/gpu.rs::max_pool2d_*_matches_the_cpu_reference (check/kernels.rs::check_max_pool2d).
 // Bindings (group 0):
 //   0 work    read_write  f32: the operands above
-//   1 p       uniform     Pool2dParams (Rust: kernels.rs::Pool2dParams)
+//   1 p       uniform     Pool2dParams (Rust: uniforms.rs::Pool2dParams)
 // Dispatch: one invocation per output (forward) or input (backward) element, 256 per
 // workgroup, grid from kernels.rs::grid, models along z.
 

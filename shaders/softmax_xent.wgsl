@@ -21,7 +21,7 @@
 //   1 labels   read        u32 per image of the pool
 //   2 indices  read        u32 rows of the pool, per model
 //   3 stats    read_write  vec2<f32> per slot
-//   4 p        uniform     XentParams (Rust: kernels.rs::XentParams)
+//   4 p        uniform     XentParams (Rust: uniforms.rs::XentParams)
 // Dispatch: softmax_xent (ceil(rows/64), 1, models) workgroups of 64; batch_stats (1, 1, models)
 // workgroups of 256.
 

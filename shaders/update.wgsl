@@ -15,7 +15,7 @@
 //   1 models  read        Model per model (common.wgsl)
 //   2 first   read_write  f32 per parameter: velocity, or Adam's m
 //   3 second  read_write  f32 per parameter: Adam's s
-//   4 p       uniform     UpdateParams (Rust: kernels.rs::UpdateParams)
+//   4 p       uniform     UpdateParams (Rust: uniforms.rs::UpdateParams)
 // Dispatch: one invocation per parameter, 256 per workgroup, grid from kernels.rs::grid,
 // models along z.
 

@@ -41,7 +41,7 @@ impl EngineKind {
                 allow_software,
                 ..adapter.clone()
             };
-            GpuContext::open(&choice).map(|context| EngineKind::Gpu {
+            pollster::block_on(GpuContext::open(&choice)).map(|context| EngineKind::Gpu {
                 context: Box::new(context),
             })
         };

@@ -57,8 +57,75 @@ impl UtcTime {
     }
 }
 
-/// The header of `metrics.csv`; part of the CLI contract.
-pub const METRICS_HEADER: &str = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds";
+/// One column of `metrics.csv`: its name, the decimals it is written with (`None`: a whole
+/// number), and where an [`EpochRecord`] keeps it.
+pub struct MetricsColumn {
+    pub name: &'static str,
+    pub decimals: Option<usize>,
+    pub get: fn(&EpochRecord) -> f64,
+    pub set: fn(&mut EpochRecord, f64),
+}
+
+/// The columns of `metrics.csv`, in order: the one place they are declared. The writer, the
+/// reader a resume uses, the header and the page's per-epoch report are made from it; the
+/// header is part of the CLI contract.
+pub const METRICS_COLUMNS: [MetricsColumn; 6] = [
+    MetricsColumn {
+        name: "epoch",
+        decimals: None,
+        get: |r| r.epoch as f64,
+        set: |r, v| r.epoch = v as usize,
+    },
+    MetricsColumn {
+        name: "train_loss",
+        decimals: Some(6),
+        get: |r| r.train_loss,
+        set: |r, v| r.train_loss = v,
+    },
+    MetricsColumn {
+        name: "train_accuracy",
+        decimals: Some(6),
+        get: |r| r.train_accuracy,
+        set: |r, v| r.train_accuracy = v,
+    },
+    MetricsColumn {
+        name: "val_loss",
+        decimals: Some(6),
+        get: |r| r.val_loss,
+        set: |r, v| r.val_loss = v,
+    },
+    MetricsColumn {
+        name: "val_accuracy",
+        decimals: Some(6),
+        get: |r| r.val_accuracy,
+        set: |r, v| r.val_accuracy = v,
+    },
+    MetricsColumn {
+        name: "seconds",
+        decimals: Some(3),
+        get: |r| r.seconds,
+        set: |r, v| r.seconds = v,
+    },
+];
+
+/// The header line of `metrics.csv`, without its newline.
+pub fn metrics_header() -> String {
+    let names: Vec<&str> = METRICS_COLUMNS.iter().map(|c| c.name).collect();
+    names.join(",")
+}
+
+/// The record a `metrics.csv` row (without its newline) holds; `None` when it is not one.
+pub fn parse_metrics_row(line: &str) -> Option<EpochRecord> {
+    let fields: Vec<&str> = line.split(',').collect();
+    if fields.len() != METRICS_COLUMNS.len() {
+        return None;
+    }
+    let mut record = EpochRecord::default();
+    for (column, field) in METRICS_COLUMNS.iter().zip(fields) {
+        (column.set)(&mut record, field.parse::<f64>().ok()?);
+    }
+    Some(record)
+}
 
 /// Keeps `metrics.csv` current: after every epoch the whole file (header and every row so far)
 /// is rewritten atomically, so an interrupted run keeps every finished epoch and a failed write
@@ -97,16 +164,19 @@ impl MetricsWriter {
 
 /// One row of `metrics.csv`, with its newline.
 fn metrics_row(r: &EpochRecord) -> String {
-    format!(
-        "{},{:.6},{:.6},{:.6},{:.6},{:.3}\n",
-        r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy, r.seconds
-    )
+    let fields: Vec<String> = (METRICS_COLUMNS.iter())
+        .map(|c| match c.decimals {
+            Some(decimals) => format!("{:.*}", decimals, (c.get)(r)),
+            None => format!("{}", (c.get)(r) as u64),
+        })
+        .collect();
+    format!("{}\n", fields.join(","))
 }
 
 /// The whole text of `metrics.csv` for `records` (what a browser page offers for download).
 pub fn metrics_csv(records: &[EpochRecord]) -> String {
     let rows: String = records.iter().map(metrics_row).collect();
-    format!("{METRICS_HEADER}\n{rows}")
+    format!("{}\n{rows}", metrics_header())
 }
 
 /// What a run a pruning sweep stopped at a rung says in its summary's `status`.

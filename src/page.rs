@@ -1,7 +1,7 @@
 //! A run with no files, as a browser page makes one: a config and a dataset made from the
 //! four IDX files' bytes go in; the summary (the keys of `summary.json`), the best model's
 //! `model.safetensors` bytes and the test split's confusion matrix come out. The loop is
-//! [`train_async`], so a GPU engine's read-backs are awaited and nothing here blocks a page;
+//! [`train`], so a GPU engine's read-backs are awaited and nothing here blocks a page;
 //! natively the same code runs with the futures waited for (the tests compare it with
 //! [`crate::run::run_training`]).
 
@@ -15,7 +15,7 @@ use crate::engine::AwaitedEngine;
 use crate::error::{Error, Result};
 use crate::metrics::Summary;
 use crate::model::Params;
-use crate::train::{EpochRecord, TrainError, train_async};
+use crate::train::{EpochRecord, TrainError, train};
 
 /// What [`train_in_memory`] hands back.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ pub async fn train_in_memory<E: AwaitedEngine + ?Sized>(
     mut on_epoch: impl FnMut(&EpochRecord),
 ) -> Result<InMemoryRun> {
     let start = Instant::now();
-    let outcome = train_async(engine, data.train.len, config, None, |end| {
+    let outcome = train(engine, data.train.len, config, None, |end| {
         on_epoch(end.record);
         Ok(())
     })

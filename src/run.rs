@@ -230,50 +230,57 @@ pub fn run_training(
         Some(r) => MetricsWriter::resume(&dir.metrics(), &r.records)?,
         None => MetricsWriter::create(&dir.metrics())?,
     };
-    let outcome = train(engine.as_mut(), data.train.len, config, resume, |end| {
-        metrics.append(end.record)?;
-        let changed = std::mem::take(&mut changed);
-        crate::checkpoint::Leg::extend(&mut legs, end.record.epoch, &leg_device, changed);
-        // Every epoch: the state to continue from, and the best model so far.
-        save_checkpoint(
-            &checkpoint_path,
-            &model,
-            end.state,
-            end.record.epoch,
-            end.stopping,
-            end.untrained_val_loss,
-            &legs,
-        )?;
-        if end.verdict.improved {
-            let best = Params {
-                model: model.clone(),
-                values: end.state.best.clone(),
-            };
-            let meta = [
-                ("name", config.name.clone()),
-                ("best_epoch", end.record.epoch.to_string()),
-            ];
-            save_model(&dir.model(), &best, &meta)?;
-        }
-        on_epoch(end.record, end.verdict);
-        let last = end.verdict.stop || end.record.epoch >= config.epochs;
-        if opts.stop_after == Some(end.record.epoch) && !last {
-            return Err(Error::Paused {
-                epoch: end.record.epoch,
-            });
-        }
-        if opts
-            .interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
-        {
-            return Err(Error::Interrupted {
-                epoch: end.record.epoch,
-                dir: opts.out.clone(),
-            });
-        }
-        Ok(())
-    })?;
+    // The training loop is awaited in a page; here its futures are ready at once.
+    let outcome = pollster::block_on(train(
+        engine.as_mut(),
+        data.train.len,
+        config,
+        resume,
+        |end| {
+            metrics.append(end.record)?;
+            let changed = std::mem::take(&mut changed);
+            crate::checkpoint::Leg::extend(&mut legs, end.record.epoch, &leg_device, changed);
+            // Every epoch: the state to continue from, and the best model so far.
+            save_checkpoint(
+                &checkpoint_path,
+                &model,
+                end.state,
+                end.record.epoch,
+                end.stopping,
+                end.untrained_val_loss,
+                &legs,
+            )?;
+            if end.verdict.improved {
+                let best = Params {
+                    model: model.clone(),
+                    values: end.state.best.clone(),
+                };
+                let meta = [
+                    ("name", config.name.clone()),
+                    ("best_epoch", end.record.epoch.to_string()),
+                ];
+                save_model(&dir.model(), &best, &meta)?;
+            }
+            on_epoch(end.record, end.verdict);
+            let last = end.verdict.stop || end.record.epoch >= config.epochs;
+            if opts.stop_after == Some(end.record.epoch) && !last {
+                return Err(Error::Paused {
+                    epoch: end.record.epoch,
+                });
+            }
+            if opts
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+            {
+                return Err(Error::Interrupted {
+                    epoch: end.record.epoch,
+                    dir: opts.out.clone(),
+                });
+            }
+            Ok(())
+        },
+    ))?;
     let test = engine.evaluate(SplitName::Test).map_err(TrainError::from)?;
     let model_meta = [
         ("name", config.name.clone()),

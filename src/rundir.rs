@@ -313,32 +313,7 @@ fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochRecord>> {
         .skip(1)
         .take(epochs)
         .enumerate()
-        .map(|(i, line)| {
-            let v: Vec<f64> = line
-                .split(',')
-                .map(|f| f.parse::<f64>())
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|_| bad(i + 2))?;
-            match v[..] {
-                [
-                    epoch,
-                    train_loss,
-                    train_accuracy,
-                    val_loss,
-                    val_accuracy,
-                    seconds,
-                ] => Ok(EpochRecord {
-                    epoch: epoch as usize,
-                    train_loss,
-                    train_accuracy,
-                    val_loss,
-                    val_accuracy,
-                    seconds,
-                    train_samples: 0,
-                }),
-                _ => Err(bad(i + 2)),
-            }
-        })
+        .map(|(i, line)| crate::metrics::parse_metrics_row(line).ok_or_else(|| bad(i + 2)))
         .collect()
 }
 

@@ -5,7 +5,7 @@ use web_time::Instant;
 
 use crate::config::{EarlyStoppingRule, TrainConfig};
 use crate::data::{SplitName, epoch_order};
-use crate::engine::{AwaitedEngine, Engine, EngineError, TrainingState};
+use crate::engine::{AwaitedEngine, EngineError, TrainingState};
 use crate::model::{MAX_PARAMETER_MAGNITUDE, Network, Params, first_unusable};
 
 /// Errors that end training.
@@ -24,8 +24,8 @@ pub enum TrainError {
     },
 }
 
-/// One row of `metrics.csv`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One row of `metrics.csv` (its columns: `metrics::METRICS_COLUMNS`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EpochRecord {
     pub epoch: usize,
     pub train_loss: f64,
@@ -179,20 +179,10 @@ pub struct TrainOutcome {
 
 /// Trains `engine` (already holding initial parameters and the uploaded dataset of `train_rows`
 /// training rows) as `config` says, calling `on_epoch` after each epoch. Leaves the
-/// best-validation weights in the engine. [`train_async`], waited for.
-pub fn train(
-    engine: &mut dyn Engine,
-    train_rows: usize,
-    config: &TrainConfig,
-    resume: Option<ResumeFrom>,
-    on_epoch: impl FnMut(EpochEnd<'_>) -> Result<(), crate::Error>,
-) -> Result<TrainOutcome, crate::Error> {
-    pollster::block_on(train_async(engine, train_rows, config, resume, on_epoch))
-}
-
-/// [`train`] over an engine whose read-backs are awaited (a browser page's GPU engine): the
-/// one training loop.
-pub async fn train_async<E: AwaitedEngine + ?Sized>(
+/// best-validation weights in the engine. The one training loop, awaited: a native caller
+/// waits on it (every `Engine`'s futures are ready at once), a browser page's GPU engine
+/// awaits its read-backs.
+pub async fn train<E: AwaitedEngine + ?Sized>(
     engine: &mut E,
     train_rows: usize,
     config: &TrainConfig,

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use wgtrain::checkpoint::load_model;
 use wgtrain::config::TrainConfig;
 use wgtrain::device::EngineKind;
-use wgtrain::metrics::{METRICS_HEADER, Summary};
+use wgtrain::metrics::{Summary, metrics_header};
 use wgtrain::run::{RunOptions, run_training};
 use wgtrain::rundir::RunDir;
 
@@ -61,7 +61,10 @@ fn train_writes_the_run_directory_contract_and_eval_agrees() {
 
     let metrics = std::fs::read_to_string(RunDir::new(&out).metrics()).unwrap();
     let mut lines = metrics.lines();
-    assert_eq!(lines.next(), Some(METRICS_HEADER));
+    // The header is part of the CLI contract: other tools read these names.
+    let header = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds";
+    assert_eq!(metrics_header(), header);
+    assert_eq!(lines.next(), Some(header));
     assert_eq!(lines.count(), 4);
     let config = std::fs::read_to_string(RunDir::new(&out).config()).unwrap();
     assert!(config.contains("layers = [36, 10, 3]"), "{config}");
@@ -357,7 +360,7 @@ fn diverging_run_exits_1_marks_the_summary_and_keeps_its_metrics() {
         "{summary:?}"
     );
     let metrics = std::fs::read_to_string(RunDir::new(&out).metrics()).unwrap();
-    assert!(metrics.starts_with(METRICS_HEADER));
+    assert!(metrics.starts_with(&metrics_header()));
 }
 
 #[test]
@@ -941,7 +944,7 @@ fn plot_and_table_take_a_run_that_has_not_finished() {
     let unfinished = tmp.path().join("unfinished");
     std::fs::create_dir(&unfinished).unwrap();
     // Validation losses 0.9, 0.5, 0.7, 0.5, 0.8: early stopping's best is the first 0.5.
-    let mut metrics = format!("{METRICS_HEADER}\n");
+    let mut metrics = format!("{}\n", metrics_header());
     for (epoch, val_loss) in [0.9, 0.5, 0.7, 0.5, 0.8].iter().enumerate() {
         metrics.push_str(&format!("{},0.4,0.8,{val_loss},0.8,0.1\n", epoch + 1));
     }

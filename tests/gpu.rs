@@ -200,7 +200,7 @@ fn wgsl_struct_size(family: &str, name: &str) -> u32 {
 
 #[test]
 fn uniform_structs_match_their_wgsl_sizes() {
-    use wgtrain::gpu::kernels::*;
+    use wgtrain::gpu::uniforms::*;
     for (family, name, rust) in [
         ("batch", "Step", std::mem::size_of::<StepUniform>()),
         ("matmul", "Model", std::mem::size_of::<ModelHyper>()),
@@ -323,7 +323,7 @@ fn every_wgsl_entry_point_has_a_check_and_a_test_of_its_name() {
 #[test]
 fn whole_epochs_match_the_cpu_engine_and_packing_changes_nothing() {
     let Some(ctx) = gpu() else { return };
-    assert_rows_pass(&ctx, &wgtrain::check::run_engines(&ctx));
+    assert_rows_pass(&ctx, &pollster::block_on(wgtrain::check::run_engines(&ctx)));
 }
 
 #[test]
@@ -332,7 +332,7 @@ fn training_steps_match_the_cpu_for_every_activation_momentum_and_penalty() {
     for activation in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
         for momentum in [false, true] {
             for (l1, l2) in [(0.0, 0.0), (1e-3, 0.0), (0.0, 1e-3)] {
-                let c = check_epoch(
+                let c = pollster::block_on(check_epoch(
                     &ctx,
                     activation,
                     momentum,
@@ -340,7 +340,7 @@ fn training_steps_match_the_cpu_for_every_activation_momentum_and_penalty() {
                     l2,
                     Optimizer::Sgd,
                     &[37, 17, 5],
-                )
+                ))
                 .unwrap();
                 assert!(
                     c.ratio <= 1.0,
@@ -350,7 +350,7 @@ fn training_steps_match_the_cpu_for_every_activation_momentum_and_penalty() {
             }
         }
     }
-    let c = check_epoch(
+    let c = pollster::block_on(check_epoch(
         &ctx,
         Activation::Tanh,
         false,
@@ -358,7 +358,7 @@ fn training_steps_match_the_cpu_for_every_activation_momentum_and_penalty() {
         1e-3,
         Optimizer::Adam,
         &[37, 17, 5],
-    )
+    ))
     .unwrap();
     assert!(c.ratio <= 1.0, "Adam: {}", c.detail);
     // Wider than one matmul tile: the softmax runs as a dispatch of its own; one layer (softmax
@@ -369,7 +369,7 @@ fn training_steps_match_the_cpu_for_every_activation_momentum_and_penalty() {
         &[37, 5],
         &[37, 9, 8, 7, 6, 5, 6, 7, 8, 9, 5],
     ] {
-        let c = check_epoch(
+        let c = pollster::block_on(check_epoch(
             &ctx,
             Activation::Tanh,
             true,
@@ -377,7 +377,7 @@ fn training_steps_match_the_cpu_for_every_activation_momentum_and_penalty() {
             0.0,
             Optimizer::Sgd,
             widths,
-        )
+        ))
         .unwrap();
         assert!(c.ratio <= 1.0, "{widths:?}: {}", c.detail);
     }
@@ -432,33 +432,38 @@ fn two_gpu_runs_with_the_same_seed_give_bit_identical_weights() {
     assert!(same_bits(&a, &b), "weights differ between identical runs");
 }
 
-/// The awaitable calls a browser's page drives (`train_epoch_async`, `evaluate_async`,
-/// `params_async`: their read-back awaited, not waited for) train and measure what the engine
+/// The awaited calls a browser's page drives (`AwaitedEngine`'s `train_epoch`, `evaluate`,
+/// `params`: their read-back awaited, not waited for) train and measure what the engine
 /// trait's calls do, bit for bit.
 #[test]
 fn an_awaited_gpu_epoch_equals_one_waited_for() {
     use wgtrain::data::SplitName;
+    use wgtrain::engine::AwaitedEngine;
     let Some(ctx) = gpu() else { return };
     let (mut awaited, data, config) = tiny_engine_pair(&ctx);
     let order = |epoch| epoch_order(1, epoch, data.train.len);
     let (values, test) = pollster::block_on(async {
         for epoch in 1..=3 {
-            awaited
-                .train_epoch_async(&order(epoch), &config.hyper())
+            AwaitedEngine::train_epoch(&mut awaited, &order(epoch), &config.hyper())
                 .await
                 .unwrap();
         }
         (
-            awaited.params_async().await.unwrap().values,
-            awaited.evaluate_async(SplitName::Test).await.unwrap(),
+            AwaitedEngine::params(&awaited).await.unwrap().values,
+            AwaitedEngine::evaluate(&mut awaited, SplitName::Test)
+                .await
+                .unwrap(),
         )
     });
     let (mut waited, _, _) = tiny_engine_pair(&ctx);
     for epoch in 1..=3 {
-        waited.train_epoch(&order(epoch), &config.hyper()).unwrap();
+        Engine::train_epoch(&mut waited, &order(epoch), &config.hyper()).unwrap();
     }
-    assert!(same_bits(&values, &waited.params().unwrap().values));
-    assert_eq!(test, waited.evaluate(SplitName::Test).unwrap());
+    assert!(same_bits(&values, &Engine::params(&waited).unwrap().values));
+    assert_eq!(
+        test,
+        Engine::evaluate(&mut waited, SplitName::Test).unwrap()
+    );
     assert!(test.samples > 0 && test.loss.is_finite());
 }
 

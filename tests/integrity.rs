@@ -139,13 +139,13 @@ fn cpu_and_gpu_agree_on_which_runs_diverge() {
                             .unwrap();
                     let mut engine = kind.build(&params, config.batch_size).unwrap();
                     engine.upload(Arc::clone(&data)).unwrap();
-                    let outcome = wgtrain::train::train(
+                    let outcome = pollster::block_on(wgtrain::train::train(
                         engine.as_mut(),
                         data.train.len,
                         &config,
                         None,
                         |_| Ok(()),
-                    )
+                    ))
                     .unwrap();
                     outcome.diverged.is_some()
                 };

@@ -93,8 +93,12 @@ fn packed_models_train_as_if_alone_and_a_model_left_out_is_untouched() {
                 })
             })
             .collect();
-        let before = pack.params(1).unwrap();
-        for (m, r) in pack.train_epoch(&jobs).unwrap().into_iter().enumerate() {
+        let before = pollster::block_on(pack.params(1)).unwrap();
+        for (m, r) in pollster::block_on(pack.train_epoch(&jobs))
+            .unwrap()
+            .into_iter()
+            .enumerate()
+        {
             assert_eq!(r.is_some(), who[m]);
             if let Some(r) = r {
                 packed[m].push(r.unwrap());
@@ -102,7 +106,7 @@ fn packed_models_train_as_if_alone_and_a_model_left_out_is_untouched() {
         }
         if !who[1] {
             assert_eq!(
-                pack.params(1).unwrap().values,
+                pollster::block_on(pack.params(1)).unwrap().values,
                 before.values,
                 "a model without a job is left alone"
             );
@@ -118,13 +122,16 @@ fn packed_models_train_as_if_alone_and_a_model_left_out_is_untouched() {
             // Same kernels on the same numbers: packing moves data, it changes no arithmetic.
             assert_eq!(&got, want, "model {m} epoch {}", e + 1);
         }
-        let (a, p) = (alone.params().unwrap(), pack.params(m).unwrap());
+        let (a, p) = (
+            alone.params().unwrap(),
+            pollster::block_on(pack.params(m)).unwrap(),
+        );
         assert_eq!(a.model, p.model);
         let diff = max_abs_diff(&a.values, &p.values);
         assert!(diff <= 1e-6, "model {m}: params differ by {diff}");
         assert_eq!(
             alone.evaluate(SplitName::Test).unwrap(),
-            pack.evaluate(m, SplitName::Test).unwrap(),
+            pollster::block_on(pack.evaluate(m, SplitName::Test)).unwrap(),
             "model {m} test"
         );
     }
@@ -153,17 +160,17 @@ fn models_that_cannot_share_steps_are_refused_with_a_reason() {
     };
     let order = epoch_order(1, 1, data.train.len);
     let (h1, h2) = (sgd.hyper(), adam.hyper());
-    let err = pack
-        .train_epoch(&[
-            Some(EpochJob {
-                order: &order,
-                hyper: &h1,
-            }),
-            Some(EpochJob {
-                order: &order,
-                hyper: &h2,
-            }),
-        ])
+    let jobs = [
+        Some(EpochJob {
+            order: &order,
+            hyper: &h1,
+        }),
+        Some(EpochJob {
+            order: &order,
+            hyper: &h2,
+        }),
+    ];
+    let err = pollster::block_on(pack.train_epoch(&jobs))
         .unwrap_err()
         .to_string();
     assert!(err.contains("cannot share steps"), "{err}");

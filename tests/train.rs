@@ -8,9 +8,24 @@ use wgtrain::cpu::CpuEngine;
 use wgtrain::data::{Dataset, SplitName};
 use wgtrain::engine::Engine;
 use wgtrain::model::Params;
-use wgtrain::train::{EarlyStopping, TrainError, train};
+use wgtrain::train::{EarlyStopping, TrainError, TrainOutcome};
 
 use crate::common::write_dataset;
+
+/// The training loop, waited for.
+fn train(
+    engine: &mut dyn Engine,
+    train_rows: usize,
+    config: &TrainConfig,
+) -> Result<TrainOutcome, wgtrain::Error> {
+    pollster::block_on(wgtrain::train::train(
+        engine,
+        train_rows,
+        config,
+        None,
+        |_| Ok(()),
+    ))
+}
 
 fn stop_epoch(rule: EarlyStoppingRule, patience: usize, losses: &[f64]) -> Option<usize> {
     let mut es = EarlyStopping::new(rule, patience, true);
@@ -77,7 +92,7 @@ fn training_restores_the_best_validation_weights() {
         "early_stopping_rule=\"no_improvement\"",
         "patience=3",
     ]);
-    let outcome = train(engine.as_mut(), data.train.len, &config, None, |_| Ok(())).unwrap();
+    let outcome = train(engine.as_mut(), data.train.len, &config).unwrap();
     let best = outcome
         .records
         .iter()
@@ -102,7 +117,7 @@ fn training_restores_the_best_validation_weights() {
 fn same_seed_gives_bit_identical_weights() {
     let run = || {
         let (config, data, mut engine) = tiny_setup(&["epochs=3"]);
-        train(engine.as_mut(), data.train.len, &config, None, |_| Ok(()))
+        train(engine.as_mut(), data.train.len, &config)
             .unwrap()
             .best_params
     };
@@ -117,7 +132,7 @@ fn diverging_training_is_reported_and_keeps_the_best_weights() {
         "gradient=\"sum\"",
         "activation=\"relu\"",
     ]);
-    let outcome = train(engine.as_mut(), data.train.len, &config, None, |_| Ok(())).unwrap();
+    let outcome = train(engine.as_mut(), data.train.len, &config).unwrap();
     let err = outcome
         .diverged
         .expect("a learning rate of 1e30 must diverge");

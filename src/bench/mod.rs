@@ -419,7 +419,10 @@ pub fn bench_pack(
                     })
                 })
                 .collect();
-            for r in pack.train_epoch(&jobs)?.into_iter().flatten() {
+            for r in pollster::block_on(pack.train_epoch(&jobs))?
+                .into_iter()
+                .flatten()
+            {
                 r?;
             }
             Ok(())
@@ -470,10 +473,10 @@ pub fn profile_gpu(
     models.upload(0, data)?;
     let order = |epoch| epoch_order(config.seed, epoch, data.train.len);
     let (warm, profiled) = (order(1), order(2));
-    models.train_epoch(&[Some(EpochJob {
+    pollster::block_on(models.train_epoch(&[Some(EpochJob {
         order: &warm,
         hyper: &hyper,
-    })])?;
+    })]))?;
     models.profile_steps(&[Some(EpochJob {
         order: &profiled,
         hyper: &hyper,

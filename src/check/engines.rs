@@ -2,6 +2,7 @@
 //! each trained alone.
 
 use super::*;
+use crate::engine::AwaitedEngine;
 
 /// A small random dataset for the engine check.
 fn random_dataset(features: usize, classes: usize, rows: usize, seed: u64) -> Dataset {
@@ -31,22 +32,8 @@ fn random_dataset(features: usize, classes: usize, rows: usize, seed: u64) -> Da
 /// One epoch of a network of `widths` (37 inputs) on the GPU engine against the CPU engine,
 /// same data, init and order. With more than 16 classes the GPU runs softmax_xent as a
 /// dispatch of its own; with one layer, gather_batch.
-pub fn check_epoch(
-    ctx: &GpuContext,
-    activation: Activation,
-    momentum: bool,
-    l1: f64,
-    l2: f64,
-    optimizer: Optimizer,
-    widths: &[usize],
-) -> Result<EpochCheck, GpuError> {
-    pollster::block_on(check_epoch_async(
-        ctx, activation, momentum, l1, l2, optimizer, widths,
-    ))
-}
-
-/// [`check_epoch`], awaiting the GPU's read-backs.
-async fn check_epoch_async(
+/// Awaited: a native caller waits on it, a page awaits it.
+pub async fn check_epoch(
     ctx: &GpuContext,
     activation: Activation,
     momentum: bool,
@@ -89,10 +76,12 @@ async fn check_epoch_async(
     cpu.upload(Arc::clone(&data)).map_err(err)?;
     gpu.upload(Arc::clone(&data)).map_err(err)?;
     let c = cpu.train_epoch(&order, &hyper).map_err(err)?;
-    let g = gpu.train_epoch_async(&order, &hyper).await.map_err(err)?;
+    let g = AwaitedEngine::train_epoch(&mut gpu, &order, &hyper)
+        .await
+        .map_err(err)?;
     let (pc, pg) = (
         cpu.params().map_err(err)?,
-        gpu.params_async().await.map_err(err)?,
+        AwaitedEngine::params(&gpu).await.map_err(err)?,
     );
     Ok(EpochCheck::between((&c, &pc.values), (&g, &pg.values)))
 }
@@ -172,7 +161,7 @@ pub(super) async fn check_epochs(ctx: &GpuContext) -> CheckRow {
             ),
         ] {
             row.cases += 1;
-            match check_epoch_async(ctx, activation, momentum, l1, l2, opt, widths).await {
+            match check_epoch(ctx, activation, momentum, l1, l2, opt, widths).await {
                 Ok(c) => row.note(c.ratio, c.max_rel_error, || {
                     format!(
                         "{} momentum={momentum} l1={l1} l2={l2} {opt:?} {widths:?} {:?}: {}",
@@ -233,10 +222,12 @@ pub(super) async fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
             cpu.upload(Arc::clone(&data)).map_err(e)?;
             gpu.upload(Arc::clone(&data)).map_err(e)?;
             let c = cpu.train_epoch(&order, &hyper).map_err(e)?;
-            let g = gpu.train_epoch_async(&order, &hyper).await.map_err(e)?;
+            let g = AwaitedEngine::train_epoch(&mut gpu, &order, &hyper)
+                .await
+                .map_err(e)?;
             let (pc, pg) = (
                 cpu.params().map_err(e)?,
-                gpu.params_async().await.map_err(e)?,
+                AwaitedEngine::params(&gpu).await.map_err(e)?,
             );
             Ok::<_, String>(EpochCheck::between((&c, &pc.values), (&g, &pg.values)))
         };
@@ -349,16 +340,15 @@ pub(super) async fn check_packed_network_epoch(ctx: &GpuContext) -> Result<Check
                 })
             })
             .collect();
-        pack.train_epoch_async(&jobs).await.map_err(e)?;
+        pack.train_epoch(&jobs).await.map_err(e)?;
         for (m, job) in jobs.iter().enumerate() {
             if job.is_some() {
-                alone[m]
-                    .train_epoch_async(&order, &hypers[m])
+                AwaitedEngine::train_epoch(&mut alone[m], &order, &hypers[m])
                     .await
                     .map_err(e)?;
             }
-            let pa = alone[m].params_async().await.map_err(e)?;
-            let pp = pack.params_async(m).await.map_err(e)?;
+            let pa = AwaitedEngine::params(&alone[m]).await.map_err(e)?;
+            let pp = pack.params(m).await.map_err(e)?;
             if let Some(i) = pa
                 .values
                 .iter()
@@ -381,12 +371,7 @@ pub(super) async fn check_packed_network_epoch(ctx: &GpuContext) -> Result<Check
 
 /// Two epochs of three models that differ in activation, init, learning rate, momentum and
 /// penalty, trained packed (in the same dispatches), against each trained alone.
-pub fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, GpuError> {
-    pollster::block_on(check_packed_epoch_async(ctx))
-}
-
-/// [`check_packed_epoch`], awaiting the GPU's read-backs.
-pub(super) async fn check_packed_epoch_async(ctx: &GpuContext) -> Result<CheckRow, GpuError> {
+pub async fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, GpuError> {
     use crate::gpu::{PackedModels, packed::EpochJob};
     let (features, classes) = (37, 5);
     let widths = [features, 17, classes];
@@ -448,17 +433,16 @@ pub(super) async fn check_packed_epoch_async(ctx: &GpuContext) -> Result<CheckRo
             .zip(&hypers)
             .map(|(order, hyper)| Some(EpochJob { order, hyper }))
             .collect();
-        let packed = pack.train_epoch_async(&jobs).await.map_err(err)?;
+        let packed = pack.train_epoch(&jobs).await.map_err(err)?;
         for (m, result) in packed.into_iter().enumerate() {
             let got = result
                 .ok_or(err(crate::engine::EngineError::NoData))?
                 .map_err(err)?;
-            let want = alone[m]
-                .train_epoch_async(&orders[m], &hypers[m])
+            let want = AwaitedEngine::train_epoch(&mut alone[m], &orders[m], &hypers[m])
                 .await
                 .map_err(err)?;
-            let pa = alone[m].params_async().await.map_err(err)?;
-            let pp = pack.params_async(m).await.map_err(err)?;
+            let pa = AwaitedEngine::params(&alone[m]).await.map_err(err)?;
+            let pp = pack.params(m).await.map_err(err)?;
             let diff = pa
                 .values
                 .iter()

@@ -3,7 +3,7 @@
 //! `activation_backward`) and update.wgsl (`cpu::ops::update`).
 
 use super::*;
-use crate::gpu::kernels::{ActivationParams, UpdateParams, activation_code};
+use crate::gpu::uniforms::{ActivationParams, UpdateParams, activation_code};
 
 /// activation.wgsl's `activation_forward` (or with `backward` its `activation_backward`)
 /// against the f64 twin, for every activation, on each size of [`SIZES`], once over the

@@ -15,9 +15,12 @@ use crate::data::{Dataset, Split, epoch_order};
 use crate::engine::Engine;
 use crate::gpu::buffers::{bind, staging, storage_init, submit_for_read, uniform_init};
 use crate::gpu::kernels::{
-    Conv2dParams, ConvEntry, DropoutParams, GatherParams, Kernels, MATMUL_BINDINGS,
-    MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS, MATMUL_XENT_BINDINGS, MatmulParams, ModelHyper,
-    Pool2dParams, STEP_STRIDE, StepRef, StepUniform, XentParams, matmul_bind_group, update_tables,
+    ConvEntry, Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS,
+    MATMUL_XENT_BINDINGS, StepRef, matmul_bind_group,
+};
+use crate::gpu::uniforms::{
+    Conv2dParams, DropoutParams, GatherParams, MatmulParams, ModelHyper, Pool2dParams, STEP_STRIDE,
+    StepUniform, XentParams, update_tables,
 };
 use crate::gpu::{GpuContext, GpuEngine, GpuError};
 use crate::model::{Activation, Init, LayerView, Params, layer_views};
@@ -140,7 +143,7 @@ pub fn adapters_to_check(
     choice: &crate::gpu::AdapterChoice,
 ) -> Result<Vec<AdapterToCheck>, CheckError> {
     let contexts: Vec<_> = if all {
-        crate::gpu::list_adapters(choice.backend.as_deref())?
+        pollster::block_on(crate::gpu::list_adapters(choice.backend.as_deref()))?
             .into_iter()
             .map(|(s, _)| {
                 let one = crate::gpu::AdapterChoice {
@@ -149,12 +152,12 @@ pub fn adapters_to_check(
                     adapter: Some(s.index.to_string()),
                     allow_software: true,
                 };
-                GpuContext::open(&one)
+                pollster::block_on(GpuContext::open(&one))
                     .map_err(|e| (format!("{} ({})", s.name, s.backend), e.to_string()))
             })
             .collect()
     } else {
-        vec![Ok(GpuContext::open(choice)?)]
+        vec![Ok(pollster::block_on(GpuContext::open(choice))?)]
     };
     if contexts.is_empty() {
         return Err(CheckError::NoAdapters);
@@ -295,7 +298,7 @@ impl<'a> Rig<'a> {
     /// the single-kernel checks read from it.
     fn hidden_activation(&self, activation: Activation) -> Result<wgpu::Buffer, GpuError> {
         let model = ModelHyper {
-            activation: crate::gpu::kernels::activation_code(activation),
+            activation: crate::gpu::uniforms::activation_code(activation),
             ..Default::default()
         };
         storage_init(self.ctx, "model_hyper", bytemuck::bytes_of(&model))
@@ -469,13 +472,9 @@ async fn kernel_rows(rig: &Rig<'_>, kernel: &str) -> Vec<CheckRow> {
     }
 }
 
-/// Every check on one adapter, in table order: each kernel, then whole epochs.
-pub fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
-    pollster::block_on(run_all_async(ctx))
-}
-
-/// [`run_all`], awaiting every read-back (a browser page runs the same table this way).
-pub async fn run_all_async(ctx: &GpuContext) -> Vec<CheckRow> {
+/// Every check on one adapter, in table order: each kernel, then whole epochs. Awaited: the
+/// CLI waits on it, a browser page awaits it.
+pub async fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
     let rig = match Rig::new(ctx) {
         Ok(r) => r,
         Err(e) => return vec![cannot_run("build pipelines", e)],
@@ -484,25 +483,20 @@ pub async fn run_all_async(ctx: &GpuContext) -> Vec<CheckRow> {
     for kernel in KERNELS {
         rows.extend(kernel_rows(&rig, kernel).await);
     }
-    rows.extend(run_engines_async(ctx).await);
+    rows.extend(run_engines(ctx).await);
     rows
 }
 
 /// The whole-epoch checks: the GPU engine against the CPU engine, and packed models against
 /// each trained alone.
-pub fn run_engines(ctx: &GpuContext) -> Vec<CheckRow> {
-    pollster::block_on(run_engines_async(ctx))
-}
-
-/// [`run_engines`], awaiting every read-back.
-pub async fn run_engines_async(ctx: &GpuContext) -> Vec<CheckRow> {
+pub async fn run_engines(ctx: &GpuContext) -> Vec<CheckRow> {
     vec![
         check_epochs(ctx).await,
         check_network_epoch(ctx).await,
         check_packed_network_epoch(ctx)
             .await
             .unwrap_or_else(|e| cannot_run("packed network epoch", e)),
-        engines::check_packed_epoch_async(ctx)
+        engines::check_packed_epoch(ctx)
             .await
             .unwrap_or_else(|e| cannot_run("packed epoch", e)),
     ]

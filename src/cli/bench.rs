@@ -47,7 +47,10 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
         .map(|d| match d.trim() {
             "cpu" => Ok(EngineKind::Cpu { threads }),
             "gpu" => Ok(EngineKind::Gpu {
-                context: Box::new(GpuContext::open(&gpu.choice(true)).context("bench on gpu")?),
+                context: Box::new(
+                    pollster::block_on(GpuContext::open(&gpu.choice(true)))
+                        .context("bench on gpu")?,
+                ),
             }),
             other => bail!("--devices: unknown device {other:?} (expected cpu or gpu)"),
         })

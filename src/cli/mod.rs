@@ -212,7 +212,7 @@ fn predict(
 }
 
 fn devices(backend: Option<&str>) -> Result<()> {
-    let adapters = list_adapters(backend)?;
+    let adapters = pollster::block_on(list_adapters(backend))?;
     if adapters.is_empty() {
         println!(
             "no adapters found (hint: `apt-get install mesa-vulkan-drivers` gives lavapipe on Linux)"
@@ -280,7 +280,7 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
             }
         };
         tally.opened();
-        for row in run_all(&ctx) {
+        for row in pollster::block_on(run_all(&ctx)) {
             tally.count(&ctx.describe(), &row);
             let result = match row.outcome() {
                 RowOutcome::Pass => "pass".to_string(),

@@ -37,7 +37,7 @@ pub(super) fn tune(args: TuneArgs) -> Result<()> {
              (hint: set {TUNING_FILE_VAR}=PATH, or pass --dry-run)"
         ),
     };
-    let context = GpuContext::open(&gpu.choice(true)).context("tune")?;
+    let context = pollster::block_on(GpuContext::open(&gpu.choice(true))).context("tune")?;
     let decision = wgtrain::tune::tune_config(
         &context,
         &config,

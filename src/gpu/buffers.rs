@@ -136,18 +136,6 @@ pub fn staging(ctx: &GpuContext, label: &str, bytes: u64) -> Result<wgpu::Buffer
     })
 }
 
-/// Submits `encoder` (which must end by copying `bytes` into `staging` at offset 0), waits for
-/// it, and returns the bytes: [`submit_for_read`], awaited where it stands. The one place the
-/// host waits on the device natively.
-pub fn submit_and_read(
-    ctx: &GpuContext,
-    encoder: wgpu::CommandEncoder,
-    staging: &wgpu::Buffer,
-    bytes: u64,
-) -> Result<Vec<u8>, GpuError> {
-    pollster::block_on(submit_for_read(ctx, encoder, staging, bytes)?)
-}
-
 /// Submits `encoder` (which must end by copying `bytes` into `staging` at offset 0) and asks
 /// for `staging` mapped: awaiting what it returns gives the bytes. Natively the await
 /// waits for the device where it stands; in a browser, where nothing may block and WebGPU maps

@@ -147,14 +147,10 @@ fn is_software(info: &wgpu::AdapterInfo) -> bool {
 /// Every adapter wgpu finds for the chosen backend, in a stable order. An adapter's `index`
 /// is its place in the list of every backend (or WGPU_BACKEND's), whichever backend is
 /// asked for, so that an index `wgtrain devices` prints means one adapter everywhere.
-pub fn list_adapters(
-    backend: Option<&str>,
-) -> Result<Vec<(AdapterSummary, wgpu::Adapter)>, GpuError> {
-    pollster::block_on(list_adapters_async(backend))
-}
-
-/// [`list_adapters`], awaiting wgpu's enumeration (in a browser nothing may wait for it).
-pub async fn list_adapters_async(
+///
+/// Awaited: a native caller waits on it, a page awaits it (in a browser nothing may wait for
+/// wgpu's enumeration).
+pub async fn list_adapters(
     backend: Option<&str>,
 ) -> Result<Vec<(AdapterSummary, wgpu::Adapter)>, GpuError> {
     let wanted = parse_backends(backend)?;
@@ -348,13 +344,10 @@ const MAX_STORAGE_BINDING_VAR: &str = "WGTRAIN_GPU_MAX_STORAGE_BINDING";
 impl GpuContext {
     /// Opens the adapter `choice` picks. Real GPUs come before software ones; a software
     /// adapter is taken only when `allow_software` is set.
-    pub fn open(choice: &AdapterChoice) -> Result<Self, GpuError> {
-        pollster::block_on(Self::open_async(choice))
-    }
-
-    /// [`GpuContext::open`], awaiting wgpu's adapter list and device (in a browser nothing may
-    /// wait for them).
-    pub async fn open_async(choice: &AdapterChoice) -> Result<Self, GpuError> {
+    ///
+    /// Awaited: a native caller waits on it, a page awaits it (in a browser nothing may wait
+    /// for wgpu's adapter list and device).
+    pub async fn open(choice: &AdapterChoice) -> Result<Self, GpuError> {
         // A mistyped setting or a broken tuning file is reported first, whatever adapters there
         // are.
         let overrides = TuningOverrides::from_env()?;
@@ -372,7 +365,7 @@ impl GpuContext {
             Err(_) => None,
         };
         let tuned = TuningFile::load_configured()?;
-        let mut adapters = list_adapters_async(choice.backend.as_deref()).await?;
+        let mut adapters = list_adapters(choice.backend.as_deref()).await?;
         let summaries: Vec<AdapterSummary> = adapters.iter().map(|(s, _)| s.clone()).collect();
         // Named by the user, else by a scheduler (the GPU a Slurm task was given), else the
         // best there is.

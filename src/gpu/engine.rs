@@ -11,7 +11,7 @@ use super::models::GpuModels;
 use super::packed::EpochJob;
 use crate::config::Hyper;
 use crate::data::{Dataset, SplitName};
-use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};
+use crate::engine::{AwaitedEngine, Engine, EngineError, EpochStats, EvalStats, TrainingState};
 use crate::model::Params;
 
 pub struct GpuEngine {
@@ -33,57 +33,30 @@ impl GpuEngine {
     pub fn submissions_last_epoch(&self) -> usize {
         self.models.submissions_last_epoch()
     }
-
-    /// [`Engine::train_epoch`], awaiting the epoch's one read-back where the trait's method
-    /// waits for it: a browser's page, where nothing may block, awaits this.
-    pub async fn train_epoch_async(
-        &mut self,
-        order: &[u32],
-        hyper: &Hyper,
-    ) -> Result<EpochStats, EngineError> {
-        let mut out = self
-            .models
-            .train_epoch_async(&[Some(EpochJob { order, hyper })])
-            .await?;
-        out.pop().flatten().unwrap_or(Err(EngineError::NoData))
-    }
-
-    /// [`Engine::evaluate`], awaiting its read-back.
-    pub async fn evaluate_async(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
-        self.models.evaluate_async(0, split).await
-    }
-
-    /// [`Engine::params`], awaiting its read-back.
-    pub async fn params_async(&self) -> Result<Params, EngineError> {
-        self.models.params_async(0).await
-    }
-
-    /// [`Engine::training_state`], awaiting its read-back.
-    pub async fn training_state_async(&self) -> Result<TrainingState, EngineError> {
-        self.models.training_state_async(0).await
-    }
 }
 
 /// The training loop's calls, awaited: how a page trains on the GPU without blocking.
-impl crate::engine::AwaitedEngine for GpuEngine {
+impl AwaitedEngine for GpuEngine {
     async fn train_epoch(
         &mut self,
         order: &[u32],
         hyper: &Hyper,
     ) -> Result<EpochStats, EngineError> {
-        self.train_epoch_async(order, hyper).await
+        let job = EpochJob { order, hyper };
+        let mut out = self.models.train_epoch(&[Some(job)]).await?;
+        out.pop().flatten().unwrap_or(Err(EngineError::NoData))
     }
 
     async fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
-        self.evaluate_async(split).await
+        self.models.evaluate(0, split).await
     }
 
     async fn params(&self) -> Result<Params, EngineError> {
-        self.params_async().await
+        self.models.params(0).await
     }
 
     async fn training_state(&self) -> Result<TrainingState, EngineError> {
-        self.training_state_async().await
+        self.models.training_state(0).await
     }
 
     fn keep_best(&mut self) -> Result<(), EngineError> {
@@ -109,15 +82,15 @@ impl Engine for GpuEngine {
     }
 
     fn train_epoch(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError> {
-        pollster::block_on(self.train_epoch_async(order, hyper))
+        pollster::block_on(AwaitedEngine::train_epoch(self, order, hyper))
     }
 
     fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
-        pollster::block_on(self.evaluate_async(split))
+        pollster::block_on(AwaitedEngine::evaluate(self, split))
     }
 
     fn params(&self) -> Result<Params, EngineError> {
-        pollster::block_on(self.params_async())
+        pollster::block_on(AwaitedEngine::params(self))
     }
 
     fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {
@@ -133,7 +106,7 @@ impl Engine for GpuEngine {
     }
 
     fn training_state(&self) -> Result<TrainingState, EngineError> {
-        pollster::block_on(self.training_state_async())
+        pollster::block_on(AwaitedEngine::training_state(self))
     }
 
     fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {

@@ -15,12 +15,13 @@ pub mod pack;
 pub mod packed;
 pub mod shaders;
 pub mod tuning;
+pub mod uniforms;
 pub mod workspace;
 
 pub use assigned::{ASSIGNMENT_VARIABLES, AssignedGpus};
 pub use context::{
     AdapterChoice, AdapterSummary, GpuContext, GpuError, KNOWN_ADAPTERS, list_adapters,
-    list_adapters_async, resolve_adapter,
+    resolve_adapter,
 };
 pub use engine::GpuEngine;
 pub use models::GpuModels;

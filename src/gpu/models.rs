@@ -75,50 +75,33 @@ impl GpuModels {
         on_models!(self, m => m.init_model(model, params))
     }
 
-    pub fn train_epoch(
+    /// One epoch of every model with a job, in the same dispatches. The per-model calls that
+    /// read back are futures: a native caller waits on them, a page awaits them.
+    pub async fn train_epoch(
         &mut self,
         jobs: &[Option<EpochJob<'_>>],
     ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
-        on_models!(self, m => m.train_epoch(jobs))
+        on_models!(self, m => m.train_epoch(jobs).await)
     }
 
-    /// [`GpuModels::train_epoch`], awaiting its read-back (in a browser nothing may wait).
-    pub async fn train_epoch_async(
-        &mut self,
-        jobs: &[Option<EpochJob<'_>>],
-    ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
-        on_models!(self, m => m.train_epoch_async(jobs).await)
-    }
-
-    /// [`GpuModels::evaluate`], awaiting its read-back.
-    pub async fn evaluate_async(
+    pub async fn evaluate(
         &mut self,
         model: usize,
         split: SplitName,
     ) -> Result<EvalStats, EngineError> {
-        on_models!(self, m => m.evaluate_async(model, split).await)
+        on_models!(self, m => m.evaluate(model, split).await)
     }
 
-    /// [`GpuModels::params`], awaiting its read-back.
-    pub async fn params_async(&self, model: usize) -> Result<Params, EngineError> {
-        on_models!(self, m => m.params_async(model).await)
+    pub async fn params(&self, model: usize) -> Result<Params, EngineError> {
+        on_models!(self, m => m.params(model).await)
     }
 
-    /// [`GpuModels::training_state`], awaiting its read-back.
-    pub async fn training_state_async(&self, model: usize) -> Result<TrainingState, EngineError> {
-        on_models!(self, m => m.training_state_async(model).await)
+    pub async fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
+        on_models!(self, m => m.training_state(model).await)
     }
 
     pub fn upload(&mut self, model: usize, data: &Dataset) -> Result<(), EngineError> {
         on_models!(self, m => m.upload(model, data))
-    }
-
-    pub fn evaluate(&mut self, model: usize, split: SplitName) -> Result<EvalStats, EngineError> {
-        on_models!(self, m => m.evaluate(model, split))
-    }
-
-    pub fn params(&self, model: usize) -> Result<Params, EngineError> {
-        on_models!(self, m => m.params(model))
     }
 
     pub fn set_params(&mut self, model: usize, params: &Params) -> Result<(), EngineError> {
@@ -131,10 +114,6 @@ impl GpuModels {
 
     pub fn restore_best(&mut self, model: usize) -> Result<(), EngineError> {
         on_models!(self, m => m.restore_best(model))
-    }
-
-    pub fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
-        on_models!(self, m => m.training_state(model))
     }
 
     pub fn set_training_state(

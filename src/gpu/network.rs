@@ -29,12 +29,12 @@ mod epoch;
 
 use super::buffers::{bind, staging, storage_init, storage_zeroed, submit_for_read, uniform_init};
 use super::context::{GpuContext, GpuError};
-use super::kernels::{
-    ActivationParams, Conv2dParams, ConvEntry, DropoutParams, GatherParams, Kernels,
-    MATMUL_BINDINGS, MatmulParams, ModelHyper, Pool2dParams, STEP_STRIDE, StepRef, StepUniform,
-    UpdateParams, XentParams, activation_code, matmul_bind_group,
+use super::kernels::{ConvEntry, Kernels, MATMUL_BINDINGS, StepRef, matmul_bind_group};
+use super::packed::{EpochJob, PackSharing};
+use super::uniforms::{
+    ActivationParams, Conv2dParams, DropoutParams, GatherParams, MatmulParams, ModelHyper,
+    Pool2dParams, STEP_STRIDE, StepUniform, UpdateParams, XentParams, activation_code,
 };
-use super::packed::EpochJob;
 use crate::config::GradientReduction;
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
 use crate::engine::{EngineError, EpochStats, EvalStats, TrainingState};

@@ -168,7 +168,7 @@ impl PackSeat {
             .collect();
         let started = web_time::Instant::now();
         let models = jobs.iter().flatten().count().max(1) as f64;
-        let results = match state.models.train_epoch(&jobs) {
+        let results = match pollster::block_on(state.models.train_epoch(&jobs)) {
             Ok(mut r) => {
                 let share = started.elapsed().as_secs_f64() / models;
                 for stats in r.iter_mut().flatten().flatten() {
@@ -223,11 +223,12 @@ impl Engine for SeatEngine {
     }
 
     fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
-        self.seat.with(|m, i| m.evaluate(i, split))
+        self.seat
+            .with(|m, i| pollster::block_on(m.evaluate(i, split)))
     }
 
     fn params(&self) -> Result<Params, EngineError> {
-        self.seat.with(|m, i| m.params(i))
+        self.seat.with(|m, i| pollster::block_on(m.params(i)))
     }
 
     fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {
@@ -243,7 +244,8 @@ impl Engine for SeatEngine {
     }
 
     fn training_state(&self) -> Result<TrainingState, EngineError> {
-        self.seat.with(|m, i| m.training_state(i))
+        self.seat
+            .with(|m, i| pollster::block_on(m.training_state(i)))
     }
 
     fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {

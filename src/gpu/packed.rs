@@ -5,14 +5,14 @@
 //! lists into it, so models split with different seeds share one copy. One command buffer and
 //! one read-back per epoch for all K. A single-model engine is the K = 1 case (`GpuEngine`).
 
-use super::buffers::{
-    bind, staging, storage_init, storage_zeroed, submit_and_read, submit_for_read, uniform_init,
-};
+use super::buffers::{bind, staging, storage_init, storage_zeroed, submit_for_read, uniform_init};
 use super::context::{GpuContext, GpuError};
 use super::kernels::{
-    GatherParams, Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS,
-    MATMUL_XENT_BINDINGS, MAX_FUSED_CLASSES, MatmulParams, ModelHyper, STEP_STRIDE, StepRef,
-    StepUniform, XentParams, matmul_bind_group, update_tables,
+    Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS, MATMUL_XENT_BINDINGS,
+    MAX_FUSED_CLASSES, StepRef, matmul_bind_group,
+};
+use super::uniforms::{
+    GatherParams, MatmulParams, ModelHyper, STEP_STRIDE, StepUniform, XentParams, update_tables,
 };
 use super::workspace::WorkLayout;
 use crate::config::{GradientReduction, Hyper, Optimizer};
@@ -109,6 +109,41 @@ struct Resident {
 pub struct EpochJob<'a> {
     pub order: &'a [u32],
     pub hyper: &'a Hyper,
+}
+
+/// What the models of a pack share beyond the step schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackSharing {
+    /// Each model its own order and seed: a dense pack maps every model's order onto the
+    /// resident pools.
+    OwnOrder,
+    /// One order, one dropout seed and one step count for all: a network pack's step uniforms
+    /// hold them once.
+    OneOrder,
+}
+
+impl EpochJob<'_> {
+    /// Whether this job, of a model that has taken `steps` optimiser steps, can take its steps
+    /// in the same dispatches as `lead`'s (of a model at `lead_steps`): the pack's one rule.
+    /// The same batch size and gradient reduction (one schedule), the same optimiser, for Adam
+    /// the same β1, β2 and step count (its bias correction is one per step for the whole
+    /// pack), and with [`PackSharing::OneOrder`] the same order, seed and step count.
+    pub fn shares_steps_with(
+        &self,
+        lead: &EpochJob<'_>,
+        (steps, lead_steps): (u64, u64),
+        sharing: PackSharing,
+    ) -> bool {
+        let (h, l) = (self.hyper, lead.hyper);
+        let adam = l.optimizer == Optimizer::Adam;
+        let schedule = h.batch_size == l.batch_size && h.gradient == l.gradient;
+        let optimiser = h.optimizer == l.optimizer
+            && (!adam
+                || (h.adam_beta1, h.adam_beta2, steps) == (l.adam_beta1, l.adam_beta2, lead_steps));
+        let order = sharing == PackSharing::OwnOrder
+            || (self.order == lead.order && h.seed == l.seed && steps == lead_steps);
+        schedule && optimiser && order
+    }
 }
 
 pub struct PackedModels {
@@ -381,7 +416,7 @@ impl PackedModels {
         q.write_buffer(&self.first, at, &zeros);
         q.write_buffer(&self.second, at, &zeros);
         self.steps_taken[model] = 0;
-        self.hyper_host[model].activation = super::kernels::activation_code(activation);
+        self.hyper_host[model].activation = super::uniforms::activation_code(activation);
         self.write_hyper(model);
         Ok(())
     }

@@ -152,7 +152,7 @@ pub fn gpu() -> Option<wgtrain::gpu::GpuContext> {
         allow_software: true,
         ..Default::default()
     };
-    match wgtrain::gpu::GpuContext::open(&choice) {
+    match pollster::block_on(wgtrain::gpu::GpuContext::open(&choice)) {
         Ok(ctx) => Some(ctx),
         Err(e) => {
             skip(

@@ -12,6 +12,7 @@ use wgtrain::data::SplitName;
 use wgtrain::device::EngineKind;
 use wgtrain::engine::{AwaitedEngine, Engine, EngineError, EpochStats, EvalStats, TrainingState};
 use wgtrain::gpu::{AdapterChoice, AdapterSummary, GpuContext, GpuEngine};
+use wgtrain::metrics::METRICS_COLUMNS;
 use wgtrain::model::Params;
 use wgtrain::page::{InMemoryRun, initial_params, train_in_memory};
 
@@ -83,7 +84,7 @@ async fn open_adapter() -> Result<GpuContext, JsValue> {
         allow_software: true,
         ..Default::default()
     };
-    let mut ctx = GpuContext::open_async(&choice).await.map_err(js_error)?;
+    let mut ctx = GpuContext::open(&choice).await.map_err(js_error)?;
     if ctx.info.name.trim().is_empty() {
         ctx.info = Arc::new(AdapterSummary {
             name: "WebGPU adapter (the browser gives no name)".into(),
@@ -156,14 +157,17 @@ pub async fn train(
         Arc::new(Dataset::from_bytes(files, config.val_fraction, config.seed).map_err(js_error)?);
     let params = initial_params(&config, &data).map_err(js_error)?;
     let report = |record: &wgtrain::train::EpochRecord| {
-        let row = serde_json::json!({
-            "epoch": record.epoch,
-            "train_loss": record.train_loss,
-            "train_accuracy": record.train_accuracy,
-            "val_loss": record.val_loss,
-            "val_accuracy": record.val_accuracy,
-            "seconds": record.seconds,
-        });
+        let row: serde_json::Map<String, serde_json::Value> = (METRICS_COLUMNS.iter())
+            .map(|c| {
+                let value = (c.get)(record);
+                let value = match c.decimals {
+                    Some(_) => serde_json::json!(value),
+                    None => serde_json::json!(value as u64),
+                };
+                (c.name.to_string(), value)
+            })
+            .collect();
+        let row = serde_json::Value::Object(row);
         let _ = on_epoch.call1(&JsValue::NULL, &JsValue::from_str(&row.to_string()));
     };
     let run = match device.as_str() {
@@ -202,9 +206,9 @@ pub async fn train(
 /// `wgtrain check` prints, whether every row passed, and the rows.
 #[wasm_bindgen]
 pub async fn check() -> Result<String, JsValue> {
-    use wgtrain::check::{CheckTally, RowOutcome, run_all_async};
+    use wgtrain::check::{CheckTally, RowOutcome, run_all};
     let ctx = open_adapter().await?;
-    let rows = run_all_async(&ctx).await;
+    let rows = run_all(&ctx).await;
     let mut tally = CheckTally::default();
     tally.opened();
     for row in &rows {

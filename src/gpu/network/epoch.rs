@@ -330,16 +330,8 @@ impl NetworkModels {
     /// then the validation split is evaluated for all; models without a job are left as they
     /// are. The jobs must share what the step uniforms hold: the order, the batch, the
     /// gradient's reduction, the optimiser and Adam's betas, the seed, and the step count.
-    pub fn train_epoch(
-        &mut self,
-        jobs: &[Option<EpochJob<'_>>],
-    ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
-        pollster::block_on(self.train_epoch_async(jobs))
-    }
-
-    /// [`NetworkModels::train_epoch`], awaiting its read-back rather than waiting for it (see
-    /// `buffers::submit_for_read`).
-    pub async fn train_epoch_async(
+    /// Awaited: a native caller waits on it, a page awaits it (see `buffers::submit_for_read`).
+    pub async fn train_epoch(
         &mut self,
         jobs: &[Option<EpochJob<'_>>],
     ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
@@ -353,13 +345,8 @@ impl NetworkModels {
         };
         let (hyper, order) = (lead.hyper, lead.order);
         let shared = |j: &EpochJob<'_>, m: usize| {
-            j.order == order
-                && j.hyper.batch_size == hyper.batch_size
-                && j.hyper.gradient == hyper.gradient
-                && j.hyper.optimizer == hyper.optimizer
-                && (j.hyper.adam_beta1, j.hyper.adam_beta2) == (hyper.adam_beta1, hyper.adam_beta2)
-                && j.hyper.seed == hyper.seed
-                && self.steps_taken[m] == self.steps_taken[lead_model]
+            let steps = (self.steps_taken[m], self.steps_taken[lead_model]);
+            j.shares_steps_with(lead, steps, PackSharing::OneOrder)
         };
         if let Some((m, _)) = active.iter().find(|(m, j)| !shared(j, *m)) {
             return Err(EngineError::Mismatch(format!(
@@ -499,12 +486,8 @@ impl NetworkModels {
     }
 
     /// Loss and accuracy of model `model` on a split.
-    pub fn evaluate(&mut self, model: usize, split: SplitName) -> Result<EvalStats, EngineError> {
-        pollster::block_on(self.evaluate_async(model, split))
-    }
-
-    /// [`NetworkModels::evaluate`], awaiting its read-back.
-    pub async fn evaluate_async(
+    /// Awaited: a native caller waits on it, a page awaits it (see `buffers::submit_for_read`).
+    pub async fn evaluate(
         &mut self,
         model: usize,
         split: SplitName,
@@ -562,12 +545,8 @@ impl NetworkModels {
     }
 
     /// A copy of model `model`'s parameters.
-    pub fn params(&self, model: usize) -> Result<Params, EngineError> {
-        pollster::block_on(self.params_async(model))
-    }
-
-    /// [`NetworkModels::params`], awaiting its read-back.
-    pub async fn params_async(&self, model: usize) -> Result<Params, EngineError> {
+    /// Awaited: a native caller waits on it, a page awaits it (see `buffers::submit_for_read`).
+    pub async fn params(&self, model: usize) -> Result<Params, EngineError> {
         self.check_model(model)?;
         let (work_at, _, _) = self.offsets(model);
         let mut read = self.read_slices(&[(&self.work, work_at)]).await?;
@@ -594,12 +573,8 @@ impl NetworkModels {
     }
 
     /// Model `model`'s parameters, best, optimiser moments and step count.
-    pub fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
-        pollster::block_on(self.training_state_async(model))
-    }
-
-    /// [`NetworkModels::training_state`], awaiting its read-back.
-    pub async fn training_state_async(&self, model: usize) -> Result<TrainingState, EngineError> {
+    /// Awaited: a native caller waits on it, a page awaits it (see `buffers::submit_for_read`).
+    pub async fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
         self.check_model(model)?;
         let (work_at, at, _) = self.offsets(model);
         let mut v = self

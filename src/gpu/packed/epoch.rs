@@ -1,6 +1,7 @@
 //! Recording and reading back a [`PackedModels`] epoch or evaluation, and exchanging one
 //! model's parameters and optimiser state with the host.
 
+use super::PackSharing;
 use super::*;
 use crate::gpu::kernels::Family;
 
@@ -270,7 +271,6 @@ impl PackedModels {
             return Ok(EpochPlan::default());
         };
         let batch = lead.hyper.batch_size;
-        let adam = lead.hyper.optimizer == Optimizer::Adam;
         for &(m, job) in &active {
             let h = job.hyper;
             if h.batch_size > self.batch_size || job.order.len() != train.len {
@@ -282,16 +282,8 @@ impl PackedModels {
                     job.order.len()
                 )));
             }
-            let same_schedule = h.batch_size == batch && h.gradient == lead.hyper.gradient;
-            let same_adam = (h.optimizer == Optimizer::Adam) == adam
-                && (!adam
-                    || (h.adam_beta1, h.adam_beta2, self.steps_taken[m])
-                        == (
-                            lead.hyper.adam_beta1,
-                            lead.hyper.adam_beta2,
-                            self.steps_taken[lead_model],
-                        ));
-            if !same_schedule || !same_adam {
+            let steps = (self.steps_taken[m], self.steps_taken[lead_model]);
+            if !job.shares_steps_with(lead, steps, PackSharing::OwnOrder) {
                 return Err(EngineError::Mismatch(format!(
                     "models {lead_model} and {m} of the pack cannot share steps: packed models \
                      need the same batch size, gradient reduction and (for Adam) β1, β2 and step count"
@@ -361,16 +353,8 @@ impl PackedModels {
     /// job are left alone; see [`PackedModels::prepare_epoch`] for what jobs must share), then
     /// evaluates them on the validation split. Returns each job's epoch, or its own error (a
     /// model whose loss became NaN does not stop the others).
-    pub fn train_epoch(
-        &mut self,
-        jobs: &[Option<EpochJob<'_>>],
-    ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
-        pollster::block_on(self.train_epoch_async(jobs))
-    }
-
-    /// [`PackedModels::train_epoch`], awaiting its read-back rather than waiting for it (see
-    /// `buffers::submit_for_read`).
-    pub async fn train_epoch_async(
+    /// Awaited: a native caller waits on it, a page awaits it (see `buffers::submit_for_read`).
+    pub async fn train_epoch(
         &mut self,
         jobs: &[Option<EpochJob<'_>>],
     ) -> Result<Vec<Option<Result<EpochStats, EngineError>>>, EngineError> {
@@ -448,12 +432,8 @@ impl PackedModels {
     }
 
     /// Loss and accuracy of model `model` on a split (one model's dispatches only).
-    pub fn evaluate(&mut self, model: usize, split: SplitName) -> Result<EvalStats, EngineError> {
-        pollster::block_on(self.evaluate_async(model, split))
-    }
-
-    /// [`PackedModels::evaluate`], awaiting its read-back.
-    pub async fn evaluate_async(
+    /// Awaited: a native caller waits on it, a page awaits it (see `buffers::submit_for_read`).
+    pub async fn evaluate(
         &mut self,
         model: usize,
         split: SplitName,
@@ -521,12 +501,8 @@ impl PackedModels {
     }
 
     /// A copy of model `model`'s parameters.
-    pub fn params(&self, model: usize) -> Result<Params, EngineError> {
-        pollster::block_on(self.params_async(model))
-    }
-
-    /// [`PackedModels::params`], awaiting its read-back.
-    pub async fn params_async(&self, model: usize) -> Result<Params, EngineError> {
+    /// Awaited: a native caller waits on it, a page awaits it (see `buffers::submit_for_read`).
+    pub async fn params(&self, model: usize) -> Result<Params, EngineError> {
         self.check_model(model)?;
         let (at, bytes) = self.params_at(model);
         let values = self.read_slices(&[(&self.work, at, bytes)]).await?;
@@ -537,7 +513,7 @@ impl PackedModels {
     }
 
     pub(crate) fn activation_of(&self, model: usize) -> Activation {
-        crate::gpu::kernels::activation_of_code(self.hyper_host[model].activation)
+        crate::gpu::uniforms::activation_of_code(self.hyper_host[model].activation)
     }
 
     /// Copies `bytes` from `from` at `from_at` to `to` at `to_at` (on the device).
@@ -569,12 +545,8 @@ impl PackedModels {
     }
 
     /// Model `model`'s parameters, best, optimiser moments and step count.
-    pub fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
-        pollster::block_on(self.training_state_async(model))
-    }
-
-    /// [`PackedModels::training_state`], awaiting its read-back.
-    pub async fn training_state_async(&self, model: usize) -> Result<TrainingState, EngineError> {
+    /// Awaited: a native caller waits on it, a page awaits it (see `buffers::submit_for_read`).
+    pub async fn training_state(&self, model: usize) -> Result<TrainingState, EngineError> {
         self.check_model(model)?;
         let (at, bytes) = self.slice_of(model);
         let values = self

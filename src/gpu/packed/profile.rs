@@ -90,7 +90,8 @@ impl PackedModels {
         }
         encoder.resolve_query_set(&query_set, 0..queries as u32, &resolved, 0);
         encoder.copy_buffer_to_buffer(&resolved, 0, &readback, 0, bytes);
-        let raw = submit_and_read(&self.ctx, encoder, &readback, bytes)?;
+        // The profile is native only: it waits for its read-back.
+        let raw = pollster::block_on(submit_for_read(&self.ctx, encoder, &readback, bytes)?)?;
         for &m in &plan.active {
             self.steps_taken[m] += steps as u64;
         }
