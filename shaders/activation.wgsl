@@ -7,7 +7,7 @@
 // f is `kind` (common.wgsl's ACT_*), f′ written through f's output as activation_slope does.
 // CPU twins: cpu::ops::{activation_forward, activation_backward}.
 // Tests: tests/gpu.rs::activation_{forward,backward}_matches_the_cpu_reference
-// (check/kernels.rs::check_activation).
+// (check/layers.rs::check_activation).
 // Bindings (group 0):
 //   0 work    read_write  f32: the operands above
 //   1 p       uniform     ActivationParams (Rust: uniforms.rs::ActivationParams)

@@ -11,7 +11,7 @@
 // conv2d_backward_params: w_off receives dw = Σ_rows Σ_positions dz · x, b_off db = Σ dz;
 //                         invocations 0..O·C·K·K are weights, the next O the biases
 // CPU twins: cpu::conv::{conv2d_forward, conv2d_backward_input, conv2d_backward_params}.
-// Tests: tests/gpu.rs::conv2d_*_matches_the_cpu_reference (check/kernels.rs::check_conv2d).
+// Tests: tests/gpu.rs::conv2d_*_matches_the_cpu_reference (check/conv.rs::check_conv2d).
 // Bindings (group 0):
 //   0 work    read_write  f32: the operands above
 //   1 p       uniform     Conv2dParams (Rust: uniforms.rs::Conv2dParams)

@@ -51,8 +51,8 @@
 // epilogues 1 and 2; 0 applies none (the output layer).
 // CPU twins: cpu::gemm::{linear_forward, linear_backward_weight, linear_backward_input} and
 // cpu::ops::update (same expression order).
-// Tests: check/kernels.rs::{check_matmul, check_matmul_gather, check_matmul_softmax_xent,
-// check_weight_grad_update}.
+// Tests: check/matmul.rs::{check_matmul, check_matmul_gather},
+// check/matmul_fused.rs::{check_matmul_softmax_xent, check_matmul_update}.
 // Bindings (group 0):
 //   0 work        read_write  f32: every model's parameters, batch, activations, deltas, row losses
 //   1 models      read        Model per model (common.wgsl)

@@ -9,7 +9,7 @@
 //                      it (from z_off, argmax from arg_off), in the CPU twin's order (outputs
 //                      row-major), so the same bits; 0 for pixels no window took
 // CPU twins: cpu::conv::{max_pool2d_forward, max_pool2d_backward}.
-// Tests: tests/gpu.rs::max_pool2d_*_matches_the_cpu_reference (check/kernels.rs::check_max_pool2d).
+// Tests: tests/gpu.rs::max_pool2d_*_matches_the_cpu_reference (check/conv.rs::check_max_pool2d).
 // Bindings (group 0):
 //   0 work    read_write  f32: the operands above
 //   1 p       uniform     Pool2dParams (Rust: uniforms.rs::Pool2dParams)

@@ -9,7 +9,7 @@
 // with the model's hyperparameters (models[model]; a model with training = 0 is left alone),
 // Adam's corrections from the step uniform, and the moments at model·param_ms + param_off + e.
 // CPU twin: cpu::ops::update. Test: tests/gpu.rs::update_matches_the_cpu_reference
-// (check/kernels.rs::check_update).
+// (check/layers.rs::check_update).
 // Bindings (group 0):
 //   0 work    read_write  f32: parameters and gradients
 //   1 models  read        Model per model (common.wgsl)

@@ -1,7 +1,7 @@
 //! The GPU path against the CPU path: every kernel (through the same harness `wgtrain check`
 //! runs), training steps for every activation × momentum × penalty, an epoch on real data,
 //! determinism, and flat memory. Tolerances are documented where each comparison is made
-//! (src/check/kernels.rs for the kernels).
+//! (src/check/: kernels.rs, layers.rs, conv.rs, matmul.rs, matmul_fused.rs for the kernels).
 
 use std::sync::Arc;
 

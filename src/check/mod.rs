@@ -25,17 +25,20 @@ use crate::gpu::uniforms::{
 use crate::gpu::{GpuContext, GpuEngine, GpuError};
 use crate::model::{Activation, Init, LayerView, Params, layer_views};
 
+mod conv;
 mod engines;
 mod kernels;
 mod layers;
+mod matmul;
+mod matmul_fused;
 
+use conv::{check_conv2d, check_max_pool2d};
 pub use engines::{EpochCheck, check_epoch, check_packed_epoch};
 use engines::{check_epochs, check_network_epoch, check_packed_network_epoch};
-use kernels::{
-    check_conv2d, check_dropout_forward, check_gather_batch, check_matmul, check_matmul_gather,
-    check_matmul_softmax_xent, check_matmul_update, check_max_pool2d, check_softmax_xent,
-};
+use kernels::{check_dropout_forward, check_gather_batch, check_softmax_xent};
 use layers::{check_activation, check_update};
+use matmul::{check_matmul, check_matmul_gather};
+use matmul_fused::{check_matmul_softmax_xent, check_matmul_update};
 
 /// How one row of the check table ended.
 #[derive(Debug, Clone, PartialEq)]
