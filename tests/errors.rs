@@ -84,9 +84,57 @@ fn with_declared_size(jpeg: &[u8], width: u16, height: u16) -> Vec<u8> {
     out
 }
 
+/// What every group of cases shares: the temporary root, a good dataset, the run directory
+/// the cases train into, and a finished two-epoch run (made by `run_dir_cases`, read by the
+/// groups after it).
+struct Ground<'a> {
+    root: &'a Path,
+    good: PathBuf,
+    out: PathBuf,
+    done: PathBuf,
+}
+
+/// Every case, grouped by what the user gave; the order is docs/errors.md's.
 fn cases(root: &Path) -> Vec<Case> {
-    let out = root.join("run");
-    let good = dataset(root, "good");
+    let g = Ground {
+        root,
+        good: dataset(root, "good"),
+        out: root.join("run"),
+        done: root.join("done"),
+    };
+    let groups: [fn(&Ground<'_>) -> Vec<Case>; 13] = [
+        data_cases,
+        config_cases,
+        network_cases,
+        run_dir_cases,
+        device_cases,
+        model_file_cases,
+        sweep_cases,
+        file_kind_cases,
+        predict_cases,
+        web_cases,
+        config_file_cases,
+        bench_cases,
+        gradcheck_cases,
+    ];
+    let mut cases: Vec<Case> = groups.iter().flat_map(|group| group(&g)).collect();
+    let (root, good, done) = (g.root, &g.good, &g.done);
+    cases.extend(nothing_lost_cases(root, good, done));
+    cases.push(Case {
+        what: "a config file that is not there",
+        args: vec![
+            "train".into(),
+            "--config".into(),
+            root.join("nope.toml").display().to_string(),
+        ],
+        expect: "nope.toml",
+    });
+    cases
+}
+
+/// A dataset that is missing, malformed or lying, given to `train`.
+fn data_cases(g: &Ground<'_>) -> Vec<Case> {
+    let (root, out) = (g.root, g.out.as_path());
     let mut cases = Vec::new();
     let mut data_case =
         |what: &'static str, name: &str, expect: &'static str, spoil: &dyn Fn(&Path)| {
@@ -94,7 +142,7 @@ fn cases(root: &Path) -> Vec<Case> {
             spoil(&dir);
             cases.push(Case {
                 what,
-                args: train(&dir, &out, &[]),
+                args: train(&dir, out, &[]),
                 expect,
             });
         };
@@ -219,9 +267,16 @@ fn cases(root: &Path) -> Vec<Case> {
         "SHA256SUMS: cannot be read",
         &|d| std::fs::create_dir(d.join("SHA256SUMS")).unwrap(),
     );
+    cases
+}
+
+/// Settings `train --set` gives that no run can take.
+fn config_cases(g: &Ground<'_>) -> Vec<Case> {
+    let (good, out) = (g.good.as_path(), g.out.as_path());
+    let mut cases = Vec::new();
     let config_case = |what, set: &'static str, expect| Case {
         what,
-        args: train(&good, &out, &["--set", set]),
+        args: train(good, out, &["--set", set]),
         expect,
     };
     cases.extend([
@@ -269,8 +324,8 @@ fn cases(root: &Path) -> Vec<Case> {
         Case {
             what: "training that diverges (NaN or infinite loss)",
             args: train(
-                &good,
-                &out,
+                good,
+                out,
                 &[
                     "--set",
                     "learning_rate=1e30",
@@ -283,10 +338,17 @@ fn cases(root: &Path) -> Vec<Case> {
             expect: "training diverged",
         },
     ]);
+    cases
+}
+
+/// Networks of layers that do not fit, and thread counts no machine has.
+fn network_cases(g: &Ground<'_>) -> Vec<Case> {
+    let (root, good, out) = (g.root, g.good.as_path(), g.out.as_path());
+    let mut cases = Vec::new();
     // Networks of layers (issue 18): every mistake is named by its layer before any work.
     let network_out = root.join("network-run");
     let network_case = |what, network: &str, extra: &[&str], expect| {
-        let mut args = train(&good, &network_out, &[]);
+        let mut args = train(good, &network_out, &[]);
         let layers = args.iter().position(|a| a == TINY[1]).unwrap();
         args.drain(layers - 1..=layers); // a network replaces TINY's layers
         args.extend(["--set".into(), format!("network={network}")]);
@@ -333,26 +395,32 @@ fn cases(root: &Path) -> Vec<Case> {
     });
     cases.push(Case {
         what: "a number too large for a config file (a seed past 2^63 − 1)",
-        args: train(&good, &out, &["--set", "seed=9223372036854775808"]),
+        args: train(good, out, &["--set", "seed=9223372036854775808"]),
         expect: "--set seed=9223372036854775808: out of range (TOML integers are 64-bit signed",
     });
     cases.push(Case {
         what: "a thread count no machine has (a typo)",
-        args: train(&good, &out, &["--threads", "100000"]),
+        args: train(good, out, &["--threads", "100000"]),
         expect: "--threads 100000: at most 1024",
     });
+    cases
+}
+
+/// Run directories: taken, resumed wrongly, edited, cut, or not directories at all.
+fn run_dir_cases(g: &Ground<'_>) -> Vec<Case> {
+    let (root, good, done) = (g.root, g.good.as_path(), g.done.as_path());
+    let mut cases = Vec::new();
     let existing = root.join("existing");
     std::fs::create_dir_all(&existing).unwrap();
     std::fs::write(RunDir::new(&existing).summary(), "{}").unwrap();
     cases.push(Case {
         what: "a run directory that already holds a run",
-        args: train(&good, &existing, &[]),
+        args: train(good, &existing, &[]),
         expect: "--force",
     });
     // A finished two-epoch run, resumed with fewer epochs than it has done.
-    let done = root.join("done");
     let finished = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .args(train(&good, &done, &[]))
+        .args(train(good, done, &[]))
         .output()
         .unwrap();
     assert!(finished.status.success(), "{finished:?}");
@@ -407,12 +475,12 @@ fn cases(root: &Path) -> Vec<Case> {
     resume_with(
         "a resumed run given other data than it trained on",
         &other,
-        &done,
+        done,
         "is not the same: train-labels-idx1-ubyte has SHA-256",
     );
     // See: #16. Rows removed from metrics.csv were written back around the new epochs.
     let edited = root.join("edited");
-    copy_dir(&done, &edited);
+    copy_dir(done, &edited);
     let metrics = std::fs::read_to_string(RunDir::new(&edited).metrics()).unwrap();
     let kept: Vec<&str> = metrics
         .lines()
@@ -423,13 +491,13 @@ fn cases(root: &Path) -> Vec<Case> {
     std::fs::write(RunDir::new(&edited).metrics(), kept.join("\n") + "\n").unwrap();
     resume_with(
         "a resumed run whose metrics.csv lost rows",
-        &good,
+        good,
         &edited,
         "holds epochs 2 where the checkpoint has epochs 1 to 2 done",
     );
     // See: #16. safetensors' own words ("incomplete metadata, file not fully covered").
     let cut = root.join("cut");
-    copy_dir(&done, &cut);
+    copy_dir(done, &cut);
     let checkpoint = std::fs::read(RunDir::new(&cut).checkpoint()).unwrap();
     std::fs::write(
         RunDir::new(&cut).checkpoint(),
@@ -438,7 +506,7 @@ fn cases(root: &Path) -> Vec<Case> {
     .unwrap();
     resume_with(
         "a resumed run whose checkpoint is truncated",
-        &good,
+        good,
         &cut,
         "cut/last.safetensors is truncated or is not a safetensors file",
     );
@@ -446,21 +514,28 @@ fn cases(root: &Path) -> Vec<Case> {
     std::fs::write(&blocker, "not a directory").unwrap();
     cases.push(Case {
         what: "an output directory that cannot be created",
-        args: train(&good, &blocker.join("run"), &[]),
+        args: train(good, &blocker.join("run"), &[]),
         expect: "a-file/run",
     });
     // See: #16. Both said "File exists (os error 17)".
     cases.push(Case {
         what: "an output directory that is a file",
-        args: train(&good, &blocker, &[]),
+        args: train(good, &blocker, &[]),
         expect: "a-file is not a directory",
     });
     cases.push(Case {
         what: "an output directory that is a device",
-        args: train(&good, Path::new("/dev/full"), &[]),
+        args: train(good, Path::new("/dev/full"), &[]),
         expect: "run directory /dev/full is not a directory",
     });
-    let mut gpu = train(&good, &out, &[]);
+    cases
+}
+
+/// Devices, adapters and the environment variables that pick them.
+fn device_cases(g: &Ground<'_>) -> Vec<Case> {
+    let (root, good, out) = (g.root, g.good.as_path(), g.out.as_path());
+    let mut cases = Vec::new();
+    let mut gpu = train(good, out, &[]);
     gpu[2] = "gpu".into();
     gpu.extend(["--backend".into(), "metal".into()]);
     if cfg!(target_os = "linux") {
@@ -489,7 +564,7 @@ fn cases(root: &Path) -> Vec<Case> {
         expect: "unknown backend \"cuda\"",
     });
     // Checked before any adapter is looked for, so the message is the same on every machine.
-    let mut tuned = train(&good, &out, &[]);
+    let mut tuned = train(good, out, &[]);
     tuned[2] = "gpu".into();
     tuned.insert(0, "WGTRAIN_TILE_K=48".into());
     cases.push(Case {
@@ -500,7 +575,7 @@ fn cases(root: &Path) -> Vec<Case> {
     // Read before any adapter is looked for too.
     let tuning = root.join("tuning.toml");
     std::fs::write(&tuning, "[[adapter]]\nname = 1\n").unwrap();
-    let mut tuned = train(&good, &out, &[]);
+    let mut tuned = train(good, out, &[]);
     tuned[2] = "gpu".into();
     tuned.insert(0, format!("WGTRAIN_TUNING_FILE={}", tuning.display()));
     cases.push(Case {
@@ -521,11 +596,18 @@ fn cases(root: &Path) -> Vec<Case> {
             "WGPU_BACKEND must be vulkan, metal, dx12 or gl (comma-separated), got \"vulkna\"",
         ),
     ] {
-        let mut args = train(&good, &out, &[]);
+        let mut args = train(good, out, &[]);
         args[2] = "auto".into();
         args.insert(0, variable.into());
         cases.push(Case { what, args, expect });
     }
+    cases
+}
+
+/// A model file that is not one.
+fn model_file_cases(g: &Ground<'_>) -> Vec<Case> {
+    let (root, good) = (g.root, g.good.as_path());
+    let mut cases = Vec::new();
     let garbage = root.join("garbage.safetensors");
     std::fs::write(&garbage, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
     cases.push(Case {
@@ -539,6 +621,13 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "model file",
     });
+    cases
+}
+
+/// Sweep files, searches, pruning, shards and reports.
+fn sweep_cases(g: &Ground<'_>) -> Vec<Case> {
+    let (root, good, out) = (g.root, g.good.as_path(), g.out.as_path());
+    let mut cases = Vec::new();
     let sweep = root.join("sweep.toml");
     std::fs::write(
         &sweep,
@@ -766,7 +855,7 @@ fn cases(root: &Path) -> Vec<Case> {
             "CUDA_VISIBLE_DEVICES must be GPU indices such as 0 or 0,1",
         ),
     ] {
-        let mut args = train(&good, &out, &[]);
+        let mut args = train(good, out, &[]);
         args[2] = "auto".into();
         args.insert(0, assigned.into());
         cases.push(Case { what, args, expect });
@@ -802,6 +891,14 @@ fn cases(root: &Path) -> Vec<Case> {
         args: vec!["sweep".into(), "report".into(), good.display().to_string()],
         expect: "good holds no sweep",
     });
+    cases
+}
+
+/// A sweep file where a config goes, and a config where a sweep file goes.
+fn file_kind_cases(g: &Ground<'_>) -> Vec<Case> {
+    let root = g.root;
+    let one_run = root.join("one-run.toml"); // written by `sweep_cases`
+    let mut cases = Vec::new();
     // See: #16. The two kinds of TOML file, each given where the other goes.
     cases.push(Case {
         what: "a sweep file given as a training config",
@@ -824,9 +921,16 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "`learning_rate` is a config key: this is a training config, not a sweep file",
     });
+    cases
+}
+
+/// Pictures and IDX files `predict` cannot classify, and class names it cannot print.
+fn predict_cases(g: &Ground<'_>) -> Vec<Case> {
+    let (root, done) = (g.root, g.done.as_path());
+    let mut cases = Vec::new();
     // See: #16. Half a JPEG answered "Sneaker 96.3%"; a 1.5 KB JPEG that declares
     // 16000 × 10000 pixels was decoded into 630 MB.
-    let model = RunDir::new(&done).model();
+    let model = RunDir::new(done).model();
     let jpeg = jpeg_bytes(64);
     let half = root.join("half.jpg");
     std::fs::write(&half, &jpeg[..jpeg.len() / 2]).unwrap();
@@ -891,6 +995,13 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "--class-names: the name of class 1 is empty",
     });
+    cases
+}
+
+/// Data `wgtrain web` would serve to a page that fails on it.
+fn web_cases(g: &Ground<'_>) -> Vec<Case> {
+    let root = g.root;
+    let mut cases = Vec::new();
     // See: #21. `wgtrain web` checks the data before serving a page that would fail on it.
     let no_labels = dataset(root, "web-no-labels");
     std::fs::remove_file(no_labels.join("t10k-labels-idx1-ubyte")).unwrap();
@@ -905,6 +1016,13 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "t10k-labels-idx1-ubyte not found",
     });
+    cases
+}
+
+/// Config files TOML cannot read.
+fn config_file_cases(g: &Ground<'_>) -> Vec<Case> {
+    let root = g.root;
+    let mut cases = Vec::new();
     let broken = root.join("broken.toml");
     std::fs::write(&broken, "layers = [784, 10\nepochs = 3\n").unwrap();
     cases.push(Case {
@@ -929,8 +1047,14 @@ fn cases(root: &Path) -> Vec<Case> {
         ],
         expect: "line 2: duplicate key",
     });
+    cases
+}
+
+/// Bench outputs that cannot be written.
+fn bench_cases(g: &Ground<'_>) -> Vec<Case> {
+    let (root, good) = (g.root, g.good.as_path());
     // See: the bench ran to the end, then could not write its JSON.
-    cases.push(Case {
+    vec![Case {
         what: "a bench JSON file in a directory that does not exist",
         args: vec![
             "bench".into(),
@@ -942,9 +1066,14 @@ fn cases(root: &Path) -> Vec<Case> {
             root.join("no-such-dir/bench.json").display().to_string(),
         ],
         expect: "no-such-dir/bench.json: its directory",
-    });
+    }]
+}
+
+/// Gradient checks that could not fail.
+fn gradcheck_cases(g: &Ground<'_>) -> Vec<Case> {
+    let good = g.good.as_path();
     // See: `--epsilon 1e10` "passed: all 6 differences ≤ 1e20".
-    cases.push(Case {
+    vec![Case {
         what: "a gradient-check step so wide its ε² mark passes anything",
         args: vec![
             "gradcheck".into(),
@@ -956,18 +1085,7 @@ fn cases(root: &Path) -> Vec<Case> {
             "1e10".into(),
         ],
         expect: "--epsilon 1e10: the step must be above 0 and at most 0.1",
-    });
-    cases.extend(nothing_lost_cases(root, &good, &done));
-    cases.push(Case {
-        what: "a config file that is not there",
-        args: vec![
-            "train".into(),
-            "--config".into(),
-            root.join("nope.toml").display().to_string(),
-        ],
-        expect: "nope.toml",
-    });
-    cases
+    }]
 }
 
 #[test]
