@@ -19,7 +19,7 @@ pub enum EngineError {
     ShapeMismatch { expected: String, found: String },
     /// The GPU path's own error, kept whole up to the caller (which may fall back on it).
     #[error(transparent)]
-    Gpu(#[from] crate::gpu::GpuError),
+    Gpu(#[from] crate::gpu::error::GpuError),
     /// Work the engine was handed does not fit what it was built for (a pack's batch size,
     /// dataset or schedule; a training state of another length).
     #[error("{0}")]

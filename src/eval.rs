@@ -10,7 +10,8 @@ use crate::device::EngineKind;
 use crate::engine::EvalStats;
 use crate::error::{Error, Result};
 
-/// Rows per pass through a network of layers when evaluating (the MLP engine sizes its own).
+/// Rows per pass when the CPU engine's layers path evaluates (the fused dense path sizes its
+/// own).
 const EVAL_ROWS: usize = 256;
 
 /// What [`evaluate_model`] found.

@@ -14,6 +14,7 @@ mod gpu;
 mod gradcheck;
 mod integrity;
 mod kubernetes;
+mod layout;
 mod network;
 mod outputs;
 mod pack;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{
+use super::rows::{
     BenchRow, GemmPeak, Machine, PackBenchRow, bench_cpu_pack, bench_one, bench_pack,
     cpu_gemm_peak, profile_gpu, training_only,
 };

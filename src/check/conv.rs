@@ -1,7 +1,7 @@
 //! conv.wgsl's and pool.wgsl's entry points against their CPU twins (`cpu::conv`): the
 //! convolutions in f64 with a dot-product bound, the pooling in f32 bit for bit.
 
-use super::*;
+use super::rig::*;
 
 /// Convolutions every conv2d kernel is checked at, (C, H, W, O, K, stride, padding): padding,
 /// stride 2, kernels 1, 3, 5 and 7, pixels no window reaches, one channel and several, and the

@@ -1,7 +1,7 @@
 //! Whole training epochs: the GPU engine against the CPU engine, and packed models against
 //! each trained alone.
 
-use super::*;
+use super::rig::*;
 use crate::engine::AwaitedEngine;
 
 /// A small random dataset for the engine check.
@@ -178,9 +178,9 @@ pub(super) async fn check_epochs(ctx: &GpuContext) -> CheckRow {
 }
 
 /// One epoch of a network of every layer kind (a padded convolution, pooling, a strided
-/// convolution, dropout, dense layers; tanh, ReLU, sigmoid) on the GPU network engine against
-/// the CPU's, same data, init, order and dropout masks: SGD with momentum and both penalties,
-/// and Adam.
+/// convolution, dropout, dense layers; tanh, ReLU, sigmoid) on the GPU's layer-by-layer
+/// schedule against the CPU's, same data, init, order and dropout masks: SGD with momentum
+/// and both penalties, and Adam.
 pub(super) async fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
     let mut row = CheckRow {
         check: "network epoch vs CPU engine".into(),

@@ -3,7 +3,7 @@
 //! update kernels are `layers.rs`', convolution and pooling `conv.rs`', the matmul family
 //! `matmul.rs`' and `matmul_fused.rs`').
 
-use super::*;
+use super::rig::*;
 
 pub(super) async fn check_gather_batch(rig: &Rig<'_>) -> Result<CheckRow, GpuError> {
     let mut worst = Worst::default();

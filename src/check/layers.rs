@@ -1,8 +1,8 @@
-//! The kernels a network of layers adds to the MLP's, each against its CPU twin of
+//! The kernels a network of layers adds to the fused dense ones, each against its CPU twin of
 //! the same name: activation.wgsl's passes (`cpu::ops::activation_forward`,
 //! `activation_backward`) and update.wgsl (`cpu::ops::update`).
 
-use super::*;
+use super::rig::*;
 use crate::gpu::uniforms::{ActivationParams, UpdateParams, activation_code};
 
 /// activation.wgsl's `activation_forward` (or with `backward` its `activation_backward`)

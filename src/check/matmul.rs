@@ -3,7 +3,7 @@
 //! each against the composition of the unfused references. The tolerances come from the same
 //! twins run on the operands' magnitudes (the dot-product bound's Σ|aᵢbᵢ|).
 
-use super::*;
+use super::rig::*;
 use crate::cpu::ops::MatmulMode::{Forward, InputGrad, WeightGrad};
 
 /// Runs one matmul configuration and returns its output and the sentinel tail after it. A,

@@ -4,7 +4,7 @@
 //! below).
 
 use super::matmul::{layer_at, slope_at_output};
-use super::*;
+use super::rig::*;
 use crate::cpu::ops::MatmulMode::{Forward, InputGrad, WeightGrad};
 
 /// matmul_update: the weight and bias gradients of two layers (each from its own dz and

@@ -358,3 +358,12 @@ fn seed_value(text: &str) -> std::result::Result<u64, String> {
         Err(_) => Err(format!("{text:?} is not a whole number")),
     }
 }
+
+/// `--threads`, checked: at most [`wgtrain::host::MAX_THREADS`].
+pub(super) fn threads_flag(threads: usize) -> anyhow::Result<usize> {
+    let most = wgtrain::host::MAX_THREADS;
+    if threads > most {
+        anyhow::bail!("--threads {threads}: at most {most} (0 means one per core)");
+    }
+    Ok(threads)
+}

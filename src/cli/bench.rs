@@ -1,8 +1,12 @@
 //! `wgtrain bench`: the timing tables (per device and batch size, packed against one after
 //! another, and the per-kernel profile).
 
-use super::*;
+use anyhow::{Context, Result, bail};
+use wgtrain::device::EngineKind;
+use wgtrain::gpu::GpuContext;
 
+use super::args::BenchArgs;
+use super::device::faster_or_slower;
 pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
     let BenchArgs {
         config: args,
@@ -22,7 +26,7 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
     if pack == Some(0) {
         bail!("--pack must be at least 1");
     }
-    let threads = super::threads_flag(threads)?;
+    let threads = super::args::threads_flag(threads)?;
     // Before anything: a JSON path that is a directory, or in none, said in words; the file
     // itself is opened (as a shell's `>` opens it) just before timing, so that one that
     // cannot be written fails first, not after every measurement.

@@ -2,19 +2,19 @@
 //! types, validating them before any data is read, calling the library and printing.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
 use wgtrain::data;
-use wgtrain::device::{DeviceChoice, EngineKind};
-use wgtrain::gpu::{GpuContext, list_adapters};
+use wgtrain::gpu::list_adapters;
 use wgtrain::run::{RunOptions, run_training};
 use wgtrain::train::{EpochRecord, Verdict};
 use wgtrain::{checkpoint, report};
 
 mod args;
 mod bench;
+mod device;
+mod interrupt;
 mod progress;
 mod sweep;
 mod tune;
@@ -22,6 +22,8 @@ mod tune;
 pub use args::Cli;
 use args::*;
 use bench::bench;
+use device::{engine_kind, note_software_adapter};
+use interrupt::interrupt_flag;
 use progress::EpochProgress;
 use sweep::sweep;
 use tune::tune;
@@ -71,100 +73,6 @@ fn web(data: Option<PathBuf>, host: std::net::IpAddr, port: u16) -> Result<()> {
     );
     println!("  train without a click: {url}?config=momentum&epochs=5&autorun=1");
     Ok(server.serve()?)
-}
-
-/// A `--threads` value, refused above [`wgtrain::host::MAX_THREADS`] rather than clamped, so
-/// that a typo fails where the user can see it.
-fn threads_flag(threads: usize) -> Result<usize> {
-    let most = wgtrain::host::MAX_THREADS;
-    if threads > most {
-        bail!("--threads {threads}: at most {most} (0 means one per core)");
-    }
-    Ok(threads)
-}
-
-fn engine_kind(on: &DeviceArgs) -> Result<EngineKind> {
-    let threads = threads_flag(on.threads)?;
-    let device = match on.device {
-        Device::Auto => DeviceChoice::Auto,
-        Device::Cpu => DeviceChoice::Cpu,
-        Device::Gpu => DeviceChoice::Gpu,
-    };
-    let chosen = EngineKind::choose(device, &on.gpu.choice(false), threads)
-        .with_context(|| format!("--device {}", device_name(on.device)))?;
-    match &chosen.fell_back {
-        Some(e @ wgtrain::gpu::GpuError::OnlySoftware { .. }) => {
-            eprintln!("note: --device auto: training on the CPU: {e}")
-        }
-        Some(e) => eprintln!("note: --device auto found no usable GPU ({e}); training on the CPU"),
-        None => {}
-    }
-    Ok(chosen.kind)
-}
-
-/// Before a long run on a software adapter (lavapipe, llvmpipe, SwiftShader, WARP), says what
-/// it is for and roughly how long `runs` runs, the most arithmetic they can take (`flops`,
-/// `None` where that cannot be said), will take there; work estimated under a minute goes
-/// without a note.
-fn note_software_adapter(engine: &EngineKind, runs: usize, flops: Option<f64>) {
-    let EngineKind::Gpu { context } = engine else {
-        return;
-    };
-    if !context.info.software {
-        return;
-    }
-    let how_long = match flops.map(|f| wgtrain::bench::software_adapter_secs(f, &context.info.name))
-    {
-        Some(s) if s < 60.0 => return,
-        Some(s) => format!(
-            "; {} may take up to roughly {} here",
-            if runs == 1 {
-                "this run".to_string()
-            } else {
-                format!("these {runs} runs")
-            },
-            duration_words(s)
-        ),
-        None => String::new(),
-    };
-    eprintln!(
-        "note: {} is a software adapter: it runs the GPU kernels on the CPU, to check them rather than to train (typically about 100× slower than --device cpu){how_long}",
-        context.describe()
-    );
-}
-
-/// `42 s`, `17 min`, `3.5 h`.
-fn duration_words(secs: f64) -> String {
-    if secs < 90.0 {
-        format!("{secs:.0} s")
-    } else if secs < 90.0 * 60.0 {
-        format!("{:.0} min", secs / 60.0)
-    } else {
-        format!("{:.1} h", secs / 3600.0)
-    }
-}
-
-/// A speed ratio in words: `speed` 4.2 reads "4.2× faster", 0.0055 "183× slower" (a bare
-/// "0.01×" makes the reader do the division).
-fn faster_or_slower(speed: f64) -> String {
-    let (factor, word) = if speed >= 1.0 {
-        (speed, "faster")
-    } else {
-        (1.0 / speed, "slower")
-    };
-    if !factor.is_finite() {
-        return "–".into();
-    }
-    let digits = if factor >= 10.0 { 0 } else { 2 };
-    format!("{factor:.digits$}× {word}")
-}
-
-fn device_name(device: Device) -> &'static str {
-    match device {
-        Device::Auto => "auto",
-        Device::Cpu => "cpu",
-        Device::Gpu => "gpu",
-    }
 }
 
 fn predict(
@@ -302,30 +210,6 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
     }
     println!("\n{}", tally.summary());
     Ok(tally.verdict()?)
-}
-
-/// A flag the first Ctrl-C, SIGTERM or SIGHUP sets (training then stops after the epoch in
-/// progress, with its checkpoint written); a second one exits at once, the last checkpoint
-/// still intact. SIGTERM is how Slurm (preemption, requeue, time limit) and Kubernetes stop a
-/// task, so a requeued task goes on from the epoch it was in, not the one before. While the
-/// process is reading a user's file (a slow disk, a network mount), the first one exits at
-/// once: there is nothing to save yet, and the read may never end.
-fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let flag = std::sync::Arc::new(AtomicBool::new(false));
-    let seen = std::sync::Arc::clone(&flag);
-    let installed = ctrlc::set_handler(move || {
-        if seen.swap(true, Ordering::SeqCst) || wgtrain::files::reading_input() {
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\ninterrupt: finishing this epoch and saving (Ctrl-C or SIGTERM again to quit now)"
-        );
-    });
-    if let Err(e) = installed {
-        eprintln!("note: Ctrl-C will stop training without a final save ({e})");
-    }
-    flag
 }
 
 /// `runs/<name>-<UTC timestamp>`.

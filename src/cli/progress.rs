@@ -1,7 +1,6 @@
 //! Per-epoch progress: a live bar on a terminal, plain lines otherwise.
 
-use super::*;
-
+use wgtrain::train::{EpochRecord, Verdict};
 /// Per-epoch progress: a live bar on a terminal (epoch, losses, accuracies, samples/s, ETA),
 /// one plain line per epoch when stderr is a file or pipe, nothing when quiet.
 pub(super) struct EpochProgress {

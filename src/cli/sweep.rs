@@ -1,8 +1,17 @@
 //! `wgtrain sweep`: expands the sweep file, picks the shard, then prints what the library's
 //! scheduler ([`wgtrain::sweep::train_runs`]) reports: a line per run, a live bar on a terminal.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use wgtrain::device::EngineKind;
+use wgtrain::train::{EpochRecord, Verdict};
+
+use super::args::{SweepAction, SweepArgs};
+use super::device::{engine_kind, note_software_adapter};
+use super::interrupt::interrupt_flag;
 use super::progress::{EpochProgress, epoch_bar};
-use super::*;
 
 pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     use wgtrain::sweep::{self, Shard};

@@ -1,7 +1,11 @@
 //! `wgtrain tune`: every kernel arrangement timed on one adapter; the fastest is kept for it in
 //! the tuning file, which every later GPU run on that adapter starts from.
 
-use super::*;
+use anyhow::{Context, Result, bail};
+use wgtrain::gpu::GpuContext;
+
+use super::args::TuneArgs;
+use super::device::faster_or_slower;
 use wgtrain::gpu::{Tuning, TuningFile, tuning::TUNING_FILE_VAR};
 
 pub(super) fn tune(args: TuneArgs) -> Result<()> {

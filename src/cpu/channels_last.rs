@@ -9,8 +9,8 @@
 //! channel), the filters (a few thousand values a step), the first dense layer's input and
 //! its gradient, and a dropout mask's counters (computed in channels-first order).
 
-use super::Scalar;
 use super::dropout::dropout_forward_at;
+use super::scalar::Scalar;
 use crate::model::dropout::DropoutMask;
 use crate::model::{Conv2d, ImageShape, MaxPool2d};
 

@@ -4,7 +4,7 @@
 //! check` compares them). `docs/derivations.md` derives the backward passes; the shapes and
 //! layouts are `model::shape`'s.
 
-use super::Scalar;
+use super::scalar::Scalar;
 
 use crate::model::{Conv2d, MaxPool2d};
 

@@ -2,7 +2,8 @@
 //! [`Workspace`] made once per run, so wgtrain allocates nothing in a training step (the `gemm`
 //! crate allocates its packing buffers per product; `cargo bench --bench cpu_parts` counts them).
 
-use super::{Scalar, gemm, ops};
+use super::scalar::Scalar;
+use super::{gemm, ops};
 use crate::config::GradientReduction;
 use crate::model::{Activation, LayerView};
 

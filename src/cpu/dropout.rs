@@ -1,7 +1,7 @@
 //! Dropout on the CPU: the masks of `model::dropout` applied in place (the CPU twin of
 //! dropout.wgsl's entry point).
 
-use super::Scalar;
+use super::scalar::Scalar;
 use crate::model::dropout::{DropoutMask, hash32};
 
 /// What a kept element is multiplied by: 1 / (1 − p), in the precision `T` computes in.

@@ -171,7 +171,7 @@ impl CpuEngine {
         path: CpuPath,
     ) -> Result<Self, EngineError> {
         let net = Arc::clone(&params.model);
-        let (pool, threads) = super::thread_pool(threads);
+        let (pool, threads) = super::pool::thread_pool(threads);
         let views = net.layer_views();
         let count = params.values.len();
         let path = match path {

@@ -2,7 +2,7 @@
 //! named after what the network computes with them. Each checks its slice lengths so the
 //! unsafe call below can never read or write out of bounds.
 
-use super::Scalar;
+use super::scalar::Scalar;
 
 /// Below this many multiply-adds a product runs on one thread: splitting it costs more than it saves.
 const PARALLEL_MIN_MACS: usize = 1 << 18;

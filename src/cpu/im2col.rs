@@ -14,9 +14,9 @@
 //!
 //! and Z (B·H′·W′, O) is the output, channels-last, as the next layer reads it.
 
-use super::Scalar;
 use super::channels_last::per_image;
 use super::gemm;
+use super::scalar::Scalar;
 use crate::model::Conv2d;
 
 /// Length of `cols` for `rows` images: B·H′·W′ rows of K·K·C.

@@ -5,13 +5,13 @@
 //! alone gives what `cpu::dense` gives for its widths (tested). Beside it, the fast
 //! layer-by-layer pass ([`loss_and_gradient`]) that the CPU engine's layers path trains with.
 
-use super::Scalar;
 use super::conv::{
     conv2d_backward_input, conv2d_backward_params, conv2d_forward, max_pool2d_backward,
     max_pool2d_forward,
 };
 use super::dropout::{dropout_backward, dropout_forward, dropout_forward_from};
 use super::ops;
+use super::scalar::Scalar;
 use crate::model::dropout::DropoutMask;
 use crate::model::{ImageShape, Network, Planned};
 use rayon::prelude::*;

@@ -3,7 +3,7 @@
 //! softmax-cross-entropy, penalties, the update rule) are shared by both, so there is one
 //! definition of each. `docs/derivations.md` derives the formulas.
 
-use super::Scalar;
+use super::scalar::Scalar;
 use crate::config::{Hyper, Optimizer};
 use crate::model::{Activation, LayerView};
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::DataError;
+use super::error::DataError;
 
 /// Name of the checksum list looked for beside the data files.
 pub const CHECKSUM_LIST: &str = "SHA256SUMS";

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::DataError;
+use super::error::DataError;
 
 /// IDX item-type code for unsigned bytes, the only type the MNIST family uses.
 const IDX_TYPE_U8: u8 = 0x08;

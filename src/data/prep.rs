@@ -74,15 +74,15 @@ pub fn zscore_images_to(pixels: &[u8], features: usize, out: &mut [f32]) {
     }
 }
 
-/// A zeroed vector of `len` values, or [`super::DataError::Allocation`] naming `what` when
+/// A zeroed vector of `len` values, or [`super::error::DataError::Allocation`] naming `what` when
 /// the memory cannot be had (Rust's `vec!` would abort the process instead). Zeroed by the
 /// allocator, as `vec![0; n]` is: a large one comes as untouched zero pages, not a memset
 /// (which cost a 60 MB dataset's images 30 ms of page faults before they were written).
 pub fn try_zeroed<T: bytemuck::Zeroable>(
     len: usize,
     what: &'static str,
-) -> Result<Vec<T>, super::DataError> {
-    bytemuck::allocation::try_zeroed_vec(len).map_err(|()| super::DataError::Allocation {
+) -> Result<Vec<T>, super::error::DataError> {
+    bytemuck::allocation::try_zeroed_vec(len).map_err(|()| super::error::DataError::Allocation {
         what,
         bytes: len as u128 * std::mem::size_of::<T>() as u128,
     })

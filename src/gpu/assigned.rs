@@ -4,7 +4,8 @@
 //! are read by CUDA and ROCm, not by Vulkan drivers or wgpu, which list every GPU of the
 //! node: without this, every task of an array trained on the node's first GPU.
 
-use super::context::{AdapterSummary, GpuError};
+use super::adapter::AdapterSummary;
+use super::error::GpuError;
 
 /// The variables that may name this process's GPUs, in the order they are read: the first one
 /// set (and not empty) is the assignment.

@@ -4,68 +4,10 @@
 
 use std::sync::Arc;
 
+pub use super::adapter::AdapterSummary;
 use super::assigned::AssignedGpus;
+pub use super::error::GpuError;
 use super::tuning::{Tuning, TuningFile, TuningOverrides};
-
-/// Errors from the GPU layer; each names what failed and, where known, what to do.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum GpuError {
-    #[error(
-        "no GPU adapter found{backend} (hint: install a driver; on Linux `apt-get install mesa-vulkan-drivers` gives lavapipe, a CPU Vulkan adapter)"
-    )]
-    NoAdapter { backend: String },
-    #[error("no adapter matches --adapter {query:?}{meant}; found: {available}")]
-    AdapterNotFound {
-        query: String,
-        /// What a well-known name stands for (`lavapipe` is Mesa's Vulkan CPU adapter …).
-        meant: String,
-        available: String,
-    },
-    #[error(
-        "the only adapters here are software ones ({found}), which run GPU kernels on the CPU far slower than the CPU path (hint: --device gpu uses one anyway, to check the GPU path)"
-    )]
-    OnlySoftware { found: String },
-    #[error(
-        "{assigned} gives this process GPU {id}, but wgpu finds {found} (hint: install the GPU's Vulkan driver where the task runs, name an adapter with --adapter, or train with --device cpu)"
-    )]
-    AssignedGpuMissing {
-        /// `CUDA_VISIBLE_DEVICES=1`.
-        assigned: String,
-        id: usize,
-        found: String,
-    },
-    #[error("unknown backend {0:?} (expected vulkan, metal, dx12 or gl)")]
-    UnknownBackend(String),
-    #[error("adapter {adapter}: {limit} is {available}, wgtrain needs {needed}")]
-    Limit {
-        adapter: String,
-        limit: &'static str,
-        needed: u64,
-        available: u64,
-    },
-    #[error("adapter {adapter}: could not open a device: {message}")]
-    RequestDevice { adapter: String, message: String },
-    #[error("kernel {kernel}: {message}")]
-    Shader { kernel: String, message: String },
-    #[error("out of GPU memory allocating {label} ({bytes} bytes)")]
-    OutOfMemory { label: String, bytes: u64 },
-    #[error("GPU error during {what}: {message}")]
-    Device { what: String, message: String },
-    #[error(
-        "GPU device {adapter} was lost ({reason}) (hint: rerun with --device cpu, or update the driver)"
-    )]
-    DeviceLost { adapter: String, reason: String },
-    #[error("{variable} must be {expected}, got {got:?}")]
-    BadSetting {
-        variable: &'static str,
-        expected: &'static str,
-        got: String,
-    },
-    #[error(
-        "tuning file {path}: {message} (hint: delete it, or run `wgtrain tune` again to rewrite it)"
-    )]
-    TuningFile { path: String, message: String },
-}
 
 /// How to choose an adapter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,26 +20,6 @@ pub struct AdapterChoice {
     pub adapter: Option<String>,
     /// Accept CPU adapters (lavapipe, llvmpipe, WARP) when no real GPU matches.
     pub allow_software: bool,
-}
-
-/// What `wgtrain devices` prints for one adapter.
-#[derive(Debug, Clone)]
-pub struct AdapterSummary {
-    pub index: usize,
-    pub name: String,
-    pub backend: String,
-    pub device_type: String,
-    pub driver: String,
-    pub max_storage_buffer_binding_size: u64,
-    pub max_compute_workgroup_storage_size: u32,
-    pub max_compute_invocations_per_workgroup: u32,
-    pub timestamp_queries: bool,
-    pub software: bool,
-    /// `0000:01:00.0` where the backend reports it (Vulkan, DX12), else empty.
-    pub pci_bus_id: String,
-    /// What named this adapter when it was opened (`--adapter 1`, `CUDA_VISIBLE_DEVICES=1`);
-    /// `None` where wgtrain chose it (the best it found) or it was only listed.
-    pub chosen_by: Option<String>,
 }
 
 fn parse_backends(backend: Option<&str>) -> Result<wgpu::Backends, GpuError> {

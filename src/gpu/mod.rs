@@ -4,10 +4,12 @@
 //! scheduler that records whole epochs for K models at once, `engine` the single-model engine
 //! over it.
 
+pub mod adapter;
 pub mod assigned;
 pub mod buffers;
 pub mod context;
 pub mod engine;
+pub mod error;
 pub mod kernels;
 pub mod models;
 pub mod network;

@@ -2,9 +2,9 @@
 //! device and trained in the same dispatches (the model is each dispatch's z; `GpuEngine` is
 //! the pack of one): the scheduler of conv.wgsl, pool.wgsl, dropout.wgsl, activation.wgsl, matmul.wgsl (dense
 //! layers: forward, input and weight gradients), softmax_xent.wgsl and update.wgsl. The same
-//! rules as the MLP's engine: images resident as bytes, a whole epoch (every step, then the
+//! rules as the dense schedule (`PackedModels`): images resident as bytes, a whole epoch (every step, then the
 //! validation split) recorded at once with one read-back (submitted in parts where
-//! `Tuning::submit_every` says, as the MLP's epoch is), no float atomics (a rerun repeats
+//! `Tuning::submit_every` says, as a dense epoch is), no float atomics (a rerun repeats
 //! bit for bit), every buffer allocated when the engine is built or the data uploaded.
 //!
 //! A step: gather the batch; each layer forward (a convolution or dense product, then its

@@ -1,7 +1,7 @@
 //! Every WGSL file, loaded with `include_str!` here and nowhere else. Each kernel file is
 //! compiled with `common.wgsl` (step uniform, activations) in front of it.
 
-use super::Tuning;
+use super::tuning::Tuning;
 
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::context::{AdapterSummary, GpuError};
+use super::adapter::AdapterSummary;
+use super::error::GpuError;
 
 /// How the kernels are arranged on an open device: choices that change speed, never results
 /// (the epoch check runs two arrangements on every adapter, and `tests/gpu.rs` checks every

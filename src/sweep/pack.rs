@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::SweepRun;
+use super::run::SweepRun;
 use crate::config::TrainConfig;
 use crate::device::EngineKind;
 use crate::error::{Error, Result};

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{SWEEP_FILE, read_tag};
+use super::run::{RunTag, SWEEP_FILE, read_tag, value_text};
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
 use crate::report::{RunRecord, Setting, delta_cells, mean_pm, paper_cells, read_run};
@@ -221,7 +221,7 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
         ended: runs.len(),
         pruned: runs
             .iter()
-            .filter(|r| r.summary.status == super::prune::PRUNED)
+            .filter(|r| r.summary.status == crate::metrics::PRUNED)
             .count(),
         diverged: runs.iter().filter(|r| r.summary.diverged).count(),
         unfinished: absent.iter().filter(|a| a.state == UNFINISHED).count(),
@@ -297,7 +297,7 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
             .collect()
     });
     let pruned: Vec<usize> = (runs.iter().enumerate())
-        .filter(|(_, r)| r.summary.status == super::prune::PRUNED)
+        .filter(|(_, r)| r.summary.status == crate::metrics::PRUNED)
         .map(|(i, _)| i)
         .collect();
     if !curves.is_empty() {
@@ -333,7 +333,7 @@ fn pruned_at(s: &Setting<'_>) -> Option<(usize, f64)> {
         .runs
         .iter()
         .copied()
-        .filter(|r| r.summary.status == super::prune::PRUNED)
+        .filter(|r| r.summary.status == crate::metrics::PRUNED)
         .collect();
     let epoch = pruned.iter().map(|r| r.summary.epochs_run).max()?;
     let losses: Vec<f64> = pruned
@@ -371,7 +371,7 @@ fn finite_or_blank(v: f64) -> String {
 }
 
 /// Each run directory's sweep tag, for the runs that carry one.
-type Tags = std::collections::HashMap<PathBuf, super::RunTag>;
+type Tags = std::collections::HashMap<PathBuf, RunTag>;
 
 /// A run in the sweep's directory with no result to count: [`UNFINISHED`] or [`UNREADABLE`],
 /// with what its sweep tag says of it.
@@ -410,7 +410,7 @@ fn split_overrides(overrides: &[String]) -> Vec<(String, String)> {
 /// A config's value for `key`, as a sweep file would write it bare.
 fn config_value(config: &crate::config::TrainConfig, key: &str) -> Option<String> {
     let table = toml::Value::try_from(config).ok()?;
-    table.get(key).map(super::value_text)
+    table.get(key).map(value_text)
 }
 
 /// results.md's table: a rank (the best marked), a column per swept key (and the setting's

@@ -9,9 +9,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{
-    SweepRun, gpu_seats, is_finished_as, max_pack, pack_groups, resumable_epochs, train_pack,
-};
+use super::pack::{gpu_seats, max_pack, pack_groups, train_pack};
+use super::run::{SweepRun, is_finished_as, resumable_epochs, runs_text};
 use crate::device::EngineKind;
 use crate::error::{Error, Result};
 use crate::metrics::Summary;
@@ -221,7 +220,7 @@ pub fn train_runs(
                         vec![EngineKind::Cpu { threads }; workers.min(pack.len())],
                         format!(
                             "{}, {} at a time side by side on the CPU, {threads} thread{} each",
-                            super::runs_text(pack.len()),
+                            runs_text(pack.len()),
                             workers.min(pack.len()),
                             if threads == 1 { "" } else { "s" }
                         ),

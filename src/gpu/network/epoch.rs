@@ -427,7 +427,7 @@ impl NetworkModels {
         let val_chunks = Self::chunks(val.len, self.capacity);
         let k = self.models;
         // Every part but the last goes to the device as soon as it is recorded
-        // (Tuning::submit_every, as the MLP's epoch does); the last, the validation pass and
+        // (Tuning::submit_every, as a dense epoch does); the last, the validation pass and
         // the read-back make the final submission, the one the host waits for.
         let mut parts = self.ctx.tuning.submission_parts(steps);
         let last_part = parts.pop().unwrap_or(0..steps);
