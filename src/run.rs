@@ -120,14 +120,11 @@ pub fn run_training(
     let checkpoint = if opts.resume {
         let c = load_checkpoint(&checkpoint_path)?;
         if !config.describes(&c.model) {
-            let says = match &config.network {
-                Some(_) => "another network".to_string(),
-                None => format!("layers {:?}, {}", config.layers, config.activation.name()),
-            };
             return Err(Error::Usage(format!(
-                "{}: checkpoint is {} but the config says {says}",
+                "{}: checkpoint is {} but the config says {}",
                 checkpoint_path.display(),
                 c.model.describe(),
+                config.model_words(),
             )));
         }
         if c.epochs_done > config.epochs {

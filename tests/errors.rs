@@ -439,6 +439,26 @@ fn run_dir_cases(g: &Ground<'_>) -> Vec<Case> {
         ],
         expect: "the run has 2 epochs done, more than epochs = 1",
     });
+    // A run whose config.toml was edited to another model than its checkpoint holds.
+    let edited_model = root.join("edited-model");
+    copy_dir(done, &edited_model);
+    let config = RunDir::new(&edited_model).config();
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("layers = [36, 8, 3]"), "{text}");
+    std::fs::write(&config, text.replace("[36, 8, 3]", "[36, 9, 3]")).unwrap();
+    cases.push(Case {
+        what: "a resumed run whose config.toml says another model than its checkpoint",
+        args: vec![
+            "train".into(),
+            "--device".into(),
+            "cpu".into(),
+            "--data".into(),
+            good.display().to_string(),
+            "--resume".into(),
+            edited_model.display().to_string(),
+        ],
+        expect: "checkpoint is layers [36, 8, 3], tanh but the config says layers [36, 9, 3], tanh",
+    });
     // See: a table row counted a run given twice as two seeds of its experiment.
     cases.push(Case {
         what: "a table given one run twice (or two runs of one name and seed)",
