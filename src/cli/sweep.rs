@@ -46,32 +46,21 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
             file.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep")
         ))
     });
-    let mine: Vec<(usize, &sweep::SweepRun)> = runs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| shard.takes(*i))
-        .collect();
+    let plan = sweep::ShardPlan::new(&runs, shard);
     println!(
         "sweep {}: {}, this process takes {} (shard {}/{}) → {}",
         file.display(),
         sweep::runs_text(runs.len()),
-        mine.len(),
+        plan.mine.len(),
         shard.index,
         shard.count,
         out.display()
     );
-    let mine_runs: Vec<&sweep::SweepRun> = mine.iter().map(|(_, r)| *r).collect();
     let engine = engine_kind(&args.on)?;
-    let prune = runs.first().and_then(|r| r.prune);
-    // A pruning shard may train any run of the sweep to a rung (one no process holds).
-    let may_train: Vec<&sweep::SweepRun> = match prune {
-        Some(_) => runs.iter().collect(),
-        None => mine_runs.clone(),
-    };
-    let data_dir = sweep::prepare_out(&out, args.data.clone(), &may_train, prune)?;
-    if !mine_runs.is_empty() {
-        let flops = sweep::most_flops(&mine_runs, &data_dir);
-        note_software_adapter(&engine, mine_runs.len(), flops);
+    let data_dir = sweep::prepare_out(&out, args.data.clone(), &plan.may_train, plan.prune)?;
+    if !plan.mine.is_empty() {
+        let flops = sweep::most_flops(&plan.mine, &data_dir);
+        note_software_adapter(&engine, plan.mine.len(), flops);
     }
     let interrupt = interrupt_flag();
     let options = sweep::SweepOptions {
@@ -89,10 +78,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         pack_lines: Default::default(),
         run: Default::default(),
     };
-    let tally = match prune {
-        Some(prune) => sweep::train_pruned(&runs, &mine_runs, &prune, &options, &printer)?,
-        None => sweep::train_runs(&mine_runs, &options, &printer)?,
-    };
+    let tally = plan.train(&options, &printer)?;
     let (trained, skipped, diverged) = (tally.trained, tally.skipped, tally.diverged);
     let reported = sweep::report(&out)?;
     let in_use = match tally.in_use {

@@ -1,7 +1,7 @@
 //! A model: a network, a list of layers (convolutions, max pooling, dropout and dense layers,
 //! each with its own activation) planned against the input's shape into per-layer output
 //! shapes and one flat parameter vector. A config's `network = [...]` is read into
-//! [`LayerSpec`]s, checked into [`Layer`]s and planned here; its `layers = [784, 128, 10]` with
+//! `LayerSpec`s, checked into [`Layer`]s and planned here; its `layers = [784, 128, 10]` with
 //! `activation` is a network of dense layers ([`Network::dense`]). The backends compute a
 //! planned network's loss and gradient.
 //!
@@ -413,9 +413,10 @@ impl Network {
         let layers: Vec<Layer> = units
             .iter()
             .enumerate()
-            .map(|(l, &units)| Layer::Dense {
-                units,
-                activation: if l + 1 < widths.len() - 1 {
+            .map(|(l, &width)| Layer::Dense {
+                units: width,
+                // The hidden layers take `activation`; the last gives the logits as they are.
+                activation: if l + 1 < units.len() {
                     activation
                 } else {
                     Activation::None

@@ -599,3 +599,41 @@ fn check_runs_fit(runs: &[&SweepRun], dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// This process's part of a sweep: the runs its shard takes, and the runs it may train. A
+/// pruning shard may train any run of the sweep to a rung (one no process holds: see
+/// [`train_pruned`]), so its output directory is prepared for all of them.
+pub struct ShardPlan<'a> {
+    pub all: &'a [SweepRun],
+    pub mine: Vec<&'a SweepRun>,
+    pub may_train: Vec<&'a SweepRun>,
+    pub prune: Option<Prune>,
+}
+
+impl<'a> ShardPlan<'a> {
+    pub fn new(all: &'a [SweepRun], shard: Shard) -> Self {
+        let mine: Vec<&SweepRun> = (all.iter().enumerate())
+            .filter(|(i, _)| shard.takes(*i))
+            .map(|(_, run)| run)
+            .collect();
+        let prune = all.first().and_then(|r| r.prune);
+        let may_train = match prune {
+            Some(_) => all.iter().collect(),
+            None => mine.clone(),
+        };
+        ShardPlan {
+            all,
+            mine,
+            may_train,
+            prune,
+        }
+    }
+
+    /// Trains this shard's runs: through the rungs with pruning, else each to its end.
+    pub fn train(&self, opts: &SweepOptions, observer: &dyn SweepObserver) -> Result<SweepTally> {
+        match &self.prune {
+            Some(prune) => train_pruned(self.all, &self.mine, prune, opts, observer),
+            None => train_runs(&self.mine, opts, observer),
+        }
+    }
+}

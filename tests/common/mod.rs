@@ -236,10 +236,9 @@ pub fn sweep_in_library(
     };
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     let runs = wgtrain::sweep::expand(sweep, &sets, wgtrain::sweep::DEFAULT_MAX_RUNS).unwrap();
-    let mine: Vec<&wgtrain::sweep::SweepRun> = runs.iter().collect();
-    let prune = runs.first().and_then(|r| r.prune);
-    let data_dir =
-        wgtrain::sweep::prepare_out(out, Some(data.to_path_buf()), &mine, prune).unwrap();
+    let plan = wgtrain::sweep::ShardPlan::new(&runs, wgtrain::sweep::Shard::ALL);
+    let data = Some(data.to_path_buf());
+    let data_dir = wgtrain::sweep::prepare_out(out, data, &plan.may_train, plan.prune).unwrap();
     let options = wgtrain::sweep::SweepOptions {
         out: out.to_path_buf(),
         data_dir,
@@ -250,11 +249,7 @@ pub fn sweep_in_library(
         stop_after: None,
     };
     let log = SweepLog::default();
-    match runs.first().and_then(|r| r.prune) {
-        Some(prune) => wgtrain::sweep::train_pruned(&runs, &mine, &prune, &options, &log),
-        None => wgtrain::sweep::train_runs(&mine, &options, &log),
-    }
-    .unwrap();
+    plan.train(&options, &log).unwrap();
     wgtrain::sweep::report(out).unwrap();
     log.0.into_inner().unwrap()
 }
