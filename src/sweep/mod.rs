@@ -156,8 +156,79 @@ pub const DEFAULT_MAX_RUNS: usize = 1000;
 /// `max_runs` runs is refused before any is built. Errors about the sweep file's own contents
 /// do not repeat its path: the caller names the file (`sweep FILE: …`).
 pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<SweepRun>> {
+    let file = read_sweep_file(path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    check_search(&file)?;
+    check_sweep_keys(&file, extra)?;
+    if let Some(prune) = &file.prune {
+        prune.check().map_err(Error::Usage)?;
+    }
+    refuse_too_many(&file, max_runs)?;
+    let settings = settings_of(&file)?;
+    if file.seeds.is_empty() {
+        return Err(Error::Usage("`seeds` is empty".to_string()));
+    }
+    let load_base = |overrides: &[String]| match file.base.as_ref() {
+        Some(p) => TrainConfig::load(&dir.join(p), overrides),
+        None => TrainConfig::from_toml_str("", path, "base", overrides),
+    };
+    check_search_values(&file.search, load_base)?;
+    let brackets = file.prune.map_or_else(
+        || vec![0; settings.len()],
+        |p| p.brackets_for(settings.len()),
+    );
+    let mut runs = Vec::new();
+    for (spec, bracket) in settings.into_iter().zip(brackets) {
+        // Applied as TOML (strings quoted); shown bare in results.csv.
+        let overrides: Vec<String> = (spec.set.iter()).map(|(k, v)| format!("{k}={v}")).collect();
+        let shown: Vec<String> = (spec.set.iter())
+            .map(|(k, v)| format!("{k}={}", value_text(v)))
+            .collect();
+        let setting = safe_name(&setting_name(&spec));
+        for &seed in &file.seeds {
+            // A pruning sweep's runs train to max_epochs unless told otherwise.
+            let mut all: Vec<String> = file
+                .prune
+                .iter()
+                .map(|p| format!("epochs={}", p.max_epochs))
+                .collect();
+            all.extend(overrides.iter().cloned());
+            all.push(format!("name=\"{setting}\""));
+            all.extend(extra.iter().cloned());
+            all.push(format!("seed={seed}"));
+            // A setting that changes its config is no longer the paper's experiment: loading
+            // with overrides drops the file's `paper` figures then (config::from_toml_str).
+            let config = match spec.config.as_ref().or(file.base.as_ref()) {
+                Some(p) => TrainConfig::load(&dir.join(p), &all)?,
+                None => TrainConfig::from_toml_str("", path, &setting, &all)?,
+            };
+            runs.push(SweepRun {
+                index: runs.len(),
+                id: format!("{setting}-seed{seed}"),
+                setting: setting.clone(),
+                seed,
+                config,
+                overrides: shown.clone(),
+                prune: file.prune,
+                bracket,
+            });
+        }
+    }
+    let mut ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::Usage(format!(
+            "two settings are both named {:?}; give them distinct `name`s",
+            w[0]
+        )));
+    }
+    Ok(runs)
+}
+
+/// The sweep file at `path`, parsed; a training config given in its place is named as one.
+fn read_sweep_file(path: &Path) -> Result<SweepFile> {
     let text = crate::files::read_to_string(path).map_err(|e| Error::Usage(e.to_string()))?;
-    let file: SweepFile = toml::from_str(&text).map_err(|e| {
+    toml::from_str(&text).map_err(|e| {
         // A training config given where a sweep file goes: say so, not "unknown field".
         let config_key = toml::from_str::<toml::Table>(&text).ok().and_then(|t| {
             t.keys()
@@ -172,13 +243,12 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
             ),
             None => crate::config::toml_error_line(&text, &e),
         })
-    })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    check_search(&file)?;
-    check_sweep_keys(&file, extra)?;
-    if let Some(prune) = &file.prune {
-        prune.check().map_err(Error::Usage)?;
-    }
+    })
+}
+
+/// Refuses a sweep of more than `max_runs` runs, or of more than this machine's memory can
+/// plan, before any run is built.
+fn refuse_too_many(file: &SweepFile, max_runs: usize) -> Result<()> {
     let grid_points = file
         .grid
         .values()
@@ -218,6 +288,12 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
             (total as u128 * PLANNED_RUN_BYTES) as f64 / (1u64 << 30) as f64,
         )));
     }
+    Ok(())
+}
+
+/// The sweep's settings in a fixed order: its `runs`, its grid (in key order), its drawn
+/// trials; the base alone when it gives none.
+fn settings_of(file: &SweepFile) -> Result<Vec<RunSpec>> {
     let mut settings: Vec<RunSpec> = file.runs.clone();
     if !file.grid.is_empty() {
         let mut combos: Vec<BTreeMap<String, toml::Value>> = vec![BTreeMap::new()];
@@ -259,87 +335,31 @@ pub fn expand(path: &Path, extra: &[String], max_runs: usize) -> Result<Vec<Swee
             set: BTreeMap::new(),
         });
     }
-    if file.seeds.is_empty() {
-        return Err(Error::Usage("`seeds` is empty".to_string()));
-    }
-    let load_base = |overrides: &[String]| match file.base.as_ref() {
-        Some(p) => TrainConfig::load(&dir.join(p), overrides),
-        None => TrainConfig::from_toml_str("", path, "base", overrides),
-    };
-    check_search_values(&file.search, load_base)?;
-    let brackets = file.prune.map_or_else(
-        || vec![0; settings.len()],
-        |p| p.brackets_for(settings.len()),
-    );
-    let mut runs = Vec::new();
-    for (
-        RunSpec {
-            name,
-            config: config_path,
-            set: sets,
-        },
-        bracket,
-    ) in settings.into_iter().zip(brackets)
-    {
-        // Applied as TOML (strings quoted); shown bare in results.csv.
-        let overrides: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let shown: Vec<String> = sets
+    Ok(settings)
+}
+
+/// A setting's name: its own, else its overrides (`learning_rate=0.1,momentum=0.9`), else its
+/// config file's stem, else `base`.
+fn setting_name(spec: &RunSpec) -> String {
+    let RunSpec {
+        name,
+        config: config_path,
+        set: sets,
+    } = spec;
+    match (name, config_path) {
+        (Some(n), _) => n.clone(),
+        (None, _) if !sets.is_empty() => sets
             .iter()
             .map(|(k, v)| format!("{k}={}", value_text(v)))
-            .collect();
-        let setting = match (&name, &config_path) {
-            (Some(n), _) => n.clone(),
-            (None, _) if !sets.is_empty() => sets
-                .iter()
-                .map(|(k, v)| format!("{k}={}", value_text(v)))
-                .collect::<Vec<_>>()
-                .join(","),
-            (None, Some(c)) => c
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("run")
-                .to_string(),
-            (None, None) => "base".to_string(),
-        };
-        let setting = safe_name(&setting);
-        for &seed in &file.seeds {
-            // A pruning sweep's runs train to max_epochs unless told otherwise.
-            let mut all: Vec<String> = file
-                .prune
-                .iter()
-                .map(|p| format!("epochs={}", p.max_epochs))
-                .collect();
-            all.extend(overrides.iter().cloned());
-            all.push(format!("name=\"{setting}\""));
-            all.extend(extra.iter().cloned());
-            all.push(format!("seed={seed}"));
-            // A setting that changes its config is no longer the paper's experiment: loading
-            // with overrides drops the file's `paper` figures then (config::from_toml_str).
-            let config = match config_path.as_ref().or(file.base.as_ref()) {
-                Some(p) => TrainConfig::load(&dir.join(p), &all)?,
-                None => TrainConfig::from_toml_str("", path, &setting, &all)?,
-            };
-            runs.push(SweepRun {
-                index: runs.len(),
-                id: format!("{setting}-seed{seed}"),
-                setting: setting.clone(),
-                seed,
-                config,
-                overrides: shown.clone(),
-                prune: file.prune,
-                bracket,
-            });
-        }
+            .collect::<Vec<_>>()
+            .join(","),
+        (None, Some(c)) => c
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("run")
+            .to_string(),
+        (None, None) => "base".to_string(),
     }
-    let mut ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
-    ids.sort_unstable();
-    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-        return Err(Error::Usage(format!(
-            "two settings are both named {:?}; give them distinct `name`s",
-            w[0]
-        )));
-    }
-    Ok(runs)
 }
 
 /// `seed` and `name` are the sweep's own: it trains every setting with each of `seeds` and
