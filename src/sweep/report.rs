@@ -121,6 +121,54 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
         .collect();
     check_ours(&out.join("results.csv"), &csv_headers)?;
     check_ours(&out.join("results.md"), &[RESULTS_TITLE])?;
+    let SweepDirs {
+        runs,
+        absent,
+        why_unreadable,
+        tags,
+    } = read_runs(out)?;
+    // Runs copied in from another sweep whose settings share names would average as seeds.
+    crate::report::check_experiments(&runs)?;
+    write_atomic(
+        &out.join("results.csv"),
+        results_csv(&runs, &absent, &tags).as_bytes(),
+    )?;
+    // The setting a run belongs to: its sweep tag's, else its config's name.
+    let settings = Setting::group(&runs, |r| {
+        tags.get(&r.dir)
+            .map_or_else(|| r.config.name.clone(), |t| t.setting.clone())
+    });
+    let ranked = rank(settings);
+    let reported = ReportedRuns {
+        ended: runs.len(),
+        pruned: runs
+            .iter()
+            .filter(|r| r.summary.status == crate::metrics::PRUNED)
+            .count(),
+        diverged: runs.iter().filter(|r| r.summary.diverged).count(),
+        unfinished: absent.iter().filter(|a| a.state == UNFINISHED).count(),
+        unreadable: why_unreadable,
+    };
+    let md = results_md(out, &reported, &ranked, &tags, &absent, &runs);
+    write_atomic(&out.join("results.md"), md.as_bytes())?;
+    draw_sweep(out, &ranked, &runs)?;
+    Ok(reported)
+}
+
+/// What a sweep directory holds, in sweep order.
+struct SweepDirs {
+    /// The runs that ended, read.
+    runs: Vec<RunRecord>,
+    /// The runs not ended or unreadable: named, never dropped unseen.
+    absent: Vec<Absent>,
+    /// (run, why) for each unreadable one.
+    why_unreadable: Vec<(String, String)>,
+    /// Every run's sweep tag.
+    tags: Tags,
+}
+
+/// Reads every run directory in `out`.
+fn read_runs(out: &Path) -> Result<SweepDirs> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
         .map_err(|e| Error::io(out, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -164,10 +212,18 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
             state,
         });
     }
-    // Runs copied in from another sweep whose settings share names would average as seeds.
-    crate::report::check_experiments(&runs)?;
+    Ok(SweepDirs {
+        runs,
+        absent,
+        why_unreadable,
+        tags,
+    })
+}
+
+/// results.csv: a row per ended run, then a row per run not ended or unreadable.
+fn results_csv(runs: &[RunRecord], absent: &[Absent], tags: &Tags) -> String {
     let mut csv = format!("{RESULTS_HEADER}\n");
-    for r in &runs {
+    for r in runs {
         let id = file_name(&r.dir);
         let overrides = tags
             .get(&r.dir)
@@ -200,7 +256,7 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
             s.seconds
         ));
     }
-    for a in &absent {
+    for a in absent {
         csv.push_str(&format!(
             "{},{},{},{},{},,,,,,,,\n",
             csv_field(&a.run),
@@ -210,29 +266,24 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
             a.state,
         ));
     }
-    write_atomic(&out.join("results.csv"), csv.as_bytes())?;
-    // The setting a run belongs to: its sweep tag's, else its config's name.
-    let settings = Setting::group(&runs, |r| {
-        tags.get(&r.dir)
-            .map_or_else(|| r.config.name.clone(), |t| t.setting.clone())
-    });
-    let ranked = rank(settings);
-    let reported = ReportedRuns {
-        ended: runs.len(),
-        pruned: runs
-            .iter()
-            .filter(|r| r.summary.status == crate::metrics::PRUNED)
-            .count(),
-        diverged: runs.iter().filter(|r| r.summary.diverged).count(),
-        unfinished: absent.iter().filter(|a| a.state == UNFINISHED).count(),
-        unreadable: why_unreadable,
-    };
+    csv
+}
+
+/// results.md: the settings ranked, the runs left out of the figures, and what pruning saved.
+fn results_md(
+    out: &Path,
+    reported: &ReportedRuns,
+    ranked: &[Setting<'_>],
+    tags: &Tags,
+    absent: &[Absent],
+    runs: &[RunRecord],
+) -> String {
     let md = format!(
         "{RESULTS_TITLE}\n\n{reported} in {}, settings ranked by mean best validation loss (the \
          figure to choose by; the test figures beside it never choose). Mean ± sample std over \
          seeds, \"± —\" where one seed gives no spread.\n\n{}",
         out.display(),
-        ranked_table(&ranked, &tags, &absent)
+        ranked_table(ranked, tags, absent)
     );
     let md = match reported.unreadable.is_empty() && reported.unfinished == 0 {
         true => md,
@@ -252,7 +303,7 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
         }
     };
     // What pruning saved: the epochs trained against every run trained to its `epochs`.
-    let md = match reported.pruned > 0 {
+    match reported.pruned > 0 {
         true => {
             // Counted wide: a run's `epochs` may be as large as a config holds.
             let spent: u128 = runs.iter().map(|r| r.summary.epochs_run as u128).sum();
@@ -263,8 +314,12 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
             )
         }
         false => md,
-    };
-    write_atomic(&out.join("results.md"), md.as_bytes())?;
+    }
+}
+
+/// comparison.png (test accuracy per setting, best first) and validation.png (every run's
+/// curve, the best setting's strong).
+fn draw_sweep(out: &Path, ranked: &[Setting<'_>], runs: &[RunRecord]) -> Result<()> {
     let bars: Vec<crate::plot::ComparisonBar> = ranked
         .iter()
         .filter(|s| !s.counted.is_empty())
@@ -308,7 +363,7 @@ pub fn report(out: &Path) -> Result<ReportedRuns> {
             "Sweep: every run's validation loss by epoch",
         )?;
     }
-    Ok(reported)
+    Ok(())
 }
 
 /// Settings, lowest mean best validation loss first; then the pruned, the furthest first
