@@ -1,6 +1,6 @@
 //! The one seam between the training loop and the hardware: an [`Engine`] trains an epoch,
 //! evaluates a split and exchanges parameters. Granularity is the epoch so a GPU engine can
-//! record a whole epoch without host round trips. [`EngineKind`] picks one from config/CLI data.
+//! record a whole epoch without host round trips. `device::EngineKind` picks and builds one.
 
 use std::sync::Arc;
 
