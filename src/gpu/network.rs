@@ -39,7 +39,7 @@ use crate::config::GradientReduction;
 use crate::data::{Dataset, Split, SplitName, prep::image_stats};
 use crate::engine::{EngineError, EpochStats, EvalStats, TrainingState};
 use crate::model::Planned;
-use crate::model::{Activation, LayerView, Network, Params};
+use crate::model::{Activation, Conv2d, LayerView, MaxPool2d, Network, Params};
 
 /// One dispatch of a step, built once: which kernel, its bind group and its grid's size.
 enum Dispatch {
@@ -167,6 +167,352 @@ impl Builder<'_> {
     }
 }
 
+/// Where one layer's operands sit in a model's slice of the workspace, and how many elements
+/// a step's rows of them hold.
+struct LayerSlots {
+    /// The layer's place, from 0.
+    l: usize,
+    input: usize,
+    output: usize,
+    out_len: usize,
+    /// ∂L/∂(the layer's output), and ∂L/∂(its input) being computed.
+    delta_out: usize,
+    delta_in: usize,
+    /// A pooling's argmax indices.
+    argmax: usize,
+    /// capacity × out_len, and × in_len.
+    out_elems: u32,
+    in_elems: u32,
+    capacity: usize,
+    /// Parameters per model (their gradients sit right after them).
+    count: usize,
+    work_ms: u32,
+}
+
+impl LayerSlots {
+    fn new(net: &Network, layout: &Layout, l: usize, capacity: usize, count: usize) -> Self {
+        let (input, in_len) = match l {
+            0 => (layout.x, net.input.len()),
+            _ => (layout.outputs[l - 1], net.outputs[l - 1].len()),
+        };
+        let (output, out_len) = (layout.outputs[l], net.outputs[l].len());
+        LayerSlots {
+            l,
+            input,
+            output,
+            out_len,
+            delta_out: layout.deltas[l % 2],
+            delta_in: layout.deltas[(l + 1) % 2],
+            argmax: layout.argmax[l],
+            out_elems: u(capacity * out_len),
+            in_elems: u(capacity * in_len),
+            capacity,
+            count,
+            work_ms: u(layout.len),
+        }
+    }
+
+    /// `layer3.conv2d_forward`: a buffer's or bind group's label.
+    fn label(&self, what: &str) -> String {
+        format!("layer{}.{what}", self.l + 1)
+    }
+}
+
+/// The passes the layers make: every forward dispatch in order, the dropout uniforms rewritten
+/// with each epoch's seed, and each tensor's (weight, bias, outputs) for its update.
+#[derive(Default)]
+struct Passes {
+    forward: Vec<Dispatch>,
+    dropouts: Vec<DropoutUniform>,
+    tensors: Vec<(usize, usize, usize)>,
+}
+
+impl Builder<'_> {
+    /// One layer's passes: its forward ones onto `passes`, its backward ones returned in order
+    /// (the layers below it go after them).
+    fn layer_passes(
+        &mut self,
+        layer: &Planned,
+        s: &LayerSlots,
+        passes: &mut Passes,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let mut back = Vec::new();
+        match *layer {
+            Planned::Conv2d {
+                shape,
+                activation,
+                weight,
+                bias,
+            } => self.conv_passes(shape, activation, (weight, bias), s, passes, &mut back)?,
+            Planned::MaxPool2d { shape } => self.pool_passes(shape, s, passes, &mut back)?,
+            Planned::Dropout { p, .. } => self.dropout_passes(p, s, passes, &mut back)?,
+            Planned::Dense {
+                fan_in,
+                fan_out,
+                activation,
+                weight,
+                bias,
+            } => {
+                let tensor = (fan_in, fan_out, weight, bias);
+                self.dense_passes(tensor, activation, s, passes, &mut back)?
+            }
+        }
+        Ok(back)
+    }
+
+    /// A layer's activation as passes of their own: forward, and its slope first thing
+    /// backward.
+    fn activation_passes(
+        &mut self,
+        act: Activation,
+        s: &LayerSlots,
+        forward: &mut Vec<Dispatch>,
+        back: &mut Vec<Dispatch>,
+    ) -> Result<(), GpuError> {
+        if act == Activation::None {
+            return Ok(());
+        }
+        let p = ActivationParams {
+            kind: activation_code(act),
+            len: 0,
+            per_row: u(s.out_len),
+            work_ms: s.work_ms,
+            x_off: u(s.output),
+            g_off: u(s.delta_out),
+            _pad: [0; 2],
+        };
+        let bytes = bytemuck::bytes_of(&p);
+        let group = self.work_group(&s.label("activation_forward"), bytes)?;
+        forward.push(Dispatch::Activation(false, group, s.out_elems));
+        let group = self.work_group(&s.label("activation_backward"), bytes)?;
+        back.push(Dispatch::Activation(true, group, s.out_elems));
+        Ok(())
+    }
+
+    /// One update per tensor of `tensors` (weight, bias, outputs): its weights penalised, its
+    /// biases not; `moments` are the optimiser's two buffers.
+    fn update_passes(
+        &mut self,
+        tensors: &[(usize, usize, usize)],
+        (count, work_ms): (usize, u32),
+        moments: [&wgpu::Buffer; 2],
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let mut updates = Vec::new();
+        for &(weight, bias, outputs) in tensors {
+            for (offset, len, penalised) in [(weight, bias - weight, 1), (bias, outputs, 0)] {
+                let p = UpdateParams {
+                    param_off: u(offset),
+                    grad_off: u(count + offset),
+                    len: u(len),
+                    penalised,
+                    work_ms,
+                    param_ms: u(count),
+                    _pad: [0; 2],
+                };
+                let buffer = uniform_init(self.ctx, "update", bytemuck::bytes_of(&p))?;
+                let [first, second] = moments;
+                let group = bind(
+                    self.ctx,
+                    &self.kernels.update_layout,
+                    "update",
+                    &[self.work, self.hyper, first, second, &buffer],
+                );
+                self.owned.push(buffer);
+                updates.push(Dispatch::Update(group, u(len)));
+            }
+        }
+        Ok(updates)
+    }
+
+    fn conv_passes(
+        &mut self,
+        shape: Conv2d,
+        act: Activation,
+        (weight, bias): (usize, usize),
+        s: &LayerSlots,
+        passes: &mut Passes,
+        back: &mut Vec<Dispatch>,
+    ) -> Result<(), GpuError> {
+        let p = |offsets: [usize; 4]| Conv2dParams {
+            work_ms: s.work_ms,
+            ..Conv2dParams::new(&shape, 0, offsets.map(u))
+        };
+        let fwd = p([s.input, weight, bias, s.output]);
+        {
+            let group = self.work_group(&s.label("conv2d_forward"), bytemuck::bytes_of(&fwd))?;
+            passes
+                .forward
+                .push(Dispatch::Conv(ConvEntry::Conv2dForward, group, s.out_elems));
+        }
+        self.activation_passes(act, s, &mut passes.forward, back)?;
+        let grads = p([s.input, s.count + weight, s.count + bias, s.delta_out]);
+        let group = self.work_group(
+            &s.label("conv2d_backward_params"),
+            bytemuck::bytes_of(&grads),
+        )?;
+        let params_len = u(shape.weights_len() + shape.filters);
+        back.push(Dispatch::Conv(
+            ConvEntry::Conv2dBackwardParams,
+            group,
+            params_len,
+        ));
+        if s.l > 0 {
+            let dx = p([s.delta_in, weight, bias, s.delta_out]);
+            let group =
+                self.work_group(&s.label("conv2d_backward_input"), bytemuck::bytes_of(&dx))?;
+            back.push(Dispatch::Conv(
+                ConvEntry::Conv2dBackwardInput,
+                group,
+                s.in_elems,
+            ));
+        }
+        passes.tensors.push((weight, bias, shape.filters));
+        Ok(())
+    }
+
+    fn pool_passes(
+        &mut self,
+        shape: MaxPool2d,
+        s: &LayerSlots,
+        passes: &mut Passes,
+        back: &mut Vec<Dispatch>,
+    ) -> Result<(), GpuError> {
+        let argmax = s.argmax;
+        let p = |offsets: [usize; 3]| Pool2dParams {
+            work_ms: s.work_ms,
+            ..Pool2dParams::new(&shape, 0, offsets.map(u))
+        };
+        let fwd = p([s.input, s.output, argmax]);
+        {
+            let group =
+                self.work_group(&s.label("max_pool2d_forward"), bytemuck::bytes_of(&fwd))?;
+            passes.forward.push(Dispatch::Conv(
+                ConvEntry::MaxPool2dForward,
+                group,
+                s.out_elems,
+            ));
+        }
+        if s.l > 0 {
+            let dx = p([s.delta_in, s.delta_out, argmax]);
+            let group =
+                self.work_group(&s.label("max_pool2d_backward"), bytemuck::bytes_of(&dx))?;
+            back.push(Dispatch::Conv(
+                ConvEntry::MaxPool2dBackward,
+                group,
+                s.in_elems,
+            ));
+        }
+        Ok(())
+    }
+
+    fn dropout_passes(
+        &mut self,
+        p: f64,
+        s: &LayerSlots,
+        passes: &mut Passes,
+        back: &mut Vec<Dispatch>,
+    ) -> Result<(), GpuError> {
+        // The seed is the run's, written with each epoch (`train_epoch`).
+        let mask = crate::model::dropout::DropoutMask::new(0, 0, 0, u(s.l), p);
+        let train = DropoutParams {
+            z_off: u(s.output),
+            from_step: 1,
+            per_row: u(s.out_len),
+            ..DropoutParams::new(&mask, 0, s.work_ms, u(s.input))
+        };
+        // The gradient goes through where the value did, with the same scale.
+        let through = DropoutParams {
+            x_off: u(s.delta_out),
+            z_off: u(s.delta_in),
+            ..train
+        };
+        let [train_group, through_group] =
+            [("dropout_forward", train), ("dropout_backward", through)].map(
+                |(what, params)| -> Result<wgpu::BindGroup, GpuError> {
+                    let buffer =
+                        uniform_init(self.ctx, &s.label(what), bytemuck::bytes_of(&params))?;
+                    let group = bind(
+                        self.ctx,
+                        &self.kernels.work_layout,
+                        &s.label(what),
+                        &[self.work, &buffer],
+                    );
+                    passes.dropouts.push(DropoutUniform { buffer, params });
+                    Ok(group)
+                },
+            );
+        back.push(Dispatch::Dropout(through_group?, s.out_elems));
+        // Evaluation keeps every value at scale 1: a copy.
+        let keep_all = crate::model::dropout::DropoutMask::new(0, 0, 0, u(s.l), 0.0);
+        let eval = DropoutParams {
+            z_off: u(s.output),
+            per_row: u(s.out_len),
+            ..DropoutParams::new(&keep_all, 0, s.work_ms, u(s.input))
+        };
+        passes.forward.push(Dispatch::ForwardDropout {
+            train: train_group?,
+            eval: self.work_group(&s.label("dropout_eval"), bytemuck::bytes_of(&eval))?,
+            len: s.out_elems,
+        });
+        Ok(())
+    }
+
+    fn dense_passes(
+        &mut self,
+        (fan_in, fan_out, weight, bias): (usize, usize, usize, usize),
+        act: Activation,
+        s: &LayerSlots,
+        passes: &mut Passes,
+        back: &mut Vec<Dispatch>,
+    ) -> Result<(), GpuError> {
+        let view = LayerView {
+            fan_in,
+            fan_out,
+            weight,
+            bias,
+        };
+        // Z = X·Wᵀ + b, the activation a pass of its own (activated = 0).
+        let fwd = MatmulParams {
+            a_off: u(s.input),
+            c_off: u(s.output),
+            work_ms: s.work_ms,
+            ..MatmulParams::forward(&view, false)
+        };
+        {
+            let group = self.matmul_group(&s.label("forward"), &fwd)?;
+            passes
+                .forward
+                .push(Dispatch::Matmul(group, u(s.capacity), u(fan_out)));
+        }
+        self.activation_passes(act, s, &mut passes.forward, back)?;
+        let grads = MatmulParams {
+            a_off: u(s.delta_out),
+            b_off: u(s.input),
+            c_off: u(s.count + weight),
+            bias_off: u(s.count + bias),
+            work_ms: s.work_ms,
+            ..MatmulParams::weight_grad(&view)
+        };
+        let group = self.matmul_group(&s.label("weight_grad"), &grads)?;
+        back.push(Dispatch::Matmul(group, u(fan_out), u(fan_in + 1)));
+        if s.l > 0 {
+            // dA = dZ·W; the layer below applies its own activation's slope.
+            let dx = MatmulParams {
+                a_off: u(s.delta_out),
+                c_off: u(s.delta_in),
+                epilogue: 0,
+                activated: 0,
+                work_ms: s.work_ms,
+                ..MatmulParams::input_grad(&view)
+            };
+            let group = self.matmul_group(&s.label("input_grad"), &dx)?;
+            back.push(Dispatch::Matmul(group, u(s.capacity), u(fan_in)));
+        }
+        passes.tensors.push((weight, bias, fan_out));
+        Ok(())
+    }
+}
+
 /// Offsets of the workspace's regions (f32 elements).
 struct Layout {
     x: usize,
@@ -257,236 +603,23 @@ impl NetworkModels {
             hyper: &hyper,
             owned: Vec::new(),
         };
-        let mut dropouts = Vec::new();
         let work_ms = u(layout.len);
-        let (mut forward, mut backward) = (Vec::new(), Vec::new());
+        let mut passes = Passes::default();
+        let mut backward = Vec::new();
         let last = net.layers.len() - 1;
-        let mut tensors = Vec::new();
         for (l, layer) in net.layers.iter().enumerate() {
-            let (input, in_len) = match l {
-                0 => (layout.x, net.input.len()),
-                _ => (layout.outputs[l - 1], net.outputs[l - 1].len()),
-            };
-            let (output, out_len) = (layout.outputs[l], net.outputs[l].len());
-            let (delta_out, delta_in) = (layout.deltas[l % 2], layout.deltas[(l + 1) % 2]);
-            let name = format!("layer{}", l + 1);
-            let label = |what: &str| format!("{name}.{what}");
-            let (out_elems, in_elems) = (u(capacity * out_len), u(capacity * in_len));
-            // This layer's backward passes, in order; the layers below it go after them.
-            let mut back = Vec::new();
-            // The layer's activation as passes of their own: forward, and its slope first
-            // thing backward.
-            let activation = |act: Activation,
-                              forward: &mut Vec<Dispatch>,
-                              back: &mut Vec<Dispatch>,
-                              b: &mut Builder<'_>|
-             -> Result<(), GpuError> {
-                if act == Activation::None {
-                    return Ok(());
-                }
-                let p = ActivationParams {
-                    kind: activation_code(act),
-                    len: 0,
-                    per_row: u(out_len),
-                    work_ms,
-                    x_off: u(output),
-                    g_off: u(delta_out),
-                    _pad: [0; 2],
-                };
-                let bytes = bytemuck::bytes_of(&p);
-                let group = b.work_group(&label("activation_forward"), bytes)?;
-                forward.push(Dispatch::Activation(false, group, out_elems));
-                let group = b.work_group(&label("activation_backward"), bytes)?;
-                back.push(Dispatch::Activation(true, group, out_elems));
-                Ok(())
-            };
-            match *layer {
-                Planned::Conv2d {
-                    shape,
-                    activation: act,
-                    weight,
-                    bias,
-                } => {
-                    let p = |offsets: [usize; 4]| Conv2dParams {
-                        work_ms,
-                        ..Conv2dParams::new(&shape, 0, offsets.map(u))
-                    };
-                    let fwd = p([input, weight, bias, output]);
-                    {
-                        let group =
-                            b.work_group(&label("conv2d_forward"), bytemuck::bytes_of(&fwd))?;
-                        forward.push(Dispatch::Conv(ConvEntry::Conv2dForward, group, out_elems));
-                    }
-                    activation(act, &mut forward, &mut back, &mut b)?;
-                    let grads = p([input, count + weight, count + bias, delta_out]);
-                    let group =
-                        b.work_group(&label("conv2d_backward_params"), bytemuck::bytes_of(&grads))?;
-                    let params_len = u(shape.weights_len() + shape.filters);
-                    back.push(Dispatch::Conv(
-                        ConvEntry::Conv2dBackwardParams,
-                        group,
-                        params_len,
-                    ));
-                    if l > 0 {
-                        let dx = p([delta_in, weight, bias, delta_out]);
-                        let group =
-                            b.work_group(&label("conv2d_backward_input"), bytemuck::bytes_of(&dx))?;
-                        back.push(Dispatch::Conv(
-                            ConvEntry::Conv2dBackwardInput,
-                            group,
-                            in_elems,
-                        ));
-                    }
-                    tensors.push((weight, bias, shape.filters));
-                }
-                Planned::MaxPool2d { shape } => {
-                    let argmax = layout.argmax[l];
-                    let p = |offsets: [usize; 3]| Pool2dParams {
-                        work_ms,
-                        ..Pool2dParams::new(&shape, 0, offsets.map(u))
-                    };
-                    let fwd = p([input, output, argmax]);
-                    {
-                        let group =
-                            b.work_group(&label("max_pool2d_forward"), bytemuck::bytes_of(&fwd))?;
-                        forward.push(Dispatch::Conv(
-                            ConvEntry::MaxPool2dForward,
-                            group,
-                            out_elems,
-                        ));
-                    }
-                    if l > 0 {
-                        let dx = p([delta_in, delta_out, argmax]);
-                        let group =
-                            b.work_group(&label("max_pool2d_backward"), bytemuck::bytes_of(&dx))?;
-                        back.push(Dispatch::Conv(
-                            ConvEntry::MaxPool2dBackward,
-                            group,
-                            in_elems,
-                        ));
-                    }
-                }
-                Planned::Dropout { p, .. } => {
-                    // The seed is the run's, written with each epoch (`train_epoch`).
-                    let mask = crate::model::dropout::DropoutMask::new(0, 0, 0, u(l), p);
-                    let train = DropoutParams {
-                        z_off: u(output),
-                        from_step: 1,
-                        per_row: u(out_len),
-                        ..DropoutParams::new(&mask, 0, work_ms, u(input))
-                    };
-                    // The gradient goes through where the value did, with the same scale.
-                    let through = DropoutParams {
-                        x_off: u(delta_out),
-                        z_off: u(delta_in),
-                        ..train
-                    };
-                    let [train_group, through_group] =
-                        [("dropout_forward", train), ("dropout_backward", through)].map(
-                            |(what, params)| -> Result<wgpu::BindGroup, GpuError> {
-                                let buffer =
-                                    uniform_init(&ctx, &label(what), bytemuck::bytes_of(&params))?;
-                                let group = bind(
-                                    &ctx,
-                                    &kernels.work_layout,
-                                    &label(what),
-                                    &[&work, &buffer],
-                                );
-                                dropouts.push(DropoutUniform { buffer, params });
-                                Ok(group)
-                            },
-                        );
-                    back.push(Dispatch::Dropout(through_group?, out_elems));
-                    // Evaluation keeps every value at scale 1: a copy.
-                    let keep_all = crate::model::dropout::DropoutMask::new(0, 0, 0, u(l), 0.0);
-                    let eval = DropoutParams {
-                        z_off: u(output),
-                        per_row: u(out_len),
-                        ..DropoutParams::new(&keep_all, 0, work_ms, u(input))
-                    };
-                    forward.push(Dispatch::ForwardDropout {
-                        train: train_group?,
-                        eval: b.work_group(&label("dropout_eval"), bytemuck::bytes_of(&eval))?,
-                        len: out_elems,
-                    });
-                }
-                Planned::Dense {
-                    fan_in,
-                    fan_out,
-                    activation: act,
-                    weight,
-                    bias,
-                } => {
-                    let view = LayerView {
-                        fan_in,
-                        fan_out,
-                        weight,
-                        bias,
-                    };
-                    // Z = X·Wᵀ + b, the activation a pass of its own (activated = 0).
-                    let fwd = MatmulParams {
-                        a_off: u(input),
-                        c_off: u(output),
-                        work_ms,
-                        ..MatmulParams::forward(&view, false)
-                    };
-                    {
-                        let group = b.matmul_group(&label("forward"), &fwd)?;
-                        forward.push(Dispatch::Matmul(group, u(capacity), u(fan_out)));
-                    }
-                    activation(act, &mut forward, &mut back, &mut b)?;
-                    let grads = MatmulParams {
-                        a_off: u(delta_out),
-                        b_off: u(input),
-                        c_off: u(count + weight),
-                        bias_off: u(count + bias),
-                        work_ms,
-                        ..MatmulParams::weight_grad(&view)
-                    };
-                    let group = b.matmul_group(&label("weight_grad"), &grads)?;
-                    back.push(Dispatch::Matmul(group, u(fan_out), u(fan_in + 1)));
-                    if l > 0 {
-                        // dA = dZ·W; the layer below applies its own activation's slope.
-                        let dx = MatmulParams {
-                            a_off: u(delta_out),
-                            c_off: u(delta_in),
-                            epilogue: 0,
-                            activated: 0,
-                            work_ms,
-                            ..MatmulParams::input_grad(&view)
-                        };
-                        let group = b.matmul_group(&label("input_grad"), &dx)?;
-                        back.push(Dispatch::Matmul(group, u(capacity), u(fan_in)));
-                    }
-                    tensors.push((weight, bias, fan_out));
-                }
-            }
+            let slots = LayerSlots::new(&net, &layout, l, capacity, count);
+            let mut back = b.layer_passes(layer, &slots, &mut passes)?;
             back.append(&mut backward);
             backward = back;
         }
+        let Passes {
+            forward,
+            dropouts,
+            tensors,
+        } = passes;
         // Every tensor's update, once the whole backward pass has read the old weights.
-        for (weight, bias, outputs) in tensors {
-            for (offset, len, penalised) in [(weight, bias - weight, 1), (bias, outputs, 0)] {
-                let p = UpdateParams {
-                    param_off: u(offset),
-                    grad_off: u(count + offset),
-                    len: u(len),
-                    penalised,
-                    work_ms,
-                    param_ms: u(count),
-                    _pad: [0; 2],
-                };
-                let buffer = uniform_init(&ctx, "update", bytemuck::bytes_of(&p))?;
-                let group = bind(
-                    &ctx,
-                    &kernels.update_layout,
-                    "update",
-                    &[&work, &hyper, &first, &second, &buffer],
-                );
-                b.owned.push(buffer);
-                backward.push(Dispatch::Update(group, u(len)));
-            }
-        }
+        backward.extend(b.update_passes(&tensors, (count, work_ms), [&first, &second])?);
         let owned = b.owned;
         Ok(NetworkModels {
             models: k,
