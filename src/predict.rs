@@ -294,7 +294,7 @@ pub fn picture_to_frame(path: &Path, bytes: &[u8], side: usize) -> Result<Vec<u8
 pub fn check_images(model: &Network, dims: &[usize]) -> std::result::Result<(), String> {
     let pixels: usize = dims.iter().product();
     let (height, width) = (model.input.height, model.input.width);
-    if flat_input(model) {
+    if model.input.is_flat() {
         if pixels != model.inputs() {
             return Err(format!("images of {} pixels", model.inputs()));
         }
@@ -302,11 +302,6 @@ pub fn check_images(model: &Network, dims: &[usize]) -> std::result::Result<(), 
         return Err(format!("{height}×{width} images"));
     }
     Ok(())
-}
-
-/// Whether `model` takes flat vectors (planned from `layers = [...]`) rather than images.
-fn flat_input(model: &Network) -> bool {
-    model.input.height == 1 && model.input.width == 1
 }
 
 /// Softmax probabilities of `params` for each image (raw bytes, `features` each).
@@ -364,7 +359,7 @@ fn top(p: &[f64], k: usize) -> Vec<(usize, f64)> {
 pub fn predict_files(params: &Params, files: &[PathBuf], k: usize) -> Result<Vec<Prediction>> {
     let features = params.model.inputs();
     let net = &params.model;
-    let side = if flat_input(net) {
+    let side = if net.input.is_flat() {
         (features as f64).sqrt().round() as usize
     } else if net.input.height == net.input.width {
         net.input.height

@@ -517,8 +517,7 @@ impl TrainConfig {
     pub fn model_words(&self) -> String {
         match layers_of(self.network.as_deref().unwrap_or_default()) {
             Ok(layers) if self.network.is_some() => {
-                let short: Vec<String> = layers.iter().map(crate::model::layer::short).collect();
-                format!("network {}", short.join(" → "))
+                format!("network {}", crate::model::layer::in_short(&layers))
             }
             _ => format!("layers {:?}, {}", self.layers, self.activation.name()),
         }

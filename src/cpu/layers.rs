@@ -282,7 +282,7 @@ impl<T: Scalar> LayersWorkspace<T> {
         let (mut cols, mut filters, mut argmax, mut flat) = (vec![], vec![], vec![], vec![]);
         for (l, layer) in net.layers.iter().enumerate() {
             widest = widest.max(net.outputs[l].len());
-            let (c, a, f, w) = layer_buffers(layer, &layer_input(net, l));
+            let (c, a, f, w) = layer_buffers(layer, &net.layer_input(l));
             (dcols, dflat, dfilters) = (dcols.max(c), dflat.max(f), dfilters.max(w));
             cols.push(zeros(capacity * c));
             argmax.push(vec![0u32; capacity * a]);
@@ -330,7 +330,7 @@ impl<T: Scalar> LayersWorkspace<T> {
         for (l, layer) in net.layers.iter().enumerate() {
             widest = widest.max(net.outputs[l].len());
             // The argmax is u32, as wide as an f32.
-            let (c, a, f, _) = layer_buffers(layer, &layer_input(net, l));
+            let (c, a, f, _) = layer_buffers(layer, &net.layer_input(l));
             (dcols, dflat) = (dcols.max(c), dflat.max(f));
             total += net.outputs[l].len() + c + a + f;
         }
@@ -342,19 +342,12 @@ impl<T: Scalar> LayersWorkspace<T> {
     /// adds one such gradient per thread).
     pub fn floats_fixed(net: &Network) -> usize {
         let filters =
-            (0..net.layers.len()).map(|l| layer_buffers(&net.layers[l], &layer_input(net, l)).3);
+            (0..net.layers.len()).map(|l| layer_buffers(&net.layers[l], &net.layer_input(l)).3);
         filters.clone().sum::<usize>() + filters.max().unwrap_or(0)
     }
 }
 
 /// The shape of layer `l`'s input image.
-fn layer_input(net: &Network, l: usize) -> ImageShape {
-    match l {
-        0 => net.input,
-        _ => net.outputs[l - 1],
-    }
-}
-
 /// [`loss_and_gradient_reference`] on the fast CPU kernels, every image channels-last
 /// (`cpu::channels_last`): convolutions through im2col and the GEMM (`cpu::im2col`), dense
 /// layers through the GEMM (`cpu::gemm`), pooling and dropout over channel vectors, on
@@ -412,7 +405,7 @@ pub fn forward<'w, T: Scalar>(
         to_channels_last(&net.input, x, rows, &mut ws.input, threads);
     }
     for (l, layer) in net.layers.iter().enumerate() {
-        let input = layer_input(net, l);
+        let input = net.layer_input(l);
         let (before, after) = ws.outputs.split_at_mut(l);
         let a: &[T] = match l {
             0 if layouts_differ(&input) => &ws.input[..x.len()],
@@ -572,7 +565,7 @@ fn backward<T: Scalar>(
     // ws.delta holds ∂L/∂(layer l's output); each layer writes ∂L/∂(its input) to
     // ws.delta_in, and the two swap. All of them channels-last.
     for (l, layer) in net.layers.iter().enumerate().rev() {
-        let input = layer_input(net, l);
+        let input = net.layer_input(l);
         let out_len = rows * net.outputs[l].len();
         let a_in: &[T] = match l {
             0 if layouts_differ(&input) => &ws.input[..x.len()],

@@ -191,10 +191,11 @@ struct LayerSlots {
 
 impl LayerSlots {
     fn new(net: &Network, layout: &Layout, l: usize, capacity: usize, count: usize) -> Self {
-        let (input, in_len) = match l {
-            0 => (layout.x, net.input.len()),
-            _ => (layout.outputs[l - 1], net.outputs[l - 1].len()),
+        let input = match l {
+            0 => layout.x,
+            _ => layout.outputs[l - 1],
         };
+        let in_len = net.layer_input(l).len();
         let (output, out_len) = (layout.outputs[l], net.outputs[l].len());
         LayerSlots {
             l,

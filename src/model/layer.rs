@@ -217,6 +217,11 @@ pub fn short(layer: &Layer) -> String {
     }
 }
 
+/// `conv 32 3×3 relu → pool 2 → dense 10`: a list of layers in short.
+pub fn in_short(layers: &[Layer]) -> String {
+    layers.iter().map(short).collect::<Vec<_>>().join(" → ")
+}
+
 /// `conv 32, 3×3, stride 1, pad 1, relu`, `max pool 2×2 / 2`, `dropout 0.25`, `dense 128, relu`.
 pub fn describe(layer: &Layer) -> String {
     match *layer {

@@ -12,7 +12,7 @@
 //! flattened in that order, as `x.flatten(1)` does.
 
 use super::init::{Init, init_layer};
-use super::layer::{Activation, Layer, describe, short};
+use super::layer::{Activation, Layer, describe, in_short};
 use super::rng::{STREAM_INIT, rng_for};
 use super::shape::{Conv2d, ImageShape, MaxPool2d, Tensor};
 
@@ -394,13 +394,16 @@ impl Network {
     pub fn describe(&self) -> String {
         match self.declared_widths() {
             Some((widths, activation)) => format!("layers {widths:?}, {}", activation.name()),
-            None => format!("network {}", self.layers_in_short()),
+            None => format!("network {}", in_short(&self.spec)),
         }
     }
 
-    /// `conv 32 3×3 relu → pool 2 → dense 10`.
-    pub fn layers_in_short(&self) -> String {
-        self.spec.iter().map(short).collect::<Vec<_>>().join(" → ")
+    /// The shape of what layer `l` takes: the input, or the layer before's output.
+    pub fn layer_input(&self, l: usize) -> ImageShape {
+        match l {
+            0 => self.input,
+            _ => self.outputs[l - 1],
+        }
     }
 
     /// The network a config's `layers = widths` and `activation` declare: dense layers of
@@ -457,8 +460,7 @@ impl Network {
     /// [`Network::dense_stack`] for a network on flat inputs: what a `layers` list declares,
     /// and how a model file and the messages write it.
     pub fn declared_widths(&self) -> Option<(Vec<usize>, Activation)> {
-        let flat = self.input.height == 1 && self.input.width == 1;
-        self.dense_stack().filter(|_| flat)
+        self.dense_stack().filter(|_| self.input.is_flat())
     }
 
     /// Values per input image.
@@ -497,7 +499,7 @@ impl Network {
     /// as a Markdown table with the total underneath.
     pub fn summary(&self) -> String {
         let shape = |s: &ImageShape| {
-            if s.height == 1 && s.width == 1 {
+            if s.is_flat() {
                 format!("[B, {}]", s.channels)
             } else {
                 format!("[B, {}, {}, {}]", s.channels, s.height, s.width)

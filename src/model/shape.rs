@@ -23,6 +23,11 @@ impl ImageShape {
         self.len() == 0
     }
 
+    /// Whether this is a flat vector (N × 1 × 1), not an image.
+    pub fn is_flat(&self) -> bool {
+        self.height == 1 && self.width == 1
+    }
+
     pub fn flat(len: usize) -> Self {
         ImageShape {
             channels: len,
