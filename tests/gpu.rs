@@ -710,7 +710,7 @@ fn a_profile_times_every_kernel_family_of_a_step() {
         ..TrainConfig::default()
     };
     let model = config.model_for(data.image_size, data.classes).unwrap();
-    let models = wgtrain::gpu::PackedModels::new(ctx.clone(), &model, 32, 1).unwrap();
+    let models = wgtrain::gpu::GpuModels::new(ctx.clone(), &model, 32, 1).unwrap();
     if !models.can_profile() {
         let e = wgtrain::bench::profile_gpu(&ctx, &config, &data, 32)
             .unwrap_err()

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use wgtrain::config::{Optimizer, TrainConfig};
 use wgtrain::data::{Dataset, SplitName, epoch_order};
 use wgtrain::engine::{Engine, EpochStats};
-use wgtrain::gpu::packed::EpochJob;
-use wgtrain::gpu::{GpuEngine, PackedModels};
+use wgtrain::gpu::{EpochJob, GpuEngine, GpuModels};
 use wgtrain::model::{Activation, Init, Params};
 
 use crate::common::{gpu, sweep_in_library, write_dataset};
@@ -68,7 +67,7 @@ fn packed_models_train_as_if_alone_and_a_model_left_out_is_untouched() {
         .iter()
         .map(|(c, _)| Arc::new(Dataset::load(dir.path(), 0.2, c.seed).unwrap()))
         .collect();
-    let mut pack = PackedModels::new(ctx.clone(), &models[0].1.model, 32, 3).unwrap();
+    let mut pack = GpuModels::new(ctx.clone(), &models[0].1.model, 32, 3).unwrap();
     for (m, (_, params)) in models.iter().enumerate() {
         pack.init_model(m, params).unwrap();
         pack.upload(m, &data[m]).unwrap();
@@ -144,7 +143,7 @@ fn models_that_cannot_share_steps_are_refused_with_a_reason() {
     write_dataset(dir.path(), 100, 20, 6, 3, true);
     let data = Dataset::load(dir.path(), 0.2, 1).unwrap();
     let params = Params::init(&[36, 12, 3], Activation::Tanh, Init::Xavier, 1).unwrap();
-    let mut pack = PackedModels::new(ctx, &params.model, 32, 2).unwrap();
+    let mut pack = GpuModels::new(ctx, &params.model, 32, 2).unwrap();
     for m in 0..2 {
         pack.init_model(m, &params).unwrap();
         pack.upload(m, &data).unwrap();

@@ -14,7 +14,7 @@ use crate::data::Dataset;
 use crate::device::EngineKind;
 use crate::engine::EngineError;
 use crate::error::{Error, Result};
-use crate::gpu::packed::StepProfile;
+use crate::gpu::StepProfile;
 
 /// Sides of the square products the CPU's GEMM peak is measured on (three, since the fastest
 /// size differs between machines, and not only powers of two, whose strides alias in the

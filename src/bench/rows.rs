@@ -369,7 +369,7 @@ pub struct PackBenchRow {
 /// Times `models` models of `config` at `batch_size` packed and one after another, alternating
 /// the two every epoch so drift on a noisy machine hits both alike.
 ///
-/// On the GPU, packed means in the same dispatches (one `PackedModels`); see
+/// On the GPU, packed means in the same dispatches (one `GpuModels`); see
 /// [`bench_cpu_pack`] for the CPU's version.
 pub fn bench_pack(
     ctx: &crate::gpu::GpuContext,
@@ -380,7 +380,7 @@ pub fn bench_pack(
     warmup: usize,
     epochs: usize,
 ) -> Result<PackBenchRow, EngineError> {
-    use crate::gpu::{GpuEngine, PackedModels, packed::EpochJob};
+    use crate::gpu::{EpochJob, GpuEngine, GpuModels};
     let mut config = config.clone();
     config.batch_size = batch_size;
     let hyper = config.hyper();
@@ -391,7 +391,7 @@ pub fn bench_pack(
         .iter()
         .map(|&s| Params::init_model(Arc::clone(&model), config.init, s))
         .collect();
-    let mut pack = PackedModels::new(ctx.clone(), &model, batch_size, models)?;
+    let mut pack = GpuModels::new(ctx.clone(), &model, batch_size, models)?;
     let mut alone = Vec::with_capacity(models);
     for (m, params) in inits.iter().enumerate() {
         pack.init_model(m, params)?;
@@ -448,8 +448,8 @@ pub fn profile_gpu(
     config: &TrainConfig,
     data: &Arc<Dataset>,
     batch_size: usize,
-) -> Result<crate::gpu::packed::StepProfile, EngineError> {
-    use crate::gpu::{PackedModels, packed::EpochJob};
+) -> Result<crate::gpu::StepProfile, EngineError> {
+    use crate::gpu::{EpochJob, GpuModels};
     let mut config = config.clone();
     config.batch_size = batch_size;
     let hyper = config.hyper();
@@ -458,7 +458,7 @@ pub fn profile_gpu(
         .map_err(config_error)?;
     let model = (config.model_for(data.image_size, data.classes)).map_err(config_error)?;
     let params = Params::init_model(Arc::clone(&model), config.init, config.seed);
-    let mut models = PackedModels::new(ctx.clone(), &model, batch_size, 1)?;
+    let mut models = GpuModels::new(ctx.clone(), &model, batch_size, 1)?;
     if !models.can_profile() {
         return Err(EngineError::Unsupported {
             adapter: ctx.info.name.clone(),

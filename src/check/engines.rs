@@ -285,11 +285,10 @@ fn check_network() -> Result<(Arc<crate::model::Network>, Arc<Dataset>), String>
 }
 
 /// Two epochs of three networks that differ in learning rate, momentum, penalty and init,
-/// trained packed (`NetworkModels`, in the same dispatches), against each trained alone:
+/// trained packed (in the same dispatches), against each trained alone:
 /// bit for bit, a model that sits out the second epoch untouched.
 pub(super) async fn check_packed_network_epoch(ctx: &GpuContext) -> Result<CheckRow, String> {
-    use crate::gpu::NetworkModels;
-    use crate::gpu::packed::EpochJob;
+    use crate::gpu::{EpochJob, GpuModels};
     let e = |e: crate::engine::EngineError| e.to_string();
     let g = |e: GpuError| e.to_string();
     let (net, data) = check_network()?;
@@ -299,8 +298,7 @@ pub(super) async fn check_packed_network_epoch(ctx: &GpuContext) -> Result<Check
         (0.1, false, 1e-3, Init::Pytorch),
         (0.02, true, 1e-2, Init::He),
     ];
-    let mut pack =
-        NetworkModels::new(ctx.clone(), Arc::clone(&net), 16, settings.len()).map_err(g)?;
+    let mut pack = GpuModels::new(ctx.clone(), &net, 16, settings.len()).map_err(g)?;
     let (mut alone, mut hypers) = (Vec::new(), Vec::new());
     for (m, &(learning_rate, momentum, l2, init)) in settings.iter().enumerate() {
         let config = TrainConfig {
@@ -372,7 +370,7 @@ pub(super) async fn check_packed_network_epoch(ctx: &GpuContext) -> Result<Check
 /// Two epochs of three models that differ in activation, init, learning rate, momentum and
 /// penalty, trained packed (in the same dispatches), against each trained alone.
 pub async fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, GpuError> {
-    use crate::gpu::{PackedModels, packed::EpochJob};
+    use crate::gpu::{EpochJob, GpuModels};
     let (features, classes) = (37, 5);
     let widths = [features, 17, classes];
     let data = Arc::new(random_dataset(features, classes, 129, 8));
@@ -406,7 +404,7 @@ pub async fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, GpuError> 
         what: "packed check".into(),
         message,
     })?;
-    let mut pack = PackedModels::new(ctx.clone(), &models[0].1.model, 16, models.len())?;
+    let mut pack = GpuModels::new(ctx.clone(), &models[0].1.model, 16, models.len())?;
     let mut alone = Vec::new();
     for (m, (_, params)) in models.iter().enumerate() {
         pack.init_model(m, params).map_err(err)?;

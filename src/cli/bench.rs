@@ -172,10 +172,7 @@ impl wgtrain::bench::BenchObserver for BenchPrinter<'_> {
         adapter: &str,
         row: &wgtrain::bench::BenchRow,
         train_rows: usize,
-        profile: &std::result::Result<
-            wgtrain::gpu::packed::StepProfile,
-            wgtrain::engine::EngineError,
-        >,
+        profile: &std::result::Result<wgtrain::gpu::StepProfile, wgtrain::engine::EngineError>,
     ) {
         match profile {
             Ok(p) => print_profile(p, row, train_rows),
@@ -211,11 +208,7 @@ impl wgtrain::bench::BenchObserver for BenchPrinter<'_> {
 }
 
 /// The per-family table of `bench --profile`, with the wall-clock step from `row` beside it.
-fn print_profile(
-    p: &wgtrain::gpu::packed::StepProfile,
-    row: &wgtrain::bench::BenchRow,
-    train_rows: usize,
-) {
+fn print_profile(p: &wgtrain::gpu::StepProfile, row: &wgtrain::bench::BenchRow, train_rows: usize) {
     let wall = row.median_epoch_secs / train_rows.div_ceil(row.batch_size).max(1) as f64;
     println!(
         "\nprofile: {}, batch {}, the first {} steps of an epoch with a timestamp after every dispatch ({} dispatches per step, {:.4} submissions per step)",

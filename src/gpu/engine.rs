@@ -1,5 +1,5 @@
 //! `GpuEngine`: one model on the GPU, the [`Engine`] over a pack of one ([`GpuModels`] with
-//! K = 1: an MLP's `PackedModels` or a network's `NetworkModels`). The dataset is resident on the device as bytes; per epoch the
+//! K = 1). The dataset is resident on the device as bytes; per epoch the
 //! host uploads the shuffled indices and one 256-byte uniform per step, records every step of
 //! the epoch and the validation pass into one command buffer, and reads back one small buffer
 //! of per-step (loss sum, correct) pairs. Buffers, bind groups and pipelines are made once.
@@ -7,8 +7,7 @@
 use std::sync::Arc;
 
 use super::context::{GpuContext, GpuError};
-use super::models::GpuModels;
-use super::packed::EpochJob;
+use super::models::{EpochJob, GpuModels};
 use crate::config::Hyper;
 use crate::data::{Dataset, SplitName};
 use crate::engine::{AwaitedEngine, Engine, EngineError, EpochStats, EvalStats, TrainingState};
@@ -74,7 +73,7 @@ impl Engine for GpuEngine {
     }
 
     fn dispatches_per_step(&self) -> Option<usize> {
-        self.models.dispatches_per_step()
+        Some(self.models.dispatches_per_step())
     }
 
     fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError> {

@@ -17,6 +17,12 @@ pub enum Family {
     MatmulWeightGrad,
     MatmulInputGrad,
     BatchStats,
+    ActivationForward,
+    ActivationBackward,
+    Dropout,
+    Conv(ConvEntry),
+    MatmulParamGrad,
+    Update,
 }
 
 impl Family {
@@ -34,6 +40,12 @@ impl Family {
             }
             Family::MatmulInputGrad => "matmul input gradient (× slope)",
             Family::BatchStats => "batch_stats",
+            Family::ActivationForward => "activation_forward",
+            Family::ActivationBackward => "activation_backward",
+            Family::Dropout => "dropout_forward",
+            Family::Conv(entry) => entry.name(),
+            Family::MatmulParamGrad => "matmul weight + bias gradients",
+            Family::Update => "update",
         }
     }
 }
@@ -497,7 +509,7 @@ impl Kernels {
 
 /// The entry points of conv.wgsl and pool.wgsl, which share a layout (work, params) and an
 /// element-per-invocation grid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ConvEntry {
     Conv2dForward,
     Conv2dBackwardInput,

@@ -1,8 +1,8 @@
 //! The GPU path: WGSL compute shaders (`shaders/`) on wgpu. `context` opens a device,
 //! `kernels` builds the pipelines and encodes each entry point, `buffers` allocates and reads
-//! back, `workspace` lays out the one buffer every kernel works in, and `packed` is the
-//! scheduler that records whole epochs for K models at once, `engine` the single-model engine
-//! over it.
+//! back, `workspace` lays out the one buffer every kernel works in, `plan` is the
+//! scheduler that plans a step's dispatches from a network, `models` records whole epochs of
+//! them for K models at once, and `engine` is the single-model engine over a pack of one.
 
 pub mod adapter;
 pub mod assigned;
@@ -12,9 +12,8 @@ pub mod engine;
 pub mod error;
 pub mod kernels;
 pub mod models;
-pub mod network;
 pub mod pack;
-pub mod packed;
+pub mod plan;
 pub mod shaders;
 pub mod tuning;
 pub mod uniforms;
@@ -26,8 +25,6 @@ pub use context::{
     resolve_adapter,
 };
 pub use engine::GpuEngine;
-pub use models::GpuModels;
-pub use network::NetworkModels;
+pub use models::{EpochJob, GpuModels, PackSharing, StepProfile};
 pub use pack::{GpuPack, PackSeat};
-pub use packed::PackedModels;
 pub use tuning::{Tuning, TuningFile};

@@ -1,7 +1,7 @@
 //! Packing whole training runs onto one device: each run keeps its own thread, training loop,
 //! early stopping and run directory, and its engine is a seat in a [`GpuPack`]. A seat's
 //! `train_epoch` waits until every seat still in the pack has asked for its epoch, then one
-//! of them records the epoch for all ([`PackedModels::train_epoch`]) and hands each its
+//! of them records the epoch for all ([`GpuModels::train_epoch`]) and hands each its
 //! result. A run that stops early (or fails) leaves the pack and the others train on without
 //! it. Everything else a run does (evaluate, checkpoint, keep its best) touches only its own
 //! model and happens between packed epochs.
@@ -9,8 +9,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::context::{AdapterSummary, GpuContext, GpuError};
-use super::models::GpuModels;
-use super::packed::EpochJob;
+use super::models::{EpochJob, GpuModels};
 use crate::config::Hyper;
 use crate::data::{Dataset, SplitName};
 use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};

@@ -19,9 +19,9 @@ use crate::train::{EpochRecord, Verdict};
 /// What runs must share to train in one GPU pack: the network's shape, the step schedule
 /// (batch size, gradient reduction, the split's size), the optimiser (Adam's bias correction
 /// is one per step for the whole pack) and the data. Everything else — learning rate,
-/// momentum, penalties, activation, seed, epochs, early stopping — is each run's own; but a
-/// network of layers' pack shares one split, order and dropout seed (`gpu::NetworkModels`),
-/// so its runs share their seed too.
+/// momentum, penalties, activation, seed, epochs, early stopping — is each run's own; but the
+/// runs of a network of layers share their seed (a pack draws its dropout masks from one
+/// seed, and sweeps keep to one rule for every network of layers).
 pub fn pack_key(config: &TrainConfig) -> String {
     let adam = match config.optimizer {
         crate::config::Optimizer::Adam => format!("{}/{}", config.adam_beta1, config.adam_beta2),
@@ -62,15 +62,10 @@ fn pack_model(
 /// How many runs of `config` one GPU pack on `ctx` holds (the adapter's buffer limits), at
 /// most `cap`.
 pub fn max_pack(ctx: &GpuContext, config: &TrainConfig, data_dir: &Path, cap: usize) -> usize {
-    let dense = |widths: &[usize]| {
-        crate::gpu::PackedModels::max_models(ctx, widths, config.batch_size, cap)
-    };
     match pack_model(config, data_dir) {
-        Ok(net) => match net.dense_stack() {
-            Some((widths, _)) => dense(&widths),
-            None => crate::gpu::NetworkModels::max_models(ctx, &net, config.batch_size, cap),
-        },
-        Err(_) => dense(&config.layers),
+        Ok(net) => crate::gpu::GpuModels::max_models(ctx, &net, config.batch_size, cap),
+        // A run that cannot be planned trains alone, to fail with its own error.
+        Err(_) => 1,
     }
 }
 

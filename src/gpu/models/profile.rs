@@ -2,8 +2,10 @@
 //! every dispatch, summed per kernel family. Needs the adapter's TIMESTAMP_QUERY_INSIDE_PASSES
 //! feature (Vulkan, DX12, Metal on AMD/Intel, GL with ARB_timer_query).
 
-use super::epoch::EpochPlan;
-use super::*;
+use super::GpuModels;
+use super::epoch::{EpochJob, EpochPlan, no_marks};
+use crate::engine::EngineError;
+use crate::gpu::buffers::{staging, submit_for_read};
 use crate::gpu::kernels::Family;
 
 /// GPU time of one kernel family, per training step.
@@ -31,7 +33,7 @@ pub struct StepProfile {
     pub record_secs_per_step: f64,
 }
 
-impl PackedModels {
+impl GpuModels {
     /// Whether this device can write timestamps between dispatches.
     pub fn can_profile(&self) -> bool {
         self.ctx
@@ -54,7 +56,7 @@ impl PackedModels {
         }
         let plan: EpochPlan = self.prepare_epoch(jobs)?;
         let record_secs_per_step = self.record_secs_per_step(&plan)?;
-        let per_step = self.dispatches_per_step()?;
+        let per_step = self.dispatches_per_step();
         let max_queries = wgpu::QUERY_SET_MAX_QUERIES as usize;
         let steps = plan.uniforms.len().min((max_queries - 1) / per_step);
         if steps == 0 {
@@ -138,12 +140,7 @@ impl PackedModels {
                 label: Some("record_only"),
                 timestamp_writes: None,
             });
-            self.encode_steps(
-                &mut pass,
-                plan,
-                0..plan.uniforms.len(),
-                &mut super::epoch::no_marks,
-            )?;
+            self.encode_steps(&mut pass, plan, 0..plan.uniforms.len(), &mut no_marks)?;
         }
         let commands = encoder.finish();
         let secs = started.elapsed().as_secs_f64();
