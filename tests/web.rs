@@ -622,7 +622,7 @@ fn the_page_trains_in_chromium_as_the_native_cpu_path_does_and_passes_every_chec
         .unwrap_or_else(|| panic!("{check}"));
     let failed: Vec<_> = rows.iter().filter(|r| r["passed"] != true).collect();
     assert!(failed.is_empty(), "checks failed in the page: {failed:?}");
-    let kernels = wgtrain::check::KERNELS.len();
+    let kernels = wgtrain::check::kernels().len();
     // Each kernel's row (matmul has three), then the four whole-epoch rows.
     assert_eq!(rows.len(), kernels + 2 + 4, "{check}");
     assert_eq!(check["passed"], true, "{check}");

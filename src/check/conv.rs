@@ -18,7 +18,7 @@ const CONV_SHAPES: [[usize; 7]; 6] = [
 /// One conv.wgsl entry point against its CPU twin (`cpu::conv`, f64), on [`CONV_SHAPES`] with
 /// three images each: the dot-product bound over the terms each output sums, from the twin run
 /// on the operands' magnitudes.
-pub(super) async fn check_conv2d(rig: &Rig<'_>, entry: ConvEntry) -> Result<CheckRow, GpuError> {
+pub(super) async fn check_conv2d(rig: &Rig<'_>, entry: Kernel) -> Result<CheckRow, GpuError> {
     use crate::cpu::conv::{conv2d_backward_input, conv2d_backward_params, conv2d_forward};
     use crate::model::Conv2d;
     let rows = 3;
@@ -43,12 +43,12 @@ pub(super) async fn check_conv2d(rig: &Rig<'_>, entry: ConvEntry) -> Result<Chec
         let plane = shape.out_height() * shape.out_width();
         // (want, the same on magnitudes, terms per output)
         let (want, bound, terms) = match entry {
-            ConvEntry::Conv2dForward => (
+            Kernel::Conv2dForward => (
                 conv2d_forward(&shape, &f64s(&x), &f64s(&w), &f64s(&b), rows),
                 conv2d_forward(&shape, &abs64(&x), &abs64(&w), &abs64(&b), rows),
                 channels * kernel * kernel + 1,
             ),
-            ConvEntry::Conv2dBackwardInput => (
+            Kernel::Conv2dBackwardInput => (
                 conv2d_backward_input(&shape, &f64s(&dz), &f64s(&w), rows),
                 conv2d_backward_input(&shape, &abs64(&dz), &abs64(&w), rows),
                 filters * kernel * kernel,
@@ -65,14 +65,14 @@ pub(super) async fn check_conv2d(rig: &Rig<'_>, entry: ConvEntry) -> Result<Chec
         work.input(&[f32::NAN]);
         let mut offsets = [0u32; 4]; // x, w, b, z
         let out_at = match entry {
-            ConvEntry::Conv2dForward => {
+            Kernel::Conv2dForward => {
                 offsets[0] = work.input(&x) as u32;
                 offsets[1] = work.input(&w) as u32;
                 offsets[2] = work.input(&b) as u32;
                 offsets[3] = work.output(want.len()) as u32;
                 offsets[3]
             }
-            ConvEntry::Conv2dBackwardInput => {
+            Kernel::Conv2dBackwardInput => {
                 offsets[1] = work.input(&w) as u32;
                 offsets[3] = work.input(&dz) as u32;
                 offsets[0] = work.output(want.len()) as u32;
@@ -110,10 +110,7 @@ pub(super) async fn check_conv2d(rig: &Rig<'_>, entry: ConvEntry) -> Result<Chec
 /// One pool.wgsl entry point against its CPU twin in f32 (`cpu::conv`): the same comparisons
 /// and sums in the same order, so the same bits. Distinct random inputs (no NaN: WGSL may fold
 /// NaN comparisons), non-overlapping and overlapping windows, edges no window reaches.
-pub(super) async fn check_max_pool2d(
-    rig: &Rig<'_>,
-    entry: ConvEntry,
-) -> Result<CheckRow, GpuError> {
+pub(super) async fn check_max_pool2d(rig: &Rig<'_>, entry: Kernel) -> Result<CheckRow, GpuError> {
     use crate::cpu::conv::{max_pool2d_backward, max_pool2d_forward};
     use crate::model::MaxPool2d;
     let rows = 3;
@@ -141,7 +138,7 @@ pub(super) async fn check_max_pool2d(
         let arg_f32: Vec<f32> = argmax.iter().map(|&a| a as f32).collect();
         let mut work = Work::default();
         work.input(&[f32::NAN]);
-        let (want, offsets, out_at) = if entry == ConvEntry::MaxPool2dForward {
+        let (want, offsets, out_at) = if entry == Kernel::MaxPool2dForward {
             let x_off = work.input(&x) as u32;
             let z_off = work.output(2 * z.len()) as u32;
             let want = [f64s(&z), f64s(&arg_f32)].concat();
@@ -162,7 +159,7 @@ pub(super) async fn check_max_pool2d(
             "max_pool2d",
             &[&buffer, &p],
         );
-        let invocations = if entry == ConvEntry::MaxPool2dForward {
+        let invocations = if entry == Kernel::MaxPool2dForward {
             rows * shape.out_len()
         } else {
             rows * shape.in_len()

@@ -4,7 +4,7 @@
 //! GPU engine against the CPU engine. Errors are reported as a fraction of each check's
 //! tolerance, so 1.0 is the pass mark.
 
-use crate::gpu::kernels::ConvEntry;
+use crate::gpu::kernels::{KERNEL_TABLE, Kernel};
 use crate::gpu::{GpuContext, GpuError};
 
 mod conv;
@@ -154,28 +154,17 @@ pub fn adapters_to_check(
 }
 
 /// The WGSL entry points with a check of their own, by name (`check_<kernel>` below), in
-/// table order: `wgtrain check` runs them all, and each has a test of its name
+/// [`KERNEL_TABLE`] order: `wgtrain check` runs them all, and each has a test of its name
 /// (`<kernel>_matches_the_cpu_reference`). batch_stats (a split's loss and accuracy sums) is
 /// checked by softmax_xent's check, which runs it on the rows it wrote.
-pub const KERNELS: [&str; 15] = [
-    "gather_batch",
-    "activation_forward",
-    "activation_backward",
-    "dropout_forward",
-    "conv2d_forward",
-    "conv2d_backward_input",
-    "conv2d_backward_params",
-    "max_pool2d_forward",
-    "max_pool2d_backward",
-    "update",
-    "matmul",
-    "softmax_xent",
-    "matmul_gather",
-    "matmul_softmax_xent",
-    "matmul_update",
-];
+pub fn kernels() -> Vec<&'static str> {
+    (KERNEL_TABLE.iter())
+        .filter(|row| row.0 != Kernel::BatchStats)
+        .map(|row| row.1)
+        .collect()
+}
 
-/// The check of one WGSL entry point (a name of [`KERNELS`]) on one adapter: its rows.
+/// The check of one WGSL entry point (a name of [`kernels`]) on one adapter: its rows.
 pub fn run_kernel(ctx: &GpuContext, kernel: &str) -> Vec<CheckRow> {
     match Rig::new(ctx) {
         Ok(rig) => pollster::block_on(kernel_rows(&rig, kernel)),
@@ -190,11 +179,11 @@ async fn kernel_rows(rig: &Rig<'_>, kernel: &str) -> Vec<CheckRow> {
         "activation_forward" => one(check_activation(rig, false).await),
         "activation_backward" => one(check_activation(rig, true).await),
         "dropout_forward" => one(check_dropout_forward(rig).await),
-        "conv2d_forward" => one(check_conv2d(rig, ConvEntry::Conv2dForward).await),
-        "conv2d_backward_input" => one(check_conv2d(rig, ConvEntry::Conv2dBackwardInput).await),
-        "conv2d_backward_params" => one(check_conv2d(rig, ConvEntry::Conv2dBackwardParams).await),
-        "max_pool2d_forward" => one(check_max_pool2d(rig, ConvEntry::MaxPool2dForward).await),
-        "max_pool2d_backward" => one(check_max_pool2d(rig, ConvEntry::MaxPool2dBackward).await),
+        "conv2d_forward" => one(check_conv2d(rig, Kernel::Conv2dForward).await),
+        "conv2d_backward_input" => one(check_conv2d(rig, Kernel::Conv2dBackwardInput).await),
+        "conv2d_backward_params" => one(check_conv2d(rig, Kernel::Conv2dBackwardParams).await),
+        "max_pool2d_forward" => one(check_max_pool2d(rig, Kernel::MaxPool2dForward).await),
+        "max_pool2d_backward" => one(check_max_pool2d(rig, Kernel::MaxPool2dBackward).await),
         "update" => one(check_update(rig).await),
         "matmul" => check_matmul(rig)
             .await
@@ -215,7 +204,7 @@ pub async fn run_all(ctx: &GpuContext) -> Vec<CheckRow> {
         Err(e) => return vec![cannot_run("build pipelines", e)],
     };
     let mut rows = Vec::new();
-    for kernel in KERNELS {
+    for kernel in kernels() {
         rows.extend(kernel_rows(&rig, kernel).await);
     }
     rows.extend(run_engines(ctx).await);

@@ -13,7 +13,7 @@ pub(super) use crate::data::{Dataset, Split, epoch_order};
 pub(super) use crate::engine::Engine;
 pub(super) use crate::gpu::buffers::{bind, staging, storage_init, submit_for_read, uniform_init};
 pub(super) use crate::gpu::kernels::{
-    ConvEntry, Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS,
+    Kernel, Kernels, MATMUL_BINDINGS, MATMUL_GATHER_BINDINGS, MATMUL_UPDATE_BINDINGS,
     MATMUL_XENT_BINDINGS, StepRef, matmul_bind_group,
 };
 pub(super) use crate::gpu::uniforms::{

@@ -20,7 +20,7 @@ pub enum Family {
     ActivationForward,
     ActivationBackward,
     Dropout,
-    Conv(ConvEntry),
+    Conv(Kernel),
     MatmulParamGrad,
     Update,
 }
@@ -50,6 +50,104 @@ impl Family {
     }
 }
 
+/// A WGSL entry point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kernel {
+    GatherBatch,
+    ActivationForward,
+    ActivationBackward,
+    DropoutForward,
+    Conv2dForward,
+    Conv2dBackwardInput,
+    Conv2dBackwardParams,
+    MaxPool2dForward,
+    MaxPool2dBackward,
+    Update,
+    Matmul,
+    SoftmaxXent,
+    BatchStats,
+    MatmulGather,
+    MatmulSoftmaxXent,
+    MatmulUpdate,
+}
+
+/// The bind-group layout an entry point takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binds {
+    /// pixels, image_stats, indices, work, p.
+    Gather,
+    /// work, p: every operand in the workspace.
+    Work,
+    /// work, models, first, second, p.
+    Update,
+    /// work, labels, indices, stats, p.
+    Xent,
+    /// matmul.wgsl's numbered layouts ([`MATMUL_BINDINGS`] and the others).
+    Matmul,
+    MatmulUpdate,
+    MatmulXent,
+    MatmulGather,
+}
+
+/// One row per WGSL entry point, in [`Kernel`] order: the entry point, its name (which its
+/// check, its CPU twin and its test share), its family (`shaders/<family>.wgsl`) and its
+/// layout. [`Kernels::new`] builds a pipeline per row; `wgtrain check` checks the rows in this
+/// order. Adding a kernel is a row here, its WGSL, its twin and its check.
+pub const KERNEL_TABLE: [(Kernel, &str, &str, Binds); 16] = {
+    use Binds as B;
+    use Kernel as K;
+    [
+        (K::GatherBatch, "gather_batch", "batch", B::Gather),
+        (
+            K::ActivationForward,
+            "activation_forward",
+            "activation",
+            B::Work,
+        ),
+        (
+            K::ActivationBackward,
+            "activation_backward",
+            "activation",
+            B::Work,
+        ),
+        (K::DropoutForward, "dropout_forward", "dropout", B::Work),
+        (K::Conv2dForward, "conv2d_forward", "conv", B::Work),
+        (
+            K::Conv2dBackwardInput,
+            "conv2d_backward_input",
+            "conv",
+            B::Work,
+        ),
+        (
+            K::Conv2dBackwardParams,
+            "conv2d_backward_params",
+            "conv",
+            B::Work,
+        ),
+        (K::MaxPool2dForward, "max_pool2d_forward", "pool", B::Work),
+        (K::MaxPool2dBackward, "max_pool2d_backward", "pool", B::Work),
+        (K::Update, "update", "update", B::Update),
+        (K::Matmul, "matmul", "matmul", B::Matmul),
+        (K::SoftmaxXent, "softmax_xent", "softmax_xent", B::Xent),
+        (K::BatchStats, "batch_stats", "softmax_xent", B::Xent),
+        (K::MatmulGather, "matmul_gather", "matmul", B::MatmulGather),
+        (
+            K::MatmulSoftmaxXent,
+            "matmul_softmax_xent",
+            "matmul",
+            B::MatmulXent,
+        ),
+        (K::MatmulUpdate, "matmul_update", "matmul", B::MatmulUpdate),
+    ]
+};
+
+impl Kernel {
+    /// The WGSL entry point's name (and its check's, its CPU twin's and its test's).
+    pub fn name(self) -> &'static str {
+        KERNEL_TABLE[self as usize].1
+    }
+}
+
 /// Every pipeline and layout, built and validated once.
 #[derive(Debug)]
 pub struct Kernels {
@@ -65,22 +163,8 @@ pub struct Kernels {
     pub work_layout: wgpu::BindGroupLayout,
     /// work, models, first, second, p: update.wgsl.
     pub update_layout: wgpu::BindGroupLayout,
-    gather_batch: wgpu::ComputePipeline,
-    activation_forward: wgpu::ComputePipeline,
-    activation_backward: wgpu::ComputePipeline,
-    update: wgpu::ComputePipeline,
-    dropout_forward: wgpu::ComputePipeline,
-    conv2d_forward: wgpu::ComputePipeline,
-    conv2d_backward_input: wgpu::ComputePipeline,
-    conv2d_backward_params: wgpu::ComputePipeline,
-    max_pool2d_forward: wgpu::ComputePipeline,
-    max_pool2d_backward: wgpu::ComputePipeline,
-    matmul_gather: wgpu::ComputePipeline,
-    matmul: wgpu::ComputePipeline,
-    matmul_update: wgpu::ComputePipeline,
-    matmul_softmax_xent: wgpu::ComputePipeline,
-    softmax_xent: wgpu::ComputePipeline,
-    batch_stats: wgpu::ComputePipeline,
+    /// One per [`KERNEL_TABLE`] row, in its order.
+    pipelines: Vec<wgpu::ComputePipeline>,
 }
 
 /// How a binding of a numbered layout is used.
@@ -202,99 +286,100 @@ fn numbered_layout(
 
 impl Kernels {
     pub fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
-        let d = &ctx.device;
-        let step_layout = d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("step"),
-            entries: &[uniform(0, true)],
-        });
-        // pixels, image_stats, indices, work, p.
-        let gather_layout = layout(ctx, "gather_batch", &[true, true, true, false]);
-        // work, p.
-        let work_layout = layout(ctx, "dropout_forward", &[false]);
-        // work, models, first, second, p.
-        let update_layout = layout(ctx, "update", &[false, true, false, false]);
-        let matmul_layout = numbered_layout(ctx, "matmul", &MATMUL_BINDINGS, &MATMUL_USES);
-        // work, labels, indices, stats, p.
-        let xent_layout = layout(ctx, "softmax_xent", &[false, true, true, false]);
-        let matmul_update_layout = numbered_layout(
-            ctx,
-            "matmul_update",
-            &MATMUL_UPDATE_BINDINGS,
-            &MATMUL_UPDATE_USES,
-        );
-        let matmul_gather_layout = numbered_layout(
-            ctx,
-            "matmul_gather",
-            &MATMUL_GATHER_BINDINGS,
-            &MATMUL_GATHER_USES,
-        );
-        let matmul_xent_layout = numbered_layout(
-            ctx,
-            "matmul_softmax_xent",
-            &MATMUL_XENT_BINDINGS,
-            &MATMUL_XENT_USES,
-        );
-        let pipeline = |family: &str,
-                        entry: &str,
-                        layout: &wgpu::BindGroupLayout|
-         -> Result<wgpu::ComputePipeline, GpuError> {
-            let source =
-                shaders::assembled(family, &ctx.tuning).ok_or_else(|| GpuError::Shader {
-                    kernel: entry.into(),
-                    message: "no such shader family, or matmul.wgsl lost its TILE_K or PREFETCH"
-                        .into(),
-                })?;
-            ctx.scoped(entry, || {
-                let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(family),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                });
-                let pipeline_layout = d.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some(entry),
-                    bind_group_layouts: &[Some(layout), Some(&step_layout)],
-                    immediate_size: 0,
-                });
-                d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(entry),
-                    layout: Some(&pipeline_layout),
-                    module: &module,
-                    entry_point: Some(entry),
-                    compilation_options: Default::default(),
-                    cache: None,
-                })
-            })
-            .map_err(|e| GpuError::Shader {
-                kernel: entry.into(),
-                message: e.to_string(),
-            })
-        };
-        Ok(Kernels {
-            gather_batch: pipeline("batch", "gather_batch", &gather_layout)?,
-            activation_forward: pipeline("activation", "activation_forward", &work_layout)?,
-            activation_backward: pipeline("activation", "activation_backward", &work_layout)?,
-            update: pipeline("update", "update", &update_layout)?,
-            dropout_forward: pipeline("dropout", "dropout_forward", &work_layout)?,
-            conv2d_forward: pipeline("conv", "conv2d_forward", &work_layout)?,
-            conv2d_backward_input: pipeline("conv", "conv2d_backward_input", &work_layout)?,
-            conv2d_backward_params: pipeline("conv", "conv2d_backward_params", &work_layout)?,
-            max_pool2d_forward: pipeline("pool", "max_pool2d_forward", &work_layout)?,
-            max_pool2d_backward: pipeline("pool", "max_pool2d_backward", &work_layout)?,
-            matmul: pipeline("matmul", "matmul", &matmul_layout)?,
-            matmul_update: pipeline("matmul", "matmul_update", &matmul_update_layout)?,
-            matmul_gather: pipeline("matmul", "matmul_gather", &matmul_gather_layout)?,
-            matmul_softmax_xent: pipeline("matmul", "matmul_softmax_xent", &matmul_xent_layout)?,
-            softmax_xent: pipeline("softmax_xent", "softmax_xent", &xent_layout)?,
-            batch_stats: pipeline("softmax_xent", "batch_stats", &xent_layout)?,
+        let step_layout = ctx
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("step"),
+                entries: &[uniform(0, true)],
+            });
+        let numbered =
+            |label, bindings: &[u32], uses: &[Use]| numbered_layout(ctx, label, bindings, uses);
+        let mut kernels = Kernels {
+            gather_layout: layout(ctx, "gather_batch", &[true, true, true, false]),
+            work_layout: layout(ctx, "work", &[false]),
+            update_layout: layout(ctx, "update", &[false, true, false, false]),
+            xent_layout: layout(ctx, "softmax_xent", &[false, true, true, false]),
+            matmul_layout: numbered("matmul", &MATMUL_BINDINGS, &MATMUL_USES),
+            matmul_update_layout: numbered(
+                "matmul_update",
+                &MATMUL_UPDATE_BINDINGS,
+                &MATMUL_UPDATE_USES,
+            ),
+            matmul_gather_layout: numbered(
+                "matmul_gather",
+                &MATMUL_GATHER_BINDINGS,
+                &MATMUL_GATHER_USES,
+            ),
+            matmul_xent_layout: numbered(
+                "matmul_softmax_xent",
+                &MATMUL_XENT_BINDINGS,
+                &MATMUL_XENT_USES,
+            ),
             step_layout,
-            gather_layout,
-            matmul_layout,
-            xent_layout,
-            matmul_update_layout,
-            matmul_xent_layout,
-            matmul_gather_layout,
-            work_layout,
-            update_layout,
+            pipelines: Vec::with_capacity(KERNEL_TABLE.len()),
+        };
+        for (kernel, name, family, binds) in KERNEL_TABLE {
+            debug_assert_eq!(kernel as usize, kernels.pipelines.len());
+            let pipeline = kernels.pipeline_of(ctx, (name, family), kernels.layout(binds))?;
+            kernels.pipelines.push(pipeline);
+        }
+        Ok(kernels)
+    }
+
+    /// The layout of `binds`.
+    pub fn layout(&self, binds: Binds) -> &wgpu::BindGroupLayout {
+        match binds {
+            Binds::Gather => &self.gather_layout,
+            Binds::Work => &self.work_layout,
+            Binds::Update => &self.update_layout,
+            Binds::Xent => &self.xent_layout,
+            Binds::Matmul => &self.matmul_layout,
+            Binds::MatmulUpdate => &self.matmul_update_layout,
+            Binds::MatmulXent => &self.matmul_xent_layout,
+            Binds::MatmulGather => &self.matmul_gather_layout,
+        }
+    }
+
+    /// Entry point `entry` of `shaders/<family>.wgsl` (assembled with the context's tuning)
+    /// as a pipeline over `layout` and the step uniforms.
+    fn pipeline_of(
+        &self,
+        ctx: &GpuContext,
+        (entry, family): (&str, &str),
+        layout: &wgpu::BindGroupLayout,
+    ) -> Result<wgpu::ComputePipeline, GpuError> {
+        let d = &ctx.device;
+        let source = shaders::assembled(family, &ctx.tuning).ok_or_else(|| GpuError::Shader {
+            kernel: entry.into(),
+            message: "no such shader family, or matmul.wgsl lost its TILE_K or PREFETCH".into(),
+        })?;
+        ctx.scoped(entry, || {
+            let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(family),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            let pipeline_layout = d.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(layout), Some(&self.step_layout)],
+                immediate_size: 0,
+            });
+            d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
         })
+        .map_err(|e| GpuError::Shader {
+            kernel: entry.into(),
+            message: e.to_string(),
+        })
+    }
+
+    fn pipeline(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
+        &self.pipelines[kernel as usize]
     }
 }
 
@@ -361,7 +446,7 @@ impl Kernels {
     ) {
         dispatch(
             pass,
-            &self.gather_batch,
+            self.pipeline(Kernel::GatherBatch),
             group,
             step,
             grid(rows * features, 256),
@@ -378,8 +463,8 @@ impl Kernels {
         len: u32,
     ) {
         let pipeline = match backward {
-            false => &self.activation_forward,
-            true => &self.activation_backward,
+            false => self.pipeline(Kernel::ActivationForward),
+            true => self.pipeline(Kernel::ActivationBackward),
         };
         dispatch(pass, pipeline, group, step, grid(len, 256));
     }
@@ -392,7 +477,13 @@ impl Kernels {
         step: StepRef<'_>,
         len: u32,
     ) {
-        dispatch(pass, &self.update, group, step, grid(len, 256));
+        dispatch(
+            pass,
+            self.pipeline(Kernel::Update),
+            group,
+            step,
+            grid(len, 256),
+        );
     }
 
     /// Masks `len` elements (dropout.wgsl).
@@ -403,7 +494,13 @@ impl Kernels {
         step: StepRef<'_>,
         len: u32,
     ) {
-        dispatch(pass, &self.dropout_forward, group, step, grid(len, 256));
+        dispatch(
+            pass,
+            self.pipeline(Kernel::DropoutForward),
+            group,
+            step,
+            grid(len, 256),
+        );
     }
 
     /// One invocation per element of the entry point's output (conv.wgsl, pool.wgsl): `len`
@@ -411,19 +508,12 @@ impl Kernels {
     pub fn encode_conv_family(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
-        entry: ConvEntry,
+        entry: Kernel,
         group: &wgpu::BindGroup,
         step: StepRef<'_>,
         len: u32,
     ) {
-        let pipeline = match entry {
-            ConvEntry::Conv2dForward => &self.conv2d_forward,
-            ConvEntry::Conv2dBackwardInput => &self.conv2d_backward_input,
-            ConvEntry::Conv2dBackwardParams => &self.conv2d_backward_params,
-            ConvEntry::MaxPool2dForward => &self.max_pool2d_forward,
-            ConvEntry::MaxPool2dBackward => &self.max_pool2d_backward,
-        };
-        dispatch(pass, pipeline, group, step, grid(len, 256));
+        dispatch(pass, self.pipeline(entry), group, step, grid(len, 256));
     }
 
     /// `m`, `n`: the output's rows and columns for this dispatch.
@@ -435,7 +525,13 @@ impl Kernels {
         m: u32,
         n: u32,
     ) {
-        dispatch(pass, &self.matmul, group, step, matmul_grid(m, n));
+        dispatch(
+            pass,
+            self.pipeline(Kernel::Matmul),
+            group,
+            step,
+            matmul_grid(m, n),
+        );
     }
 
     /// The first layer's forward pass with its input rows gathered and z-scored from the
@@ -448,7 +544,13 @@ impl Kernels {
         rows: u32,
         n: u32,
     ) {
-        dispatch(pass, &self.matmul_gather, group, step, matmul_grid(rows, n));
+        dispatch(
+            pass,
+            self.pipeline(Kernel::MatmulGather),
+            group,
+            step,
+            matmul_grid(rows, n),
+        );
     }
 
     /// The output layer's forward pass with softmax + cross-entropy in its epilogue, over
@@ -462,7 +564,7 @@ impl Kernels {
     ) {
         dispatch(
             pass,
-            &self.matmul_softmax_xent,
+            self.pipeline(Kernel::MatmulSoftmaxXent),
             group,
             step,
             matmul_grid(rows, 1),
@@ -478,7 +580,7 @@ impl Kernels {
     ) {
         dispatch(
             pass,
-            &self.softmax_xent,
+            self.pipeline(Kernel::SoftmaxXent),
             group,
             step,
             (rows.div_ceil(64).max(1), 1),
@@ -491,7 +593,7 @@ impl Kernels {
         group: &wgpu::BindGroup,
         step: StepRef<'_>,
     ) {
-        dispatch(pass, &self.batch_stats, group, step, (1, 1));
+        dispatch(pass, self.pipeline(Kernel::BatchStats), group, step, (1, 1));
     }
 
     /// The weight (and bias) gradients of an [`UpdateTable`]'s layers applied by the
@@ -503,30 +605,29 @@ impl Kernels {
         step: StepRef<'_>,
         tiles: u32,
     ) {
-        dispatch(pass, &self.matmul_update, group, step, grid(tiles, 1));
+        dispatch(
+            pass,
+            self.pipeline(Kernel::MatmulUpdate),
+            group,
+            step,
+            grid(tiles, 1),
+        );
     }
 }
 
-/// The entry points of conv.wgsl and pool.wgsl, which share a layout (work, params) and an
-/// element-per-invocation grid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ConvEntry {
-    Conv2dForward,
-    Conv2dBackwardInput,
-    Conv2dBackwardParams,
-    MaxPool2dForward,
-    MaxPool2dBackward,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl ConvEntry {
-    /// The WGSL entry point's name (and its check's, and its CPU twin's).
-    pub fn name(self) -> &'static str {
-        match self {
-            ConvEntry::Conv2dForward => "conv2d_forward",
-            ConvEntry::Conv2dBackwardInput => "conv2d_backward_input",
-            ConvEntry::Conv2dBackwardParams => "conv2d_backward_params",
-            ConvEntry::MaxPool2dForward => "max_pool2d_forward",
-            ConvEntry::MaxPool2dBackward => "max_pool2d_backward",
+    #[test]
+    fn the_kernel_table_has_one_row_per_kernel_in_its_order() {
+        for (i, (kernel, name, _, _)) in KERNEL_TABLE.iter().enumerate() {
+            assert_eq!(*kernel as usize, i, "{name}");
+            assert_eq!(kernel.name(), *name);
         }
+        let mut names: Vec<_> = KERNEL_TABLE.iter().map(|row| row.1).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KERNEL_TABLE.len());
     }
 }

@@ -18,7 +18,7 @@
 //! Offsets are the [`WorkLayout`]'s; what depends on the data (a split's index lists, the stats
 //! slots) is filled in when the data is made resident.
 
-use super::kernels::{ConvEntry, Family, MAX_FUSED_CLASSES};
+use super::kernels::{Family, Kernel, MAX_FUSED_CLASSES};
 use super::uniforms::{
     ActivationParams, Conv2dParams, DropoutParams, GatherParams, MatmulParams, Pool2dParams,
     UpdateParams, XentParams, activation_code, update_tables,
@@ -65,7 +65,7 @@ pub enum Op {
     },
     /// conv.wgsl or pool.wgsl over `len` elements, `uniform` its params' bytes.
     Conv {
-        entry: ConvEntry,
+        entry: Kernel,
         uniform: Vec<u8>,
         len: u32,
     },
@@ -385,7 +385,7 @@ impl LayerOps {
                     work_ms: s.work_ms,
                     ..Conv2dParams::new(&shape, 0, offsets.map(u))
                 };
-                let conv = |entry: ConvEntry, p: Conv2dParams, len| Step {
+                let conv = |entry: Kernel, p: Conv2dParams, len| Step {
                     label: s.label(entry.name()),
                     op: Op::Conv {
                         entry,
@@ -395,14 +395,14 @@ impl LayerOps {
                 };
                 let fwd = p([s.input, weight, bias, s.output]);
                 self.forward
-                    .push(conv(ConvEntry::Conv2dForward, fwd, s.out_elems));
+                    .push(conv(Kernel::Conv2dForward, fwd, s.out_elems));
                 self.activation(activation, s, &mut back);
                 let grads = p([s.input, s.grads + weight, s.grads + bias, s.delta_out]);
                 let params_len = u(shape.weights_len() + shape.filters);
-                back.push(conv(ConvEntry::Conv2dBackwardParams, grads, params_len));
+                back.push(conv(Kernel::Conv2dBackwardParams, grads, params_len));
                 if s.l > 0 {
                     let dx = p([s.delta_in, weight, bias, s.delta_out]);
-                    back.push(conv(ConvEntry::Conv2dBackwardInput, dx, s.in_elems));
+                    back.push(conv(Kernel::Conv2dBackwardInput, dx, s.in_elems));
                 }
                 self.tensors.push((weight, bias, shape.filters));
             }
@@ -411,7 +411,7 @@ impl LayerOps {
                     work_ms: s.work_ms,
                     ..Pool2dParams::new(&shape, 0, offsets.map(u))
                 };
-                let pool = |entry: ConvEntry, p: Pool2dParams, len| Step {
+                let pool = |entry: Kernel, p: Pool2dParams, len| Step {
                     label: s.label(entry.name()),
                     op: Op::Conv {
                         entry,
@@ -421,10 +421,10 @@ impl LayerOps {
                 };
                 let fwd = p([s.input, s.output, s.argmax]);
                 self.forward
-                    .push(pool(ConvEntry::MaxPool2dForward, fwd, s.out_elems));
+                    .push(pool(Kernel::MaxPool2dForward, fwd, s.out_elems));
                 if s.l > 0 {
                     let dx = p([s.delta_in, s.delta_out, s.argmax]);
-                    back.push(pool(ConvEntry::MaxPool2dBackward, dx, s.in_elems));
+                    back.push(pool(Kernel::MaxPool2dBackward, dx, s.in_elems));
                 }
             }
             Planned::Dropout { p, .. } => self.dropout(p, s, &mut back),

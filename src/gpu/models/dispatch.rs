@@ -1,6 +1,6 @@
 //! A planned op made a dispatch: its kernel, bind group and grid, and how to record it.
 
-use crate::gpu::kernels::{ConvEntry, Family, Kernels, StepRef};
+use crate::gpu::kernels::{Family, Kernel, Kernels, StepRef};
 use crate::gpu::plan::Rows;
 
 /// One dispatch of a step, bound to its buffers.
@@ -32,7 +32,7 @@ pub(super) enum Dispatch {
         len: u32,
     },
     Conv {
-        entry: ConvEntry,
+        entry: Kernel,
         group: wgpu::BindGroup,
         len: u32,
     },
