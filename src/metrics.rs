@@ -240,6 +240,61 @@ impl Summary {
     pub fn read(path: &Path) -> Result<Self> {
         read_json(path)
     }
+
+    /// ", stopped early" where the run stopped early, else nothing: the words a line about
+    /// the run adds.
+    pub fn stopped_early_words(&self) -> &'static str {
+        match self.stopped_early {
+            true => ", stopped early",
+            false => "",
+        }
+    }
+
+    /// What a user should know about the run's legs, where it has more than one: that sums
+    /// on another device or thread count round differently, or which keys a resume changed.
+    pub fn legs_note(&self) -> Option<String> {
+        let legs = crate::checkpoint::Leg::describe(&self.legs);
+        if self.legs.windows(2).any(|w| w[0].device != w[1].device) {
+            Some(format!(
+                "trained {legs}: sums on another device or thread count round differently, so the run differs from one trained on one throughout (summary.json lists each leg)"
+            ))
+        } else if self.legs.iter().any(|l| !l.changed.is_empty()) {
+            Some(format!(
+                "trained {legs} (config.toml holds the latest values; summary.json lists each leg)"
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Why a resume trained nothing, and how to go further.
+    pub fn nothing_left_note(&self) -> String {
+        let further = match self.stopped_early {
+            true => ", with a larger patience or early_stopping=false",
+            false => "",
+        };
+        format!(
+            "had nothing left to train ({} epochs done{}); --set epochs=N goes further{further}",
+            self.epochs_run,
+            self.stopped_early_words(),
+        )
+    }
+
+    /// The line a finished run prints: test accuracy and loss, best epoch, device, time.
+    pub fn result_line(&self, out: &Path) -> String {
+        format!(
+            "{}: test accuracy {:.2}%, test loss {:.4} (best epoch {} of {}{}) on {} in {:.1}s → {}",
+            self.name,
+            100.0 * self.test_accuracy,
+            self.test_loss,
+            self.best_epoch,
+            self.epochs_run,
+            self.stopped_early_words(),
+            self.device_detail,
+            self.seconds,
+            out.display()
+        )
+    }
 }
 
 /// Writes `value` to `path` as pretty JSON with a final newline, atomically.

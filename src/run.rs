@@ -98,63 +98,20 @@ pub fn model_fitting(
     Ok(config.model_for(image_size, classes)?)
 }
 
-/// Runs `config` as `opts` says, calling `on_epoch` after every epoch (for progress display).
-pub fn run_training(
-    config: &TrainConfig,
-    opts: &RunOptions,
-    mut on_epoch: impl FnMut(&EpochRecord, Verdict),
-) -> Result<Summary> {
-    let start = Instant::now();
-    let dir = RunDir::new(&opts.out);
-    crate::error::refuse_non_directory(&opts.out, "run directory")?;
-    // The hyperparameters a resume changes, recorded with the epochs they train.
-    let mut changed = refuse_before_lock(config, opts, &dir)?;
-    // Lock before reading anything of a run already there (a resume's checkpoint), so a
-    // second process is turned away before it acts on files the first is rewriting.
-    let early_lock = if opts.out.is_dir() {
-        Some(dir.lock()?)
-    } else {
-        None
-    };
+/// Where a run starts: afresh, from its checkpoint, or nowhere (it has nothing left to train).
+enum Start {
+    Fresh,
+    Resume(crate::checkpoint::Checkpoint),
+    Finished(Summary),
+}
+
+/// Where `config`'s run in `dir` starts, or why it may not go on in this process.
+fn start_of(config: &TrainConfig, opts: &RunOptions, dir: &RunDir) -> Result<Start> {
     let checkpoint_path = dir.checkpoint();
-    let checkpoint = if opts.resume {
-        let c = load_checkpoint(&checkpoint_path)?;
-        if !config.describes(&c.model) {
-            return Err(Error::Usage(format!(
-                "{}: checkpoint is {} but the config says {}",
-                checkpoint_path.display(),
-                c.model.describe(),
-                config.model_words(),
-            )));
-        }
-        if c.epochs_done > config.epochs {
-            // Training cannot be undone; rewriting config.toml with fewer epochs than
-            // metrics.csv holds would leave the run contradicting itself.
-            return Err(Error::Usage(format!(
-                "the run has {} epochs done, more than epochs = {} (hint: --set epochs=N with N ≥ {} to go further)",
-                c.epochs_done, config.epochs, c.epochs_done
-            )));
-        }
-        // A run with nothing left to train (a finished run resumed to the same end, say) is
-        // left as it is: resuming it changes no file.
-        if nothing_left(config, &c)
-            && let Ok(summary) = dir.read_summary()
-        {
-            return Ok(summary);
-        }
-        // Already at the epoch to stop after: another shard of a pruning sweep took this run
-        // to its rung after this process listed it (a waiting shard trains the runs no
-        // process holds); training on would carry it past the rung before the rung judged it.
-        if opts.stop_after.is_some_and(|stop| c.epochs_done >= stop) {
-            return Err(Error::Paused {
-                epoch: c.epochs_done,
-            });
-        }
-        Some(c)
-    } else {
-        // Listed to start afresh, but another shard has begun it since, as above: it stays
-        // where that shard left it, for whoever goes on with it, not trained again from the
-        // start (which could take it back below a rung another shard has judged).
+    if !opts.resume {
+        // Listed to start afresh, but another shard has begun it since: it stays where that
+        // shard left it, for whoever goes on with it, not trained again from the start (which
+        // could take it back below a rung another shard has judged).
         if opts.stop_after.is_some()
             && dir.written_config().is_some_and(|c| c == config.to_toml())
             && let Ok(c) = load_checkpoint(&checkpoint_path)
@@ -164,13 +121,55 @@ pub fn run_training(
                 epoch: c.epochs_done,
             });
         }
-        None
-    };
-    // A resumed run goes on with the data it started on: from the directory it recorded unless
-    // told otherwise, and never with other contents, wherever they are.
-    let recorded = match &checkpoint {
-        Some(_) => dir.read_data_identity()?,
-        None => None,
+        return Ok(Start::Fresh);
+    }
+    let c = load_checkpoint(&checkpoint_path)?;
+    if !config.describes(&c.model) {
+        return Err(Error::Usage(format!(
+            "{}: checkpoint is {} but the config says {}",
+            checkpoint_path.display(),
+            c.model.describe(),
+            config.model_words(),
+        )));
+    }
+    if c.epochs_done > config.epochs {
+        // Training cannot be undone; rewriting config.toml with fewer epochs than
+        // metrics.csv holds would leave the run contradicting itself.
+        return Err(Error::Usage(format!(
+            "the run has {} epochs done, more than epochs = {} (hint: --set epochs=N with N ≥ {} to go further)",
+            c.epochs_done, config.epochs, c.epochs_done
+        )));
+    }
+    // A run with nothing left to train (a finished run resumed to the same end, say) is left
+    // as it is: resuming it changes no file.
+    if nothing_left(config, &c)
+        && let Ok(summary) = dir.read_summary()
+    {
+        return Ok(Start::Finished(summary));
+    }
+    // Already at the epoch to stop after: another shard of a pruning sweep took this run to
+    // its rung after this process listed it (a waiting shard trains the runs no process
+    // holds); training on would carry it past the rung before the rung judged it.
+    if opts.stop_after.is_some_and(|stop| c.epochs_done >= stop) {
+        return Err(Error::Paused {
+            epoch: c.epochs_done,
+        });
+    }
+    Ok(Start::Resume(c))
+}
+
+/// The data a run trains on. A resumed run goes on with the data it started on: from the
+/// directory it recorded unless told otherwise, and never with other contents, wherever they
+/// are.
+fn run_data(
+    config: &TrainConfig,
+    opts: &RunOptions,
+    dir: &RunDir,
+    resuming: bool,
+) -> Result<Arc<Dataset>> {
+    let recorded = match resuming {
+        true => dir.read_data_identity()?,
+        false => None,
     };
     let data_dir = match (&opts.data_dir, &recorded) {
         (Some(dir), _) => dir.clone(),
@@ -188,29 +187,127 @@ pub fn run_training(
             difference,
         });
     }
+    Ok(data)
+}
+
+/// What a run writes after every epoch: its row of metrics.csv, the checkpoint to continue
+/// from, and the best model so far.
+struct EpochFiles<'a> {
+    config: &'a TrainConfig,
+    dir: &'a RunDir,
+    model: Arc<crate::model::Network>,
+    metrics: MetricsWriter,
+    /// The run's legs so far, and the device this process trains on.
+    legs: Vec<crate::checkpoint::Leg>,
+    leg_device: String,
+    /// The hyperparameters a resume changed, recorded with the first epoch it trains.
+    changed: Vec<String>,
+}
+
+impl EpochFiles<'_> {
+    fn write(&mut self, end: &crate::train::EpochEnd<'_>) -> Result<()> {
+        let epoch = end.record.epoch;
+        self.metrics.append(end.record)?;
+        let changed = std::mem::take(&mut self.changed);
+        crate::checkpoint::Leg::extend(&mut self.legs, epoch, &self.leg_device, changed);
+        // Every epoch: the state to continue from, and the best model so far.
+        save_checkpoint(
+            &self.dir.checkpoint(),
+            &self.model,
+            end.state,
+            epoch,
+            end.stopping,
+            end.untrained_val_loss,
+            &self.legs,
+        )?;
+        if end.verdict.improved {
+            let best = Params {
+                model: self.model.clone(),
+                values: end.state.best.clone(),
+            };
+            save_model(&self.dir.model(), &best, &model_meta(self.config, epoch))?;
+        }
+        Ok(())
+    }
+}
+
+/// The metadata model.safetensors carries.
+fn model_meta(config: &TrainConfig, best_epoch: usize) -> [(&'static str, String); 2] {
+    [
+        ("name", config.name.clone()),
+        ("best_epoch", best_epoch.to_string()),
+    ]
+}
+
+/// Whether training stops after `record`'s epoch, before the run ends: a pruning sweep's rung,
+/// or an interrupt.
+fn stop_between_epochs(
+    config: &TrainConfig,
+    opts: &RunOptions,
+    record: &EpochRecord,
+    verdict: Verdict,
+) -> Result<()> {
+    let last = verdict.stop || record.epoch >= config.epochs;
+    if opts.stop_after == Some(record.epoch) && !last {
+        return Err(Error::Paused {
+            epoch: record.epoch,
+        });
+    }
+    if (opts.interrupt.as_ref()).is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst)) {
+        return Err(Error::Interrupted {
+            epoch: record.epoch,
+            dir: opts.out.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Puts checkpoint `c` of the run in `dir` into `engine`, and says where training resumes.
+fn resume_from(
+    engine: &mut dyn crate::engine::Engine,
+    dir: &RunDir,
+    c: crate::checkpoint::Checkpoint,
+) -> Result<ResumeFrom> {
+    engine.set_training_state(&c.state)?;
+    Ok(ResumeFrom {
+        epochs_done: c.epochs_done,
+        stopping: c.stopping,
+        records: dir.read_metrics_checked(c.epochs_done)?,
+        untrained_val_loss: c.untrained_val_loss,
+    })
+}
+
+/// Runs `config` as `opts` says, calling `on_epoch` after every epoch (for progress display).
+pub fn run_training(
+    config: &TrainConfig,
+    opts: &RunOptions,
+    mut on_epoch: impl FnMut(&EpochRecord, Verdict),
+) -> Result<Summary> {
+    let start = Instant::now();
+    let dir = RunDir::new(&opts.out);
+    crate::error::refuse_non_directory(&opts.out, "run directory")?;
+    // The hyperparameters a resume changes, recorded with the epochs they train.
+    let changed = refuse_before_lock(config, opts, &dir)?;
+    // Lock before reading anything of a run already there (a resume's checkpoint), so a
+    // second process is turned away before it acts on files the first is rewriting.
+    let early_lock = match opts.out.is_dir() {
+        true => Some(dir.lock()?),
+        false => None,
+    };
+    let checkpoint = match start_of(config, opts, &dir)? {
+        Start::Finished(summary) => return Ok(summary),
+        Start::Fresh => None,
+        Start::Resume(c) => Some(c),
+    };
+    let data = run_data(config, opts, &dir, checkpoint.is_some())?;
     let model = model_fitting(config, data.image_size, data.classes, data.train.len)?;
     opts.engine.check_memory(&model, config.batch_size)?;
     let params = Params::init_model(model.clone(), config.init, config.seed);
     let mut engine = opts.engine.build(&params, config.batch_size)?;
     engine.upload(Arc::clone(&data))?;
     let device = engine.describe();
-    let leg_device = sums_on(&opts.engine, &device);
-    let mut legs = checkpoint
-        .as_ref()
-        .map_or_else(Vec::new, crate::checkpoint::Checkpoint::legs_so_far);
-    let resume = match checkpoint {
-        Some(c) => {
-            engine.set_training_state(&c.state)?;
-            let records = dir.read_metrics_checked(c.epochs_done)?;
-            Some(ResumeFrom {
-                epochs_done: c.epochs_done,
-                stopping: c.stopping,
-                records,
-                untrained_val_loss: c.untrained_val_loss,
-            })
-        }
-        None => None,
-    };
+    let legs = (checkpoint.as_ref()).map_or_else(Vec::new, |c| c.legs_so_far());
+    let resume = (checkpoint.map(|c| resume_from(engine.as_mut(), &dir, c))).transpose()?;
 
     crate::error::ensure_dir(&opts.out, "run directory")?;
     let lock = match early_lock {
@@ -223,9 +320,17 @@ pub fn run_training(
     }
     write_atomic(&dir.config(), config.to_toml().as_bytes())?;
     dir.write_data_identity(&data.identity)?;
-    let mut metrics = match &resume {
-        Some(r) => MetricsWriter::resume(&dir.metrics(), &r.records)?,
-        None => MetricsWriter::create(&dir.metrics())?,
+    let mut files = EpochFiles {
+        config,
+        dir: &dir,
+        model,
+        metrics: match &resume {
+            Some(r) => MetricsWriter::resume(&dir.metrics(), &r.records)?,
+            None => MetricsWriter::create(&dir.metrics())?,
+        },
+        legs,
+        leg_device: sums_on(&opts.engine, &device),
+        changed,
     };
     // The training loop is awaited in a page; here its futures are ready at once.
     let outcome = pollster::block_on(train(
@@ -234,57 +339,38 @@ pub fn run_training(
         config,
         resume,
         |end| {
-            metrics.append(end.record)?;
-            let changed = std::mem::take(&mut changed);
-            crate::checkpoint::Leg::extend(&mut legs, end.record.epoch, &leg_device, changed);
-            // Every epoch: the state to continue from, and the best model so far.
-            save_checkpoint(
-                &checkpoint_path,
-                &model,
-                end.state,
-                end.record.epoch,
-                end.stopping,
-                end.untrained_val_loss,
-                &legs,
-            )?;
-            if end.verdict.improved {
-                let best = Params {
-                    model: model.clone(),
-                    values: end.state.best.clone(),
-                };
-                let meta = [
-                    ("name", config.name.clone()),
-                    ("best_epoch", end.record.epoch.to_string()),
-                ];
-                save_model(&dir.model(), &best, &meta)?;
-            }
+            files.write(&end)?;
             on_epoch(end.record, end.verdict);
-            let last = end.verdict.stop || end.record.epoch >= config.epochs;
-            if opts.stop_after == Some(end.record.epoch) && !last {
-                return Err(Error::Paused {
-                    epoch: end.record.epoch,
-                });
-            }
-            if opts
-                .interrupt
-                .as_ref()
-                .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
-            {
-                return Err(Error::Interrupted {
-                    epoch: end.record.epoch,
-                    dir: opts.out.clone(),
-                });
-            }
-            Ok(())
+            stop_between_epochs(config, opts, end.record, end.verdict)
         },
     ))?;
     let test = engine.evaluate(SplitName::Test).map_err(TrainError::from)?;
-    let model_meta = [
-        ("name", config.name.clone()),
-        ("best_epoch", outcome.best_epoch.to_string()),
-    ];
+    // A run of a GPU pack counts its share of the packed epochs, not the others' time.
+    let seconds = (start.elapsed().as_secs_f64() - outcome.other_runs_secs).max(0.0);
+    let mut summary = run_end(config, opts, &dir, (&outcome, test), device, seconds)?;
+    summary.legs = files.legs;
+    summary.write(&dir.summary())?;
+    drop(lock);
+    match outcome.diverged {
+        Some(e) => Err(Error::Train(e)),
+        None => Ok(summary),
+    }
+}
+
+/// What a run writes when training ends, but for its summary's file: the best model and the
+/// curves; and the summary of `outcome` and the `test` split, trained on `device` in
+/// `seconds`.
+fn run_end(
+    config: &TrainConfig,
+    opts: &RunOptions,
+    dir: &RunDir,
+    (outcome, test): (&crate::train::TrainOutcome, crate::engine::EvalStats),
+    device: String,
+    seconds: f64,
+) -> Result<Summary> {
     if outcome.best_epoch > 0 {
-        save_model(&dir.model(), &outcome.best_params, &model_meta)?;
+        let meta = model_meta(config, outcome.best_epoch);
+        save_model(&dir.model(), &outcome.best_params, &meta)?;
     }
     #[cfg(not(target_arch = "wasm32"))]
     crate::plot::plot_run_curves(
@@ -296,23 +382,14 @@ pub fn run_training(
         }],
         &config.name,
     )?;
-    // A run of a GPU pack counts its share of the packed epochs, not the others' time.
-    let seconds = (start.elapsed().as_secs_f64() - outcome.other_runs_secs).max(0.0);
-    let mut summary = summarize(
+    Ok(summarize(
         config,
-        &outcome,
+        outcome,
         test,
         (opts.engine.device_name().to_string(), device),
         opts.engine.adapter(),
         seconds,
-    );
-    summary.legs = legs;
-    summary.write(&dir.summary())?;
-    drop(lock);
-    match outcome.diverged {
-        Some(e) => Err(Error::Train(e)),
-        None => Ok(summary),
-    }
+    ))
 }
 
 /// Refusals that read only what is already there, made before the run directory is locked

@@ -189,35 +189,14 @@ pub async fn train<E: AwaitedEngine + ?Sized>(
     resume: Option<ResumeFrom>,
     mut on_epoch: impl FnMut(EpochEnd<'_>) -> Result<(), crate::Error>,
 ) -> Result<TrainOutcome, crate::Error> {
-    let hyper = config.hyper();
     // Names the tensor a diverged run broke in (read once: on a GPU it is a read-back).
     let model = engine.params().await.map_err(TrainError::from)?.model;
-    let (first_epoch, mut stopping, mut records, untrained_val_loss) = match resume {
-        // The engine already holds the checkpoint's parameters, best and optimiser state.
-        Some(r) => {
-            let stopping = r.stopping.with_settings(
-                config.early_stopping_rule,
-                config.patience,
-                config.early_stopping,
-            );
-            (r.epochs_done + 1, stopping, r.records, r.untrained_val_loss)
-        }
-        None => {
-            engine.keep_best().map_err(TrainError::from)?;
-            let stopping = EarlyStopping::new(
-                config.early_stopping_rule,
-                config.patience,
-                config.early_stopping,
-            );
-            // The yardstick a finished run is held to: training that ends worse than it
-            // started did not work, however finite its numbers.
-            let untrained = engine
-                .evaluate(SplitName::Val)
-                .await
-                .map_err(TrainError::from)?;
-            (1, stopping, Vec::new(), Some(untrained.loss))
-        }
-    };
+    let Begin {
+        first_epoch,
+        mut stopping,
+        mut records,
+        untrained_val_loss,
+    } = begin(engine, config, resume).await?;
     // A resumed run that early stopping had ended stays ended, as it would have run
     // uninterrupted (a larger patience, or early_stopping = false, lets it go on).
     let epochs_done = first_epoch - 1;
@@ -230,69 +209,23 @@ pub async fn train<E: AwaitedEngine + ?Sized>(
     };
     let mut diverged = None;
     let mut other_runs_secs = 0.0;
-    let lower = tenth_of(config.learning_rate);
     for epoch in first_epoch..=last_epoch {
-        let start = Instant::now();
-        let order = epoch_order(config.seed, epoch, train_rows);
-        let stats = match engine.train_epoch(&order, &hyper).await {
-            Ok(s) => {
-                if let Some(share) = s.shared_secs {
-                    other_runs_secs += (start.elapsed().as_secs_f64() - share).max(0.0);
-                }
-                s
+        let at = (epoch, train_rows);
+        let (record, mut state) = match train_one(engine, config, &model, at).await? {
+            Trained::Epoch {
+                record,
+                state,
+                other_runs_secs: others,
+            } => {
+                other_runs_secs += others;
+                (record, state)
             }
-            Err(EngineError::NonFiniteLoss { step, value }) => {
-                diverged = Some(TrainError::Diverged {
-                    what: format!("loss became {value}"),
-                    epoch,
-                    step: format!(", step {step}"),
-                    lower,
-                });
+            Trained::Diverged(e) => {
+                diverged = Some(e);
                 break;
             }
-            Err(e) => return Err(TrainError::from(e).into()),
         };
-        let val = match stats.val {
-            Some(v) => v,
-            None => engine
-                .evaluate(SplitName::Val)
-                .await
-                .map_err(TrainError::from)?,
-        };
-        if !val.loss.is_finite() {
-            diverged = Some(TrainError::Diverged {
-                what: format!("validation loss became {}", val.loss),
-                epoch,
-                step: String::new(),
-                lower,
-            });
-            break;
-        }
-        // The loss alone misses a broken network: the CPU's ReLU and clamped tanh map NaN
-        // inputs to finite values, so NaN weights can give a finite loss, and the GPU may
-        // hold huge finite weights where the CPU holds NaN. Every value is checked before
-        // anything of this epoch is kept or written.
-        let mut state = engine.training_state().await.map_err(TrainError::from)?;
-        if let Some(what) = unusable_state(&model, &state) {
-            diverged = Some(TrainError::Diverged {
-                what,
-                epoch,
-                step: String::new(),
-                lower,
-            });
-            break;
-        }
-        let n = stats.samples.max(1) as f64;
-        let record = EpochRecord {
-            epoch,
-            train_loss: stats.loss_sum / n,
-            train_accuracy: stats.correct as f64 / n,
-            val_loss: val.loss,
-            val_accuracy: val.accuracy,
-            seconds: start.elapsed().as_secs_f64(),
-            train_samples: stats.samples,
-        };
-        let verdict = stopping.observe(epoch, val.loss);
+        let verdict = stopping.observe(epoch, record.val_loss);
         if verdict.improved {
             engine.keep_best().map_err(TrainError::from)?;
             state.best.clone_from(&state.params); // what keep_best just kept
@@ -322,6 +255,128 @@ pub async fn train<E: AwaitedEngine + ?Sized>(
         untrained_val_loss,
         other_runs_secs,
         best_params,
+    })
+}
+
+/// Where training starts: the first epoch to train, early stopping's state, the rows of the
+/// epochs before it, and the untrained network's validation loss.
+struct Begin {
+    first_epoch: usize,
+    stopping: EarlyStopping,
+    records: Vec<EpochRecord>,
+    untrained_val_loss: Option<f64>,
+}
+
+/// Where `engine`, holding a fresh network or `resume`'s checkpoint, starts training.
+async fn begin<E: AwaitedEngine + ?Sized>(
+    engine: &mut E,
+    config: &TrainConfig,
+    resume: Option<ResumeFrom>,
+) -> Result<Begin, crate::Error> {
+    let (rule, patience, on) = (
+        config.early_stopping_rule,
+        config.patience,
+        config.early_stopping,
+    );
+    Ok(match resume {
+        // The engine already holds the checkpoint's parameters, best and optimiser state.
+        Some(r) => Begin {
+            first_epoch: r.epochs_done + 1,
+            stopping: r.stopping.with_settings(rule, patience, on),
+            records: r.records,
+            untrained_val_loss: r.untrained_val_loss,
+        },
+        None => {
+            engine.keep_best().map_err(TrainError::from)?;
+            // The yardstick a finished run is held to: training that ends worse than it
+            // started did not work, however finite its numbers.
+            let untrained = engine
+                .evaluate(SplitName::Val)
+                .await
+                .map_err(TrainError::from)?;
+            Begin {
+                first_epoch: 1,
+                stopping: EarlyStopping::new(rule, patience, on),
+                records: Vec::new(),
+                untrained_val_loss: Some(untrained.loss),
+            }
+        }
+    })
+}
+
+/// One epoch trained and checked (with the time a pack's other runs took), or how it diverged.
+enum Trained {
+    Epoch {
+        record: EpochRecord,
+        state: TrainingState,
+        other_runs_secs: f64,
+    },
+    Diverged(TrainError),
+}
+
+/// Trains `epoch` of `train_rows` rows of `model` and checks every value it left.
+async fn train_one<E: AwaitedEngine + ?Sized>(
+    engine: &mut E,
+    config: &TrainConfig,
+    model: &crate::model::Network,
+    (epoch, train_rows): (usize, usize),
+) -> Result<Trained, crate::Error> {
+    let start = Instant::now();
+    let order = epoch_order(config.seed, epoch, train_rows);
+    let diverged = |what, step| {
+        Trained::Diverged(TrainError::Diverged {
+            what,
+            epoch,
+            step,
+            lower: tenth_of(config.learning_rate),
+        })
+    };
+    let stats = match engine.train_epoch(&order, &config.hyper()).await {
+        Ok(s) => s,
+        Err(EngineError::NonFiniteLoss { step, value }) => {
+            return Ok(diverged(
+                format!("loss became {value}"),
+                format!(", step {step}"),
+            ));
+        }
+        Err(e) => return Err(TrainError::from(e).into()),
+    };
+    let other_runs_secs = (stats.shared_secs).map_or(0.0, |share| {
+        (start.elapsed().as_secs_f64() - share).max(0.0)
+    });
+    let val = match stats.val {
+        Some(v) => v,
+        None => engine
+            .evaluate(SplitName::Val)
+            .await
+            .map_err(TrainError::from)?,
+    };
+    if !val.loss.is_finite() {
+        let what = format!("validation loss became {}", val.loss);
+        return Ok(diverged(what, String::new()));
+    }
+    // The loss alone misses a broken network: the CPU's ReLU and clamped tanh map NaN inputs
+    // to finite values, so NaN weights can give a finite loss, and the GPU may hold huge
+    // finite weights where the CPU holds NaN. Every value is checked before anything of this
+    // epoch is kept or written.
+    let state = engine.training_state().await.map_err(TrainError::from)?;
+    if let Some(what) = unusable_state(model, &state) {
+        return Ok(diverged(what, String::new()));
+    }
+    let n = stats.samples.max(1) as f64;
+    let record = EpochRecord {
+        epoch,
+        train_loss: stats.loss_sum / n,
+        train_accuracy: stats.correct as f64 / n,
+        val_loss: val.loss,
+        val_accuracy: val.accuracy,
+        seconds: start.elapsed().as_secs_f64(),
+        train_samples: stats.samples,
+    };
+    Ok(Trained::Epoch {
+        record,
+        state,
+        other_runs_secs,
     })
 }
 

@@ -221,6 +221,20 @@ fn default_run_dir(name: &str) -> PathBuf {
     ))
 }
 
+/// The config a train command trains: the run's own (with `--set`) on `--resume`, else the
+/// one the arguments give.
+fn train_config(args: &ConfigArgs, resume: Option<&Path>) -> Result<wgtrain::config::TrainConfig> {
+    let Some(dir) = resume else {
+        return args.load();
+    };
+    if args.config.is_some() {
+        bail!("--resume takes the run's own config.toml; drop --config (use --set to change keys)");
+    }
+    wgtrain::rundir::RunDir::new(dir)
+        .read_config_with(&args.overrides())
+        .with_context(|| format!("--resume {}", dir.display()))
+}
+
 fn train(t: &TrainArgs) -> Result<()> {
     let TrainArgs {
         config: args,
@@ -232,19 +246,7 @@ fn train(t: &TrainArgs) -> Result<()> {
     } = t;
     let (out, force, quiet) = (out.clone(), *force, *quiet);
     // The config is validated before any device is opened or data read.
-    let config = match &resume {
-        Some(dir) => {
-            if args.config.is_some() {
-                bail!(
-                    "--resume takes the run's own config.toml; drop --config (use --set to change keys)"
-                );
-            }
-            wgtrain::rundir::RunDir::new(dir)
-                .read_config_with(&args.overrides())
-                .with_context(|| format!("--resume {}", dir.display()))?
-        }
-        None => args.load()?,
-    };
+    let config = train_config(args, resume.as_deref())?;
     let engine = engine_kind(on)?;
     let out = resume
         .clone()
@@ -292,52 +294,13 @@ fn train(t: &TrainArgs) -> Result<()> {
     if let Some(warning) = &summary.warning {
         eprintln!("warning: {warning}");
     }
-    if summary.legs.windows(2).any(|w| w[0].device != w[1].device) {
-        eprintln!(
-            "note: {} trained {}: sums on another device or thread count round differently, so the run differs from one trained on one throughout (summary.json lists each leg)",
-            out.display(),
-            wgtrain::checkpoint::Leg::describe(&summary.legs)
-        );
-    } else if summary.legs.iter().any(|l| !l.changed.is_empty()) {
-        eprintln!(
-            "note: {} trained {} (config.toml holds the latest values; summary.json lists each leg)",
-            out.display(),
-            wgtrain::checkpoint::Leg::describe(&summary.legs)
-        );
+    if let Some(note) = summary.legs_note() {
+        eprintln!("note: {} {note}", out.display());
     }
     if resume.is_some() && trained.get() == 0 {
-        eprintln!(
-            "note: {} had nothing left to train ({} epochs done{}); --set epochs=N goes further{}",
-            out.display(),
-            summary.epochs_run,
-            if summary.stopped_early {
-                ", stopped early"
-            } else {
-                ""
-            },
-            if summary.stopped_early {
-                ", with a larger patience or early_stopping=false"
-            } else {
-                ""
-            }
-        );
+        eprintln!("note: {} {}", out.display(), summary.nothing_left_note());
     }
-    println!(
-        "{}: test accuracy {:.2}%, test loss {:.4} (best epoch {} of {}{}) on {} in {:.1}s → {}",
-        summary.name,
-        100.0 * summary.test_accuracy,
-        summary.test_loss,
-        summary.best_epoch,
-        summary.epochs_run,
-        if summary.stopped_early {
-            ", stopped early"
-        } else {
-            ""
-        },
-        summary.device_detail,
-        summary.seconds,
-        out.display()
-    );
+    println!("{}", summary.result_line(&out));
     Ok(())
 }
 

@@ -127,6 +127,140 @@ fn bounded_len(shape: ImageShape) -> Result<usize, String> {
     }
 }
 
+/// `layer` planned on inputs of `shape`, its parameters placed from `*params` on (which it
+/// moves past them), and its output's shape; or why it cannot be.
+fn plan_layer(
+    layer: &Layer,
+    shape: ImageShape,
+    params: &mut usize,
+) -> Result<(Planned, ImageShape), String> {
+    Ok(match *layer {
+        Layer::Conv2d {
+            filters,
+            kernel,
+            stride,
+            padding,
+            activation,
+        } => {
+            let conv = Conv2d {
+                channels: shape.channels,
+                height: shape.height,
+                width: shape.width,
+                filters,
+                kernel,
+                stride,
+                padding,
+            };
+            plan_conv(conv, activation, params)?
+        }
+        Layer::MaxPool2d { window, stride } => {
+            let pool = MaxPool2d {
+                channels: shape.channels,
+                height: shape.height,
+                width: shape.width,
+                window,
+                stride,
+            };
+            pool.validate()?;
+            let out = ImageShape {
+                channels: shape.channels,
+                height: pool.out_height(),
+                width: pool.out_width(),
+            };
+            (Planned::MaxPool2d { shape: pool }, out)
+        }
+        Layer::Dropout { p } => {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("p = {p} is not in [0, 1)"));
+            }
+            let len = shape.len();
+            (Planned::Dropout { p, len }, shape)
+        }
+        Layer::Dense { units, activation } => {
+            if units == 0 {
+                return Err("a dense layer needs at least one unit".into());
+            }
+            let fan_in = shape.len();
+            let weight = *params;
+            *params = add_params(*params, (fan_in as u128 + 1).saturating_mul(units as u128))?;
+            bounded_len(ImageShape::flat(units))?;
+            let step = Planned::Dense {
+                fan_in,
+                fan_out: units,
+                activation,
+                weight,
+                bias: weight + fan_in * units,
+            };
+            (step, ImageShape::flat(units))
+        }
+    })
+}
+
+/// Convolution `conv` planned, its parameters placed from `*params` on, and its output's
+/// shape.
+fn plan_conv(
+    conv: Conv2d,
+    activation: Activation,
+    params: &mut usize,
+) -> Result<(Planned, ImageShape), String> {
+    conv.validate()?;
+    let weight = *params;
+    let window = [conv.channels, conv.kernel, conv.kernel, conv.filters];
+    let weights = (window.iter()).fold(1u128, |n, &d| n.saturating_mul(d as u128));
+    *params = add_params(*params, weights.saturating_add(conv.filters as u128))?;
+    let out = ImageShape {
+        channels: conv.filters,
+        height: conv.out_height(),
+        width: conv.out_width(),
+    };
+    bounded_len(out)?;
+    let step = Planned::Conv2d {
+        shape: conv,
+        activation,
+        weight,
+        bias: weight + conv.weights_len(),
+    };
+    Ok((step, out))
+}
+
+/// The parameters so far with `more` added, within [`MAX_COUNT`].
+fn add_params(params: usize, more: u128) -> Result<usize, String> {
+    let total = (params as u128).saturating_add(more);
+    if total > MAX_COUNT {
+        return Err(format!(
+            "the network's parameters reach {total}, more than the {MAX_COUNT} a network may have (on every device: the GPU kernels address them with 32-bit offsets)"
+        ));
+    }
+    Ok(total as usize)
+}
+
+/// Fails unless the last of `planned` (planned from `layers`) gives `classes` logits: a dense
+/// layer of one unit per class with no activation.
+fn check_logits(planned: &[Planned], layers: &[Layer], classes: usize) -> Result<(), String> {
+    let last = || {
+        let n = layers.len();
+        format!("layer {n} ({})", describe(&layers[n - 1]))
+    };
+    match planned.last() {
+        Some(Planned::Dense {
+            activation: Activation::None,
+            fan_out,
+            ..
+        }) if *fan_out == classes => Ok(()),
+        Some(Planned::Dense { fan_out, .. }) if *fan_out == classes => Err(format!(
+            "{}: the last layer gives the logits, which softmax takes as they are: its activation must be none",
+            last()
+        )),
+        Some(Planned::Dense { fan_out, .. }) => Err(format!(
+            "{}: the last layer has {fan_out} units, the data has {classes} classes",
+            last()
+        )),
+        _ => Err(format!(
+            "the last layer must be dense with one unit per class ({classes}), giving the logits"
+        )),
+    }
+}
+
 impl Network {
     /// Plans `layers` on images of `input`, for `classes` classes. Every mismatch is an error
     /// naming the layer (numbered from 1) before any work starts, and so is a count too large
@@ -138,129 +272,13 @@ impl Network {
         let mut shape = input;
         let mut params = 0;
         for (n, layer) in layers.iter().enumerate() {
-            let name = || format!("layer {} ({})", n + 1, describe(layer));
-            let fail = |why: String| format!("{}: {why}", name());
-            // The parameters so far with `more` added, within [`MAX_COUNT`].
-            let add_params = |params: usize, more: u128| {
-                let total = (params as u128).saturating_add(more);
-                if total > MAX_COUNT {
-                    return Err(fail(format!(
-                        "the network's parameters reach {total}, more than the {MAX_COUNT} a network may have (on every device: the GPU kernels address them with 32-bit offsets)"
-                    )));
-                }
-                Ok(total as usize)
-            };
-            let (step, out) = match *layer {
-                Layer::Conv2d {
-                    filters,
-                    kernel,
-                    stride,
-                    padding,
-                    activation,
-                } => {
-                    let conv = Conv2d {
-                        channels: shape.channels,
-                        height: shape.height,
-                        width: shape.width,
-                        filters,
-                        kernel,
-                        stride,
-                        padding,
-                    };
-                    conv.validate().map_err(fail)?;
-                    let weight = params;
-                    let window = [shape.channels, kernel, kernel, filters];
-                    let weights = (window.iter()).fold(1u128, |n, &d| n.saturating_mul(d as u128));
-                    params = add_params(params, weights.saturating_add(filters as u128))?;
-                    let out = ImageShape {
-                        channels: filters,
-                        height: conv.out_height(),
-                        width: conv.out_width(),
-                    };
-                    bounded_len(out).map_err(fail)?;
-                    let step = Planned::Conv2d {
-                        shape: conv,
-                        activation,
-                        weight,
-                        bias: weight + conv.weights_len(),
-                    };
-                    (step, out)
-                }
-                Layer::MaxPool2d { window, stride } => {
-                    let pool = MaxPool2d {
-                        channels: shape.channels,
-                        height: shape.height,
-                        width: shape.width,
-                        window,
-                        stride,
-                    };
-                    pool.validate().map_err(fail)?;
-                    let out = ImageShape {
-                        channels: shape.channels,
-                        height: pool.out_height(),
-                        width: pool.out_width(),
-                    };
-                    (Planned::MaxPool2d { shape: pool }, out)
-                }
-                Layer::Dropout { p } => {
-                    if !(0.0..1.0).contains(&p) {
-                        return Err(fail(format!("p = {p} is not in [0, 1)")));
-                    }
-                    let step = Planned::Dropout {
-                        p,
-                        len: shape.len(),
-                    };
-                    (step, shape)
-                }
-                Layer::Dense { units, activation } => {
-                    if units == 0 {
-                        return Err(fail("a dense layer needs at least one unit".into()));
-                    }
-                    let fan_in = shape.len();
-                    let weight = params;
-                    params =
-                        add_params(params, (fan_in as u128 + 1).saturating_mul(units as u128))?;
-                    bounded_len(ImageShape::flat(units)).map_err(fail)?;
-                    let step = Planned::Dense {
-                        fan_in,
-                        fan_out: units,
-                        activation,
-                        weight,
-                        bias: weight + fan_in * units,
-                    };
-                    (step, ImageShape::flat(units))
-                }
-            };
+            let fail = |why: String| format!("layer {} ({}): {why}", n + 1, describe(layer));
+            let (step, out) = plan_layer(layer, shape, &mut params).map_err(fail)?;
             planned.push(step);
             outputs.push(out);
             shape = out;
         }
-        match planned.last() {
-            Some(Planned::Dense {
-                activation: Activation::None,
-                fan_out,
-                ..
-            }) if *fan_out == classes => {}
-            Some(Planned::Dense { fan_out, .. }) if *fan_out == classes => {
-                return Err(format!(
-                    "layer {} ({}): the last layer gives the logits, which softmax takes as they are: its activation must be none",
-                    layers.len(),
-                    describe(&layers[layers.len() - 1])
-                ));
-            }
-            Some(Planned::Dense { fan_out, .. }) => {
-                return Err(format!(
-                    "layer {} ({}): the last layer has {fan_out} units, the data has {classes} classes",
-                    layers.len(),
-                    describe(&layers[layers.len() - 1])
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "the last layer must be dense with one unit per class ({classes}), giving the logits"
-                ));
-            }
-        }
+        check_logits(&planned, layers, classes)?;
         Ok(Network {
             input,
             spec: layers.to_vec(),

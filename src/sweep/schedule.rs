@@ -4,7 +4,7 @@
 //! CPU pack. It reports through a
 //! [`SweepObserver`] and prints nothing; the CLI draws the progress.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,24 +131,7 @@ pub fn train_runs(
 ) -> Result<SweepTally> {
     let mut tally = SweepTally::default();
     let datasets = Arc::new(Mutex::new(DatasetCache::new()));
-    let mut todo = Vec::new();
-    // Runs that a stopped sweep left mid-way go on from their last epoch (as `train
-    // --resume` would, to the same bits) rather than from the start: each with that epoch
-    // (GPU packs group runs by it).
-    let mut from_epoch = std::collections::HashMap::new();
-    for (n, run) in runs.iter().enumerate() {
-        let dir = opts.out.join(&run.id);
-        if is_finished_as(&dir, &run.config)? {
-            tally.skipped += 1;
-            observer.skipped(n + 1, runs.len(), run);
-        } else {
-            if let Some(epochs) = resumable_epochs(&dir, &run.config) {
-                observer.going_on(n + 1, runs.len(), run, epochs);
-                from_epoch.insert(run.id.as_str(), epochs);
-            }
-            todo.push(*run);
-        }
-    }
+    let (todo, from_epoch) = runs_to_train(runs, opts, observer, &mut tally)?;
     let resumed: Vec<&str> = from_epoch.keys().copied().collect();
     // On a GPU, runs of one shape train packed in the same dispatches; on the CPU, runs train
     // side by side on a share of the cores each (one thread each unless `pack` says fewer
@@ -158,33 +141,7 @@ pub fn train_runs(
     // CPU results repeat bit for bit only for one thread count, and a shard must give what
     // the unsharded sweep gives.
     let cpu_pack = pack_size_on_cpu(&opts.engine, opts.pack, cores);
-    let mut packs: Vec<Vec<&SweepRun>> = match (&opts.engine, opts.pack) {
-        (_, Some(1)) => todo.iter().map(|&r| vec![r]).collect(),
-        // Packed models share their step count, so runs pack with runs at the same epoch:
-        // fresh ones together, and runs going on from a checkpoint with those going on from
-        // the same epoch (a pruning rung's survivors; the same bits as alone: packing
-        // changes no arithmetic).
-        (EngineKind::Gpu { context }, pack) => {
-            let mut by_epoch: std::collections::BTreeMap<usize, Vec<&SweepRun>> =
-                Default::default();
-            for &r in &todo {
-                let epochs = from_epoch.get(r.id.as_str()).copied().unwrap_or(0);
-                by_epoch.entry(epochs).or_default().push(r);
-            }
-            by_epoch
-                .values()
-                .flat_map(|group| {
-                    pack_groups(group, |r| {
-                        let fits = max_pack(context, &r.config, &opts.data_dir, MAX_AUTO_PACK);
-                        pack.map_or(fits, |k| k.min(fits))
-                    })
-                })
-                .collect()
-        }
-        // On the CPU all runs form one queue that `cpu_pack` workers drain.
-        (_, _) if cpu_pack.is_some() => vec![todo.clone()],
-        (_, _) => todo.iter().map(|&r| vec![r]).collect(),
-    };
+    let mut packs = packs_of(&todo, &from_epoch, opts, cpu_pack);
     // A rerun with nothing left to train has no queue to announce.
     packs.retain(|p| !p.is_empty());
     let total = todo.len();
@@ -212,20 +169,7 @@ pub fn train_runs(
                     }
                     Err(e) => return Err(crate::engine::EngineError::Gpu(e).into()),
                 },
-                _ => {
-                    let workers = cpu_pack.unwrap_or(1);
-                    let threads = (cores / workers).max(1);
-                    check_cpu_pack_memory(&pack, workers, threads, &opts.data_dir)?;
-                    (
-                        vec![EngineKind::Cpu { threads }; workers.min(pack.len())],
-                        format!(
-                            "{}, {} at a time side by side on the CPU, {threads} thread{} each",
-                            runs_text(pack.len()),
-                            workers.min(pack.len()),
-                            if threads == 1 { "" } else { "s" }
-                        ),
-                    )
-                }
+                _ => cpu_engines(&pack, cpu_pack.unwrap_or(1), cores, &opts.data_dir)?,
             };
             observer.pack_started(&label, &pack);
             let finished = AtomicUsize::new(done);
@@ -250,29 +194,125 @@ pub fn train_runs(
             }
         } else {
             let run = pack[0];
-            let dir = opts.out.join(&run.id);
-            // An unfinished directory is this sweep's own interrupted run: go on from its
-            // checkpoint where it is one of this config, else train it over.
-            let run_opts = RunOptions {
-                out: dir.clone(),
-                force: true,
-                data_dir: Some(opts.data_dir.clone()),
-                engine: opts.engine.clone(),
-                resume: resumed.contains(&run.id.as_str()),
-                interrupt: Some(Arc::clone(&opts.interrupt)),
-                datasets: Some(Arc::clone(&datasets)),
-                stop_after: opts.stop_after,
-            };
-            crate::error::ensure_dir(&dir, "run directory")?;
-            run.write_tag(&dir)?;
-            observer.alone(done + 1, total, run);
-            let outcome = run_training(&run.config, &run_opts, |r, v| observer.epoch(run, r, v));
-            observer.ended(done + 1, total, run, &outcome);
+            let from = resumed.contains(&run.id.as_str());
+            let outcome = train_alone(run, from, opts, &datasets, observer, (done + 1, total))?;
             tally.add(run, outcome)?;
         }
         done += pack.len();
     }
     Ok(tally)
+}
+
+/// The runs of `runs` left to train, and the epochs each run a stopped sweep left mid-way
+/// has done (it goes on from there, as `train --resume` would, to the same bits, rather than
+/// from the start; GPU packs group runs by it). Finished runs are tallied as skipped.
+fn runs_to_train<'a>(
+    runs: &[&'a SweepRun],
+    opts: &SweepOptions,
+    observer: &dyn SweepObserver,
+    tally: &mut SweepTally,
+) -> Result<(Vec<&'a SweepRun>, HashMap<&'a str, usize>)> {
+    let (mut todo, mut from_epoch) = (Vec::new(), HashMap::new());
+    for (n, run) in runs.iter().enumerate() {
+        let dir = opts.out.join(&run.id);
+        if is_finished_as(&dir, &run.config)? {
+            tally.skipped += 1;
+            observer.skipped(n + 1, runs.len(), run);
+        } else {
+            if let Some(epochs) = resumable_epochs(&dir, &run.config) {
+                observer.going_on(n + 1, runs.len(), run, epochs);
+                from_epoch.insert(run.id.as_str(), epochs);
+            }
+            todo.push(*run);
+        }
+    }
+    Ok((todo, from_epoch))
+}
+
+/// `todo` in the packs they train in: on a GPU, runs of one shape at the same epoch, as many
+/// as fit; on the CPU one queue that `cpu_pack` workers drain; else one at a time.
+fn packs_of<'a>(
+    todo: &[&'a SweepRun],
+    from_epoch: &HashMap<&str, usize>,
+    opts: &SweepOptions,
+    cpu_pack: Option<usize>,
+) -> Vec<Vec<&'a SweepRun>> {
+    match (&opts.engine, opts.pack) {
+        (_, Some(1)) => todo.iter().map(|&r| vec![r]).collect(),
+        // Packed models share their step count, so runs pack with runs at the same epoch:
+        // fresh ones together, and runs going on from a checkpoint with those going on from
+        // the same epoch (a pruning rung's survivors; the same bits as alone: packing
+        // changes no arithmetic).
+        (EngineKind::Gpu { context }, pack) => {
+            let mut by_epoch: std::collections::BTreeMap<usize, Vec<&SweepRun>> =
+                Default::default();
+            for &r in todo {
+                let epochs = from_epoch.get(r.id.as_str()).copied().unwrap_or(0);
+                by_epoch.entry(epochs).or_default().push(r);
+            }
+            by_epoch
+                .values()
+                .flat_map(|group| {
+                    pack_groups(group, |r| {
+                        let fits = max_pack(context, &r.config, &opts.data_dir, MAX_AUTO_PACK);
+                        pack.map_or(fits, |k| k.min(fits))
+                    })
+                })
+                .collect()
+        }
+        // On the CPU all runs form one queue that `cpu_pack` workers drain.
+        (_, _) if cpu_pack.is_some() => vec![todo.to_vec()],
+        (_, _) => todo.iter().map(|&r| vec![r]).collect(),
+    }
+}
+
+/// Trains `run` alone into its directory (going on from its checkpoint when `resume`), as
+/// run `n` of `total`.
+fn train_alone(
+    run: &SweepRun,
+    resume: bool,
+    opts: &SweepOptions,
+    datasets: &Arc<Mutex<DatasetCache>>,
+    observer: &dyn SweepObserver,
+    (n, total): (usize, usize),
+) -> Result<Result<crate::metrics::Summary>> {
+    let dir = opts.out.join(&run.id);
+    // An unfinished directory is this sweep's own interrupted run: go on from its checkpoint
+    // where it is one of this config, else train it over.
+    let run_opts = RunOptions {
+        out: dir.clone(),
+        force: true,
+        data_dir: Some(opts.data_dir.clone()),
+        engine: opts.engine.clone(),
+        resume,
+        interrupt: Some(Arc::clone(&opts.interrupt)),
+        datasets: Some(Arc::clone(datasets)),
+        stop_after: opts.stop_after,
+    };
+    crate::error::ensure_dir(&dir, "run directory")?;
+    run.write_tag(&dir)?;
+    observer.alone(n, total, run);
+    let outcome = run_training(&run.config, &run_opts, |r, v| observer.epoch(run, r, v));
+    observer.ended(n, total, run, &outcome);
+    Ok(outcome)
+}
+
+/// The engines of `workers` CPU workers sharing `cores` for `pack`, and the pack's label.
+fn cpu_engines(
+    pack: &[&SweepRun],
+    workers: usize,
+    cores: usize,
+    data_dir: &std::path::Path,
+) -> Result<(Vec<EngineKind>, String)> {
+    let threads = (cores / workers).max(1);
+    check_cpu_pack_memory(pack, workers, threads, data_dir)?;
+    let side_by_side = workers.min(pack.len());
+    let label = format!(
+        "{}, {side_by_side} at a time side by side on the CPU, {threads} thread{} each",
+        runs_text(pack.len()),
+        if threads == 1 { "" } else { "s" }
+    );
+    Ok((vec![EngineKind::Cpu { threads }; side_by_side], label))
 }
 
 /// Fails when `workers` runs of `pack` side by side (`threads` each) would need more memory
