@@ -190,36 +190,13 @@ pub fn gradient_check_network(
             loss_and_gradient_reference(net, p, input, labels, rows, scale, counters, None);
         sum * scale + penalty(p)
     };
-    let mut rng = rng_for(seed, STREAM_GRADCHECK);
-    let pattern = |p: &[f64]| crate::cpu::layers::kink_pattern(net, p, input, rows, counters);
-    let smooth_at = |index: usize| {
-        let mut p = params.to_vec();
-        let at = pattern(&p);
-        p[index] = params[index] + epsilon;
-        let plus = pattern(&p);
-        p[index] = params[index] - epsilon;
-        at == plus && at == pattern(&p)
-    };
-    let mut picks = Vec::new();
-    for tensor in net.tensors() {
-        let count = if tensor.dims.len() == 1 {
-            1
-        } else {
-            per_tensor
-        };
-        for _ in 0..count {
-            let mut i = rng.random_range(0..tensor.len());
-            let mut kink = !smooth_at(tensor.offset + i);
-            for _ in 0..KINK_REDRAWS {
-                if !kink {
-                    break;
-                }
-                i = rng.random_range(0..tensor.len());
-                kink = !smooth_at(tensor.offset + i);
-            }
-            picks.push((tensor.offset + i, tensor.element_name(i), kink));
-        }
-    }
+    let picks = pick_smooth_entries(
+        net,
+        params,
+        objective,
+        counters,
+        (per_tensor, epsilon, seed),
+    );
     let mut values = params.to_vec();
     if objective.l1 > 0.0 {
         // As in `gradient_check`: weights within the stencil of L1's kink move to ±2ε first.
@@ -266,6 +243,50 @@ pub fn gradient_check_network(
         }
     }
     rows_out
+}
+
+/// `per_tensor` entries of every weight tensor of `net` and one of every bias, seeded, each
+/// drawn again (up to [`KINK_REDRAWS`] times) while its stencil w ± ε moves a ReLU or max
+/// pooling across its kink: (index, name, whether it still does).
+fn pick_smooth_entries(
+    net: &crate::model::Network,
+    params: &[f64],
+    objective: &Objective<'_>,
+    counters: Option<crate::cpu::layers::StepCounters>,
+    (per_tensor, epsilon, seed): (usize, f64, u64),
+) -> Vec<(usize, String, bool)> {
+    let (input, rows) = (objective.input, objective.rows());
+    let mut rng = rng_for(seed, STREAM_GRADCHECK);
+    let pattern = |p: &[f64]| crate::cpu::layers::kink_pattern(net, p, input, rows, counters);
+    let smooth_at = |index: usize| {
+        let mut p = params.to_vec();
+        let at = pattern(&p);
+        p[index] = params[index] + epsilon;
+        let plus = pattern(&p);
+        p[index] = params[index] - epsilon;
+        at == plus && at == pattern(&p)
+    };
+    let mut picks = Vec::new();
+    for tensor in net.tensors() {
+        let count = if tensor.dims.len() == 1 {
+            1
+        } else {
+            per_tensor
+        };
+        for _ in 0..count {
+            let mut i = rng.random_range(0..tensor.len());
+            let mut kink = !smooth_at(tensor.offset + i);
+            for _ in 0..KINK_REDRAWS {
+                if !kink {
+                    break;
+                }
+                i = rng.random_range(0..tensor.len());
+                kink = !smooth_at(tensor.offset + i);
+            }
+            picks.push((tensor.offset + i, tensor.element_name(i), kink));
+        }
+    }
+    picks
 }
 
 /// Entries drawn again, at most, when a stencil straddles a ReLU or pooling kink.

@@ -328,3 +328,18 @@ fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result
         )
     })
 }
+
+/// A speed ratio in words: `speed` 4.2 reads "4.20× faster", 0.0055 "183× slower" (a bare
+/// "0.01×" makes the reader do the division); `–` where it is not a finite ratio.
+pub fn faster_or_slower(speed: f64) -> String {
+    let (factor, word) = if speed >= 1.0 {
+        (speed, "faster")
+    } else {
+        (1.0 / speed, "slower")
+    };
+    if !factor.is_finite() {
+        return "–".into();
+    }
+    let digits = if factor >= 10.0 { 0 } else { 2 };
+    format!("{factor:.digits$}× {word}")
+}

@@ -214,18 +214,11 @@ fn draw_curves<DB: DrawingBackend>(
                 .legend(move |(x, y)| Circle::new((x + 11, y), 6, color.filled()));
         }
     }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .position(if metric == Metric::Loss {
-            SeriesLabelPosition::UpperRight
-        } else {
-            SeriesLabelPosition::LowerRight
-        })
-        .draw()
-        .map_err(|e| e.to_string())?;
+    let corner = match metric {
+        Metric::Loss => SeriesLabelPosition::UpperRight,
+        _ => SeriesLabelPosition::LowerRight,
+    };
+    draw_legend(&mut chart, corner)?;
     root.present().map_err(|e| e.to_string())
 }
 
@@ -282,20 +275,7 @@ fn draw_confusion<DB: DrawingBackend>(
 ) -> std::result::Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let n = counts.len() as i32;
-    let rows: Vec<usize> = counts
-        .iter()
-        .map(|r| r.iter().sum::<usize>().max(1))
-        .collect();
-    let per_class: Vec<String> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            format!(
-                "{name} ({:.1}%)",
-                100.0 * counts[i][i] as f64 / rows[i] as f64
-            )
-        })
-        .collect();
+    let (rows, per_class) = class_rows(counts, names);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 24))
         .margin(18)
@@ -337,12 +317,7 @@ fn draw_confusion<DB: DrawingBackend>(
     for (i, counts_row) in counts.iter().enumerate() {
         for (j, &c) in counts_row.iter().enumerate() {
             let share = c as f64 / rows[i] as f64;
-            // White to deep blue by the share of the true class's images in this cell.
-            let shade = RGBColor(
-                (255.0 * (1.0 - 0.85 * share)) as u8,
-                (255.0 * (1.0 - 0.6 * share)) as u8,
-                255,
-            );
+            let shade = confusion_shade(share);
             let (x, y) = (j as i32, n - 1 - i as i32);
             let cell = [
                 (SegmentValue::Exact(x), SegmentValue::Exact(y)),
@@ -351,20 +326,50 @@ fn draw_confusion<DB: DrawingBackend>(
             chart
                 .draw_series(std::iter::once(Rectangle::new(cell, shade.filled())))
                 .map_err(|e| e.to_string())?;
-            let ink = if share > 0.55 { WHITE } else { BLACK };
-            let style = TextStyle::from((FONT, 14).into_font())
-                .color(&ink)
-                .pos(Pos::new(HPos::Center, VPos::Center));
             chart
                 .draw_series(std::iter::once(Text::new(
                     c.to_string(),
                     (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y)),
-                    style,
+                    count_style(share),
                 )))
                 .map_err(|e| e.to_string())?;
         }
     }
     root.present().map_err(|e| e.to_string())
+}
+
+/// Each true class's images in `counts` (at least 1, for an empty row's shares), and its
+/// name with its accuracy.
+fn class_rows(counts: &[Vec<usize>], names: &[String]) -> (Vec<usize>, Vec<String>) {
+    let rows: Vec<usize> = counts
+        .iter()
+        .map(|r| r.iter().sum::<usize>().max(1))
+        .collect();
+    let per_class = (names.iter().enumerate())
+        .map(|(i, name)| {
+            let accuracy = 100.0 * counts[i][i] as f64 / rows[i] as f64;
+            format!("{name} ({accuracy:.1}%)")
+        })
+        .collect();
+    (rows, per_class)
+}
+
+/// A confusion cell's colour: white to deep blue by the `share` of the true class's images
+/// in it.
+fn confusion_shade(share: f64) -> RGBColor {
+    RGBColor(
+        (255.0 * (1.0 - 0.85 * share)) as u8,
+        (255.0 * (1.0 - 0.6 * share)) as u8,
+        255,
+    )
+}
+
+/// A confusion cell's count, centred, white on the dark cells.
+fn count_style(share: f64) -> TextStyle<'static> {
+    let ink: &'static RGBColor = if share > 0.55 { &WHITE } else { &BLACK };
+    TextStyle::from((FONT, 14).into_font())
+        .color(ink)
+        .pos(Pos::new(HPos::Center, VPos::Center))
 }
 
 /// confusion.png and confusion.svg: rows are true classes, columns predictions.
@@ -628,15 +633,23 @@ fn draw_validation<DB: DrawingBackend>(
                 PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
             });
     }
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// The legend of `chart`'s labelled series, in `corner`, as every chart here draws it.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    corner: SeriesLabelPosition,
+) -> std::result::Result<(), String> {
     chart
         .configure_series_labels()
         .label_font((FONT, 15))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(corner)
         .draw()
-        .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Tick values for a log axis from `lo` to `hi`: 1, 1.5, 2, 3, 5 and 7 times each power of

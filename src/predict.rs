@@ -195,6 +195,18 @@ fn jpeg_scans_are_complete(bytes: &[u8]) -> bool {
 /// A picture (the file `path`'s `bytes`) as `side × side` bytes, dark background, object
 /// centred. Transparent pixels count as white, as a viewer shows them.
 pub fn picture_to_frame(path: &Path, bytes: &[u8], side: usize) -> Result<Vec<u8>> {
+    let grey = decode_grey(path, bytes)?;
+    let (w, h) = grey.dimensions();
+    if w == 0 || h == 0 {
+        let message = format!("image {}: empty image", path.display());
+        return Err(Error::Usage(message));
+    }
+    Ok(frame_of(grey, side))
+}
+
+/// The picture in `bytes` (read from `path`) decoded to greyscale within wgtrain's limits,
+/// transparency over white.
+fn decode_grey(path: &Path, bytes: &[u8]) -> Result<image::GrayImage> {
     let bad = |message: String| Error::Usage(format!("image {}: {message}", path.display()));
     let reader = || {
         image::ImageReader::new(std::io::Cursor::new(bytes))
@@ -229,7 +241,7 @@ pub fn picture_to_frame(path: &Path, bytes: &[u8], side: usize) -> Result<Vec<u8
     let mut decoding = reader()?;
     decoding.limits(limits);
     let decoded = decoding.decode().map_err(|e| bad(e.to_string()))?;
-    let grey = if decoded.color().has_alpha() {
+    Ok(if decoded.color().has_alpha() {
         // Over white: a cut-out product photo reads as an object on a light background.
         let rgba = decoded.to_luma_alpha8();
         image::GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
@@ -239,11 +251,13 @@ pub fn picture_to_frame(path: &Path, bytes: &[u8], side: usize) -> Result<Vec<u8
         })
     } else {
         decoded.to_luma8()
-    };
+    })
+}
+
+/// `grey` (not empty) as Fashion-MNIST's images are: light on dark, trimmed to the object,
+/// scaled to fit `side` × `side` and centred.
+fn frame_of(grey: image::GrayImage, side: usize) -> Vec<u8> {
     let (w, h) = grey.dimensions();
-    if w == 0 || h == 0 {
-        return Err(bad("empty image".into()));
-    }
     // The border's mean tells the background; Fashion-MNIST objects are light on dark.
     let border: Vec<u8> = (0..w)
         .flat_map(|x| [grey.get_pixel(x, 0)[0], grey.get_pixel(x, h - 1)[0]])
@@ -285,7 +299,7 @@ pub fn picture_to_frame(path: &Path, bytes: &[u8], side: usize) -> Result<Vec<u8
     for (x, y, p) in resized.enumerate_pixels() {
         frame[((oy + y) as usize) * side + (ox + x) as usize] = p[0];
     }
-    Ok(frame)
+    frame
 }
 
 /// Whether images of `dims` (an IDX file's dimensions after the count: `[rows, cols]`) are

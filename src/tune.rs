@@ -135,6 +135,43 @@ impl TuneDecision {
             .map_or(f64::NAN, |r| r.median_epoch_secs)
     }
 
+    /// The arrangements' timings as a Markdown table, fastest first.
+    pub fn table(&self) -> String {
+        let mut table = String::from(
+            "| arrangement | median s/epoch | per round | speed vs defaults |\n|---|---|---|---|\n",
+        );
+        for row in &self.rows {
+            let rounds: Vec<String> = (row.round_medians.iter())
+                .map(|s| format!("{s:.4}"))
+                .collect();
+            table.push_str(&format!(
+                "| {} | {:.4} | {} | {} |\n",
+                row.arrangement,
+                row.median_epoch_secs,
+                rounds.join(" / "),
+                crate::metrics::faster_or_slower(row.speed_vs_defaults)
+            ));
+        }
+        table
+    }
+
+    /// What was chosen, and why: the defaults unless an arrangement beat them by more than
+    /// the run's noise.
+    pub fn verdict(&self) -> String {
+        let noise = 100.0 * self.noise;
+        if self.chosen == Tuning::default() {
+            return format!(
+                "the defaults: nothing beat them by more than this run's noise ({noise:.1}%)"
+            );
+        }
+        let row = self.chosen_row();
+        format!(
+            "{}: {} than the defaults, beyond this run's noise ({noise:.1}%)",
+            row.arrangement,
+            crate::metrics::faster_or_slower(row.speed_vs_defaults),
+        )
+    }
+
     /// What the tuning file records beside the choice: the workload and the figures.
     pub fn measured(&self, config: &TrainConfig, rounds: usize) -> String {
         format!(

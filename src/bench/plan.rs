@@ -69,6 +69,56 @@ fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| Error::Usage(e.to_string()))
 }
 
+/// `bench --profile`: each GPU row's steps profiled, reported, and as JSON lines.
+fn profile_lines(
+    plan: &BenchPlan<'_>,
+    observer: &dyn BenchObserver,
+    data: &Arc<Dataset>,
+    rows: &[BenchRow],
+) -> Result<Vec<serde_json::Value>> {
+    let (config, mut lines) = (plan.config, Vec::new());
+    for (kind, row) in plan.kinds.iter().cycle().zip(rows) {
+        let EngineKind::Gpu { context } = kind else {
+            continue;
+        };
+        let profile = profile_gpu(context, config, data, row.batch_size);
+        observer.profile(&context.info.name, row, data.train.len, &profile);
+        if let Ok(p) = &profile {
+            let mut value = json(p)?;
+            value["adapter"] = context.info.name.clone().into();
+            value["batch_size"] = row.batch_size.into();
+            lines.push(value);
+        }
+    }
+    Ok(lines)
+}
+
+/// `bench --pack K`: K models packed against one after another, per device and batch size,
+/// reported, and as JSON lines.
+fn pack_lines(
+    plan: &BenchPlan<'_>,
+    observer: &dyn BenchObserver,
+    data: &Arc<Dataset>,
+    k: usize,
+) -> Result<Vec<serde_json::Value>> {
+    let (config, mut lines) = (plan.config, Vec::new());
+    let (warmup, epochs) = (plan.warmup, plan.epochs);
+    observer.pack_started(k);
+    for kind in plan.kinds {
+        for &b in plan.batches {
+            let r = match kind {
+                EngineKind::Gpu { context } => {
+                    bench_pack(context, config, data, b, k, warmup, epochs)?
+                }
+                _ => bench_cpu_pack(config, data, b, k, plan.threads, warmup, epochs)?,
+            };
+            observer.pack_row(&r);
+            lines.push(json(&r)?);
+        }
+    }
+    Ok(lines)
+}
+
 /// Runs `plan`, reporting to `observer`; returns the JSON lines (`--json`), each carrying the
 /// machine.
 pub fn run_bench(
@@ -119,36 +169,10 @@ pub fn run_bench(
     }
     let mut lines: Vec<serde_json::Value> = rows.iter().map(json).collect::<Result<_>>()?;
     if plan.profile {
-        for (kind, row) in plan.kinds.iter().cycle().zip(&rows) {
-            let EngineKind::Gpu { context } = kind else {
-                continue;
-            };
-            let profile = profile_gpu(context, config, &data, row.batch_size);
-            observer.profile(&context.info.name, row, data.train.len, &profile);
-            if let Ok(p) = &profile {
-                let mut value = json(p)?;
-                value["adapter"] = context.info.name.clone().into();
-                value["batch_size"] = row.batch_size.into();
-                lines.push(value);
-            }
-        }
+        lines.extend(profile_lines(plan, observer, &data, &rows)?);
     }
     if let Some(k) = plan.pack {
-        observer.pack_started(k);
-        for kind in plan.kinds {
-            for &b in plan.batches {
-                let r = match kind {
-                    EngineKind::Gpu { context } => {
-                        bench_pack(context, config, &data, b, k, plan.warmup, plan.epochs)?
-                    }
-                    _ => {
-                        bench_cpu_pack(config, &data, b, k, plan.threads, plan.warmup, plan.epochs)?
-                    }
-                };
-                observer.pack_row(&r);
-                lines.push(json(&r)?);
-            }
-        }
+        lines.extend(pack_lines(plan, observer, &data, k)?);
     }
     let machine = json(&machine)?;
     for line in &mut lines {

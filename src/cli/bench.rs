@@ -6,7 +6,7 @@ use wgtrain::device::EngineKind;
 use wgtrain::gpu::GpuContext;
 
 use super::args::BenchArgs;
-use super::device::faster_or_slower;
+use wgtrain::metrics::faster_or_slower;
 pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
     let BenchArgs {
         config: args,
@@ -34,31 +34,8 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
         bail!("--json {}: {problem}", json.unwrap_or_default().display());
     }
     let config = args.load()?;
-    let batches: Vec<usize> = match batch_sizes.as_deref() {
-        None => vec![config.batch_size],
-        Some(list) => list
-            .split(',')
-            .map(|b| b.trim().parse::<usize>().ok().filter(|&b| b > 0))
-            .collect::<Option<Vec<_>>>()
-            .with_context(|| {
-                format!(
-                    "--batch-sizes {list:?}: expected positive whole numbers separated by commas"
-                )
-            })?,
-    };
-    let kinds = devices
-        .split(',')
-        .map(|d| match d.trim() {
-            "cpu" => Ok(EngineKind::Cpu { threads }),
-            "gpu" => Ok(EngineKind::Gpu {
-                context: Box::new(
-                    pollster::block_on(GpuContext::open(&gpu.choice(true)))
-                        .context("bench on gpu")?,
-                ),
-            }),
-            other => bail!("--devices: unknown device {other:?} (expected cpu or gpu)"),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let batches = batch_list(batch_sizes.as_deref(), config.batch_size)?;
+    let kinds = engine_kinds(&devices, threads, &gpu)?;
     let plan = wgtrain::bench::BenchPlan {
         config: &config,
         data_dir: args.data_dir(),
@@ -93,6 +70,39 @@ pub(super) fn bench(bench_args: BenchArgs) -> Result<()> {
             .with_context(|| format!("--json {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `--batch-sizes`: positive whole numbers separated by commas; none given, the config's.
+fn batch_list(batch_sizes: Option<&str>, config_batch: usize) -> Result<Vec<usize>> {
+    let Some(list) = batch_sizes else {
+        return Ok(vec![config_batch]);
+    };
+    (list.split(','))
+        .map(|b| b.trim().parse::<usize>().ok().filter(|&b| b > 0))
+        .collect::<Option<Vec<_>>>()
+        .with_context(|| {
+            format!("--batch-sizes {list:?}: expected positive whole numbers separated by commas")
+        })
+}
+
+/// `--devices`: the engines to time (cpu on `threads`, gpu on the adapter `gpu` chooses).
+fn engine_kinds(
+    devices: &str,
+    threads: usize,
+    gpu: &super::args::GpuArgs,
+) -> Result<Vec<EngineKind>> {
+    (devices.split(','))
+        .map(|d| match d.trim() {
+            "cpu" => Ok(EngineKind::Cpu { threads }),
+            "gpu" => Ok(EngineKind::Gpu {
+                context: Box::new(
+                    pollster::block_on(GpuContext::open(&gpu.choice(true)))
+                        .context("bench on gpu")?,
+                ),
+            }),
+            other => bail!("--devices: unknown device {other:?} (expected cpu or gpu)"),
+        })
+        .collect()
 }
 
 /// Prints a bench's tables as the library reports their rows.

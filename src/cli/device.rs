@@ -69,21 +69,6 @@ pub(super) fn duration_words(secs: f64) -> String {
     }
 }
 
-/// A speed ratio in words: `speed` 4.2 reads "4.2× faster", 0.0055 "183× slower" (a bare
-/// "0.01×" makes the reader do the division).
-pub(super) fn faster_or_slower(speed: f64) -> String {
-    let (factor, word) = if speed >= 1.0 {
-        (speed, "faster")
-    } else {
-        (1.0 / speed, "slower")
-    };
-    if !factor.is_finite() {
-        return "–".into();
-    }
-    let digits = if factor >= 10.0 { 0 } else { 2 };
-    format!("{factor:.digits$}× {word}")
-}
-
 fn device_name(device: Device) -> &'static str {
     match device {
         Device::Auto => "auto",

@@ -79,18 +79,10 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
         run: Default::default(),
     };
     let tally = plan.train(&options, &printer)?;
-    let (trained, skipped, diverged) = (tally.trained, tally.skipped, tally.diverged);
     let reported = sweep::report(&out)?;
-    let in_use = match tally.in_use {
-        0 => String::new(),
-        n => format!(", {n} left to another process"),
-    };
-    let in_use = match tally.pruned {
-        0 => in_use,
-        n => format!(", {n} pruned{in_use}"),
-    };
     println!(
-        "trained {trained}, skipped {skipped} finished, {diverged} diverged{in_use}; {reported} in {} → results.csv, results.md",
+        "{}; {reported} in {} → results.csv, results.md",
+        tally.summary(),
         out.display()
     );
     if interrupt.load(std::sync::atomic::Ordering::SeqCst) {

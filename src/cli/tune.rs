@@ -5,8 +5,7 @@ use anyhow::{Context, Result, bail};
 use wgtrain::gpu::GpuContext;
 
 use super::args::TuneArgs;
-use super::device::faster_or_slower;
-use wgtrain::gpu::{Tuning, TuningFile, tuning::TUNING_FILE_VAR};
+use wgtrain::gpu::{TuningFile, tuning::TUNING_FILE_VAR};
 
 pub(super) fn tune(args: TuneArgs) -> Result<()> {
     let TuneArgs {
@@ -61,36 +60,8 @@ pub(super) fn tune(args: TuneArgs) -> Result<()> {
         },
         |round, t, secs| eprintln!("round {round}: {} {secs:.4} s/epoch", t.label()),
     )?;
-    println!("| arrangement | median s/epoch | per round | speed vs defaults |");
-    println!("|---|---|---|---|");
-    for row in &decision.rows {
-        let rounds: Vec<String> = row
-            .round_medians
-            .iter()
-            .map(|s| format!("{s:.4}"))
-            .collect();
-        println!(
-            "| {} | {:.4} | {} | {} |",
-            row.arrangement,
-            row.median_epoch_secs,
-            rounds.join(" / "),
-            faster_or_slower(row.speed_vs_defaults)
-        );
-    }
-    let (chosen, noise, chosen_row) = (decision.chosen, decision.noise, decision.chosen_row());
-    let verdict = if chosen == Tuning::default() {
-        format!(
-            "the defaults: nothing beat them by more than this run's noise ({:.1}%)",
-            100.0 * noise
-        )
-    } else {
-        format!(
-            "{}: {} than the defaults, beyond this run's noise ({:.1}%)",
-            chosen_row.arrangement,
-            faster_or_slower(chosen_row.speed_vs_defaults),
-            100.0 * noise
-        )
-    };
+    print!("{}", decision.table());
+    let (chosen, verdict) = (decision.chosen, decision.verdict());
     let measured = decision.measured(&config, rounds);
     match path {
         Some(path) if !dry_run => {

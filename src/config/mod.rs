@@ -205,6 +205,43 @@ fn parse_override_value(raw: &str) -> Result<toml::Value, String> {
     }
 }
 
+/// Fails on a key a config does not have (with a hint: a near miss, or a sweep file given
+/// as a config), and on `layers` or `activation` beside `network`.
+fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
+    for key in table.keys() {
+        if !KEYS.contains(&key.as_str()) {
+            // A sweep file given where a config goes: its keys are not typos of ours.
+            let hint = if SWEEP_KEYS.contains(&key.as_str()) {
+                format!(
+                    " ({} is a sweep file, not a training config: run it with `wgtrain sweep {}`; `--config` and a sweep's `base` name configs)",
+                    path.display(),
+                    path.display()
+                )
+            } else {
+                suggestion(key)
+            };
+            return Err(ConfigError::UnknownKey {
+                path: path.to_path_buf(),
+                key: key.clone(),
+                hint,
+            });
+        }
+    }
+    if table.contains_key("network")
+        && let Some(key) = ["layers", "activation"]
+            .into_iter()
+            .find(|k| table.contains_key(*k))
+    {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            value: table[key].to_string(),
+            reason: "a config with `network` describes its whole model there (each layer has its own activation): drop this key".into(),
+        });
+    }
+    Ok(())
+}
+
 impl TrainConfig {
     /// Reads `path`, applies `overrides` (`key=value`), checks keys and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
@@ -250,37 +287,7 @@ impl TrainConfig {
                 })?;
             table.insert(key.trim().to_string(), value);
         }
-        for key in table.keys() {
-            if !KEYS.contains(&key.as_str()) {
-                // A sweep file given where a config goes: its keys are not typos of ours.
-                let hint = if SWEEP_KEYS.contains(&key.as_str()) {
-                    format!(
-                        " ({} is a sweep file, not a training config: run it with `wgtrain sweep {}`; `--config` and a sweep's `base` name configs)",
-                        path.display(),
-                        path.display()
-                    )
-                } else {
-                    suggestion(key)
-                };
-                return Err(ConfigError::UnknownKey {
-                    path: path.to_path_buf(),
-                    key: key.clone(),
-                    hint,
-                });
-            }
-        }
-        if table.contains_key("network")
-            && let Some(key) = ["layers", "activation"]
-                .into_iter()
-                .find(|k| table.contains_key(*k))
-        {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key,
-                value: table[key].to_string(),
-                reason: "a config with `network` describes its whole model there (each layer has its own activation): drop this key".into(),
-            });
-        }
+        check_keys(&table, path)?;
         let mut config: TrainConfig =
             toml::Value::Table(table)
                 .try_into()
@@ -310,6 +317,12 @@ impl TrainConfig {
 
     /// Rejects impossible values, naming the key.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        self.validate_model(path)?;
+        self.validate_training(path)
+    }
+
+    /// [`TrainConfig::validate`]'s checks of `layers` and `network`.
+    fn validate_model(&self, path: &Path) -> Result<(), ConfigError> {
         let bad = |key: &'static str, value: String, reason: &str| ConfigError::Invalid {
             path: path.to_path_buf(),
             key,
@@ -359,6 +372,17 @@ impl TrainConfig {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// [`TrainConfig::validate`]'s checks of the training keys.
+    fn validate_training(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, value: String, reason: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            value,
+            reason: reason.to_string(),
+        };
         let positive = |key: &'static str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())

@@ -263,6 +263,78 @@ const NEEDED_STORAGE_BUFFERS: u32 = 5;
 /// Caps the largest storage binding wgtrain uses (see [`GpuContext::open`]).
 const MAX_STORAGE_BINDING_VAR: &str = "WGTRAIN_GPU_MAX_STORAGE_BINDING";
 
+/// `WGTRAIN_GPU_MAX_STORAGE_BINDING`, where it is set.
+fn binding_cap_from_env() -> Result<Option<u64>, GpuError> {
+    let Ok(value) = std::env::var(MAX_STORAGE_BINDING_VAR) else {
+        return Ok(None);
+    };
+    let cap = value
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| GpuError::BadSetting {
+            variable: MAX_STORAGE_BINDING_VAR,
+            expected: "a whole number of bytes",
+            got: value.clone(),
+        })?;
+    Ok(Some(cap))
+}
+
+/// Which of `summaries` `choice` takes, and who chose it: named by the user, else by a
+/// scheduler (the GPU a Slurm task was given), else the best there is.
+fn pick_adapter(
+    choice: &AdapterChoice,
+    summaries: &[AdapterSummary],
+) -> Result<(usize, Option<String>), GpuError> {
+    let named = match &choice.adapter {
+        Some(q) => Some((q.clone(), format!("--adapter {q}"))),
+        None => std::env::var("WGPU_ADAPTER_NAME")
+            .ok()
+            .map(|q| (q.clone(), format!("WGPU_ADAPTER_NAME={q}"))),
+    };
+    Ok(match named {
+        Some((q, by)) => (resolve_adapter(&q, summaries)?, Some(by)),
+        None => match AssignedGpus::from_env()? {
+            Some(assigned) => (assigned.resolve(summaries)?, Some(assigned.to_string())),
+            None => (best_adapter(summaries, choice)?, None),
+        },
+    })
+}
+
+/// Fails where `limits` fall short of what the kernels, arranged as `tuning` says, need.
+fn check_limits(
+    summary: &AdapterSummary,
+    tuning: &Tuning,
+    limits: &wgpu::Limits,
+) -> Result<(), GpuError> {
+    for (limit, needed, available) in [
+        (
+            "max_compute_workgroup_storage_size",
+            tuning.workgroup_storage_bytes() as u64,
+            limits.max_compute_workgroup_storage_size as u64,
+        ),
+        (
+            "max_compute_invocations_per_workgroup",
+            NEEDED_INVOCATIONS as u64,
+            limits.max_compute_invocations_per_workgroup as u64,
+        ),
+        (
+            "max_storage_buffers_per_shader_stage",
+            NEEDED_STORAGE_BUFFERS as u64,
+            limits.max_storage_buffers_per_shader_stage as u64,
+        ),
+    ] {
+        if available < needed {
+            return Err(GpuError::Limit {
+                adapter: summary.name.clone(),
+                limit,
+                needed,
+                available,
+            });
+        }
+    }
+    Ok(())
+}
+
 impl GpuContext {
     /// Opens the adapter `choice` picks. Real GPUs come before software ones; a software
     /// adapter is taken only when `allow_software` is set.
@@ -273,37 +345,11 @@ impl GpuContext {
         // A mistyped setting or a broken tuning file is reported first, whatever adapters there
         // are.
         let overrides = TuningOverrides::from_env()?;
-        let binding_cap = match std::env::var(MAX_STORAGE_BINDING_VAR) {
-            Ok(value) => Some(
-                value
-                    .trim()
-                    .parse::<u64>()
-                    .map_err(|_| GpuError::BadSetting {
-                        variable: MAX_STORAGE_BINDING_VAR,
-                        expected: "a whole number of bytes",
-                        got: value.clone(),
-                    })?,
-            ),
-            Err(_) => None,
-        };
+        let binding_cap = binding_cap_from_env()?;
         let tuned = TuningFile::load_configured()?;
         let mut adapters = list_adapters(choice.backend.as_deref()).await?;
         let summaries: Vec<AdapterSummary> = adapters.iter().map(|(s, _)| s.clone()).collect();
-        // Named by the user, else by a scheduler (the GPU a Slurm task was given), else the
-        // best there is.
-        let named = match &choice.adapter {
-            Some(q) => Some((q.clone(), format!("--adapter {q}"))),
-            None => std::env::var("WGPU_ADAPTER_NAME")
-                .ok()
-                .map(|q| (q.clone(), format!("WGPU_ADAPTER_NAME={q}"))),
-        };
-        let (picked, chosen_by) = match named {
-            Some((q, by)) => (resolve_adapter(&q, &summaries)?, Some(by)),
-            None => match AssignedGpus::from_env()? {
-                Some(assigned) => (assigned.resolve(&summaries)?, Some(assigned.to_string())),
-                None => (best_adapter(&summaries, choice)?, None),
-            },
-        };
+        let (picked, chosen_by) = pick_adapter(choice, &summaries)?;
         let (mut summary, adapter) = adapters.swap_remove(picked);
         summary.chosen_by = chosen_by;
         let tuning = tuned.tuning_for(&summary, &overrides);
@@ -315,32 +361,7 @@ impl GpuContext {
             limits.max_storage_buffer_binding_size =
                 limits.max_storage_buffer_binding_size.min(cap);
         }
-        for (limit, needed, available) in [
-            (
-                "max_compute_workgroup_storage_size",
-                tuning.workgroup_storage_bytes() as u64,
-                limits.max_compute_workgroup_storage_size as u64,
-            ),
-            (
-                "max_compute_invocations_per_workgroup",
-                NEEDED_INVOCATIONS as u64,
-                limits.max_compute_invocations_per_workgroup as u64,
-            ),
-            (
-                "max_storage_buffers_per_shader_stage",
-                NEEDED_STORAGE_BUFFERS as u64,
-                limits.max_storage_buffers_per_shader_stage as u64,
-            ),
-        ] {
-            if available < needed {
-                return Err(GpuError::Limit {
-                    adapter: summary.name.clone(),
-                    limit,
-                    needed,
-                    available,
-                });
-            }
-        }
+        check_limits(&summary, &tuning, &limits)?;
         // Ask for what the adapter has (within its own limits), not the WebGPU defaults: the
         // resident dataset wants the largest storage bindings the adapter allows.
         // Timestamps only serve `bench --profile`; take them where the adapter has them.

@@ -148,11 +148,7 @@ pub fn train_pack<'a>(
         datasets: Some(Arc::clone(datasets)),
         stop_after,
     };
-    let interrupted = || {
-        interrupt
-            .as_ref()
-            .is_some_and(|flag| flag.load(Ordering::SeqCst))
-    };
+    let interrupted = || (interrupt.as_ref()).is_some_and(|f| f.load(Ordering::SeqCst));
     // Load each seed's dataset once, before the runs start side by side.
     for run in runs {
         dataset_for(&run.config, &options(run, EngineKind::Cpu { threads: 1 }))?;
@@ -182,12 +178,7 @@ pub fn train_pack<'a>(
                             engine.clone()
                         };
                         let opts = options(run, kind.expect("a dedicated worker has one run"));
-                        let outcome = std::fs::create_dir_all(&opts.out)
-                            .map_err(|e| Error::io(&opts.out, e))
-                            .and_then(|()| run.write_tag(&opts.out))
-                            .and_then(|()| {
-                                run_training(&run.config, &opts, |r, v| on_epoch(run, r, v))
-                            });
+                        let outcome = train_tagged(run, &opts, on_epoch);
                         drop(opts);
                         on_finish(run, &outcome);
                         if let Ok(mut e) = ended.lock() {
@@ -209,15 +200,33 @@ pub fn train_pack<'a>(
             what: "a run trained side by side",
         });
     }
-    let mut ended = ended.into_inner().map_err(|_| Error::Panicked {
+    let ended = ended.into_inner().map_err(|_| Error::Panicked {
         what: "a run of the pack",
     })?;
+    Ok(in_run_order(runs, ended))
+}
+
+/// Trains `run` as `opts` says into its directory, tagged with the run it holds.
+fn train_tagged(
+    run: &SweepRun,
+    opts: &RunOptions,
+    on_epoch: &(impl Fn(&SweepRun, &EpochRecord, Verdict) + Sync),
+) -> Result<Summary> {
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    run.write_tag(&opts.out)?;
+    run_training(&run.config, opts, |r, v| on_epoch(run, r, v))
+}
+
+/// The outcomes `ended` (by index into `runs`, in the order they ended) in the runs' order.
+fn in_run_order<'a>(
+    runs: &[&'a SweepRun],
+    mut ended: Vec<(usize, Result<Summary>)>,
+) -> Vec<PackedRun<'a>> {
     ended.sort_by_key(|e| e.0);
-    Ok(ended
-        .into_iter()
+    (ended.into_iter())
         .map(|(i, outcome)| PackedRun {
             run: runs[i],
             outcome,
         })
-        .collect())
+        .collect()
 }

@@ -468,6 +468,74 @@ fn config_value(config: &crate::config::TrainConfig, key: &str) -> Option<String
     table.get(key).map(value_text)
 }
 
+/// The columns of results.md's table beyond the figures: the swept keys, whether settings
+/// are named, whether the paper's figures stand beside them.
+struct Columns<'a> {
+    keys: &'a [String],
+    named: bool,
+    with_paper: bool,
+}
+
+impl Columns<'_> {
+    /// The row of the `i`th setting `s` by rank, whose keys hold `key_cells`.
+    fn ranked_row(
+        &self,
+        (i, s): (usize, &Setting<'_>),
+        key_cells: &[String],
+        absent: &[Absent],
+    ) -> String {
+        let rank = match (i, s.mean_val_loss()) {
+            (_, None) => match pruned_at(s) {
+                Some((epoch, loss)) => format!("pruned at epoch {epoch} (val loss {loss:.4})"),
+                None => "–".to_string(),
+            },
+            (0, Some(_)) => "1 (best)".to_string(),
+            (i, Some(_)) => (i + 1).to_string(),
+        };
+        let mut cells = vec![rank];
+        if self.named {
+            cells.push(s.name.clone());
+        }
+        cells.extend(key_cells.iter().cloned());
+        let val = s.val_losses();
+        let acc = s.values(|x| x.test_accuracy);
+        let loss = s.values(|x| x.test_loss);
+        cells.push(mean_pm(&val, 1.0, 4, ""));
+        cells.push(mean_pm(&acc, 100.0, 2, "%"));
+        cells.push(mean_pm(&loss, 1.0, 4, ""));
+        let mut row = format!("| {} |", cells.join(" | "));
+        if self.with_paper {
+            row.push_str(&paper_cells(s.paper()));
+            row.push_str(&delta_cells(s.paper(), &acc, &loss));
+        }
+        let seeds = match incomplete(absent, &s.name) {
+            None => s.seeds_cell(),
+            Some(why) => format!("{} (incomplete: {why})", s.seeds_cell()),
+        };
+        row.push_str(&format!(" {} | {seeds} |\n", s.best_epochs()));
+        row
+    }
+
+    /// The row of a setting with no result to count: why, and no figures.
+    fn absent_row(&self, a: &Absent, absent: &[Absent]) -> String {
+        let why = incomplete(absent, &a.setting).unwrap_or_default();
+        let mut cells = vec![format!("– ({why})")];
+        if self.named {
+            cells.push(a.setting.clone());
+        }
+        let swept = a.swept();
+        cells.extend(self.keys.iter().map(|k| {
+            (swept.iter())
+                .find(|(key, _)| key == k)
+                .map_or_else(|| "–".to_string(), |(_, v)| v.clone())
+        }));
+        let figures = 3 + if self.with_paper { 4 } else { 0 } + 1;
+        cells.extend(std::iter::repeat_n("–".to_string(), figures));
+        cells.push(format!("0 (incomplete: {why})"));
+        format!("| {} |\n", cells.join(" | "))
+    }
+}
+
 /// results.md's table: a rank (the best marked), a column per swept key (and the setting's
 /// name where the keys alone do not tell settings apart: `[[runs]]` of other config files),
 /// validation loss, the test figures, the paper's where a config carries them.
@@ -524,37 +592,13 @@ fn ranked_table(ranked: &[Setting<'_>], tags: &Tags, absent: &[Absent]) -> Strin
         header.join(" | "),
         "---|".repeat(header.len())
     );
+    let columns = Columns {
+        keys: &keys,
+        named,
+        with_paper,
+    };
     for (i, s) in ranked.iter().enumerate() {
-        let rank = match (i, s.mean_val_loss()) {
-            (_, None) => match pruned_at(s) {
-                Some((epoch, loss)) => format!("pruned at epoch {epoch} (val loss {loss:.4})"),
-                None => "–".to_string(),
-            },
-            (0, Some(_)) => "1 (best)".to_string(),
-            (i, Some(_)) => (i + 1).to_string(),
-        };
-        let mut cells = vec![rank];
-        if named {
-            cells.push(s.name.clone());
-        }
-        cells.extend(key_cells[i].iter().cloned());
-        let val = s.val_losses();
-        let acc = s.values(|x| x.test_accuracy);
-        let loss = s.values(|x| x.test_loss);
-        cells.push(mean_pm(&val, 1.0, 4, ""));
-        cells.push(mean_pm(&acc, 100.0, 2, "%"));
-        cells.push(mean_pm(&loss, 1.0, 4, ""));
-        let mut row = format!("| {} |", cells.join(" | "));
-        if with_paper {
-            row.push_str(&paper_cells(s.paper()));
-            row.push_str(&delta_cells(s.paper(), &acc, &loss));
-        }
-        let seeds = match incomplete(absent, &s.name) {
-            None => s.seeds_cell(),
-            Some(why) => format!("{} (incomplete: {why})", s.seeds_cell()),
-        };
-        row.push_str(&format!(" {} | {seeds} |\n", s.best_epochs()));
-        table.push_str(&row);
+        table.push_str(&columns.ranked_row((i, s), &key_cells[i], absent));
     }
     // Settings with no result to count: a row that says why, with no figures.
     let mut without: Vec<&Absent> = Vec::new();
@@ -566,21 +610,7 @@ fn ranked_table(ranked: &[Setting<'_>], tags: &Tags, absent: &[Absent]) -> Strin
         }
     }
     for a in without {
-        let why = incomplete(absent, &a.setting).unwrap_or_default();
-        let mut cells = vec![format!("– ({why})")];
-        if named {
-            cells.push(a.setting.clone());
-        }
-        let swept = a.swept();
-        cells.extend(keys.iter().map(|k| {
-            (swept.iter())
-                .find(|(key, _)| key == k)
-                .map_or_else(|| "–".to_string(), |(_, v)| v.clone())
-        }));
-        let figures = 3 + if with_paper { 4 } else { 0 } + 1;
-        cells.extend(std::iter::repeat_n("–".to_string(), figures));
-        cells.push(format!("0 (incomplete: {why})"));
-        table.push_str(&format!("| {} |\n", cells.join(" | ")));
+        table.push_str(&columns.absent_row(a, absent));
     }
     table
 }

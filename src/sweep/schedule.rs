@@ -83,6 +83,22 @@ pub struct SweepTally {
 }
 
 impl SweepTally {
+    /// The sweep's closing line before the results: what it trained, skipped, lost, left to
+    /// others and pruned.
+    pub fn summary(&self) -> String {
+        let mut text = format!(
+            "trained {}, skipped {} finished, {} diverged",
+            self.trained, self.skipped, self.diverged
+        );
+        if self.pruned > 0 {
+            text.push_str(&format!(", {} pruned", self.pruned));
+        }
+        if self.in_use > 0 {
+            text.push_str(&format!(", {} left to another process", self.in_use));
+        }
+        text
+    }
+
     /// Adds what one stage of a pruning sweep trained (runs paused at its rung are counted
     /// by the caller, which knows whether they were interrupted).
     pub(super) fn add_stage(&mut self, stage: &SweepTally) {

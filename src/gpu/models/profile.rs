@@ -99,31 +99,12 @@ impl GpuModels {
         }
         let ticks: &[u64] = bytemuck::cast_slice(&raw);
         let secs_per_tick = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
-        let mut totals: Vec<(Family, usize, f64)> = Vec::new();
-        for (i, &family) in families.iter().enumerate() {
-            let secs = ticks[i + 1].saturating_sub(ticks[i]) as f64 * secs_per_tick;
-            match totals.iter_mut().find(|t| t.0 == family) {
-                Some(t) => {
-                    t.1 += 1;
-                    t.2 += secs;
-                }
-                None => totals.push((family, 1, secs)),
-            }
-        }
-        totals.sort_by_key(|t| t.0);
         let span = ticks[queries - 1].saturating_sub(ticks[0]) as f64 * secs_per_tick;
         Ok(StepProfile {
             steps,
             dispatches_per_step: families.len() / steps,
             submissions_per_step: 1.0 / steps as f64,
-            families: totals
-                .into_iter()
-                .map(|(family, n, secs)| FamilyTime {
-                    family: family.name(),
-                    dispatches_per_step: n / steps,
-                    gpu_secs_per_step: secs / steps as f64,
-                })
-                .collect(),
+            families: family_times(&families, ticks, secs_per_tick, steps),
             gpu_secs_per_step: span / steps as f64,
             record_secs_per_step,
         })
@@ -147,4 +128,33 @@ impl GpuModels {
         drop(commands);
         Ok(secs / steps as f64)
     }
+}
+
+/// GPU time per step of each kernel family of `families` (one per dispatch, in order) over
+/// `steps` steps, from `ticks` (a timestamp before the first dispatch and after each).
+fn family_times(
+    families: &[Family],
+    ticks: &[u64],
+    secs_per_tick: f64,
+    steps: usize,
+) -> Vec<FamilyTime> {
+    let mut totals: Vec<(Family, usize, f64)> = Vec::new();
+    for (i, &family) in families.iter().enumerate() {
+        let secs = ticks[i + 1].saturating_sub(ticks[i]) as f64 * secs_per_tick;
+        match totals.iter_mut().find(|t| t.0 == family) {
+            Some(t) => {
+                t.1 += 1;
+                t.2 += secs;
+            }
+            None => totals.push((family, 1, secs)),
+        }
+    }
+    totals.sort_by_key(|t| t.0);
+    (totals.into_iter())
+        .map(|(family, n, secs)| FamilyTime {
+            family: family.name(),
+            dispatches_per_step: n / steps,
+            gpu_secs_per_step: secs / steps as f64,
+        })
+        .collect()
 }
