@@ -28,6 +28,38 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
+    /// The test figures of the model at `model` as one JSON line.
+    pub fn json(&self, model: &std::path::Path) -> serde_json::Value {
+        let stats = &self.stats;
+        serde_json::json!({"model": model, "test_accuracy": stats.accuracy, "test_loss": stats.loss, "samples": stats.samples})
+    }
+
+    /// What `wgtrain eval` prints for the model at `model`: the test figures, each class's
+    /// accuracy, and where the confusion picture went.
+    pub fn text(&self, model: &std::path::Path) -> String {
+        let stats = &self.stats;
+        let mut text = format!(
+            "{}: test accuracy {:.2}%, test loss {:.4} over {} images\n",
+            model.display(),
+            100.0 * stats.accuracy,
+            stats.loss,
+            stats.samples
+        );
+        for (c, name) in self.names.iter().enumerate() {
+            let (accuracy, total) = self.class_accuracy(c);
+            text.push_str(&format!(
+                "  {name:<12} {:6.2}% of {}\n",
+                100.0 * accuracy,
+                total.max(1)
+            ));
+        }
+        match &self.confusion_png {
+            Ok(path) => text.push_str(&format!("confusion matrix: {}\n", path.display())),
+            Err(why) => text.push_str(&format!("confusion matrix: {why}\n")),
+        }
+        text
+    }
+
     /// Fraction of class `c`'s test images predicted as `c`, and how many there are.
     pub fn class_accuracy(&self, c: usize) -> (f64, usize) {
         let total = self.counts[c].iter().sum::<usize>();

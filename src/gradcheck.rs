@@ -333,6 +333,43 @@ impl GradcheckReport {
             .count()
     }
 
+    /// The rows as a Markdown table.
+    pub fn table(&self) -> String {
+        let mut table = String::from(
+            "| parameter | numerical | backprop | abs difference |\n|---|---|---|---|\n",
+        );
+        for row in &self.rows {
+            let kink = if row.kink { " (kink within ±ε)" } else { "" };
+            table.push_str(&format!(
+                "| {}{kink} | {:.8e} | {:.8e} | {:.3e} |\n",
+                row.parameter, row.numerical, row.backprop, row.difference
+            ));
+        }
+        table
+    }
+
+    /// The verdict: `Ok` with the passing line, or `Err` with why the check failed or could
+    /// judge nothing.
+    pub fn verdict(&self) -> Result<String, String> {
+        let (failed, kinks, tolerance) = (self.failures(), self.kinks(), self.tolerance());
+        let judged = self.rows.len() - kinks;
+        let unjudged = match kinks {
+            0 => String::new(),
+            k => format!(" ({k} beside a ReLU or pooling kink, not judged)"),
+        };
+        if judged == 0 {
+            return Err("gradient check inconclusive: every entry drawn lies within ±ε of a ReLU or pooling kink (hint: fewer --samples, or a smaller --epsilon)".into());
+        }
+        if failed > 0 {
+            return Err(format!(
+                "gradient check failed: {failed} of {judged} differences exceed ε² = {tolerance:e}{unjudged}"
+            ));
+        }
+        Ok(format!(
+            "passed: all {judged} differences ≤ {tolerance:e}{unjudged}"
+        ))
+    }
+
     /// Rows whose stencil straddles a kink, shown but not judged.
     pub fn kinks(&self) -> usize {
         self.rows.iter().filter(|r| r.kink).count()

@@ -329,6 +329,17 @@ fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result
     })
 }
 
+/// `42 s`, `17 min`, `3.5 h`.
+pub fn duration_words(secs: f64) -> String {
+    if secs < 90.0 {
+        format!("{secs:.0} s")
+    } else if secs < 90.0 * 60.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}
+
 /// A speed ratio in words: `speed` 4.2 reads "4.20× faster", 0.0055 "183× slower" (a bare
 /// "0.01×" makes the reader do the division); `–` where it is not a finite ratio.
 pub fn faster_or_slower(speed: f64) -> String {

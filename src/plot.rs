@@ -662,3 +662,36 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
         .filter(|v| (lo..=hi).contains(v))
         .collect()
 }
+
+/// `wgtrain plot`: the curves of the run directories among `paths` (files are passed over:
+/// `runs/sweep-x/*` also matches results and plots) drawn into `out` (one run's own
+/// directory, else `plots`); returns where they went.
+pub fn plot_runs(
+    paths: &[std::path::PathBuf],
+    out: Option<std::path::PathBuf>,
+) -> Result<std::path::PathBuf> {
+    let runs: Vec<_> = paths.iter().filter(|p| !p.is_file()).cloned().collect();
+    if runs.is_empty() {
+        return Err(Error::Usage(
+            "no run directory among the paths given".into(),
+        ));
+    }
+    let curves = (runs.iter())
+        .map(|dir| RunCurves::read(dir))
+        .collect::<Result<Vec<_>>>()?;
+    let out = out.unwrap_or_else(|| match runs.len() {
+        1 => runs[0].clone(),
+        _ => std::path::PathBuf::from("plots"),
+    });
+    crate::error::ensure_dir(&out, "--out")?;
+    // One run is titled by its experiment's name, as training titles it (its directory's
+    // name, the label that tells overlaid runs apart, may be anything: "pl").
+    let title = match curves.len() {
+        1 => crate::rundir::RunDir::new(&runs[0])
+            .read_config()
+            .map_or_else(|_| curves[0].label.clone(), |c| c.name),
+        n => format!("{n} runs"),
+    };
+    plot_run_curves(&out, &curves, &title)?;
+    Ok(out)
+}

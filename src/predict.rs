@@ -80,6 +80,38 @@ pub struct Prediction {
     pub warning: Option<String>,
 }
 
+impl Prediction {
+    /// The file, and the item's index in it for an IDX file: `t10k.idx[17]`.
+    pub fn name(&self) -> String {
+        match self.index {
+            Some(i) => format!("{}[{i}]", self.file.display()),
+            None => self.file.display().to_string(),
+        }
+    }
+
+    /// `name: Coat 91.2%, Pullover 5.0%`, the classes named by `names`.
+    pub fn text(&self, names: &[String]) -> String {
+        let shown: Vec<String> = (self.top.iter())
+            .map(|&(label, p)| format!("{} {:.1}%", names[label], 100.0 * p))
+            .collect();
+        format!("{}: {}", self.name(), shown.join(", "))
+    }
+
+    /// The prediction as one JSON line: the file, the index, the top classes, any warning.
+    pub fn json(&self, names: &[String]) -> serde_json::Value {
+        let top: Vec<_> = (self.top.iter())
+            .map(|&(label, probability)| {
+                serde_json::json!({"class": names[label], "label": label, "probability": probability})
+            })
+            .collect();
+        let mut line = serde_json::json!({"file": self.file, "index": self.index, "top": top});
+        if let Some(warning) = &self.warning {
+            line["warning"] = serde_json::json!(warning);
+        }
+        line
+    }
+}
+
 /// The largest width or height a picture may declare: a phone photo (48 MP is 8000 × 6000)
 /// fits; a 1.5 KB file that claims 16000 × 10000 pixels is refused before it is decoded,
 /// rather than inflated into gigabytes.

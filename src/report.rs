@@ -26,6 +26,15 @@ pub fn read_run(dir: &Path) -> Result<RunRecord> {
     })
 }
 
+/// Why the run in `dir` was left out of a table: it has not finished, and how to finish it.
+pub fn left_out_note(dir: &std::path::Path) -> String {
+    format!(
+        "{} left out: the run has not finished (no summary.json; `wgtrain train --resume {}` finishes it)",
+        dir.display(),
+        dir.display()
+    )
+}
+
 /// The runs of `dirs` that have finished (read), and those that have not: a run with epochs
 /// but no summary yet (interrupted, or still training) has no test figures, and `table
 /// runs/*` goes on without it mid-sweep. Files are passed over (`runs/sweep-x/*` also matches

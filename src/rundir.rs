@@ -68,6 +68,15 @@ pub fn foreign_entries(dir: &Path, ours: impl Fn(&str) -> bool) -> Vec<String> {
 }
 
 /// `names` for a message: the first few, and how many more.
+/// Where a run of `name` goes unless told: `runs/<name>-<UTC timestamp>`.
+pub fn default_run_dir(name: &str) -> PathBuf {
+    let t = crate::metrics::UtcTime::now();
+    PathBuf::from("runs").join(format!(
+        "{name}-{:04}{:02}{:02}-{:02}{:02}{:02}",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    ))
+}
+
 pub fn list_names(names: &[String]) -> String {
     const SHOWN: usize = 3;
     let mut text = names[..names.len().min(SHOWN)].join(", ");

@@ -106,6 +106,25 @@ pub fn choose(rows: &[TuneRow]) -> (Tuning, f64) {
     }
 }
 
+/// The line a tuning run opens with: the config, the adapter, the batch, the `train_rows`
+/// each epoch takes and the `arrangements` timed, each `rounds` times over `warmup` + `epochs`
+/// epochs.
+pub fn workload(
+    config: &TrainConfig,
+    context: &GpuContext,
+    (train_rows, arrangements): (usize, usize),
+    (rounds, warmup, epochs): (usize, usize, usize),
+) -> String {
+    format!(
+        "tune: {} {:?} on {}, batch {}, {train_rows} training rows; {arrangements} arrangements × {rounds} round{} of {warmup} warm-up + {epochs} timed epochs",
+        config.name,
+        config.layers,
+        context.describe(),
+        config.batch_size,
+        if rounds == 1 { "" } else { "s" },
+    )
+}
+
 /// What a tuning run found and chose.
 #[derive(Debug, Clone)]
 pub struct TuneDecision {

@@ -4,6 +4,8 @@
 
 mod plan;
 mod rows;
+mod text;
 
 pub use plan::{BenchObserver, BenchPlan, GEMM_PEAK_RUNS, GEMM_PEAK_SIZES, run_bench};
 pub use rows::*;
+pub use text::{BenchText, profile_table};

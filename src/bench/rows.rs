@@ -141,6 +141,39 @@ pub fn config_epoch_flops(config: &TrainConfig, data_dir: &std::path::Path) -> O
     Some(model.epoch_flops(rows))
 }
 
+/// Before a long run on a software adapter (lavapipe, llvmpipe, SwiftShader, WARP): what it
+/// is for and roughly how long `runs` runs, the most arithmetic they can take (`flops`,
+/// `None` where that cannot be said), will take there; `None` on any other engine, and for
+/// work estimated under a minute.
+pub fn software_adapter_note(
+    engine: &crate::device::EngineKind,
+    runs: usize,
+    flops: Option<f64>,
+) -> Option<String> {
+    let crate::device::EngineKind::Gpu { context } = engine else {
+        return None;
+    };
+    if !context.info.software {
+        return None;
+    }
+    let how_long = match flops.map(|f| software_adapter_secs(f, &context.info.name)) {
+        Some(s) if s < 60.0 => return None,
+        Some(s) => {
+            let these = match runs {
+                1 => "this run".to_string(),
+                _ => format!("these {runs} runs"),
+            };
+            let time = crate::metrics::duration_words(s);
+            format!("; {these} may take up to roughly {time} here")
+        }
+        None => String::new(),
+    };
+    Some(format!(
+        "{} is a software adapter: it runs the GPU kernels on the CPU, to check them rather than to train (typically about 100× slower than --device cpu){how_long}",
+        context.describe()
+    ))
+}
+
 /// Roughly how many seconds `flops` of training take on the software adapter named `adapter`,
 /// on this machine's cores.
 pub fn software_adapter_secs(flops: f64, adapter: &str) -> f64 {

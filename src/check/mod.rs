@@ -35,7 +35,23 @@ pub enum RowOutcome {
     CannotRun(String),
 }
 
+/// The head of `wgtrain check`'s table ([`CheckRow::table_line`] gives its rows).
+pub const TABLE_HEAD: &str = "| adapter | check | cases | max rel. error | max error / tolerance | result |\n|---|---|---|---|---|---|";
+
 impl CheckRow {
+    /// The row's line in `wgtrain check`'s table, run on `adapter`.
+    pub fn table_line(&self, adapter: &str) -> String {
+        let result = match self.outcome() {
+            RowOutcome::Pass => "pass".to_string(),
+            RowOutcome::Fail(detail) => format!("FAIL: {detail}"),
+            RowOutcome::CannotRun(why) => format!("cannot run: {why}"),
+        };
+        format!(
+            "| {adapter} | {} | {} | {:.1e} | {:.3} | {result} |",
+            self.check, self.cases, self.max_rel_error, self.worst
+        )
+    }
+
     pub fn outcome(&self) -> RowOutcome {
         match &self.error {
             Some(e) => RowOutcome::CannotRun(e.clone()),

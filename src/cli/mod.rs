@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use wgtrain::data;
-use wgtrain::gpu::list_adapters;
 use wgtrain::run::{RunOptions, run_training};
 use wgtrain::train::{EpochRecord, Verdict};
 use wgtrain::{checkpoint, report};
@@ -89,95 +88,30 @@ fn predict(
     let classes = params.model.classes();
     let names = wgtrain::predict::class_names(classes, class_names)?;
     for p in wgtrain::predict::predict_files(&params, files, top)? {
-        let name = match p.index {
-            Some(i) => format!("{}[{i}]", p.file.display()),
-            None => p.file.display().to_string(),
-        };
-        if json {
-            let top: Vec<_> = p
-                .top
-                .iter()
-                .map(|&(label, probability)| serde_json::json!({"class": names[label], "label": label, "probability": probability}))
-                .collect();
-            let mut line = serde_json::json!({"file": p.file, "index": p.index, "top": top});
-            if let Some(warning) = &p.warning {
-                line["warning"] = serde_json::json!(warning);
-            }
-            println!("{line}");
-        } else {
-            let shown: Vec<String> = p
-                .top
-                .iter()
-                .map(|&(label, prob)| format!("{} {:.1}%", names[label], 100.0 * prob))
-                .collect();
-            println!("{name}: {}", shown.join(", "));
+        match json {
+            true => println!("{}", p.json(&names)),
+            false => println!("{}", p.text(&names)),
         }
         if let Some(warning) = &p.warning {
-            eprintln!("warning: {name}: {warning}");
+            eprintln!("warning: {}: {warning}", p.name());
         }
     }
     Ok(())
 }
 
 fn devices(backend: Option<&str>) -> Result<()> {
-    let adapters = pollster::block_on(list_adapters(backend))?;
-    if adapters.is_empty() {
-        println!(
-            "no adapters found (hint: `apt-get install mesa-vulkan-drivers` gives lavapipe on Linux)"
-        );
-        return Ok(());
-    }
-    // What a GPU run on each adapter would start from: `wgtrain tune`'s choice, if any.
-    let tuned = wgtrain::gpu::TuningFile::load_configured()?;
-    println!(
-        "| index | name | backend | type | driver | PCI bus | max storage binding (bytes) | max workgroup storage (bytes) | max invocations/workgroup | timestamps | tuning |"
+    print!(
+        "{}",
+        pollster::block_on(wgtrain::gpu::adapters_report(backend))?
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (s, _) in &adapters {
-        let tuning = match tuned.find(s) {
-            Some(t) => format!("tuned: {}", t.label()),
-            None => "defaults".to_string(),
-        };
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            s.index,
-            s.name,
-            s.backend,
-            s.device_type,
-            s.driver,
-            if s.pci_bus_id.is_empty() {
-                "—"
-            } else {
-                &s.pci_bus_id
-            },
-            s.max_storage_buffer_binding_size,
-            s.max_compute_workgroup_storage_size,
-            s.max_compute_invocations_per_workgroup,
-            if s.timestamp_queries { "yes" } else { "no" },
-            tuning
-        );
-    }
-    println!(
-        "\nchoose one with --adapter INDEX, NAME (or part of it), BACKEND:NAME or BACKEND:INDEX (vulkan:llvmpipe, gl:1), or lavapipe, swiftshader, warp"
-    );
-    // On a scheduler's node: which of these the GPU it assigned is (docs/cluster.md).
-    if let Some(assigned) = wgtrain::gpu::AssignedGpus::from_env()? {
-        let summaries: Vec<_> = adapters.into_iter().map(|(s, _)| s).collect();
-        let index = assigned.resolve(&summaries)?;
-        println!(
-            "{assigned}: this process trains on adapter {} unless --adapter names another",
-            summaries[index].index
-        );
-    }
     Ok(())
 }
 
 fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
-    use wgtrain::check::{CheckTally, RowOutcome, adapters_to_check, run_all};
+    use wgtrain::check::{CheckTally, TABLE_HEAD, adapters_to_check, run_all};
     let contexts = adapters_to_check(all_adapters, &gpu.choice(true))?;
     let mut tally = CheckTally::default();
-    println!("| adapter | check | cases | max rel. error | max error / tolerance | result |");
-    println!("|---|---|---|---|---|---|");
+    println!("{TABLE_HEAD}");
     for ctx in contexts {
         let ctx = match ctx {
             Ok(c) => c,
@@ -190,19 +124,7 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
         tally.opened();
         for row in pollster::block_on(run_all(&ctx)) {
             tally.count(&ctx.describe(), &row);
-            let result = match row.outcome() {
-                RowOutcome::Pass => "pass".to_string(),
-                RowOutcome::Fail(detail) => format!("FAIL: {detail}"),
-                RowOutcome::CannotRun(why) => format!("cannot run: {why}"),
-            };
-            println!(
-                "| {} | {} | {} | {:.1e} | {:.3} | {result} |",
-                ctx.describe(),
-                row.check,
-                row.cases,
-                row.max_rel_error,
-                row.worst
-            );
+            println!("{}", row.table_line(&ctx.describe()));
         }
     }
     if !tally.unrunnable.is_empty() {
@@ -210,15 +132,6 @@ fn check(all_adapters: bool, gpu: &GpuArgs) -> Result<()> {
     }
     println!("\n{}", tally.summary());
     Ok(tally.verdict()?)
-}
-
-/// `runs/<name>-<UTC timestamp>`.
-fn default_run_dir(name: &str) -> PathBuf {
-    let t = wgtrain::metrics::UtcTime::now();
-    PathBuf::from("runs").join(format!(
-        "{name}-{:04}{:02}{:02}-{:02}{:02}{:02}",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    ))
 }
 
 /// The config a train command trains: the run's own (with `--set`) on `--resume`, else the
@@ -236,25 +149,15 @@ fn train_config(args: &ConfigArgs, resume: Option<&Path>) -> Result<wgtrain::con
 }
 
 fn train(t: &TrainArgs) -> Result<()> {
-    let TrainArgs {
-        config: args,
-        out,
-        resume,
-        on,
-        force,
-        quiet,
-    } = t;
-    let (out, force, quiet) = (out.clone(), *force, *quiet);
+    let (args, resume, on, quiet) = (&t.config, &t.resume, &t.on, t.quiet);
     // The config is validated before any device is opened or data read.
     let config = train_config(args, resume.as_deref())?;
     let engine = engine_kind(on)?;
-    let out = resume
-        .clone()
-        .or(out)
-        .unwrap_or_else(|| default_run_dir(&config.name));
+    let out = (resume.clone().or(t.out.clone()))
+        .unwrap_or_else(|| wgtrain::rundir::default_run_dir(&config.name));
     let opts = RunOptions {
         out: out.clone(),
-        force,
+        force: t.force,
         data_dir: args.data.clone(),
         engine,
         resume: resume.is_some(),
@@ -308,28 +211,9 @@ fn eval(model: &Path, data_dir: Option<PathBuf>, json: bool, threads: usize) -> 
     let threads = threads_flag(threads)?;
     let data_dir = data_dir.unwrap_or_else(data::default_dir);
     let report = wgtrain::eval::evaluate_model(model, &data_dir, threads)?;
-    let stats = &report.stats;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"model": model, "test_accuracy": stats.accuracy, "test_loss": stats.loss, "samples": stats.samples})
-        );
-    } else {
-        println!(
-            "{}: test accuracy {:.2}%, test loss {:.4} over {} images",
-            model.display(),
-            100.0 * stats.accuracy,
-            stats.loss,
-            stats.samples
-        );
-        for (c, name) in report.names.iter().enumerate() {
-            let (accuracy, total) = report.class_accuracy(c);
-            println!("  {name:<12} {:6.2}% of {}", 100.0 * accuracy, total.max(1));
-        }
-        match &report.confusion_png {
-            Ok(path) => println!("confusion matrix: {}", path.display()),
-            Err(why) => println!("confusion matrix: {why}"),
-        }
+    match json {
+        true => println!("{}", report.json(model)),
+        false => print!("{}", report.text(model)),
     }
     Ok(())
 }
@@ -344,70 +228,23 @@ fn gradcheck(
     let epsilon = epsilon.unwrap_or(wgtrain::gradcheck::default_epsilon(&config));
     let report =
         wgtrain::gradcheck::check_config(&config, &args.data_dir(), samples, per_layer, epsilon)?;
-    let tolerance = report.tolerance();
     println!(
-        "gradient check: {} {}, {} training images, ε = {epsilon:e}, pass when |difference| ≤ ε² = {tolerance:e}",
+        "gradient check: {} {}, {} training images, ε = {epsilon:e}, pass when |difference| ≤ ε² = {:e}",
         config.name,
         config.model_words(),
-        report.samples
+        report.samples,
+        report.tolerance()
     );
-    println!("| parameter | numerical | backprop | abs difference |");
-    println!("|---|---|---|---|");
-    for row in &report.rows {
-        let kink = if row.kink { " (kink within ±ε)" } else { "" };
-        println!(
-            "| {}{kink} | {:.8e} | {:.8e} | {:.3e} |",
-            row.parameter, row.numerical, row.backprop, row.difference
-        );
+    print!("{}", report.table());
+    match report.verdict() {
+        Ok(passed) => println!("{passed}"),
+        Err(why) => bail!("{why}"),
     }
-    let (failed, kinks) = (report.failures(), report.kinks());
-    let judged = report.rows.len() - kinks;
-    let unjudged = match kinks {
-        0 => String::new(),
-        k => format!(" ({k} beside a ReLU or pooling kink, not judged)"),
-    };
-    if judged == 0 {
-        bail!(
-            "gradient check inconclusive: every entry drawn lies within ±ε of a ReLU or pooling kink (hint: fewer --samples, or a smaller --epsilon)"
-        );
-    }
-    if failed > 0 {
-        bail!(
-            "gradient check failed: {failed} of {judged} differences exceed ε² = {tolerance:e}{unjudged}"
-        );
-    }
-    println!("passed: all {judged} differences ≤ {tolerance:e}{unjudged}");
     Ok(())
 }
 
 fn plot(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
-    // As `table`: files are passed over (`runs/sweep-x/*` also matches results and plots).
-    let runs: Vec<PathBuf> = runs.iter().filter(|p| !p.is_file()).cloned().collect();
-    if runs.is_empty() {
-        bail!("no run directory among the paths given");
-    }
-    let curves = runs
-        .iter()
-        .map(|dir| wgtrain::plot::RunCurves::read(dir))
-        .collect::<wgtrain::Result<Vec<_>>>()?;
-    let out = out.unwrap_or_else(|| {
-        if runs.len() == 1 {
-            runs[0].clone()
-        } else {
-            PathBuf::from("plots")
-        }
-    });
-    wgtrain::error::ensure_dir(&out, "--out")?;
-    // One run is titled by its experiment's name, as training titles it (its directory's
-    // name, the label that tells overlaid runs apart, may be anything: "pl").
-    let title = if curves.len() == 1 {
-        wgtrain::rundir::RunDir::new(&runs[0])
-            .read_config()
-            .map_or_else(|_| curves[0].label.clone(), |c| c.name)
-    } else {
-        format!("{} runs", curves.len())
-    };
-    wgtrain::plot::plot_run_curves(&out, &curves, &title)?;
+    let out = wgtrain::plot::plot_runs(runs, out)?;
     println!(
         "wrote accuracy.png, accuracy.svg, loss.png, loss.svg in {}",
         out.display()
@@ -418,11 +255,7 @@ fn plot(runs: &[PathBuf], out: Option<PathBuf>) -> Result<()> {
 fn table(runs: &[PathBuf]) -> Result<()> {
     let (records, unfinished) = report::read_finished(runs)?;
     for dir in &unfinished {
-        eprintln!(
-            "note: {} left out: the run has not finished (no summary.json; `wgtrain train --resume {}` finishes it)",
-            dir.display(),
-            dir.display()
-        );
+        eprintln!("note: {}", report::left_out_note(dir));
     }
     if records.is_empty() {
         bail!("no finished run among the {} given", runs.len());

@@ -1,7 +1,6 @@
 //! `wgtrain sweep`: expands the sweep file, picks the shard, then prints what the library's
 //! scheduler ([`wgtrain::sweep::train_runs`]) reports: a line per run, a live bar on a terminal.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -16,12 +15,9 @@ use super::progress::{EpochProgress, epoch_bar};
 pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     use wgtrain::sweep::{self, Shard};
     if let Some(SweepAction::Report { dir }) = &args.action {
+        let (csv, md) = (dir.join("results.csv"), dir.join("results.md"));
         let reported = sweep::report(dir)?;
-        println!(
-            "{reported} → {} and {}",
-            dir.join("results.csv").display(),
-            dir.join("results.md").display()
-        );
+        println!("{reported} → {} and {}", csv.display(), md.display());
         return Ok(());
     }
     let file = args
@@ -40,20 +36,12 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
             .context("sweep shard from the environment")?
             .unwrap_or(Shard::ALL),
     };
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!(
-            "sweep-{}",
-            file.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep")
-        ))
-    });
+    let out = (args.out.clone()).unwrap_or_else(|| sweep::default_out(file));
     let plan = sweep::ShardPlan::new(&runs, shard);
     println!(
-        "sweep {}: {}, this process takes {} (shard {}/{}) → {}",
+        "sweep {}: {} → {}",
         file.display(),
-        sweep::runs_text(runs.len()),
-        plan.mine.len(),
-        shard.index,
-        shard.count,
+        plan.describe(),
         out.display()
     );
     let engine = engine_kind(&args.on)?;
@@ -74,9 +62,7 @@ pub(super) fn sweep(args: SweepArgs) -> Result<()> {
     };
     let printer = SweepPrinter {
         gpu: matches!(options.engine, EngineKind::Gpu { .. }),
-        bar: Default::default(),
-        pack_lines: Default::default(),
-        run: Default::default(),
+        ..Default::default()
     };
     let tally = plan.train(&options, &printer)?;
     let reported = sweep::report(&out)?;
@@ -109,6 +95,7 @@ fn listed<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> String {
 /// Prints a sweep's progress: a line per skipped, resumed and finished run; on a terminal a
 /// live bar for the run in progress (or one for a GPU pack: the furthest epoch of its runs),
 /// elsewhere a line per epoch of the run or of the pack.
+#[derive(Default)]
 struct SweepPrinter {
     gpu: bool,
     bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,

@@ -49,13 +49,11 @@ pub(super) fn tune(args: TuneArgs) -> Result<()> {
         warmup,
         epochs,
         |train_rows, arrangements| {
+            let plan = (rounds, warmup, epochs);
+            let workload = (train_rows, arrangements);
             println!(
-                "tune: {} {:?} on {}, batch {}, {train_rows} training rows; {arrangements} arrangements × {rounds} round{} of {warmup} warm-up + {epochs} timed epochs",
-                config.name,
-                config.layers,
-                context.describe(),
-                config.batch_size,
-                if rounds == 1 { "" } else { "s" },
+                "{}",
+                wgtrain::tune::workload(&config, &context, workload, plan)
             )
         },
         |round, t, secs| eprintln!("round {round}: {} {secs:.4} s/epoch", t.label()),

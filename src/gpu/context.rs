@@ -263,6 +263,28 @@ const NEEDED_STORAGE_BUFFERS: u32 = 5;
 /// Caps the largest storage binding wgtrain uses (see [`GpuContext::open`]).
 const MAX_STORAGE_BINDING_VAR: &str = "WGTRAIN_GPU_MAX_STORAGE_BINDING";
 
+/// What `wgtrain devices` prints: every adapter of `backend` (all where `None`) with what
+/// wgtrain knows of it and the arrangement a run there starts from, how to choose one, and
+/// on a scheduler's node which of them the GPU it assigned is (docs/cluster.md).
+pub async fn adapters_report(backend: Option<&str>) -> Result<String, GpuError> {
+    let adapters = list_adapters(backend).await?;
+    if adapters.is_empty() {
+        return Ok("no adapters found (hint: `apt-get install mesa-vulkan-drivers` gives lavapipe on Linux)\n".into());
+    }
+    // What a GPU run on each adapter would start from: `wgtrain tune`'s choice, if any.
+    let tuned = TuningFile::load_configured()?;
+    let summaries: Vec<_> = adapters.into_iter().map(|(s, _)| s).collect();
+    let mut report = tuned.adapters_table(&summaries);
+    report.push_str("\nchoose one with --adapter INDEX, NAME (or part of it), BACKEND:NAME or BACKEND:INDEX (vulkan:llvmpipe, gl:1), or lavapipe, swiftshader, warp\n");
+    if let Some(assigned) = AssignedGpus::from_env()? {
+        let index = summaries[assigned.resolve(&summaries)?].index;
+        report.push_str(&format!(
+            "{assigned}: this process trains on adapter {index} unless --adapter names another\n"
+        ));
+    }
+    Ok(report)
+}
+
 /// `WGTRAIN_GPU_MAX_STORAGE_BINDING`, where it is set.
 fn binding_cap_from_env() -> Result<Option<u64>, GpuError> {
     let Ok(value) = std::env::var(MAX_STORAGE_BINDING_VAR) else {

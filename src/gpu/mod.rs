@@ -21,8 +21,8 @@ pub mod workspace;
 
 pub use assigned::{ASSIGNMENT_VARIABLES, AssignedGpus};
 pub use context::{
-    AdapterChoice, AdapterSummary, GpuContext, GpuError, KNOWN_ADAPTERS, list_adapters,
-    resolve_adapter,
+    AdapterChoice, AdapterSummary, GpuContext, GpuError, KNOWN_ADAPTERS, adapters_report,
+    list_adapters, resolve_adapter,
 };
 pub use engine::GpuEngine;
 pub use models::{EpochJob, GpuModels, PackSharing, StepProfile};

@@ -263,6 +263,40 @@ pub struct TuningFile {
 }
 
 impl TuningFile {
+    /// The adapters as `wgtrain devices` lists them: a Markdown table of what wgtrain knows of
+    /// each, and the arrangement a GPU run on it starts from (this file's, or the defaults).
+    pub fn adapters_table(&self, adapters: &[AdapterSummary]) -> String {
+        let mut table = String::from(
+            "| index | name | backend | type | driver | PCI bus | max storage binding (bytes) | max workgroup storage (bytes) | max invocations/workgroup | timestamps | tuning |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for s in adapters {
+            let tuning = match self.find(s) {
+                Some(t) => format!("tuned: {}", t.label()),
+                None => "defaults".to_string(),
+            };
+            let bus = if s.pci_bus_id.is_empty() {
+                "—"
+            } else {
+                &s.pci_bus_id
+            };
+            table.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {bus} | {} | {} | {} | {} | {tuning} |\n",
+                s.index,
+                s.name,
+                s.backend,
+                s.device_type,
+                s.driver,
+                s.max_storage_buffer_binding_size,
+                s.max_compute_workgroup_storage_size,
+                s.max_compute_invocations_per_workgroup,
+                if s.timestamp_queries { "yes" } else { "no" },
+            ));
+        }
+        table
+    }
+}
+
+impl TuningFile {
     /// The tuning file's path: [`TUNING_FILE_VAR`], else the user's cache directory; `None`
     /// when the variable is empty or no cache directory is known.
     pub fn path() -> Option<PathBuf> {

@@ -620,6 +620,12 @@ fn check_runs_fit(runs: &[&SweepRun], dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where a sweep of `file` writes unless told: `runs/sweep-<file's stem>`.
+pub fn default_out(file: &Path) -> std::path::PathBuf {
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep");
+    std::path::PathBuf::from("runs").join(format!("sweep-{stem}"))
+}
+
 /// This process's part of a sweep: the runs its shard takes, and the runs it may train. A
 /// pruning shard may train any run of the sweep to a rung (one no process holds: see
 /// [`train_pruned`]), so its output directory is prepared for all of them.
@@ -628,6 +634,7 @@ pub struct ShardPlan<'a> {
     pub mine: Vec<&'a SweepRun>,
     pub may_train: Vec<&'a SweepRun>,
     pub prune: Option<Prune>,
+    pub shard: Shard,
 }
 
 impl<'a> ShardPlan<'a> {
@@ -646,7 +653,19 @@ impl<'a> ShardPlan<'a> {
             mine,
             may_train,
             prune,
+            shard,
         }
+    }
+
+    /// `12 runs, this process takes 3 (shard 1/4)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, this process takes {} (shard {}/{})",
+            runs_text(self.all.len()),
+            self.mine.len(),
+            self.shard.index,
+            self.shard.count
+        )
     }
 
     /// Trains this shard's runs: through the rungs with pruning, else each to its end.
