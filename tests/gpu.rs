@@ -789,3 +789,66 @@ fn a_profile_times_every_kernel_family_of_a_step() {
         .map(|f| f.dispatches_per_step);
     assert_eq!(updates, Some(2));
 }
+
+/// A network whose first layer is dropout (on the input images): two epochs on the GPU match
+/// the CPU engine's. The first layer has no layer below to pass its gradient to, and must not
+/// write one anywhere.
+#[test]
+fn a_network_that_starts_with_dropout_trains_as_on_the_cpu() {
+    use wgtrain::model::Init;
+    use wgtrain::model::{ImageShape, Layer, Network};
+    let Some(ctx) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 300, 60, 6, 3, true);
+    let data = Arc::new(Dataset::load(dir.path(), 0.2, 1).unwrap());
+    let input = ImageShape {
+        channels: 1,
+        height: 6,
+        width: 6,
+    };
+    let layers = [
+        Layer::Dropout { p: 0.2 },
+        Layer::Dense {
+            units: 8,
+            activation: Activation::Tanh,
+        },
+        Layer::Dense {
+            units: 3,
+            activation: Activation::None,
+        },
+    ];
+    let net = Network::plan(input, &layers, 3).unwrap();
+    let values = net.init(Init::Pytorch, 1);
+    let params = Params {
+        model: Arc::new(net),
+        values,
+    };
+    let config = TrainConfig {
+        batch_size: 32,
+        momentum: true,
+        ..TrainConfig::default()
+    };
+    let mut cpu = CpuEngine::new(&params, 1, config.batch_size).unwrap();
+    let mut gpu = GpuEngine::new(ctx.clone(), &params, config.batch_size).unwrap();
+    cpu.upload(Arc::clone(&data)).unwrap();
+    gpu.upload(Arc::clone(&data)).unwrap();
+    for epoch in 1..=2 {
+        let order = epoch_order(1, epoch, data.train.len);
+        let c = cpu.train_epoch(&order, &config.hyper()).unwrap();
+        let g = gpu.train_epoch(&order, &config.hyper()).unwrap();
+        let rel = (c.loss_sum - g.loss_sum).abs() / c.loss_sum.abs();
+        assert!(
+            rel < 1e-4,
+            "epoch {epoch}: train loss {} vs {}",
+            c.loss_sum,
+            g.loss_sum
+        );
+    }
+    let (c, g) = (cpu.params().unwrap().values, gpu.params().unwrap().values);
+    let max = c
+        .iter()
+        .zip(&g)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max < 1e-4, "parameters differ by up to {max}");
+}

@@ -19,7 +19,7 @@ fn sources(dir: &Path, out: &mut Vec<String>) {
     }
 }
 
-/// `src/gpu/packed/epoch.rs` → `[gpu, packed, epoch]`; a `mod.rs`, `lib.rs` or `main.rs` is its
+/// `src/gpu/models/epoch.rs` → `[gpu, models, epoch]`; a `mod.rs`, `lib.rs` or `main.rs` is its
 /// directory's module.
 fn module_of(file: &str) -> Vec<String> {
     let mut parts: Vec<String> = file["src/".len()..file.len() - 3]

@@ -174,6 +174,21 @@ fn models_that_cannot_share_steps_are_refused_with_a_reason() {
         .to_string();
     assert!(err.contains("cannot share steps"), "{err}");
 
+    // A smaller batch than the pack was built for takes more steps than it has slots for.
+    let small = TrainConfig {
+        batch_size: 16,
+        ..sgd.clone()
+    }
+    .hyper();
+    let job = EpochJob {
+        order: &order,
+        hyper: &small,
+    };
+    let err = pollster::block_on(pack.train_epoch(&[Some(job), None]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("built for batch 32"), "{err}");
+
     let other = tempfile::tempdir().unwrap();
     write_dataset(other.path(), 100, 20, 6, 4, true);
     let err = pack

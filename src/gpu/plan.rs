@@ -6,8 +6,8 @@
 //! Every network can take the plan layer by layer: a convolution or dense product, then its
 //! activation as a pass of its own; pooling keeps its argmax; dropout masks with the step
 //! uniform's counters; each layer backward writes its parameters' gradient beside them; one
-//! update per tensor. A network of dense layers alone on flat inputs takes the fused plan
-//! instead, whose kernels do in one dispatch what the layer-by-layer plan does in several: the
+//! update per tensor. A network of dense layers alone with one hidden activation
+//! (`Network::dense_stack`) takes the fused plan instead, whose kernels do in one dispatch what the layer-by-layer plan does in several: the
 //! gather in the first product's loads (`matmul_gather`), the bias and hidden activation in each
 //! product's epilogue (the activation is each model's own, from its hyperparameters), the
 //! softmax cross-entropy and the input gradient below it in the output layer's
@@ -359,6 +359,19 @@ impl LayerSlots {
     fn label(&self, what: &str) -> String {
         format!("layer{}.{what}", self.l + 1)
     }
+
+    /// The layer's conv.wgsl or pool.wgsl op `entry` with uniform `p`, over `len` elements.
+    fn conv_op<P: bytemuck::Pod>(&self, entry: Kernel, p: &P, len: u32) -> Step {
+        let uniform = bytemuck::bytes_of(p).to_vec();
+        Step {
+            label: self.label(entry.name()),
+            op: Op::Conv {
+                entry,
+                uniform,
+                len,
+            },
+        }
+    }
 }
 
 /// The layer-by-layer plan as it is built: every forward op in order, and each tensor's
@@ -385,14 +398,7 @@ impl LayerOps {
                     work_ms: s.work_ms,
                     ..Conv2dParams::new(&shape, 0, offsets.map(u))
                 };
-                let conv = |entry: Kernel, p: Conv2dParams, len| Step {
-                    label: s.label(entry.name()),
-                    op: Op::Conv {
-                        entry,
-                        uniform: bytemuck::bytes_of(&p).to_vec(),
-                        len,
-                    },
-                };
+                let conv = |entry, p: Conv2dParams, len| s.conv_op(entry, &p, len);
                 let fwd = p([s.input, weight, bias, s.output]);
                 self.forward
                     .push(conv(Kernel::Conv2dForward, fwd, s.out_elems));
@@ -411,14 +417,7 @@ impl LayerOps {
                     work_ms: s.work_ms,
                     ..Pool2dParams::new(&shape, 0, offsets.map(u))
                 };
-                let pool = |entry: Kernel, p: Pool2dParams, len| Step {
-                    label: s.label(entry.name()),
-                    op: Op::Conv {
-                        entry,
-                        uniform: bytemuck::bytes_of(&p).to_vec(),
-                        len,
-                    },
-                };
+                let pool = |entry, p: Pool2dParams, len| s.conv_op(entry, &p, len);
                 let fwd = p([s.input, s.output, s.argmax]);
                 self.forward
                     .push(pool(Kernel::MaxPool2dForward, fwd, s.out_elems));
@@ -500,7 +499,11 @@ impl LayerOps {
                 len: s.out_elems,
             },
         });
-        // The gradient goes through where the value did, with the same scale.
+        // The gradient goes through where the value did, with the same scale; a first layer
+        // has no layer below to give it to (nor a delta region of its input).
+        if s.l == 0 {
+            return;
+        }
         let through = DropoutParams {
             x_off: u(s.delta_out),
             z_off: u(s.delta_in),

@@ -27,7 +27,9 @@ pub struct WorkLayout {
     pub outputs: Vec<usize>,
     /// Per layer: where a max pooling keeps its argmax (the output's shape); 0 for other layers.
     pub argmax: Vec<usize>,
-    /// Per layer: the loss's gradient with respect to its output, the output's shape.
+    /// Per layer: the loss's gradient with respect to its output (the fused plan's: to its
+    /// pre-activation, the activation's slope applied where it is computed), the output's
+    /// shape.
     pub deltas: Vec<usize>,
     /// Per-row losses (capacity), then per-row correct flags (capacity).
     pub row_loss: usize,

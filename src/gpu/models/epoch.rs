@@ -272,6 +272,15 @@ impl GpuModels {
                 return Err(EngineError::NoData);
             }
         }
+        // The training steps' uniform and stats slots come before the validation split's.
+        let batch = lead.hyper.batch_size.max(1);
+        let (steps, room) = (train.len.div_ceil(batch), r.splits[1].first_slot);
+        if steps > room {
+            return Err(EngineError::Mismatch(format!(
+                "an epoch at batch {batch} takes {steps} steps; this pack was built for batch {} ({room} steps)",
+                self.batch_size
+            )));
+        }
         Ok(active)
     }
 

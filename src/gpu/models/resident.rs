@@ -122,7 +122,8 @@ impl Binder<'_> {
         Ok(group)
     }
 
-    /// The dispatches of an op that reads no split (`None` for one that does).
+    /// The dispatches of an op that reads no split (none for one that does: [`Binder::of_split`]
+    /// binds it per split).
     fn shared(&mut self, step: &Step) -> Result<Vec<Dispatch>, GpuError> {
         let m = self.models;
         let k = &m.kernels;
