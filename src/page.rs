@@ -32,8 +32,8 @@ pub struct InMemoryRun {
 /// The untrained parameters `config` starts from on `data`, after the checks
 /// [`crate::run::run_training`] makes before it builds an engine.
 pub fn initial_params(config: &TrainConfig, data: &Dataset) -> Result<Params> {
-    config.check_against_data(data.features, data.classes, data.train.len)?;
-    let model = config.model_for(data.image_size, data.classes)?;
+    let (size, classes, rows) = (data.image_size, data.classes, data.train.len);
+    let model = crate::run::model_fitting(config, size, classes, rows)?;
     Ok(Params::init_model(model, config.init, config.seed))
 }
 
@@ -63,10 +63,7 @@ pub async fn train_in_memory<E: AwaitedEngine + ?Sized>(
         .map_err(TrainError::from)?;
     let seconds = start.elapsed().as_secs_f64();
     let summary = crate::run::summarize(config, &outcome, test, device, adapter, seconds);
-    let meta = [
-        ("name", config.name.clone()),
-        ("best_epoch", outcome.best_epoch.to_string()),
-    ];
+    let meta = crate::run::model_meta(config, outcome.best_epoch);
     let model_safetensors = crate::checkpoint::model_bytes(&outcome.best_params, &meta)
         .map_err(|message| Error::Usage(format!("model.safetensors: {message}")))?;
     let confusion =

@@ -232,7 +232,7 @@ impl EpochFiles<'_> {
 }
 
 /// The metadata model.safetensors carries.
-fn model_meta(config: &TrainConfig, best_epoch: usize) -> [(&'static str, String); 2] {
+pub fn model_meta(config: &TrainConfig, best_epoch: usize) -> [(&'static str, String); 2] {
     [
         ("name", config.name.clone()),
         ("best_epoch", best_epoch.to_string()),

@@ -18,6 +18,7 @@ mod layout;
 mod network;
 mod outputs;
 mod pack;
+mod plan;
 mod resume;
 mod slurm;
 mod sweep;

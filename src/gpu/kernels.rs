@@ -614,20 +614,3 @@ impl Kernels {
         );
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_kernel_table_has_one_row_per_kernel_in_its_order() {
-        for (i, (kernel, name, _, _)) in KERNEL_TABLE.iter().enumerate() {
-            assert_eq!(*kernel as usize, i, "{name}");
-            assert_eq!(kernel.name(), *name);
-        }
-        let mut names: Vec<_> = KERNEL_TABLE.iter().map(|row| row.1).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), KERNEL_TABLE.len());
-    }
-}
