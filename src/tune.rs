@@ -168,7 +168,10 @@ impl TuneDecision {
                 row.arrangement,
                 row.median_epoch_secs,
                 rounds.join(" / "),
-                crate::metrics::faster_or_slower(row.speed_vs_defaults)
+                match row.tuning == Tuning::default() {
+                    true => "(the baseline)".to_string(),
+                    false => crate::metrics::faster_or_slower(row.speed_vs_defaults),
+                }
             ));
         }
         table

@@ -119,7 +119,8 @@ impl wgtrain::sweep::SweepObserver for SweepPrinter {
         match pruned.len() {
             0 => println!("rung at epoch {epoch}: every setting goes on"),
             n => println!(
-                "rung at epoch {epoch}: {n} settings pruned ({})",
+                "rung at epoch {epoch}: {n} setting{} pruned ({})",
+                if n == 1 { "" } else { "s" },
                 listed(pruned.iter().map(String::as_str))
             ),
         }
