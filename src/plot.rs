@@ -63,10 +63,7 @@ impl RunCurves {
     pub fn read(dir: &Path) -> Result<RunCurves> {
         let run = crate::rundir::RunDir::new(dir);
         if !run.has_metrics() {
-            return Err(Error::Usage(format!(
-                "{}: not a run directory (no metrics.csv)",
-                dir.display()
-            )));
+            return Err(run.not_a_run("metrics.csv"));
         }
         let records = run.read_metrics(usize::MAX)?;
         let best_epoch = if run.summary().exists() {

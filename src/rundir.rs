@@ -178,12 +178,22 @@ impl RunDir {
 
     /// The run's config, as it wrote it.
     pub fn read_config(&self) -> Result<TrainConfig> {
-        Ok(TrainConfig::load(&self.config(), &[])?)
+        self.read_config_with(&[])
     }
 
-    /// The run's config.toml with `sets` applied (what `--resume` trains with).
+    /// The run's config.toml with `sets` applied (what `--resume` trains with); a directory
+    /// without one is no run.
     pub fn read_config_with(&self, sets: &[String]) -> Result<TrainConfig> {
+        if !self.config().exists() {
+            return Err(self.not_a_run(CONFIG));
+        }
         Ok(TrainConfig::load(&self.config(), sets)?)
+    }
+
+    /// The error for a directory that lacks `file`, which every run has.
+    pub fn not_a_run(&self, file: &str) -> Error {
+        let dir = self.path.display();
+        Error::Usage(format!("{dir}: not a run directory (no {file})"))
     }
 
     pub fn read_summary(&self) -> Result<Summary> {

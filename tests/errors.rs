@@ -439,6 +439,25 @@ fn run_dir_cases(g: &Ground<'_>) -> Vec<Case> {
         ],
         expect: "the run has 2 epochs done, more than epochs = 1",
     });
+    // A directory with no run in it, resumed or tabled: said as such, not as a missing file.
+    let empty = root.join("no-run-here");
+    std::fs::create_dir_all(&empty).unwrap();
+    cases.push(Case {
+        what: "--resume of a directory that holds no run",
+        args: vec![
+            "train".into(),
+            "--device".into(),
+            "cpu".into(),
+            "--resume".into(),
+            empty.display().to_string(),
+        ],
+        expect: "not a run directory (no config.toml)",
+    });
+    cases.push(Case {
+        what: "a table of a directory that holds no run",
+        args: vec!["table".into(), empty.display().to_string()],
+        expect: "not a run directory (no config.toml)",
+    });
     // A run whose config.toml was edited to another model than its checkpoint holds.
     let edited_model = root.join("edited-model");
     copy_dir(done, &edited_model);
