@@ -323,11 +323,17 @@ fn cpu_engines(
     let threads = (cores / workers).max(1);
     check_cpu_pack_memory(pack, workers, threads, data_dir)?;
     let side_by_side = workers.min(pack.len());
-    let label = format!(
-        "{}, {side_by_side} at a time side by side on the CPU, {threads} thread{} each",
-        runs_text(pack.len()),
-        if threads == 1 { "" } else { "s" }
-    );
+    let threads_text = format!("{threads} thread{}", if threads == 1 { "" } else { "s" });
+    let label = match side_by_side {
+        1 => format!(
+            "{}, one at a time on the CPU, {threads_text}",
+            runs_text(pack.len())
+        ),
+        n => format!(
+            "{}, {n} at a time side by side on the CPU, {threads_text} each",
+            runs_text(pack.len())
+        ),
+    };
     Ok((vec![EngineKind::Cpu { threads }; side_by_side], label))
 }
 
