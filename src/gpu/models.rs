@@ -50,24 +50,11 @@ pub struct GpuModels {
     /// (models) ModelHyper, and what was last written to it.
     hyper: wgpu::Buffer,
     hyper_host: Vec<ModelHyper>,
-    /// Per model: the hidden activation its hyperparameters carry (a fused plan's), else none.
-    activations: Vec<Activation>,
     resident: Option<Resident>,
     /// Optimiser steps taken, per model.
     steps_taken: Vec<u64>,
     /// Command buffers the last training epoch was submitted in (Tuning::submit_every).
     submissions: usize,
-}
-
-/// Fails unless `model` is one of a pack's `models`.
-fn check_model(model: usize, models: usize) -> Result<(), EngineError> {
-    if model < models {
-        Ok(())
-    } else {
-        Err(EngineError::Mismatch(format!(
-            "model {model} of a pack of {models}"
-        )))
-    }
 }
 
 impl GpuModels {
@@ -119,7 +106,6 @@ impl GpuModels {
             second,
             hyper,
             hyper_host,
-            activations: vec![Activation::None; k],
             resident: None,
             steps_taken: vec![0; k],
             submissions: 0,
@@ -144,8 +130,24 @@ impl GpuModels {
         self.submissions
     }
 
+    /// Fails unless `model` is one of the pack's models.
     fn check_model(&self, model: usize) -> Result<(), EngineError> {
-        check_model(model, self.models)
+        match model < self.models {
+            true => Ok(()),
+            false => Err(EngineError::Mismatch(format!(
+                "model {model} of a pack of {}",
+                self.models
+            ))),
+        }
+    }
+
+    /// The hidden activation model `model`'s hyperparameters carry: its network's in a fused
+    /// plan, none where each layer applies its own.
+    fn hidden_activation(&self, model: usize) -> Activation {
+        match self.plan.activation_per_model {
+            true => (self.nets[model].dense_stack()).map_or(Activation::None, |s| s.1),
+            false => Activation::None,
+        }
     }
 
     /// Model `model`'s slice of a per-model parameter-sized buffer (best, first, second), in
@@ -198,8 +200,7 @@ impl GpuModels {
         q.write_buffer(&self.second, at, &zeros);
         self.steps_taken[model] = 0;
         if self.plan.activation_per_model {
-            let hidden = params.model.dense_stack().map_or(Activation::None, |s| s.1);
-            self.activations[model] = hidden;
+            let hidden = self.hidden_activation(model);
             self.hyper_host[model].activation = activation_code(hidden);
             self.ctx.queue.write_buffer(
                 &self.hyper,

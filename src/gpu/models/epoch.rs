@@ -107,18 +107,18 @@ impl GpuModels {
         }
     }
 
-    /// Records one step or evaluation chunk of `split` at `step` over `rows` rows: the
+    /// Records one step or evaluation chunk of `split` (of `r`) at `step` over `rows` rows: the
     /// forward pass and the loss, the batch's sums (a training step's may be the update's),
     /// and while `training` the backward pass and the updates. `mark` runs after every
     /// dispatch with its kernel family (a profile writes a timestamp there).
     fn encode_step(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
+        r: &Resident,
         (split, step): (&SplitOnDevice, crate::gpu::kernels::StepRef<'_>),
-        rows: u32,
-        training: bool,
+        (rows, training): (u32, bool),
         mark: Mark<'_>,
-    ) -> Result<(), EngineError> {
+    ) {
         let k = &self.kernels;
         for d in &split.forward {
             d.encode(k, pass, step, rows, training);
@@ -129,12 +129,11 @@ impl GpuModels {
             mark(pass, Family::BatchStats);
         }
         if training {
-            for d in &self.resident()?.backward {
+            for d in &r.backward {
                 d.encode(k, pass, step, rows, true);
                 mark(pass, d.family());
             }
         }
-        Ok(())
     }
 
     /// Records training steps `steps` of a prepared epoch.
@@ -154,7 +153,7 @@ impl GpuModels {
         let count = steps.len();
         for (slot, u) in &plan.uniforms[steps] {
             let at = (&r.splits[0], r.step(*slot, plan.models));
-            self.encode_step(pass, at, u.rows, true, &mut counted)?;
+            self.encode_step(pass, r, at, (u.rows, true), &mut counted);
         }
         debug_assert_eq!(recorded, count * self.dispatches_per_step());
         Ok(())
@@ -297,7 +296,7 @@ impl GpuModels {
         };
         for m in 0..self.models {
             self.hyper_host[m] = match jobs.get(m).copied().flatten() {
-                Some(j) => ModelHyper::new(j.hyper, self.activations[m]),
+                Some(j) => ModelHyper::new(j.hyper, self.hidden_activation(m)),
                 None => ModelHyper {
                     training: 0,
                     ..self.hyper_host[m]
@@ -396,7 +395,7 @@ impl GpuModels {
             let val = &r.splits[1];
             for (slot, u) in val_uniforms {
                 let at = (val, r.step(*slot, plan.models));
-                self.encode_step(&mut pass, at, u.rows, false, &mut no_marks)?;
+                self.encode_step(&mut pass, r, at, (u.rows, false), &mut no_marks);
             }
         }
         Ok((encoder, parts.len() + 1))
@@ -486,7 +485,7 @@ impl GpuModels {
             });
             for (slot, u) in &uniforms {
                 let at = (s, r.step(*slot, 1));
-                self.encode_step(&mut pass, at, u.rows, false, &mut no_marks)?;
+                self.encode_step(&mut pass, r, at, (u.rows, false), &mut no_marks);
             }
         }
         let pairs = self.read_stats(r, encoder, model + 1).await?;
