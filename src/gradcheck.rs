@@ -5,14 +5,15 @@ use rand::RngExt;
 
 use crate::config::GradientReduction;
 use crate::cpu::dense::{self, Shape, Workspace};
+use crate::cpu::layers::{StepCounters, kink_pattern, loss_and_gradient_reference};
 use crate::cpu::ops;
+use crate::model::Network;
 use crate::model::rng::{STREAM_GRADCHECK, rng_for};
-use crate::model::{LayerView, Params};
 
 /// One checked parameter: a row of the paper's Table 3.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradRow {
-    /// e.g. `fc1.weight[17, 402]` or `fc2.bias[3]`.
+    /// e.g. `fc1.weight[17, 402]` or `conv2.bias[3]`, as PyTorch's state_dict names it.
     pub parameter: String,
     pub numerical: f64,
     pub backprop: f64,
@@ -34,6 +35,15 @@ pub struct Objective<'a> {
     pub reduction: GradientReduction,
 }
 
+/// Which entries are checked and how: `per_tensor` entries of every weight tensor and one of
+/// every bias, drawn from `seed`'s gradcheck stream, each differenced with step `epsilon`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stencil {
+    pub per_tensor: usize,
+    pub epsilon: f64,
+    pub seed: u64,
+}
+
 impl Objective<'_> {
     fn rows(&self) -> usize {
         self.labels.len()
@@ -46,160 +56,79 @@ impl Objective<'_> {
         }
     }
 
-    /// Loss (mean or summed cross-entropy) plus penalty.
-    pub fn value(&self, shape: Shape<'_>, params: &[f64], ws: &mut Workspace<f64>) -> f64 {
-        let (loss_sum, _) = dense::evaluate(shape, params, self.input, self.labels, ws);
-        loss_sum * self.scale() + ops::penalty(params, shape.layers, self.l1, self.l2)
-    }
-
-    /// Backprop gradient of [`Objective::value`].
-    pub fn gradient(&self, shape: Shape<'_>, params: &[f64], ws: &mut Workspace<f64>) -> Vec<f64> {
-        let mut grad = vec![0.0; params.len()];
-        dense::loss_and_gradient(
-            shape,
-            params,
-            self.input,
-            self.labels,
-            self.rows(),
-            self.reduction,
-            &mut grad,
-            ws,
-        );
-        for view in shape.layers {
-            for i in view.weight..view.bias {
-                grad[i] += ops::penalty_grad(params[i], self.l1, self.l2);
-            }
-        }
-        grad
-    }
-}
-
-/// Picks `per_layer` weights and one bias in every layer, seeded.
-fn pick_parameters(layers: &[LayerView], per_layer: usize, seed: u64) -> Vec<(usize, String)> {
-    let mut rng = rng_for(seed, STREAM_GRADCHECK);
-    let mut picks = Vec::new();
-    for (l, view) in layers.iter().enumerate().rev() {
-        let b = rng.random_range(0..view.fan_out);
-        picks.push((view.bias + b, format!("fc{}.bias[{b}]", l + 1)));
-        for _ in 0..per_layer {
-            let (o, i) = (
-                rng.random_range(0..view.fan_out),
-                rng.random_range(0..view.fan_in),
-            );
-            picks.push((
-                view.weight + o * view.fan_in + i,
-                format!("fc{}.weight[{o}, {i}]", l + 1),
-            ));
-        }
-    }
-    picks
-}
-
-/// Checks `per_layer` weights and a bias of every layer of `params` with central differences of
-/// step `epsilon` on the fused dense passes; a network of other layers goes to
-/// [`gradient_check_network`], with the dropout masks of the run's first step.
-pub fn gradient_check(
-    params: &Params,
-    objective: &Objective<'_>,
-    per_layer: usize,
-    epsilon: f64,
-    seed: u64,
-) -> Vec<GradRow> {
-    let activation = match params.model.dense_stack() {
-        Some((_, activation)) => activation,
-        None => {
-            let net = &params.model;
-            let values: Vec<f64> = params.values.iter().map(|&v| v as f64).collect();
-            let counters = crate::cpu::layers::StepCounters {
-                seed,
-                epoch: 0,
-                step: 1,
-            };
-            let stencil = (per_layer, epsilon, seed);
-            return gradient_check_network(net, &values, objective, Some(counters), stencil);
-        }
-    };
-    let layers = params.model.layer_views();
-    let shape = Shape {
-        layers: &layers,
-        activation,
-        threads: 1,
-    };
-    let mut values: Vec<f64> = params.values.iter().map(|&v| v as f64).collect();
-    let picks = pick_parameters(&layers, per_layer, seed);
-    if objective.l1 > 0.0 {
-        // |w| has a kink at 0: a stencil w ± ε that straddles it measures λ1·w/ε, not λ1·sign(w).
-        // Checked weights that close to 0 (all of them under the paper's 0.01·U[0,1) init) are
-        // moved to ±2ε first; backprop below is taken at the moved point, so the check is fair.
-        let is_weight = |i: usize| layers.iter().any(|v| (v.weight..v.bias).contains(&i));
-        for &(index, _) in &picks {
-            if is_weight(index) && values[index].abs() <= 1.5 * epsilon {
-                values[index] = if values[index] < 0.0 {
-                    -2.0 * epsilon
-                } else {
-                    2.0 * epsilon
+    /// Loss (mean or summed cross-entropy) plus penalty of `net` at `params`, with the
+    /// dropout masks of `counters`; with `grad`, writes its backprop gradient there. The
+    /// backprop is the one the CPU engine trains with: the fused dense passes for a network
+    /// of dense layers with one hidden activation, the reference layers for any other.
+    pub fn loss_and_gradient(
+        &self,
+        net: &Network,
+        params: &[f64],
+        counters: Option<StepCounters>,
+        mut grad: Option<&mut [f64]>,
+    ) -> f64 {
+        let (input, labels, rows, scale) = (self.input, self.labels, self.rows(), self.scale());
+        let (loss_sum, _) = match net.dense_stack() {
+            Some((_, activation)) => {
+                let layers = net.layer_views();
+                let shape = Shape {
+                    layers: &layers,
+                    activation,
+                    threads: 1,
                 };
+                let mut ws = Workspace::new(&layers, rows.max(1));
+                match grad.as_deref_mut() {
+                    Some(grad) => dense::loss_and_gradient_scaled(
+                        shape, params, input, labels, rows, scale, grad, &mut ws,
+                    ),
+                    None => dense::evaluate(shape, params, input, labels, &mut ws),
+                }
+            }
+            None => loss_and_gradient_reference(
+                net,
+                params,
+                input,
+                labels,
+                rows,
+                scale,
+                counters,
+                grad.as_deref_mut(),
+            ),
+        };
+        let views = net.layer_views();
+        if let Some(grad) = grad {
+            for view in &views {
+                for i in view.weight..view.bias {
+                    grad[i] += ops::penalty_grad(params[i], self.l1, self.l2);
+                }
             }
         }
+        loss_sum * scale + ops::penalty(params, &views, self.l1, self.l2)
     }
-    let mut ws = Workspace::new(&layers, objective.rows().max(1));
-    let backprop = objective.gradient(shape, &values, &mut ws);
-    picks
-        .into_iter()
-        .map(|(index, parameter)| {
-            let original = values[index];
-            values[index] = original + epsilon;
-            let plus = objective.value(shape, &values, &mut ws);
-            values[index] = original - epsilon;
-            let minus = objective.value(shape, &values, &mut ws);
-            values[index] = original;
-            let numerical = (plus - minus) / (2.0 * epsilon);
-            GradRow {
-                parameter,
-                numerical,
-                backprop: backprop[index],
-                difference: (numerical - backprop[index]).abs(),
-                kink: false,
-            }
-        })
-        .collect()
 }
 
-/// The paper's Table 3 for a network of layers: `per_tensor` entries of every weight
-/// tensor and one of every bias, seeded, each a central difference of step `epsilon` of
-/// `objective` (cross-entropy plus penalty) against the reference backprop of
-/// `cpu::layers`, with the dropout masks of `counters` held fixed (so dropout layers are
-/// checked too). An entry whose stencil w ± ε moves any ReLU or max pooling across its kink
-/// ([`crate::cpu::layers::kink_pattern`]) is not differentiable there in the sense a finite
-/// difference measures, so another entry of the tensor is drawn instead (up to
-/// [`KINK_REDRAWS`] times; then the last one drawn is checked anyway).
-pub fn gradient_check_network(
-    net: &crate::model::Network,
+/// The paper's Table 3 for `net` at `params`: the entries `stencil` draws, each a central
+/// difference of `objective` (cross-entropy plus penalty) against its backprop gradient,
+/// with the dropout masks of `counters` held fixed (so dropout layers are checked too).
+///
+/// Two kinks would make a finite difference measure no derivative, so they are kept out of
+/// the stencil: an entry whose w ± ε moves any ReLU or max pooling across its kink
+/// ([`kink_pattern`]) is drawn again (up to [`KINK_REDRAWS`] times; then the last one drawn
+/// is checked and marked), and a weight within the stencil of L1's kink at 0 (all of them
+/// under the paper's 0.01·U[0,1) init) is moved to ±2ε first, its backprop taken at the moved
+/// point, so the check stays fair.
+pub fn gradient_check(
+    net: &Network,
     params: &[f64],
     objective: &Objective<'_>,
-    counters: Option<crate::cpu::layers::StepCounters>,
-    (per_tensor, epsilon, seed): (usize, f64, u64),
+    counters: Option<StepCounters>,
+    stencil: Stencil,
 ) -> Vec<GradRow> {
-    use crate::cpu::layers::loss_and_gradient_reference;
-    let (input, labels) = (objective.input, objective.labels);
-    let (rows, scale) = (objective.rows(), objective.scale());
-    let views = net.layer_views();
-    let penalty = |p: &[f64]| ops::penalty(p, &views, objective.l1, objective.l2);
-    let loss = |p: &[f64]| {
-        let (sum, _) =
-            loss_and_gradient_reference(net, p, input, labels, rows, scale, counters, None);
-        sum * scale + penalty(p)
-    };
-    let picks = pick_smooth_entries(
-        net,
-        params,
-        objective,
-        counters,
-        (per_tensor, epsilon, seed),
-    );
+    let epsilon = stencil.epsilon;
+    let picks = pick_smooth_entries(net, params, objective, counters, stencil);
     let mut values = params.to_vec();
     if objective.l1 > 0.0 {
-        // As in `gradient_check`: weights within the stencil of L1's kink move to ±2ε first.
+        let views = net.layer_views();
         let is_weight = |i: usize| views.iter().any(|v| (v.weight..v.bias).contains(&i));
         for &(index, _, _) in &picks {
             if is_weight(index) && values[index].abs() <= 1.5 * epsilon {
@@ -208,56 +137,41 @@ pub fn gradient_check_network(
         }
     }
     let mut backprop = vec![0.0; params.len()];
-    loss_and_gradient_reference(
-        net,
-        &values,
-        input,
-        labels,
-        rows,
-        scale,
-        counters,
-        Some(&mut backprop),
-    );
-    for view in &views {
-        for i in view.weight..view.bias {
-            backprop[i] += ops::penalty_grad(values[i], objective.l1, objective.l2);
-        }
-    }
-    let mut rows_out = Vec::new();
-    for (index, parameter, kink) in picks {
-        {
-            let original = values[index];
-            values[index] = original + epsilon;
-            let plus = loss(&values);
-            values[index] = original - epsilon;
-            let minus = loss(&values);
-            values[index] = original;
+    objective.loss_and_gradient(net, &values, counters, Some(&mut backprop));
+    picks
+        .into_iter()
+        .map(|(index, parameter, kink)| {
+            let at = values[index];
+            values[index] = at + epsilon;
+            let plus = objective.loss_and_gradient(net, &values, counters, None);
+            values[index] = at - epsilon;
+            let minus = objective.loss_and_gradient(net, &values, counters, None);
+            values[index] = at;
             let numerical = (plus - minus) / (2.0 * epsilon);
-            rows_out.push(GradRow {
+            GradRow {
                 parameter,
                 numerical,
                 backprop: backprop[index],
                 difference: (numerical - backprop[index]).abs(),
                 kink,
-            });
-        }
-    }
-    rows_out
+            }
+        })
+        .collect()
 }
 
-/// `per_tensor` entries of every weight tensor of `net` and one of every bias, seeded, each
-/// drawn again (up to [`KINK_REDRAWS`] times) while its stencil w ± ε moves a ReLU or max
-/// pooling across its kink: (index, name, whether it still does).
+/// The entries `stencil` draws from every tensor of `net`, each drawn again (up to
+/// [`KINK_REDRAWS`] times) while its stencil w ± ε moves a ReLU or max pooling across its
+/// kink: (index, name, whether it still does).
 fn pick_smooth_entries(
-    net: &crate::model::Network,
+    net: &Network,
     params: &[f64],
     objective: &Objective<'_>,
-    counters: Option<crate::cpu::layers::StepCounters>,
-    (per_tensor, epsilon, seed): (usize, f64, u64),
+    counters: Option<StepCounters>,
+    stencil: Stencil,
 ) -> Vec<(usize, String, bool)> {
-    let (input, rows) = (objective.input, objective.rows());
-    let mut rng = rng_for(seed, STREAM_GRADCHECK);
-    let pattern = |p: &[f64]| crate::cpu::layers::kink_pattern(net, p, input, rows, counters);
+    let (input, rows, epsilon) = (objective.input, objective.rows(), stencil.epsilon);
+    let mut rng = rng_for(stencil.seed, STREAM_GRADCHECK);
+    let pattern = |p: &[f64]| kink_pattern(net, p, input, rows, counters);
     let smooth_at = |index: usize| {
         let mut p = params.to_vec();
         let at = pattern(&p);
@@ -271,7 +185,7 @@ fn pick_smooth_entries(
         let count = if tensor.dims.len() == 1 {
             1
         } else {
-            per_tensor
+            stencil.per_tensor
         };
         for _ in 0..count {
             let mut i = rng.random_range(0..tensor.len());
@@ -389,6 +303,7 @@ pub fn check_config(
     epsilon: f64,
 ) -> crate::Result<GradcheckReport> {
     use crate::data;
+    use crate::model::Params;
     if samples == 0 {
         return Err(crate::Error::Usage(
             "--samples must be at least 1".to_string(),
@@ -431,8 +346,20 @@ pub fn check_config(
         reduction: config.gradient,
     };
     let params = Params::init_model(model, config.init, config.seed);
+    let values: Vec<f64> = params.values.iter().map(|&v| v as f64).collect();
+    // The dropout masks of the run's first step.
+    let counters = StepCounters {
+        seed: config.seed,
+        epoch: 0,
+        step: 1,
+    };
+    let stencil = Stencil {
+        per_tensor: per_layer,
+        epsilon,
+        seed: config.seed,
+    };
     Ok(GradcheckReport {
-        rows: gradient_check(&params, &objective, per_layer, epsilon, config.seed),
+        rows: gradient_check(&params.model, &values, &objective, Some(counters), stencil),
         samples: rows,
         epsilon,
     })

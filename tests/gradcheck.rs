@@ -1,10 +1,27 @@
 //! Backprop against central differences in f64, for every activation, with and without L1/L2.
 
 use wgtrain::config::GradientReduction;
-use wgtrain::gradcheck::{Objective, gradient_check};
+use wgtrain::gradcheck::{GradRow, Objective, Stencil, gradient_check};
 use wgtrain::model::{Activation, Init, Params};
 
 use crate::common::{rng, uniform};
+
+/// The check of `params`' network at its own values, no dropout.
+fn check_params(
+    params: &Params,
+    objective: &Objective<'_>,
+    per_tensor: usize,
+    epsilon: f64,
+    seed: u64,
+) -> Vec<GradRow> {
+    let values: Vec<f64> = params.values.iter().map(|&v| v as f64).collect();
+    let stencil = Stencil {
+        per_tensor,
+        epsilon,
+        seed,
+    };
+    gradient_check(&params.model, &values, objective, None, stencil)
+}
 
 fn check(
     widths: &[usize],
@@ -28,7 +45,7 @@ fn check(
         l2,
         reduction,
     };
-    let rows = gradient_check(&params, &objective, 4, epsilon, 3);
+    let rows = check_params(&params, &objective, 4, epsilon, 3);
     assert_eq!(
         rows.len(),
         (widths.len() - 1) * 5,
@@ -69,7 +86,7 @@ fn backprop_matches_finite_differences_for_every_activation_and_penalty() {
 fn papers_epsilon_passes_on_the_papers_init_with_l1() {
     // ε = 1e-2 straddles the |w| kink for the paper's tiny initial weights; the check moves
     // the checked weights clear of it, so the paper's ε² threshold holds. (ReLU is left to the
-    // small-ε test above: under this init every pre-activation lies within ε of ReLU's kink.)
+    // test below: under this init every pre-activation lies within ε of ReLU's kink.)
     for act in [Activation::Tanh, Activation::Sigmoid] {
         let mut r = rng(2);
         let input = uniform(&mut r, 4 * 12);
@@ -82,7 +99,7 @@ fn papers_epsilon_passes_on_the_papers_init_with_l1() {
             l2: 1e-2,
             reduction: GradientReduction::Mean,
         };
-        for row in gradient_check(&params, &objective, 3, 1e-2, 4) {
+        for row in check_params(&params, &objective, 3, 1e-2, 4) {
             assert!(row.difference <= 1e-4, "{act:?} {}: {row:?}", row.parameter);
         }
     }
@@ -107,13 +124,39 @@ fn gradient_check_detects_a_wrong_objective() {
         reduction: GradientReduction::Sum,
         ..mean
     };
-    let a = gradient_check(&params, &mean, 2, 1e-5, 1);
-    let b = gradient_check(&params, &sum, 2, 1e-5, 1);
+    let a = check_params(&params, &mean, 2, 1e-5, 1);
+    let b = check_params(&params, &sum, 2, 1e-5, 1);
     for (m, s) in a.iter().zip(&b) {
         // Sum = 5 × mean: mixing them up would be caught by any nonzero entry.
         assert!((s.backprop - 5.0 * m.backprop).abs() < 1e-9);
         if m.backprop.abs() > 1e-6 {
             assert!((s.numerical - m.backprop).abs() > 1e-4);
         }
+    }
+}
+
+#[test]
+fn a_dense_relu_network_at_the_papers_epsilon_is_judged_away_from_its_kinks() {
+    // Under the paper's init every hidden pre-activation lies within ε = 1e-2 of ReLU's kink,
+    // so a first-layer entry's stencil moves some ReLU across it: the dense stack's check
+    // draws other entries or marks them, as a convolution's does, and judges the rest by ε².
+    let mut r = rng(2);
+    let input = uniform(&mut r, 4 * 12);
+    let labels = [0u8, 1, 2, 1];
+    let params = Params::init(&[12, 8, 3], Activation::Relu, Init::Paper, 1).unwrap();
+    let objective = Objective {
+        input: &input,
+        labels: &labels,
+        l1: 0.0,
+        l2: 0.0,
+        reduction: GradientReduction::Mean,
+    };
+    let epsilon = 1e-2;
+    let rows = check_params(&params, &objective, 3, epsilon, 4);
+    assert!(rows.iter().any(|row| row.kink), "no kink marked: {rows:?}");
+    let judged: Vec<&GradRow> = rows.iter().filter(|row| !row.kink).collect();
+    assert!(!judged.is_empty(), "{rows:?}");
+    for row in judged {
+        assert!(row.difference <= epsilon * epsilon, "{row:?}");
     }
 }

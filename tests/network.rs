@@ -320,13 +320,12 @@ fn the_gradient_check_covers_every_layer_kind_within_epsilon_squared() {
         l2: 0.0,
         reduction: wgtrain::config::GradientReduction::Mean,
     };
-    let table = wgtrain::gradcheck::gradient_check_network(
-        &net,
-        &params,
-        &objective,
-        counters,
-        (4, epsilon, 7),
-    );
+    let stencil = wgtrain::gradcheck::Stencil {
+        per_tensor: 4,
+        epsilon,
+        seed: 7,
+    };
+    let table = wgtrain::gradcheck::gradient_check(&net, &params, &objective, counters, stencil);
     assert_eq!(
         table.len(),
         4 * 4 + 4,
@@ -497,13 +496,12 @@ fn gradcheck_marks_entries_whose_stencil_straddles_a_kink() {
     });
     // A stencil this wide crosses kinks for most entries.
     let epsilon = 0.3;
-    let table = wgtrain::gradcheck::gradient_check_network(
-        &net,
-        &params,
-        &objective,
-        counters,
-        (4, epsilon, 7),
-    );
+    let stencil = wgtrain::gradcheck::Stencil {
+        per_tensor: 4,
+        epsilon,
+        seed: 7,
+    };
+    let table = wgtrain::gradcheck::gradient_check(&net, &params, &objective, counters, stencil);
     assert!(table.iter().any(|row| row.kink), "{table:?}");
     let index_of = |name: &str| {
         net.tensors()
