@@ -284,101 +284,136 @@ fn check_network() -> Result<(Arc<crate::model::Network>, Arc<Dataset>), String>
     Ok((net, Arc::new(data)))
 }
 
-/// Two epochs of three networks that differ in learning rate, momentum, penalty and init,
-/// trained packed (in the same dispatches), against each trained alone:
-/// bit for bit, a model that sits out the second epoch untouched.
+/// Models trained packed (in the same dispatches) against each trained alone on its own
+/// GPU engine, for two epochs: `order(m, epoch)` is model m's order that epoch, and a model
+/// whose `sits_out(m, epoch)` is left untouched that epoch, as a run that stopped early is.
+/// Packing moves data and changes no arithmetic, so the parameters and the training loss
+/// must agree bit for bit; anything else is a model reading another's slice.
+struct PackCheck<'a> {
+    check: &'a str,
+    data: Arc<Dataset>,
+    models: Vec<(Params, Hyper)>,
+    order: &'a dyn Fn(usize, usize) -> Vec<u32>,
+    sits_out: &'a dyn Fn(usize, usize) -> bool,
+}
+
+impl PackCheck<'_> {
+    async fn run(self, ctx: &GpuContext) -> Result<CheckRow, String> {
+        use crate::gpu::{EpochJob, GpuModels};
+        let e = |e: crate::engine::EngineError| e.to_string();
+        let net = &self.models[0].0.model;
+        let mut pack =
+            GpuModels::new(ctx.clone(), net, 16, self.models.len()).map_err(|e| e.to_string())?;
+        let mut alone = Vec::new();
+        for (m, (params, _)) in self.models.iter().enumerate() {
+            pack.init_model(m, params).map_err(e)?;
+            pack.upload(m, &self.data).map_err(e)?;
+            let mut engine = GpuEngine::new(ctx.clone(), params, 16).map_err(|e| e.to_string())?;
+            engine.upload(Arc::clone(&self.data)).map_err(e)?;
+            alone.push(engine);
+        }
+        let mut row = CheckRow {
+            check: self.check.into(),
+            cases: self.models.len(),
+            worst: 0.0,
+            max_rel_error: 0.0,
+            detail: String::new(),
+            error: None,
+        };
+        for epoch in 1..=2 {
+            let orders: Vec<Vec<u32>> = (0..self.models.len())
+                .map(|m| (self.order)(m, epoch))
+                .collect();
+            let jobs: Vec<Option<EpochJob<'_>>> = orders
+                .iter()
+                .zip(&self.models)
+                .enumerate()
+                .map(|(m, (order, (_, hyper)))| {
+                    (!(self.sits_out)(m, epoch)).then_some(EpochJob { order, hyper })
+                })
+                .collect();
+            let packed = pack.train_epoch(&jobs).await.map_err(e)?;
+            for (m, result) in packed.into_iter().enumerate() {
+                let losses = match result {
+                    Some(got) => {
+                        let got = got.map_err(e)?;
+                        let hyper = &self.models[m].1;
+                        let want = AwaitedEngine::train_epoch(&mut alone[m], &orders[m], hyper)
+                            .await
+                            .map_err(e)?;
+                        Some((got.loss_sum, want.loss_sum))
+                    }
+                    None => None,
+                };
+                let alone_values = AwaitedEngine::params(&alone[m]).await.map_err(e)?.values;
+                let packed_values = pack.params(m).await.map_err(e)?.values;
+                let differs = alone_values
+                    .iter()
+                    .zip(&packed_values)
+                    .position(|(a, b)| a.to_bits() != b.to_bits());
+                let loss_differs = losses.filter(|(got, want)| got.to_bits() != want.to_bits());
+                if let Some(i) = differs {
+                    let (a, p) = (alone_values[i], packed_values[i]);
+                    row.note(f64::INFINITY, ((a - p) / a).abs() as f64, || {
+                        format!("model {m} epoch {epoch}: parameter {i} is {p} packed, {a} alone")
+                    });
+                } else if let Some((got, want)) = loss_differs {
+                    row.note(f64::INFINITY, ((got - want) / want).abs(), || {
+                        format!("model {m} epoch {epoch}: training loss {got} packed, {want} alone")
+                    });
+                }
+            }
+        }
+        Ok(row)
+    }
+}
+
+/// Two epochs of three networks of layers that differ in learning rate, momentum, penalty and
+/// init, trained packed on one order, against each trained alone; model 1 sits out the second
+/// epoch.
 pub(super) async fn check_packed_network_epoch(ctx: &GpuContext) -> Result<CheckRow, String> {
-    use crate::gpu::{EpochJob, GpuModels};
-    let e = |e: crate::engine::EngineError| e.to_string();
-    let g = |e: GpuError| e.to_string();
     let (net, data) = check_network()?;
-    let model = Arc::clone(&net);
     let settings = [
         (0.05, true, 0.0, Init::Xavier),
         (0.1, false, 1e-3, Init::Pytorch),
         (0.02, true, 1e-2, Init::He),
     ];
-    let mut pack = GpuModels::new(ctx.clone(), &net, 16, settings.len()).map_err(g)?;
-    let (mut alone, mut hypers) = (Vec::new(), Vec::new());
-    for (m, &(learning_rate, momentum, l2, init)) in settings.iter().enumerate() {
-        let config = TrainConfig {
-            learning_rate,
-            momentum,
-            l2,
-            batch_size: 16,
-            seed: 4,
-            ..TrainConfig::default()
-        };
-        let params = Params::init_model(model.clone(), init, 3);
-        pack.init_model(m, &params).map_err(e)?;
-        pack.upload(m, &data).map_err(e)?;
-        let mut engine = GpuEngine::new(ctx.clone(), &params, 16).map_err(g)?;
-        engine.upload(Arc::clone(&data)).map_err(e)?;
-        alone.push(engine);
-        hypers.push(config.hyper());
+    let models = settings
+        .iter()
+        .map(|&(learning_rate, momentum, l2, init)| {
+            let config = TrainConfig {
+                learning_rate,
+                momentum,
+                l2,
+                batch_size: 16,
+                seed: 4,
+                ..TrainConfig::default()
+            };
+            (
+                Params::init_model(Arc::clone(&net), init, 3),
+                config.hyper(),
+            )
+        })
+        .collect();
+    let train_len = data.train.len;
+    PackCheck {
+        check: "packed network epochs (3 models) vs each alone",
+        data,
+        models,
+        order: &|_, epoch| epoch_order(4, epoch, train_len),
+        sits_out: &|m, epoch| epoch == 2 && m == 1,
     }
-    let mut row = CheckRow {
-        check: "packed network epochs (3 models) vs each alone".into(),
-        cases: settings.len(),
-        worst: 0.0,
-        max_rel_error: 0.0,
-        detail: String::new(),
-        error: None,
-    };
-    for epoch in 1..=2 {
-        let order = epoch_order(4, epoch, data.train.len);
-        // Model 1 sits the second epoch out, as a run that stopped early does.
-        let jobs: Vec<Option<EpochJob<'_>>> = hypers
-            .iter()
-            .enumerate()
-            .map(|(m, hyper)| {
-                (epoch == 1 || m != 1).then_some(EpochJob {
-                    order: &order,
-                    hyper,
-                })
-            })
-            .collect();
-        pack.train_epoch(&jobs).await.map_err(e)?;
-        for (m, job) in jobs.iter().enumerate() {
-            if job.is_some() {
-                AwaitedEngine::train_epoch(&mut alone[m], &order, &hypers[m])
-                    .await
-                    .map_err(e)?;
-            }
-            let pa = AwaitedEngine::params(&alone[m]).await.map_err(e)?;
-            let pp = pack.params(m).await.map_err(e)?;
-            if let Some(i) = pa
-                .values
-                .iter()
-                .zip(&pp.values)
-                .position(|(a, b)| a.to_bits() != b.to_bits())
-            {
-                row.worst = f64::INFINITY;
-                row.max_rel_error = row
-                    .max_rel_error
-                    .max(((pa.values[i] - pp.values[i]) / pa.values[i]).abs() as f64);
-                row.detail = format!(
-                    "model {m} epoch {epoch}: parameter {i} is {} packed, {} alone",
-                    pp.values[i], pa.values[i]
-                );
-            }
-        }
-    }
-    Ok(row)
+    .run(ctx)
+    .await
 }
 
-/// Two epochs of three models that differ in activation, init, learning rate, momentum and
-/// penalty, trained packed (in the same dispatches), against each trained alone.
-pub async fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, GpuError> {
-    use crate::gpu::{EpochJob, GpuModels};
+/// Two epochs of three dense models that differ in activation, learning rate, momentum and
+/// penalty, each on its own order, trained packed against each trained alone.
+pub async fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, String> {
     let (features, classes) = (37, 5);
     let widths = [features, 17, classes];
     let data = Arc::new(random_dataset(features, classes, 129, 8));
-    let err = |e: crate::engine::EngineError| GpuError::Device {
-        what: "packed check".into(),
-        message: e.to_string(),
-    };
-    let models: Vec<(TrainConfig, Params)> = [
+    let models = [
         (Activation::Tanh, 0.05, true, 0.0),
         (Activation::Sigmoid, 0.2, false, 1e-3),
         (Activation::Relu, 0.1, true, 1e-2),
@@ -396,70 +431,18 @@ pub async fn check_packed_epoch(ctx: &GpuContext) -> Result<CheckRow, GpuError> 
             init: Init::Xavier,
             ..TrainConfig::default()
         };
-        let params = Params::init(&widths, activation, config.init, 10 + m as u64);
-        params.map(|params| (config, params))
+        let params = Params::init(&widths, activation, config.init, 10 + m as u64)?;
+        Ok((params, config.hyper()))
     })
-    .collect::<Result<_, String>>()
-    .map_err(|message| GpuError::Device {
-        what: "packed check".into(),
-        message,
-    })?;
-    let mut pack = GpuModels::new(ctx.clone(), &models[0].1.model, 16, models.len())?;
-    let mut alone = Vec::new();
-    for (m, (_, params)) in models.iter().enumerate() {
-        pack.init_model(m, params).map_err(err)?;
-        pack.upload(m, &data).map_err(err)?;
-        let mut engine = GpuEngine::new(ctx.clone(), params, 16)?;
-        engine.upload(Arc::clone(&data)).map_err(err)?;
-        alone.push(engine);
+    .collect::<Result<_, String>>()?;
+    let train_len = data.train.len;
+    PackCheck {
+        check: "packed epochs (3 models) vs each alone",
+        data,
+        models,
+        order: &|m, epoch| epoch_order(m as u64 + 1, epoch, train_len),
+        sits_out: &|_, _| false,
     }
-    let hypers: Vec<Hyper> = models.iter().map(|(c, _)| c.hyper()).collect();
-    let mut row = CheckRow {
-        check: "packed epochs (3 models) vs each alone".into(),
-        cases: models.len(),
-        worst: 0.0,
-        max_rel_error: 0.0,
-        detail: String::new(),
-        error: None,
-    };
-    for epoch in 1..=2 {
-        let orders: Vec<Vec<u32>> = (0..models.len())
-            .map(|m| epoch_order(m as u64 + 1, epoch, data.train.len))
-            .collect();
-        let jobs: Vec<Option<EpochJob<'_>>> = orders
-            .iter()
-            .zip(&hypers)
-            .map(|(order, hyper)| Some(EpochJob { order, hyper }))
-            .collect();
-        let packed = pack.train_epoch(&jobs).await.map_err(err)?;
-        for (m, result) in packed.into_iter().enumerate() {
-            let got = result
-                .ok_or(err(crate::engine::EngineError::NoData))?
-                .map_err(err)?;
-            let want = AwaitedEngine::train_epoch(&mut alone[m], &orders[m], &hypers[m])
-                .await
-                .map_err(err)?;
-            let pa = AwaitedEngine::params(&alone[m]).await.map_err(err)?;
-            let pp = pack.params(m).await.map_err(err)?;
-            let diff = pa
-                .values
-                .iter()
-                .zip(&pp.values)
-                .map(|(a, b)| (a - b).abs() as f64)
-                .fold(0.0, f64::max);
-            let loss_rel = (got.loss_sum - want.loss_sum).abs() / want.loss_sum.abs().max(1e-12);
-            // The same kernels on the same numbers: packing moves data and changes no
-            // arithmetic, so anything beyond a rounding is a model reading another's slice.
-            let ratio = (diff / 1e-6).max(loss_rel / 1e-6);
-            let norm = pa.values.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
-            let rel = (diff / norm.max(1e-12)).max(loss_rel);
-            row.note(ratio, rel, || {
-                format!(
-                    "model {m} ({}) epoch {epoch}: max |Δparam| {diff:.2e}, train loss rel {loss_rel:.2e}",
-                    models[m].0.activation.name()
-                )
-            });
-        }
-    }
-    Ok(row)
+    .run(ctx)
+    .await
 }

@@ -236,7 +236,7 @@ pub async fn run_engines(ctx: &GpuContext) -> Vec<CheckRow> {
         check_packed_network_epoch(ctx)
             .await
             .unwrap_or_else(|e| cannot_run("packed network epoch", e)),
-        engines::check_packed_epoch(ctx)
+        check_packed_epoch(ctx)
             .await
             .unwrap_or_else(|e| cannot_run("packed epoch", e)),
     ]
