@@ -116,9 +116,9 @@ pub fn workload(
     (rounds, warmup, epochs): (usize, usize, usize),
 ) -> String {
     format!(
-        "tune: {} {:?} on {}, batch {}, {train_rows} training rows; {arrangements} arrangements × {rounds} round{} of {warmup} warm-up + {epochs} timed epochs",
+        "tune: {} ({}) on {}, batch {}, {train_rows} training rows; {arrangements} arrangements × {rounds} round{} of {warmup} warm-up + {epochs} timed epochs",
         config.name,
-        config.layers,
+        config.model_words(),
         context.describe(),
         config.batch_size,
         if rounds == 1 { "" } else { "s" },
@@ -197,9 +197,9 @@ impl TuneDecision {
     /// What the tuning file records beside the choice: the workload and the figures.
     pub fn measured(&self, config: &TrainConfig, rounds: usize) -> String {
         format!(
-            "{} {:?}, batch {}, {} training rows, {rounds} round(s): {:.4} s/epoch, defaults {:.4}, noise {:.1}%",
+            "{} ({}), batch {}, {} training rows, {rounds} round(s): {:.4} s/epoch, defaults {:.4}, noise {:.1}%",
             config.name,
-            config.layers,
+            config.model_words(),
             config.batch_size,
             self.train_rows,
             self.chosen_row().median_epoch_secs,
@@ -223,7 +223,6 @@ pub fn tune_config(
     started: impl FnOnce(usize, usize),
     progress: impl FnMut(usize, &Tuning, f64),
 ) -> crate::Result<TuneDecision> {
-    config.dense_widths("wgtrain tune")?;
     let data = Dataset::load(data_dir, config.val_fraction, config.seed)?;
     config.check_against_data(data.features, data.classes, data.train.len)?;
     let data = Arc::new(crate::bench::training_only(data));

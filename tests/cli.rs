@@ -607,58 +607,109 @@ fn tune_keeps_the_fastest_arrangement_and_later_gpu_runs_start_from_it() {
 }
 
 #[test]
+fn tune_times_a_network_of_layers_as_it_times_the_papers_models() {
+    if crate::common::gpu().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 200, 40, 6, 3, true);
+    let file = tmp.path().join("tuning.toml");
+    let network = "network=[{conv=4, kernel=3, padding=1, activation=\"relu\"}, {max_pool=2}, {dropout=0.25}, {dense=3}]";
+    let o = wgtrain_tuned(
+        &file,
+        &[],
+        &[
+            "tune",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--epochs",
+            "1",
+            "--dry-run",
+            "--data",
+            data.to_str().unwrap(),
+            "--set",
+            network,
+            "--set",
+            "batch_size=16",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}{stdout}", stderr(&o));
+    assert!(
+        stdout.starts_with("tune: momentum (network conv 4 3×3 relu → pool 2"),
+        "the workload names the network: {stdout}"
+    );
+    let rows = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| arrangement"))
+        .count();
+    assert_eq!(rows, wgtrain::gpu::Tuning::candidates().len(), "{stdout}");
+}
+
+#[test]
 fn bench_times_packed_models_and_profiles_kernels_on_each_device() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_dataset(&data, 300, 40, 6, 3, true);
-    let json = tmp.path().join("bench.jsonl");
     let gpu = crate::common::gpu().is_some();
     let devices = if gpu { "cpu,gpu" } else { "cpu" };
-    let o = wgtrain(&[
-        "bench",
-        "--data",
-        data.to_str().unwrap(),
-        "--set",
+    // The paper's kind of model, and a network of layers with dropout (whose packed models
+    // share one dropout stream).
+    let models = [
         "layers=[36, 10, 3]",
-        "--devices",
-        devices,
-        "--batch-sizes",
-        "16",
-        "--warmup",
-        "0",
-        "--epochs",
-        "3",
-        "--pack",
-        "3",
-        "--profile",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}{stdout}", stderr(&o));
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&json)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let packs: Vec<&serde_json::Value> = rows.iter().filter(|r| r["models"] == 3).collect();
-    assert_eq!(packs.len(), devices.split(',').count(), "{rows:?}");
-    for p in &packs {
-        let (packed, one_by_one) = (
-            p["packed_median_secs"].as_f64().unwrap(),
-            p["sequential_median_secs"].as_f64().unwrap(),
-        );
-        assert!(packed > 0.0 && one_by_one > 0.0, "{p}");
-        assert!((p["speedup"].as_f64().unwrap() - one_by_one / packed).abs() < 1e-9);
-        assert!(p["packed_min_secs"].as_f64().unwrap() <= packed);
-    }
-    assert!(stdout.contains("3 side by side"), "{stdout}");
-    if gpu {
-        let profiled = rows.iter().any(|r| r["families"].is_array());
-        assert!(
-            profiled || stdout.contains("profile:"),
-            "a GPU gets a profile or the reason it has none: {stdout}"
-        );
+        "network=[{conv=4, kernel=3, padding=1, activation=\"relu\"}, {max_pool=2}, {dropout=0.25}, {dense=3}]",
+    ];
+    for (i, model) in models.into_iter().enumerate() {
+        let json = tmp.path().join(format!("bench{i}.jsonl"));
+        let o = wgtrain(&[
+            "bench",
+            "--data",
+            data.to_str().unwrap(),
+            "--set",
+            model,
+            "--devices",
+            devices,
+            "--batch-sizes",
+            "16",
+            "--warmup",
+            "0",
+            "--epochs",
+            "3",
+            "--pack",
+            "3",
+            "--profile",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{model}: {}{stdout}", stderr(&o));
+        let rows: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let packs: Vec<&serde_json::Value> = rows.iter().filter(|r| r["models"] == 3).collect();
+        assert_eq!(packs.len(), devices.split(',').count(), "{model}: {rows:?}");
+        for p in &packs {
+            let (packed, one_by_one) = (
+                p["packed_median_secs"].as_f64().unwrap(),
+                p["sequential_median_secs"].as_f64().unwrap(),
+            );
+            assert!(packed > 0.0 && one_by_one > 0.0, "{p}");
+            assert!((p["speedup"].as_f64().unwrap() - one_by_one / packed).abs() < 1e-9);
+            assert!(p["packed_min_secs"].as_f64().unwrap() <= packed);
+        }
+        assert!(stdout.contains("3 side by side"), "{model}: {stdout}");
+        if gpu {
+            let profiled = rows.iter().any(|r| r["families"].is_array());
+            assert!(
+                profiled || stdout.contains("profile:"),
+                "{model}: a GPU gets a profile or the reason it has none: {stdout}"
+            );
+        }
     }
     assert_clean_failure(
         &wgtrain(&["bench", "--pack", "0", "--data", data.to_str().unwrap()]),

@@ -382,18 +382,6 @@ fn network_cases(g: &Ground<'_>) -> Vec<Case> {
         ),
     ]);
     cases.push(Case {
-        what: "a network of layers where only dense ones are taken yet (`tune`)",
-        args: vec![
-            "tune".into(),
-            "--config".into(),
-            // Relative, as docs/errors.md shows it: cargo runs tests in the package root.
-            "configs/cnn.toml".into(),
-            "--data".into(),
-            good.display().to_string(),
-        ],
-        expect: "wgtrain tune takes dense networks (`layers = [...]`) only so far",
-    });
-    cases.push(Case {
         what: "a number too large for a config file (a seed past 2^63 − 1)",
         args: train(good, out, &["--set", "seed=9223372036854775808"]),
         expect: "--set seed=9223372036854775808: out of range (TOML integers are 64-bit signed",

@@ -418,7 +418,6 @@ pub fn bench_pack(
     config.batch_size = batch_size;
     let hyper = config.hyper();
     let seeds: Vec<u64> = (1..=models as u64).collect();
-    config.dense_widths("a GPU pack").map_err(config_error)?;
     let model = (config.model_for(data.image_size, data.classes)).map_err(config_error)?;
     let inits: Vec<Params> = seeds
         .iter()
@@ -486,9 +485,6 @@ pub fn profile_gpu(
     let mut config = config.clone();
     config.batch_size = batch_size;
     let hyper = config.hyper();
-    config
-        .dense_widths("the GPU profile")
-        .map_err(config_error)?;
     let model = (config.model_for(data.image_size, data.classes)).map_err(config_error)?;
     let params = Params::init_model(Arc::clone(&model), config.init, config.seed);
     let mut models = GpuModels::new(ctx.clone(), &model, batch_size, 1)?;
@@ -537,9 +533,6 @@ pub fn bench_cpu_pack(
         seeds
             .iter()
             .map(|&s| {
-                config
-                    .dense_widths("the CPU pack bench")
-                    .map_err(config_error)?;
                 let model = config.model_for(data.image_size, data.classes);
                 let params = Params::init_model(model.map_err(config_error)?, config.init, s);
                 let mut engine = CpuEngine::new(&params, threads, batch_size)?;

@@ -519,23 +519,6 @@ impl TrainConfig {
         Ok(Arc::new(net))
     }
 
-    /// The MLP's widths, for work that takes dense networks only so far (`tune`, and
-    /// `bench`'s `--pack` and `--profile`); a config with a `network` is an error naming
-    /// `what`.
-    pub fn dense_widths(&self, what: &str) -> Result<&[usize], ConfigError> {
-        match &self.network {
-            None => Ok(&self.layers),
-            Some(_) => Err(ConfigError::Invalid {
-                path: PathBuf::from(format!("{} (resolved config)", self.name)),
-                key: "network",
-                value: "[...]".into(),
-                reason: format!(
-                    "{what} takes dense networks (`layers = [...]`) only so far (train, sweep, check and bench without --pack or --profile take networks of layers on either path)"
-                ),
-            }),
-        }
-    }
-
     /// The model in words, for headers: `layers [784, 128, 10], tanh`, or `network` and its
     /// layers in short.
     pub fn model_words(&self) -> String {
