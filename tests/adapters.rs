@@ -1,5 +1,5 @@
 //! Choosing an adapter the way `wgtrain devices` shows them, what `--device auto` says when it
-//! takes the CPU, and output that holds only wgtrain's own lines. See: issue 22, points 1, 2, 4.
+//! takes the CPU, and output that holds only wgtrain's own lines.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -128,7 +128,7 @@ fn devices() -> Vec<Listed> {
 
 #[test]
 fn every_form_devices_prints_picks_that_adapter_in_train_sweep_bench_and_check() {
-    // See: issue 22 — `--adapter 1` (the GL row) failed in train, sweep and bench unless
+    // `--adapter 1` (the GL row) failed in train, sweep and bench unless
     // `--backend gl` was given too, and `--adapter lavapipe` matched nothing.
     let rows = devices();
     if rows.is_empty() {
@@ -252,7 +252,7 @@ fn every_form_devices_prints_picks_that_adapter_in_train_sweep_bench_and_check()
 
 #[test]
 fn auto_says_why_it_trains_on_the_cpu_when_every_adapter_is_a_software_one() {
-    // See: issue 22 — the note told a user with lavapipe installed to install it.
+    // The note told a user with lavapipe installed to install it.
     let rows = devices();
     let tmp = tempfile::tempdir().unwrap();
     let (data, out) = (tmp.path().join("data"), tmp.path().join("run"));
@@ -296,7 +296,7 @@ fn bare(args: &[&str]) -> Output {
 
 #[test]
 fn devices_check_and_a_gpu_run_print_nothing_but_their_own_lines() {
-    // See: issue 22 — Mesa's device-select layer printed "error: XDG_RUNTIME_DIR is invalid
+    // Mesa's device-select layer printed "error: XDG_RUNTIME_DIR is invalid
     // or not set in the environment." twice on every command that looked for adapters.
     if devices().is_empty() {
         crate::common::skip("no GPU adapter listed", "WGTRAIN_REQUIRE_GPU");
@@ -323,7 +323,7 @@ fn devices_check_and_a_gpu_run_print_nothing_but_their_own_lines() {
 
 #[test]
 fn a_long_run_on_a_software_adapter_says_so_before_it_starts() {
-    // See: issue 22 — a sweep on lavapipe printed nothing for 3½ minutes. The paper's model on
+    // A sweep on lavapipe printed nothing for 3½ minutes. The paper's model on
     // Fashion-MNIST is estimated at minutes there: the note comes before the first epoch, and
     // the test stops the run once it has read it.
     let rows = devices();

@@ -760,7 +760,7 @@ fn a_gpu_too_small_for_the_data_is_an_error_on_gpu_and_a_cpu_fallback_on_auto() 
 
 #[test]
 fn a_saved_model_gives_the_same_test_figures_in_numpy() {
-    // See: issue 6 — interop. Runs when python3 has numpy and safetensors (CI installs both,
+    // Interop. Runs when python3 has numpy and safetensors (CI installs both,
     // and sets WGTRAIN_REQUIRE_NUMPY=1 so that their absence fails the test).
     let ready = Command::new("python3")
         .args(["-c", "import numpy, safetensors"])
@@ -1099,7 +1099,7 @@ fn every_subcommand_has_working_help() {
 
 #[test]
 fn a_finished_run_keeps_no_lock_and_its_plot_reads_like_the_run() {
-    // See: issue 22 — finished runs kept an empty `.lock`; a 2-epoch run's epoch axis read
+    // Finished runs kept an empty `.lock`; a 2-epoch run's epoch axis read
     // "1 1 1 1 1 2 2 2 2 2 2"; `plot` titled a run by its directory's name ("pl: accuracy").
     let tmp = tempfile::tempdir().unwrap();
     let (data, out) = (tmp.path().join("data"), tmp.path().join("pl"));

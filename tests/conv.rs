@@ -1,4 +1,4 @@
-//! The convolution, max pooling and dropout references of issue 18 (`cpu::conv`, `dropout`),
+//! The convolution, max pooling and dropout references (`cpu::conv`, `dropout`),
 //! against finite differences, against the dense layer they generalise, and (dropout) against
 //! the statistics a mask must have; and the fast CPU path's channels-last convolution, pooling
 //! and dropout against them.

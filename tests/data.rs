@@ -370,7 +370,7 @@ mod properties {
 
 #[test]
 fn the_fuzzers_corpus_still_parses_or_errors_cleanly() {
-    // See: issue 7 — every input the fuzzer found interesting stays a regression test.
+    // Every input the fuzzer found interesting stays a regression test.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/idx");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {

@@ -30,6 +30,17 @@ const TINY: [&str; 6] = [
     "batch_size=8",
 ];
 
+/// `wgtrain train --device cpu [--data DATA] --resume RUN EXTRA...`.
+fn resume(data: Option<&Path>, run: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = args(&["train", "--device", "cpu"]);
+    if let Some(data) = data {
+        a.extend(["--data".to_string(), data.display().to_string()]);
+    }
+    a.extend(["--resume".to_string(), run.display().to_string()]);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
 fn train(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = ["train", "--device", "cpu", "--quiet", "--data"]
         .iter()
@@ -231,7 +242,7 @@ fn data_cases(g: &Ground<'_>) -> Vec<Case> {
             .unwrap()
         },
     );
-    // See: #16. One corrupt label (255) among labels 0–2 asked for a 256-wide output layer.
+    // One corrupt label (255) among labels 0–2 asked for a 256-wide output layer.
     data_case(
         "a corrupt label far above the others (a gap in the class numbers)",
         "labelgap",
@@ -243,7 +254,7 @@ fn data_cases(g: &Ground<'_>) -> Vec<Case> {
             std::fs::write(p, b).unwrap();
         },
     );
-    // See: #16. A 1 MB file whose header declares 2,160 bytes and then inflates to 1 GiB of
+    // A 1 MB file whose header declares 2,160 bytes and then inflates to 1 GiB of
     // zeros was decompressed whole (1.1 GB of memory) before its length was checked.
     data_case(
         "a gzip bomb (a header that declares little, then endless zeros)",
@@ -260,7 +271,7 @@ fn data_cases(g: &Ground<'_>) -> Vec<Case> {
             .unwrap();
         },
     );
-    // See: #16. A SHA256SUMS that could not be read switched verification off without a word.
+    // A SHA256SUMS that could not be read switched verification off without a word.
     data_case(
         "a checksum list that cannot be read (a directory)",
         "sumsdir",
@@ -345,7 +356,7 @@ fn config_cases(g: &Ground<'_>) -> Vec<Case> {
 fn network_cases(g: &Ground<'_>) -> Vec<Case> {
     let (root, good, out) = (g.root, g.good.as_path(), g.out.as_path());
     let mut cases = Vec::new();
-    // Networks of layers (issue 18): every mistake is named by its layer before any work.
+    // Networks of layers: every mistake is named by its layer before any work.
     let network_out = root.join("network-run");
     let network_case = |what, network: &str, extra: &[&str], expect| {
         let mut args = train(good, &network_out, &[]);
@@ -414,17 +425,7 @@ fn run_dir_cases(g: &Ground<'_>) -> Vec<Case> {
     assert!(finished.status.success(), "{finished:?}");
     cases.push(Case {
         what: "a resumed run asked for fewer epochs than it has done",
-        args: vec![
-            "train".into(),
-            "--device".into(),
-            "cpu".into(),
-            "--data".into(),
-            good.display().to_string(),
-            "--resume".into(),
-            done.display().to_string(),
-            "--set".into(),
-            "epochs=1".into(),
-        ],
+        args: resume(Some(good), done, &["--set", "epochs=1"]),
         expect: "the run has 2 epochs done, more than epochs = 1",
     });
     // A directory with no run in it, resumed or tabled: said as such, not as a missing file.
@@ -432,13 +433,7 @@ fn run_dir_cases(g: &Ground<'_>) -> Vec<Case> {
     std::fs::create_dir_all(&empty).unwrap();
     cases.push(Case {
         what: "--resume of a directory that holds no run",
-        args: vec![
-            "train".into(),
-            "--device".into(),
-            "cpu".into(),
-            "--resume".into(),
-            empty.display().to_string(),
-        ],
+        args: resume(None, &empty, &[]),
         expect: "not a run directory (no config.toml)",
     });
     cases.push(Case {
@@ -455,15 +450,7 @@ fn run_dir_cases(g: &Ground<'_>) -> Vec<Case> {
     std::fs::write(&config, text.replace("[36, 8, 3]", "[36, 9, 3]")).unwrap();
     cases.push(Case {
         what: "a resumed run whose config.toml says another model than its checkpoint",
-        args: vec![
-            "train".into(),
-            "--device".into(),
-            "cpu".into(),
-            "--data".into(),
-            good.display().to_string(),
-            "--resume".into(),
-            edited_model.display().to_string(),
-        ],
+        args: resume(Some(good), &edited_model, &[]),
         expect: "checkpoint is layers [36, 8, 3], tanh but the config says layers [36, 9, 3], tanh",
     });
     // See: a table row counted a run given twice as two seeds of its experiment.
@@ -476,7 +463,7 @@ fn run_dir_cases(g: &Ground<'_>) -> Vec<Case> {
         ],
         expect: "are both experiment \"momentum\" with seed 1: a row counts each seed once",
     });
-    // See: #16. A resumed run went on with whatever --data said (or the default), silently.
+    // A resumed run went on with whatever --data said (or the default), silently.
     let other = dataset(root, "other");
     let p = other.join("train-labels-idx1-ubyte");
     let mut labels = std::fs::read(&p).unwrap();
@@ -485,17 +472,7 @@ fn run_dir_cases(g: &Ground<'_>) -> Vec<Case> {
     let mut resume_with = |what, data: &Path, run: &Path, expect| {
         cases.push(Case {
             what,
-            args: vec![
-                "train".into(),
-                "--device".into(),
-                "cpu".into(),
-                "--data".into(),
-                data.display().to_string(),
-                "--resume".into(),
-                run.display().to_string(),
-                "--set".into(),
-                "epochs=3".into(),
-            ],
+            args: resume(Some(data), run, &["--set", "epochs=3"]),
             expect,
         })
     };
@@ -505,7 +482,7 @@ fn run_dir_cases(g: &Ground<'_>) -> Vec<Case> {
         done,
         "is not the same: train-labels-idx1-ubyte has SHA-256",
     );
-    // See: #16. Rows removed from metrics.csv were written back around the new epochs.
+    // Rows removed from metrics.csv were written back around the new epochs.
     let edited = root.join("edited");
     copy_dir(done, &edited);
     let metrics = std::fs::read_to_string(RunDir::new(&edited).metrics()).unwrap();
@@ -522,7 +499,7 @@ fn run_dir_cases(g: &Ground<'_>) -> Vec<Case> {
         &edited,
         "holds epochs 2 where the checkpoint has epochs 1 to 2 done",
     );
-    // See: #16. safetensors' own words ("incomplete metadata, file not fully covered").
+    // safetensors' own words ("incomplete metadata, file not fully covered").
     let cut = root.join("cut");
     copy_dir(done, &cut);
     let checkpoint = std::fs::read(RunDir::new(&cut).checkpoint()).unwrap();
@@ -544,7 +521,7 @@ fn run_dir_cases(g: &Ground<'_>) -> Vec<Case> {
         args: train(good, &blocker.join("run"), &[]),
         expect: "a-file/run",
     });
-    // See: #16. Both said "File exists (os error 17)".
+    // Both said "File exists (os error 17)".
     cases.push(Case {
         what: "an output directory that is a file",
         args: train(good, &blocker, &[]),
@@ -573,7 +550,7 @@ fn device_cases(g: &Ground<'_>) -> Vec<Case> {
         });
     }
     if cfg!(target_os = "linux") {
-        // See: issue 22 — a common name that is not here says what it stands for.
+        // A common name that is not here says what it stands for.
         let mut warp = gpu.clone();
         warp.truncate(warp.len() - 2);
         warp.extend(["--adapter".into(), "warp".into()]);
@@ -610,7 +587,7 @@ fn device_cases(g: &Ground<'_>) -> Vec<Case> {
         args: tuned,
         expect: "tuning.toml: line 2: invalid type: integer `1`, expected a string",
     });
-    // See: #16. Every environment variable wgtrain reads is checked; these two were ignored.
+    // Every environment variable wgtrain reads is checked; these two were ignored.
     for (what, variable, expect) in [
         (
             "a storage-binding cap that is not a number",
@@ -671,7 +648,7 @@ fn sweep_cases(g: &Ground<'_>) -> Vec<Case> {
         ],
         expect: "sweep.toml: `grid.learning_rate` lists no values",
     });
-    // See: #19. Bad search and pruning specs are refused before any run starts.
+    // Bad search and pruning specs are refused before any run starts.
     for (what, file, spec, expect) in [
         (
             "a search range that is empty",
@@ -838,7 +815,7 @@ fn sweep_cases(g: &Ground<'_>) -> Vec<Case> {
         ],
         expect: "--set seed=4: a sweep trains each setting with every seed of its `seeds`",
     });
-    // See: #16. Each said "shard 0/1" and trained the whole sweep.
+    // Each said "shard 0/1" and trained the whole sweep.
     for (what, env, expect) in [
         (
             "a Slurm task id beyond the array's count",
@@ -868,7 +845,7 @@ fn sweep_cases(g: &Ground<'_>) -> Vec<Case> {
         }
         cases.push(Case { what, args, expect });
     }
-    // See: #20. wgpu reads none of the variables Slurm's --gres sets: every task of an array
+    // wgpu reads none of the variables Slurm's --gres sets: every task of an array
     // trained on the node's first GPU.
     for (what, assigned, expect) in [
         (
@@ -887,7 +864,7 @@ fn sweep_cases(g: &Ground<'_>) -> Vec<Case> {
         args.insert(0, assigned.into());
         cases.push(Case { what, args, expect });
     }
-    // See: #16. A grid of 10⁶ printed a 108 MB line and made 23,551 run directories.
+    // A grid of 10⁶ printed a 108 MB line and made 23,551 run directories.
     let huge = root.join("huge.toml");
     let axis: Vec<String> = (1..=10).map(|i| format!("0.{i:02}")).collect();
     let grid: String = [
@@ -912,7 +889,7 @@ fn sweep_cases(g: &Ground<'_>) -> Vec<Case> {
         ],
         expect: "the sweep makes 1000000 runs (grid of 10 l1 × 10 l2 × 10 learning_rate × 10 momentum_gamma × 10 patience × 10 val_fraction = 1000000 settings × 1 seeds), more than the 1000 allowed",
     });
-    // See: #16. `sweep report` wrote an empty report into any folder.
+    // `sweep report` wrote an empty report into any folder.
     cases.push(Case {
         what: "a sweep report of a folder that holds no sweep",
         args: vec!["sweep".into(), "report".into(), good.display().to_string()],
@@ -926,7 +903,7 @@ fn file_kind_cases(g: &Ground<'_>) -> Vec<Case> {
     let root = g.root;
     let one_run = root.join("one-run.toml"); // written by `sweep_cases`
     let mut cases = Vec::new();
-    // See: #16. The two kinds of TOML file, each given where the other goes.
+    // The two kinds of TOML file, each given where the other goes.
     cases.push(Case {
         what: "a sweep file given as a training config",
         args: vec![
@@ -955,7 +932,7 @@ fn file_kind_cases(g: &Ground<'_>) -> Vec<Case> {
 fn predict_cases(g: &Ground<'_>) -> Vec<Case> {
     let (root, done) = (g.root, g.done.as_path());
     let mut cases = Vec::new();
-    // See: #16. Half a JPEG answered "Sneaker 96.3%"; a 1.5 KB JPEG that declares
+    // Half a JPEG answered "Sneaker 96.3%"; a 1.5 KB JPEG that declares
     // 16000 × 10000 pixels was decoded into 630 MB.
     let model = RunDir::new(done).model();
     let jpeg = jpeg_bytes(64);
@@ -1029,7 +1006,7 @@ fn predict_cases(g: &Ground<'_>) -> Vec<Case> {
 fn web_cases(g: &Ground<'_>) -> Vec<Case> {
     let root = g.root;
     let mut cases = Vec::new();
-    // See: #21. `wgtrain web` checks the data before serving a page that would fail on it.
+    // `wgtrain web` checks the data before serving a page that would fail on it.
     let no_labels = dataset(root, "web-no-labels");
     std::fs::remove_file(no_labels.join("t10k-labels-idx1-ubyte")).unwrap();
     cases.push(Case {
@@ -1337,19 +1314,7 @@ fn nothing_lost_cases(root: &Path, good: &Path, done: &Path) -> Vec<Case> {
     // See: `train --resume RUN --set seed=7` re-split train/validation mid-run.
     cases.push(Case {
         what: "a resume that changes the seed (the split and the first weights)",
-        args: args(&[
-            "train",
-            "--device",
-            "cpu",
-            "--data",
-            &path(good),
-            "--resume",
-            &path(done),
-            "--set",
-            "seed=7",
-            "--set",
-            "epochs=3",
-        ]),
+        args: resume(Some(good), done, &["--set", "seed=7", "--set", "epochs=3"]),
         expect: "a resume cannot change seed from 1 to 7",
     });
     // See: predict on an IDX file of 0 images printed nothing and exited 0.

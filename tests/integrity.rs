@@ -1,4 +1,4 @@
-//! No silent wrong result (#16): a run that went wrong says so, a model file never holds a
+//! No silent wrong result: a run that went wrong says so, a model file never holds a
 //! broken network, a resumed run or a rerun sweep goes on with the data it started on, and a
 //! shard takes its slice or fails. Each test here failed before its fix; the one-line errors
 //! of the same fixes are rows of tests/errors.rs.
@@ -58,7 +58,7 @@ fn assert_every_model_file_is_finite(dir: &Path) {
 /// tanh; huge weights behind a saturated sigmoid), on the CPU and on the GPU.
 #[test]
 fn a_run_whose_weights_break_while_its_loss_stays_finite_ends_diverged_on_both_paths() {
-    // See: #16. `--set learning_rate=1e30` exited 0, "finished", with fc1.weight all NaN on
+    // `--set learning_rate=1e30` exited 0, "finished", with fc1.weight all NaN on
     // the CPU and finite 1e28 weights on the GPU.
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -98,7 +98,7 @@ fn a_run_whose_weights_break_while_its_loss_stays_finite_ends_diverged_on_both_p
 
 #[test]
 fn cpu_and_gpu_agree_on_which_runs_diverge() {
-    // See: #16. Both paths must give one verdict for one run, whichever of them turns a
+    // Both paths must give one verdict for one run, whichever of them turns a
     // broken weight into NaN and whichever keeps it finite.
     let Some(context) = crate::common::gpu() else {
         return;
@@ -164,7 +164,7 @@ fn cpu_and_gpu_agree_on_which_runs_diverge() {
 
 #[test]
 fn a_run_that_ends_worse_than_it_started_finishes_with_a_warning() {
-    // See: #16. `learning_rate=1e9` with tanh finished at loss 2.5e9 without a word. (On
+    // `learning_rate=1e9` with tanh finished at loss 2.5e9 without a word. (On
     // Fashion-MNIST; here labels drawn apart from the images, which no step can learn and a
     // huge one unlearns: the toy images are separable enough that huge weights fit them.)
     let tmp = tempfile::tempdir().unwrap();
@@ -207,7 +207,7 @@ fn a_run_that_ends_worse_than_it_started_finishes_with_a_warning() {
 
 #[test]
 fn a_resumed_run_goes_on_with_the_data_it_recorded() {
-    // See: #16. The printed `wgtrain train --resume RUN` went on with data/fashion-mnist after
+    // The printed `wgtrain train --resume RUN` went on with data/fashion-mnist after
     // a run started with --data DIR.
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -308,7 +308,7 @@ fn sweep(
 
 #[test]
 fn a_rerun_sweep_uses_the_data_it_recorded_and_refuses_other_data() {
-    // See: #16. A rerun skipped runs finished on one dataset and trained the rest on another.
+    // A rerun skipped runs finished on one dataset and trained the rest on another.
     let tmp = tempfile::tempdir().unwrap();
     let (data, other) = (tmp.path().join("data"), tmp.path().join("other"));
     write_dataset(&data, 120, 30, 6, 3, false);
@@ -337,7 +337,7 @@ fn a_rerun_sweep_uses_the_data_it_recorded_and_refuses_other_data() {
 
 #[test]
 fn sweep_report_refuses_a_folder_without_a_sweep_and_files_it_did_not_write() {
-    // See: #16. `sweep report DIR` overwrote results.md and results.csv in any folder.
+    // `sweep report DIR` overwrote results.md and results.csv in any folder.
     let tmp = tempfile::tempdir().unwrap();
     let notes = tmp.path().join("results.md");
     std::fs::write(&notes, "my notes\n").unwrap();
@@ -361,7 +361,7 @@ fn sweep_report_refuses_a_folder_without_a_sweep_and_files_it_did_not_write() {
 
 #[test]
 fn a_sweep_too_large_is_refused_before_any_run_directory_and_max_runs_raises_the_limit() {
-    // See: #16. A grid of 10⁶ made 23,551 run directories before it was killed.
+    // A grid of 10⁶ made 23,551 run directories before it was killed.
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("grid.toml");
     let values: Vec<String> = (1..=40).map(|i| format!("0.{i:03}")).collect();
@@ -393,7 +393,7 @@ type Env = &'static [(&'static str, &'static str)];
 
 #[test]
 fn shards_come_from_slurm_arrays_with_steps_and_offsets_and_bad_environments_are_errors() {
-    // See: #16. Bad environments printed "shard 0/1" and trained everything.
+    // Bad environments printed "shard 0/1" and trained everything.
     let env = |vars: Env| {
         move |k: &str| {
             vars.iter()
@@ -472,7 +472,7 @@ fn shards_come_from_slurm_arrays_with_steps_and_offsets_and_bad_environments_are
 
 #[test]
 fn a_network_past_the_address_space_limit_is_an_error_not_an_abort() {
-    // See: #16. Under `ulimit -v` the memory check passed and the allocator aborted. The
+    // Under `ulimit -v` the memory check passed and the allocator aborted. The
     // network needs about 3 GB: within this machine's memory, beyond the 1 GB limit.
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -490,7 +490,7 @@ fn a_network_past_the_address_space_limit_is_an_error_not_an_abort() {
 
 #[test]
 fn identical_runs_write_identical_model_files() {
-    // See: #16. The metadata keys came out in a different order in every process.
+    // The metadata keys came out in a different order in every process.
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_dataset(&data, 120, 30, 6, 3, false);
@@ -514,7 +514,7 @@ fn identical_runs_write_identical_model_files() {
 
 #[test]
 fn predict_warns_beside_the_prediction_for_a_blank_or_transparent_image() {
-    // See: #16. Blank white, black, 1×1 and transparent images got "Sandal 13.3%" and no word.
+    // Blank white, black, 1×1 and transparent images got "Sandal 13.3%" and no word.
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_dataset(&data, 120, 30, 6, 3, false);
@@ -577,7 +577,7 @@ fn predict_warns_beside_the_prediction_for_a_blank_or_transparent_image() {
 
 #[test]
 fn an_allocation_the_machine_cannot_give_is_an_error_naming_what_it_was_for() {
-    // See: #16. A 784 MB dataset under `ulimit -v` aborted in zscore_images. What allocates
+    // A 784 MB dataset under `ulimit -v` aborted in zscore_images. What allocates
     // the dataset's f32 images (and an IDX file's contents) now reports failure instead.
     let err = wgtrain::data::prep::try_zeroed::<f32>(usize::MAX / 2, "the z-scored f32 images")
         .unwrap_err();
@@ -592,7 +592,7 @@ fn an_allocation_the_machine_cannot_give_is_an_error_naming_what_it_was_for() {
 
 #[test]
 fn a_rerun_sweep_refuses_runs_that_finished_with_another_config() {
-    // A sibling of #16's resume on other data: a rerun with another `--set` skipped the
+    // A sibling of resuming on other data: a rerun with another `--set` skipped the
     // finished runs, and results.csv mixed their figures with the new config's.
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -620,7 +620,7 @@ fn a_rerun_sweep_refuses_runs_that_finished_with_another_config() {
 
 #[test]
 fn a_run_trained_over_another_leaves_none_of_the_old_runs_end_behind() {
-    // A sibling of #16: `--force` (and a sweep starting a changed run afresh) left the old
+    // Like a rerun that kept runs of other data: `--force` (and a sweep starting a changed run afresh) left the old
     // summary.json and last.safetensors until the new run ended; stopped before that, the
     // directory claimed the old run had finished, or offered its checkpoint to resume.
     let tmp = tempfile::tempdir().unwrap();
@@ -667,7 +667,7 @@ fn a_run_trained_over_another_leaves_none_of_the_old_runs_end_behind() {
 
 #[test]
 fn a_results_table_leaves_diverged_runs_out_of_its_means_and_flags_worse_than_untrained() {
-    // A sibling of #16: results.md and `wgtrain table` averaged a diverged run's figures
+    // Like a run that diverged and said "finished": results.md and `wgtrain table` averaged a diverged run's figures
     // (its weights from before it broke) into the setting's mean ± std without a word.
     let run = |name: &str, accuracy: f64, diverged: bool, warning: bool| {
         let config = TrainConfig {

@@ -280,7 +280,7 @@ fn a_packed_run_that_diverges_leaves_the_pack_and_the_others_finish_as_alone() {
     assert_eq!(statuses, ["finished", "diverged"], "{rows:?}");
 }
 
-/// Networks of layers pack too (issue 18): a sweep of a small CNN (with dropout) over learning
+/// Networks of layers pack too: a sweep of a small CNN (with dropout) over learning
 /// rate and momentum, two seeds, packs the runs of each seed (which share a split, an order
 /// and dropout masks) and writes what training them one at a time writes, bit for bit, runs
 /// that stop early leaving their pack included.

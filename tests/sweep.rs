@@ -468,7 +468,7 @@ fn results_table(dir: &Path) -> Vec<Vec<String>> {
 
 #[test]
 fn a_sweep_report_ranks_its_settings_by_validation_loss_with_a_column_per_swept_key() {
-    // See: issue 22 — results.md for a 2 × 2 grid showed four columns of the paper's "–",
+    // results.md for a 2 × 2 grid showed four columns of the paper's "–",
     // "± 0.00" with one seed, no column per swept key, rows in no order and no best.
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

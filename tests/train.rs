@@ -150,7 +150,7 @@ fn diverging_training_is_reported_and_keeps_the_best_weights() {
 
 #[test]
 fn a_write_that_fails_midway_leaves_the_previous_file_intact() {
-    // See: issue 7 — a full disk must not cost the last good checkpoint.
+    // A full disk must not cost the last good checkpoint.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     wgtrain::checkpoint::write_atomic(&path, b"the previous checkpoint").unwrap();

@@ -1,4 +1,4 @@
-//! The page (issue 21): the in-memory run it makes and the data it loads, natively against
+//! The page: the in-memory run it makes and the data it loads, natively against
 //! `wgtrain train`; `wgtrain web`'s routes; and the page itself in headless Chromium on its
 //! SwiftShader WebGPU adapter, trained and checked against the native CPU path.
 
