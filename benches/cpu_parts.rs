@@ -21,7 +21,7 @@ use wgtrain::config::TrainConfig;
 use wgtrain::cpu::dense::{self, Shape, Workspace};
 use wgtrain::cpu::{CpuEngine, gemm};
 use wgtrain::data::{Dataset, batches::epoch_order};
-use wgtrain::engine::Engine;
+use wgtrain::engine::{Engine, wait};
 use wgtrain::model::{Activation, Init, Params};
 
 /// The system allocator, counting calls to `alloc` (a step that allocates shows up here).
@@ -219,7 +219,7 @@ fn engine_steps(peak_one_thread: f64) -> Vec<(String, f64)> {
         engine.upload(Arc::clone(&data)).expect("upload");
         let mut chunks = order.chunks_exact(chunk).cycle();
         let secs = median_secs(121, || {
-            let stats = engine.train_epoch(chunks.next().unwrap(), &hyper);
+            let stats = wait(engine.train_epoch(chunks.next().unwrap(), &hyper));
             black_box(stats.expect("train"));
         });
         report(
@@ -233,7 +233,7 @@ fn engine_steps(peak_one_thread: f64) -> Vec<(String, f64)> {
         );
         let mut count = |steps: usize| {
             allocations(|| {
-                let stats = engine.train_epoch(&order[..steps * hyper.batch_size], &hyper);
+                let stats = wait(engine.train_epoch(&order[..steps * hyper.batch_size], &hyper));
                 black_box(stats.expect("train"));
             })
         };

@@ -2,6 +2,8 @@
 //! evaluates a split and exchanges parameters. Granularity is the epoch so a GPU engine can
 //! record a whole epoch without host round trips. `device::EngineKind` picks and builds one.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::config::Hyper;
@@ -92,7 +94,24 @@ pub struct EvalStats {
     pub samples: usize,
 }
 
-/// A device that trains one network.
+/// What an engine hands back once the device has it: a future, boxed so that an engine of
+/// any kind can stand behind one `dyn Engine`. A GPU engine's resolves when its read-back
+/// arrives; the CPU engine's are ready when returned. A page awaits it; a native caller
+/// waits for it with [`wait`].
+pub type Awaited<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + 'a>>;
+
+/// An answer that is already there, as an [`Awaited`].
+pub fn ready<'a, T: 'a>(result: Result<T, EngineError>) -> Awaited<'a, T> {
+    Box::pin(std::future::ready(result))
+}
+
+/// Waits on this thread for what an engine hands back (native callers: a page awaits).
+pub fn wait<T>(awaited: Awaited<'_, T>) -> Result<T, EngineError> {
+    pollster::block_on(awaited)
+}
+
+/// A device that trains one network. The calls that read results back from the device are
+/// [`Awaited`]; the others only hand it work or copy on it, and return at once.
 pub trait Engine {
     /// One line naming the device, e.g. `cpu (2 threads)`.
     fn describe(&self) -> String;
@@ -100,11 +119,12 @@ pub trait Engine {
     fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError>;
     /// Takes one step per mini-batch of `order` (indices into the training split), then
     /// evaluates the validation split.
-    fn train_epoch(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError>;
+    fn train_epoch<'a>(&'a mut self, order: &'a [u32], hyper: &'a Hyper)
+    -> Awaited<'a, EpochStats>;
     /// Loss and accuracy of the current parameters on a split.
-    fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError>;
+    fn evaluate(&mut self, split: SplitName) -> Awaited<'_, EvalStats>;
     /// A copy of the current parameters.
-    fn params(&self) -> Result<Params, EngineError>;
+    fn params(&self) -> Awaited<'_, Params>;
     /// Replaces the parameters and resets the optimiser state.
     fn set_params(&mut self, params: &Params) -> Result<(), EngineError>;
     /// Copies the current parameters aside as the best so far (on the device, for a GPU).
@@ -113,60 +133,13 @@ pub trait Engine {
     fn restore_best(&mut self) -> Result<(), EngineError>;
     /// Everything a checkpoint needs to continue training exactly: parameters, the kept best,
     /// the optimiser's buffers and step count.
-    fn training_state(&self) -> Result<TrainingState, EngineError>;
+    fn training_state(&self) -> Awaited<'_, TrainingState>;
     /// Restores what [`Engine::training_state`] returned.
     fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError>;
     /// For reports (`wgtrain bench`): the compute dispatches one training step records, as
     /// the engine's own scheduler counts them; `None` where that means nothing (the CPU).
     fn dispatches_per_step(&self) -> Option<usize> {
         None
-    }
-}
-
-/// The calls the training loop makes, as futures: a GPU engine in a browser awaits its
-/// read-backs here, where the [`Engine`] trait's methods would wait for them (which a page
-/// cannot). Every [`Engine`] is one, its futures ready at once, so there is one loop.
-#[allow(async_fn_in_trait)] // used where it is made, never sent between threads
-pub trait AwaitedEngine {
-    async fn train_epoch(
-        &mut self,
-        order: &[u32],
-        hyper: &Hyper,
-    ) -> Result<EpochStats, EngineError>;
-    async fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError>;
-    async fn params(&self) -> Result<Params, EngineError>;
-    async fn training_state(&self) -> Result<TrainingState, EngineError>;
-    fn keep_best(&mut self) -> Result<(), EngineError>;
-    fn restore_best(&mut self) -> Result<(), EngineError>;
-}
-
-impl AwaitedEngine for dyn Engine + '_ {
-    async fn train_epoch(
-        &mut self,
-        order: &[u32],
-        hyper: &Hyper,
-    ) -> Result<EpochStats, EngineError> {
-        Engine::train_epoch(self, order, hyper)
-    }
-
-    async fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
-        Engine::evaluate(self, split)
-    }
-
-    async fn params(&self) -> Result<Params, EngineError> {
-        Engine::params(self)
-    }
-
-    async fn training_state(&self) -> Result<TrainingState, EngineError> {
-        Engine::training_state(self)
-    }
-
-    fn keep_best(&mut self) -> Result<(), EngineError> {
-        Engine::keep_best(self)
-    }
-
-    fn restore_best(&mut self) -> Result<(), EngineError> {
-        Engine::restore_best(self)
     }
 }
 

@@ -112,7 +112,7 @@ pub fn evaluate_model(model: &Path, data_dir: &Path, threads: usize) -> Result<E
         identity: Default::default(),
     };
     engine.upload(Arc::new(dataset))?;
-    let stats = engine.evaluate(SplitName::Test)?;
+    let stats = crate::engine::wait(engine.evaluate(SplitName::Test))?;
     let counts = confusion_counts(&params, &raw.pixels, &raw.labels);
     let names = crate::predict::class_names(classes, None)?;
     let plot_dir = model

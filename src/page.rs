@@ -11,7 +11,7 @@ use web_time::Instant;
 
 use crate::config::TrainConfig;
 use crate::data::{Dataset, SplitName};
-use crate::engine::AwaitedEngine;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::metrics::Summary;
 use crate::model::Params;
@@ -41,7 +41,7 @@ pub fn initial_params(config: &TrainConfig, data: &Dataset) -> Result<Params> {
 /// checkpoints, nothing written), calling `on_epoch` with each epoch's row. `device` is the
 /// summary's (`device`, `device_detail`), `adapter` the GPU it ran on. A run that diverged
 /// is an error, as it is for `wgtrain train`.
-pub async fn train_in_memory<E: AwaitedEngine + ?Sized>(
+pub async fn train_in_memory<E: Engine + ?Sized>(
     engine: &mut E,
     config: &TrainConfig,
     data: Arc<Dataset>,

@@ -344,7 +344,7 @@ pub fn run_training(
             stop_between_epochs(config, opts, end.record, end.verdict)
         },
     ))?;
-    let test = engine.evaluate(SplitName::Test).map_err(TrainError::from)?;
+    let test = crate::engine::wait(engine.evaluate(SplitName::Test)).map_err(TrainError::from)?;
     // A run of a GPU pack counts its share of the packed epochs, not the others' time.
     let seconds = (start.elapsed().as_secs_f64() - outcome.other_runs_secs).max(0.0);
     let mut summary = run_end(config, opts, &dir, (&outcome, test), device, seconds)?;

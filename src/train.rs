@@ -5,7 +5,7 @@ use web_time::Instant;
 
 use crate::config::{EarlyStoppingRule, TrainConfig};
 use crate::data::{SplitName, epoch_order};
-use crate::engine::{AwaitedEngine, EngineError, TrainingState};
+use crate::engine::{Engine, EngineError, TrainingState};
 use crate::model::{MAX_PARAMETER_MAGNITUDE, Network, Params, first_unusable};
 
 /// Errors that end training.
@@ -182,7 +182,7 @@ pub struct TrainOutcome {
 /// best-validation weights in the engine. The one training loop, awaited: a native caller
 /// waits on it (every `Engine`'s futures are ready at once), a browser page's GPU engine
 /// awaits its read-backs.
-pub async fn train<E: AwaitedEngine + ?Sized>(
+pub async fn train<E: Engine + ?Sized>(
     engine: &mut E,
     train_rows: usize,
     config: &TrainConfig,
@@ -268,7 +268,7 @@ struct Begin {
 }
 
 /// Where `engine`, holding a fresh network or `resume`'s checkpoint, starts training.
-async fn begin<E: AwaitedEngine + ?Sized>(
+async fn begin<E: Engine + ?Sized>(
     engine: &mut E,
     config: &TrainConfig,
     resume: Option<ResumeFrom>,
@@ -315,7 +315,7 @@ enum Trained {
 }
 
 /// Trains `epoch` of `train_rows` rows of `model` and checks every value it left.
-async fn train_one<E: AwaitedEngine + ?Sized>(
+async fn train_one<E: Engine + ?Sized>(
     engine: &mut E,
     config: &TrainConfig,
     model: &crate::model::Network,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use wgtrain::config::{ConfigError, TrainConfig};
 use wgtrain::cpu::{CpuEngine, CpuPath};
 use wgtrain::data::{Dataset, epoch_order};
-use wgtrain::engine::Engine;
+use wgtrain::engine::{Engine, wait};
 use wgtrain::model::{Activation, Init, Params};
 use wgtrain::rundir::RunDir;
 
@@ -135,8 +135,8 @@ batch_size = 32
     for epoch in 1..=2 {
         let order = epoch_order(1, epoch, data.train.len);
         let (sa, sb) = (
-            a.train_epoch(&order, &hyper).unwrap(),
-            b.train_epoch(&order, &hyper).unwrap(),
+            wait(a.train_epoch(&order, &hyper)).unwrap(),
+            wait(b.train_epoch(&order, &hyper)).unwrap(),
         );
         assert_eq!(sa.correct, sb.correct, "epoch {epoch}");
         assert!(
@@ -144,7 +144,10 @@ batch_size = 32
             "epoch {epoch}"
         );
     }
-    let (pa, pb) = (a.params().unwrap().values, b.params().unwrap().values);
+    let (pa, pb) = (
+        wait(a.params()).unwrap().values,
+        wait(b.params()).unwrap().values,
+    );
     let worst = pa
         .iter()
         .zip(&pb)

@@ -9,7 +9,7 @@ use wgtrain::check::check_epoch;
 use wgtrain::config::{Optimizer, TrainConfig};
 use wgtrain::cpu::CpuEngine;
 use wgtrain::data::{Dataset, epoch_order};
-use wgtrain::engine::Engine;
+use wgtrain::engine::{Engine, wait};
 use wgtrain::gpu::{GpuEngine, Tuning, shaders};
 use wgtrain::model::{Activation, Params};
 
@@ -403,12 +403,10 @@ fn tiny_engine_pair(ctx: &wgtrain::gpu::GpuContext) -> (GpuEngine, Arc<Dataset>,
 fn trained_three_epochs(ctx: &wgtrain::gpu::GpuContext) -> (Vec<f32>, usize) {
     let (mut engine, data, config) = tiny_engine_pair(ctx);
     for epoch in 1..=3 {
-        engine
-            .train_epoch(&epoch_order(1, epoch, data.train.len), &config.hyper())
-            .unwrap();
+        wait(engine.train_epoch(&epoch_order(1, epoch, data.train.len), &config.hyper())).unwrap();
     }
     (
-        engine.params().unwrap().values,
+        wait(engine.params()).unwrap().values,
         engine.submissions_last_epoch(),
     )
 }
@@ -432,41 +430,6 @@ fn two_gpu_runs_with_the_same_seed_give_bit_identical_weights() {
     assert!(same_bits(&a, &b), "weights differ between identical runs");
 }
 
-/// The awaited calls a browser's page drives (`AwaitedEngine`'s `train_epoch`, `evaluate`,
-/// `params`: their read-back awaited, not waited for) train and measure what the engine
-/// trait's calls do, bit for bit.
-#[test]
-fn an_awaited_gpu_epoch_equals_one_waited_for() {
-    use wgtrain::data::SplitName;
-    use wgtrain::engine::AwaitedEngine;
-    let Some(ctx) = gpu() else { return };
-    let (mut awaited, data, config) = tiny_engine_pair(&ctx);
-    let order = |epoch| epoch_order(1, epoch, data.train.len);
-    let (values, test) = pollster::block_on(async {
-        for epoch in 1..=3 {
-            AwaitedEngine::train_epoch(&mut awaited, &order(epoch), &config.hyper())
-                .await
-                .unwrap();
-        }
-        (
-            AwaitedEngine::params(&awaited).await.unwrap().values,
-            AwaitedEngine::evaluate(&mut awaited, SplitName::Test)
-                .await
-                .unwrap(),
-        )
-    });
-    let (mut waited, _, _) = tiny_engine_pair(&ctx);
-    for epoch in 1..=3 {
-        Engine::train_epoch(&mut waited, &order(epoch), &config.hyper()).unwrap();
-    }
-    assert!(same_bits(&values, &Engine::params(&waited).unwrap().values));
-    assert_eq!(
-        test,
-        Engine::evaluate(&mut waited, SplitName::Test).unwrap()
-    );
-    assert!(test.samples > 0 && test.loss.is_finite());
-}
-
 /// The tuning knobs (gather fusion, matmul's k step, steps per submission, the tile loop's
 /// form) may change speed, never results: every arrangement trains to the same bits. The tiny network's first layer
 /// has k = 36, so the k step's masked tail differs between 16 (three passes) and 64 (one); its
@@ -477,15 +440,14 @@ fn a_gpu_run_never_builds_the_f32_images_the_cpu_path_reads() {
     // training split) are made on first use, and a GPU run must not be that use.
     let Some(ctx) = gpu() else { return };
     let (mut engine, data, config) = tiny_engine_pair(&ctx);
-    let stats = engine
-        .train_epoch(&epoch_order(1, 1, data.train.len), &config.hyper())
-        .unwrap();
+    let stats =
+        wait(engine.train_epoch(&epoch_order(1, 1, data.train.len), &config.hyper())).unwrap();
     assert!(stats.val.is_some());
-    engine.evaluate(wgtrain::data::SplitName::Test).unwrap();
+    wait(engine.evaluate(wgtrain::data::SplitName::Test)).unwrap();
     for split in [&data.train, &data.val, &data.test] {
         assert!(!split.images_made());
     }
-    let mut cpu = CpuEngine::new(&engine.params().unwrap(), 1, 32).unwrap();
+    let mut cpu = CpuEngine::new(&wait(engine.params()).unwrap(), 1, 32).unwrap();
     cpu.upload(Arc::clone(&data)).unwrap();
     assert!(data.train.images_made() && data.val.images_made());
 }
@@ -578,12 +540,11 @@ fn a_networks_epoch_submitted_in_parts_trains_to_the_same_bits() {
         let mut engine = GpuEngine::new(arranged, &params, config.batch_size).unwrap();
         engine.upload(Arc::clone(&data)).unwrap();
         for epoch in 1..=2 {
-            engine
-                .train_epoch(&epoch_order(1, epoch, data.train.len), &config.hyper())
+            wait(engine.train_epoch(&epoch_order(1, epoch, data.train.len), &config.hyper()))
                 .unwrap();
         }
         (
-            engine.params().unwrap().values,
+            wait(engine.params()).unwrap().values,
             engine.submissions_last_epoch(),
         )
     };
@@ -610,17 +571,13 @@ fn gpu_memory_stays_flat_from_epoch_to_epoch() {
             c.hal.buffer_memory.read(),
         )
     };
-    engine
-        .train_epoch(&epoch_order(1, 1, data.train.len), &config.hyper())
-        .unwrap();
+    wait(engine.train_epoch(&epoch_order(1, 1, data.train.len), &config.hyper())).unwrap();
     engine.keep_best().unwrap();
     let after_first = counts();
     for epoch in 2..=5 {
-        engine
-            .train_epoch(&epoch_order(1, epoch, data.train.len), &config.hyper())
-            .unwrap();
+        wait(engine.train_epoch(&epoch_order(1, epoch, data.train.len), &config.hyper())).unwrap();
         engine.keep_best().unwrap();
-        engine.evaluate(wgtrain::data::SplitName::Test).unwrap();
+        wait(engine.evaluate(wgtrain::data::SplitName::Test)).unwrap();
     }
     assert_eq!(
         counts(),
@@ -644,8 +601,8 @@ fn gpu_epoch_on_fashion_mnist_matches_the_cpu_epoch() {
     cpu.upload(Arc::clone(&data)).unwrap();
     gpu.upload(Arc::clone(&data)).unwrap();
     let order = epoch_order(config.seed, 1, data.train.len);
-    let c = cpu.train_epoch(&order, &config.hyper()).unwrap();
-    let g = gpu.train_epoch(&order, &config.hyper()).unwrap();
+    let c = wait(cpu.train_epoch(&order, &config.hyper())).unwrap();
+    let g = wait(gpu.train_epoch(&order, &config.hyper())).unwrap();
     // 375 f32 steps from identical weights and batches; only summation order differs, so the
     // losses agree to rounding. The bound: loss rel 1e-3, params max abs 1e-3.
     let rel = |a: f64, b: f64| (a - b).abs() / a.abs();
@@ -668,12 +625,11 @@ fn gpu_epoch_on_fashion_mnist_matches_the_cpu_epoch() {
         cv.accuracy,
         gv.accuracy
     );
-    let max = cpu
-        .params()
+    let max = wait(cpu.params())
         .unwrap()
         .values
         .iter()
-        .zip(&gpu.params().unwrap().values)
+        .zip(&wait(gpu.params()).unwrap().values)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max);
     assert!(max < 1e-3, "weights differ by up to {max}");
@@ -695,13 +651,10 @@ fn a_buffer_beyond_the_adapters_limits_is_a_clear_error() {
 fn a_lost_device_is_a_clear_error_not_a_panic() {
     let Some(ctx) = gpu() else { return };
     let (mut engine, data, config) = tiny_engine_pair(&ctx);
-    engine
-        .train_epoch(&epoch_order(1, 1, data.train.len), &config.hyper())
-        .unwrap();
+    wait(engine.train_epoch(&epoch_order(1, 1, data.train.len), &config.hyper())).unwrap();
     ctx.device.destroy();
-    let err = engine
-        .train_epoch(&epoch_order(1, 2, data.train.len), &config.hyper())
-        .unwrap_err();
+    let err =
+        wait(engine.train_epoch(&epoch_order(1, 2, data.train.len), &config.hyper())).unwrap_err();
     assert!(err.to_string().contains("lost"), "{err}");
 }
 
@@ -834,8 +787,8 @@ fn a_network_that_starts_with_dropout_trains_as_on_the_cpu() {
     gpu.upload(Arc::clone(&data)).unwrap();
     for epoch in 1..=2 {
         let order = epoch_order(1, epoch, data.train.len);
-        let c = cpu.train_epoch(&order, &config.hyper()).unwrap();
-        let g = gpu.train_epoch(&order, &config.hyper()).unwrap();
+        let c = wait(cpu.train_epoch(&order, &config.hyper())).unwrap();
+        let g = wait(gpu.train_epoch(&order, &config.hyper())).unwrap();
         let rel = (c.loss_sum - g.loss_sum).abs() / c.loss_sum.abs();
         assert!(
             rel < 1e-4,
@@ -844,7 +797,10 @@ fn a_network_that_starts_with_dropout_trains_as_on_the_cpu() {
             g.loss_sum
         );
     }
-    let (c, g) = (cpu.params().unwrap().values, gpu.params().unwrap().values);
+    let (c, g) = (
+        wait(cpu.params()).unwrap().values,
+        wait(gpu.params()).unwrap().values,
+    );
     let max = c
         .iter()
         .zip(&g)

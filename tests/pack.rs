@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use wgtrain::config::{Optimizer, TrainConfig};
 use wgtrain::data::{Dataset, SplitName, epoch_order};
-use wgtrain::engine::{Engine, EpochStats};
+use wgtrain::engine::{Engine, EpochStats, wait};
 use wgtrain::gpu::{EpochJob, GpuEngine, GpuModels};
 use wgtrain::model::{Activation, Init, Params};
 
@@ -115,21 +115,19 @@ fn packed_models_train_as_if_alone_and_a_model_left_out_is_untouched() {
         let mut alone = GpuEngine::new(ctx.clone(), params, 32).unwrap();
         alone.upload(Arc::clone(&data[m])).unwrap();
         for (e, want) in packed[m].iter().enumerate() {
-            let got = alone
-                .train_epoch(&orders(e + 1)[m], &config.hyper())
-                .unwrap();
+            let got = wait(alone.train_epoch(&orders(e + 1)[m], &config.hyper())).unwrap();
             // Same kernels on the same numbers: packing moves data, it changes no arithmetic.
             assert_eq!(&got, want, "model {m} epoch {}", e + 1);
         }
         let (a, p) = (
-            alone.params().unwrap(),
+            wait(alone.params()).unwrap(),
             pollster::block_on(pack.params(m)).unwrap(),
         );
         assert_eq!(a.model, p.model);
         let diff = max_abs_diff(&a.values, &p.values);
         assert!(diff <= 1e-6, "model {m}: params differ by {diff}");
         assert_eq!(
-            alone.evaluate(SplitName::Test).unwrap(),
+            wait(alone.evaluate(SplitName::Test)).unwrap(),
             pollster::block_on(pack.evaluate(m, SplitName::Test)).unwrap(),
             "model {m} test"
         );

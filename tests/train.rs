@@ -6,7 +6,7 @@ use std::sync::Arc;
 use wgtrain::config::{EarlyStoppingRule, TrainConfig};
 use wgtrain::cpu::CpuEngine;
 use wgtrain::data::{Dataset, SplitName};
-use wgtrain::engine::Engine;
+use wgtrain::engine::{Engine, wait};
 use wgtrain::model::Params;
 use wgtrain::train::{EarlyStopping, TrainError, TrainOutcome};
 
@@ -99,8 +99,8 @@ fn training_restores_the_best_validation_weights() {
         .map(|r| r.val_loss)
         .fold(f64::INFINITY, f64::min);
     assert_eq!(outcome.records[outcome.best_epoch - 1].val_loss, best);
-    assert_eq!(engine.params().unwrap(), outcome.best_params);
-    let val = engine.evaluate(SplitName::Val).unwrap();
+    assert_eq!(wait(engine.params()).unwrap(), outcome.best_params);
+    let val = wait(engine.evaluate(SplitName::Val)).unwrap();
     assert!(
         (val.loss - best).abs() < 1e-12,
         "restored weights give val loss {} not the best {best}",
@@ -139,8 +139,7 @@ fn diverging_training_is_reported_and_keeps_the_best_weights() {
     assert!(matches!(err, TrainError::Diverged { .. }));
     assert!(err.to_string().contains("learning_rate"), "{err}");
     assert!(
-        engine
-            .params()
+        wait(engine.params())
             .unwrap()
             .values
             .iter()

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::config::TrainConfig;
 use crate::data::{Dataset, epoch_order};
 use crate::device::EngineKind;
-use crate::engine::EngineError;
+use crate::engine::{Engine, EngineError, wait};
 use crate::model::Params;
 
 /// Where and when a benchmark ran, printed above its table and written into every `--json`
@@ -329,7 +329,7 @@ pub fn bench_one(
     for epoch in 1..=warmup + epochs {
         let order = epoch_order(config.seed, epoch, data.train.len);
         let start = Instant::now();
-        let stats = engine.train_epoch(&order, &hyper)?;
+        let stats = wait(engine.train_epoch(&order, &hyper))?;
         let secs = start.elapsed().as_secs_f64();
         if epoch > warmup {
             times.push(secs);
@@ -429,7 +429,7 @@ pub fn bench_pack(
         pack.init_model(m, params)?;
         pack.upload(m, data)?;
         let mut engine = GpuEngine::new(ctx.clone(), params, batch_size)?;
-        crate::engine::Engine::upload(&mut engine, Arc::clone(data))?;
+        engine.upload(Arc::clone(data))?;
         alone.push(engine);
     }
     let (packed_times, sequential_times) = time_alternately(
@@ -457,7 +457,7 @@ pub fn bench_pack(
         },
         |orders| {
             for (engine, order) in alone.iter_mut().zip(orders) {
-                crate::engine::Engine::train_epoch(engine, order, &hyper)?;
+                wait(engine.train_epoch(order, &hyper))?;
             }
             Ok(())
         },
@@ -522,7 +522,7 @@ pub fn bench_cpu_pack(
     epochs: usize,
 ) -> Result<PackBenchRow, EngineError> {
     use crate::cpu::CpuEngine;
-    use crate::engine::Engine;
+
     let mut config = config.clone();
     config.batch_size = batch_size;
     let hyper = config.hyper();
@@ -552,7 +552,7 @@ pub fn bench_cpu_pack(
                 let handles: Vec<_> = packed
                     .iter_mut()
                     .zip(orders)
-                    .map(|(engine, order)| scope.spawn(|| engine.train_epoch(order, &hyper)))
+                    .map(|(engine, order)| scope.spawn(|| wait(engine.train_epoch(order, &hyper))))
                     .collect();
                 handles
                     .into_iter()
@@ -567,7 +567,7 @@ pub fn bench_cpu_pack(
         },
         |orders| {
             for (engine, order) in alone.iter_mut().zip(orders) {
-                engine.train_epoch(order, &hyper)?;
+                wait(engine.train_epoch(order, &hyper))?;
             }
             Ok(())
         },

@@ -2,7 +2,6 @@
 //! each trained alone.
 
 use super::rig::*;
-use crate::engine::AwaitedEngine;
 
 /// A small random dataset for the engine check.
 fn random_dataset(features: usize, classes: usize, rows: usize, seed: u64) -> Dataset {
@@ -75,13 +74,13 @@ pub async fn check_epoch(
     let mut gpu = GpuEngine::new(ctx.clone(), &params, config.batch_size)?;
     cpu.upload(Arc::clone(&data)).map_err(err)?;
     gpu.upload(Arc::clone(&data)).map_err(err)?;
-    let c = cpu.train_epoch(&order, &hyper).map_err(err)?;
-    let g = AwaitedEngine::train_epoch(&mut gpu, &order, &hyper)
+    let c = cpu.train_epoch(&order, &hyper).await.map_err(err)?;
+    let g = Engine::train_epoch(&mut gpu, &order, &hyper)
         .await
         .map_err(err)?;
     let (pc, pg) = (
-        cpu.params().map_err(err)?,
-        AwaitedEngine::params(&gpu).await.map_err(err)?,
+        cpu.params().await.map_err(err)?,
+        Engine::params(&gpu).await.map_err(err)?,
     );
     Ok(EpochCheck::between((&c, &pc.values), (&g, &pg.values)))
 }
@@ -221,13 +220,13 @@ pub(super) async fn check_network_epoch(ctx: &GpuContext) -> CheckRow {
             let mut gpu = GpuEngine::new(ctx.clone(), &params, 16).map_err(|e| e.to_string())?;
             cpu.upload(Arc::clone(&data)).map_err(e)?;
             gpu.upload(Arc::clone(&data)).map_err(e)?;
-            let c = cpu.train_epoch(&order, &hyper).map_err(e)?;
-            let g = AwaitedEngine::train_epoch(&mut gpu, &order, &hyper)
+            let c = cpu.train_epoch(&order, &hyper).await.map_err(e)?;
+            let g = Engine::train_epoch(&mut gpu, &order, &hyper)
                 .await
                 .map_err(e)?;
             let (pc, pg) = (
-                cpu.params().map_err(e)?,
-                AwaitedEngine::params(&gpu).await.map_err(e)?,
+                cpu.params().await.map_err(e)?,
+                Engine::params(&gpu).await.map_err(e)?,
             );
             Ok::<_, String>(EpochCheck::between((&c, &pc.values), (&g, &pg.values)))
         };
@@ -338,14 +337,14 @@ impl PackCheck<'_> {
                     Some(got) => {
                         let got = got.map_err(e)?;
                         let hyper = &self.models[m].1;
-                        let want = AwaitedEngine::train_epoch(&mut alone[m], &orders[m], hyper)
+                        let want = Engine::train_epoch(&mut alone[m], &orders[m], hyper)
                             .await
                             .map_err(e)?;
                         Some((got.loss_sum, want.loss_sum))
                     }
                     None => None,
                 };
-                let alone_values = AwaitedEngine::params(&alone[m]).await.map_err(e)?.values;
+                let alone_values = Engine::params(&alone[m]).await.map_err(e)?.values;
                 let packed_values = pack.params(m).await.map_err(e)?.values;
                 let differs = alone_values
                     .iter()

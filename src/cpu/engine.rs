@@ -22,7 +22,7 @@ use super::layers::{self, LayersWorkspace, StepCounters};
 use super::ops::{self, OptimizerState};
 use crate::config::{GradientReduction, Hyper};
 use crate::data::{Dataset, Split, SplitName};
-use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};
+use crate::engine::{Awaited, Engine, EngineError, EpochStats, EvalStats, TrainingState, ready};
 use crate::model::{Activation, LayerView, Network, Params};
 
 /// Rows per forward pass when the fused dense path evaluates a split (per shard).
@@ -531,23 +531,27 @@ impl Engine for CpuEngine {
         Ok(())
     }
 
-    fn train_epoch(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError> {
-        self.on_pool(|engine| {
+    fn train_epoch<'a>(
+        &'a mut self,
+        order: &'a [u32],
+        hyper: &'a Hyper,
+    ) -> Awaited<'a, EpochStats> {
+        ready(self.on_pool(|engine| {
             let mut stats = engine.epoch_steps(order, hyper)?;
             stats.val = Some(engine.evaluate_split(SplitName::Val)?);
             Ok(stats)
-        })
+        }))
     }
 
-    fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
-        self.on_pool(|engine| engine.evaluate_split(split))
+    fn evaluate(&mut self, split: SplitName) -> Awaited<'_, EvalStats> {
+        ready(self.on_pool(|engine| engine.evaluate_split(split)))
     }
 
-    fn params(&self) -> Result<Params, EngineError> {
-        Ok(Params {
+    fn params(&self) -> Awaited<'_, Params> {
+        ready(Ok(Params {
             model: Arc::clone(&self.net),
             values: self.params.clone(),
-        })
+        }))
     }
 
     fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {
@@ -569,14 +573,14 @@ impl Engine for CpuEngine {
         Ok(())
     }
 
-    fn training_state(&self) -> Result<TrainingState, EngineError> {
-        Ok(TrainingState {
+    fn training_state(&self) -> Awaited<'_, TrainingState> {
+        ready(Ok(TrainingState {
             params: self.params.clone(),
             best: self.best.clone(),
             first: self.state.first.clone(),
             second: self.state.second.clone(),
             step: self.state.step,
-        })
+        }))
     }
 
     fn set_training_state(&mut self, from: &TrainingState) -> Result<(), EngineError> {

@@ -10,7 +10,7 @@ use super::context::{GpuContext, GpuError};
 use super::models::{EpochJob, GpuModels};
 use crate::config::Hyper;
 use crate::data::{Dataset, SplitName};
-use crate::engine::{AwaitedEngine, Engine, EngineError, EpochStats, EvalStats, TrainingState};
+use crate::engine::{Awaited, Engine, EngineError, EpochStats, EvalStats, TrainingState};
 use crate::model::Params;
 
 pub struct GpuEngine {
@@ -34,39 +34,6 @@ impl GpuEngine {
     }
 }
 
-/// The training loop's calls, awaited: how a page trains on the GPU without blocking.
-impl AwaitedEngine for GpuEngine {
-    async fn train_epoch(
-        &mut self,
-        order: &[u32],
-        hyper: &Hyper,
-    ) -> Result<EpochStats, EngineError> {
-        let job = EpochJob { order, hyper };
-        let mut out = self.models.train_epoch(&[Some(job)]).await?;
-        out.pop().flatten().unwrap_or(Err(EngineError::NoData))
-    }
-
-    async fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
-        self.models.evaluate(0, split).await
-    }
-
-    async fn params(&self) -> Result<Params, EngineError> {
-        self.models.params(0).await
-    }
-
-    async fn training_state(&self) -> Result<TrainingState, EngineError> {
-        self.models.training_state(0).await
-    }
-
-    fn keep_best(&mut self) -> Result<(), EngineError> {
-        Engine::keep_best(self)
-    }
-
-    fn restore_best(&mut self) -> Result<(), EngineError> {
-        Engine::restore_best(self)
-    }
-}
-
 impl Engine for GpuEngine {
     fn describe(&self) -> String {
         self.models.describe()
@@ -80,16 +47,24 @@ impl Engine for GpuEngine {
         self.models.upload(0, &data)
     }
 
-    fn train_epoch(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError> {
-        pollster::block_on(AwaitedEngine::train_epoch(self, order, hyper))
+    fn train_epoch<'a>(
+        &'a mut self,
+        order: &'a [u32],
+        hyper: &'a Hyper,
+    ) -> Awaited<'a, EpochStats> {
+        Box::pin(async move {
+            let job = EpochJob { order, hyper };
+            let mut out = self.models.train_epoch(&[Some(job)]).await?;
+            out.pop().flatten().unwrap_or(Err(EngineError::NoData))
+        })
     }
 
-    fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
-        pollster::block_on(AwaitedEngine::evaluate(self, split))
+    fn evaluate(&mut self, split: SplitName) -> Awaited<'_, EvalStats> {
+        Box::pin(self.models.evaluate(0, split))
     }
 
-    fn params(&self) -> Result<Params, EngineError> {
-        pollster::block_on(AwaitedEngine::params(self))
+    fn params(&self) -> Awaited<'_, Params> {
+        Box::pin(self.models.params(0))
     }
 
     fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {
@@ -104,8 +79,8 @@ impl Engine for GpuEngine {
         self.models.restore_best(0)
     }
 
-    fn training_state(&self) -> Result<TrainingState, EngineError> {
-        pollster::block_on(AwaitedEngine::training_state(self))
+    fn training_state(&self) -> Awaited<'_, TrainingState> {
+        Box::pin(self.models.training_state(0))
     }
 
     fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {

@@ -12,7 +12,9 @@ use super::context::{AdapterSummary, GpuContext, GpuError};
 use super::models::{EpochJob, GpuModels};
 use crate::config::Hyper;
 use crate::data::{Dataset, SplitName};
-use crate::engine::{Engine, EngineError, EpochStats, EvalStats, TrainingState};
+use crate::engine::{
+    Awaited, Engine, EngineError, EpochStats, EvalStats, TrainingState, ready, wait,
+};
 use crate::model::{Network, Params};
 
 /// Where a seat's run is between epochs.
@@ -217,17 +219,22 @@ impl Engine for SeatEngine {
         self.seat.with(|m, i| m.upload(i, &data))
     }
 
-    fn train_epoch(&mut self, order: &[u32], hyper: &Hyper) -> Result<EpochStats, EngineError> {
-        self.seat.train_epoch(order, hyper)
+    // A seat trains on its run's own thread, waiting its turn in the pack, so its answers
+    // are waited for here and handed back ready.
+    fn train_epoch<'a>(
+        &'a mut self,
+        order: &'a [u32],
+        hyper: &'a Hyper,
+    ) -> Awaited<'a, EpochStats> {
+        ready(self.seat.train_epoch(order, hyper))
     }
 
-    fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
-        self.seat
-            .with(|m, i| pollster::block_on(m.evaluate(i, split)))
+    fn evaluate(&mut self, split: SplitName) -> Awaited<'_, EvalStats> {
+        ready(self.seat.with(|m, i| wait(Box::pin(m.evaluate(i, split)))))
     }
 
-    fn params(&self) -> Result<Params, EngineError> {
-        self.seat.with(|m, i| pollster::block_on(m.params(i)))
+    fn params(&self) -> Awaited<'_, Params> {
+        ready(self.seat.with(|m, i| wait(Box::pin(m.params(i)))))
     }
 
     fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {
@@ -242,9 +249,8 @@ impl Engine for SeatEngine {
         self.seat.with(|m, i| m.restore_best(i))
     }
 
-    fn training_state(&self) -> Result<TrainingState, EngineError> {
-        self.seat
-            .with(|m, i| pollster::block_on(m.training_state(i)))
+    fn training_state(&self) -> Awaited<'_, TrainingState> {
+        ready(self.seat.with(|m, i| wait(Box::pin(m.training_state(i)))))
     }
 
     fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {

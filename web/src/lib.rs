@@ -10,7 +10,7 @@ use wgtrain::config::TrainConfig;
 use wgtrain::data::Dataset;
 use wgtrain::data::SplitName;
 use wgtrain::device::EngineKind;
-use wgtrain::engine::{AwaitedEngine, Engine, EngineError, EpochStats, EvalStats, TrainingState};
+use wgtrain::engine::{Awaited, Engine, EngineError, EpochStats, EvalStats, TrainingState};
 use wgtrain::gpu::{AdapterChoice, AdapterSummary, GpuContext, GpuEngine};
 use wgtrain::metrics::METRICS_COLUMNS;
 use wgtrain::model::Params;
@@ -34,26 +34,36 @@ async fn next_turn() {
 /// loop between epochs the tab would freeze, curves undrawn, for the whole run.
 struct YieldingEachEpoch(Box<dyn Engine>);
 
-impl AwaitedEngine for YieldingEachEpoch {
-    async fn train_epoch(
-        &mut self,
-        order: &[u32],
-        hyper: &Hyper,
-    ) -> Result<EpochStats, EngineError> {
-        next_turn().await;
-        self.0.train_epoch(order, hyper)
+impl Engine for YieldingEachEpoch {
+    fn describe(&self) -> String {
+        self.0.describe()
     }
 
-    async fn evaluate(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
+    fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError> {
+        self.0.upload(data)
+    }
+
+    fn train_epoch<'a>(
+        &'a mut self,
+        order: &'a [u32],
+        hyper: &'a Hyper,
+    ) -> Awaited<'a, EpochStats> {
+        Box::pin(async move {
+            next_turn().await;
+            self.0.train_epoch(order, hyper).await
+        })
+    }
+
+    fn evaluate(&mut self, split: SplitName) -> Awaited<'_, EvalStats> {
         self.0.evaluate(split)
     }
 
-    async fn params(&self) -> Result<Params, EngineError> {
+    fn params(&self) -> Awaited<'_, Params> {
         self.0.params()
     }
 
-    async fn training_state(&self) -> Result<TrainingState, EngineError> {
-        self.0.training_state()
+    fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {
+        self.0.set_params(params)
     }
 
     fn keep_best(&mut self) -> Result<(), EngineError> {
@@ -62,6 +72,14 @@ impl AwaitedEngine for YieldingEachEpoch {
 
     fn restore_best(&mut self) -> Result<(), EngineError> {
         self.0.restore_best()
+    }
+
+    fn training_state(&self) -> Awaited<'_, TrainingState> {
+        self.0.training_state()
+    }
+
+    fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {
+        self.0.set_training_state(state)
     }
 }
 
