@@ -402,6 +402,17 @@ impl Leg {
         }
     }
 
+    /// Whether this leg and `other` round their sums alike: the same device, where a CPU's
+    /// thread count does not count (the CPU path splits its sums where the data says, never
+    /// where the threads do).
+    pub fn rounds_as(&self, other: &Leg) -> bool {
+        let arithmetic = |device: &str| match device.starts_with("cpu (") {
+            true => "cpu".to_string(),
+            false => device.to_string(),
+        };
+        arithmetic(&self.device) == arithmetic(&other.device)
+    }
+
     /// "epochs 1–9 on cpu (1 thread), 10–12 on cpu (2 threads) with momentum from true to
     /// false".
     pub fn describe(legs: &[Leg]) -> String {

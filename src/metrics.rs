@@ -251,12 +251,13 @@ impl Summary {
     }
 
     /// What a user should know about the run's legs, where it has more than one: that sums
-    /// on another device or thread count round differently, or which keys a resume changed.
+    /// on another device round differently, or which keys a resume changed. (Another CPU
+    /// thread count changes no bit, so it goes without a word.)
     pub fn legs_note(&self) -> Option<String> {
         let legs = crate::checkpoint::Leg::describe(&self.legs);
-        if self.legs.windows(2).any(|w| w[0].device != w[1].device) {
+        if self.legs.windows(2).any(|w| !w[0].rounds_as(&w[1])) {
             Some(format!(
-                "trained {legs}: sums on another device or thread count round differently, so the run differs from one trained on one throughout (summary.json lists each leg)"
+                "trained {legs}: sums on another device round differently, so the run differs from one trained on one throughout (summary.json lists each leg)"
             ))
         } else if self.legs.iter().any(|l| !l.changed.is_empty()) {
             Some(format!(

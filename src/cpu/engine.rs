@@ -3,15 +3,16 @@
 //! gradient is its [`CpuPath`], chosen from the network when the engine is built:
 //!
 //! - **fused dense** (a network of dense layers with one hidden activation, the paper's MLP):
-//!   each mini-batch is split into one contiguous shard per thread; shards run forward and
-//!   backward in parallel ([`dense`], each product on one thread, which at these sizes beats
-//!   splitting every product), and their gradients are summed in shard order inside the
-//!   update. Results depend on the thread count only through that summation order.
+//!   each mini-batch is split into chunks of about [`CHUNK_ROWS`] rows; the threads take
+//!   chunks, each chunk runs forward and backward on one thread ([`dense`]: at these sizes one
+//!   thread per product beats splitting every product), and the chunks' gradients and losses
+//!   are summed in chunk order, the last ones inside the update.
 //! - **layers** (any network): the whole mini-batch goes through [`layers::loss_and_gradient`]
 //!   (im2col and the GEMM, each on every thread) in one workspace allocated when the engine is
 //!   built, then the update.
 //!
-//! Either way results repeat bit for bit for a given thread count.
+//! Either way every sum is split where the data says, never where the threads do, and added
+//! in one order: a run gives the same bits on any thread count, and resumes on another.
 
 use std::sync::Arc;
 
@@ -25,10 +26,12 @@ use crate::data::{Dataset, Split, SplitName};
 use crate::engine::{Awaited, Engine, EngineError, EpochStats, EvalStats, TrainingState, ready};
 use crate::model::{Activation, LayerView, Network, Params};
 
-/// Rows per forward pass when the fused dense path evaluates a split (per shard).
+/// Rows of a split the fused dense path evaluates as one chunk (one forward pass).
 const EVAL_ROWS: usize = 512;
-/// Fewest rows of a mini-batch worth giving a thread of its own on the fused dense path.
-const MIN_SHARD_ROWS: usize = 64;
+/// Rows of a mini-batch per chunk on the fused dense path: below this a chunk's work is
+/// shorter than waking a sibling thread (measured: 2 threads at batch 32 were slower), and
+/// the paper's batch of 128 is 2 chunks, one per thread of a 2-core machine.
+pub const CHUNK_ROWS: usize = 64;
 /// Fewest rows a pass of the layers path is sized for, so evaluating a split takes few passes
 /// even when the mini-batch is small.
 const MIN_PASS_ROWS: usize = 128;
@@ -36,7 +39,7 @@ const MIN_PASS_ROWS: usize = 128;
 /// How a CPU engine computes a step's loss and gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuPath {
-    /// Shards of the mini-batch through the fused dense passes, one per thread.
+    /// Chunks of the mini-batch through the fused dense passes, one per thread at a time.
     FusedDense,
     /// The whole mini-batch through the network layer by layer, every product on every thread.
     Layers,
@@ -62,16 +65,17 @@ pub fn engine_bytes_for(net: &Network, threads: usize, batch_size: usize) -> u12
 }
 
 /// Bytes the fused dense path holds for a network of `widths` on `threads` threads, at the
-/// least: the parameters, the best copy and two optimiser moments, and per thread a gradient
-/// and the evaluation buffers (activations and deltas for [`EVAL_ROWS`] rows). Saturates
-/// instead of overflowing, so an absurd network gives a huge number, never a wrapped small one.
+/// least: the parameters, the best copy and two optimiser moments, and per shard (one per
+/// thread, and one more that sums when a batch has more chunks than threads) a gradient and
+/// the evaluation buffers (activations and deltas for [`EVAL_ROWS`] rows). Saturates instead
+/// of overflowing, so an absurd network gives a huge number, never a wrapped small one.
 pub fn engine_bytes(widths: &[usize], threads: usize) -> u128 {
     let params = crate::model::param_count_u128(widths);
     let activations: u128 = widths.iter().skip(1).map(|&w| w as u128).sum();
-    let per_thread = params.saturating_add((2 * EVAL_ROWS as u128).saturating_mul(activations));
+    let per_shard = params.saturating_add((2 * EVAL_ROWS as u128).saturating_mul(activations));
     let floats = params
         .saturating_mul(4)
-        .saturating_add((threads.max(1) as u128).saturating_mul(per_thread));
+        .saturating_add((threads.max(1) as u128 + 1).saturating_mul(per_shard));
     floats.saturating_mul(std::mem::size_of::<f32>() as u128)
 }
 
@@ -104,15 +108,21 @@ enum Path {
     Layers(Box<LayersPath>),
 }
 
-/// The fused dense path: one shard of buffers per thread.
+/// The fused dense path: a chunk's buffers (a shard) for each thread, and one more that sums
+/// when a batch has more chunks than threads.
 struct DensePath {
     activation: Activation,
     shards: Vec<Shard>,
-    /// Shards the current epoch's batches are split into.
-    active: usize,
+    /// Threads that take chunks.
+    threads: usize,
+    /// Chunks the current epoch's batches are split into: fixed by the batch size.
+    chunks: usize,
+    /// The shards that hold the current step's last chunks, after shard 0 (which holds the
+    /// sum of the chunks before them): the update adds them.
+    last_wave: std::ops::Range<usize>,
 }
 
-/// One thread's buffers on the fused dense path.
+/// One chunk's buffers on the fused dense path.
 struct Shard {
     workspace: Workspace<f32>,
     grad: Vec<f32>,
@@ -187,7 +197,9 @@ impl CpuEngine {
                     shards: (0..threads)
                         .map(|_| Shard::new(&views, count, EVAL_ROWS))
                         .collect(),
-                    active: 1,
+                    threads,
+                    chunks: 1,
+                    last_wave: 0..0,
                 })
             }
             CpuPath::Layers => {
@@ -294,9 +306,8 @@ impl CpuEngine {
     fn evaluate_split(&mut self, split: SplitName) -> Result<EvalStats, EngineError> {
         let data = self.data.clone().ok_or(EngineError::NoData)?;
         let split = data.split(split);
-        let parallel = self.pool.is_some();
         let (loss_sum, correct) = match &mut self.path {
-            Path::FusedDense(path) => path.evaluate(&self.views, &self.params, split, parallel),
+            Path::FusedDense(path) => path.evaluate(&self.views, &self.params, split),
             Path::Layers(path) => path.evaluate(&self.net, &self.params, split, self.threads),
         };
         let n = split.len.max(1) as f64;
@@ -309,12 +320,18 @@ impl CpuEngine {
 }
 
 impl DensePath {
-    /// Sizes the shards for mini-batches of `batch` rows of `features` values.
+    /// Sizes the chunks and shards for mini-batches of `batch` rows of `features` values.
     fn prepare(&mut self, batch: usize, views: &[LayerView], features: usize) {
-        // Small batches stay on fewer threads: below MIN_SHARD_ROWS rows a shard's work is
-        // shorter than waking a sibling thread (measured: 2 threads at batch 32 were slower).
-        self.active = self.shards.len().min((batch / MIN_SHARD_ROWS).max(1));
-        let shard_rows = batch.div_ceil(self.active);
+        self.chunks = (batch / CHUNK_ROWS).max(1);
+        let shards = match self.chunks <= self.threads {
+            true => self.chunks,
+            false => self.threads + 1,
+        };
+        let shard_rows = batch.div_ceil(self.chunks);
+        let params = self.shards[0].grad.len();
+        while self.shards.len() < shards {
+            self.shards.push(Shard::new(views, params, EVAL_ROWS));
+        }
         for shard in &mut self.shards {
             if shard.workspace.capacity() < shard_rows {
                 shard.workspace = Workspace::new(views, shard_rows);
@@ -332,8 +349,11 @@ impl DensePath {
         }
     }
 
-    /// Forward and backward on the rows `indices` of `train`, one shard per active thread:
-    /// the (loss sum, correct) of the mini-batch.
+    /// Forward and backward on the rows `indices` of `train`: the (loss sum, correct) of the
+    /// mini-batch. The chunks go in waves of one per thread; after every wave but the last,
+    /// shard 0 adds the wave's gradients in chunk order (the first wave computes into it, the
+    /// others into the shards after it), so every element is the same sum in the same order
+    /// on any thread count. The last wave's gradients are added by [`DensePath::update`].
     fn step(
         &mut self,
         views: &[LayerView],
@@ -342,27 +362,52 @@ impl DensePath {
         indices: &[u32],
         scale: f32,
     ) -> (f64, usize) {
-        let (rows, active, shape) = (indices.len(), self.active, self.shape(views));
-        let step_shard = |(i, s): (usize, &mut Shard)| {
-            s.result = shard_step(
-                s,
-                shape,
-                params,
-                train,
-                &indices[part(rows, active, i)],
-                scale,
-            );
-        };
-        let shards = &mut self.shards[..active];
-        if active > 1 {
-            shards.par_iter_mut().enumerate().for_each(step_shard);
-        } else {
-            shards.iter_mut().enumerate().for_each(step_shard);
+        let (rows, chunks, shape) = (indices.len(), self.chunks, self.shape(views));
+        let (mut loss_sum, mut correct) = (0.0, 0);
+        let mut next = 0;
+        while next < chunks {
+            // The first wave's first chunk computes into shard 0; later waves keep it for the sum.
+            let base = usize::from(next > 0);
+            let wave = base..base + (chunks - next).min(self.threads);
+            let step_shard = |(j, s): (usize, &mut Shard)| {
+                let chunk = &indices[part(rows, chunks, next + j)];
+                s.result = shard_step(s, shape, params, train, chunk, scale);
+            };
+            let shards = &mut self.shards[wave.clone()];
+            if shards.len() > 1 {
+                shards.par_iter_mut().enumerate().for_each(step_shard);
+            } else {
+                shards.iter_mut().enumerate().for_each(step_shard);
+            }
+            for s in shards.iter() {
+                (loss_sum, correct) = (loss_sum + s.result.0, correct + s.result.1);
+            }
+            next += wave.len();
+            self.last_wave = wave.start.max(1)..wave.end;
+            if next < chunks {
+                self.add_into_first(self.last_wave.clone());
+            }
         }
-        (shards.iter()).fold((0.0, 0), |(l, c), s| (l + s.result.0, c + s.result.1))
+        (loss_sum, correct)
     }
 
-    /// The update with the shards' gradients summed.
+    /// Adds the gradients of the shards in `others` to shard 0's, in shard order.
+    fn add_into_first(&mut self, others: std::ops::Range<usize>) {
+        let (first, rest) = self.shards.split_at_mut(1);
+        let others = &rest[others.start - 1..others.end - 1];
+        let grad = &mut first[0].grad;
+        let range = grad.len().div_ceil(self.threads.max(1));
+        let add = |(k, g): (usize, &mut [f32])| add_in_order(g, k * range, others);
+        if self.threads > 1 {
+            grad.par_chunks_mut(range).enumerate().for_each(add);
+        } else {
+            grad.chunks_mut(range).enumerate().for_each(add);
+        }
+    }
+
+    /// The update with the step's chunk gradients summed: the last wave's are added to shard
+    /// 0's inside the update, one parameter range per thread, so no thread idles through a
+    /// serial update (every element is still added in shard order).
     fn update(
         &mut self,
         params: &mut [f32],
@@ -370,64 +415,74 @@ impl DensePath {
         views: &[LayerView],
         hyper: &Hyper,
     ) {
-        let active = self.active;
-        if active == 1 {
+        if self.last_wave.is_empty() {
             ops::update(params, &self.shards[0].grad, state, views, hyper);
             return;
         }
-        // Sum the shards' gradients and update, both split by parameter range across the
-        // threads: every element is summed in shard order, so runs repeat bit for bit, and no
-        // thread idles (and falls asleep) through a serial update.
         state.step += 1;
         let t = state.step;
-        let chunk = params.len().div_ceil(active);
-        let (first_shard, others) = self.shards[..active].split_at_mut(1);
-        params
-            .par_chunks_mut(chunk)
-            .zip(first_shard[0].grad.par_chunks_mut(chunk))
-            .zip(state.first.par_chunks_mut(chunk))
-            .zip(state.second.par_chunks_mut(chunk))
-            .enumerate()
-            .for_each(|(k, (((w, g), f), s))| {
-                let offset = k * chunk;
-                for other in others.iter() {
-                    let len = g.len();
-                    g.iter_mut()
-                        .zip(&other.grad[offset..offset + len])
-                        .for_each(|(a, b)| *a += b);
-                }
-                ops::update_range(w, g, f, s, offset, t, views, hyper);
-            });
+        let range = params.len().div_ceil(self.threads.max(1));
+        let (first, rest) = self.shards.split_at_mut(1);
+        let others = &rest[self.last_wave.start - 1..self.last_wave.end - 1];
+        let update = |k: usize, w: &mut [f32], g: &mut [f32], f: &mut [f32], s: &mut [f32]| {
+            let offset = k * range;
+            add_in_order(g, offset, others);
+            ops::update_range(w, g, f, s, offset, t, views, hyper);
+        };
+        let grad = &mut first[0].grad;
+        if self.threads > 1 {
+            (params.par_chunks_mut(range))
+                .zip(grad.par_chunks_mut(range))
+                .zip(state.first.par_chunks_mut(range))
+                .zip(state.second.par_chunks_mut(range))
+                .enumerate()
+                .for_each(|(k, (((w, g), f), s))| update(k, w, g, f, s));
+        } else {
+            (params.chunks_mut(range))
+                .zip(grad.chunks_mut(range))
+                .zip(state.first.chunks_mut(range))
+                .zip(state.second.chunks_mut(range))
+                .enumerate()
+                .for_each(|(k, (((w, g), f), s))| update(k, w, g, f, s));
+        }
     }
 
-    /// (loss sum, correct) over `split`, one contiguous part per shard, summed in shard order.
-    fn evaluate(
-        &mut self,
-        views: &[LayerView],
-        params: &[f32],
-        split: &Split,
-        parallel: bool,
-    ) -> (f64, usize) {
-        let (n, shape) = (self.shards.len(), self.shape(views));
+    /// (loss sum, correct) over `split`: chunks of [`EVAL_ROWS`] rows, one forward pass
+    /// each, in waves of one per thread, summed in chunk order.
+    fn evaluate(&mut self, views: &[LayerView], params: &[f32], split: &Split) -> (f64, usize) {
+        let shape = self.shape(views);
         let features = views[0].fan_in;
-        let eval = |(i, s): (usize, &mut Shard)| {
-            let rows = part(split.len, n, i);
-            dense::evaluate(
-                shape,
-                params,
-                &split.images()[rows.start * features..rows.end * features],
-                &split.labels[rows],
-                &mut s.workspace,
-            )
-        };
-        let results: Vec<(f64, usize)> = if parallel {
-            self.shards.par_iter_mut().enumerate().map(eval).collect()
-        } else {
-            self.shards.iter_mut().enumerate().map(eval).collect()
-        };
-        results
-            .iter()
-            .fold((0.0, 0), |(l, c), r| (l + r.0, c + r.1))
+        let chunks = split.len.div_ceil(EVAL_ROWS);
+        let width = self.threads.min(self.shards.len());
+        let (mut loss_sum, mut correct) = (0.0, 0);
+        let mut next = 0;
+        while next < chunks {
+            let shards = &mut self.shards[..width.min(chunks - next)];
+            let eval = |(j, s): (usize, &mut Shard)| {
+                let start = (next + j) * EVAL_ROWS;
+                let rows = start..(start + EVAL_ROWS).min(split.len);
+                if s.workspace.capacity() < EVAL_ROWS {
+                    s.workspace = Workspace::new(views, EVAL_ROWS);
+                }
+                s.result = dense::evaluate(
+                    shape,
+                    params,
+                    &split.images()[rows.start * features..rows.end * features],
+                    &split.labels[rows],
+                    &mut s.workspace,
+                );
+            };
+            if shards.len() > 1 {
+                shards.par_iter_mut().enumerate().for_each(eval);
+            } else {
+                shards.iter_mut().enumerate().for_each(eval);
+            }
+            for s in shards.iter() {
+                (loss_sum, correct) = (loss_sum + s.result.0, correct + s.result.1);
+            }
+            next += shards.len();
+        }
+        (loss_sum, correct)
     }
 }
 
@@ -594,8 +649,16 @@ impl Engine for CpuEngine {
     }
 }
 
-/// Gathers one shard's rows and runs forward and backward on them; an empty shard (a batch
-/// smaller than the thread count) contributes a zero gradient.
+/// Adds the ranges at `offset` of `others`' gradients to `sum`, in order.
+fn add_in_order(sum: &mut [f32], offset: usize, others: &[Shard]) {
+    for other in others {
+        let part = &other.grad[offset..offset + sum.len()];
+        sum.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+}
+
+/// Gathers one chunk's rows and runs forward and backward on them; an empty chunk (a batch
+/// of fewer rows than chunks) contributes a zero gradient.
 fn shard_step(
     shard: &mut Shard,
     shape: Shape<'_>,

@@ -153,14 +153,18 @@ pub fn conv2d_forward_im2col<T: Scalar>(
     gemm::linear_forward_biased(z, cols, w, b, positions, fan_in, shape.filters, threads);
 }
 
+/// Images per part of a convolution's weight gradient ([`conv2d_backward_params_im2col`]):
+/// a batch of 128 is 2 parts, one per thread of a 2-core machine.
+pub const IMAGES_PER_PART: usize = 64;
+
 /// Weight and bias gradients from dz (B, H′, W′, O) and the layer's `cols`: `dw` channels-last,
 /// (O, K, K, C).
 ///
 /// The product sums over every output position of the batch into a few thousand values,
-/// a shape the GEMM's own threads split badly (they split the output). So with several
-/// threads the batch is cut into one part of whole images per thread, each part's gradient
-/// summed on its own thread into `partials` (grown to fit once), and the parts added in
-/// order: the same values on every run with that many threads.
+/// a shape the GEMM's own threads split badly (they split the output). So the batch is cut
+/// into parts of [`IMAGES_PER_PART`] whole images, each part's gradient summed on one thread
+/// into `partials` (grown to fit once), the threads taking parts, and the parts added in
+/// order: the same values on any number of threads.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_params_im2col<T: Scalar>(
     shape: &Conv2d,
@@ -174,27 +178,39 @@ pub fn conv2d_backward_params_im2col<T: Scalar>(
 ) {
     use rayon::prelude::*;
     let (fan_in, filters) = (shape.window_len(), shape.filters);
-    if threads <= 1 || rows < 2 {
+    let parts = rows.div_ceil(IMAGES_PER_PART);
+    if parts <= 1 {
         let positions = shape.positions(rows);
         return gemm::linear_backward_params(dw, db, dz, cols, positions, fan_in, filters, 1);
     }
-    let per = rows.div_ceil(threads.min(rows));
-    let parts = rows.div_ceil(per);
     let len = dw.len() + db.len();
     if partials.len() < parts * len {
         partials.resize(parts * len, T::zero());
     }
-    let (dz_part, cols_part) = (shape.positions(per) * filters, cols_len(shape, per));
-    partials[..parts * len]
-        .par_chunks_mut(len)
-        .zip(dz[..shape.positions(rows) * filters].par_chunks(dz_part))
-        .zip(cols[..cols_len(shape, rows)].par_chunks(cols_part))
-        .for_each(|((partial, dz), cols)| {
-            let (pw, pb) = partial.split_at_mut(dw.len());
-            let positions = dz.len() / filters;
-            gemm::linear_backward_params(pw, pb, dz, cols, positions, fan_in, filters, 1);
-        });
-    for (i, partial) in partials[..parts * len].chunks_exact(len).enumerate() {
+    let dz_part = shape.positions(IMAGES_PER_PART) * filters;
+    let cols_part = cols_len(shape, IMAGES_PER_PART);
+    let part_gradient = |((partial, dz), cols): ((&mut [T], &[T]), &[T])| {
+        let (pw, pb) = partial.split_at_mut(dw.len());
+        let positions = dz.len() / filters;
+        gemm::linear_backward_params(pw, pb, dz, cols, positions, fan_in, filters, 1);
+    };
+    let (partials, dz, cols) = (
+        &mut partials[..parts * len],
+        &dz[..shape.positions(rows) * filters],
+        &cols[..cols_len(shape, rows)],
+    );
+    if threads > 1 {
+        (partials.par_chunks_mut(len))
+            .zip(dz.par_chunks(dz_part))
+            .zip(cols.par_chunks(cols_part))
+            .for_each(part_gradient);
+    } else {
+        (partials.chunks_mut(len))
+            .zip(dz.chunks(dz_part))
+            .zip(cols.chunks(cols_part))
+            .for_each(part_gradient);
+    }
+    for (i, partial) in partials.chunks_exact(len).enumerate() {
         let (pw, pb) = partial.split_at(dw.len());
         for (out, part) in [(&mut *dw, pw), (&mut *db, pb)] {
             if i == 0 {

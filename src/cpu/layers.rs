@@ -338,8 +338,8 @@ impl<T: Scalar> LayersWorkspace<T> {
     }
 
     /// The floats [`LayersWorkspace::new`] allocates whatever its capacity: the filters
-    /// channels-last, and one convolution's weight gradient so (a step on several threads
-    /// adds one such gradient per thread).
+    /// channels-last, and one convolution's weight gradient so (a batch of more than
+    /// [`crate::cpu::im2col::IMAGES_PER_PART`] images adds one such gradient per part).
     pub fn floats_fixed(net: &Network) -> usize {
         let filters =
             (0..net.layers.len()).map(|l| layer_buffers(&net.layers[l], &net.layer_input(l)).3);
