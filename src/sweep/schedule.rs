@@ -153,9 +153,9 @@ pub fn train_runs(
     // side by side on a share of the cores each (one thread each unless `pack` says fewer
     // runs), which beats one run on every core at small batches. `pack` 1: one at a time.
     let cores = crate::host::resolve_threads(opts.threads);
-    // Every CPU run of a sweep gets the same share of the cores, however many runs are left:
-    // CPU results repeat bit for bit only for one thread count, and a shard must give what
-    // the unsharded sweep gives.
+    // Every CPU run of a sweep gets the same share of the cores, however many runs are left.
+    // (Another share would change no bit, since the CPU path's sums do not depend on its
+    // threads: a run left alone could take the idle cores.)
     let cpu_pack = pack_size_on_cpu(&opts.engine, opts.pack, cores);
     let mut packs = packs_of(&todo, &from_epoch, opts, cpu_pack);
     // A rerun with nothing left to train has no queue to announce.
