@@ -259,6 +259,30 @@ fn runs_side_by_side_on_the_cpu_give_what_one_at_a_time_gives() {
 }
 
 #[test]
+fn a_cpu_pack_of_fewer_runs_than_cores_shares_every_core_among_them_to_the_same_bits() {
+    // A pruning rung's last survivor trained on one thread while the other cores idled. Now
+    // the runs left share all the cores, and their results are the bits one thread gives.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 30, 6, 3, true);
+    let sweep = tmp.path().join("one.toml");
+    std::fs::write(&sweep, "seeds = [1]\n[grid]\nlearning_rate = [0.05]\n").unwrap();
+    // Batches of 128 rows are 2 chunks: 2 threads take one each, 1 thread both in turn.
+    let sets = ["layers=[36, 8, 3]", "epochs=3", "batch_size=128"];
+    let run = |out: &Path, threads: usize, pack: Option<usize>| {
+        let engine = wgtrain::device::EngineKind::Cpu { threads };
+        sweep_in_library(&sweep, &data, out, engine, pack, &sets)
+    };
+    let (shared, alone) = (tmp.path().join("shared"), tmp.path().join("alone"));
+    let log = run(&shared, 2, None);
+    assert!(log.contains("one at a time on the CPU, 2 threads"), "{log}");
+    run(&alone, 1, Some(1));
+    assert_eq!(rows_without_seconds(&shared), rows_without_seconds(&alone));
+    let model = |dir: &Path| std::fs::read(dir.join("learning_rate=0.05-seed1/model.safetensors"));
+    assert!(model(&shared).unwrap() == model(&alone).unwrap());
+}
+
+#[test]
 fn a_sweep_stopped_with_ctrl_c_goes_on_from_each_runs_last_epoch_to_the_same_results() {
     // See: Ctrl-C killed a sweep at once, and the rerun trained its unfinished runs again from
     // the first epoch. One run at a time, and two side by side (one thread each).

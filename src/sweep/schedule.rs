@@ -153,9 +153,6 @@ pub fn train_runs(
     // side by side on a share of the cores each (one thread each unless `pack` says fewer
     // runs), which beats one run on every core at small batches. `pack` 1: one at a time.
     let cores = crate::host::resolve_threads(opts.threads);
-    // Every CPU run of a sweep gets the same share of the cores, however many runs are left.
-    // (Another share would change no bit, since the CPU path's sums do not depend on its
-    // threads: a run left alone could take the idle cores.)
     let cpu_pack = pack_size_on_cpu(&opts.engine, opts.pack, cores);
     let mut packs = packs_of(&todo, &from_epoch, opts, cpu_pack);
     // A rerun with nothing left to train has no queue to announce.
@@ -313,16 +310,19 @@ fn train_alone(
     Ok(outcome)
 }
 
-/// The engines of `workers` CPU workers sharing `cores` for `pack`, and the pack's label.
+/// The engines of up to `workers` CPU workers sharing `cores` for `pack`, and the pack's
+/// label. A pack of fewer runs than workers (a pruning rung's last survivors) shares the
+/// cores among the runs it has, so no core idles; the CPU path's sums do not depend on its
+/// threads, so a run's bits do not depend on its share.
 fn cpu_engines(
     pack: &[&SweepRun],
     workers: usize,
     cores: usize,
     data_dir: &std::path::Path,
 ) -> Result<(Vec<EngineKind>, String)> {
-    let threads = (cores / workers).max(1);
-    check_cpu_pack_memory(pack, workers, threads, data_dir)?;
-    let side_by_side = workers.min(pack.len());
+    let side_by_side = workers.min(pack.len()).max(1);
+    let threads = (cores / side_by_side).max(1);
+    check_cpu_pack_memory(pack, side_by_side, threads, data_dir)?;
     let threads_text = format!("{threads} thread{}", if threads == 1 { "" } else { "s" });
     let label = match side_by_side {
         1 => format!(
