@@ -114,9 +114,10 @@ impl Objective<'_> {
 /// Two kinks would make a finite difference measure no derivative, so they are kept out of
 /// the stencil: an entry whose w ± ε moves any ReLU or max pooling across its kink
 /// ([`kink_pattern`]) is drawn again (up to [`KINK_REDRAWS`] times; then the last one drawn
-/// is checked and marked), and a weight within the stencil of L1's kink at 0 (all of them
-/// under the paper's 0.01·U[0,1) init) is moved to ±2ε first, its backprop taken at the moved
-/// point, so the check stays fair.
+/// is checked and marked), and a drawn weight within the stencil of L1's kink at 0 (all of
+/// them under the paper's 0.01·U[0,1) init) is moved to ±2ε before the differences, its
+/// backprop taken at the moved point, so the check stays fair; the ReLU and pooling kinks are
+/// then marked again at the moved point.
 pub fn gradient_check(
     net: &Network,
     params: &[f64],
@@ -125,14 +126,24 @@ pub fn gradient_check(
     stencil: Stencil,
 ) -> Vec<GradRow> {
     let epsilon = stencil.epsilon;
-    let picks = pick_smooth_entries(net, params, objective, counters, stencil);
+    let mut picks = pick_smooth_entries(net, params, objective, counters, stencil);
     let mut values = params.to_vec();
     if objective.l1 > 0.0 {
         let views = net.layer_views();
         let is_weight = |i: usize| views.iter().any(|v| (v.weight..v.bias).contains(&i));
+        let mut moved = false;
         for &(index, _, _) in &picks {
             if is_weight(index) && values[index].abs() <= 1.5 * epsilon {
                 values[index] = 2.0 * epsilon * values[index].signum();
+                moved = true;
+            }
+        }
+        // The entries were drawn clear of ReLU and pooling kinks at the unmoved point; the
+        // check is taken at the moved one, so that is where a stencil's kinks are marked.
+        if moved {
+            for (index, _, kink) in &mut picks {
+                let at = (*index, epsilon);
+                *kink = !stencil_is_smooth(net, &values, objective, counters, at);
             }
         }
     }
@@ -169,17 +180,10 @@ fn pick_smooth_entries(
     counters: Option<StepCounters>,
     stencil: Stencil,
 ) -> Vec<(usize, String, bool)> {
-    let (input, rows, epsilon) = (objective.input, objective.rows(), stencil.epsilon);
+    let epsilon = stencil.epsilon;
     let mut rng = rng_for(stencil.seed, STREAM_GRADCHECK);
-    let pattern = |p: &[f64]| kink_pattern(net, p, input, rows, counters);
-    let smooth_at = |index: usize| {
-        let mut p = params.to_vec();
-        let at = pattern(&p);
-        p[index] = params[index] + epsilon;
-        let plus = pattern(&p);
-        p[index] = params[index] - epsilon;
-        at == plus && at == pattern(&p)
-    };
+    let smooth_at =
+        |index: usize| stencil_is_smooth(net, params, objective, counters, (index, epsilon));
     let mut picks = Vec::new();
     for tensor in net.tensors() {
         let count = if tensor.dims.len() == 1 {
@@ -201,6 +205,24 @@ fn pick_smooth_entries(
         }
     }
     picks
+}
+
+/// Whether the stencil `params[index]` ± `epsilon` leaves every ReLU and max pooling of `net`
+/// on the side of its kink it is on at `params` ([`kink_pattern`]).
+fn stencil_is_smooth(
+    net: &Network,
+    params: &[f64],
+    objective: &Objective<'_>,
+    counters: Option<StepCounters>,
+    (index, epsilon): (usize, f64),
+) -> bool {
+    let pattern = |p: &[f64]| kink_pattern(net, p, objective.input, objective.rows(), counters);
+    let mut p = params.to_vec();
+    let at = pattern(&p);
+    p[index] = params[index] + epsilon;
+    let plus = pattern(&p);
+    p[index] = params[index] - epsilon;
+    at == plus && at == pattern(&p)
 }
 
 /// Entries drawn again, at most, when a stencil straddles a ReLU or pooling kink.

@@ -436,9 +436,9 @@ fn nothing_left(config: &TrainConfig, checkpoint: &crate::checkpoint::Checkpoint
         || (checkpoint.epochs_done > 0 && stopping.stops_after(checkpoint.epochs_done))
 }
 
-/// What decides how a run's sums round, for its [`crate::checkpoint::Leg`]s: on the CPU the
-/// engine's thread count (`described`), on a GPU the adapter alone (a run packed with others
-/// trains to the same bits as alone).
+/// The device a run's [`crate::checkpoint::Leg`]s name: on the CPU the engine as it describes
+/// itself (`described`, its thread count included, which rounds nothing differently), on a
+/// GPU the adapter alone (a run packed with others trains to the same bits as alone).
 fn sums_on(engine: &EngineKind, described: &str) -> String {
     match engine.adapter() {
         Some(a) => format!("{} ({})", a.name, a.backend),

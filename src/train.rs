@@ -180,8 +180,8 @@ pub struct TrainOutcome {
 /// Trains `engine` (already holding initial parameters and the uploaded dataset of `train_rows`
 /// training rows) as `config` says, calling `on_epoch` after each epoch. Leaves the
 /// best-validation weights in the engine. The one training loop, awaited: a native caller
-/// waits on it (every `Engine`'s futures are ready at once), a browser page's GPU engine
-/// awaits its read-backs.
+/// waits on it (`pollster`, which also drives a GPU engine's read-backs), a browser page
+/// awaits it.
 pub async fn train<E: Engine + ?Sized>(
     engine: &mut E,
     train_rows: usize,

@@ -140,23 +140,30 @@ fn a_dense_relu_network_at_the_papers_epsilon_is_judged_away_from_its_kinks() {
     // Under the paper's init every hidden pre-activation lies within ε = 1e-2 of ReLU's kink,
     // so a first-layer entry's stencil moves some ReLU across it: the dense stack's check
     // draws other entries or marks them, as a convolution's does, and judges the rest by ε².
-    let mut r = rng(2);
-    let input = uniform(&mut r, 4 * 12);
-    let labels = [0u8, 1, 2, 1];
-    let params = Params::init(&[12, 8, 3], Activation::Relu, Init::Paper, 1).unwrap();
-    let objective = Objective {
-        input: &input,
-        labels: &labels,
-        l1: 0.0,
-        l2: 0.0,
-        reduction: GradientReduction::Mean,
-    };
-    let epsilon = 1e-2;
-    let rows = check_params(&params, &objective, 3, epsilon, 4);
-    assert!(rows.iter().any(|row| row.kink), "no kink marked: {rows:?}");
-    let judged: Vec<&GradRow> = rows.iter().filter(|row| !row.kink).collect();
-    assert!(!judged.is_empty(), "{rows:?}");
-    for row in judged {
-        assert!(row.difference <= epsilon * epsilon, "{row:?}");
+    // With L1 the drawn weights move clear of |w|'s kink first, and the ReLU kinks are
+    // marked where the differences are then taken.
+    for l1 in [0.0, 1e-2] {
+        let mut r = rng(2);
+        let input = uniform(&mut r, 4 * 12);
+        let labels = [0u8, 1, 2, 1];
+        let params = Params::init(&[12, 8, 3], Activation::Relu, Init::Paper, 1).unwrap();
+        let objective = Objective {
+            input: &input,
+            labels: &labels,
+            l1,
+            l2: 0.0,
+            reduction: GradientReduction::Mean,
+        };
+        let epsilon = 1e-2;
+        let rows = check_params(&params, &objective, 3, epsilon, 4);
+        assert!(
+            rows.iter().any(|row| row.kink),
+            "l1 {l1}: no kink marked: {rows:?}"
+        );
+        let judged: Vec<&GradRow> = rows.iter().filter(|row| !row.kink).collect();
+        assert!(!judged.is_empty(), "l1 {l1}: {rows:?}");
+        for row in judged {
+            assert!(row.difference <= epsilon * epsilon, "l1 {l1}: {row:?}");
+        }
     }
 }

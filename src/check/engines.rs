@@ -333,16 +333,27 @@ impl PackCheck<'_> {
                 .collect();
             let packed = pack.train_epoch(&jobs).await.map_err(e)?;
             for (m, result) in packed.into_iter().enumerate() {
-                let losses = match result {
-                    Some(got) => {
+                // Each model trains alone as its job says; the pack must have trained it
+                // exactly then, and left a model that sat out untouched.
+                let losses = match (&jobs[m], result) {
+                    (Some(job), Some(got)) => {
                         let got = got.map_err(e)?;
-                        let hyper = &self.models[m].1;
-                        let want = Engine::train_epoch(&mut alone[m], &orders[m], hyper)
+                        let want = Engine::train_epoch(&mut alone[m], job.order, job.hyper)
                             .await
                             .map_err(e)?;
                         Some((got.loss_sum, want.loss_sum))
                     }
-                    None => None,
+                    (None, None) => None,
+                    (job, _) => {
+                        let what = match job {
+                            Some(_) => "had a job and the pack did not train it",
+                            None => "sat out and the pack trained it",
+                        };
+                        row.note(f64::INFINITY, f64::INFINITY, || {
+                            format!("model {m} epoch {epoch}: {what}")
+                        });
+                        continue;
+                    }
                 };
                 let alone_values = Engine::params(&alone[m]).await.map_err(e)?.values;
                 let packed_values = pack.params(m).await.map_err(e)?.values;

@@ -5,8 +5,8 @@
 //! - **fused dense** (a network of dense layers with one hidden activation, the paper's MLP):
 //!   each mini-batch is split into chunks of about [`CHUNK_ROWS`] rows; the threads take
 //!   chunks, each chunk runs forward and backward on one thread ([`dense`]: at these sizes one
-//!   thread per product beats splitting every product), and the chunks' gradients and losses
-//!   are summed in chunk order, the last ones inside the update.
+//!   thread per product beats splitting every product), and the chunks' losses and gradients
+//!   are summed in chunk order (the last gradients inside the update).
 //! - **layers** (any network): the whole mini-batch goes through [`layers::loss_and_gradient`]
 //!   (im2col and the GEMM, each on every thread) in one workspace allocated when the engine is
 //!   built, then the update.
