@@ -105,8 +105,9 @@ pub fn ready<'a, T: 'a>(result: Result<T, EngineError>) -> Awaited<'a, T> {
     Box::pin(std::future::ready(result))
 }
 
-/// Waits on this thread for what an engine hands back (native callers: a page awaits).
-pub fn wait<T>(awaited: Awaited<'_, T>) -> Result<T, EngineError> {
+/// Waits on this thread for what an engine hands back, or any engine-level future (native
+/// callers: a page awaits).
+pub fn wait<T>(awaited: impl Future<Output = Result<T, EngineError>>) -> Result<T, EngineError> {
     pollster::block_on(awaited)
 }
 

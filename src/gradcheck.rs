@@ -141,9 +141,9 @@ pub fn gradient_check(
         // The entries were drawn clear of ReLU and pooling kinks at the unmoved point; the
         // check is taken at the moved one, so that is where a stencil's kinks are marked.
         if moved {
+            let probe = KinkProbe::new(net, &values, objective, counters);
             for (index, _, kink) in &mut picks {
-                let at = (*index, epsilon);
-                *kink = !stencil_is_smooth(net, &values, objective, counters, at);
+                *kink = !probe.smooth(*index, epsilon);
             }
         }
     }
@@ -182,8 +182,8 @@ fn pick_smooth_entries(
 ) -> Vec<(usize, String, bool)> {
     let epsilon = stencil.epsilon;
     let mut rng = rng_for(stencil.seed, STREAM_GRADCHECK);
-    let smooth_at =
-        |index: usize| stencil_is_smooth(net, params, objective, counters, (index, epsilon));
+    let probe = KinkProbe::new(net, params, objective, counters);
+    let smooth_at = |index: usize| probe.smooth(index, epsilon);
     let mut picks = Vec::new();
     for tensor in net.tensors() {
         let count = if tensor.dims.len() == 1 {
@@ -207,22 +207,48 @@ fn pick_smooth_entries(
     picks
 }
 
-/// Whether the stencil `params[index]` ± `epsilon` leaves every ReLU and max pooling of `net`
-/// on the side of its kink it is on at `params` ([`kink_pattern`]).
-fn stencil_is_smooth(
-    net: &Network,
-    params: &[f64],
-    objective: &Objective<'_>,
+/// Which side of its kink every ReLU and max pooling of `net` takes at `params`
+/// ([`kink_pattern`], taken once), to test stencils around it.
+struct KinkProbe<'a> {
+    net: &'a Network,
+    params: &'a [f64],
+    objective: &'a Objective<'a>,
     counters: Option<StepCounters>,
-    (index, epsilon): (usize, f64),
-) -> bool {
-    let pattern = |p: &[f64]| kink_pattern(net, p, objective.input, objective.rows(), counters);
-    let mut p = params.to_vec();
-    let at = pattern(&p);
-    p[index] = params[index] + epsilon;
-    let plus = pattern(&p);
-    p[index] = params[index] - epsilon;
-    at == plus && at == pattern(&p)
+    at: u64,
+}
+
+impl<'a> KinkProbe<'a> {
+    fn new(
+        net: &'a Network,
+        params: &'a [f64],
+        objective: &'a Objective<'a>,
+        counters: Option<StepCounters>,
+    ) -> Self {
+        let mut probe = KinkProbe {
+            net,
+            params,
+            objective,
+            counters,
+            at: 0,
+        };
+        probe.at = probe.pattern(params);
+        probe
+    }
+
+    fn pattern(&self, p: &[f64]) -> u64 {
+        let (input, rows) = (self.objective.input, self.objective.rows());
+        kink_pattern(self.net, p, input, rows, self.counters)
+    }
+
+    /// Whether the stencil `params[index]` ± `epsilon` leaves every ReLU and max pooling on
+    /// the side of its kink it takes at `params`.
+    fn smooth(&self, index: usize, epsilon: f64) -> bool {
+        let mut p = self.params.to_vec();
+        p[index] = self.params[index] + epsilon;
+        let plus = self.pattern(&p);
+        p[index] = self.params[index] - epsilon;
+        self.at == plus && self.at == self.pattern(&p)
+    }
 }
 
 /// Entries drawn again, at most, when a stencil straddles a ReLU or pooling kink.

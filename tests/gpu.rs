@@ -522,11 +522,7 @@ fn a_networks_epoch_submitted_in_parts_trains_to_the_same_bits() {
         },
     ];
     let net = Network::plan(input, &layers, 3).unwrap();
-    let values = net.init(Init::Pytorch, 1);
-    let params = Params {
-        model: Arc::new(net),
-        values,
-    };
+    let params = Params::init_model(Arc::new(net), Init::Pytorch, 1);
     let config = TrainConfig {
         batch_size: 32,
         ..TrainConfig::default()
@@ -771,11 +767,7 @@ fn a_network_that_starts_with_dropout_trains_as_on_the_cpu() {
         },
     ];
     let net = Network::plan(input, &layers, 3).unwrap();
-    let values = net.init(Init::Pytorch, 1);
-    let params = Params {
-        model: Arc::new(net),
-        values,
-    };
+    let params = Params::init_model(Arc::new(net), Init::Pytorch, 1);
     let config = TrainConfig {
         batch_size: 32,
         momentum: true,

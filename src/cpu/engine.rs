@@ -117,9 +117,6 @@ struct DensePath {
     threads: usize,
     /// Chunks the current epoch's batches are split into: fixed by the batch size.
     chunks: usize,
-    /// The shards that hold the current step's last chunks, after shard 0 (which holds the
-    /// sum of the chunks before them): the update adds them.
-    last_wave: std::ops::Range<usize>,
 }
 
 /// One chunk's buffers on the fused dense path.
@@ -199,7 +196,6 @@ impl CpuEngine {
                         .collect(),
                     threads,
                     chunks: 1,
-                    last_wave: 0..0,
                 })
             }
             CpuPath::Layers => {
@@ -383,12 +379,22 @@ impl DensePath {
                 (loss_sum, correct) = (loss_sum + s.result.0, correct + s.result.1);
             }
             next += wave.len();
-            self.last_wave = wave.start.max(1)..wave.end;
             if next < chunks {
-                self.add_into_first(self.last_wave.clone());
+                self.add_into_first(wave.start.max(1)..wave.end);
             }
         }
         (loss_sum, correct)
+    }
+
+    /// The shards that hold a step's last chunks, after shard 0 (which holds the sum of the
+    /// chunks before them): the update adds them. Empty when a step is one chunk.
+    fn last_wave(&self) -> std::ops::Range<usize> {
+        let (chunks, threads) = (self.chunks, self.threads.max(1));
+        if chunks <= threads {
+            return 1..chunks.max(1);
+        }
+        // After the first wave of `threads` chunks, later waves of up to `threads` each.
+        1..1 + (chunks - threads - 1) % threads + 1
     }
 
     /// Adds the gradients of the shards in `others` to shard 0's, in shard order.
@@ -415,7 +421,8 @@ impl DensePath {
         views: &[LayerView],
         hyper: &Hyper,
     ) {
-        if self.last_wave.is_empty() {
+        let last_wave = self.last_wave();
+        if last_wave.is_empty() {
             ops::update(params, &self.shards[0].grad, state, views, hyper);
             return;
         }
@@ -423,7 +430,7 @@ impl DensePath {
         let t = state.step;
         let range = params.len().div_ceil(self.threads.max(1));
         let (first, rest) = self.shards.split_at_mut(1);
-        let others = &rest[self.last_wave.start - 1..self.last_wave.end - 1];
+        let others = &rest[last_wave.start - 1..last_wave.end - 1];
         let update = |k: usize, w: &mut [f32], g: &mut [f32], f: &mut [f32], s: &mut [f32]| {
             let offset = k * range;
             add_in_order(g, offset, others);

@@ -230,11 +230,11 @@ impl Engine for SeatEngine {
     }
 
     fn evaluate(&mut self, split: SplitName) -> Awaited<'_, EvalStats> {
-        ready(self.seat.with(|m, i| wait(Box::pin(m.evaluate(i, split)))))
+        ready(self.seat.with(|m, i| wait(m.evaluate(i, split))))
     }
 
     fn params(&self) -> Awaited<'_, Params> {
-        ready(self.seat.with(|m, i| wait(Box::pin(m.params(i)))))
+        ready(self.seat.with(|m, i| wait(m.params(i))))
     }
 
     fn set_params(&mut self, params: &Params) -> Result<(), EngineError> {
@@ -250,7 +250,7 @@ impl Engine for SeatEngine {
     }
 
     fn training_state(&self) -> Awaited<'_, TrainingState> {
-        ready(self.seat.with(|m, i| wait(Box::pin(m.training_state(i)))))
+        ready(self.seat.with(|m, i| wait(m.training_state(i))))
     }
 
     fn set_training_state(&mut self, state: &TrainingState) -> Result<(), EngineError> {
