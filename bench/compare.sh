@@ -4,10 +4,29 @@
 # ratios within one run of this script.
 #   bench/compare.sh [BATCH_SIZES] [THREADS] [DEVICES]
 #   bench/compare.sh cnn [THREADS]     configs/cnn.toml against bench/peers/torch_cnn.py, batch 128
-# EXTRA_BIN=PATH times a second wgtrain build in every round too, after the default one (for
-# example one built with `cargo build --release --features avx512`, copied aside).
+#   bench/compare.sh gemm [THREADS]    the CPU path's GEMM and FMA peaks against numpy's `@`
+#                                      (OpenBLAS), three rounds
+# EXTRA_KERNELS=avx2 times wgtrain again in every round on that kernel set
+# (WGTRAIN_CPU_KERNELS), after the default widest one: AVX2 against AVX-512 on a CPU with both.
+# EXTRA_BIN=PATH times a second wgtrain build in every round too (another commit, copied aside).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = gemm ]; then
+  threads=${2:-2}
+  bin=target/release/wgtrain
+  [ -x "$bin" ] || cargo build --release --quiet
+  export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+  for round in 1 2 3; do
+    echo "## round $round"
+    for kernels in auto ${EXTRA_KERNELS:-}; do
+      # One short epoch: the peaks are measured before any training.
+      WGTRAIN_CPU_KERNELS=$kernels "$bin" bench --devices cpu --threads "$threads" --warmup 0 --epochs 1 |
+        grep -E '^(machine|CPU f32)'
+    done
+    python3 bench/peers/numpy_gemm.py | grep '^numpy'
+  done
+  exit 0
+fi
 if [ "${1:-}" = cnn ]; then
   threads=${2:-2}
   bin=target/release/wgtrain
@@ -15,8 +34,10 @@ if [ "${1:-}" = cnn ]; then
   for round in 1 2; do
     echo "## round $round"
     for b in "$bin" ${EXTRA_BIN:-}; do
-      echo "### $b"
-      "$b" bench --config configs/cnn.toml --devices cpu --batch-sizes 128 --threads "$threads" --warmup 1 --epochs 2
+      for kernels in auto ${EXTRA_KERNELS:-}; do
+        echo "### $b, WGTRAIN_CPU_KERNELS=$kernels"
+        WGTRAIN_CPU_KERNELS=$kernels "$b" bench --config configs/cnn.toml --devices cpu --batch-sizes 128 --threads "$threads" --warmup 1 --epochs 2
+      done
     done
     if python3 -c 'import torch' 2>/dev/null; then
       python3 bench/peers/torch_cnn.py --bench --warmup 1 --epochs 2 --threads "$threads" | grep '^{'
@@ -33,8 +54,10 @@ export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$t
 for round in 1 2; do
   echo "## round $round"
   for b in "$bin" ${EXTRA_BIN:-}; do
-    echo "### $b"
-    "$b" bench --devices "$devices" --batch-sizes "$batches" --threads "$threads"
+    for kernels in auto ${EXTRA_KERNELS:-}; do
+      echo "### $b, WGTRAIN_CPU_KERNELS=$kernels"
+      WGTRAIN_CPU_KERNELS=$kernels "$b" bench --devices "$devices" --batch-sizes "$batches" --threads "$threads"
+    done
   done
   if python3 -c 'import numpy' 2>/dev/null; then python3 bench/peers/numpy_mlp.py --batch-sizes "$batches" | grep '^|'; fi
   if python3 -c 'import torch' 2>/dev/null; then python3 bench/peers/torch_mlp.py --device cpu --threads "$threads" --batch-sizes "$batches" | grep '^|'; fi

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::Dtype;
 
+use crate::cpu::CpuKernels;
 use crate::model::{Activation, Network, Params, first_unusable};
 use crate::model::{ImageShape, LayerSpec, layers_of};
 
@@ -371,8 +372,8 @@ pub fn save_checkpoint(
 /// Epochs `first_epoch..=last_epoch` of a run, trained on `device` (the engine's own
 /// description: `cpu (2 threads)`, or the adapter). A run resumed elsewhere has several. On
 /// another CPU thread count it is still bit for bit the run an uninterrupted one would be
-/// (the CPU path's sums do not depend on its threads); on another device it is not
-/// ([`Leg::rounds_as`]).
+/// (the CPU path's sums do not depend on its threads, nor on its x86-64 kernel set); on
+/// another device it is not ([`Leg::rounds_as`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Leg {
     pub first_epoch: usize,
@@ -405,13 +406,22 @@ impl Leg {
 
     /// Whether this leg and `other` round their sums alike: the same device, where a CPU's
     /// thread count does not count (the CPU path splits its sums where the data says, never
-    /// where the threads do).
+    /// where the threads do) and its kernel set counts only across families
+    /// ([`CpuKernels::sums_as`]: `cpu (2 threads, avx512f kernels)` rounds as
+    /// `cpu (1 thread, avx2+fma kernels)`). A CPU leg that names no kernels (written before
+    /// legs did) rounds as no other.
     pub fn rounds_as(&self, other: &Leg) -> bool {
-        let arithmetic = |device: &str| match device.starts_with("cpu (") {
-            true => "cpu".to_string(),
-            false => device.to_string(),
+        let arithmetic = |device: &str| match device.strip_prefix("cpu (") {
+            Some(rest) => {
+                let kernels = rest
+                    .split_once(", ")
+                    .and_then(|(_, k)| k.strip_suffix(" kernels)"))
+                    .and_then(CpuKernels::named);
+                kernels.map(|k| format!("cpu {}", k.sums_as()))
+            }
+            None => Some(device.to_string()),
         };
-        arithmetic(&self.device) == arithmetic(&other.device)
+        arithmetic(&self.device).is_some_and(|a| Some(a) == arithmetic(&other.device))
     }
 
     /// "epochs 1–9 on cpu (1 thread), 10–12 on cpu (2 threads) with momentum from true to

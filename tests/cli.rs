@@ -459,8 +459,16 @@ fn bench_prints_a_table_and_json_rows_for_each_device_and_batch_size() {
             let (share, peak) = (share.unwrap(), peak.unwrap_or(f64::NAN));
             let gflops = row["gflops"].as_f64().unwrap();
             assert!((share - gflops / peak).abs() <= 1e-12 * share, "{row}");
+            // Likewise against the cores' FMA peak.
+            let fma_share = row["share_of_fma_peak"].as_f64().unwrap_or(f64::NAN);
+            let fma = row["fma_peak_gflops"].as_f64().unwrap_or(f64::NAN);
+            assert!(
+                (fma_share - gflops / fma).abs() <= 1e-12 * fma_share,
+                "{row}"
+            );
         } else {
             assert_eq!((share, peak), (None, None), "{row}");
+            assert!(row["share_of_fma_peak"].is_null(), "{row}");
             assert!(row["adapter_driver"].as_str().is_some(), "{row}");
         }
         // Every row carries where and when it was measured, and the command that measured it.
@@ -480,6 +488,14 @@ fn bench_prints_a_table_and_json_rows_for_each_device_and_batch_size() {
             "{row}"
         );
         assert!(machine["cpu"].as_str().is_some_and(|c| !c.is_empty()));
+        // Which kernels the CPU path ran, and the widest it could have.
+        let kernels = wgtrain::cpu::CpuKernels::active().name();
+        assert_eq!(machine["cpu_kernels"], kernels, "{row}");
+        assert_eq!(
+            machine["simd"],
+            wgtrain::cpu::CpuKernels::widest().name(),
+            "{row}"
+        );
     }
     assert!(stdout.starts_with("machine: "), "{stdout}");
     assert!(
@@ -487,6 +503,7 @@ fn bench_prints_a_table_and_json_rows_for_each_device_and_batch_size() {
         "{stdout}"
     );
     assert!(stdout.contains("CPU f32 GEMM peak here: "), "{stdout}");
+    assert!(stdout.contains("CPU f32 FMA peak here: "), "{stdout}");
     let bad = wgtrain(&[
         "bench",
         "--devices",

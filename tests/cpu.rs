@@ -346,6 +346,25 @@ fn gemm_peak_reports_the_fastest_of_the_sizes_it_timed() {
 }
 
 #[test]
+fn fma_peak_is_a_real_rate_of_the_kernels_the_cpu_path_runs() {
+    use wgtrain::cpu::CpuKernels;
+    let peak = wgtrain::bench::cpu_fma_peak(1, 1);
+    let kernels = CpuKernels::active();
+    assert_eq!(peak.kernels, kernels.name());
+    let lanes = match kernels {
+        CpuKernels::Avx512f => 16,
+        CpuKernels::Avx2Fma => 8,
+        CpuKernels::Neon | CpuKernels::Simd128 => 4,
+        CpuKernels::Scalar => 1,
+    };
+    assert_eq!((peak.lanes, peak.threads), (lanes, 1));
+    assert!(peak.gflops.is_finite() && peak.gflops > 0.0, "{peak:?}");
+    // Zero threads means one per core, as everywhere else.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(wgtrain::bench::cpu_fma_peak(0, 1).threads, cores);
+}
+
+#[test]
 fn a_thread_count_past_the_limit_is_clamped_and_zero_means_every_core() {
     use wgtrain::host::{MAX_THREADS, resolve_threads};
     assert_eq!(resolve_threads(3), 3);

@@ -567,6 +567,15 @@ fn device_cases(g: &Ground<'_>) -> Vec<Case> {
         args: gpu,
         expect: "unknown backend \"cuda\"",
     });
+    // A kernel set no CPU has; one this CPU lacks (`avx512` on an AVX2 machine) is refused
+    // with a message that names the machine's own, in tests/cpu_kernels.rs.
+    let mut kernels = train(good, out, &[]);
+    kernels.insert(0, "WGTRAIN_CPU_KERNELS=avx3".into());
+    cases.push(Case {
+        what: "a CPU kernel set that is not one",
+        args: kernels,
+        expect: "WGTRAIN_CPU_KERNELS=\"avx3\": expected avx2, avx512 or auto",
+    });
     // Checked before any adapter is looked for, so the message is the same on every machine.
     let mut tuned = train(good, out, &[]);
     tuned[2] = "gpu".into();

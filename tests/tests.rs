@@ -8,6 +8,7 @@ mod cnn;
 mod config;
 mod conv;
 mod cpu;
+mod cpu_kernels;
 mod data;
 mod errors;
 mod gpu;

@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::peak::{FmaPeak, GemmPeak, cpu_fma_peak, cpu_gemm_peak};
 use super::rows::{
-    BenchRow, GemmPeak, Machine, PackBenchRow, bench_cpu_pack, bench_one, bench_pack,
-    cpu_gemm_peak, profile_gpu, training_only,
+    BenchRow, Machine, PackBenchRow, bench_cpu_pack, bench_one, bench_pack, profile_gpu,
+    training_only,
 };
 use crate::config::TrainConfig;
 use crate::data::Dataset;
@@ -21,6 +22,9 @@ use crate::gpu::StepProfile;
 /// caches), and how many of each are timed: about a second in all on two cores.
 pub const GEMM_PEAK_SIZES: [usize; 3] = [384, 768, 1024];
 pub const GEMM_PEAK_RUNS: usize = 7;
+
+/// Timings of the FMA peak (the fastest counts): a fraction of a second in all.
+pub const FMA_PEAK_RUNS: usize = 5;
 
 /// What to time.
 pub struct BenchPlan<'a> {
@@ -44,8 +48,9 @@ pub struct BenchPlan<'a> {
 pub trait BenchObserver {
     /// Before anything is timed: the machine, and the workload's training rows and FLOPs.
     fn started(&self, _machine: &Machine, _train_rows: usize, _flops_per_epoch: f64) {}
-    /// The CPU's GEMM peak, and the epoch's floor at it (seconds).
-    fn gemm_peak(&self, _peak: &GemmPeak, _floor_secs: f64) {}
+    /// The CPU's GEMM peak, its cores' FMA peak, and the epoch's floor at the GEMM peak
+    /// (seconds).
+    fn gemm_peak(&self, _peak: &GemmPeak, _fma: &FmaPeak, _floor_secs: f64) {}
     /// The main table starts.
     fn rows_started(&self) {}
     /// A row of the main table, with its speed relative to the CPU row of its batch size.
@@ -143,14 +148,20 @@ pub fn run_bench(
     let flops = model.epoch_flops(data.train.len);
     let machine = Machine::this(plan.command.clone());
     observer.started(&machine, data.train.len, flops);
-    // The CPU's floor for this epoch: its FLOPs at the machine's measured GEMM peak.
-    let peak = plan
+    // The CPU's floor for this epoch: its FLOPs at the machine's measured GEMM peak; and
+    // what the cores could do at most, which that GEMM is held to.
+    let peaks = plan
         .kinds
         .iter()
         .any(|k| matches!(k, EngineKind::Cpu { .. }))
-        .then(|| cpu_gemm_peak(&GEMM_PEAK_SIZES, plan.threads, GEMM_PEAK_RUNS));
-    if let Some(p) = &peak {
-        observer.gemm_peak(p, flops / (p.gflops * 1e9));
+        .then(|| {
+            (
+                cpu_gemm_peak(&GEMM_PEAK_SIZES, plan.threads, GEMM_PEAK_RUNS),
+                cpu_fma_peak(plan.threads, FMA_PEAK_RUNS),
+            )
+        });
+    if let Some((p, fma)) = &peaks {
+        observer.gemm_peak(p, fma, flops / (p.gflops * 1e9));
     }
     let mut rows = Vec::new();
     observer.rows_started();
@@ -160,8 +171,12 @@ pub fn run_bench(
             let mut row = bench_one(kind, config, &data, b, plan.warmup, plan.epochs)?;
             if row.device == "cpu" {
                 cpu_median = Some(row.median_epoch_secs);
-                row.share_of_floor = peak.map(|p| row.gflops / p.gflops);
-                row.gemm_peak_gflops = peak.map(|p| p.gflops);
+                if let Some((p, fma)) = &peaks {
+                    row.share_of_floor = Some(row.gflops / p.gflops);
+                    row.gemm_peak_gflops = Some(p.gflops);
+                    row.share_of_fma_peak = Some(row.gflops / fma.gflops);
+                    row.fma_peak_gflops = Some(fma.gflops);
+                }
             }
             observer.row(&row, cpu_median.map(|c| c / row.median_epoch_secs));
             rows.push(row);

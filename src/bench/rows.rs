@@ -7,6 +7,7 @@ use web_time::Instant;
 use serde::Serialize;
 
 use crate::config::TrainConfig;
+use crate::cpu::CpuKernels;
 use crate::data::{Dataset, epoch_order};
 use crate::device::EngineKind;
 use crate::engine::{Engine, EngineError, wait};
@@ -28,8 +29,10 @@ pub struct Machine {
     /// The CPU's model name (and, on x86, family and model numbers), or "unknown".
     pub cpu: String,
     pub logical_cores: usize,
-    /// The widest vector extension the CPU path's GEMM can use here.
+    /// The widest kernel set the CPU path's GEMM can run here (`avx512f`, `avx2+fma`, …).
     pub simd: &'static str,
+    /// The kernel set it ran: `simd`, or what `WGTRAIN_CPU_KERNELS` chose.
+    pub cpu_kernels: &'static str,
 }
 
 impl Machine {
@@ -42,19 +45,24 @@ impl Machine {
             arch: std::env::consts::ARCH,
             cpu: cpu_model(),
             logical_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            simd: simd_level(),
+            simd: CpuKernels::widest().name(),
+            cpu_kernels: CpuKernels::active().name(),
         }
     }
 
     /// One line for the top of a bench's output.
     pub fn summary(&self) -> String {
         format!(
-            "machine: {}, {} logical cores, {} {} ({}); wgtrain {}; {} UTC",
+            "machine: {}, {} logical cores, {} {} ({}); CPU kernels {}; wgtrain {}; {} UTC",
             self.cpu,
             self.logical_cores,
             self.os,
             self.arch,
             self.simd,
+            match self.cpu_kernels == self.simd {
+                true => self.cpu_kernels.to_string(),
+                false => format!("{} (by {})", self.cpu_kernels, crate::cpu::kernels::ENV),
+            },
             self.wgtrain_version,
             self.date
         )
@@ -79,32 +87,6 @@ fn cpu_model() -> String {
         }
         (Some(name), _, _) => name,
         _ => "unknown".to_string(),
-    }
-}
-
-fn simd_level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return if cfg!(feature = "avx512") {
-                "avx512f"
-            } else {
-                "avx2+fma; AVX-512 unused, build with --features avx512"
-            };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return "avx2+fma";
-        }
-        "sse2"
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        "neon"
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        "scalar"
     }
 }
 
@@ -181,64 +163,6 @@ pub fn software_adapter_secs(flops: f64, adapter: &str) -> f64 {
     flops / (software_adapter_gflops_per_core(adapter) * 1e9 * cores)
 }
 
-/// The practical f32 GEMM peak of this CPU: the CPU path's own GEMM (the `gemm` crate) on
-/// square products of each of `sizes`, `runs` timed after two untimed ones per size; the peak is
-/// the fastest product's rate. With [`epoch_flops`] it gives the floor no implementation of an
-/// epoch goes below, so it errs high: a median on one size (the first definition) came out
-/// below the rate the epoch's own products reached on a shared 2-vCPU machine (a share of the
-/// floor of 154%), since neighbours slow some runs and 1024³ is no size's best everywhere.
-#[derive(Debug, Clone, Copy)]
-pub struct GemmPeak {
-    pub gflops: f64,
-    /// Side of the square product that was fastest.
-    pub size: usize,
-    pub threads: usize,
-    /// Products timed per size.
-    pub runs: usize,
-}
-
-pub fn cpu_gemm_peak(sizes: &[usize], threads: usize, runs: usize) -> GemmPeak {
-    // The engine's own pool rule, so the peak is taken on the threads an epoch gets.
-    let (pool, threads) = crate::cpu::thread_pool(threads);
-    let runs = runs.max(1);
-    let mut best = GemmPeak {
-        gflops: 0.0,
-        size: 0,
-        threads,
-        runs,
-    };
-    for &size in sizes {
-        let (a, b) = (gemm_operand(size * size, 1), gemm_operand(size * size, 2));
-        let mut c = vec![0.0f32; size * size];
-        let mut time_one = || {
-            let start = Instant::now();
-            let mut run =
-                || crate::cpu::gemm::row_major_product(&mut c, &a, &b, (size, size, size), threads);
-            match &pool {
-                Some(pool) => pool.install(run),
-                None => run(),
-            }
-            start.elapsed().as_secs_f64()
-        };
-        time_one();
-        time_one();
-        let fastest = (0..runs).map(|_| time_one()).fold(f64::INFINITY, f64::min);
-        let gflops = 2.0 * (size as f64).powi(3) / fastest / 1e9;
-        if gflops > best.gflops {
-            (best.gflops, best.size) = (gflops, size);
-        }
-    }
-    best
-}
-
-/// `len` values in [-1, 1) to time products on: no denormals, no overflow, nothing a kernel
-/// could shortcut; `seed` makes operands differ.
-pub fn gemm_operand(len: usize, seed: usize) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i * 7919 + seed) % 2001) as f32 / 1000.0 - 1.0)
-        .collect()
-}
-
 /// One row of the bench table.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
@@ -257,11 +181,15 @@ pub struct BenchRow {
     pub submissions_per_epoch: Option<usize>,
     pub train_loss_last_epoch: f64,
     /// CPU only, where the bench measured it: the epoch's GFLOP/s over the machine's
-    /// [`cpu_gemm_peak`], i.e. the floor (FLOPs at peak) over the median epoch.
+    /// [`super::peak::cpu_gemm_peak`], i.e. the floor (FLOPs at peak) over the median epoch.
     pub share_of_floor: Option<f64>,
-    /// CPU only, where the bench measured it: that [`cpu_gemm_peak`] in GFLOP/s, so a tool
+    /// CPU only, where the bench measured it: that [`super::peak::cpu_gemm_peak`] in GFLOP/s, so a tool
     /// reading the rows can recompute the floor (`flops_per_epoch` at this rate).
     pub gemm_peak_gflops: Option<f64>,
+    /// CPU only, where the bench measured it: the epoch's GFLOP/s over the cores'
+    /// [`super::peak::cpu_fma_peak`], which no code on them can pass.
+    pub share_of_fma_peak: Option<f64>,
+    pub fma_peak_gflops: Option<f64>,
     /// GPU only: the adapter's driver and its version, as wgpu reports them.
     pub adapter_driver: Option<String>,
 }
@@ -373,6 +301,8 @@ pub fn bench_one(
         train_loss_last_epoch: last_loss,
         share_of_floor: None,
         gemm_peak_gflops: None,
+        share_of_fma_peak: None,
+        fma_peak_gflops: None,
         adapter_driver,
     })
 }

@@ -1,8 +1,9 @@
 //! A bench's tables as text: the observer `wgtrain bench` prints through, each line handed to
 //! a sink as the library reports the rows it measured.
 
+use super::peak::{FmaPeak, GemmPeak};
 use super::plan::{BenchObserver, GEMM_PEAK_SIZES};
-use super::rows::{BenchRow, GemmPeak, Machine, PackBenchRow};
+use super::rows::{BenchRow, Machine, PackBenchRow};
 use crate::config::TrainConfig;
 use crate::device::EngineKind;
 use crate::engine::EngineError;
@@ -38,7 +39,7 @@ impl<F: Fn(&str)> BenchObserver for BenchText<'_, F> {
         ));
     }
 
-    fn gemm_peak(&self, p: &GemmPeak, floor_secs: f64) {
+    fn gemm_peak(&self, p: &GemmPeak, fma: &FmaPeak, floor_secs: f64) {
         (self.line)(&format!(
             "CPU f32 GEMM peak here: {:.1} GFLOP/s (the CPU path's GEMM, {} thread{}, fastest of {} products at each of {}; fastest at {n}³): floor {floor_secs:.4} s/epoch",
             p.gflops,
@@ -48,18 +49,27 @@ impl<F: Fn(&str)> BenchObserver for BenchText<'_, F> {
             GEMM_PEAK_SIZES.map(|n| format!("{n}³")).join(", "),
             n = p.size,
         ));
+        (self.line)(&format!(
+            "CPU f32 FMA peak here: {:.1} GFLOP/s ({} FMAs of {} lanes on {} thread{}, registers only); the GEMM peak is {:.0}% of it",
+            fma.gflops,
+            fma.kernels,
+            fma.lanes,
+            fma.threads,
+            if fma.threads == 1 { "" } else { "s" },
+            100.0 * p.gflops / fma.gflops,
+        ));
     }
 
     fn rows_started(&self) {
         (self.line)(
-            "| device | adapter / threads | batch | median s/epoch (min–max) | samples/s | GFLOP/s | share of floor | dispatches/step | speed vs cpu |",
+            "| device | adapter / threads | batch | median s/epoch (min–max) | samples/s | GFLOP/s | share of floor | share of FMA peak | dispatches/step | speed vs cpu |",
         );
-        (self.line)("|---|---|---|---|---|---|---|---|---|");
+        (self.line)("|---|---|---|---|---|---|---|---|---|---|");
     }
 
     fn row(&self, row: &BenchRow, speed_vs_cpu: Option<f64>) {
         (self.line)(&format!(
-            "| {} | {} | {} | {:.4} ({:.4}–{:.4}) | {:.0} | {:.1} | {} | {} | {} |",
+            "| {} | {} | {} | {:.4} ({:.4}–{:.4}) | {:.0} | {:.1} | {} | {} | {} | {} |",
             row.device,
             row.detail,
             row.batch_size,
@@ -69,6 +79,8 @@ impl<F: Fn(&str)> BenchObserver for BenchText<'_, F> {
             row.samples_per_sec,
             row.gflops,
             row.share_of_floor
+                .map_or("–".into(), |s| format!("{:.0}%", 100.0 * s)),
+            row.share_of_fma_peak
                 .map_or("–".into(), |s| format!("{:.0}%", 100.0 * s)),
             row.dispatches_per_step
                 .map_or("–".into(), |d| d.to_string()),

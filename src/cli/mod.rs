@@ -28,6 +28,9 @@ use sweep::sweep;
 use tune::tune;
 
 pub fn run(cli: Cli) -> Result<()> {
+    // A WGTRAIN_CPU_KERNELS this CPU cannot honour is refused before any work, whatever the
+    // command: the CPU path would otherwise fall back to its widest kernels without a word.
+    wgtrain::cpu::CpuKernels::from_env()?;
     match cli.command {
         Command::Train(args) => train(&args),
         Command::Eval {

@@ -575,8 +575,9 @@ impl Engine for CpuEngine {
     fn describe(&self) -> String {
         let threads = self.threads;
         format!(
-            "cpu ({threads} thread{})",
-            if threads == 1 { "" } else { "s" }
+            "cpu ({threads} thread{}, {} kernels)",
+            if threads == 1 { "" } else { "s" },
+            super::kernels::CpuKernels::active().name()
         )
     }
 

@@ -1,7 +1,9 @@
-//! Row-major matrix products on the `gemm` crate (AVX-512/AVX2/NEON kernels, rayon threads),
-//! named after what the network computes with them. Each checks its slice lengths so the
-//! unsafe call below can never read or write out of bounds.
+//! Row-major matrix products on the `gemm` crate's kernels (the set [`CpuKernels::active`]
+//! names: AVX-512, AVX2+FMA, NEON; rayon threads), named after what the network computes with
+//! them. Each checks its slice lengths so the unsafe call below can never read or write out of
+//! bounds.
 
+use super::kernels::CpuKernels;
 use super::scalar::Scalar;
 
 /// Below this many multiply-adds a product runs on one thread: splitting it costs more than it saves.
@@ -9,10 +11,10 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// A strided read-only matrix operand: element (i, j) is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
-struct Operand<'a, T> {
-    data: &'a [T],
-    row_stride: usize,
-    col_stride: usize,
+pub struct Operand<'a, T> {
+    pub data: &'a [T],
+    pub row_stride: usize,
+    pub col_stride: usize,
 }
 
 fn last_index(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> usize {
@@ -23,13 +25,36 @@ fn last_index(rows: usize, cols: usize, row_stride: usize, col_stride: usize) ->
     }
 }
 
-/// dst (m × n, row stride n) = lhs (m × k) · rhs (k × n), plus dst when `accumulate`.
+/// dst (m × n, row stride n) = lhs (m × k) · rhs (k × n), plus dst when `accumulate`, on the
+/// kernels this process runs.
 #[allow(clippy::too_many_arguments)]
 fn product<T: Scalar>(
     dst: &mut [T],
     m: usize,
     n: usize,
     k: usize,
+    lhs: Operand<'_, T>,
+    rhs: Operand<'_, T>,
+    accumulate: bool,
+    threads: usize,
+) {
+    product_on(
+        CpuKernels::active(),
+        dst,
+        (m, n, k),
+        lhs,
+        rhs,
+        accumulate,
+        threads,
+    );
+}
+
+/// [`product`] on the kernel set `kernels` (one this CPU runs: [`CpuKernels::runnable`]), whichever
+/// this process runs: how the tests hold every set this CPU has to the reference.
+pub fn product_on<T: Scalar>(
+    kernels: CpuKernels,
+    dst: &mut [T],
+    (m, n, k): (usize, usize, usize),
     lhs: Operand<'_, T>,
     rhs: Operand<'_, T>,
     accumulate: bool,
@@ -63,29 +88,71 @@ fn product<T: Scalar>(
         gemm::Parallelism::None
     };
     // SAFETY: the asserts above bound every index the kernel touches; dst does not alias the
-    // operands (it is a distinct &mut borrow). gemm computes dst = alpha·dst + beta·lhs·rhs.
+    // operands (it is a distinct &mut borrow); an entry exists only for kernels the CPU has.
+    // Both calls compute dst = dst·[accumulate] + lhs·rhs.
+    assert!(
+        kernels == CpuKernels::active() || kernels.runs_here(),
+        "gemm: this CPU cannot run the {} kernels",
+        kernels.name()
+    );
     unsafe {
-        gemm::gemm::<T>(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            parallelism,
-        );
+        match T::gemm_entry(kernels) {
+            // The microkernels prefer a column-major dst: a row-major one is computed as its
+            // transpose, dstᵀ = rhsᵀ · lhsᵀ (what `gemm::gemm` does before its own dispatch).
+            Some(entry) if n > 1 => entry(
+                n,
+                m,
+                k,
+                dst.as_mut_ptr(),
+                n as isize,
+                1,
+                accumulate,
+                rhs.data.as_ptr(),
+                rhs.row_stride as isize,
+                rhs.col_stride as isize,
+                lhs.data.as_ptr(),
+                lhs.row_stride as isize,
+                lhs.col_stride as isize,
+                parallelism,
+            ),
+            Some(entry) => entry(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                lhs.data.as_ptr(),
+                lhs.col_stride as isize,
+                lhs.row_stride as isize,
+                rhs.data.as_ptr(),
+                rhs.col_stride as isize,
+                rhs.row_stride as isize,
+                parallelism,
+            ),
+            None => gemm::gemm::<T>(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                lhs.data.as_ptr(),
+                lhs.col_stride as isize,
+                lhs.row_stride as isize,
+                rhs.data.as_ptr(),
+                rhs.col_stride as isize,
+                rhs.row_stride as isize,
+                T::one(),
+                T::one(),
+                false,
+                false,
+                false,
+                parallelism,
+            ),
+        }
     }
 }
 

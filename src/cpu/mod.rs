@@ -1,5 +1,5 @@
 //! The CPU path: reference maths (`ops`, and for convolution, pooling and dropout `conv` and
-//! `dropout`), a thin row-major wrapper over the `gemm` crate (`gemm`), the two fast passes
+//! `dropout`), a thin row-major wrapper over the `gemm` crate (`gemm`) on the kernel set `kernels` chooses, the two fast passes
 //! built on it — the fused pass of a network of dense layers (`dense`) and the layer-by-layer
 //! pass of any network (`layers`, with `im2col` and the channels-last image layout
 //! `channels_last`) — and the one engine that runs either (`engine`).
@@ -13,11 +13,13 @@ pub mod dropout;
 pub mod engine;
 pub mod gemm;
 pub mod im2col;
+pub mod kernels;
 pub mod layers;
 pub mod ops;
 mod pool;
 mod scalar;
 
 pub use engine::{CpuEngine, CpuPath, engine_bytes, engine_bytes_for};
+pub use kernels::CpuKernels;
 pub use pool::thread_pool;
 pub use scalar::{Scalar, tanh_f32};

@@ -1,5 +1,7 @@
 //! The float types the CPU path runs in, and tanh as it computes it.
 
+use super::kernels::{CpuKernels, GemmEntry};
+
 /// The float types the CPU path runs in: f32 (training) and f64 (gradient check, references).
 pub trait Scalar:
     num_traits::Float + std::iter::Sum + Default + Send + Sync + std::fmt::Debug + 'static
@@ -10,6 +12,9 @@ pub trait Scalar:
     fn tanh_activation(self) -> Self {
         self.tanh()
     }
+    /// This type's GEMM entry on `kernels`, where wgtrain calls the kernels itself (x86-64);
+    /// `None` where the `gemm` crate chooses.
+    fn gemm_entry(kernels: CpuKernels) -> Option<GemmEntry<Self>>;
 }
 
 // `#[inline]` on these so that code instantiating the generic passes outside this crate (the
@@ -26,6 +31,9 @@ impl Scalar for f32 {
     #[inline]
     fn tanh_activation(self) -> Self {
         tanh_f32(self)
+    }
+    fn gemm_entry(kernels: CpuKernels) -> Option<GemmEntry<Self>> {
+        super::kernels::f32_entry(kernels)
     }
 }
 
@@ -64,5 +72,8 @@ impl Scalar for f64 {
     #[inline]
     fn to_f64(self) -> f64 {
         self
+    }
+    fn gemm_entry(kernels: CpuKernels) -> Option<GemmEntry<Self>> {
+        super::kernels::f64_entry(kernels)
     }
 }
