@@ -370,7 +370,7 @@ pub fn save_checkpoint(
 }
 
 /// Epochs `first_epoch..=last_epoch` of a run, trained on `device` (the engine's own
-/// description: `cpu (2 threads)`, or the adapter). A run resumed elsewhere has several. On
+/// description: `cpu (2 threads, avx512f kernels)`, or the adapter). A run resumed elsewhere has several. On
 /// another CPU thread count it is still bit for bit the run an uninterrupted one would be
 /// (the CPU path's sums do not depend on its threads, nor on its x86-64 kernel set); on
 /// another device it is not ([`Leg::rounds_as`]).
@@ -409,23 +409,28 @@ impl Leg {
     /// where the threads do) and its kernel set counts only across families
     /// ([`CpuKernels::sums_as`]: `cpu (2 threads, avx512f kernels)` rounds as
     /// `cpu (1 thread, avx2+fma kernels)`). A CPU leg that names no kernels (written before
-    /// legs did) rounds as no other.
+    /// legs did, by a build whose kernels summed as today's on the machines it ran on) rounds
+    /// as any CPU leg, as it was taken to then.
     pub fn rounds_as(&self, other: &Leg) -> bool {
-        let arithmetic = |device: &str| match device.strip_prefix("cpu (") {
-            Some(rest) => {
-                let kernels = rest
-                    .split_once(", ")
+        // `Some(family)` for a CPU leg (`None` inside where it names no kernels), else `None`.
+        let cpu_family = |device: &str| {
+            let rest = device.strip_prefix("cpu (")?;
+            Some(
+                (rest.split_once(", "))
                     .and_then(|(_, k)| k.strip_suffix(" kernels)"))
-                    .and_then(CpuKernels::named);
-                kernels.map(|k| format!("cpu {}", k.sums_as()))
-            }
-            None => Some(device.to_string()),
+                    .and_then(CpuKernels::named)
+                    .map(CpuKernels::sums_as),
+            )
         };
-        arithmetic(&self.device).is_some_and(|a| Some(a) == arithmetic(&other.device))
+        match (cpu_family(&self.device), cpu_family(&other.device)) {
+            (Some(a), Some(b)) => a.is_none() || b.is_none() || a == b,
+            (None, None) => self.device == other.device,
+            _ => false,
+        }
     }
 
-    /// "epochs 1–9 on cpu (1 thread), 10–12 on cpu (2 threads) with momentum from true to
-    /// false".
+    /// "epochs 1–9 on cpu (1 thread, avx2+fma kernels), 10–12 on cpu (2 threads, avx2+fma
+    /// kernels) with momentum from true to false".
     pub fn describe(legs: &[Leg]) -> String {
         let parts: Vec<String> = legs
             .iter()

@@ -114,7 +114,7 @@ pub fn wait<T>(awaited: impl Future<Output = Result<T, EngineError>>) -> Result<
 /// A device that trains one network. The calls that read results back from the device are
 /// [`Awaited`]; the others only hand it work or copy on it, and return at once.
 pub trait Engine {
-    /// One line naming the device, e.g. `cpu (2 threads)`.
+    /// One line naming the device, e.g. `cpu (2 threads, avx512f kernels)`.
     fn describe(&self) -> String;
     /// Makes the dataset resident (a GPU engine copies it to the device once).
     fn upload(&mut self, data: Arc<Dataset>) -> Result<(), EngineError>;

@@ -351,6 +351,7 @@ fn fma_peak_is_a_real_rate_of_the_kernels_the_cpu_path_runs() {
     let peak = wgtrain::bench::cpu_fma_peak(1, 1);
     let kernels = CpuKernels::active();
     assert_eq!(peak.kernels, kernels.name());
+    // The register widths, in f32 lanes, of each set's instructions.
     let lanes = match kernels {
         CpuKernels::Avx512f => 16,
         CpuKernels::Avx2Fma => 8,

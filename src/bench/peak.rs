@@ -90,7 +90,7 @@ const FMA_ROUNDS: usize = 1 << 21;
 pub fn cpu_fma_peak(threads: usize, runs: usize) -> FmaPeak {
     let threads = crate::host::resolve_threads(threads);
     let kernels = CpuKernels::active();
-    let lanes = fma_lanes(kernels);
+    let lanes = kernels.f32_lanes();
     let flops_per_thread = (FMA_ROUNDS * FMA_CHAINS * lanes * 2) as f64;
     // Each thread times itself (this thread only waits, and would not get a core back before
     // a worker ends on a machine with as many cores as workers); the rate is the sum of
@@ -109,7 +109,10 @@ pub fn cpu_fma_peak(threads: usize, runs: usize) -> FmaPeak {
                 })
                 .collect();
             (workers.into_iter())
-                .map(|w| w.join().map_or(0.0, |secs| flops_per_thread / secs))
+                .map(|w| match w.join() {
+                    Ok(secs) => flops_per_thread / secs,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
                 .sum()
         })
     };
@@ -120,15 +123,6 @@ pub fn cpu_fma_peak(threads: usize, runs: usize) -> FmaPeak {
         threads,
         lanes,
         kernels: kernels.name(),
-    }
-}
-
-fn fma_lanes(kernels: CpuKernels) -> usize {
-    match kernels {
-        CpuKernels::Avx512f => 16,
-        CpuKernels::Avx2Fma => 8,
-        CpuKernels::Neon | CpuKernels::Simd128 => 4,
-        CpuKernels::Scalar => 1,
     }
 }
 
@@ -144,13 +138,19 @@ fn fma_rounds(kernels: CpuKernels, rounds: usize) -> f32 {
             _ => {}
         }
     }
-    // Elsewhere, chains of `lanes` plain f32 lanes, which the compiler vectorises where it can.
-    let lanes = fma_lanes(kernels);
-    let mut acc = [[1.0f32; 4]; FMA_CHAINS];
-    for _ in 0..rounds * lanes.div_ceil(4) {
+    // Elsewhere, chains of `lanes` plain f32 lanes, which the compiler vectorises where it
+    // can: fused where the target always has FMA (aarch64), else a multiply and an add (what
+    // the `gemm` crate's scalar kernels do; `mul_add` would be a libm call there).
+    let lanes = kernels.f32_lanes();
+    let mut acc = [[1.0f32; 16]; FMA_CHAINS];
+    for _ in 0..rounds {
         for chain in &mut acc {
-            for x in chain.iter_mut() {
-                *x = x.mul_add(0.999_999, 1e-7);
+            for x in &mut chain[..lanes] {
+                *x = if cfg!(target_arch = "aarch64") {
+                    x.mul_add(0.999_999, 1e-7)
+                } else {
+                    *x * 0.999_999 + 1e-7
+                };
             }
         }
     }

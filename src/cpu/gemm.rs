@@ -49,8 +49,8 @@ fn product<T: Scalar>(
     );
 }
 
-/// [`product`] on the kernel set `kernels` (one this CPU runs: [`CpuKernels::runnable`]), whichever
-/// this process runs: how the tests hold every set this CPU has to the reference.
+/// [`product`] on the kernel set `kernels`, one of [`CpuKernels::runnable`], rather than on
+/// the set this process runs: how the tests hold every set this CPU has to the reference.
 pub fn product_on<T: Scalar>(
     kernels: CpuKernels,
     dst: &mut [T],
@@ -87,14 +87,15 @@ pub fn product_on<T: Scalar>(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the asserts above bound every index the kernel touches; dst does not alias the
-    // operands (it is a distinct &mut borrow); an entry exists only for kernels the CPU has.
-    // Both calls compute dst = dst·[accumulate] + lhs·rhs.
+    // The active set was chosen among those this CPU runs; any other is looked at again.
     assert!(
         kernels == CpuKernels::active() || kernels.runs_here(),
         "gemm: this CPU cannot run the {} kernels",
         kernels.name()
     );
+    // SAFETY: the asserts above bound every index the kernel touches and say this CPU runs
+    // `kernels`; dst does not alias the operands (it is a distinct &mut borrow). Both calls
+    // compute dst = dst·[accumulate] + lhs·rhs.
     unsafe {
         match T::gemm_entry(kernels) {
             // The microkernels prefer a column-major dst: a row-major one is computed as its

@@ -34,10 +34,10 @@ pub enum CpuKernels {
 /// Why `WGTRAIN_CPU_KERNELS` cannot be honoured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelsError {
-    #[error("{ENV}={given:?}: expected avx2, avx512 or auto")]
+    #[error("{ENV}={given:?}: expected auto, avx2 or avx512")]
     Unknown { given: String },
     #[error(
-        "{ENV}={given}: this CPU cannot run the {wanted} kernels (its widest are {best}); unset {ENV} to run those"
+        "{ENV}={given:?}: this CPU cannot run the {wanted} kernels (its widest are {best}); unset {ENV} to run those"
     )]
     Missing {
         given: String,
@@ -79,6 +79,16 @@ impl CpuKernels {
         ]
         .into_iter()
         .find(|k| k.name() == name)
+    }
+
+    /// f32 lanes per vector register of this set: what one fused multiply-add computes.
+    pub fn f32_lanes(self) -> usize {
+        match self {
+            CpuKernels::Avx512f => 16,
+            CpuKernels::Avx2Fma => 8,
+            CpuKernels::Neon | CpuKernels::Simd128 => 4,
+            CpuKernels::Scalar => 1,
+        }
     }
 
     /// The widest set this CPU runs.
@@ -135,9 +145,14 @@ impl CpuKernels {
     /// or why this CPU cannot run it. The command line calls this before any work, so a bad
     /// value is an error there rather than a silent fallback.
     pub fn from_env() -> Result<CpuKernels, KernelsError> {
-        match std::env::var(ENV) {
-            Ok(value) => CpuKernels::parse(&value),
-            Err(_) => Ok(CpuKernels::widest()),
+        match std::env::var_os(ENV) {
+            Some(value) => match value.to_str() {
+                Some(value) => CpuKernels::parse(value),
+                None => Err(KernelsError::Unknown {
+                    given: value.to_string_lossy().into_owned(),
+                }),
+            },
+            None => Ok(CpuKernels::widest()),
         }
     }
 
@@ -208,11 +223,11 @@ pub type GemmEntry<T> = unsafe fn(
 /// the `gemm-f32`/`gemm-f64` microkernels of one set, exactly as the `gemm` crate instantiates
 /// them for its own dispatch (lanes `N` per register; MR = MR_DIV_N · N rows per microkernel),
 /// handed the depth in blocks that fix the order of the sums ([`DriverPath::depth_block`]).
-/// An entry given a `$lanes_apart` one hands it the shapes whose sums the driver splits across
-/// a register's lanes ([`DriverPath::sums_across_lanes`]).
+/// An entry given a `$narrower` one (the entry of the narrower set) hands it the shapes whose
+/// sums the driver splits across a register's lanes ([`DriverPath::sums_across_lanes`]).
 #[cfg(target_arch = "x86_64")]
 macro_rules! gemm_entry {
-    ($name:ident, $t:ty, $simd:ty, $lanes:expr, $ukr:path $(, $lanes_apart:ident)?) => {
+    ($name:ident, $t:ty, $simd:ty, $lanes:expr, $ukr:path $(, $narrower:ident)?) => {
         /// # Safety
         /// The CPU has the kernel set's features, and the strides keep every access inside
         /// the operands and dst (`cpu::gemm` checks both).
@@ -246,7 +261,7 @@ macro_rules! gemm_entry {
                 if path.sums_across_lanes() {
                     // SAFETY: forwarded; a CPU with this set has the narrower one's features.
                     return unsafe {
-                        $lanes_apart(
+                        $narrower(
                             m, n, k, dst, dst_cs, dst_rs, read_dst, lhs, lhs_cs, lhs_rs, rhs,
                             rhs_cs, rhs_rs, parallelism,
                         )
@@ -318,7 +333,8 @@ enum DriverPath {
     Dot,
     /// k ≤ 2: sums of at most two products.
     OuterProducts,
-    /// One row or one column of outputs: summed in lanes, then across them.
+    /// One row or one column of outputs: for a row-major lhs, each sum split across lanes and
+    /// then added across them; for a column-major one, each output in one lane.
     MatrixVector,
     /// At most 64 × 64 outputs: each output in one lane, in 512-deep blocks from the start.
     Small,
@@ -379,8 +395,6 @@ impl DriverPath {
 mod x86 {
     use gemm_common::simd::{V3, V4};
 
-    use crate::cpu::kernels::{CpuKernels, GemmEntry};
-
     gemm_entry!(f32_avx2, f32, V3, 8, gemm_f32::microkernel::fma::f32);
     gemm_entry!(
         f32_avx512,
@@ -399,47 +413,27 @@ mod x86 {
         gemm_f64::microkernel::avx512f::f64,
         f64_avx2
     );
-
-    pub(super) fn f32_entry(kernels: CpuKernels) -> Option<GemmEntry<f32>> {
-        match kernels {
-            CpuKernels::Avx512f => Some(f32_avx512),
-            CpuKernels::Avx2Fma => Some(f32_avx2),
-            _ => None,
-        }
-    }
-
-    pub(super) fn f64_entry(kernels: CpuKernels) -> Option<GemmEntry<f64>> {
-        match kernels {
-            CpuKernels::Avx512f => Some(f64_avx512),
-            CpuKernels::Avx2Fma => Some(f64_avx2),
-            _ => None,
-        }
-    }
 }
 
-/// The f32 entry of `kernels` where wgtrain calls them itself; `None` where `gemm::gemm`
-/// chooses.
+/// The f32 entry of `kernels` where wgtrain calls them itself (x86-64); `None` where
+/// `gemm::gemm` chooses.
 pub fn f32_entry(kernels: CpuKernels) -> Option<GemmEntry<f32>> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        x86::f32_entry(kernels)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = kernels;
-        None
+    match kernels {
+        #[cfg(target_arch = "x86_64")]
+        CpuKernels::Avx512f => Some(x86::f32_avx512),
+        #[cfg(target_arch = "x86_64")]
+        CpuKernels::Avx2Fma => Some(x86::f32_avx2),
+        _ => None,
     }
 }
 
 /// The f64 twin of [`f32_entry`].
 pub fn f64_entry(kernels: CpuKernels) -> Option<GemmEntry<f64>> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        x86::f64_entry(kernels)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = kernels;
-        None
+    match kernels {
+        #[cfg(target_arch = "x86_64")]
+        CpuKernels::Avx512f => Some(x86::f64_avx512),
+        #[cfg(target_arch = "x86_64")]
+        CpuKernels::Avx2Fma => Some(x86::f64_avx2),
+        _ => None,
     }
 }

@@ -1,6 +1,6 @@
 //! The CPU path: reference maths (`ops`, and for convolution, pooling and dropout `conv` and
-//! `dropout`), a thin row-major wrapper over the `gemm` crate (`gemm`) on the kernel set `kernels` chooses, the two fast passes
-//! built on it — the fused pass of a network of dense layers (`dense`) and the layer-by-layer
+//! `dropout`), a thin row-major wrapper over the `gemm` crate (`gemm`) on the kernel set
+//! `kernels` chooses, the two fast passes built on it — the fused pass of a network of dense layers (`dense`) and the layer-by-layer
 //! pass of any network (`layers`, with `im2col` and the channels-last image layout
 //! `channels_last`) — and the one engine that runs either (`engine`).
 //! Everything numeric is generic over [`Scalar`] so the same code runs in f32 for training and
