@@ -93,59 +93,63 @@ pub fn product_on<T: Scalar>(
         "gemm: this CPU cannot run the {} kernels",
         kernels.name()
     );
+    // The microkernels prefer a column-major dst: a row-major one (n > 1) is computed as its
+    // transpose, dstᵀ = rhsᵀ · lhsᵀ, as `gemm::gemm` does before its own dispatch (handed this
+    // already, it computes it as given). Each operand as (data, column stride, row stride).
+    let strided = |o: Operand<'_, T>| {
+        (
+            o.data.as_ptr(),
+            o.col_stride as isize,
+            o.row_stride as isize,
+        )
+    };
+    let transposed = |o: Operand<'_, T>| {
+        (
+            o.data.as_ptr(),
+            o.row_stride as isize,
+            o.col_stride as isize,
+        )
+    };
+    let ((rows, cols), (dst_cs, dst_rs), (a, a_cs, a_rs), (b, b_cs, b_rs)) = match n > 1 {
+        true => ((n, m), (n as isize, 1), transposed(rhs), transposed(lhs)),
+        false => ((m, n), (1, n as isize), strided(lhs), strided(rhs)),
+    };
+    let dst = dst.as_mut_ptr();
     // SAFETY: the asserts above bound every index the kernel touches and say this CPU runs
     // `kernels`; dst does not alias the operands (it is a distinct &mut borrow). Both calls
     // compute dst = dst·[accumulate] + lhs·rhs.
     unsafe {
         match T::gemm_entry(kernels) {
-            // The microkernels prefer a column-major dst: a row-major one is computed as its
-            // transpose, dstᵀ = rhsᵀ · lhsᵀ (what `gemm::gemm` does before its own dispatch).
-            Some(entry) if n > 1 => entry(
-                n,
-                m,
-                k,
-                dst.as_mut_ptr(),
-                n as isize,
-                1,
-                accumulate,
-                rhs.data.as_ptr(),
-                rhs.row_stride as isize,
-                rhs.col_stride as isize,
-                lhs.data.as_ptr(),
-                lhs.row_stride as isize,
-                lhs.col_stride as isize,
-                parallelism,
-            ),
             Some(entry) => entry(
-                m,
-                n,
+                rows,
+                cols,
                 k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
+                dst,
+                dst_cs,
+                dst_rs,
                 accumulate,
-                lhs.data.as_ptr(),
-                lhs.col_stride as isize,
-                lhs.row_stride as isize,
-                rhs.data.as_ptr(),
-                rhs.col_stride as isize,
-                rhs.row_stride as isize,
+                a,
+                a_cs,
+                a_rs,
+                b,
+                b_cs,
+                b_rs,
                 parallelism,
             ),
             None => gemm::gemm::<T>(
-                m,
-                n,
+                rows,
+                cols,
                 k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
+                dst,
+                dst_cs,
+                dst_rs,
                 accumulate,
-                lhs.data.as_ptr(),
-                lhs.col_stride as isize,
-                lhs.row_stride as isize,
-                rhs.data.as_ptr(),
-                rhs.col_stride as isize,
-                rhs.row_stride as isize,
+                a,
+                a_cs,
+                a_rs,
+                b,
+                b_cs,
+                b_rs,
                 T::one(),
                 T::one(),
                 false,
