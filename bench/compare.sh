@@ -6,6 +6,8 @@
 #   bench/compare.sh cnn [THREADS]     configs/cnn.toml against bench/peers/torch_cnn.py, batch 128
 #   bench/compare.sh gemm [THREADS]    the CPU path's GEMM and FMA peaks against numpy's `@`
 #                                      (OpenBLAS), three rounds
+#   bench/compare.sh search [THREADS]  the pruned random search (configs/sweeps/search.toml) on
+#                                      the CPU against bench/peers/optuna_search.py, two rounds
 # EXTRA_KERNELS=avx2 times wgtrain again in every round on that kernel set
 # (WGTRAIN_CPU_KERNELS), after the default widest one: AVX2 against AVX-512 on a CPU with both.
 # EXTRA_BIN=PATH times a second wgtrain build in every round too (another commit, copied aside).
@@ -24,6 +26,30 @@ if [ "${1:-}" = gemm ]; then
         grep -E '^(machine|CPU f32)'
     done
     python3 bench/peers/numpy_gemm.py | grep '^numpy'
+  done
+  exit 0
+fi
+if [ "${1:-}" = search ]; then
+  threads=${2:-2}
+  bin=target/release/wgtrain
+  [ -x "$bin" ] || cargo build --release --quiet
+  out=$(mktemp -d)
+  trap 'rm -rf "$out"' EXIT
+  for round in 1 2; do
+    echo "## round $round"
+    rm -rf "$out/search"
+    start=$EPOCHREALTIME
+    "$bin" sweep configs/sweeps/search.toml --device cpu --threads "$threads" --out "$out/search" >/dev/null 2>&1
+    python3 - "$out/search/results.csv" "$start" "$EPOCHREALTIME" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+epochs, secs = sum(int(r["epochs_run"]) for r in rows), float(sys.argv[3]) - float(sys.argv[2])
+pruned = sum(r["status"] == "pruned" for r in rows)
+print(f"wgtrain: {len(rows)} trials ({pruned} pruned), {epochs} epochs in {secs:.1f} s ({epochs / secs:.2f} epochs/s)")
+PY
+    if python3 -c 'import optuna, torch' 2>/dev/null; then
+      python3 bench/peers/optuna_search.py --threads "$threads" | grep '^optuna'
+    fi
   done
   exit 0
 fi
