@@ -514,6 +514,52 @@ fn bench_prints_a_table_and_json_rows_for_each_device_and_batch_size() {
     assert_clean_failure(&bad, "unknown device \"tpu\"");
 }
 
+#[test]
+fn bench_by_default_times_the_cpu_and_a_hardware_gpu_never_a_software_adapter() {
+    // Without a GPU, `bench` timed lavapipe by default: minutes of silence for a figure
+    // nobody asked for. Its default now takes what `--device auto` takes.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 300, 40, 6, 3, true);
+    let o = wgtrain(&[
+        "bench",
+        "--data",
+        data.to_str().unwrap(),
+        "--set",
+        "layers=[36, 10, 3]",
+        "--batch-sizes",
+        "16",
+        "--warmup",
+        "0",
+        "--epochs",
+        "1",
+    ]);
+    let (stdout, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(o.status.success(), "{err}{stdout}");
+    let hardware = pollster::block_on(wgtrain::gpu::GpuContext::open(
+        &wgtrain::gpu::AdapterChoice {
+            backend: None,
+            adapter: None,
+            allow_software: false,
+        },
+    ));
+    assert!(stdout.contains("| cpu |"), "{stdout}");
+    match hardware {
+        Ok(context) => {
+            assert!(stdout.contains("| gpu |"), "{stdout}");
+            assert!(stdout.contains(&context.info.name), "{stdout}");
+        }
+        Err(_) => {
+            assert!(!stdout.contains("| gpu |"), "{stdout}");
+            assert!(!stdout.contains("adapter: "), "{stdout}");
+            assert!(err.starts_with("note: --devices auto"), "{err}");
+            if crate::common::gpu().is_some() {
+                assert!(err.contains("--devices cpu,gpu times one anyway"), "{err}");
+            }
+        }
+    }
+}
+
 /// `wgtrain` with the tuning file at `file`.
 fn wgtrain_tuned(file: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wgtrain"))

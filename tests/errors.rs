@@ -1067,19 +1067,32 @@ fn config_file_cases(g: &Ground<'_>) -> Vec<Case> {
 fn bench_cases(g: &Ground<'_>) -> Vec<Case> {
     let (root, good) = (g.root, g.good.as_path());
     // See: the bench ran to the end, then could not write its JSON.
-    vec![Case {
-        what: "a bench JSON file in a directory that does not exist",
-        args: vec![
-            "bench".into(),
-            "--devices".into(),
-            "cpu".into(),
-            "--data".into(),
-            good.display().to_string(),
-            "--json".into(),
-            root.join("no-such-dir/bench.json").display().to_string(),
-        ],
-        expect: "no-such-dir/bench.json: its directory",
-    }]
+    vec![
+        Case {
+            what: "a bench JSON file in a directory that does not exist",
+            args: vec![
+                "bench".into(),
+                "--devices".into(),
+                "cpu".into(),
+                "--data".into(),
+                good.display().to_string(),
+                "--json".into(),
+                root.join("no-such-dir/bench.json").display().to_string(),
+            ],
+            expect: "no-such-dir/bench.json: its directory",
+        },
+        Case {
+            what: "bench's auto devices named beside another",
+            args: vec![
+                "bench".into(),
+                "--devices".into(),
+                "auto,gpu".into(),
+                "--data".into(),
+                good.display().to_string(),
+            ],
+            expect: "--devices: auto stands alone (the CPU, and a hardware GPU where there is one)",
+        },
+    ]
 }
 
 /// Gradient checks that could not fail.

@@ -103,8 +103,10 @@ pub(super) struct SweepArgs {
 pub(super) struct BenchArgs {
     #[command(flatten)]
     pub(super) config: ConfigArgs,
-    /// Devices to time, comma-separated: cpu, gpu.
-    #[arg(long, default_value = "cpu,gpu")]
+    /// Devices to time, comma-separated: cpu, gpu. auto: the CPU, and the GPU where wgpu finds
+    /// a hardware one; a software adapter (lavapipe, llvmpipe, SwiftShader, WARP) only when
+    /// asked for (gpu, or --adapter naming it), as `--device auto` skips it.
+    #[arg(long, default_value = "auto")]
     pub(super) devices: String,
     /// Batch sizes, comma-separated [default: the config's].
     #[arg(long, value_name = "LIST")]

@@ -2,8 +2,8 @@
 //! another, and the per-kernel profile).
 
 use anyhow::{Context, Result, bail};
-use wgtrain::device::EngineKind;
-use wgtrain::gpu::GpuContext;
+use wgtrain::device::{DeviceChoice, EngineKind};
+use wgtrain::gpu::{GpuContext, GpuError};
 
 use super::args::BenchArgs;
 
@@ -27,6 +27,13 @@ pub(super) fn bench(a: BenchArgs) -> Result<()> {
     let config = a.config.load()?;
     let batches = batch_list(a.batch_sizes.as_deref(), config.batch_size)?;
     let kinds = engine_kinds(&a.devices, threads, &a.gpu)?;
+    // A software adapter asked for by name: what it is for, and roughly how long its rows
+    // (every batch size, warm-up included) will take.
+    let flops = wgtrain::bench::config_epoch_flops(&config, &a.config.data_dir())
+        .map(|f| f * ((warmup + epochs) * batches.len()) as f64);
+    for kind in &kinds {
+        super::device::note_software_adapter(kind, 1, flops);
+    }
     let plan = wgtrain::bench::BenchPlan {
         config: &config,
         data_dir: a.config.data_dir(),
@@ -75,12 +82,32 @@ fn batch_list(batch_sizes: Option<&str>, config_batch: usize) -> Result<Vec<usiz
         })
 }
 
-/// `--devices`: the engines to time (cpu on `threads`, gpu on the adapter `gpu` chooses).
+/// `--devices`: the engines to time (cpu on `threads`, gpu on the adapter `gpu` chooses;
+/// `auto`, the CPU and a hardware GPU where there is one, saying so where there is none).
 fn engine_kinds(
     devices: &str,
     threads: usize,
     gpu: &super::args::GpuArgs,
 ) -> Result<Vec<EngineKind>> {
+    if devices.trim() == "auto" {
+        let cpu = EngineKind::Cpu { threads };
+        let chosen = EngineKind::choose(DeviceChoice::Auto, &gpu.choice(false), threads)
+            .context("--devices auto")?;
+        return Ok(match (chosen.kind, chosen.fell_back) {
+            (EngineKind::Cpu { .. }, Some(GpuError::OnlySoftware { found })) => {
+                eprintln!(
+                    "note: --devices auto: timing the CPU alone: the only GPU adapters here are software ones ({found}), far slower than the CPU path; --devices cpu,gpu times one anyway"
+                );
+                vec![cpu]
+            }
+            (EngineKind::Cpu { .. }, fell_back) => {
+                let why = fell_back.map_or(String::new(), |e| format!(" ({e})"));
+                eprintln!("note: --devices auto found no usable GPU{why}; timing the CPU alone");
+                vec![cpu]
+            }
+            (gpu, _) => vec![cpu, gpu],
+        });
+    }
     (devices.split(','))
         .map(|d| match d.trim() {
             "cpu" => Ok(EngineKind::Cpu { threads }),
@@ -90,7 +117,10 @@ fn engine_kinds(
                         .context("bench on gpu")?,
                 ),
             }),
-            other => bail!("--devices: unknown device {other:?} (expected cpu or gpu)"),
+            "auto" => bail!(
+                "--devices: auto stands alone (the CPU, and a hardware GPU where there is one)"
+            ),
+            other => bail!("--devices: unknown device {other:?} (expected cpu, gpu or auto)"),
         })
         .collect()
 }
