@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -153,16 +154,8 @@ fn draw_curves<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("epoch")
-        // Epochs are whole: a label only on whole numbers (a 2-epoch run read
-        // "1 1 1 1 1 2 2 2 2 2 2" with every tenth rounded).
         .x_labels(max_epoch.min(12))
-        .x_label_formatter(&|x| {
-            if (x - x.round()).abs() < 1e-6 {
-                format!("{x:.0}")
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&epoch_label)
         .y_desc(metric.name())
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 17))
@@ -193,7 +186,7 @@ fn draw_curves<DB: DrawingBackend>(
             .map_err(|e| e.to_string())?
             .label(format!("{prefix}train (dashed)"))
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 22, y)], light.stroke_width(2))
+                DashedPathElement::new(vec![(x, y), (x + 22, y)], 6, 4, light.stroke_width(2))
             });
         chart
             .draw_series(LineSeries::new(val, color.stroke_width(3)))
@@ -573,7 +566,7 @@ fn draw_validation<DB: DrawingBackend>(
             .collect()
     };
     let all: Vec<(f64, f64)> = runs.iter().flat_map(points).collect();
-    let max_epoch = all.iter().map(|p| p.0).fold(1.0, f64::max);
+    let max_epoch = all.iter().map(|p| p.0).fold(2.0, f64::max);
     let lo = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
     let hi = all.iter().map(|p| p.1).fold(0.0, f64::max);
     let (lo, hi) = if lo < hi { (lo, hi) } else { (0.1, 10.0) };
@@ -583,7 +576,7 @@ fn draw_validation<DB: DrawingBackend>(
         .x_label_area_size(48)
         .y_label_area_size(70)
         .build_cartesian_2d(
-            1f64..max_epoch.max(2.0),
+            1f64..max_epoch,
             (lo * 0.95..hi * 1.05)
                 .log_scale()
                 .with_key_points(log_ticks(lo * 0.95, hi * 1.05)),
@@ -592,9 +585,11 @@ fn draw_validation<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("epoch")
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_labels((max_epoch as usize).min(12))
+        .x_label_formatter(&epoch_label)
         .y_desc("validation loss (log scale)")
-        .y_label_formatter(&|y| format!("{y:.2}"))
+        // With a decimal point always ("1.0"), so no loss reads like an epoch.
+        .y_label_formatter(&|y| format!("{:?}", significant(*y, 3)))
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 17))
         .light_line_style(WHITE.mix(0.0))
@@ -649,15 +644,55 @@ fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
         .map_err(|e| e.to_string())
 }
 
-/// Tick values for a log axis from `lo` to `hi`: 1, 1.5, 2, 3, 5 and 7 times each power of
-/// ten in range (plotters' own log ticks are the powers alone, one or none on a loss axis).
+/// An epoch axis's label: epochs are whole, so a label only on whole numbers (a 2-epoch run
+/// read "1 1 1 1 1 2 2 2 2 2 2" with every tenth rounded).
+fn epoch_label(x: &f64) -> String {
+    match (x - x.round()).abs() < 1e-6 {
+        true => format!("{x:.0}"),
+        false => String::new(),
+    }
+}
+
+/// `v` to `digits` significant digits, without trailing zeros: 0.45, 0.425, 1.5, 12.
+fn significant(v: f64, digits: i32) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let scale = 10f64.powi(digits - 1 - v.abs().log10().floor() as i32);
+    (v * scale).round() / scale
+}
+
+/// Tick values for a log axis from `lo` to `hi`: the sparsest of ever finer sets of mantissas
+/// (1, 2, 5; then 1, 1.5, 2, 3, 5, 7; then every half; then every tenth) times each power of
+/// ten that puts at least four ticks in range, thinned to at most twelve. plotters' own log
+/// ticks are the powers alone, and a loss axis spanning 0.4–0.55 holds none of them (and but
+/// one of the second set).
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
-    let first = lo.log10().floor() as i32;
-    let last = hi.log10().ceil() as i32;
-    (first..=last)
-        .flat_map(|p| [1.0, 1.5, 2.0, 3.0, 5.0, 7.0].map(|m| m * 10f64.powi(p)))
-        .filter(|v| (lo..=hi).contains(v))
-        .collect()
+    let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let in_range = |mantissas: &[f64]| -> Vec<f64> {
+        (first..=last)
+            .flat_map(|p| {
+                mantissas
+                    .iter()
+                    .map(move |m| significant(m * 10f64.powi(p), 3))
+            })
+            .filter(|v| (lo..=hi).contains(v))
+            .collect()
+    };
+    let halves: Vec<f64> = (2..20).map(|i| i as f64 / 2.0).collect();
+    let tenths: Vec<f64> = (10..100).map(|i| i as f64 / 10.0).collect();
+    let sets: [&[f64]; 4] = [
+        &[1.0, 2.0, 5.0],
+        &[1.0, 1.5, 2.0, 3.0, 5.0, 7.0],
+        &halves,
+        &tenths,
+    ];
+    let ticks = (sets.iter())
+        .map(|set| in_range(set))
+        .find(|ticks| ticks.len() >= 4)
+        .unwrap_or_else(|| in_range(&tenths));
+    let every = ticks.len().div_ceil(12).max(1);
+    ticks.into_iter().step_by(every).collect()
 }
 
 /// `wgtrain plot`: the curves of the run directories among `paths` (files are passed over:

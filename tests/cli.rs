@@ -1184,13 +1184,7 @@ fn a_finished_run_keeps_no_lock_and_its_plot_reads_like_the_run() {
 
     let redrawn = wgtrain(&["plot", out.to_str().unwrap()]);
     assert!(redrawn.status.success(), "{}", stderr(&redrawn));
-    let svg = std::fs::read_to_string(out.join("accuracy.svg")).unwrap();
-    let texts: Vec<&str> = svg
-        .split("<text")
-        .skip(1)
-        .filter_map(|t| t.split_once('>').map(|(_, rest)| rest))
-        .filter_map(|t| t.split_once("</text>").map(|(text, _)| text.trim()))
-        .collect();
+    let texts = crate::common::svg_texts(&out.join("accuracy.svg"));
     let name = RunDir::new(&out).read_config().unwrap().name;
     assert_ne!(name, "pl");
     assert_eq!(texts[0], format!("{name}: accuracy"), "{texts:?}");

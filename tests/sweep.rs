@@ -224,6 +224,18 @@ fn three_shards_into_one_directory_give_the_same_results_as_one_run_and_reruns_r
             "the sweep draws {what}"
         );
     }
+    // validation.svg reads: each of the two epochs labelled once (they read "1 1 1 1 1 2 2 2
+    // 2 2 2"), and the log loss axis labelled at least four times (it had one label or none).
+    let texts = crate::common::svg_texts(&whole.join("validation.svg"));
+    for epoch in ["1", "2"] {
+        let n = texts.iter().filter(|t| *t == epoch).count();
+        assert_eq!(n, 1, "epoch {epoch} labelled once: {texts:?}");
+    }
+    let losses: Vec<f64> = (texts.iter())
+        .filter(|t| t.contains('.'))
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    assert!(losses.len() >= 4, "loss ticks: {texts:?}");
 
     // A rerun skips what finished and redoes a run that was interrupted.
     std::fs::remove_file(whole.join("activation=tanh_learning_rate=0.2-seed2/summary.json"))

@@ -113,6 +113,19 @@ pub fn train_small(data: &Path, extra: &[&str]) -> std::process::Output {
     wgtrain(&args)
 }
 
+/// The texts of an SVG file wgtrain drew (title, tick labels, legend), in drawing order.
+pub fn svg_texts(path: &Path) -> Vec<String> {
+    let svg = std::fs::read_to_string(path).unwrap();
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| t.split_once('>').map(|(_, rest)| rest))
+        .filter_map(|t| {
+            t.split_once("</text>")
+                .map(|(text, _)| text.trim().to_string())
+        })
+        .collect()
+}
+
 /// What a run of the binary wrote to stderr.
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
