@@ -3,7 +3,7 @@
 //! gradient is its [`CpuPath`], chosen from the network when the engine is built:
 //!
 //! - **fused dense** (a network of dense layers with one hidden activation, the paper's MLP):
-//!   each mini-batch is split into chunks of about [`CHUNK_ROWS`] rows; the threads take
+//!   each mini-batch is split into chunks of about [`super::dense_steps::CHUNK_ROWS`] rows; the threads take
 //!   chunks, each chunk runs forward and backward on one thread ([`dense`]: at these sizes one
 //!   thread per product beats splitting every product), and the chunks' losses and gradients
 //!   are summed in chunk order (the last gradients inside the update).
@@ -16,22 +16,14 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
-use super::dense::{self, Shape, Workspace};
+use super::dense_steps::{Batch, DensePath, EVAL_ROWS};
 use super::layers::{self, LayersWorkspace, StepCounters};
 use super::ops::{self, OptimizerState};
 use crate::config::{GradientReduction, Hyper};
 use crate::data::{Dataset, Split, SplitName};
 use crate::engine::{Awaited, Engine, EngineError, EpochStats, EvalStats, TrainingState, ready};
-use crate::model::{Activation, LayerView, Network, Params};
+use crate::model::{LayerView, Network, Params};
 
-/// Rows of a split the fused dense path evaluates as one chunk (one forward pass).
-const EVAL_ROWS: usize = 512;
-/// Rows of a mini-batch per chunk on the fused dense path: below this a chunk's work is
-/// shorter than waking a sibling thread (measured: 2 threads at batch 32 were slower), and
-/// the paper's batch of 128 is 2 chunks, one per thread of a 2-core machine.
-pub const CHUNK_ROWS: usize = 64;
 /// Fewest rows a pass of the layers path is sized for, so evaluating a split takes few passes
 /// even when the mini-batch is small.
 const MIN_PASS_ROWS: usize = 128;
@@ -108,41 +100,6 @@ enum Path {
     Layers(Box<LayersPath>),
 }
 
-/// The fused dense path: a chunk's buffers (a shard) for each thread, and one more that sums
-/// when a batch has more chunks than threads.
-struct DensePath {
-    activation: Activation,
-    shards: Vec<Shard>,
-    /// Threads that take chunks.
-    threads: usize,
-    /// Chunks the current epoch's batches are split into: fixed by the batch size.
-    chunks: usize,
-}
-
-/// One chunk's buffers on the fused dense path.
-struct Shard {
-    workspace: Workspace<f32>,
-    grad: Vec<f32>,
-    /// This shard's (loss sum, correct) of the latest step: kept here rather than collected
-    /// into a Vec: wgtrain allocates nothing in a step (the `gemm` crate does, 2 per product).
-    result: (f64, usize),
-    /// (rows, I) of this shard's part of the mini-batch, gathered by index.
-    images: Vec<f32>,
-    labels: Vec<u8>,
-}
-
-impl Shard {
-    fn new(layers: &[LayerView], params: usize, rows: usize) -> Self {
-        Shard {
-            workspace: Workspace::new(layers, rows),
-            grad: vec![0.0; params],
-            result: (0.0, 0),
-            images: Vec::new(),
-            labels: Vec::new(),
-        }
-    }
-}
-
 /// The layers path: one workspace for the whole mini-batch.
 struct LayersPath {
     grad: Vec<f32>,
@@ -150,11 +107,6 @@ struct LayersPath {
     /// (rows, C·H·W) of the mini-batch being stepped, gathered by index, and its labels.
     images: Vec<f32>,
     labels: Vec<u8>,
-}
-
-/// The `i`-th of `n` contiguous, near-equal parts of `0..len`.
-fn part(len: usize, n: usize, i: usize) -> std::ops::Range<usize> {
-    (len * i / n)..(len * (i + 1) / n)
 }
 
 impl CpuEngine {
@@ -189,14 +141,7 @@ impl CpuEngine {
                         net.describe()
                     ))
                 })?;
-                Path::FusedDense(DensePath {
-                    activation,
-                    shards: (0..threads)
-                        .map(|_| Shard::new(&views, count, EVAL_ROWS))
-                        .collect(),
-                    threads,
-                    chunks: 1,
-                })
+                Path::FusedDense(DensePath::new(activation, &views, count, threads))
             }
             CpuPath::Layers => {
                 let rows = batch_size.max(MIN_PASS_ROWS);
@@ -253,6 +198,28 @@ impl CpuEngine {
                 GradientReduction::Sum => 1.0,
             };
             let (loss_sum, correct) = match &mut self.path {
+                Path::FusedDense(path) if path.one_wave() => {
+                    let batch = Batch {
+                        train: &data.train,
+                        indices,
+                        scale,
+                    };
+                    let taken = path.step_and_update(
+                        &self.views,
+                        &mut self.params,
+                        &mut self.state,
+                        batch,
+                        hyper,
+                    );
+                    if taken.0.is_finite() {
+                        stats.loss_sum += taken.0;
+                        stats.correct += taken.1;
+                        stats.samples += rows;
+                        stats.steps += 1;
+                        continue;
+                    }
+                    taken
+                }
                 Path::FusedDense(path) => {
                     path.step(&self.views, &self.params, &data.train, indices, scale)
                 }
@@ -312,184 +279,6 @@ impl CpuEngine {
             accuracy: correct as f64 / n,
             samples: split.len,
         })
-    }
-}
-
-impl DensePath {
-    /// Sizes the chunks and shards for mini-batches of `batch` rows of `features` values.
-    fn prepare(&mut self, batch: usize, views: &[LayerView], features: usize) {
-        self.chunks = (batch / CHUNK_ROWS).max(1);
-        let shards = match self.chunks <= self.threads {
-            true => self.chunks,
-            false => self.threads + 1,
-        };
-        let shard_rows = batch.div_ceil(self.chunks);
-        let params = self.shards[0].grad.len();
-        while self.shards.len() < shards {
-            self.shards.push(Shard::new(views, params, EVAL_ROWS));
-        }
-        for shard in &mut self.shards {
-            if shard.workspace.capacity() < shard_rows {
-                shard.workspace = Workspace::new(views, shard_rows);
-            }
-            shard.images.resize(shard_rows * features, 0.0);
-            shard.labels.resize(shard_rows, 0);
-        }
-    }
-
-    fn shape<'a>(&self, views: &'a [LayerView]) -> Shape<'a> {
-        Shape {
-            layers: views,
-            activation: self.activation,
-            threads: 1,
-        }
-    }
-
-    /// Forward and backward on the rows `indices` of `train`: the (loss sum, correct) of the
-    /// mini-batch. The chunks go in waves of one per thread; after every wave but the last,
-    /// shard 0 adds the wave's gradients in chunk order (the first wave computes into it, the
-    /// others into the shards after it), so every element is the same sum in the same order
-    /// on any thread count. The last wave's gradients are added by [`DensePath::update`].
-    fn step(
-        &mut self,
-        views: &[LayerView],
-        params: &[f32],
-        train: &Split,
-        indices: &[u32],
-        scale: f32,
-    ) -> (f64, usize) {
-        let (rows, chunks, shape) = (indices.len(), self.chunks, self.shape(views));
-        let (mut loss_sum, mut correct) = (0.0, 0);
-        let mut next = 0;
-        while next < chunks {
-            // The first wave's first chunk computes into shard 0; later waves keep it for the sum.
-            let base = usize::from(next > 0);
-            let wave = base..base + (chunks - next).min(self.threads);
-            let step_shard = |(j, s): (usize, &mut Shard)| {
-                let chunk = &indices[part(rows, chunks, next + j)];
-                s.result = shard_step(s, shape, params, train, chunk, scale);
-            };
-            let shards = &mut self.shards[wave.clone()];
-            if shards.len() > 1 {
-                shards.par_iter_mut().enumerate().for_each(step_shard);
-            } else {
-                shards.iter_mut().enumerate().for_each(step_shard);
-            }
-            for s in shards.iter() {
-                (loss_sum, correct) = (loss_sum + s.result.0, correct + s.result.1);
-            }
-            next += wave.len();
-            if next < chunks {
-                self.add_into_first(wave.start.max(1)..wave.end);
-            }
-        }
-        (loss_sum, correct)
-    }
-
-    /// The shards that hold a step's last chunks, after shard 0 (which holds the sum of the
-    /// chunks before them): the update adds them. Empty when a step is one chunk.
-    fn last_wave(&self) -> std::ops::Range<usize> {
-        let (chunks, threads) = (self.chunks, self.threads.max(1));
-        if chunks <= threads {
-            return 1..chunks.max(1);
-        }
-        // After the first wave of `threads` chunks, later waves of up to `threads` each.
-        1..1 + (chunks - threads - 1) % threads + 1
-    }
-
-    /// Adds the gradients of the shards in `others` to shard 0's, in shard order.
-    fn add_into_first(&mut self, others: std::ops::Range<usize>) {
-        let (first, rest) = self.shards.split_at_mut(1);
-        let others = &rest[others.start - 1..others.end - 1];
-        let grad = &mut first[0].grad;
-        let range = grad.len().div_ceil(self.threads.max(1));
-        let add = |(k, g): (usize, &mut [f32])| add_in_order(g, k * range, others);
-        if self.threads > 1 {
-            grad.par_chunks_mut(range).enumerate().for_each(add);
-        } else {
-            grad.chunks_mut(range).enumerate().for_each(add);
-        }
-    }
-
-    /// The update with the step's chunk gradients summed: the last wave's are added to shard
-    /// 0's inside the update, one parameter range per thread, so no thread idles through a
-    /// serial update (every element is still added in shard order).
-    fn update(
-        &mut self,
-        params: &mut [f32],
-        state: &mut OptimizerState<f32>,
-        views: &[LayerView],
-        hyper: &Hyper,
-    ) {
-        let last_wave = self.last_wave();
-        if last_wave.is_empty() {
-            ops::update(params, &self.shards[0].grad, state, views, hyper);
-            return;
-        }
-        state.step += 1;
-        let t = state.step;
-        let range = params.len().div_ceil(self.threads.max(1));
-        let (first, rest) = self.shards.split_at_mut(1);
-        let others = &rest[last_wave.start - 1..last_wave.end - 1];
-        let update = |k: usize, w: &mut [f32], g: &mut [f32], f: &mut [f32], s: &mut [f32]| {
-            let offset = k * range;
-            add_in_order(g, offset, others);
-            ops::update_range(w, g, f, s, offset, t, views, hyper);
-        };
-        let grad = &mut first[0].grad;
-        if self.threads > 1 {
-            (params.par_chunks_mut(range))
-                .zip(grad.par_chunks_mut(range))
-                .zip(state.first.par_chunks_mut(range))
-                .zip(state.second.par_chunks_mut(range))
-                .enumerate()
-                .for_each(|(k, (((w, g), f), s))| update(k, w, g, f, s));
-        } else {
-            (params.chunks_mut(range))
-                .zip(grad.chunks_mut(range))
-                .zip(state.first.chunks_mut(range))
-                .zip(state.second.chunks_mut(range))
-                .enumerate()
-                .for_each(|(k, (((w, g), f), s))| update(k, w, g, f, s));
-        }
-    }
-
-    /// (loss sum, correct) over `split`: chunks of [`EVAL_ROWS`] rows, one forward pass
-    /// each, in waves of one per thread, summed in chunk order.
-    fn evaluate(&mut self, views: &[LayerView], params: &[f32], split: &Split) -> (f64, usize) {
-        let shape = self.shape(views);
-        let features = views[0].fan_in;
-        let chunks = split.len.div_ceil(EVAL_ROWS);
-        let width = self.threads.min(self.shards.len());
-        let (mut loss_sum, mut correct) = (0.0, 0);
-        let mut next = 0;
-        while next < chunks {
-            let shards = &mut self.shards[..width.min(chunks - next)];
-            let eval = |(j, s): (usize, &mut Shard)| {
-                let start = (next + j) * EVAL_ROWS;
-                let rows = start..(start + EVAL_ROWS).min(split.len);
-                if s.workspace.capacity() < EVAL_ROWS {
-                    s.workspace = Workspace::new(views, EVAL_ROWS);
-                }
-                s.result = dense::evaluate(
-                    shape,
-                    params,
-                    &split.images()[rows.start * features..rows.end * features],
-                    &split.labels[rows],
-                    &mut s.workspace,
-                );
-            };
-            if shards.len() > 1 {
-                shards.par_iter_mut().enumerate().for_each(eval);
-            } else {
-                shards.iter_mut().enumerate().for_each(eval);
-            }
-            for s in shards.iter() {
-                (loss_sum, correct) = (loss_sum + s.result.0, correct + s.result.1);
-            }
-            next += shards.len();
-        }
-        (loss_sum, correct)
     }
 }
 
@@ -655,46 +444,4 @@ impl Engine for CpuEngine {
         self.state.step = from.step;
         Ok(())
     }
-}
-
-/// Adds the ranges at `offset` of `others`' gradients to `sum`, in order.
-fn add_in_order(sum: &mut [f32], offset: usize, others: &[Shard]) {
-    for other in others {
-        let part = &other.grad[offset..offset + sum.len()];
-        sum.iter_mut().zip(part).for_each(|(a, b)| *a += b);
-    }
-}
-
-/// Gathers one chunk's rows and runs forward and backward on them; an empty chunk (a batch
-/// of fewer rows than chunks) contributes a zero gradient.
-fn shard_step(
-    shard: &mut Shard,
-    shape: Shape<'_>,
-    params: &[f32],
-    train: &Split,
-    indices: &[u32],
-    scale: f32,
-) -> (f64, usize) {
-    let features = shape.layers[0].fan_in;
-    if indices.is_empty() {
-        shard.grad.fill(0.0);
-        return (0.0, 0);
-    }
-    let images = train.images();
-    for (r, &i) in indices.iter().enumerate() {
-        let i = i as usize;
-        shard.images[r * features..(r + 1) * features]
-            .copy_from_slice(&images[i * features..(i + 1) * features]);
-        shard.labels[r] = train.labels[i];
-    }
-    dense::loss_and_gradient_scaled(
-        shape,
-        params,
-        &shard.images,
-        &shard.labels,
-        indices.len(),
-        scale,
-        &mut shard.grad,
-        &mut shard.workspace,
-    )
 }

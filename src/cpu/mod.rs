@@ -9,6 +9,7 @@
 pub mod channels_last;
 pub mod conv;
 pub mod dense;
+mod dense_steps;
 pub mod dropout;
 pub mod engine;
 pub mod gemm;
