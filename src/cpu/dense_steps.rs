@@ -202,6 +202,8 @@ impl DensePath {
     ) -> (f64, usize) {
         let (rows, chunks, shape) = (batch.indices.len(), self.chunks, self.shape(views));
         let len = params.len();
+        // The barrier waits for `threads` threads: the broadcast must bring exactly those.
+        assert!(self.one_wave(), "a one-wave step off the engine's pool");
         // The ranges below are cut from these; a shorter one would be read out of bounds.
         assert!(state.first.len() == len && state.second.len() == len);
         let range = len.div_ceil(self.threads);
