@@ -370,10 +370,10 @@ pub fn save_checkpoint(
 }
 
 /// Epochs `first_epoch..=last_epoch` of a run, trained on `device` (the engine's own
-/// description: `cpu (2 threads, avx512f kernels)`, or the adapter). A run resumed elsewhere has several. On
-/// another CPU thread count it is still bit for bit the run an uninterrupted one would be
-/// (the CPU path's sums do not depend on its threads, nor on its x86-64 kernel set); on
-/// another device it is not ([`Leg::rounds_as`]).
+/// description: `cpu (2 threads, avx512f kernels)`, or the adapter). A run resumed elsewhere
+/// has several. On another CPU thread count it is still bit for bit the run an uninterrupted
+/// one would be (the CPU path's sums do not depend on its threads, nor on its x86-64 kernel
+/// set); on another device it is not ([`Leg::rounds_as`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Leg {
     pub first_epoch: usize,

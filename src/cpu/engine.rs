@@ -3,10 +3,11 @@
 //! gradient is its [`CpuPath`], chosen from the network when the engine is built:
 //!
 //! - **fused dense** (a network of dense layers with one hidden activation, the paper's MLP):
-//!   each mini-batch is split into chunks of about [`super::dense_steps::CHUNK_ROWS`] rows; the threads take
-//!   chunks, each chunk runs forward and backward on one thread ([`dense`]: at these sizes one
-//!   thread per product beats splitting every product), and the chunks' losses and gradients
-//!   are summed in chunk order (the last gradients inside the update).
+//!   each mini-batch is split into chunks of about [`super::dense_steps::CHUNK_ROWS`] rows;
+//!   the threads take chunks, each chunk runs forward and backward on one thread
+//!   ([`super::dense`]: at these sizes one thread per product beats splitting every product),
+//!   and the chunks' losses and gradients are summed in chunk order (the last gradients
+//!   inside the update; `cpu/dense_steps.rs`).
 //! - **layers** (any network): the whole mini-batch goes through [`layers::loss_and_gradient`]
 //!   (im2col and the GEMM, each on every thread) in one workspace allocated when the engine is
 //!   built, then the update.
@@ -197,31 +198,28 @@ impl CpuEngine {
                 GradientReduction::Mean => 1.0 / rows as f32,
                 GradientReduction::Sum => 1.0,
             };
-            let (loss_sum, correct) = match &mut self.path {
+            // (loss sum, correct, whether the update is taken already: a one-wave step takes
+            // it with its chunks, where its loss is finite).
+            let (loss_sum, correct, updated) = match &mut self.path {
                 Path::FusedDense(path) if path.one_wave() => {
                     let batch = Batch {
                         train: &data.train,
                         indices,
                         scale,
                     };
-                    let taken = path.step_and_update(
+                    let (loss_sum, correct) = path.step_and_update(
                         &self.views,
                         &mut self.params,
                         &mut self.state,
                         batch,
                         hyper,
                     );
-                    if taken.0.is_finite() {
-                        stats.loss_sum += taken.0;
-                        stats.correct += taken.1;
-                        stats.samples += rows;
-                        stats.steps += 1;
-                        continue;
-                    }
-                    taken
+                    (loss_sum, correct, true)
                 }
                 Path::FusedDense(path) => {
-                    path.step(&self.views, &self.params, &data.train, indices, scale)
+                    let (loss_sum, correct) =
+                        path.step(&self.views, &self.params, &data.train, indices, scale);
+                    (loss_sum, correct, false)
                 }
                 Path::Layers(path) => {
                     // The masks' counters: the run's seed and the optimiser's step about to be
@@ -236,7 +234,9 @@ impl CpuEngine {
                     });
                     let indices = indices.iter().map(|&i| i as usize);
                     path.gather(&self.net, &data.train, indices);
-                    path.step(&self.net, &self.params, rows, scale, counters, self.threads)
+                    let (loss_sum, correct) =
+                        path.step(&self.net, &self.params, rows, scale, counters, self.threads);
+                    (loss_sum, correct, false)
                 }
             };
             if !loss_sum.is_finite() {
@@ -246,6 +246,7 @@ impl CpuEngine {
                 });
             }
             match &mut self.path {
+                _ if updated => {}
                 Path::FusedDense(path) => {
                     path.update(&mut self.params, &mut self.state, &self.views, hyper)
                 }
