@@ -137,9 +137,7 @@ impl DensePath {
             } else {
                 shards.iter_mut().enumerate().for_each(step_shard);
             }
-            for s in shards.iter() {
-                (loss_sum, correct) = (loss_sum + s.result.0, correct + s.result.1);
-            }
+            (loss_sum, correct) = add_results((loss_sum, correct), shards);
             next += wave.len();
             if next < chunks {
                 self.add_into_first(wave.start.max(1)..wave.end);
@@ -251,10 +249,10 @@ impl DensePath {
             if let Err(panic) = computed {
                 std::panic::resume_unwind(panic);
             }
-            // SAFETY: after the barrier the shards' results are only read.
-            let loss = (0..chunks).fold(0.0, |sum, j| {
-                sum + unsafe { (*shards.ptr().add(j)).result.0 }
-            });
+            // SAFETY: after the barrier no thread writes a shard (only shard 0's gradient
+            // buffer, which the shard does not hold in itself).
+            let done = unsafe { std::slice::from_raw_parts(shards.ptr(), chunks) };
+            let (loss, _) = add_results((0.0, 0), done);
             let (offset, end) = (me * range, ((me + 1) * range).min(len));
             let failed = panicked.load(std::sync::atomic::Ordering::Relaxed);
             if failed || !loss.is_finite() || offset >= end {
@@ -277,10 +275,7 @@ impl DensePath {
             add_in_order(g, others);
             ops::update_range(w, g, f, s, offset, t, views, hyper);
         });
-        let (mut loss_sum, mut correct) = (0.0, 0);
-        for s in &self.shards[..chunks] {
-            (loss_sum, correct) = (loss_sum + s.result.0, correct + s.result.1);
-        }
+        let (loss_sum, correct) = add_results((0.0, 0), &self.shards[..chunks]);
         if loss_sum.is_finite() {
             state.step = t;
         }
@@ -366,16 +361,22 @@ impl DensePath {
             } else {
                 shards.iter_mut().enumerate().for_each(eval);
             }
-            for s in shards.iter() {
-                (loss_sum, correct) = (loss_sum + s.result.0, correct + s.result.1);
-            }
+            (loss_sum, correct) = add_results((loss_sum, correct), shards);
             next += shards.len();
         }
         (loss_sum, correct)
     }
 }
 
-/// Adds the ranges at `offset` of `others`' gradients to `sum`, in order.
+/// `sum` plus the shards' (loss sum, correct), in shard order: how every step and evaluation
+/// adds its chunks' results.
+fn add_results(sum: (f64, usize), shards: &[Shard]) -> (f64, usize) {
+    (shards.iter()).fold(sum, |(loss, right), s| {
+        (loss + s.result.0, right + s.result.1)
+    })
+}
+
+/// Adds each of `others` (ranges of other gradients as long as `sum`) to `sum`, in order.
 fn add_in_order<'a>(sum: &mut [f32], others: impl IntoIterator<Item = &'a [f32]>) {
     for part in others {
         sum.iter_mut().zip(part).for_each(|(a, b)| *a += b);
