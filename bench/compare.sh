@@ -13,10 +13,10 @@
 # EXTRA_BIN=PATH times a second wgtrain build in every round too (another commit, copied aside).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+threads=${2:-2}
+bin=target/release/wgtrain
+[ -x "$bin" ] || cargo build --release --quiet
 if [ "${1:-}" = gemm ]; then
-  threads=${2:-2}
-  bin=target/release/wgtrain
-  [ -x "$bin" ] || cargo build --release --quiet
   export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
   for round in 1 2 3; do
     echo "## round $round"
@@ -30,9 +30,6 @@ if [ "${1:-}" = gemm ]; then
   exit 0
 fi
 if [ "${1:-}" = search ]; then
-  threads=${2:-2}
-  bin=target/release/wgtrain
-  [ -x "$bin" ] || cargo build --release --quiet
   out=$(mktemp -d)
   trap 'rm -rf "$out"' EXIT
   for round in 1 2; do
@@ -54,9 +51,6 @@ PY
   exit 0
 fi
 if [ "${1:-}" = cnn ]; then
-  threads=${2:-2}
-  bin=target/release/wgtrain
-  [ -x "$bin" ] || cargo build --release --quiet
   for round in 1 2; do
     echo "## round $round"
     for b in "$bin" ${EXTRA_BIN:-}; do
@@ -72,10 +66,7 @@ if [ "${1:-}" = cnn ]; then
   exit 0
 fi
 batches=${1:-128,1024}
-threads=${2:-2}
 devices=${3:-cpu}
-bin=target/release/wgtrain
-[ -x "$bin" ] || cargo build --release --quiet
 export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 for round in 1 2; do
   echo "## round $round"
