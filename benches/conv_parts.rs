@@ -1,9 +1,10 @@
-//! `cargo bench --bench conv_parts`: the CPU convolution's pieces (issue 18) at batch 128 on
-//! the issue's example network (conv 1→32 on 28×28, conv 32→64 on 14×14, 3×3, padding 1), on
-//! every thread, channels-last as the training pass runs them: im2col, the three GEMMs,
-//! col2im and the filters' layout change, each against the GEMM's rate on large square
-//! products on the same threads; then the first pooling and a dropout mask, and a whole
-//! training step of the example network. Medians after warm-up; compare figures only within
+//! `cargo bench --bench conv_parts`: the CPU convolution's pieces at batch 128 on
+//! configs/cnn.toml's convolutions (conv 1→32 on 28×28, conv 32→64 on 14×14, 3×3, padding 1),
+//! on every thread, channels-last as the training pass runs them: the forward pass (im2col,
+//! GEMM and bias a chunk of images at a time), the filters' layout change, the backward pass
+//! with and without the input gradient, each against the GEMM's rate on large square products
+//! on the same threads, and im2col and col2im of a whole batch at once for comparison; then
+//! the first pooling and a dropout mask, and a whole training step of the network. Medians after warm-up; compare figures only within
 //! one run (see BENCHMARKS.md).
 
 use std::hint::black_box;
@@ -11,9 +12,9 @@ use std::hint::black_box;
 use wgtrain::bench::{cpu_gemm_peak, gemm_operand as filled, median_secs};
 use wgtrain::cpu::channels_last::{self as cl, filters_to_channels_last};
 use wgtrain::cpu::im2col::{
-    col2im, cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col,
-    conv2d_forward_im2col, im2col,
+    ConvScratch, col2im, cols_len, conv2d_backward_im2col, conv2d_forward_im2col, im2col,
 };
+use wgtrain::model::Activation;
 use wgtrain::model::Conv2d;
 
 fn report(what: &str, flops: Option<f64>, secs: f64, peak: f64) {
@@ -69,54 +70,83 @@ fn main() {
         let w = filled(shape.weights_len(), 2);
         let b = filled(shape.filters, 3);
         let dz = filled(rows * shape.out_len(), 4);
-        let mut cols = vec![0f32; cols_len(&shape, rows)];
-        let mut dcols = cols.clone();
         let mut z = vec![0f32; dz.len()];
         let (mut dw, mut db) = (vec![0f32; w.len()], vec![0f32; b.len()]);
         let mut dx = vec![0f32; x.len()];
+        let mut scratch = ConvScratch::default();
         // One GEMM's multiply-adds: positions × (C·K·K) × O.
         let macs = (shape.positions(rows) * shape.window_len() * shape.filters) as f64;
         let reps = 15;
-        let mut time = |what: &str, flops: Option<f64>, f: &mut dyn FnMut()| {
+        // The layer's step: the forward, the filters, and one of the backward passes.
+        let mut time = |what: &str, flops: Option<f64>, in_step: bool, f: &mut dyn FnMut()| {
             let secs = median_secs(reps, f);
-            total += secs;
+            total += if in_step { secs } else { 0.0 };
             report(&format!("{name}: {what}"), flops, secs, peak.gflops);
         };
-        time("im2col", None, &mut || {
-            im2col(&shape, black_box(&x), rows, &mut cols, threads)
-        });
-        time("forward GEMM (+ bias)", Some(2.0 * macs), &mut || {
-            conv2d_forward_im2col(&shape, &cols, &w, &b, rows, &mut z, threads)
-        });
+        let none = Activation::None;
+        time(
+            "forward: im2col, GEMM, bias",
+            Some(2.0 * macs),
+            true,
+            &mut || {
+                let x = black_box(&x);
+                conv2d_forward_im2col(&shape, none, x, &w, &b, rows, &mut z, &mut scratch, threads)
+            },
+        );
         let mut w_cl = w.clone();
-        let mut partials = Vec::new();
-        time("filters to channels-last", None, &mut || {
+        time("filters to channels-last", None, true, &mut || {
             filters_to_channels_last(&shape, &w, &mut w_cl)
         });
-        time("weight GEMM (+ bias sums)", Some(2.0 * macs), &mut || {
-            conv2d_backward_params_im2col(
+        // dz is the same each time: no activation changes it.
+        let mut dz = dz.clone();
+        let mut backward = |dx: Option<&mut [f32]>| {
+            let grads = (&mut dw[..], &mut db[..]);
+            let (z, x) = (&z, black_box(&x));
+            conv2d_backward_im2col(
                 &shape,
-                &z,
-                &cols,
+                none,
+                z,
+                &mut dz,
+                x,
+                &w,
                 rows,
-                &mut dw,
-                &mut db,
-                &mut partials,
+                grads,
+                dx,
+                &mut scratch,
                 threads,
             )
-        });
-        if shape.channels > 1 {
+        };
+        let first_layer = shape.channels == 1;
+        let what = "backward: im2col, weight GEMM, bias sums";
+        time(what, Some(2.0 * macs), first_layer, &mut || backward(None));
+        if !first_layer {
             // The first layer's input gradient is never needed.
-            time("input GEMM + col2im", Some(2.0 * macs), &mut || {
-                conv2d_backward_input_im2col(&shape, &z, &w, rows, &mut dcols, &mut dx, threads)
+            let what = "backward with the input GEMM and col2im";
+            time(what, Some(4.0 * macs), true, &mut || {
+                backward(Some(&mut dx))
             });
-            let secs = median_secs(reps, || col2im(&shape, &dcols, rows, &mut dx, threads));
-            report(&format!("{name}: of which col2im"), None, secs, peak.gflops);
         }
+        let mut cols = vec![0f32; cols_len(&shape, rows)];
+        let secs = median_secs(reps, || {
+            im2col(&shape, black_box(&x), rows, &mut cols, threads)
+        });
+        report(
+            &format!("{name}: (im2col of the whole batch at once)"),
+            None,
+            secs,
+            peak.gflops,
+        );
+        let secs = median_secs(reps, || col2im(&shape, &cols, rows, &mut dx, threads));
+        report(
+            &format!("{name}: (col2im of the whole batch at once)"),
+            None,
+            secs,
+            peak.gflops,
+        );
         black_box((&dz, &dw, &db, &dx, &w_cl));
     }
     println!(
-        "\nboth layers, every piece above once: {:.1} ms per batch of {rows}",
+        "\nboth layers' steps (forward, filters, backward as the step runs it): {:.1} ms per batch of {rows}",
         total * 1e3
     );
     whole_step(rows, threads);

@@ -282,13 +282,13 @@ fn conv2d_on_im2col_and_the_gemm_matches_the_reference() {
         filters_to_channels_first, filters_to_channels_last, to_channels_first, to_channels_last,
     };
     use wgtrain::cpu::im2col::{
-        cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col,
-        conv2d_forward_im2col, im2col,
+        ConvScratch, IMAGES_PER_PART, conv2d_backward_im2col, conv2d_forward_im2col,
+        images_per_chunk,
     };
+    use wgtrain::model::Activation;
     let mut r = rng(5);
-    let rows = 3;
     let mut shapes = shapes();
-    // The second layer of the example network: large enough for the GEMM's threads.
+    // The second layer of the example network: an image to a chunk.
     shapes.push(Conv2d {
         channels: 32,
         height: 14,
@@ -299,9 +299,11 @@ fn conv2d_on_im2col_and_the_gemm_matches_the_reference() {
         padding: 1,
     });
     for (case, shape) in shapes.into_iter().enumerate() {
-        // One thread, or the images split across threads: the same results.
-        let threads = 1 + case % 2;
-        let what = format!("{shape:?} on {threads} thread(s)");
+        // One thread, or the parts split across threads: the same results. A batch of more
+        // than a part, with a last chunk and a last part shorter than the others.
+        let threads = 1 + case % 3;
+        let rows = IMAGES_PER_PART + images_per_chunk(&shape) + 1;
+        let what = format!("{shape:?}, {rows} images on {threads} thread(s)");
         let (input, output) = (image_in(&shape), image_out(&shape));
         // The references' operands, channels-first, and the fast path's, channels-last.
         let x = uniform(&mut r, rows * shape.in_len());
@@ -314,11 +316,20 @@ fn conv2d_on_im2col_and_the_gemm_matches_the_reference() {
         filters_to_channels_last(&shape, &w, &mut w_cl);
         let mut dz_cl = vec![f64::NAN; dz.len()];
         to_channels_last(&output, &dz, rows, &mut dz_cl, threads);
-        let mut cols = vec![f64::NAN; cols_len(&shape, rows)];
-        im2col(&shape, &x_cl, rows, &mut cols, threads);
+        let mut scratch = ConvScratch::default();
 
         let mut z_cl = vec![f64::NAN; rows * shape.out_len()];
-        conv2d_forward_im2col(&shape, &cols, &w_cl, &b, rows, &mut z_cl, threads);
+        conv2d_forward_im2col(
+            &shape,
+            Activation::None,
+            &x_cl,
+            &w_cl,
+            &b,
+            rows,
+            &mut z_cl,
+            &mut scratch,
+            threads,
+        );
         let mut z = vec![f64::NAN; z_cl.len()];
         to_channels_first(&output, &z_cl, rows, &mut z, threads);
         assert_close(
@@ -328,16 +339,18 @@ fn conv2d_on_im2col_and_the_gemm_matches_the_reference() {
         );
 
         let (mut dw_cl, mut db) = (vec![f64::NAN; w.len()], vec![f64::NAN; b.len()]);
-        // On two threads the batch's 3 images are cut into parts of 2 and 1.
-        let mut partials = Vec::new();
-        conv2d_backward_params_im2col(
+        let mut dx_cl = vec![f64::NAN; x.len()];
+        conv2d_backward_im2col(
             &shape,
-            &dz_cl,
-            &cols,
+            Activation::None,
+            &z_cl,
+            &mut dz_cl,
+            &x_cl,
+            &w_cl,
             rows,
-            &mut dw_cl,
-            &mut db,
-            &mut partials,
+            (&mut dw_cl, &mut db),
+            Some(&mut dx_cl),
+            &mut scratch,
             threads,
         );
         let mut dw = vec![f64::NAN; w.len()];
@@ -345,10 +358,6 @@ fn conv2d_on_im2col_and_the_gemm_matches_the_reference() {
         let (want_dw, want_db) = conv2d_backward_params(&shape, &dz, &x, rows);
         assert_close(&format!("dw {what}"), &dw, &want_dw);
         assert_close(&format!("db {what}"), &db, &want_db);
-
-        let mut dcols = vec![f64::NAN; cols.len()];
-        let mut dx_cl = vec![f64::NAN; x.len()];
-        conv2d_backward_input_im2col(&shape, &dz_cl, &w_cl, rows, &mut dcols, &mut dx_cl, threads);
         let mut dx = vec![f64::NAN; x.len()];
         to_channels_first(&input, &dx_cl, rows, &mut dx, threads);
         assert_close(

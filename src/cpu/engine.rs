@@ -53,7 +53,7 @@ impl CpuPath {
 pub fn engine_bytes_for(net: &Network, threads: usize, batch_size: usize) -> u128 {
     match net.dense_stack() {
         Some((widths, _)) => engine_bytes(&widths, threads),
-        None => layers_engine_bytes(net, batch_size),
+        None => layers_engine_bytes(net, batch_size, threads),
     }
 }
 
@@ -72,13 +72,16 @@ pub fn engine_bytes(widths: &[usize], threads: usize) -> u128 {
     floats.saturating_mul(std::mem::size_of::<f32>() as u128)
 }
 
-/// Bytes the layers path holds for `net` with passes of `rows` rows, at the least: the
-/// parameters, best copy, gradient and two moments, the workspace and the gathered batch.
-fn layers_engine_bytes(net: &Network, rows: usize) -> u128 {
-    let rows = rows.max(MIN_PASS_ROWS) as u128;
-    let params = 5 * net.param_count as u128 + LayersWorkspace::<f32>::floats_fixed(net) as u128;
-    let per_image = LayersWorkspace::<f32>::floats_per_image(net) + net.input.len();
-    (params + rows * per_image as u128) * std::mem::size_of::<f32>() as u128
+/// Bytes the layers path holds for `net` with passes of `rows` rows on `threads` threads, at
+/// the least: the parameters, best copy, gradient and two moments, the workspace and the
+/// gathered batch.
+fn layers_engine_bytes(net: &Network, rows: usize, threads: usize) -> u128 {
+    let rows = rows.max(MIN_PASS_ROWS);
+    let params = 5 * net.param_count as u128;
+    let workspace = LayersWorkspace::<f32>::floats(net, rows, threads);
+    let batch = rows as u128 * net.input.len() as u128;
+    let floats = params.saturating_add(workspace).saturating_add(batch);
+    floats.saturating_mul(std::mem::size_of::<f32>() as u128)
 }
 
 pub struct CpuEngine {

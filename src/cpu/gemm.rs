@@ -250,6 +250,29 @@ pub fn linear_backward_weight<T: Scalar>(
     fan_out: usize,
     threads: usize,
 ) {
+    weight_product(dw, dz, a, (rows, fan_in, fan_out), false, threads);
+}
+
+/// [`linear_backward_weight`] added onto `dw`: dw += dzᵀ · a, for a gradient summed over
+/// several products.
+pub fn linear_backward_weight_onto<T: Scalar>(
+    dw: &mut [T],
+    dz: &[T],
+    a: &[T],
+    (rows, fan_in, fan_out): (usize, usize, usize),
+    threads: usize,
+) {
+    weight_product(dw, dz, a, (rows, fan_in, fan_out), true, threads);
+}
+
+fn weight_product<T: Scalar>(
+    dw: &mut [T],
+    dz: &[T],
+    a: &[T],
+    (rows, fan_in, fan_out): (usize, usize, usize),
+    accumulate: bool,
+    threads: usize,
+) {
     let lhs = Operand {
         data: dz,
         row_stride: 1,
@@ -260,7 +283,7 @@ pub fn linear_backward_weight<T: Scalar>(
         row_stride: fan_in,
         col_stride: 1,
     };
-    product(dw, fan_out, fan_in, rows, lhs, rhs, false, threads);
+    product(dw, fan_out, fan_in, rows, lhs, rhs, accumulate, threads);
 }
 
 /// Input gradient: da (B, I) = dz (B, O) · w (O, I).

@@ -10,6 +10,7 @@ use super::conv::{
     max_pool2d_forward,
 };
 use super::dropout::{dropout_backward, dropout_forward, dropout_forward_from};
+use super::im2col::ConvScratch;
 use super::ops;
 use super::scalar::Scalar;
 use crate::model::dropout::DropoutMask;
@@ -233,16 +234,15 @@ fn backward_reference<T: Scalar>(
 }
 
 /// Buffers for [`loss_and_gradient`] on up to `capacity` images, allocated once: each layer's
-/// output (channels-last, `cpu::channels_last`), each convolution's im2col matrix (its weight
-/// gradient reads it again) and filters in the window's order, each pooling's argmax, a dense
-/// layer's flattened input where it must change layout, and shared scratch. A step allocates
-/// nothing but what the GEMM does.
+/// output (channels-last, `cpu::channels_last`), each convolution's filters in the window's
+/// order, each pooling's argmax, a dense layer's flattened input where it must change layout,
+/// and shared scratch (the convolutions' per-thread chunks, grown by the first step). A step
+/// allocates nothing but what the GEMM does.
 pub struct LayersWorkspace<T> {
     capacity: usize,
     /// The input channels-last, where that is not the data's own layout.
     input: Vec<T>,
     outputs: Vec<Vec<T>>,
-    cols: Vec<Vec<T>>,
     /// A convolution's filters (O, K, K, C), refreshed from the parameters each pass.
     filters: Vec<Vec<T>>,
     argmax: Vec<Vec<u32>>,
@@ -252,25 +252,22 @@ pub struct LayersWorkspace<T> {
     dfilters: Vec<T>,
     /// A dense layer's input gradient channels-first, before it goes channels-last.
     dflat: Vec<T>,
-    /// The gradient of a convolution's im2col matrix.
-    dcols: Vec<T>,
-    /// Each thread's part of a convolution's weight gradient (grown by the first step).
-    partials: Vec<T>,
+    /// The convolutions' im2col chunks and weight-gradient parts.
+    conv: ConvScratch<T>,
     /// ∂L/∂(a layer's output), and ∂L/∂(its input) being computed.
     delta: Vec<T>,
     delta_in: Vec<T>,
 }
 
-/// Per layer, in floats: its im2col matrix, argmax and flattened input per image, and its
-/// channels-last filters (the buffers [`LayersWorkspace`] holds for it beside its output).
-fn layer_buffers(layer: &Planned, input: &ImageShape) -> (usize, usize, usize, usize) {
+/// Per layer, in floats: its argmax and flattened input per image, and its channels-last
+/// filters (the buffers [`LayersWorkspace`] holds for it beside its output).
+fn layer_buffers(layer: &Planned, input: &ImageShape) -> (usize, usize, usize) {
     use super::channels_last::layouts_differ;
-    use super::im2col::cols_len;
     match layer {
-        Planned::Conv2d { shape, .. } => (cols_len(shape, 1), 0, 0, shape.weights_len()),
-        Planned::MaxPool2d { shape } => (0, shape.out_len(), 0, 0),
-        Planned::Dense { .. } if layouts_differ(input) => (0, 0, input.len(), 0),
-        _ => (0, 0, 0, 0),
+        Planned::Conv2d { shape, .. } => (0, 0, shape.weights_len()),
+        Planned::MaxPool2d { shape } => (shape.out_len(), 0, 0),
+        Planned::Dense { .. } if layouts_differ(input) => (0, input.len(), 0),
+        _ => (0, 0, 0),
     }
 }
 
@@ -278,13 +275,12 @@ impl<T: Scalar> LayersWorkspace<T> {
     pub fn new(net: &Network, capacity: usize) -> Self {
         use super::channels_last::layouts_differ;
         let zeros = |n: usize| vec![T::zero(); n];
-        let (mut widest, mut dcols, mut dflat, mut dfilters) = (net.input.len(), 0, 0, 0);
-        let (mut cols, mut filters, mut argmax, mut flat) = (vec![], vec![], vec![], vec![]);
+        let (mut widest, mut dflat, mut dfilters) = (net.input.len(), 0, 0);
+        let (mut filters, mut argmax, mut flat) = (vec![], vec![], vec![]);
         for (l, layer) in net.layers.iter().enumerate() {
             widest = widest.max(net.outputs[l].len());
-            let (c, a, f, w) = layer_buffers(layer, &net.layer_input(l));
-            (dcols, dflat, dfilters) = (dcols.max(c), dflat.max(f), dfilters.max(w));
-            cols.push(zeros(capacity * c));
+            let (a, f, w) = layer_buffers(layer, &net.layer_input(l));
+            (dflat, dfilters) = (dflat.max(f), dfilters.max(w));
             argmax.push(vec![0u32; capacity * a]);
             flat.push(zeros(capacity * f));
             filters.push(zeros(w));
@@ -301,14 +297,12 @@ impl<T: Scalar> LayersWorkspace<T> {
                 .iter()
                 .map(|o| zeros(capacity * o.len()))
                 .collect(),
-            cols,
             filters,
             argmax,
             flat,
             dfilters: zeros(dfilters),
             dflat: zeros(capacity * dflat),
-            dcols: zeros(capacity * dcols),
-            partials: Vec::new(),
+            conv: ConvScratch::default(),
             delta: zeros(capacity * widest),
             delta_in: zeros(capacity * widest),
         }
@@ -318,36 +312,31 @@ impl<T: Scalar> LayersWorkspace<T> {
         self.capacity
     }
 
-    /// The floats [`LayersWorkspace::new`] allocates per image of its capacity.
-    pub fn floats_per_image(net: &Network) -> usize {
+    /// The floats [`LayersWorkspace`] holds for passes of `rows` images on `threads`
+    /// threads, once its first step has grown it. Saturates rather than overflowing.
+    pub fn floats(net: &Network, rows: usize, threads: usize) -> u128 {
         use super::channels_last::layouts_differ;
-        let (mut widest, mut dcols, mut dflat) = (net.input.len(), 0, 0);
-        let mut total = if layouts_differ(&net.input) {
-            net.input.len()
-        } else {
-            0
-        };
+        let (mut widest, mut dflat, mut dfilters) = (net.input.len(), 0, 0);
+        let (mut per_image, mut fixed, mut conv) = (0u128, 0u128, 0u128);
+        if layouts_differ(&net.input) {
+            per_image += net.input.len() as u128;
+        }
         for (l, layer) in net.layers.iter().enumerate() {
             widest = widest.max(net.outputs[l].len());
             // The argmax is u32, as wide as an f32.
-            let (c, a, f, _) = layer_buffers(layer, &net.layer_input(l));
-            (dcols, dflat) = (dcols.max(c), dflat.max(f));
-            total += net.outputs[l].len() + c + a + f;
+            let (a, f, w) = layer_buffers(layer, &net.layer_input(l));
+            (dflat, dfilters) = (dflat.max(f), dfilters.max(w));
+            per_image += (net.outputs[l].len() + a + f) as u128;
+            fixed += w as u128;
+            if let Planned::Conv2d { shape, .. } = layer {
+                conv = conv.max(ConvScratch::<T>::floats(shape, rows, threads));
+            }
         }
-        total + dcols + dflat + 2 * widest
-    }
-
-    /// The floats [`LayersWorkspace::new`] allocates whatever its capacity: the filters
-    /// channels-last, and one convolution's weight gradient so (a batch of more than
-    /// [`crate::cpu::im2col::IMAGES_PER_PART`] images adds one such gradient per part).
-    pub fn floats_fixed(net: &Network) -> usize {
-        let filters =
-            (0..net.layers.len()).map(|l| layer_buffers(&net.layers[l], &net.layer_input(l)).3);
-        filters.clone().sum::<usize>() + filters.max().unwrap_or(0)
+        let per_image = per_image + (dflat + 2 * widest) as u128;
+        (rows as u128).saturating_mul(per_image) + fixed + dfilters as u128 + conv
     }
 }
 
-/// The shape of layer `l`'s input image.
 /// [`loss_and_gradient_reference`] on the fast CPU kernels, every image channels-last
 /// (`cpu::channels_last`): convolutions through im2col and the GEMM (`cpu::im2col`), dense
 /// layers through the GEMM (`cpu::gemm`), pooling and dropout over channel vectors, on
@@ -394,7 +383,7 @@ pub fn forward<'w, T: Scalar>(
         self as cl, filters_to_channels_last, layouts_differ, to_channels_first, to_channels_last,
     };
     use super::gemm;
-    use super::im2col::{cols_len, conv2d_forward_im2col, im2col};
+    use super::im2col::conv2d_forward_im2col;
     assert!(
         rows <= ws.capacity,
         "{rows} rows in a workspace for {}",
@@ -420,15 +409,11 @@ pub fn forward<'w, T: Scalar>(
                 weight,
                 bias,
             } => {
-                let cols = &mut ws.cols[l][..cols_len(&shape, rows)];
-                im2col(&shape, a, rows, cols, threads);
                 let w = &mut ws.filters[l];
                 filters_to_channels_last(&shape, &params[weight..bias], w);
                 let b = &params[bias..bias + shape.filters];
-                conv2d_forward_im2col(&shape, cols, w, b, rows, out, threads);
-                by_images(threads, rows, out, |_, part| {
-                    ops::activation_forward(activation, part)
-                });
+                let scratch = &mut ws.conv;
+                conv2d_forward_im2col(&shape, activation, a, w, b, rows, out, scratch, threads);
             }
             Planned::MaxPool2d { shape } => {
                 let (in_len, out_len) = (shape.in_len(), shape.out_len());
@@ -560,7 +545,7 @@ fn backward<T: Scalar>(
 ) {
     use super::channels_last::{self as cl, filters_to_channels_first, layouts_differ};
     use super::gemm;
-    use super::im2col::{cols_len, conv2d_backward_input_im2col, conv2d_backward_params_im2col};
+    use super::im2col::conv2d_backward_im2col;
     let x = &x[..rows * net.input.len()];
     // ws.delta holds ∂L/∂(layer l's output); each layer writes ∂L/∂(its input) to
     // ws.delta_in, and the two swap. All of them channels-last.
@@ -582,21 +567,27 @@ fn backward<T: Scalar>(
                 weight,
                 bias,
             } => {
-                activation_backward_by_images(activation, a_out, delta, rows, threads);
                 let (dw, db) = grad[weight..bias + shape.filters].split_at_mut(bias - weight);
                 let dw_cl = &mut ws.dfilters[..dw.len()];
-                let cols = &ws.cols[l][..cols_len(&shape, rows)];
-                let partials = &mut ws.partials;
-                conv2d_backward_params_im2col(
-                    &shape, delta, cols, rows, dw_cl, db, partials, threads,
+                let w = &ws.filters[l];
+                let dx = (l > 0).then_some(delta_in);
+                conv2d_backward_im2col(
+                    &shape,
+                    activation,
+                    a_out,
+                    delta,
+                    a_in,
+                    w,
+                    rows,
+                    (dw_cl, db),
+                    dx,
+                    &mut ws.conv,
+                    threads,
                 );
                 filters_to_channels_first(&shape, dw_cl, dw);
                 if l == 0 {
                     break;
                 }
-                let dcols = &mut ws.dcols[..cols.len()];
-                let w = &ws.filters[l];
-                conv2d_backward_input_im2col(&shape, delta, w, rows, dcols, delta_in, threads);
             }
             Planned::MaxPool2d { shape } => {
                 let (in_len, out_len) = (shape.in_len(), shape.out_len());
