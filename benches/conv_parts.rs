@@ -1,9 +1,10 @@
 //! `cargo bench --bench conv_parts`: the CPU convolution's pieces at batch 128 on
 //! configs/cnn.toml's convolutions (conv 1→32 on 28×28, conv 32→64 on 14×14, 3×3, padding 1),
-//! on every thread, channels-last as the training pass runs them: the forward pass (im2col,
-//! GEMM and bias a chunk of images at a time), the filters' layout change, the backward pass
-//! with and without the input gradient, each against the GEMM's rate on large square products
-//! on the same threads, and im2col and col2im of a whole batch at once for comparison; then
+//! on every thread, channels-last as the training pass runs them: the first layer's narrow
+//! path (`cpu::conv_narrow`), and the forward pass through im2col (GEMM and bias a chunk of
+//! images at a time), the filters' layout change and the backward pass with and without the
+//! input gradient, each against the GEMM's rate on large square products on the same
+//! threads, and im2col and col2im of a whole batch at once for comparison; then
 //! the first pooling and a dropout mask, and a whole training step of the network. Medians after warm-up; compare figures only within
 //! one run (see BENCHMARKS.md).
 
@@ -11,11 +12,14 @@ use std::hint::black_box;
 
 use wgtrain::bench::{cpu_gemm_peak, gemm_operand as filled, median_secs};
 use wgtrain::cpu::channels_last::{self as cl, filters_to_channels_last};
-use wgtrain::cpu::im2col::{
-    ConvScratch, col2im, cols_len, conv2d_backward_im2col, conv2d_forward_im2col, im2col,
+use wgtrain::cpu::conv_chunks::{ConvScratch, Epilogue, Gradient};
+use wgtrain::cpu::conv_narrow::{
+    self, conv2d_backward_params_narrow, conv2d_forward_narrow, filters_to_taps_first,
 };
+use wgtrain::cpu::im2col::{cols_len, conv2d_backward_im2col, conv2d_forward_im2col, im2col};
+use wgtrain::cpu::kernels::CpuKernels;
 use wgtrain::model::Activation;
-use wgtrain::model::Conv2d;
+use wgtrain::model::{Conv2d, MaxPool2d};
 
 fn report(what: &str, flops: Option<f64>, secs: f64, peak: f64) {
     let (gflops, share) = match flops {
@@ -73,80 +77,152 @@ fn main() {
         let mut z = vec![0f32; dz.len()];
         let (mut dw, mut db) = (vec![0f32; w.len()], vec![0f32; b.len()]);
         let mut dx = vec![0f32; x.len()];
+        let pool = MaxPool2d {
+            channels: shape.filters,
+            height: shape.out_height(),
+            width: shape.out_width(),
+            window: 2,
+            stride: 2,
+        };
+        let (mut pooled, mut argmax) = (
+            vec![0f32; rows * pool.out_len()],
+            vec![0u32; rows * pool.out_len()],
+        );
+        let dpool = filled(pooled.len(), 5);
         let mut scratch = ConvScratch::default();
         // One GEMM's multiply-adds: positions × (C·K·K) × O.
         let macs = (shape.positions(rows) * shape.window_len() * shape.filters) as f64;
         let reps = 15;
-        // The layer's step: the forward, the filters, and one of the backward passes.
+        // The layer's step as configs/cnn.toml runs it: the filters' layout, the forward
+        // pooled as it goes, and the backward through the pooling.
         let mut time = |what: &str, flops: Option<f64>, in_step: bool, f: &mut dyn FnMut()| {
             let secs = median_secs(reps, f);
             total += if in_step { secs } else { 0.0 };
             report(&format!("{name}: {what}"), flops, secs, peak.gflops);
         };
-        let none = Activation::None;
+        let (none, kernels) = (Activation::None, CpuKernels::active());
+        // The first layer takes the narrow path, the other im2col.
+        let first_layer = conv_narrow::suits(&shape);
+        let mut filters = w.clone();
+        time("filters' layout", None, true, &mut || match first_layer {
+            true => filters_to_taps_first(&shape, &w, &mut filters),
+            false => filters_to_channels_last(&shape, &w, &mut filters),
+        });
+        let forward = |epilogue: Epilogue<'_, f32>, scratch: &mut ConvScratch<f32>| {
+            let x = black_box(&x);
+            match first_layer {
+                true => conv2d_forward_narrow(
+                    kernels,
+                    &shape,
+                    none,
+                    x,
+                    (&filters, &b),
+                    rows,
+                    epilogue,
+                    scratch,
+                    threads,
+                ),
+                false => conv2d_forward_im2col(
+                    &shape, none, x, &filters, &b, rows, epilogue, scratch, threads,
+                ),
+            }
+        };
         time(
-            "forward: im2col, GEMM, bias",
+            "forward, output stored",
+            Some(2.0 * macs),
+            false,
+            &mut || forward(Epilogue::Store { out: &mut z }, &mut scratch),
+        );
+        time(
+            "forward, pooled as it goes",
             Some(2.0 * macs),
             true,
             &mut || {
-                let x = black_box(&x);
-                conv2d_forward_im2col(&shape, none, x, &w, &b, rows, &mut z, &mut scratch, threads)
+                let (out, argmax) = (&mut pooled[..], &mut argmax[..]);
+                forward(
+                    Epilogue::Pool {
+                        shape: pool,
+                        out,
+                        argmax,
+                    },
+                    &mut scratch,
+                )
             },
         );
-        let mut w_cl = w.clone();
-        time("filters to channels-last", None, true, &mut || {
-            filters_to_channels_last(&shape, &w, &mut w_cl)
-        });
-        // dz is the same each time: no activation changes it.
         let mut dz = dz.clone();
-        let mut backward = |dx: Option<&mut [f32]>| {
-            let grads = (&mut dw[..], &mut db[..]);
-            let (z, x) = (&z, black_box(&x));
-            conv2d_backward_im2col(
-                &shape,
-                none,
-                z,
-                &mut dz,
-                x,
-                &w,
-                rows,
-                grads,
-                dx,
-                &mut scratch,
-                threads,
-            )
+        let mut backward = |gradient: Gradient<'_, f32>, dx: Option<&mut [f32]>| {
+            let (grads, x) = ((&mut dw[..], &mut db[..]), black_box(&x));
+            match first_layer {
+                true => conv2d_backward_params_narrow(
+                    kernels,
+                    &shape,
+                    none,
+                    gradient,
+                    x,
+                    rows,
+                    grads,
+                    &mut scratch,
+                    threads,
+                ),
+                false => conv2d_backward_im2col(
+                    &shape,
+                    none,
+                    gradient,
+                    x,
+                    &filters,
+                    rows,
+                    grads,
+                    dx,
+                    &mut scratch,
+                    threads,
+                ),
+            }
         };
-        let first_layer = shape.channels == 1;
-        let what = "backward: im2col, weight GEMM, bias sums";
-        time(what, Some(2.0 * macs), first_layer, &mut || backward(None));
-        if !first_layer {
-            // The first layer's input gradient is never needed.
-            let what = "backward with the input GEMM and col2im";
-            time(what, Some(4.0 * macs), true, &mut || {
-                backward(Some(&mut dx))
-            });
-        }
-        let mut cols = vec![0f32; cols_len(&shape, rows)];
-        let secs = median_secs(reps, || {
-            im2col(&shape, black_box(&x), rows, &mut cols, threads)
+        // The first layer's input gradient is never needed.
+        let flops = Some(if first_layer { 2.0 } else { 4.0 } * macs);
+        time(
+            "backward from the stored gradient",
+            flops,
+            false,
+            &mut || {
+                let dx = (!first_layer).then_some(&mut dx[..]);
+                backward(
+                    Gradient::Stored {
+                        dz: &mut dz,
+                        a_out: &z,
+                    },
+                    dx,
+                )
+            },
+        );
+        time("backward through the pooling", flops, true, &mut || {
+            let dx = (!first_layer).then_some(&mut dx[..]);
+            let (dpool, pooled, argmax) = (&dpool[..], &pooled[..], &argmax[..]);
+            backward(
+                Gradient::Pooled {
+                    shape: pool,
+                    dpool,
+                    pooled,
+                    argmax,
+                },
+                dx,
+            )
         });
-        report(
-            &format!("{name}: (im2col of the whole batch at once)"),
-            None,
-            secs,
-            peak.gflops,
-        );
-        let secs = median_secs(reps, || col2im(&shape, &cols, rows, &mut dx, threads));
-        report(
-            &format!("{name}: (col2im of the whole batch at once)"),
-            None,
-            secs,
-            peak.gflops,
-        );
-        black_box((&dz, &dw, &db, &dx, &w_cl));
+        if !first_layer {
+            let mut cols = vec![0f32; cols_len(&shape, rows)];
+            let secs = median_secs(reps, || {
+                im2col(&shape, black_box(&x), rows, &mut cols, threads)
+            });
+            report(
+                &format!("{name}: (im2col of the whole batch at once)"),
+                None,
+                secs,
+                peak.gflops,
+            );
+        }
     }
     println!(
-        "\nboth layers' steps (forward, filters, backward as the step runs it): {:.1} ms per batch of {rows}",
+        "\nboth layers' steps as configs/cnn.toml runs them (filters, pooled forward, backward through the pooling): {:.1} ms per batch of {rows}",
         total * 1e3
     );
     whole_step(rows, threads);
@@ -156,7 +232,8 @@ fn main() {
 /// `cpu::layers::loss_and_gradient`, and what 375 of them (an epoch of Fashion-MNIST's 48,000
 /// training images) would take.
 fn whole_step(rows: usize, threads: usize) {
-    use wgtrain::cpu::layers::{LayersWorkspace, StepCounters, loss_and_gradient};
+    use wgtrain::cpu::layers::{LayersWorkspace, loss_and_gradient};
+    use wgtrain::cpu::layers_reference::StepCounters;
     use wgtrain::model::{Activation, Init};
     use wgtrain::model::{ImageShape, Layer, Network};
     let conv = |filters| Layer::Conv2d {

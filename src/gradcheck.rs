@@ -5,7 +5,7 @@ use rand::RngExt;
 
 use crate::config::GradientReduction;
 use crate::cpu::dense::{self, Shape, Workspace};
-use crate::cpu::layers::{StepCounters, kink_pattern, loss_and_gradient_reference};
+use crate::cpu::layers_reference::{StepCounters, kink_pattern, loss_and_gradient_reference};
 use crate::cpu::ops;
 use crate::model::Network;
 use crate::model::rng::{STREAM_GRADCHECK, rng_for};

@@ -276,96 +276,263 @@ fn dropout_masks_drop_about_p_and_change_with_every_counter() {
     }
 }
 
+/// What a convolution with ReLU gives for a batch, by the references, and what a fast path
+/// gave: its output (channels-first) or the pooling's, and the gradients.
+#[derive(Debug, Clone, PartialEq)]
+struct ConvResults {
+    out: Vec<f64>,
+    dw: Vec<f64>,
+    db: Vec<f64>,
+    /// Empty where the path computes no input gradient.
+    dx: Vec<f64>,
+}
+
+/// The operands of one case, channels-first: input, filters, bias, and the gradient of the
+/// activation's output (stored) or of the pooling's.
+struct ConvCase {
+    shape: Conv2d,
+    pool: Option<MaxPool2d>,
+    rows: usize,
+    x: Vec<f64>,
+    w: Vec<f64>,
+    b: Vec<f64>,
+    dout: Vec<f64>,
+}
+
+impl ConvCase {
+    fn reference(&self) -> ConvResults {
+        use wgtrain::cpu::ops::{activation_backward, activation_forward};
+        use wgtrain::model::Activation::Relu;
+        let (shape, rows) = (&self.shape, self.rows);
+        let mut a = conv2d_forward(shape, &self.x, &self.w, &self.b, rows);
+        activation_forward(Relu, &mut a);
+        let (out, mut da) = match &self.pool {
+            None => (a.clone(), self.dout.clone()),
+            Some(pool) => {
+                let (pooled, argmax) = max_pool2d_forward(pool, &a, rows);
+                (pooled, max_pool2d_backward(pool, &self.dout, &argmax, rows))
+            }
+        };
+        activation_backward(Relu, &a, &mut da);
+        let (dw, db) = conv2d_backward_params(shape, &da, &self.x, rows);
+        let dx = conv2d_backward_input(shape, &da, &self.w, rows);
+        ConvResults { out, dw, db, dx }
+    }
+
+    /// The fast path: im2col (`narrow` None) or the narrow one on a kernel set, channels-last
+    /// inside, on `threads` threads.
+    fn fast(
+        &self,
+        narrow: Option<wgtrain::cpu::kernels::CpuKernels>,
+        threads: usize,
+    ) -> ConvResults {
+        use wgtrain::cpu::channels_last::{
+            filters_to_channels_first, filters_to_channels_last, to_channels_first,
+            to_channels_last,
+        };
+        use wgtrain::cpu::conv_chunks::{ConvScratch, Epilogue, Gradient};
+        use wgtrain::cpu::conv_narrow::{
+            conv2d_backward_params_narrow, conv2d_forward_narrow, filters_from_taps_first,
+            filters_to_taps_first,
+        };
+        use wgtrain::cpu::im2col::{conv2d_backward_im2col, conv2d_forward_im2col};
+        use wgtrain::model::Activation::Relu;
+        let (shape, rows) = (&self.shape, self.rows);
+        let (input, conv_out) = (image_in(shape), image_out(shape));
+        let out_image = match &self.pool {
+            Some(p) => ImageShape {
+                channels: p.channels,
+                height: p.out_height(),
+                width: p.out_width(),
+            },
+            None => conv_out,
+        };
+        let cl = |image: &ImageShape, v: &[f64]| {
+            let mut out = vec![f64::NAN; v.len()];
+            to_channels_last(image, v, rows, &mut out, threads);
+            out
+        };
+        let cf = |image: &ImageShape, v: &[f64]| {
+            let mut out = vec![f64::NAN; v.len()];
+            to_channels_first(image, v, rows, &mut out, threads);
+            out
+        };
+        let (x, dout) = (cl(&input, &self.x), cl(&out_image, &self.dout));
+        let mut filters = vec![f64::NAN; self.w.len()];
+        match narrow {
+            Some(_) => filters_to_taps_first(shape, &self.w, &mut filters),
+            None => filters_to_channels_last(shape, &self.w, &mut filters),
+        }
+        let mut scratch = ConvScratch::default();
+        let mut out = vec![f64::NAN; rows * out_image.len()];
+        let mut argmax = vec![0u32; out.len()];
+        let epilogue = match self.pool {
+            Some(shape) => Epilogue::Pool {
+                shape,
+                out: &mut out,
+                argmax: &mut argmax,
+            },
+            None => Epilogue::Store { out: &mut out },
+        };
+        let b = &self.b;
+        match narrow {
+            Some(kernels) => conv2d_forward_narrow(
+                kernels,
+                shape,
+                Relu,
+                &x,
+                (&filters, b),
+                rows,
+                epilogue,
+                &mut scratch,
+                threads,
+            ),
+            None => conv2d_forward_im2col(
+                shape,
+                Relu,
+                &x,
+                &filters,
+                b,
+                rows,
+                epilogue,
+                &mut scratch,
+                threads,
+            ),
+        }
+        let mut dz = dout.clone();
+        let gradient = match self.pool {
+            Some(shape) => Gradient::Pooled {
+                shape,
+                dpool: &dout,
+                pooled: &out,
+                argmax: &argmax,
+            },
+            None => Gradient::Stored {
+                dz: &mut dz,
+                a_out: &out,
+            },
+        };
+        let (mut dw, mut db) = (vec![f64::NAN; self.w.len()], vec![f64::NAN; self.b.len()]);
+        let mut dx = vec![f64::NAN; x.len()];
+        let mut stored = vec![f64::NAN; dw.len()];
+        let grads = (&mut dw[..], &mut db[..]);
+        match narrow {
+            Some(kernels) => {
+                conv2d_backward_params_narrow(
+                    kernels,
+                    shape,
+                    Relu,
+                    gradient,
+                    &x,
+                    rows,
+                    grads,
+                    &mut scratch,
+                    threads,
+                );
+                filters_from_taps_first(shape, &dw, &mut stored);
+                dx.clear();
+            }
+            None => {
+                conv2d_backward_im2col(
+                    shape,
+                    Relu,
+                    gradient,
+                    &x,
+                    &filters,
+                    rows,
+                    grads,
+                    Some(&mut dx),
+                    &mut scratch,
+                    threads,
+                );
+                filters_to_channels_first(shape, &dw, &mut stored);
+                dx = cf(&input, &dx);
+            }
+        }
+        ConvResults {
+            out: cf(&out_image, &out),
+            dw: stored,
+            db,
+            dx,
+        }
+    }
+}
+
 #[test]
-fn conv2d_on_im2col_and_the_gemm_matches_the_reference() {
-    use wgtrain::cpu::channels_last::{
-        filters_to_channels_first, filters_to_channels_last, to_channels_first, to_channels_last,
-    };
-    use wgtrain::cpu::im2col::{
-        ConvScratch, IMAGES_PER_PART, conv2d_backward_im2col, conv2d_forward_im2col,
-        images_per_chunk,
-    };
-    use wgtrain::model::Activation;
+fn conv2d_fast_paths_match_the_reference_stored_and_pooled_on_every_kernel_set() {
+    use wgtrain::cpu::conv_chunks::IMAGES_PER_PART;
+    use wgtrain::cpu::conv_narrow;
+    use wgtrain::cpu::im2col::images_per_chunk;
+    use wgtrain::cpu::kernels::CpuKernels;
     let mut r = rng(5);
     let mut shapes = shapes();
-    // The second layer of the example network: an image to a chunk.
-    shapes.push(Conv2d {
-        channels: 32,
-        height: 14,
-        width: 14,
-        filters: 64,
+    // configs/cnn.toml's two convolutions: the first narrow, the second an image to a chunk.
+    let conv = |channels, side, filters| Conv2d {
+        channels,
+        height: side,
+        width: side,
+        filters,
         kernel: 3,
         stride: 1,
         padding: 1,
-    });
+    };
+    shapes.extend([conv(1, 28, 32), conv(32, 14, 64)]);
+    let mut narrow_cases = 0;
     for (case, shape) in shapes.into_iter().enumerate() {
         // One thread, or the parts split across threads: the same results. A batch of more
         // than a part, with a last chunk and a last part shorter than the others.
         let threads = 1 + case % 3;
         let rows = IMAGES_PER_PART + images_per_chunk(&shape) + 1;
-        let what = format!("{shape:?}, {rows} images on {threads} thread(s)");
-        let (input, output) = (image_in(&shape), image_out(&shape));
-        // The references' operands, channels-first, and the fast path's, channels-last.
-        let x = uniform(&mut r, rows * shape.in_len());
-        let w = uniform(&mut r, shape.weights_len());
-        let b = uniform(&mut r, shape.filters);
-        let dz = uniform(&mut r, rows * shape.out_len());
-        let mut x_cl = vec![f64::NAN; x.len()];
-        to_channels_last(&input, &x, rows, &mut x_cl, threads);
-        let mut w_cl = vec![f64::NAN; w.len()];
-        filters_to_channels_last(&shape, &w, &mut w_cl);
-        let mut dz_cl = vec![f64::NAN; dz.len()];
-        to_channels_last(&output, &dz, rows, &mut dz_cl, threads);
-        let mut scratch = ConvScratch::default();
-
-        let mut z_cl = vec![f64::NAN; rows * shape.out_len()];
-        conv2d_forward_im2col(
-            &shape,
-            Activation::None,
-            &x_cl,
-            &w_cl,
-            &b,
-            rows,
-            &mut z_cl,
-            &mut scratch,
-            threads,
-        );
-        let mut z = vec![f64::NAN; z_cl.len()];
-        to_channels_first(&output, &z_cl, rows, &mut z, threads);
-        assert_close(
-            &format!("forward {what}"),
-            &z,
-            &conv2d_forward(&shape, &x, &w, &b, rows),
-        );
-
-        let (mut dw_cl, mut db) = (vec![f64::NAN; w.len()], vec![f64::NAN; b.len()]);
-        let mut dx_cl = vec![f64::NAN; x.len()];
-        conv2d_backward_im2col(
-            &shape,
-            Activation::None,
-            &z_cl,
-            &mut dz_cl,
-            &x_cl,
-            &w_cl,
-            rows,
-            (&mut dw_cl, &mut db),
-            Some(&mut dx_cl),
-            &mut scratch,
-            threads,
-        );
-        let mut dw = vec![f64::NAN; w.len()];
-        filters_to_channels_first(&shape, &dw_cl, &mut dw);
-        let (want_dw, want_db) = conv2d_backward_params(&shape, &dz, &x, rows);
-        assert_close(&format!("dw {what}"), &dw, &want_dw);
-        assert_close(&format!("db {what}"), &db, &want_db);
-        let mut dx = vec![f64::NAN; x.len()];
-        to_channels_first(&input, &dx_cl, rows, &mut dx, threads);
-        assert_close(
-            &format!("dx {what}"),
-            &dx,
-            &conv2d_backward_input(&shape, &dz, &w, rows),
-        );
+        let pooled = MaxPool2d {
+            channels: shape.filters,
+            height: shape.out_height(),
+            width: shape.out_width(),
+            window: 2,
+            stride: 2,
+        };
+        let pooling = pooled.validate().is_ok().then_some(Some(pooled));
+        for pool in std::iter::once(None).chain(pooling) {
+            let out_len = pool.map_or(shape.out_len(), |p| p.out_len());
+            let case = ConvCase {
+                shape,
+                pool,
+                rows,
+                x: uniform(&mut r, rows * shape.in_len()),
+                w: uniform(&mut r, shape.weights_len()),
+                b: uniform(&mut r, shape.filters),
+                dout: uniform(&mut r, rows * out_len),
+            };
+            let what =
+                format!("{shape:?} pooled by {pool:?}, {rows} images on {threads} thread(s)");
+            let want = case.reference();
+            let fast = case.fast(None, threads);
+            assert_close(&format!("im2col out {what}"), &fast.out, &want.out);
+            assert_close(&format!("im2col dw {what}"), &fast.dw, &want.dw);
+            assert_close(&format!("im2col db {what}"), &fast.db, &want.db);
+            assert_close(&format!("im2col dx {what}"), &fast.dx, &want.dx);
+            if !conv_narrow::suits(&shape) {
+                continue;
+            }
+            narrow_cases += 1;
+            let sets = CpuKernels::runnable();
+            let on_sets: Vec<ConvResults> =
+                sets.iter().map(|&k| case.fast(Some(k), threads)).collect();
+            for (kernels, got) in sets.iter().zip(&on_sets) {
+                let what = format!("narrow on {kernels:?}: {what}");
+                assert_close(&format!("out {what}"), &got.out, &want.out);
+                assert_close(&format!("dw {what}"), &got.dw, &want.dw);
+                assert_close(&format!("db {what}"), &got.db, &want.db);
+                assert_eq!(
+                    got, &on_sets[0],
+                    "{what}: every kernel set gives the same bits"
+                );
+            }
+        }
     }
+    assert!(
+        narrow_cases >= 4,
+        "the narrow path was tried on {narrow_cases} cases"
+    );
 }
 
 fn image_in(shape: &Conv2d) -> ImageShape {

@@ -4,7 +4,7 @@
 
 use wgtrain::config::GradientReduction;
 use wgtrain::cpu::dense::{Shape, Workspace, loss_and_gradient};
-use wgtrain::cpu::layers::{StepCounters, loss_and_gradient_reference};
+use wgtrain::cpu::layers_reference::{StepCounters, loss_and_gradient_reference};
 use wgtrain::model::{Activation, layer_views, param_count};
 use wgtrain::model::{ImageShape, Layer, Network};
 
@@ -474,7 +474,7 @@ fn the_fast_cpu_pass_gives_the_reference_loss_and_gradient() {
 /// stencil does change which side of a kink the network is on, an unmarked one's does not.
 #[test]
 fn gradcheck_marks_entries_whose_stencil_straddles_a_kink() {
-    use wgtrain::cpu::layers::kink_pattern;
+    use wgtrain::cpu::layers_reference::kink_pattern;
     let (input, layers) = every_kind();
     let net = Network::plan(input, &layers, 3).unwrap();
     let mut r = rng(6);

@@ -18,7 +18,8 @@
 use std::sync::Arc;
 
 use super::dense_steps::{Batch, DensePath, EVAL_ROWS};
-use super::layers::{self, LayersWorkspace, StepCounters};
+use super::layers::{self, LayersWorkspace};
+use super::layers_reference::StepCounters;
 use super::ops::{self, OptimizerState};
 use crate::config::{GradientReduction, Hyper};
 use crate::data::{Dataset, Split, SplitName};

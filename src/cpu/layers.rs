@@ -1,237 +1,14 @@
-//! A planned network's (`crate::model::Network`) loss and gradient for one mini-batch, the
-//! reference pass: each layer through its plain-loop reference (`cpu::conv`,
-//! `cpu::ops`, `cpu::dropout`), accumulating in f64, generic over f32 and f64. The fast CPU
-//! passes and the GPU scheduler for such networks are held to it; a network of dense layers
-//! alone gives what `cpu::dense` gives for its widths (tested). Beside it, the fast
-//! layer-by-layer pass ([`loss_and_gradient`]) that the CPU engine's layers path trains with.
+//! A planned network's (`crate::model::Network`) loss and gradient for one mini-batch on the
+//! fast CPU kernels, layer by layer ([`loss_and_gradient`]): what the CPU engine's layers
+//! path trains with, held to the reference pass (`cpu::layers_reference`).
 
-use super::conv::{
-    conv2d_backward_input, conv2d_backward_params, conv2d_forward, max_pool2d_backward,
-    max_pool2d_forward,
-};
-use super::dropout::{dropout_backward, dropout_forward, dropout_forward_from};
-use super::im2col::ConvScratch;
+use super::conv_chunks::{ConvScratch, Epilogue, Gradient};
+use super::dropout::dropout_forward_from;
+use super::layers_reference::{StepCounters, mask};
 use super::ops;
 use super::scalar::Scalar;
-use crate::model::dropout::DropoutMask;
 use crate::model::{ImageShape, Network, Planned};
 use rayon::prelude::*;
-
-/// What a training step's dropout masks are drawn from: the run's seed, the epoch and the step
-/// (a layer's index is its stream). Evaluation passes `None` and drops nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepCounters {
-    pub seed: u64,
-    pub epoch: u32,
-    pub step: u32,
-}
-
-fn mask(counters: &StepCounters, layer: usize, p: f64) -> DropoutMask {
-    DropoutMask::new(
-        counters.seed,
-        counters.epoch,
-        counters.step,
-        layer as u32,
-        p,
-    )
-}
-
-/// Forward, softmax cross-entropy and (with `grad`) backward for `rows` images `x` (B, C, H, W)
-/// labelled `labels`: returns (summed loss, correct count) and writes the loss gradient,
-/// laid out like `params`, each row's scaled by `scale` (1/B for the mean). Dropout applies
-/// only with `training`.
-#[allow(clippy::too_many_arguments)]
-pub fn loss_and_gradient_reference<T: Scalar>(
-    net: &Network,
-    params: &[T],
-    x: &[T],
-    labels: &[u8],
-    rows: usize,
-    scale: T,
-    training: Option<StepCounters>,
-    grad: Option<&mut [T]>,
-) -> (f64, usize) {
-    let (acts, argmax) = forward_reference(net, params, x, rows, training);
-    let classes = net.classes();
-    let logits = acts.last().expect("a planned network has layers");
-    let mut delta = vec![T::zero(); rows * classes];
-    let (loss, correct) =
-        ops::softmax_xent(logits, &labels[..rows], classes, scale, Some(&mut delta));
-    let Some(grad) = grad else {
-        return (loss, correct);
-    };
-    backward_reference(net, params, &acts, &argmax, rows, training, delta, grad);
-    (loss, correct)
-}
-
-/// Which side of its kink every ReLU and every max pooling's choice falls on, hashed: the
-/// loss is smooth in the parameters only where this stays the same, so a finite difference
-/// whose stencil changes it straddles a kink (`gradcheck` draws another entry then).
-pub fn kink_pattern<T: Scalar>(
-    net: &Network,
-    params: &[T],
-    x: &[T],
-    rows: usize,
-    training: Option<StepCounters>,
-) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let (acts, argmax) = forward_reference(net, params, x, rows, training);
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for (l, layer) in net.layers.iter().enumerate() {
-        let relu = matches!(
-            layer,
-            Planned::Conv2d {
-                activation: crate::model::Activation::Relu,
-                ..
-            } | Planned::Dense {
-                activation: crate::model::Activation::Relu,
-                ..
-            }
-        );
-        if relu {
-            for v in &acts[l + 1] {
-                (*v > T::zero()).hash(&mut hasher);
-            }
-        }
-        argmax[l].hash(&mut hasher);
-    }
-    hasher.finish()
-}
-
-/// Every layer's input and output (`acts[l]` layer l's input, `acts[l + 1]` its output) and
-/// where each pooling's maxima were, by the reference operations.
-type Activations<T> = (Vec<Vec<T>>, Vec<Vec<u32>>);
-
-/// The forward half of [`loss_and_gradient_reference`].
-fn forward_reference<T: Scalar>(
-    net: &Network,
-    params: &[T],
-    x: &[T],
-    rows: usize,
-    training: Option<StepCounters>,
-) -> Activations<T> {
-    // acts[l] is layer l's input; acts[l + 1] its output. Pooling keeps where each max was.
-    let mut acts: Vec<Vec<T>> = vec![x[..rows * net.input.len()].to_vec()];
-    let mut argmax: Vec<Vec<u32>> = vec![Vec::new(); net.layers.len()];
-    for (l, layer) in net.layers.iter().enumerate() {
-        let a = &acts[l];
-        let out = match *layer {
-            Planned::Conv2d {
-                shape,
-                activation,
-                weight,
-                bias,
-            } => {
-                let mut z = conv2d_forward(
-                    &shape,
-                    a,
-                    &params[weight..bias],
-                    &params[bias..bias + shape.filters],
-                    rows,
-                );
-                ops::activation_forward(activation, &mut z);
-                z
-            }
-            Planned::MaxPool2d { shape } => {
-                let (z, at) = max_pool2d_forward(&shape, a, rows);
-                argmax[l] = at;
-                z
-            }
-            Planned::Dropout { p, .. } => {
-                let mut z = a.clone();
-                if let Some(counters) = &training {
-                    dropout_forward(&mask(counters, l, p), &mut z);
-                }
-                z
-            }
-            Planned::Dense {
-                fan_in,
-                fan_out,
-                activation,
-                weight,
-                bias,
-            } => {
-                let mut z = ops::linear_forward_reference(
-                    a,
-                    &params[weight..bias],
-                    &params[bias..bias + fan_out],
-                    rows,
-                    fan_in,
-                    fan_out,
-                );
-                ops::activation_forward(activation, &mut z);
-                z
-            }
-        };
-        acts.push(out);
-    }
-    (acts, argmax)
-}
-
-/// The backward half of [`loss_and_gradient_reference`], from ∂L/∂logits (`delta`).
-#[allow(clippy::too_many_arguments)]
-fn backward_reference<T: Scalar>(
-    net: &Network,
-    params: &[T],
-    acts: &[Vec<T>],
-    argmax: &[Vec<u32>],
-    rows: usize,
-    training: Option<StepCounters>,
-    mut delta: Vec<T>,
-    grad: &mut [T],
-) {
-    // delta holds ∂L/∂(layer l's output) on the way down; the last layer's is ∂L/∂logits.
-    for (l, layer) in net.layers.iter().enumerate().rev() {
-        let (a_in, a_out) = (&acts[l], &acts[l + 1]);
-        delta = match *layer {
-            Planned::Conv2d {
-                shape,
-                activation,
-                weight,
-                bias,
-            } => {
-                ops::activation_backward(activation, a_out, &mut delta);
-                let (dw, db) = conv2d_backward_params(&shape, &delta, a_in, rows);
-                grad[weight..bias].copy_from_slice(&dw);
-                grad[bias..bias + shape.filters].copy_from_slice(&db);
-                if l == 0 {
-                    break;
-                }
-                conv2d_backward_input(&shape, &delta, &params[weight..bias], rows)
-            }
-            Planned::MaxPool2d { shape } => max_pool2d_backward(&shape, &delta, &argmax[l], rows),
-            Planned::Dropout { p, .. } => {
-                if let Some(counters) = &training {
-                    dropout_backward(&mask(counters, l, p), &mut delta);
-                }
-                delta
-            }
-            Planned::Dense {
-                fan_in,
-                fan_out,
-                activation,
-                weight,
-                bias,
-            } => {
-                ops::activation_backward(activation, a_out, &mut delta);
-                let (dw, db) =
-                    ops::linear_backward_params_reference(&delta, a_in, rows, fan_in, fan_out);
-                grad[weight..bias].copy_from_slice(&dw);
-                grad[bias..bias + fan_out].copy_from_slice(&db);
-                if l == 0 {
-                    break;
-                }
-                ops::linear_backward_input_reference(
-                    &delta,
-                    &params[weight..bias],
-                    rows,
-                    fan_in,
-                    fan_out,
-                )
-            }
-        };
-    }
-}
 
 /// Buffers for [`loss_and_gradient`] on up to `capacity` images, allocated once: each layer's
 /// output (channels-last, `cpu::channels_last`), each convolution's filters in the window's
@@ -292,10 +69,8 @@ impl<T: Scalar> LayersWorkspace<T> {
         LayersWorkspace {
             capacity,
             input: zeros(input),
-            outputs: net
-                .outputs
-                .iter()
-                .map(|o| zeros(capacity * o.len()))
+            outputs: (0..net.layers.len())
+                .map(|l| zeros(capacity * stored_output_len(net, l)))
                 .collect(),
             filters,
             argmax,
@@ -326,10 +101,16 @@ impl<T: Scalar> LayersWorkspace<T> {
             // The argmax is u32, as wide as an f32.
             let (a, f, w) = layer_buffers(layer, &net.layer_input(l));
             (dflat, dfilters) = (dflat.max(f), dfilters.max(w));
-            per_image += (net.outputs[l].len() + a + f) as u128;
+            per_image += (stored_output_len(net, l) + a + f) as u128;
             fixed += w as u128;
             if let Planned::Conv2d { shape, .. } = layer {
-                conv = conv.max(ConvScratch::<T>::floats(shape, rows, threads));
+                let chunk = match narrow_first_layer(l, shape) {
+                    true => super::conv_narrow::chunking(shape),
+                    false => super::im2col::chunking(shape),
+                };
+                let pool = pooled_after(net, l);
+                let floats = ConvScratch::<T>::floats(shape, pool.as_ref(), chunk, rows, threads);
+                conv = conv.max(floats);
             }
         }
         let per_image = per_image + (dflat + 2 * widest) as u128;
@@ -382,8 +163,10 @@ pub fn forward<'w, T: Scalar>(
     use super::channels_last::{
         self as cl, filters_to_channels_last, layouts_differ, to_channels_first, to_channels_last,
     };
+    use super::conv_narrow::{conv2d_forward_narrow, filters_to_taps_first};
     use super::gemm;
     use super::im2col::conv2d_forward_im2col;
+    use super::kernels::CpuKernels;
     assert!(
         rows <= ws.capacity,
         "{rows} rows in a workspace for {}",
@@ -394,6 +177,9 @@ pub fn forward<'w, T: Scalar>(
         to_channels_last(&net.input, x, rows, &mut ws.input, threads);
     }
     for (l, layer) in net.layers.iter().enumerate() {
+        if pooled_before(net, l) {
+            continue;
+        }
         let input = net.layer_input(l);
         let (before, after) = ws.outputs.split_at_mut(l);
         let a: &[T] = match l {
@@ -401,7 +187,11 @@ pub fn forward<'w, T: Scalar>(
             0 => x,
             _ => &before[l - 1][..rows * input.len()],
         };
-        let out = &mut after[0][..rows * net.outputs[l].len()];
+        let (current, next) = after.split_first_mut().expect("every layer has an output");
+        // Empty for a convolution whose pooling takes its output chunk by chunk.
+        let out = current
+            .get_mut(..rows * net.outputs[l].len())
+            .unwrap_or_default();
         match *layer {
             Planned::Conv2d {
                 shape,
@@ -409,11 +199,28 @@ pub fn forward<'w, T: Scalar>(
                 weight,
                 bias,
             } => {
-                let w = &mut ws.filters[l];
-                filters_to_channels_last(&shape, &params[weight..bias], w);
-                let b = &params[bias..bias + shape.filters];
-                let scratch = &mut ws.conv;
-                conv2d_forward_im2col(&shape, activation, a, w, b, rows, out, scratch, threads);
+                let (w, b) = (&params[weight..bias], &params[bias..bias + shape.filters]);
+                let epilogue = match pooled_after(net, l) {
+                    Some(pool) => Epilogue::Pool {
+                        shape: pool,
+                        out: &mut next[0][..rows * pool.out_len()],
+                        argmax: &mut ws.argmax[l + 1][..rows * pool.out_len()],
+                    },
+                    None => Epilogue::Store { out },
+                };
+                let (filters, scratch) = (&mut ws.filters[l], &mut ws.conv);
+                if narrow_first_layer(l, &shape) {
+                    filters_to_taps_first(&shape, w, filters);
+                    let (kernels, wb) = (CpuKernels::active(), (&filters[..], b));
+                    conv2d_forward_narrow(
+                        kernels, &shape, activation, a, wb, rows, epilogue, scratch, threads,
+                    );
+                } else {
+                    filters_to_channels_last(&shape, w, filters);
+                    conv2d_forward_im2col(
+                        &shape, activation, a, filters, b, rows, epilogue, scratch, threads,
+                    );
+                }
             }
             Planned::MaxPool2d { shape } => {
                 let (in_len, out_len) = (shape.in_len(), shape.out_len());
@@ -459,6 +266,35 @@ pub fn forward<'w, T: Scalar>(
     }
     let last = net.layers.len() - 1;
     &ws.outputs[last][..rows * net.classes()]
+}
+
+/// The max pooling that takes layer `l`'s output chunk by chunk (`cpu::conv_chunks`): the
+/// next layer's, when `l` is a convolution and the next a max pooling.
+fn pooled_after(net: &Network, l: usize) -> Option<crate::model::MaxPool2d> {
+    match (&net.layers[l], net.layers.get(l + 1)) {
+        (Planned::Conv2d { .. }, Some(Planned::MaxPool2d { shape })) => Some(*shape),
+        _ => None,
+    }
+}
+
+/// Whether layer `l` is a max pooling the convolution before it runs ([`pooled_after`]).
+fn pooled_before(net: &Network, l: usize) -> bool {
+    l > 0 && pooled_after(net, l - 1).is_some()
+}
+
+/// Floats per image of layer `l`'s output that the workspace keeps: none for a convolution
+/// pooled as it goes ([`pooled_after`]).
+fn stored_output_len(net: &Network, l: usize) -> usize {
+    match pooled_after(net, l) {
+        Some(_) => 0,
+        None => net.outputs[l].len(),
+    }
+}
+
+/// Whether layer `l`, a convolution of `shape`, takes `cpu::conv_narrow`'s path: a first
+/// layer (whose input gradient is never needed) with a short window.
+fn narrow_first_layer(l: usize, shape: &crate::model::Conv2d) -> bool {
+    l == 0 && super::conv_narrow::suits(shape)
 }
 
 /// Images per part when a batch of `rows` is split across `threads` threads (all of them in
@@ -544,12 +380,18 @@ fn backward<T: Scalar>(
     ws: &mut LayersWorkspace<T>,
 ) {
     use super::channels_last::{self as cl, filters_to_channels_first, layouts_differ};
+    use super::conv_narrow::{conv2d_backward_params_narrow, filters_from_taps_first};
     use super::gemm;
     use super::im2col::conv2d_backward_im2col;
+    use super::kernels::CpuKernels;
     let x = &x[..rows * net.input.len()];
     // ws.delta holds ∂L/∂(layer l's output); each layer writes ∂L/∂(its input) to
     // ws.delta_in, and the two swap. All of them channels-last.
     for (l, layer) in net.layers.iter().enumerate().rev() {
+        if pooled_before(net, l) {
+            // The convolution before takes ∂L/∂(this pooling's output) as it is, in ws.delta.
+            continue;
+        }
         let input = net.layer_input(l);
         let out_len = rows * net.outputs[l].len();
         let a_in: &[T] = match l {
@@ -557,7 +399,8 @@ fn backward<T: Scalar>(
             0 => x,
             _ => &ws.outputs[l - 1][..rows * input.len()],
         };
-        let a_out = &ws.outputs[l][..out_len];
+        // Empty for a convolution whose pooling took its output chunk by chunk.
+        let a_out = ws.outputs[l].get(..out_len).unwrap_or_default();
         let delta = &mut ws.delta[..out_len];
         let delta_in = &mut ws.delta_in[..a_in.len()];
         match *layer {
@@ -569,19 +412,42 @@ fn backward<T: Scalar>(
             } => {
                 let (dw, db) = grad[weight..bias + shape.filters].split_at_mut(bias - weight);
                 let dw_cl = &mut ws.dfilters[..dw.len()];
-                let w = &ws.filters[l];
-                let dx = (l > 0).then_some(delta_in);
+                let gradient = match pooled_after(net, l) {
+                    Some(pool) => Gradient::Pooled {
+                        shape: pool,
+                        dpool: &delta[..rows * pool.out_len()],
+                        pooled: &ws.outputs[l + 1][..rows * pool.out_len()],
+                        argmax: &ws.argmax[l + 1][..rows * pool.out_len()],
+                    },
+                    None => Gradient::Stored { dz: delta, a_out },
+                };
+                let scratch = &mut ws.conv;
+                if narrow_first_layer(l, &shape) {
+                    conv2d_backward_params_narrow(
+                        CpuKernels::active(),
+                        &shape,
+                        activation,
+                        gradient,
+                        a_in,
+                        rows,
+                        (&mut *dw_cl, db),
+                        scratch,
+                        threads,
+                    );
+                    filters_from_taps_first(&shape, dw_cl, dw);
+                    break;
+                }
+                let (w, dx) = (&ws.filters[l], (l > 0).then_some(delta_in));
                 conv2d_backward_im2col(
                     &shape,
                     activation,
-                    a_out,
-                    delta,
+                    gradient,
                     a_in,
                     w,
                     rows,
                     (dw_cl, db),
                     dx,
-                    &mut ws.conv,
+                    scratch,
                     threads,
                 );
                 filters_to_channels_first(&shape, dw_cl, dw);

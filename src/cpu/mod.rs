@@ -8,6 +8,8 @@
 
 pub mod channels_last;
 pub mod conv;
+pub mod conv_chunks;
+pub mod conv_narrow;
 pub mod dense;
 mod dense_steps;
 pub mod dropout;
@@ -16,6 +18,7 @@ pub mod gemm;
 pub mod im2col;
 pub mod kernels;
 pub mod layers;
+pub mod layers_reference;
 pub mod ops;
 mod pool;
 mod scalar;
