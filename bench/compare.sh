@@ -9,7 +9,9 @@
 #   bench/compare.sh search [THREADS]  the pruned random search (configs/sweeps/search.toml) on
 #                                      the CPU against bench/peers/optuna_search.py, two rounds
 # EXTRA_KERNELS=avx2 times wgtrain again in every round on that kernel set
-# (WGTRAIN_CPU_KERNELS), after the default widest one: AVX2 against AVX-512 on a CPU with both.
+# (WGTRAIN_CPU_KERNELS), after the default widest one: AVX2 against AVX-512 on a CPU with both;
+# in `cnn` mode PyTorch too (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS),
+# which stands in for an AVX2-only machine.
 # EXTRA_BIN=PATH times a second wgtrain build in every round too (another commit, copied aside).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +63,12 @@ if [ "${1:-}" = cnn ]; then
     done
     if python3 -c 'import torch' 2>/dev/null; then
       python3 bench/peers/torch_cnn.py --bench --warmup 1 --epochs 2 --threads "$threads" | grep '^{'
+      if [ "${EXTRA_KERNELS:-}" = avx2 ]; then
+        # PyTorch held to AVX2 too: its own kernels, oneDNN's convolutions and MKL's GEMMs.
+        echo "### PyTorch on AVX2 kernels"
+        ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+          python3 bench/peers/torch_cnn.py --bench --warmup 1 --epochs 2 --threads "$threads" | grep '^{'
+      fi
     fi
   done
   exit 0

@@ -10,6 +10,7 @@
 //! its gradient, and a dropout mask's counters (computed in channels-first order).
 
 use super::dropout::dropout_forward_at;
+use super::kernels::{CpuKernels, vector_width_clones};
 use super::scalar::Scalar;
 use crate::model::dropout::DropoutMask;
 use crate::model::{Conv2d, ImageShape, MaxPool2d};
@@ -112,8 +113,31 @@ pub fn filters_to_channels_first<T: Scalar>(shape: &Conv2d, w: &[T], out: &mut [
 
 /// `cpu::conv::max_pool2d_forward` on channels-last images: the same maxima, the same ties
 /// (the first in row-major window order) and the same NaN rule, for `rows` whole images.
-/// `argmax` receives the pixel (y·W + x) each output channel took.
+/// `argmax` receives the pixel (y·W + x) each output channel took. Compiled for the vector
+/// width of the kernel set the process runs.
 pub fn max_pool2d_forward<T: Scalar>(
+    shape: &MaxPool2d,
+    x: &[T],
+    rows: usize,
+    out: &mut [T],
+    argmax: &mut [u32],
+) {
+    max_pool2d_forward_on(CpuKernels::active(), shape, x, rows, out, argmax)
+}
+
+vector_width_clones! {
+    fn max_pool2d_forward_on(
+        shape: &MaxPool2d,
+        x: &[T],
+        rows: usize,
+        out: &mut [T],
+        argmax: &mut [u32],
+    ) => max_pool2d_forward_lanes
+}
+
+/// [`max_pool2d_forward`]'s loops.
+#[inline(always)]
+fn max_pool2d_forward_lanes<T: Scalar>(
     shape: &MaxPool2d,
     x: &[T],
     rows: usize,
@@ -147,8 +171,8 @@ pub fn max_pool2d_forward<T: Scalar>(
     }
 }
 
-/// Channels [`window_max`] takes at once: enough for a vector register's lanes.
-const POOL_LANES: usize = 8;
+/// Channels [`window_max`] takes at once: a 512-bit register of f32.
+const POOL_LANES: usize = 16;
 
 /// The maximum over the window whose first pixel is `first` (and its `window` offsets) of
 /// channels `ch..ch + L`, into `best` and `at` at those channels. The running maxima live in

@@ -7,11 +7,10 @@
 //! plain-loop references in `cpu::conv`, on every kernel set this CPU runs.
 //!
 //! The loops are compiled once for each x86-64 kernel set ([`CpuKernels`]) and run on the set
-//! the process runs: the same operations in the same order on every set (Rust never fuses a
-//! multiply and an add), so the same bits, only wider.
+//! the process runs (`kernels::vector_width_clones`): the same bits on every set, only wider.
 
 use super::conv_chunks::{ConvScratch, Epilogue, Gradient, backward_by_parts, forward_by_chunks};
-use super::kernels::CpuKernels;
+use super::kernels::{CpuKernels, vector_width_clones};
 use super::scalar::Scalar;
 use crate::model::{Activation, Conv2d};
 
@@ -273,67 +272,12 @@ fn params_block<T: Scalar, const L: usize>(
     }
 }
 
-/// [`forward_image`] compiled for `kernels`' vector width.
-fn forward_image_on<T: Scalar>(
-    kernels: CpuKernels,
-    shape: &Conv2d,
-    x: &[T],
-    wt: &[T],
-    b: &[T],
-    z: &mut [T],
-) {
-    #[cfg(target_arch = "x86_64")]
-    match kernels {
-        // SAFETY: the process runs a kernel set only where the CPU has its features
-        // (`CpuKernels::runnable`).
-        CpuKernels::Avx512f => return unsafe { forward_image_avx512f(shape, x, wt, b, z) },
-        CpuKernels::Avx2Fma => return unsafe { forward_image_avx2(shape, x, wt, b, z) },
-        _ => {}
-    }
-    let _ = kernels;
-    forward_image(shape, x, wt, b, z)
+vector_width_clones! {
+    /// [`forward_image`] compiled for `kernels`' vector width.
+    fn forward_image_on(shape: &Conv2d, xp: &[T], wt: &[T], b: &[T], z: &mut [T]) => forward_image
 }
 
-/// [`params_image`] compiled for `kernels`' vector width.
-fn params_image_on<T: Scalar>(
-    kernels: CpuKernels,
-    shape: &Conv2d,
-    x: &[T],
-    dz: &[T],
-    dwt: &mut [T],
-    db: &mut [T],
-) {
-    #[cfg(target_arch = "x86_64")]
-    match kernels {
-        // SAFETY: as in `forward_image_on`.
-        CpuKernels::Avx512f => return unsafe { params_image_avx512f(shape, x, dz, dwt, db) },
-        CpuKernels::Avx2Fma => return unsafe { params_image_avx2(shape, x, dz, dwt, db) },
-        _ => {}
-    }
-    let _ = kernels;
-    params_image(shape, x, dz, dwt, db)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn forward_image_avx512f<T: Scalar>(shape: &Conv2d, x: &[T], wt: &[T], b: &[T], z: &mut [T]) {
-    forward_image(shape, x, wt, b, z)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn forward_image_avx2<T: Scalar>(shape: &Conv2d, x: &[T], wt: &[T], b: &[T], z: &mut [T]) {
-    forward_image(shape, x, wt, b, z)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn params_image_avx512f<T: Scalar>(shape: &Conv2d, x: &[T], dz: &[T], dwt: &mut [T], db: &mut [T]) {
-    params_image(shape, x, dz, dwt, db)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn params_image_avx2<T: Scalar>(shape: &Conv2d, x: &[T], dz: &[T], dwt: &mut [T], db: &mut [T]) {
-    params_image(shape, x, dz, dwt, db)
+vector_width_clones! {
+    /// [`params_image`] compiled for `kernels`' vector width.
+    fn params_image_on(shape: &Conv2d, xp: &[T], dz: &[T], dwt: &mut [T], db: &mut [T]) => params_image
 }

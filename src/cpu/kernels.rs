@@ -225,6 +225,44 @@ pub type GemmEntry<T> = unsafe fn(
 /// handed the depth in blocks that fix the order of the sums ([`DriverPath::depth_block`]).
 /// An entry given a `$narrower` one (the entry of the narrower set) hands it the shapes whose
 /// sums the driver splits across a register's lanes ([`DriverPath::sums_across_lanes`]).
+/// Defines `fn $name<T: Scalar>(kernels: CpuKernels, args…)` (`Scalar` as the caller names
+/// it), which runs `$body(args…)` compiled for `kernels`' vector width: AVX-512 or AVX2 on x86-64 (one of
+/// [`CpuKernels::runnable`]), the target's own elsewhere. For the CPU path's own loops (the
+/// GEMM has its kernels): they do the same operations in the same order whatever the width,
+/// since Rust never fuses a multiply and an add, so every set gives the same bits.
+macro_rules! vector_width_clones {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:path) => {
+        $(#[$meta])*
+        $vis fn $name<T: Scalar>(
+            kernels: $crate::cpu::kernels::CpuKernels,
+            $($arg: $ty),*
+        ) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512f<T: Scalar>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2<T: Scalar>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                use $crate::cpu::kernels::CpuKernels;
+                match kernels {
+                    // SAFETY: a process runs a kernel set only where the CPU has its
+                    // features (`CpuKernels::runnable`).
+                    CpuKernels::Avx512f => return unsafe { avx512f($($arg),*) },
+                    CpuKernels::Avx2Fma => return unsafe { avx2($($arg),*) },
+                    _ => {}
+                }
+            }
+            let _ = kernels;
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use vector_width_clones;
+
 #[cfg(target_arch = "x86_64")]
 macro_rules! gemm_entry {
     ($name:ident, $t:ty, $simd:ty, $lanes:expr, $ukr:path $(, $narrower:ident)?) => {
