@@ -276,7 +276,7 @@ fn dropout_masks_drop_about_p_and_change_with_every_counter() {
     }
 }
 
-/// What a convolution with ReLU gives for a batch, by the references, and what a fast path
+/// What a convolution and its activation give for a batch, by the references, and what a fast path
 /// gave: its output (channels-first) or the pooling's, and the gradients.
 #[derive(Debug, Clone, PartialEq)]
 struct ConvResults {
@@ -291,6 +291,7 @@ struct ConvResults {
 /// activation's output (stored) or of the pooling's.
 struct ConvCase {
     shape: Conv2d,
+    activation: wgtrain::model::Activation,
     pool: Option<MaxPool2d>,
     rows: usize,
     x: Vec<f64>,
@@ -302,10 +303,9 @@ struct ConvCase {
 impl ConvCase {
     fn reference(&self) -> ConvResults {
         use wgtrain::cpu::ops::{activation_backward, activation_forward};
-        use wgtrain::model::Activation::Relu;
-        let (shape, rows) = (&self.shape, self.rows);
+        let (shape, rows, act) = (&self.shape, self.rows, self.activation);
         let mut a = conv2d_forward(shape, &self.x, &self.w, &self.b, rows);
-        activation_forward(Relu, &mut a);
+        activation_forward(act, &mut a);
         let (out, mut da) = match &self.pool {
             None => (a.clone(), self.dout.clone()),
             Some(pool) => {
@@ -313,7 +313,7 @@ impl ConvCase {
                 (pooled, max_pool2d_backward(pool, &self.dout, &argmax, rows))
             }
         };
-        activation_backward(Relu, &a, &mut da);
+        activation_backward(act, &a, &mut da);
         let (dw, db) = conv2d_backward_params(shape, &da, &self.x, rows);
         let dx = conv2d_backward_input(shape, &da, &self.w, rows);
         ConvResults { out, dw, db, dx }
@@ -336,8 +336,7 @@ impl ConvCase {
             filters_to_taps_first,
         };
         use wgtrain::cpu::im2col::{conv2d_backward_im2col, conv2d_forward_im2col};
-        use wgtrain::model::Activation::Relu;
-        let (shape, rows) = (&self.shape, self.rows);
+        let (shape, rows, act) = (&self.shape, self.rows, self.activation);
         let (input, conv_out) = (image_in(shape), image_out(shape));
         let out_image = match &self.pool {
             Some(p) => ImageShape {
@@ -379,7 +378,7 @@ impl ConvCase {
             Some(kernels) => conv2d_forward_narrow(
                 kernels,
                 shape,
-                Relu,
+                act,
                 &x,
                 (&filters, b),
                 rows,
@@ -389,7 +388,7 @@ impl ConvCase {
             ),
             None => conv2d_forward_im2col(
                 shape,
-                Relu,
+                act,
                 &x,
                 &filters,
                 b,
@@ -421,7 +420,7 @@ impl ConvCase {
                 conv2d_backward_params_narrow(
                     kernels,
                     shape,
-                    Relu,
+                    act,
                     gradient,
                     &x,
                     rows,
@@ -435,7 +434,7 @@ impl ConvCase {
             None => {
                 conv2d_backward_im2col(
                     shape,
-                    Relu,
+                    act,
                     gradient,
                     &x,
                     &filters,
@@ -464,6 +463,7 @@ fn conv2d_fast_paths_match_the_reference_stored_and_pooled_on_every_kernel_set()
     use wgtrain::cpu::conv_narrow;
     use wgtrain::cpu::im2col::images_per_chunk;
     use wgtrain::cpu::kernels::CpuKernels;
+    use wgtrain::model::Activation::{Relu, Tanh};
     let mut r = rng(5);
     let mut shapes = shapes();
     // configs/cnn.toml's two convolutions: the first narrow, the second an image to a chunk.
@@ -483,18 +483,28 @@ fn conv2d_fast_paths_match_the_reference_stored_and_pooled_on_every_kernel_set()
         // than a part, with a last chunk and a last part shorter than the others.
         let threads = 1 + case % 3;
         let rows = IMAGES_PER_PART + images_per_chunk(&shape) + 1;
-        let pooled = MaxPool2d {
+        let pooling = |window| MaxPool2d {
             channels: shape.filters,
             height: shape.out_height(),
             width: shape.out_width(),
-            window: 2,
+            window,
             stride: 2,
         };
-        let pooling = pooled.validate().is_ok().then_some(Some(pooled));
-        for pool in std::iter::once(None).chain(pooling) {
+        // Stored; pooled by 2×2 windows; pooled by overlapping 3×3 ones, through tanh (whose
+        // derivative, unlike ReLU's, is not 0 or 1).
+        let kinds = [
+            (None, Relu),
+            (Some(pooling(2)), Relu),
+            (Some(pooling(3)), Tanh),
+        ];
+        let kinds = kinds
+            .into_iter()
+            .filter(|(p, _)| p.is_none_or(|p| p.validate().is_ok()));
+        for (pool, activation) in kinds {
             let out_len = pool.map_or(shape.out_len(), |p| p.out_len());
             let case = ConvCase {
                 shape,
+                activation,
                 pool,
                 rows,
                 x: uniform(&mut r, rows * shape.in_len()),
@@ -502,10 +512,14 @@ fn conv2d_fast_paths_match_the_reference_stored_and_pooled_on_every_kernel_set()
                 b: uniform(&mut r, shape.filters),
                 dout: uniform(&mut r, rows * out_len),
             };
-            let what =
-                format!("{shape:?} pooled by {pool:?}, {rows} images on {threads} thread(s)");
+            let what = format!(
+                "{shape:?}, {activation:?}, pooled by {pool:?}, {rows} images on {threads} thread(s)"
+            );
             let want = case.reference();
             let fast = case.fast(None, threads);
+            let other = if threads == 1 { 3 } else { 1 };
+            let on_other = case.fast(None, other);
+            assert_eq!(fast, on_other, "{what}: the same bits on {other} thread(s)");
             assert_close(&format!("im2col out {what}"), &fast.out, &want.out);
             assert_close(&format!("im2col dw {what}"), &fast.dw, &want.dw);
             assert_close(&format!("im2col db {what}"), &fast.db, &want.db);

@@ -147,10 +147,7 @@ fn max_pool2d_forward_lanes<T: Scalar>(
     let (c, w, stride) = (shape.channels, shape.width, shape.stride);
     let ow = shape.out_width();
     let (in_len, out_len) = (shape.in_len(), shape.out_len());
-    // A window's pixels, as offsets from its first, in row-major order.
-    let window: Vec<usize> = (0..shape.window * shape.window)
-        .map(|p| (p / shape.window) * w + p % shape.window)
-        .collect();
+    let window = (shape.window, w);
     for r in 0..rows {
         let x = &x[r * in_len..(r + 1) * in_len];
         let outs = out[r * out_len..(r + 1) * out_len].chunks_exact_mut(c);
@@ -160,10 +157,10 @@ fn max_pool2d_forward_lanes<T: Scalar>(
             let mut ch = 0;
             while ch < c {
                 if c - ch >= POOL_LANES {
-                    window_max::<T, POOL_LANES>(x, c, ch, first, &window, best, at);
+                    window_max::<T, POOL_LANES>(x, c, ch, first, window, best, at);
                     ch += POOL_LANES;
                 } else {
-                    window_max::<T, 1>(x, c, ch, first, &window, best, at);
+                    window_max::<T, 1>(x, c, ch, first, window, best, at);
                     ch += 1;
                 }
             }
@@ -174,8 +171,8 @@ fn max_pool2d_forward_lanes<T: Scalar>(
 /// Channels [`window_max`] takes at once: a 512-bit register of f32.
 const POOL_LANES: usize = 16;
 
-/// The maximum over the window whose first pixel is `first` (and its `window` offsets) of
-/// channels `ch..ch + L`, into `best` and `at` at those channels. The running maxima live in
+/// The maximum over the `window` × `window` pixels from `first` (in an image `width` pixels
+/// wide), in row-major order, of channels `ch..ch + L`, into `best` and `at` at those channels. The running maxima live in
 /// L-lane arrays and every choice is a select, so the channels run in vector lanes.
 #[inline(always)]
 fn window_max<T: Scalar, const L: usize>(
@@ -183,15 +180,15 @@ fn window_max<T: Scalar, const L: usize>(
     c: usize,
     ch: usize,
     first: usize,
-    window: &[usize],
+    (window, width): (usize, usize),
     best: &mut [T],
     at: &mut [u32],
 ) {
     let mut b = [T::zero(); L];
     b.copy_from_slice(&x[first * c + ch..first * c + ch + L]);
     let mut a = [first as u32; L];
-    for &offset in &window[1..] {
-        let pixel = first + offset;
+    let pixels = (0..window).flat_map(|i| (0..window).map(move |j| first + i * width + j));
+    for pixel in pixels.skip(1) {
         let values = &x[pixel * c + ch..pixel * c + ch + L];
         for ((b, a), &v) in b.iter_mut().zip(a.iter_mut()).zip(values) {
             // `&` and `|`, not `&&` and `||`: no branches, so no lane waits on another.

@@ -42,11 +42,11 @@ impl<'a, T: Scalar> Epilogue<'a, T> {
     pub fn split_at(self, images: usize, conv: &Conv2d) -> (Self, Self) {
         match self {
             Epilogue::Store { out } => {
-                let (a, b) = out.split_at_mut((images * conv.out_len()).min(out.len()));
+                let (a, b) = out.split_at_mut(images * conv.out_len());
                 (Epilogue::Store { out: a }, Epilogue::Store { out: b })
             }
             Epilogue::Pool { shape, out, argmax } => {
-                let at = (images * shape.out_len()).min(out.len());
+                let at = images * shape.out_len();
                 let ((o1, o2), (a1, a2)) = (out.split_at_mut(at), argmax.split_at_mut(at));
                 let first = Epilogue::Pool {
                     shape,
@@ -67,15 +67,7 @@ impl<'a, T: Scalar> Epilogue<'a, T> {
 
     /// Cuts this epilogue into runs of `images` images, as many as `parts`.
     pub fn into_runs(self, images: usize, conv: &Conv2d, parts: usize) -> Vec<Self> {
-        let mut runs = Vec::with_capacity(parts);
-        let mut rest = self;
-        for _ in 1..parts {
-            let (run, more) = rest.split_at(images, conv);
-            runs.push(run);
-            rest = more;
-        }
-        runs.push(rest);
-        runs
+        into_runs(self, parts, |rest| rest.split_at(images, conv))
     }
 
     /// Images `first..first + images` of this run: `compute` writes their convolution (before
@@ -114,6 +106,19 @@ impl<'a, T: Scalar> Epilogue<'a, T> {
     }
 }
 
+/// `whole` cut by `split` (a run off the front, and the rest) into `parts` runs.
+fn into_runs<R>(whole: R, parts: usize, split: impl Fn(R) -> (R, R)) -> Vec<R> {
+    let mut runs = Vec::with_capacity(parts);
+    let mut rest = whole;
+    for _ in 1..parts {
+        let (run, more) = split(rest);
+        runs.push(run);
+        rest = more;
+    }
+    runs.push(rest);
+    runs
+}
+
 /// Where a convolution's backward pass finds ∂L/∂z, for a run of images.
 pub enum Gradient<'a, T> {
     /// ∂L/∂(the activation's output) (B, H′, W′, O), made ∂L/∂z in place, and that output.
@@ -141,7 +146,7 @@ impl<'a, T: Scalar> Gradient<'a, T> {
     pub fn split_at(self, images: usize, conv: &Conv2d) -> (Self, Self) {
         match self {
             Gradient::Stored { dz, a_out } => {
-                let at = (images * conv.out_len()).min(dz.len());
+                let at = images * conv.out_len();
                 let ((d1, d2), (a1, a2)) = (dz.split_at_mut(at), a_out.split_at(at));
                 let first = Gradient::Stored { dz: d1, a_out: a1 };
                 (first, Gradient::Stored { dz: d2, a_out: a2 })
@@ -152,7 +157,7 @@ impl<'a, T: Scalar> Gradient<'a, T> {
                 pooled,
                 argmax,
             } => {
-                let at = (images * shape.out_len()).min(dpool.len());
+                let at = images * shape.out_len();
                 let (d1, d2) = dpool.split_at(at);
                 let ((p1, p2), (a1, a2)) = (pooled.split_at(at), argmax.split_at(at));
                 let part = |dpool, pooled, argmax| Gradient::Pooled {
@@ -168,25 +173,20 @@ impl<'a, T: Scalar> Gradient<'a, T> {
 
     /// Cuts this gradient into runs of `images` images, as many as `parts`.
     pub fn into_runs(self, images: usize, conv: &Conv2d, parts: usize) -> Vec<Self> {
-        let mut runs = Vec::with_capacity(parts);
-        let mut rest = self;
-        for _ in 1..parts {
-            let (run, more) = rest.split_at(images, conv);
-            runs.push(run);
-            rest = more;
-        }
-        runs.push(rest);
-        runs
+        into_runs(self, parts, |rest| rest.split_at(images, conv))
     }
 
     /// ∂L/∂z (images, H′, W′, O) of images `first..first + images` of this run: in place, or
-    /// made in `dz` from the pooling's gradient, with `g` scratch of the pooled chunk's size.
+    /// made in `scratch` from the pooling's gradient, with `g` scratch of the pooled chunk's
+    /// size. Where pooling windows overlap, a pixel's gradient is the sum of each window's
+    /// times the activation's derivative there, rather than the derivative times the sum: the
+    /// same for ReLU, equal to rounding otherwise.
     pub fn chunk<'s>(
         &'s mut self,
         conv: &Conv2d,
         activation: Activation,
         (first, images): (usize, usize),
-        dz: &'s mut [T],
+        scratch: &'s mut [T],
         g: &mut [T],
     ) -> &'s [T] {
         let len = conv.out_len();
@@ -210,7 +210,7 @@ impl<'a, T: Scalar> Gradient<'a, T> {
                 let g = &mut g[..images * n];
                 g.copy_from_slice(&dpool[range.clone()]);
                 ops::activation_backward(activation, &pooled[range.clone()], g);
-                let dz = &mut dz[..images * len];
+                let dz = &mut scratch[..images * len];
                 cl::max_pool2d_backward(shape, g, &argmax[range], images, dz);
                 dz
             }
@@ -237,6 +237,24 @@ pub struct ConvScratch<T> {
     partials: Vec<T>,
 }
 
+/// The floats each buffer of a [`ConvScratch`] needs for a convolution ([`ConvScratch::floats`]):
+/// a scratch the convolutions of a network share holds, in each buffer, the most any of them
+/// needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScratchFloats([u128; 6]);
+
+impl ScratchFloats {
+    /// Each buffer's larger need.
+    pub fn max(self, other: ScratchFloats) -> ScratchFloats {
+        ScratchFloats(std::array::from_fn(|i| self.0[i].max(other.0[i])))
+    }
+
+    /// All the buffers together; saturates rather than overflowing.
+    pub fn total(self) -> u128 {
+        self.0.iter().fold(0u128, |a, &b| a.saturating_add(b))
+    }
+}
+
 /// One thread's chunk buffers, each of its chunk's length (empty where unused).
 struct ChunkBuffers<'a, T> {
     cols: &'a mut [T],
@@ -247,24 +265,32 @@ struct ChunkBuffers<'a, T> {
 }
 
 impl<T: Scalar> ConvScratch<T> {
-    /// The floats a pass of `rows` images of `shape` on `threads` threads needs here at most,
-    /// in chunks of `images` images of `cols_per_image` floats of matrix, the convolution
-    /// pooled by `pool` or not.
+    /// The floats a pass of `rows` images of `shape` on `threads` threads needs in each of
+    /// this scratch's buffers, in chunks of `images` images of `cols_per_image` floats of
+    /// matrix, the convolution pooled by `pool` or not.
     pub fn floats(
         shape: &Conv2d,
         pool: Option<&MaxPool2d>,
         (images, cols_per_image): (usize, usize),
         rows: usize,
         threads: usize,
-    ) -> u128 {
-        let pooled = pool.map_or(0, |p| images * (2 * shape.out_len() + p.out_len()));
-        let chunk = (2 * images * cols_per_image + pooled) as u128;
+    ) -> ScratchFloats {
+        let per_thread = |floats: usize| threads.max(1) as u128 * (images * floats) as u128;
+        let (out, pooled) = pool.map_or((0, 0), |p| (shape.out_len(), p.out_len()));
         let parts = rows.div_ceil(IMAGES_PER_PART) as u128;
         let part = (shape.weights_len() + shape.filters) as u128;
-        threads.max(1) as u128 * chunk + parts * part
+        let cols = per_thread(cols_per_image);
+        ScratchFloats([
+            cols,
+            cols,
+            per_thread(out),
+            per_thread(out),
+            per_thread(pooled),
+            parts.saturating_mul(part),
+        ])
     }
 
-    /// `threads` sets of chunk buffers for chunks of `images` images of `shape`: matrices of
+    /// `threads` sets (one per run of a pass) of chunk buffers for chunks of `images` images of `shape`: matrices of
     /// `cols_per_image` floats an image, with `pool` the pooling's buffers for the forward or
     /// the `backward` pass, and with `input_gradient` the matrices' gradients.
     fn chunks(
@@ -335,9 +361,10 @@ pub fn forward_by_chunks<T: Scalar>(
     }
     let threads = threads.max(1);
     let pool = epilogue.pool();
-    let chunk = (images, cols_per_image);
-    let buffers = scratch.chunks(shape, chunk, pool.as_ref(), (false, false), threads);
     let per_thread = rows.div_ceil(images).div_ceil(threads) * images;
+    let runs = rows.div_ceil(per_thread);
+    let chunk = (images, cols_per_image);
+    let buffers = scratch.chunks(shape, chunk, pool.as_ref(), (false, false), runs);
     let in_len = shape.in_len();
     let run = |((x, mut epilogue), b): ((&[T], Epilogue<T>), ChunkBuffers<T>)| {
         let count = x.len() / in_len;
@@ -350,7 +377,7 @@ pub fn forward_by_chunks<T: Scalar>(
             });
         }
     };
-    let runs = epilogue.into_runs(per_thread, shape, rows.div_ceil(per_thread));
+    let runs = epilogue.into_runs(per_thread, shape, runs);
     let work = x[..rows * in_len]
         .chunks(per_thread * in_len)
         .zip(runs)
@@ -414,17 +441,12 @@ pub fn backward_by_parts<T: Scalar>(
         partials.resize(parts * len, T::zero());
     }
     let per_thread = parts.div_ceil(threads) * IMAGES_PER_PART;
-    let pool = gradient.pool();
-    let passes = (true, dx.is_some());
-    let buffers = scratch.chunks(
-        shape,
-        (images, cols_per_image),
-        pool.as_ref(),
-        passes,
-        threads,
-    );
+    let runs = rows.div_ceil(per_thread);
+    let (pool, passes) = (gradient.pool(), (true, dx.is_some()));
+    let sizes = (images, cols_per_image);
+    let buffers = scratch.chunks(shape, sizes, pool.as_ref(), passes, runs);
     let mut dx = dx.map(|dx| dx[..rows * in_len].chunks_mut(per_thread * in_len));
-    let runs = gradient.into_runs(per_thread, shape, rows.div_ceil(per_thread));
+    let runs = gradient.into_runs(per_thread, shape, runs);
     let work: Vec<_> = (runs.into_iter())
         .zip(x[..rows * in_len].chunks(per_thread * in_len))
         .zip(partials[..parts * len].chunks_mut(per_thread / IMAGES_PER_PART * len))

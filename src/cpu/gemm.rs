@@ -259,7 +259,9 @@ pub fn linear_backward_weight_onto<T: Scalar>(
     dw: &mut [T],
     dz: &[T],
     a: &[T],
-    (rows, fan_in, fan_out): (usize, usize, usize),
+    rows: usize,
+    fan_in: usize,
+    fan_out: usize,
     threads: usize,
 ) {
     weight_product(dw, dz, a, (rows, fan_in, fan_out), true, threads);

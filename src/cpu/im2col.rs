@@ -230,8 +230,8 @@ pub fn conv2d_backward_im2col<T: Scalar>(
                 gemm::linear_backward_weight(c.dw, c.dz, cols, positions, fan_in, filters, 1);
                 c.db.fill(T::zero());
             } else {
-                let dims = (positions, fan_in, filters);
-                gemm::linear_backward_weight_onto(c.dw, c.dz, cols, dims, 1);
+                let (dw, dz) = (&mut *c.dw, c.dz);
+                gemm::linear_backward_weight_onto(dw, dz, cols, positions, fan_in, filters, 1);
             }
             for row in c.dz.chunks_exact(filters) {
                 c.db.iter_mut().zip(row).for_each(|(d, &g)| *d = *d + g);

@@ -219,17 +219,12 @@ pub type GemmEntry<T> = unsafe fn(
     gemm_common::Parallelism,
 );
 
-/// The entries of one float type's kernels on x86-64: `gemm-common`'s driver instantiated with
-/// the `gemm-f32`/`gemm-f64` microkernels of one set, exactly as the `gemm` crate instantiates
-/// them for its own dispatch (lanes `N` per register; MR = MR_DIV_N · N rows per microkernel),
-/// handed the depth in blocks that fix the order of the sums ([`DriverPath::depth_block`]).
-/// An entry given a `$narrower` one (the entry of the narrower set) hands it the shapes whose
-/// sums the driver splits across a register's lanes ([`DriverPath::sums_across_lanes`]).
 /// Defines `fn $name<T: Scalar>(kernels: CpuKernels, args…)` (`Scalar` as the caller names
-/// it), which runs `$body(args…)` compiled for `kernels`' vector width: AVX-512 or AVX2 on x86-64 (one of
-/// [`CpuKernels::runnable`]), the target's own elsewhere. For the CPU path's own loops (the
-/// GEMM has its kernels): they do the same operations in the same order whatever the width,
-/// since Rust never fuses a multiply and an add, so every set gives the same bits.
+/// it), which runs `$body(args…)` compiled for `kernels`' vector width: AVX-512 or AVX2 on
+/// x86-64, the target's own elsewhere; a set this CPU cannot run is refused with a panic,
+/// never run. For the CPU path's own loops (the GEMM has its kernels): they do the same
+/// operations in the same order whatever the width, since Rust never fuses a multiply and an
+/// add, so every set gives the same bits.
 macro_rules! vector_width_clones {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:path) => {
         $(#[$meta])*
@@ -248,9 +243,9 @@ macro_rules! vector_width_clones {
                     $body($($arg),*)
                 }
                 use $crate::cpu::kernels::CpuKernels;
+                assert!(kernels.runs_here(), "the {} kernels on a CPU without them", kernels.name());
                 match kernels {
-                    // SAFETY: a process runs a kernel set only where the CPU has its
-                    // features (`CpuKernels::runnable`).
+                    // SAFETY: the CPU has the set's features (asserted above).
                     CpuKernels::Avx512f => return unsafe { avx512f($($arg),*) },
                     CpuKernels::Avx2Fma => return unsafe { avx2($($arg),*) },
                     _ => {}
@@ -263,6 +258,12 @@ macro_rules! vector_width_clones {
 }
 pub(crate) use vector_width_clones;
 
+/// The entries of one float type's kernels on x86-64: `gemm-common`'s driver instantiated with
+/// the `gemm-f32`/`gemm-f64` microkernels of one set, exactly as the `gemm` crate instantiates
+/// them for its own dispatch (lanes `N` per register; MR = MR_DIV_N · N rows per microkernel),
+/// handed the depth in blocks that fix the order of the sums ([`DriverPath::depth_block`]).
+/// An entry given a `$narrower` one (the entry of the narrower set) hands it the shapes whose
+/// sums the driver splits across a register's lanes ([`DriverPath::sums_across_lanes`]).
 #[cfg(target_arch = "x86_64")]
 macro_rules! gemm_entry {
     ($name:ident, $t:ty, $simd:ty, $lanes:expr, $ukr:path $(, $narrower:ident)?) => {

@@ -2,7 +2,7 @@
 //! fast CPU kernels, layer by layer ([`loss_and_gradient`]): what the CPU engine's layers
 //! path trains with, held to the reference pass (`cpu::layers_reference`).
 
-use super::conv_chunks::{ConvScratch, Epilogue, Gradient};
+use super::conv_chunks::{ConvScratch, Epilogue, Gradient, ScratchFloats};
 use super::dropout::dropout_forward_from;
 use super::layers_reference::{StepCounters, mask};
 use super::ops;
@@ -10,22 +10,24 @@ use super::scalar::Scalar;
 use crate::model::{ImageShape, Network, Planned};
 use rayon::prelude::*;
 
-/// Buffers for [`loss_and_gradient`] on up to `capacity` images, allocated once: each layer's
-/// output (channels-last, `cpu::channels_last`), each convolution's filters in the window's
-/// order, each pooling's argmax, a dense layer's flattened input where it must change layout,
-/// and shared scratch (the convolutions' per-thread chunks, grown by the first step). A step
-/// allocates nothing but what the GEMM does.
+/// Buffers for [`loss_and_gradient`] on up to `capacity` images: each layer's output
+/// (channels-last, `cpu::channels_last`; none for a convolution pooled as it goes), each
+/// convolution's filters in the order its path reads, each pooling's argmax, a dense layer's
+/// flattened input where it must change layout, and shared scratch (the convolutions'
+/// per-thread chunks, grown by the first step). Later steps allocate only small lists of
+/// each thread's share and what the GEMM does.
 pub struct LayersWorkspace<T> {
     capacity: usize,
     /// The input channels-last, where that is not the data's own layout.
     input: Vec<T>,
     outputs: Vec<Vec<T>>,
-    /// A convolution's filters (O, K, K, C), refreshed from the parameters each pass.
+    /// A convolution's filters, refreshed from the parameters each pass: (O, K, K, C) for
+    /// im2col's path, (K, K, C, O) for the narrow one (`cpu::conv_narrow`).
     filters: Vec<Vec<T>>,
     argmax: Vec<Vec<u32>>,
     /// A dense layer's input image channels-first, the order its weights read.
     flat: Vec<Vec<T>>,
-    /// A convolution's weight gradient channels-last, before it goes to the stored order.
+    /// A convolution's weight gradient in its path's order, before it goes to the stored one.
     dfilters: Vec<T>,
     /// A dense layer's input gradient channels-first, before it goes channels-last.
     dflat: Vec<T>,
@@ -92,7 +94,8 @@ impl<T: Scalar> LayersWorkspace<T> {
     pub fn floats(net: &Network, rows: usize, threads: usize) -> u128 {
         use super::channels_last::layouts_differ;
         let (mut widest, mut dflat, mut dfilters) = (net.input.len(), 0, 0);
-        let (mut per_image, mut fixed, mut conv) = (0u128, 0u128, 0u128);
+        let (mut per_image, mut fixed) = (0u128, 0u128);
+        let mut conv = ScratchFloats::default();
         if layouts_differ(&net.input) {
             per_image += net.input.len() as u128;
         }
@@ -114,13 +117,20 @@ impl<T: Scalar> LayersWorkspace<T> {
             }
         }
         let per_image = per_image + (dflat + 2 * widest) as u128;
-        (rows as u128).saturating_mul(per_image) + fixed + dfilters as u128 + conv
+        let fixed = fixed + dfilters as u128;
+        (rows as u128)
+            .saturating_mul(per_image)
+            .saturating_add(fixed)
+            .saturating_add(conv.total())
     }
 }
 
-/// [`loss_and_gradient_reference`] on the fast CPU kernels, every image channels-last
-/// (`cpu::channels_last`): convolutions through im2col and the GEMM (`cpu::im2col`), dense
-/// layers through the GEMM (`cpu::gemm`), pooling and dropout over channel vectors, on
+/// `layers_reference::loss_and_gradient_reference` on the fast CPU kernels, every image
+/// channels-last (`cpu::channels_last`): convolutions through im2col and the GEMM
+/// (`cpu::im2col`) or, a first layer with a short window, straight from the image
+/// (`cpu::conv_narrow`), a max pooling after a convolution fused onto it
+/// (`cpu::conv_chunks`), dense layers through the GEMM (`cpu::gemm`), other pooling and
+/// dropout over channel vectors, on
 /// `threads` threads, in `ws`'s buffers. The same loss and gradient to rounding (tested
 /// against the reference), the same dropout masks and pooling choices exactly.
 #[allow(clippy::too_many_arguments)]
@@ -189,9 +199,10 @@ pub fn forward<'w, T: Scalar>(
         };
         let (current, next) = after.split_first_mut().expect("every layer has an output");
         // Empty for a convolution whose pooling takes its output chunk by chunk.
-        let out = current
-            .get_mut(..rows * net.outputs[l].len())
-            .unwrap_or_default();
+        let out = match pooled_after(net, l) {
+            Some(_) => &mut current[..0],
+            None => &mut current[..rows * net.outputs[l].len()],
+        };
         match *layer {
             Planned::Conv2d {
                 shape,
@@ -229,7 +240,7 @@ pub fn forward<'w, T: Scalar>(
                     cl::max_pool2d_forward(&shape, a, rows, out, argmax);
                 } else {
                     // Whole images per thread: the same values however the batch is split.
-                    let per = images_per_part(threads, rows);
+                    let per = images_per_thread(threads, rows);
                     let parts = out
                         .par_chunks_mut(per * out_len)
                         .zip(argmax.par_chunks_mut(per * out_len))
@@ -297,9 +308,9 @@ fn narrow_first_layer(l: usize, shape: &crate::model::Conv2d) -> bool {
     l == 0 && super::conv_narrow::suits(shape)
 }
 
-/// Images per part when a batch of `rows` is split across `threads` threads (all of them in
-/// one part on one thread).
-fn images_per_part(threads: usize, rows: usize) -> usize {
+/// Images in each thread's share when a batch of `rows` is split across `threads` threads
+/// (all of them on one thread).
+fn images_per_thread(threads: usize, rows: usize) -> usize {
     rows.div_ceil(threads.max(1)).max(1)
 }
 
@@ -315,7 +326,7 @@ fn by_images<T: Scalar>(
     if threads <= 1 {
         return f(0, values);
     }
-    let part = images_per_part(threads, rows) * (values.len() / rows.max(1)).max(1);
+    let part = images_per_thread(threads, rows) * (values.len() / rows.max(1)).max(1);
     values
         .par_chunks_mut(part)
         .enumerate()
@@ -359,7 +370,7 @@ fn activation_backward_by_images<T: Scalar>(
     if threads <= 1 {
         return ops::activation_backward(activation, a, delta);
     }
-    let part = images_per_part(threads, rows) * (delta.len() / rows.max(1)).max(1);
+    let part = images_per_thread(threads, rows) * (delta.len() / rows.max(1)).max(1);
     delta
         .par_chunks_mut(part)
         .zip(a.par_chunks(part))
@@ -400,7 +411,10 @@ fn backward<T: Scalar>(
             _ => &ws.outputs[l - 1][..rows * input.len()],
         };
         // Empty for a convolution whose pooling took its output chunk by chunk.
-        let a_out = ws.outputs[l].get(..out_len).unwrap_or_default();
+        let a_out = match pooled_after(net, l) {
+            Some(_) => &ws.outputs[l][..0],
+            None => &ws.outputs[l][..out_len],
+        };
         let delta = &mut ws.delta[..out_len];
         let delta_in = &mut ws.delta_in[..a_in.len()];
         match *layer {
@@ -461,7 +475,7 @@ fn backward<T: Scalar>(
                 if threads <= 1 {
                     cl::max_pool2d_backward(&shape, delta, argmax, rows, delta_in);
                 } else {
-                    let per = images_per_part(threads, rows);
+                    let per = images_per_thread(threads, rows);
                     let parts = delta_in
                         .par_chunks_mut(per * in_len)
                         .zip(delta.par_chunks(per * out_len))
