@@ -822,7 +822,7 @@ fn a_gpu_too_small_for_the_data_is_an_error_on_gpu_and_a_cpu_fallback_on_auto() 
 }
 
 #[test]
-fn a_saved_model_gives_the_same_test_figures_in_numpy() {
+fn a_saved_model_gives_the_same_test_figures_in_numpy_mlp_and_cnn() {
     // Interop. Runs when python3 has numpy and safetensors (CI installs both,
     // and sets WGTRAIN_REQUIRE_NUMPY=1 so that their absence fails the test).
     let ready = Command::new("python3")
@@ -837,43 +837,76 @@ fn a_saved_model_gives_the_same_test_figures_in_numpy() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (data, out) = (tmp.path().join("data"), tmp.path().join("run"));
+    let data = tmp.path().join("data");
     write_dataset(&data, 200, 50, 6, 3, true);
-    assert!(
-        train_tiny(&data, &out, &["--set", "activation=\"sigmoid\""])
-            .status
-            .success()
-    );
-    let model = RunDir::new(&out).model();
-    let ours = wgtrain(&[
-        "eval",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--json",
-    ]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/interop/evaluate_model.py");
-    let theirs = Command::new("python3")
-        .args([
-            script.to_str().unwrap(),
+    // A network of every layer kind, stride 2 and padding included, and a dense MLP.
+    let cnn = tmp.path().join("cnn.toml");
+    std::fs::write(
+        &cnn,
+        r#"network = [
+  { conv = 4, kernel = 3, padding = 1, activation = "relu" },
+  { max_pool = 2 },
+  { conv = 3, kernel = 2, stride = 2, activation = "sigmoid" },
+  { dropout = 0.25 },
+  { dense = 5, activation = "tanh" },
+  { dense = 3 },
+]
+batch_size = 16
+epochs = 3
+init = "pytorch"
+early_stopping = false
+"#,
+    )
+    .unwrap();
+    let runs: [(&str, Vec<&str>); 2] = [
+        ("mlp", vec!["--set", "activation=\"sigmoid\""]),
+        ("cnn", vec!["--config", cnn.to_str().unwrap()]),
+    ];
+    for (name, extra) in runs {
+        let out = tmp.path().join(name);
+        let o = match name {
+            "mlp" => train_tiny(&data, &out, &extra),
+            _ => {
+                let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+                let args = [
+                    &["train", "--data", data, "--out", out, "--device", "cpu"][..],
+                    &extra,
+                ];
+                wgtrain(&args.concat())
+            }
+        };
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let model = RunDir::new(&out).model();
+        let ours = wgtrain(&[
+            "eval",
+            "--model",
             model.to_str().unwrap(),
+            "--data",
             data.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        theirs.status.success(),
-        "{}",
-        String::from_utf8_lossy(&theirs.stderr)
-    );
-    let a: serde_json::Value = serde_json::from_slice(&ours.stdout).unwrap();
-    let b: serde_json::Value = serde_json::from_slice(&theirs.stdout).unwrap();
-    assert_eq!(a["test_accuracy"], b["test_accuracy"]);
-    assert!(
-        (a["test_loss"].as_f64().unwrap() - b["test_loss"].as_f64().unwrap()).abs() < 1e-5,
-        "{a} vs {b}"
-    );
+            "--json",
+        ]);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/interop/evaluate_model.py");
+        let theirs = Command::new("python3")
+            .args([
+                script.to_str().unwrap(),
+                model.to_str().unwrap(),
+                data.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            theirs.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&theirs.stderr)
+        );
+        let a: serde_json::Value = serde_json::from_slice(&ours.stdout).unwrap();
+        let b: serde_json::Value = serde_json::from_slice(&theirs.stdout).unwrap();
+        assert_eq!(a["test_accuracy"], b["test_accuracy"], "{name}");
+        assert!(
+            (a["test_loss"].as_f64().unwrap() - b["test_loss"].as_f64().unwrap()).abs() < 1e-5,
+            "{name}: {a} vs {b}"
+        );
+    }
 }
 
 #[test]
