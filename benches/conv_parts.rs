@@ -1,12 +1,13 @@
 //! `cargo bench --bench conv_parts`: the CPU convolution's pieces at batch 128 on
 //! configs/cnn.toml's convolutions (conv 1→32 on 28×28, conv 32→64 on 14×14, 3×3, padding 1),
 //! on every thread, channels-last as the training pass runs them: the first layer's narrow
-//! path (`cpu::conv_narrow`), and the forward pass through im2col (GEMM and bias a chunk of
-//! images at a time), the filters' layout change and the backward pass with and without the
-//! input gradient, each against the GEMM's rate on large square products on the same
-//! threads, and im2col and col2im of a whole batch at once for comparison; then
-//! the first pooling and a dropout mask, and a whole training step of the network. Medians after warm-up; compare figures only within
-//! one run (see BENCHMARKS.md).
+//! path (`cpu::conv_narrow`) and the second's through im2col (GEMM and bias a chunk of
+//! images at a time): the filters' layout change, the forward pass with its output stored
+//! and pooled as it goes, the backward pass from a stored gradient and through the pooling,
+//! each against the GEMM's rate on large square products on the same threads, and im2col of
+//! a whole batch at once for comparison; then the first pooling and a dropout mask, and a
+//! whole training step of the network. Medians after warm-up; compare figures only within one
+//! run (see BENCHMARKS.md).
 
 use std::hint::black_box;
 

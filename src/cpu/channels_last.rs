@@ -172,8 +172,9 @@ fn max_pool2d_forward_lanes<T: Scalar>(
 const POOL_LANES: usize = 16;
 
 /// The maximum over the `window` × `window` pixels from `first` (in an image `width` pixels
-/// wide), in row-major order, of channels `ch..ch + L`, into `best` and `at` at those channels. The running maxima live in
-/// L-lane arrays and every choice is a select, so the channels run in vector lanes.
+/// wide), in row-major order, of channels `ch..ch + L`, into `best` and `at` at those
+/// channels. The running maxima live in L-lane arrays and every choice is a select, so the
+/// channels run in vector lanes.
 #[inline(always)]
 fn window_max<T: Scalar, const L: usize>(
     x: &[T],

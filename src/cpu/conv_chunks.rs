@@ -5,9 +5,9 @@
 //! ([`forward_by_chunks`], [`backward_by_parts`]); what they do with each chunk of output
 //! ([`Epilogue`]) and where their backward pass's ∂L/∂z comes from ([`Gradient`]).
 //!
-//! A convolution followed by a max pooling pools each chunk while it is still in cache, so its whole output
-//! (the largest activation of a small CNN: 12.8 MB for configs/cnn.toml's first convolution
-//! at batch 128) is never written; the backward pass rebuilds each chunk's ∂L/∂z from the
+//! A convolution followed by a max pooling pools each chunk while it is still in cache, so
+//! its whole output (the largest activation of a small CNN: 12.8 MB for configs/cnn.toml's
+//! first convolution at batch 128) is never written; the backward pass rebuilds each chunk's ∂L/∂z from the
 //! pooling's gradient, output and argmax, since the pooled value is the activation's output
 //! at the pixel the gradient goes to.
 
@@ -290,9 +290,10 @@ impl<T: Scalar> ConvScratch<T> {
         ])
     }
 
-    /// `threads` sets (one per run of a pass) of chunk buffers for chunks of `images` images of `shape`: matrices of
-    /// `cols_per_image` floats an image, with `pool` the pooling's buffers for the forward or
-    /// the `backward` pass, and with `input_gradient` the matrices' gradients.
+    /// `threads` sets (one per run of a pass) of chunk buffers for chunks of `images` images
+    /// of `shape`: matrices of `cols_per_image` floats an image, with `pool` the pooling's
+    /// buffers for the forward or the `backward` pass, and with `input_gradient` the
+    /// matrices' gradients.
     fn chunks(
         &mut self,
         shape: &Conv2d,
