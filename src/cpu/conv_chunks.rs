@@ -275,7 +275,9 @@ impl<T: Scalar> ConvScratch<T> {
         rows: usize,
         threads: usize,
     ) -> ScratchFloats {
-        let per_thread = |floats: usize| threads.max(1) as u128 * (images * floats) as u128;
+        // A pass has at most one set of buffers per run, and no more runs than chunks.
+        let sets = threads.clamp(1, rows.div_ceil(images.max(1)).max(1));
+        let per_thread = |floats: usize| sets as u128 * (images * floats) as u128;
         let (out, pooled) = pool.map_or((0, 0), |p| (shape.out_len(), p.out_len()));
         let parts = rows.div_ceil(IMAGES_PER_PART) as u128;
         let part = (shape.weights_len() + shape.filters) as u128;
